@@ -1,0 +1,205 @@
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::StatusRange;
+use crate::units::duration_serde;
+
+/// `[dns]`: authoritative zones with geo answers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Dns {
+    pub zones: Vec<Zone>,
+    pub sites: Vec<DnsSite>,
+    pub locator: Locator,
+    pub rrl: Option<Rrl>,
+    pub all_sites_down: AllSitesDown,
+    /// Worker threads of the DNS service.
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllSitesDown {
+    /// Answer with every site, as if all were up.
+    FailOpen,
+    Servfail,
+}
+
+/// A zone; names are lower-case, absolute (ending in `.`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Zone {
+    pub name: String,
+    pub ttl: u32,
+    pub soa: Soa,
+    pub ns: Vec<String>,
+    pub records: Vec<Record>,
+    pub geo: Vec<GeoRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Soa {
+    pub mname: String,
+    pub rname: String,
+    pub serial: u32,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    /// Negative-caching TTL.
+    pub minimum: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    /// Absolute owner name.
+    pub name: String,
+    pub ttl: u32,
+    pub data: RecordData,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "UPPERCASE")]
+pub enum RecordData {
+    A {
+        address: Ipv4Addr,
+    },
+    Aaaa {
+        address: Ipv6Addr,
+    },
+    Cname {
+        target: String,
+    },
+    Ns {
+        target: String,
+    },
+    Txt {
+        strings: Vec<String>,
+    },
+    Mx {
+        preference: u16,
+        exchange: String,
+    },
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: String,
+    },
+    Caa {
+        critical: bool,
+        tag: String,
+        value: String,
+    },
+}
+
+impl RecordData {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            RecordData::A { .. } => "A",
+            RecordData::Aaaa { .. } => "AAAA",
+            RecordData::Cname { .. } => "CNAME",
+            RecordData::Ns { .. } => "NS",
+            RecordData::Txt { .. } => "TXT",
+            RecordData::Mx { .. } => "MX",
+            RecordData::Srv { .. } => "SRV",
+            RecordData::Caa { .. } => "CAA",
+        }
+    }
+}
+
+/// A name answered with the best site(s) for the client.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GeoRecord {
+    pub name: String,
+    /// Candidate sites (all sites when the config names none).
+    pub sites: Vec<String>,
+    pub policy: GeoPolicy,
+    pub ttl: u32,
+    /// Answered when the client's location is unknown; empty: all candidates.
+    pub default_sites: Vec<String>,
+    /// For `failover`: region → sites in order of preference.
+    pub failover: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GeoPolicy {
+    /// The N nearest up sites, nearest first.
+    Nearest { count: u32 },
+    /// One of the K nearest up sites, picked by weight.
+    Weighted { among: u32 },
+    /// The first up site of the client's region's list.
+    Failover,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DnsSite {
+    pub name: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub region: Option<String>,
+    pub country: Option<String>,
+    pub ipv4: Vec<Ipv4Addr>,
+    pub ipv6: Vec<Ipv6Addr>,
+    pub weight: u32,
+    pub capacity: u32,
+    pub health: Option<SiteHealth>,
+}
+
+/// HTTP probes of a site's nodes: the site is up while any node passes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SiteHealth {
+    pub urls: Vec<String>,
+    #[serde(with = "duration_serde")]
+    pub interval: Duration,
+    #[serde(with = "duration_serde")]
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub expect_status: StatusRange,
+}
+
+/// Where a client is, by its address or EDNS client subnet.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct Locator {
+    pub cidrs: Vec<CidrLocation>,
+    pub csv: Option<PathBuf>,
+    pub mmdb: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CidrLocation {
+    pub prefix: IpNet,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Location {
+    /// A point; the nearest sites are found by great-circle distance.
+    Point {
+        lat: f64,
+        lon: f64,
+        region: Option<String>,
+        country: Option<String>,
+    },
+    /// Pin the prefix to a site.
+    Site(String),
+}
+
+/// Response rate limiting (as BIND's RRL).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rrl {
+    pub responses_per_second: u32,
+    #[serde(with = "duration_serde")]
+    pub window: Duration,
+    /// Every Nth limited response is sent truncated (TC) instead of dropped; 0: drop all.
+    pub slip: u32,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    pub exempt: Vec<IpNet>,
+    pub log_only: bool,
+}

@@ -1,0 +1,126 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::units::{duration_serde, Rate};
+
+/// `[[listener]]`: an address the node accepts traffic on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Listener {
+    /// Unique; defaults to `<kind>-<address>`.
+    pub name: String,
+    pub address: SocketAddr,
+    pub kind: ListenerKind,
+}
+
+impl Listener {
+    pub fn kind_name(&self) -> &'static str {
+        self.kind.name()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ListenerKind {
+    Http(HttpListener),
+    Https(HttpsListener),
+    Tcp(TcpListener),
+    Dns,
+}
+
+impl ListenerKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ListenerKind::Http(_) => "http",
+            ListenerKind::Https(_) => "https",
+            ListenerKind::Tcp(_) => "tcp",
+            ListenerKind::Dns => "dns",
+        }
+    }
+
+    /// The HTTP settings of an `http` or `https` listener.
+    pub fn http(&self) -> Option<&HttpListener> {
+        match self {
+            ListenerKind::Http(h) => Some(h),
+            ListenerKind::Https(h) => Some(&h.http),
+            _ => None,
+        }
+    }
+}
+
+/// Settings shared by `http` and `https` listeners.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpListener {
+    /// Connections open at once on this listener; more wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Expect a PROXY protocol (v1 or v2) header from a trusted load balancer in front.
+    pub accept_proxy_protocol: bool,
+    /// Accept cleartext HTTP/2 (prior knowledge).
+    pub h2c: bool,
+    pub limits: HttpLimits,
+}
+
+/// Protection against slow or oversized requests.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpLimits {
+    /// Time allowed to receive a full request head (slowloris protection).
+    #[serde(with = "duration_serde")]
+    pub header_timeout: Duration,
+    /// Idle time allowed between requests on a keep-alive connection.
+    #[serde(with = "duration_serde")]
+    pub keepalive_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_request_line: usize,
+    /// Default request body limit (a route may set its own).
+    pub max_body: u64,
+    /// Requests served on one connection before it is closed (0: no limit).
+    pub max_requests_per_connection: u32,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_request_line: 8 * 1024,
+            max_body: 100 * 1024 * 1024,
+            max_requests_per_connection: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpsListener {
+    pub http: HttpListener,
+    /// Offer HTTP/2 by ALPN (h2, then http/1.1).
+    pub http2: bool,
+    pub certificates: Vec<Certificate>,
+}
+
+/// A certificate and key, served to clients whose SNI matches `server_names`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Certificate {
+    /// Exact names or `*.example.com` wildcards. Empty: only as the default.
+    pub server_names: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Served when SNI is absent or matches no other certificate.
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TcpListener {
+    pub pool: String,
+    pub max_connections: usize,
+    pub accept_proxy_protocol: bool,
+    #[serde(with = "duration_serde")]
+    pub idle_timeout: Duration,
+    /// New connections accepted per period; more are closed at once.
+    pub connection_rate: Option<Rate>,
+    pub connection_burst: u32,
+}

@@ -1,0 +1,174 @@
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Retry, Timeouts};
+use crate::units::duration_serde;
+
+/// `[[route]]`: a match and what to do with what it matches.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Route {
+    /// Unique; defaults to `route-<n>`.
+    pub name: String,
+    /// Higher first; file order among equals.
+    pub priority: i64,
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    pub action: RouteAction,
+    pub path_rewrite: Option<PathRewrite>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    /// Overrides the pool's.
+    pub timeouts: Option<Timeouts>,
+    pub retry: Option<Retry>,
+    pub cache: RouteCache,
+    /// Names of `[[rate_limit]]`s applied to this route, in order.
+    pub rate_limits: Vec<String>,
+    /// Request body limit; `None` uses the listener's.
+    pub max_body: Option<u64>,
+}
+
+/// All conditions must hold. An empty match matches everything (a default route).
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct RouteMatch {
+    pub hosts: Vec<HostMatch>,
+    pub path: Option<PathMatch>,
+    /// Upper-case method names; empty: any.
+    pub methods: Vec<String>,
+    pub headers: Vec<ValueMatch>,
+    pub cookies: Vec<ValueMatch>,
+    pub query: Vec<ValueMatch>,
+}
+
+impl RouteMatch {
+    pub fn is_catch_all(&self) -> bool {
+        self == &RouteMatch::default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostMatch {
+    /// Lower-case host, no port.
+    Exact(String),
+    /// `*.example.com`: stored as `.example.com`; matches any name ending so, not the apex.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+    /// A validated regular expression (`regex` crate syntax).
+    Regex(String),
+}
+
+/// A header, cookie or query parameter condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValueMatch {
+    pub name: String,
+    pub condition: ValueCondition,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueCondition {
+    Present,
+    Absent,
+    Equals(String),
+    Regex(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RouteAction {
+    Proxy {
+        pool: String,
+    },
+    Redirect {
+        /// Target template: `{scheme}`, `{host}`, `{path}`, `{query}`,
+        /// `{path_and_query}` are filled in. `None` keeps the URL and only
+        /// changes the scheme (HTTP→HTTPS).
+        to: Option<String>,
+        scheme: Option<String>,
+        status: u16,
+    },
+    Respond {
+        status: u16,
+        body: String,
+        content_type: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathRewrite {
+    /// Remove this prefix (keeping a leading `/`).
+    StripPrefix(String),
+    /// Replace the whole path (the query is kept).
+    Replace(String),
+}
+
+/// Header edits, applied in order: remove, set, add.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct HeaderOps {
+    pub add: Vec<(String, String)>,
+    pub set: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.set.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// How this route uses the cache.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteCache {
+    pub enabled: bool,
+    /// Overrides whatever the origin said.
+    #[serde(with = "duration_serde::option")]
+    pub ttl: Option<Duration>,
+    pub ignore_query: IgnoreQuery,
+    /// Request headers added to the cache key (lower-case).
+    pub key_headers: Vec<String>,
+    /// Used when the origin sends no `stale-while-revalidate`.
+    #[serde(with = "duration_serde::option")]
+    pub stale_while_revalidate: Option<Duration>,
+    /// Used when the origin sends no `stale-if-error`.
+    #[serde(with = "duration_serde::option")]
+    pub stale_if_error: Option<Duration>,
+    pub store_set_cookie: bool,
+    pub store_authorization: bool,
+    /// Fetch and cache large objects in slices.
+    pub slice: bool,
+    /// Segments fetched ahead after one is served (overrides `[cache.video]`).
+    pub prefetch: Option<u32>,
+}
+
+impl Default for RouteCache {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ttl: None,
+            ignore_query: IgnoreQuery::None,
+            key_headers: Vec::new(),
+            stale_while_revalidate: None,
+            stale_if_error: None,
+            store_set_cookie: false,
+            store_authorization: false,
+            slice: true,
+            prefetch: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IgnoreQuery {
+    None,
+    All,
+    Names(Vec<String>),
+}

@@ -1,0 +1,707 @@
+//! `[dns]`: zones, records (values in zone-file syntax), geo names, sites,
+//! the locator and response rate limiting.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use toml::de::DeValue;
+use toml::Spanned;
+
+use super::fields::dns_name_ok;
+use super::Checker;
+use crate::model::{
+    AllSitesDown, CidrLocation, Dns, DnsSite, GeoPolicy, GeoRecord, Location, Locator, Record,
+    RecordData, Rrl, SiteHealth, Soa, StatusRange, Zone,
+};
+use crate::raw::{
+    RawCidrLocation, RawDns, RawDnsSite, RawGeo, RawLocator, RawRecord, RawRrl, RawSiteHealth,
+    RawZone,
+};
+use crate::source::join_key;
+
+pub(super) fn dns(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option<Dns> {
+    let raw: RawDns = ck.deser(value)?;
+    let RawDns {
+        all_sites_down,
+        zone,
+        site,
+        locator,
+        rrl,
+        threads,
+    } = raw;
+    let p = "dns";
+    let mut sites: Vec<DnsSite> = Vec::new();
+    for (i, s) in site.into_iter().enumerate() {
+        let sp = format!("{p}.site[{i}]");
+        if let Some(built) = dns_site(ck, &sp, s, &sites) {
+            sites.push(built);
+        }
+    }
+    let mut zones: Vec<Zone> = Vec::new();
+    for (i, z) in zone.into_iter().enumerate() {
+        let zp = format!("{p}.zone[{i}]");
+        if let Some(built) = zone_item(ck, &zp, z, &sites, &zones) {
+            zones.push(built);
+        }
+    }
+    let locator = locator
+        .map(|l| locator_section(ck, &join_key(p, "locator"), l.into_inner(), &sites))
+        .unwrap_or_default();
+    let all_sites_down = match all_sites_down {
+        Some(v) => ck
+            .choice(
+                &v,
+                &join_key(p, "all_sites_down"),
+                &[("fail_open", AllSitesDown::FailOpen), ("servfail", AllSitesDown::Servfail)],
+            )
+            .unwrap_or(AllSitesDown::FailOpen),
+        None => AllSitesDown::FailOpen,
+    };
+    Some(Dns {
+        zones,
+        sites,
+        locator,
+        rrl: rrl.map(|r| rrl_section(ck, &join_key(p, "rrl"), r.into_inner())),
+        all_sites_down,
+        threads: ck.int(&threads, p, "threads", 1, 256, 1) as usize,
+    })
+}
+
+/// Lower-case absolute name of `name` in `zone` (`@` is the apex).
+fn absolute(name: &str, zone: &str) -> String {
+    let name = name.to_ascii_lowercase();
+    if name == "@" {
+        zone.to_string()
+    } else if name.ends_with('.') {
+        name
+    } else {
+        format!("{name}.{zone}")
+    }
+}
+
+fn in_zone(name: &str, zone: &str) -> bool {
+    name == zone || name.ends_with(&format!(".{zone}"))
+}
+
+fn checked_name(ck: &mut Checker<'_>, v: &Spanned<String>, path: &str, zone: &str) -> Option<String> {
+    let raw = v.get_ref();
+    if raw != "@" && !dns_name_ok(raw) {
+        ck.error(
+            v.span(),
+            path,
+            format!("{raw:?} is not a DNS name"),
+            Some("a name such as \"www\", \"@\" or \"video.cdn.example.\""),
+        );
+        return None;
+    }
+    let name = absolute(raw, zone);
+    if !in_zone(&name, zone) {
+        ck.error(
+            v.span(),
+            path,
+            format!("{name} is outside zone {zone}"),
+            Some(&format!("a name within {zone}")),
+        );
+        return None;
+    }
+    Some(name)
+}
+
+fn target_name(ck: &mut Checker<'_>, text: &str, span: std::ops::Range<usize>, path: &str, zone: &str) -> Option<String> {
+    if !dns_name_ok(text) || text.contains('*') {
+        ck.error(span, path, format!("{text:?} is not a DNS name"), Some("a host name"));
+        return None;
+    }
+    Some(absolute(text, zone))
+}
+
+fn ttl(ck: &mut Checker<'_>, v: &Option<Spanned<i64>>, path: &str, key: &str, default: u32) -> u32 {
+    ck.int(v, path, key, 0, 2_147_483_647, default as i64) as u32
+}
+
+fn secs(ck: &mut Checker<'_>, v: &Option<Spanned<crate::units::Scalar>>, p: &str, key: &str, default: u64) -> u32 {
+    let d = ck.duration(v, p, key, Duration::from_secs(default));
+    d.as_secs().min(u32::MAX as u64) as u32
+}
+
+fn zone_item(
+    ck: &mut Checker<'_>,
+    zp: &str,
+    raw: Spanned<RawZone>,
+    sites: &[DnsSite],
+    zones: &[Zone],
+) -> Option<Zone> {
+    let span = raw.span();
+    let RawZone {
+        name,
+        ttl: zone_ttl,
+        soa,
+        ns,
+        records,
+        geo,
+    } = raw.into_inner();
+    if !dns_name_ok(name.get_ref()) || name.get_ref().contains('*') {
+        ck.error(
+            name.span(),
+            join_key(zp, "name"),
+            format!("{:?} is not a zone name", name.get_ref()),
+            Some("a domain such as \"cdn.example.\""),
+        );
+        return None;
+    }
+    let zone = {
+        let n = name.get_ref().to_ascii_lowercase();
+        if n.ends_with('.') {
+            n
+        } else {
+            format!("{n}.")
+        }
+    };
+    if zones.iter().any(|z| z.name == zone) {
+        ck.error(
+            name.span(),
+            join_key(zp, "name"),
+            format!("zone {zone} is defined twice"),
+            None,
+        );
+        return None;
+    }
+    let default_ttl = ttl(ck, &zone_ttl, zp, "ttl", 300);
+
+    let soa = match soa {
+        Some(s) => {
+            let sp = join_key(zp, "soa");
+            let s = s.into_inner();
+            let mname = target_name(ck, s.mname.get_ref(), s.mname.span(), &join_key(&sp, "mname"), &zone);
+            let rname = target_name(ck, s.rname.get_ref(), s.rname.span(), &join_key(&sp, "rname"), &zone);
+            let serial = ck.int(&s.serial, &sp, "serial", 0, u32::MAX as i64, 1) as u32;
+            Soa {
+                mname: mname.unwrap_or_default(),
+                rname: rname.unwrap_or_default(),
+                serial,
+                refresh: secs(ck, &s.refresh, &sp, "refresh", 3600),
+                retry: secs(ck, &s.retry, &sp, "retry", 600),
+                expire: secs(ck, &s.expire, &sp, "expire", 604_800),
+                minimum: secs(ck, &s.minimum, &sp, "minimum", 60),
+            }
+        }
+        None => {
+            let first_ns = ns.first().map(|n| absolute(n.get_ref(), &zone));
+            Soa {
+                mname: first_ns.unwrap_or_else(|| format!("ns1.{zone}")),
+                rname: format!("hostmaster.{zone}"),
+                serial: 1,
+                refresh: 3600,
+                retry: 600,
+                expire: 604_800,
+                minimum: 60,
+            }
+        }
+    };
+
+    let mut ns_names = Vec::new();
+    for (i, n) in ns.iter().enumerate() {
+        if let Some(t) = target_name(ck, n.get_ref(), n.span(), &format!("{zp}.ns[{i}]"), &zone) {
+            ns_names.push(t);
+        }
+    }
+    if ns_names.is_empty() {
+        ck.error(
+            span.clone(),
+            join_key(zp, "ns"),
+            "a zone needs at least one name server",
+            Some("ns = [\"ns1.cdn.example.\"]"),
+        );
+    }
+
+    let mut out_records: Vec<Record> = Vec::new();
+    for (i, r) in records.into_iter().enumerate() {
+        let rp = format!("{zp}.records[{i}]");
+        if let Some(rec) = record(ck, &rp, r.into_inner(), &zone, default_ttl) {
+            let is_cname = matches!(rec.data, RecordData::Cname { .. });
+            let clash = out_records.iter().any(|o| {
+                o.name == rec.name && (is_cname || matches!(o.data, RecordData::Cname { .. }))
+            });
+            if clash || (is_cname && rec.name == zone) {
+                ck.error(
+                    span.clone(),
+                    rp,
+                    format!("{} has a CNAME and other data", rec.name),
+                    Some("a CNAME alone at its name (and never at the zone apex)"),
+                );
+                continue;
+            }
+            out_records.push(rec);
+        }
+    }
+
+    let mut geo_records: Vec<GeoRecord> = Vec::new();
+    for (i, g) in geo.into_iter().enumerate() {
+        let gp = format!("{zp}.geo[{i}]");
+        if let Some(rec) = geo_item(ck, &gp, g, &zone, sites) {
+            if out_records.iter().any(|r| r.name == rec.name) || geo_records.iter().any(|r| r.name == rec.name) {
+                ck.error(
+                    span.clone(),
+                    gp,
+                    format!("{} is both a geo name and has other records", rec.name),
+                    None,
+                );
+                continue;
+            }
+            geo_records.push(rec);
+        }
+    }
+
+    Some(Zone {
+        name: zone,
+        ttl: default_ttl,
+        soa,
+        ns: ns_names,
+        records: out_records,
+        geo: geo_records,
+    })
+}
+
+const RECORD_TYPES: &str = "A, AAAA, CNAME, NS, TXT, MX, SRV or CAA";
+
+fn record(ck: &mut Checker<'_>, rp: &str, raw: RawRecord, zone: &str, default_ttl: u32) -> Option<Record> {
+    let RawRecord {
+        name,
+        rtype,
+        value,
+        ttl: record_ttl,
+    } = raw;
+    let owner = checked_name(ck, &name, &join_key(rp, "name"), zone);
+    let vp = join_key(rp, "value");
+    let text = value.get_ref().trim();
+    let span = value.span();
+    let bad = |ck: &mut Checker<'_>, expected: &str| {
+        ck.error(
+            span.clone(),
+            vp.clone(),
+            format!("{text:?} is not a valid {} value", rtype.get_ref().to_ascii_uppercase()),
+            Some(expected),
+        );
+        None
+    };
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let data = match rtype.get_ref().to_ascii_uppercase().as_str() {
+        "A" => match text.parse::<Ipv4Addr>() {
+            Ok(address) => Some(RecordData::A { address }),
+            Err(_) => bad(ck, "an IPv4 address"),
+        },
+        "AAAA" => match text.parse::<Ipv6Addr>() {
+            Ok(address) => Some(RecordData::Aaaa { address }),
+            Err(_) => bad(ck, "an IPv6 address"),
+        },
+        "CNAME" => target_name(ck, text, span.clone(), &vp, zone).map(|target| RecordData::Cname { target }),
+        "NS" => target_name(ck, text, span.clone(), &vp, zone).map(|target| RecordData::Ns { target }),
+        "TXT" => match txt_strings(text) {
+            Some(strings) => Some(RecordData::Txt { strings }),
+            None => bad(ck, "text, or quoted strings of at most 255 bytes each"),
+        },
+        "MX" => match parts.as_slice() {
+            [pref, exchange] => match pref.parse::<u16>() {
+                Ok(preference) => target_name(ck, exchange, span.clone(), &vp, zone)
+                    .map(|exchange| RecordData::Mx { preference, exchange }),
+                Err(_) => bad(ck, "\"<preference> <exchange>\", e.g. \"10 mail.example.com.\""),
+            },
+            _ => bad(ck, "\"<preference> <exchange>\", e.g. \"10 mail.example.com.\""),
+        },
+        "SRV" => {
+            const SRV: &str = "\"<priority> <weight> <port> <target>\", e.g. \"10 5 443 edge.example.com.\"";
+            match parts.as_slice() {
+                [pr, w, port, target] => match (pr.parse::<u16>(), w.parse::<u16>(), port.parse::<u16>()) {
+                    (Ok(priority), Ok(weight), Ok(port)) => target_name(ck, target, span.clone(), &vp, zone)
+                        .map(|target| RecordData::Srv {
+                            priority,
+                            weight,
+                            port,
+                            target,
+                        }),
+                    _ => bad(ck, SRV),
+                },
+                _ => bad(ck, SRV),
+            }
+        }
+        "CAA" => {
+            const CAA: &str = "\"<flags> <tag> \\\"<value>\\\"\", e.g. \"0 issue \\\"letsencrypt.org\\\"\"";
+            let mut it = text.splitn(3, char::is_whitespace);
+            match (it.next(), it.next(), it.next()) {
+                (Some(flags), Some(tag), Some(value)) => match flags.parse::<u8>() {
+                    Ok(f) if ["issue", "issuewild", "iodef"].contains(&tag.to_ascii_lowercase().as_str()) => {
+                        Some(RecordData::Caa {
+                            critical: f & 0x80 != 0,
+                            tag: tag.to_ascii_lowercase(),
+                            value: value.trim().trim_matches('"').to_string(),
+                        })
+                    }
+                    _ => bad(ck, CAA),
+                },
+                _ => bad(ck, CAA),
+            }
+        }
+        _ => {
+            ck.error(
+                rtype.span(),
+                join_key(rp, "type"),
+                format!("unknown record type {:?}", rtype.get_ref()),
+                Some(RECORD_TYPES),
+            );
+            None
+        }
+    };
+    Some(Record {
+        name: owner?,
+        ttl: ttl(ck, &record_ttl, rp, "ttl", default_ttl),
+        data: data?,
+    })
+}
+
+/// TXT: one unquoted string, or several `"quoted"` strings.
+fn txt_strings(text: &str) -> Option<Vec<String>> {
+    if !text.starts_with('"') {
+        return (text.len() <= 255).then(|| vec![text.to_string()]);
+    }
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.next() {
+            None => break,
+            Some('"') => {}
+            Some(_) => return None,
+        }
+        let mut s = String::new();
+        loop {
+            match chars.next()? {
+                '\\' => s.push(chars.next()?),
+                '"' => break,
+                c => s.push(c),
+            }
+        }
+        if s.len() > 255 {
+            return None;
+        }
+        out.push(s);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn geo_item(ck: &mut Checker<'_>, gp: &str, raw: Spanned<RawGeo>, zone: &str, sites: &[DnsSite]) -> Option<GeoRecord> {
+    let span = raw.span();
+    let RawGeo {
+        name,
+        sites: site_names,
+        policy,
+        count,
+        ttl: geo_ttl,
+        default_sites,
+        failover,
+    } = raw.into_inner();
+    let owner = checked_name(ck, &name, &join_key(gp, "name"), zone);
+    let known = |ck: &mut Checker<'_>, v: &Spanned<String>, path: String| -> Option<String> {
+        if sites.iter().any(|s| &s.name == v.get_ref()) {
+            Some(v.get_ref().clone())
+        } else {
+            let names: Vec<&str> = sites.iter().map(|s| s.name.as_str()).collect();
+            ck.error(
+                v.span(),
+                path,
+                format!("no [[dns.site]] is named {:?}", v.get_ref()),
+                Some(&if names.is_empty() {
+                    "a site defined in [[dns.site]]".to_string()
+                } else {
+                    format!("one of {}", names.join(", "))
+                }),
+            );
+            None
+        }
+    };
+    let candidates: Vec<String> = match &site_names {
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| known(ck, s, format!("{gp}.sites[{i}]")))
+            .collect(),
+        None => sites.iter().map(|s| s.name.clone()).collect(),
+    };
+    if candidates.is_empty() {
+        ck.error(
+            span.clone(),
+            join_key(gp, "sites"),
+            "a geo name needs at least one site",
+            Some("[[dns.site]] entries, or `sites = [...]` naming them"),
+        );
+    }
+    let policy_name = policy.as_ref().map_or("nearest".to_string(), |p| p.get_ref().clone());
+    let n = ck.int(&count, gp, "count", 1, 64, 1) as u32;
+    let policy_value = match policy_name.as_str() {
+        "nearest" => Some(GeoPolicy::Nearest { count: n }),
+        "weighted" => Some(GeoPolicy::Weighted {
+            among: ck.int(&count, gp, "count", 1, 64, 2) as u32,
+        }),
+        "failover" => Some(GeoPolicy::Failover),
+        other => {
+            let span = ck.span_or(&policy, &span);
+            ck.error(
+                span,
+                join_key(gp, "policy"),
+                format!("unknown geo policy {other:?}"),
+                Some("one of \"nearest\", \"weighted\", \"failover\""),
+            );
+            None
+        }
+    };
+    let mut failover_map = BTreeMap::new();
+    for (region, list) in failover {
+        let names: Vec<String> = list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| known(ck, s, format!("{gp}.failover.{region}[{i}]")))
+            .collect();
+        failover_map.insert(region, names);
+    }
+    if matches!(policy_value, Some(GeoPolicy::Failover)) && failover_map.is_empty() {
+        ck.error(
+            span.clone(),
+            join_key(gp, "failover"),
+            "the failover policy needs an order per region",
+            Some("failover = { eu = [\"ams\", \"fra\"], us = [\"nyc\", \"ams\"] }"),
+        );
+    }
+    let defaults: Vec<String> = default_sites
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| known(ck, s, format!("{gp}.default_sites[{i}]")))
+        .collect();
+    Some(GeoRecord {
+        name: owner?,
+        sites: candidates,
+        policy: policy_value?,
+        ttl: ttl(ck, &geo_ttl, gp, "ttl", 30),
+        default_sites: defaults,
+        failover: failover_map,
+    })
+}
+
+fn dns_site(ck: &mut Checker<'_>, sp: &str, raw: Spanned<RawDnsSite>, existing: &[DnsSite]) -> Option<DnsSite> {
+    let span = raw.span();
+    let RawDnsSite {
+        name,
+        lat,
+        lon,
+        region,
+        country,
+        ipv4,
+        ipv6,
+        weight,
+        capacity,
+        health,
+    } = raw.into_inner();
+    let site_name = ck.name(&name, &join_key(sp, "name"));
+    if let Some(n) = &site_name {
+        if existing.iter().any(|s| &s.name == n) {
+            ck.error(name.span(), join_key(sp, "name"), format!("site {n} is defined twice"), None);
+        }
+    }
+    let (lat_ok, lon_ok) = coords(ck, sp, &lat, &lon);
+    let mut v4 = Vec::new();
+    for (i, a) in ipv4.iter().enumerate() {
+        match a.get_ref().parse::<Ipv4Addr>() {
+            Ok(ip) => v4.push(ip),
+            Err(_) => ck.error(
+                a.span(),
+                format!("{sp}.ipv4[{i}]"),
+                format!("{:?} is not an IPv4 address", a.get_ref()),
+                Some("an IPv4 address"),
+            ),
+        }
+    }
+    let mut v6 = Vec::new();
+    for (i, a) in ipv6.iter().enumerate() {
+        match a.get_ref().parse::<Ipv6Addr>() {
+            Ok(ip) => v6.push(ip),
+            Err(_) => ck.error(
+                a.span(),
+                format!("{sp}.ipv6[{i}]"),
+                format!("{:?} is not an IPv6 address", a.get_ref()),
+                Some("an IPv6 address"),
+            ),
+        }
+    }
+    if ipv4.is_empty() && ipv6.is_empty() {
+        ck.error(
+            span,
+            sp,
+            "a site needs at least one address",
+            Some("`ipv4 = [...]` and/or `ipv6 = [...]`"),
+        );
+    }
+    // An invalid health table is reported; the site is kept so that names
+    // referring to it do not cascade into more errors.
+    let health = health.and_then(|h| site_health(ck, &join_key(sp, "health"), h));
+    if !(lat_ok && lon_ok) {
+        return None;
+    }
+    Some(DnsSite {
+        name: site_name?,
+        lat: *lat.get_ref(),
+        lon: *lon.get_ref(),
+        region: region.map(|r| r.to_ascii_lowercase()),
+        country: country.map(|c| c.to_ascii_uppercase()),
+        ipv4: v4,
+        ipv6: v6,
+        weight: ck.int(&weight, sp, "weight", 1, 1_000_000, 1) as u32,
+        capacity: ck.int(&capacity, sp, "capacity", 1, 1_000_000_000, 100) as u32,
+        health,
+    })
+}
+
+fn coords(ck: &mut Checker<'_>, p: &str, lat: &Spanned<f64>, lon: &Spanned<f64>) -> (bool, bool) {
+    let lat_ok = (-90.0..=90.0).contains(lat.get_ref());
+    if !lat_ok {
+        ck.error(lat.span(), join_key(p, "lat"), format!("{} is not a latitude", lat.get_ref()), Some("a number from -90 to 90"));
+    }
+    let lon_ok = (-180.0..=180.0).contains(lon.get_ref());
+    if !lon_ok {
+        ck.error(lon.span(), join_key(p, "lon"), format!("{} is not a longitude", lon.get_ref()), Some("a number from -180 to 180"));
+    }
+    (lat_ok, lon_ok)
+}
+
+fn site_health(ck: &mut Checker<'_>, hp: &str, raw: Spanned<RawSiteHealth>) -> Option<SiteHealth> {
+    let span = raw.span();
+    let RawSiteHealth {
+        urls,
+        interval,
+        timeout,
+        rise,
+        fall,
+        expect_status,
+    } = raw.into_inner();
+    let mut out = Vec::new();
+    for (i, u) in urls.iter().enumerate() {
+        let url = u.get_ref();
+        let ok = url
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split('/').next())
+            .is_some_and(|authority| crate::model::HostPort::parse(authority).is_ok());
+        if ok {
+            out.push(url.clone());
+        } else {
+            ck.error(
+                u.span(),
+                format!("{hp}.urls[{i}]"),
+                format!("{url:?} is not an http:// URL with host and port"),
+                Some("a URL such as \"http://192.0.2.10:80/healthz\""),
+            );
+        }
+    }
+    if urls.is_empty() {
+        ck.error(span, join_key(hp, "urls"), "a health check needs URLs to probe", Some("urls = [\"http://192.0.2.10:80/healthz\"]"));
+        return None;
+    }
+    let interval = ck.positive_duration(&interval, hp, "interval", Duration::from_secs(5));
+    Some(SiteHealth {
+        urls: out,
+        interval,
+        timeout: ck.positive_duration(&timeout, hp, "timeout", Duration::from_secs(2).min(interval)),
+        rise: ck.int(&rise, hp, "rise", 1, 100, 2) as u32,
+        fall: ck.int(&fall, hp, "fall", 1, 100, 3) as u32,
+        expect_status: expect_status
+            .and_then(|s| ck.status_range(&s, &join_key(hp, "expect_status")))
+            .unwrap_or(StatusRange { min: 200, max: 399 }),
+    })
+}
+
+fn locator_section(ck: &mut Checker<'_>, lp: &str, raw: RawLocator, sites: &[DnsSite]) -> Locator {
+    let RawLocator { cidr, csv, mmdb } = raw;
+    let mut cidrs = Vec::new();
+    for (i, c) in cidr.into_iter().enumerate() {
+        let cp = format!("{lp}.cidr[{i}]");
+        if let Some(loc) = cidr_item(ck, &cp, c, sites) {
+            cidrs.push(loc);
+        }
+    }
+    Locator {
+        cidrs,
+        csv: csv.map(|f| ck.existing_file(&f, &join_key(lp, "csv"), "locations file")),
+        mmdb: mmdb.map(|f| ck.existing_file(&f, &join_key(lp, "mmdb"), "MaxMind database")),
+    }
+}
+
+fn cidr_item(ck: &mut Checker<'_>, cp: &str, raw: Spanned<RawCidrLocation>, sites: &[DnsSite]) -> Option<CidrLocation> {
+    let span = raw.span();
+    let RawCidrLocation {
+        prefix,
+        lat,
+        lon,
+        site,
+        region,
+        country,
+    } = raw.into_inner();
+    let net = ck.ip_net(&prefix, &join_key(cp, "prefix"));
+    let location = match (site, lat, lon) {
+        (Some(s), None, None) => {
+            if sites.iter().any(|x| &x.name == s.get_ref()) {
+                Some(Location::Site(s.into_inner()))
+            } else {
+                ck.error(s.span(), join_key(cp, "site"), format!("no [[dns.site]] is named {:?}", s.get_ref()), None);
+                None
+            }
+        }
+        (None, Some(lat), Some(lon)) => {
+            let (a, b) = coords(ck, cp, &lat, &lon);
+            (a && b).then(|| Location::Point {
+                lat: *lat.get_ref(),
+                lon: *lon.get_ref(),
+                region: region.map(|r| r.to_ascii_lowercase()),
+                country: country.map(|c| c.to_ascii_uppercase()),
+            })
+        }
+        _ => {
+            ck.error(
+                span,
+                cp,
+                "a location needs a point or a site",
+                Some("`lat` and `lon`, or `site`"),
+            );
+            None
+        }
+    };
+    Some(CidrLocation {
+        prefix: net?,
+        location: location?,
+    })
+}
+
+fn rrl_section(ck: &mut Checker<'_>, rp: &str, raw: RawRrl) -> Rrl {
+    let RawRrl {
+        responses_per_second,
+        window,
+        slip,
+        ipv4_prefix,
+        ipv6_prefix,
+        exempt,
+        log_only,
+    } = raw;
+    let mut nets = Vec::new();
+    for (i, e) in exempt.iter().enumerate() {
+        if let Some(n) = ck.ip_net(e, &format!("{rp}.exempt[{i}]")) {
+            nets.push(n);
+        }
+    }
+    Rrl {
+        responses_per_second: ck.int(&responses_per_second, rp, "responses_per_second", 1, 1_000_000, 5) as u32,
+        window: ck.positive_duration(&window, rp, "window", Duration::from_secs(15)),
+        slip: ck.int(&slip, rp, "slip", 0, 10, 2) as u32,
+        ipv4_prefix: ck.int(&ipv4_prefix, rp, "ipv4_prefix", 8, 32, 24) as u8,
+        ipv6_prefix: ck.int(&ipv6_prefix, rp, "ipv6_prefix", 16, 128, 56) as u8,
+        exempt: nets,
+        log_only: log_only.unwrap_or(false),
+    }
+}

@@ -1,0 +1,189 @@
+//! `[server]`, `[admin]`, `[site]`.
+
+use toml::de::DeValue;
+use toml::Spanned;
+
+use super::Checker;
+use crate::model::{Admin, LogFormat, Peer, Secret, Server, Site};
+use crate::raw::{RawAdmin, RawServer, RawSite};
+use crate::source::join_key;
+
+pub(super) fn server(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>) -> Server {
+    let defaults = Server::default();
+    let Some(value) = value else { return defaults };
+    let Some(raw) = ck.deser::<RawServer>(value) else {
+        return defaults;
+    };
+    let RawServer {
+        threads,
+        grace_period,
+        log_format,
+        access_log,
+        upstream_keepalive,
+        upgrade_socket,
+    } = raw;
+    let p = "server";
+    Server {
+        threads: ck.int(&threads, p, "threads", 1, 1024, defaults.threads as i64) as usize,
+        grace_period: ck.duration(&grace_period, p, "grace_period", defaults.grace_period),
+        log_format: log_format
+            .and_then(|v| {
+                ck.choice(
+                    &v,
+                    &join_key(p, "log_format"),
+                    &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+                )
+            })
+            .unwrap_or(defaults.log_format),
+        access_log: access_log.unwrap_or(defaults.access_log),
+        upstream_keepalive: ck.int(
+            &upstream_keepalive,
+            p,
+            "upstream_keepalive",
+            0,
+            1_000_000,
+            defaults.upstream_keepalive as i64,
+        ) as usize,
+        upgrade_socket: upgrade_socket
+            .map(|s| ck.resolve(s.get_ref()))
+            .unwrap_or(defaults.upgrade_socket),
+    }
+}
+
+pub(super) fn admin(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>) -> Admin {
+    let defaults = Admin::default();
+    let Some(value) = value else { return defaults };
+    let Some(raw) = ck.deser::<RawAdmin>(value) else {
+        return defaults;
+    };
+    let RawAdmin {
+        listen,
+        token,
+        token_env,
+        allow_remote,
+    } = raw;
+    let p = "admin";
+    let listen_addr = listen
+        .as_ref()
+        .and_then(|l| ck.socket_addr(l, &join_key(p, "listen")))
+        .unwrap_or(defaults.listen);
+    let token = match (token, token_env) {
+        (Some(_), Some(e)) => {
+            ck.error(
+                e.span(),
+                join_key(p, "token_env"),
+                "set either `token` or `token_env`, not both",
+                None,
+            );
+            None
+        }
+        (Some(t), None) => {
+            if t.get_ref().len() < 16 {
+                ck.error(
+                    t.span(),
+                    join_key(p, "token"),
+                    "the admin token is too short to be a secret",
+                    Some("at least 16 characters"),
+                );
+                None
+            } else {
+                Some(Secret::new(t.into_inner()))
+            }
+        }
+        (None, Some(e)) => match std::env::var(e.get_ref()) {
+            Ok(v) if v.len() >= 16 => Some(Secret::new(v)),
+            Ok(_) => {
+                ck.error(
+                    e.span(),
+                    join_key(p, "token_env"),
+                    format!("${} holds a token too short to be a secret", e.get_ref()),
+                    Some("at least 16 characters"),
+                );
+                None
+            }
+            Err(_) => {
+                ck.error(
+                    e.span(),
+                    join_key(p, "token_env"),
+                    format!("environment variable {} is not set", e.get_ref()),
+                    Some("the name of a set environment variable holding the token"),
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let allow_remote = allow_remote.unwrap_or(false);
+    if !listen_addr.ip().is_loopback() {
+        let span = listen.as_ref().map_or(value.span(), |l| l.span());
+        if !allow_remote {
+            ck.error(
+                span.clone(),
+                join_key(p, "listen"),
+                format!(
+                    "the admin API would listen on {listen_addr}, beyond loopback; set `allow_remote = true` to mean it"
+                ),
+                Some("a loopback address such as \"127.0.0.1:9901\""),
+            );
+        } else if token.is_none() {
+            ck.error(
+                span,
+                join_key(p, "listen"),
+                "an admin API reachable beyond loopback needs a `token` or `token_env`",
+                None,
+            );
+        }
+    }
+    Admin {
+        listen: listen_addr,
+        token,
+    }
+}
+
+pub(super) fn site(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option<Site> {
+    let raw = ck.deser::<RawSite>(value)?;
+    let RawSite {
+        name,
+        node,
+        peer,
+        shield,
+    } = raw;
+    let p = "site";
+    let name = ck.name(&name, &join_key(p, "name"))?;
+    let node = match node {
+        Some(n) => ck.name(&n, &join_key(p, "node"))?,
+        None => hostname().unwrap_or_else(|| format!("{name}-node")),
+    };
+    let mut peers = Vec::new();
+    for (i, raw_peer) in peer.into_iter().enumerate() {
+        let pp = format!("site.peer[{i}]");
+        let raw_peer = raw_peer.into_inner();
+        let peer_name = ck.name(&raw_peer.name, &join_key(&pp, "name"));
+        let address = ck.socket_addr(&raw_peer.address, &join_key(&pp, "address"));
+        if let (Some(name), Some(address)) = (peer_name, address) {
+            if peers.iter().any(|p: &Peer| p.name == name) {
+                ck.error(
+                    raw_peer.name.span(),
+                    join_key(&pp, "name"),
+                    format!("peer `{name}` is listed twice"),
+                    None,
+                );
+            }
+            peers.push(Peer { name, address });
+        }
+    }
+    Some(Site {
+        name,
+        node,
+        peers,
+        shield: shield.map(Spanned::into_inner),
+    })
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+}
