@@ -1,1 +1,48 @@
+//! Test helpers shared by edge's crates: an HTTP client, origins on port 0,
+//! the `edge` binary as a child process whose bound addresses are read from
+//! its output, and polling with a deadline. Every server binds loopback port 0.
 
+mod client;
+mod node;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub use client::{Client, Response};
+pub use edge_origin::{Faults, Origin, OriginConfig, RunningOrigin};
+pub use node::{EdgeNode, NodeOutput};
+
+/// Starts an origin with the default catalog on 127.0.0.1:0.
+pub async fn origin(name: &str) -> RunningOrigin {
+    origin_with(OriginConfig {
+        name: name.to_string(),
+        ..OriginConfig::default()
+    })
+    .await
+}
+
+pub async fn origin_with(config: OriginConfig) -> RunningOrigin {
+    Origin::new(config)
+        .spawn(([127, 0, 0, 1], 0).into())
+        .await
+        .expect("bind an origin on 127.0.0.1:0")
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `limit`
+/// with `what`. For waiting on background state, never for asserting speed.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

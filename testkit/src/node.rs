@@ -1,0 +1,215 @@
+//! The `edge` binary as a child process. It prints one line per bound socket
+//! (`listening <kind> <name> <addr>`) and `ready` on stdout; this reads those
+//! to learn the addresses chosen for port 0, as hickory's test harness does.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Everything the node printed, and the sockets it announced.
+#[derive(Debug, Default)]
+pub struct NodeOutput {
+    pub lines: Vec<String>,
+    pub listeners: HashMap<String, SocketAddr>,
+    pub ready: bool,
+    pub exited: bool,
+}
+
+type Shared = Arc<(Mutex<NodeOutput>, Condvar)>;
+
+/// A running `edge run` process. Killed when dropped.
+pub struct EdgeNode {
+    child: Child,
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+    output: Shared,
+}
+
+impl EdgeNode {
+    /// Writes `config` to a fresh directory and runs `bin run --config` on it,
+    /// waiting until the node says `ready`. Panics with its output if it exits first.
+    pub fn start(bin: &str, config: &str) -> Self {
+        Self::start_with(bin, config, &[], &[])
+    }
+
+    /// As [`EdgeNode::start`], with extra arguments and environment.
+    pub fn start_with(bin: &str, config: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("edge.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let node = Self::spawn(cmd, dir, config_path);
+        node.wait_ready(Duration::from_secs(60));
+        node
+    }
+
+    /// Runs any `edge` command line (e.g. `demo`) and collects its output,
+    /// without waiting for readiness.
+    pub fn spawn_command(bin: &str, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("edge.toml");
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Self::spawn(cmd, dir, config_path)
+    }
+
+    fn spawn(mut cmd: Command, dir: tempfile::TempDir, config_path: PathBuf) -> Self {
+        let mut child = cmd.spawn().expect("spawn edge");
+        let output: Shared = Arc::new((Mutex::new(NodeOutput::default()), Condvar::new()));
+        let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = child.stderr.take().expect("stderr piped");
+        for (stream, is_stdout) in [(Box::new(stdout) as Box<dyn std::io::Read + Send>, true), (Box::new(stderr), false)] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let (lock, cvar) = &*output;
+                    let mut o = lock.lock().expect("output lock");
+                    if is_stdout {
+                        parse_announcement(&line, &mut o);
+                    }
+                    o.lines.push(line);
+                    cvar.notify_all();
+                }
+                if is_stdout {
+                    let (lock, cvar) = &*output;
+                    lock.lock().expect("output lock").exited = true;
+                    cvar.notify_all();
+                }
+            });
+        }
+        EdgeNode {
+            child,
+            dir,
+            config_path,
+            output,
+        }
+    }
+
+    /// Waits for the `ready` line; panics with the output if the node exits or stalls.
+    pub fn wait_ready(&self, limit: Duration) {
+        self.wait_for(limit, "ready", |o| o.ready);
+    }
+
+    /// Waits until `pred` holds over the output.
+    pub fn wait_for(&self, limit: Duration, what: &str, pred: impl Fn(&NodeOutput) -> bool) {
+        let (lock, cvar) = &*self.output;
+        let deadline = Instant::now() + limit;
+        let mut o = lock.lock().expect("output lock");
+        loop {
+            if pred(&o) {
+                return;
+            }
+            let now = Instant::now();
+            if now > deadline || o.exited {
+                let why = if o.exited { "the node exited" } else { "timed out" };
+                panic!("{why} waiting for {what}; output:\n{}", o.lines.join("\n"));
+            }
+            o = cvar.wait_timeout(o, deadline - now).expect("output lock").0;
+        }
+    }
+
+    /// Waits until a line containing `needle` has been printed.
+    pub fn wait_for_line(&self, needle: &str, limit: Duration) {
+        self.wait_for(limit, needle, |o| o.lines.iter().any(|l| l.contains(needle)));
+    }
+
+    /// The address a listener (or `admin`) is bound to.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        let (lock, _) = &*self.output;
+        let o = lock.lock().expect("output lock");
+        *o.listeners
+            .get(name)
+            .unwrap_or_else(|| panic!("no listener {name:?}; output:\n{}", o.lines.join("\n")))
+    }
+
+    pub fn url(&self, listener: &str, path: &str) -> String {
+        format!("http://{}{path}", self.addr(listener))
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        self.url("admin", path)
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The directory the config lives in (for certificates and cache files).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Replaces the config file (a reload then reads it).
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(&self.config_path, config).expect("write config");
+    }
+
+    pub fn output(&self) -> String {
+        let (lock, _) = &*self.output;
+        lock.lock().expect("output lock").lines.join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal the node");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn parse_announcement(line: &str, o: &mut NodeOutput) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["listening", _kind, name, addr] => {
+            if let Ok(addr) = addr.parse() {
+                o.listeners.insert((*name).to_string(), addr);
+            }
+        }
+        ["ready"] => o.ready = true,
+        _ => {}
+    }
+}
+
+impl Drop for EdgeNode {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
