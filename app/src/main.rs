@@ -1,1 +1,57 @@
-fn main() {}
+//! `edge`: check a config, run a node, run the synthetic origin, or a demo.
+
+mod admin;
+mod check;
+mod cli;
+mod demo;
+mod logging;
+mod origin_cmd;
+mod runtime;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { file } => return check::run(&file),
+        Command::Run { config, log_format } => run(&config, log_format),
+        Command::Origin {
+            listen,
+            name,
+            fault,
+            log_format,
+        } => {
+            logging::init(log_format.map_or(edge_config::LogFormat::Text, Into::into));
+            origin_cmd::run(listen, name, fault)
+        }
+        Command::Demo { log_format } => {
+            logging::init(log_format.map_or(edge_config::LogFormat::Text, Into::into));
+            demo::run()
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edge: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(path: &std::path::Path, log_format: Option<cli::LogFormatArg>) -> anyhow::Result<()> {
+    let config = match edge_config::load(path) {
+        Ok(c) => c,
+        Err(diags) => {
+            eprintln!("{}", diags.render());
+            anyhow::bail!("{}: {} error(s); not started", path.display(), diags.len());
+        }
+    };
+    logging::init(log_format.map_or(config.server.log_format, Into::into));
+    let control = server::control_runtime()?;
+    server::run_node(config, control)
+}

@@ -3,10 +3,12 @@
 
 use std::fmt;
 
+use serde::Serialize;
+
 use crate::source::Source;
 
 /// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
     pub file: String,
     /// 1-based; 0 when the problem is not at one place (e.g. the file cannot be read).
@@ -92,7 +94,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// Every problem found in one config file, in file order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl Diagnostics {

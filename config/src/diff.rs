@@ -79,9 +79,8 @@ impl ConfigDiff {
             .listeners
             .iter()
             .filter(|n| {
-                old.listener(&n.name).is_some_and(|o| {
-                    o.address != n.address || o.kind_name() != n.kind_name()
-                })
+                old.listener(&n.name)
+                    .is_some_and(|o| o.address != n.address || o.kind_name() != n.kind_name())
             })
             .map(|l| l.name.clone())
             .collect();
@@ -94,8 +93,14 @@ impl ConfigDiff {
                 old.server.threads, new.server.threads
             ));
         }
-        if old.server.upgrade_socket != new.server.upgrade_socket {
-            restart_required.push("server.upgrade_socket".to_string());
+        if old.server.log_format != new.server.log_format {
+            restart_required.push("server.log_format (logging is set up at start)".to_string());
+        }
+        if old.admin.listen != new.admin.listen {
+            restart_required.push(format!(
+                "admin.listen {} → {} (the admin socket is bound at start)",
+                old.admin.listen, new.admin.listen
+            ));
         }
         if old.dns.as_ref().map(|d| d.threads) != new.dns.as_ref().map(|d| d.threads) {
             restart_required.push("dns.threads (worker threads are fixed at start)".to_string());
@@ -158,7 +163,11 @@ impl fmt::Display for ConfigDiff {
         }
         f.write_str(&parts.join("; "))?;
         if !self.restart_required.is_empty() {
-            write!(f, " (needs a restart: {})", self.restart_required.join(", "))?;
+            write!(
+                f,
+                " (needs a restart: {})",
+                self.restart_required.join(", ")
+            )?;
         }
         Ok(())
     }

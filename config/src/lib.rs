@@ -35,12 +35,18 @@ pub use summary::Summary;
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| {
-        Diagnostics(vec![Diagnostic::file_level(&name, format!("cannot read: {e}"))])
+        Diagnostics(vec![Diagnostic::file_level(
+            &name,
+            format!("cannot read: {e}"),
+        )])
     })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         Diagnostics(vec![Diagnostic::file_level(
             &name,
-            format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
         )])
     })?;
     let base = path

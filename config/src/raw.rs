@@ -24,7 +24,6 @@ pub(crate) struct RawServer {
     pub log_format: Option<S<String>>,
     pub access_log: Option<bool>,
     pub upstream_keepalive: Option<S<i64>>,
-    pub upgrade_socket: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -173,7 +172,10 @@ impl<'de> Deserialize<'de> for WordOrPart {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WordOrPart, E> {
                 Ok(WordOrPart::Word(v.to_string()))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<WordOrPart, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<WordOrPart, A::Error> {
                 RawNamedPart::deserialize(serde::de::value::MapAccessDeserializer::new(map))
                     .map(WordOrPart::Part)
             }

@@ -8,9 +8,14 @@ use crate::model::{Config, ListenerKind, RouteAction};
 pub struct Summary<'a>(pub &'a Config);
 
 fn size(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
     for (unit, n) in UNITS {
-        if bytes >= n && bytes % (n / 1024).max(1) == 0 {
+        if bytes >= n && bytes.is_multiple_of((n / 1024).max(1)) {
             let v = bytes as f64 / n as f64;
             return if v.fract() == 0.0 {
                 format!("{v:.0} {unit}")
@@ -36,7 +41,9 @@ impl fmt::Display for Summary<'_> {
         writeln!(f, "{}:", plural(c.listeners.len(), "listener"))?;
         for l in &c.listeners {
             let extra = match &l.kind {
-                ListenerKind::Https(h) => format!(" ({})", plural(h.certificates.len(), "certificate")),
+                ListenerKind::Https(h) => {
+                    format!(" ({})", plural(h.certificates.len(), "certificate"))
+                }
                 ListenerKind::Tcp(t) => format!(" → pool {}", t.pool),
                 _ => String::new(),
             };
@@ -50,10 +57,18 @@ impl fmt::Display for Summary<'_> {
                 p.name,
                 p.algorithm.name(),
                 plural(p.backends.len(), "backend"),
-                if p.health_check.is_some() { ", health-checked" } else { "" }
+                if p.health_check.is_some() {
+                    ", health-checked"
+                } else {
+                    ""
+                }
             )?;
         }
-        writeln!(f, "{} (in evaluation order):", plural(c.routes.len(), "route"))?;
+        writeln!(
+            f,
+            "{} (in evaluation order):",
+            plural(c.routes.len(), "route")
+        )?;
         for r in &c.routes {
             let action = match &r.action {
                 RouteAction::Proxy { pool } => format!("→ {pool}"),
@@ -72,7 +87,11 @@ impl fmt::Display for Summary<'_> {
         if !c.rate_limits.is_empty() {
             writeln!(f, "{}:", plural(c.rate_limits.len(), "rate limit"))?;
             for l in &c.rate_limits {
-                writeln!(f, "  {} {} burst {} ({:?})", l.name, l.rate, l.burst, l.scope)?;
+                writeln!(
+                    f,
+                    "  {} {} burst {} ({:?})",
+                    l.name, l.rate, l.burst, l.scope
+                )?;
             }
         }
         if let Some(dns) = &c.dns {
@@ -87,15 +106,11 @@ impl fmt::Display for Summary<'_> {
                 plural(dns.sites.len(), "site")
             )?;
         }
-        write!(
-            f,
-            "admin: {} ({})",
-            c.admin.listen,
-            if c.admin.token.is_some() {
-                "token set"
-            } else {
-                "no token: mutating calls refused"
-            }
-        )
+        let token = match &c.admin.token {
+            Some(crate::model::AdminToken::Value(_)) => "token set".to_string(),
+            Some(crate::model::AdminToken::Env(name)) => format!("token from ${name}"),
+            None => "no token: mutating calls refused".to_string(),
+        };
+        write!(f, "admin: {} ({token})", c.admin.listen)
     }
 }

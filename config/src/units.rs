@@ -89,11 +89,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(format!("{text:?} is not a duration: expected a number at {rest:?}"));
+            return Err(format!(
+                "{text:?} is not a duration: expected a number at {rest:?}"
+            ));
         }
-        let number: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration: bad number {:?}", &rest[..num_len]))?;
+        let number: f64 = rest[..num_len].parse().map_err(|_| {
+            format!(
+                "{text:?} is not a duration: bad number {:?}",
+                &rest[..num_len]
+            )
+        })?;
         rest = rest[num_len..].trim_start();
         let unit_len = rest
             .find(|c: char| !c.is_alphabetic())
@@ -191,10 +196,12 @@ pub fn parse_rate(text: &str) -> Result<Rate, String> {
     let (count, per) = text
         .split_once('/')
         .ok_or_else(|| format!("{text:?} is not a rate: no '/'"))?;
-    let count: u64 = count
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a rate: {:?} is not a whole number", count.trim()))?;
+    let count: u64 = count.trim().parse().map_err(|_| {
+        format!(
+            "{text:?} is not a rate: {:?} is not a whole number",
+            count.trim()
+        )
+    })?;
     let per = per.trim();
     let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
         parse_duration(per)?
@@ -220,7 +227,7 @@ pub fn format_duration(d: Duration) -> String {
             format!("{}us", d.as_micros())
         };
     }
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let mut secs = d.as_secs();
@@ -267,7 +274,9 @@ mod tests {
         assert_eq!(parse_duration("5 s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("5 parsecs").unwrap_err().contains("unknown duration unit"));
+        assert!(parse_duration("5 parsecs")
+            .unwrap_err()
+            .contains("unknown duration unit"));
     }
 
     #[test]
@@ -303,7 +312,10 @@ mod tests {
                 per: Duration::from_secs(1)
             })
         );
-        assert_eq!(parse_rate("10 / 1m").map(|r| r.per), Ok(Duration::from_secs(60)));
+        assert_eq!(
+            parse_rate("10 / 1m").map(|r| r.per),
+            Ok(Duration::from_secs(60))
+        );
         assert!(parse_rate("0/s").is_err());
         assert!(parse_rate("10").is_err());
         assert!(parse_rate("x/s").is_err());

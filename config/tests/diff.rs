@@ -1,5 +1,8 @@
 //! `ConfigDiff` says what changed and whether new sockets are needed.
 
+// Helpers in test files may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 fn parse(text: &str) -> edge_config::Config {
@@ -44,7 +47,9 @@ fn a_new_or_moved_listener_needs_sockets() {
     assert_eq!(d.rebind, vec!["web".to_string()]);
     assert!(d.needs_new_listeners());
 
-    let added = format!("{BASE}\n[[listener]]\nname = \"web2\"\nkind = \"http\"\naddress = \"127.0.0.1:8082\"\n");
+    let added = format!(
+        "{BASE}\n[[listener]]\nname = \"web2\"\nkind = \"http\"\naddress = \"127.0.0.1:8082\"\n"
+    );
     let d = edge_config::ConfigDiff::between(&parse(BASE), &parse(&added));
     assert_eq!(d.listeners.added, vec!["web2".to_string()]);
     assert!(d.needs_new_listeners());

@@ -1,6 +1,9 @@
 //! Every example config (config/examples and deploy/) is valid, and an
 //! unknown key inserted into any of its tables is rejected at its path.
 
+// Helpers in test files may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
@@ -16,7 +19,9 @@ fn example_files() -> Vec<PathBuf> {
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries {
         let p = e.unwrap().path();
         if p.is_dir() {
@@ -46,7 +51,11 @@ fn free_form(path: &str) -> bool {
 /// Paths of every table in a document, with array indices.
 fn table_paths(table: &Table, prefix: &str, out: &mut Vec<String>) {
     for (k, v) in table {
-        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match v {
             Value::Table(t) => {
                 out.push(path.clone());
@@ -96,11 +105,15 @@ fn an_unknown_key_in_any_table_is_rejected_with_its_path() {
             let mut modified = doc.clone();
             table_at(&mut modified, &path).insert("zz_not_a_key".into(), Value::Integer(1));
             let text = toml::to_string(&modified).unwrap();
-            let diags = edge_config::parse_str(&text, "modified.toml", base)
-                .expect_err(&format!("{}: unknown key at {path} accepted", file.display()));
+            let diags = edge_config::parse_str(&text, "modified.toml", base).expect_err(&format!(
+                "{}: unknown key at {path} accepted",
+                file.display()
+            ));
             let want = format!("{path}.zz_not_a_key");
             assert!(
-                diags.iter().any(|d| d.path == want && d.message.contains("unknown key")),
+                diags
+                    .iter()
+                    .any(|d| d.path == want && d.message.contains("unknown key")),
                 "{}: expected an unknown-key error at {want}, got:\n{diags}",
                 file.display()
             );

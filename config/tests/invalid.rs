@@ -1,6 +1,9 @@
 //! Every file in `tests/invalid/` is rejected with exactly the diagnostics its
 //! `# expect: LINE:COL PATH: MESSAGE` comments name (message is a substring).
 
+// Helpers in test files may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 struct Expect {
@@ -46,7 +49,11 @@ fn each_invalid_file_gives_its_expected_errors_and_no_others() {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let expects = expectations(&text);
-        assert!(!expects.is_empty(), "{} has no `# expect:` line", file.display());
+        assert!(
+            !expects.is_empty(),
+            "{} has no `# expect:` line",
+            file.display()
+        );
         let diags = match edge_config::load(&file) {
             Ok(_) => {
                 failures.push(format!("{}: accepted", file.display()));
@@ -56,7 +63,10 @@ fn each_invalid_file_gives_its_expected_errors_and_no_others() {
         };
         for e in &expects {
             let found = diags.iter().any(|d| {
-                d.line == e.line && d.column == e.column && d.path == e.path && d.to_string().contains(&e.message)
+                d.line == e.line
+                    && d.column == e.column
+                    && d.path == e.path
+                    && d.to_string().contains(&e.message)
             });
             if !found {
                 failures.push(format!(
@@ -80,7 +90,9 @@ fn each_invalid_file_gives_its_expected_errors_and_no_others() {
             ));
         }
         for d in diags.iter() {
-            assert!(d.file.ends_with(file.file_name().unwrap().to_str().unwrap()));
+            assert!(d
+                .file
+                .ends_with(file.file_name().unwrap().to_str().unwrap()));
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
@@ -90,7 +102,10 @@ fn each_invalid_file_gives_its_expected_errors_and_no_others() {
 fn diagnostics_render_the_offending_line_with_a_caret() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid/06-bad-duration.toml");
     let rendered = edge_config::load(&file).unwrap_err().render();
-    assert!(rendered.contains("6 | interval = \"5 parsecs\""), "{rendered}");
+    assert!(
+        rendered.contains("6 | interval = \"5 parsecs\""),
+        "{rendered}"
+    );
     assert!(rendered.contains("  |            ^"), "{rendered}");
 }
 

@@ -80,14 +80,16 @@ impl LiveChannel {
     /// The newest complete segment at `now`, counted from the Unix epoch, so
     /// every origin (and every test) agrees on the live edge.
     pub fn latest(&self, now: SystemTime) -> u64 {
-        let ms = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let ms = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
         (ms / self.segment_duration.as_millis().max(1) as u64).saturating_sub(1)
     }
 
     /// Oldest segment still served (a DVR window of ten playlists).
     pub fn oldest_served(&self, now: SystemTime) -> u64 {
-        self.latest(now)
-            .saturating_sub(u64::from(self.window) * 10)
+        self.latest(now).saturating_sub(u64::from(self.window) * 10)
     }
 }
 
@@ -191,7 +193,9 @@ const SEGMENT_CC: &str = "public, max-age=31536000, immutable";
 const M3U8: &str = "application/vnd.apple.mpegurl";
 
 fn etag(parts: &[u64]) -> String {
-    let h = parts.iter().fold(0x6A09_E667_F3BC_C908u64, |acc, p| splitmix64(acc ^ p));
+    let h = parts
+        .iter()
+        .fold(0x6A09_E667_F3BC_C908u64, |acc, p| splitmix64(acc ^ p));
     format!("\"{h:016x}\"")
 }
 
@@ -219,7 +223,11 @@ impl Catalog {
             }
             ["vod", title, "manifest.mpd"] => {
                 let t = self.title(title).ok_or(NotFound::NoSuchPath)?;
-                Ok(self.vod_text(Class::Manifest, playlist::dash_mpd(t), "application/dash+xml"))
+                Ok(self.vod_text(
+                    Class::Manifest,
+                    playlist::dash_mpd(t),
+                    "application/dash+xml",
+                ))
             }
             ["vod", title, rendition, "index.m3u8"] => {
                 let t = self.title(title).ok_or(NotFound::NoSuchPath)?;
@@ -393,7 +401,9 @@ fn object(path: &str, query: &str, published: SystemTime) -> Result<Resolved, No
             .parse::<u64>()
             .ok()
             .filter(|n| *n <= MAX_OBJECT)
-            .ok_or_else(|| NotFound::BadParameter(format!("size={s}: a number of bytes up to {MAX_OBJECT}")))?,
+            .ok_or_else(|| {
+                NotFound::BadParameter(format!("size={s}: a number of bytes up to {MAX_OBJECT}"))
+            })?,
         None => 1024,
     };
     let version = query_param(query, "v").unwrap_or_default();
@@ -416,7 +426,10 @@ fn object(path: &str, query: &str, published: SystemTime) -> Result<Resolved, No
         extra.push(("surrogate-key".to_string(), v));
     }
     if query_param(query, "set_cookie").is_some() {
-        extra.push(("set-cookie".to_string(), format!("session={:08x}; Path=/", seed as u32)));
+        extra.push((
+            "set-cookie".to_string(),
+            format!("session={:08x}; Path=/", seed as u32),
+        ));
     }
     if let Some(v) = query_param(query, "expires") {
         extra.push(("expires".to_string(), v));
@@ -430,8 +443,13 @@ fn object(path: &str, query: &str, published: SystemTime) -> Result<Resolved, No
         None => 200,
     };
     let last_modified = match query_param(query, "lm") {
-        Some(secs) => UNIX_EPOCH
-            + Duration::from_secs(secs.parse().map_err(|_| NotFound::BadParameter(format!("lm={secs}")))?),
+        Some(secs) => {
+            UNIX_EPOCH
+                + Duration::from_secs(
+                    secs.parse()
+                        .map_err(|_| NotFound::BadParameter(format!("lm={secs}")))?,
+                )
+        }
         None => published,
     };
     Ok(Resolved {
@@ -464,7 +482,11 @@ mod tests {
         let len = r.content.len();
         assert!(len >= expected && len < expected + 188, "{len}");
         assert_eq!(r.cache_control, SEGMENT_CC);
-        assert_eq!(c.resolve("/vod/bbb/high/seg_150.ts", "", now()).unwrap_err(), NotFound::NoSuchPath);
+        assert_eq!(
+            c.resolve("/vod/bbb/high/seg_150.ts", "", now())
+                .unwrap_err(),
+            NotFound::NoSuchPath
+        );
         // 90 s in 6 s segments: 15, the last one full.
         assert_eq!(c.vod[1].segment_count(), 15);
     }
@@ -474,7 +496,11 @@ mod tests {
         let c = Catalog::default();
         let a = c.resolve("/live/news/low/index.m3u8", "", now()).unwrap();
         let later = c
-            .resolve("/live/news/low/index.m3u8", "", now() + Duration::from_secs(4))
+            .resolve(
+                "/live/news/low/index.m3u8",
+                "",
+                now() + Duration::from_secs(4),
+            )
             .unwrap();
         let seq = |r: &Resolved| {
             let text = String::from_utf8(r.content.to_bytes().to_vec()).unwrap();
@@ -487,9 +513,12 @@ mod tests {
         assert_eq!(seq(&later), seq(&a) + 2);
         assert_ne!(a.etag, later.etag);
         let latest = c.live[0].latest(now());
-        assert!(c.resolve(&format!("/live/news/low/seg_{latest}.ts"), "", now()).is_ok());
+        assert!(c
+            .resolve(&format!("/live/news/low/seg_{latest}.ts"), "", now())
+            .is_ok());
         assert_eq!(
-            c.resolve(&format!("/live/news/low/seg_{}.ts", latest + 1), "", now()).unwrap_err(),
+            c.resolve(&format!("/live/news/low/seg_{}.ts", latest + 1), "", now())
+                .unwrap_err(),
             NotFound::OutsideLiveWindow
         );
     }
@@ -498,12 +527,18 @@ mod tests {
     fn objects_take_their_headers_from_the_query() {
         let c = Catalog::default();
         let r = c
-            .resolve("/obj/a.ts", "size=100&cc=no-store&vary=Accept-Encoding&surrogate=k1%20k2", now())
+            .resolve(
+                "/obj/a.ts",
+                "size=100&cc=no-store&vary=Accept-Encoding&surrogate=k1%20k2",
+                now(),
+            )
             .unwrap();
         assert_eq!(r.content.len(), 100);
         assert_eq!(r.cache_control, "no-store");
         assert_eq!(r.content_type, "video/mp2t");
-        assert!(r.extra_headers.contains(&("surrogate-key".into(), "k1 k2".into())));
+        assert!(r
+            .extra_headers
+            .contains(&("surrogate-key".into(), "k1 k2".into())));
         assert!(c.resolve("/obj/x", "size=lots", now()).is_err());
     }
 

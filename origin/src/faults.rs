@@ -65,7 +65,11 @@ impl Faults {
     /// Parses `latency=200ms, error=503@0.5, abort=1000, drip=1024/100ms`.
     pub fn parse(text: &str) -> Result<Faults, String> {
         let mut f = Faults::default();
-        for item in text.split([',', ';']).map(str::trim).filter(|s| !s.is_empty()) {
+        for item in text
+            .split([',', ';'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let (key, value) = item
                 .split_once('=')
                 .ok_or_else(|| format!("{item:?}: expected key=value"))?;
@@ -98,9 +102,9 @@ impl Faults {
                     )
                 }
                 "drip" => {
-                    let (bytes, every) = value
-                        .split_once('/')
-                        .ok_or_else(|| format!("drip={value}: expected BYTES/INTERVAL, e.g. 1024/100ms"))?;
+                    let (bytes, every) = value.split_once('/').ok_or_else(|| {
+                        format!("drip={value}: expected BYTES/INTERVAL, e.g. 1024/100ms")
+                    })?;
                     let bytes: usize = bytes
                         .parse()
                         .ok()
@@ -111,7 +115,11 @@ impl Faults {
                         every: duration(every)?,
                     });
                 }
-                other => return Err(format!("unknown fault {other:?} (latency, error, abort, drip)")),
+                other => {
+                    return Err(format!(
+                        "unknown fault {other:?} (latency, error, abort, drip)"
+                    ))
+                }
             }
         }
         Ok(f)
@@ -120,8 +128,13 @@ impl Faults {
 
 fn duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len()));
-    let n: f64 = num.parse().map_err(|_| format!("{text:?}: expected a duration like 200ms"))?;
+    let (num, unit) = t.split_at(
+        t.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a duration like 200ms"))?;
     let secs = match unit.trim() {
         "ms" => n / 1000.0,
         "s" => n,
@@ -140,7 +153,8 @@ mod tests {
 
     #[test]
     fn parses_each_fault() {
-        let f = Faults::parse("latency=200ms, error=502@0.25; abort=1000, drip=1024/100ms").unwrap();
+        let f =
+            Faults::parse("latency=200ms, error=502@0.25; abort=1000, drip=1024/100ms").unwrap();
         assert_eq!(f.latency, Some(Duration::from_millis(200)));
         assert_eq!(f.error, Some((502, 0.25)));
         assert_eq!(f.abort_after, Some(1000));
@@ -158,7 +172,14 @@ mod tests {
 
     #[test]
     fn rejects_nonsense() {
-        for bad in ["latency", "latency=5 parsecs", "error=200", "error=503@2", "drip=0/1s", "explode=1"] {
+        for bad in [
+            "latency",
+            "latency=5 parsecs",
+            "error=200",
+            "error=503@2",
+            "drip=0/1s",
+            "explode=1",
+        ] {
             assert!(Faults::parse(bad).is_err(), "{bad}");
         }
     }

@@ -193,7 +193,10 @@ pub(crate) fn skip_frame(pic: Picture, frame_num: u32) -> Vec<u8> {
     w.ue(0); // first_mb_in_slice
     w.ue(5); // slice_type: P (all slices)
     w.ue(0); // pic_parameter_set_id
-    w.bits(LOG2_MAX_FRAME_NUM, u64::from(frame_num % (1 << LOG2_MAX_FRAME_NUM)));
+    w.bits(
+        LOG2_MAX_FRAME_NUM,
+        u64::from(frame_num % (1 << LOG2_MAX_FRAME_NUM)),
+    );
     w.bits(1, 0); // num_ref_idx_active_override_flag
     w.bits(1, 0); // ref_pic_list_modification_flag_l0
     w.bits(1, 0); // adaptive_ref_pic_marking_mode_flag
@@ -215,7 +218,7 @@ mod tests {
         w.ue(2); // 011
         w.ue(3); // 00100
         w.se(-1); // ue(2) = 011
-        // 15 bits, then the stop bit: exactly two bytes.
+                  // 15 bits, then the stop bit: exactly two bytes.
         assert_eq!(w.finish(), vec![0b1010_0110, 0b0100_0111]);
     }
 

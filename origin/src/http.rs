@@ -44,7 +44,9 @@ pub(crate) struct State {
 }
 
 fn full(body: impl Into<Bytes>) -> Body {
-    Full::new(body.into()).map_err(|never| match never {}).boxed()
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 fn empty() -> Body {
@@ -55,17 +57,22 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     let body: String = body.into();
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
-    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    let body = serde_json::to_vec_pretty(value)
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -91,7 +98,10 @@ impl Drop for InFlight {
     }
 }
 
-pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub(crate) async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let mut response = if let Some(rest) = path.strip_prefix("/_origin/") {
         let rest = rest.to_string();
@@ -122,7 +132,8 @@ async fn content(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         state.stats.request(Class::Other, path);
         state.stats.status(Class::Other, 405);
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
     let now = state.clock.now();
@@ -159,8 +170,13 @@ async fn content(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Err(e) => {
             let (status, msg) = match e {
                 NotFound::NoSuchPath => (StatusCode::NOT_FOUND, "not found\n".to_string()),
-                NotFound::OutsideLiveWindow => (StatusCode::NOT_FOUND, "outside the live window\n".to_string()),
-                NotFound::BadParameter(p) => (StatusCode::BAD_REQUEST, format!("bad parameter: {p}\n")),
+                NotFound::OutsideLiveWindow => (
+                    StatusCode::NOT_FOUND,
+                    "outside the live window\n".to_string(),
+                ),
+                NotFound::BadParameter(p) => {
+                    (StatusCode::BAD_REQUEST, format!("bad parameter: {p}\n"))
+                }
             };
             state.stats.status(class, status.as_u16());
             let mut r = text(status, msg);
@@ -201,9 +217,16 @@ async fn content(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
         RangeRequest::Ranges(ranges) if ranges.len() == 1 => {
             let (start, end) = ranges[0];
-            set(headers, "content-range", &format!("bytes {start}-{}/{len}", end - 1));
+            set(
+                headers,
+                "content-range",
+                &format!("bytes {start}-{}/{len}", end - 1),
+            );
             set(headers, "content-length", &(end - start).to_string());
-            (StatusCode::PARTIAL_CONTENT, VecDeque::from([Piece::Range(start, end)]))
+            (
+                StatusCode::PARTIAL_CONTENT,
+                VecDeque::from([Piece::Range(start, end)]),
+            )
         }
         RangeRequest::Ranges(ranges) => {
             let boundary = format!("edge{:016x}", crate::content::splitmix64(len ^ ranges[0].0));
@@ -222,7 +245,11 @@ async fn content(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             let tail = format!("\r\n--{boundary}--\r\n");
             total += tail.len() as u64;
             pieces.push_back(Piece::Bytes(Bytes::from(tail)));
-            set(headers, "content-type", &format!("multipart/byteranges; boundary={boundary}"));
+            set(
+                headers,
+                "content-type",
+                &format!("multipart/byteranges; boundary={boundary}"),
+            );
             set(headers, "content-length", &total.to_string());
             (StatusCode::PARTIAL_CONTENT, pieces)
         }
@@ -250,7 +277,11 @@ async fn content(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
 fn describe(headers: &mut HeaderMap, r: &Resolved) {
     set(headers, "content-type", r.content_type);
     set(headers, "etag", &r.etag);
-    set(headers, "last-modified", &httpdate::fmt_http_date(r.last_modified));
+    set(
+        headers,
+        "last-modified",
+        &httpdate::fmt_http_date(r.last_modified),
+    );
     set(headers, "cache-control", &r.cache_control);
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     for (name, value) in &r.extra_headers {
@@ -329,7 +360,10 @@ impl Sender {
             // Pending for a moment lets the server flush what was sent, so the
             // cut comes mid-body, not before the headers.
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            return Some(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "injected abort")));
+            return Some(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "injected abort",
+            )));
         }
         let mut limit = self.drip.map_or(CHUNK, |d| d.bytes.min(CHUNK));
         if let Some(abort) = self.abort_after {
@@ -382,7 +416,10 @@ async fn echo(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             state.stats.status(Class::Echo, 413);
-            return text(StatusCode::PAYLOAD_TOO_LARGE, format!("request body: {e}\n"));
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body: {e}\n"),
+            );
         }
     };
     let mut headers = serde_json::Map::new();
@@ -425,18 +462,24 @@ async fn control(state: &Arc<State>, rest: &str, req: Request<Incoming>) -> Resp
             let status = state.health_status.load(Ordering::Relaxed);
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             let load = state.load.load(Ordering::Relaxed);
-            let body = if load >= 0 { format!("ok load={load}\n") } else { "ok\n".to_string() };
+            let body = if load >= 0 {
+                format!("ok load={load}\n")
+            } else {
+                "ok\n".to_string()
+            };
             let mut r = text(code, body);
             set(r.headers_mut(), "cache-control", "no-store");
             r
         }
-        (Method::POST | Method::PUT, "health") => match query_param(&query, "status").and_then(|s| s.parse::<u16>().ok()) {
-            Some(s) if (200..600).contains(&s) => {
-                state.health_status.store(s, Ordering::Relaxed);
-                text(StatusCode::OK, format!("health status {s}\n"))
+        (Method::POST | Method::PUT, "health") => {
+            match query_param(&query, "status").and_then(|s| s.parse::<u16>().ok()) {
+                Some(s) if (200..600).contains(&s) => {
+                    state.health_status.store(s, Ordering::Relaxed);
+                    text(StatusCode::OK, format!("health status {s}\n"))
+                }
+                _ => text(StatusCode::BAD_REQUEST, "use ?status=200..599\n"),
             }
-            _ => text(StatusCode::BAD_REQUEST, "use ?status=200..599\n"),
-        },
+        }
         (Method::GET, "faults") => json(StatusCode::OK, &*state.faults.read()),
         (Method::POST | Method::PUT, "faults") => {
             let spec = match query_param(&query, "set") {
@@ -458,13 +501,15 @@ async fn control(state: &Arc<State>, rest: &str, req: Request<Incoming>) -> Resp
             *state.faults.write() = Faults::default();
             text(StatusCode::OK, "cleared\n")
         }
-        (Method::POST | Method::PUT, "load") => match query_param(&query, "value").and_then(|v| v.parse::<i32>().ok()) {
-            Some(v) if (0..=100).contains(&v) => {
-                state.load.store(v, Ordering::Relaxed);
-                text(StatusCode::OK, format!("load {v}\n"))
+        (Method::POST | Method::PUT, "load") => {
+            match query_param(&query, "value").and_then(|v| v.parse::<i32>().ok()) {
+                Some(v) if (0..=100).contains(&v) => {
+                    state.load.store(v, Ordering::Relaxed);
+                    text(StatusCode::OK, format!("load {v}\n"))
+                }
+                _ => text(StatusCode::BAD_REQUEST, "use ?value=0..100\n"),
             }
-            _ => text(StatusCode::BAD_REQUEST, "use ?value=0..100\n"),
-        },
+        }
         (Method::DELETE, "load") => {
             state.load.store(-1, Ordering::Relaxed);
             text(StatusCode::OK, "cleared\n")
@@ -476,7 +521,12 @@ async fn control(state: &Arc<State>, rest: &str, req: Request<Incoming>) -> Resp
     }
 }
 
-pub(crate) fn new_state(name: String, catalog: Catalog, faults: Faults, clock: Arc<dyn Clock>) -> State {
+pub(crate) fn new_state(
+    name: String,
+    catalog: Catalog,
+    faults: Faults,
+    clock: Arc<dyn Clock>,
+) -> State {
     State {
         name,
         catalog,

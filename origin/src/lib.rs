@@ -37,7 +37,10 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use catalog::{decode_component, query_param, Catalog, Class, LiveChannel, NotFound, Rendition, Resolved, VodTitle};
+pub use catalog::{
+    decode_component, query_param, Catalog, Class, LiveChannel, NotFound, Rendition, Resolved,
+    VodTitle,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use content::{fill_random, fnv1a, object_bytes, splitmix64, Content};
 pub use faults::{Drip, Faults};
@@ -178,9 +181,10 @@ impl RunningOrigin {
     }
 
     pub fn set_load(&self, load: Option<u8>) {
-        self.state
-            .load
-            .store(load.map_or(-1, i32::from), std::sync::atomic::Ordering::Relaxed);
+        self.state.load.store(
+            load.map_or(-1, i32::from),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -189,7 +193,9 @@ impl RunningOrigin {
 
     /// The body the origin serves for `path?query` now (for byte-for-byte checks).
     pub fn expected_body(&self, path_and_query: &str) -> Option<bytes::Bytes> {
-        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
         self.state
             .catalog
             .resolve(path, query, self.state.clock.now())

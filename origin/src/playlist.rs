@@ -33,7 +33,11 @@ pub fn hls_vod_media(title: &VodTitle) -> String {
         secs(title.segment_duration).ceil() as u64
     );
     for i in 0..title.segment_count() {
-        let _ = writeln!(s, "#EXTINF:{:.3},\nseg_{i}.ts", secs(title.segment_length(i)));
+        let _ = writeln!(
+            s,
+            "#EXTINF:{:.3},\nseg_{i}.ts",
+            secs(title.segment_length(i))
+        );
     }
     s.push_str("#EXT-X-ENDLIST\n");
     s
@@ -46,7 +50,11 @@ pub fn hls_live_media(channel: &LiveChannel, first: u64, last: u64) -> String {
         secs(channel.segment_duration).ceil() as u64
     );
     for i in first..=last {
-        let _ = writeln!(s, "#EXTINF:{:.3},\nseg_{i}.ts", secs(channel.segment_duration));
+        let _ = writeln!(
+            s,
+            "#EXTINF:{:.3},\nseg_{i}.ts",
+            secs(channel.segment_duration)
+        );
     }
     s
 }

@@ -72,7 +72,10 @@ mod tests {
         assert_eq!(parse_range("bytes=500-", 1000), Ranges(vec![(500, 1000)]));
         assert_eq!(parse_range("bytes=-100", 1000), Ranges(vec![(900, 1000)]));
         assert_eq!(parse_range("bytes=-5000", 1000), Ranges(vec![(0, 1000)]));
-        assert_eq!(parse_range("bytes=990-2000", 1000), Ranges(vec![(990, 1000)]));
+        assert_eq!(
+            parse_range("bytes=990-2000", 1000),
+            Ranges(vec![(990, 1000)])
+        );
     }
 
     #[test]
@@ -92,7 +95,10 @@ mod tests {
             parse_range("bytes=0-9, 20-29, 2000-", 1000),
             Ranges(vec![(0, 10), (20, 30)])
         );
-        let many = (0..20).map(|i| format!("{}-{}", i * 10, i * 10 + 1)).collect::<Vec<_>>().join(",");
+        let many = (0..20)
+            .map(|i| format!("{}-{}", i * 10, i * 10 + 1))
+            .collect::<Vec<_>>()
+            .join(",");
         assert_eq!(parse_range(&format!("bytes={many}"), 1000), Whole);
     }
 }

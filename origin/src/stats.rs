@@ -85,7 +85,12 @@ impl Stats {
         if class != Class::Control {
             self.bytes.fetch_add(n, Ordering::Relaxed);
         }
-        self.maps.lock().by_class.entry(class.name()).or_default().bytes += n;
+        self.maps
+            .lock()
+            .by_class
+            .entry(class.name())
+            .or_default()
+            .bytes += n;
     }
 
     pub fn enter(&self) {

@@ -49,7 +49,10 @@ impl Segment {
         psi_packet(&mut out, PMT_PID, &mut cc_pmt, &pmt());
 
         let frames = ((spec.duration_ticks * u64::from(FPS)).div_ceil(90_000)).max(1);
-        let tint = ((spec.seed >> 8) as u8 % 200 + 28, (spec.seed >> 16) as u8 % 200 + 28);
+        let tint = (
+            (spec.seed >> 8) as u8 % 200 + 28,
+            (spec.seed >> 16) as u8 % 200 + 28,
+        );
         for frame in 0..frames {
             let pts = PTS_OFFSET + spec.start_ticks + frame * 90_000 / u64::from(FPS);
             let es = if frame == 0 {
@@ -64,7 +67,14 @@ impl Segment {
             };
             let pes = pes_packet(&es, pts);
             // PCR slightly behind the PTS of each frame, on its first packet.
-            write_pes(&mut out, VIDEO_PID, &mut cc_video, &pes, pts - 9000, frame == 0);
+            write_pes(
+                &mut out,
+                VIDEO_PID,
+                &mut cc_video,
+                &pes,
+                pts - 9000,
+                frame == 0,
+            );
         }
         let video_packets = (out.len() / PACKET) as u64;
         let total_packets = spec.target_bytes.div_ceil(PACKET as u64).max(video_packets);
@@ -110,7 +120,10 @@ impl Segment {
 fn null_packet(seed: u64, index: u64) -> [u8; PACKET] {
     let mut p = [0u8; PACKET];
     p[..4].copy_from_slice(&[0x47, (NULL_PID >> 8) as u8, (NULL_PID & 0xFF) as u8, 0x10]);
-    crate::content::fill_random(seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03), &mut p[4..]);
+    crate::content::fill_random(
+        seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03),
+        &mut p[4..],
+    );
     p
 }
 
@@ -139,10 +152,15 @@ fn with_crc(mut section: Vec<u8>) -> Vec<u8> {
 fn pat() -> Vec<u8> {
     with_crc(vec![
         0x00, // table_id
-        0xB0, 13, // section_syntax_indicator, section_length
-        0x00, 0x01, // transport_stream_id
-        0xC1, 0x00, 0x00, // version 0, current; section 0 of 0
-        0x00, 0x01, // program_number 1
+        0xB0,
+        13, // section_syntax_indicator, section_length
+        0x00,
+        0x01, // transport_stream_id
+        0xC1,
+        0x00,
+        0x00, // version 0, current; section 0 of 0
+        0x00,
+        0x01, // program_number 1
         0xE0 | (PMT_PID >> 8) as u8,
         (PMT_PID & 0xFF) as u8,
     ])
@@ -151,22 +169,33 @@ fn pat() -> Vec<u8> {
 fn pmt() -> Vec<u8> {
     with_crc(vec![
         0x02, // table_id
-        0xB0, 18, // section_length
-        0x00, 0x01, // program_number
-        0xC1, 0x00, 0x00,
+        0xB0,
+        18, // section_length
+        0x00,
+        0x01, // program_number
+        0xC1,
+        0x00,
+        0x00,
         0xE0 | (VIDEO_PID >> 8) as u8,
         (VIDEO_PID & 0xFF) as u8, // PCR_PID
-        0xF0, 0x00, // program_info_length 0
+        0xF0,
+        0x00, // program_info_length 0
         0x1B, // stream_type: H.264
         0xE0 | (VIDEO_PID >> 8) as u8,
         (VIDEO_PID & 0xFF) as u8,
-        0xF0, 0x00, // ES_info_length 0
+        0xF0,
+        0x00, // ES_info_length 0
     ])
 }
 
 fn psi_packet(out: &mut Vec<u8>, pid: u16, cc: &mut u8, section: &[u8]) {
     let start = out.len();
-    out.extend_from_slice(&[0x47, 0x40 | (pid >> 8) as u8, (pid & 0xFF) as u8, 0x10 | *cc]);
+    out.extend_from_slice(&[
+        0x47,
+        0x40 | (pid >> 8) as u8,
+        (pid & 0xFF) as u8,
+        0x10 | *cc,
+    ]);
     *cc = (*cc + 1) & 0x0F;
     out.push(0); // pointer_field
     out.extend_from_slice(section);
@@ -271,7 +300,7 @@ mod tests {
     #[test]
     fn segments_are_whole_packets_with_continuous_counters() {
         let seg = Segment::build(&spec(3));
-        assert!(seg.len() >= 200_000 && seg.len() % 188 == 0);
+        assert!(seg.len() >= 200_000 && seg.len().is_multiple_of(188));
         let b = bytes(&seg);
         let mut last_cc: std::collections::HashMap<u16, u8> = Default::default();
         for p in b.chunks(188) {
@@ -306,7 +335,11 @@ mod tests {
         for packet in [&b[..188], &b[188..376]] {
             let section_len = (usize::from(packet[6] & 0x0F) << 8) | usize::from(packet[7]);
             let section = &packet[5..5 + 3 + section_len];
-            assert_eq!(crc32_mpeg2(section), 0, "CRC over a section with its CRC is 0");
+            assert_eq!(
+                crc32_mpeg2(section),
+                0,
+                "CRC over a section with its CRC is 0"
+            );
         }
     }
 }

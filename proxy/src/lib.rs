@@ -1,1 +1,24 @@
+//! edge's request path, on pingora.
+//!
+//! - [`listen`]: sockets edge binds itself, accept loops on pingora's runtime,
+//!   TLS by SNI, listeners added and removed at run time, drain.
+//! - [`route`]: the route table, compiled per config.
+//! - [`pool`]: backends and their selection.
+//! - [`service`]: the `ProxyHttp` implementation whose phases call into them.
+//! - [`state`]: the hot state ([`Proxy`]), built aside and swapped on reload.
+//!
+//! `edge` (the binary) builds a [`Proxy`] and a [`listen::ListenerControl`],
+//! adds one [`listen::HttpHandler`] per HTTP listener and hands the
+//! [`listen::ListenerService`] to a pingora `Server`.
 
+pub mod error;
+pub mod listen;
+pub mod metrics;
+pub mod pool;
+pub mod route;
+pub mod service;
+pub mod state;
+
+pub use error::BuildError;
+pub use service::EdgeProxy;
+pub use state::{Proxy, ProxyState};

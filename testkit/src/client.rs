@@ -97,11 +97,21 @@ impl Client {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(Full::new(body.into())).map_err(|e| e.to_string())?;
+        let req = req
+            .body(Full::new(body.into()))
+            .map_err(|e| e.to_string())?;
         let fut = async {
-            let resp = self.inner.request(req).await.map_err(|e| format!("{e:?}"))?;
+            let resp = self
+                .inner
+                .request(req)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
             let (parts, body) = resp.into_parts();
-            let body = body.collect().await.map_err(|e| format!("body: {e:?}"))?.to_bytes();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| format!("body: {e:?}"))?
+                .to_bytes();
             Ok(Response {
                 status: parts.status.as_u16(),
                 headers: parts.headers,

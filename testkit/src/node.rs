@@ -50,7 +50,10 @@ impl EdgeNode {
             .arg(&config_path)
             .args(args)
             .envs(env.iter().copied())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -77,7 +80,10 @@ impl EdgeNode {
         let output: Shared = Arc::new((Mutex::new(NodeOutput::default()), Condvar::new()));
         let stdout = child.stdout.take().expect("stdout piped");
         let stderr = child.stderr.take().expect("stderr piped");
-        for (stream, is_stdout) in [(Box::new(stdout) as Box<dyn std::io::Read + Send>, true), (Box::new(stderr), false)] {
+        for (stream, is_stdout) in [
+            (Box::new(stdout) as Box<dyn std::io::Read + Send>, true),
+            (Box::new(stderr), false),
+        ] {
             let output = output.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
@@ -121,7 +127,11 @@ impl EdgeNode {
             }
             let now = Instant::now();
             if now > deadline || o.exited {
-                let why = if o.exited { "the node exited" } else { "timed out" };
+                let why = if o.exited {
+                    "the node exited"
+                } else {
+                    "timed out"
+                };
                 panic!("{why} waiting for {what}; output:\n{}", o.lines.join("\n"));
             }
             o = cvar.wait_timeout(o, deadline - now).expect("output lock").0;
@@ -130,7 +140,9 @@ impl EdgeNode {
 
     /// Waits until a line containing `needle` has been printed.
     pub fn wait_for_line(&self, needle: &str, limit: Duration) {
-        self.wait_for(limit, needle, |o| o.lines.iter().any(|l| l.contains(needle)));
+        self.wait_for(limit, needle, |o| {
+            o.lines.iter().any(|l| l.contains(needle))
+        });
     }
 
     /// The address a listener (or `admin`) is bound to.

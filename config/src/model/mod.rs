@@ -46,6 +46,23 @@ pub struct Config {
 }
 
 impl Config {
+    /// A config that defines nothing: what a node runs before its first apply.
+    pub fn empty() -> Self {
+        Config {
+            source: None,
+            server: Server::default(),
+            admin: Admin::default(),
+            site: None,
+            listeners: Vec::new(),
+            pools: Vec::new(),
+            routes: Vec::new(),
+            cache: Cache::default(),
+            rate_limits: Vec::new(),
+            redis: None,
+            dns: None,
+        }
+    }
+
     pub fn pool(&self, name: &str) -> Option<&Pool> {
         self.pools.iter().find(|p| p.name == name)
     }
@@ -72,8 +89,6 @@ pub struct Server {
     pub access_log: bool,
     /// Idle upstream connections kept for reuse, per node.
     pub upstream_keepalive: usize,
-    /// Unix socket for graceful upgrade fd handoff.
-    pub upgrade_socket: PathBuf,
 }
 
 impl Default for Server {
@@ -84,7 +99,6 @@ impl Default for Server {
             log_format: LogFormat::Text,
             access_log: true,
             upstream_keepalive: 128,
-            upgrade_socket: PathBuf::from("/tmp/edge_upgrade.sock"),
         }
     }
 }
@@ -102,7 +116,49 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// Bearer token every mutating call must carry. Without one, mutating
     /// calls are refused.
-    pub token: Option<Secret>,
+    pub token: Option<AdminToken>,
+}
+
+/// Where the admin token comes from. Serialises as `"<redacted>"` or
+/// `{"env": "NAME"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdminToken {
+    Value(Secret),
+    /// Read from this environment variable when the config is applied (not
+    /// when it is checked, which may happen on another machine).
+    Env(String),
+}
+
+impl Serialize for AdminToken {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            AdminToken::Value(secret) => secret.serialize(s),
+            AdminToken::Env(name) => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("env", name)?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl AdminToken {
+    /// The token, reading the environment if needed.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        match self {
+            AdminToken::Value(s) => Ok(s.clone()),
+            AdminToken::Env(name) => match std::env::var(name) {
+                Ok(v) if v.len() >= 16 => Ok(Secret::new(v)),
+                Ok(_) => Err(format!(
+                    "admin.token_env: ${name} holds fewer than 16 characters"
+                )),
+                Err(_) => Err(format!(
+                    "admin.token_env: environment variable {name} is not set"
+                )),
+            },
+        }
+    }
 }
 
 impl Default for Admin {

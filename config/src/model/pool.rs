@@ -149,11 +149,15 @@ impl HostPort {
         if host.contains(':') && !text.starts_with('[') {
             return Err(format!("{text:?}: an IPv6 address is written [addr]:port"));
         }
-        let valid_name = host
-            .split('.')
-            .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        let valid_name = host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
         if host.parse::<IpAddr>().is_err() && !valid_name {
-            return Err(format!("{text:?}: {host:?} is not an IP address or host name"));
+            return Err(format!(
+                "{text:?}: {host:?} is not an IP address or host name"
+            ));
         }
         let port: u16 = port
             .parse()
@@ -358,8 +362,13 @@ pub enum RetryOn {
 }
 
 impl RetryOn {
-    pub const NAMES: &'static [&'static str] =
-        &["connect_failure", "reset", "timeout", "gateway_error", "5xx"];
+    pub const NAMES: &'static [&'static str] = &[
+        "connect_failure",
+        "reset",
+        "timeout",
+        "gateway_error",
+        "5xx",
+    ];
 }
 
 /// TLS to backends.

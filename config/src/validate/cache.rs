@@ -31,7 +31,12 @@ pub(super) fn cache(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>) 
     } = raw;
     let p = "cache";
     let ram = ck.size(&ram_size, p, "ram_size", d.ram_size);
-    let ram_max = ck.size(&ram_max_object, p, "ram_max_object", d.ram_max_object.min(ram));
+    let ram_max = ck.size(
+        &ram_max_object,
+        p,
+        "ram_max_object",
+        d.ram_max_object.min(ram),
+    );
 
     let disk = match disk_path {
         Some(path) => {
@@ -40,7 +45,10 @@ pub(super) fn cache(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>) 
                 ck.error(
                     path.span(),
                     join_key(p, "disk_path"),
-                    format!("cache directory {} cannot be written: {why}", resolved.display()),
+                    format!(
+                        "cache directory {} cannot be written: {why}",
+                        resolved.display()
+                    ),
                     Some("a directory edge may write (it is created if its parent exists)"),
                 );
             }
@@ -65,7 +73,12 @@ pub(super) fn cache(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>) 
         }
         None => {
             ck.not_here(&disk_size, p, "disk_size", "needs a `disk_path`");
-            ck.not_here(&disk_max_object, p, "disk_max_object", "needs a `disk_path`");
+            ck.not_here(
+                &disk_max_object,
+                p,
+                "disk_max_object",
+                "needs a `disk_path`",
+            );
             None
         }
     };
@@ -80,7 +93,12 @@ pub(super) fn cache(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>) 
             Some("a size from 1 MiB to 4 MiB"),
         );
     }
-    let threshold = ck.size(&slice_threshold, p, "slice_threshold", d.slice_threshold.max(slice));
+    let threshold = ck.size(
+        &slice_threshold,
+        p,
+        "slice_threshold",
+        d.slice_threshold.max(slice),
+    );
 
     let mut rules = Vec::new();
     for (i, r) in ttl_rule.into_iter().enumerate() {

@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 
 use super::{Checker, Document, ItemAt};
-use crate::model::{Config, LimitScope, Listener, ListenerKind, Pool, RateLimit, Route, RouteAction};
+use crate::model::{
+    Config, LimitScope, Listener, ListenerKind, Pool, RateLimit, Route, RouteAction,
+};
 
 pub(super) fn check(
     ck: &mut Checker<'_>,
@@ -15,16 +17,35 @@ pub(super) fn check(
     rate_limits: &[(ItemAt, RateLimit)],
     config: &Config,
 ) {
-    unique(ck, listeners.iter().map(|(at, l)| (at, l.name.as_str())), "listener");
-    unique(ck, pools.iter().map(|(at, p)| (at, p.name.as_str())), "pool");
-    unique(ck, routes.iter().map(|(at, r)| (at, r.name.as_str())), "route");
-    unique(ck, rate_limits.iter().map(|(at, r)| (at, r.name.as_str())), "rate limit");
+    unique(
+        ck,
+        listeners.iter().map(|(at, l)| (at, l.name.as_str())),
+        "listener",
+    );
+    unique(
+        ck,
+        pools.iter().map(|(at, p)| (at, p.name.as_str())),
+        "pool",
+    );
+    unique(
+        ck,
+        routes.iter().map(|(at, r)| (at, r.name.as_str())),
+        "route",
+    );
+    unique(
+        ck,
+        rate_limits.iter().map(|(at, r)| (at, r.name.as_str())),
+        "rate limit",
+    );
 
     ports(ck, listeners, config);
 
     let pool_exists = |name: &str| pools.iter().any(|(_, p)| p.name == name);
     let pool_names = || -> String {
-        let names: Vec<String> = pools.iter().map(|(_, p)| format!("\"{}\"", p.name)).collect();
+        let names: Vec<String> = pools
+            .iter()
+            .map(|(_, p)| format!("\"{}\"", p.name))
+            .collect();
         if names.is_empty() {
             "a pool defined in [[pool]] (there are none)".into()
         } else {
@@ -35,7 +56,12 @@ pub(super) fn check(
         if let ListenerKind::Tcp(tcp) = &l.kind {
             if !pool_exists(&tcp.pool) {
                 let (span, path) = at.key("pool");
-                ck.error(span, path, format!("unknown pool {:?}", tcp.pool), Some(&pool_names()));
+                ck.error(
+                    span,
+                    path,
+                    format!("unknown pool {:?}", tcp.pool),
+                    Some(&pool_names()),
+                );
             }
         }
     }
@@ -43,13 +69,21 @@ pub(super) fn check(
         if let RouteAction::Proxy { pool } = &r.action {
             if !pool_exists(pool) {
                 let (span, path) = at.key("pool");
-                ck.error(span, path, format!("unknown pool {pool:?}"), Some(&pool_names()));
+                ck.error(
+                    span,
+                    path,
+                    format!("unknown pool {pool:?}"),
+                    Some(&pool_names()),
+                );
             }
         }
         for (i, limit) in r.rate_limits.iter().enumerate() {
             if !rate_limits.iter().any(|(_, l)| &l.name == limit) {
                 let (span, path) = at.key(&format!("rate_limits[{i}]"));
-                let names: Vec<String> = rate_limits.iter().map(|(_, l)| format!("\"{}\"", l.name)).collect();
+                let names: Vec<String> = rate_limits
+                    .iter()
+                    .map(|(_, l)| format!("\"{}\"", l.name))
+                    .collect();
                 ck.error(
                     span,
                     path,
@@ -67,7 +101,12 @@ pub(super) fn check(
         if let Some(shield) = &site.shield {
             if !pool_exists(shield) {
                 let span = doc.get("site").map_or(0..0, |v| v.span());
-                ck.error(span, "site.shield", format!("unknown pool {shield:?}"), Some(&pool_names()));
+                ck.error(
+                    span,
+                    "site.shield",
+                    format!("unknown pool {shield:?}"),
+                    Some(&pool_names()),
+                );
             }
         }
     }
@@ -84,7 +123,9 @@ pub(super) fn check(
             }
         }
     }
-    let has_dns_listener = listeners.iter().any(|(_, l)| matches!(l.kind, ListenerKind::Dns));
+    let has_dns_listener = listeners
+        .iter()
+        .any(|(_, l)| matches!(l.kind, ListenerKind::Dns));
     match (&config.dns, has_dns_listener) {
         (Some(_), false) => {
             let span = doc.get("dns").map_or(0..0, |v| v.span());
@@ -111,7 +152,11 @@ pub(super) fn check(
     }
 }
 
-fn unique<'a>(ck: &mut Checker<'_>, items: impl Iterator<Item = (&'a ItemAt, &'a str)>, what: &str) {
+fn unique<'a>(
+    ck: &mut Checker<'_>,
+    items: impl Iterator<Item = (&'a ItemAt, &'a str)>,
+    what: &str,
+) {
     let mut seen: Vec<(&str, &ItemAt)> = Vec::new();
     for (at, name) in items {
         if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
@@ -139,7 +184,10 @@ fn collide(a: &SocketAddr, b: &SocketAddr) -> bool {
 
 fn ports(ck: &mut Checker<'_>, listeners: &[(ItemAt, Listener)], config: &Config) {
     for (i, (at, l)) in listeners.iter().enumerate() {
-        if let Some((first_at, first)) = listeners[..i].iter().find(|(_, o)| collide(&o.address, &l.address)) {
+        if let Some((first_at, first)) = listeners[..i]
+            .iter()
+            .find(|(_, o)| collide(&o.address, &l.address))
+        {
             let (span, path) = at.key("address");
             ck.error(
                 span,
@@ -158,7 +206,11 @@ fn ports(ck: &mut Checker<'_>, listeners: &[(ItemAt, Listener)], config: &Config
             ck.error(
                 span,
                 path,
-                format!("port {} is already claimed by admin.listen ({})", l.address.port(), config.admin.listen),
+                format!(
+                    "port {} is already claimed by admin.listen ({})",
+                    l.address.port(),
+                    config.admin.listen
+                ),
                 Some("a port no other listener uses"),
             );
         }

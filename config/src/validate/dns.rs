@@ -53,7 +53,10 @@ pub(super) fn dns(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option<
             .choice(
                 &v,
                 &join_key(p, "all_sites_down"),
-                &[("fail_open", AllSitesDown::FailOpen), ("servfail", AllSitesDown::Servfail)],
+                &[
+                    ("fail_open", AllSitesDown::FailOpen),
+                    ("servfail", AllSitesDown::Servfail),
+                ],
             )
             .unwrap_or(AllSitesDown::FailOpen),
         None => AllSitesDown::FailOpen,
@@ -84,7 +87,12 @@ fn in_zone(name: &str, zone: &str) -> bool {
     name == zone || name.ends_with(&format!(".{zone}"))
 }
 
-fn checked_name(ck: &mut Checker<'_>, v: &Spanned<String>, path: &str, zone: &str) -> Option<String> {
+fn checked_name(
+    ck: &mut Checker<'_>,
+    v: &Spanned<String>,
+    path: &str,
+    zone: &str,
+) -> Option<String> {
     let raw = v.get_ref();
     if raw != "@" && !dns_name_ok(raw) {
         ck.error(
@@ -108,9 +116,20 @@ fn checked_name(ck: &mut Checker<'_>, v: &Spanned<String>, path: &str, zone: &st
     Some(name)
 }
 
-fn target_name(ck: &mut Checker<'_>, text: &str, span: std::ops::Range<usize>, path: &str, zone: &str) -> Option<String> {
+fn target_name(
+    ck: &mut Checker<'_>,
+    text: &str,
+    span: std::ops::Range<usize>,
+    path: &str,
+    zone: &str,
+) -> Option<String> {
     if !dns_name_ok(text) || text.contains('*') {
-        ck.error(span, path, format!("{text:?} is not a DNS name"), Some("a host name"));
+        ck.error(
+            span,
+            path,
+            format!("{text:?} is not a DNS name"),
+            Some("a host name"),
+        );
         return None;
     }
     Some(absolute(text, zone))
@@ -120,7 +139,13 @@ fn ttl(ck: &mut Checker<'_>, v: &Option<Spanned<i64>>, path: &str, key: &str, de
     ck.int(v, path, key, 0, 2_147_483_647, default as i64) as u32
 }
 
-fn secs(ck: &mut Checker<'_>, v: &Option<Spanned<crate::units::Scalar>>, p: &str, key: &str, default: u64) -> u32 {
+fn secs(
+    ck: &mut Checker<'_>,
+    v: &Option<Spanned<crate::units::Scalar>>,
+    p: &str,
+    key: &str,
+    default: u64,
+) -> u32 {
     let d = ck.duration(v, p, key, Duration::from_secs(default));
     d.as_secs().min(u32::MAX as u64) as u32
 }
@@ -173,8 +198,20 @@ fn zone_item(
         Some(s) => {
             let sp = join_key(zp, "soa");
             let s = s.into_inner();
-            let mname = target_name(ck, s.mname.get_ref(), s.mname.span(), &join_key(&sp, "mname"), &zone);
-            let rname = target_name(ck, s.rname.get_ref(), s.rname.span(), &join_key(&sp, "rname"), &zone);
+            let mname = target_name(
+                ck,
+                s.mname.get_ref(),
+                s.mname.span(),
+                &join_key(&sp, "mname"),
+                &zone,
+            );
+            let rname = target_name(
+                ck,
+                s.rname.get_ref(),
+                s.rname.span(),
+                &join_key(&sp, "rname"),
+                &zone,
+            );
             let serial = ck.int(&s.serial, &sp, "serial", 0, u32::MAX as i64, 1) as u32;
             Soa {
                 mname: mname.unwrap_or_default(),
@@ -240,7 +277,9 @@ fn zone_item(
     for (i, g) in geo.into_iter().enumerate() {
         let gp = format!("{zp}.geo[{i}]");
         if let Some(rec) = geo_item(ck, &gp, g, &zone, sites) {
-            if out_records.iter().any(|r| r.name == rec.name) || geo_records.iter().any(|r| r.name == rec.name) {
+            if out_records.iter().any(|r| r.name == rec.name)
+                || geo_records.iter().any(|r| r.name == rec.name)
+            {
                 ck.error(
                     span.clone(),
                     gp,
@@ -265,7 +304,13 @@ fn zone_item(
 
 const RECORD_TYPES: &str = "A, AAAA, CNAME, NS, TXT, MX, SRV or CAA";
 
-fn record(ck: &mut Checker<'_>, rp: &str, raw: RawRecord, zone: &str, default_ttl: u32) -> Option<Record> {
+fn record(
+    ck: &mut Checker<'_>,
+    rp: &str,
+    raw: RawRecord,
+    zone: &str,
+    default_ttl: u32,
+) -> Option<Record> {
     let RawRecord {
         name,
         rtype,
@@ -280,7 +325,10 @@ fn record(ck: &mut Checker<'_>, rp: &str, raw: RawRecord, zone: &str, default_tt
         ck.error(
             span.clone(),
             vp.clone(),
-            format!("{text:?} is not a valid {} value", rtype.get_ref().to_ascii_uppercase()),
+            format!(
+                "{text:?} is not a valid {} value",
+                rtype.get_ref().to_ascii_uppercase()
+            ),
             Some(expected),
         );
         None
@@ -295,42 +343,67 @@ fn record(ck: &mut Checker<'_>, rp: &str, raw: RawRecord, zone: &str, default_tt
             Ok(address) => Some(RecordData::Aaaa { address }),
             Err(_) => bad(ck, "an IPv6 address"),
         },
-        "CNAME" => target_name(ck, text, span.clone(), &vp, zone).map(|target| RecordData::Cname { target }),
-        "NS" => target_name(ck, text, span.clone(), &vp, zone).map(|target| RecordData::Ns { target }),
+        "CNAME" => target_name(ck, text, span.clone(), &vp, zone)
+            .map(|target| RecordData::Cname { target }),
+        "NS" => {
+            target_name(ck, text, span.clone(), &vp, zone).map(|target| RecordData::Ns { target })
+        }
         "TXT" => match txt_strings(text) {
             Some(strings) => Some(RecordData::Txt { strings }),
             None => bad(ck, "text, or quoted strings of at most 255 bytes each"),
         },
         "MX" => match parts.as_slice() {
             [pref, exchange] => match pref.parse::<u16>() {
-                Ok(preference) => target_name(ck, exchange, span.clone(), &vp, zone)
-                    .map(|exchange| RecordData::Mx { preference, exchange }),
-                Err(_) => bad(ck, "\"<preference> <exchange>\", e.g. \"10 mail.example.com.\""),
+                Ok(preference) => {
+                    target_name(ck, exchange, span.clone(), &vp, zone).map(|exchange| {
+                        RecordData::Mx {
+                            preference,
+                            exchange,
+                        }
+                    })
+                }
+                Err(_) => bad(
+                    ck,
+                    "\"<preference> <exchange>\", e.g. \"10 mail.example.com.\"",
+                ),
             },
-            _ => bad(ck, "\"<preference> <exchange>\", e.g. \"10 mail.example.com.\""),
+            _ => bad(
+                ck,
+                "\"<preference> <exchange>\", e.g. \"10 mail.example.com.\"",
+            ),
         },
         "SRV" => {
-            const SRV: &str = "\"<priority> <weight> <port> <target>\", e.g. \"10 5 443 edge.example.com.\"";
+            const SRV: &str =
+                "\"<priority> <weight> <port> <target>\", e.g. \"10 5 443 edge.example.com.\"";
             match parts.as_slice() {
-                [pr, w, port, target] => match (pr.parse::<u16>(), w.parse::<u16>(), port.parse::<u16>()) {
-                    (Ok(priority), Ok(weight), Ok(port)) => target_name(ck, target, span.clone(), &vp, zone)
-                        .map(|target| RecordData::Srv {
-                            priority,
-                            weight,
-                            port,
-                            target,
-                        }),
-                    _ => bad(ck, SRV),
-                },
+                [pr, w, port, target] => {
+                    match (pr.parse::<u16>(), w.parse::<u16>(), port.parse::<u16>()) {
+                        (Ok(priority), Ok(weight), Ok(port)) => {
+                            target_name(ck, target, span.clone(), &vp, zone).map(|target| {
+                                RecordData::Srv {
+                                    priority,
+                                    weight,
+                                    port,
+                                    target,
+                                }
+                            })
+                        }
+                        _ => bad(ck, SRV),
+                    }
+                }
                 _ => bad(ck, SRV),
             }
         }
         "CAA" => {
-            const CAA: &str = "\"<flags> <tag> \\\"<value>\\\"\", e.g. \"0 issue \\\"letsencrypt.org\\\"\"";
+            const CAA: &str =
+                "\"<flags> <tag> \\\"<value>\\\"\", e.g. \"0 issue \\\"letsencrypt.org\\\"\"";
             let mut it = text.splitn(3, char::is_whitespace);
             match (it.next(), it.next(), it.next()) {
                 (Some(flags), Some(tag), Some(value)) => match flags.parse::<u8>() {
-                    Ok(f) if ["issue", "issuewild", "iodef"].contains(&tag.to_ascii_lowercase().as_str()) => {
+                    Ok(f)
+                        if ["issue", "issuewild", "iodef"]
+                            .contains(&tag.to_ascii_lowercase().as_str()) =>
+                    {
                         Some(RecordData::Caa {
                             critical: f & 0x80 != 0,
                             tag: tag.to_ascii_lowercase(),
@@ -391,7 +464,13 @@ fn txt_strings(text: &str) -> Option<Vec<String>> {
     (!out.is_empty()).then_some(out)
 }
 
-fn geo_item(ck: &mut Checker<'_>, gp: &str, raw: Spanned<RawGeo>, zone: &str, sites: &[DnsSite]) -> Option<GeoRecord> {
+fn geo_item(
+    ck: &mut Checker<'_>,
+    gp: &str,
+    raw: Spanned<RawGeo>,
+    zone: &str,
+    sites: &[DnsSite],
+) -> Option<GeoRecord> {
     let span = raw.span();
     let RawGeo {
         name,
@@ -437,7 +516,9 @@ fn geo_item(ck: &mut Checker<'_>, gp: &str, raw: Spanned<RawGeo>, zone: &str, si
             Some("[[dns.site]] entries, or `sites = [...]` naming them"),
         );
     }
-    let policy_name = policy.as_ref().map_or("nearest".to_string(), |p| p.get_ref().clone());
+    let policy_name = policy
+        .as_ref()
+        .map_or("nearest".to_string(), |p| p.get_ref().clone());
     let n = ck.int(&count, gp, "count", 1, 64, 1) as u32;
     let policy_value = match policy_name.as_str() {
         "nearest" => Some(GeoPolicy::Nearest { count: n }),
@@ -488,7 +569,12 @@ fn geo_item(ck: &mut Checker<'_>, gp: &str, raw: Spanned<RawGeo>, zone: &str, si
     })
 }
 
-fn dns_site(ck: &mut Checker<'_>, sp: &str, raw: Spanned<RawDnsSite>, existing: &[DnsSite]) -> Option<DnsSite> {
+fn dns_site(
+    ck: &mut Checker<'_>,
+    sp: &str,
+    raw: Spanned<RawDnsSite>,
+    existing: &[DnsSite],
+) -> Option<DnsSite> {
     let span = raw.span();
     let RawDnsSite {
         name,
@@ -505,7 +591,12 @@ fn dns_site(ck: &mut Checker<'_>, sp: &str, raw: Spanned<RawDnsSite>, existing: 
     let site_name = ck.name(&name, &join_key(sp, "name"));
     if let Some(n) = &site_name {
         if existing.iter().any(|s| &s.name == n) {
-            ck.error(name.span(), join_key(sp, "name"), format!("site {n} is defined twice"), None);
+            ck.error(
+                name.span(),
+                join_key(sp, "name"),
+                format!("site {n} is defined twice"),
+                None,
+            );
         }
     }
     let (lat_ok, lon_ok) = coords(ck, sp, &lat, &lon);
@@ -564,11 +655,21 @@ fn dns_site(ck: &mut Checker<'_>, sp: &str, raw: Spanned<RawDnsSite>, existing: 
 fn coords(ck: &mut Checker<'_>, p: &str, lat: &Spanned<f64>, lon: &Spanned<f64>) -> (bool, bool) {
     let lat_ok = (-90.0..=90.0).contains(lat.get_ref());
     if !lat_ok {
-        ck.error(lat.span(), join_key(p, "lat"), format!("{} is not a latitude", lat.get_ref()), Some("a number from -90 to 90"));
+        ck.error(
+            lat.span(),
+            join_key(p, "lat"),
+            format!("{} is not a latitude", lat.get_ref()),
+            Some("a number from -90 to 90"),
+        );
     }
     let lon_ok = (-180.0..=180.0).contains(lon.get_ref());
     if !lon_ok {
-        ck.error(lon.span(), join_key(p, "lon"), format!("{} is not a longitude", lon.get_ref()), Some("a number from -180 to 180"));
+        ck.error(
+            lon.span(),
+            join_key(p, "lon"),
+            format!("{} is not a longitude", lon.get_ref()),
+            Some("a number from -180 to 180"),
+        );
     }
     (lat_ok, lon_ok)
 }
@@ -602,14 +703,24 @@ fn site_health(ck: &mut Checker<'_>, hp: &str, raw: Spanned<RawSiteHealth>) -> O
         }
     }
     if urls.is_empty() {
-        ck.error(span, join_key(hp, "urls"), "a health check needs URLs to probe", Some("urls = [\"http://192.0.2.10:80/healthz\"]"));
+        ck.error(
+            span,
+            join_key(hp, "urls"),
+            "a health check needs URLs to probe",
+            Some("urls = [\"http://192.0.2.10:80/healthz\"]"),
+        );
         return None;
     }
     let interval = ck.positive_duration(&interval, hp, "interval", Duration::from_secs(5));
     Some(SiteHealth {
         urls: out,
         interval,
-        timeout: ck.positive_duration(&timeout, hp, "timeout", Duration::from_secs(2).min(interval)),
+        timeout: ck.positive_duration(
+            &timeout,
+            hp,
+            "timeout",
+            Duration::from_secs(2).min(interval),
+        ),
         rise: ck.int(&rise, hp, "rise", 1, 100, 2) as u32,
         fall: ck.int(&fall, hp, "fall", 1, 100, 3) as u32,
         expect_status: expect_status
@@ -634,7 +745,12 @@ fn locator_section(ck: &mut Checker<'_>, lp: &str, raw: RawLocator, sites: &[Dns
     }
 }
 
-fn cidr_item(ck: &mut Checker<'_>, cp: &str, raw: Spanned<RawCidrLocation>, sites: &[DnsSite]) -> Option<CidrLocation> {
+fn cidr_item(
+    ck: &mut Checker<'_>,
+    cp: &str,
+    raw: Spanned<RawCidrLocation>,
+    sites: &[DnsSite],
+) -> Option<CidrLocation> {
     let span = raw.span();
     let RawCidrLocation {
         prefix,
@@ -650,7 +766,12 @@ fn cidr_item(ck: &mut Checker<'_>, cp: &str, raw: Spanned<RawCidrLocation>, site
             if sites.iter().any(|x| &x.name == s.get_ref()) {
                 Some(Location::Site(s.into_inner()))
             } else {
-                ck.error(s.span(), join_key(cp, "site"), format!("no [[dns.site]] is named {:?}", s.get_ref()), None);
+                ck.error(
+                    s.span(),
+                    join_key(cp, "site"),
+                    format!("no [[dns.site]] is named {:?}", s.get_ref()),
+                    None,
+                );
                 None
             }
         }
@@ -696,7 +817,14 @@ fn rrl_section(ck: &mut Checker<'_>, rp: &str, raw: RawRrl) -> Rrl {
         }
     }
     Rrl {
-        responses_per_second: ck.int(&responses_per_second, rp, "responses_per_second", 1, 1_000_000, 5) as u32,
+        responses_per_second: ck.int(
+            &responses_per_second,
+            rp,
+            "responses_per_second",
+            1,
+            1_000_000,
+            5,
+        ) as u32,
         window: ck.positive_duration(&window, rp, "window", Duration::from_secs(15)),
         slip: ck.int(&slip, rp, "slip", 0, 10, 2) as u32,
         ipv4_prefix: ck.int(&ipv4_prefix, rp, "ipv4_prefix", 8, 32, 24) as u8,

@@ -28,7 +28,9 @@ impl Checker<'_> {
         default: Duration,
     ) -> Duration {
         match value {
-            Some(v) => self.duration_value(v, &join_key(path, key)).unwrap_or(default),
+            Some(v) => self
+                .duration_value(v, &join_key(path, key))
+                .unwrap_or(default),
             None => default,
         }
     }
@@ -57,7 +59,9 @@ impl Checker<'_> {
                 self.error(
                     v.span(),
                     path,
-                    format!("{n} has no unit: write \"{n}s\" for seconds or \"{n}ms\" for milliseconds"),
+                    format!(
+                        "{n} has no unit: write \"{n}s\" for seconds or \"{n}ms\" for milliseconds"
+                    ),
                     Some(DURATION_EXPECTED),
                 );
                 None
@@ -86,7 +90,12 @@ impl Checker<'_> {
         let path = join_key(path, key);
         match self.duration_value(v, &path) {
             Some(d) if d.is_zero() => {
-                self.error(v.span(), path, "must be longer than zero", Some(DURATION_EXPECTED));
+                self.error(
+                    v.span(),
+                    path,
+                    "must be longer than zero",
+                    Some(DURATION_EXPECTED),
+                );
                 default
             }
             Some(d) => d,
@@ -94,7 +103,13 @@ impl Checker<'_> {
         }
     }
 
-    pub(crate) fn size(&mut self, value: &Option<S<Scalar>>, path: &str, key: &str, default: u64) -> u64 {
+    pub(crate) fn size(
+        &mut self,
+        value: &Option<S<Scalar>>,
+        path: &str,
+        key: &str,
+        default: u64,
+    ) -> u64 {
         match value {
             Some(v) => self.size_value(v, &join_key(path, key)).unwrap_or(default),
             None => default,
@@ -112,7 +127,12 @@ impl Checker<'_> {
             },
             Scalar::Int(n) if *n >= 0 => Some(*n as u64),
             Scalar::Int(n) => {
-                self.error(v.span(), path, format!("{n} is negative"), Some(SIZE_EXPECTED));
+                self.error(
+                    v.span(),
+                    path,
+                    format!("{n} is negative"),
+                    Some(SIZE_EXPECTED),
+                );
                 None
             }
             other => {
@@ -159,7 +179,9 @@ impl Checker<'_> {
         default: i64,
     ) -> i64 {
         match value {
-            Some(v) => self.int_value(v, &join_key(path, key), min, max).unwrap_or(default),
+            Some(v) => self
+                .int_value(v, &join_key(path, key), min, max)
+                .unwrap_or(default),
             None => default,
         }
     }
@@ -220,8 +242,7 @@ impl Checker<'_> {
         let s = v.get_ref();
         let ok = !s.is_empty()
             && s.len() <= 128
-            && s
-                .chars()
+            && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if ok {
             Some(s.clone())
@@ -343,12 +364,18 @@ impl Checker<'_> {
     pub(crate) fn status_range(&mut self, v: &S<Scalar>, path: &str) -> Option<StatusRange> {
         const EXPECTED: &str = "a status (200), a range (\"200-399\") or a class (\"2xx\")";
         let parsed = match v.get_ref() {
-            Scalar::Int(n) => u16::try_from(*n).ok().map(|s| StatusRange { min: s, max: s }),
+            Scalar::Int(n) => u16::try_from(*n)
+                .ok()
+                .map(|s| StatusRange { min: s, max: s }),
             Scalar::Str(s) => parse_status_range(s),
             _ => None,
         };
         match parsed {
-            Some(r) if (100..=599).contains(&r.min) && (100..=599).contains(&r.max) && r.min <= r.max => {
+            Some(r)
+                if (100..=599).contains(&r.min)
+                    && (100..=599).contains(&r.max)
+                    && r.min <= r.max =>
+            {
                 Some(r)
             }
             _ => {
@@ -366,11 +393,20 @@ impl Checker<'_> {
     /// Requires `key` to be absent; used for keys that only apply to some kinds.
     pub(crate) fn not_here<T>(&mut self, value: &Option<S<T>>, path: &str, key: &str, why: &str) {
         if let Some(v) = value {
-            self.error(v.span(), join_key(path, key), format!("`{key}` {why}"), None);
+            self.error(
+                v.span(),
+                join_key(path, key),
+                format!("`{key}` {why}"),
+                None,
+            );
         }
     }
 
-    pub(crate) fn span_or(&self, value: &Option<S<impl Sized>>, fallback: &Range<usize>) -> Range<usize> {
+    pub(crate) fn span_or(
+        &self,
+        value: &Option<S<impl Sized>>,
+        fallback: &Range<usize>,
+    ) -> Range<usize> {
         value.as_ref().map_or(fallback.clone(), |v| v.span())
     }
 }
@@ -399,7 +435,12 @@ impl Checker<'_> {
         match v.get_ref() {
             WordOrPart::Word(w) if words.contains(&w.as_str()) => Some(Choice::Word(w.clone())),
             WordOrPart::Word(w) => {
-                self.error(v.span(), path, format!("unknown value {w:?}"), Some(&expected));
+                self.error(
+                    v.span(),
+                    path,
+                    format!("unknown value {w:?}"),
+                    Some(&expected),
+                );
                 None
             }
             WordOrPart::Part(part) => {
@@ -416,11 +457,21 @@ impl Checker<'_> {
                         Some(Choice::Part(kind, (*name).clone()))
                     }
                     [(kind, _)] if !parts.contains(kind) => {
-                        self.error(v.span(), join_key(path, kind), format!("`{kind}` is not allowed here"), Some(&expected));
+                        self.error(
+                            v.span(),
+                            join_key(path, kind),
+                            format!("`{kind}` is not allowed here"),
+                            Some(&expected),
+                        );
                         None
                     }
                     _ => {
-                        self.error(v.span(), path, "a part table holds exactly one non-empty key", Some(&expected));
+                        self.error(
+                            v.span(),
+                            path,
+                            "a part table holds exactly one non-empty key",
+                            Some(&expected),
+                        );
                         None
                     }
                 }

@@ -5,10 +5,10 @@ use std::time::Duration;
 use toml::de::DeValue;
 use toml::Spanned;
 
+use super::fields::Choice;
 use super::{Checker, ItemAt};
 use crate::model::{LimitKey, LimitMode, LimitScope, RateLimit, Redis, Secret};
 use crate::raw::{RawRateLimit, RawRedis};
-use super::fields::Choice;
 use crate::source::join_key;
 
 pub(super) fn rate_limit(
@@ -34,13 +34,23 @@ pub(super) fn rate_limit(
     let mut keys = Vec::new();
     for (i, k) in key.iter().enumerate() {
         let kp = format!("{path}.key[{i}]");
-        let part = match ck.word_or_part(k, &kp, &["client_ip", "client_prefix", "route"], &["header"]) {
+        let part = match ck.word_or_part(
+            k,
+            &kp,
+            &["client_ip", "client_prefix", "route"],
+            &["header"],
+        ) {
             Some(Choice::Word(w)) if w == "client_ip" => LimitKey::ClientIp,
             Some(Choice::Word(w)) if w == "client_prefix" => LimitKey::ClientPrefix,
             Some(Choice::Word(_)) => LimitKey::Route,
             Some(Choice::Part(_, h)) => {
                 if !super::routes::header_name_ok(&h) {
-                    ck.error(k.span(), kp, format!("{h:?} is not a header name"), Some("a header name such as \"X-Api-Key\""));
+                    ck.error(
+                        k.span(),
+                        kp,
+                        format!("{h:?} is not a header name"),
+                        Some("a header name such as \"X-Api-Key\""),
+                    );
                     continue;
                 }
                 LimitKey::Header(h.to_ascii_lowercase())
@@ -48,7 +58,12 @@ pub(super) fn rate_limit(
             None => continue,
         };
         if keys.contains(&part) {
-            ck.error(k.span(), format!("{path}.key[{i}]"), "this key part is listed twice", None);
+            ck.error(
+                k.span(),
+                format!("{path}.key[{i}]"),
+                "this key part is listed twice",
+                None,
+            );
             continue;
         }
         keys.push(part);
@@ -58,7 +73,10 @@ pub(super) fn rate_limit(
         Some(s) => ck.choice(
             s,
             &join_key(path, "scope"),
-            &[("local", LimitScope::Local), ("cluster", LimitScope::Cluster)],
+            &[
+                ("local", LimitScope::Local),
+                ("cluster", LimitScope::Cluster),
+            ],
         )?,
         None => LimitScope::Local,
     };
@@ -69,7 +87,10 @@ pub(super) fn rate_limit(
         Some(m) => ck.choice(
             m,
             &join_key(path, "mode"),
-            &[("enforce", LimitMode::Enforce), ("log_only", LimitMode::LogOnly)],
+            &[
+                ("enforce", LimitMode::Enforce),
+                ("log_only", LimitMode::LogOnly),
+            ],
         )?,
         None => LimitMode::Enforce,
     };

@@ -10,7 +10,9 @@ use super::{Checker, ItemAt};
 use crate::model::{
     Certificate, HttpLimits, HttpListener, HttpsListener, Listener, ListenerKind, TcpListener,
 };
-use crate::raw::{RawDnsListener, RawHttpLimits, RawHttpListener, RawHttpsListener, RawTcpListener};
+use crate::raw::{
+    RawDnsListener, RawHttpLimits, RawHttpListener, RawHttpsListener, RawTcpListener,
+};
 use crate::source::join_key;
 
 const KINDS: &str = "one of \"http\", \"https\", \"tcp\", \"dns\"";
@@ -49,7 +51,8 @@ pub(super) fn listener(
     let (name, address, at, kind) = match kind_name.as_str() {
         "http" => {
             let raw: RawHttpListener = ck.deser(&rest)?;
-            let (name, address, at) = common(ck, path, &item.span(), raw.name.as_ref(), &raw.address)?;
+            let (name, address, at) =
+                common(ck, path, &item.span(), raw.name.as_ref(), &raw.address)?;
             let http = http_settings(
                 ck,
                 path,
@@ -62,7 +65,8 @@ pub(super) fn listener(
         }
         "https" => {
             let raw: RawHttpsListener = ck.deser(&rest)?;
-            let (name, address, at) = common(ck, path, &item.span(), raw.name.as_ref(), &raw.address)?;
+            let (name, address, at) =
+                common(ck, path, &item.span(), raw.name.as_ref(), &raw.address)?;
             let http = http_settings(
                 ck,
                 path,
@@ -85,7 +89,8 @@ pub(super) fn listener(
         }
         "tcp" => {
             let raw: RawTcpListener = ck.deser(&rest)?;
-            let (name, address, at) = common(ck, path, &item.span(), raw.name.as_ref(), &raw.address)?;
+            let (name, address, at) =
+                common(ck, path, &item.span(), raw.name.as_ref(), &raw.address)?;
             let at = at.with("pool", raw.pool.span());
             let connection_rate = raw
                 .connection_rate
@@ -93,8 +98,14 @@ pub(super) fn listener(
                 .and_then(|r| ck.rate_value(r, &join_key(path, "connection_rate")));
             let tcp = TcpListener {
                 pool: raw.pool.get_ref().clone(),
-                max_connections: ck.int(&raw.max_connections, path, "max_connections", 1, 10_000_000, 10_000)
-                    as usize,
+                max_connections: ck.int(
+                    &raw.max_connections,
+                    path,
+                    "max_connections",
+                    1,
+                    10_000_000,
+                    10_000,
+                ) as usize,
                 accept_proxy_protocol: raw.accept_proxy_protocol.unwrap_or(false),
                 idle_timeout: ck.positive_duration(
                     &raw.idle_timeout,
@@ -103,8 +114,14 @@ pub(super) fn listener(
                     std::time::Duration::from_secs(600),
                 ),
                 connection_rate,
-                connection_burst: ck.int(&raw.connection_burst, path, "connection_burst", 0, 1_000_000, 0)
-                    as u32,
+                connection_burst: ck.int(
+                    &raw.connection_burst,
+                    path,
+                    "connection_burst",
+                    0,
+                    1_000_000,
+                    0,
+                ) as u32,
             };
             if connection_rate.is_none() {
                 ck.not_here(
@@ -118,7 +135,8 @@ pub(super) fn listener(
         }
         "dns" => {
             let raw: RawDnsListener = ck.deser(&rest)?;
-            let (name, address, at) = common(ck, path, &item.span(), raw.name.as_ref(), &raw.address)?;
+            let (name, address, at) =
+                common(ck, path, &item.span(), raw.name.as_ref(), &raw.address)?;
             (name, address, at, ListenerKind::Dns)
         }
         other => {
@@ -155,7 +173,7 @@ fn common(
         .with("name", name.map_or(address.span(), |n| n.span()));
     let name = match name {
         Some(n) => ck.name(n, &join_key(path, "name"))?,
-        None => format!("{}", address.get_ref()),
+        None => address.get_ref().to_string(),
     };
     Some((name, addr?, at))
 }
@@ -169,11 +187,21 @@ fn http_settings(
     limits: Option<Spanned<RawHttpLimits>>,
 ) -> HttpListener {
     HttpListener {
-        max_connections: ck.int(&max_connections.cloned(), path, "max_connections", 1, 10_000_000, 100_000)
-            as usize,
+        max_connections: ck.int(
+            &max_connections.cloned(),
+            path,
+            "max_connections",
+            1,
+            10_000_000,
+            100_000,
+        ) as usize,
         accept_proxy_protocol: accept_proxy_protocol.unwrap_or(false),
         h2c: h2c.unwrap_or(false),
-        limits: http_limits(ck, &join_key(path, "limits"), limits.map(Spanned::into_inner)),
+        limits: http_limits(
+            ck,
+            &join_key(path, "limits"),
+            limits.map(Spanned::into_inner),
+        ),
     }
 }
 
@@ -190,11 +218,44 @@ fn http_limits(ck: &mut Checker<'_>, p: &str, raw: Option<RawHttpLimits>) -> Htt
         max_requests_per_connection,
     } = raw;
     HttpLimits {
-        header_timeout: ck.positive_duration(&header_timeout, p, "header_timeout", d.header_timeout),
-        keepalive_timeout: ck.positive_duration(&keepalive_timeout, p, "keepalive_timeout", d.keepalive_timeout),
-        max_header_bytes: bounded_size(ck, &max_header_bytes, p, "max_header_bytes", 1024, 1 << 20, d.max_header_bytes),
-        max_headers: ck.int(&max_headers, p, "max_headers", 1, 10_000, d.max_headers as i64) as usize,
-        max_request_line: bounded_size(ck, &max_request_line, p, "max_request_line", 256, 1 << 20, d.max_request_line),
+        header_timeout: ck.positive_duration(
+            &header_timeout,
+            p,
+            "header_timeout",
+            d.header_timeout,
+        ),
+        keepalive_timeout: ck.positive_duration(
+            &keepalive_timeout,
+            p,
+            "keepalive_timeout",
+            d.keepalive_timeout,
+        ),
+        max_header_bytes: bounded_size(
+            ck,
+            &max_header_bytes,
+            p,
+            "max_header_bytes",
+            1024,
+            1 << 20,
+            d.max_header_bytes,
+        ),
+        max_headers: ck.int(
+            &max_headers,
+            p,
+            "max_headers",
+            1,
+            10_000,
+            d.max_headers as i64,
+        ) as usize,
+        max_request_line: bounded_size(
+            ck,
+            &max_request_line,
+            p,
+            "max_request_line",
+            256,
+            1 << 20,
+            d.max_request_line,
+        ),
         max_body: ck.size(&max_body, p, "max_body", d.max_body),
         max_requests_per_connection: ck.int(
             &max_requests_per_connection,

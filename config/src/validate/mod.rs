@@ -128,11 +128,7 @@ impl<'s> Checker<'s> {
             )
         } else if let Some(rest) = message.strip_prefix("missing field ") {
             let key = rest.trim_matches('`');
-            (
-                format!("missing key `{key}`"),
-                None,
-                join_key(&path, key),
-            )
+            (format!("missing key `{key}`"), None, join_key(&path, key))
         } else if let Some(rest) = message.strip_prefix("invalid type: ") {
             let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
             (
@@ -241,7 +237,13 @@ pub fn parse_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Diag
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
             let message = e.message().trim().to_string();
-            let diag = Diagnostic::at(&source, span.start, "", format!("TOML syntax: {message}"), None);
+            let diag = Diagnostic::at(
+                &source,
+                span.start,
+                "",
+                format!("TOML syntax: {message}"),
+                None,
+            );
             return Err(Diagnostics(vec![diag]));
         }
     };

@@ -9,12 +9,11 @@ use super::fields::Choice;
 use super::{Checker, ItemAt};
 use crate::model::{
     Algorithm, Backend, CircuitBreaker, HashKey, HealthCheck, HealthCheckKind, HostPort,
-    LoadFeedback, OutlierDetection, Pool, ProxyProtocol, Retry, RetryOn, StatusRange,
-    StickyCookie, Timeouts, UpstreamTls,
+    LoadFeedback, OutlierDetection, Pool, ProxyProtocol, Retry, RetryOn, StatusRange, StickyCookie,
+    Timeouts, UpstreamTls,
 };
 use crate::raw::{
-    RawBreaker, RawHealthCheck, RawOutlier, RawPool, RawRetry, RawTimeouts,
-    RawUpstreamTls,
+    RawBreaker, RawHealthCheck, RawOutlier, RawPool, RawRetry, RawTimeouts, RawUpstreamTls,
 };
 use crate::source::join_key;
 
@@ -103,7 +102,10 @@ pub(super) fn pool(
         }
         other => {
             let span = ck.span_or(&algorithm, &item.span());
-            let names: Vec<String> = Algorithm::NAMES.iter().map(|n| format!("\"{n}\"")).collect();
+            let names: Vec<String> = Algorithm::NAMES
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect();
             ck.error(
                 span,
                 join_key(path, "algorithm"),
@@ -114,10 +116,20 @@ pub(super) fn pool(
         }
     };
     if !matches!(algorithm, Some(Algorithm::ConsistentHash { .. }) | None) {
-        ck.not_here(&hash_key, path, "hash_key", "only applies to algorithm = \"consistent_hash\"");
+        ck.not_here(
+            &hash_key,
+            path,
+            "hash_key",
+            "only applies to algorithm = \"consistent_hash\"",
+        );
     }
     if !matches!(algorithm, Some(Algorithm::Cookie(_)) | None) {
-        ck.not_here(&sticky_cookie, path, "sticky_cookie", "only applies to algorithm = \"cookie\"");
+        ck.not_here(
+            &sticky_cookie,
+            path,
+            "sticky_cookie",
+            "only applies to algorithm = \"cookie\"",
+        );
     }
 
     let mut out_backends: Vec<Backend> = Vec::new();
@@ -182,7 +194,14 @@ pub(super) fn pool(
         LoadFeedback {
             header,
             from_health_check,
-            min_weight_percent: ck.int(&lf.min_weight_percent, &lp, "min_weight_percent", 1, 100, 10) as u8,
+            min_weight_percent: ck.int(
+                &lf.min_weight_percent,
+                &lp,
+                "min_weight_percent",
+                1,
+                100,
+                10,
+            ) as u8,
         }
     });
 
@@ -214,20 +233,28 @@ pub(super) fn pool(
             );
         }
     }
-    let outlier_detection =
-        outlier_detection.map(|o| outlier(ck, &join_key(path, "outlier_detection"), o.into_inner()));
+    let outlier_detection = outlier_detection
+        .map(|o| outlier(ck, &join_key(path, "outlier_detection"), o.into_inner()));
     let circuit_breaker = circuit_breaker
         .map(|b| breaker(ck, &join_key(path, "circuit_breaker"), b.into_inner()))
         .unwrap_or_default();
     let timeouts = timeouts
-        .map(|t| self::timeouts(ck, &join_key(path, "timeouts"), t.into_inner(), &Timeouts::default()))
+        .map(|t| {
+            self::timeouts(
+                ck,
+                &join_key(path, "timeouts"),
+                t.into_inner(),
+                &Timeouts::default(),
+            )
+        })
         .unwrap_or_default();
     let retry = retry
         .map(|r| self::retry(ck, &join_key(path, "retry"), r, &Retry::default()))
         .unwrap_or_default();
     let tls = tls.map(|t| upstream_tls(ck, &join_key(path, "tls"), t.into_inner()));
     let host = host.and_then(|h| {
-        let ok = super::fields::dns_name_ok(h.get_ref()) || h.get_ref().parse::<std::net::IpAddr>().is_ok();
+        let ok = super::fields::dns_name_ok(h.get_ref())
+            || h.get_ref().parse::<std::net::IpAddr>().is_ok();
         if ok {
             Some(h.into_inner())
         } else {
@@ -271,9 +298,9 @@ pub(super) fn pool(
 
 pub(super) fn cookie_name_ok(name: &str) -> bool {
     !name.is_empty()
-        && name.chars().all(|c| {
-            c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
-        })
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
 }
 
 fn health(ck: &mut Checker<'_>, p: &str, raw: Spanned<RawHealthCheck>) -> Option<HealthCheck> {
@@ -323,7 +350,8 @@ fn health(ck: &mut Checker<'_>, p: &str, raw: Spanned<RawHealthCheck>) -> Option
         HealthCheckKind::Tcp
     };
     let interval = ck.positive_duration(&interval, p, "interval", Duration::from_secs(5));
-    let timeout = ck.positive_duration(&timeout, p, "timeout", Duration::from_secs(2).min(interval));
+    let timeout =
+        ck.positive_duration(&timeout, p, "timeout", Duration::from_secs(2).min(interval));
     if timeout > interval {
         ck.error(
             span,
@@ -355,8 +383,18 @@ fn outlier(ck: &mut Checker<'_>, p: &str, raw: RawOutlier) -> OutlierDetection {
     let none_set = consecutive_5xx.is_none()
         && consecutive_gateway_errors.is_none()
         && failure_percentage.is_none();
-    let base = ck.positive_duration(&base_ejection_time, p, "base_ejection_time", Duration::from_secs(30));
-    let max = ck.positive_duration(&max_ejection_time, p, "max_ejection_time", Duration::from_secs(300).max(base));
+    let base = ck.positive_duration(
+        &base_ejection_time,
+        p,
+        "base_ejection_time",
+        Duration::from_secs(30),
+    );
+    let max = ck.positive_duration(
+        &max_ejection_time,
+        p,
+        "max_ejection_time",
+        Duration::from_secs(300).max(base),
+    );
     if max < base {
         let span = max_ejection_time.as_ref().map_or(0..0, |m| m.span());
         ck.error(
@@ -373,7 +411,13 @@ fn outlier(ck: &mut Checker<'_>, p: &str, raw: RawOutlier) -> OutlierDetection {
             .map(|n| n as u32)
             .or(if none_set { Some(5) } else { None }),
         consecutive_gateway_errors: ck
-            .opt_int(&consecutive_gateway_errors, p, "consecutive_gateway_errors", 1, 1_000_000)
+            .opt_int(
+                &consecutive_gateway_errors,
+                p,
+                "consecutive_gateway_errors",
+                1,
+                1_000_000,
+            )
             .map(|n| n as u32),
         failure_percentage: ck
             .opt_int(&failure_percentage, p, "failure_percentage", 1, 100)
@@ -389,7 +433,8 @@ fn outlier(ck: &mut Checker<'_>, p: &str, raw: RawOutlier) -> OutlierDetection {
         interval: ck.positive_duration(&interval, p, "interval", Duration::from_secs(10)),
         base_ejection_time: base,
         max_ejection_time: max,
-        max_ejection_percent: ck.int(&max_ejection_percent, p, "max_ejection_percent", 0, 100, 50) as u8,
+        max_ejection_percent: ck.int(&max_ejection_percent, p, "max_ejection_percent", 0, 100, 50)
+            as u8,
     }
 }
 
@@ -416,19 +461,45 @@ fn breaker(ck: &mut Checker<'_>, p: &str, raw: RawBreaker) -> CircuitBreaker {
         max_requests: limit(ck, &max_requests, "max_requests"),
         max_retries: limit(ck, &max_retries, "max_retries"),
         consecutive_failures: ck
-            .opt_int(&consecutive_failures, p, "consecutive_failures", 1, 1_000_000)
+            .opt_int(
+                &consecutive_failures,
+                p,
+                "consecutive_failures",
+                1,
+                1_000_000,
+            )
             .map(|n| n as u32),
-        failure_rate: ck.opt_int(&failure_rate, p, "failure_rate", 1, 100).map(|n| n as u8),
-        min_requests: ck.int(&min_requests, p, "min_requests", 1, 1_000_000, d.min_requests as i64) as u32,
+        failure_rate: ck
+            .opt_int(&failure_rate, p, "failure_rate", 1, 100)
+            .map(|n| n as u8),
+        min_requests: ck.int(
+            &min_requests,
+            p,
+            "min_requests",
+            1,
+            1_000_000,
+            d.min_requests as i64,
+        ) as u32,
         window: ck.positive_duration(&window, p, "window", d.window),
         open_for: ck.positive_duration(&open_for, p, "open_for", d.open_for),
-        half_open_probes: ck.int(&half_open_probes, p, "half_open_probes", 1, 1000, d.half_open_probes as i64)
-            as u32,
+        half_open_probes: ck.int(
+            &half_open_probes,
+            p,
+            "half_open_probes",
+            1,
+            1000,
+            d.half_open_probes as i64,
+        ) as u32,
     }
 }
 
 /// Timeouts; `base` supplies what the table leaves out (the pool's, for a route).
-pub(super) fn timeouts(ck: &mut Checker<'_>, p: &str, raw: RawTimeouts, base: &Timeouts) -> Timeouts {
+pub(super) fn timeouts(
+    ck: &mut Checker<'_>,
+    p: &str,
+    raw: RawTimeouts,
+    base: &Timeouts,
+) -> Timeouts {
     let RawTimeouts {
         connect,
         first_byte,
@@ -482,7 +553,12 @@ pub(super) fn retry(ck: &mut Checker<'_>, p: &str, raw: Spanned<RawRetry>, base:
         None => base.on.clone(),
     };
     let backoff_value = ck.duration(&backoff, p, "backoff", base.backoff);
-    let max_backoff_value = ck.duration(&max_backoff, p, "max_backoff", base.max_backoff.max(backoff_value));
+    let max_backoff_value = ck.duration(
+        &max_backoff,
+        p,
+        "max_backoff",
+        base.max_backoff.max(backoff_value),
+    );
     if max_backoff_value < backoff_value {
         let span = max_backoff.as_ref().map_or(0..0, |m| m.span());
         ck.error(
@@ -497,7 +573,14 @@ pub(super) fn retry(ck: &mut Checker<'_>, p: &str, raw: Spanned<RawRetry>, base:
         on,
         backoff: backoff_value,
         max_backoff: max_backoff_value,
-        budget_percent: ck.int(&budget_percent, p, "budget_percent", 0, 100, base.budget_percent as i64) as u8,
+        budget_percent: ck.int(
+            &budget_percent,
+            p,
+            "budget_percent",
+            0,
+            100,
+            base.budget_percent as i64,
+        ) as u8,
         min_retries_per_second: ck.int(
             &min_retries_per_second,
             p,

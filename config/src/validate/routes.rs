@@ -149,19 +149,23 @@ pub(super) fn route(
             );
             None
         }
-        (Some(s), None) => {
-            slash(ck, &s, &join_key(path, "strip_prefix")).then(|| PathRewrite::StripPrefix(s.into_inner()))
-        }
-        (None, Some(r)) => {
-            slash(ck, &r, &join_key(path, "rewrite_path")).then(|| PathRewrite::Replace(r.into_inner()))
-        }
+        (Some(s), None) => slash(ck, &s, &join_key(path, "strip_prefix"))
+            .then(|| PathRewrite::StripPrefix(s.into_inner())),
+        (None, Some(r)) => slash(ck, &r, &join_key(path, "rewrite_path"))
+            .then(|| PathRewrite::Replace(r.into_inner())),
         (None, None) => None,
     };
 
     let base_timeouts = base_pool.map_or_else(Timeouts::default, |p| p.timeouts.clone());
     let base_retry = base_pool.map_or_else(Retry::default, |p| p.retry.clone());
-    let route_timeouts =
-        timeouts.map(|t| pools::timeouts(ck, &join_key(path, "timeouts"), t.into_inner(), &base_timeouts));
+    let route_timeouts = timeouts.map(|t| {
+        pools::timeouts(
+            ck,
+            &join_key(path, "timeouts"),
+            t.into_inner(),
+            &base_timeouts,
+        )
+    });
     let route_retry = retry.map(|r| pools::retry(ck, &join_key(path, "retry"), r, &base_retry));
 
     let request_headers = request_headers
@@ -272,7 +276,9 @@ fn route_match(ck: &mut Checker<'_>, p: &str, raw: RawMatch) -> RouteMatch {
                 h.span(),
                 join_key(p, "host"),
                 format!("{name:?} is not a host name"),
-                Some("a host such as \"video.example.com\" or a wildcard such as \"*.example.com\""),
+                Some(
+                    "a host such as \"video.example.com\" or a wildcard such as \"*.example.com\"",
+                ),
             );
         }
     }
@@ -297,7 +303,8 @@ fn route_match(ck: &mut Checker<'_>, p: &str, raw: RawMatch) -> RouteMatch {
     } else if let Some(v) = path_exact {
         slash(ck, &v, &join_key(p, "path_exact")).then(|| PathMatch::Exact(v.into_inner()))
     } else if let Some(v) = path_regex {
-        ck.regex(&v, &join_key(p, "path_regex")).map(PathMatch::Regex)
+        ck.regex(&v, &join_key(p, "path_regex"))
+            .map(PathMatch::Regex)
     } else {
         None
     };
@@ -346,7 +353,11 @@ fn value_matches(
                 m.name.span(),
                 join_key(&mp, "name"),
                 format!("{:?} is not a valid name", m.name.get_ref()),
-                Some(if header { "a header name" } else { "a non-empty name" }),
+                Some(if header {
+                    "a header name"
+                } else {
+                    "a non-empty name"
+                }),
             );
             continue;
         }
@@ -366,7 +377,8 @@ fn value_matches(
         let condition = if let Some(e) = m.equals {
             Some(ValueCondition::Equals(e.into_inner()))
         } else if let Some(r) = m.regex {
-            ck.regex(&r, &join_key(&mp, "regex")).map(ValueCondition::Regex)
+            ck.regex(&r, &join_key(&mp, "regex"))
+                .map(ValueCondition::Regex)
         } else if let Some(present) = m.present {
             Some(if *present.get_ref() {
                 ValueCondition::Present
@@ -396,7 +408,9 @@ pub(super) fn header_name_ok(name: &str) -> bool {
 }
 
 fn header_value_ok(value: &str) -> bool {
-    value.chars().all(|c| c == '\t' || (c >= ' ' && c != '\x7f'))
+    value
+        .chars()
+        .all(|c| c == '\t' || (c >= ' ' && c != '\x7f'))
 }
 
 fn header_ops(ck: &mut Checker<'_>, p: &str, raw: RawHeaderOps) -> HeaderOps {
@@ -477,11 +491,17 @@ fn route_cache(ck: &mut Checker<'_>, p: &str, raw: RawRouteCache) -> RouteCache 
             Some(RawIgnoreQuery::Names(names)) => IgnoreQuery::Names(names),
         },
         key_headers: headers,
-        stale_while_revalidate: ck.opt_duration(&stale_while_revalidate, p, "stale_while_revalidate"),
+        stale_while_revalidate: ck.opt_duration(
+            &stale_while_revalidate,
+            p,
+            "stale_while_revalidate",
+        ),
         stale_if_error: ck.opt_duration(&stale_if_error, p, "stale_if_error"),
         store_set_cookie: store_set_cookie.unwrap_or(false),
         store_authorization: store_authorization.unwrap_or(false),
         slice: slice.unwrap_or(true),
-        prefetch: ck.opt_int(&prefetch, p, "prefetch", 0, 32).map(|n| n as u32),
+        prefetch: ck
+            .opt_int(&prefetch, p, "prefetch", 0, 32)
+            .map(|n| n as u32),
     }
 }

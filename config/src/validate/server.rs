@@ -4,7 +4,7 @@ use toml::de::DeValue;
 use toml::Spanned;
 
 use super::Checker;
-use crate::model::{Admin, LogFormat, Peer, Secret, Server, Site};
+use crate::model::{Admin, AdminToken, LogFormat, Peer, Secret, Server, Site};
 use crate::raw::{RawAdmin, RawServer, RawSite};
 use crate::source::join_key;
 
@@ -20,7 +20,6 @@ pub(super) fn server(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>)
         log_format,
         access_log,
         upstream_keepalive,
-        upgrade_socket,
     } = raw;
     let p = "server";
     Server {
@@ -44,9 +43,6 @@ pub(super) fn server(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>)
             1_000_000,
             defaults.upstream_keepalive as i64,
         ) as usize,
-        upgrade_socket: upgrade_socket
-            .map(|s| ck.resolve(s.get_ref()))
-            .unwrap_or(defaults.upgrade_socket),
     }
 }
 
@@ -87,30 +83,26 @@ pub(super) fn admin(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>) 
                 );
                 None
             } else {
-                Some(Secret::new(t.into_inner()))
+                Some(AdminToken::Value(Secret::new(t.into_inner())))
             }
         }
-        (None, Some(e)) => match std::env::var(e.get_ref()) {
-            Ok(v) if v.len() >= 16 => Some(Secret::new(v)),
-            Ok(_) => {
+        (None, Some(e)) => {
+            let name = e.get_ref();
+            let ok = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if ok {
+                Some(AdminToken::Env(name.clone()))
+            } else {
                 ck.error(
                     e.span(),
                     join_key(p, "token_env"),
-                    format!("${} holds a token too short to be a secret", e.get_ref()),
-                    Some("at least 16 characters"),
+                    format!("{name:?} is not an environment variable name"),
+                    Some("a name such as \"EDGE_ADMIN_TOKEN\""),
                 );
                 None
             }
-            Err(_) => {
-                ck.error(
-                    e.span(),
-                    join_key(p, "token_env"),
-                    format!("environment variable {} is not set", e.get_ref()),
-                    Some("the name of a set environment variable holding the token"),
-                );
-                None
-            }
-        },
+        }
         (None, None) => None,
     };
     let allow_remote = allow_remote.unwrap_or(false);

@@ -1,0 +1,45 @@
+# edge: two commands for a newcomer.
+#   make demo   run the synthetic origin, an edge node and the admin API, and print what to try
+#   make test   everything CI runs: fmt, clippy, `edge check` on every shipped config, all tests
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: demo test deps-build deps-test deps-bench build fmt clippy check-configs unit bench clean
+
+demo: deps-build
+	$(CARGO) run --locked -p edge -- demo
+
+test: deps-test fmt clippy build check-configs unit
+
+deps-build:
+	@scripts/deps.sh build
+
+deps-test:
+	@scripts/deps.sh test
+
+deps-bench:
+	@scripts/deps.sh bench
+
+build:
+	$(CARGO) build --locked -p edge
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+check-configs: build
+	scripts/check-configs.sh target/debug/edge
+
+unit:
+	$(CARGO) test --locked --workspace
+
+# Load tests against nginx, HAProxy, Varnish and a DNS server; see benches/README.md.
+bench: deps-bench
+	$(CARGO) build --locked --release -p edge
+	benches/run.sh
+
+clean:
+	$(CARGO) clean

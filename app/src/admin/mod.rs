@@ -1,0 +1,219 @@
+//! The admin API, on loopback by default. Reads are open; every mutating call
+//! needs `Authorization: Bearer <admin.token>` (refused outright when no token
+//! is configured).
+//!
+//! | call | what |
+//! |---|---|
+//! | `GET /live` | the process answers |
+//! | `GET /ready` | 200 while serving, 503 while starting or draining |
+//! | `GET /config` | the running config as JSON, secrets redacted |
+//! | `GET /metrics` | Prometheus text |
+//! | `POST /reload` | re-read the config file and apply it |
+
+mod auth;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::runtime::{ApplyError, Runtime};
+
+/// The admin API's routes over a runtime.
+pub fn router(runtime: Arc<Runtime>) -> Router {
+    let mutating = Router::new().route("/reload", post(reload)).route_layer(
+        axum::middleware::from_fn_with_state(runtime.clone(), auth::require_token),
+    );
+    Router::new()
+        .route("/live", get(|| async { "live\n" }))
+        .route("/ready", get(ready))
+        .route("/config", get(config))
+        .route("/metrics", get(metrics))
+        .merge(mutating)
+        .fallback(|| async { (StatusCode::NOT_FOUND, "no such admin endpoint\n") })
+        .with_state(runtime)
+}
+
+/// Serves the admin API until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, runtime: Arc<Runtime>) {
+    if let Err(e) = axum::serve(listener, router(runtime)).await {
+        tracing::error!(error = %e, "admin API stopped");
+    }
+}
+
+async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
+    if rt.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready (starting or draining)\n",
+        )
+            .into_response()
+    }
+}
+
+async fn config(State(rt): State<Arc<Runtime>>) -> Response {
+    Json(&*rt.config()).into_response()
+}
+
+async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        rt.metrics_text(),
+    )
+        .into_response()
+}
+
+async fn reload(State(rt): State<Arc<Runtime>>) -> Response {
+    match rt.reload().await {
+        Ok(diff) => {
+            tracing::info!(changes = %diff, "config reloaded through the admin API");
+            Json(json!({ "status": "applied", "summary": diff.to_string(), "changes": diff }))
+                .into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reload refused; the running config stays");
+            apply_error_response(&e)
+        }
+    }
+}
+
+pub fn apply_error_response(e: &ApplyError) -> Response {
+    let (status, body) = match e {
+        ApplyError::Invalid(diags) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "status": "rejected", "error": "invalid config", "diagnostics": diags, "text": diags.to_string() }),
+        ),
+        ApplyError::NoSource => (
+            StatusCode::CONFLICT,
+            json!({ "status": "rejected", "error": e.to_string() }),
+        ),
+        ApplyError::Build(_) | ApplyError::Unsupported(_) | ApplyError::Environment(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "status": "rejected", "error": e.to_string() }),
+        ),
+        ApplyError::Internal(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({ "status": "rejected", "error": e.to_string() }),
+        ),
+    };
+    (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::router;
+    use crate::runtime::Runtime;
+
+    const TOKEN: &str = "in-memory-token-0123456789";
+
+    async fn runtime(with_token: bool) -> Arc<Runtime> {
+        let token = if with_token {
+            format!("token = \"{TOKEN}\"")
+        } else {
+            String::new()
+        };
+        let text = format!("[admin]\nlisten = \"127.0.0.1:0\"\n{token}\n");
+        let config = edge_config::parse_str(&text, "t.toml", std::path::Path::new(".")).unwrap();
+        let conf = Arc::new(crate::server::server_conf(&config));
+        let rt = Runtime::new(conf, None).unwrap();
+        rt.apply(config).await.unwrap();
+        rt
+    }
+
+    async fn call(
+        rt: &Arc<Runtime>,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+    ) -> (StatusCode, String) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let resp = router(rt.clone())
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn ready_follows_the_runtime() {
+        let rt = runtime(true).await;
+        assert_eq!(
+            call(&rt, "GET", "/ready", None).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        rt.set_ready(true);
+        assert_eq!(call(&rt, "GET", "/ready", None).await.0, StatusCode::OK);
+        assert_eq!(call(&rt, "GET", "/live", None).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn reload_without_a_file_is_a_conflict_once_authorised() {
+        let rt = runtime(true).await;
+        assert_eq!(
+            call(&rt, "POST", "/reload", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            call(&rt, "POST", "/reload", Some("Bearer wrong")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            call(&rt, "POST", "/reload", Some(TOKEN)).await.0,
+            StatusCode::UNAUTHORIZED,
+            "scheme required"
+        );
+        let (status, body) = call(&rt, "POST", "/reload", Some(&format!("Bearer {TOKEN}"))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(body.contains("without a config file"));
+    }
+
+    #[tokio::test]
+    async fn no_token_means_no_mutation() {
+        let rt = runtime(false).await;
+        let (status, body) = call(&rt, "POST", "/reload", Some("Bearer anything")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("admin.token"));
+    }
+
+    #[tokio::test]
+    async fn config_is_json_with_secrets_redacted_and_metrics_are_prometheus_text() {
+        let rt = runtime(true).await;
+        let (status, body) = call(&rt, "GET", "/config", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!body.contains(TOKEN));
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["admin"]["token"], "<redacted>");
+        assert_eq!(json["server"]["grace_period"], "30s");
+        let (status, metrics) = call(&rt, "GET", "/metrics", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            metrics.contains("edge_config_reloads_total{result=\"success\"} 1"),
+            "{metrics}"
+        );
+        assert_eq!(
+            call(&rt, "GET", "/nope", None).await.0,
+            StatusCode::NOT_FOUND
+        );
+    }
+}

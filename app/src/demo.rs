@@ -1,0 +1,110 @@
+//! `edge demo`: the synthetic origin, one edge node in front of it and the
+//! admin API, on loopback, from an embedded config; prints what to try.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use edge_config::{AdminToken, HostPort, Secret};
+use edge_origin::{Origin, OriginConfig};
+
+const CONFIG: &str = include_str!("../../config/examples/demo.toml");
+
+/// `preferred` if it can be bound now, else port 0 on the same address.
+fn free_or_any(preferred: SocketAddr) -> SocketAddr {
+    match std::net::TcpListener::bind(preferred) {
+        Ok(_) => preferred,
+        Err(_) => SocketAddr::new(preferred.ip(), 0),
+    }
+}
+
+fn random_token() -> String {
+    (0..32).map(|_| fastrand::alphanumeric()).collect()
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let mut config = edge_config::parse_str(CONFIG, "demo.toml", std::path::Path::new("."))
+        .map_err(|d| anyhow::anyhow!("the embedded demo config is invalid:\n{d}"))?;
+    let control = crate::server::control_runtime()?;
+
+    let origin_addr = free_or_any(SocketAddr::from(([127, 0, 0, 1], 9000)));
+    let origin = control
+        .block_on(
+            Origin::new(OriginConfig {
+                name: "demo-origin".into(),
+                ..OriginConfig::default()
+            })
+            .spawn(origin_addr),
+        )
+        .context("starting the demo origin")?;
+    crate::runtime::announce("origin", "origin", origin.addr());
+
+    for pool in &mut config.pools {
+        for b in &mut pool.backends {
+            b.address = HostPort {
+                host: origin.addr().ip().to_string(),
+                port: origin.addr().port(),
+            };
+        }
+    }
+    for l in &mut config.listeners {
+        l.address = free_or_any(l.address);
+    }
+    config.admin.listen = free_or_any(config.admin.listen);
+    let token = random_token();
+    config.admin.token = Some(AdminToken::Value(Secret::new(token.clone())));
+
+    // The edge port is only known once bound: learn it from the listener
+    // control after apply, inside run_node; print the guide from here using
+    // the addresses chosen above (port 0 is resolved by reading them back).
+    let edge_hint = config.listeners.first().map(|l| l.address);
+    let admin_hint = config.admin.listen;
+    let guide = Guide {
+        origin: origin.addr(),
+        edge: edge_hint,
+        admin: admin_hint,
+        token,
+    };
+    // Keep the origin alive for as long as the node runs.
+    let result =
+        crate::server::run_node_with(config, control, move |edge, admin| guide.print(edge, admin));
+    drop(origin);
+    result
+}
+
+struct Guide {
+    origin: SocketAddr,
+    edge: Option<SocketAddr>,
+    admin: SocketAddr,
+    token: String,
+}
+
+impl Guide {
+    fn print(&self, edge: Option<SocketAddr>, admin: SocketAddr) {
+        let edge = edge
+            .or(self.edge)
+            .map_or_else(|| "?".to_string(), |a| a.to_string());
+        let admin = if admin.port() == 0 { self.admin } else { admin };
+        let o = self.origin;
+        println!(
+            r#"
+edge demo is running
+  origin  http://{o}         synthetic HLS/DASH origin (stats: /_origin/stats)
+  edge    http://{edge}         an edge node proxying to it
+  admin   http://{admin}         admin API (token: {token})
+
+try:
+  curl -s http://{edge}/vod/bbb/master.m3u8
+  curl -s http://{edge}/vod/bbb/high/index.m3u8 | head
+  curl -s -o /dev/null -w '%{{http_code}} %{{size_download}} bytes\n' http://{edge}/vod/bbb/high/seg_0.ts
+  curl -s -D - -o /dev/null -H 'Range: bytes=0-187' http://{edge}/vod/bbb/low/seg_1.ts
+  curl -s http://{edge}/live/news/mid/index.m3u8
+  curl -s http://{admin}/metrics | grep edge_http_requests_total
+  curl -s http://{o}/_origin/stats
+  curl -s -X POST -H 'Authorization: Bearer {token}' http://{admin}/reload
+play it: ffplay http://{edge}/vod/bbb/master.m3u8   (or open the URL in VLC or Safari)
+Ctrl-C stops everything.
+"#,
+            token = self.token
+        );
+    }
+}

@@ -1,0 +1,24 @@
+//! Structured logs with tracing: text or JSON on stderr, filtered by
+//! `RUST_LOG` (default `info`). pingora's `log` records are bridged in.
+//! Access log lines use the target `access`.
+
+use std::io::IsTerminal;
+
+use edge_config::LogFormat;
+use tracing_subscriber::EnvFilter;
+
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(true);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("edge: logging already initialised: {e}");
+    }
+}

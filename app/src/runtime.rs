@@ -1,0 +1,393 @@
+//! The node at run time. Startup, SIGHUP and `POST /reload` all go through one
+//! [`Runtime::apply`]: diff against the running config, build the changed
+//! parts aside (routes, pools, TLS, new sockets), and only if all of that
+//! succeeds swap them in. On any error the running config stays, untouched.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use edge_config::{Config, ConfigDiff, Diagnostics, Listener, ListenerKind, Secret};
+use edge_proxy::listen::{
+    BoundListener, ConnectionHandler, HttpHandler, ListenerControl, TlsSettings,
+};
+use edge_proxy::{BuildError, EdgeProxy, Proxy};
+use pingora_core::server::configuration::ServerConf;
+use prometheus::{Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Why a config could not be applied. The running config is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the config is invalid:\n{0}")]
+    Invalid(Diagnostics),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Environment(String),
+    #[error("the node was started without a config file, so there is nothing to reload")]
+    NoSource,
+    #[error("internal error while applying: {0}")]
+    Internal(String),
+}
+
+struct RuntimeMetrics {
+    reloads: IntCounterVec,
+    generation: IntGauge,
+    last_success: Gauge,
+}
+
+impl RuntimeMetrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let build_info = IntGaugeVec::new(
+            Opts::new("edge_build_info", "Build information; always 1"),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "edge_config_reloads_total",
+                "Config applications by result (startup included)",
+            ),
+            &["result"],
+        )?;
+        let generation = IntGauge::new(
+            "edge_config_generation",
+            "How many configs have been applied",
+        )?;
+        let last_success = Gauge::new(
+            "edge_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config application",
+        )?;
+        registry.register(Box::new(build_info))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(generation.clone()))?;
+        registry.register(Box::new(last_success.clone()))?;
+        Ok(Self {
+            reloads,
+            generation,
+            last_success,
+        })
+    }
+}
+
+/// Prints a bound socket the way `edge-testkit` and operators read it.
+pub fn announce(kind: &str, name: &str, addr: SocketAddr) {
+    println!("listening {kind} {name} {addr}");
+}
+
+/// Everything that lives as long as the node.
+pub struct Runtime {
+    config: ArcSwap<Config>,
+    source: Option<PathBuf>,
+    pub proxy: Arc<Proxy>,
+    pub listeners: Arc<ListenerControl>,
+    server_conf: Arc<ServerConf>,
+    pub registry: Registry,
+    metrics: RuntimeMetrics,
+    apply_lock: tokio::sync::Mutex<()>,
+    ready: AtomicBool,
+    /// The admin token, resolved (from the environment if so configured) at apply.
+    admin_token: ArcSwap<Option<Secret>>,
+}
+
+/// What one apply does to the listeners, decided before anything changes.
+struct ListenerPlan {
+    /// Sockets to start (new listeners, or ones whose address moved).
+    bind: Vec<(Listener, BoundListener, Arc<dyn ConnectionHandler>)>,
+    /// Same socket, new settings.
+    replace: Vec<(String, Arc<dyn ConnectionHandler>)>,
+    /// Stop accepting.
+    remove: Vec<String>,
+}
+
+impl Runtime {
+    /// A node with nothing applied yet (no listeners; every request 404s).
+    pub fn new(
+        server_conf: Arc<ServerConf>,
+        source: Option<PathBuf>,
+    ) -> Result<Arc<Self>, BuildError> {
+        let registry = Registry::new();
+        let proxy = Proxy::new(&registry)?;
+        let metrics = RuntimeMetrics::new(&registry)?;
+        Ok(Arc::new(Self {
+            config: ArcSwap::from_pointee(Config::empty()),
+            source,
+            listeners: ListenerControl::new(proxy.metrics.clone()),
+            proxy,
+            server_conf,
+            registry,
+            metrics,
+            apply_lock: tokio::sync::Mutex::new(()),
+            ready: AtomicBool::new(false),
+            admin_token: ArcSwap::from_pointee(None),
+        }))
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn admin_token(&self) -> Option<Secret> {
+        (*self.admin_token.load_full()).clone()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Reads the config file again and applies it.
+    pub async fn reload(&self) -> Result<ConfigDiff, ApplyError> {
+        let path = self.source.clone().ok_or(ApplyError::NoSource)?;
+        let loaded = tokio::task::spawn_blocking(move || edge_config::load(&path))
+            .await
+            .map_err(|e| ApplyError::Internal(e.to_string()))?;
+        match loaded {
+            Ok(config) => self.apply(config).await,
+            Err(diags) => {
+                self.metrics.reloads.with_label_values(&["invalid"]).inc();
+                Err(ApplyError::Invalid(diags))
+            }
+        }
+    }
+
+    /// Makes `new` the running config, or changes nothing.
+    pub async fn apply(&self, mut new: Config) -> Result<ConfigDiff, ApplyError> {
+        let _one_at_a_time = self.apply_lock.lock().await;
+        if new.source.is_none() {
+            new.source = self.source.clone();
+        }
+        let old = self.config.load_full();
+        let diff = ConfigDiff::between(&old, &new);
+        let result = self.apply_locked(&old, new, &diff).await;
+        let label = if result.is_ok() { "success" } else { "failure" };
+        self.metrics.reloads.with_label_values(&[label]).inc();
+        result.map(|()| diff)
+    }
+
+    async fn apply_locked(
+        &self,
+        old: &Arc<Config>,
+        new: Config,
+        diff: &ConfigDiff,
+    ) -> Result<(), ApplyError> {
+        let admin_token = match &new.admin.token {
+            Some(t) => Some(t.resolve().map_err(ApplyError::Environment)?),
+            None => None,
+        };
+        let missing = unsupported(&new);
+        if !missing.is_empty() {
+            return Err(ApplyError::Unsupported(format!(
+                "this build does not serve everything the config asks for yet:\n  {}",
+                missing.join("\n  ")
+            )));
+        }
+        // Build aside: may block (DNS, certificate files, bind).
+        let proxy = self.proxy.clone();
+        let conf = self.server_conf.clone();
+        let old_for_plan = old.clone();
+        let new = Arc::new(new);
+        let new_for_build = new.clone();
+        let (state, plan) = tokio::task::spawn_blocking(move || -> Result<_, BuildError> {
+            let state = proxy.build(&new_for_build)?;
+            let plan = plan_listeners(&old_for_plan, &new_for_build, &proxy, &conf)?;
+            Ok((state, plan))
+        })
+        .await
+        .map_err(|e| ApplyError::Internal(e.to_string()))??;
+
+        // Commit: nothing below can fail.
+        self.proxy.install(state, &new);
+        for name in &plan.remove {
+            self.listeners.remove(name);
+        }
+        for (name, handler) in plan.replace {
+            self.listeners.replace_handler(&name, handler);
+        }
+        for (listener, bound, handler) in plan.bind {
+            let addr = bound.local_addr;
+            let max = listener.kind.http().map_or(10_000, |h| h.max_connections);
+            self.listeners.add(bound, handler, max);
+            announce(listener.kind_name(), &listener.name, addr);
+        }
+        self.config.store(new);
+        self.admin_token.store(Arc::new(admin_token));
+        self.metrics.generation.inc();
+        self.metrics.last_success.set(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
+        // The first apply is the start itself: nothing to restart for.
+        let first = self.metrics.generation.get() == 1;
+        for why in diff.restart_required.iter().filter(|_| !first) {
+            tracing::warn!(change = %why, "this change takes effect after a restart");
+        }
+        Ok(())
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn metrics_text(&self) -> String {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        let encoder = prometheus::TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+/// Config features this build validates but does not serve yet. A config
+/// using them is refused rather than run with them silently ignored.
+fn unsupported(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in &config.listeners {
+        if matches!(l.kind, ListenerKind::Tcp(_) | ListenerKind::Dns) {
+            out.push(format!("listener {}: kind \"{}\"", l.name, l.kind_name()));
+        }
+        if l.kind.http().is_some_and(|h| h.accept_proxy_protocol) {
+            out.push(format!("listener {}: accept_proxy_protocol", l.name));
+        }
+    }
+    for p in &config.pools {
+        if !matches!(p.algorithm, edge_config::Algorithm::RoundRobin) {
+            out.push(format!(
+                "pool {}: algorithm \"{}\" (round_robin is served)",
+                p.name,
+                p.algorithm.name()
+            ));
+        }
+        if p.health_check.is_some() {
+            out.push(format!("pool {}: health_check", p.name));
+        }
+        if p.outlier_detection.is_some() {
+            out.push(format!("pool {}: outlier_detection", p.name));
+        }
+        if p.circuit_breaker != edge_config::CircuitBreaker::default() {
+            out.push(format!("pool {}: circuit_breaker", p.name));
+        }
+        if p.load_feedback.is_some() {
+            out.push(format!("pool {}: load_feedback", p.name));
+        }
+        if p.proxy_protocol.is_some() {
+            out.push(format!("pool {}: proxy_protocol", p.name));
+        }
+        if p.max_connections_per_backend > 0 {
+            out.push(format!("pool {}: max_connections_per_backend", p.name));
+        }
+        if p.tls.as_ref().is_some_and(|t| t.ca_file.is_some()) {
+            out.push(format!("pool {}: tls.ca_file", p.name));
+        }
+    }
+    for r in &config.routes {
+        if r.cache.enabled {
+            out.push(format!("route {}: cache", r.name));
+        }
+        if !r.rate_limits.is_empty() {
+            out.push(format!("route {}: rate_limits", r.name));
+        }
+        if r.max_body.is_some() {
+            out.push(format!("route {}: max_body", r.name));
+        }
+    }
+    if config.dns.is_some() {
+        out.push("[dns]".to_string());
+    }
+    out
+}
+
+fn handler_for(
+    listener: &Listener,
+    proxy: &Arc<Proxy>,
+    conf: &Arc<ServerConf>,
+) -> Result<Arc<dyn ConnectionHandler>, BuildError> {
+    let metrics = proxy.metrics.listener(&listener.name);
+    match &listener.kind {
+        ListenerKind::Http(http) => {
+            let edge = EdgeProxy::new(proxy.clone(), &listener.name, false, &http.limits);
+            Ok(HttpHandler::new(
+                &listener.name,
+                edge,
+                conf,
+                http,
+                None,
+                metrics,
+            ))
+        }
+        ListenerKind::Https(https) => {
+            let tls = TlsSettings::build(&listener.name, https)?;
+            let edge = EdgeProxy::new(proxy.clone(), &listener.name, true, &https.http.limits);
+            Ok(HttpHandler::new(
+                &listener.name,
+                edge,
+                conf,
+                &https.http,
+                Some(tls),
+                metrics,
+            ))
+        }
+        // Rejected before planning.
+        ListenerKind::Tcp(_) | ListenerKind::Dns => Err(BuildError::Bind {
+            listener: listener.name.clone(),
+            address: listener.address,
+            source: std::io::Error::other("unsupported listener kind"),
+        }),
+    }
+}
+
+/// Decides and prepares listener changes: binds new sockets and builds
+/// handlers, so that committing cannot fail.
+fn plan_listeners(
+    old: &Config,
+    new: &Config,
+    proxy: &Arc<Proxy>,
+    conf: &Arc<ServerConf>,
+) -> Result<ListenerPlan, BuildError> {
+    let old_by_name: HashMap<&str, &Listener> =
+        old.listeners.iter().map(|l| (l.name.as_str(), l)).collect();
+    let mut plan = ListenerPlan {
+        bind: Vec::new(),
+        replace: Vec::new(),
+        remove: Vec::new(),
+    };
+    for l in &new.listeners {
+        match old_by_name.get(l.name.as_str()) {
+            Some(o) if o.address == l.address => {
+                if *o != l {
+                    plan.replace
+                        .push((l.name.clone(), handler_for(l, proxy, conf)?));
+                }
+            }
+            Some(_) => {
+                // Moved: the new socket is bound before the old one closes.
+                let bound = BoundListener::bind(&l.name, l.address)?;
+                plan.bind
+                    .push((l.clone(), bound, handler_for(l, proxy, conf)?));
+            }
+            None => {
+                let bound = BoundListener::bind(&l.name, l.address)?;
+                plan.bind
+                    .push((l.clone(), bound, handler_for(l, proxy, conf)?));
+            }
+        }
+    }
+    for o in &old.listeners {
+        if !new.listeners.iter().any(|l| l.name == o.name) {
+            plan.remove.push(o.name.clone());
+        }
+    }
+    Ok(plan)
+}

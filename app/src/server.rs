@@ -1,0 +1,215 @@
+//! Running a node: the control runtime (admin API, SIGHUP reloads), pingora's
+//! server hosting the listeners, and the signal handling that drains before
+//! exit.
+//!
+//! | signal | effect |
+//! |---|---|
+//! | SIGHUP | re-read the config file and apply it |
+//! | SIGTERM, SIGQUIT | mark not ready, stop accepting, let open connections finish (up to `server.grace_period`), exit |
+//! | SIGINT (Ctrl-C) | the same with at most 10 s of grace |
+//! | a second SIGTERM/SIGINT while draining | exit at once |
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use edge_config::Config;
+use edge_proxy::listen::ListenerService;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::runtime::{announce, Runtime};
+
+/// pingora's server settings for a config.
+pub fn server_conf(config: &Config) -> ServerConf {
+    ServerConf {
+        threads: config.server.threads,
+        upstream_keepalive_pool_size: config.server.upstream_keepalive,
+        // Draining is ours (see `SignalWatch`): pingora must not sleep on top of it.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..Default::default()
+    }
+}
+
+/// A runtime for the control plane: admin API, reloads, health checks.
+pub fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("edge-control")
+        .enable_all()
+        .build()
+        .context("starting the control runtime")
+}
+
+/// Applies `config`, starts the admin API and serves until a signal drains
+/// the node.
+pub fn run_node(config: Config, control: tokio::runtime::Runtime) -> anyhow::Result<()> {
+    run_node_with(config, control, |_, _| {})
+}
+
+/// As [`run_node`]; `on_ready` gets the first HTTP listener's and the admin
+/// API's bound addresses just before `ready` is printed.
+pub fn run_node_with(
+    config: Config,
+    control: tokio::runtime::Runtime,
+    on_ready: impl FnOnce(Option<SocketAddr>, SocketAddr),
+) -> anyhow::Result<()> {
+    let conf = server_conf(&config);
+    let threads = config.server.threads;
+    let runtime = Runtime::new(Arc::new(server_conf(&config)), config.source.clone())
+        .context("building the runtime")?;
+
+    let admin_addr = config.admin.listen;
+    let admin = control
+        .block_on(tokio::net::TcpListener::bind(admin_addr))
+        .with_context(|| format!("admin API: cannot listen on {admin_addr}"))?;
+    let admin_bound: SocketAddr = admin.local_addr().unwrap_or(admin_addr);
+
+    // Handlers go in before `ready` is printed: a signal's default action
+    // (terminate) must never be what a SIGHUP or SIGTERM meets.
+    let signals = control.block_on(async { Signals::install() });
+    if let Err(e) = control.block_on(runtime.apply(config)) {
+        anyhow::bail!("{e}");
+    }
+    announce("admin", "admin", admin_bound);
+    control.spawn(crate::admin::serve(admin, runtime.clone()));
+    control.spawn(reload_on_hangup(runtime.clone(), signals.hup));
+
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    server.add_service(ListenerService::new(
+        "edge-listeners",
+        threads,
+        runtime.listeners.clone(),
+    ));
+    let first_http = runtime
+        .config()
+        .listeners
+        .iter()
+        .find(|l| l.kind.http().is_some())
+        .map(|l| l.name.clone())
+        .and_then(|name| {
+            runtime
+                .listeners
+                .addresses()
+                .into_iter()
+                .find(|(n, _)| *n == name)
+        })
+        .map(|(_, addr)| addr);
+    on_ready(first_http, admin_bound);
+    runtime.set_ready(true);
+    println!("ready");
+    tracing::info!(admin = %admin_bound, "edge is ready");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(SignalWatch {
+            runtime: runtime.clone(),
+            stop: tokio::sync::Mutex::new(signals.stop),
+        }),
+    });
+    control.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!("edge stopped");
+    Ok(())
+}
+
+/// Signal streams, created (and their handlers installed) up front.
+struct Signals {
+    hup: Option<Signal>,
+    stop: StopSignals,
+}
+
+struct StopSignals {
+    term: Option<Signal>,
+    int: Option<Signal>,
+    quit: Option<Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        Signals {
+            hup: watch(SignalKind::hangup()),
+            stop: StopSignals {
+                term: watch(SignalKind::terminate()),
+                int: watch(SignalKind::interrupt()),
+                quit: watch(SignalKind::quit()),
+            },
+        }
+    }
+}
+
+async fn reload_on_hangup(runtime: Arc<Runtime>, hup: Option<Signal>) {
+    let Some(mut hup) = hup else {
+        tracing::error!("cannot watch SIGHUP; reload through the admin API");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match runtime.reload().await {
+            Ok(diff) => tracing::info!(changes = %diff, "config reloaded on SIGHUP"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP reload refused; the running config stays")
+            }
+        }
+    }
+}
+
+/// Waits for a stop signal, then drains: that is pingora's main loop.
+struct SignalWatch {
+    runtime: Arc<Runtime>,
+    stop: tokio::sync::Mutex<StopSignals>,
+}
+
+fn watch(kind: SignalKind) -> Option<Signal> {
+    signal(kind)
+        .map_err(|e| tracing::error!(error = %e, "cannot watch a signal"))
+        .ok()
+}
+
+async fn next(s: &mut Option<Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for SignalWatch {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut guard = self.stop.lock().await;
+        let StopSignals { term, int, quit } = &mut *guard;
+        let name = tokio::select! {
+            _ = next(term) => "SIGTERM",
+            _ = next(int) => "SIGINT",
+            _ = next(quit) => "SIGQUIT",
+        };
+        self.runtime.set_ready(false);
+        let mut grace = self.runtime.config().server.grace_period;
+        if name == "SIGINT" {
+            grace = grace.min(Duration::from_secs(10));
+        }
+        tracing::info!(
+            signal = name,
+            open_connections = self.runtime.listeners.open_connections(),
+            grace = ?grace,
+            "draining: no new connections, open ones may finish"
+        );
+        let left = tokio::select! {
+            left = self.runtime.listeners.drain(grace) => left,
+            _ = next(term) => { tracing::warn!("second signal: stopping now"); self.runtime.listeners.open_connections() }
+            _ = next(int) => { tracing::warn!("second signal: stopping now"); self.runtime.listeners.open_connections() }
+        };
+        if left > 0 {
+            tracing::warn!(
+                open_connections = left,
+                "grace period over; closing what is left"
+            );
+        } else {
+            tracing::info!("drained");
+        }
+        ShutdownSignal::FastShutdown
+    }
+}

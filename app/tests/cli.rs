@@ -1,0 +1,131 @@
+//! `edge check` and `edge demo` as a user runs them.
+
+// Helpers in test files may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use edge_testkit::{Client, EdgeNode};
+use nix::sys::signal::Signal;
+
+const BIN: &str = env!("CARGO_BIN_EXE_edge");
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+#[test]
+fn check_summarises_a_valid_file() {
+    let out = std::process::Command::new(BIN)
+        .arg("check")
+        .arg(root().join("config/examples/video-edge.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("video-edge.toml: ok"), "{text}");
+    assert!(text.contains("2 listeners:"), "{text}");
+    assert!(
+        text.contains("https public-tls on 0.0.0.0:8443 (1 certificate)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("origin (least_requests, 2 backends, health-checked)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_points_at_every_mistake() {
+    let out = std::process::Command::new(BIN)
+        .arg("check")
+        .arg(root().join("config/tests/invalid/28-many-errors-at-once.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("28-many-errors-at-once.toml: 5 errors"),
+        "{err}"
+    );
+    assert!(err.contains("5 | threads = 0"), "{err}");
+    assert!(
+        err.contains("28-many-errors-at-once.toml:14:25: pool[0].backends[0].address"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_serves_hls_through_the_edge_and_stops_on_ctrl_c() {
+    let mut demo = EdgeNode::spawn_command(BIN, &["demo"]);
+    demo.wait_ready(Duration::from_secs(60));
+    let edge = demo.addr("edge");
+    let c = Client::new();
+    let master = c.get(&format!("http://{edge}/vod/bbb/master.m3u8")).await;
+    assert_eq!(master.status, 200);
+    assert!(master.text().contains("#EXT-X-STREAM-INF"));
+    let seg = c.get(&format!("http://{edge}/vod/bbb/mid/seg_0.ts")).await;
+    assert_eq!(seg.status, 200);
+    assert_eq!(seg.body[0], 0x47);
+    assert_eq!(seg.header("x-origin-name"), Some("demo-origin"));
+    assert!(
+        demo.output().contains("ffplay http://"),
+        "{}",
+        demo.output()
+    );
+    demo.signal(Signal::SIGINT);
+    let status = demo
+        .wait_exit(Duration::from_secs(20))
+        .expect("the demo stops on Ctrl-C");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn origin_runs_alone() {
+    let mut o = EdgeNode::spawn_command(
+        BIN,
+        &["origin", "--listen", "127.0.0.1:0", "--name", "solo"],
+    );
+    o.wait_ready(Duration::from_secs(30));
+    let addr = o.addr("solo");
+    let r = Client::new()
+        .get(&format!("http://{addr}/vod/sintel/master.m3u8"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-origin-name"), Some("solo"));
+    o.signal(Signal::SIGTERM);
+    assert!(o
+        .wait_exit(Duration::from_secs(10))
+        .expect("stops")
+        .success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_one_access_line_per_request() {
+    let origin = edge_testkit::origin("a").await;
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n[[pool]]\nname = \"p\"\nbackends = [{{ address = \"{}\" }}]\n[[route]]\nname = \"all\"\npool = \"p\"\n",
+        origin.addr()
+    );
+    let node = EdgeNode::start_with(BIN, &config, &["--log-format", "json"], &[]);
+    let r = Client::new()
+        .get(&node.url("web", "/vod/bbb/low/seg_2.ts"))
+        .await;
+    assert_eq!(r.status, 200);
+    node.wait_for_line("\"target\":\"access\"", Duration::from_secs(5));
+    let line = node
+        .output()
+        .lines()
+        .find(|l| l.contains("\"target\":\"access\""))
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["route"], "all");
+    assert_eq!(v["pool"], "p");
+    assert_eq!(v["path"], "/vod/bbb/low/seg_2.ts");
+    assert_eq!(v["bytes"], 200_032);
+    assert_eq!(v["backend"], origin.addr().to_string());
+}

@@ -1,0 +1,444 @@
+//! End to end: the real `edge` binary on port 0 in front of real origins.
+
+// Helpers in test files may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edge_testkit::{eventually, origin, Client, EdgeNode, RunningOrigin};
+use http::Method;
+use nix::sys::signal::Signal;
+
+const BIN: &str = env!("CARGO_BIN_EXE_edge");
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+fn config(origin: &RunningOrigin) -> String {
+    config_with(&[origin], "")
+}
+
+fn config_with(origins: &[&RunningOrigin], extra: &str) -> String {
+    let backends: Vec<String> = origins
+        .iter()
+        .map(|o| format!("{{ address = \"{}\" }}", o.addr()))
+        .collect();
+    format!(
+        r#"
+[server]
+threads = 2
+grace_period = "10s"
+
+[admin]
+listen = "127.0.0.1:0"
+token = "{TOKEN}"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+
+[[pool]]
+name = "origin"
+backends = [{}]
+
+[[route]]
+name = "video"
+pool = "origin"
+{extra}
+"#,
+        backends.join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bytes_through_the_edge_equal_the_origins_and_metrics_count_them() {
+    let o = origin("a").await;
+    let node = EdgeNode::start(BIN, &config(&o));
+    let c = Client::new();
+    for path in [
+        "/vod/bbb/master.m3u8",
+        "/vod/bbb/high/index.m3u8",
+        "/vod/bbb/high/seg_3.ts",
+        "/vod/sintel/low/seg_14.ts",
+        "/vod/bbb/manifest.mpd",
+        "/obj/x.bin?size=100000",
+    ] {
+        let r = c.get(&node.url("web", path)).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.body, o.expected_body(path).unwrap(), "{path}");
+    }
+    let whole = o.expected_body("/vod/bbb/low/seg_9.ts").unwrap();
+    let range = c
+        .get_with(
+            &node.url("web", "/vod/bbb/low/seg_9.ts"),
+            &[("range", "bytes=1000-1999")],
+        )
+        .await;
+    assert_eq!(range.status, 206);
+    assert_eq!(range.body, whole.slice(1000..2000));
+    assert_eq!(c.get(&node.url("web", "/vod/nope/x.ts")).await.status, 404);
+
+    let metrics = c.get(&node.admin_url("/metrics")).await.text();
+    let count = |class: &str| -> u64 {
+        let needle = format!(
+            "edge_http_requests_total{{class=\"{class}\",pool=\"origin\",route=\"video\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(needle.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {needle} in\n{metrics}"))
+    };
+    assert_eq!(count("2xx"), 7);
+    assert_eq!(count("4xx"), 1);
+    assert!(
+        metrics.contains("edge_upstream_response_seconds_count{backend="),
+        "{metrics}"
+    );
+    assert!(metrics.contains("edge_build_info{version="));
+    assert_eq!(o.stats().requests, 8);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_nothing_routes_gets_404_from_edge_itself() {
+    let o = origin("a").await;
+    let node = EdgeNode::start(
+        BIN,
+        &config_with(&[&o], "[route.match]\npath_prefix = \"/vod/\""),
+    );
+    let r = Client::new().get(&node.url("web", "/other")).await;
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("no route"));
+    assert_eq!(o.stats().requests, 0);
+}
+
+/// Keeps `workers` clients requesting until told to stop; counts failures.
+struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    seen_origins: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+impl Load {
+    fn start(url: String, workers: usize) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen_origins = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        let tasks = (0..workers)
+            .map(|_| {
+                let (stop, ok, failed, seen, url) = (
+                    stop.clone(),
+                    ok.clone(),
+                    failed.clone(),
+                    seen_origins.clone(),
+                    url.clone(),
+                );
+                tokio::spawn(async move {
+                    let c = Client::new();
+                    // Bounded: at most 20,000 requests or until stopped.
+                    for _ in 0..20_000 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        match c.request(Method::GET, &url, &[], "").await {
+                            Ok(r) if r.status == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                if let Some(name) = r.header("x-origin-name") {
+                                    seen.lock().unwrap().insert(name.to_string());
+                                }
+                            }
+                            Ok(r) => failed.lock().unwrap().push(format!("status {}", r.status)),
+                            Err(e) => failed.lock().unwrap().push(e),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            tasks,
+            seen_origins,
+        }
+    }
+
+    async fn finish(self) -> (usize, Vec<String>, std::collections::BTreeSet<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let failed = self.failed.lock().unwrap().clone();
+        let seen = self.seen_origins.lock().unwrap().clone();
+        (self.ok.load(Ordering::Relaxed), failed, seen)
+    }
+}
+
+async fn served_by(c: &Client, url: &str, name: &str) -> Option<()> {
+    (c.get(url).await.header("x-origin-name") == Some(name)).then_some(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_with_a_new_pool_takes_effect_without_dropping_requests() {
+    let (a, b) = (origin("a").await, origin("b").await);
+    let node = EdgeNode::start(BIN, &config(&a));
+    let url = node.url("web", "/obj/o.bin?size=20000");
+    let c = Client::new();
+    assert!(served_by(&c, &url, "a").await.is_some());
+
+    // A slow request in flight across the reload: 40 KiB dripped over ~2 s.
+    let slow_url = node.url("web", "/obj/slow.bin?size=40960&fault=drip%3D4096/200ms");
+    let slow = tokio::spawn(async move { Client::new().get(&slow_url).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let load = Load::start(url.clone(), 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.write_config(&config(&b));
+    node.signal(Signal::SIGHUP);
+    eventually(
+        Duration::from_secs(10),
+        "requests served by origin b",
+        || served_by(&c, &url, "b"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, failed, seen) = load.finish().await;
+    assert!(
+        failed.is_empty(),
+        "{} failed of {}: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 20, "{ok}");
+    assert!(seen.contains("a") && seen.contains("b"), "{seen:?}");
+
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status, 200);
+    assert_eq!(
+        slow.body.len(),
+        40960,
+        "the in-flight request finished on the old pool"
+    );
+    assert_eq!(slow.header("x-origin-name"), Some("a"));
+    node.wait_for_line("config reloaded on SIGHUP", Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_reload_applies_a_new_pool_and_a_bad_file_is_refused_while_serving_goes_on() {
+    let (a, b) = (origin("a").await, origin("b").await);
+    let node = EdgeNode::start(BIN, &config(&a));
+    let url = node.url("web", "/obj/x?size=10");
+    let c = Client::new();
+    let reload = || async {
+        c.request(
+            Method::POST,
+            &node.admin_url("/reload"),
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            "",
+        )
+        .await
+        .unwrap()
+    };
+
+    node.write_config(&config(&b));
+    let ok = reload().await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["status"], "applied");
+    assert!(
+        ok.json()["summary"]
+            .as_str()
+            .unwrap()
+            .contains("pools ~origin"),
+        "{}",
+        ok.text()
+    );
+    assert!(served_by(&c, &url, "b").await.is_some());
+
+    let load = Load::start(url.clone(), 2);
+    let broken = config(&a).replace(
+        "backends = [",
+        "backends = [{ address = \"127.0.0.1:9\", weight = 0 }, ",
+    );
+    node.write_config(&broken);
+    let bad = reload().await;
+    assert_eq!(bad.status, 422, "{}", bad.text());
+    let body = bad.json();
+    assert_eq!(body["status"], "rejected");
+    let diag = &body["diagnostics"][0];
+    assert_eq!(diag["path"], "pool[0].backends[0].weight", "{body}");
+    assert!(diag["line"].as_u64().unwrap() > 0);
+    assert!(body["text"].as_str().unwrap().contains("0 is too small"));
+    // The same errors `edge check` prints.
+    let check = std::process::Command::new(BIN)
+        .arg("check")
+        .arg(node.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stderr).contains(diag["message"].as_str().unwrap()));
+
+    let (ok_count, failed, seen) = load.finish().await;
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(ok_count > 0);
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec!["b".to_string()],
+        "still the old config"
+    );
+
+    // A config edge cannot build (an unresolvable host) is refused the same way.
+    node.write_config(&config(&a).replace(&format!("{}", a.addr()), "no-such-host.invalid:80"));
+    let unbuildable = reload().await;
+    assert_eq!(unbuildable.status, 422, "{}", unbuildable.text());
+    assert!(served_by(&c, &url, "b").await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutating_admin_calls_need_the_token() {
+    let o = origin("a").await;
+    let node = EdgeNode::start(BIN, &config(&o));
+    let c = Client::new();
+    let url = node.admin_url("/reload");
+    let none = c.request(Method::POST, &url, &[], "").await.unwrap();
+    assert_eq!(none.status, 401);
+    assert!(none.header("www-authenticate").is_some());
+    let wrong = c
+        .request(Method::POST, &url, &[("authorization", "Bearer nope")], "")
+        .await
+        .unwrap();
+    assert_eq!(wrong.status, 401);
+    // Reads are open, and the token never shows.
+    assert_eq!(c.get(&node.admin_url("/live")).await.status, 200);
+    assert_eq!(c.get(&node.admin_url("/ready")).await.status, 200);
+    let config = c.get(&node.admin_url("/config")).await;
+    assert_eq!(config.status, 200);
+    assert!(!config.text().contains(TOKEN));
+    assert_eq!(config.json()["admin"]["token"], "<redacted>");
+    assert_eq!(config.json()["pools"][0]["name"], "origin");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_token_mutating_calls_are_refused() {
+    let o = origin("a").await;
+    let node = EdgeNode::start(
+        BIN,
+        &config(&o).replace(&format!("token = \"{TOKEN}\""), ""),
+    );
+    let r = Client::new()
+        .request(
+            Method::POST,
+            &node.admin_url("/reload"),
+            &[("authorization", "Bearer anything")],
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_in_flight_requests_finish_then_exits() {
+    let o = origin("a").await;
+    let mut node = EdgeNode::start(BIN, &config(&o));
+    let slow_url = node.url("web", "/obj/slow.bin?size=20480&fault=drip%3D2048/150ms");
+    let slow = tokio::spawn(async move { Client::new().get(&slow_url).await });
+    let c = Client::new();
+    eventually(
+        Duration::from_secs(5),
+        "the slow request reaching the origin",
+        || async { (o.stats().in_flight > 0).then_some(()) },
+    )
+    .await;
+    let started = Instant::now();
+    node.signal(Signal::SIGTERM);
+    let r = slow.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 20480, "the in-flight request was not cut");
+    let status = node
+        .wait_exit(Duration::from_secs(15))
+        .expect("exits after draining");
+    assert!(status.success(), "{status:?}\n{}", node.output());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "did not wait out the whole grace period"
+    );
+    assert!(c
+        .request(Method::GET, &node.url("web", "/obj/x"), &[], "")
+        .await
+        .is_err());
+    assert!(node.output().contains("drained"), "{}", node.output());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listener_added_by_reload_serves_and_a_removed_one_stops() {
+    let o = origin("a").await;
+    let node = EdgeNode::start(BIN, &config(&o));
+    let extra = "\n[[listener]]\nname = \"web2\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n";
+    node.write_config(&format!("{}{extra}", config(&o)));
+    node.signal(Signal::SIGHUP);
+    node.wait_for(Duration::from_secs(10), "listener web2", |out| {
+        out.listeners.contains_key("web2")
+    });
+    let c = Client::new();
+    assert_eq!(c.get(&node.url("web2", "/obj/x?size=5")).await.status, 200);
+
+    let web2 = node.url("web2", "/obj/x?size=5");
+    node.write_config(&config(&o));
+    node.signal(Signal::SIGHUP);
+    eventually(
+        Duration::from_secs(10),
+        "web2 to stop accepting",
+        || async {
+            Client::without_keepalive()
+                .request(Method::GET, &web2, &[], "")
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(c.get(&node.url("web", "/obj/x?size=5")).await.status, 200);
+}
+
+#[test]
+fn a_config_with_errors_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nthreads = 0\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:2:11: server.threads"), "{err}");
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nkind = \"http\"\naddress = \"{}\"\n",
+            taken.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listener web: cannot listen on"), "{err}");
+}

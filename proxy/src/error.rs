@@ -1,0 +1,39 @@
+//! Errors building the request path from a config.
+
+use std::path::PathBuf;
+
+/// Why a config could not be turned into a running proxy. The running one
+/// stays as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("pool {pool}: backend {address}: cannot resolve: {source}")]
+    Resolve {
+        pool: String,
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("pool {pool}: backend {address}: resolves to no address")]
+    NoAddress { pool: String, address: String },
+    #[error("route {route}: {what}: {source}")]
+    Regex {
+        route: String,
+        what: String,
+        source: regex::Error,
+    },
+    #[error("route {route}: unknown pool {pool}")]
+    UnknownPool { route: String, pool: String },
+    #[error("listener {listener}: certificate {path}: {why}")]
+    Certificate {
+        listener: String,
+        path: PathBuf,
+        why: String,
+    },
+    #[error("listener {listener}: cannot listen on {address}: {source}")]
+    Bind {
+        listener: String,
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}

@@ -1,0 +1,130 @@
+//! TLS for `https` listeners: certificates chosen by SNI (exact names, then
+//! `*.` wildcards, then the default), TLS 1.2 and 1.3 only, ALPN h2 and
+//! http/1.1. Everything is loaded before serving, so a bad certificate is a
+//! build error and the running listener keeps its old one.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use pingora_core::listeners::tls::Acceptor;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::version::{TLS12, TLS13};
+use rustls::ServerConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::BuildError;
+
+/// Picks the certificate for a client's SNI.
+#[derive(Debug, Default)]
+pub struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// Keyed by the suffix after `*` (`.example.com`).
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl SniResolver {
+    pub fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase()) {
+            if let Some(k) = self.exact.get(&name) {
+                return Some(k.clone());
+            }
+            // `*.example.com` covers one label: a.example.com, not a.b.example.com.
+            if let Some((_, rest)) = name.split_once('.') {
+                if let Some(k) = self.wildcard.get(&format!(".{rest}")) {
+                    return Some(k.clone());
+                }
+            }
+        }
+        self.default.clone()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.pick(hello.server_name())
+    }
+}
+
+fn cert_error(listener: &str, path: &Path, why: impl Into<String>) -> BuildError {
+    BuildError::Certificate {
+        listener: listener.to_string(),
+        path: path.to_path_buf(),
+        why: why.into(),
+    }
+}
+
+/// Reads a PEM chain and key and checks that they belong together.
+pub fn load_certified_keys(
+    listener: &str,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<CertifiedKey>, BuildError> {
+    let cert_pem = std::fs::read(cert).map_err(|e| cert_error(listener, cert, e.to_string()))?;
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| cert_error(listener, cert, format!("not PEM: {e}")))?;
+    if chain.is_empty() {
+        return Err(cert_error(listener, cert, "no CERTIFICATE in the file"));
+    }
+    let key_pem = std::fs::read(key).map_err(|e| cert_error(listener, key, e.to_string()))?;
+    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| cert_error(listener, key, format!("not PEM: {e}")))?
+        .ok_or_else(|| cert_error(listener, key, "no PRIVATE KEY in the file"))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key_der)
+        .map_err(|e| cert_error(listener, key, format!("unsupported key: {e}")))?;
+    let certified = CertifiedKey::new(chain, signer);
+    certified.keys_match().map_err(|e| {
+        cert_error(
+            listener,
+            key,
+            format!("does not match {}: {e}", cert.display()),
+        )
+    })?;
+    Ok(Arc::new(certified))
+}
+
+/// A listener's TLS setup, ready to accept.
+pub struct TlsSettings {
+    pub acceptor: Acceptor,
+}
+
+impl TlsSettings {
+    /// Loads every certificate of an https listener.
+    pub fn build(listener: &str, https: &edge_config::HttpsListener) -> Result<Self, BuildError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut resolver = SniResolver::default();
+        for c in &https.certificates {
+            let key = load_certified_keys(listener, &c.cert, &c.key)?;
+            for name in &c.server_names {
+                match name.strip_prefix('*') {
+                    Some(suffix) => resolver.wildcard.insert(suffix.to_string(), key.clone()),
+                    None => resolver.exact.insert(name.clone(), key.clone()),
+                };
+            }
+            if c.default {
+                resolver.default = Some(key.clone());
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&TLS12, &TLS13])
+            .map_err(|e| BuildError::Certificate {
+                listener: listener.to_string(),
+                path: Default::default(),
+                why: e.to_string(),
+            })?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(resolver));
+        config.alpn_protocols = if https.http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        Ok(Self {
+            acceptor: Acceptor::from_server_config(Arc::new(config)),
+        })
+    }
+}

@@ -1,0 +1,180 @@
+//! Prometheus metrics of the request path. Handles for each route and pool
+//! are resolved when the route table is built, so a request does no label
+//! lookups.
+
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Status classes counted per route: 1xx…5xx, and 0 for no response sent.
+pub const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+pub fn class_index(status: u16) -> usize {
+    match status {
+        100..=599 => (status / 100) as usize,
+        _ => 0,
+    }
+}
+
+/// All proxy metric families, registered once per node.
+pub struct ProxyMetrics {
+    requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    response_bytes: IntCounterVec,
+    upstream_seconds: HistogramVec,
+    upstream_errors: IntCounterVec,
+    pub connections_open: IntGaugeVec,
+    pub connections_total: IntCounterVec,
+    pub connection_limit_hits: IntCounterVec,
+    pub tls_handshake_errors: IntCounterVec,
+}
+
+fn latency_buckets() -> Vec<f64> {
+    // 0.5 ms … ~33 s
+    exponential_buckets(0.0005, 2.0, 17).unwrap_or_default()
+}
+
+impl ProxyMetrics {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "edge_http_requests_total",
+                "HTTP requests by route, pool and status class",
+            ),
+            &["route", "pool", "class"],
+        )?;
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "edge_http_request_duration_seconds",
+                "Time from request to last byte sent, by route",
+            )
+            .buckets(latency_buckets()),
+            &["route"],
+        )?;
+        let response_bytes = IntCounterVec::new(
+            Opts::new(
+                "edge_http_response_body_bytes_total",
+                "Response body bytes sent to clients, by route",
+            ),
+            &["route"],
+        )?;
+        let upstream_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "edge_upstream_response_seconds",
+                "Time from sending a request upstream to its response header, by pool and backend",
+            )
+            .buckets(latency_buckets()),
+            &["pool", "backend"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "edge_upstream_errors_total",
+                "Failed upstream attempts, by pool, backend and kind",
+            ),
+            &["pool", "backend", "kind"],
+        )?;
+        let connections_open = IntGaugeVec::new(
+            Opts::new(
+                "edge_connections_open",
+                "Client connections open, by listener",
+            ),
+            &["listener"],
+        )?;
+        let connections_total = IntCounterVec::new(
+            Opts::new(
+                "edge_connections_total",
+                "Client connections accepted, by listener",
+            ),
+            &["listener"],
+        )?;
+        let connection_limit_hits = IntCounterVec::new(
+            Opts::new(
+                "edge_connection_limit_reached_total",
+                "Times a listener stopped accepting because max_connections were open",
+            ),
+            &["listener"],
+        )?;
+        let tls_handshake_errors = IntCounterVec::new(
+            Opts::new(
+                "edge_tls_handshake_errors_total",
+                "Failed or timed-out TLS handshakes, by listener",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_seconds.clone()))?;
+        registry.register(Box::new(response_bytes.clone()))?;
+        registry.register(Box::new(upstream_seconds.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(connections_total.clone()))?;
+        registry.register(Box::new(connection_limit_hits.clone()))?;
+        registry.register(Box::new(tls_handshake_errors.clone()))?;
+        Ok(Self {
+            requests,
+            request_seconds,
+            response_bytes,
+            upstream_seconds,
+            upstream_errors,
+            connections_open,
+            connections_total,
+            connection_limit_hits,
+            tls_handshake_errors,
+        })
+    }
+
+    pub fn route(&self, route: &str, pool: &str) -> RouteMetrics {
+        RouteMetrics {
+            by_class: CLASSES.map(|c| self.requests.with_label_values(&[route, pool, c])),
+            seconds: self.request_seconds.with_label_values(&[route]),
+            bytes: self.response_bytes.with_label_values(&[route]),
+        }
+    }
+
+    pub fn backend(&self, pool: &str, backend: &str) -> BackendMetrics {
+        BackendMetrics {
+            upstream_seconds: self.upstream_seconds.with_label_values(&[pool, backend]),
+            connect_errors: self
+                .upstream_errors
+                .with_label_values(&[pool, backend, "connect"]),
+            proxy_errors: self
+                .upstream_errors
+                .with_label_values(&[pool, backend, "proxy"]),
+        }
+    }
+
+    pub fn listener(&self, listener: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            open: self.connections_open.with_label_values(&[listener]),
+            total: self.connections_total.with_label_values(&[listener]),
+            limit_hits: self.connection_limit_hits.with_label_values(&[listener]),
+            tls_errors: self.tls_handshake_errors.with_label_values(&[listener]),
+        }
+    }
+}
+
+/// Per-route handles.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    pub by_class: [IntCounter; 6],
+    pub seconds: Histogram,
+    pub bytes: IntCounter,
+}
+
+/// Per-backend handles.
+#[derive(Clone)]
+pub struct BackendMetrics {
+    pub upstream_seconds: Histogram,
+    pub connect_errors: IntCounter,
+    pub proxy_errors: IntCounter,
+}
+
+/// Per-listener handles.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    pub open: IntGauge,
+    pub total: IntCounter,
+    pub limit_hits: IntCounter,
+    pub tls_errors: IntCounter,
+}

@@ -1,0 +1,185 @@
+//! The route table: compiled once per config (regexes built, pools and metric
+//! handles resolved) and swapped whole on reload. Matching is a scan in
+//! priority order; the first route whose every condition holds wins.
+
+pub mod matcher;
+
+use std::sync::Arc;
+
+use edge_config::{HeaderOps, PathRewrite, Route, RouteAction, RouteCache};
+use http::HeaderName;
+
+use crate::error::BuildError;
+use crate::metrics::{ProxyMetrics, RouteMetrics};
+pub use matcher::{Matcher, RequestView};
+
+/// One route, ready to match.
+pub struct CompiledRoute {
+    pub name: String,
+    pub matcher: Matcher,
+    pub action: Action,
+    pub rewrite: Option<PathRewrite>,
+    pub request_headers: CompiledHeaderOps,
+    pub response_headers: CompiledHeaderOps,
+    pub cache: RouteCache,
+    pub config: Route,
+    pub metrics: RouteMetrics,
+}
+
+/// What a matched route does.
+pub enum Action {
+    /// Proxy to the pool at this index of the proxy state's pools.
+    Proxy { pool: usize },
+    Redirect {
+        to: Option<String>,
+        scheme: Option<String>,
+        status: u16,
+    },
+    Respond {
+        status: u16,
+        body: bytes::Bytes,
+        content_type: String,
+    },
+}
+
+/// Header edits with names parsed once.
+#[derive(Default, Clone)]
+pub struct CompiledHeaderOps {
+    pub remove: Vec<HeaderName>,
+    pub set: Vec<(HeaderName, http::HeaderValue)>,
+    pub add: Vec<(HeaderName, http::HeaderValue)>,
+}
+
+impl CompiledHeaderOps {
+    fn compile(ops: &HeaderOps) -> Self {
+        let pair = |(n, v): &(String, String)| {
+            Some((
+                HeaderName::from_bytes(n.as_bytes()).ok()?,
+                http::HeaderValue::from_str(v).ok()?,
+            ))
+        };
+        Self {
+            remove: ops
+                .remove
+                .iter()
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                .collect(),
+            set: ops.set.iter().filter_map(pair).collect(),
+            add: ops.add.iter().filter_map(pair).collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+}
+
+/// All routes, in evaluation order.
+pub struct RouteTable {
+    routes: Vec<Arc<CompiledRoute>>,
+    /// Whether any route looks at cookies (else they are never parsed).
+    pub needs_cookies: bool,
+}
+
+impl RouteTable {
+    /// `pool_index` maps a pool name to its index in the proxy state.
+    pub fn compile(
+        routes: &[Route],
+        pool_index: impl Fn(&str) -> Option<usize>,
+        metrics: &ProxyMetrics,
+    ) -> Result<Self, BuildError> {
+        let mut out = Vec::with_capacity(routes.len());
+        for route in routes {
+            let matcher = Matcher::compile(&route.name, &route.matcher)?;
+            let (action, pool_name) = match &route.action {
+                RouteAction::Proxy { pool } => {
+                    let index = pool_index(pool).ok_or_else(|| BuildError::UnknownPool {
+                        route: route.name.clone(),
+                        pool: pool.clone(),
+                    })?;
+                    (Action::Proxy { pool: index }, pool.as_str())
+                }
+                RouteAction::Redirect { to, scheme, status } => (
+                    Action::Redirect {
+                        to: to.clone(),
+                        scheme: scheme.clone(),
+                        status: *status,
+                    },
+                    "",
+                ),
+                RouteAction::Respond {
+                    status,
+                    body,
+                    content_type,
+                } => (
+                    Action::Respond {
+                        status: *status,
+                        body: bytes::Bytes::from(body.clone()),
+                        content_type: content_type.clone(),
+                    },
+                    "",
+                ),
+            };
+            out.push(Arc::new(CompiledRoute {
+                name: route.name.clone(),
+                matcher,
+                action,
+                rewrite: route.path_rewrite.clone(),
+                request_headers: CompiledHeaderOps::compile(&route.request_headers),
+                response_headers: CompiledHeaderOps::compile(&route.response_headers),
+                cache: route.cache.clone(),
+                config: route.clone(),
+                metrics: metrics.route(&route.name, pool_name),
+            }));
+        }
+        let needs_cookies = out.iter().any(|r| r.matcher.uses_cookies());
+        Ok(Self {
+            routes: out,
+            needs_cookies,
+        })
+    }
+
+    /// The first route matching the request.
+    pub fn find(&self, req: &RequestView<'_>) -> Option<&Arc<CompiledRoute>> {
+        self.routes.iter().find(|r| r.matcher.matches(req))
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<CompiledRoute>> {
+        self.routes.iter()
+    }
+}
+
+/// The path after a route's rewrite.
+pub fn rewrite_path(rewrite: &PathRewrite, path: &str) -> String {
+    match rewrite {
+        PathRewrite::StripPrefix(prefix) => match path.strip_prefix(prefix.as_str()) {
+            Some(rest) if rest.starts_with('/') => rest.to_string(),
+            Some(rest) => format!("/{rest}"),
+            None => path.to_string(),
+        },
+        PathRewrite::Replace(new) => new.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_prefix_keeps_a_leading_slash() {
+        let strip = PathRewrite::StripPrefix("/api".into());
+        assert_eq!(rewrite_path(&strip, "/api/users"), "/users");
+        assert_eq!(rewrite_path(&strip, "/api"), "/");
+        assert_eq!(rewrite_path(&strip, "/apiv2"), "/v2");
+        assert_eq!(rewrite_path(&strip, "/other"), "/other");
+        assert_eq!(rewrite_path(&PathRewrite::Replace("/x".into()), "/y"), "/x");
+    }
+}

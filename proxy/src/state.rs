@@ -1,0 +1,100 @@
+//! The proxy's hot state: one config generation of routes and pools, built
+//! aside and swapped in whole. A request holds the generation it started with
+//! until it ends, so a reload never changes a request halfway.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use edge_config::Config;
+
+use crate::error::BuildError;
+use crate::metrics::{ProxyMetrics, RouteMetrics};
+use crate::pool::{BackendRegistry, Pool};
+use crate::route::RouteTable;
+
+/// One generation of routes and pools.
+pub struct ProxyState {
+    pub generation: u64,
+    pub routes: RouteTable,
+    pub pools: Vec<Arc<Pool>>,
+}
+
+impl ProxyState {
+    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+/// The long-lived proxy: the current state, metrics, and what outlives reloads.
+pub struct Proxy {
+    state: ArcSwap<ProxyState>,
+    generation: AtomicU64,
+    pub metrics: Arc<ProxyMetrics>,
+    /// Counters for requests no route matched.
+    pub unmatched: RouteMetrics,
+    pub backends: BackendRegistry,
+    access_log: AtomicBool,
+}
+
+impl Proxy {
+    /// An empty proxy (no routes: every request gets 404) whose metrics are
+    /// registered in `registry`.
+    pub fn new(registry: &prometheus::Registry) -> Result<Arc<Self>, BuildError> {
+        let metrics = Arc::new(ProxyMetrics::new(registry)?);
+        let empty = ProxyState {
+            generation: 0,
+            routes: RouteTable::compile(&[], |_| None, &metrics)?,
+            pools: Vec::new(),
+        };
+        Ok(Arc::new(Self {
+            state: ArcSwap::from_pointee(empty),
+            generation: AtomicU64::new(0),
+            unmatched: metrics.route("-", "-"),
+            metrics,
+            backends: BackendRegistry::default(),
+            access_log: AtomicBool::new(true),
+        }))
+    }
+
+    /// Builds the state for `config` without installing it. Resolves backend
+    /// host names, so it may block.
+    pub fn build(&self, config: &Config) -> Result<ProxyState, BuildError> {
+        let mut pools = Vec::with_capacity(config.pools.len());
+        for p in &config.pools {
+            pools.push(Arc::new(Pool::build(p, &self.backends, &self.metrics)?));
+        }
+        let routes = RouteTable::compile(
+            &config.routes,
+            |name| pools.iter().position(|p| p.name == name),
+            &self.metrics,
+        )?;
+        Ok(ProxyState {
+            generation: self.generation.load(Ordering::Relaxed) + 1,
+            routes,
+            pools,
+        })
+    }
+
+    /// Makes `state` current. Requests already running keep theirs.
+    pub fn install(&self, state: ProxyState, config: &Config) {
+        self.generation.store(state.generation, Ordering::Relaxed);
+        let live: Vec<(String, String)> = state
+            .pools
+            .iter()
+            .flat_map(|p| p.backends.iter().map(|b| (p.name.clone(), b.label.clone())))
+            .collect();
+        self.state.store(Arc::new(state));
+        self.backends.retain(&live);
+        self.access_log
+            .store(config.server.access_log, Ordering::Relaxed);
+    }
+
+    pub fn state(&self) -> Arc<ProxyState> {
+        self.state.load_full()
+    }
+
+    pub fn access_log(&self) -> bool {
+        self.access_log.load(Ordering::Relaxed)
+    }
+}

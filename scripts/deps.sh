@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Makes sure what edge's build and tests need is installed.
+#   scripts/deps.sh build    cmake (pingora's zlib-ng), rustfmt, clippy
+#   scripts/deps.sh test     the above, and the servers the tests start
+#   scripts/deps.sh bench    the above, and the peers benchmarks compare with
+# As root, missing Debian packages are installed with apt-get; otherwise the
+# script says what to install and exits 1.
+set -euo pipefail
+
+want=${1:-build}
+missing_pkgs=()
+
+need_cmd() { # command package
+  command -v "$1" >/dev/null 2>&1 || missing_pkgs+=("$2")
+}
+
+need_cmd cmake cmake
+need_cmd cc gcc
+need_cmd make make
+if [[ $want == test || $want == bench ]]; then
+  need_cmd redis-server redis-server
+fi
+if [[ $want == bench ]]; then
+  need_cmd nginx nginx
+  need_cmd haproxy haproxy
+  need_cmd varnishd varnish
+  need_cmd wrk wrk
+  need_cmd dnsperf dnsperf
+  need_cmd pdns_server pdns-server
+  [[ -e /usr/lib/x86_64-linux-gnu/pdns/libgeoipbackend.so || -e /usr/lib/pdns/libgeoipbackend.so ]] || missing_pkgs+=(pdns-backend-geoip)
+  need_cmd nsd nsd
+  need_cmd taskset util-linux
+fi
+
+if ((${#missing_pkgs[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: ${missing_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing_pkgs[@]}" >/dev/null
+    # Packaged servers must not keep running as system services.
+    for svc in redis-server nginx haproxy varnish pdns nsd; do
+      systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
+    done
+  else
+    echo "edge needs these Debian packages: ${missing_pkgs[*]}" >&2
+    echo "install them with:  sudo apt-get install ${missing_pkgs[*]}" >&2
+    exit 1
+  fi
+fi
+
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1; then
+      rustup component add "$component"
+    else
+      echo "edge needs the Rust component $component (rustup component add $component)" >&2
+      exit 1
+    fi
+  fi
+done
