@@ -4,6 +4,8 @@
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
+# Where cargo puts the binary (CARGO_TARGET_DIR is honoured).
+EDGE_BIN := $(or $(CARGO_TARGET_DIR),target)/debug/edge
 
 .PHONY: demo test deps-build deps-test deps-bench build fmt clippy check-configs unit bench clean
 
@@ -31,7 +33,7 @@ clippy:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 check-configs: build
-	scripts/check-configs.sh target/debug/edge
+	scripts/check-configs.sh $(EDGE_BIN)
 
 unit:
 	$(CARGO) test --locked --workspace
