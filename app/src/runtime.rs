@@ -12,9 +12,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use edge_config::{Config, ConfigDiff, Diagnostics, Listener, ListenerKind, Secret};
+use edge_proxy::collector::PoolCollector;
 use edge_proxy::listen::{
     BoundListener, ConnectionHandler, HttpHandler, ListenerControl, TlsSettings,
 };
+use edge_proxy::pool::health::{self, HealthChecks};
 use edge_proxy::{BuildError, EdgeProxy, Proxy};
 use pingora_core::server::configuration::ServerConf;
 use prometheus::{Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
@@ -96,14 +98,27 @@ pub struct Runtime {
     ready: AtomicBool,
     /// The admin token, resolved (from the environment if so configured) at apply.
     admin_token: ArcSwap<Option<Secret>>,
+    /// Active health checks of the running generation.
+    health: parking_lot::Mutex<HealthChecks>,
+    /// HTTP handlers by listener name.
+    http_handlers: parking_lot::Mutex<HashMap<String, Arc<HttpHandler>>>,
+}
+
+/// A listener's connection handler, and the HTTP one behind it if any (to
+/// renew its certificates in place).
+struct Handler {
+    dyn_handler: Arc<dyn ConnectionHandler>,
+    http: Option<Arc<HttpHandler>>,
 }
 
 /// What one apply does to the listeners, decided before anything changes.
 struct ListenerPlan {
     /// Sockets to start (new listeners, or ones whose address moved).
-    bind: Vec<(Listener, BoundListener, Arc<dyn ConnectionHandler>)>,
+    bind: Vec<(Listener, BoundListener, Handler)>,
     /// Same socket, new settings.
-    replace: Vec<(String, Arc<dyn ConnectionHandler>)>,
+    replace: Vec<(String, Handler)>,
+    /// Same settings; certificate files read again (they may have been renewed).
+    renew: Vec<(String, TlsSettings)>,
     /// Stop accepting.
     remove: Vec<String>,
 }
@@ -117,6 +132,7 @@ impl Runtime {
         let registry = Registry::new();
         let proxy = Proxy::new(&registry)?;
         let metrics = RuntimeMetrics::new(&registry)?;
+        registry.register(Box::new(PoolCollector::new(&proxy)))?;
         Ok(Arc::new(Self {
             config: ArcSwap::from_pointee(Config::empty()),
             source,
@@ -128,6 +144,8 @@ impl Runtime {
             apply_lock: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
             admin_token: ArcSwap::from_pointee(None),
+            health: parking_lot::Mutex::new(HealthChecks::default()),
+            http_handlers: parking_lot::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -209,18 +227,36 @@ impl Runtime {
 
         // Commit: nothing below can fail.
         self.proxy.install(state, &new);
+        let checks = health::spawn(&self.proxy.state(), &tokio::runtime::Handle::current());
+        *self.health.lock() = checks;
+        let mut http_handlers = self.http_handlers.lock();
         for name in &plan.remove {
             self.listeners.remove(name);
+            http_handlers.remove(name);
         }
         for (name, handler) in plan.replace {
-            self.listeners.replace_handler(&name, handler);
+            self.listeners.replace_handler(&name, handler.dyn_handler);
+            match handler.http {
+                Some(h) => http_handlers.insert(name, h),
+                None => http_handlers.remove(&name),
+            };
+        }
+        for (name, tls) in plan.renew {
+            if let Some(h) = http_handlers.get(&name) {
+                h.set_tls(Some(tls));
+            }
         }
         for (listener, bound, handler) in plan.bind {
             let addr = bound.local_addr;
             let max = listener.kind.http().map_or(10_000, |h| h.max_connections);
-            self.listeners.add(bound, handler, max);
+            self.listeners.add(bound, handler.dyn_handler, max);
+            match handler.http {
+                Some(h) => http_handlers.insert(listener.name.clone(), h),
+                None => http_handlers.remove(&listener.name),
+            };
             announce(listener.kind_name(), &listener.name, addr);
         }
+        drop(http_handlers);
         self.config.store(new);
         self.admin_token.store(Arc::new(admin_token));
         self.metrics.generation.inc();
@@ -263,33 +299,8 @@ fn unsupported(config: &Config) -> Vec<String> {
         }
     }
     for p in &config.pools {
-        if !matches!(p.algorithm, edge_config::Algorithm::RoundRobin) {
-            out.push(format!(
-                "pool {}: algorithm \"{}\" (round_robin is served)",
-                p.name,
-                p.algorithm.name()
-            ));
-        }
-        if p.health_check.is_some() {
-            out.push(format!("pool {}: health_check", p.name));
-        }
-        if p.outlier_detection.is_some() {
-            out.push(format!("pool {}: outlier_detection", p.name));
-        }
-        if p.circuit_breaker != edge_config::CircuitBreaker::default() {
-            out.push(format!("pool {}: circuit_breaker", p.name));
-        }
-        if p.load_feedback.is_some() {
-            out.push(format!("pool {}: load_feedback", p.name));
-        }
         if p.proxy_protocol.is_some() {
             out.push(format!("pool {}: proxy_protocol", p.name));
-        }
-        if p.max_connections_per_backend > 0 {
-            out.push(format!("pool {}: max_connections_per_backend", p.name));
-        }
-        if p.tls.as_ref().is_some_and(|t| t.ca_file.is_some()) {
-            out.push(format!("pool {}: tls.ca_file", p.name));
         }
     }
     for r in &config.routes {
@@ -313,33 +324,37 @@ fn handler_for(
     listener: &Listener,
     proxy: &Arc<Proxy>,
     conf: &Arc<ServerConf>,
-) -> Result<Arc<dyn ConnectionHandler>, BuildError> {
+) -> Result<Handler, BuildError> {
     let metrics = proxy.metrics.listener(&listener.name);
+    let http = |h: Arc<HttpHandler>| Handler {
+        dyn_handler: h.clone(),
+        http: Some(h),
+    };
     match &listener.kind {
-        ListenerKind::Http(http) => {
-            let edge = EdgeProxy::new(proxy.clone(), &listener.name, false, &http.limits);
-            Ok(HttpHandler::new(
+        ListenerKind::Http(l) => {
+            let edge = EdgeProxy::new(proxy.clone(), &listener.name, false, &l.limits);
+            Ok(http(HttpHandler::new(
                 &listener.name,
                 edge,
                 conf,
-                http,
+                l,
                 None,
                 metrics,
-            ))
+            )))
         }
         ListenerKind::Https(https) => {
             let tls = TlsSettings::build(&listener.name, https)?;
             let edge = EdgeProxy::new(proxy.clone(), &listener.name, true, &https.http.limits);
-            Ok(HttpHandler::new(
+            Ok(http(HttpHandler::new(
                 &listener.name,
                 edge,
                 conf,
                 &https.http,
                 Some(tls),
                 metrics,
-            ))
+            )))
         }
-        // Rejected before planning.
+        // Refused before planning (see `unsupported`).
         ListenerKind::Tcp(_) | ListenerKind::Dns => Err(BuildError::Bind {
             listener: listener.name.clone(),
             address: listener.address,
@@ -361,6 +376,7 @@ fn plan_listeners(
     let mut plan = ListenerPlan {
         bind: Vec::new(),
         replace: Vec::new(),
+        renew: Vec::new(),
         remove: Vec::new(),
     };
     for l in &new.listeners {
@@ -369,15 +385,13 @@ fn plan_listeners(
                 if *o != l {
                     plan.replace
                         .push((l.name.clone(), handler_for(l, proxy, conf)?));
+                } else if let ListenerKind::Https(https) = &l.kind {
+                    plan.renew
+                        .push((l.name.clone(), TlsSettings::build(&l.name, https)?));
                 }
             }
-            Some(_) => {
-                // Moved: the new socket is bound before the old one closes.
-                let bound = BoundListener::bind(&l.name, l.address)?;
-                plan.bind
-                    .push((l.clone(), bound, handler_for(l, proxy, conf)?));
-            }
-            None => {
+            // New, or moved: the new socket is bound before the old one closes.
+            _ => {
                 let bound = BoundListener::bind(&l.name, l.address)?;
                 plan.bind
                     .push((l.clone(), bound, handler_for(l, proxy, conf)?));

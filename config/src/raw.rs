@@ -265,7 +265,7 @@ pub(crate) struct RawRetry {
     pub backoff: Option<S<Scalar>>,
     pub max_backoff: Option<S<Scalar>>,
     pub budget_percent: Option<S<i64>>,
-    pub min_retries_per_second: Option<S<i64>>,
+    pub min_concurrent_retries: Option<S<i64>>,
     pub non_idempotent: Option<bool>,
 }
 
@@ -304,6 +304,7 @@ pub(crate) struct RawRoute {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMatch {
+    pub listeners: Option<Vec<S<String>>>,
     pub host: Option<S<OneOrMany>>,
     pub path_prefix: Option<S<String>>,
     pub path_exact: Option<S<String>>,

@@ -11,6 +11,7 @@
 //! adds one [`listen::HttpHandler`] per HTTP listener and hands the
 //! [`listen::ListenerService`] to a pingora `Server`.
 
+pub mod collector;
 pub mod error;
 pub mod listen;
 pub mod metrics;
@@ -18,6 +19,7 @@ pub mod pool;
 pub mod route;
 pub mod service;
 pub mod state;
+mod upstream_tls;
 
 pub use error::BuildError;
 pub use service::EdgeProxy;

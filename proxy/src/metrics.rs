@@ -24,6 +24,10 @@ pub struct ProxyMetrics {
     response_bytes: IntCounterVec,
     upstream_seconds: HistogramVec,
     upstream_errors: IntCounterVec,
+    retries: IntCounterVec,
+    budget_exhausted: IntCounterVec,
+    rejections: IntCounterVec,
+    ejections: IntCounterVec,
     pub connections_open: IntGaugeVec,
     pub connections_total: IntCounterVec,
     pub connection_limit_hits: IntCounterVec,
@@ -74,6 +78,31 @@ impl ProxyMetrics {
             ),
             &["pool", "backend", "kind"],
         )?;
+        let retries = IntCounterVec::new(
+            Opts::new("edge_upstream_retries_total", "Retry attempts, by pool"),
+            &["pool"],
+        )?;
+        let budget_exhausted = IntCounterVec::new(
+            Opts::new(
+                "edge_retry_budget_exhausted_total",
+                "Retries not made because the retry budget was spent, by pool",
+            ),
+            &["pool"],
+        )?;
+        let rejections = IntCounterVec::new(
+            Opts::new(
+                "edge_pool_rejections_total",
+                "Requests answered by edge because the pool could not take them, by pool and reason",
+            ),
+            &["pool", "reason"],
+        )?;
+        let ejections = IntCounterVec::new(
+            Opts::new(
+                "edge_outlier_ejections_total",
+                "Backends ejected by outlier detection, by pool and backend",
+            ),
+            &["pool", "backend"],
+        )?;
         let connections_open = IntGaugeVec::new(
             Opts::new(
                 "edge_connections_open",
@@ -107,6 +136,10 @@ impl ProxyMetrics {
         registry.register(Box::new(response_bytes.clone()))?;
         registry.register(Box::new(upstream_seconds.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(budget_exhausted.clone()))?;
+        registry.register(Box::new(rejections.clone()))?;
+        registry.register(Box::new(ejections.clone()))?;
         registry.register(Box::new(connections_open.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
         registry.register(Box::new(connection_limit_hits.clone()))?;
@@ -117,6 +150,10 @@ impl ProxyMetrics {
             response_bytes,
             upstream_seconds,
             upstream_errors,
+            retries,
+            budget_exhausted,
+            rejections,
+            ejections,
             connections_open,
             connections_total,
             connection_limit_hits,
@@ -132,8 +169,19 @@ impl ProxyMetrics {
         }
     }
 
+    pub fn pool(&self, pool: &str) -> PoolMetrics {
+        PoolMetrics {
+            retries: self.retries.with_label_values(&[pool]),
+            budget_exhausted: self.budget_exhausted.with_label_values(&[pool]),
+            overflow: self.rejections.with_label_values(&[pool, "overflow"]),
+            no_backend: self.rejections.with_label_values(&[pool, "no_backend"]),
+            breaker_open: self.rejections.with_label_values(&[pool, "breaker_open"]),
+        }
+    }
+
     pub fn backend(&self, pool: &str, backend: &str) -> BackendMetrics {
         BackendMetrics {
+            ejections: self.ejections.with_label_values(&[pool, backend]),
             upstream_seconds: self.upstream_seconds.with_label_values(&[pool, backend]),
             connect_errors: self
                 .upstream_errors
@@ -162,9 +210,20 @@ pub struct RouteMetrics {
     pub bytes: IntCounter,
 }
 
+/// Per-pool handles.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    pub retries: IntCounter,
+    pub budget_exhausted: IntCounter,
+    pub overflow: IntCounter,
+    pub no_backend: IntCounter,
+    pub breaker_open: IntCounter,
+}
+
 /// Per-backend handles.
 #[derive(Clone)]
 pub struct BackendMetrics {
+    pub ejections: IntCounter,
     pub upstream_seconds: Histogram,
     pub connect_errors: IntCounter,
     pub proxy_errors: IntCounter,

@@ -2,13 +2,18 @@
 //! and call into routes, pools and metrics.
 //!
 //! ```text
-//! request_filter         route match; direct responses and redirects end here
-//! upstream_peer          pick a backend of the route's pool (a retry picks another)
-//! upstream_request_filter path rewrite, header edits, Host, X-Forwarded-*
-//! upstream_response_filter upstream latency
-//! response_filter        response header edits
-//! fail_to_connect        count, decide whether to retry elsewhere
-//! logging                per-route counters and histograms, access log
+//! early_request_filter     keep-alive timeout of the listener
+//! request_filter           route match; direct responses and redirects end here
+//! upstream_peer            first try: the pool's request limit; a retry: backoff.
+//!                          Then pick a usable backend not tried yet
+//! upstream_request_filter  path rewrite, header edits, Host, X-Forwarded-*
+//! upstream_response_filter latency, load feedback, the attempt's outcome;
+//!                          a 5xx the policy retries becomes a retryable error
+//! response_filter          response header edits, sticky cookie
+//! fail_to_connect          outcome; retry elsewhere if the policy allows
+//! error_while_proxy        outcome; retry elsewhere if the policy allows
+//! fail_to_proxy            edge's own 502/503/504 (with Retry-After)
+//! logging                  counters, histograms, access log; release slots
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -18,18 +23,18 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use edge_config::Timeouts;
+use edge_config::{Algorithm, HashKey, Retry, RetryOn, Timeouts};
 use http::Uri;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::metrics::class_index;
-use crate::pool::{BackendStats, Pool};
-use crate::route::{
-    matcher::parse_cookies, rewrite_path, Action, CompiledHeaderOps, CompiledRoute, RequestView,
-};
+use crate::pool::{Outcome, Overflow, Pick, Pool, Unavailable};
+use crate::route::matcher::{parse_cookies, query_value};
+use crate::route::{rewrite_path, Action, CompiledHeaderOps, CompiledRoute, RequestView};
 use crate::state::{Proxy, ProxyState};
 
 /// The `ProxyHttp` of one listener.
@@ -56,36 +61,53 @@ impl EdgeProxy {
     }
 }
 
+/// Why edge answered instead of a backend.
+#[derive(Debug, Clone, PartialEq)]
+enum Failure {
+    Unavailable(Unavailable),
+    Overflow(Overflow),
+    Deadline,
+}
+
+/// One try against one backend.
+struct Attempt {
+    index: usize,
+    probe: bool,
+    retry: bool,
+    recorded: bool,
+}
+
 /// Per-request state.
 pub struct RequestCtx {
     start: Instant,
     state: Option<Arc<ProxyState>>,
     route: Option<Arc<CompiledRoute>>,
     pool: Option<Arc<Pool>>,
-    /// Backends tried for this request, by index in the pool; the last is current.
+    /// Backends tried, by index in the pool; the last is current.
     tried: Vec<usize>,
-    in_flight: Option<Arc<BackendStats>>,
+    attempt: Option<Attempt>,
+    retries: u32,
+    permit: Option<OwnedSemaphorePermit>,
+    counted_active: bool,
+    deadline: Option<Instant>,
+    hash_key: Option<Vec<u8>>,
+    sticky: Option<String>,
+    set_sticky: Option<String>,
     upstream_sent: Option<Instant>,
     upstream_seconds: Option<f64>,
+    /// The current error is a response turned into a retry (see `upstream_response_filter`).
+    retrying_response: bool,
+    /// A retry was decided and counted in the budget; its attempt has not started.
+    retry_reserved: bool,
+    failure: Option<Failure>,
 }
 
 impl RequestCtx {
     fn backend_label(&self) -> &str {
-        match (&self.pool, self.tried.last()) {
-            (Some(p), Some(i)) => p.backends.get(*i).map_or("-", |b| b.label.as_str()),
+        match (&self.pool, &self.attempt) {
+            (Some(p), Some(a)) => p.backends.get(a.index).map_or("-", |b| b.label.as_str()),
             _ => "-",
         }
-    }
-
-    fn set_in_flight(&mut self, stats: Option<Arc<BackendStats>>) {
-        if let Some(old) = self.in_flight.take() {
-            old.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
-        if let Some(new) = &stats {
-            new.in_flight.fetch_add(1, Ordering::Relaxed);
-            new.requests.fetch_add(1, Ordering::Relaxed);
-        }
-        self.in_flight = stats;
     }
 
     fn timeouts<'a>(&'a self, pool: &'a Pool) -> &'a Timeouts {
@@ -95,18 +117,107 @@ impl RequestCtx {
             .unwrap_or(&pool.config.timeouts)
     }
 
-    fn retry_attempts(&self, pool: &Pool) -> u32 {
+    fn retry_policy<'a>(&'a self, pool: &'a Pool) -> &'a Retry {
         self.route
             .as_ref()
             .and_then(|r| r.config.retry.as_ref())
             .unwrap_or(&pool.config.retry)
-            .attempts
+    }
+
+    /// Counts a decided retry in the budget from now until its attempt ends,
+    /// backoff included.
+    fn reserve_retry(&mut self) {
+        if let Some(pool) = &self.pool {
+            if !self.retry_reserved {
+                pool.counters.retries.fetch_add(1, Ordering::Relaxed);
+                self.retry_reserved = true;
+            }
+        }
+    }
+
+    fn start_attempt(&mut self, pool: &Pool, pick: Pick, retry: bool) {
+        let b = &pool.backends[pick.index];
+        b.state.in_flight.fetch_add(1, Ordering::Relaxed);
+        b.state.requests.fetch_add(1, Ordering::Relaxed);
+        if retry && !std::mem::take(&mut self.retry_reserved) {
+            pool.counters.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        self.attempt = Some(Attempt {
+            index: pick.index,
+            probe: pick.probe,
+            retry,
+            recorded: false,
+        });
+    }
+
+    /// Records how the current attempt ended (once), for outlier detection,
+    /// the breaker and selection.
+    fn record(&mut self, outcome: Outcome) {
+        let (Some(pool), Some(attempt)) = (&self.pool, &mut self.attempt) else {
+            return;
+        };
+        if attempt.recorded {
+            return;
+        }
+        attempt.recorded = true;
+        let b = &pool.backends[attempt.index];
+        let verdict = b.state.record(
+            outcome,
+            attempt.probe,
+            Instant::now(),
+            pool.config.outlier_detection.as_ref(),
+            &pool.config.circuit_breaker,
+        );
+        if verdict.eject {
+            if let Some(d) = pool.try_eject(attempt.index) {
+                b.metrics.ejections.inc();
+                tracing::warn!(pool = %pool.name, backend = %b.label, duration = ?d, "backend ejected by outlier detection");
+            }
+        }
+        if verdict.breaker_opened {
+            tracing::warn!(pool = %pool.name, backend = %b.label, "circuit breaker opened");
+        }
+        if verdict.breaker_closed {
+            tracing::info!(pool = %pool.name, backend = %b.label, "circuit breaker closed");
+        }
+    }
+
+    /// Ends the current attempt: its in-flight slot, its retry slot, and a
+    /// half-open probe slot it never used.
+    fn finish_attempt(&mut self) {
+        let (Some(pool), Some(attempt)) = (&self.pool, self.attempt.take()) else {
+            return;
+        };
+        let b = &pool.backends[attempt.index];
+        b.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if attempt.retry {
+            pool.counters.retries.fetch_sub(1, Ordering::Relaxed);
+        }
+        if attempt.probe && !attempt.recorded {
+            b.state.breaker_release_probe();
+        }
+    }
+
+    fn release(&mut self) {
+        self.finish_attempt();
+        if std::mem::take(&mut self.retry_reserved) {
+            if let Some(pool) = &self.pool {
+                pool.counters.retries.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if self.counted_active {
+            if let Some(pool) = &self.pool {
+                pool.counters.active.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.counted_active = false;
+        }
+        self.permit = None;
     }
 }
 
 impl Drop for RequestCtx {
     fn drop(&mut self) {
-        self.set_in_flight(None);
+        self.release();
     }
 }
 
@@ -236,6 +347,91 @@ fn redirect_location(
     }
 }
 
+/// The hash input of ring algorithms; a missing key spreads at random.
+fn hash_key(pool: &Pool, session: &Session) -> Option<Vec<u8>> {
+    let req = session.req_header();
+    let key = match &pool.config.algorithm {
+        Algorithm::SourceIpHash => client_ip(session).map(|ip| ip.to_string().into_bytes()),
+        Algorithm::ConsistentHash { key } => match key {
+            HashKey::Uri => Some(
+                req.uri
+                    .path_and_query()
+                    .map_or(req.uri.path(), |pq| pq.as_str())
+                    .as_bytes()
+                    .to_vec(),
+            ),
+            HashKey::Path => Some(req.uri.path().as_bytes().to_vec()),
+            HashKey::ClientIp => client_ip(session).map(|ip| ip.to_string().into_bytes()),
+            HashKey::Header(name) => req
+                .headers
+                .get(name.as_str())
+                .map(|v| v.as_bytes().to_vec()),
+            HashKey::Cookie(name) => parse_cookies(&req.headers)
+                .into_iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_bytes()),
+            HashKey::Query(name) => query_value(req.uri.query(), name).map(String::into_bytes),
+        },
+        _ => return None,
+    };
+    Some(key.unwrap_or_else(|| fastrand::u64(..).to_le_bytes().to_vec()))
+}
+
+/// Exponential backoff with full jitter before retry number `n` (1-based).
+fn backoff(policy: &Retry, n: u32) -> Duration {
+    let exp = policy
+        .backoff
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16));
+    exp.min(policy.max_backoff).mul_f64(fastrand::f64())
+}
+
+/// How a failed attempt maps onto `retry.on`.
+fn retry_kind(e: &Error) -> RetryOn {
+    use ErrorType::*;
+    match e.etype() {
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
+        | TLSHandshakeFailure | TLSHandshakeTimedout | SocketError | BindError => {
+            RetryOn::ConnectFailure
+        }
+        ReadTimedout | WriteTimedout => RetryOn::Timeout,
+        _ => RetryOn::Reset,
+    }
+}
+
+impl EdgeProxy {
+    /// Whether the current attempt may be retried on another backend.
+    fn may_retry(&self, session: &Session, ctx: &RequestCtx, kind: RetryOn) -> bool {
+        let Some(pool) = &ctx.pool else { return false };
+        let policy = ctx.retry_policy(pool);
+        if ctx.retries >= policy.attempts {
+            return false;
+        }
+        let wanted = policy.on.contains(&kind)
+            || (kind == RetryOn::GatewayError && policy.on.contains(&RetryOn::ServerError));
+        if !wanted {
+            return false;
+        }
+        // A refused connection never reached the backend: any method is safe.
+        let safe = kind == RetryOn::ConnectFailure
+            || session.req_header().method.is_idempotent()
+            || policy.non_idempotent;
+        if !safe || session.as_ref().retry_buffer_truncated() {
+            return false;
+        }
+        if ctx.tried.len() >= pool.backends.len() && !pool.config.panic_mode {
+            return false;
+        }
+        if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        if !pool.retry_budget_allows(policy) {
+            pool.metrics.budget_exhausted.inc();
+            return false;
+        }
+        true
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for EdgeProxy {
     type CTX = RequestCtx;
@@ -247,9 +443,19 @@ impl ProxyHttp for EdgeProxy {
             route: None,
             pool: None,
             tried: Vec::new(),
-            in_flight: None,
+            attempt: None,
+            retries: 0,
+            permit: None,
+            counted_active: false,
+            deadline: None,
+            hash_key: None,
+            sticky: None,
+            set_sticky: None,
             upstream_sent: None,
             upstream_seconds: None,
+            retrying_response: false,
+            retry_reserved: false,
+            failure: None,
         }
     }
 
@@ -273,6 +479,7 @@ impl ProxyHttp for EdgeProxy {
                 Vec::new()
             };
             let view = RequestView {
+                listener: &self.listener,
                 host: &host,
                 path: req.uri.path(),
                 query: req.uri.query(),
@@ -282,8 +489,12 @@ impl ProxyHttp for EdgeProxy {
             };
             state.routes.find(&view).cloned()
         };
+        let pool = route.as_ref().and_then(|r| match r.action {
+            Action::Proxy { pool } => state.pools.get(pool).cloned(),
+            _ => None,
+        });
+        ctx.state = Some(state);
         let Some(route) = route else {
-            ctx.state = Some(state);
             respond(
                 session,
                 404,
@@ -297,9 +508,11 @@ impl ProxyHttp for EdgeProxy {
         };
         ctx.route = Some(route.clone());
         match &route.action {
-            Action::Proxy { pool } => {
-                ctx.pool = state.pools.get(*pool).cloned();
-                ctx.state = Some(state);
+            Action::Proxy { .. } => {
+                if let Some(pool) = &pool {
+                    ctx.deadline = ctx.timeouts(pool).total.map(|t| ctx.start + t);
+                }
+                ctx.pool = pool;
                 Ok(false)
             }
             Action::Respond {
@@ -307,7 +520,6 @@ impl ProxyHttp for EdgeProxy {
                 body,
                 content_type,
             } => {
-                ctx.state = Some(state);
                 respond(
                     session,
                     *status,
@@ -320,7 +532,6 @@ impl ProxyHttp for EdgeProxy {
                 Ok(true)
             }
             Action::Redirect { to, scheme, status } => {
-                ctx.state = Some(state);
                 let location = redirect_location(
                     to.as_deref(),
                     scheme.as_deref(),
@@ -344,22 +555,79 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let pool = ctx
             .pool
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool for this route"))?;
-        let Some(index) = pool.select(&ctx.tried) else {
+        let retry = !ctx.tried.is_empty();
+        if retry {
+            ctx.finish_attempt();
+            ctx.retries += 1;
+            pool.metrics.retries.inc();
+            let pause = backoff(ctx.retry_policy(&pool), ctx.retries);
+            let pause = match ctx.deadline {
+                Some(d) => pause.min(d.saturating_duration_since(Instant::now())),
+                None => pause,
+            };
+            tokio::time::sleep(pause).await;
+        } else {
+            let wait = ctx.timeouts(&pool).connect;
+            match pool.admit(wait).await {
+                Ok(permit) => ctx.permit = permit,
+                Err(o) => {
+                    pool.metrics.overflow.inc();
+                    ctx.failure = Some(Failure::Overflow(o));
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(503),
+                        format!("pool {}: request limit reached", pool.name),
+                    ));
+                }
+            }
+            pool.counters.active.fetch_add(1, Ordering::Relaxed);
+            ctx.counted_active = true;
+            ctx.hash_key = hash_key(&pool, session);
+            if let Some(cookie) = pool.uses_cookie() {
+                ctx.sticky = parse_cookies(&session.req_header().headers)
+                    .into_iter()
+                    .find(|(k, _)| *k == cookie.name)
+                    .map(|(_, v)| v);
+            }
+        }
+        let remaining = ctx
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        if remaining.is_some_and(|r| r.is_zero()) {
+            ctx.failure = Some(Failure::Deadline);
             return Err(Error::explain(
-                ErrorType::HTTPStatus(503),
-                format!("pool {}: no backend left to try", pool.name),
+                ErrorType::HTTPStatus(504),
+                "total timeout passed",
             ));
+        }
+        let pick = match pool.select(&ctx.tried, ctx.sticky.as_deref(), ctx.hash_key.as_deref()) {
+            Ok(p) => p,
+            Err(u) => {
+                match u {
+                    Unavailable::BreakersOpen { .. } => pool.metrics.breaker_open.inc(),
+                    _ => pool.metrics.no_backend.inc(),
+                }
+                ctx.failure = Some(Failure::Unavailable(u));
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    format!("pool {}: no backend available", pool.name),
+                ));
+            }
         };
-        ctx.tried.push(index);
-        let backend = &pool.backends[index];
-        ctx.set_in_flight(Some(backend.stats.clone()));
+        ctx.tried.push(pick.index);
+        ctx.start_attempt(&pool, pick, retry);
+        let backend = &pool.backends[pick.index];
+        if pool.uses_cookie().is_some() && ctx.sticky.as_deref() != Some(backend.sticky_id.as_str())
+        {
+            ctx.set_sticky = Some(backend.sticky_id.clone());
+        }
+
         let (tls, sni) = match &pool.config.tls {
             Some(t) => (
                 true,
@@ -371,14 +639,17 @@ impl ProxyHttp for EdgeProxy {
         };
         let mut peer = HttpPeer::new(backend.addr, tls, sni);
         let t = ctx.timeouts(&pool);
-        peer.options.connection_timeout = Some(t.connect);
-        peer.options.total_connection_timeout = Some(t.connect + Duration::from_secs(1));
-        peer.options.read_timeout = Some(t.first_byte.max(t.idle));
+        let cap = |d: Duration| remaining.map_or(d, |r| d.min(r));
+        peer.options.connection_timeout = Some(cap(t.connect));
+        peer.options.total_connection_timeout = Some(cap(t.connect + t.connect));
+        // pingora applies one read timeout to every upstream read.
+        peer.options.read_timeout = Some(cap(t.first_byte.max(t.idle)));
         peer.options.write_timeout = Some(t.idle);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         if let Some(tls) = &pool.config.tls {
             peer.options.verify_cert = tls.verify;
             peer.options.verify_hostname = tls.verify;
+            peer.options.ca = pool.ca.clone();
         }
         Ok(Box::new(peer))
     }
@@ -424,17 +695,66 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _upstream: &mut ResponseHeader,
+        session: &mut Session,
+        upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let status = upstream.status.as_u16();
+        if status < 200 {
+            return Ok(());
+        }
+        let (Some(pool), Some(attempt)) = (ctx.pool.clone(), ctx.attempt.as_ref()) else {
+            return Ok(());
+        };
+        let backend = &pool.backends[attempt.index];
         if let Some(sent) = ctx.upstream_sent {
-            let secs = sent.elapsed().as_secs_f64();
-            ctx.upstream_seconds = Some(secs);
-            if let (Some(pool), Some(i)) = (&ctx.pool, ctx.tried.last()) {
-                if let Some(b) = pool.backends.get(*i) {
-                    b.metrics.upstream_seconds.observe(secs);
-                }
+            let elapsed = sent.elapsed();
+            ctx.upstream_seconds = Some(elapsed.as_secs_f64());
+            backend
+                .metrics
+                .upstream_seconds
+                .observe(elapsed.as_secs_f64());
+            backend.state.observe_latency(elapsed);
+        }
+        if let Some(header) = pool
+            .config
+            .load_feedback
+            .as_ref()
+            .and_then(|l| l.header.as_deref())
+        {
+            let load = upstream
+                .headers
+                .get(header)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().trim_end_matches('%').parse::<u8>().ok());
+            if let Some(load) = load {
+                backend.state.report_load(load);
+            }
+        }
+        let outcome = match status {
+            502..=504 => Outcome::GatewayError,
+            500..=599 => Outcome::ServerError,
+            _ => Outcome::Success,
+        };
+        ctx.record(outcome);
+        if status >= 500 {
+            let kind = if outcome == Outcome::GatewayError {
+                RetryOn::GatewayError
+            } else {
+                RetryOn::ServerError
+            };
+            // Only when a retry will happen: otherwise the backend's own
+            // answer goes to the client.
+            if self.may_retry(session, ctx, kind) {
+                ctx.reserve_retry();
+                ctx.retrying_response = true;
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    format!(
+                        "{} answered {status}; retrying on another backend",
+                        backend.label
+                    ),
+                ));
             }
         }
         Ok(())
@@ -451,27 +771,38 @@ impl ProxyHttp for EdgeProxy {
                 apply_response_ops(response, &route.response_headers)?;
             }
         }
+        if let (Some(id), Some(cookie)) = (
+            &ctx.set_sticky,
+            ctx.pool.as_ref().and_then(|p| p.uses_cookie()),
+        ) {
+            let mut value = format!("{}={id}; Path=/; HttpOnly", cookie.name);
+            if let Some(ttl) = cookie.ttl {
+                value.push_str(&format!("; Max-Age={}", ttl.as_secs()));
+            }
+            if self.tls {
+                value.push_str("; Secure");
+            }
+            response.append_header(http::header::SET_COOKIE, value)?;
+        }
         Ok(())
     }
 
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let (Some(pool), Some(i)) = (&ctx.pool, ctx.tried.last()) {
-            if let Some(b) = pool.backends.get(*i) {
-                b.metrics.connect_errors.inc();
-                b.stats.failures.fetch_add(1, Ordering::Relaxed);
-            }
-            // A connect failure never reached the backend: safe to try another.
-            let retries_used = ctx.tried.len().saturating_sub(1) as u32;
-            e.set_retry(
-                retries_used < ctx.retry_attempts(pool) && ctx.tried.len() < pool.backends.len(),
-            );
+        if let (Some(pool), Some(a)) = (&ctx.pool, &ctx.attempt) {
+            pool.backends[a.index].metrics.connect_errors.inc();
         }
+        ctx.record(Outcome::GatewayError);
+        let retry = self.may_retry(session, ctx, RetryOn::ConnectFailure);
+        if retry {
+            ctx.reserve_retry();
+        }
+        e.set_retry(retry);
         e
     }
 
@@ -481,22 +812,109 @@ impl ProxyHttp for EdgeProxy {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
-        client_reused: bool,
+        _client_reused: bool,
     ) -> Box<Error> {
-        if let (Some(pool), Some(i)) = (&ctx.pool, ctx.tried.last()) {
-            if let Some(b) = pool.backends.get(*i) {
-                b.metrics.proxy_errors.inc();
-                b.stats.failures.fetch_add(1, Ordering::Relaxed);
-            }
-        }
         let mut e = e.more_context(format!("peer: {peer}"));
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
-        {
-            e.set_retry(false);
+        if std::mem::take(&mut ctx.retrying_response) {
+            e.set_retry(true);
+            return e;
+        }
+        if *e.esource() == ErrorSource::Upstream {
+            if let (Some(pool), Some(a)) = (&ctx.pool, &ctx.attempt) {
+                pool.backends[a.index].metrics.proxy_errors.inc();
+            }
+            ctx.record(Outcome::GatewayError);
+            let retry = self.may_retry(session, ctx, retry_kind(&e));
+            if retry {
+                ctx.reserve_retry();
+            }
+            e.set_retry(retry);
         } else {
-            e.retry.decide_reuse(client_reused);
+            e.set_retry(false);
         }
         e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let pool = ctx
+            .pool
+            .as_ref()
+            .map_or("-", |p| p.name.as_str())
+            .to_string();
+        let (code, body, retry_after) = match &ctx.failure {
+            Some(Failure::Unavailable(Unavailable::BreakersOpen { retry_after })) => (
+                503,
+                format!("pool {pool}: every usable backend's circuit breaker is open\n"),
+                Some(retry_after.as_secs().max(1)),
+            ),
+            Some(Failure::Unavailable(Unavailable::NoneUp)) => (
+                503,
+                format!("pool {pool}: no backend is up (all down, ejected, drained or disabled)\n"),
+                Some(1),
+            ),
+            Some(Failure::Unavailable(Unavailable::AllTried)) => (
+                503,
+                format!("pool {pool}: every backend failed this request\n"),
+                None,
+            ),
+            Some(Failure::Overflow(_)) => (
+                503,
+                format!("pool {pool}: too many requests in flight\n"),
+                Some(1),
+            ),
+            Some(Failure::Deadline) => (504, format!("pool {pool}: total timeout passed\n"), None),
+            None => {
+                use ErrorType::*;
+                match e.etype() {
+                    HTTPStatus(code) => (*code, format!("pool {pool}: upstream error\n"), None),
+                    ConnectTimedout | ReadTimedout | WriteTimedout => (
+                        504,
+                        format!("pool {pool}: the backend did not answer in time\n"),
+                        None,
+                    ),
+                    _ => match e.esource() {
+                        ErrorSource::Upstream => (
+                            502,
+                            format!("pool {pool}: bad answer from the backend\n"),
+                            None,
+                        ),
+                        ErrorSource::Downstream => match e.etype() {
+                            WriteError | ReadError | ConnectionClosed => (0, String::new(), None),
+                            _ => (400, "bad request\n".to_string(), None),
+                        },
+                        ErrorSource::Internal | ErrorSource::Unset => {
+                            (500, "internal error\n".to_string(), None)
+                        }
+                    },
+                }
+            }
+        };
+        if code > 0 && session.response_written().is_none() {
+            let extra: Vec<(&'static str, String)> = retry_after
+                .map(|s| vec![("retry-after", s.to_string())])
+                .unwrap_or_default();
+            if let Err(write) = respond(
+                session,
+                code,
+                "text/plain; charset=utf-8",
+                Bytes::from(body),
+                &extra,
+                None,
+            )
+            .await
+            {
+                tracing::debug!(error = %write, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -504,19 +922,13 @@ impl ProxyHttp for EdgeProxy {
         let bytes = session.body_bytes_sent() as u64;
         let total = ctx.start.elapsed();
         let route_name = ctx.route.as_ref().map_or("-", |r| r.name.as_str());
-        match &ctx.route {
-            Some(route) => {
-                route.metrics.by_class[class_index(status)].inc();
-                route.metrics.seconds.observe(total.as_secs_f64());
-                route.metrics.bytes.inc_by(bytes);
-            }
-            None => {
-                let unmatched = &self.proxy.unmatched;
-                unmatched.by_class[class_index(status)].inc();
-                unmatched.seconds.observe(total.as_secs_f64());
-                unmatched.bytes.inc_by(bytes);
-            }
-        }
+        let metrics = ctx
+            .route
+            .as_ref()
+            .map_or(&self.proxy.unmatched, |r| &r.metrics);
+        metrics.by_class[class_index(status)].inc();
+        metrics.seconds.observe(total.as_secs_f64());
+        metrics.bytes.inc_by(bytes);
         if self.proxy.access_log() {
             let req = session.req_header();
             tracing::info!(
@@ -530,13 +942,13 @@ impl ProxyHttp for EdgeProxy {
                 route = route_name,
                 pool = ctx.pool.as_ref().map_or("-", |p| p.name.as_str()),
                 backend = ctx.backend_label(),
-                attempts = ctx.tried.len(),
+                retries = ctx.retries,
                 upstream_ms = ctx.upstream_seconds.map_or(-1.0, |s| (s * 1e6).round() / 1e3),
                 total_ms = (total.as_secs_f64() * 1e6).round() / 1e3,
                 error = e.map(|e| e.to_string()).unwrap_or_default(),
             );
         }
-        ctx.set_in_flight(None);
+        ctx.release();
     }
 }
 
@@ -573,5 +985,18 @@ mod tests {
             redirect_location(Some("{scheme}://{host}{path}"), None, true, &req),
             "https://old.example.com:8080/a/b"
         );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = Retry {
+            backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+            ..Retry::default()
+        };
+        for _ in 0..100 {
+            assert!(backoff(&p, 1) <= Duration::from_millis(10));
+            assert!(backoff(&p, 5) <= Duration::from_millis(50));
+        }
     }
 }

@@ -90,6 +90,13 @@ impl Proxy {
             .store(config.server.access_log, Ordering::Relaxed);
     }
 
+    /// A backend's shared state by pool name and address label.
+    pub fn backend(&self, pool: &str, label: &str) -> Option<Arc<crate::pool::BackendState>> {
+        let state = self.state();
+        let pool = state.pool(pool)?;
+        pool.backend_by_label(label).map(|b| b.state.clone())
+    }
+
     pub fn state(&self) -> Arc<ProxyState> {
         self.state.load_full()
     }

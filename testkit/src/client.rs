@@ -57,6 +57,18 @@ impl Client {
         }
     }
 
+    /// A client whose connections come from `ip` (any address in 127.0.0.0/8
+    /// works on loopback), to look like a different client.
+    pub fn bound_to(ip: std::net::IpAddr) -> Self {
+        let mut c = Self::new();
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_local_address(Some(ip));
+        c.inner =
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
+        c
+    }
+
     /// A client that opens a new connection for every request.
     pub fn without_keepalive() -> Self {
         let mut c = Self::new();

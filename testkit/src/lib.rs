@@ -4,6 +4,7 @@
 
 mod client;
 mod node;
+pub mod tls;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -9,8 +9,17 @@
 //! | `GET /config` | the running config as JSON, secrets redacted |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /reload` | re-read the config file and apply it |
+//! | `GET /pools` | pools and backends: health, ejection, breaker, in-flight, latency, weight |
+//! | `POST /pools/{pool}/backends/{backend}/drain` | no new requests; in-flight ones finish |
+//! | `POST /pools/{pool}/backends/{backend}/disable` | out of selection |
+//! | `POST /pools/{pool}/backends/{backend}/enable` | back in |
+//! | `POST /pools/{pool}/backends/{backend}/weight` | `{"weight": N}`; `DELETE` restores the configured one |
+//!
+//! What the admin API changes lasts until the next reload and is listed
+//! under `admin_overrides` in `/config`.
 
 mod auth;
+mod pools;
 
 use std::sync::Arc;
 
@@ -25,14 +34,26 @@ use crate::runtime::{ApplyError, Runtime};
 
 /// The admin API's routes over a runtime.
 pub fn router(runtime: Arc<Runtime>) -> Router {
-    let mutating = Router::new().route("/reload", post(reload)).route_layer(
-        axum::middleware::from_fn_with_state(runtime.clone(), auth::require_token),
-    );
+    let mutating = Router::new()
+        .route("/reload", post(reload))
+        .route(
+            "/pools/{pool}/backends/{backend}/weight",
+            post(pools::set_weight).delete(pools::clear_weight),
+        )
+        .route(
+            "/pools/{pool}/backends/{backend}/{action}",
+            post(pools::set_state),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            runtime.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready))
         .route("/config", get(config))
         .route("/metrics", get(metrics))
+        .route("/pools", get(pools::list))
         .merge(mutating)
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such admin endpoint\n") })
         .with_state(runtime)
@@ -58,7 +79,16 @@ async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
 }
 
 async fn config(State(rt): State<Arc<Runtime>>) -> Response {
-    Json(&*rt.config()).into_response()
+    let mut value = match serde_json::to_value(&*rt.config()) {
+        Ok(v) => v,
+        Err(e) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("config: {e}\n")).into_response()
+        }
+    };
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("admin_overrides".into(), pools::overrides(&rt));
+    }
+    Json(value).into_response()
 }
 
 async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {

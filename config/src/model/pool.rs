@@ -327,10 +327,10 @@ pub struct Retry {
     pub backoff: Duration,
     #[serde(with = "duration_serde")]
     pub max_backoff: Duration,
-    /// Retries may be at most this percentage of requests in flight…
+    /// Retries in flight may be at most this percentage of requests in flight…
     pub budget_percent: u8,
-    /// … but this many per second are always allowed.
-    pub min_retries_per_second: u32,
+    /// … but this many retries at once are always allowed (Envoy's retry budget).
+    pub min_concurrent_retries: u32,
     /// Retry POST, PATCH and other non-idempotent methods too.
     pub non_idempotent: bool,
 }
@@ -343,7 +343,7 @@ impl Default for Retry {
             backoff: Duration::from_millis(25),
             max_backoff: Duration::from_millis(250),
             budget_percent: 20,
-            min_retries_per_second: 10,
+            min_concurrent_retries: 3,
             non_idempotent: false,
         }
     }

@@ -31,6 +31,8 @@ pub struct Route {
 /// All conditions must hold. An empty match matches everything (a default route).
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct RouteMatch {
+    /// Only requests arriving on these listeners (by name); empty: any.
+    pub listeners: Vec<String>,
     pub hosts: Vec<HostMatch>,
     pub path: Option<PathMatch>,
     /// Upper-case method names; empty: any.

@@ -77,6 +77,21 @@ pub(super) fn check(
                 );
             }
         }
+        for (i, name) in r.matcher.listeners.iter().enumerate() {
+            if !listeners.iter().any(|(_, l)| &l.name == name) {
+                let (span, path) = at.key(&format!("match.listeners[{i}]"));
+                let names: Vec<String> = listeners
+                    .iter()
+                    .map(|(_, l)| format!("\"{}\"", l.name))
+                    .collect();
+                ck.error(
+                    span,
+                    path,
+                    format!("unknown listener {name:?}"),
+                    Some(&format!("one of {}", names.join(", "))),
+                );
+            }
+        }
         for (i, limit) in r.rate_limits.iter().enumerate() {
             if !rate_limits.iter().any(|(_, l)| &l.name == limit) {
                 let (span, path) = at.key(&format!("rate_limits[{i}]"));

@@ -524,7 +524,7 @@ pub(super) fn retry(ck: &mut Checker<'_>, p: &str, raw: Spanned<RawRetry>, base:
         backoff,
         max_backoff,
         budget_percent,
-        min_retries_per_second,
+        min_concurrent_retries,
         non_idempotent,
     } = raw.into_inner();
     let on = match on {
@@ -581,13 +581,13 @@ pub(super) fn retry(ck: &mut Checker<'_>, p: &str, raw: Spanned<RawRetry>, base:
             100,
             base.budget_percent as i64,
         ) as u8,
-        min_retries_per_second: ck.int(
-            &min_retries_per_second,
+        min_concurrent_retries: ck.int(
+            &min_concurrent_retries,
             p,
-            "min_retries_per_second",
+            "min_concurrent_retries",
             0,
             1_000_000,
-            base.min_retries_per_second as i64,
+            base.min_concurrent_retries as i64,
         ) as u32,
         non_idempotent: non_idempotent.unwrap_or(base.non_idempotent),
     }

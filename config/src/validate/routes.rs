@@ -135,6 +135,11 @@ pub(super) fn route(
         None
     };
 
+    if let Some(m) = &matcher {
+        for (i, l) in m.get_ref().listeners.iter().flatten().enumerate() {
+            at = at.with(format!("match.listeners[{i}]"), l.span());
+        }
+    }
     let matcher = matcher
         .map(|m| route_match(ck, &join_key(path, "match"), m.into_inner()))
         .unwrap_or_default();
@@ -248,6 +253,7 @@ fn check_template(ck: &mut Checker<'_>, t: &Spanned<String>, path: &str) {
 
 fn route_match(ck: &mut Checker<'_>, p: &str, raw: RawMatch) -> RouteMatch {
     let RawMatch {
+        listeners,
         host,
         path_prefix,
         path_exact,
@@ -323,6 +329,11 @@ fn route_match(ck: &mut Checker<'_>, p: &str, raw: RawMatch) -> RouteMatch {
         }
     }
     RouteMatch {
+        listeners: listeners
+            .unwrap_or_default()
+            .into_iter()
+            .map(Spanned::into_inner)
+            .collect(),
         hosts,
         path,
         methods: method_list,

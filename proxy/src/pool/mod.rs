@@ -1,44 +1,70 @@
 //! Pools of backends at run time: resolved addresses, per-backend state that
-//! survives reloads, and backend selection.
+//! survives reloads, which backends are usable, selection, limits and the
+//! retry budget.
+
+pub mod health;
+pub mod report;
+mod select;
+pub mod state;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use edge_config::{Algorithm, HostPort};
+use edge_config::{Algorithm, HostPort, Retry};
 use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::BuildError;
-use crate::metrics::{BackendMetrics, ProxyMetrics};
+use crate::metrics::{BackendMetrics, PoolMetrics, ProxyMetrics};
+pub use select::{Selector, View};
+pub use state::{AdminState, BackendState, BreakerPhase, Outcome};
 
-/// Counters of one backend that outlive config generations: a reload that
-/// keeps the backend keeps them.
+/// Per-pool counters that outlive config generations (for the retry budget).
 #[derive(Debug, Default)]
-pub struct BackendStats {
-    pub in_flight: AtomicU64,
-    pub requests: AtomicU64,
-    pub failures: AtomicU64,
+pub struct PoolCounters {
+    /// Requests of this pool being served now.
+    pub active: AtomicU64,
+    /// Retry attempts in flight now.
+    pub retries: AtomicU64,
 }
 
-/// Backend state by (pool, address), shared across reloads.
+/// State by (pool, address) and by pool, shared across reloads.
 #[derive(Default)]
 pub struct BackendRegistry {
-    stats: Mutex<HashMap<(String, String), Arc<BackendStats>>>,
+    backends: Mutex<HashMap<(String, String), Arc<BackendState>>>,
+    pools: Mutex<HashMap<String, Arc<PoolCounters>>>,
 }
 
 impl BackendRegistry {
-    pub fn get(&self, pool: &str, address: &str) -> Arc<BackendStats> {
-        self.stats
+    pub fn get(&self, pool: &str, address: &str) -> Arc<BackendState> {
+        self.backends
             .lock()
             .entry((pool.to_string(), address.to_string()))
             .or_default()
             .clone()
     }
 
-    /// Drops state of backends no longer in any pool.
+    pub fn pool(&self, pool: &str) -> Arc<PoolCounters> {
+        self.pools
+            .lock()
+            .entry(pool.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Drops state of backends no longer in any pool, and clears admin
+    /// overrides of the rest (they last until the next reload).
     pub fn retain(&self, live: &[(String, String)]) {
-        self.stats.lock().retain(|k, _| live.contains(k));
+        let mut backends = self.backends.lock();
+        backends.retain(|k, _| live.contains(k));
+        for s in backends.values() {
+            s.clear_overrides();
+        }
+        let pools: Vec<&String> = live.iter().map(|(p, _)| p).collect();
+        self.pools.lock().retain(|k, _| pools.contains(&k));
     }
 }
 
@@ -46,13 +72,52 @@ impl BackendRegistry {
 pub struct Backend {
     /// As configured (`host:port`).
     pub address: HostPort,
-    /// `address` as text, for logs and metric labels.
+    /// `address` as text, for logs, metric labels and the admin API.
     pub label: String,
     /// Resolved when the pool was built.
     pub addr: SocketAddr,
     pub weight: u32,
-    pub stats: Arc<BackendStats>,
+    pub state: Arc<BackendState>,
     pub metrics: BackendMetrics,
+    /// Value of the sticky cookie that names this backend (not its address).
+    pub sticky_id: String,
+}
+
+/// Why no backend could be chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unavailable {
+    /// Every backend is down, ejected, drained or disabled.
+    NoneUp,
+    /// The usable ones are behind open breakers; try again after this.
+    BreakersOpen { retry_after: Duration },
+    /// All usable backends were tried already for this request.
+    AllTried,
+}
+
+/// A choice of backend.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pick {
+    pub index: usize,
+    /// A half-open breaker's probe: its outcome decides the breaker.
+    pub probe: bool,
+    /// Chosen in panic mode (ignoring health).
+    pub panic: bool,
+}
+
+/// Pool-wide limits of the circuit breaker.
+struct Limits {
+    requests: Option<Arc<Semaphore>>,
+    max_pending: usize,
+    pending: AtomicUsize,
+}
+
+/// Why a request was refused by the pool's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// `max_requests` in flight and `max_pending` waiting already.
+    Pending,
+    /// Waited as long as allowed for a slot.
+    Timeout,
 }
 
 /// A pool at run time.
@@ -60,7 +125,12 @@ pub struct Pool {
     pub name: String,
     pub config: edge_config::Pool,
     pub backends: Vec<Backend>,
-    next: AtomicUsize,
+    pub counters: Arc<PoolCounters>,
+    pub metrics: PoolMetrics,
+    selector: Selector,
+    limits: Limits,
+    /// Trust anchors for TLS to backends (`tls.ca_file`), as pingora wants them.
+    pub ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
 }
 
 fn resolve(pool: &str, address: &HostPort) -> Result<SocketAddr, BuildError> {
@@ -80,6 +150,44 @@ fn resolve(pool: &str, address: &HostPort) -> Result<SocketAddr, BuildError> {
     })
 }
 
+fn sticky_id(pool: &str, address: &str) -> String {
+    let h = format!("{pool}/{address}")
+        .bytes()
+        .fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
+        });
+    format!("{h:016x}")
+}
+
+fn load_ca(
+    pool: &str,
+    path: &std::path::Path,
+) -> Result<Arc<pingora_core::protocols::tls::CaType>, BuildError> {
+    let err = |why: String| BuildError::Certificate {
+        listener: format!("pool {pool}"),
+        path: path.to_path_buf(),
+        why,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let mut out = Vec::new();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| err(format!("not PEM: {e}")))?;
+        // Checked by rustls first: pingora's parser panics on bad DER.
+        let mut store = rustls::RootCertStore::empty();
+        store
+            .add(cert.clone())
+            .map_err(|e| err(format!("not a CA certificate: {e}")))?;
+        out.push(pingora_core::utils::tls::WrappedX509::new(
+            cert.to_vec(),
+            pingora_core::utils::tls::parse_x509,
+        ));
+    }
+    if out.is_empty() {
+        return Err(err("no CERTIFICATE in the file".into()));
+    }
+    Ok(Arc::from(out.into_boxed_slice()))
+}
+
 impl Pool {
     /// Builds a pool, resolving host names (blocking).
     pub fn build(
@@ -92,58 +200,251 @@ impl Pool {
             let label = b.address.to_string();
             backends.push(Backend {
                 addr: resolve(&config.name, &b.address)?,
-                stats: registry.get(&config.name, &label),
+                state: registry.get(&config.name, &label),
                 metrics: metrics.backend(&config.name, &label),
+                sticky_id: sticky_id(&config.name, &label),
                 weight: b.weight,
                 address: b.address.clone(),
                 label,
             });
         }
+        let addrs: Vec<(SocketAddr, u32)> = backends.iter().map(|b| (b.addr, b.weight)).collect();
+        let cb = &config.circuit_breaker;
+        let max_requests = match (cb.max_requests, cb.max_connections) {
+            (0, 0) => None,
+            (0, c) | (c, 0) => Some(c),
+            (r, c) => Some(r.min(c)),
+        };
+        let ca = match config.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+            Some(path) => Some(load_ca(&config.name, path)?),
+            None => None,
+        };
+        if config.health_check.is_none() {
+            for b in &backends {
+                b.state.reset_health();
+            }
+        }
         Ok(Self {
             name: config.name.clone(),
+            selector: Selector::new(&config.algorithm, &addrs),
+            counters: registry.pool(&config.name),
+            metrics: metrics.pool(&config.name),
+            limits: Limits {
+                requests: max_requests.map(|n| Arc::new(Semaphore::new(n))),
+                max_pending: cb.max_pending,
+                pending: AtomicUsize::new(0),
+            },
             config: config.clone(),
             backends,
-            next: AtomicUsize::new(0),
+            ca,
         })
     }
 
-    /// Picks a backend not in `exclude` (those already tried for this request).
-    pub fn select(&self, exclude: &[usize]) -> Option<usize> {
-        let n = self.backends.len();
-        if n == 0 || exclude.len() >= n {
-            return None;
+    /// The weight selection uses now: the configured one (or the admin's
+    /// override), reduced by the load the backend reports.
+    pub fn effective_weight(&self, b: &Backend) -> u32 {
+        let w = b.state.weight_override().unwrap_or(b.weight);
+        match (&self.config.load_feedback, b.state.load()) {
+            (Some(lf), Some(load)) => {
+                let keep = u32::from(100 - load).max(u32::from(lf.min_weight_percent));
+                (w * keep / 100).max(1)
+            }
+            _ => w,
         }
-        match self.config.algorithm {
-            // Until the load balancer lands every algorithm is served by round
-            // robin; the config already names the intended one.
-            Algorithm::RoundRobin
-            | Algorithm::WeightedRoundRobin
-            | Algorithm::Random
-            | Algorithm::LeastRequests
-            | Algorithm::P2cEwma
-            | Algorithm::SourceIpHash
-            | Algorithm::Cookie(_)
-            | Algorithm::ConsistentHash { .. } => {
-                for _ in 0..n {
-                    let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
-                    if !exclude.contains(&i) {
-                        return Some(i);
+    }
+
+    /// Whether new requests may go to a backend now.
+    pub fn usable(&self, b: &Backend, now: Instant) -> bool {
+        let cap = self.config.max_connections_per_backend as u64;
+        b.state.admin_state() == AdminState::Enabled
+            && b.state.is_healthy()
+            && !b.state.is_ejected(now)
+            && (cap == 0 || b.state.in_flight.load(Ordering::Relaxed) < cap)
+            && b.state.breaker_allows(now, &self.config.circuit_breaker)
+    }
+
+    fn views(&self, exclude: &[usize], now: Instant, panic: bool) -> Vec<View> {
+        self.backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let ok = !exclude.contains(&i)
+                    && if panic {
+                        b.state.admin_state() == AdminState::Enabled
+                    } else {
+                        self.usable(b, now)
+                    };
+                View {
+                    weight: if ok { self.effective_weight(b) } else { 0 },
+                    in_flight: b.state.in_flight.load(Ordering::Relaxed),
+                    ewma_ms: b.state.ewma_ms(now),
+                }
+            })
+            .collect()
+    }
+
+    /// Picks a backend not in `exclude`. `sticky` is a sticky-cookie value;
+    /// `key` the hash input of ring algorithms.
+    pub fn select(
+        &self,
+        exclude: &[usize],
+        sticky: Option<&str>,
+        key: Option<&[u8]>,
+    ) -> Result<Pick, Unavailable> {
+        let now = Instant::now();
+        if let Some(id) = sticky {
+            if let Some(i) = self.backends.iter().position(|b| b.sticky_id == id) {
+                if !exclude.contains(&i) && self.usable(&self.backends[i], now) {
+                    let (admitted, probe) = self.backends[i]
+                        .state
+                        .breaker_admit(now, &self.config.circuit_breaker);
+                    if admitted {
+                        return Ok(Pick {
+                            index: i,
+                            probe,
+                            panic: false,
+                        });
                     }
                 }
-                None
             }
         }
+        let mut excluded: Vec<usize> = exclude.to_vec();
+        // A half-open breaker may run out of probe slots between the look and
+        // the admit: try again without that backend.
+        for _ in 0..=self.backends.len() {
+            let views = self.views(&excluded, now, false);
+            let Some(i) = self.selector.pick(&views, key) else {
+                break;
+            };
+            let (admitted, probe) = self.backends[i]
+                .state
+                .breaker_admit(now, &self.config.circuit_breaker);
+            if admitted {
+                return Ok(Pick {
+                    index: i,
+                    probe,
+                    panic: false,
+                });
+            }
+            excluded.push(i);
+        }
+        if self.config.panic_mode {
+            let views = self.views(exclude, now, true);
+            if let Some(i) = self.selector.pick(&views, key) {
+                return Ok(Pick {
+                    index: i,
+                    probe: false,
+                    panic: true,
+                });
+            }
+        }
+        Err(self.why_unavailable(exclude, now))
+    }
+
+    fn why_unavailable(&self, exclude: &[usize], now: Instant) -> Unavailable {
+        let up: Vec<&Backend> = self
+            .backends
+            .iter()
+            .filter(|b| {
+                b.state.admin_state() == AdminState::Enabled
+                    && b.state.is_healthy()
+                    && !b.state.is_ejected(now)
+            })
+            .collect();
+        if up.is_empty() {
+            return Unavailable::NoneUp;
+        }
+        let open: Vec<Duration> = up
+            .iter()
+            .filter_map(|b| match b.state.breaker_phase(now) {
+                BreakerPhase::Open { until } => Some(until.saturating_duration_since(now)),
+                BreakerPhase::HalfOpen { .. } => Some(Duration::from_secs(1)),
+                BreakerPhase::Closed => None,
+            })
+            .collect();
+        if !exclude.is_empty() && open.len() < up.len() {
+            return Unavailable::AllTried;
+        }
+        match open.iter().min() {
+            Some(d) => Unavailable::BreakersOpen { retry_after: *d },
+            None => Unavailable::AllTried,
+        }
+    }
+
+    /// Ejects a backend unless that would put more than
+    /// `max_ejection_percent` of the pool out (one may always go).
+    pub fn try_eject(&self, index: usize) -> Option<Duration> {
+        let policy = self.config.outlier_detection.as_ref()?;
+        if policy.max_ejection_percent == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        let ejected = self
+            .backends
+            .iter()
+            .filter(|b| b.state.is_ejected(now))
+            .count();
+        let allowed = (self.backends.len() * usize::from(policy.max_ejection_percent) / 100).max(1);
+        if ejected >= allowed {
+            return None;
+        }
+        Some(self.backends.get(index)?.state.eject(now, policy))
+    }
+
+    /// Waits for a request slot (`max_requests`), queueing at most
+    /// `max_pending` requests for up to `wait`.
+    pub async fn admit(&self, wait: Duration) -> Result<Option<OwnedSemaphorePermit>, Overflow> {
+        let Some(sem) = &self.limits.requests else {
+            return Ok(None);
+        };
+        if let Ok(p) = sem.clone().try_acquire_owned() {
+            return Ok(Some(p));
+        }
+        if self.limits.pending.fetch_add(1, Ordering::AcqRel) >= self.limits.max_pending {
+            self.limits.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(Overflow::Pending);
+        }
+        let permit = tokio::time::timeout(wait, sem.clone().acquire_owned()).await;
+        self.limits.pending.fetch_sub(1, Ordering::AcqRel);
+        match permit {
+            Ok(Ok(p)) => Ok(Some(p)),
+            _ => Err(Overflow::Timeout),
+        }
+    }
+
+    /// Whether the retry budget allows one more retry now: retries in flight
+    /// below `budget_percent` of active requests (at least
+    /// `min_concurrent_retries`), and below the breaker's `max_retries`.
+    pub fn retry_budget_allows(&self, policy: &Retry) -> bool {
+        let active = self.counters.active.load(Ordering::Relaxed);
+        let retries = self.counters.retries.load(Ordering::Relaxed);
+        let budget = (active * u64::from(policy.budget_percent) / 100)
+            .max(u64::from(policy.min_concurrent_retries));
+        let cap = self.config.circuit_breaker.max_retries as u64;
+        retries < budget && (cap == 0 || retries < cap)
+    }
+
+    pub fn uses_cookie(&self) -> Option<&edge_config::StickyCookie> {
+        match &self.config.algorithm {
+            Algorithm::Cookie(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn backend_by_label(&self, label: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.label == label)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edge_config::CircuitBreaker;
 
-    fn pool(n: usize) -> Pool {
+    fn pool(n: usize, tweak: impl FnOnce(&mut edge_config::Pool)) -> Pool {
         let registry = BackendRegistry::default();
         let metrics = ProxyMetrics::new(&prometheus::Registry::new()).unwrap();
-        let config = edge_config::Pool {
+        let mut config = edge_config::Pool {
             name: "p".into(),
             algorithm: Algorithm::RoundRobin,
             backends: (0..n)
@@ -159,27 +460,177 @@ mod tests {
             load_feedback: None,
             health_check: None,
             outlier_detection: None,
-            circuit_breaker: Default::default(),
+            circuit_breaker: CircuitBreaker::default(),
             timeouts: Default::default(),
             retry: Default::default(),
             tls: None,
         };
+        tweak(&mut config);
         Pool::build(&config, &registry, &metrics).unwrap()
     }
 
     #[test]
-    fn round_robin_visits_each_backend_in_turn() {
-        let p = pool(3);
-        let picks: Vec<usize> = (0..6).filter_map(|_| p.select(&[])).collect();
+    fn round_robin_visits_each_backend_and_skips_tried_ones() {
+        let p = pool(3, |_| {});
+        let picks: Vec<usize> = (0..6)
+            .map(|_| p.select(&[], None, None).unwrap().index)
+            .collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+        for _ in 0..10 {
+            assert_ne!(p.select(&[1], None, None).unwrap().index, 1);
+        }
+        assert_eq!(p.select(&[0, 1, 2], None, None), Err(Unavailable::AllTried));
     }
 
     #[test]
-    fn excluded_backends_are_skipped() {
-        let p = pool(3);
+    fn backend_state_survives_a_rebuild_that_keeps_the_backend() {
+        let registry = BackendRegistry::default();
+        let metrics = ProxyMetrics::new(&prometheus::Registry::new()).unwrap();
+        let first = pool(2, |_| {});
+        let config = first.config.clone();
+        let a = Pool::build(&config, &registry, &metrics).unwrap();
+        a.backends[0].state.in_flight.store(7, Ordering::Relaxed);
+        a.backends[0]
+            .state
+            .observe_latency(Duration::from_millis(40));
+        let mut changed = config.clone();
+        changed.backends.truncate(1);
+        let b = Pool::build(&changed, &registry, &metrics).unwrap();
+        assert!(Arc::ptr_eq(&a.backends[0].state, &b.backends[0].state));
+        assert_eq!(b.backends[0].state.in_flight.load(Ordering::Relaxed), 7);
+        assert!(b.backends[0].state.ewma_ms(Instant::now()).is_some());
+    }
+
+    #[test]
+    fn down_drained_and_disabled_backends_get_nothing() {
+        let p = pool(3, |_| {});
+        p.backends[0].state.set_admin_state(AdminState::Draining);
+        p.backends[1].state.set_admin_state(AdminState::Disabled);
         for _ in 0..10 {
-            assert_ne!(p.select(&[1]), Some(1));
+            assert_eq!(p.select(&[], None, None).unwrap().index, 2);
         }
-        assert_eq!(p.select(&[0, 1, 2]), None);
+        p.backends[2].state.health_report(false, 1, 1, None);
+        assert_eq!(p.select(&[], None, None), Err(Unavailable::NoneUp));
+    }
+
+    #[test]
+    fn panic_mode_sends_to_all_when_none_is_up() {
+        let p = pool(2, |c| c.panic_mode = true);
+        for b in &p.backends {
+            b.state.health_report(false, 1, 1, None);
+        }
+        let pick = p.select(&[], None, None).unwrap();
+        assert!(pick.panic);
+    }
+
+    #[test]
+    fn open_breakers_say_when_to_come_back() {
+        let p = pool(1, |c| {
+            c.circuit_breaker.consecutive_failures = Some(1);
+            c.circuit_breaker.open_for = Duration::from_secs(7);
+        });
+        let b = &p.backends[0];
+        b.state.record(
+            Outcome::GatewayError,
+            false,
+            Instant::now(),
+            None,
+            &p.config.circuit_breaker,
+        );
+        match p.select(&[], None, None) {
+            Err(Unavailable::BreakersOpen { retry_after }) => {
+                assert!(retry_after <= Duration::from_secs(7))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn load_feedback_shifts_weight_away() {
+        let p = pool(2, |c| {
+            c.load_feedback = Some(edge_config::LoadFeedback {
+                header: Some("x-backend-load".into()),
+                from_health_check: false,
+                min_weight_percent: 10,
+            });
+            for b in &mut c.backends {
+                b.weight = 100;
+            }
+        });
+        p.backends[0].state.report_load(80);
+        assert_eq!(p.effective_weight(&p.backends[0]), 20);
+        p.backends[0].state.report_load(100);
+        assert_eq!(
+            p.effective_weight(&p.backends[0]),
+            10,
+            "never below min_weight_percent"
+        );
+        assert_eq!(p.effective_weight(&p.backends[1]), 100);
+    }
+
+    #[test]
+    fn at_most_max_ejection_percent_are_ejected_but_always_one() {
+        let p = pool(4, |c| {
+            c.outlier_detection = Some(edge_config::OutlierDetection {
+                consecutive_5xx: Some(1),
+                consecutive_gateway_errors: None,
+                failure_percentage: None,
+                failure_percentage_min_requests: 10,
+                interval: Duration::from_secs(10),
+                base_ejection_time: Duration::from_secs(30),
+                max_ejection_time: Duration::from_secs(300),
+                max_ejection_percent: 50,
+            })
+        });
+        assert!(p.try_eject(0).is_some());
+        assert!(p.try_eject(1).is_some());
+        assert!(p.try_eject(2).is_none(), "half the pool is out already");
+        let small = pool(1, |c| {
+            c.outlier_detection = p.config.outlier_detection.clone()
+        });
+        assert!(
+            small.try_eject(0).is_some(),
+            "one backend may always be ejected"
+        );
+    }
+
+    #[test]
+    fn retry_budget_is_a_share_of_active_requests_with_a_floor() {
+        let p = pool(2, |_| {});
+        let policy = Retry {
+            budget_percent: 20,
+            min_concurrent_retries: 2,
+            ..Retry::default()
+        };
+        p.counters.active.store(100, Ordering::Relaxed);
+        p.counters.retries.store(19, Ordering::Relaxed);
+        assert!(p.retry_budget_allows(&policy));
+        p.counters.retries.store(20, Ordering::Relaxed);
+        assert!(!p.retry_budget_allows(&policy));
+        p.counters.active.store(1, Ordering::Relaxed);
+        p.counters.retries.store(1, Ordering::Relaxed);
+        assert!(p.retry_budget_allows(&policy), "the floor");
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_limit_queue_then_overflow() {
+        let p = pool(1, |c| {
+            c.circuit_breaker.max_requests = 1;
+            c.circuit_breaker.max_pending = 1;
+        });
+        let first = p.admit(Duration::from_secs(1)).await.unwrap();
+        assert!(first.is_some());
+        let p = Arc::new(p);
+        let waiting = {
+            let p = p.clone();
+            tokio::spawn(async move { p.admit(Duration::from_secs(5)).await.map(|x| x.is_some()) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            p.admit(Duration::from_secs(1)).await.err(),
+            Some(Overflow::Pending)
+        );
+        drop(first);
+        assert_eq!(waiting.await.unwrap(), Ok(true));
     }
 }

@@ -8,6 +8,8 @@ use crate::error::BuildError;
 
 /// What a route looks at in a request, borrowed from it.
 pub struct RequestView<'a> {
+    /// The listener the request came in on.
+    pub listener: &'a str,
     /// Lower-case, without port.
     pub host: &'a str,
     pub path: &'a str,
@@ -44,6 +46,7 @@ enum Path {
 }
 
 pub struct Matcher {
+    listeners: Vec<String>,
     hosts: Vec<HostMatch>,
     path: Option<Path>,
     methods: Vec<Method>,
@@ -107,6 +110,7 @@ impl Matcher {
                 .collect()
         };
         Ok(Self {
+            listeners: m.listeners.clone(),
             hosts: m.hosts.clone(),
             path,
             methods: m
@@ -125,6 +129,9 @@ impl Matcher {
     }
 
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
+        if !self.listeners.is_empty() && !self.listeners.iter().any(|l| l == req.listener) {
+            return false;
+        }
         if !self.hosts.is_empty()
             && !self.hosts.iter().any(|h| match h {
                 HostMatch::Exact(e) => req.host == e,
@@ -223,6 +230,7 @@ mod tests {
         cookies: &'a [(String, String)],
     ) -> RequestView<'a> {
         RequestView {
+            listener: "web",
             host,
             path,
             query: Some("v=2&x=a%20b"),

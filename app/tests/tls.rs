@@ -1,0 +1,243 @@
+//! TLS: certificates by SNI, ALPN h2, reload of certificates, TLS to backends.
+
+// Helpers in test files may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use edge_testkit::tls::{get, TestCa, TestCert};
+use edge_testkit::{eventually, origin, Client, EdgeNode, RunningOrigin};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edge");
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// An https listener with certificates for a.example.test (default) and
+/// b.example.test, in front of `o`.
+fn tls_config(dir: &Path, o: &RunningOrigin, a: &TestCert, b: &TestCert) -> String {
+    let (ac, ak) = (
+        write(dir, "a.pem", &a.cert_pem),
+        write(dir, "a.key", &a.key_pem),
+    );
+    let (bc, bk) = (
+        write(dir, "b.pem", &b.cert_pem),
+        write(dir, "b.key", &b.key_pem),
+    );
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "tls"
+kind = "https"
+address = "127.0.0.1:0"
+http2 = true
+[[listener.certificate]]
+server_names = ["a.example.test"]
+cert = "{ac}"
+key = "{ak}"
+default = true
+[[listener.certificate]]
+server_names = ["b.example.test", "*.b.example.test"]
+cert = "{bc}"
+key = "{bk}"
+
+[[listener]]
+name = "plain"
+kind = "http"
+address = "127.0.0.1:0"
+
+[[route]]
+name = "https-only"
+priority = 10
+redirect = {{ scheme = "https" }}
+[route.match]
+listeners = ["plain"]
+host = "a.example.test"
+
+[[route]]
+name = "all"
+pool = "origin"
+
+[[pool]]
+name = "origin"
+backends = [{{ address = "{}" }}]
+"#,
+        o.addr()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_sni_name_gets_its_certificate_and_h2_by_alpn() {
+    let o = origin("o").await;
+    let ca = TestCa::new("edge test CA");
+    let (a, b) = (
+        ca.issue(&["a.example.test"]),
+        ca.issue(&["b.example.test", "*.b.example.test"]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let node = EdgeNode::start(BIN, &tls_config(dir.path(), &o, &a, &b));
+    let addr = node.addr("tls");
+
+    let ra = get(
+        addr,
+        "a.example.test",
+        &ca.pem(),
+        &[b"h2", b"http/1.1"],
+        "/vod/bbb/master.m3u8",
+    )
+    .await
+    .unwrap();
+    assert_eq!(ra.peer_cert, a.der);
+    assert_eq!(ra.alpn.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(ra.version, http::Version::HTTP_2);
+    assert_eq!(ra.status, 200);
+    assert_eq!(ra.body, o.expected_body("/vod/bbb/master.m3u8").unwrap());
+
+    let rb = get(
+        addr,
+        "b.example.test",
+        &ca.pem(),
+        &[b"http/1.1"],
+        "/obj/x?size=10",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rb.peer_cert, b.der);
+    assert_eq!(rb.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(rb.version, http::Version::HTTP_11);
+    let wild = get(addr, "v.b.example.test", &ca.pem(), &[], "/obj/x?size=10")
+        .await
+        .unwrap();
+    assert_eq!(wild.peer_cert, b.der, "one label under the wildcard");
+
+    // An unknown name gets the default certificate, which then fails verification.
+    let unknown = get(addr, "c.example.test", &ca.pem(), &[], "/").await;
+    assert!(unknown.unwrap_err().contains("handshake"));
+
+    // HTTP to HTTPS as a route action on the plain listener.
+    let r = Client::new()
+        .get_with(&node.url("plain", "/x?y=1"), &[("host", "a.example.test")])
+        .await;
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("https://a.example.test/x?y=1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificates_change_with_a_reload() {
+    let o = origin("o").await;
+    let ca = TestCa::new("edge test CA");
+    let (a, b) = (ca.issue(&["a.example.test"]), ca.issue(&["b.example.test"]));
+    let dir = tempfile::tempdir().unwrap();
+    let node = EdgeNode::start(BIN, &tls_config(dir.path(), &o, &a, &b));
+    let addr = node.addr("tls");
+    let first = get(addr, "a.example.test", &ca.pem(), &[], "/obj/x")
+        .await
+        .unwrap();
+    assert_eq!(first.peer_cert, a.der);
+
+    let renewed = ca.issue(&["a.example.test"]);
+    write(dir.path(), "a.pem", &renewed.cert_pem);
+    write(dir.path(), "a.key", &renewed.key_pem);
+    node.signal(nix::sys::signal::Signal::SIGHUP);
+    eventually(
+        Duration::from_secs(10),
+        "the renewed certificate",
+        || async {
+            let r = get(addr, "a.example.test", &ca.pem(), &[], "/obj/x")
+                .await
+                .ok()?;
+            (r.peer_cert == renewed.der).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_that_does_not_match_its_key_is_refused_at_start() {
+    let o = origin("o").await;
+    let ca = TestCa::new("edge test CA");
+    let (a, b) = (ca.issue(&["a.example.test"]), ca.issue(&["b.example.test"]));
+    let dir = tempfile::tempdir().unwrap();
+    let config = tls_config(dir.path(), &o, &a, &b);
+    // a.pem with b's key.
+    write(dir.path(), "a.key", &b.key_pem);
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("listener tls: certificate") && err.contains("does not match"),
+        "{err}"
+    );
+
+    // A missing certificate file is a config error with its location.
+    let missing = tls_config(dir.path(), &o, &a, &b).replace(
+        &dir.path().join("b.pem").display().to_string(),
+        "/no/such.pem",
+    );
+    std::fs::write(&path, missing).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "listener[0].certificate[1].cert: certificate file /no/such.pem does not exist"
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_to_backends_verifies_them_with_the_configured_ca_and_sni() {
+    let o = origin("o").await;
+    let ca = TestCa::new("backend CA");
+    let (a, b) = (ca.issue(&["a.example.test"]), ca.issue(&["b.example.test"]));
+    let dir = tempfile::tempdir().unwrap();
+    // The backend: an edge node terminating TLS in front of the origin.
+    let backend = EdgeNode::start(BIN, &tls_config(dir.path(), &o, &a, &b));
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
+    let other_ca = write(
+        dir.path(),
+        "other-ca.pem",
+        &TestCa::new("someone else").pem(),
+    );
+    let front = |ca: &str| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n\
+             [[route]]\npool = \"secure\"\n[[pool]]\nname = \"secure\"\nbackends = [{{ address = \"{}\" }}]\n\
+             [pool.tls]\nsni = \"b.example.test\"\nca_file = \"{ca}\"\n[pool.retry]\nattempts = 0\n",
+            backend.addr("tls")
+        )
+    };
+    let good = EdgeNode::start(BIN, &front(&ca_file));
+    let r = Client::new().get(&good.url("web", "/obj/t?size=100")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, o.expected_body("/obj/t?size=100").unwrap());
+
+    let distrusting = EdgeNode::start(BIN, &front(&other_ca));
+    let r = Client::new()
+        .get(&distrusting.url("web", "/obj/t?size=100"))
+        .await;
+    assert_eq!(
+        r.status,
+        502,
+        "an untrusted backend certificate is refused: {}",
+        r.text()
+    );
+}

@@ -1,0 +1,108 @@
+//! What the admin API shows of pools and backends.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{AdminState, BreakerPhase, Pool};
+
+#[derive(Debug, Serialize)]
+pub struct PoolReport {
+    pub name: String,
+    pub algorithm: &'static str,
+    pub panic_mode: bool,
+    pub health_checked: bool,
+    pub active_requests: u64,
+    pub retries_in_flight: u64,
+    pub backends: Vec<BackendReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackendReport {
+    pub address: String,
+    pub resolved: String,
+    /// As configured.
+    pub weight: u32,
+    /// What selection uses now (admin override, load feedback).
+    pub effective_weight: u32,
+    pub weight_override: Option<u32>,
+    pub admin: AdminState,
+    /// New requests may go here now.
+    pub usable: bool,
+    pub healthy: bool,
+    pub health_error: Option<String>,
+    pub ejected: bool,
+    pub ejected_for_ms: Option<u128>,
+    pub ejections: u64,
+    pub breaker: &'static str,
+    pub breaker_retry_in_ms: Option<u128>,
+    pub in_flight: u64,
+    pub requests: u64,
+    pub failures: u64,
+    pub ewma_ms: Option<f64>,
+    pub load: Option<u8>,
+}
+
+impl Pool {
+    pub fn report(&self) -> PoolReport {
+        let now = Instant::now();
+        PoolReport {
+            name: self.name.clone(),
+            algorithm: self.config.algorithm.name(),
+            panic_mode: self.config.panic_mode,
+            health_checked: self.config.health_check.is_some(),
+            active_requests: self.counters.active.load(Ordering::Relaxed),
+            retries_in_flight: self.counters.retries.load(Ordering::Relaxed),
+            backends: self
+                .backends
+                .iter()
+                .map(|b| {
+                    let s = &b.state;
+                    let (breaker, retry_in) = match s.breaker_phase(now) {
+                        BreakerPhase::Closed => ("closed", None),
+                        BreakerPhase::Open { until } => (
+                            "open",
+                            Some(until.saturating_duration_since(now).as_millis()),
+                        ),
+                        BreakerPhase::HalfOpen { .. } => ("half_open", None),
+                    };
+                    let ejected_until = s.ejected_until(now);
+                    BackendReport {
+                        address: b.label.clone(),
+                        resolved: b.addr.to_string(),
+                        weight: b.weight,
+                        effective_weight: self.effective_weight(b),
+                        weight_override: s.weight_override(),
+                        admin: s.admin_state(),
+                        usable: self.usable(b, now),
+                        healthy: s.is_healthy(),
+                        health_error: s.last_health_error(),
+                        ejected: ejected_until.is_some(),
+                        ejected_for_ms: ejected_until
+                            .map(|t| t.saturating_duration_since(now).as_millis()),
+                        ejections: s.ejections.load(Ordering::Relaxed),
+                        breaker,
+                        breaker_retry_in_ms: retry_in,
+                        in_flight: s.in_flight.load(Ordering::Relaxed),
+                        requests: s.requests.load(Ordering::Relaxed),
+                        failures: s.failures.load(Ordering::Relaxed),
+                        ewma_ms: s.ewma_ms(now).map(|m| (m * 1000.0).round() / 1000.0),
+                        load: s.load(),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+impl AdminState {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enable" | "enabled" => Some(AdminState::Enabled),
+            "drain" | "draining" => Some(AdminState::Draining),
+            "disable" | "disabled" => Some(AdminState::Disabled),
+            _ => None,
+        }
+    }
+}
