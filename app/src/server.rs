@@ -27,6 +27,7 @@ use crate::runtime::{announce, Runtime};
 pub fn server_conf(config: &Config) -> ServerConf {
     ServerConf {
         threads: config.server.threads,
+        work_stealing: config.server.work_stealing,
         upstream_keepalive_pool_size: config.server.upstream_keepalive,
         // Draining is ours (see `SignalWatch`): pingora must not sleep on top of it.
         grace_period_seconds: Some(0),

@@ -93,6 +93,9 @@ impl ConfigDiff {
                 old.server.threads, new.server.threads
             ));
         }
+        if old.server.work_stealing != new.server.work_stealing {
+            restart_required.push("server.work_stealing (runtimes are built at start)".to_string());
+        }
         if old.server.log_format != new.server.log_format {
             restart_required.push("server.log_format (logging is set up at start)".to_string());
         }

@@ -24,6 +24,7 @@ pub(crate) struct RawServer {
     pub log_format: Option<S<String>>,
     pub access_log: Option<bool>,
     pub upstream_keepalive: Option<S<i64>>,
+    pub work_stealing: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

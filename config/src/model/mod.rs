@@ -89,6 +89,10 @@ pub struct Server {
     pub access_log: bool,
     /// Idle upstream connections kept for reuse, per node.
     pub upstream_keepalive: usize,
+    /// One multi-threaded runtime whose threads steal work (true), or one
+    /// single-threaded runtime per thread with connections spread among them
+    /// (false: cheaper per request, as nginx workers).
+    pub work_stealing: bool,
 }
 
 impl Default for Server {
@@ -99,6 +103,7 @@ impl Default for Server {
             log_format: LogFormat::Text,
             access_log: true,
             upstream_keepalive: 128,
+            work_stealing: false,
         }
     }
 }

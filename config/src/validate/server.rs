@@ -20,6 +20,7 @@ pub(super) fn server(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>)
         log_format,
         access_log,
         upstream_keepalive,
+        work_stealing,
     } = raw;
     let p = "server";
     Server {
@@ -43,6 +44,7 @@ pub(super) fn server(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>)
             1_000_000,
             defaults.upstream_keepalive as i64,
         ) as usize,
+        work_stealing: work_stealing.unwrap_or(defaults.work_stealing),
     }
 }
 

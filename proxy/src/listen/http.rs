@@ -11,6 +11,7 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 
+use super::buffered::{WriteBuffered, WRITE_CAPACITY};
 use super::tls::TlsSettings;
 use super::{ConnectionHandler, HANDSHAKE_TIMEOUT};
 use crate::metrics::ListenerMetrics;
@@ -55,6 +56,7 @@ impl HttpHandler {
 #[async_trait]
 impl ConnectionHandler for HttpHandler {
     async fn serve(self: Arc<Self>, stream: L4Stream, peer: SocketAddr, shutdown: ShutdownWatch) {
+        let stream = WriteBuffered::new(stream, WRITE_CAPACITY);
         let stream: Stream = match self.tls.load_full() {
             None => Box::new(stream),
             Some(tls) => {

@@ -8,6 +8,7 @@
 //! sockets first (a failure keeps everything as it was) and closes removed
 //! ones, whose open connections finish normally.
 
+mod buffered;
 mod http;
 mod tls;
 
@@ -364,7 +365,9 @@ impl Acceptor {
                     let guard = ConnectionGuard::new(&self.connections, &self.metrics);
                     let handler = self.handler.borrow().clone();
                     let shutdown = self.drain.clone();
-                    tokio::spawn(async move {
+                    // Spread connections over the service's runtimes (one
+                        // per thread when work stealing is off).
+                        pingora_runtime::current_handle().spawn(async move {
                         handler.serve(stream, peer, shutdown).await;
                         drop(guard);
                         drop(permit);

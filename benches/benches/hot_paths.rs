@@ -1,0 +1,87 @@
+//! Micro benchmarks of the request path's hot spots: route matching and
+//! backend selection. `cargo bench -p edge-benches`.
+
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use edge_proxy::metrics::ProxyMetrics;
+use edge_proxy::pool::{BackendRegistry, Pool};
+use edge_proxy::route::{RequestView, RouteTable};
+
+fn config(routes: usize, algorithm: &str) -> edge_config::Config {
+    let mut text = String::from("[[pool]]\nname = \"p\"\n");
+    text.push_str(&format!("algorithm = \"{algorithm}\"\nbackends = ["));
+    for i in 0..20 {
+        text.push_str(&format!("{{ address = \"10.0.0.{}:80\", weight = {} }},", i + 1, 1 + i % 3));
+    }
+    text.push_str("]\n");
+    for i in 0..routes {
+        text.push_str(&format!(
+            "[[route]]\nname = \"r{i}\"\npriority = {i}\npool = \"p\"\n[route.match]\nhost = \"h{i}.example.com\"\npath_prefix = \"/v{i}/\"\nmethods = [\"GET\"]\n"
+        ));
+    }
+    text.push_str("[[route]]\nname = \"default\"\npool = \"p\"\n");
+    edge_config::parse_str(&text, "bench.toml", Path::new(".")).expect("bench config")
+}
+
+fn route_matching(c: &mut Criterion) {
+    let cfg = config(50, "round_robin");
+    let metrics = ProxyMetrics::new(&prometheus::Registry::new()).expect("metrics");
+    let table = RouteTable::compile(&cfg.routes, |_| Some(0), &metrics).expect("routes");
+    let headers = http::HeaderMap::new();
+    let method = http::Method::GET;
+    c.bench_function("route match: 51 routes, hit in the middle", |b| {
+        b.iter(|| {
+            let view = RequestView {
+                listener: "web",
+                host: "h25.example.com",
+                path: "/v25/seg_1.ts",
+                query: None,
+                method: &method,
+                headers: &headers,
+                cookies: &[],
+            };
+            std::hint::black_box(table.find(&view).map(|r| r.name.len()))
+        })
+    });
+    c.bench_function("route match: 51 routes, fall through to default", |b| {
+        b.iter(|| {
+            let view = RequestView {
+                listener: "web",
+                host: "other.example.com",
+                path: "/x",
+                query: None,
+                method: &method,
+                headers: &headers,
+                cookies: &[],
+            };
+            std::hint::black_box(table.find(&view).map(|r| r.name.len()))
+        })
+    });
+}
+
+fn selection(c: &mut Criterion) {
+    for algorithm in [
+        "round_robin",
+        "weighted_round_robin",
+        "random",
+        "least_requests",
+        "p2c_ewma",
+        "consistent_hash",
+    ] {
+        let cfg = config(0, algorithm);
+        let metrics = ProxyMetrics::new(&prometheus::Registry::new()).expect("metrics");
+        let pool = Pool::build(&cfg.pools[0], &BackendRegistry::default(), &metrics).expect("pool");
+        c.bench_function(&format!("pick: {algorithm}, 20 backends"), |b| {
+            let mut k = 0u64;
+            b.iter(|| {
+                k += 1;
+                let key = k.to_le_bytes();
+                std::hint::black_box(pool.select(&[], None, Some(&key)).map(|p| p.index).ok())
+            })
+        });
+    }
+}
+
+criterion_group!(benches, route_matching, selection);
+criterion_main!(benches);

@@ -1,0 +1,268 @@
+//! `loadbench`: edge side by side with the servers operators run today, in one
+//! run, on one machine.
+//!
+//! The server under test is pinned to CPU 0; the load generator and the
+//! origin share CPU 1. Repetitions are short and interleaved across servers
+//! (the order rotates each round), and the report gives medians and edge's
+//! ratio to each peer from the same run. CPU time per request comes from
+//! /proc (user + system, the whole process tree).
+//!
+//! ```text
+//! loadbench proxy [--reps 5] [--duration 5] [--connections 50] [--edge target/release/edge] [--out FILE]
+//! ```
+
+mod peers;
+mod report;
+mod sys;
+mod wrk;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use report::Samples;
+use sys::{free_port, have, wait_port, Proc};
+
+/// CPU of the server under test; the load generator and origin use the other.
+const SUT_CPU: usize = 0;
+const LOAD_CPU: usize = 1;
+
+struct Args {
+    scenario: String,
+    reps: usize,
+    duration: Duration,
+    connections: usize,
+    edge: PathBuf,
+    out: Option<PathBuf>,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        scenario: "proxy".into(),
+        reps: 5,
+        duration: Duration::from_secs(5),
+        connections: 50,
+        edge: PathBuf::from("target/release/edge"),
+        out: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--reps" => a.reps = value()?.parse()?,
+            "--duration" => a.duration = Duration::from_secs(value()?.parse()?),
+            "--connections" => a.connections = value()?.parse()?,
+            "--edge" => a.edge = PathBuf::from(value()?),
+            "--out" => a.out = Some(PathBuf::from(value()?)),
+            "-h" | "--help" => {
+                println!("loadbench proxy [--reps N] [--duration SECS] [--connections N] [--edge PATH] [--out FILE]");
+                std::process::exit(0);
+            }
+            s if !s.starts_with('-') => a.scenario = s.to_string(),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(a)
+}
+
+/// A server under test, listening on `addr`.
+struct Sut {
+    name: &'static str,
+    addr: SocketAddr,
+    proc: Proc,
+}
+
+fn need(tools: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
+    if !missing.is_empty() {
+        bail!("missing tools: {} (run `make deps-bench` as root, or apt-get install them)", missing.join(" "));
+    }
+    Ok(())
+}
+
+fn work_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("edge-loadbench-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("www"))?;
+    Ok(dir)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<String> {
+    let p = dir.join(name);
+    std::fs::write(&p, text)?;
+    Ok(p.display().to_string())
+}
+
+fn start_origin(dir: &Path) -> Result<(Proc, u16)> {
+    std::fs::write(dir.join("www/1k"), vec![b'x'; 1024])?;
+    std::fs::write(dir.join("www/100k"), vec![b'y'; 100 * 1024])?;
+    let port = free_port()?;
+    let conf = write(dir, "origin.conf", &peers::nginx_origin(dir, port)?)?;
+    let p = Proc::spawn("origin", Some(LOAD_CPU), "nginx", &["-p", &dir.display().to_string(), "-c", &conf], dir)?;
+    wait_port(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10), "the origin nginx")?;
+    Ok((p, port))
+}
+
+fn start_proxies(dir: &Path, origin: u16, edge: &Path) -> Result<Vec<Sut>> {
+    let mut suts = Vec::new();
+    let d = dir.display().to_string();
+
+    let port = free_port()?;
+    let conf = write(dir, "nginx.conf", &peers::nginx_proxy(dir, port, origin)?)?;
+    let proc = Proc::spawn("nginx", Some(SUT_CPU), "nginx", &["-p", &d, "-c", &conf], dir)?;
+    suts.push(Sut {
+        name: "nginx",
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        proc,
+    });
+
+    let port = free_port()?;
+    let conf = write(dir, "haproxy.cfg", &peers::haproxy(port, origin))?;
+    let proc = Proc::spawn("haproxy", Some(SUT_CPU), "haproxy", &["-f", &conf, "-db"], dir)?;
+    suts.push(Sut {
+        name: "haproxy",
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        proc,
+    });
+
+    let port = free_port()?;
+    let conf = write(dir, "edge.toml", &peers::edge_proxy(port, origin))?;
+    let edge = edge.display().to_string();
+    let proc = Proc::spawn("edge", Some(SUT_CPU), &edge, &["run", "--config", &conf], dir)?;
+    suts.push(Sut {
+        name: "edge",
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        proc,
+    });
+
+    for s in &suts {
+        wait_port(s.addr, Duration::from_secs(30), s.name)?;
+    }
+    Ok(suts)
+}
+
+/// Runs every load against every server, rounds interleaved; returns samples per load.
+fn measure(suts: &mut [Sut], loads: &[(&str, &str)], args: &Args) -> Result<Vec<(String, Vec<Samples>)>> {
+    let generator = wrk::Wrk {
+        cpu: LOAD_CPU,
+        threads: 1,
+        connections: args.connections,
+        duration: args.duration,
+    };
+    let warm = wrk::Wrk {
+        duration: Duration::from_secs(1),
+        ..generator
+    };
+    let mut results: Vec<(String, Vec<Samples>)> = loads
+        .iter()
+        .map(|(title, _)| {
+            (
+                title.to_string(),
+                suts.iter()
+                    .map(|s| Samples {
+                        server: s.name.to_string(),
+                        runs: Vec::new(),
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    for s in suts.iter() {
+        for (_, path) in loads {
+            warm.run(&format!("http://{}{path}", s.addr), &[])?;
+        }
+    }
+    for round in 0..args.reps {
+        for (li, (title, path)) in loads.iter().enumerate() {
+            for k in 0..suts.len() {
+                let i = (k + round) % suts.len();
+                let s = &mut suts[i];
+                if !s.proc.alive() {
+                    bail!("{} exited during the run", s.name);
+                }
+                let before = s.proc.cpu();
+                let run = generator.run(&format!("http://{}{path}", s.addr), &[])?;
+                let cpu = s.proc.cpu().saturating_sub(before);
+                let per_request_us = cpu.as_secs_f64() * 1e6 / run.requests.max(1) as f64;
+                eprintln!(
+                    "round {} {title} {:<8} {:>9.0} req/s p99 {:>7.3} ms cpu {:>6.1} µs/req errors {}",
+                    round + 1,
+                    s.name,
+                    run.rps,
+                    run.p99_ms,
+                    per_request_us,
+                    run.errors
+                );
+                results[li].1[i].runs.push((run, per_request_us));
+            }
+        }
+    }
+    Ok(results)
+}
+
+fn environment(args: &Args) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    let version = |cmd: &str, arg: &str| {
+        std::process::Command::new(cmd)
+            .arg(arg)
+            .output()
+            .map(|o| {
+                let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+                text.lines().next().unwrap_or("").trim().to_string()
+            })
+            .unwrap_or_default()
+    };
+    format!(
+        "- CPU: {cpu} ({} CPUs); server under test pinned to CPU {SUT_CPU}, wrk and the origin to CPU {LOAD_CPU}\n\
+         - wrk: 1 thread, {} connections, {} s per run, {} rounds interleaved, medians reported\n\
+         - {}; {}; {}\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        args.connections,
+        args.duration.as_secs(),
+        args.reps,
+        version("nginx", "-v"),
+        version("haproxy", "-v"),
+        version(&args.edge.display().to_string(), "--version"),
+    )
+}
+
+fn main() -> Result<()> {
+    let mut args = args()?;
+    need(&["taskset", "wrk", "nginx", "haproxy"])?;
+    args.edge = std::fs::canonicalize(&args.edge)
+        .with_context(|| format!("{}: build it with `cargo build --release -p edge`", args.edge.display()))?;
+    let dir = work_dir()?;
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let report = match args.scenario.as_str() {
+        "proxy" => {
+            let (_origin, origin_port) = start_origin(&dir)?;
+            let mut suts = start_proxies(&dir, origin_port, &args.edge)?;
+            let loads = [("1 KiB responses", "/1k"), ("100 KiB responses", "/100k")];
+            let results = measure(&mut suts, &loads, &args)?;
+            let mut out = format!("### L7 proxy (load balancer) through to an nginx origin\n\n{}", environment(&args));
+            for (title, samples) in &results {
+                out.push_str(&report::table(title, samples, title.contains("100")));
+            }
+            out
+        }
+        other => bail!("unknown scenario {other} (proxy)"),
+    };
+    println!("{report}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes the work directory however the run ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,110 @@
+//! Configurations of the servers compared, each tuned as its own docs advise
+//! (one worker, keep-alive to clients and upstream, no access logs).
+
+use std::path::Path;
+
+use anyhow::Result;
+
+fn temp_paths(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "client_body_temp_path {d}/t-body; proxy_temp_path {d}/t-proxy; fastcgi_temp_path {d}/t-fcgi; \
+         uwsgi_temp_path {d}/t-uwsgi; scgi_temp_path {d}/t-scgi;"
+    )
+}
+
+/// nginx serving static files from `dir/www` (the origin every proxy uses).
+pub fn nginx_origin(dir: &Path, port: u16) -> Result<String> {
+    let d = dir.display();
+    Ok(format!(
+        "user root; worker_processes 1; daemon off; pid {d}/origin.pid; error_log {d}/origin.error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off; sendfile on; tcp_nopush on; tcp_nodelay on;
+  keepalive_requests 10000000; keepalive_timeout 75s;
+  {temps}
+  server {{ listen 127.0.0.1:{port} backlog=4096; root {d}/www; location / {{ }} }}
+}}
+",
+        temps = temp_paths(dir)
+    ))
+}
+
+/// nginx as a reverse proxy: upstream keepalive, HTTP/1.1 upstream, as the
+/// nginx docs advise for proxying with keep-alive.
+pub fn nginx_proxy(dir: &Path, port: u16, origin: u16) -> Result<String> {
+    let d = dir.display();
+    Ok(format!(
+        "user root; worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/nginx.error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off; tcp_nodelay on;
+  keepalive_requests 10000000; keepalive_timeout 75s;
+  {temps}
+  upstream origin {{ server 127.0.0.1:{origin}; keepalive 128; keepalive_requests 10000000; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }}
+  }}
+}}
+",
+        temps = temp_paths(dir)
+    ))
+}
+
+/// HAProxy in HTTP mode, one thread, connection reuse to the server.
+pub fn haproxy(port: u16, origin: u16) -> String {
+    format!(
+        "global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  timeout http-keep-alive 30s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+backend be
+  server origin 127.0.0.1:{origin} maxconn 10000
+"
+    )
+}
+
+/// edge as a load balancer in front of the origin, one worker thread.
+pub fn edge_proxy(port: u16, origin: u16) -> String {
+    // EDGE_BENCH_SERVER adds keys to [server] (to compare settings).
+    let extra = std::env::var("EDGE_BENCH_SERVER").unwrap_or_default();
+    format!(
+        "[server]
+threads = 1
+access_log = false
+upstream_keepalive = 128
+{extra}
+
+[admin]
+listen = \"127.0.0.1:0\"
+
+[[listener]]
+name = \"web\"
+kind = \"http\"
+address = \"127.0.0.1:{port}\"
+
+[[pool]]
+name = \"origin\"
+backends = [{{ address = \"127.0.0.1:{origin}\" }}]
+
+[[route]]
+name = \"all\"
+pool = \"origin\"
+"
+    )
+}
