@@ -12,7 +12,11 @@ fn config(routes: usize, algorithm: &str) -> edge_config::Config {
     let mut text = String::from("[[pool]]\nname = \"p\"\n");
     text.push_str(&format!("algorithm = \"{algorithm}\"\nbackends = ["));
     for i in 0..20 {
-        text.push_str(&format!("{{ address = \"10.0.0.{}:80\", weight = {} }},", i + 1, 1 + i % 3));
+        text.push_str(&format!(
+            "{{ address = \"10.0.0.{}:80\", weight = {} }},",
+            i + 1,
+            1 + i % 3
+        ));
     }
     text.push_str("]\n");
     for i in 0..routes {

@@ -77,7 +77,10 @@ struct Sut {
 fn need(tools: &[&str]) -> Result<()> {
     let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
     if !missing.is_empty() {
-        bail!("missing tools: {} (run `make deps-bench` as root, or apt-get install them)", missing.join(" "));
+        bail!(
+            "missing tools: {} (run `make deps-bench` as root, or apt-get install them)",
+            missing.join(" ")
+        );
     }
     Ok(())
 }
@@ -99,8 +102,18 @@ fn start_origin(dir: &Path) -> Result<(Proc, u16)> {
     std::fs::write(dir.join("www/100k"), vec![b'y'; 100 * 1024])?;
     let port = free_port()?;
     let conf = write(dir, "origin.conf", &peers::nginx_origin(dir, port)?)?;
-    let p = Proc::spawn("origin", Some(LOAD_CPU), "nginx", &["-p", &dir.display().to_string(), "-c", &conf], dir)?;
-    wait_port(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10), "the origin nginx")?;
+    let p = Proc::spawn(
+        "origin",
+        Some(LOAD_CPU),
+        "nginx",
+        &["-p", &dir.display().to_string(), "-c", &conf],
+        dir,
+    )?;
+    wait_port(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(10),
+        "the origin nginx",
+    )?;
     Ok((p, port))
 }
 
@@ -110,7 +123,13 @@ fn start_proxies(dir: &Path, origin: u16, edge: &Path) -> Result<Vec<Sut>> {
 
     let port = free_port()?;
     let conf = write(dir, "nginx.conf", &peers::nginx_proxy(dir, port, origin)?)?;
-    let proc = Proc::spawn("nginx", Some(SUT_CPU), "nginx", &["-p", &d, "-c", &conf], dir)?;
+    let proc = Proc::spawn(
+        "nginx",
+        Some(SUT_CPU),
+        "nginx",
+        &["-p", &d, "-c", &conf],
+        dir,
+    )?;
     suts.push(Sut {
         name: "nginx",
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -119,7 +138,13 @@ fn start_proxies(dir: &Path, origin: u16, edge: &Path) -> Result<Vec<Sut>> {
 
     let port = free_port()?;
     let conf = write(dir, "haproxy.cfg", &peers::haproxy(port, origin))?;
-    let proc = Proc::spawn("haproxy", Some(SUT_CPU), "haproxy", &["-f", &conf, "-db"], dir)?;
+    let proc = Proc::spawn(
+        "haproxy",
+        Some(SUT_CPU),
+        "haproxy",
+        &["-f", &conf, "-db"],
+        dir,
+    )?;
     suts.push(Sut {
         name: "haproxy",
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -129,7 +154,13 @@ fn start_proxies(dir: &Path, origin: u16, edge: &Path) -> Result<Vec<Sut>> {
     let port = free_port()?;
     let conf = write(dir, "edge.toml", &peers::edge_proxy(port, origin))?;
     let edge = edge.display().to_string();
-    let proc = Proc::spawn("edge", Some(SUT_CPU), &edge, &["run", "--config", &conf], dir)?;
+    let proc = Proc::spawn(
+        "edge",
+        Some(SUT_CPU),
+        &edge,
+        &["run", "--config", &conf],
+        dir,
+    )?;
     suts.push(Sut {
         name: "edge",
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -143,7 +174,11 @@ fn start_proxies(dir: &Path, origin: u16, edge: &Path) -> Result<Vec<Sut>> {
 }
 
 /// Runs every load against every server, rounds interleaved; returns samples per load.
-fn measure(suts: &mut [Sut], loads: &[(&str, &str)], args: &Args) -> Result<Vec<(String, Vec<Samples>)>> {
+fn measure(
+    suts: &mut [Sut],
+    loads: &[(&str, &str)],
+    args: &Args,
+) -> Result<Vec<(String, Vec<Samples>)>> {
     let generator = wrk::Wrk {
         cpu: LOAD_CPU,
         threads: 1,
@@ -204,14 +239,19 @@ fn measure(suts: &mut [Sut], loads: &[(&str, &str)], args: &Args) -> Result<Vec<
 fn environment(args: &Args) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let version = |cmd: &str, arg: &str| {
         std::process::Command::new(cmd)
             .arg(arg)
             .output()
             .map(|o| {
-                let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+                let text = String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr);
                 text.lines().next().unwrap_or("").trim().to_string()
             })
             .unwrap_or_default()
@@ -233,8 +273,12 @@ fn environment(args: &Args) -> String {
 fn main() -> Result<()> {
     let mut args = args()?;
     need(&["taskset", "wrk", "nginx", "haproxy"])?;
-    args.edge = std::fs::canonicalize(&args.edge)
-        .with_context(|| format!("{}: build it with `cargo build --release -p edge`", args.edge.display()))?;
+    args.edge = std::fs::canonicalize(&args.edge).with_context(|| {
+        format!(
+            "{}: build it with `cargo build --release -p edge`",
+            args.edge.display()
+        )
+    })?;
     let dir = work_dir()?;
     let _cleanup = RemoveOnDrop(dir.clone());
     let report = match args.scenario.as_str() {
@@ -243,7 +287,10 @@ fn main() -> Result<()> {
             let mut suts = start_proxies(&dir, origin_port, &args.edge)?;
             let loads = [("1 KiB responses", "/1k"), ("100 KiB responses", "/100k")];
             let results = measure(&mut suts, &loads, &args)?;
-            let mut out = format!("### L7 proxy (load balancer) through to an nginx origin\n\n{}", environment(&args));
+            let mut out = format!(
+                "### L7 proxy (load balancer) through to an nginx origin\n\n{}",
+                environment(&args)
+            );
             for (title, samples) in &results {
                 out.push_str(&report::table(title, samples, title.contains("100")));
             }

@@ -15,7 +15,13 @@ pub struct Proc {
 
 impl Proc {
     /// Runs `program args` pinned to `cpu` (via taskset), output to files in `dir`.
-    pub fn spawn(name: &str, cpu: Option<usize>, program: &str, args: &[&str], dir: &Path) -> Result<Proc> {
+    pub fn spawn(
+        name: &str,
+        cpu: Option<usize>,
+        program: &str,
+        args: &[&str],
+        dir: &Path,
+    ) -> Result<Proc> {
         let out = std::fs::File::create(dir.join(format!("{name}.out")))?;
         let err = std::fs::File::create(dir.join(format!("{name}.err")))?;
         let mut cmd = match cpu {
@@ -32,7 +38,9 @@ impl Proc {
             .stdout(out)
             .stderr(err)
             .env("RUST_LOG", "warn");
-        let child = cmd.spawn().with_context(|| format!("starting {name} ({program})"))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name} ({program})"))?;
         Ok(Proc { child })
     }
 
@@ -42,7 +50,10 @@ impl Proc {
 
     /// User + system CPU time of the process and all its descendants.
     pub fn cpu(&self) -> Duration {
-        let ticks: u64 = tree(self.pid()).iter().map(|p| stat(*p).map_or(0, |s| s.ticks)).sum();
+        let ticks: u64 = tree(self.pid())
+            .iter()
+            .map(|p| stat(*p).map_or(0, |s| s.ticks))
+            .sum();
         Duration::from_secs_f64(ticks as f64 / clk_tck() as f64)
     }
 
@@ -55,7 +66,10 @@ impl Drop for Proc {
     fn drop(&mut self) {
         // Children of the pinned process (nginx workers) go with its group.
         for p in tree(self.pid()).into_iter().rev() {
-            let _ = Command::new("kill").arg("-TERM").arg(p.to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(p.to_string())
+                .status();
         }
         std::thread::sleep(Duration::from_millis(100));
         let _ = self.child.kill();

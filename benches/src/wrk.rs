@@ -40,7 +40,11 @@ impl Wrk {
             .context("running wrk")?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
-            bail!("wrk failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "wrk failed: {}{}",
+                text,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         parse(&text).with_context(|| format!("parsing wrk output:\n{text}"))
     }

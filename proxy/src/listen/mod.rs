@@ -366,8 +366,8 @@ impl Acceptor {
                     let handler = self.handler.borrow().clone();
                     let shutdown = self.drain.clone();
                     // Spread connections over the service's runtimes (one
-                        // per thread when work stealing is off).
-                        pingora_runtime::current_handle().spawn(async move {
+                    // per thread when work stealing is off).
+                    pingora_runtime::current_handle().spawn(async move {
                         handler.serve(stream, peer, shutdown).await;
                         drop(guard);
                         drop(permit);
