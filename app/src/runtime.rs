@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use edge_cache::{CacheMetrics, EdgeStorage, TierCollector};
 use edge_config::{Config, ConfigDiff, Diagnostics, Listener, ListenerKind, Secret};
+use edge_proxy::caching::CacheRuntime;
 use edge_proxy::collector::PoolCollector;
 use edge_proxy::listen::{
     BoundListener, ConnectionHandler, HttpHandler, ListenerControl, TlsSettings,
@@ -224,9 +226,26 @@ impl Runtime {
         })
         .await
         .map_err(|e| ApplyError::Internal(e.to_string()))??;
+        // The cache is made once, at the first apply (its disk tier is
+        // read back then); later applies resize it.
+        let new_cache = match self.proxy.cache() {
+            Some(_) => None,
+            None => Some(self.open_cache(&new).await?),
+        };
 
         // Commit: nothing below can fail.
         self.proxy.install(state, &new);
+        match new_cache {
+            Some(cache) => self.proxy.set_cache(cache),
+            None if diff.cache => {
+                if let Some(cache) = self.proxy.cache() {
+                    if let Err(e) = cache.configure(&new.cache) {
+                        tracing::error!(error = %e, "the new [cache] settings could not all be applied; the disk tier is off");
+                    }
+                }
+            }
+            None => {}
+        }
         let checks = health::spawn(&self.proxy.state(), &tokio::runtime::Handle::current());
         *self.health.lock() = checks;
         let mut http_handlers = self.http_handlers.lock();
@@ -274,6 +293,30 @@ impl Runtime {
         Ok(())
     }
 
+    async fn open_cache(&self, config: &Config) -> Result<Arc<CacheRuntime>, ApplyError> {
+        let metrics = Arc::new(
+            CacheMetrics::new(&self.registry).map_err(|e| ApplyError::Internal(e.to_string()))?,
+        );
+        let settings = config.cache.clone();
+        let storage = tokio::task::spawn_blocking(move || EdgeStorage::open(&settings, metrics))
+            .await
+            .map_err(|e| ApplyError::Internal(e.to_string()))?
+            .map_err(|e| {
+                let dir = config
+                    .cache
+                    .disk
+                    .as_ref()
+                    .map_or_else(String::new, |d| d.path.display().to_string());
+                ApplyError::Environment(format!("cannot open the disk cache at {dir}: {e}"))
+            })?;
+        let collector =
+            TierCollector::new(storage).map_err(|e| ApplyError::Internal(e.to_string()))?;
+        self.registry
+            .register(Box::new(collector))
+            .map_err(|e| ApplyError::Internal(e.to_string()))?;
+        Ok(Arc::new(CacheRuntime::new(storage)))
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn metrics_text(&self) -> String {
         use prometheus::Encoder;
@@ -304,9 +347,6 @@ fn unsupported(config: &Config) -> Vec<String> {
         }
     }
     for r in &config.routes {
-        if r.cache.enabled {
-            out.push(format!("route {}: cache", r.name));
-        }
         if !r.rate_limits.is_empty() {
             out.push(format!("route {}: rate_limits", r.name));
         }

@@ -399,6 +399,8 @@ pub(crate) struct RawRouteCache {
     pub store_authorization: Option<bool>,
     pub slice: Option<bool>,
     pub prefetch: Option<S<i64>>,
+    #[serde(default)]
+    pub bypass: Vec<S<String>>,
 }
 
 /// `ignore_query = true` (drop the whole query from the key) or a list of parameter names.

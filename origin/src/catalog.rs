@@ -11,6 +11,8 @@
 //! | `/live/{channel}/{rendition}/index.m3u8` | sliding-window live playlist |
 //! | `/live/{channel}/{rendition}/seg_{n}.ts` | live segment |
 //! | `/obj/{any}?size=&cc=&vary=&surrogate=&set_cookie=&v=&type=&etag=&lm=` | deterministic object |
+//!
+//! On any path, `?cc=` replaces the `Cache-Control` sent.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -180,6 +182,26 @@ pub struct Resolved {
     pub status: u16,
 }
 
+impl Resolved {
+    /// An object with `vary=` differs by the value of each header it
+    /// names, the way a server that varies would (`get` reads a request
+    /// header by lower-case name).
+    pub fn vary_by<'a>(&mut self, get: impl Fn(&str) -> Option<&'a str>) {
+        let Content::Object { seed, len } = &mut self.content else {
+            return;
+        };
+        let Some((_, names)) = self.extra_headers.iter().find(|(k, _)| k == "vary") else {
+            return;
+        };
+        for name in names.split(',').map(|n| n.trim().to_ascii_lowercase()) {
+            if let Some(v) = get(&name) {
+                *seed = splitmix64(*seed ^ fnv1a(v));
+            }
+        }
+        self.etag = etag(&[*seed, *len]);
+    }
+}
+
 /// Why a path resolved to nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotFound {
@@ -214,6 +236,16 @@ impl Catalog {
 
     /// Resolves a request path and query at time `now`.
     pub fn resolve(&self, path: &str, query: &str, now: SystemTime) -> Result<Resolved, NotFound> {
+        let mut r = self.resolve_path(path, query, now)?;
+        // `?cc=` plays an origin that sends other caching headers than a
+        // packager would (objects already take theirs from the query).
+        if let Some(cc) = query_param(query, "cc") {
+            r.cache_control = cc;
+        }
+        Ok(r)
+    }
+
+    fn resolve_path(&self, path: &str, query: &str, now: SystemTime) -> Result<Resolved, NotFound> {
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match parts.as_slice() {
             ["vod", title, "master.m3u8"] => {

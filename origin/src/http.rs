@@ -165,7 +165,7 @@ async fn content(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         return text(code, format!("injected fault: {status}\n"));
     }
 
-    let resolved = match resolved {
+    let mut resolved = match resolved {
         Ok(r) => r,
         Err(e) => {
             let (status, msg) = match e {
@@ -186,6 +186,7 @@ async fn content(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
     };
 
+    resolved.vary_by(|name| req.headers().get(name).and_then(|v| v.to_str().ok()));
     let mut response = Response::new(empty());
     describe(response.headers_mut(), &resolved);
     if not_modified(req.headers(), &resolved) {

@@ -203,6 +203,25 @@ impl RunningOrigin {
             .map(|r| r.content.to_bytes())
     }
 
+    /// [`expected_body`](Self::expected_body) for a request carrying
+    /// `headers` (lower-case names), for objects that vary.
+    pub fn expected_body_with(
+        &self,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<bytes::Bytes> {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let mut r = self
+            .state
+            .catalog
+            .resolve(path, query, self.state.clock.now())
+            .ok()?;
+        r.vary_by(|name| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| *v));
+        Some(r.content.to_bytes())
+    }
+
     /// Stops accepting and waits (up to 5 s) for in-flight responses.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);

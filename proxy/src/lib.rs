@@ -4,6 +4,8 @@
 //!   TLS by SNI, listeners added and removed at run time, drain.
 //! - [`route`]: the route table, compiled per config.
 //! - [`pool`]: backends and their selection.
+//! - [`caching`]: the cache on the request path: keys, policy, `X-Cache`,
+//!   slices and prefetch (storage itself is the `edge-cache` crate).
 //! - [`service`]: the `ProxyHttp` implementation whose phases call into them.
 //! - [`state`]: the hot state ([`Proxy`]), built aside and swapped on reload.
 //!
@@ -11,6 +13,7 @@
 //! adds one [`listen::HttpHandler`] per HTTP listener and hands the
 //! [`listen::ListenerService`] to a pingora `Server`.
 
+pub mod caching;
 pub mod collector;
 pub mod error;
 pub mod listen;

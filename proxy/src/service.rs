@@ -9,7 +9,9 @@
 //! upstream_request_filter  path rewrite, header edits, Host, X-Forwarded-*
 //! upstream_response_filter latency, load feedback, the attempt's outcome;
 //!                          a 5xx the policy retries becomes a retryable error
-//! response_filter          response header edits, sticky cookie
+//! response_filter          response header edits, sticky cookie, X-Cache,
+//!                          segment prefetch
+//! request_cache_filter …   the cache phases: see [`crate::caching`]
 //! fail_to_connect          outcome; retry elsewhere if the policy allows
 //! error_while_proxy        outcome; retry elsewhere if the policy allows
 //! fail_to_proxy            edge's own 502/503/504 (with Retry-After)
@@ -25,12 +27,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use edge_config::{Algorithm, HashKey, Retry, RetryOn, Timeouts};
 use http::Uri;
+use pingora_cache::key::HashBinary;
+use pingora_cache::storage::HitHandler;
+use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, RespCacheable};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::caching::{self, CacheCtx, Sub, SubTask, Way};
 use crate::metrics::class_index;
 use crate::pool::{Outcome, Overflow, Pick, Pool, Unavailable};
 use crate::route::matcher::{parse_cookies, query_value};
@@ -100,6 +106,9 @@ pub struct RequestCtx {
     /// A retry was decided and counted in the budget; its attempt has not started.
     retry_reserved: bool,
     failure: Option<Failure>,
+    /// The request's host (lower-case, no port).
+    host: String,
+    cache: CacheCtx,
 }
 
 impl RequestCtx {
@@ -296,7 +305,7 @@ fn apply_request_ops(req: &mut RequestHeader, ops: &CompiledHeaderOps) -> Result
     Ok(())
 }
 
-fn apply_response_ops(resp: &mut ResponseHeader, ops: &CompiledHeaderOps) -> Result<()> {
+pub(crate) fn apply_response_ops(resp: &mut ResponseHeader, ops: &CompiledHeaderOps) -> Result<()> {
     for name in &ops.remove {
         resp.remove_header(name);
     }
@@ -456,23 +465,70 @@ impl ProxyHttp for EdgeProxy {
             retrying_response: false,
             retry_reserved: false,
             failure: None,
+            host: String::new(),
+            cache: CacheCtx::default(),
         }
     }
 
     async fn early_request_filter(
         &self,
         session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         session.set_keepalive(Some(self.keepalive_secs));
+        let task = session
+            .subrequest_ctx
+            .as_ref()
+            .and_then(|c| c.user_ctx())
+            .and_then(|u| u.downcast_ref::<SubTask>())
+            .map(|t| match t {
+                SubTask::Slice { index, size } => (
+                    Sub::Slice {
+                        index: *index,
+                        size: *size,
+                    },
+                    None,
+                ),
+                SubTask::Prefetch { path_and_query, .. } => {
+                    (Sub::Prefetch, Some(path_and_query.clone()))
+                }
+            });
+        if let Some((sub, path)) = task {
+            // A subrequest starts as a copy of its parent's request: it
+            // fetches a whole slice or object, unconditionally.
+            ctx.cache.sub = Some(sub);
+            let req = session.req_header_mut();
+            for h in [
+                http::header::RANGE,
+                http::header::IF_RANGE,
+                http::header::IF_NONE_MATCH,
+                http::header::IF_MODIFIED_SINCE,
+                http::header::IF_MATCH,
+                http::header::IF_UNMODIFIED_SINCE,
+            ] {
+                req.remove_header(&h);
+            }
+            if let Some(p) = path {
+                let uri: Uri = p
+                    .parse()
+                    .map_err(|e| Error::because(ErrorType::InternalError, "prefetch path", e))?;
+                req.set_uri(uri);
+                req.set_method(http::Method::GET);
+            }
+        }
         Ok(())
+    }
+
+    fn allow_spawning_subrequest(&self, _session: &Session, ctx: &RequestCtx) -> bool {
+        // Slices and prefetches; a slice or prefetch spawns nothing itself.
+        self.proxy.cache().is_some() && ctx.cache.sub.is_none()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let state = self.proxy.state();
+        let host = request_host(session.req_header());
         let route = {
             let req = session.req_header();
-            let host = request_host(req);
             let cookies = if state.routes.needs_cookies {
                 parse_cookies(&req.headers)
             } else {
@@ -494,6 +550,7 @@ impl ProxyHttp for EdgeProxy {
             _ => None,
         });
         ctx.state = Some(state);
+        ctx.host = host;
         let Some(route) = route else {
             respond(
                 session,
@@ -513,6 +570,22 @@ impl ProxyHttp for EdgeProxy {
                     ctx.deadline = ctx.timeouts(pool).total.map(|t| ctx.start + t);
                 }
                 ctx.pool = pool;
+                if let Some(rt) = self.proxy.cache() {
+                    let (way, url) = caching::plan(
+                        rt,
+                        &route.cache,
+                        session.req_header(),
+                        &ctx.host,
+                        ctx.cache.sub.as_ref(),
+                        session.subrequest_spawner.is_some(),
+                    );
+                    ctx.cache.way = Some(way);
+                    ctx.cache.url = url;
+                    if way == Way::Sliced {
+                        caching::slice::serve(rt, session, &mut ctx.cache, &route).await?;
+                        return Ok(true);
+                    }
+                }
                 Ok(false)
             }
             Action::Respond {
@@ -551,6 +624,79 @@ impl ProxyHttp for EdgeProxy {
                 Ok(true)
             }
         }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        if ctx.cache.way == Some(Way::Whole) {
+            if let Some(rt) = self.proxy.cache() {
+                rt.enable(session);
+            }
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let route = ctx
+            .route
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "cache key without a route"))?;
+        Ok(caching::cache_key(
+            &ctx.cache,
+            &route.cache,
+            session.req_header(),
+        ))
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        _meta: &CacheMeta,
+        hit: &mut HitHandler,
+        _is_fresh: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        caching::note_hit(&mut ctx.cache, hit);
+        Ok(None)
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        let (Some(rt), Some(route)) = (self.proxy.cache(), ctx.route.clone()) else {
+            return Ok(RespCacheable::Uncacheable(
+                pingora_cache::NoCacheReason::NeverEnabled,
+            ));
+        };
+        Ok(caching::response_cacheable(
+            rt,
+            &mut ctx.cache,
+            &route.cache,
+            session.req_header(),
+            resp,
+        ))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        caching::variance(meta, req)
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        // The stored response's stale-while-revalidate / stale-if-error
+        // windows decide; any failure that is not the client's qualifies.
+        error.is_none_or(|e| *e.esource() != ErrorSource::Downstream)
     }
 
     async fn upstream_peer(
@@ -689,6 +835,13 @@ impl ProxyHttp for EdgeProxy {
             upstream.insert_header("x-forwarded-for", forwarded)?;
         }
         upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        if let Some(Sub::Slice { index, size }) = ctx.cache.sub {
+            let first = index * size;
+            upstream.insert_header(
+                http::header::RANGE,
+                format!("bytes={first}-{}", first + size - 1),
+            )?;
+        }
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }
@@ -762,10 +915,27 @@ impl ProxyHttp for EdgeProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let status = caching::status_of(session, &ctx.cache);
+        ctx.cache.status = Some(status);
+        response.insert_header("x-cache", caching::x_cache(status, ctx.cache.tier))?;
+        if !response.headers.contains_key(http::header::AGE) {
+            response.insert_header(http::header::AGE, "0")?;
+        }
+        caching::strip_cache_headers(response);
+        if ctx.cache.sub.is_none()
+            && ctx.cache.way == Some(Way::Whole)
+            && matches!(response.status.as_u16(), 200 | 206)
+            && caching::kind_of(session.req_header(), response) == edge_cache::video::Kind::Segment
+        {
+            if let (Some(rt), Some(route), Some(pool)) = (self.proxy.cache(), &ctx.route, &ctx.pool)
+            {
+                caching::prefetch::after_segment(rt, session, &route.cache, pool, &ctx.host);
+            }
+        }
         if let Some(route) = &ctx.route {
             if !route.response_headers.is_empty() {
                 apply_response_ops(response, &route.response_headers)?;
@@ -918,8 +1088,30 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.cache.sub.is_some() {
+            // Edge's own subrequests: their parent is what clients see.
+            ctx.release();
+            return;
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let bytes = session.body_bytes_sent() as u64;
+        if let (Some(rt), Some(cache_status)) = (self.proxy.cache(), ctx.cache.status) {
+            let m = rt.storage.metrics();
+            m.request(cache_status, caching::tier_index(ctx.cache.tier));
+            if !ctx.cache.counted {
+                if caching::from_cache(cache_status) {
+                    m.bytes_from_cache.inc_by(bytes);
+                } else {
+                    m.bytes_from_origin.inc_by(bytes);
+                }
+            }
+            let waited = session.cache.lock_duration().is_some();
+            if cache_status == edge_cache::Status::Hit
+                && (ctx.cache.tier == Some(edge_cache::Tier::Fill) || waited)
+            {
+                m.coalesced.inc();
+            }
+        }
         let total = ctx.start.elapsed();
         let route_name = ctx.route.as_ref().map_or("-", |r| r.name.as_str());
         let metrics = ctx
@@ -943,6 +1135,7 @@ impl ProxyHttp for EdgeProxy {
                 pool = ctx.pool.as_ref().map_or("-", |p| p.name.as_str()),
                 backend = ctx.backend_label(),
                 retries = ctx.retries,
+                cache = ctx.cache.status.map_or("-", |s| s.as_header()),
                 upstream_ms = ctx.upstream_seconds.map_or(-1.0, |s| (s * 1e6).round() / 1e3),
                 total_ms = (total.as_secs_f64() * 1e6).round() / 1e3,
                 error = e.map(|e| e.to_string()).unwrap_or_default(),

@@ -3,11 +3,12 @@
 //! until it ends, so a reload never changes a request halfway.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use edge_config::Config;
 
+use crate::caching::CacheRuntime;
 use crate::error::BuildError;
 use crate::metrics::{ProxyMetrics, RouteMetrics};
 use crate::pool::{BackendRegistry, Pool};
@@ -35,6 +36,7 @@ pub struct Proxy {
     pub unmatched: RouteMetrics,
     pub backends: BackendRegistry,
     access_log: AtomicBool,
+    cache: OnceLock<Arc<CacheRuntime>>,
 }
 
 impl Proxy {
@@ -54,6 +56,7 @@ impl Proxy {
             metrics,
             backends: BackendRegistry::default(),
             access_log: AtomicBool::new(true),
+            cache: OnceLock::new(),
         }))
     }
 
@@ -99,6 +102,15 @@ impl Proxy {
 
     pub fn state(&self) -> Arc<ProxyState> {
         self.state.load_full()
+    }
+
+    /// Gives the proxy its cache (once per node).
+    pub fn set_cache(&self, cache: Arc<CacheRuntime>) {
+        let _ = self.cache.set(cache);
+    }
+
+    pub fn cache(&self) -> Option<&Arc<CacheRuntime>> {
+        self.cache.get()
     }
 
     pub fn access_log(&self) -> bool {

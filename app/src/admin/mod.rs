@@ -14,11 +14,14 @@
 //! | `POST /pools/{pool}/backends/{backend}/disable` | out of selection |
 //! | `POST /pools/{pool}/backends/{backend}/enable` | back in |
 //! | `POST /pools/{pool}/backends/{backend}/weight` | `{"weight": N}`; `DELETE` restores the configured one |
+//! | `GET /cache` | objects, bytes and budget of each cache tier |
+//! | `POST /cache/purge` | `{"url" \| "prefix" \| "surrogate_key": "…", "mode": "hard" \| "soft"}` |
 //!
 //! What the admin API changes lasts until the next reload and is listed
 //! under `admin_overrides` in `/config`.
 
 mod auth;
+mod cache;
 mod pools;
 
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use crate::runtime::{ApplyError, Runtime};
 pub fn router(runtime: Arc<Runtime>) -> Router {
     let mutating = Router::new()
         .route("/reload", post(reload))
+        .route("/cache/purge", post(cache::purge))
         .route(
             "/pools/{pool}/backends/{backend}/weight",
             post(pools::set_weight).delete(pools::clear_weight),
@@ -54,6 +58,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/config", get(config))
         .route("/metrics", get(metrics))
         .route("/pools", get(pools::list))
+        .route("/cache", get(cache::usage))
         .merge(mutating)
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such admin endpoint\n") })
         .with_state(runtime)

@@ -148,6 +148,20 @@ pub struct RouteCache {
     pub slice: bool,
     /// Segments fetched ahead after one is served (overrides `[cache.video]`).
     pub prefetch: Option<u32>,
+    /// Requests carrying any of these skip the cache entirely (no lookup,
+    /// not stored), like nginx's `proxy_cache_bypass`.
+    pub bypass: Vec<Bypass>,
+}
+
+/// A request property that, when present with a value other than empty or
+/// `0`, bypasses the cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bypass {
+    /// Lower-case header name.
+    Header(String),
+    Cookie(String),
+    Query(String),
 }
 
 impl Default for RouteCache {
@@ -163,6 +177,7 @@ impl Default for RouteCache {
             store_authorization: false,
             slice: true,
             prefetch: None,
+            bypass: Vec::new(),
         }
     }
 }

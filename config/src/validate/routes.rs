@@ -6,8 +6,8 @@ use toml::Spanned;
 use super::pools;
 use super::{Checker, ItemAt};
 use crate::model::{
-    HeaderOps, HostMatch, IgnoreQuery, PathMatch, PathRewrite, Pool, Retry, Route, RouteAction,
-    RouteCache, RouteMatch, Timeouts, ValueCondition, ValueMatch,
+    Bypass, HeaderOps, HostMatch, IgnoreQuery, PathMatch, PathRewrite, Pool, Retry, Route,
+    RouteAction, RouteCache, RouteMatch, Timeouts, ValueCondition, ValueMatch,
 };
 use crate::raw::{RawHeaderOps, RawIgnoreQuery, RawMatch, RawRoute, RawRouteCache, RawValueMatch};
 use crate::source::join_key;
@@ -478,7 +478,31 @@ fn route_cache(ck: &mut Checker<'_>, p: &str, raw: RawRouteCache) -> RouteCache 
         store_authorization,
         slice,
         prefetch,
+        bypass,
     } = raw;
+    let bypass = bypass
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, b)| {
+            let parsed = match b.get_ref().split_once(':') {
+                Some(("header", n)) if header_name_ok(n) => {
+                    Some(Bypass::Header(n.to_ascii_lowercase()))
+                }
+                Some(("cookie", n)) if !n.is_empty() => Some(Bypass::Cookie(n.to_string())),
+                Some(("query", n)) if !n.is_empty() => Some(Bypass::Query(n.to_string())),
+                _ => None,
+            };
+            if parsed.is_none() {
+                ck.error(
+                    b.span(),
+                    format!("{p}.bypass[{i}]"),
+                    format!("{:?} is not a bypass condition", b.get_ref()),
+                    Some("\"header:<name>\", \"cookie:<name>\" or \"query:<name>\""),
+                );
+            }
+            parsed
+        })
+        .collect();
     let mut headers = Vec::new();
     for (i, h) in key_headers.into_iter().enumerate() {
         if header_name_ok(h.get_ref()) {
@@ -514,5 +538,6 @@ fn route_cache(ck: &mut Checker<'_>, p: &str, raw: RawRouteCache) -> RouteCache 
         prefetch: ck
             .opt_int(&prefetch, p, "prefetch", 0, 32)
             .map(|n| n as u32),
+        bypass,
     }
 }

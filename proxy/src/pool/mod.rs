@@ -424,6 +424,19 @@ impl Pool {
         retries < budget && (cap == 0 || retries < cap)
     }
 
+    /// Whether the pool looks strained: a backend failing its health
+    /// checks, ejected or with its breaker not closed, retries in flight,
+    /// or requests queueing for a slot. Optional work (prefetch) waits then.
+    pub fn struggling(&self) -> bool {
+        let now = Instant::now();
+        self.backends.iter().any(|b| {
+            !b.state.is_healthy()
+                || b.state.is_ejected(now)
+                || b.state.breaker_phase(now) != BreakerPhase::Closed
+        }) || self.counters.retries.load(Ordering::Relaxed) > 0
+            || self.limits.pending.load(Ordering::Relaxed) > 0
+    }
+
     pub fn uses_cookie(&self) -> Option<&edge_config::StickyCookie> {
         match &self.config.algorithm {
             Algorithm::Cookie(c) => Some(c),

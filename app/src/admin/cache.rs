@@ -1,0 +1,188 @@
+//! `/cache`: tier usage, and purges by URL, prefix or surrogate key.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use edge_cache::metrics::UsageSource;
+use edge_cache::{key, PurgeMode};
+use edge_config::IgnoreQuery;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::runtime::Runtime;
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+/// `GET /cache`
+pub async fn usage(State(rt): State<Arc<Runtime>>) -> Response {
+    let Some(cache) = rt.proxy.cache() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the cache is not running");
+    };
+    let tiers: Vec<_> = cache
+        .storage
+        .tier_usage()
+        .into_iter()
+        .map(|(tier, u)| json!({ "tier": tier, "objects": u.objects, "bytes": u.bytes, "capacity": u.capacity }))
+        .collect();
+    Json(json!({ "tiers": tiers })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeBody {
+    url: Option<String>,
+    prefix: Option<String>,
+    surrogate_key: Option<String>,
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+/// `http://Host:8080/a?b=1` or `host/a?b=1` → (`host`, `/a`, `Some("b=1")`).
+fn split(target: &str) -> Option<(String, &str, Option<&str>)> {
+    let rest = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+        .unwrap_or(target);
+    let (authority, path_query) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains(char::is_whitespace) {
+        return None;
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(']') && port.chars().all(|c| c.is_ascii_digit()) => h,
+        Some((h, port)) if h.ends_with(']') && port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let (path, query) = match path_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_query, None),
+    };
+    Some((host.to_ascii_lowercase(), path, query))
+}
+
+/// `POST /cache/purge`: `{"url"|"prefix"|"surrogate_key": "...", "mode": "hard"|"soft"}`.
+pub async fn purge(
+    State(rt): State<Arc<Runtime>>,
+    body: Result<Json<PurgeBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad purge request: {e}")),
+    };
+    let mode = match body.mode.as_deref() {
+        None | Some("hard") => PurgeMode::Hard,
+        Some("soft") => PurgeMode::Soft,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown mode {other:?}: \"hard\" (delete) or \"soft\" (mark stale)"),
+            )
+        }
+    };
+    let Some(cache) = rt.proxy.cache().cloned() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the cache is not running");
+    };
+    let named = [&body.url, &body.prefix, &body.surrogate_key]
+        .iter()
+        .filter(|v| v.is_some())
+        .count();
+    if named != 1 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "name exactly one of \"url\", \"prefix\" or \"surrogate_key\"",
+        );
+    }
+    // Every query-normalization in use, so a URL names its object whichever
+    // route's rule stored it.
+    let rules: Vec<IgnoreQuery> = {
+        let mut rules = vec![IgnoreQuery::None];
+        for r in &rt.config().routes {
+            if r.cache.enabled && !rules.contains(&r.cache.ignore_query) {
+                rules.push(r.cache.ignore_query.clone());
+            }
+        }
+        rules
+    };
+    let (what, value, job): (&str, String, Box<dyn FnOnce() -> usize + Send>) =
+        if let Some(url) = body.url {
+            let Some((host, path, query)) = split(&url) else {
+                return error(StatusCode::BAD_REQUEST, format!("{url:?} is not a URL"));
+            };
+            let mut urls: Vec<String> = rules
+                .iter()
+                .map(|r| key::url(&host, path, query, r))
+                .collect();
+            urls.dedup();
+            let storage = cache.storage;
+            (
+                "url",
+                url,
+                Box::new(move || urls.iter().map(|u| storage.purge_url(u, mode)).sum()),
+            )
+        } else if let Some(prefix) = body.prefix {
+            let Some((host, path, query)) = split(&prefix) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{prefix:?} is not a URL prefix"),
+                );
+            };
+            let p = match query {
+                Some(q) => format!("{host}{path}?{q}"),
+                None => format!("{host}{path}"),
+            };
+            let storage = cache.storage;
+            (
+                "prefix",
+                prefix,
+                Box::new(move || storage.purge_prefix(&p, mode)),
+            )
+        } else if let Some(sk) = body.surrogate_key.filter(|s| !s.trim().is_empty()) {
+            let storage = cache.storage;
+            let key = sk.trim().to_string();
+            (
+                "surrogate_key",
+                sk,
+                Box::new(move || storage.purge_surrogate(&key, mode)),
+            )
+        } else {
+            return error(StatusCode::BAD_REQUEST, "surrogate_key is empty");
+        };
+    let purged = match tokio::task::spawn_blocking(job).await {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("purge: {e}")),
+    };
+    let mode_name = match mode {
+        PurgeMode::Hard => "hard",
+        PurgeMode::Soft => "soft",
+    };
+    tracing::info!(what, value = %value, mode = mode_name, purged, "cache purge through the admin API");
+    Json(json!({ what: value, "mode": mode_name, "purged": purged })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn purge_targets_split_into_host_path_query() {
+        assert_eq!(
+            split("http://Video.Example.com:8080/a/b.ts?x=1"),
+            Some(("video.example.com".to_string(), "/a/b.ts", Some("x=1")))
+        );
+        assert_eq!(split("h/a"), Some(("h".to_string(), "/a", None)));
+        assert_eq!(split("h"), Some(("h".to_string(), "/", None)));
+        assert_eq!(
+            split("https://[::1]:443/x"),
+            Some(("[::1]".to_string(), "/x", None))
+        );
+        assert_eq!(split("/no-host"), None);
+        assert_eq!(split("a b/c"), None);
+    }
+}

@@ -1,0 +1,579 @@
+//! The cache end to end: the `edge` binary in front of the synthetic origin,
+//! checked against the origin's deterministic bytes and request counters.
+
+// Helpers in test files may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use edge_testkit::{eventually, origin, Client, EdgeNode, Faults, Response, RunningOrigin};
+use http::Method;
+use nix::sys::signal::Signal;
+
+const BIN: &str = env!("CARGO_BIN_EXE_edge");
+const TOKEN: &str = "cache-test-token-0123456789";
+
+/// One route to the origin, cached; `route_cache` and `cache` add keys to
+/// `[route.cache]` and `[cache]`.
+fn config(o: &RunningOrigin, route_cache: &str, cache: &str) -> String {
+    format!(
+        r#"
+[server]
+threads = 2
+access_log = false
+
+[admin]
+listen = "127.0.0.1:0"
+token = "{TOKEN}"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+
+[[pool]]
+name = "origin"
+backends = [{{ address = "{}" }}]
+
+[[route]]
+name = "bypassed"
+priority = 10
+pool = "origin"
+[route.match]
+path_prefix = "/nocache/"
+
+[[route]]
+name = "video"
+pool = "origin"
+[route.cache]
+{route_cache}
+
+[cache]
+{cache}
+"#,
+        o.addr()
+    )
+}
+
+fn start(config: &str) -> EdgeNode {
+    let node = EdgeNode::start(BIN, config);
+    node.wait_ready(Duration::from_secs(20));
+    node
+}
+
+fn x_cache(r: &Response) -> &str {
+    r.header("x-cache").unwrap_or("-")
+}
+
+async fn get(c: &Client, node: &EdgeNode, path: &str, headers: &[(&str, &str)]) -> Response {
+    c.get_with(&node.url("web", path), headers).await
+}
+
+async fn purge(c: &Client, node: &EdgeNode, body: &str, token: Option<&str>) -> Response {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    c.request(
+        Method::POST,
+        &node.admin_url("/cache/purge"),
+        &headers,
+        body.to_string(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn tier_usage(c: &Client, node: &EdgeNode) -> Vec<(String, u64, u64, u64)> {
+    let v = c.get(&node.admin_url("/cache")).await.json();
+    v["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["tier"].as_str().unwrap().to_string(),
+                t["objects"].as_u64().unwrap(),
+                t["bytes"].as_u64().unwrap(),
+                t["capacity"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn disk_objects(c: &Client, node: &EdgeNode) -> u64 {
+    tier_usage(c, node)
+        .await
+        .into_iter()
+        .find(|t| t.0 == "disk")
+        .map_or(0, |t| t.1)
+}
+
+fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_and_ranges_equal_the_origin_from_ram_disk_and_slices() {
+    let o = origin("o").await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&config(
+        &o,
+        "",
+        &format!(
+            "ram_max_object = \"100 KiB\"\ndisk_path = \"{}\"\ndisk_size = \"64 MiB\"\nslice_size = \"1 MiB\"\nslice_threshold = \"3 MiB\"",
+            dir.path().display()
+        ),
+    ));
+    let c = Client::new();
+
+    // A small object: RAM.
+    let small = "/obj/small.ts?size=50000";
+    let want = o.expected_body(small).unwrap();
+    let r = get(&c, &node, small, &[]).await;
+    assert_eq!((r.status, x_cache(&r)), (200, "MISS"));
+    assert_eq!(r.body, want);
+    let r = get(&c, &node, small, &[]).await;
+    assert_eq!((r.status, x_cache(&r)), (200, "HIT RAM"));
+    assert_eq!(r.body, want);
+    assert!(r.header("age").is_some());
+    let r = get(&c, &node, small, &[("range", "bytes=1000-1999")]).await;
+    assert_eq!((r.status, x_cache(&r)), (206, "HIT RAM"));
+    assert_eq!(r.header("content-range"), Some("bytes 1000-1999/50000"));
+    assert_eq!(r.body, want.slice(1000..2000));
+    let r = get(&c, &node, small, &[("range", "bytes=-100")]).await;
+    assert_eq!(r.body, want.slice(49_900..));
+    let r = get(&c, &node, small, &[("range", "bytes=60000-")]).await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */50000"));
+    assert_eq!(o.stats().path("/obj/small.ts"), 1);
+
+    // A segment too large for RAM: disk.
+    let seg = "/vod/bbb/low/seg_3.ts";
+    let want = o.expected_body(seg).unwrap();
+    let r = get(&c, &node, seg, &[]).await;
+    assert_eq!((x_cache(&r), r.body == want), ("MISS", true));
+    eventually(Duration::from_secs(10), "the disk write", || async {
+        (disk_objects(&c, &node).await >= 2).then_some(())
+    })
+    .await;
+    let r = get(&c, &node, seg, &[]).await;
+    assert_eq!((x_cache(&r), r.body == want), ("HIT DISK", true));
+    let r = get(&c, &node, seg, &[("range", "bytes=100000-150000")]).await;
+    assert_eq!((r.status, x_cache(&r)), (206, "HIT DISK"));
+    assert_eq!(r.body, want.slice(100_000..150_001));
+    assert_eq!(o.stats().path(seg), 1);
+
+    // A large object, first asked for by range: only the slices it needs.
+    let big = "/obj/movie.mp4?size=5500000";
+    let want = o.expected_body(big).unwrap();
+    let r = get(&c, &node, big, &[("range", "bytes=1500000-2600000")]).await;
+    assert_eq!((r.status, x_cache(&r)), (206, "MISS"));
+    assert_eq!(
+        r.header("content-range"),
+        Some("bytes 1500000-2600000/5500000")
+    );
+    assert_eq!(r.body, want.slice(1_500_000..2_600_001));
+    assert_eq!(o.stats().path("/obj/movie.mp4"), 2, "slices 1 and 2");
+    // The whole object (6 slices): the four missing are fetched, no more.
+    let r = get(&c, &node, big, &[]).await;
+    assert_eq!((r.status, r.body.len()), (200, want.len()));
+    assert!(r.body == want, "sliced body differs from the origin's");
+    assert_eq!(o.stats().path("/obj/movie.mp4"), 6);
+    let r = get(&c, &node, big, &[]).await;
+    assert!(x_cache(&r).starts_with("HIT"), "{}", x_cache(&r));
+    assert!(r.body == want);
+    // Ranges across slice boundaries, and the last bytes.
+    for (a, b) in [(1_048_000u64, 1_049_000u64), (0, 0), (5_499_990, 5_499_999)] {
+        let r = get(&c, &node, big, &[("range", &format!("bytes={a}-{b}"))]).await;
+        assert_eq!(r.status, 206);
+        assert_eq!(r.body, want.slice(a as usize..=b as usize), "{a}-{b}");
+    }
+    let r = get(&c, &node, big, &[("range", "bytes=5500000-")]).await;
+    assert_eq!(r.status, 416);
+    assert_eq!(o.stats().path("/obj/movie.mp4"), 6, "all from slices");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_requests_for_a_new_segment_make_one_origin_request() {
+    let o = origin("o").await;
+    let node = start(&config(&o, "", ""));
+    let path = "/obj/hot/seg_1.ts?size=300000";
+    let want = o.expected_body(path).unwrap();
+    let url = node.url("web", path);
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every client its own connection; the origin takes 300 ms.
+            Client::without_keepalive()
+                .get_with(&url, &[("x-origin-fault", "latency=300ms")])
+                .await
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.body == want, "a coalesced response differs");
+    }
+    assert_eq!(o.stats().path("/obj/hot/seg_1.ts"), 1);
+    let metrics = Client::new().get(&node.admin_url("/metrics")).await.text();
+    assert!(
+        metric(&metrics, "edge_cache_coalesced_total") >= 1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_entry_is_revalidated_with_its_etag_and_its_headers_refreshed() {
+    let o = origin("o").await;
+    let node = start(&config(&o, "", ""));
+    let c = Client::new();
+    let path = "/obj/r.ts?size=20000&cc=max-age=1";
+    let want = o.expected_body(path).unwrap();
+    let first = get(&c, &node, path, &[]).await;
+    assert_eq!(x_cache(&first), "MISS");
+    let first_date = first.header("date").unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = get(&c, &node, path, &[]).await;
+    assert_eq!(x_cache(&r), "REVALIDATED RAM");
+    assert_eq!(r.body, want);
+    assert_eq!(
+        o.stats().by_status.get(&304),
+        Some(&1),
+        "the origin answered 304"
+    );
+    assert_ne!(
+        r.header("date").unwrap(),
+        first_date,
+        "Date refreshed from the 304"
+    );
+    assert_eq!(r.header("age"), Some("0"));
+    // Fresh again.
+    let r = get(&c, &node, path, &[]).await;
+    assert_eq!(x_cache(&r), "HIT RAM");
+    assert_eq!(o.stats().path("/obj/r.ts"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_serves_the_stored_copy_within_its_window_then_the_error() {
+    let o = origin("o").await;
+    let node = start(&config(&o, "stale_if_error = \"2s\"", ""));
+    let c = Client::new();
+    let path = "/obj/s.ts?size=10000&cc=max-age=1";
+    let want = o.expected_body(path).unwrap();
+    let fetched = Instant::now();
+    assert_eq!(x_cache(&get(&c, &node, path, &[]).await), "MISS");
+    o.set_faults(Faults::parse("error=503").unwrap());
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let r = get(&c, &node, path, &[]).await;
+    assert_eq!((r.status, x_cache(&r)), (200, "STALE RAM"));
+    assert_eq!(r.body, want);
+    // Past max-age (1 s) + stale-if-error (2 s).
+    tokio::time::sleep(
+        (fetched + Duration::from_millis(3600)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    let r = get(&c, &node, path, &[]).await;
+    assert_eq!(r.status, 503, "{}", x_cache(&r));
+    // The origin is back: fresh again.
+    o.set_faults(Faults::default());
+    let r = get(&c, &node, path, &[]).await;
+    assert_eq!((r.status, r.body == want), (200, true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_keeps_variants_apart_and_private_or_cookie_responses_are_not_stored() {
+    let o = origin("o").await;
+    let node = start(&config(&o, "bypass = [\"header:x-no-cache\"]", ""));
+    let c = Client::new();
+    let path = "/obj/v.txt?size=3000&vary=Accept-Encoding";
+    let gzip = [("accept-encoding", "gzip")];
+    let br = [("accept-encoding", "br")];
+    let want_gzip = o.expected_body_with(path, &gzip).unwrap();
+    let want_br = o.expected_body_with(path, &br).unwrap();
+    assert_ne!(want_gzip, want_br);
+    for (headers, want, status) in [
+        (&gzip, &want_gzip, "MISS"),
+        (&br, &want_br, "MISS"),
+        (&gzip, &want_gzip, "HIT RAM"),
+        (&br, &want_br, "HIT RAM"),
+    ] {
+        let r = get(&c, &node, path, headers).await;
+        assert_eq!((x_cache(&r), &r.body), (status, want));
+    }
+    assert_eq!(o.stats().path("/obj/v.txt"), 2);
+
+    for (path, name) in [
+        ("/obj/p.txt?cc=private,max-age=60", "/obj/p.txt"),
+        ("/obj/c.txt?set_cookie=1", "/obj/c.txt"),
+        ("/obj/n.txt?cc=no-store", "/obj/n.txt"),
+    ] {
+        for _ in 0..2 {
+            let r = get(&c, &node, path, &[]).await;
+            assert_eq!((r.status, x_cache(&r)), (200, "MISS"), "{path}");
+        }
+        assert_eq!(o.stats().path(name), 2, "{path} was stored");
+    }
+    // Authorization: not stored (though the origin says public), unless the
+    // route says so.
+    for _ in 0..2 {
+        let r = get(&c, &node, "/obj/a.txt", &[("authorization", "Bearer x")]).await;
+        assert_eq!(x_cache(&r), "MISS");
+    }
+    assert_eq!(o.stats().path("/obj/a.txt"), 2);
+    // Bypass: by the route's condition, or a route without a cache.
+    let r = get(&c, &node, "/obj/small.txt", &[]).await;
+    assert_eq!(x_cache(&r), "MISS");
+    let r = get(&c, &node, "/obj/small.txt", &[("x-no-cache", "1")]).await;
+    assert_eq!(x_cache(&r), "BYPASS");
+    let r = get(&c, &node, "/nocache/x", &[]).await;
+    assert_eq!(x_cache(&r), "BYPASS");
+    assert_eq!(o.stats().path("/obj/small.txt"), 2);
+}
+
+fn body_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(body_files(&p));
+        } else if p.extension().is_some_and(|x| x == "body") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_disk_objects_are_hits_and_a_flipped_byte_means_a_refetch() {
+    let o = origin("o").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &o,
+        "",
+        &format!(
+            "disk_path = \"{}\"\ndisk_size = \"64 MiB\"",
+            dir.path().display()
+        ),
+    );
+    let c = Client::new();
+    let (a, b) = ("/vod/bbb/mid/seg_1.ts", "/vod/bbb/mid/seg_2.ts");
+    let (want_a, want_b) = (o.expected_body(a).unwrap(), o.expected_body(b).unwrap());
+    let mut node = start(&cfg);
+    for p in [a, b] {
+        assert_eq!(x_cache(&get(&c, &node, p, &[]).await), "MISS");
+    }
+    eventually(Duration::from_secs(10), "two objects on disk", || async {
+        (disk_objects(&c, &node).await == 2).then_some(())
+    })
+    .await;
+    node.signal(Signal::SIGTERM);
+    assert!(node.wait_exit(Duration::from_secs(20)).is_some());
+
+    let node = start(&cfg);
+    let r = get(&c, &node, a, &[]).await;
+    assert_eq!((x_cache(&r), r.body == want_a), ("HIT DISK", true));
+    assert_eq!(o.stats().path(a), 1);
+    // Damage every body file on disk; `a` is in RAM now, `b` is not.
+    for f in body_files(dir.path()) {
+        let mut raw = std::fs::read(&f).unwrap();
+        let mid = raw.len() / 2;
+        raw[mid] ^= 0x20;
+        std::fs::write(&f, raw).unwrap();
+    }
+    let r = get(&c, &node, b, &[]).await;
+    assert_eq!(x_cache(&r), "MISS", "corrupt copy must not be served");
+    assert!(r.body == want_b);
+    assert_eq!(o.stats().path(b), 2);
+    let metrics = c.get(&node.admin_url("/metrics")).await.text();
+    assert_eq!(
+        metric(&metrics, "edge_cache_disk_errors_total{kind=\"corrupt\"}"),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_playlist_is_never_older_than_half_its_target_duration_and_the_next_segment_is_prefetched(
+) {
+    let o = origin("o").await;
+    let node = start(&config(&o, "", ""));
+    let c = Client::new();
+    // The origin claims a minute; the playlist's 2 s target says at most 1 s.
+    let live = "/live/news/low/index.m3u8?cc=public,max-age=60";
+    let seq = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut hits = 0;
+    while Instant::now() < end {
+        let before = seq(&String::from_utf8_lossy(&o.expected_body(live).unwrap()));
+        let r = get(&c, &node, live, &[]).await;
+        assert_eq!(r.status, 200);
+        let age: u64 = r.header("age").unwrap().parse().unwrap();
+        assert!(age <= 1, "a live playlist {age} s old");
+        // At most one segment behind the origin's current one.
+        assert!(seq(&r.text()) + 1 >= before, "stale playlist");
+        hits += usize::from(x_cache(&r).starts_with("HIT"));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(hits > 0, "never cached at all");
+    let refetches = o.stats().path("/live/news/low/index.m3u8");
+    assert!(
+        (3..=8).contains(&refetches),
+        "{refetches} playlist fetches in 5 s"
+    );
+
+    // VOD: the playlist teaches the order; segment 0 brings 1 and 2.
+    assert_eq!(
+        get(&c, &node, "/vod/sintel/low/index.m3u8", &[])
+            .await
+            .status,
+        200
+    );
+    let r = get(&c, &node, "/vod/sintel/low/seg_0.ts", &[]).await;
+    assert_eq!(x_cache(&r), "MISS");
+    eventually(
+        Duration::from_secs(10),
+        "segments 1 and 2 prefetched",
+        || async {
+            let s = o.stats();
+            (s.path("/vod/sintel/low/seg_1.ts") == 1 && s.path("/vod/sintel/low/seg_2.ts") == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    let r = get(&c, &node, "/vod/sintel/low/seg_1.ts", &[]).await;
+    assert!(x_cache(&r).starts_with("HIT"), "{}", x_cache(&r));
+    assert!(r.body == o.expected_body("/vod/sintel/low/seg_1.ts").unwrap());
+    assert_eq!(o.stats().path("/vod/sintel/low/seg_1.ts"), 1);
+    let metrics = c.get(&node.admin_url("/metrics")).await.text();
+    assert!(metric(&metrics, "edge_cache_prefetch_used_total") >= 1.0);
+    assert!(metric(&metrics, "edge_cache_prefetch_total{outcome=\"issued\"}") >= 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_by_url_prefix_and_surrogate_key_remove_exactly_what_they_name() {
+    let o = origin("o").await;
+    let node = start(&config(&o, "", ""));
+    let c = Client::new();
+    let objects = [
+        "/obj/p/a.ts?surrogate=title-1",
+        "/obj/p/b.ts?surrogate=title-1%20season-2",
+        "/obj/q/c.ts?surrogate=season-2",
+        "/obj/q/d.ts",
+    ];
+    for p in objects {
+        assert_eq!(x_cache(&get(&c, &node, p, &[]).await), "MISS");
+    }
+    let host = format!("127.0.0.1:{}", node.addr("web").port());
+    let cached = |c: Client, node_url: Vec<String>| async move {
+        let mut out = Vec::new();
+        for u in node_url {
+            let r = c.get(&u).await;
+            out.push(x_cache(&r).starts_with("HIT"));
+        }
+        out
+    };
+    let urls: Vec<String> = objects.iter().map(|p| node.url("web", p)).collect();
+    assert_eq!(cached(c.clone(), urls.clone()).await, [true; 4]);
+
+    // Mutations need the token.
+    let r = purge(&c, &node, r#"{"prefix": "127.0.0.1/"}"#, None).await;
+    assert_eq!(r.status, 401);
+    let r = purge(&c, &node, r#"{"url": "a", "prefix": "b"}"#, Some(TOKEN)).await;
+    assert_eq!(r.status, 400);
+
+    let r = purge(
+        &c,
+        &node,
+        &format!(r#"{{"url": "http://{host}/obj/p/a.ts?surrogate=title-1"}}"#),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["purged"].as_u64()),
+        (200, Some(1)),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        cached(c.clone(), urls.clone()).await,
+        [false, true, true, true]
+    );
+
+    let r = purge(&c, &node, r#"{"prefix": "127.0.0.1/obj/q/"}"#, Some(TOKEN)).await;
+    assert_eq!(r.json()["purged"].as_u64(), Some(2), "{}", r.text());
+    assert_eq!(
+        cached(c.clone(), urls.clone()).await,
+        [true, true, false, false]
+    );
+
+    let r = purge(&c, &node, r#"{"surrogate_key": "season-2"}"#, Some(TOKEN)).await;
+    assert_eq!(r.json()["purged"].as_u64(), Some(2), "b and c");
+    assert_eq!(
+        cached(c.clone(), urls.clone()).await,
+        [true, false, false, true]
+    );
+
+    // Soft: kept, but revalidated on the next request (the origin says 304).
+    let r = purge(
+        &c,
+        &node,
+        r#"{"surrogate_key": "title-1", "mode": "soft"}"#,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(r.json()["purged"].as_u64(), Some(2));
+    let before = o.stats().by_status.get(&304).copied().unwrap_or(0);
+    let r = c.get(&urls[0]).await;
+    assert_eq!(x_cache(&r), "REVALIDATED RAM");
+    assert_eq!(
+        o.stats().by_status.get(&304).copied().unwrap_or(0),
+        before + 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_keeps_each_tier_within_its_budget_under_a_larger_workload() {
+    let o = origin("o").await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&config(
+        &o,
+        "",
+        &format!(
+            "ram_size = \"1 MiB\"\nram_max_object = \"512 KiB\"\ndisk_path = \"{}\"\ndisk_size = \"3 MiB\"",
+            dir.path().display()
+        ),
+    ));
+    let c = Client::new();
+    // 40 × 200 KB = 8 MB through a 1 MiB RAM tier and a 3 MiB disk tier.
+    for i in 0..40 {
+        let path = format!("/obj/e/{i}.ts?size=200000");
+        let r = get(&c, &node, &path, &[]).await;
+        assert_eq!(r.status, 200);
+        for (tier, _, bytes, capacity) in tier_usage(&c, &node).await {
+            assert!(bytes <= capacity, "{tier}: {bytes} > {capacity} after {i}");
+        }
+    }
+    let usage = tier_usage(&c, &node).await;
+    assert!(
+        usage.iter().all(|t| t.2 > t.3 / 2),
+        "both tiers in use: {usage:?}"
+    );
+    let metrics = c.get(&node.admin_url("/metrics")).await.text();
+    assert!(metric(&metrics, "edge_cache_evictions_total{tier=\"ram\"}") > 0.0);
+    assert!(metric(&metrics, "edge_cache_evictions_total{tier=\"disk\"}") > 0.0);
+}

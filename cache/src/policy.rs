@@ -1,0 +1,431 @@
+//! What may be stored, and for how long (RFC 9111, with video defaults for
+//! when the origin says nothing).
+//!
+//! TTL, in order: the route's override; the origin's `s-maxage`, `max-age`
+//! or `Expires`; for video, the playlist/segment defaults of `[cache.video]`;
+//! the first matching `[[cache.ttl_rule]]`; `cache.default_ttl`. A live
+//! playlist is never kept longer than half its target duration (applied once
+//! its body has been seen, see [`playlist_ttl`]).
+
+use std::time::{Duration, SystemTime};
+
+use edge_config::{Cache, RouteCache, TtlMatch};
+use http::StatusCode;
+use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
+use pingora_cache::{CacheMeta, NoCacheReason, RespCacheable};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use crate::video::{self, Kind};
+
+/// Statuses cacheable without explicit freshness (RFC 9110 §15.1 "heuristically cacheable").
+const DEFAULT_STATUSES: &[u16] = &[200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
+
+/// Where a response's TTL came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlSource {
+    Route,
+    Origin,
+    Default,
+}
+
+/// The decision for one response.
+pub struct Decision {
+    pub cacheable: RespCacheable,
+    pub kind: Kind,
+    pub ttl_source: Option<TtlSource>,
+    /// The freshness the origin gave, if any.
+    pub origin_ttl: Option<Duration>,
+}
+
+fn uncacheable(reason: &'static str, kind: Kind) -> Decision {
+    Decision {
+        cacheable: RespCacheable::Uncacheable(NoCacheReason::Custom(reason)),
+        kind,
+        ttl_source: None,
+        origin_ttl: None,
+    }
+}
+
+fn expires_ttl(resp: &ResponseHeader, now: SystemTime) -> Option<Duration> {
+    let expires = resp.headers.get(http::header::EXPIRES)?.to_str().ok()?;
+    // An invalid Expires means "already expired" (RFC 9111 §5.3).
+    let at = expires
+        .parse::<httpdate::HttpDate>()
+        .ok()
+        .map(SystemTime::from)?;
+    let base = resp
+        .headers
+        .get(http::header::DATE)
+        .and_then(|d| d.to_str().ok())
+        .and_then(|d| d.parse::<httpdate::HttpDate>().ok())
+        .map_or(now, SystemTime::from);
+    Some(at.duration_since(base).unwrap_or(Duration::ZERO))
+}
+
+fn rule_ttl(cache: &Cache, path: &str, status: u16) -> Option<Duration> {
+    cache.ttl_rules.iter().find_map(|rule| {
+        let path_ok = match &rule.matcher {
+            TtlMatch::Any => true,
+            TtlMatch::Suffix(s) => path.ends_with(s.as_str()),
+            TtlMatch::Regex(r) => regex_lite_match(r, path),
+        };
+        let status_ok = if rule.statuses.is_empty() {
+            DEFAULT_STATUSES.contains(&status)
+        } else {
+            rule.statuses.iter().any(|s| s.contains(status))
+        };
+        (path_ok && status_ok).then_some(rule.ttl)
+    })
+}
+
+/// TTL rules are few and consulted on misses only; compiled patterns are
+/// kept (the config crate validated them: one that fails matches nothing).
+fn regex_lite_match(pattern: &str, path: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{Arc, OnceLock};
+    static COMPILED: OnceLock<parking_lot::Mutex<HashMap<String, Option<Arc<regex::Regex>>>>> =
+        OnceLock::new();
+    let re = {
+        let mut map = COMPILED.get_or_init(Default::default).lock();
+        if map.len() > 256 {
+            map.clear();
+        }
+        map.entry(pattern.to_string())
+            .or_insert_with(|| regex::Regex::new(pattern).ok().map(Arc::new))
+            .clone()
+    };
+    re.is_some_and(|r| r.is_match(path))
+}
+
+/// Decides whether `resp` (to `req`, for `path`) may be stored and builds its meta.
+pub fn decide(
+    req: &RequestHeader,
+    resp: &ResponseHeader,
+    route: &RouteCache,
+    cache: &Cache,
+    path: &str,
+) -> Decision {
+    let now = SystemTime::now();
+    let status = resp.status.as_u16();
+    let content_type = resp
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let kind = video::classify(path, content_type);
+    if status >= 500 || resp.status == StatusCode::NOT_MODIFIED {
+        return uncacheable("status", kind);
+    }
+    if resp.headers.contains_key(http::header::SET_COOKIE) && !route.store_set_cookie {
+        return uncacheable("set-cookie", kind);
+    }
+    let cc = CacheControl::from_resp_headers(resp);
+    if let Some(c) = &cc {
+        if c.is_cacheable() == Cacheable::No {
+            return uncacheable("origin says private or no-store", kind);
+        }
+    }
+    // Stricter than RFC 9111 §3.5, which lets `public`/`s-maxage` allow it:
+    // an answer to a credentialed request is stored only if the route says so.
+    if req.headers.contains_key(http::header::AUTHORIZATION) && !route.store_authorization {
+        return uncacheable("authorization", kind);
+    }
+
+    let origin_ttl = cc
+        .as_ref()
+        .and_then(|c| c.fresh_duration())
+        .or_else(|| expires_ttl(resp, now));
+    let video_ttl = match kind {
+        // Until the body says VOD, a playlist is assumed live.
+        Kind::HlsPlaylist | Kind::DashManifest => Some(cache.video.live_playlist_max_ttl),
+        Kind::Segment => Some(cache.video.segment_ttl),
+        Kind::Other => None,
+    };
+    let default_ok = DEFAULT_STATUSES.contains(&status);
+    let (ttl, source) = match (route.ttl, origin_ttl) {
+        (Some(t), _) => (Some(t), TtlSource::Route),
+        (None, Some(t)) => (Some(t), TtlSource::Origin),
+        (None, None) => (
+            video_ttl
+                .filter(|_| default_ok)
+                .or_else(|| rule_ttl(cache, path, status))
+                .or_else(|| {
+                    (default_ok && !cache.default_ttl.is_zero()).then_some(cache.default_ttl)
+                }),
+            TtlSource::Default,
+        ),
+    };
+    let Some(ttl) = ttl else {
+        return uncacheable("no freshness information", kind);
+    };
+    // `no-cache` means: store, but revalidate before every use.
+    let ttl = if cc.as_ref().is_some_and(|c| c.no_cache()) {
+        Duration::ZERO
+    } else {
+        ttl
+    };
+    let swr = cc
+        .as_ref()
+        .and_then(|c| c.serve_stale_while_revalidate_duration())
+        .or(route.stale_while_revalidate)
+        .unwrap_or_default();
+    let sie = cc
+        .as_ref()
+        .and_then(|c| c.serve_stale_if_error_duration())
+        .or(route.stale_if_error)
+        .unwrap_or_default();
+    let mut header = resp.clone();
+    if let Some(c) = &cc {
+        c.strip_private_headers(&mut header);
+    }
+    let fresh_until = if ttl.is_zero() {
+        now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
+    } else {
+        now + ttl
+    };
+    let secs = |d: Duration| d.as_secs().min(u64::from(u32::MAX)) as u32;
+    Decision {
+        cacheable: RespCacheable::Cacheable(CacheMeta::new(
+            fresh_until,
+            now,
+            secs(swr),
+            secs(sie),
+            header,
+        )),
+        kind,
+        ttl_source: Some(source),
+        origin_ttl,
+    }
+}
+
+/// The TTL a playlist gets once its body is known, if it differs from what
+/// was decided at header time: live ones at most half their refresh period
+/// (and `live_playlist_max_ttl`), VOD ones `vod_playlist_ttl` when the
+/// origin gave no freshness.
+pub fn playlist_ttl(
+    kind: Kind,
+    body: &[u8],
+    origin_gave_ttl: bool,
+    origin_ttl: Duration,
+    cache: &Cache,
+) -> Option<Duration> {
+    let text = std::str::from_utf8(body).ok()?;
+    let info = match kind {
+        Kind::HlsPlaylist => video::parse_hls(text),
+        Kind::DashManifest => video::parse_mpd(text),
+        _ => return None,
+    };
+    if info.live {
+        let half = info
+            .refresh
+            .map_or(cache.video.live_playlist_max_ttl, |r| r / 2);
+        let cap = half.min(cache.video.live_playlist_max_ttl);
+        Some(if origin_gave_ttl {
+            origin_ttl.min(cap)
+        } else {
+            cap
+        })
+    } else if origin_gave_ttl {
+        None
+    } else {
+        Some(cache.video.vod_playlist_ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(status: u16, headers: &[(&str, &str)]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(status, None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn ttl(d: &Decision) -> Option<Duration> {
+        match &d.cacheable {
+            RespCacheable::Cacheable(m) => Some(
+                m.fresh_until()
+                    .duration_since(m.created())
+                    .unwrap_or_default(),
+            ),
+            RespCacheable::Uncacheable(_) => None,
+        }
+    }
+
+    fn enabled() -> RouteCache {
+        RouteCache {
+            enabled: true,
+            ..RouteCache::default()
+        }
+    }
+
+    #[test]
+    fn origin_max_age_and_s_maxage() {
+        let c = Cache::default();
+        let d = decide(
+            &req(&[]),
+            &resp(200, &[("cache-control", "max-age=60")]),
+            &enabled(),
+            &c,
+            "/a",
+        );
+        assert_eq!(ttl(&d), Some(Duration::from_secs(60)));
+        let d = decide(
+            &req(&[]),
+            &resp(200, &[("cache-control", "max-age=60, s-maxage=600")]),
+            &enabled(),
+            &c,
+            "/a",
+        );
+        assert_eq!(ttl(&d), Some(Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn private_no_store_set_cookie_and_authorization_are_not_stored() {
+        let c = Cache::default();
+        let r = enabled();
+        for h in [
+            ("cache-control", "private, max-age=60"),
+            ("cache-control", "no-store"),
+        ] {
+            assert!(
+                ttl(&decide(&req(&[]), &resp(200, &[h]), &r, &c, "/a")).is_none(),
+                "{h:?}"
+            );
+        }
+        let cookie = resp(
+            200,
+            &[("cache-control", "max-age=60"), ("set-cookie", "a=b")],
+        );
+        assert!(ttl(&decide(&req(&[]), &cookie, &r, &c, "/a")).is_none());
+        let allowed = RouteCache {
+            store_set_cookie: true,
+            ..enabled()
+        };
+        assert!(ttl(&decide(&req(&[]), &cookie, &allowed, &c, "/a")).is_some());
+        let authed = req(&[("authorization", "Bearer x")]);
+        assert!(ttl(&decide(
+            &authed,
+            &resp(200, &[("cache-control", "max-age=60")]),
+            &r,
+            &c,
+            "/a"
+        ))
+        .is_none());
+        assert!(
+            ttl(&decide(
+                &authed,
+                &resp(200, &[("cache-control", "public, s-maxage=60")]),
+                &r,
+                &c,
+                "/a"
+            ))
+            .is_none(),
+            "only the route allows storing answers to credentialed requests"
+        );
+        let trusting = RouteCache {
+            store_authorization: true,
+            ..enabled()
+        };
+        assert!(ttl(&decide(
+            &authed,
+            &resp(200, &[("cache-control", "max-age=60")]),
+            &trusting,
+            &c,
+            "/a"
+        ))
+        .is_some());
+    }
+
+    #[test]
+    fn silent_origins_get_video_defaults_and_rules() {
+        let c = Cache::default();
+        let seg = decide(&req(&[]), &resp(200, &[]), &enabled(), &c, "/v/seg_1.ts");
+        assert_eq!(ttl(&seg), Some(c.video.segment_ttl));
+        let other = decide(&req(&[]), &resp(200, &[]), &enabled(), &c, "/page.html");
+        assert!(
+            ttl(&other).is_none(),
+            "no freshness, no default: not stored"
+        );
+        let route = RouteCache {
+            ttl: Some(Duration::from_secs(5)),
+            ..enabled()
+        };
+        let forced = decide(
+            &req(&[]),
+            &resp(200, &[("cache-control", "max-age=600")]),
+            &route,
+            &c,
+            "/a",
+        );
+        assert_eq!(ttl(&forced), Some(Duration::from_secs(5)));
+        assert!(ttl(&decide(
+            &req(&[]),
+            &resp(503, &[("cache-control", "max-age=60")]),
+            &enabled(),
+            &c,
+            "/a"
+        ))
+        .is_none());
+    }
+
+    #[test]
+    fn stale_windows_come_from_the_origin_or_the_route() {
+        let c = Cache::default();
+        let route = RouteCache {
+            stale_if_error: Some(Duration::from_secs(30)),
+            ..enabled()
+        };
+        let d = decide(
+            &req(&[]),
+            &resp(200, &[("cache-control", "max-age=1")]),
+            &route,
+            &c,
+            "/a",
+        );
+        let RespCacheable::Cacheable(m) = d.cacheable else {
+            panic!()
+        };
+        assert_eq!(m.stale_if_error_sec(), 30);
+        let d = decide(
+            &req(&[]),
+            &resp(200, &[("cache-control", "max-age=1, stale-if-error=5")]),
+            &route,
+            &c,
+            "/a",
+        );
+        let RespCacheable::Cacheable(m) = d.cacheable else {
+            panic!()
+        };
+        assert_eq!(m.stale_if_error_sec(), 5);
+    }
+
+    #[test]
+    fn live_playlists_are_kept_at_most_half_a_target_duration() {
+        let c = Cache::default();
+        let live = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nseg_1.ts\n";
+        assert_eq!(
+            playlist_ttl(Kind::HlsPlaylist, live, true, Duration::from_secs(60), &c),
+            Some(Duration::from_secs(1))
+        );
+        let vod = b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4,\nseg_1.ts\n#EXT-X-ENDLIST\n";
+        assert_eq!(
+            playlist_ttl(Kind::HlsPlaylist, vod, true, Duration::from_secs(60), &c),
+            None
+        );
+        assert_eq!(
+            playlist_ttl(Kind::HlsPlaylist, vod, false, Duration::ZERO, &c),
+            Some(c.video.vod_playlist_ttl)
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! Video awareness: recognizing HLS and DASH by extension and content type,
+//! reading playlists (live or VOD, target duration, segment order), and
+//! remembering which segment follows which so the next ones can be
+//! prefetched.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What kind of object a response is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    HlsPlaylist,
+    DashManifest,
+    Segment,
+    Other,
+}
+
+/// Classifies by path extension, falling back to the content type.
+pub fn classify(path: &str, content_type: Option<&str>) -> Kind {
+    let ext = path
+        .rsplit('/')
+        .next()
+        .and_then(|f| f.rsplit_once('.'))
+        .map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("m3u8") | Some("m3u") => return Kind::HlsPlaylist,
+        Some("mpd") => return Kind::DashManifest,
+        Some("ts" | "m4s" | "mp4" | "m4v" | "m4a" | "aac" | "cmfv" | "cmfa" | "vtt" | "webm") => {
+            return Kind::Segment
+        }
+        _ => {}
+    }
+    let ct = content_type.unwrap_or("").to_ascii_lowercase();
+    if ct.contains("mpegurl") {
+        Kind::HlsPlaylist
+    } else if ct.contains("dash+xml") {
+        Kind::DashManifest
+    } else if ct.starts_with("video/") || ct.starts_with("audio/") {
+        Kind::Segment
+    } else {
+        Kind::Other
+    }
+}
+
+/// What a playlist says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlaylistInfo {
+    /// A live playlist grows; a VOD one is complete.
+    pub live: bool,
+    /// HLS target duration, or DASH minimum update period.
+    pub refresh: Option<Duration>,
+    /// Segment URIs in order (HLS media playlists only), as written.
+    pub segments: Vec<String>,
+}
+
+/// Reads an HLS media or master playlist.
+pub fn parse_hls(body: &str) -> PlaylistInfo {
+    let mut target = None;
+    let mut endlist = false;
+    let mut vod = false;
+    let mut master = false;
+    let mut segments = Vec::new();
+    let mut next_is_segment = false;
+    for line in body.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            target = v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|t| t.is_finite() && *t > 0.0);
+        } else if line == "#EXT-X-ENDLIST" {
+            endlist = true;
+        } else if line == "#EXT-X-PLAYLIST-TYPE:VOD" {
+            vod = true;
+        } else if line.starts_with("#EXT-X-STREAM-INF") {
+            master = true;
+        } else if line.starts_with("#EXTINF") {
+            next_is_segment = true;
+        } else if !line.is_empty() && !line.starts_with('#') && next_is_segment {
+            segments.push(line.to_string());
+            next_is_segment = false;
+        }
+    }
+    PlaylistInfo {
+        // A master playlist lists renditions, not segments: it does not
+        // change like a live media playlist does.
+        live: !(endlist || vod || master),
+        refresh: target.map(Duration::from_secs_f64),
+        segments,
+    }
+}
+
+/// Reads the attributes of a DASH MPD that decide how long it may be cached.
+pub fn parse_mpd(body: &str) -> PlaylistInfo {
+    let head = body.split_once("<MPD").map_or("", |(_, rest)| rest);
+    let head = head.split_once('>').map_or(head, |(attrs, _)| attrs);
+    let attr = |name: &str| -> Option<&str> {
+        let at = head.find(&format!("{name}=\""))?;
+        let rest = &head[at + name.len() + 2..];
+        rest.split_once('"').map(|(v, _)| v)
+    };
+    PlaylistInfo {
+        live: attr("type") == Some("dynamic"),
+        refresh: attr("minimumUpdatePeriod").and_then(iso8601_duration),
+        segments: Vec::new(),
+    }
+}
+
+/// `PT2S`, `PT1M30.5S`, `PT1H` (the subset DASH uses).
+pub fn iso8601_duration(s: &str) -> Option<Duration> {
+    let t = s.strip_prefix("PT")?;
+    let mut total = 0.0;
+    let mut num = String::new();
+    for c in t.chars() {
+        match c {
+            '0'..='9' | '.' => num.push(c),
+            'H' | 'M' | 'S' => {
+                let n: f64 = num.parse().ok()?;
+                total += n * match c {
+                    'H' => 3600.0,
+                    'M' => 60.0,
+                    _ => 1.0,
+                };
+                num.clear();
+            }
+            _ => return None,
+        }
+    }
+    (num.is_empty() && total.is_finite()).then(|| Duration::from_secs_f64(total))
+}
+
+/// Resolves a playlist entry against the playlist's path (both without host).
+pub fn resolve(playlist_path: &str, uri: &str) -> Option<String> {
+    if uri.contains("://") {
+        // Absolute URLs to other hosts are not prefetched.
+        return None;
+    }
+    if uri.starts_with('/') {
+        return Some(uri.to_string());
+    }
+    let dir = playlist_path.rsplit_once('/').map_or("", |(d, _)| d);
+    let mut parts: Vec<&str> = dir.split('/').collect();
+    for seg in uri.split('/') {
+        match seg {
+            ".." => {
+                if parts.len() > 1 {
+                    parts.pop();
+                }
+            }
+            "." => {}
+            s => parts.push(s),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// Which segments follow which, learned from playlists that passed through.
+/// Bounded: the least recently used entries go first.
+pub struct Successors {
+    next: moka::sync::Cache<String, Arc<Vec<String>>>,
+}
+
+/// Segments remembered after each segment.
+const REMEMBERED: usize = 8;
+
+impl Successors {
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            next: moka::sync::Cache::new(capacity),
+        }
+    }
+
+    /// Learns from a media playlist at `host` + `path`. Keys are `host` +
+    /// segment path (without query); values keep the query as written.
+    pub fn learn(&self, host: &str, path: &str, info: &PlaylistInfo) {
+        let resolved: Vec<String> = info
+            .segments
+            .iter()
+            .filter_map(|u| resolve(path, u))
+            .collect();
+        for (i, seg) in resolved.iter().enumerate() {
+            let following: Vec<String> =
+                resolved[i + 1..].iter().take(REMEMBERED).cloned().collect();
+            if !following.is_empty() {
+                let path = seg.split('?').next().unwrap_or(seg);
+                self.next
+                    .insert(format!("{host}{path}"), Arc::new(following));
+            }
+        }
+    }
+
+    /// Up to `k` segment paths (with their query) after `host` + `path`.
+    pub fn after(&self, host: &str, path: &str, k: usize) -> Vec<String> {
+        self.next
+            .get(&format!("{host}{path}"))
+            .map(|v| v.iter().take(k).cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify("/a/b/index.m3u8", None), Kind::HlsPlaylist);
+        assert_eq!(classify("/a/manifest.mpd", None), Kind::DashManifest);
+        assert_eq!(classify("/a/seg_1.ts", None), Kind::Segment);
+        assert_eq!(classify("/a/chunk.m4s", None), Kind::Segment);
+        assert_eq!(
+            classify("/a/x", Some("application/vnd.apple.mpegurl")),
+            Kind::HlsPlaylist
+        );
+        assert_eq!(classify("/a/x", Some("video/mp2t")), Kind::Segment);
+        assert_eq!(classify("/a/x.html", Some("text/html")), Kind::Other);
+    }
+
+    #[test]
+    fn hls_live_and_vod() {
+        let live = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:10\n#EXTINF:2.000,\nseg_10.ts\n#EXTINF:2.000,\nseg_11.ts\n";
+        let i = parse_hls(live);
+        assert!(i.live);
+        assert_eq!(i.refresh, Some(Duration::from_secs(2)));
+        assert_eq!(i.segments, vec!["seg_10.ts", "seg_11.ts"]);
+        let vod = format!("{live}#EXT-X-ENDLIST\n");
+        assert!(!parse_hls(&vod).live);
+        let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nlow/index.m3u8\n";
+        assert!(!parse_hls(master).live);
+        assert!(parse_hls(master).segments.is_empty());
+    }
+
+    #[test]
+    fn dash() {
+        let d = r#"<?xml version="1.0"?><MPD type="dynamic" minimumUpdatePeriod="PT4S" profiles="x"><Period/></MPD>"#;
+        let i = parse_mpd(d);
+        assert!(i.live);
+        assert_eq!(i.refresh, Some(Duration::from_secs(4)));
+        assert!(!parse_mpd(r#"<MPD type="static">"#).live);
+        assert_eq!(
+            iso8601_duration("PT1M30.5S"),
+            Some(Duration::from_millis(90_500))
+        );
+        assert_eq!(iso8601_duration("P1D"), None);
+    }
+
+    #[test]
+    fn successors_follow_the_playlist() {
+        let s = Successors::new(100);
+        let info = parse_hls("#EXTM3U\n#EXTINF:4,\nseg_0.ts\n#EXTINF:4,\nseg_1.ts\n#EXTINF:4,\n../other/seg_2.ts\n#EXT-X-ENDLIST\n");
+        s.learn("h", "/vod/t/low/index.m3u8", &info);
+        assert_eq!(
+            s.after("h", "/vod/t/low/seg_0.ts", 2),
+            vec!["/vod/t/low/seg_1.ts", "/vod/t/other/seg_2.ts"]
+        );
+        assert_eq!(
+            s.after("h", "/vod/t/other/seg_2.ts", 2),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            resolve("/a/b/p.m3u8", "/abs/x.ts").as_deref(),
+            Some("/abs/x.ts")
+        );
+        assert_eq!(resolve("/a/b/p.m3u8", "http://cdn/x.ts"), None);
+    }
+}

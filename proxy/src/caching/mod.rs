@@ -1,0 +1,475 @@
+//! The cache on the request path: which requests use it and how
+//! (`plan`), keys, what may be stored, `Vary`, `X-Cache`, the metrics, and
+//! the two jobs done with subrequests: slices ([`slice`]) and segment
+//! prefetch ([`prefetch`]).
+//!
+//! A request on a route with `[route.cache]` takes one of three ways:
+//!
+//! ```text
+//! bypass   not GET/HEAD, or a `bypass` condition holds: straight upstream,
+//!          nothing stored                                   X-Cache: BYPASS
+//! whole    pingora-cache with EdgeStorage: lookup, coalesced miss, store,
+//!          revalidation, stale serving, ranges from the stored object
+//! sliced   (GET of a large object, or a range of one not seen yet) the
+//!          response is assembled from fixed-size slices, each fetched with
+//!          a subrequest through the whole-object way under its own key
+//! ```
+
+pub mod prefetch;
+pub mod slice;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use edge_cache::key;
+use edge_cache::policy::{self, TtlSource};
+use edge_cache::video::{self, Kind};
+use edge_cache::{EdgeHit, EdgeStorage, FillHints, Status, Tier};
+use edge_config::{Bypass, Cache, RouteCache};
+use http::header;
+use pingora_cache::key::CacheHashKey;
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::{CacheMeta, CacheOptionOverrides, CachePhase, NoCacheReason, RespCacheable};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
+
+use crate::route::matcher::{parse_cookies, query_value};
+
+/// The node's cache as the proxy uses it; outlives reloads.
+pub struct CacheRuntime {
+    pub storage: &'static EdgeStorage,
+    lock: ArcSwap<LockSettings>,
+    /// Total length of objects seen, by URL: decides slicing.
+    sizes: moka::sync::Cache<String, u64>,
+    /// Prefetches in flight.
+    pub(crate) prefetching: Arc<AtomicUsize>,
+}
+
+struct LockSettings {
+    lock: &'static CacheKeyLockImpl,
+    timeout: Duration,
+}
+
+fn leak_lock(timeout: Duration) -> &'static CacheKeyLockImpl {
+    // One per distinct lock timeout over the life of the process.
+    Box::leak(CacheLock::new_boxed(timeout))
+}
+
+impl CacheRuntime {
+    pub fn new(storage: &'static EdgeStorage) -> Self {
+        let timeout = storage.settings().lock_timeout;
+        Self {
+            storage,
+            lock: ArcSwap::from_pointee(LockSettings {
+                lock: leak_lock(timeout),
+                timeout,
+            }),
+            sizes: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+            prefetching: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Applies new `[cache]` settings (tier sizes, disk, lock timeout).
+    pub fn configure(&self, cache: &Cache) -> std::io::Result<()> {
+        if self.lock.load().timeout != cache.lock_timeout {
+            self.lock.store(Arc::new(LockSettings {
+                lock: leak_lock(cache.lock_timeout),
+                timeout: cache.lock_timeout,
+            }));
+        }
+        self.storage.configure(cache)
+    }
+
+    pub(crate) fn known_size(&self, url: &str) -> Option<u64> {
+        self.sizes.get(url)
+    }
+
+    pub(crate) fn remember_size(&self, url: &str, size: u64) {
+        self.sizes.insert(url.to_string(), size);
+    }
+
+    /// Turns pingora-cache on for this request.
+    pub(crate) fn enable(&self, session: &mut Session) {
+        let lock = self.lock.load();
+        let mut overrides = CacheOptionOverrides::default();
+        overrides.wait_timeout = Some(lock.timeout);
+        session
+            .cache
+            .enable(self.storage, None, None, Some(lock.lock), Some(overrides));
+        let max = usize::try_from(self.storage.max_object()).unwrap_or(usize::MAX);
+        session.cache.set_max_file_size_bytes(max.max(1));
+    }
+}
+
+/// What a subrequest edge made is for (its `user_ctx`).
+pub enum SubTask {
+    /// Slice `index` (of `size` bytes) of the parent's URL.
+    Slice { index: u64, size: u64 },
+    /// The next segment after one a client fetched.
+    Prefetch {
+        path_and_query: String,
+        _slot: prefetch::Slot,
+    },
+}
+
+/// The plain facts of a [`SubTask`] the request keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sub {
+    Slice { index: u64, size: u64 },
+    Prefetch,
+}
+
+/// How a request uses the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// The route does not cache, or a bypass condition holds.
+    Bypass,
+    Whole,
+    Sliced,
+}
+
+/// Per-request cache state.
+#[derive(Default)]
+pub struct CacheCtx {
+    pub way: Option<Way>,
+    /// Host + path + normalized query.
+    pub url: String,
+    pub sub: Option<Sub>,
+    pub tier: Option<Tier>,
+    pub status: Option<Status>,
+    /// Set by the slice path, which counts its bytes itself.
+    pub counted: bool,
+}
+
+/// A bypass condition holds: the value is there and not empty or `0`.
+fn bypassed(conditions: &[Bypass], req: &RequestHeader) -> bool {
+    let on = |v: Option<&str>| v.is_some_and(|v| !v.is_empty() && v != "0");
+    conditions.iter().any(|c| match c {
+        Bypass::Header(name) => on(req.headers.get(name.as_str()).and_then(|v| v.to_str().ok())),
+        Bypass::Cookie(name) => parse_cookies(&req.headers)
+            .into_iter()
+            .any(|(k, v)| k == *name && on(Some(&v))),
+        Bypass::Query(name) => on(query_value(req.uri.query(), name).as_deref()),
+    })
+}
+
+/// One single range with a known start, as slicing needs it.
+pub(crate) fn single_range(req: &RequestHeader) -> Option<(Option<u64>, Option<u64>)> {
+    let v = req.headers.get(header::RANGE)?.to_str().ok()?;
+    let spec = v.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let start = if a.is_empty() {
+        None
+    } else {
+        Some(a.parse().ok()?)
+    };
+    let end = if b.is_empty() {
+        None
+    } else {
+        Some(b.parse().ok()?)
+    };
+    if start.is_none() && end.is_none() {
+        return None;
+    }
+    Some((start, end))
+}
+
+/// Decides how this request uses the cache.
+pub(crate) fn plan(
+    rt: &CacheRuntime,
+    route: &RouteCache,
+    req: &RequestHeader,
+    host: &str,
+    sub: Option<&Sub>,
+    can_spawn: bool,
+) -> (Way, String) {
+    let get = req.method == http::Method::GET;
+    if !route.enabled || !(get || req.method == http::Method::HEAD) || bypassed(&route.bypass, req)
+    {
+        return (Way::Bypass, String::new());
+    }
+    let url = key::url(host, req.uri.path(), req.uri.query(), &route.ignore_query);
+    if sub.is_some() || !route.slice || !can_spawn {
+        return (Way::Whole, url);
+    }
+    let threshold = rt.storage.settings().slice_threshold;
+    let sliced = match rt.known_size(&url) {
+        Some(size) => size >= threshold,
+        // Not seen since start: sliced if stored in slices, or if it is a
+        // range of an object not stored whole (then only the slices the
+        // range needs are fetched).
+        None => {
+            let stored = |slice: Option<u64>| {
+                let primary = key::primary(&url, slice, &route.key_headers, &req.headers);
+                rt.storage
+                    .is_cached(&pingora_cache::CacheKey::new(primary, "").combined())
+            };
+            get && if single_range(req).is_some() {
+                !stored(None)
+            } else {
+                stored(Some(0))
+            }
+        }
+    };
+    (if sliced { Way::Sliced } else { Way::Whole }, url)
+}
+
+/// The cache key of this request.
+pub(crate) fn cache_key(
+    ctx: &CacheCtx,
+    route: &RouteCache,
+    req: &RequestHeader,
+) -> pingora_cache::CacheKey {
+    let slice = match ctx.sub {
+        Some(Sub::Slice { index, .. }) => Some(index),
+        _ => None,
+    };
+    pingora_cache::CacheKey::new(
+        key::primary(&ctx.url, slice, &route.key_headers, &req.headers),
+        "",
+    )
+}
+
+fn content_length(resp: &ResponseHeader) -> Option<u64> {
+    resp.headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// `Content-Range: bytes a-b/total` → (a, b, total).
+pub(crate) fn content_range(resp: &ResponseHeader) -> Option<(u64, u64, u64)> {
+    let v = resp.headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let (range, total) = v.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?, total.parse().ok()?))
+}
+
+fn uncacheable(why: &'static str) -> RespCacheable {
+    RespCacheable::Uncacheable(NoCacheReason::Custom(why))
+}
+
+/// Decides whether `resp` is stored (and with what hints for the storage).
+pub(crate) fn response_cacheable(
+    rt: &CacheRuntime,
+    ctx: &mut CacheCtx,
+    route: &RouteCache,
+    req: &RequestHeader,
+    resp: &ResponseHeader,
+) -> RespCacheable {
+    let settings = rt.storage.settings();
+    match ctx.sub {
+        Some(Sub::Slice { index, size }) => {
+            let fits = match resp.status.as_u16() {
+                206 => content_range(resp).is_some_and(|(a, b, total)| {
+                    a == index * size && b + 1 == ((index + 1) * size).min(total)
+                }),
+                // An origin that ignores ranges: slice 0 is the whole object.
+                200 => index == 0,
+                _ => false,
+            };
+            if !fits {
+                return uncacheable("response does not match the slice asked for");
+            }
+        }
+        _ => {
+            if resp.status.as_u16() == 206 {
+                return uncacheable("partial response to a whole-object request");
+            }
+            if let Some(len) = content_length(resp).filter(|_| resp.status.as_u16() == 200) {
+                rt.remember_size(&ctx.url, len);
+                if route.slice && len >= settings.slice_threshold {
+                    // Cached in slices from the next request on.
+                    return uncacheable("large object: cached in slices");
+                }
+            }
+        }
+    }
+    if resp.headers.get_all(header::VARY).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|p| p.trim_ascii() == b"*")
+    }) {
+        return uncacheable("Vary: *");
+    }
+    let d = policy::decide(req, resp, route, &settings, req.uri.path());
+    match d.cacheable {
+        RespCacheable::Cacheable(mut meta) => {
+            let surrogate_keys = resp
+                .headers
+                .get_all("surrogate-key")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split_ascii_whitespace().map(str::to_string))
+                .collect();
+            meta.extensions_mut().insert(FillHints {
+                kind: d.kind,
+                ttl_source: d.ttl_source.unwrap_or(TtlSource::Default),
+                origin_ttl: d.origin_ttl,
+                surrogate_keys,
+            });
+            RespCacheable::Cacheable(meta)
+        }
+        other => other,
+    }
+}
+
+/// The variance of a stored response for this request (`Vary`).
+pub(crate) fn variance(
+    meta: &CacheMeta,
+    req: &RequestHeader,
+) -> Option<pingora_cache::key::HashBinary> {
+    let mut names: Vec<String> = meta
+        .headers()
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    names.sort_unstable();
+    names.dedup();
+    let mut vb = pingora_cache::VarianceBuilder::new();
+    for name in names {
+        let value: Vec<u8> = req
+            .headers
+            .get_all(name.as_str())
+            .iter()
+            .flat_map(|v| v.as_bytes().iter().copied().chain(std::iter::once(b',')))
+            .collect();
+        vb.add_owned_name_value(name, value);
+    }
+    vb.finalize()
+}
+
+/// Records the tier of a hit.
+pub(crate) fn note_hit(ctx: &mut CacheCtx, hit: &pingora_cache::storage::HitHandler) {
+    if let Some(h) = hit.as_any().downcast_ref::<EdgeHit>() {
+        ctx.tier = Some(h.tier);
+    }
+}
+
+/// The cache status of a response on its way to the client.
+pub(crate) fn status_of(session: &Session, ctx: &CacheCtx) -> Status {
+    if ctx.way != Some(Way::Whole) {
+        return Status::Bypass;
+    }
+    match session.cache.phase() {
+        CachePhase::Hit => Status::Hit,
+        CachePhase::Stale | CachePhase::StaleUpdating => Status::Stale,
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => Status::Revalidated,
+        _ => Status::Miss,
+    }
+}
+
+/// Index into the tier labels of the metrics.
+pub(crate) fn tier_index(tier: Option<Tier>) -> usize {
+    match tier {
+        Some(Tier::Ram | Tier::Fill) => 0,
+        Some(Tier::Disk) => 1,
+        None => 2,
+    }
+}
+
+/// `X-Cache` value: the status, and for responses from the cache the tier.
+pub(crate) fn x_cache(status: Status, tier: Option<Tier>) -> String {
+    match (status, tier) {
+        (Status::Hit | Status::Stale | Status::Revalidated, Some(t)) => {
+            format!("{} {}", status.as_header(), t.as_str())
+        }
+        _ => status.as_header().to_string(),
+    }
+}
+
+/// Whether bytes of a response with this status came from the cache.
+pub(crate) fn from_cache(status: Status) -> bool {
+    matches!(status, Status::Hit | Status::Stale | Status::Revalidated)
+}
+
+/// The kind of a response for prefetching: by path, then content type.
+pub(crate) fn kind_of(req: &RequestHeader, resp: &ResponseHeader) -> Kind {
+    video::classify(
+        req.uri.path(),
+        resp.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// Removes what only the cache needs from a response to a client.
+pub(crate) fn strip_cache_headers(resp: &mut ResponseHeader) {
+    resp.remove_header("surrogate-key");
+    resp.remove_header("surrogate-control");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(range: Option<&str>) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/a.mp4?x=1", None).unwrap();
+        if let Some(v) = range {
+            r.insert_header("range", v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn single_ranges_only() {
+        assert_eq!(
+            single_range(&req(Some("bytes=10-20"))),
+            Some((Some(10), Some(20)))
+        );
+        assert_eq!(
+            single_range(&req(Some("bytes=10-"))),
+            Some((Some(10), None))
+        );
+        assert_eq!(
+            single_range(&req(Some("bytes=-500"))),
+            Some((None, Some(500)))
+        );
+        assert_eq!(single_range(&req(Some("bytes=0-1,5-6"))), None);
+        assert_eq!(single_range(&req(Some("bytes=-"))), None);
+        assert_eq!(single_range(&req(Some("items=1-2"))), None);
+        assert_eq!(single_range(&req(None)), None);
+    }
+
+    #[test]
+    fn bypass_conditions() {
+        let mut r = req(None);
+        r.insert_header("x-debug", "1").unwrap();
+        r.insert_header("cookie", "a=b; nocache=0").unwrap();
+        assert!(bypassed(&[Bypass::Header("x-debug".into())], &r));
+        assert!(
+            !bypassed(&[Bypass::Cookie("nocache".into())], &r),
+            "0 is off"
+        );
+        assert!(bypassed(&[Bypass::Query("x".into())], &r));
+        assert!(!bypassed(&[Bypass::Query("y".into())], &r));
+    }
+
+    #[test]
+    fn content_ranges_parse() {
+        let mut r = ResponseHeader::build(206, None).unwrap();
+        r.insert_header("content-range", "bytes 0-99/1000").unwrap();
+        assert_eq!(content_range(&r), Some((0, 99, 1000)));
+        r.insert_header("content-range", "bytes */1000").unwrap();
+        assert_eq!(content_range(&r), None);
+    }
+}

@@ -1,0 +1,110 @@
+//! Segment prefetch: after a client is served segment *i* of a playlist the
+//! cache has seen, segments *i+1 … i+k* are fetched in the background by
+//! subrequests that fill the cache as a client's request would. Skipped
+//! when already cached (or being fetched), when the node has
+//! `prefetch_concurrency` prefetches in flight, or when the pool is
+//! struggling.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use edge_cache::key;
+use edge_cache::PrefetchOutcome;
+use edge_config::RouteCache;
+use pingora_cache::key::CacheHashKey;
+use pingora_proxy::subrequest::Ctx as SubrequestCtx;
+use pingora_proxy::Session;
+
+use super::{CacheRuntime, SubTask};
+use crate::pool::Pool;
+
+/// A prefetch's place in the concurrency budget, given back when its
+/// subrequest ends.
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(in_flight: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(in_flight.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Starts prefetches for the segments after the one `session` was served.
+pub(crate) fn after_segment(
+    rt: &CacheRuntime,
+    session: &Session,
+    route: &RouteCache,
+    pool: &Pool,
+    host: &str,
+) {
+    let settings = rt.storage.settings();
+    let k = route.prefetch.unwrap_or(settings.video.prefetch) as usize;
+    if k == 0 {
+        return;
+    }
+    let Some(spawner) = session.subrequest_spawner.as_ref() else {
+        return;
+    };
+    let req = session.req_header();
+    let next = rt.storage.successors().after(host, req.uri.path(), k);
+    let metrics = rt.storage.metrics();
+    for path_and_query in next {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query.as_str(), None),
+        };
+        let url = key::url(host, path, query, &route.ignore_query);
+        let primary = key::primary(&url, None, &route.key_headers, &req.headers);
+        let cache_key = pingora_cache::CacheKey::new(primary, "").combined();
+        if rt.storage.is_cached(&cache_key) || rt.storage.prefetched_unused(&cache_key) {
+            metrics.prefetch(PrefetchOutcome::SkippedCached);
+            continue;
+        }
+        if pool.struggling() {
+            metrics.prefetch(PrefetchOutcome::SkippedStruggling);
+            return;
+        }
+        let max = settings.video.prefetch_concurrency as usize;
+        let Some(slot) = Slot::take(&rt.prefetching, max) else {
+            metrics.prefetch(PrefetchOutcome::SkippedBusy);
+            return;
+        };
+        rt.storage.mark_prefetched(&cache_key);
+        metrics.prefetch(PrefetchOutcome::Issued);
+        let task = SubTask::Prefetch {
+            path_and_query,
+            _slot: slot,
+        };
+        spawner.spawn_background_subrequest(
+            session.as_ref(),
+            SubrequestCtx::builder().user_ctx(Box::new(task)).build(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_bounded_and_given_back() {
+        let n = Arc::new(AtomicUsize::new(0));
+        let a = Slot::take(&n, 2).unwrap();
+        let b = Slot::take(&n, 2).unwrap();
+        assert!(Slot::take(&n, 2).is_none());
+        drop(a);
+        assert!(Slot::take(&n, 2).is_some());
+        drop(b);
+        assert_eq!(n.load(Ordering::Relaxed), 0);
+    }
+}
