@@ -50,6 +50,11 @@ pub fn run() -> anyhow::Result<()> {
         l.address = free_or_any(l.address);
     }
     config.admin.listen = free_or_any(config.admin.listen);
+    // A disk cache of this run's own: another demo may be running.
+    let demo_cache = std::env::temp_dir().join(format!("edge-demo-cache-{}", std::process::id()));
+    if let Some(disk) = &mut config.cache.disk {
+        disk.path = demo_cache.clone();
+    }
     let token = random_token();
     config.admin.token = Some(AdminToken::Value(Secret::new(token.clone())));
 
@@ -68,6 +73,7 @@ pub fn run() -> anyhow::Result<()> {
     let result =
         crate::server::run_node_with(config, control, move |edge, admin| guide.print(edge, admin));
     drop(origin);
+    let _ = std::fs::remove_dir_all(&demo_cache);
     result
 }
 
@@ -96,15 +102,20 @@ try:
   curl -s http://{edge}/vod/bbb/master.m3u8
   curl -s http://{edge}/vod/bbb/high/index.m3u8 | head
   curl -s -o /dev/null -w '%{{http_code}} %{{size_download}} bytes\n' http://{edge}/vod/bbb/high/seg_0.ts
+  curl -s -D - -o /dev/null http://{edge}/vod/bbb/high/seg_0.ts | grep -i x-cache    # run twice: MISS, then HIT RAM
   curl -s -D - -o /dev/null -H 'Range: bytes=0-187' http://{edge}/vod/bbb/low/seg_1.ts
   curl -s http://{edge}/live/news/mid/index.m3u8
-  curl -s http://{admin}/metrics | grep edge_http_requests_total
+  curl -s http://{admin}/cache
+  curl -s http://{admin}/metrics | grep -E 'edge_(http_requests|cache_requests)_total'
   curl -s http://{o}/_origin/stats
+  curl -s -X POST -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \
+       -d '{{"prefix": "{edge_host}/vod/bbb/"}}' http://{admin}/cache/purge
   curl -s -X POST -H 'Authorization: Bearer {token}' http://{admin}/reload
 play it: ffplay http://{edge}/vod/bbb/master.m3u8   (or open the URL in VLC or Safari)
 Ctrl-C stops everything.
 "#,
-            token = self.token
+            token = self.token,
+            edge_host = edge.split(':').next().unwrap_or("127.0.0.1"),
         );
     }
 }

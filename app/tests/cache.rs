@@ -152,6 +152,42 @@ async fn bodies_and_ranges_equal_the_origin_from_ram_disk_and_slices() {
     let r = get(&c, &node, small, &[("range", "bytes=60000-")]).await;
     assert_eq!(r.status, 416);
     assert_eq!(r.header("content-range"), Some("bytes */50000"));
+    // Conditionals and HEAD, from the stored object.
+    let etag = get(&c, &node, small, &[])
+        .await
+        .header("etag")
+        .unwrap()
+        .to_string();
+    let r = get(&c, &node, small, &[("if-none-match", &etag)]).await;
+    assert_eq!((r.status, r.body.len()), (304, 0));
+    let r = get(
+        &c,
+        &node,
+        small,
+        &[("range", "bytes=0-9"), ("if-range", &etag)],
+    )
+    .await;
+    assert_eq!((r.status, r.body.len()), (206, 10));
+    let r = get(
+        &c,
+        &node,
+        small,
+        &[("range", "bytes=0-9"), ("if-range", "\"other\"")],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body.len()),
+        (200, 50_000),
+        "If-Range mismatch: the whole object"
+    );
+    let r = c
+        .request(Method::HEAD, &node.url("web", small), &[], "")
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.header("content-length"), r.body.len()),
+        (200, Some("50000"), 0)
+    );
     assert_eq!(o.stats().path("/obj/small.ts"), 1);
 
     // A segment too large for RAM: disk.

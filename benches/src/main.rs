@@ -8,9 +8,11 @@
 //! /proc (user + system, the whole process tree).
 //!
 //! ```text
-//! loadbench proxy [--reps 5] [--duration 5] [--connections 50] [--edge target/release/edge] [--out FILE]
+//! loadbench proxy|cache [--reps 5] [--duration 5] [--connections 50] [--edge target/release/edge] [--out FILE]
+//! loadbench hitratio [--out FILE]      (a simulation: no servers)
 //! ```
 
+mod hitratio;
 mod peers;
 mod report;
 mod sys;
@@ -100,6 +102,7 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<String> {
 fn start_origin(dir: &Path) -> Result<(Proc, u16)> {
     std::fs::write(dir.join("www/1k"), vec![b'x'; 1024])?;
     std::fs::write(dir.join("www/100k"), vec![b'y'; 100 * 1024])?;
+    std::fs::write(dir.join("www/2m"), vec![b'z'; 2 << 20])?;
     let port = free_port()?;
     let conf = write(dir, "origin.conf", &peers::nginx_origin(dir, port)?)?;
     let p = Proc::spawn(
@@ -117,59 +120,56 @@ fn start_origin(dir: &Path) -> Result<(Proc, u16)> {
     Ok((p, port))
 }
 
-fn start_proxies(dir: &Path, origin: u16, edge: &Path) -> Result<Vec<Sut>> {
-    let mut suts = Vec::new();
-    let d = dir.display().to_string();
-
-    let port = free_port()?;
-    let conf = write(dir, "nginx.conf", &peers::nginx_proxy(dir, port, origin)?)?;
-    let proc = Proc::spawn(
-        "nginx",
-        Some(SUT_CPU),
-        "nginx",
-        &["-p", &d, "-c", &conf],
-        dir,
-    )?;
-    suts.push(Sut {
-        name: "nginx",
+/// Starts a server under test on `port`, pinned to its CPU.
+fn sut(dir: &Path, name: &'static str, port: u16, program: &str, args: &[&str]) -> Result<Sut> {
+    Ok(Sut {
+        name,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        proc,
-    });
+        proc: Proc::spawn(name, Some(SUT_CPU), program, args, dir)?,
+    })
+}
 
-    let port = free_port()?;
-    let conf = write(dir, "haproxy.cfg", &peers::haproxy(port, origin))?;
-    let proc = Proc::spawn(
-        "haproxy",
-        Some(SUT_CPU),
-        "haproxy",
-        &["-f", &conf, "-db"],
-        dir,
-    )?;
-    suts.push(Sut {
-        name: "haproxy",
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        proc,
-    });
-
-    let port = free_port()?;
-    let conf = write(dir, "edge.toml", &peers::edge_proxy(port, origin))?;
-    let edge = edge.display().to_string();
-    let proc = Proc::spawn(
-        "edge",
-        Some(SUT_CPU),
-        &edge,
-        &["run", "--config", &conf],
-        dir,
-    )?;
-    suts.push(Sut {
-        name: "edge",
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        proc,
-    });
-
-    for s in &suts {
+fn wait_all(suts: &[Sut]) -> Result<()> {
+    for s in suts {
         wait_port(s.addr, Duration::from_secs(30), s.name)?;
     }
+    Ok(())
+}
+
+fn start_proxies(dir: &Path, origin: u16, edge: &Path) -> Result<Vec<Sut>> {
+    let d = dir.display().to_string();
+    let edge = edge.display().to_string();
+    let (p1, p2, p3) = (free_port()?, free_port()?, free_port()?);
+    let nginx = write(dir, "nginx.conf", &peers::nginx_proxy(dir, p1, origin)?)?;
+    let haproxy = write(dir, "haproxy.cfg", &peers::haproxy(p2, origin))?;
+    let edge_conf = write(dir, "edge.toml", &peers::edge_proxy(p3, origin))?;
+    let suts = vec![
+        sut(dir, "nginx", p1, "nginx", &["-p", &d, "-c", &nginx])?,
+        sut(dir, "haproxy", p2, "haproxy", &["-f", &haproxy, "-db"])?,
+        sut(dir, "edge", p3, &edge, &["run", "--config", &edge_conf])?,
+    ];
+    wait_all(&suts)?;
+    Ok(suts)
+}
+
+fn start_caches(dir: &Path, origin: u16, edge: &Path) -> Result<Vec<Sut>> {
+    let d = dir.display().to_string();
+    let edge = edge.display().to_string();
+    let (p1, p2, p3) = (free_port()?, free_port()?, free_port()?);
+    let nginx = write(
+        dir,
+        "nginx-cache.conf",
+        &peers::nginx_cache(dir, p1, origin)?,
+    )?;
+    let varnish = peers::varnish_args(dir, p2, origin);
+    let varnish: Vec<&str> = varnish.iter().map(String::as_str).collect();
+    let edge_conf = write(dir, "edge-cache.toml", &peers::edge_cache(p3, origin))?;
+    let suts = vec![
+        sut(dir, "nginx", p1, "nginx", &["-p", &d, "-c", &nginx])?,
+        sut(dir, "varnish", p2, "varnishd", &varnish)?,
+        sut(dir, "edge", p3, &edge, &["run", "--config", &edge_conf])?,
+    ];
+    wait_all(&suts)?;
     Ok(suts)
 }
 
@@ -259,19 +259,28 @@ fn environment(args: &Args) -> String {
     format!(
         "- CPU: {cpu} ({} CPUs); server under test pinned to CPU {SUT_CPU}, wrk and the origin to CPU {LOAD_CPU}\n\
          - wrk: 1 thread, {} connections, {} s per run, {} rounds interleaved, medians reported\n\
-         - {}; {}; {}\n",
+         - {}; {}; {}; {}\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         args.connections,
         args.duration.as_secs(),
         args.reps,
         version("nginx", "-v"),
         version("haproxy", "-v"),
+        version("varnishd", "-V"),
         version(&args.edge.display().to_string(), "--version"),
     )
 }
 
 fn main() -> Result<()> {
     let mut args = args()?;
+    if args.scenario == "hitratio" {
+        let report = hitratio::report(&hitratio::Params::default());
+        println!("{report}");
+        if let Some(out) = &args.out {
+            std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
+        }
+        return Ok(());
+    }
     need(&["taskset", "wrk", "nginx", "haproxy"])?;
     args.edge = std::fs::canonicalize(&args.edge).with_context(|| {
         format!(
@@ -296,7 +305,26 @@ fn main() -> Result<()> {
             }
             out
         }
-        other => bail!("unknown scenario {other} (proxy)"),
+        "cache" => {
+            need(&["varnishd"])?;
+            let (_origin, origin_port) = start_origin(&dir)?;
+            let mut suts = start_caches(&dir, origin_port, &args.edge)?;
+            let loads = [
+                ("1 KiB cache hits", "/1k"),
+                ("100 KiB cache hits", "/100k"),
+                ("2 MiB segment cache hits", "/2m"),
+            ];
+            let results = measure(&mut suts, &loads, &args)?;
+            let mut out = format!(
+                "### Cache hits: edge, nginx proxy_cache and Varnish in front of an nginx origin\n\n{}",
+                environment(&args)
+            );
+            for (title, samples) in &results {
+                out.push_str(&report::table(title, samples, !title.starts_with("1 KiB")));
+            }
+            out
+        }
+        other => bail!("unknown scenario {other} (proxy, cache, hitratio)"),
     };
     println!("{report}");
     if let Some(out) = &args.out {

@@ -241,6 +241,8 @@ pub struct Removed {
 
 /// The disk tier.
 pub struct DiskTier {
+    /// Held (locked) while the tier is open: one process per directory.
+    _lock: File,
     dir: PathBuf,
     objects: PathBuf,
     tmp: PathBuf,
@@ -326,11 +328,26 @@ impl DiskTier {
         let objects = dir.join("objects");
         let tmp = dir.join("tmp");
         fs::create_dir_all(&objects)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        if let Err(e) = lock.try_lock() {
+            return Err(match e {
+                fs::TryLockError::WouldBlock => io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another edge process is using this cache directory",
+                ),
+                fs::TryLockError::Error(e) => e,
+            });
+        }
         if tmp.exists() {
             fs::remove_dir_all(&tmp)?;
         }
         fs::create_dir_all(&tmp)?;
         let tier = Self {
+            _lock: lock,
             dir: dir.to_path_buf(),
             objects,
             tmp,
@@ -671,14 +688,14 @@ mod tests {
     use super::*;
 
     fn object(url: &str, body: Vec<u8>) -> Object {
-        Object {
-            meta: (b"internal".to_vec(), b"HTTP/1.1 200 OK\r\n\r\n".to_vec()),
-            body: Bytes::from(body),
-            info: Arc::new(ObjectInfo {
+        Object::new(
+            (b"internal".to_vec(), b"HTTP/1.1 200 OK\r\n\r\n".to_vec()),
+            Bytes::from(body),
+            Arc::new(ObjectInfo {
                 url: url.to_string(),
                 surrogate_keys: vec!["a".into(), "b".into()],
             }),
-        }
+        )
     }
 
     fn key(n: u32) -> String {

@@ -1,9 +1,13 @@
 //! What the cache keeps: a response's meta (pingora's serialized
-//! `CacheMeta`) and body, and what purges need to find it.
+//! `CacheMeta`) and body, what purges need to find it, and (for objects in
+//! memory) the meta already parsed, so a hit does not decode it again.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
+use pingora_cache::CacheMeta;
+use pingora_http::ResponseHeader;
 
 /// Serialized `CacheMeta`: (internal, header).
 pub type Meta = (Vec<u8>, Vec<u8>);
@@ -20,9 +24,8 @@ pub enum Tier {
 impl Tier {
     pub fn as_str(self) -> &'static str {
         match self {
-            Tier::Ram => "RAM",
+            Tier::Ram | Tier::Fill => "RAM",
             Tier::Disk => "DISK",
-            Tier::Fill => "FILL",
         }
     }
 }
@@ -36,15 +39,53 @@ pub struct ObjectInfo {
     pub surrogate_keys: Vec<String>,
 }
 
+/// The parts of a stored meta a fresh hit needs, parsed once.
+#[derive(Debug)]
+pub struct Parsed {
+    pub fresh_until: SystemTime,
+    /// When it was stored or last revalidated (what `Age` counts from).
+    pub updated: SystemTime,
+    /// Stored with a `Vary` variance: only pingora's lookup picks variants.
+    pub varies: bool,
+    pub header: ResponseHeader,
+}
+
+impl Parsed {
+    fn of(meta: &Meta) -> Option<Arc<Parsed>> {
+        let m = CacheMeta::deserialize(&meta.0, &meta.1).ok()?;
+        Some(Arc::new(Parsed {
+            fresh_until: m.fresh_until(),
+            updated: m.epoch(),
+            varies: m.variance().is_some(),
+            header: m.response_header_copy(),
+        }))
+    }
+
+    pub fn is_fresh(&self, now: SystemTime) -> bool {
+        self.fresh_until >= now
+    }
+}
+
 /// A complete cached response.
 #[derive(Debug)]
 pub struct Object {
     pub meta: Meta,
     pub body: Bytes,
     pub info: Arc<ObjectInfo>,
+    /// `meta`, parsed (`None` if it does not parse).
+    pub parsed: Option<Arc<Parsed>>,
 }
 
 impl Object {
+    pub fn new(meta: Meta, body: Bytes, info: Arc<ObjectInfo>) -> Object {
+        Object {
+            parsed: Parsed::of(&meta),
+            meta,
+            body,
+            info,
+        }
+    }
+
     /// Bytes it occupies (body and meta).
     pub fn weight(&self) -> u64 {
         (self.body.len() + self.meta.0.len() + self.meta.1.len()) as u64
@@ -52,10 +93,6 @@ impl Object {
 
     /// The same body with other headers (a revalidation, a soft purge).
     pub fn with_meta(&self, meta: Meta) -> Object {
-        Object {
-            meta,
-            body: self.body.clone(),
-            info: self.info.clone(),
-        }
+        Object::new(meta, self.body.clone(), self.info.clone())
     }
 }

@@ -177,6 +177,7 @@ pub fn decide(
     if let Some(c) = &cc {
         c.strip_private_headers(&mut header);
     }
+    strip_hop_by_hop(&mut header);
     let fresh_until = if ttl.is_zero() {
         now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
     } else {
@@ -194,6 +195,33 @@ pub fn decide(
         kind,
         ttl_source: Some(source),
         origin_ttl,
+    }
+}
+
+/// Headers about one connection, not the response: never stored (RFC 9110 §7.6.1).
+fn strip_hop_by_hop(header: &mut ResponseHeader) {
+    let listed: Vec<String> = header
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    for name in listed {
+        header.remove_header(&name);
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
+        header.remove_header(name);
     }
 }
 
@@ -267,6 +295,32 @@ mod tests {
             enabled: true,
             ..RouteCache::default()
         }
+    }
+
+    #[test]
+    fn connection_headers_are_not_stored() {
+        let r = resp(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("connection", "keep-alive, x-conn"),
+                ("keep-alive", "timeout=5"),
+                ("x-conn", "1"),
+                ("etag", "\"a\""),
+            ],
+        );
+        let RespCacheable::Cacheable(m) =
+            decide(&req(&[]), &r, &enabled(), &Cache::default(), "/a").cacheable
+        else {
+            panic!()
+        };
+        let h = m.headers();
+        assert!(
+            h.get("connection").is_none()
+                && h.get("keep-alive").is_none()
+                && h.get("x-conn").is_none()
+        );
+        assert!(h.get("etag").is_some());
     }
 
     #[test]

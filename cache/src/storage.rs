@@ -180,21 +180,27 @@ impl EdgeStorage {
             _ => false,
         };
         if !same_disk {
-            if let Some(old_tier) = self.disk.swap(None) {
-                let keys: Vec<String> = self
-                    .index
-                    .lock()
-                    .by_prefix("")
-                    .into_iter()
-                    .filter(|k| old_tier.contains(k))
-                    .collect();
-                for k in keys {
-                    self.forget_if_gone(&k);
-                }
-            }
+            self.close_disk();
             self.open_disk(settings)?;
         }
         Ok(())
+    }
+
+    /// Stops using the disk tier (its files stay, and its directory lock
+    /// is released once writes in flight end).
+    pub fn close_disk(&self) {
+        if let Some(old_tier) = self.disk.swap(None) {
+            let keys: Vec<String> = self
+                .index
+                .lock()
+                .by_prefix("")
+                .into_iter()
+                .filter(|k| old_tier.contains(k))
+                .collect();
+            for k in keys {
+                self.forget_if_gone(&k);
+            }
+        }
     }
 
     pub fn metrics(&self) -> &CacheMetrics {
@@ -295,6 +301,14 @@ impl EdgeStorage {
         self.prefetched.contains_key(key)
     }
 
+    /// A RAM tier object, for the proxy's fast path of fresh hits (which
+    /// checks freshness, `Vary` and the request itself).
+    pub fn ram_object(&self, key: &str) -> Option<Arc<Object>> {
+        let obj = self.ram.load().get(key)?;
+        self.count_prefetch_use(key);
+        Some(obj)
+    }
+
     /// Whether `key` waits for its disk write.
     pub fn disk_write_pending(&self, key: &str) -> bool {
         self.pending.lock().contains_key(key)
@@ -365,11 +379,7 @@ impl EdgeStorage {
             .unwrap_or_else(|| Arc::new(file.info.clone()));
         let hit = match body {
             Some(body) => {
-                let obj = Arc::new(Object {
-                    meta: file.meta,
-                    body: body.clone(),
-                    info,
-                });
+                let obj = Arc::new(Object::new(file.meta, body.clone(), info));
                 self.offer_ram(key, &obj);
                 EdgeHit::memory(Tier::Disk, body)
             }
@@ -674,7 +684,7 @@ impl HandleMiss for EdgeMiss {
                 .finish_playlist(h, &info, &body, self.fill.meta.clone()),
             _ => self.fill.meta.clone(),
         };
-        let obj = Arc::new(Object { meta, body, info });
+        let obj = Arc::new(Object::new(meta, body, info));
         self.storage.commit(&self.key, &self.fill, obj);
         self.fill.finish();
         self.finished = true;

@@ -31,6 +31,18 @@ fn open(s: &Cache) -> &'static EdgeStorage {
     EdgeStorage::open(s, Arc::new(CacheMetrics::unregistered())).unwrap()
 }
 
+/// Opens a storage on a directory another one just closed (its last disk
+/// task may still hold the directory for a moment).
+async fn reopen(s: &Cache) -> &'static EdgeStorage {
+    for _ in 0..200 {
+        if let Ok(storage) = EdgeStorage::open(s, Arc::new(CacheMetrics::unregistered())) {
+            return storage;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the cache directory stayed locked")
+}
+
 fn meta(surrogates: &[&str]) -> CacheMeta {
     let mut h = ResponseHeader::build(200, None).unwrap();
     h.insert_header("content-type", "video/mp2t").unwrap();
@@ -130,7 +142,12 @@ async fn small_objects_hit_from_ram_large_ones_from_disk_and_both_survive_a_rest
     assert_eq!(&got[..], &large[262_000..263_000]);
 
     // "Restart": a second storage on the same directory serves both from disk.
-    let s2 = open(&cfg);
+    assert!(
+        EdgeStorage::open(&cfg, Arc::new(CacheMetrics::unregistered())).is_err(),
+        "one process per directory"
+    );
+    s.close_disk();
+    let s2 = reopen(&cfg).await;
     assert_eq!(get(s2, "h/small").await, Some((small.clone(), Tier::Disk)));
     assert_eq!(
         get(s2, "h/small").await,
@@ -264,11 +281,13 @@ async fn purges_remove_exactly_what_they_name() {
     let key = CacheKey::new("h/vod/b/1.ts", "");
     let (m, _) = s.lookup(&key, &span.handle()).await.unwrap().unwrap();
     assert!(!m.is_fresh(SystemTime::now()));
-    let restarted = open(&settings(
+    s.close_disk();
+    let restarted = reopen(&settings(
         1 << 20,
         1 << 20,
         Some((dir.path(), 16 << 20, 4 << 20)),
-    ));
+    ))
+    .await;
     let (m, hit) = restarted
         .lookup(&key, &span.handle())
         .await
@@ -328,7 +347,8 @@ async fn a_soft_purge_of_an_object_only_on_disk_makes_it_stale() {
     let s = open(&cfg);
     fill(s, "h/d.ts", &body(5000, 9), &[]).await;
     wait_for_disk(s, "h/d.ts").await;
-    let s2 = open(&cfg);
+    s.close_disk();
+    let s2 = reopen(&cfg).await;
     assert_eq!(s2.purge_url("h/d.ts", PurgeMode::Soft), 1);
     let span = Span::inactive();
     let (m, hit) = s2

@@ -581,9 +581,31 @@ impl ProxyHttp for EdgeProxy {
                     );
                     ctx.cache.way = Some(way);
                     ctx.cache.url = url;
-                    if way == Way::Sliced {
-                        caching::slice::serve(rt, session, &mut ctx.cache, &route).await?;
-                        return Ok(true);
+                    match way {
+                        Way::Sliced => {
+                            caching::slice::serve(rt, session, &mut ctx.cache, &route).await?;
+                            return Ok(true);
+                        }
+                        Way::Whole if ctx.cache.sub.is_none() => {
+                            if let Some(kind) =
+                                caching::fast::try_serve(rt, session, &mut ctx.cache, &route)
+                                    .await?
+                            {
+                                if kind == edge_cache::video::Kind::Segment {
+                                    if let Some(pool) = &ctx.pool {
+                                        caching::prefetch::after_segment(
+                                            rt,
+                                            session,
+                                            &route.cache,
+                                            pool,
+                                            &ctx.host,
+                                        );
+                                    }
+                                }
+                                return Ok(true);
+                            }
+                        }
+                        _ => {}
                     }
                 }
                 Ok(false)

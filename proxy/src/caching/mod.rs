@@ -15,6 +15,7 @@
 //!          a subrequest through the whole-object way under its own key
 //! ```
 
+pub mod fast;
 pub mod prefetch;
 pub mod slice;
 

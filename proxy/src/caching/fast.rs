@@ -1,0 +1,85 @@
+//! Fresh hits from RAM, answered before pingora-cache's state machine runs:
+//! the object's meta is kept parsed, so a hit is a key hash, a map lookup,
+//! a header copy and a write. Anything this path does not handle (stale,
+//! `Vary`, not in RAM, a multi-part range) takes the full cache path,
+//! which gives the same answer.
+
+use std::time::SystemTime;
+
+use edge_cache::video::{self, Kind};
+use edge_cache::{Status, Tier};
+use http::header;
+use pingora_cache::key::CacheHashKey;
+use pingora_core::protocols::http::conditional_filter::{not_modified_filter, to_304};
+use pingora_error::Result;
+use pingora_proxy::{range_header_filter, RangeType, Session};
+
+use super::{cache_key, strip_cache_headers, x_cache, CacheCtx, CacheRuntime};
+use crate::route::CompiledRoute;
+
+/// Answers from RAM if the object is there and fresh: `Ok(Some(kind))`
+/// when answered (the kind of what was sent, for prefetch).
+pub(crate) async fn try_serve(
+    rt: &CacheRuntime,
+    session: &mut Session,
+    ctx: &mut CacheCtx,
+    route: &CompiledRoute,
+) -> Result<Option<Kind>> {
+    let req = session.req_header();
+    let head_only = match req.method {
+        http::Method::GET => false,
+        http::Method::HEAD => true,
+        _ => return Ok(None),
+    };
+    let key = cache_key(ctx, &route.cache, req).combined();
+    let Some(obj) = rt.storage.ram_object(&key) else {
+        return Ok(None);
+    };
+    let Some(parsed) = obj.parsed.as_ref() else {
+        return Ok(None);
+    };
+    let now = SystemTime::now();
+    if parsed.varies
+        || !parsed.is_fresh(now)
+        || !parsed.header.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return Ok(None);
+    }
+    let mut resp = parsed.header.clone();
+    let age = now
+        .duration_since(parsed.updated)
+        .map_or(0, |d| d.as_secs());
+    resp.insert_header(header::AGE, age.to_string())?;
+    let (start, end) = match range_header_filter(req, &mut resp, Some(2)) {
+        RangeType::None => (0, obj.body.len()),
+        RangeType::Single(r) => (r.start, r.end),
+        RangeType::Invalid => {
+            // 416: the full path words it the same way; let it.
+            return Ok(None);
+        }
+        RangeType::Multi(_) => return Ok(None),
+    };
+    let not_modified = not_modified_filter(req, &resp);
+    if not_modified {
+        to_304(&mut resp);
+    }
+    let kind = video::classify(
+        req.uri.path(),
+        resp.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    ctx.status = Some(Status::Hit);
+    ctx.tier = Some(Tier::Ram);
+    resp.insert_header("x-cache", x_cache(Status::Hit, ctx.tier))?;
+    strip_cache_headers(&mut resp);
+    crate::service::apply_response_ops(&mut resp, &route.response_headers)?;
+    let body = (!head_only && !not_modified && start < end).then(|| obj.body.slice(start..end));
+    session
+        .write_response_header(Box::new(resp), body.is_none())
+        .await?;
+    if let Some(body) = body {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(Some(kind))
+}
