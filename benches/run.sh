@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds edge in release mode and runs the load benchmarks against the peers.
-#   benches/run.sh [proxy] [--reps N] [--duration SECS] [--connections N]
+#   benches/run.sh [proxy|cache|hitratio] [--reps N] [--duration SECS] [--connections N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --locked --release -p edge -p edge-benches

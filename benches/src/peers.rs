@@ -164,35 +164,8 @@ pub fn varnish_args(dir: &Path, port: u16, origin: u16) -> Vec<String> {
     .collect()
 }
 
-/// edge as a caching proxy, one worker thread, RAM tier only.
+/// edge as a caching proxy: the proxy config above with a cached route and
+/// a RAM tier.
 pub fn edge_cache(port: u16, origin: u16) -> String {
-    let extra = std::env::var("EDGE_BENCH_SERVER").unwrap_or_default();
-    format!(
-        "[server]
-threads = 1
-access_log = false
-upstream_keepalive = 128
-{extra}
-
-[admin]
-listen = \"127.0.0.1:0\"
-
-[[listener]]
-name = \"web\"
-kind = \"http\"
-address = \"127.0.0.1:{port}\"
-
-[[pool]]
-name = \"origin\"
-backends = [{{ address = \"127.0.0.1:{origin}\" }}]
-
-[[route]]
-name = \"all\"
-pool = \"origin\"
-[route.cache]
-
-[cache]
-ram_size = \"1 GiB\"
-"
-    )
+    edge_proxy(port, origin) + "[route.cache]\n\n[cache]\nram_size = \"1 GiB\"\n"
 }

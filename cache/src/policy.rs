@@ -198,18 +198,21 @@ pub fn decide(
     }
 }
 
-/// Headers about one connection, not the response: never stored (RFC 9110 §7.6.1).
-fn strip_hop_by_hop(header: &mut ResponseHeader) {
-    let listed: Vec<String> = header
-        .headers
-        .get_all(http::header::CONNECTION)
+/// The lower-case tokens of a comma-separated header (`Vary`, `Connection`), all its lines.
+pub fn header_tokens(headers: &http::HeaderMap, name: http::header::HeaderName) -> Vec<String> {
+    headers
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|n| n.trim().to_ascii_lowercase())
         .filter(|n| !n.is_empty())
-        .collect();
-    for name in listed {
+        .collect()
+}
+
+/// Headers about one connection, not the response: never stored (RFC 9110 §7.6.1).
+fn strip_hop_by_hop(header: &mut ResponseHeader) {
+    for name in header_tokens(&header.headers, http::header::CONNECTION) {
         header.remove_header(&name);
     }
     for name in [

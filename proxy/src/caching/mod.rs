@@ -298,11 +298,10 @@ pub(crate) fn response_cacheable(
             }
         }
     }
-    if resp.headers.get_all(header::VARY).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|p| p.trim_ascii() == b"*")
-    }) {
+    if policy::header_tokens(&resp.headers, header::VARY)
+        .iter()
+        .any(|t| t == "*")
+    {
         return uncacheable("Vary: *");
     }
     let d = policy::decide(req, resp, route, &settings, req.uri.path());
@@ -332,15 +331,7 @@ pub(crate) fn variance(
     meta: &CacheMeta,
     req: &RequestHeader,
 ) -> Option<pingora_cache::key::HashBinary> {
-    let mut names: Vec<String> = meta
-        .headers()
-        .get_all(header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-        .collect();
+    let mut names = policy::header_tokens(meta.headers(), header::VARY);
     if names.is_empty() {
         return None;
     }
