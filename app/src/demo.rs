@@ -70,8 +70,9 @@ pub fn run() -> anyhow::Result<()> {
         token,
     };
     // Keep the origin alive for as long as the node runs.
-    let result =
-        crate::server::run_node_with(config, control, move |edge, admin| guide.print(edge, admin));
+    let result = crate::server::run_node_with(config, control, move |edge, admin, dns| {
+        guide.print(edge, admin, dns)
+    });
     drop(origin);
     let _ = std::fs::remove_dir_all(&demo_cache);
     result
@@ -85,7 +86,7 @@ struct Guide {
 }
 
 impl Guide {
-    fn print(&self, edge: Option<SocketAddr>, admin: SocketAddr) {
+    fn print(&self, edge: Option<SocketAddr>, admin: SocketAddr, dns: Option<SocketAddr>) {
         let edge = edge
             .or(self.edge)
             .map_or_else(|| "?".to_string(), |a| a.to_string());
@@ -111,11 +112,20 @@ try:
   curl -s -X POST -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \
        -d '{{"prefix": "{edge_host}/vod/bbb/"}}' http://{admin}/cache/purge
   curl -s -X POST -H 'Authorization: Bearer {token}' http://{admin}/reload
+GeoDNS on {dns} (UDP and TCP): the nearest of three sites, by client subnet or source address
+  dig @{dns_ip} -p {dns_port} video.demo.edge. +short                          # unknown client: the default, ams (127.0.0.11)
+  dig @{dns_ip} -p {dns_port} video.demo.edge. +subnet=127.0.2.0/24 +short     # a US subnet: nyc (127.0.0.12)
+  dig @{dns_ip} -p {dns_port} -b 127.0.3.1 video.demo.edge. +short             # an Asian source: sin (127.0.0.13)
+  curl -s http://{admin}/dns/sites
+  curl -s -X POST -H 'Authorization: Bearer {token}' http://{admin}/dns/sites/sin/drain   # then ask again
 play it: ffplay http://{edge}/vod/bbb/master.m3u8   (or open the URL in VLC or Safari)
 Ctrl-C stops everything.
 "#,
             token = self.token,
             edge_host = edge.split(':').next().unwrap_or("127.0.0.1"),
+            dns = dns.map_or_else(|| "-".to_string(), |a| a.to_string()),
+            dns_ip = dns.map_or_else(|| "127.0.0.1".to_string(), |a| a.ip().to_string()),
+            dns_port = dns.map_or(5353, |a| a.port()),
         );
     }
 }

@@ -4,6 +4,7 @@ mod admin;
 mod check;
 mod cli;
 mod demo;
+mod dns;
 mod logging;
 mod origin_cmd;
 mod runtime;

@@ -38,6 +38,8 @@ pub enum ApplyError {
     NoSource,
     #[error("internal error while applying: {0}")]
     Internal(String),
+    #[error("dns: {0}")]
+    Dns(#[from] edge_dns::BuildError),
 }
 
 struct RuntimeMetrics {
@@ -104,6 +106,8 @@ pub struct Runtime {
     health: parking_lot::Mutex<HealthChecks>,
     /// HTTP handlers by listener name.
     http_handlers: parking_lot::Mutex<HashMap<String, Arc<HttpHandler>>>,
+    /// The DNS service, its listeners and site probes.
+    pub dns: crate::dns::DnsNode,
 }
 
 /// A listener's connection handler, and the HTTP one behind it if any (to
@@ -123,6 +127,10 @@ struct ListenerPlan {
     renew: Vec<(String, TlsSettings)>,
     /// Stop accepting.
     remove: Vec<String>,
+    /// New or moved `dns` listeners, bound.
+    dns_bind: Vec<edge_dns::BoundDns>,
+    /// `dns` listeners to stop (removed or moved).
+    dns_remove: Vec<String>,
 }
 
 impl Runtime {
@@ -135,7 +143,9 @@ impl Runtime {
         let proxy = Proxy::new(&registry)?;
         let metrics = RuntimeMetrics::new(&registry)?;
         registry.register(Box::new(PoolCollector::new(&proxy)))?;
+        let dns = crate::dns::DnsNode::new(&registry)?;
         Ok(Arc::new(Self {
+            dns,
             config: ArcSwap::from_pointee(Config::empty()),
             source,
             listeners: ListenerControl::new(proxy.metrics.clone()),
@@ -226,6 +236,11 @@ impl Runtime {
         })
         .await
         .map_err(|e| ApplyError::Internal(e.to_string()))??;
+        let dns_service = self.dns.service.clone();
+        let dns_config = new.dns.clone();
+        let dns_state = tokio::task::spawn_blocking(move || dns_service.build(dns_config.as_ref()))
+            .await
+            .map_err(|e| ApplyError::Internal(e.to_string()))??;
         // The cache is made once, at the first apply (its disk tier is
         // read back then); later applies resize it.
         let new_cache = match self.proxy.cache() {
@@ -276,6 +291,19 @@ impl Runtime {
             announce(listener.kind_name(), &listener.name, addr);
         }
         drop(http_handlers);
+        let dns_threads = new.dns.as_ref().map_or(1, |d| d.threads);
+        match self
+            .dns
+            .commit(dns_state, &plan.dns_remove, plan.dns_bind, dns_threads)
+        {
+            Ok(started) => {
+                for (name, addr) in started {
+                    announce("dns", &name, addr);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "dns listeners could not start"),
+        }
+        self.dns.start_probes(&tokio::runtime::Handle::current());
         self.config.store(new);
         self.admin_token.store(Arc::new(admin_token));
         self.metrics.generation.inc();
@@ -334,7 +362,7 @@ impl Runtime {
 fn unsupported(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
     for l in &config.listeners {
-        if matches!(l.kind, ListenerKind::Tcp(_) | ListenerKind::Dns) {
+        if matches!(l.kind, ListenerKind::Tcp(_)) {
             out.push(format!("listener {}: kind \"{}\"", l.name, l.kind_name()));
         }
         if l.kind.http().is_some_and(|h| h.accept_proxy_protocol) {
@@ -353,9 +381,6 @@ fn unsupported(config: &Config) -> Vec<String> {
         if r.max_body.is_some() {
             out.push(format!("route {}: max_body", r.name));
         }
-    }
-    if config.dns.is_some() {
-        out.push("[dns]".to_string());
     }
     out
 }
@@ -418,9 +443,37 @@ fn plan_listeners(
         replace: Vec::new(),
         renew: Vec::new(),
         remove: Vec::new(),
+        dns_bind: Vec::new(),
+        dns_remove: Vec::new(),
     };
+    let udp_sockets = new.dns.as_ref().map_or(1, |d| d.threads);
     for l in &new.listeners {
-        match old_by_name.get(l.name.as_str()) {
+        let old = old_by_name.get(l.name.as_str());
+        let was_dns = old.is_some_and(|o| matches!(o.kind, ListenerKind::Dns));
+        if matches!(l.kind, ListenerKind::Dns) {
+            if was_dns && old.is_some_and(|o| o.address == l.address) {
+                continue;
+            }
+            if was_dns {
+                plan.dns_remove.push(l.name.clone());
+            } else if old.is_some() {
+                plan.remove.push(l.name.clone());
+            }
+            let bound =
+                edge_dns::BoundDns::bind(&l.name, l.address, udp_sockets).map_err(|source| {
+                    BuildError::Bind {
+                        listener: l.name.clone(),
+                        address: l.address,
+                        source,
+                    }
+                })?;
+            plan.dns_bind.push(bound);
+            continue;
+        }
+        if was_dns {
+            plan.dns_remove.push(l.name.clone());
+        }
+        match old.filter(|_| !was_dns) {
             Some(o) if o.address == l.address => {
                 if *o != l {
                     plan.replace
@@ -440,7 +493,10 @@ fn plan_listeners(
     }
     for o in &old.listeners {
         if !new.listeners.iter().any(|l| l.name == o.name) {
-            plan.remove.push(o.name.clone());
+            match o.kind {
+                ListenerKind::Dns => plan.dns_remove.push(o.name.clone()),
+                _ => plan.remove.push(o.name.clone()),
+            }
         }
     }
     Ok(plan)

@@ -49,15 +49,16 @@ pub fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Applies `config`, starts the admin API and serves until a signal drains
 /// the node.
 pub fn run_node(config: Config, control: tokio::runtime::Runtime) -> anyhow::Result<()> {
-    run_node_with(config, control, |_, _| {})
+    run_node_with(config, control, |_, _, _| {})
 }
 
-/// As [`run_node`]; `on_ready` gets the first HTTP listener's and the admin
-/// API's bound addresses just before `ready` is printed.
+/// As [`run_node`]; `on_ready` gets the first HTTP listener's, the admin
+/// API's and the first DNS listener's bound addresses just before `ready`
+/// is printed.
 pub fn run_node_with(
     config: Config,
     control: tokio::runtime::Runtime,
-    on_ready: impl FnOnce(Option<SocketAddr>, SocketAddr),
+    on_ready: impl FnOnce(Option<SocketAddr>, SocketAddr, Option<SocketAddr>),
 ) -> anyhow::Result<()> {
     let conf = server_conf(&config);
     let threads = config.server.threads;
@@ -101,7 +102,7 @@ pub fn run_node_with(
                 .find(|(n, _)| *n == name)
         })
         .map(|(_, addr)| addr);
-    on_ready(first_http, admin_bound);
+    on_ready(first_http, admin_bound, runtime.dns.first_address());
     runtime.set_ready(true);
     println!("ready");
     tracing::info!(admin = %admin_bound, "edge is ready");

@@ -1,1 +1,135 @@
+//! edge's GeoDNS: an authoritative server for the zones of the config that
+//! answers geo names with the nearest site that is up.
+//!
+//! - [`answer`]: one query, packet to packet (zones, geo, ECS, RRL, TC).
+//! - [`zone`]: zones compiled for lookup; [`geo`]: sites and picking;
+//!   [`locate`]: client location by prefix (config, CSV, MaxMind).
+//! - [`health`]: site states (health reported by `app`'s probes, drains).
+//! - [`rrl`]: response rate limiting. [`server`]: UDP and TCP loops.
+//! - [`DnsService`]: the current generation behind `ArcSwap`, swapped on
+//!   reload; site states outlive generations.
+//!
+//! Wire format is hickory-proto's. hickory-server's `Server` is not used:
+//! it spawns a task per UDP query and builds answers through `Catalog`,
+//! which cannot rate-limit a response, set an ECS scope or decide TC the
+//! way this needs; the loops here answer inline.
 
+pub mod answer;
+pub mod geo;
+pub mod health;
+pub mod locate;
+pub mod metrics;
+pub mod rrl;
+pub mod server;
+pub mod state;
+pub mod zone;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use edge_config::Dns;
+use serde::Serialize;
+
+pub use answer::Transport;
+use health::{NodeHealth, SiteStates};
+use metrics::{DnsMetrics, SiteCollector};
+pub use server::{BoundDns, DnsListener};
+pub use state::{BuildError, DnsState};
+
+/// The DNS service of a node.
+pub struct DnsService {
+    state: ArcSwap<DnsState>,
+    pub sites: SiteStates,
+    metrics: DnsMetrics,
+}
+
+/// A site as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteReport {
+    pub name: String,
+    /// Answered now: healthy and not drained.
+    pub up: bool,
+    pub healthy: bool,
+    pub drained: bool,
+    pub region: Option<String>,
+    pub country: Option<String>,
+    pub weight: u32,
+    pub capacity: u32,
+    pub nodes: Vec<NodeHealth>,
+}
+
+impl DnsService {
+    /// An empty service (refuses everything) with its metrics in `registry`.
+    pub fn new(registry: &prometheus::Registry) -> Result<Arc<Self>, prometheus::Error> {
+        let metrics = DnsMetrics::new(registry)?;
+        let service = Arc::new(Self {
+            state: ArcSwap::from_pointee(DnsState::empty(&metrics)),
+            sites: SiteStates::default(),
+            metrics,
+        });
+        let weak = Arc::downgrade(&service);
+        registry.register(Box::new(SiteCollector::new(Arc::new(move || {
+            weak.upgrade().map_or_else(Vec::new, |s| {
+                let st = s.state();
+                st.sites
+                    .iter()
+                    .map(|x| x.name.clone())
+                    .zip(st.site_states.iter().cloned())
+                    .collect()
+            })
+        }))?))?;
+        Ok(service)
+    }
+
+    /// Builds a generation for `cfg` without installing it (blocking: it
+    /// reads locator files). No `[dns]`: a generation that refuses all.
+    pub fn build(&self, cfg: Option<&Dns>) -> Result<DnsState, BuildError> {
+        match cfg {
+            Some(c) => DnsState::build(c, &self.sites, &self.metrics),
+            None => Ok(DnsState::empty(&self.metrics)),
+        }
+    }
+
+    /// Makes `state` current; forgets sites it no longer has.
+    pub fn install(&self, state: DnsState) {
+        let names: Vec<&str> = state.sites.iter().map(|s| s.name.as_str()).collect();
+        self.sites.retain(&names);
+        self.state.store(Arc::new(state));
+    }
+
+    pub fn state(&self) -> Arc<DnsState> {
+        self.state.load_full()
+    }
+
+    /// Answers one query (see [`answer::respond`]).
+    pub fn respond(&self, packet: &[u8], client: IpAddr, transport: Transport) -> Option<Vec<u8>> {
+        answer::respond(&self.state.load(), packet, client, transport)
+    }
+
+    pub(crate) fn observe(&self, started: Instant) {
+        self.metrics
+            .seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    pub fn site_reports(&self) -> Vec<SiteReport> {
+        let st = self.state();
+        st.sites
+            .iter()
+            .zip(&st.site_states)
+            .map(|(site, s)| SiteReport {
+                name: site.name.clone(),
+                up: s.up(),
+                healthy: s.healthy(),
+                drained: s.drained(),
+                region: site.region.clone(),
+                country: site.country.clone(),
+                weight: site.weight,
+                capacity: site.capacity,
+                nodes: s.nodes(),
+            })
+            .collect()
+    }
+}

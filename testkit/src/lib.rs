@@ -3,6 +3,7 @@
 //! its output, and polling with a deadline. Every server binds loopback port 0.
 
 mod client;
+pub mod dns;
 mod node;
 pub mod tls;
 
@@ -10,6 +11,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use client::{Client, Response};
+pub use dns::{DnsClient, DnsQuery};
 pub use edge_origin::{Faults, Origin, OriginConfig, RunningOrigin};
 pub use node::{EdgeNode, NodeOutput};
 

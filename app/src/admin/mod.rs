@@ -15,6 +15,8 @@
 //! | `POST /pools/{pool}/backends/{backend}/enable` | back in |
 //! | `POST /pools/{pool}/backends/{backend}/weight` | `{"weight": N}`; `DELETE` restores the configured one |
 //! | `GET /cache` | objects, bytes and budget of each cache tier |
+//! | `GET /dns/sites` | GeoDNS sites: up, healthy, drained, their nodes' checks |
+//! | `POST /dns/sites/{site}/drain`, `/undrain` | withdraw a site from DNS answers, or return it |
 //! | `POST /cache/purge` | `{"url" \| "prefix" \| "surrogate_key": "…", "mode": "hard" \| "soft"}` |
 //!
 //! What the admin API changes lasts until the next reload and is listed
@@ -22,6 +24,7 @@
 
 mod auth;
 mod cache;
+mod dns;
 mod pools;
 
 use std::sync::Arc;
@@ -40,6 +43,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
     let mutating = Router::new()
         .route("/reload", post(reload))
         .route("/cache/purge", post(cache::purge))
+        .route("/dns/sites/{site}/{action}", post(dns::set_drain))
         .route(
             "/pools/{pool}/backends/{backend}/weight",
             post(pools::set_weight).delete(pools::clear_weight),
@@ -59,6 +63,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/metrics", get(metrics))
         .route("/pools", get(pools::list))
         .route("/cache", get(cache::usage))
+        .route("/dns/sites", get(dns::sites))
         .merge(mutating)
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such admin endpoint\n") })
         .with_state(runtime)
@@ -131,7 +136,10 @@ pub fn apply_error_response(e: &ApplyError) -> Response {
             StatusCode::CONFLICT,
             json!({ "status": "rejected", "error": e.to_string() }),
         ),
-        ApplyError::Build(_) | ApplyError::Unsupported(_) | ApplyError::Environment(_) => (
+        ApplyError::Build(_)
+        | ApplyError::Dns(_)
+        | ApplyError::Unsupported(_)
+        | ApplyError::Environment(_) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             json!({ "status": "rejected", "error": e.to_string() }),
         ),

@@ -155,10 +155,7 @@ async fn probe(target: &Target, check: &HealthCheck) -> Result<Option<u8>, Strin
     else {
         return Ok(None);
     };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: edge-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        target.host
-    );
+    let request = get_request(&target.host, path);
     let response = match &target.tls {
         Some((connector, name)) => {
             let mut tls = connector
@@ -185,6 +182,22 @@ async fn probe(target: &Target, check: &HealthCheck) -> Result<Option<u8>, Strin
         }
     }
     Ok(load_in(&body))
+}
+
+/// A plain HTTP/1.1 GET of `path` at `addr` (with `Host: host`): the status
+/// and body, for probes outside pools (GeoDNS site checks).
+pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, String), String> {
+    let mut tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let response = exchange(&mut tcp, get_request(host, path).as_bytes()).await?;
+    parse_response(&response)
+}
+
+fn get_request(host: &str, path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: edge-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    )
 }
 
 /// Largest response read from a health endpoint.

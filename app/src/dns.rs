@@ -1,0 +1,180 @@
+//! The DNS side of a node: the service (one per node), its runtime (created
+//! with the first `dns` listener, `dns.threads` workers), its listeners, and
+//! the site health probes (HTTP, through the proxy's prober; results go to
+//! the service's site states).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use edge_config::SiteHealth;
+use edge_dns::{BoundDns, DnsListener, DnsService, DnsState};
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+
+pub struct DnsNode {
+    pub service: Arc<DnsService>,
+    runtime: OnceLock<&'static tokio::runtime::Runtime>,
+    listeners: Mutex<HashMap<String, DnsListener>>,
+    probes: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl DnsNode {
+    pub fn new(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            service: DnsService::new(registry)?,
+            runtime: OnceLock::new(),
+            listeners: Mutex::new(HashMap::new()),
+            probes: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The DNS runtime, started on first use (it lives as long as the process).
+    fn runtime(&self, threads: usize) -> std::io::Result<&'static tokio::runtime::Runtime> {
+        if let Some(rt) = self.runtime.get() {
+            return Ok(rt);
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("edge-dns")
+            .enable_all()
+            .build()?;
+        Ok(*self.runtime.get_or_init(|| Box::leak(Box::new(rt))))
+    }
+
+    /// Commits a generation: its state, listeners to stop and to start.
+    pub fn commit(
+        &self,
+        state: DnsState,
+        remove: &[String],
+        bind: Vec<BoundDns>,
+        threads: usize,
+    ) -> std::io::Result<Vec<(String, SocketAddr)>> {
+        self.service.install(state);
+        let mut listeners = self.listeners.lock();
+        for name in remove {
+            listeners.remove(name);
+        }
+        let mut started = Vec::new();
+        if !bind.is_empty() {
+            let rt = self.runtime(threads)?;
+            for b in bind {
+                let l = DnsListener::serve(b, self.service.clone(), rt.handle())?;
+                started.push((l.name.clone(), l.local_addr));
+                listeners.insert(l.name.clone(), l);
+            }
+        }
+        Ok(started)
+    }
+
+    /// The address of a `dns` listener (the first by name).
+    pub fn first_address(&self) -> Option<SocketAddr> {
+        let listeners = self.listeners.lock();
+        let mut names: Vec<&String> = listeners.keys().collect();
+        names.sort();
+        names
+            .first()
+            .and_then(|n| listeners.get(*n))
+            .map(|l| l.local_addr)
+    }
+
+    /// Starts the probes of the current generation's sites on `runtime`,
+    /// replacing the previous ones.
+    pub fn start_probes(&self, runtime: &tokio::runtime::Handle) {
+        let state = self.service.state();
+        let mut tasks = Vec::new();
+        for ((site, health), site_state) in state
+            .sites
+            .iter()
+            .zip(&state.site_health)
+            .zip(&state.site_states)
+        {
+            let Some(health) = health else { continue };
+            for (i, url) in health.urls.iter().enumerate() {
+                let Some(target) = Target::parse(url) else {
+                    continue;
+                };
+                tasks.push(runtime.spawn(probe_loop(
+                    site.name.clone(),
+                    i,
+                    target,
+                    health.clone(),
+                    site_state.clone(),
+                )));
+            }
+        }
+        let old = std::mem::replace(&mut *self.probes.lock(), tasks);
+        for t in old {
+            t.abort();
+        }
+    }
+}
+
+/// A probed URL: `http://host:port/path`.
+struct Target {
+    authority: String,
+    host: String,
+    path: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Option<Target> {
+        let rest = url.strip_prefix("http://")?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let host = edge_config::HostPort::parse(authority).ok()?;
+        Some(Target {
+            authority: format!("{}:{}", host.host, host.port),
+            host: authority.to_string(),
+            path: path.to_string(),
+        })
+    }
+}
+
+async fn probe_once(target: &Target, health: &SiteHealth) -> Result<(), String> {
+    let addr = tokio::net::lookup_host(&target.authority)
+        .await
+        .map_err(|e| format!("resolve {}: {e}", target.authority))?
+        .next()
+        .ok_or_else(|| format!("{} has no address", target.authority))?;
+    let (status, _) = edge_proxy::pool::health::http_get(addr, &target.host, &target.path).await?;
+    if health.expect_status.contains(status) {
+        Ok(())
+    } else {
+        Err(format!(
+            "status {status}, expected {}-{}",
+            health.expect_status.min, health.expect_status.max
+        ))
+    }
+}
+
+async fn probe_loop(
+    site: String,
+    node: usize,
+    target: Target,
+    health: SiteHealth,
+    state: Arc<edge_dns::health::SiteState>,
+) {
+    // Spread the first probes over the interval.
+    tokio::time::sleep(health.interval.mul_f64(fastrand::f64() * 0.5)).await;
+    loop {
+        let result = match tokio::time::timeout(health.timeout, probe_once(&target, &health)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {:?}", health.timeout)),
+        };
+        let passed = result.is_ok();
+        let error = result.err();
+        if let Some(up) = state.report(node, passed, health.rise, health.fall, error.clone()) {
+            if up {
+                tracing::info!(site = %site, "site is up: a node passes its checks");
+            } else {
+                tracing::warn!(site = %site, error = error.as_deref().unwrap_or(""), "site is down: no node passes its checks; withdrawn from DNS answers");
+            }
+        }
+        let jitter = health.interval.mul_f64(fastrand::f64() * 0.1);
+        tokio::time::sleep(health.interval + jitter).await;
+    }
+}

@@ -1,0 +1,487 @@
+//! GeoDNS end to end: the `edge` binary with a `dns` listener on port 0,
+//! queried over UDP and TCP by a real DNS client from different source
+//! addresses in 127.0.0.0/8.
+
+// Helpers in test files may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use edge_testkit::dns::{addresses, subnet_scope, DnsType, ResponseCode};
+use edge_testkit::{eventually, origin, Client, DnsClient, DnsQuery, EdgeNode, RunningOrigin};
+use http::Method;
+
+const BIN: &str = env!("CARGO_BIN_EXE_edge");
+const TOKEN: &str = "dns-test-token-0123456789";
+
+/// Three sites (Amsterdam, New York, Singapore), `video` a geo name, and
+/// sources 127.0.1.0/24 in Europe, 127.0.2.0/24 in the US.
+fn config(health: Option<(&RunningOrigin, &RunningOrigin)>, rrl: &str) -> String {
+    let check = |o: Option<&RunningOrigin>| {
+        match o {
+        Some(o) => format!(
+            "[dns.site.health]\nurls = [\"http://{}/_origin/health\"]\ninterval = \"100ms\"\ntimeout = \"500ms\"\nrise = 2\nfall = 2\n",
+            o.addr()
+        ),
+        None => String::new(),
+    }
+    };
+    let txt: Vec<String> = (0..20)
+        .map(|i| {
+            format!(
+                "  {{ name = \"big\", type = \"TXT\", value = \"record {i:02} {}\" }},",
+                "x".repeat(60)
+            )
+        })
+        .collect();
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+token = "{TOKEN}"
+
+[[listener]]
+name = "dns"
+kind = "dns"
+address = "127.0.0.1:0"
+
+[dns]
+all_sites_down = "servfail"
+
+[[dns.zone]]
+name = "cdn.test."
+ttl = 300
+ns = ["ns1.cdn.test."]
+soa = {{ mname = "ns1.cdn.test.", rname = "hostmaster.cdn.test.", serial = 1, minimum = "30s" }}
+records = [
+  {{ name = "ns1", type = "A", value = "192.0.2.53" }},
+  {{ name = "www", type = "CNAME", value = "video.cdn.test." }},
+  {{ name = "mail", type = "A", value = "192.0.2.25" }},
+{}
+]
+
+[[dns.zone.geo]]
+name = "video"
+policy = "nearest"
+ttl = 20
+default_sites = ["ams"]
+
+[[dns.site]]
+name = "ams"
+lat = 52.37
+lon = 4.90
+region = "eu"
+ipv4 = ["192.0.2.10"]
+ipv6 = ["2001:db8:10::1"]
+{}
+[[dns.site]]
+name = "nyc"
+lat = 40.71
+lon = -74.01
+region = "us"
+ipv4 = ["198.51.100.10"]
+{}
+[[dns.site]]
+name = "sin"
+lat = 1.35
+lon = 103.82
+region = "ap"
+ipv4 = ["203.0.113.10"]
+
+[dns.locator]
+cidr = [
+  {{ prefix = "127.0.1.0/24", lat = 48.85, lon = 2.35, region = "eu" }},
+  {{ prefix = "127.0.2.0/24", lat = 42.36, lon = -71.06, region = "us" }},
+  {{ prefix = "10.20.0.0/16", lat = 35.68, lon = 139.69, region = "ap" }},
+  {{ prefix = "10.30.0.0/16", lat = 40.0, lon = -75.0 }},
+]
+{rrl}
+"#,
+        txt.join("\n"),
+        check(health.map(|h| h.0)),
+        check(health.map(|h| h.1)),
+    )
+}
+
+fn start(config: &str) -> (EdgeNode, DnsClient) {
+    let node = EdgeNode::start(BIN, config);
+    let dns = DnsClient::new(node.addr("dns"));
+    (node, dns)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+async fn video(dns: &DnsClient, from: &str) -> Vec<IpAddr> {
+    let m = dns
+        .clone()
+        .from_ip(from)
+        .udp(&DnsQuery::new("video.cdn.test.", DnsType::A))
+        .await
+        .unwrap();
+    addresses(&m)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_get_the_nearest_site_by_subnet_or_source_address() {
+    let (_node, dns) = start(&config(None, ""));
+    // By EDNS client subnet.
+    let m = dns
+        .udp(&DnsQuery::new("video.cdn.test.", DnsType::A).subnet("10.20.5.0", 24))
+        .await
+        .unwrap();
+    assert_eq!(addresses(&m), [ip("203.0.113.10")], "Tokyo → Singapore");
+    assert_eq!(subnet_scope(&m), Some((24, 16)), "scope of the /16 matched");
+    let m = dns
+        .udp(&DnsQuery::new("video.cdn.test.", DnsType::A).subnet("10.30.0.0", 20))
+        .await
+        .unwrap();
+    assert_eq!(addresses(&m), [ip("198.51.100.10")]);
+    assert_eq!(subnet_scope(&m), Some((20, 16)));
+    // Unknown subnet: the default site; the answer holds for the whole source prefix.
+    let m = dns
+        .udp(&DnsQuery::new("video.cdn.test.", DnsType::A).subnet("192.0.2.0", 24))
+        .await
+        .unwrap();
+    assert_eq!(addresses(&m), [ip("192.0.2.10")]);
+    assert_eq!(subnet_scope(&m), Some((24, 24)));
+    // A non-geo name: scope 0, it is the same for everyone.
+    let m = dns
+        .udp(&DnsQuery::new("mail.cdn.test.", DnsType::A).subnet("10.20.5.0", 24))
+        .await
+        .unwrap();
+    assert_eq!(subnet_scope(&m), Some((24, 0)));
+    // Bad ECS (bits set past the source prefix) is a FORMERR.
+    let m = dns
+        .udp(&DnsQuery::new("video.cdn.test.", DnsType::A).subnet("10.20.7.0", 22))
+        .await
+        .unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+
+    // By source address.
+    assert_eq!(video(&dns, "127.0.1.9").await, [ip("192.0.2.10")]);
+    assert_eq!(video(&dns, "127.0.2.9").await, [ip("198.51.100.10")]);
+    // AAAA: only Amsterdam has IPv6.
+    let m = dns
+        .clone()
+        .from_ip("127.0.2.9")
+        .udp(&DnsQuery::new("video.cdn.test.", DnsType::AAAA))
+        .await
+        .unwrap();
+    assert_eq!(addresses(&m), [ip("2001:db8:10::1")]);
+    // A CNAME to the geo name is followed.
+    let m = dns
+        .clone()
+        .from_ip("127.0.2.9")
+        .tcp(&DnsQuery::new("www.cdn.test.", DnsType::A))
+        .await
+        .unwrap();
+    assert_eq!(m.answers.len(), 2);
+    assert_eq!(addresses(&m), [ip("198.51.100.10")]);
+    assert!(m.metadata.authoritative);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_that_fails_its_checks_leaves_the_answers_and_returns() {
+    let (ams, nyc) = (origin("ams").await, origin("nyc").await);
+    let (node, dns) = start(&config(Some((&ams, &nyc)), ""));
+    assert_eq!(video(&dns, "127.0.1.9").await, [ip("192.0.2.10")]);
+    ams.set_health_status(503);
+    // interval × fall = 200 ms; the deadline only bounds the wait.
+    eventually(Duration::from_secs(5), "Amsterdam withdrawn", || async {
+        (video(&dns, "127.0.1.9").await == [ip("198.51.100.10")]).then_some(())
+    })
+    .await;
+    let sites = Client::new()
+        .get(&node.admin_url("/dns/sites"))
+        .await
+        .json();
+    assert_eq!(sites[0]["name"], "ams");
+    assert_eq!(sites[0]["healthy"], false);
+    assert!(sites[0]["nodes"][0]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("503"));
+    ams.set_health_status(200);
+    eventually(Duration::from_secs(5), "Amsterdam back", || async {
+        (video(&dns, "127.0.1.9").await == [ip("192.0.2.10")]).then_some(())
+    })
+    .await;
+    // Every checked site down: SERVFAIL (configured), not a dead address.
+    ams.set_health_status(500);
+    nyc.set_health_status(500);
+    eventually(Duration::from_secs(5), "both down", || async {
+        let m = dns
+            .clone()
+            .from_ip("127.0.1.9")
+            .udp(&DnsQuery::new("video.cdn.test.", DnsType::A))
+            .await
+            .ok()?;
+        // Singapore has no checks: it stays up and takes everyone.
+        (addresses(&m) == [ip("203.0.113.10")]).then_some(())
+    })
+    .await;
+    let metrics = Client::new().get(&node.admin_url("/metrics")).await.text();
+    assert!(
+        metrics.contains("edge_dns_site_up{site=\"ams\"} 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_drains_a_site_with_the_token_only() {
+    let (node, dns) = start(&config(None, ""));
+    let c = Client::new();
+    let url = node.admin_url("/dns/sites/ams/drain");
+    let r = c.request(Method::POST, &url, &[], "").await.unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(video(&dns, "127.0.1.9").await, [ip("192.0.2.10")]);
+    let auth = format!("Bearer {TOKEN}");
+    let r = c
+        .request(Method::POST, &url, &[("authorization", &auth)], "")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(video(&dns, "127.0.1.9").await, [ip("198.51.100.10")]);
+    let sites = c.get(&node.admin_url("/dns/sites")).await.json();
+    assert_eq!(
+        (sites[0]["drained"].as_bool(), sites[0]["up"].as_bool()),
+        (Some(true), Some(false))
+    );
+    let r = c
+        .request(
+            Method::POST,
+            &node.admin_url("/dns/sites/nope/drain"),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404);
+    let r = c
+        .request(
+            Method::POST,
+            &node.admin_url("/dns/sites/ams/undrain"),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(video(&dns, "127.0.1.9").await, [ip("192.0.2.10")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_answers_truncation_and_refusals() {
+    let (_node, dns) = start(&config(None, ""));
+    // A large answer: TC over UDP without EDNS (512) and with it (1232), whole over TCP.
+    let big = DnsQuery::new("big.cdn.test.", DnsType::TXT);
+    let m = dns.udp(&big.clone().without_edns()).await.unwrap();
+    assert!(m.metadata.truncation && m.answers.is_empty());
+    let m = dns.udp(&big).await.unwrap();
+    assert!(m.metadata.truncation, "20 × 70 bytes > 1232");
+    let m = dns.tcp(&big).await.unwrap();
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 20);
+
+    let refused = dns
+        .udp(&DnsQuery::new("example.com.", DnsType::A))
+        .await
+        .unwrap();
+    assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+    assert!(!refused.metadata.authoritative && !refused.metadata.recursion_available);
+
+    let nx = dns
+        .udp(&DnsQuery::new("nope.cdn.test.", DnsType::A))
+        .await
+        .unwrap();
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    assert!(nx.answers.is_empty());
+    assert_eq!(nx.authorities.len(), 1);
+    assert_eq!(nx.authorities[0].record_type(), DnsType::SOA);
+    assert_eq!(nx.authorities[0].ttl, 30, "the SOA minimum");
+
+    let nodata = dns
+        .udp(&DnsQuery::new("mail.cdn.test.", DnsType::MX))
+        .await
+        .unwrap();
+    assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
+    assert!(nodata.answers.is_empty());
+    assert_eq!(nodata.authorities[0].record_type(), DnsType::SOA);
+    let geo_nodata = dns
+        .tcp(&DnsQuery::new("video.cdn.test.", DnsType::TXT))
+        .await
+        .unwrap();
+    assert_eq!(
+        (geo_nodata.metadata.response_code, geo_nodata.answers.len()),
+        (ResponseCode::NoError, 0)
+    );
+
+    let any = dns
+        .udp(&DnsQuery::new("cdn.test.", DnsType::ANY))
+        .await
+        .unwrap();
+    assert_eq!(any.answers.len(), 1, "RFC 8482: one small answer to ANY");
+    let soa = dns
+        .udp(&DnsQuery::new("CDN.Test.", DnsType::SOA))
+        .await
+        .unwrap();
+    assert_eq!(soa.answers.len(), 1, "names are case-insensitive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_never_stops_the_server() {
+    let (node, dns) = start(&config(None, ""));
+    let dns = dns.with_timeout(Duration::from_millis(40));
+    let good = DnsQuery::new("mail.cdn.test.", DnsType::A).to_bytes();
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut answered = 0;
+    for i in 0..500 {
+        let packet: Vec<u8> = match i % 3 {
+            // Random bytes of random length.
+            0 => (0..(next() % 600) as usize).map(|_| next() as u8).collect(),
+            // A real query cut short.
+            1 => good[..(next() as usize % good.len())].to_vec(),
+            // A real query with some bytes flipped.
+            _ => {
+                let mut p = good.clone();
+                for _ in 0..3 {
+                    let at = next() as usize % p.len();
+                    p[at] ^= next() as u8;
+                }
+                p
+            }
+        };
+        if dns.udp_raw(&packet).await.is_some() {
+            answered += 1;
+        }
+    }
+    assert!(
+        answered > 0,
+        "malformed queries with a readable header get FORMERR"
+    );
+    let m = dns
+        .clone()
+        .with_timeout(Duration::from_secs(2))
+        .udp(&DnsQuery::new("mail.cdn.test.", DnsType::A))
+        .await
+        .unwrap();
+    assert_eq!(addresses(&m), [ip("192.0.2.25")]);
+    let m = dns
+        .clone()
+        .with_timeout(Duration::from_secs(2))
+        .tcp(&DnsQuery::new("mail.cdn.test.", DnsType::A))
+        .await
+        .unwrap();
+    assert_eq!(addresses(&m), [ip("192.0.2.25")]);
+    let metrics = Client::new().get(&node.admin_url("/metrics")).await.text();
+    assert!(metrics.contains("edge_dns_malformed_total"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limiting_holds_back_one_prefix_and_not_another() {
+    let rrl = "[dns.rrl]\nresponses_per_second = 5\nwindow = \"5s\"\nslip = 2\nipv4_prefix = 24\n";
+    let (node, dns) = start(&config(None, rrl));
+    let q = DnsQuery::new("mail.cdn.test.", DnsType::A);
+    let flood = dns
+        .clone()
+        .from_ip("127.0.3.7")
+        .with_timeout(Duration::from_millis(300));
+    // 40 at once: far past 5 per second.
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let (c, q) = (flood.clone(), q.clone());
+            tokio::spawn(async move { c.udp(&q).await })
+        })
+        .collect();
+    let (mut full, mut truncated, mut silent) = (0, 0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(m) if m.metadata.truncation => truncated += 1,
+            Ok(_) => full += 1,
+            Err(_) => silent += 1,
+        }
+    }
+    assert!(
+        (5..=7).contains(&full),
+        "{full} full answers to a burst at 5/s"
+    );
+    assert!(
+        truncated > 0 && silent > 0,
+        "slip 2: some truncated, some dropped ({full}/{truncated}/{silent})"
+    );
+    // Another prefix is answered in full; TCP always is.
+    let other = dns.clone().from_ip("127.0.4.7");
+    for _ in 0..5 {
+        let m = other.udp(&q).await.unwrap();
+        assert!(!m.metadata.truncation);
+    }
+    assert!(
+        !flood
+            .clone()
+            .with_timeout(Duration::from_secs(2))
+            .tcp(&q)
+            .await
+            .unwrap()
+            .metadata
+            .truncation
+    );
+    let metrics = Client::new().get(&node.admin_url("/metrics")).await.text();
+    assert!(
+        metrics.contains("edge_dns_rrl_total{action=\"drop\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_change_answers_without_dropping_queries() {
+    let (node, dns) = start(&config(None, ""));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let querier = {
+        let (dns, stop) = (dns.clone().from_ip("127.0.1.9"), stop.clone());
+        tokio::spawn(async move {
+            let (mut answered, mut lost) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match dns.udp(&DnsQuery::new("video.cdn.test.", DnsType::A)).await {
+                    Ok(m) if m.metadata.response_code == ResponseCode::NoError => answered += 1,
+                    _ => lost += 1,
+                }
+            }
+            (answered, lost)
+        })
+    };
+    // Move Europe's clients to New York, then back, a few times.
+    let original = config(None, "");
+    let moved = original.replace(
+        "lat = 48.85, lon = 2.35, region = \"eu\"",
+        "lat = 40.0, lon = -74.0, region = \"us\"",
+    );
+    assert_ne!(original, moved);
+    for round in 0..3 {
+        node.write_config(&moved);
+        node.signal(nix::sys::signal::Signal::SIGHUP);
+        eventually(Duration::from_secs(10), "the moved locator", || async {
+            (video(&dns, "127.0.1.9").await == [ip("198.51.100.10")]).then_some(())
+        })
+        .await;
+        node.write_config(&original);
+        node.signal(nix::sys::signal::Signal::SIGHUP);
+        eventually(Duration::from_secs(10), "the original locator", || async {
+            (video(&dns, "127.0.1.9").await == [ip("192.0.2.10")]).then_some(())
+        })
+        .await;
+        let _ = round;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answered, lost) = querier.await.unwrap();
+    assert!(answered > 10, "{answered}");
+    assert_eq!(lost, 0, "queries lost across reloads");
+}

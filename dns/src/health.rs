@@ -1,0 +1,197 @@
+//! Site state: health (a site is up while any of its nodes passes its
+//! checks, with rise/fall) and the admin's drain. Kept by site name across
+//! reloads. The probes themselves run in `app`, which owns HTTP probing;
+//! they report here.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+
+/// One probed node of a site.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeHealth {
+    pub url: String,
+    pub up: bool,
+    #[serde(skip)]
+    successes: u32,
+    #[serde(skip)]
+    failures: u32,
+    pub last_error: Option<String>,
+}
+
+/// A site's state.
+#[derive(Debug)]
+pub struct SiteState {
+    drained: AtomicBool,
+    healthy: AtomicBool,
+    nodes: Mutex<Vec<NodeHealth>>,
+}
+
+impl Default for SiteState {
+    fn default() -> Self {
+        Self {
+            drained: AtomicBool::new(false),
+            // Up until checks say otherwise: a start must not withdraw every site.
+            healthy: AtomicBool::new(true),
+            nodes: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl SiteState {
+    /// Answered now: not drained, and healthy.
+    pub fn up(&self) -> bool {
+        !self.drained.load(Ordering::Relaxed) && self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// The nodes to probe (a changed list starts over, all up).
+    pub fn set_nodes(&self, urls: &[String]) {
+        let mut nodes = self.nodes.lock();
+        if nodes.iter().map(|n| &n.url).eq(urls.iter()) {
+            return;
+        }
+        *nodes = urls
+            .iter()
+            .map(|u| NodeHealth {
+                url: u.clone(),
+                up: true,
+                successes: 0,
+                failures: 0,
+                last_error: None,
+            })
+            .collect();
+        self.healthy.store(true, Ordering::Relaxed);
+    }
+
+    /// One probe result of node `i`. Returns the site's new health when it changed.
+    pub fn report(
+        &self,
+        i: usize,
+        passed: bool,
+        rise: u32,
+        fall: u32,
+        error: Option<String>,
+    ) -> Option<bool> {
+        let mut nodes = self.nodes.lock();
+        let node = nodes.get_mut(i)?;
+        if passed {
+            node.successes += 1;
+            node.failures = 0;
+            node.last_error = None;
+            if !node.up && node.successes >= rise.max(1) {
+                node.up = true;
+            }
+        } else {
+            node.failures += 1;
+            node.successes = 0;
+            node.last_error = error;
+            if node.up && node.failures >= fall.max(1) {
+                node.up = false;
+            }
+        }
+        let healthy = nodes.is_empty() || nodes.iter().any(|n| n.up);
+        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        (was != healthy).then_some(healthy)
+    }
+
+    pub fn nodes(&self) -> Vec<NodeHealth> {
+        self.nodes.lock().clone()
+    }
+}
+
+/// Every site's state, by name.
+#[derive(Debug, Default)]
+pub struct SiteStates {
+    by_name: RwLock<HashMap<String, Arc<SiteState>>>,
+}
+
+impl SiteStates {
+    /// The state of `name`, created if new.
+    pub fn get(&self, name: &str) -> Arc<SiteState> {
+        if let Some(s) = self.by_name.read().get(name) {
+            return s.clone();
+        }
+        self.by_name
+            .write()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub fn find(&self, name: &str) -> Option<Arc<SiteState>> {
+        self.by_name.read().get(name).cloned()
+    }
+
+    /// Drains (or undrains) a site. Returns false if there is no such site.
+    pub fn set_drained(&self, name: &str, drained: bool) -> bool {
+        match self.find(name) {
+            Some(s) => {
+                s.drained.store(drained, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets sites no longer configured.
+    pub fn retain(&self, names: &[&str]) {
+        self.by_name
+            .write()
+            .retain(|k, _| names.contains(&k.as_str()));
+    }
+
+    /// The states of `names`, in order (created if new).
+    pub fn list(&self, names: &[&str]) -> Vec<Arc<SiteState>> {
+        names.iter().map(|n| self.get(n)).collect()
+    }
+}
+
+/// Site states in the order of a generation's sites, as a query reads them.
+#[derive(Debug, Clone, Copy)]
+pub struct SiteView<'a>(pub &'a [Arc<SiteState>]);
+
+impl SiteView<'_> {
+    pub fn up(&self, i: usize) -> bool {
+        self.0.get(i).is_some_and(|s| s.up())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_site_is_up_while_any_node_passes() {
+        let s = SiteState::default();
+        s.set_nodes(&["http://a/".into(), "http://b/".into()]);
+        assert!(s.up());
+        assert_eq!(s.report(0, false, 2, 2, Some("refused".into())), None);
+        assert_eq!(s.report(0, false, 2, 2, None), None, "b is still up");
+        assert_eq!(s.report(1, false, 2, 2, None), None);
+        assert_eq!(
+            s.report(1, false, 2, 2, None),
+            Some(false),
+            "both down after fall=2"
+        );
+        assert!(!s.up());
+        assert_eq!(s.report(1, true, 2, 2, None), None);
+        assert_eq!(
+            s.report(1, true, 2, 2, None),
+            Some(true),
+            "back after rise=2"
+        );
+        s.drained.store(true, Ordering::Relaxed);
+        assert!(!s.up() && s.healthy());
+    }
+}

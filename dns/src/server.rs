@@ -1,0 +1,195 @@
+//! The sockets of a `dns` listener: UDP (several sockets on one port with
+//! SO_REUSEPORT, one loop each, answering inline) and TCP (length-prefixed
+//! messages, several per connection, an idle timeout, a connection cap).
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::answer::Transport;
+use crate::DnsService;
+
+/// How long a TCP connection may sit idle between queries.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Open TCP connections per listener, at most.
+const TCP_CONNECTIONS: usize = 1024;
+/// Largest UDP query read.
+const UDP_BUFFER: usize = 4096;
+
+/// Sockets bound for a `dns` listener, not yet served.
+#[derive(Debug)]
+pub struct BoundDns {
+    pub name: String,
+    pub local_addr: SocketAddr,
+    udp: Vec<UdpSocket>,
+    tcp: TcpListener,
+}
+
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_port(true)?;
+    // Room for bursts: the loops answer inline.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+impl BoundDns {
+    /// Binds `addr` over TCP and `udp_sockets` UDP sockets (port 0 picks one
+    /// port for all).
+    pub fn bind(name: &str, addr: SocketAddr, udp_sockets: usize) -> io::Result<BoundDns> {
+        let tcp = {
+            let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            if addr.is_ipv6() {
+                s.set_only_v6(true)?;
+            }
+            s.set_reuse_address(true)?;
+            s.set_nonblocking(true)?;
+            s.bind(&addr.into())?;
+            s.listen(1024)?;
+            TcpListener::from(s)
+        };
+        let local_addr = tcp.local_addr()?;
+        let udp = (0..udp_sockets.max(1))
+            .map(|_| udp_socket(local_addr))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(BoundDns {
+            name: name.to_string(),
+            local_addr,
+            udp,
+            tcp,
+        })
+    }
+}
+
+/// A served listener; dropping it (or `stop`) stops its loops.
+#[derive(Debug)]
+pub struct DnsListener {
+    pub name: String,
+    pub local_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl DnsListener {
+    /// Starts serving on `runtime`.
+    pub fn serve(
+        bound: BoundDns,
+        service: Arc<DnsService>,
+        runtime: &tokio::runtime::Handle,
+    ) -> io::Result<DnsListener> {
+        let _enter = runtime.enter();
+        let mut tasks = Vec::new();
+        for sock in bound.udp {
+            let sock = tokio::net::UdpSocket::from_std(sock)?;
+            tasks.push(runtime.spawn(udp_loop(sock, service.clone())));
+        }
+        let tcp = tokio::net::TcpListener::from_std(bound.tcp)?;
+        tasks.push(runtime.spawn(tcp_loop(tcp, service)));
+        Ok(DnsListener {
+            name: bound.name,
+            local_addr: bound.local_addr,
+            tasks,
+        })
+    }
+
+    pub fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for DnsListener {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn udp_loop(sock: tokio::net::UdpSocket, service: Arc<DnsService>) {
+    let mut buf = vec![0u8; UDP_BUFFER];
+    loop {
+        let (n, src) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here; keep serving.
+                tracing::debug!(error = %e, "dns udp receive");
+                continue;
+            }
+        };
+        let started = Instant::now();
+        let answer = service.respond(&buf[..n], src.ip(), Transport::Udp);
+        service.observe(started);
+        if let Some(out) = answer {
+            if let Err(e) = sock.send_to(&out, src).await {
+                tracing::debug!(error = %e, client = %src, "dns udp send");
+            }
+        }
+    }
+}
+
+async fn tcp_loop(listener: tokio::net::TcpListener, service: Arc<DnsService>) {
+    let slots = Arc::new(Semaphore::new(TCP_CONNECTIONS));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "dns tcp accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Over the cap: close at once rather than queue.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = tcp_connection(stream, peer, &service).await {
+                tracing::debug!(error = %e, client = %peer, "dns tcp connection");
+            }
+        });
+    }
+}
+
+async fn tcp_connection(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    service: &DnsService,
+) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut len = [0u8; 2];
+    loop {
+        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            // Idle, closed or reset: done.
+            Ok(Err(_)) | Err(_) => return Ok(()),
+        }
+        let n = usize::from(u16::from_be_bytes(len));
+        let mut msg = vec![0u8; n];
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut msg))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query cut short"))??;
+        let started = Instant::now();
+        let answer = service.respond(&msg, peer.ip(), Transport::Tcp);
+        service.observe(started);
+        let Some(out) = answer else { continue };
+        let Ok(out_len) = u16::try_from(out.len()) else {
+            continue;
+        };
+        let mut framed = Vec::with_capacity(out.len() + 2);
+        framed.extend_from_slice(&out_len.to_be_bytes());
+        framed.extend_from_slice(&out);
+        stream.write_all(&framed).await?;
+    }
+}
