@@ -22,6 +22,7 @@ if [[ $want == test || $want == bench ]]; then
 fi
 if [[ $want == bench ]]; then
   need_cmd nginx nginx
+  [[ -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || missing_pkgs+=(libnginx-mod-stream)
   need_cmd haproxy haproxy
   need_cmd varnishd varnish
   need_cmd wrk wrk

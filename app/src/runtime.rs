@@ -19,6 +19,7 @@ use edge_proxy::listen::{
     BoundListener, ConnectionHandler, HttpHandler, ListenerControl, TlsSettings,
 };
 use edge_proxy::pool::health::{self, HealthChecks};
+use edge_proxy::tcp::TcpHandler;
 use edge_proxy::{BuildError, EdgeProxy, Proxy};
 use pingora_core::server::configuration::ServerConf;
 use prometheus::{Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
@@ -30,8 +31,6 @@ pub enum ApplyError {
     Invalid(Diagnostics),
     #[error(transparent)]
     Build(#[from] BuildError),
-    #[error("{0}")]
-    Unsupported(String),
     #[error("{0}")]
     Environment(String),
     #[error("the node was started without a config file, so there is nothing to reload")]
@@ -216,13 +215,6 @@ impl Runtime {
             Some(t) => Some(t.resolve().map_err(ApplyError::Environment)?),
             None => None,
         };
-        let missing = unsupported(&new);
-        if !missing.is_empty() {
-            return Err(ApplyError::Unsupported(format!(
-                "this build does not serve everything the config asks for yet:\n  {}",
-                missing.join("\n  ")
-            )));
-        }
         // Build aside: may block (DNS, certificate files, bind).
         let proxy = self.proxy.clone();
         let conf = self.server_conf.clone();
@@ -282,7 +274,10 @@ impl Runtime {
         }
         for (listener, bound, handler) in plan.bind {
             let addr = bound.local_addr;
-            let max = listener.kind.http().map_or(10_000, |h| h.max_connections);
+            let max = match &listener.kind {
+                ListenerKind::Tcp(t) => t.max_connections,
+                kind => kind.http().map_or(10_000, |h| h.max_connections),
+            };
             self.listeners.add(bound, handler.dyn_handler, max);
             match handler.http {
                 Some(h) => http_handlers.insert(listener.name.clone(), h),
@@ -359,32 +354,6 @@ impl Runtime {
 
 /// Config features this build validates but does not serve yet. A config
 /// using them is refused rather than run with them silently ignored.
-fn unsupported(config: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    for l in &config.listeners {
-        if matches!(l.kind, ListenerKind::Tcp(_)) {
-            out.push(format!("listener {}: kind \"{}\"", l.name, l.kind_name()));
-        }
-        if l.kind.http().is_some_and(|h| h.accept_proxy_protocol) {
-            out.push(format!("listener {}: accept_proxy_protocol", l.name));
-        }
-    }
-    for p in &config.pools {
-        if p.proxy_protocol.is_some() {
-            out.push(format!("pool {}: proxy_protocol", p.name));
-        }
-    }
-    for r in &config.routes {
-        if !r.rate_limits.is_empty() {
-            out.push(format!("route {}: rate_limits", r.name));
-        }
-        if r.max_body.is_some() {
-            out.push(format!("route {}: max_body", r.name));
-        }
-    }
-    out
-}
-
 fn handler_for(
     listener: &Listener,
     proxy: &Arc<Proxy>,
@@ -419,8 +388,12 @@ fn handler_for(
                 metrics,
             )))
         }
-        // Refused before planning (see `unsupported`).
-        ListenerKind::Tcp(_) | ListenerKind::Dns => Err(BuildError::Bind {
+        ListenerKind::Tcp(t) => Ok(Handler {
+            dyn_handler: TcpHandler::new(&listener.name, t, proxy.clone()),
+            http: None,
+        }),
+        // DNS listeners are served by the DNS node (see `plan_listeners`).
+        ListenerKind::Dns => Err(BuildError::Bind {
             listener: listener.name.clone(),
             address: listener.address,
             source: std::io::Error::other("unsupported listener kind"),

@@ -10,9 +10,13 @@
 //! ```text
 //! loadbench proxy|cache [--reps 5] [--duration 5] [--connections 50] [--edge target/release/edge] [--out FILE]
 //! loadbench hitratio [--out FILE]      (a simulation: no servers)
+//! loadbench dns [--reps 5] [--duration 5] [--edge …] [--out FILE]   (dnsperf, NSD, PowerDNS)
+//! loadbench tcp [--reps 5] [--duration 5] [--edge …] [--out FILE]   (HAProxy mode tcp, nginx stream)
 //! ```
 
+mod dnsbench;
 mod hitratio;
+mod l4bench;
 mod peers;
 mod report;
 mod sys;
@@ -59,7 +63,11 @@ fn args() -> Result<Args> {
             "--edge" => a.edge = PathBuf::from(value()?),
             "--out" => a.out = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
-                println!("loadbench proxy [--reps N] [--duration SECS] [--connections N] [--edge PATH] [--out FILE]");
+                println!("loadbench proxy|cache [--reps N] [--duration SECS] [--connections N] [--edge PATH] [--out FILE]");
+                println!(
+                    "loadbench dns|tcp [--reps N] [--duration SECS] [--edge PATH] [--out FILE]"
+                );
+                println!("loadbench hitratio [--out FILE]");
                 std::process::exit(0);
             }
             s if !s.starts_with('-') => a.scenario = s.to_string(),
@@ -281,6 +289,48 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
+    if args.scenario == "tcp" {
+        need(&["taskset", "nginx", "haproxy"])?;
+        args.edge = std::fs::canonicalize(&args.edge).with_context(|| {
+            format!(
+                "{}: build it with `cargo build --release -p edge`",
+                args.edge.display()
+            )
+        })?;
+        let dir = work_dir()?;
+        let _cleanup = RemoveOnDrop(dir.clone());
+        let report = format!(
+            "### L4 TCP proxying: edge, HAProxy (mode tcp) and nginx (stream)\n\n{}",
+            l4bench::run(&dir, &args.edge, args.reps, args.duration.as_secs())?
+        );
+        println!("{report}");
+        if let Some(out) = &args.out {
+            std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
+        }
+        return Ok(());
+    }
+    if args.scenario == "dns" {
+        need(&["taskset", "dnsperf", "nsd", "pdns_server"])?;
+        args.edge = std::fs::canonicalize(&args.edge).with_context(|| {
+            format!(
+                "{}: build it with `cargo build --release -p edge`",
+                args.edge.display()
+            )
+        })?;
+        let dir = work_dir()?;
+        let _cleanup = RemoveOnDrop(dir.clone());
+        let report = format!(
+            "### Authoritative DNS: edge, NSD and PowerDNS (GeoIP backend)\n\n- server pinned to CPU {SUT_CPU}, dnsperf (1 thread, 50 queries outstanding, EDNS) to CPU {LOAD_CPU}; {} rounds of {} s, interleaved, medians\n{}",
+            args.reps,
+            args.duration.as_secs(),
+            dnsbench::run(&dir, &args.edge, args.reps, args.duration.as_secs())?
+        );
+        println!("{report}");
+        if let Some(out) = &args.out {
+            std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
+        }
+        return Ok(());
+    }
     need(&["taskset", "wrk", "nginx", "haproxy"])?;
     args.edge = std::fs::canonicalize(&args.edge).with_context(|| {
         format!(
@@ -324,7 +374,7 @@ fn main() -> Result<()> {
             }
             out
         }
-        other => bail!("unknown scenario {other} (proxy, cache, hitratio)"),
+        other => bail!("unknown scenario {other} (proxy, cache, hitratio, dns)"),
     };
     println!("{report}");
     if let Some(out) = &args.out {

@@ -2,13 +2,15 @@
 //! SO_REUSEPORT, one loop each, answering inline) and TCP (length-prefixed
 //! messages, several per connection, an idle timeout, a connection cap).
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -115,11 +117,59 @@ impl Drop for DnsListener {
     }
 }
 
+/// Datagrams read (and answered) per system call, at most.
+const BATCH: usize = 32;
+
+/// Reads up to `bufs.len()` datagrams at once (recvmmsg).
+fn recv_batch(fd: RawFd, bufs: &mut [Vec<u8>]) -> io::Result<Vec<(usize, Option<SocketAddr>)>> {
+    let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
+        .iter_mut()
+        .map(|b| [IoSliceMut::new(&mut b[..])])
+        .collect();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(iovs.len(), None);
+    let got = recvmmsg(
+        fd,
+        &mut headers,
+        iovs.iter_mut(),
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    Ok(got
+        .map(|m| (m.bytes, m.address.as_ref().and_then(socket_addr)))
+        .collect())
+}
+
+/// Sends datagrams at once (sendmmsg); returns how many went.
+fn send_batch(fd: RawFd, out: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
+    let iovs: Vec<[IoSlice<'_>; 1]> = out.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = out
+        .iter()
+        .map(|(_, a)| Some(SockaddrStorage::from(*a)))
+        .collect();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(out.len(), None);
+    let sent = sendmmsg(fd, &mut headers, &iovs, &addrs, [], MsgFlags::MSG_DONTWAIT)
+        .map_err(io::Error::from)?;
+    Ok(sent.count())
+}
+
+fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
+    s.as_sockaddr_in()
+        .map(|v4| SocketAddr::V4((*v4).into()))
+        .or_else(|| s.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
+}
+
 async fn udp_loop(sock: tokio::net::UdpSocket, service: Arc<DnsService>) {
-    let mut buf = vec![0u8; UDP_BUFFER];
+    let fd = sock.as_raw_fd();
+    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; UDP_BUFFER]).collect();
+    let mut answers: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
     loop {
-        let (n, src) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
+        if sock.readable().await.is_err() {
+            return;
+        }
+        let got = match sock.try_io(Interest::READABLE, || recv_batch(fd, &mut bufs)) {
+            Ok(g) => g,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 // ICMP errors from earlier sends surface here; keep serving.
                 tracing::debug!(error = %e, "dns udp receive");
@@ -127,11 +177,29 @@ async fn udp_loop(sock: tokio::net::UdpSocket, service: Arc<DnsService>) {
             }
         };
         let started = Instant::now();
-        let answer = service.respond(&buf[..n], src.ip(), Transport::Udp);
-        service.observe(started);
-        if let Some(out) = answer {
-            if let Err(e) = sock.send_to(&out, src).await {
-                tracing::debug!(error = %e, client = %src, "dns udp send");
+        answers.clear();
+        for (buf, (n, src)) in bufs.iter().zip(got) {
+            let Some(src) = src else { continue };
+            if let Some(out) = service.respond(&buf[..n.min(buf.len())], src.ip(), Transport::Udp) {
+                answers.push((out, src));
+            }
+        }
+        service.observe_batch(started, answers.len());
+        let mut sent = 0;
+        while sent < answers.len() {
+            match sock.try_io(Interest::WRITABLE, || send_batch(fd, &answers[sent..])) {
+                Ok(0) => break,
+                Ok(k) => sent += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if sock.writable().await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // This datagram cannot go (e.g. no route): skip it.
+                    tracing::debug!(error = %e, client = %answers[sent].1, "dns udp send");
+                    sent += 1;
+                }
             }
         }
     }

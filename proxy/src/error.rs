@@ -34,6 +34,8 @@ pub enum BuildError {
         address: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    RateLimit(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -16,12 +16,15 @@
 pub mod caching;
 pub mod collector;
 pub mod error;
+pub mod guard;
 pub mod listen;
 pub mod metrics;
 pub mod pool;
+pub mod ratelimit;
 pub mod route;
 pub mod service;
 pub mod state;
+pub mod tcp;
 mod upstream_tls;
 
 pub use error::BuildError;

@@ -32,6 +32,8 @@ pub struct ProxyMetrics {
     pub connections_total: IntCounterVec,
     pub connection_limit_hits: IntCounterVec,
     pub tls_handshake_errors: IntCounterVec,
+    pub tcp: crate::tcp::metrics::TcpMetrics,
+    pub ratelimit: crate::ratelimit::metrics::RateLimitMetrics,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -158,6 +160,8 @@ impl ProxyMetrics {
             connections_total,
             connection_limit_hits,
             tls_handshake_errors,
+            tcp: crate::tcp::metrics::TcpMetrics::new(registry)?,
+            ratelimit: crate::ratelimit::metrics::RateLimitMetrics::new(registry)?,
         })
     }
 

@@ -37,6 +37,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::caching::{self, CacheCtx, Sub, SubTask, Way};
+use crate::guard;
 use crate::metrics::class_index;
 use crate::pool::{Outcome, Overflow, Pick, Pool, Unavailable};
 use crate::route::matcher::{parse_cookies, query_value};
@@ -49,6 +50,7 @@ pub struct EdgeProxy {
     listener: Arc<str>,
     tls: bool,
     keepalive_secs: u64,
+    limits: edge_config::HttpLimits,
 }
 
 impl EdgeProxy {
@@ -63,6 +65,59 @@ impl EdgeProxy {
             listener: Arc::from(listener),
             tls,
             keepalive_secs: limits.keepalive_timeout.as_secs().max(1),
+            limits: limits.clone(),
+        }
+    }
+}
+
+impl EdgeProxy {
+    /// The route's body limit and rate limits. True when edge answered.
+    async fn protect(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        state: &ProxyState,
+        route: &CompiledRoute,
+    ) -> Result<bool> {
+        ctx.body_limit = route.config.max_body.unwrap_or(self.limits.max_body);
+        if let Some(len) = guard::declared_body_over(session.req_header(), ctx.body_limit) {
+            session.set_keepalive(None);
+            let body = Bytes::from(format!(
+                "request body of {len} bytes is larger than the limit of {} bytes\n",
+                ctx.body_limit
+            ));
+            respond(session, 413, "text/plain; charset=utf-8", body, &[], None).await?;
+            return Ok(true);
+        }
+        if route.config.rate_limits.is_empty() {
+            return Ok(false);
+        }
+        let decision = guard::rate_limit(
+            &state.limits,
+            &route.config.rate_limits,
+            client_ip(session),
+            &route.config.name,
+            session.req_header(),
+        )
+        .await;
+        match decision {
+            Some(d) if !d.allowed => {
+                let body = Bytes::from_static(b"too many requests\n");
+                respond(
+                    session,
+                    429,
+                    "text/plain; charset=utf-8",
+                    body,
+                    &d.headers(),
+                    None,
+                )
+                .await?;
+                Ok(true)
+            }
+            other => {
+                ctx.rate_limit = other;
+                Ok(false)
+            }
         }
     }
 }
@@ -73,6 +128,7 @@ enum Failure {
     Unavailable(Unavailable),
     Overflow(Overflow),
     Deadline,
+    BodyTooLarge(u64),
 }
 
 /// One try against one backend.
@@ -109,6 +165,11 @@ pub struct RequestCtx {
     /// The request's host (lower-case, no port).
     host: String,
     cache: CacheCtx,
+    /// Request body bytes allowed (the route's or the listener's limit).
+    body_limit: u64,
+    body_seen: u64,
+    /// The rate-limit state reported in `RateLimit-*` response headers.
+    rate_limit: Option<crate::ratelimit::Decision>,
 }
 
 impl RequestCtx {
@@ -169,26 +230,7 @@ impl RequestCtx {
             return;
         }
         attempt.recorded = true;
-        let b = &pool.backends[attempt.index];
-        let verdict = b.state.record(
-            outcome,
-            attempt.probe,
-            Instant::now(),
-            pool.config.outlier_detection.as_ref(),
-            &pool.config.circuit_breaker,
-        );
-        if verdict.eject {
-            if let Some(d) = pool.try_eject(attempt.index) {
-                b.metrics.ejections.inc();
-                tracing::warn!(pool = %pool.name, backend = %b.label, duration = ?d, "backend ejected by outlier detection");
-            }
-        }
-        if verdict.breaker_opened {
-            tracing::warn!(pool = %pool.name, backend = %b.label, "circuit breaker opened");
-        }
-        if verdict.breaker_closed {
-            tracing::info!(pool = %pool.name, backend = %b.label, "circuit breaker closed");
-        }
+        pool.record_outcome(attempt.index, outcome, attempt.probe);
     }
 
     /// Ends the current attempt: its in-flight slot, its retry slot, and a
@@ -467,6 +509,9 @@ impl ProxyHttp for EdgeProxy {
             failure: None,
             host: String::new(),
             cache: CacheCtx::default(),
+            body_limit: u64::MAX,
+            body_seen: 0,
+            rate_limit: None,
         }
     }
 
@@ -525,6 +570,22 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if ctx.cache.sub.is_none() {
+            if let Some(refusal) = guard::check_head(session.req_header(), &self.limits) {
+                session.set_keepalive(None);
+                let body = Bytes::from(format!("{}\n", refusal.reason));
+                respond(
+                    session,
+                    refusal.status,
+                    "text/plain; charset=utf-8",
+                    body,
+                    &[],
+                    None,
+                )
+                .await?;
+                return Ok(true);
+            }
+        }
         let state = self.proxy.state();
         let host = request_host(session.req_header());
         let route = {
@@ -549,7 +610,7 @@ impl ProxyHttp for EdgeProxy {
             Action::Proxy { pool } => state.pools.get(pool).cloned(),
             _ => None,
         });
-        ctx.state = Some(state);
+        ctx.state = Some(state.clone());
         ctx.host = host;
         let Some(route) = route else {
             respond(
@@ -564,6 +625,9 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         };
         ctx.route = Some(route.clone());
+        if ctx.cache.sub.is_none() && self.protect(session, ctx, &state, &route).await? {
+            return Ok(true);
+        }
         match &route.action {
             Action::Proxy { .. } => {
                 if let Some(pool) = &pool {
@@ -646,6 +710,26 @@ impl ProxyHttp for EdgeProxy {
                 Ok(true)
             }
         }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(b) = body {
+            ctx.body_seen += b.len() as u64;
+            if ctx.body_seen > ctx.body_limit {
+                ctx.failure = Some(Failure::BodyTooLarge(ctx.body_limit));
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    format!("request body over {} bytes", ctx.body_limit),
+                );
+            }
+        }
+        Ok(())
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
@@ -963,6 +1047,11 @@ impl ProxyHttp for EdgeProxy {
                 apply_response_ops(response, &route.response_headers)?;
             }
         }
+        if let Some(d) = &ctx.rate_limit {
+            for (name, value) in d.headers() {
+                response.insert_header(name, value)?;
+            }
+        }
         if let (Some(id), Some(cookie)) = (
             &ctx.set_sticky,
             ctx.pool.as_ref().and_then(|p| p.uses_cookie()),
@@ -1060,6 +1149,11 @@ impl ProxyHttp for EdgeProxy {
                 Some(1),
             ),
             Some(Failure::Deadline) => (504, format!("pool {pool}: total timeout passed\n"), None),
+            Some(Failure::BodyTooLarge(max)) => (
+                413,
+                format!("request body larger than the limit of {max} bytes\n"),
+                None,
+            ),
             None => {
                 use ErrorType::*;
                 match e.etype() {

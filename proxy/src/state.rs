@@ -12,6 +12,8 @@ use crate::caching::CacheRuntime;
 use crate::error::BuildError;
 use crate::metrics::{ProxyMetrics, RouteMetrics};
 use crate::pool::{BackendRegistry, Pool};
+use crate::ratelimit::redis::RedisClient;
+use crate::ratelimit::{redis_client, Limiters};
 use crate::route::RouteTable;
 
 /// One generation of routes and pools.
@@ -19,6 +21,8 @@ pub struct ProxyState {
     pub generation: u64,
     pub routes: RouteTable,
     pub pools: Vec<Arc<Pool>>,
+    pub limits: Limiters,
+    pub redis: Option<Arc<RedisClient>>,
 }
 
 impl ProxyState {
@@ -48,6 +52,8 @@ impl Proxy {
             generation: 0,
             routes: RouteTable::compile(&[], |_| None, &metrics)?,
             pools: Vec::new(),
+            limits: Limiters::default(),
+            redis: None,
         };
         Ok(Arc::new(Self {
             state: ArcSwap::from_pointee(empty),
@@ -72,10 +78,21 @@ impl Proxy {
             |name| pools.iter().position(|p| p.name == name),
             &self.metrics,
         )?;
+        let current = self.state();
+        let redis = redis_client(config, current.redis.as_ref()).map_err(BuildError::RateLimit)?;
+        let limits = Limiters::build(
+            config,
+            &current.limits,
+            redis.as_ref(),
+            &self.metrics.ratelimit,
+        )
+        .map_err(BuildError::RateLimit)?;
         Ok(ProxyState {
             generation: self.generation.load(Ordering::Relaxed) + 1,
             routes,
             pools,
+            limits,
+            redis,
         })
     }
 

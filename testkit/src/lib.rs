@@ -5,6 +5,7 @@
 mod client;
 pub mod dns;
 mod node;
+mod redis;
 pub mod tls;
 
 use std::future::Future;
@@ -14,6 +15,7 @@ pub use client::{Client, Response};
 pub use dns::{DnsClient, DnsQuery};
 pub use edge_origin::{Faults, Origin, OriginConfig, RunningOrigin};
 pub use node::{EdgeNode, NodeOutput};
+pub use redis::RedisServer;
 
 /// Starts an origin with the default catalog on 127.0.0.1:0.
 pub async fn origin(name: &str) -> RunningOrigin {

@@ -136,10 +136,7 @@ pub fn apply_error_response(e: &ApplyError) -> Response {
             StatusCode::CONFLICT,
             json!({ "status": "rejected", "error": e.to_string() }),
         ),
-        ApplyError::Build(_)
-        | ApplyError::Dns(_)
-        | ApplyError::Unsupported(_)
-        | ApplyError::Environment(_) => (
+        ApplyError::Build(_) | ApplyError::Dns(_) | ApplyError::Environment(_) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             json!({ "status": "rejected", "error": e.to_string() }),
         ),

@@ -13,7 +13,7 @@ pub struct RateLimit {
     /// The parts that together make the key; empty means one bucket for all.
     pub key: Vec<LimitKey>,
     pub rate: Rate,
-    /// Requests allowed at once above the steady rate.
+    /// Requests allowed at once (the bucket size); the rate refills it.
     pub burst: u32,
     pub scope: LimitScope,
     pub mode: LimitMode,

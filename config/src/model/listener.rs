@@ -122,5 +122,6 @@ pub struct TcpListener {
     pub idle_timeout: Duration,
     /// New connections accepted per period; more are closed at once.
     pub connection_rate: Option<Rate>,
+    /// Connections accepted at once (0: one period's worth, the rate's count).
     pub connection_burst: u32,
 }

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 
 use super::{Checker, Document, ItemAt};
 use crate::model::{
-    Config, LimitScope, Listener, ListenerKind, Pool, RateLimit, Route, RouteAction,
+    Algorithm, Config, HashKey, LimitScope, Listener, ListenerKind, Pool, RateLimit, Route,
+    RouteAction,
 };
 
 pub(super) fn check(
@@ -61,6 +62,28 @@ pub(super) fn check(
                     path,
                     format!("unknown pool {:?}", tcp.pool),
                     Some(&pool_names()),
+                );
+            }
+            let algorithm = pools
+                .iter()
+                .find(|(_, p)| p.name == tcp.pool)
+                .map(|(_, p)| &p.algorithm);
+            let l4 = |a: &Algorithm| match a {
+                Algorithm::Cookie(_) => false,
+                Algorithm::ConsistentHash { key } => *key == HashKey::ClientIp,
+                _ => true,
+            };
+            if let Some(a) = algorithm.filter(|a| !l4(a)) {
+                let (span, path) = at.key("pool");
+                ck.error(
+                    span,
+                    path,
+                    format!(
+                        "pool {:?} balances by {}, which needs HTTP requests; a tcp listener sees only connections",
+                        tcp.pool,
+                        a.name()
+                    ),
+                    Some("a pool whose algorithm is round_robin, weighted_round_robin, random, least_connections, p2c_ewma, source_ip_hash or consistent_hash on client_ip"),
                 );
             }
         }

@@ -128,46 +128,63 @@ impl<S: Shutdown + AsyncWrite + Unpin + Send> Shutdown for WriteBuffered<S> {
     }
 }
 
-impl<S: UniqueID> UniqueID for WriteBuffered<S> {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
+/// Implements pingora's stream traits for a wrapper by passing them to its
+/// `inner` field (everything but reads, writes and shutdown).
+macro_rules! delegate_stream_traits {
+    ($wrapper:ident) => {
+        impl<S: UniqueID> UniqueID for $wrapper<S> {
+            fn id(&self) -> UniqueIDType {
+                self.inner.id()
+            }
+        }
 
-impl<S: Ssl> Ssl for WriteBuffered<S> {
-    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.inner.get_ssl_digest()
-    }
-}
+        impl<S: Ssl> Ssl for $wrapper<S> {
+            fn get_ssl(&self) -> Option<&pingora_core::protocols::tls::TlsRef> {
+                self.inner.get_ssl()
+            }
 
-impl<S: GetTimingDigest> GetTimingDigest for WriteBuffered<S> {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-}
+            fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+                self.inner.get_ssl_digest()
+            }
 
-impl<S: GetProxyDigest> GetProxyDigest for WriteBuffered<S> {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-}
+            fn selected_alpn_proto(&self) -> Option<pingora_core::protocols::ALPN> {
+                self.inner.selected_alpn_proto()
+            }
+        }
 
-impl<S: GetSocketDigest> GetSocketDigest for WriteBuffered<S> {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
+        impl<S: GetTimingDigest> GetTimingDigest for $wrapper<S> {
+            fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+                self.inner.get_timing_digest()
+            }
+        }
 
-    fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.inner.set_socket_digest(digest)
-    }
-}
+        impl<S: GetProxyDigest> GetProxyDigest for $wrapper<S> {
+            fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+                self.inner.get_proxy_digest()
+            }
+        }
 
-#[async_trait]
-impl<S: Peek + Send> Peek for WriteBuffered<S> {
-    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
-    }
+        impl<S: GetSocketDigest> GetSocketDigest for $wrapper<S> {
+            fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+                self.inner.get_socket_digest()
+            }
+
+            fn set_socket_digest(&mut self, digest: SocketDigest) {
+                self.inner.set_socket_digest(digest)
+            }
+        }
+
+        #[async_trait]
+        impl<S: Peek + Send> Peek for $wrapper<S> {
+            async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+                self.inner.try_peek(buf).await
+            }
+        }
+    };
 }
+pub(crate) use delegate_stream_traits;
+
+delegate_stream_traits!(WriteBuffered);
 
 #[cfg(test)]
 mod tests {

@@ -6,16 +6,21 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerOptions, ServerApp};
-use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use std::time::Duration;
+
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
+use tokio::net::TcpStream;
 
 use super::buffered::{WriteBuffered, WRITE_CAPACITY};
+use super::head::{HeadClock, HeadGuard};
+use super::pingora_stream;
 use super::tls::TlsSettings;
 use super::{ConnectionHandler, HANDSHAKE_TIMEOUT};
 use crate::metrics::ListenerMetrics;
 use crate::service::EdgeProxy;
+use crate::tcp::{proxy_protocol, PROXY_HEADER_TIMEOUT};
 
 /// One HTTP or HTTPS listener's connection handler.
 pub struct HttpHandler {
@@ -24,6 +29,9 @@ pub struct HttpHandler {
     /// Swapped when certificates change on reload.
     tls: ArcSwapOption<TlsSettings>,
     metrics: ListenerMetrics,
+    /// Whole-head deadline (slowloris protection).
+    header_timeout: Duration,
+    accept_proxy_protocol: bool,
 }
 
 impl HttpHandler {
@@ -44,6 +52,8 @@ impl HttpHandler {
             app: Arc::new(app),
             tls: ArcSwapOption::from(tls.map(Arc::new)),
             metrics,
+            header_timeout: listener.limits.header_timeout,
+            accept_proxy_protocol: listener.accept_proxy_protocol,
         })
     }
 
@@ -55,15 +65,34 @@ impl HttpHandler {
 
 #[async_trait]
 impl ConnectionHandler for HttpHandler {
-    async fn serve(self: Arc<Self>, stream: L4Stream, peer: SocketAddr, shutdown: ShutdownWatch) {
+    async fn serve(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr, shutdown: ShutdownWatch) {
+        let mut early = Vec::new();
+        let mut client = None;
+        if self.accept_proxy_protocol {
+            match proxy_protocol::read_header(&mut tcp, PROXY_HEADER_TIMEOUT).await {
+                Ok(h) => {
+                    client = h.source;
+                    early = h.rest;
+                }
+                Err(e) => {
+                    tracing::info!(listener = %self.name, client = %peer, error = %e, "closed: bad PROXY protocol header");
+                    return;
+                }
+            }
+        }
+        let mut stream = pingora_stream(tcp, client);
+        stream.rewind(&early);
         let stream = WriteBuffered::new(stream, WRITE_CAPACITY);
+        let clock = Arc::new(HeadClock::default());
         let stream: Stream = match self.tls.load_full() {
-            None => Box::new(stream),
+            None => Box::new(HeadGuard::new(stream, self.header_timeout, clock.clone())),
             Some(tls) => {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.tls_handshake(stream))
                     .await
                 {
-                    Ok(Ok(s)) => Box::new(s) as Stream,
+                    Ok(Ok(s)) => {
+                        Box::new(HeadGuard::new(s, self.header_timeout, clock.clone())) as Stream
+                    }
                     Ok(Err(e)) => {
                         self.metrics.tls_errors.inc();
                         tracing::debug!(listener = %self.name, client = %peer, error = %e, "TLS handshake failed");
@@ -79,6 +108,7 @@ impl ConnectionHandler for HttpHandler {
         };
         let mut next = self.app.process_new(stream, &shutdown).await;
         while let Some(stream) = next {
+            clock.next_request();
             next = self.app.process_new(stream, &shutdown).await;
         }
     }

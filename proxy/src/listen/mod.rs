@@ -9,6 +9,7 @@
 //! ones, whose open connections finish normally.
 
 mod buffered;
+mod head;
 mod http;
 mod tls;
 
@@ -26,7 +27,7 @@ use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::Service;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::error::BuildError;
@@ -43,7 +44,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub trait ConnectionHandler: Send + Sync + 'static {
     /// Serves one connection until it closes. `shutdown` turns true when the
     /// node drains: finish the current request, do not keep the connection.
-    async fn serve(self: Arc<Self>, stream: L4Stream, peer: SocketAddr, shutdown: ShutdownWatch);
+    async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: ShutdownWatch);
 
     /// Stop waiting on idle keep-alive connections (called when draining).
     async fn drain(&self) {}
@@ -310,15 +311,28 @@ impl ListenerControl {
     }
 }
 
-/// Accepts one connection as pingora's stream, with its socket digest set
-/// so `client_addr()` works.
-async fn accept(listener: &TcpListener) -> std::io::Result<(L4Stream, SocketAddr)> {
+async fn accept(listener: &TcpListener) -> std::io::Result<(TcpStream, SocketAddr)> {
     let (tcp, peer) = listener.accept().await?;
     let _ = tcp.set_nodelay(true);
+    Ok((tcp, peer))
+}
+
+/// A client connection as pingora's stream, with its socket digest set so
+/// `client_addr()` works; `peer` replaces the socket's own peer address
+/// (the client a PROXY protocol header named).
+pub fn pingora_stream(tcp: TcpStream, peer: Option<SocketAddr>) -> L4Stream {
     let fd = tcp.as_raw_fd();
     let mut stream = L4Stream::from(tcp);
-    stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
-    Ok((stream, peer))
+    let digest = SocketDigest::from_raw_fd(fd);
+    if let Some(peer) = peer {
+        let _ = digest
+            .peer_addr
+            .set(Some(pingora_core::protocols::l4::socket::SocketAddr::Inet(
+                peer,
+            )));
+    }
+    stream.set_socket_digest(digest);
+    stream
 }
 
 struct Acceptor {

@@ -391,6 +391,33 @@ impl Pool {
         Some(self.backends.get(index)?.state.eject(now, policy))
     }
 
+    /// Records how an attempt on a backend ended: feeds outlier detection
+    /// (ejecting when it says so) and the backend's breaker.
+    pub fn record_outcome(&self, index: usize, outcome: state::Outcome, probe: bool) {
+        let Some(b) = self.backends.get(index) else {
+            return;
+        };
+        let verdict = b.state.record(
+            outcome,
+            probe,
+            Instant::now(),
+            self.config.outlier_detection.as_ref(),
+            &self.config.circuit_breaker,
+        );
+        if verdict.eject {
+            if let Some(d) = self.try_eject(index) {
+                b.metrics.ejections.inc();
+                tracing::warn!(pool = %self.name, backend = %b.label, duration = ?d, "backend ejected by outlier detection");
+            }
+        }
+        if verdict.breaker_opened {
+            tracing::warn!(pool = %self.name, backend = %b.label, "circuit breaker opened");
+        }
+        if verdict.breaker_closed {
+            tracing::info!(pool = %self.name, backend = %b.label, "circuit breaker closed");
+        }
+    }
+
     /// Waits for a request slot (`max_requests`), queueing at most
     /// `max_pending` requests for up to `wait`.
     pub async fn admit(&self, wait: Duration) -> Result<Option<OwnedSemaphorePermit>, Overflow> {

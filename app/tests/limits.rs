@@ -1,0 +1,335 @@
+//! Protection end to end: rate limits (local and cluster-wide in a real
+//! Redis), request head and body limits, and the slowloris head deadline.
+
+// Helpers in test files may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use edge_testkit::{origin, Client, EdgeNode, RedisServer, RunningOrigin};
+use http::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_edge");
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+fn config(o: &RunningOrigin, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+threads = 2
+access_log = false
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+[listener.limits]
+header_timeout = "2s"
+max_headers = 50
+max_request_line = 2048
+max_body = 1000000
+
+[[pool]]
+name = "p"
+backends = [{{ address = "{}" }}]
+
+{extra}
+"#,
+        o.addr()
+    )
+}
+
+async fn start(config: &str) -> EdgeNode {
+    let node = EdgeNode::start(BIN, config);
+    node.wait_ready(Duration::from_secs(30));
+    node
+}
+
+fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+const PER_IP: &str = r#"
+[[route]]
+name = "limited"
+match = { path_prefix = "/obj/" }
+pool = "p"
+rate_limits = ["per-ip"]
+
+[[route]]
+name = "trial"
+match = { path_prefix = "/trial/" }
+strip_prefix = "/trial"
+pool = "p"
+rate_limits = ["trial"]
+
+[[rate_limit]]
+name = "per-ip"
+key = ["client_ip"]
+rate = "10/s"
+burst = 5
+exempt = ["127.0.0.3/32"]
+
+[[rate_limit]]
+name = "trial"
+key = ["client_ip"]
+rate = "1/m"
+burst = 2
+mode = "log_only"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_limit_passes_the_counted_number_with_headers() {
+    let o = origin("o").await;
+    let node = start(&config(&o, PER_IP)).await;
+    let url = node.url("web", "/obj/a?size=10");
+    let c = Client::bound_to(ip(1));
+    let started = Instant::now();
+    let mut passed = 0;
+    let mut first_ok = None;
+    let mut first_limited = None;
+    for _ in 0..100 {
+        let r = c.get(&url).await;
+        match r.status {
+            200 => {
+                passed += 1;
+                first_ok.get_or_insert(r);
+            }
+            429 => {
+                first_limited.get_or_insert(r);
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // GCRA at 10/s with a burst of 5: the burst, plus one per 100 ms elapsed.
+    let expected = 5.0 + elapsed * 10.0;
+    assert!(
+        (passed as f64) <= expected + 1.0 && (passed as f64) >= expected.floor() - 1.0,
+        "{passed} passed in {elapsed:.2}s (expected about {expected:.1})"
+    );
+    let ok = first_ok.unwrap();
+    assert_eq!(ok.header("ratelimit-limit"), Some("5"));
+    assert_eq!(ok.header("ratelimit-remaining"), Some("4"));
+    let limited = first_limited.unwrap();
+    assert_eq!(limited.header("ratelimit-remaining"), Some("0"));
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    assert!(limited.header("ratelimit-reset").is_some());
+
+    // Another client has its own bucket; an exempt one has none.
+    let other = Client::bound_to(ip(2));
+    for _ in 0..5 {
+        assert_eq!(other.get(&url).await.status, 200);
+    }
+    let exempt = Client::bound_to(ip(3));
+    for _ in 0..30 {
+        assert_eq!(exempt.get(&url).await.status, 200);
+    }
+
+    // Log-only: everything passes, and the would-be refusals are counted.
+    for _ in 0..5 {
+        assert_eq!(
+            c.get(&node.url("web", "/trial/obj/x?size=1")).await.status,
+            200
+        );
+    }
+    let metrics = c.get(&node.admin_url("/metrics")).await.text();
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "edge_ratelimit_decisions_total",
+            &["limit=\"trial\"", "result=\"would_limit\""]
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "edge_ratelimit_decisions_total",
+            &["limit=\"per-ip\"", "result=\"exempt\""]
+        ),
+        30.0
+    );
+}
+
+fn cluster_config(o: &RunningOrigin, redis: &str, node: &str, peer: &str) -> String {
+    config(
+        o,
+        &format!(
+            r#"
+[site]
+name = "ams"
+node = "{node}"
+peer = [{{ name = "{peer}", address = "127.0.0.1:1" }}]
+
+[redis]
+url = "{redis}"
+timeout = "200ms"
+
+[[route]]
+name = "api"
+pool = "p"
+rate_limits = ["shared"]
+
+[[rate_limit]]
+name = "shared"
+key = [{{ header = "X-Api-Key" }}]
+rate = "1/m"
+burst = 10
+scope = "cluster"
+"#
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_limit_in_redis_and_fall_back_when_it_dies() {
+    let mut redis = RedisServer::start();
+    let o = origin("o").await;
+    let a = start(&cluster_config(&o, &redis.url(), "a", "b")).await;
+    let b = start(&cluster_config(&o, &redis.url(), "b", "a")).await;
+    let c = Client::new();
+    let key = [("x-api-key", "k1")];
+    let mut passed = 0;
+    for i in 0..30 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let r = c.get_with(&node.url("web", "/obj/c?size=1"), &key).await;
+        if r.status == 200 {
+            passed += 1;
+        } else {
+            assert_eq!(r.status, 429);
+        }
+    }
+    // One bucket of 10 for both nodes (plus at most one refill at 1/min).
+    assert!(
+        (10..=11).contains(&passed),
+        "{passed} passed across two nodes"
+    );
+
+    redis.kill();
+    // Without Redis each node counts its share (10 / 2 nodes) locally, and
+    // answers without waiting on Redis each time.
+    let key = [("x-api-key", "k2")];
+    for node in [&a, &b] {
+        let mut passed = 0;
+        for _ in 0..10 {
+            let r = c.get_with(&node.url("web", "/obj/c?size=1"), &key).await;
+            if r.status == 200 {
+                passed += 1;
+            }
+        }
+        assert_eq!(passed, 5, "local share while Redis is down");
+        let metrics = c.get(&node.admin_url("/metrics")).await.text();
+        assert!(metric_sum(&metrics, "edge_ratelimit_local_fallback_total", &[]) >= 10.0);
+        assert_eq!(metric_sum(&metrics, "edge_ratelimit_redis_up", &[]), 0.0);
+        assert!(node.output().contains("Redis unreachable"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_and_bodies_are_refused() {
+    let o = origin("o").await;
+    let routes = r#"
+[[route]]
+name = "upload"
+match = { path_prefix = "/echo" }
+pool = "p"
+max_body = 100
+
+[[route]]
+name = "all"
+pool = "p"
+"#;
+    let node = start(&config(&o, routes)).await;
+    let c = Client::new();
+    let many: Vec<(String, String)> = (0..60).map(|i| (format!("x-h{i}"), "v".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = c.get_with(&node.url("web", "/obj/a?size=1"), &many).await;
+    assert_eq!(r.status, 431);
+    let long = format!("/obj/{}", "a".repeat(3000));
+    assert_eq!(c.get(&node.url("web", &long)).await.status, 414);
+    let r = c
+        .request(
+            Method::POST,
+            &node.url("web", "/echo"),
+            &[],
+            "x".repeat(101),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 413);
+    let r = c
+        .request(
+            Method::POST,
+            &node.url("web", "/echo"),
+            &[],
+            "x".repeat(100),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+
+    // A chunked body with no declared length is cut at the limit.
+    let mut s = TcpStream::connect(node.addr("web")).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        s.write_all(b"40\r\n").await.unwrap();
+        s.write_all(&[b'y'; 64]).await.unwrap();
+        s.write_all(b"\r\n").await.unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut reply)).await;
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_client_is_cut_off_while_others_are_served() {
+    let o = origin("o").await;
+    let node = start(&config(&o, "[[route]]\nname = \"all\"\npool = \"p\"\n")).await;
+    let addr = node.addr("web");
+    let slow = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let head = b"GET /obj/a?size=1 HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+        for b in head.iter() {
+            if s.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            // One byte every 250 ms: each read is quick, the head is not.
+            let mut probe = [0u8; 64];
+            match tokio::time::timeout(Duration::from_millis(250), s.read(&mut probe)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return (true, started.elapsed()),
+                Ok(Ok(_)) => return (false, started.elapsed()),
+                Err(_) => {}
+            }
+        }
+        (false, started.elapsed())
+    });
+    // Meanwhile a normal client is served.
+    let c = Client::new();
+    for _ in 0..5 {
+        assert_eq!(c.get(&node.url("web", "/obj/a?size=1")).await.status, 200);
+    }
+    let (cut, after) = slow.await.unwrap();
+    assert!(cut, "the slow client was not disconnected ({after:?})");
+    assert!(
+        after >= Duration::from_secs(2),
+        "cut before the header timeout: {after:?}"
+    );
+}
