@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use edge_testkit::{eventually, origin, Client, EdgeNode};
+use edge_testkit::{eventually, metric_sum, origin, Client, EdgeNode};
 use http::Method;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -232,13 +232,6 @@ async fn bulk_bytes_cross_both_ways_unchanged_with_half_close() {
         &["listener=\"l4\"", "direction=\"in\""],
     );
     assert!(bytes_in >= SIZE as f64, "bytes in counted: {bytes_in}");
-}
-
-fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use edge_testkit::{origin, Client, EdgeNode, RedisServer, RunningOrigin};
+use edge_testkit::{metric_sum, origin, Client, EdgeNode, RedisServer, RunningOrigin};
 use http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -52,13 +52,6 @@ async fn start(config: &str) -> EdgeNode {
     let node = EdgeNode::start(BIN, config);
     node.wait_ready(Duration::from_secs(30));
     node
-}
-
-fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 const PER_IP: &str = r#"

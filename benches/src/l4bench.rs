@@ -31,7 +31,7 @@ fn haproxy(tput: u16, cps: u16, stream_backend: u16, cps_backend: u16) -> String
     format!(
         "global
   nbthread 1
-  maxconn 20000
+  maxconn 8000
 defaults
   mode tcp
   timeout connect 5s
@@ -52,7 +52,7 @@ fn nginx(dir: &Path, tput: u16, cps: u16, stream_backend: u16, cps_backend: u16)
     format!(
         "load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 user root; worker_processes 1; daemon off; pid {d}/nginx-l4.pid; error_log {d}/nginx-l4.error.log warn;
-events {{ worker_connections 20000; }}
+events {{ worker_connections 16000; }}
 stream {{
   server {{ listen 127.0.0.1:{tput} backlog=4096; proxy_pass 127.0.0.1:{stream_backend}; }}
   server {{ listen 127.0.0.1:{cps} backlog=4096; proxy_pass 127.0.0.1:{cps_backend}; }}
@@ -75,14 +75,14 @@ name = \"tput\"
 kind = \"tcp\"
 address = \"127.0.0.1:{tput}\"
 pool = \"stream\"
-max_connections = 20000
+max_connections = 8000
 
 [[listener]]
 name = \"cps\"
 kind = \"tcp\"
 address = \"127.0.0.1:{cps}\"
 pool = \"short\"
-max_connections = 20000
+max_connections = 8000
 
 [[pool]]
 name = \"stream\"

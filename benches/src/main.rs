@@ -77,6 +77,26 @@ fn args() -> Result<Args> {
     Ok(a)
 }
 
+/// Makes `--edge` absolute, or says how to build it.
+fn release_edge(args: &mut Args) -> Result<()> {
+    args.edge = std::fs::canonicalize(&args.edge).with_context(|| {
+        format!(
+            "{}: build it with `cargo build --release -p edge`",
+            args.edge.display()
+        )
+    })?;
+    Ok(())
+}
+
+/// Prints a report and writes it to `--out` if given.
+fn emit(args: &Args, report: &str) -> Result<()> {
+    println!("{report}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, report).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
 /// A server under test, listening on `addr`.
 struct Sut {
     name: &'static str,
@@ -283,40 +303,22 @@ fn main() -> Result<()> {
     let mut args = args()?;
     if args.scenario == "hitratio" {
         let report = hitratio::report(&hitratio::Params::default());
-        println!("{report}");
-        if let Some(out) = &args.out {
-            std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
-        }
-        return Ok(());
+        return emit(&args, &report);
     }
     if args.scenario == "tcp" {
         need(&["taskset", "nginx", "haproxy"])?;
-        args.edge = std::fs::canonicalize(&args.edge).with_context(|| {
-            format!(
-                "{}: build it with `cargo build --release -p edge`",
-                args.edge.display()
-            )
-        })?;
+        release_edge(&mut args)?;
         let dir = work_dir()?;
         let _cleanup = RemoveOnDrop(dir.clone());
         let report = format!(
             "### L4 TCP proxying: edge, HAProxy (mode tcp) and nginx (stream)\n\n{}",
             l4bench::run(&dir, &args.edge, args.reps, args.duration.as_secs())?
         );
-        println!("{report}");
-        if let Some(out) = &args.out {
-            std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
-        }
-        return Ok(());
+        return emit(&args, &report);
     }
     if args.scenario == "dns" {
         need(&["taskset", "dnsperf", "nsd", "pdns_server"])?;
-        args.edge = std::fs::canonicalize(&args.edge).with_context(|| {
-            format!(
-                "{}: build it with `cargo build --release -p edge`",
-                args.edge.display()
-            )
-        })?;
+        release_edge(&mut args)?;
         let dir = work_dir()?;
         let _cleanup = RemoveOnDrop(dir.clone());
         let report = format!(
@@ -325,19 +327,10 @@ fn main() -> Result<()> {
             args.duration.as_secs(),
             dnsbench::run(&dir, &args.edge, args.reps, args.duration.as_secs())?
         );
-        println!("{report}");
-        if let Some(out) = &args.out {
-            std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
-        }
-        return Ok(());
+        return emit(&args, &report);
     }
     need(&["taskset", "wrk", "nginx", "haproxy"])?;
-    args.edge = std::fs::canonicalize(&args.edge).with_context(|| {
-        format!(
-            "{}: build it with `cargo build --release -p edge`",
-            args.edge.display()
-        )
-    })?;
+    release_edge(&mut args)?;
     let dir = work_dir()?;
     let _cleanup = RemoveOnDrop(dir.clone());
     let report = match args.scenario.as_str() {
@@ -374,13 +367,9 @@ fn main() -> Result<()> {
             }
             out
         }
-        other => bail!("unknown scenario {other} (proxy, cache, hitratio, dns)"),
+        other => bail!("unknown scenario {other} (proxy, cache, hitratio, dns, tcp)"),
     };
-    println!("{report}");
-    if let Some(out) = &args.out {
-        std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
-    }
-    Ok(())
+    emit(&args, &report)
 }
 
 /// Removes the work directory however the run ends.

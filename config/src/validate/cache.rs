@@ -203,7 +203,10 @@ pub(crate) fn writable_dir(dir: &Path) -> Result<(), String> {
     if !probe.is_dir() {
         return Err(format!("{} is not a directory", probe.display()));
     }
-    let test = probe.join(format!(".edge-write-test-{}", std::process::id()));
+    // Unique per call: validations may run at once in one process.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let test = probe.join(format!(".edge-write-test-{}-{n}", std::process::id()));
     match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

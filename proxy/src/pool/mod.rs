@@ -79,6 +79,8 @@ pub struct Backend {
     pub weight: u32,
     pub state: Arc<BackendState>,
     pub metrics: BackendMetrics,
+    /// Counters of TCP (L4) connections to this backend.
+    pub tcp: crate::tcp::metrics::BackendCounters,
     /// Value of the sticky cookie that names this backend (not its address).
     pub sticky_id: String,
 }
@@ -202,6 +204,7 @@ impl Pool {
                 addr: resolve(&config.name, &b.address)?,
                 state: registry.get(&config.name, &label),
                 metrics: metrics.backend(&config.name, &label),
+                tcp: metrics.tcp.backend(&config.name, &label),
                 sticky_id: sticky_id(&config.name, &label),
                 weight: b.weight,
                 address: b.address.clone(),

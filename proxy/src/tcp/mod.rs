@@ -24,7 +24,7 @@ use crate::listen::ConnectionHandler;
 use crate::pool::{Outcome, Pool, Unavailable};
 use crate::state::Proxy;
 
-use self::metrics::Rejection;
+use self::metrics::ListenerCounters;
 use self::relay::{relay, RelayCounters, RelayEnd};
 
 /// How long a client in front may take to send its PROXY protocol header.
@@ -36,6 +36,7 @@ pub struct TcpHandler {
     settings: edge_config::TcpListener,
     proxy: Arc<Proxy>,
     connection_rate: Option<DefaultDirectRateLimiter>,
+    counters: ListenerCounters,
 }
 
 impl TcpHandler {
@@ -59,6 +60,7 @@ impl TcpHandler {
         Arc::new(Self {
             listener: listener.to_string(),
             settings: settings.clone(),
+            counters: proxy.metrics.tcp.listener(listener),
             proxy,
             connection_rate,
         })
@@ -102,7 +104,6 @@ impl TcpHandler {
             return Err(Unavailable::NoneUp);
         };
         let key = hash_key(&pool, client);
-        let metrics = &self.proxy.metrics.tcp;
         let mut tried = Vec::new();
         loop {
             let pick = pool.select(&tried, None, key.as_deref())?;
@@ -114,8 +115,9 @@ impl TcpHandler {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     pool.record_outcome(pick.index, Outcome::Success, pick.probe);
-                    let open = metrics.backend_open(&pool.name, &b.label);
+                    let open = b.tcp.open.clone();
                     open.inc();
+                    b.tcp.total.inc();
                     return Ok(Upstream {
                         stream,
                         index: pick.index,
@@ -128,7 +130,7 @@ impl TcpHandler {
             };
             b.state.in_flight.fetch_sub(1, Ordering::Relaxed);
             b.metrics.connect_errors.inc();
-            metrics.connect_failed(&self.listener);
+            self.counters.connect_failures.inc();
             pool.record_outcome(pick.index, Outcome::GatewayError, pick.probe);
             tracing::warn!(listener = %self.listener, pool = %pool.name, backend = %b.label, %error, "connect to backend failed; trying another");
             tried.push(pick.index);
@@ -144,10 +146,10 @@ impl ConnectionHandler for TcpHandler {
         peer: SocketAddr,
         _shutdown: ShutdownWatch,
     ) {
-        let metrics = &self.proxy.metrics.tcp;
+        let metrics = &self.counters;
         if let Some(limiter) = &self.connection_rate {
             if limiter.check().is_err() {
-                metrics.rejected(&self.listener, Rejection::RateLimited);
+                metrics.rejected_rate.inc();
                 tracing::debug!(listener = %self.listener, client = %peer, "connection rate limit: closed");
                 return;
             }
@@ -156,7 +158,7 @@ impl ConnectionHandler for TcpHandler {
             match proxy_protocol::read_header(&mut stream, PROXY_HEADER_TIMEOUT).await {
                 Ok(h) => (h.source.unwrap_or(peer), h.rest),
                 Err(e) => {
-                    metrics.rejected(&self.listener, Rejection::ProxyHeader);
+                    metrics.rejected_proxy_header.inc();
                     tracing::info!(listener = %self.listener, client = %peer, error = %e, "closed: bad PROXY protocol header");
                     return;
                 }
@@ -167,7 +169,7 @@ impl ConnectionHandler for TcpHandler {
         let mut upstream = match self.connect(client).await {
             Ok(u) => u,
             Err(why) => {
-                metrics.rejected(&self.listener, Rejection::NoBackend);
+                metrics.rejected_no_backend.inc();
                 tracing::warn!(listener = %self.listener, pool = %self.settings.pool, client = %client, reason = ?why, "no backend for a TCP connection; closed");
                 return;
             }
@@ -182,14 +184,17 @@ impl ConnectionHandler for TcpHandler {
         preamble.extend_from_slice(&early);
         if !preamble.is_empty() {
             if let Err(e) = upstream.stream.write_all(&preamble).await {
-                metrics.closed(&self.listener, "error");
+                metrics.closed_error.inc();
                 tracing::debug!(listener = %self.listener, backend = %backend.label, error = %e, "writing to backend failed");
                 return;
             }
         }
-        let (up, down) = metrics.bytes(&self.listener, &backend.label);
-        up.inc_by(early.len() as u64);
-        let counters = RelayCounters { up, down };
+        metrics.bytes_in.inc_by(early.len() as u64);
+        backend.tcp.bytes_in.inc_by(early.len() as u64);
+        let counters = RelayCounters {
+            up: [metrics.bytes_in.clone(), backend.tcp.bytes_in.clone()],
+            down: [metrics.bytes_out.clone(), backend.tcp.bytes_out.clone()],
+        };
         let end = relay(
             stream,
             &mut upstream.stream,
@@ -199,15 +204,15 @@ impl ConnectionHandler for TcpHandler {
         .await;
         match end {
             RelayEnd::Done { up, down } => {
-                metrics.closed(&self.listener, "done");
+                metrics.closed_done.inc();
                 tracing::debug!(listener = %self.listener, client = %client, backend = %backend.label, up, down, "TCP connection done");
             }
             RelayEnd::Idle => {
-                metrics.closed(&self.listener, "idle");
+                metrics.closed_idle.inc();
                 tracing::debug!(listener = %self.listener, client = %client, "idle timeout");
             }
             RelayEnd::Error(e) => {
-                metrics.closed(&self.listener, "error");
+                metrics.closed_error.inc();
                 tracing::debug!(listener = %self.listener, client = %client, error = %e, "relay ended with an error");
             }
         }

@@ -12,9 +12,117 @@ use std::time::{Duration, Instant};
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Per-direction copy buffer: large enough that bulk transfers move in few
-/// system calls.
-const BUFFER: usize = 64 * 1024;
+/// Per-direction copy buffer: starts small (a short connection allocates
+/// and clears little) and doubles while reads fill it, up to `MAX_BUFFER`,
+/// so bulk transfers move in few system calls.
+const FIRST_BUFFER: usize = 8 * 1024;
+const MAX_BUFFER: usize = 256 * 1024;
+
+/// One direction of a relay: read into `buf`, write it all out, repeat; on
+/// EOF shut down the writer's write side.
+struct Direction {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    read_done: bool,
+    done: bool,
+    moved: u64,
+}
+
+impl Direction {
+    fn new() -> Self {
+        Self {
+            buf: vec![0; FIRST_BUFFER],
+            start: 0,
+            end: 0,
+            read_done: false,
+            done: false,
+            moved: 0,
+        }
+    }
+
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut reader: Pin<&mut R>,
+        mut writer: Pin<&mut W>,
+    ) -> Poll<io::Result<u64>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        loop {
+            if self.done {
+                return Poll::Ready(Ok(self.moved));
+            }
+            if self.start == self.end && !self.read_done {
+                let mut rb = ReadBuf::new(&mut self.buf);
+                match reader.as_mut().poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        if n == 0 {
+                            self.read_done = true;
+                        } else {
+                            self.start = 0;
+                            self.end = n;
+                            if n == self.buf.len() && self.buf.len() < MAX_BUFFER {
+                                let bigger = self.buf.len() * 2;
+                                self.buf.resize(bigger, 0);
+                            }
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            while self.start < self.end {
+                match writer
+                    .as_mut()
+                    .poll_write(cx, &self.buf[self.start..self.end])
+                {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        self.start += n;
+                        self.moved += n as u64;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if self.read_done {
+                match writer.as_mut().poll_shutdown(cx) {
+                    Poll::Ready(Ok(())) => self.done = true,
+                    // The peer may be gone already: this direction is over either way.
+                    Poll::Ready(Err(_)) => self.done = true,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+/// Both directions until each has ended.
+async fn copy_both<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut up = Direction::new();
+    let mut down = Direction::new();
+    std::future::poll_fn(|cx| {
+        let u = up.poll(cx, Pin::new(&mut *a), Pin::new(&mut *b));
+        if let Poll::Ready(Err(e)) = u {
+            return Poll::Ready(Err(e));
+        }
+        let d = down.poll(cx, Pin::new(&mut *b), Pin::new(&mut *a));
+        match (u, d) {
+            (_, Poll::Ready(Err(e))) => Poll::Ready(Err(e)),
+            (Poll::Ready(Ok(x)), Poll::Ready(Ok(y))) => Poll::Ready(Ok((x, y))),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+}
 
 /// How a relay ended.
 #[derive(Debug)]
@@ -33,7 +141,7 @@ pub enum RelayEnd {
 /// last activity.
 struct Metered<S> {
     inner: S,
-    read_bytes: IntCounter,
+    read_bytes: [IntCounter; 2],
     activity: Arc<Activity>,
 }
 
@@ -64,7 +172,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            self.read_bytes.inc_by(n as u64);
+            for c in &self.read_bytes {
+                c.inc_by(n as u64);
+            }
             self.activity.stamp();
         }
         r
@@ -89,12 +199,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
     }
 }
 
-/// Counters a relay adds to.
+/// Counters a relay adds to (the listener's and the backend's).
 pub struct RelayCounters {
     /// Client → backend.
-    pub up: IntCounter,
+    pub up: [IntCounter; 2],
     /// Backend → client.
-    pub down: IntCounter,
+    pub down: [IntCounter; 2],
 }
 
 /// Relays until both directions have ended (each side's EOF is passed on as
@@ -119,7 +229,7 @@ where
         read_bytes: counters.down,
         activity: activity.clone(),
     };
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, BUFFER, BUFFER);
+    let copy = copy_both(&mut client, &mut backend);
     tokio::pin!(copy);
     loop {
         let deadline = activity.last() + idle;
