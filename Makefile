@@ -36,7 +36,7 @@ check-configs: build
 	scripts/check-configs.sh $(EDGE_BIN)
 
 unit:
-	$(CARGO) test --locked --workspace
+	$(CARGO) test --locked --workspace --no-fail-fast
 
 # Load tests against nginx, HAProxy, Varnish and a DNS server; see benches/README.md.
 bench: deps-bench

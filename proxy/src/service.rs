@@ -520,7 +520,11 @@ impl ProxyHttp for EdgeProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        session.set_keepalive(Some(self.keepalive_secs));
+        // pingora has read the client's wish (HTTP/1.0, `Connection: close`):
+        // only a connection that stays open gets the listener's idle timeout.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.keepalive_secs));
+        }
         let task = session
             .subrequest_ctx
             .as_ref()
@@ -1180,6 +1184,9 @@ impl ProxyHttp for EdgeProxy {
                 }
             }
         };
+        // pingora drops the client connection after an error on the proxy
+        // path (it does not reuse it), so the answer says so.
+        session.set_keepalive(None);
         if code > 0 && session.response_written().is_none() {
             let extra: Vec<(&'static str, String)> = retry_after
                 .map(|s| vec![("retry-after", s.to_string())])
