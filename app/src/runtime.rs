@@ -366,7 +366,7 @@ fn handler_for(
     };
     match &listener.kind {
         ListenerKind::Http(l) => {
-            let edge = EdgeProxy::new(proxy.clone(), &listener.name, false, &l.limits);
+            let edge = EdgeProxy::new(proxy.clone(), &listener.name, false, l);
             Ok(http(HttpHandler::new(
                 &listener.name,
                 edge,
@@ -378,7 +378,7 @@ fn handler_for(
         }
         ListenerKind::Https(https) => {
             let tls = TlsSettings::build(&listener.name, https)?;
-            let edge = EdgeProxy::new(proxy.clone(), &listener.name, true, &https.http.limits);
+            let edge = EdgeProxy::new(proxy.clone(), &listener.name, true, &https.http);
             Ok(http(HttpHandler::new(
                 &listener.name,
                 edge,

@@ -1,18 +1,19 @@
-//! Cache keys: host + path + normalized query (+ request headers a route
-//! adds), and a slice index for sliced objects.
+//! Cache keys: scheme, authority, path, normalized query, a slice index for
+//! sliced objects, and request headers a route adds.
 //!
-//! The primary key string is `"{host}{path}[?{query}][#s{slice}][\x1f{headers}]"`.
-//! Everything before the first `#` or `\x1f` is the object's URL, which is
-//! what purges by URL and prefix match, so a purge reaches every slice and
-//! every header variant of a URL.
+//! A primary key is built from length-delimited parts, so two requests that
+//! differ in any part never share one, whatever bytes the parts hold:
+//!
+//! ```text
+//! {authority len}.{len}:{url}|{len}:{scheme}|{slice or -}|{count}[|{len}:{name}{count}{len}:{value}…]…
+//! ```
+//!
+//! The URL (`authority` + path + `?` + normalized query, the scheme left
+//! out) is what purges by URL and prefix match, so a purge reaches every
+//! scheme, slice and header variant of a URL.
 
 use edge_config::IgnoreQuery;
 use http::HeaderMap;
-
-/// Separates the URL from the slice index in a primary key.
-pub const SLICE_MARK: char = '#';
-/// Separates the URL (and slice) from header values in a primary key.
-pub const HEADER_MARK: char = '\u{1f}';
 
 /// Sorts query parameters and drops ignored ones, so `?b=2&a=1` and
 /// `?a=1&b=2` share an entry. Returns `None` when nothing remains.
@@ -39,57 +40,105 @@ pub fn normalize_query(query: Option<&str>, ignore: &IgnoreQuery) -> Option<Stri
     Some(pairs.join("&"))
 }
 
-/// The URL part of a key: lower-case host, path, normalized query.
-pub fn url(host: &str, path: &str, query: Option<&str>, ignore: &IgnoreQuery) -> String {
-    let mut s = String::with_capacity(host.len() + path.len() + 16);
-    s.push_str(&host.to_ascii_lowercase());
+/// The URL part of a key: authority (`host[:port]`, already normalized by
+/// the request path), path, normalized query. It reads as one string (what
+/// purges match), and remembers where the authority ends, so that keys
+/// tell `a` + `/b/c` from `a/b` + `/c` whatever the parts hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Url {
+    text: String,
+    authority_len: usize,
+}
+
+impl Url {
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::ops::Deref for Url {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::fmt::Display for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Builds the [`Url`] of a request.
+pub fn url(authority: &str, path: &str, query: Option<&str>, ignore: &IgnoreQuery) -> Url {
+    let mut s = String::with_capacity(authority.len() + path.len() + 16);
+    s.push_str(&authority.to_ascii_lowercase());
+    let authority_len = s.len();
     s.push_str(if path.is_empty() { "/" } else { path });
     if let Some(q) = normalize_query(query, ignore) {
         s.push('?');
         s.push_str(&q);
     }
-    s
+    Url {
+        text: s,
+        authority_len,
+    }
 }
 
-/// The full primary key for a request: `key_headers` (lower-case names)
+fn push_part(s: &mut String, part: &str) {
+    s.push_str(&part.len().to_string());
+    s.push(':');
+    s.push_str(part);
+}
+
+/// The full primary key for a request: `scheme` is `http` or `https` (an
+/// origin may answer them differently), `key_headers` (lower-case names)
 /// are the request headers a route adds to its keys.
 pub fn primary(
-    url: &str,
+    url: &Url,
+    scheme: &str,
     slice: Option<u64>,
     key_headers: &[String],
     headers: &HeaderMap,
 ) -> String {
-    let mut s = String::from(url);
-    if let Some(i) = slice {
-        s.push(SLICE_MARK);
-        s.push('s');
-        s.push_str(&i.to_string());
+    let mut s = String::with_capacity(url.len() + 24);
+    s.push_str(&url.authority_len.to_string());
+    s.push('.');
+    push_part(&mut s, url);
+    s.push('|');
+    push_part(&mut s, scheme);
+    s.push('|');
+    match slice {
+        Some(i) => s.push_str(&i.to_string()),
+        None => s.push('-'),
     }
-    if !key_headers.is_empty() {
-        s.push(HEADER_MARK);
-        for (i, name) in key_headers.iter().enumerate() {
-            if i > 0 {
-                s.push('&');
-            }
-            s.push_str(name);
-            s.push('=');
-            let values: Vec<&str> = headers
-                .get_all(name.as_str())
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            s.push_str(&values.join(","));
+    s.push('|');
+    s.push_str(&key_headers.len().to_string());
+    for name in key_headers {
+        s.push('|');
+        push_part(&mut s, name);
+        let values: Vec<&[u8]> = headers
+            .get_all(name.as_str())
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        // Each value on its own, so `a,b` and `a` + `b` differ too.
+        s.push_str(&values.len().to_string());
+        for v in values {
+            push_part(&mut s, &String::from_utf8_lossy(v));
         }
     }
     s
 }
 
-/// The URL part of a primary key.
+/// The URL part of a primary key (the whole string if it is not one).
 pub fn url_of(primary: &str) -> &str {
-    let end = primary
-        .find([SLICE_MARK, HEADER_MARK])
-        .unwrap_or(primary.len());
-    &primary[..end]
+    primary
+        .split_once('.')
+        .and_then(|(_, rest)| rest.split_once(':'))
+        .and_then(|(len, rest)| rest.get(..len.parse::<usize>().ok()?))
+        .unwrap_or(primary)
 }
 
 #[cfg(test)]
@@ -115,7 +164,7 @@ mod tests {
     }
 
     #[test]
-    fn primary_keys_carry_slices_and_headers_after_the_url() {
+    fn primary_keys_carry_scheme_slices_and_headers_after_the_url() {
         let mut h = HeaderMap::new();
         h.insert("accept-language", "nl".parse().unwrap());
         let rule = vec!["accept-language".to_string()];
@@ -125,11 +174,57 @@ mod tests {
             Some("z=1&a=2"),
             &IgnoreQuery::None,
         );
-        assert_eq!(u, "video.example.com/a.ts?a=2&z=1");
-        let p = primary(&u, Some(3), &rule, &h);
-        assert_eq!(url_of(&p), u);
-        assert!(p.contains("#s3"));
-        assert!(p.ends_with("accept-language=nl"));
-        assert_ne!(primary(&u, Some(4), &rule, &h), p);
+        assert_eq!(u.as_str(), "video.example.com/a.ts?a=2&z=1");
+        let p = primary(&u, "https", Some(3), &rule, &h);
+        assert_eq!(url_of(&p), u.as_str());
+        assert_ne!(primary(&u, "https", Some(4), &rule, &h), p);
+        assert_ne!(primary(&u, "http", Some(3), &rule, &h), p);
+        assert_ne!(primary(&u, "https", None, &rule, &h), p);
+    }
+
+    #[test]
+    fn no_two_different_requests_share_a_key() {
+        let none = HeaderMap::new();
+        // Concatenation would make each pair equal. (The authority never
+        // holds `/` and the path starts with one: the URL splits at its
+        // first `/`.)
+        let pairs = [
+            (("edge.test", "/evil/app.js"), ("edge.test/evil", "/app.js")),
+            (("a", "/b|4:http"), ("a", "/b")),
+        ];
+        for ((h1, p1), (h2, p2)) in pairs {
+            let k1 = primary(
+                &url(h1, p1, None, &IgnoreQuery::None),
+                "http",
+                None,
+                &[],
+                &none,
+            );
+            let k2 = primary(
+                &url(h2, p2, None, &IgnoreQuery::None),
+                "http",
+                None,
+                &[],
+                &none,
+            );
+            assert_ne!(k1, k2);
+        }
+        let rule = vec!["x".to_string(), "y".to_string()];
+        let mut a = HeaderMap::new();
+        a.insert("x", "1&y=2".parse().unwrap());
+        let mut b = HeaderMap::new();
+        b.insert("x", "1".parse().unwrap());
+        b.insert("y", "2&y=".parse().unwrap());
+        let mut c = HeaderMap::new();
+        c.append("x", "a,b".parse().unwrap());
+        let mut d = HeaderMap::new();
+        d.append("x", "a".parse().unwrap());
+        d.append("x", "b".parse().unwrap());
+        let u = url("u", "/", None, &IgnoreQuery::None);
+        let k = |h: &HeaderMap| primary(&u, "http", None, &rule, h);
+        assert_ne!(k(&a), k(&b));
+        assert_ne!(k(&c), k(&d));
+        assert_eq!(url_of(&k(&a)), "u/");
+        assert_eq!(url_of("not a key"), "not a key");
     }
 }

@@ -64,6 +64,8 @@ pub(crate) struct RawHttpListener {
     pub max_connections: Option<S<i64>>,
     pub accept_proxy_protocol: Option<bool>,
     pub h2c: Option<bool>,
+    pub merge_slashes: Option<bool>,
+    pub escaped_slashes: Option<S<String>>,
     pub limits: Option<S<RawHttpLimits>>,
 }
 
@@ -75,6 +77,8 @@ pub(crate) struct RawHttpsListener {
     pub max_connections: Option<S<i64>>,
     pub accept_proxy_protocol: Option<bool>,
     pub http2: Option<bool>,
+    pub merge_slashes: Option<bool>,
+    pub escaped_slashes: Option<S<String>>,
     pub limits: Option<S<RawHttpLimits>>,
     #[serde(default)]
     pub certificate: Vec<S<RawCertificate>>,
@@ -110,6 +114,7 @@ pub(crate) struct RawHttpLimits {
     pub max_request_line: Option<S<Scalar>>,
     pub max_body: Option<S<Scalar>>,
     pub max_requests_per_connection: Option<S<i64>>,
+    pub request_buffer: Option<S<Scalar>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -38,7 +38,9 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::caching::{self, CacheCtx, Sub, SubTask, Way};
 use crate::guard;
+use crate::listen::Connection;
 use crate::metrics::class_index;
+use crate::normalize::{self, PathOptions};
 use crate::pool::{Outcome, Overflow, Pick, Pool, Unavailable};
 use crate::route::matcher::{parse_cookies, query_value};
 use crate::route::{rewrite_path, Action, CompiledHeaderOps, CompiledRoute, RequestView};
@@ -51,6 +53,7 @@ pub struct EdgeProxy {
     tls: bool,
     keepalive_secs: u64,
     limits: edge_config::HttpLimits,
+    paths: PathOptions,
 }
 
 impl EdgeProxy {
@@ -58,19 +61,72 @@ impl EdgeProxy {
         proxy: Arc<Proxy>,
         listener: &str,
         tls: bool,
-        limits: &edge_config::HttpLimits,
+        settings: &edge_config::HttpListener,
     ) -> Self {
         Self {
             proxy,
             listener: Arc::from(listener),
             tls,
-            keepalive_secs: limits.keepalive_timeout.as_secs().max(1),
-            limits: limits.clone(),
+            keepalive_secs: settings.limits.keepalive_timeout.as_secs().max(1),
+            limits: settings.limits.clone(),
+            paths: PathOptions {
+                merge_slashes: settings.merge_slashes,
+                escaped_slashes: settings.escaped_slashes,
+            },
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
         }
     }
 }
 
 impl EdgeProxy {
+    /// The door: a refusal by the connection's reader, head limits, then
+    /// `Host` and path normalization ([`normalize`]). True when edge answered.
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let text = "text/plain; charset=utf-8";
+        if let Some(r) = ctx.framing_refusal {
+            ctx.close_unread(session);
+            let body = Bytes::from(format!("{}\n", r.reason));
+            respond(session, r.status, text, body, &[], None).await?;
+            return Ok(true);
+        }
+        if let Some(refusal) = guard::check_head(session.req_header(), &self.limits) {
+            ctx.close_unread(session);
+            let body = Bytes::from(format!("{}\n", refusal.reason));
+            respond(session, refusal.status, text, body, &[], None).await?;
+            return Ok(true);
+        }
+        match normalize::admit(session.req_header_mut(), self.tls, &self.paths) {
+            Ok(admitted) => {
+                ctx.host = admitted.host().to_string();
+                ctx.authority = admitted
+                    .authority
+                    .as_ref()
+                    .map(normalize::Authority::to_header)
+                    .unwrap_or_default();
+                Ok(false)
+            }
+            Err(r) => {
+                if r.status >= 400 {
+                    ctx.close_unread(session);
+                }
+                let extra: Vec<(&'static str, String)> = r
+                    .location
+                    .map(|l| vec![("location", l)])
+                    .unwrap_or_default();
+                let body = Bytes::from(format!("{}\n", r.reason));
+                respond(session, r.status, text, body, &extra, None).await?;
+                Ok(true)
+            }
+        }
+    }
+
     /// The route's body limit and rate limits. True when edge answered.
     async fn protect(
         &self,
@@ -81,7 +137,7 @@ impl EdgeProxy {
     ) -> Result<bool> {
         ctx.body_limit = route.config.max_body.unwrap_or(self.limits.max_body);
         if let Some(len) = guard::declared_body_over(session.req_header(), ctx.body_limit) {
-            session.set_keepalive(None);
+            ctx.close_unread(session);
             let body = Bytes::from(format!(
                 "request body of {len} bytes is larger than the limit of {} bytes\n",
                 ctx.body_limit
@@ -162,8 +218,15 @@ pub struct RequestCtx {
     /// A retry was decided and counted in the budget; its attempt has not started.
     retry_reserved: bool,
     failure: Option<Failure>,
-    /// The request's host (lower-case, no port).
+    /// The HTTP/1 connection this request came on, and its number there.
+    conn: Option<Arc<Connection>>,
+    conn_index: u64,
+    /// The connection's reader refused this request's head.
+    framing_refusal: Option<crate::listen::framing::Refusal>,
+    /// The request's host (normalized, no port): what routes match.
     host: String,
+    /// `host[:port]` (normalized, no default port): what the cache keys.
+    authority: String,
     cache: CacheCtx,
     /// Request body bytes allowed (the route's or the listener's limit).
     body_limit: u64,
@@ -173,6 +236,14 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// edge answers without reading the rest of the request and closes.
+    fn close_unread(&self, session: &mut Session) {
+        session.set_keepalive(None);
+        if let Some(conn) = &self.conn {
+            conn.linger();
+        }
+    }
+
     fn backend_label(&self) -> &str {
         match (&self.pool, &self.attempt) {
             (Some(p), Some(a)) => p.backends.get(a.index).map_or("-", |b| b.label.as_str()),
@@ -270,22 +341,6 @@ impl Drop for RequestCtx {
     fn drop(&mut self) {
         self.release();
     }
-}
-
-/// The request's host: lower-case, without port (`:authority` for HTTP/2).
-fn request_host(req: &RequestHeader) -> String {
-    let raw = req
-        .uri
-        .host()
-        .map(str::to_string)
-        .or_else(|| {
-            req.headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    strip_port(&raw).to_ascii_lowercase()
 }
 
 fn strip_port(host: &str) -> &str {
@@ -507,12 +562,40 @@ impl ProxyHttp for EdgeProxy {
             retrying_response: false,
             retry_reserved: false,
             failure: None,
+            conn: None,
+            conn_index: 0,
+            framing_refusal: None,
             host: String::new(),
+            authority: String::new(),
             cache: CacheCtx::default(),
             body_limit: u64::MAX,
             body_seen: 0,
             rate_limit: None,
         }
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(conn) = prev.downcast::<Arc<Connection>>() {
+            let begun = conn.begin();
+            ctx.conn_index = begun.index;
+            ctx.framing_refusal = begun.refusal;
+            ctx.conn = Some(*conn);
+        }
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        ctx.conn
+            .clone()
+            .map(|c| Box::new(c) as Box<dyn std::any::Any + Send + Sync>)
     }
 
     async fn early_request_filter(
@@ -575,23 +658,22 @@ impl ProxyHttp for EdgeProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if ctx.cache.sub.is_none() {
-            if let Some(refusal) = guard::check_head(session.req_header(), &self.limits) {
-                session.set_keepalive(None);
-                let body = Bytes::from(format!("{}\n", refusal.reason));
-                respond(
-                    session,
-                    refusal.status,
-                    "text/plain; charset=utf-8",
-                    body,
-                    &[],
-                    None,
-                )
-                .await?;
+            if self.admit(session, ctx).await? {
                 return Ok(true);
             }
+        } else {
+            // A subrequest is a copy of its parent's request, already normalized.
+            let authority = session
+                .req_header()
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default();
+            ctx.host = strip_port(authority).to_string();
+            ctx.authority = authority.to_string();
         }
         let state = self.proxy.state();
-        let host = request_host(session.req_header());
+        let host = ctx.host.clone();
         let route = {
             let req = session.req_header();
             let cookies = if state.routes.needs_cookies {
@@ -615,7 +697,6 @@ impl ProxyHttp for EdgeProxy {
             _ => None,
         });
         ctx.state = Some(state.clone());
-        ctx.host = host;
         let Some(route) = route else {
             respond(
                 session,
@@ -639,11 +720,13 @@ impl ProxyHttp for EdgeProxy {
                 }
                 ctx.pool = pool;
                 if let Some(rt) = self.proxy.cache() {
+                    ctx.cache.scheme = self.scheme();
                     let (way, url) = caching::plan(
                         rt,
                         &route.cache,
                         session.req_header(),
-                        &ctx.host,
+                        &ctx.authority,
+                        ctx.cache.scheme,
                         ctx.cache.sub.as_ref(),
                         session.subrequest_spawner.is_some(),
                     );
@@ -666,7 +749,8 @@ impl ProxyHttp for EdgeProxy {
                                             session,
                                             &route.cache,
                                             pool,
-                                            &ctx.host,
+                                            &ctx.authority,
+                                            ctx.cache.scheme,
                                         );
                                     }
                                 }
@@ -932,6 +1016,13 @@ impl ProxyHttp for EdgeProxy {
         }
         if let Some(host) = ctx.pool.as_ref().and_then(|p| p.config.host.clone()) {
             upstream.insert_header(http::header::HOST, host)?;
+        } else if !upstream.headers.contains_key(http::header::HOST) {
+            // An HTTP/1.0 client may send none; HTTP/1.1 to the backend needs one.
+            if let (Some(pool), Some(a)) = (&ctx.pool, &ctx.attempt) {
+                if let Some(b) = pool.backends.get(a.index) {
+                    upstream.insert_header(http::header::HOST, b.address.to_string())?;
+                }
+            }
         }
         if let Some(ip) = client_ip(session) {
             let forwarded = match upstream
@@ -1029,6 +1120,11 @@ impl ProxyHttp for EdgeProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let http10 = session.req_header().version == http::Version::HTTP_10;
+        crate::hop::strip_response(response, http10);
+        if let Some(conn) = &ctx.conn {
+            conn.answered(ctx.conn_index, response.status.as_u16());
+        }
         let status = caching::status_of(session, &ctx.cache);
         ctx.cache.status = Some(status);
         response.insert_header("x-cache", caching::x_cache(status, ctx.cache.tier))?;
@@ -1043,7 +1139,14 @@ impl ProxyHttp for EdgeProxy {
         {
             if let (Some(rt), Some(route), Some(pool)) = (self.proxy.cache(), &ctx.route, &ctx.pool)
             {
-                caching::prefetch::after_segment(rt, session, &route.cache, pool, &ctx.host);
+                caching::prefetch::after_segment(
+                    rt,
+                    session,
+                    &route.cache,
+                    pool,
+                    &ctx.authority,
+                    ctx.cache.scheme,
+                );
             }
         }
         if let Some(route) = &ctx.route {
@@ -1211,6 +1314,14 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(conn) = &ctx.conn {
+            if let Some(resp) = session.response_written() {
+                conn.answered(ctx.conn_index, resp.status.as_u16());
+            } else {
+                conn.answered(ctx.conn_index, 0);
+            }
+            conn.end();
+        }
         if ctx.cache.sub.is_some() {
             // Edge's own subrequests: their parent is what clients see.
             ctx.release();

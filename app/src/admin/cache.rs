@@ -9,6 +9,7 @@ use axum::Json;
 use edge_cache::metrics::UsageSource;
 use edge_cache::{key, PurgeMode};
 use edge_config::IgnoreQuery;
+use edge_proxy::normalize;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -42,29 +43,34 @@ pub struct PurgeBody {
     mode: Option<String>,
 }
 
-/// `http://Host:8080/a?b=1` or `host/a?b=1` → (`host`, `/a`, `Some("b=1")`).
-fn split(target: &str) -> Option<(String, &str, Option<&str>)> {
-    let rest = target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("https://"))
-        .unwrap_or(target);
-    let (authority, path_query) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, "/"),
+/// `http://Host:8080/a/../b?q=1` or `host/a?q=1` → (`host:8080`, `/b`,
+/// `Some("q=1")`): the authority and path normalized as the request path
+/// normalizes them (so a purge names what requests stored), the query as
+/// given. `None` when it is not a URL.
+fn split(target: &str) -> Option<(String, String, Option<&str>)> {
+    let (rest, default_port) = if let Some(r) = target.strip_prefix("http://") {
+        (r, 80)
+    } else if let Some(r) = target.strip_prefix("https://") {
+        (r, 443)
+    } else {
+        (target, 80)
     };
-    if authority.is_empty() || authority.contains(char::is_whitespace) {
-        return None;
-    }
-    let host = match authority.rsplit_once(':') {
-        Some((h, port)) if !h.ends_with(']') && port.chars().all(|c| c.is_ascii_digit()) => h,
-        Some((h, port)) if h.ends_with(']') && port.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => authority,
-    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path_query) = rest.split_at(end);
+    let authority = normalize::host::parse(authority.as_bytes(), default_port).ok()?;
     let (path, query) = match path_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_query, None),
     };
-    Some((host.to_ascii_lowercase(), path, query))
+    let path = if path.is_empty() { "/" } else { path };
+    let paths = normalize::PathOptions {
+        merge_slashes: true,
+        escaped_slashes: edge_config::EscapedSlashes::Keep,
+    };
+    let path = normalize::path::normalize(path.as_bytes(), &paths)
+        .ok()?
+        .path;
+    Some((authority.to_header(), path, query))
 }
 
 /// `POST /cache/purge`: `{"url"|"prefix"|"surrogate_key": "...", "mode": "hard"|"soft"}`.
@@ -117,7 +123,7 @@ pub async fn purge(
             };
             let mut urls: Vec<String> = rules
                 .iter()
-                .map(|r| key::url(&host, path, query, r))
+                .map(|r| key::url(&host, &path, query, r).as_str().to_string())
                 .collect();
             urls.dedup();
             let storage = cache.storage;
@@ -170,19 +176,27 @@ pub async fn purge(
 mod tests {
     use super::split;
 
+    fn s(
+        a: &str,
+        p: &str,
+        q: Option<&'static str>,
+    ) -> Option<(String, String, Option<&'static str>)> {
+        Some((a.to_string(), p.to_string(), q))
+    }
+
     #[test]
-    fn purge_targets_split_into_host_path_query() {
+    fn purge_targets_split_into_authority_path_query() {
         assert_eq!(
-            split("http://Video.Example.com:8080/a/b.ts?x=1"),
-            Some(("video.example.com".to_string(), "/a/b.ts", Some("x=1")))
+            split("http://Video.Example.com.:8080/a/./b.ts?x=1"),
+            s("video.example.com:8080", "/a/b.ts", Some("x=1"))
         );
-        assert_eq!(split("h/a"), Some(("h".to_string(), "/a", None)));
-        assert_eq!(split("h"), Some(("h".to_string(), "/", None)));
-        assert_eq!(
-            split("https://[::1]:443/x"),
-            Some(("[::1]".to_string(), "/x", None))
-        );
+        assert_eq!(split("http://h:80/a"), s("h", "/a", None));
+        assert_eq!(split("h/a"), s("h", "/a", None));
+        assert_eq!(split("h"), s("h", "/", None));
+        assert_eq!(split("h?x"), s("h", "/", Some("x")));
+        assert_eq!(split("https://[::1]:443/%61"), s("[::1]", "/a", None));
         assert_eq!(split("/no-host"), None);
         assert_eq!(split("a b/c"), None);
+        assert_eq!(split("h/a b"), None);
     }
 }

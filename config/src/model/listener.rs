@@ -59,7 +59,26 @@ pub struct HttpListener {
     pub accept_proxy_protocol: bool,
     /// Accept cleartext HTTP/2 (prior knowledge).
     pub h2c: bool,
+    /// Collapse runs of `/` in request paths (Envoy's `merge_slashes`).
+    pub merge_slashes: bool,
+    /// What to do with `%2F` and `%5C` in request paths.
+    pub escaped_slashes: EscapedSlashes,
     pub limits: HttpLimits,
+}
+
+/// What an `http`/`https` listener does with an encoded `/` (`%2F`) or `\`
+/// (`%5C`) in a request path, as Envoy's `path_with_escaped_slashes_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// Forward them encoded (upper-cased); a backend that decodes them sees
+    /// a different path than routes did.
+    Keep,
+    /// 400 Bad Request.
+    #[default]
+    Reject,
+    /// Decode them to `/`, normalize, and answer 307 with the result.
+    DecodeAndRedirect,
 }
 
 /// Protection against slow or oversized requests.
@@ -78,6 +97,10 @@ pub struct HttpLimits {
     pub max_body: u64,
     /// Requests served on one connection before it is closed (0: no limit).
     pub max_requests_per_connection: u32,
+    /// Bytes of a chunked request body read and checked (framing) before
+    /// the request goes upstream, so a malformed body never leaves half a
+    /// request at the backend (0: forward at once).
+    pub request_buffer: usize,
 }
 
 impl Default for HttpLimits {
@@ -90,6 +113,7 @@ impl Default for HttpLimits {
             max_request_line: 8 * 1024,
             max_body: 100 * 1024 * 1024,
             max_requests_per_connection: 0,
+            request_buffer: 64 * 1024,
         }
     }
 }

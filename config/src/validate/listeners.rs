@@ -8,7 +8,8 @@ use toml::Spanned;
 
 use super::{Checker, ItemAt};
 use crate::model::{
-    Certificate, HttpLimits, HttpListener, HttpsListener, Listener, ListenerKind, TcpListener,
+    Certificate, EscapedSlashes, HttpLimits, HttpListener, HttpsListener, Listener, ListenerKind,
+    TcpListener,
 };
 use crate::raw::{
     RawDnsListener, RawHttpLimits, RawHttpListener, RawHttpsListener, RawTcpListener,
@@ -56,10 +57,14 @@ pub(super) fn listener(
             let http = http_settings(
                 ck,
                 path,
-                raw.max_connections.as_ref(),
-                raw.accept_proxy_protocol,
-                raw.h2c,
-                raw.limits,
+                HttpKeys {
+                    max_connections: raw.max_connections.as_ref(),
+                    accept_proxy_protocol: raw.accept_proxy_protocol,
+                    h2c: raw.h2c,
+                    merge_slashes: raw.merge_slashes,
+                    escaped_slashes: raw.escaped_slashes.as_ref(),
+                    limits: raw.limits,
+                },
             );
             (name, address, at, ListenerKind::Http(http))
         }
@@ -70,10 +75,14 @@ pub(super) fn listener(
             let http = http_settings(
                 ck,
                 path,
-                raw.max_connections.as_ref(),
-                raw.accept_proxy_protocol,
-                None,
-                raw.limits,
+                HttpKeys {
+                    max_connections: raw.max_connections.as_ref(),
+                    accept_proxy_protocol: raw.accept_proxy_protocol,
+                    h2c: None,
+                    merge_slashes: raw.merge_slashes,
+                    escaped_slashes: raw.escaped_slashes.as_ref(),
+                    limits: raw.limits,
+                },
             );
             let certificates = certificates(ck, path, &item.span(), raw.certificate);
             (
@@ -178,14 +187,38 @@ fn common(
     Some((name, addr?, at))
 }
 
-fn http_settings(
-    ck: &mut Checker<'_>,
-    path: &str,
-    max_connections: Option<&Spanned<i64>>,
+/// The keys `http` and `https` listeners share.
+struct HttpKeys<'a> {
+    max_connections: Option<&'a Spanned<i64>>,
     accept_proxy_protocol: Option<bool>,
     h2c: Option<bool>,
+    merge_slashes: Option<bool>,
+    escaped_slashes: Option<&'a Spanned<String>>,
     limits: Option<Spanned<RawHttpLimits>>,
-) -> HttpListener {
+}
+
+fn http_settings(ck: &mut Checker<'_>, path: &str, keys: HttpKeys<'_>) -> HttpListener {
+    let HttpKeys {
+        max_connections,
+        accept_proxy_protocol,
+        h2c,
+        merge_slashes,
+        escaped_slashes,
+        limits,
+    } = keys;
+    let escaped_slashes = escaped_slashes
+        .and_then(|v| {
+            ck.choice(
+                v,
+                &join_key(path, "escaped_slashes"),
+                &[
+                    ("reject", EscapedSlashes::Reject),
+                    ("keep", EscapedSlashes::Keep),
+                    ("decode_and_redirect", EscapedSlashes::DecodeAndRedirect),
+                ],
+            )
+        })
+        .unwrap_or_default();
     HttpListener {
         max_connections: ck.int(
             &max_connections.cloned(),
@@ -197,6 +230,8 @@ fn http_settings(
         ) as usize,
         accept_proxy_protocol: accept_proxy_protocol.unwrap_or(false),
         h2c: h2c.unwrap_or(false),
+        merge_slashes: merge_slashes.unwrap_or(true),
+        escaped_slashes,
         limits: http_limits(
             ck,
             &join_key(path, "limits"),
@@ -216,6 +251,7 @@ fn http_limits(ck: &mut Checker<'_>, p: &str, raw: Option<RawHttpLimits>) -> Htt
         max_request_line,
         max_body,
         max_requests_per_connection,
+        request_buffer,
     } = raw;
     HttpLimits {
         header_timeout: ck.positive_duration(
@@ -265,6 +301,15 @@ fn http_limits(ck: &mut Checker<'_>, p: &str, raw: Option<RawHttpLimits>) -> Htt
             u32::MAX as i64,
             0,
         ) as u32,
+        request_buffer: bounded_size(
+            ck,
+            &request_buffer,
+            p,
+            "request_buffer",
+            0,
+            16 << 20,
+            d.request_buffer,
+        ),
     }
 }
 

@@ -138,8 +138,10 @@ pub enum Way {
 #[derive(Default)]
 pub struct CacheCtx {
     pub way: Option<Way>,
-    /// Host + path + normalized query.
-    pub url: String,
+    /// `http` or `https`: part of every key.
+    pub scheme: &'static str,
+    /// Authority + path + normalized query.
+    pub url: key::Url,
     pub sub: Option<Sub>,
     pub tier: Option<Tier>,
     pub status: Option<Status>,
@@ -189,16 +191,22 @@ pub(crate) fn plan(
     rt: &CacheRuntime,
     route: &RouteCache,
     req: &RequestHeader,
-    host: &str,
+    authority: &str,
+    scheme: &str,
     sub: Option<&Sub>,
     can_spawn: bool,
-) -> (Way, String) {
+) -> (Way, key::Url) {
     let get = req.method == http::Method::GET;
     if !route.enabled || !(get || req.method == http::Method::HEAD) || bypassed(&route.bypass, req)
     {
-        return (Way::Bypass, String::new());
+        return (Way::Bypass, key::Url::default());
     }
-    let url = key::url(host, req.uri.path(), req.uri.query(), &route.ignore_query);
+    let url = key::url(
+        authority,
+        req.uri.path(),
+        req.uri.query(),
+        &route.ignore_query,
+    );
     if sub.is_some() || !route.slice || !can_spawn {
         return (Way::Whole, url);
     }
@@ -210,7 +218,7 @@ pub(crate) fn plan(
         // range needs are fetched).
         None => {
             let stored = |slice: Option<u64>| {
-                let primary = key::primary(&url, slice, &route.key_headers, &req.headers);
+                let primary = key::primary(&url, scheme, slice, &route.key_headers, &req.headers);
                 rt.storage
                     .is_cached(&pingora_cache::CacheKey::new(primary, "").combined())
             };
@@ -235,7 +243,13 @@ pub(crate) fn cache_key(
         _ => None,
     };
     pingora_cache::CacheKey::new(
-        key::primary(&ctx.url, slice, &route.key_headers, &req.headers),
+        key::primary(
+            &ctx.url,
+            ctx.scheme,
+            slice,
+            &route.key_headers,
+            &req.headers,
+        ),
         "",
     )
 }

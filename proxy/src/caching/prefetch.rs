@@ -45,7 +45,8 @@ pub(crate) fn after_segment(
     session: &Session,
     route: &RouteCache,
     pool: &Pool,
-    host: &str,
+    authority: &str,
+    scheme: &str,
 ) {
     let settings = rt.storage.settings();
     let k = route.prefetch.unwrap_or(settings.video.prefetch) as usize;
@@ -56,15 +57,15 @@ pub(crate) fn after_segment(
         return;
     };
     let req = session.req_header();
-    let next = rt.storage.successors().after(host, req.uri.path(), k);
+    let next = rt.storage.successors().after(authority, req.uri.path(), k);
     let metrics = rt.storage.metrics();
     for path_and_query in next {
         let (path, query) = match path_and_query.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (path_and_query.as_str(), None),
         };
-        let url = key::url(host, path, query, &route.ignore_query);
-        let primary = key::primary(&url, None, &route.key_headers, &req.headers);
+        let url = key::url(authority, path, query, &route.ignore_query);
+        let primary = key::primary(&url, scheme, None, &route.key_headers, &req.headers);
         let cache_key = pingora_cache::CacheKey::new(primary, "").combined();
         if rt.storage.is_cached(&cache_key) || rt.storage.prefetched_unused(&cache_key) {
             metrics.prefetch(PrefetchOutcome::SkippedCached);

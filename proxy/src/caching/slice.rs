@@ -260,7 +260,13 @@ pub(crate) async fn serve(
     // HIT when every slice is there now (STALE or REVALIDATED if the first
     // one was); the first one's tier stands for all.
     let slice_key = |i: u64| {
-        let primary = key::primary(&ctx.url, Some(i), &route.cache.key_headers, &req.headers);
+        let primary = key::primary(
+            &ctx.url,
+            ctx.scheme,
+            Some(i),
+            &route.cache.key_headers,
+            &req.headers,
+        );
         pingora_cache::CacheKey::new(primary, "").combined()
     };
     let (first_status, first_tier) = first.status();

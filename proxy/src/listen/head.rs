@@ -1,17 +1,13 @@
-//! The request-head deadline (slowloris protection).
-//!
-//! pingora times each read of a request head separately, so a client that
-//! sends one byte every few seconds holds a connection forever. This
-//! wrapper, above TLS, gives the whole head a deadline: for a connection's
-//! first request from accept, for later ones from their first byte (the
-//! keep-alive timeout covers the wait before it). The head ends at the first
-//! empty line; bytes after it are the body and are not timed. The handler
-//! re-arms the guard before each request through [`HeadClock`].
+//! The deadline of an HTTP/2 connection's preface (slowloris protection):
+//! pingora times each read, so a client sending a byte every few seconds
+//! would hold the connection forever. This wrapper, above TLS, gives the
+//! bytes up to the preface's first empty line `header_timeout` from accept;
+//! after that HTTP/2's own flow control and pingora's timeouts apply.
+//! (HTTP/1 heads are timed by the [`Inspector`](super::inspect::Inspector).)
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,23 +24,9 @@ use tokio::time::{Instant, Sleep};
 
 use super::buffered::delegate_stream_traits;
 
-/// Shared between a connection's handler and its [`HeadGuard`].
-#[derive(Debug, Default)]
-pub struct HeadClock {
-    rearm: AtomicBool,
-}
-
-impl HeadClock {
-    /// The next bytes read start a new request head.
-    pub fn next_request(&self) {
-        self.rearm.store(true, Ordering::Release);
-    }
-}
-
 #[derive(Debug)]
 pub struct HeadGuard<S> {
     inner: S,
-    clock: Arc<HeadClock>,
     limit: Duration,
     /// Reading a head (true) or a body / nothing (false).
     armed: bool,
@@ -55,11 +37,10 @@ pub struct HeadGuard<S> {
 }
 
 impl<S> HeadGuard<S> {
-    /// Guards the first request's head, timed from now.
-    pub fn new(inner: S, limit: Duration, clock: Arc<HeadClock>) -> Self {
+    /// Guards the preface, timed from now.
+    pub fn new(inner: S, limit: Duration) -> Self {
         Self {
             inner,
-            clock,
             limit,
             armed: true,
             deadline: Some(Box::pin(tokio::time::sleep(limit))),
@@ -87,11 +68,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadGuard<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.clock.rearm.swap(false, Ordering::AcqRel) {
-            this.armed = true;
-            this.deadline = None;
-            this.last = [0; 2];
-        }
         if !this.armed {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
@@ -177,27 +153,21 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test(start_paused = true)]
-    async fn a_trickled_head_times_out_and_a_complete_one_disarms() {
-        let (client, server) = tokio::io::duplex(1024);
-        let clock = Arc::new(HeadClock::default());
-        let mut guard = HeadGuard::new(server, Duration::from_secs(10), clock.clone());
-        let mut client = client;
-        client
-            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody")
-            .await
-            .unwrap();
+    async fn a_trickled_preface_times_out_and_a_complete_one_disarms() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut guard = HeadGuard::new(server, Duration::from_secs(10));
+        client.write_all(b"PRI * HTTP/2.0\r\n\r\nSM").await.unwrap();
         let mut buf = [0u8; 64];
-        let n = guard.read(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody");
+        assert!(guard.read(&mut buf).await.unwrap() > 0);
         assert!(!guard.armed);
-        // Body bytes are not timed.
+        // Frames after the preface are not timed.
         tokio::time::advance(Duration::from_secs(60)).await;
         client.write_all(b"more").await.unwrap();
         assert_eq!(guard.read(&mut buf).await.unwrap(), 4);
-        // The next request's head: clock starts at its first byte.
-        clock.next_request();
-        tokio::time::advance(Duration::from_secs(60)).await;
-        client.write_all(b"G").await.unwrap();
+
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut guard = HeadGuard::new(server, Duration::from_secs(10));
+        client.write_all(b"P").await.unwrap();
         assert_eq!(guard.read(&mut buf).await.unwrap(), 1);
         let err = guard.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
@@ -205,13 +175,12 @@ mod tests {
 
     #[test]
     fn the_empty_line_is_found_across_reads_and_with_bare_lf() {
-        let clock = Arc::new(HeadClock::default());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .unwrap();
         rt.block_on(async {
-            let mut g = HeadGuard::new((), Duration::from_secs(1), clock);
+            let mut g = HeadGuard::new((), Duration::from_secs(1));
             assert!(!g.scan(b"GET / HTTP/1.1\r\nA: b\r"));
             assert!(!g.scan(b"\n\r"));
             assert!(g.scan(b"\n"));

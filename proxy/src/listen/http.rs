@@ -5,16 +5,18 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
-use pingora_core::apps::{HttpServerOptions, ServerApp};
-use std::time::Duration;
-
-use pingora_core::protocols::Stream;
+use pingora_core::apps::{HttpServerApp, HttpServerOptions, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::{Peek, Ssl, Stream, ALPN, IO};
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use tokio::net::TcpStream;
 
 use super::buffered::{WriteBuffered, WRITE_CAPACITY};
-use super::head::{HeadClock, HeadGuard};
+use super::conn::Connection;
+use super::framing::Limits;
+use super::head::HeadGuard;
+use super::inspect::{InspectSettings, Inspector};
 use super::pingora_stream;
 use super::tls::TlsSettings;
 use super::{ConnectionHandler, HANDSHAKE_TIMEOUT};
@@ -29,9 +31,12 @@ pub struct HttpHandler {
     /// Swapped when certificates change on reload.
     tls: ArcSwapOption<TlsSettings>,
     metrics: ListenerMetrics,
-    /// Whole-head deadline (slowloris protection).
-    header_timeout: Duration,
+    /// Framing limits and the head deadline of HTTP/1 connections.
+    inspect: InspectSettings,
     accept_proxy_protocol: bool,
+    h2c: bool,
+    /// Requests per connection (`None`: no limit).
+    max_requests: Option<u32>,
 }
 
 impl HttpHandler {
@@ -52,8 +57,18 @@ impl HttpHandler {
             app: Arc::new(app),
             tls: ArcSwapOption::from(tls.map(Arc::new)),
             metrics,
-            header_timeout: listener.limits.header_timeout,
+            inspect: InspectSettings {
+                limits: Limits {
+                    max_request_line: listener.limits.max_request_line,
+                    max_header_bytes: listener.limits.max_header_bytes,
+                    max_headers: listener.limits.max_headers,
+                },
+                header_timeout: listener.limits.header_timeout,
+                request_buffer: listener.limits.request_buffer,
+            },
             accept_proxy_protocol: listener.accept_proxy_protocol,
+            h2c: listener.h2c,
+            max_requests: Some(listener.limits.max_requests_per_connection).filter(|n| *n > 0),
         })
     }
 
@@ -82,16 +97,21 @@ impl ConnectionHandler for HttpHandler {
         }
         let mut stream = pingora_stream(tcp, client);
         stream.rewind(&early);
-        let stream = WriteBuffered::new(stream, WRITE_CAPACITY);
-        let clock = Arc::new(HeadClock::default());
-        let stream: Stream = match self.tls.load_full() {
-            None => Box::new(HeadGuard::new(stream, self.header_timeout, clock.clone())),
+        let mut stream = WriteBuffered::new(stream, WRITE_CAPACITY);
+        let h2 = match self.tls.load_full() {
+            None => {
+                // Prior-knowledge HTTP/2 starts with its preface.
+                let mut preface = [0u8; H2_PREFACE.len()];
+                self.h2c
+                    && matches!(stream.try_peek(&mut preface).await, Ok(true) if preface == *H2_PREFACE)
+            }
             Some(tls) => {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.tls_handshake(stream))
                     .await
                 {
                     Ok(Ok(s)) => {
-                        Box::new(HeadGuard::new(s, self.header_timeout, clock.clone())) as Stream
+                        let h2 = matches!(s.selected_alpn_proto(), Some(ALPN::H2));
+                        return self.serve_stream(s, h2, &shutdown).await;
                     }
                     Ok(Err(e)) => {
                         self.metrics.tls_errors.inc();
@@ -106,14 +126,46 @@ impl ConnectionHandler for HttpHandler {
                 }
             }
         };
-        let mut next = self.app.process_new(stream, &shutdown).await;
-        while let Some(stream) = next {
-            clock.next_request();
-            next = self.app.process_new(stream, &shutdown).await;
-        }
+        self.serve_stream(stream, h2, &shutdown).await;
     }
 
     async fn drain(&self) {
         self.app.cleanup().await;
+    }
+}
+
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl HttpHandler {
+    /// Serves HTTP/2 through pingora, HTTP/1 through edge's own keep-alive
+    /// loop over an [`Inspector`].
+    async fn serve_stream<S: IO + Peek + 'static>(
+        &self,
+        stream: S,
+        h2: bool,
+        shutdown: &ShutdownWatch,
+    ) {
+        if h2 {
+            // The preface is the only head of an HTTP/2 connection.
+            let stream: Stream = Box::new(HeadGuard::new(stream, self.inspect.header_timeout));
+            self.app.process_new(stream, shutdown).await;
+            return;
+        }
+        let conn = Arc::new(Connection::default());
+        let stream: Stream = Box::new(Inspector::new(stream, conn.clone(), self.inspect));
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive((!*shutdown.borrow()).then_some(60));
+        session.set_keepalive_reuses_remaining(self.max_requests);
+        // RFC 9112 §9.3.2: pipelined requests are answered in order.
+        session.set_pipelining_enabled(true);
+        session.set_connection_user_context(Some(Box::new(conn)));
+        let mut reused = self.app.process_new_http(session, shutdown).await;
+        while let Some((stream, settings)) = reused.map(|r| r.consume()) {
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            reused = self.app.process_new_http(session, shutdown).await;
+        }
     }
 }

@@ -9,8 +9,11 @@
 //! ones, whose open connections finish normally.
 
 mod buffered;
+mod conn;
+pub mod framing;
 mod head;
 mod http;
+pub mod inspect;
 mod tls;
 
 use std::collections::HashMap;
@@ -33,6 +36,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use crate::error::BuildError;
 use crate::metrics::{ListenerMetrics, ProxyMetrics};
 
+pub use self::conn::Connection;
 pub use self::http::HttpHandler;
 pub use self::tls::{load_certified_keys, SniResolver, TlsSettings};
 

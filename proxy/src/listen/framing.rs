@@ -1,0 +1,534 @@
+//! HTTP/1 request framing, checked on the raw bytes before pingora parses
+//! them, as strictly as nginx: a request either has one meaning or is
+//! refused, so edge and the backend can never split a byte stream into
+//! different requests (request smuggling) or read different targets.
+//!
+//! | rule (RFC 9112) | answer |
+//! |---|---|
+//! | lines end in CRLF; a bare LF or CR anywhere in the head (§2.2) | 400 |
+//! | `method SP target SP HTTP/1.x CRLF`, method a token (§3) | 400 |
+//! | a major version other than 1, or 1.2 and up (RFC 9110 §2.5) | 505 |
+//! | target: origin form, absolute form (`http(s)://`), `*` for OPTIONS (§3.2) | 400 |
+//! | control bytes, space, `\` or `#` in the target | 400 |
+//! | `CONNECT` (edge is not a forward proxy) | 405 |
+//! | request line longer than `max_request_line` | 414 |
+//! | more than `max_headers` fields, or over `max_header_bytes` | 431 |
+//! | obs-fold, whitespace before the first field or before `:` (§5.1, §5.2) | 400 |
+//! | a field name that is not a token, a value with a control byte | 400 |
+//! | HTTP/1.1 without `Host`, or two `Host` fields (§3.2) | 400 |
+//! | `Content-Length` that is not one run of digits, or two of them (§6.3) | 400 |
+//! | `Transfer-Encoding` other than exactly one `chunked` (§6.1) | 501 |
+//! | `Transfer-Encoding` in HTTP/1.0 (§6.1) | 400 |
+//! | `Transfer-Encoding` and `Content-Length`: chunked wins, CL is dropped, the connection closes after (§6.3) | — |
+//! | chunk sizes, extensions, CRLFs, trailers (§7.1) | 400 |
+//!
+//! Repeated `Content-Length` fields are refused even when they agree:
+//! forwarding a list is never right, and nginx does the same.
+//!
+//! An absolute-form target's authority wins over `Host` (§3.2.2): the `Host`
+//! lines of such a head are dropped (after being checked) so that pingora
+//! takes the target's.
+
+use std::ops::Range;
+
+use crate::normalize::host;
+use crate::normalize::path::forbidden_target_byte;
+
+/// Limits of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_request_line: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+/// A request refused on its framing: the status and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+const fn refuse(status: u16, reason: &'static str) -> Refusal {
+    Refusal { status, reason }
+}
+
+/// How the body of a message is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A complete, valid request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub body: Body,
+    /// The connection closes after this message (`Connection: close`,
+    /// HTTP/1.0 without keep-alive, or TE and CL together).
+    pub close: bool,
+    /// The request asks for a protocol upgrade (`Upgrade` and `Connection: upgrade`).
+    pub upgrade: bool,
+    /// `Expect: 100-continue`: the client waits before sending the body.
+    pub expect_continue: bool,
+    /// Byte ranges of the head to leave out (the `Host` lines of an
+    /// absolute-form request).
+    pub drop: Vec<Range<usize>>,
+}
+
+/// Finds the end of a head as its bytes arrive, without scanning any byte twice.
+#[derive(Debug, Default)]
+pub struct HeadScan {
+    /// Bytes examined so far.
+    pos: usize,
+    /// Where the current line starts.
+    line_start: usize,
+}
+
+/// What [`HeadScan::scan`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// The head is `len` bytes long (through its empty line).
+    Complete(usize),
+    Partial,
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+/// A field value byte (RFC 9110 §5.5: VCHAR, obs-text, SP, HTAB).
+fn is_value_byte(b: u8) -> bool {
+    b == b'\t' || (b >= 0x20 && b != 0x7f)
+}
+
+impl HeadScan {
+    /// Looks further into `buf` (which starts at the head's first byte and
+    /// grows between calls) for the head's end.
+    pub fn scan(&mut self, buf: &[u8], limits: &Limits) -> Result<Scan, Refusal> {
+        while let Some(i) = memchr::memchr(b'\n', &buf[self.pos..]) {
+            let nl = self.pos + i;
+            self.pos = nl + 1;
+            let line = &buf[self.line_start..nl];
+            let Some(content) = line.strip_suffix(b"\r") else {
+                return Err(refuse(400, "a line ends in a bare LF"));
+            };
+            if self.line_start == 0 && content.len() > limits.max_request_line {
+                return Err(refuse(414, "request line too long"));
+            }
+            if self.line_start > 0 && content.is_empty() {
+                return Ok(Scan::Complete(self.pos));
+            }
+            self.line_start = self.pos;
+            if self.line_start > limits.max_request_line + limits.max_header_bytes + 2 {
+                return Err(refuse(431, "request headers too large"));
+            }
+        }
+        self.pos = buf.len();
+        if self.line_start == 0 && buf.len() > limits.max_request_line + 2 {
+            return Err(refuse(414, "request line too long"));
+        }
+        if buf.len() > limits.max_request_line + limits.max_header_bytes + 4 {
+            return Err(refuse(431, "request headers too large"));
+        }
+        Ok(Scan::Partial)
+    }
+}
+
+/// Checks a complete head (`head` ends with its empty line).
+pub fn check(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
+    let mut lines = LineIter { buf: head, pos: 0 };
+    let Some((_, request_line)) = lines.next() else {
+        return Err(refuse(400, "empty request"));
+    };
+    let (method, target, version) = request_line_parts(request_line)?;
+    let http10 = version == Version::Http10;
+    let absolute = if method == b"CONNECT" {
+        return Err(refuse(405, "CONNECT is not supported"));
+    } else if target.first() == Some(&b'/') {
+        false
+    } else if target == b"*" {
+        if method != b"OPTIONS" {
+            return Err(refuse(400, "* is a target for OPTIONS only"));
+        }
+        false
+    } else {
+        let rest = strip_prefix_ignore_case(target, b"http://")
+            .or_else(|| strip_prefix_ignore_case(target, b"https://"))
+            .ok_or(refuse(
+                400,
+                "the request target is not a path or an http(s) URL",
+            ))?;
+        let end = rest
+            .iter()
+            .position(|&b| b == b'/' || b == b'?')
+            .unwrap_or(rest.len());
+        host::parse(&rest[..end], 80)
+            .map_err(|_| refuse(400, "bad authority in the request target"))?;
+        true
+    };
+
+    let mut fields = 0usize;
+    let mut field_bytes = 0usize;
+    let mut hosts: Vec<(Range<usize>, &[u8])> = Vec::new();
+    let mut lengths: Vec<&[u8]> = Vec::new();
+    let mut codings: Vec<&[u8]> = Vec::new();
+    let (mut close, mut keep_alive, mut upgrade_token) = (false, false, false);
+    let mut upgrade_field = false;
+    let mut expect_continue = false;
+    for (range, line) in lines.by_ref() {
+        if line.is_empty() {
+            break;
+        }
+        fields += 1;
+        field_bytes += line.len() + 2;
+        if fields > limits.max_headers {
+            return Err(refuse(431, "too many request headers"));
+        }
+        if field_bytes > limits.max_header_bytes {
+            return Err(refuse(431, "request headers too large"));
+        }
+        if matches!(line[0], b' ' | b'\t') {
+            return Err(refuse(400, "folded or indented header line"));
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(refuse(400, "header line without a colon"))?;
+        let name = &line[..colon];
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err(refuse(400, "bad header name"));
+        }
+        let value = line[colon + 1..].trim_ascii();
+        if !value.iter().all(|&b| is_value_byte(b)) {
+            return Err(refuse(400, "control byte in a header value"));
+        }
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("host") {
+            hosts.push((range, value));
+        } else if is("content-length") {
+            lengths.push(value);
+        } else if is("transfer-encoding") {
+            codings.push(value);
+        } else if is("connection") {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
+            }
+        } else if is("upgrade") {
+            upgrade_field = true;
+        } else if is("expect") {
+            expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+
+    if hosts.len() > 1 {
+        return Err(refuse(400, "more than one Host header"));
+    }
+    if hosts.is_empty() && !http10 {
+        return Err(refuse(400, "no Host header"));
+    }
+    let mut drop = Vec::new();
+    if absolute {
+        // RFC 9112 §3.2: the request is still refused for a bad Host.
+        for (range, value) in hosts {
+            host::parse(value, 80).map_err(|_| refuse(400, "bad Host header"))?;
+            drop.push(range);
+        }
+    }
+
+    let body = if !codings.is_empty() {
+        if http10 {
+            return Err(refuse(400, "Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if codings.len() > 1 || !codings[0].eq_ignore_ascii_case(b"chunked") {
+            return Err(refuse(501, "only Transfer-Encoding: chunked is supported"));
+        }
+        // Chunked wins over a Content-Length; pingora drops the CL and the
+        // connection is not reused (RFC 9112 §6.3).
+        close |= !lengths.is_empty();
+        Body::Chunked
+    } else {
+        match lengths.as_slice() {
+            [] => Body::None,
+            [one] => match content_length(one) {
+                Some(0) => Body::None,
+                Some(n) => Body::Length(n),
+                None => return Err(refuse(400, "bad Content-Length")),
+            },
+            _ => return Err(refuse(400, "more than one Content-Length")),
+        }
+    };
+    Ok(Head {
+        body,
+        close: close || (http10 && !keep_alive),
+        upgrade: upgrade_field && upgrade_token && !http10,
+        expect_continue: expect_continue && !http10,
+        drop,
+    })
+}
+
+/// `1*DIGIT` that fits in a u64.
+fn content_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    Http10,
+    Http11,
+}
+
+fn request_line_parts(line: &[u8]) -> Result<(&[u8], &[u8], Version), Refusal> {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(refuse(400, "malformed request line"));
+    };
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(refuse(400, "bad method"));
+    }
+    if target.is_empty() {
+        return Err(refuse(400, "empty request target"));
+    }
+    if target.iter().any(|&b| forbidden_target_byte(b)) {
+        return Err(refuse(
+            400,
+            "control byte, space, \\ or # in the request target",
+        ));
+    }
+    let version = match version {
+        b"HTTP/1.1" => Version::Http11,
+        b"HTTP/1.0" => Version::Http10,
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            return Err(refuse(505, "HTTP version not supported"));
+        }
+        _ => return Err(refuse(400, "bad HTTP version")),
+    };
+    Ok((method, target, version))
+}
+
+/// The CRLF-terminated lines of a head (already checked for bare LF), with
+/// each line's byte range including its CRLF.
+struct LineIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for LineIter<'a> {
+    type Item = (Range<usize>, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = &self.buf[self.pos..];
+        let i = memchr::memmem::find(rest, b"\r\n")?;
+        let start = self.pos;
+        self.pos += i + 2;
+        Some((start..self.pos, &rest[..i]))
+    }
+}
+
+// === chunked bodies ===
+
+/// Checks a chunked body (RFC 9112 §7.1) as it streams.
+#[derive(Debug)]
+pub struct Chunked {
+    state: ChunkState,
+    /// Bytes of the current size line or trailer section.
+    line: usize,
+    max_trailer_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Hex digits of a chunk size.
+    Size {
+        digits: u8,
+        value: u64,
+    },
+    /// After the size: BWS, then `;` and extensions, until CR.
+    Ext {
+        seen_semicolon: bool,
+        value: u64,
+    },
+    SizeLf {
+        value: u64,
+    },
+    Data {
+        left: u64,
+    },
+    DataCr,
+    DataLf,
+    /// The start of a trailer field line or the final CRLF.
+    TrailerStart,
+    TrailerName,
+    TrailerValue,
+    TrailerLf,
+    LastLf,
+    Done,
+}
+
+/// Longest chunk-size line (with extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+
+impl Chunked {
+    pub fn new(max_trailer_bytes: usize) -> Self {
+        Self {
+            state: ChunkState::Size {
+                digits: 0,
+                value: 0,
+            },
+            line: 0,
+            max_trailer_bytes,
+        }
+    }
+
+    pub fn done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Reads through `data`; returns how many bytes belong to the body
+    /// (all of `data` unless the body ends inside it).
+    pub fn feed(&mut self, data: &[u8]) -> Result<usize, Refusal> {
+        use ChunkState::*;
+        let bad = |reason| Err(refuse(400, reason));
+        let mut i = 0;
+        while i < data.len() && self.state != Done {
+            if let Data { left } = self.state {
+                let take = left.min((data.len() - i) as u64);
+                i += take as usize;
+                self.state = if take == left {
+                    DataCr
+                } else {
+                    Data { left: left - take }
+                };
+                continue;
+            }
+            let b = data[i];
+            i += 1;
+            self.line += 1;
+            self.state = match self.state {
+                Size { digits, value } => match (b as char).to_digit(16) {
+                    Some(d) if digits < 16 => Size {
+                        digits: digits + 1,
+                        value: value << 4 | u64::from(d),
+                    },
+                    Some(_) => return bad("chunk size too large"),
+                    None if digits == 0 => return bad("bad chunk size"),
+                    None => match b {
+                        b'\r' => SizeLf { value },
+                        b';' => Ext {
+                            seen_semicolon: true,
+                            value,
+                        },
+                        b' ' | b'\t' => Ext {
+                            seen_semicolon: false,
+                            value,
+                        },
+                        _ => return bad("bad chunk size"),
+                    },
+                },
+                Ext {
+                    seen_semicolon,
+                    value,
+                } => match b {
+                    b'\r' if seen_semicolon => SizeLf { value },
+                    b';' => Ext {
+                        seen_semicolon: true,
+                        value,
+                    },
+                    b' ' | b'\t' => Ext {
+                        seen_semicolon,
+                        value,
+                    },
+                    _ if seen_semicolon && is_value_byte(b) => Ext {
+                        seen_semicolon,
+                        value,
+                    },
+                    _ => return bad("bad chunk extension"),
+                },
+                SizeLf { value } => {
+                    if b != b'\n' {
+                        return bad("chunk size line not ended by CRLF");
+                    }
+                    self.line = 0;
+                    if value == 0 {
+                        TrailerStart
+                    } else {
+                        Data { left: value }
+                    }
+                }
+                DataCr if b == b'\r' => DataLf,
+                DataLf if b == b'\n' => {
+                    self.line = 0;
+                    Size {
+                        digits: 0,
+                        value: 0,
+                    }
+                }
+                DataCr | DataLf => return bad("chunk data not followed by CRLF"),
+                TrailerStart => match b {
+                    b'\r' => LastLf,
+                    _ if is_tchar(b) => TrailerName,
+                    _ => return bad("bad trailer field"),
+                },
+                TrailerName => match b {
+                    b':' => TrailerValue,
+                    _ if is_tchar(b) => TrailerName,
+                    _ => return bad("bad trailer field name"),
+                },
+                TrailerValue => match b {
+                    b'\r' => TrailerLf,
+                    _ if is_value_byte(b) => TrailerValue,
+                    _ => return bad("control byte in a trailer field"),
+                },
+                TrailerLf if b == b'\n' => TrailerStart,
+                LastLf if b == b'\n' => Done,
+                TrailerLf | LastLf => return bad("trailer line not ended by CRLF"),
+                // Data is consumed above; the loop stops at Done.
+                Data { .. } | Done => return bad("chunked body parser out of step"),
+            };
+            let limit = match self.state {
+                TrailerStart | TrailerName | TrailerValue | TrailerLf | LastLf => {
+                    self.max_trailer_bytes
+                }
+                _ => MAX_CHUNK_LINE,
+            };
+            if self.line > limit {
+                return bad("chunk size line or trailers too long");
+            }
+        }
+        Ok(i)
+    }
+}

@@ -1,0 +1,512 @@
+//! The reader under pingora on every HTTP/1 client connection: it checks
+//! each request's framing on the raw bytes ([`framing`]) before pingora
+//! parses them, and times request heads (slowloris protection).
+//!
+//! It follows the byte stream message by message (head, then a body by
+//! `Content-Length` or chunked framing, then the next head), so pipelined
+//! requests are checked as well as the first:
+//!
+//! - A head is held until it is complete and valid, then let through. A
+//!   refused head is replaced by a fixed stand-in request; the request path
+//!   sees the refusal for that request's number in [`Connection`] and
+//!   answers with its status and `Connection: close`. Nothing after a
+//!   refused head is read as HTTP.
+//! - A chunked body is held with its head until it is complete or
+//!   `request_buffer` bytes long, so a malformed body within that much is
+//!   refused before anything reaches a backend. Past that it streams, still
+//!   checked; a framing error there ends the connection (the backend sees a
+//!   body cut short, never a second request).
+//! - After a message that closes the connection, nothing more is read as
+//!   HTTP; after an upgrade request, what follows waits for the answer (101:
+//!   the bytes pass unchecked from then on).
+//! - The head deadline: a connection's first head must be complete within
+//!   `header_timeout` of accept, later ones within `header_timeout` of their
+//!   first byte (the keep-alive timeout covers the wait before it); pingora
+//!   times each read, not the whole head.
+//! - Closing after a refusal lingers (as nginx's `lingering_close`): the
+//!   write side is shut and what the client still sends is read and
+//!   dropped for a while, so the refusal is not lost to a reset.
+//!
+//! [`framing`]: super::framing
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::SslDigest;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::conn::{Connection, UpgradeWait};
+use super::framing::{self, Body, Chunked, HeadScan, Limits, Refusal, Scan};
+
+/// What pingora parses in place of a refused head. The request path never
+/// routes it: it answers with the refusal.
+pub const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nHost: refused.invalid\r\nConnection: close\r\n\r\n";
+
+/// How long and how much a closing connection reads and drops after a refusal.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Read size from the client.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Settings of one listener's inspectors.
+#[derive(Debug, Clone, Copy)]
+pub struct InspectSettings {
+    pub limits: Limits,
+    pub header_timeout: Duration,
+    /// Bytes of a chunked body held and checked before its request goes on.
+    pub request_buffer: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    Next,
+    Close,
+    Upgrade,
+}
+
+#[derive(Debug)]
+enum State {
+    Head(HeadScan),
+    Body {
+        left: u64,
+        after: After,
+    },
+    Chunked {
+        parser: Chunked,
+        /// The head is still held (the body is being buffered).
+        held: bool,
+        after: After,
+    },
+    /// Nothing more goes to pingora.
+    Closed,
+    /// Upgrade request `n` went through; what follows waits for its answer.
+    Upgrade(u64),
+    /// After a 101: bytes pass unchecked.
+    Tunnel,
+}
+
+#[derive(Debug)]
+pub struct Inspector<S> {
+    inner: S,
+    conn: Arc<Connection>,
+    settings: InspectSettings,
+    /// Bytes read from the client not yet given to pingora.
+    buf: BytesMut,
+    /// `buf[..ready]` may go to pingora.
+    ready: usize,
+    /// `buf[..scan]` has been examined.
+    scan: usize,
+    state: State,
+    /// Heads let through so far (a stand-in counts).
+    heads: u64,
+    deadline: Option<Pin<Box<Sleep>>>,
+    eof: bool,
+    failed: Option<io::Error>,
+    linger: bool,
+}
+
+impl<S> Inspector<S> {
+    /// Inspects a new connection; its first head is timed from now.
+    pub fn new(inner: S, conn: Arc<Connection>, settings: InspectSettings) -> Self {
+        Self {
+            inner,
+            conn,
+            settings,
+            buf: BytesMut::new(),
+            ready: 0,
+            scan: 0,
+            state: State::Head(HeadScan::default()),
+            heads: 0,
+            deadline: Some(Box::pin(tokio::time::sleep(settings.header_timeout))),
+            eof: false,
+            failed: None,
+            linger: false,
+        }
+    }
+
+    /// Examines what was read, moving `ready` and `state` on as far as the
+    /// bytes allow.
+    fn process(&mut self) {
+        loop {
+            match &mut self.state {
+                State::Head(scan) => {
+                    let fresh = self.scan == self.ready;
+                    if fresh {
+                        // RFC 9112 §2.2: empty lines before a request line are ignored.
+                        while self.buf[self.ready..].starts_with(b"\r\n") {
+                            remove(&mut self.buf, self.ready..self.ready + 2);
+                        }
+                        if &self.buf[self.ready..] == b"\r" {
+                            return;
+                        }
+                    }
+                    if self.buf.len() == self.ready {
+                        return;
+                    }
+                    let limits = self.settings.limits;
+                    let len = match scan.scan(&self.buf[self.ready..], &limits) {
+                        Err(r) => return self.refuse(r),
+                        Ok(Scan::Partial) => {
+                            self.scan = self.buf.len();
+                            return;
+                        }
+                        Ok(Scan::Complete(len)) => len,
+                    };
+                    let head =
+                        match framing::check(&self.buf[self.ready..self.ready + len], &limits) {
+                            Ok(h) => h,
+                            Err(r) => return self.refuse(r),
+                        };
+                    let mut len = len;
+                    for range in head.drop.iter().rev() {
+                        remove(
+                            &mut self.buf,
+                            self.ready + range.start..self.ready + range.end,
+                        );
+                        len -= range.len();
+                    }
+                    let after = if head.close {
+                        After::Close
+                    } else if head.upgrade {
+                        After::Upgrade
+                    } else {
+                        After::Next
+                    };
+                    match head.body {
+                        Body::Chunked => {
+                            let held = self.settings.request_buffer > 0 && !head.expect_continue;
+                            let parser = Chunked::new(limits.max_header_bytes);
+                            if held {
+                                self.scan = self.ready + len;
+                            } else {
+                                self.release(len);
+                            }
+                            self.state = State::Chunked {
+                                parser,
+                                held,
+                                after,
+                            };
+                        }
+                        Body::Length(left) => {
+                            self.release(len);
+                            self.state = State::Body { left, after };
+                        }
+                        Body::None => {
+                            self.release(len);
+                            self.state = self.after(after);
+                        }
+                    }
+                }
+                State::Body { left, after } => {
+                    let take = ((self.buf.len() - self.scan) as u64).min(*left);
+                    *left -= take;
+                    self.scan += take as usize;
+                    self.ready = self.scan;
+                    if *left > 0 {
+                        return;
+                    }
+                    let after = *after;
+                    self.state = self.after(after);
+                }
+                State::Chunked {
+                    parser,
+                    held,
+                    after,
+                } => {
+                    match parser.feed(&self.buf[self.scan..]) {
+                        Ok(n) => self.scan += n,
+                        Err(r) if *held => return self.refuse(r),
+                        Err(r) => return self.fail(r),
+                    }
+                    let done = parser.done();
+                    if *held && (done || self.scan - self.ready >= self.settings.request_buffer) {
+                        *held = false;
+                        self.heads += 1;
+                        self.deadline = None;
+                    }
+                    if *held {
+                        return;
+                    }
+                    self.ready = self.scan;
+                    if !done {
+                        return;
+                    }
+                    let after = *after;
+                    self.state = self.after(after);
+                }
+                State::Closed => {
+                    self.buf.truncate(self.ready);
+                    self.scan = self.ready;
+                    return;
+                }
+                State::Upgrade(_) => return,
+                State::Tunnel => {
+                    self.ready = self.buf.len();
+                    self.scan = self.ready;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Lets a head of `len` bytes at `ready` through.
+    fn release(&mut self, len: usize) {
+        self.ready += len;
+        self.scan = self.ready;
+        self.heads += 1;
+        self.deadline = None;
+    }
+
+    fn after(&mut self, after: After) -> State {
+        match after {
+            After::Next => State::Head(HeadScan::default()),
+            After::Close => State::Closed,
+            After::Upgrade => {
+                let n = self.heads - 1;
+                self.conn.wait_for_upgrade(n);
+                State::Upgrade(n)
+            }
+        }
+    }
+
+    /// Replaces the held head (and all after it) with the stand-in.
+    fn refuse(&mut self, refusal: Refusal) {
+        tracing::debug!(
+            status = refusal.status,
+            reason = refusal.reason,
+            "request refused on its framing"
+        );
+        self.buf.truncate(self.ready);
+        self.buf.extend_from_slice(STAND_IN);
+        self.conn.refuse(self.heads, refusal);
+        self.heads += 1;
+        self.ready = self.buf.len();
+        self.scan = self.ready;
+        self.state = State::Closed;
+        self.deadline = None;
+        self.linger = true;
+    }
+
+    /// A framing error in a body already going upstream: the connection ends.
+    fn fail(&mut self, refusal: Refusal) {
+        tracing::debug!(
+            reason = refusal.reason,
+            "chunked body refused after its start was forwarded"
+        );
+        self.failed = Some(io::Error::new(io::ErrorKind::InvalidData, refusal.reason));
+        self.state = State::Closed;
+        self.buf.truncate(self.ready);
+        self.scan = self.ready;
+        self.linger = true;
+    }
+
+    fn head_pending(&self) -> bool {
+        matches!(self.state, State::Head(_))
+            || matches!(self.state, State::Chunked { held: true, .. })
+    }
+}
+
+/// Removes bytes that pingora has not seen.
+fn remove(buf: &mut BytesMut, range: std::ops::Range<usize>) {
+    let mut tail = buf.split_off(range.start);
+    tail.advance(range.len());
+    buf.unsplit(tail);
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Inspector<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.ready > 0 {
+                let n = this.ready.min(out.remaining());
+                out.put_slice(&this.buf[..n]);
+                this.buf.advance(n);
+                this.ready -= n;
+                this.scan -= n;
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(e) = this.failed.take() {
+                return Poll::Ready(Err(e));
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            if let State::Upgrade(n) = this.state {
+                match this.conn.upgrade_outcome(cx.waker()) {
+                    UpgradeWait::Upgraded(m) if m == n => this.state = State::Tunnel,
+                    UpgradeWait::Refused(m) if m == n => {
+                        this.state = State::Head(HeadScan::default());
+                    }
+                    _ => return Poll::Pending,
+                }
+                this.process();
+                continue;
+            }
+            if this.buf.capacity() - this.buf.len() < READ_CHUNK / 4 {
+                this.buf.reserve(READ_CHUNK);
+            }
+            let before = this.buf.len();
+            match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.buf) {
+                Poll::Ready(Ok(0)) => {
+                    // A head cut short is dropped: pingora sees a clean end.
+                    this.eof = true;
+                    this.buf.truncate(this.ready);
+                    this.scan = this.ready;
+                }
+                Poll::Ready(Ok(_)) => {
+                    if this.deadline.is_none() && this.head_pending() && before == this.ready {
+                        let at = Instant::now() + this.settings.header_timeout;
+                        this.deadline = Some(Box::pin(tokio::time::sleep_until(at)));
+                    }
+                    this.process();
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if !this.head_pending() {
+                        return Poll::Pending;
+                    }
+                    let Some(deadline) = this.deadline.as_mut() else {
+                        return Poll::Pending;
+                    };
+                    if deadline.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    if this.conn.in_flight() {
+                        // A pipelined head waits behind a request still being
+                        // served; its clock restarts.
+                        let at = Instant::now() + this.settings.header_timeout;
+                        deadline.as_mut().reset(at);
+                        let _ = deadline.as_mut().poll(cx);
+                        return Poll::Pending;
+                    }
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "request head not complete within {:?}",
+                            this.settings.header_timeout
+                        ),
+                    )));
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Inspector<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl<S: Shutdown + AsyncRead + Unpin + Send> Shutdown for Inspector<S> {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await;
+        if !(self.linger || self.conn.lingers()) || self.eof {
+            return;
+        }
+        let inner = &mut self.inner;
+        let drain = async {
+            let mut scratch = vec![0u8; READ_CHUNK];
+            let mut total = 0;
+            while total < LINGER_BYTES {
+                match inner.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    }
+}
+
+impl<S: UniqueID> UniqueID for Inspector<S> {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl<S: Ssl> Ssl for Inspector<S> {
+    fn get_ssl(&self) -> Option<&pingora_core::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<pingora_core::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl<S: GetTimingDigest> GetTimingDigest for Inspector<S> {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl<S: GetProxyDigest> GetProxyDigest for Inspector<S> {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl<S: GetSocketDigest> GetSocketDigest for Inspector<S> {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+/// Peeking would show bytes not yet checked: not offered.
+#[async_trait]
+impl<S: Send> Peek for Inspector<S> {
+    async fn try_peek(&mut self, _buf: &mut [u8]) -> io::Result<bool> {
+        Ok(false)
+    }
+}

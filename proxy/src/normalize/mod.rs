@@ -1,0 +1,290 @@
+//! The door of the request path: every request's authority and path are
+//! validated and normalized here, once, before anything routes on them;
+//! the normalized request is what routes match, what the cache keys and
+//! what goes upstream. HTTP/1 wire framing is checked even earlier, on the
+//! raw bytes (`listen::framing`); this part sees a parsed request of any
+//! protocol (HTTP/1.0, 1.1, 2).
+//!
+//! | rule | source | answer |
+//! |---|---|---|
+//! | one valid `Host` (HTTP/1.1), or `:authority` | RFC 9112 §3.2, RFC 9113 §8.3.1 | 400 |
+//! | an absolute-form target's authority wins over `Host` | RFC 9112 §3.2.2 | — |
+//! | host lower-case, no trailing dot, no default port | RFC 3986 §6.2.2.1, §6.2.3 | — |
+//! | path: see [`path`] | RFC 3986 §5.2.4, §6.2.2 | 400, or 307 |
+//! | `Connection` may not name `Host`, framing or forwarding fields | RFC 9110 §7.6.1 | 400 |
+
+pub mod host;
+pub mod path;
+
+use http::header::{CONNECTION, HOST};
+use http::{Method, Version};
+use pingora_http::RequestHeader;
+
+pub use self::host::{Authority, HostError};
+pub use self::path::{NormalizedPath, PathError, PathOptions};
+
+/// What the door found out about an admitted request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// The normalized authority; `None` for an HTTP/1.0 request without `Host`.
+    pub authority: Option<Authority>,
+}
+
+impl Admitted {
+    /// The host routes match on (no port); empty when there is none.
+    pub fn host(&self) -> &str {
+        self.authority.as_ref().map_or("", |a| a.host.as_str())
+    }
+}
+
+/// A request the door turns away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub reason: String,
+    /// For a 307: where the client should go instead.
+    pub location: Option<String>,
+}
+
+impl Refusal {
+    fn bad(reason: impl Into<String>) -> Self {
+        Self {
+            status: 400,
+            reason: reason.into(),
+            location: None,
+        }
+    }
+}
+
+/// Fields a `Connection` header may not nominate for removal: removing them
+/// would change the request's target, framing or what edge says about the client.
+const PROTECTED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+];
+
+/// Validates and normalizes `req` in place: `Host` holds the normalized
+/// authority and the target is the normalized origin-form path with the
+/// query as it came. `tls` picks the default port when the target names no
+/// scheme.
+pub fn admit(req: &mut RequestHeader, tls: bool, paths: &PathOptions) -> Result<Admitted, Refusal> {
+    let authority = authority(req, tls)?;
+    let target = target(req, paths)?;
+    if let Some(target) = target {
+        req.set_raw_path(&target)
+            .map_err(|_| Refusal::bad("the request target cannot be rebuilt"))?;
+    }
+    if let Some(a) = &authority {
+        let value = a.to_header();
+        if req.headers.get(HOST).map(|h| h.as_bytes()) != Some(value.as_bytes()) {
+            req.insert_header(HOST, value)
+                .map_err(|_| Refusal::bad("bad Host"))?;
+        }
+    }
+    for line in req.headers.get_all(CONNECTION) {
+        for token in line.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if let Some(p) = PROTECTED
+                .iter()
+                .find(|p| token.eq_ignore_ascii_case(p.as_bytes()))
+            {
+                return Err(Refusal::bad(format!("Connection names {p}")));
+            }
+        }
+    }
+    Ok(Admitted { authority })
+}
+
+fn authority(req: &RequestHeader, tls: bool) -> Result<Option<Authority>, Refusal> {
+    let mut hosts = req.headers.get_all(HOST).iter();
+    let (host, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err(Refusal::bad("more than one Host header"));
+    }
+    let raw_target = req.raw_path();
+    let scheme = req.uri.scheme_str().map(str::as_bytes).or_else(|| {
+        let i = raw_target.windows(3).position(|w| w == b"://")?;
+        Some(&raw_target[..i])
+    });
+    let default_port = match scheme {
+        Some(s) if s.eq_ignore_ascii_case(b"https") => 443,
+        Some(_) => 80,
+        None if tls => 443,
+        None => 80,
+    };
+    let parse = |raw: &[u8], what: &str| {
+        host::parse(raw, default_port).map_err(|e| Refusal::bad(format!("{what}: {e}")))
+    };
+    let raw = req.raw_path();
+    let target_authority = match req.uri.authority() {
+        Some(a) => Some(a.as_str().as_bytes()),
+        None if raw.first() != Some(&b'/') => absolute_authority(raw),
+        None => None,
+    };
+    match (target_authority, host) {
+        (Some(target), host) => {
+            let a = parse(target, "request target")?;
+            if let Some(h) = host {
+                // RFC 9112 §3.2: a bad Host is refused even where the
+                // target's authority wins (HTTP/1); RFC 9113 §8.3.1: in
+                // HTTP/2 the two must agree.
+                let h = parse(h.as_bytes(), "Host")?;
+                if req.version == Version::HTTP_2 && h != a {
+                    return Err(Refusal::bad("Host differs from :authority"));
+                }
+            }
+            Ok(Some(a))
+        }
+        (None, Some(h)) => parse(h.as_bytes(), "Host").map(Some),
+        (None, None) if req.version == Version::HTTP_10 => Ok(None),
+        (None, None) => Err(Refusal::bad("no Host header")),
+    }
+}
+
+/// The authority of an absolute-form target (`scheme://authority/...`).
+fn absolute_authority(raw: &[u8]) -> Option<&[u8]> {
+    let i = raw.windows(3).position(|w| w == b"://")?;
+    let after = &raw[i + 3..];
+    let end = after
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(after.len());
+    Some(&after[..end])
+}
+
+/// The normalized target, or `None` when it is already normal.
+fn target(req: &RequestHeader, paths: &PathOptions) -> Result<Option<Vec<u8>>, Refusal> {
+    let raw = req.raw_path();
+    if raw == b"*" && req.method == Method::OPTIONS {
+        return Ok(None);
+    }
+    let origin_form = if raw.first() == Some(&b'/') {
+        raw
+    } else {
+        // Absolute form: what follows `scheme://authority`.
+        let Some(after) = raw
+            .windows(3)
+            .position(|w| w == b"://")
+            .map(|i| &raw[i + 3..])
+        else {
+            return Err(Refusal::bad("the request target is not a path"));
+        };
+        let start = after
+            .iter()
+            .position(|&b| b == b'/' || b == b'?')
+            .unwrap_or(after.len());
+        &after[start..]
+    };
+    let (path, query) = match origin_form.iter().position(|&b| b == b'?') {
+        Some(i) => (&origin_form[..i], Some(&origin_form[i..])),
+        None => (origin_form, None),
+    };
+    if let Some(&b) = query
+        .unwrap_or_default()
+        .iter()
+        .find(|&&b| path::forbidden_target_byte(b) && b != b'#')
+    {
+        return Err(Refusal::bad(format!(
+            "byte {:?} in the query",
+            char::from(b)
+        )));
+    }
+    if query.is_some_and(|q| q.contains(&b'#')) {
+        return Err(Refusal::bad("a fragment in the request target"));
+    }
+    let path = if path.is_empty() { &b"/"[..] } else { path };
+    let n = path::normalize(path, paths).map_err(|e| Refusal::bad(e.to_string()))?;
+    let mut out = n.path.into_bytes();
+    if let Some(q) = query {
+        out.extend_from_slice(q);
+    }
+    if n.redirect {
+        return Err(Refusal {
+            status: 307,
+            reason: "encoded slashes decoded".into(),
+            location: Some(String::from_utf8_lossy(&out).into_owned()),
+        });
+    }
+    Ok((out != raw).then_some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn req(target: &str, host: Option<&str>) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
+        if let Some(h) = host {
+            r.insert_header(HOST, h).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn a_clean_request_is_left_alone() {
+        let mut r = req("/a/b?x=1", Some("example.com"));
+        let a = admit(&mut r, false, &PathOptions::default()).unwrap();
+        assert_eq!(a.host(), "example.com");
+        assert_eq!(r.raw_path(), b"/a/b?x=1");
+    }
+
+    #[test]
+    fn absolute_form_wins_and_becomes_origin_form() {
+        let mut r = req("http://Abs.Test:80/p/../q?x=/../", Some("other.test"));
+        let a = admit(&mut r, false, &PathOptions::default()).unwrap();
+        assert_eq!(a.host(), "abs.test");
+        assert_eq!(r.raw_path(), b"/q?x=/../");
+        assert_eq!(r.headers.get(HOST).unwrap(), "abs.test");
+        let mut r = req("http://abs.test", None);
+        admit(&mut r, false, &PathOptions::default()).unwrap();
+        assert_eq!(r.raw_path(), b"/");
+    }
+
+    #[test]
+    fn host_rules() {
+        let o = PathOptions::default();
+        let mut r = req("/", None);
+        assert_eq!(admit(&mut r, false, &o).unwrap_err().status, 400);
+        let mut r = req("/", None);
+        r.set_version(Version::HTTP_10);
+        assert_eq!(admit(&mut r, false, &o).unwrap().authority, None);
+        let mut r = req("/", Some("a.test"));
+        r.append_header(HOST, "a.test").unwrap();
+        assert_eq!(admit(&mut r, false, &o).unwrap_err().status, 400);
+        let mut r = req("/", Some("Example.COM.:443"));
+        admit(&mut r, true, &o).unwrap();
+        assert_eq!(r.headers.get(HOST).unwrap(), "example.com");
+    }
+
+    #[test]
+    fn protected_fields_cannot_be_nominated() {
+        for v in ["close, Host", "X-Forwarded-For", "content-length"] {
+            let mut r = req("/", Some("a.test"));
+            r.insert_header(CONNECTION, v).unwrap();
+            assert_eq!(
+                admit(&mut r, false, &PathOptions::default())
+                    .unwrap_err()
+                    .status,
+                400,
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn decode_and_redirect_keeps_the_query() {
+        let o = PathOptions {
+            escaped_slashes: edge_config::EscapedSlashes::DecodeAndRedirect,
+            ..PathOptions::default()
+        };
+        let mut r = req("/a%2Fb?q=%2F", Some("a.test"));
+        let e = admit(&mut r, false, &o).unwrap_err();
+        assert_eq!((e.status, e.location.as_deref()), (307, Some("/a/b?q=%2F")));
+    }
+}
