@@ -217,6 +217,12 @@ pub struct RequestCtx {
     retrying_response: bool,
     /// A retry was decided and counted in the budget; its attempt has not started.
     retry_reserved: bool,
+    /// The attempt failed on a pooled connection the backend had closed:
+    /// it is tried once more on a new connection to the same backend.
+    stale_retry: bool,
+    stale_retried: bool,
+    /// A response head arrived for the current attempt.
+    response_started: bool,
     failure: Option<Failure>,
     /// The HTTP/1 connection this request came on, and its number there.
     conn: Option<Arc<Connection>>,
@@ -491,6 +497,49 @@ fn backoff(policy: &Retry, n: u32) -> Duration {
     exp.min(policy.max_backoff).mul_f64(fastrand::f64())
 }
 
+/// The peer for an attempt on backend `index` of `pool`, with the timeouts
+/// left before the request's deadline.
+fn peer_for(ctx: &RequestCtx, pool: &Pool, index: usize, remaining: Option<Duration>) -> HttpPeer {
+    let backend = &pool.backends[index];
+    let (tls, sni) = match &pool.config.tls {
+        Some(t) => (
+            true,
+            t.sni
+                .clone()
+                .unwrap_or_else(|| backend.address.host.clone()),
+        ),
+        None => (false, String::new()),
+    };
+    let mut peer = HttpPeer::new(backend.addr, tls, sni);
+    let t = ctx.timeouts(pool);
+    let cap = |d: Duration| remaining.map_or(d, |r| d.min(r));
+    peer.options.connection_timeout = Some(cap(t.connect));
+    peer.options.total_connection_timeout = Some(cap(t.connect + t.connect));
+    // pingora applies one read timeout to every upstream read.
+    peer.options.read_timeout = Some(cap(t.first_byte.max(t.idle)));
+    peer.options.write_timeout = Some(t.idle);
+    peer.options.idle_timeout = Some(Duration::from_secs(60));
+    if let Some(tls) = &pool.config.tls {
+        peer.options.verify_cert = tls.verify;
+        peer.options.verify_hostname = tls.verify;
+        peer.options.ca = pool.ca.clone();
+    }
+    peer
+}
+
+/// Whether an error on a reused connection before any response byte looks
+/// like a connection the backend had closed while it sat in the pool. For a
+/// non-idempotent request only a failed write qualifies: the backend may
+/// have acted on a request it read.
+fn stale_connection(e: &Error, idempotent: bool) -> bool {
+    use ErrorType::*;
+    match e.etype() {
+        WriteError => true,
+        ConnectionClosed | ReadError | H1Error | InvalidHTTPHeader => idempotent,
+        _ => false,
+    }
+}
+
 /// How a failed attempt maps onto `retry.on`.
 fn retry_kind(e: &Error) -> RetryOn {
     use ErrorType::*;
@@ -561,6 +610,9 @@ impl ProxyHttp for EdgeProxy {
             upstream_seconds: None,
             retrying_response: false,
             retry_reserved: false,
+            stale_retry: false,
+            stale_retried: false,
+            response_started: false,
             failure: None,
             conn: None,
             conn_index: 0,
@@ -873,6 +925,15 @@ impl ProxyHttp for EdgeProxy {
         ))
     }
 
+    fn range_header_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> pingora_proxy::RangeType {
+        caching::range::filter(session.req_header(), resp, caching::range::MAX_RANGES)
+    }
+
     fn cache_vary_filter(
         &self,
         meta: &CacheMeta,
@@ -902,6 +963,19 @@ impl ProxyHttp for EdgeProxy {
             .pool
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool for this route"))?;
+        ctx.response_started = false;
+        if std::mem::take(&mut ctx.stale_retry) {
+            if let Some(index) = ctx.attempt.as_ref().map(|a| a.index) {
+                let remaining = ctx
+                    .deadline
+                    .map(|d| d.saturating_duration_since(Instant::now()));
+                let mut peer = peer_for(ctx, &pool, index, remaining);
+                // Another reuse key: a new connection, not a second pooled
+                // one the backend may have closed as well.
+                peer.group_key = fastrand::u64(1..);
+                return Ok(Box::new(peer));
+            }
+        }
         let retry = !ctx.tried.is_empty();
         if retry {
             ctx.finish_attempt();
@@ -968,30 +1042,7 @@ impl ProxyHttp for EdgeProxy {
             ctx.set_sticky = Some(backend.sticky_id.clone());
         }
 
-        let (tls, sni) = match &pool.config.tls {
-            Some(t) => (
-                true,
-                t.sni
-                    .clone()
-                    .unwrap_or_else(|| backend.address.host.clone()),
-            ),
-            None => (false, String::new()),
-        };
-        let mut peer = HttpPeer::new(backend.addr, tls, sni);
-        let t = ctx.timeouts(&pool);
-        let cap = |d: Duration| remaining.map_or(d, |r| d.min(r));
-        peer.options.connection_timeout = Some(cap(t.connect));
-        peer.options.total_connection_timeout = Some(cap(t.connect + t.connect));
-        // pingora applies one read timeout to every upstream read.
-        peer.options.read_timeout = Some(cap(t.first_byte.max(t.idle)));
-        peer.options.write_timeout = Some(t.idle);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        if let Some(tls) = &pool.config.tls {
-            peer.options.verify_cert = tls.verify;
-            peer.options.verify_hostname = tls.verify;
-            peer.options.ca = pool.ca.clone();
-        }
-        Ok(Box::new(peer))
+        Ok(Box::new(peer_for(ctx, &pool, pick.index, remaining)))
     }
 
     async fn upstream_request_filter(
@@ -1054,6 +1105,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream.status.as_u16();
+        ctx.response_started = true;
         if status < 200 {
             return Ok(());
         }
@@ -1200,10 +1252,26 @@ impl ProxyHttp for EdgeProxy {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
-        _client_reused: bool,
+        client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
         if std::mem::take(&mut ctx.retrying_response) {
+            e.set_retry(true);
+            return e;
+        }
+        if *e.esource() == ErrorSource::Upstream
+            && client_reused
+            && stale_connection(&e, session.req_header().method.is_idempotent())
+            && !ctx.response_started
+            && !ctx.stale_retried
+            && !session.as_ref().retry_buffer_truncated()
+        {
+            // The backend closed the pooled connection before it saw the
+            // request (nginx and pingora retry this too): once, on a new
+            // connection to the same backend, outside the retry policy and
+            // budget, and not held against the backend.
+            ctx.stale_retry = true;
+            ctx.stale_retried = true;
             e.set_retry(true);
             return e;
         }

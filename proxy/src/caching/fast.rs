@@ -12,7 +12,7 @@ use http::header;
 use pingora_cache::key::CacheHashKey;
 use pingora_core::protocols::http::conditional_filter::{not_modified_filter, to_304};
 use pingora_error::Result;
-use pingora_proxy::{range_header_filter, RangeType, Session};
+use pingora_proxy::{RangeType, Session};
 
 use super::{cache_key, strip_cache_headers, x_cache, CacheCtx, CacheRuntime};
 use crate::route::CompiledRoute;
@@ -50,7 +50,7 @@ pub(crate) async fn try_serve(
         .duration_since(parsed.updated)
         .map_or(0, |d| d.as_secs());
     resp.insert_header(header::AGE, age.to_string())?;
-    let (start, end) = match range_header_filter(req, &mut resp, Some(2)) {
+    let (start, end) = match super::range::filter(req, &mut resp, Some(2)) {
         RangeType::None => (0, obj.body.len()),
         RangeType::Single(r) => (r.start, r.end),
         RangeType::Invalid => {

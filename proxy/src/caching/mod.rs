@@ -17,6 +17,7 @@
 
 pub mod fast;
 pub mod prefetch;
+pub(crate) mod range;
 pub mod slice;
 
 use std::sync::atomic::AtomicUsize;

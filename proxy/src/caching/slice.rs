@@ -21,7 +21,7 @@ use pingora_core::protocols::http::HttpTask;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::subrequest::Ctx as SubrequestCtx;
-use pingora_proxy::{range_header_filter, RangeType, Session};
+use pingora_proxy::{RangeType, Session};
 
 use super::{content_range, single_range, strip_cache_headers, CacheCtx, CacheRuntime, SubTask};
 use crate::route::CompiledRoute;
@@ -233,7 +233,7 @@ pub(crate) async fn serve(
     resp.remove_header("x-cache");
     strip_cache_headers(&mut resp);
     resp.insert_header(header::CONTENT_LENGTH, total.to_string())?;
-    let (start, end) = match range_header_filter(&req, &mut resp, Some(2)) {
+    let (start, end) = match super::range::filter(&req, &mut resp, Some(2)) {
         RangeType::Single(r) => (r.start as u64, r.end as u64),
         RangeType::Invalid => {
             let mut r = ResponseHeader::build(416, Some(2))?;

@@ -532,3 +532,325 @@ impl Chunked {
         Ok(i)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_request_line: 256,
+        max_header_bytes: 1024,
+        max_headers: 8,
+    };
+
+    fn head(raw: &str) -> Result<Head, Refusal> {
+        let mut scan = HeadScan::default();
+        match scan.scan(raw.as_bytes(), &LIMITS)? {
+            Scan::Complete(n) => {
+                assert_eq!(n, raw.len(), "{raw:?}: the head ends at its empty line");
+                check(raw.as_bytes(), &LIMITS)
+            }
+            Scan::Partial => panic!("{raw:?} is not a complete head"),
+        }
+    }
+
+    fn status(raw: &str) -> u16 {
+        match head(raw) {
+            Ok(_) => 200,
+            Err(r) => r.status,
+        }
+    }
+
+    #[test]
+    fn request_lines() {
+        let cases = [
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+            ("GET / HTTP/1.0\r\n\r\n", 200),
+            ("PURGE /x HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+            ("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+            ("GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET http://a/b HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+            ("GET HTTPS://a:8443 HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+            ("GET ftp://a/b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET http://u@a/b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET http:///b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET a/b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 405),
+            ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET / HTTP/1.1 \r\nHost: a\r\n\r\n", 400),
+            ("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET /a\x00b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET /a\x01 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET /a\x7f HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET /a\\b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET /a?b\\c HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (" GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET / http/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET / HTTP/1.1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+            ("GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
+            ("GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505),
+            ("GET /\r\nHost: a\r\n\r\n", 400),
+            ("GET / HTTP/1.1\rX\r\nHost: a\r\n\r\n", 400),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(status(raw), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn header_fields() {
+        let cases = [
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: \t v \t\r\n\r\n", 200),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: caf\u{e9}\r\n\r\n", 200),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\n Host: a\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX(y): v\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\x0bb\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\x7fb\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nhost: a\r\nHOST: b\r\n\r\n", 400),
+            ("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            ("GET http://a/ HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+            ("GET http://a/ HTTP/1.1\r\n\r\n", 400),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(status(raw), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn bodies() {
+        let body = |raw: &str| head(raw).map(|h| (h.body, h.close));
+        let h = "POST / HTTP/1.1\r\nHost: a\r\n";
+        assert_eq!(body(&format!("{h}\r\n")), Ok((Body::None, false)));
+        assert_eq!(
+            body(&format!("{h}Content-Length: 0\r\n\r\n")),
+            Ok((Body::None, false))
+        );
+        assert_eq!(
+            body(&format!("{h}Content-Length: 0042\r\n\r\n")),
+            Ok((Body::Length(42), false))
+        );
+        assert_eq!(
+            body(&format!("{h}Transfer-Encoding: Chunked \r\n\r\n")),
+            Ok((Body::Chunked, false))
+        );
+        assert_eq!(
+            body(&format!(
+                "{h}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )),
+            Ok((Body::Chunked, true)),
+            "TE wins over CL and the connection closes"
+        );
+        for (field, want) in [
+            ("Content-Length: 3,3", 400),
+            ("Content-Length: 3\r\nContent-Length: 3", 400),
+            ("Content-Length: 3\r\nContent-Length: 4", 400),
+            ("Content-Length: -1", 400),
+            ("Content-Length: +1", 400),
+            ("Content-Length: 1 2", 400),
+            ("Content-Length: 0x10", 400),
+            ("Content-Length: ", 400),
+            ("Content-Length: 99999999999999999999", 400),
+            ("Content-Length: 18446744073709551616", 400),
+            ("Transfer-Encoding: gzip, chunked", 501),
+            ("Transfer-Encoding: chunked, chunked", 501),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+                501,
+            ),
+            ("Transfer-Encoding: gzip", 501),
+            ("Transfer-Encoding: identity", 501),
+            ("Transfer-Encoding: ", 501),
+            ("Transfer-Encoding: chunked;q=1", 501),
+        ] {
+            assert_eq!(status(&format!("{h}{field}\r\n\r\n")), want, "{field:?}");
+        }
+        assert_eq!(
+            status("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+    }
+
+    #[test]
+    fn connection_close_upgrade_and_http10() {
+        let close = |raw: &str| head(raw).unwrap().close;
+        assert!(!close("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(close(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n"
+        ));
+        assert!(close(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: x, close\r\n\r\n"
+        ));
+        assert!(close("GET / HTTP/1.0\r\n\r\n"));
+        assert!(!close("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+        let h =
+            head("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+                .unwrap();
+        assert!(h.upgrade);
+        assert!(
+            !head("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n")
+                .unwrap()
+                .upgrade
+        );
+    }
+
+    #[test]
+    fn absolute_form_drops_its_host_lines() {
+        let raw = "GET http://a/b HTTP/1.1\r\nX: 1\r\nHost: other\r\nY: 2\r\n\r\n";
+        let h = head(raw).unwrap();
+        assert_eq!(h.drop.len(), 1);
+        assert_eq!(&raw[h.drop[0].clone()], "Host: other\r\n");
+    }
+
+    #[test]
+    fn limits_give_414_and_431() {
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(300));
+        assert_eq!(status(&long_target), 414);
+        let many: String = (0..9).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(
+            status(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")),
+            431
+        );
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "v".repeat(1100)
+        );
+        assert_eq!(status(&big), 431);
+        // Found while the head is still arriving, not only at its end.
+        let mut scan = HeadScan::default();
+        let partial = format!("GET /{}", "a".repeat(300));
+        assert_eq!(
+            scan.scan(partial.as_bytes(), &LIMITS).unwrap_err().status,
+            414
+        );
+        let mut scan = HeadScan::default();
+        let partial = format!("GET / HTTP/1.1\r\nX: {}", "v".repeat(1400));
+        assert_eq!(
+            scan.scan(partial.as_bytes(), &LIMITS).unwrap_err().status,
+            431
+        );
+    }
+
+    #[test]
+    fn bare_lf_anywhere_in_the_head_is_refused() {
+        for raw in [
+            "GET / HTTP/1.1\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n\n",
+            "GET / HTTP/1.1\nHost: a\n\n",
+        ] {
+            let mut scan = HeadScan::default();
+            assert_eq!(
+                scan.scan(raw.as_bytes(), &LIMITS),
+                Err(refuse(400, "a line ends in a bare LF")),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_head_end_is_found_across_reads() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody";
+        for split in 1..raw.len() {
+            let mut scan = HeadScan::default();
+            let first = scan.scan(&raw[..split], &LIMITS).unwrap();
+            let found = match first {
+                Scan::Complete(n) => n,
+                Scan::Partial => match scan.scan(raw, &LIMITS).unwrap() {
+                    Scan::Complete(n) => n,
+                    Scan::Partial => panic!("not found after split at {split}"),
+                },
+            };
+            assert_eq!(found, raw.len() - 4, "split at {split}");
+        }
+    }
+
+    /// Feeds `body` whole and byte by byte: both give the same answer.
+    fn chunked(body: &str) -> Result<usize, Refusal> {
+        let mut whole = Chunked::new(64);
+        let all = whole.feed(body.as_bytes()).map(|n| (n, whole.done()));
+        let mut bytes = Chunked::new(64);
+        let mut used = 0;
+        let mut one = Ok((0, false));
+        for b in body.as_bytes() {
+            match bytes.feed(std::slice::from_ref(b)) {
+                Ok(n) => used += n,
+                Err(e) => {
+                    one = Err(e);
+                    break;
+                }
+            }
+            if bytes.done() {
+                break;
+            }
+        }
+        if one.is_ok() {
+            one = Ok((used, bytes.done()));
+        }
+        assert_eq!(all.map(|r| r.1), one.map(|r| r.1), "{body:?}");
+        match all {
+            Ok((n, true)) => Ok(n),
+            Ok((_, false)) => Err(refuse(0, "incomplete")),
+            Err(e) => Err(e),
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_follow_rfc_9112_section_7_1() {
+        for ok in [
+            "0\r\n\r\n",
+            "5\r\nhello\r\n0\r\n\r\n",
+            "5;ext=1\r\nhello\r\n0;a;b=\"c\"\r\n\r\n",
+            "5 ;ext\r\nhello\r\n0\r\n\r\n",
+            "A\r\n0123456789\r\n0\r\n\r\n",
+            "000a\r\n0123456789\r\n0\r\n\r\n",
+            "5\r\nhello\r\n0\r\nX-Trailer: 1\r\nY: 2\r\n\r\n",
+        ] {
+            assert_eq!(chunked(ok), Ok(ok.len()), "{ok:?}");
+        }
+        // The body ends where its last CRLF does; a next request may follow.
+        assert_eq!(chunked("0\r\n\r\nGET / HTTP/1.1\r\n"), Ok(5));
+        for bad in [
+            "zz\r\nabc\r\n0\r\n\r\n",
+            "\r\n",
+            "-1\r\n",
+            "0x5\r\nhello\r\n",
+            "5\nhello\r\n0\r\n\r\n",
+            "5\r\nhello\n0\r\n\r\n",
+            "5\r\nhelloXX0\r\n\r\n",
+            "5\r\nhello\r\n0\r\n\n",
+            "11111111111111111\r\n",
+            "5 x\r\nhello\r\n0\r\n\r\n",
+            "5;a\x00\r\nhello\r\n0\r\n\r\n",
+            "0\r\n bad: fold\r\n\r\n",
+            "0\r\nX : 1\r\n\r\n",
+            "0\r\nX: a\x01\r\n\r\n",
+            "5\r",
+        ] {
+            let r = chunked(bad);
+            assert!(
+                matches!(
+                    r,
+                    Err(Refusal { status: 400, .. }) | Err(Refusal { status: 0, .. })
+                ),
+                "{bad:?}: {r:?}"
+            );
+        }
+        let long_ext = format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(5000));
+        assert_eq!(chunked(&long_ext).unwrap_err().status, 400);
+        let long_trailer = format!("0\r\nX: {}\r\n\r\n", "v".repeat(100));
+        assert_eq!(chunked(&long_trailer).unwrap_err().status, 400);
+    }
+}

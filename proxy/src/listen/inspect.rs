@@ -362,7 +362,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inspector<S> {
             if this.buf.capacity() - this.buf.len() < READ_CHUNK / 4 {
                 this.buf.reserve(READ_CHUNK);
             }
-            let before = this.buf.len();
             match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.buf) {
                 Poll::Ready(Ok(0)) => {
                     // A head cut short is dropped: pingora sees a clean end.
@@ -371,11 +370,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inspector<S> {
                     this.scan = this.ready;
                 }
                 Poll::Ready(Ok(_)) => {
-                    if this.deadline.is_none() && this.head_pending() && before == this.ready {
+                    this.process();
+                    // A head has begun and is not complete: its clock starts.
+                    if this.deadline.is_none() && this.head_pending() && this.buf.len() > this.ready
+                    {
                         let at = Instant::now() + this.settings.header_timeout;
                         this.deadline = Some(Box::pin(tokio::time::sleep_until(at)));
                     }
-                    this.process();
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
@@ -508,5 +509,199 @@ impl<S: GetSocketDigest> GetSocketDigest for Inspector<S> {
 impl<S: Send> Peek for Inspector<S> {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> io::Result<bool> {
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+
+    fn settings(request_buffer: usize) -> InspectSettings {
+        InspectSettings {
+            limits: Limits {
+                max_request_line: 1024,
+                max_header_bytes: 4096,
+                max_headers: 20,
+            },
+            header_timeout: Duration::from_secs(10),
+            request_buffer,
+        }
+    }
+
+    fn pair(request_buffer: usize) -> (DuplexStream, Inspector<DuplexStream>, Arc<Connection>) {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let conn = Arc::new(Connection::default());
+        let insp = Inspector::new(server, conn.clone(), settings(request_buffer));
+        (client, insp, conn)
+    }
+
+    /// Everything the inspector lets through until it has nothing more for
+    /// a (paused-clock) second.
+    async fn drain(insp: &mut Inspector<DuplexStream>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 7];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(1), insp.read(&mut buf)).await {
+                Ok(Ok(0)) | Err(_) => return out,
+                Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+                Ok(Err(e)) => panic!("read error {e} after {:?}", String::from_utf8_lossy(&out)),
+            }
+        }
+    }
+
+    const GOOD: &str = concat!(
+        "\r\nGET /a HTTP/1.1\r\nHost: a\r\n\r\n",
+        "POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+        "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "GET /d HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+
+    #[tokio::test(start_paused = true)]
+    async fn valid_pipelined_requests_pass_unchanged_in_any_split() {
+        let (mut client, mut insp, conn) = pair(64 * 1024);
+        client.write_all(GOOD.as_bytes()).await.unwrap();
+        let out = drain(&mut insp).await;
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            &GOOD[2..],
+            "the leading CRLF is dropped"
+        );
+        for i in 0..4 {
+            assert!(conn.begin().refusal.is_none(), "request {i}");
+        }
+        // One byte at a time.
+        let (mut client, mut insp, _) = pair(64 * 1024);
+        let writer = tokio::spawn(async move {
+            for b in GOOD.as_bytes() {
+                client.write_all(std::slice::from_ref(b)).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            client
+        });
+        let out = drain(&mut insp).await;
+        drop(writer.await.unwrap());
+        assert_eq!(String::from_utf8_lossy(&out), &GOOD[2..]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bad_head_in_a_pipeline_becomes_a_stand_in_for_that_request() {
+        let (mut client, mut insp, conn) = pair(64 * 1024);
+        let first = "GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+        client
+            .write_all(
+                format!("{first}GET /b HTTP/1.1\nHost: a\n\nGET /c HTTP/1.1\r\nHost: a\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let out = drain(&mut insp).await;
+        assert_eq!(out, [first.as_bytes(), STAND_IN].concat());
+        assert!(conn.begin().refusal.is_none());
+        assert_eq!(conn.begin().refusal.unwrap().status, 400);
+        assert!(insp.linger);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_malformed_chunked_body_is_refused_before_its_head_goes_on() {
+        let (mut client, mut insp, conn) = pair(64 * 1024);
+        client
+            .write_all(b"POST /d HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n")
+            .await
+            .unwrap();
+        assert_eq!(drain(&mut insp).await, STAND_IN);
+        assert_eq!(conn.begin().refusal.unwrap().status, 400);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_buffer_a_chunked_body_streams_and_an_error_ends_the_connection() {
+        let (mut client, mut insp, _) = pair(16);
+        let head = "POST /d HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let good = "14\r\n01234567890123456789\r\n";
+        client
+            .write_all(format!("{head}{good}").as_bytes())
+            .await
+            .unwrap();
+        let out = drain(&mut insp).await;
+        assert_eq!(String::from_utf8_lossy(&out), format!("{head}{good}"));
+        client.write_all(b"zz\r\n").await.unwrap();
+        let mut buf = [0u8; 256];
+        let err = insp.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_after_a_closing_request_is_read_as_http() {
+        let (mut client, mut insp, _) = pair(64 * 1024);
+        let first = "GET /a HTTP/1.0\r\n\r\n";
+        client
+            .write_all(format!("{first}GET /b HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&drain(&mut insp).await), first);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_an_upgrade_the_bytes_wait_for_its_answer() {
+        let up = "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let frames = "\x01\x05hello\r\n\r\n";
+        for (status, passes) in [(101, frames), (200, "")] {
+            let (mut client, mut insp, conn) = pair(64 * 1024);
+            client
+                .write_all(format!("{up}{frames}").as_bytes())
+                .await
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&drain(&mut insp).await), up);
+            let n = conn.begin().index;
+            conn.answered(n, status);
+            // Not HTTP: refused (a stand-in) unless the upgrade happened.
+            let rest = drain(&mut insp).await;
+            if status == 101 {
+                assert_eq!(String::from_utf8_lossy(&rest), passes);
+            } else {
+                assert_eq!(rest, STAND_IN);
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heads_have_a_deadline_from_accept_then_from_their_first_byte() {
+        let (mut client, mut insp, conn) = pair(64 * 1024);
+        client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        let mut buf = [0u8; 64];
+        let err = insp.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+
+        let (mut client, mut insp, _) = pair(64 * 1024);
+        let first = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        client.write_all(first.as_bytes()).await.unwrap();
+        let n = insp.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], first.as_bytes());
+        // Idle between requests is the keep-alive timeout's business.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        client.write_all(b"GET / HT").await.unwrap();
+        let err = insp.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        drop(conn);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pipelined_head_is_not_timed_while_a_request_is_served() {
+        let (mut client, mut insp, conn) = pair(64 * 1024);
+        let first = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        client
+            .write_all(format!("{first}GET / HT").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = insp.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], first.as_bytes());
+        conn.begin();
+        let r = tokio::time::timeout(Duration::from_secs(30), insp.read(&mut buf)).await;
+        assert!(r.is_err(), "still waiting, not timed out: {r:?}");
+        conn.end();
+        let err = insp.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 }
