@@ -135,3 +135,45 @@ impl Client {
             .map_err(|_| format!("timed out after {:?}", self.timeout))?
     }
 }
+
+/// One HTTP/2 request with prior knowledge (h2c) on a new connection to
+/// `addr`; `uri` is absolute (its authority becomes `:authority`).
+pub async fn h2c(
+    addr: std::net::SocketAddr,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response, String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let fut = async {
+        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok(Response {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}

@@ -5,16 +5,20 @@
 mod client;
 pub mod dns;
 mod node;
+pub mod raw;
+pub mod recorder;
 mod redis;
 pub mod tls;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-pub use client::{Client, Response};
+pub use client::{h2c, Client, Response};
 pub use dns::{DnsClient, DnsQuery};
 pub use edge_origin::{Faults, Origin, OriginConfig, RunningOrigin};
 pub use node::{EdgeNode, NodeOutput};
+pub use raw::{RawConn, RawResponse};
+pub use recorder::{Recorded, Recorder};
 pub use redis::RedisServer;
 
 /// Starts an origin with the default catalog on 127.0.0.1:0.

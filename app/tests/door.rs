@@ -1,0 +1,495 @@
+//! The request path's door, end to end: each fault the request-path issue
+//! names, as its own test, against a strict recording backend (the corpus
+//! in `requests.rs` covers the rules case by case).
+
+// Helpers in test files may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use edge_testkit::tls::TestCa;
+use edge_testkit::{h2c, Client, EdgeNode, RawConn, RawResponse, Recorder};
+use http::Method;
+
+const BIN: &str = env!("CARGO_BIN_EXE_edge");
+
+/// Plain, TLS and h2c listeners; a deny route for `/admin/`, a route for
+/// `example.com`, and everything else cached in front of `rec`.
+fn config(dir: &Path, rec: &Recorder, ca: &TestCa, extra: &str) -> String {
+    let cert = ca.issue(&["edge.test"]);
+    let (c, k) = (dir.join("c.pem"), dir.join("c.key"));
+    std::fs::write(&c, &cert.cert_pem).unwrap();
+    std::fs::write(&k, &cert.key_pem).unwrap();
+    format!(
+        r#"
+[server]
+threads = 2
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+h2c = true
+
+[[listener]]
+name = "tls"
+kind = "https"
+address = "127.0.0.1:0"
+[[listener.certificate]]
+server_names = ["edge.test"]
+cert = "{c}"
+key = "{k}"
+default = true
+
+[[route]]
+name = "deny-admin"
+priority = 90
+respond = {{ status = 403, body = "denied" }}
+[route.match]
+path_prefix = "/admin/"
+
+[[route]]
+name = "example"
+priority = 80
+respond = {{ status = 200, body = "the example.com route" }}
+[route.match]
+host = "example.com"
+
+{extra}
+
+[[route]]
+name = "all"
+pool = "rec"
+[route.cache]
+
+[[pool]]
+name = "rec"
+backends = [{{ address = "{rec}" }}]
+
+[cache]
+ram_size = "16 MiB"
+"#,
+        c = c.display(),
+        k = k.display(),
+        rec = rec.addr(),
+    )
+}
+
+struct Setup {
+    rec: Recorder,
+    ca: TestCa,
+    node: EdgeNode,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(extra: &str) -> Setup {
+    let rec = Recorder::start().await;
+    let ca = TestCa::new("door CA");
+    let dir = tempfile::tempdir().unwrap();
+    let node = EdgeNode::start(BIN, &config(dir.path(), &rec, &ca, extra));
+    Setup {
+        rec,
+        ca,
+        node,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    /// One raw exchange on a new plain connection.
+    async fn raw(&self, bytes: &[u8]) -> RawResponse {
+        let mut c = RawConn::connect(self.node.addr("web")).await;
+        c.send(bytes).await;
+        c.response(false).await.unwrap()
+    }
+
+    async fn raw_tls(&self, bytes: &[u8]) -> RawResponse {
+        let mut c = RawConn::connect_tls(self.node.addr("tls"), "edge.test", &self.ca.pem()).await;
+        c.send(bytes).await;
+        c.response(false).await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crafted_host_cannot_poison_the_cache() {
+    let s = setup("").await;
+    let evil = s
+        .raw(b"GET /cached/app.js HTTP/1.1\r\nHost: edge.test/evil\r\n\r\n")
+        .await;
+    assert_eq!(evil.status, 400, "{}", evil.text());
+    assert_eq!(s.rec.count(), 0, "a bad Host never reaches the backend");
+    let ok = s
+        .raw(b"GET /evil/cached/app.js HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.header("x-cache"), Some("MISS"));
+    assert_eq!(
+        ok.text(),
+        "upstream saw: GET /evil/cached/app.js HTTP/1.1\n"
+    );
+    // Every other bad-Host shape is refused the same way.
+    for bad in [
+        "edge.test\\evil",
+        "x@edge.test",
+        "edge.test?x",
+        "edge.test#x",
+        "edge test",
+        "",
+    ] {
+        let r = s
+            .raw(format!("GET /cached/app.js HTTP/1.1\r\nHost: {bad}\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(r.status, 400, "Host {bad:?}");
+    }
+    assert_eq!(s.rec.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_reaches_its_route_and_cache_entries_in_any_spelling() {
+    let s = setup(
+        r#"
+[[route]]
+name = "cached-example"
+priority = 85
+pool = "rec"
+[route.match]
+host = "cdn.example.com"
+[route.cache]
+"#,
+    )
+    .await;
+    for h in [
+        "example.com.",
+        "Example.COM",
+        "example.com:80",
+        "EXAMPLE.com.:80",
+    ] {
+        let r = s
+            .raw(format!("GET / HTTP/1.1\r\nHost: {h}\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "the example.com route"),
+            "Host {h:?}"
+        );
+    }
+    let first = s
+        .raw(b"GET /cached/x HTTP/1.1\r\nHost: CDN.Example.com.\r\n\r\n")
+        .await;
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    for h in ["cdn.example.com", "cdn.example.com:80", "Cdn.Example.Com."] {
+        let r = s
+            .raw(format!("GET /cached/x HTTP/1.1\r\nHost: {h}\r\n\r\n").as_bytes())
+            .await;
+        assert!(
+            r.header("x-cache").unwrap().starts_with("HIT"),
+            "Host {h:?} shares the entry: {:?}",
+            r.header("x-cache")
+        );
+    }
+    let got = s.rec.take();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("host").as_deref(), Some("cdn.example.com"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_tricks_cannot_walk_around_a_deny_route() {
+    let s = setup("").await;
+    for path in [
+        "/public/../admin/x",
+        "/%61dmin/x",
+        "/./admin/x",
+        "//admin/x",
+        "/%2e%2e/admin/x",
+        "/a/%2E%2E/admin/x",
+        "/admin/./x",
+        "///admin//x",
+    ] {
+        let r = s
+            .raw(format!("GET {path} HTTP/1.1\r\nHost: edge.test\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!((r.status, r.text().as_str()), (403, "denied"), "{path}");
+        let r = h2c(
+            s.node.addr("web"),
+            Method::GET,
+            &format!("http://edge.test{path}"),
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 403, "{path} over HTTP/2");
+    }
+    for path in ["/admin%2Fx", "/admin%5cx", "/x/..%2Fadmin/y"] {
+        let r = s
+            .raw(format!("GET {path} HTTP/1.1\r\nHost: edge.test\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(r.status, 400, "{path}");
+        let r = h2c(
+            s.node.addr("web"),
+            Method::GET,
+            &format!("http://edge.test{path}"),
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 400, "{path} over HTTP/2");
+    }
+    assert_eq!(s.rec.count(), 0, "the backend never saw /admin/");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_redirect_is_not_served_to_https_clients() {
+    let s = setup("").await;
+    let req = b"GET /cached/login/redirect HTTP/1.1\r\nHost: edge.test\r\n\r\n";
+    let plain = s.raw(req).await;
+    assert_eq!(plain.status, 301);
+    assert_eq!(plain.header("x-cache"), Some("MISS"));
+    assert!(s
+        .raw(req)
+        .await
+        .header("x-cache")
+        .unwrap()
+        .starts_with("HIT"));
+    let secure = s.raw_tls(req).await;
+    assert_eq!(
+        secure.header("x-cache"),
+        Some("MISS"),
+        "the http answer is not the https one"
+    );
+    assert_eq!(s.rec.take().len(), 2, "one fetch per scheme");
+    let secure = s.raw_tls(req).await;
+    assert!(secure.header("x-cache").unwrap().starts_with("HIT"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_are_normalized_like_http1() {
+    let s = setup("").await;
+    let addr = s.node.addr("web");
+    let r = h2c(
+        addr,
+        Method::GET,
+        "http://Edge.TEST.:80/a/./b/../c%7e?q=%2F",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let got = s.rec.take();
+    assert_eq!(got[0].request_line(), "GET /a/c~?q=%2F HTTP/1.1");
+    assert_eq!(got[0].header("host").as_deref(), Some("edge.test"));
+    let r = h2c(
+        addr,
+        Method::GET,
+        "http://edge.test/x",
+        &[("host", "other.test")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400, "Host must agree with :authority");
+    let r = h2c(addr, Method::GET, "http://example.com./", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.text(), "the example.com route");
+    assert_eq!(s.rec.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_fields_never_cross_on_any_serving_path() {
+    let s = setup("").await;
+    let hop = ["x-hop-secret", "keep-alive", "proxy-connection", "upgrade"];
+    let check = |r: &RawResponse, what: &str| {
+        for name in hop {
+            assert!(!r.has(name), "{what}: {name} crossed: {:?}", r.headers);
+        }
+        assert!(
+            r.has("x-end-to-end") || r.status != 200,
+            "{what}: end-to-end fields stay"
+        );
+    };
+    let pass = s
+        .raw(b"GET /plain HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await;
+    check(&pass, "pass-through");
+    let miss = s
+        .raw(b"GET /cached/h HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await;
+    assert_eq!(miss.header("x-cache"), Some("MISS"));
+    check(&miss, "cache miss");
+    let hit = s
+        .raw(b"GET /cached/h HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await;
+    assert_eq!(hit.header("x-cache"), Some("HIT RAM"));
+    check(&hit, "RAM hit");
+    let range = s
+        .raw(b"GET /cached/h HTTP/1.1\r\nHost: edge.test\r\nRange: bytes=0-3\r\n\r\n")
+        .await;
+    assert_eq!(range.status, 206);
+    check(&range, "range from the cache");
+    let h2 = h2c(
+        s.node.addr("web"),
+        Method::GET,
+        "http://edge.test/plain2",
+        &[],
+    )
+    .await
+    .unwrap();
+    for name in hop {
+        assert!(!h2.headers.contains_key(name), "HTTP/2: {name} crossed");
+    }
+    // An HTTP/1.0 client never gets chunked framing.
+    let mut c = RawConn::connect(s.node.addr("web")).await;
+    c.send(b"GET /plain3 HTTP/1.0\r\nHost: edge.test\r\n\r\n")
+        .await;
+    let r = c.response(false).await.unwrap();
+    assert!(r.header("transfer-encoding").is_none());
+    assert!(r.closes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_error_answers_are_honest_about_the_connection() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let s = setup(&format!(
+        r#"
+[[route]]
+name = "dead"
+priority = 70
+pool = "dead"
+[route.match]
+host = "dead.test"
+
+[[pool]]
+name = "dead"
+backends = [{{ address = "{dead_addr}" }}]
+[pool.retry]
+attempts = 0
+"#
+    ))
+    .await;
+    // 502 / 503: pingora does not reuse the connection, and says so.
+    for _ in 0..3 {
+        let mut c = RawConn::connect(s.node.addr("web")).await;
+        c.send(b"GET / HTTP/1.1\r\nHost: dead.test\r\n\r\n").await;
+        let r = c.response(false).await.unwrap();
+        assert!(r.status >= 500, "{}", r.status);
+        assert!(r.closes(), "a {} that closes says so", r.status);
+        assert!(c.closed().await);
+    }
+    // 403, 404 and redirects keep the connection, and it works.
+    let mut c = RawConn::connect(s.node.addr("web")).await;
+    for (req, status) in [
+        ("GET /admin/x HTTP/1.1\r\nHost: edge.test\r\n\r\n", 403),
+        ("GET /x HTTP/1.1\r\nHost: example.com\r\n\r\n", 200),
+        ("GET /admin/y HTTP/1.1\r\nHost: edge.test\r\n\r\n", 403),
+    ] {
+        c.send(req.as_bytes()).await;
+        let r = c.response(false).await.unwrap();
+        assert_eq!(r.status, status);
+        assert!(!r.closes());
+    }
+    // A bad request closes, and says so.
+    c.send(b"GET /x HTTP/1.1\r\nHost: a/b\r\n\r\n").await;
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.closes());
+    assert!(c.closed().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_all_answered_in_order() {
+    let s = setup("").await;
+    let mut c = RawConn::connect(s.node.addr("web")).await;
+    // Misses, a hit from RAM (answered before pingora's cache runs), an
+    // edge-own answer and pass-through, in one write.
+    let paths = [
+        "/cached/p1",
+        "/cached/p1",
+        "/admin/x",
+        "/p2",
+        "/cached/p1",
+        "/p3",
+    ];
+    let all: String = paths
+        .iter()
+        .map(|p| format!("GET {p} HTTP/1.1\r\nHost: edge.test\r\n\r\n"))
+        .collect();
+    c.send(all.as_bytes()).await;
+    for p in paths {
+        let r = c.response(false).await.unwrap();
+        if p.starts_with("/admin/") {
+            assert_eq!(r.status, 403);
+        } else {
+            assert_eq!(r.status, 200, "{p}");
+            assert_eq!(
+                r.text(),
+                format!("upstream saw: GET {p} HTTP/1.1\n"),
+                "answers in order"
+            );
+        }
+    }
+    let lines: Vec<String> = s.rec.take().iter().map(|r| r.request_line()).collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /cached/p1 HTTP/1.1",
+            "GET /p2 HTTP/1.1",
+            "GET /p3 HTTP/1.1"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_backend_closed_is_retried_on_a_new_one() {
+    let s = setup("").await;
+    // The backend closes every connection it already answered on when the
+    // next request arrives: each reuse of a pooled connection fails.
+    s.rec.one_request_per_connection(true);
+    let c = Client::new();
+    for i in 0..20 {
+        let r = c
+            .request(
+                Method::GET,
+                &s.node.url("web", &format!("/stale/{i}")),
+                &[],
+                "",
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    assert_eq!(s.rec.count(), 20);
+    let metrics = c.get(&s.node.admin_url("/metrics")).await.text();
+    let exhausted = edge_testkit::metric_sum(&metrics, "edge_retry_budget_exhausted_total", &[]);
+    assert_eq!(
+        exhausted, 0.0,
+        "stale connections do not draw from the retry budget"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suffix_range_of_zero_bytes_is_416_on_every_cache_path() {
+    let s = setup("").await;
+    let req = |range: &str| {
+        format!("GET /cached/r HTTP/1.1\r\nHost: edge.test\r\nRange: {range}\r\n\r\n")
+    };
+    assert_eq!(
+        s.raw(b"GET /cached/r HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+            .await
+            .status,
+        200
+    );
+    for range in ["bytes=-0", "bytes=-000"] {
+        let r = s.raw(req(range).as_bytes()).await;
+        assert_eq!(r.status, 416, "{range}");
+        assert!(
+            r.header("content-range").unwrap().starts_with("bytes */"),
+            "{range}"
+        );
+    }
+    let r = s.raw(req("bytes=-3").as_bytes()).await;
+    assert_eq!((r.status, r.text().as_str()), (206, ".1\n"));
+}
