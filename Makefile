@@ -7,7 +7,7 @@ export CARGO_TERM_COLOR ?= never
 # Where cargo puts the binary (CARGO_TARGET_DIR is honoured).
 EDGE_BIN := $(or $(CARGO_TARGET_DIR),target)/debug/edge
 
-.PHONY: demo test deps-build deps-test deps-bench build fmt clippy check-configs unit bench clean
+.PHONY: demo test deps-build deps-test deps-bench build fmt clippy check-configs unit bench fuzz clean
 
 demo: deps-build
 	$(CARGO) run --locked -p edge -- demo
@@ -42,6 +42,16 @@ unit:
 bench: deps-bench
 	$(CARGO) build --locked --release -p edge
 	benches/run.sh
+
+# Fuzz the HTTP/1 framing and the Host/path normalizers (fuzz/, cargo-fuzz),
+# FUZZ_SECONDS each. Not part of `make test`. cargo-fuzz needs nightly
+# flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+FUZZ_SECONDS ?= 60
+fuzz: deps-build
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
+	cd fuzz && for t in http1_head normalize; do \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

@@ -534,6 +534,15 @@ fn cases() -> Vec<Case> {
         .up(&ok("GET /3"), "a.test")
         .closes(false),
         case(
+            "conn: max_requests_per_connection closes after the last",
+            [get("/1"), get("/2"), get("/3")].concat(),
+        )
+        .on("capped")
+        .statuses(&[200, 200])
+        .up(&ok("GET /1"), "a.test")
+        .up(&ok("GET /2"), "a.test")
+        .closes(true),
+        case(
             "pipeline: a POST with a body, then a GET",
             [post("Content-Length: 5\r\n", "hello"), get("/2")].concat(),
         )
@@ -668,6 +677,12 @@ name = "empty"
 kind = "http"
 address = "127.0.0.1:0"
 
+[[listener]]
+name = "capped"
+kind = "http"
+address = "127.0.0.1:0"
+limits = {{ max_requests_per_connection = 2 }}
+
 [[route]]
 name = "probe"
 priority = 100
@@ -701,7 +716,7 @@ host = "cache.test"
 name = "all"
 pool = "rec"
 [route.match]
-listeners = ["web", "tls", "keep", "redirect"]
+listeners = ["web", "tls", "keep", "redirect", "capped"]
 
 [[pool]]
 name = "rec"

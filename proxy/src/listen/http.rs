@@ -35,7 +35,7 @@ pub struct HttpHandler {
     inspect: InspectSettings,
     accept_proxy_protocol: bool,
     h2c: bool,
-    /// Requests per connection (`None`: no limit).
+    /// Reuses of a connection after its first request (`None`: no limit).
     max_requests: Option<u32>,
 }
 
@@ -68,7 +68,10 @@ impl HttpHandler {
             },
             accept_proxy_protocol: listener.accept_proxy_protocol,
             h2c: listener.h2c,
-            max_requests: Some(listener.limits.max_requests_per_connection).filter(|n| *n > 0),
+            // pingora counts reuses: n requests are n - 1 reuses.
+            max_requests: Some(listener.limits.max_requests_per_connection)
+                .filter(|n| *n > 0)
+                .map(|n| n - 1),
         })
     }
 
