@@ -299,7 +299,13 @@ async fn http2_requests_are_normalized_like_http1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_fields_never_cross_on_any_serving_path() {
     let s = setup("").await;
-    let hop = ["x-hop-secret", "keep-alive", "proxy-connection", "upgrade"];
+    let hop = [
+        "x-hop-secret",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "proxy-authenticate",
+    ];
     let check = |r: &RawResponse, what: &str| {
         for name in hop {
             assert!(!r.has(name), "{what}: {name} crossed: {:?}", r.headers);
@@ -492,4 +498,194 @@ async fn a_suffix_range_of_zero_bytes_is_416_on_every_cache_path() {
     }
     let r = s.raw(req("bytes=-3").as_bytes()).await;
     assert_eq!((r.status, r.text().as_str()), (206, ".1\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_switches_and_tunnels() {
+    let s = setup("").await;
+    for listener in ["web", "tls"] {
+        let mut c = match listener {
+            "web" => RawConn::connect(s.node.addr("web")).await,
+            _ => RawConn::connect_tls(s.node.addr("tls"), "edge.test", &s.ca.pem()).await,
+        };
+        c.send(b"GET /ws HTTP/1.1\r\nHost: edge.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await;
+        let r = c.response(true).await.unwrap();
+        assert_eq!(r.status, 101, "{listener}");
+        assert_eq!(
+            r.header("upgrade"),
+            Some("websocket"),
+            "{listener}: {:?}",
+            r.headers
+        );
+        assert!(
+            r.header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("upgrade")),
+            "{listener}: {:?}",
+            r.headers
+        );
+        // Bytes after the switch are the new protocol's, both ways.
+        let frame = b"\x81\x05hello GET / HTTP/1.1\r\n\r\n";
+        c.send(frame).await;
+        assert_eq!(
+            c.read_exact(frame.len()).await.unwrap(),
+            frame,
+            "{listener}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_authority_and_cookies_go_upstream_normalized() {
+    let s = setup("").await;
+    let addr = s.node.addr("web");
+    let r = h2c(addr, Method::GET, "http://EDGE.test.:80/cached/h2", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let got = s.rec.take();
+    assert_eq!(
+        got[0].header("host").as_deref(),
+        Some("edge.test"),
+        "{:?}",
+        got[0].head_text()
+    );
+    // The same object, by another spelling, over HTTP/1: one entry.
+    let r = s
+        .raw(b"GET /cached/h2 HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await;
+    assert!(r.header("x-cache").unwrap().starts_with("HIT"));
+    let r = h2c(
+        addr,
+        Method::GET,
+        "http://edge.test/plain",
+        &[("cookie", "a=1"), ("cookie", "b=2")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let got = s.rec.take();
+    assert_eq!(got[0].headers("cookie"), ["a=1; b=2"], "RFC 9113 §8.2.3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_http1_request_on_an_h2c_listener_is_answered_at_once() {
+    let s = setup("").await;
+    // Fewer bytes than the HTTP/2 preface, and the client keeps waiting.
+    let mut c = RawConn::connect(s.node.addr("web")).await;
+    c.send(b"GET /x HTTP/1.0\r\n\r\n").await;
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_answers_100_continue_and_checks_the_chunked_body_first() {
+    let s = setup("").await;
+    let head = b"POST /up HTTP/1.1\r\nHost: edge.test\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n";
+    let mut c = RawConn::connect(s.node.addr("web")).await;
+    c.send(head).await;
+    let interim = c.read_until(b"\r\n\r\n").await.unwrap();
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100"),
+        "{:?}",
+        String::from_utf8_lossy(&interim)
+    );
+    c.send(b"5\r\nhello\r\nzz\r\n\r\n").await;
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        s.rec.count(),
+        0,
+        "a malformed body never reaches the backend"
+    );
+
+    let mut c = RawConn::connect(s.node.addr("web")).await;
+    c.send(head).await;
+    c.read_until(b"\r\n\r\n").await.unwrap();
+    c.send(b"5\r\nhello\r\n0\r\n\r\n").await;
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status, 200);
+    let got = s.rec.take();
+    assert_eq!(got[0].body, b"hello");
+    assert!(
+        got[0].header("expect").is_none(),
+        "edge answered the expectation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_delimited_by_closing_never_breaks_a_promised_keep_alive() {
+    let s = setup("").await;
+    // HTTP/1.0 asking for keep-alive: the answer must say close, and close.
+    let mut c = RawConn::connect(s.node.addr("web")).await;
+    c.send(b"GET /x/close-delimited HTTP/1.0\r\nHost: edge.test\r\nConnection: keep-alive\r\n\r\n")
+        .await;
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.text(), "upstream saw: GET /x/close-delimited HTTP/1.1\n");
+    assert!(r.closes(), "{:?}", r.headers);
+    assert!(c.closed().await);
+    // HTTP/1.1: chunked, and the connection goes on.
+    let mut c = RawConn::connect(s.node.addr("web")).await;
+    c.send(b"GET /y/close-delimited HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await;
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert!(!r.closes());
+    c.send(b"GET /admin/z HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await;
+    assert_eq!(c.response(false).await.unwrap().status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_query_parameters_in_another_order_are_another_object() {
+    let s = setup("").await;
+    let a = s
+        .raw(b"GET /cached/q?id=2&id=1 HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await;
+    assert_eq!(a.header("x-cache"), Some("MISS"));
+    let b = s
+        .raw(b"GET /cached/q?id=1&id=2 HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await;
+    assert_eq!(b.header("x-cache"), Some("MISS"));
+    assert_eq!(b.text(), "upstream saw: GET /cached/q?id=1&id=2 HTTP/1.1\n");
+    // Different names still share, in any order.
+    s.raw(b"GET /cached/q?a=1&b=2 HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await;
+    let c = s
+        .raw(b"GET /cached/q?b=2&a=1 HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await;
+    assert!(c.header("x-cache").unwrap().starts_with("HIT"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_set_with_a_zero_suffix_serves_the_rest_from_every_path() {
+    let s = setup("").await;
+    let req = b"GET /cached/rs HTTP/1.1\r\nHost: edge.test\r\nRange: bytes=0-4,-0\r\n\r\n";
+    let miss = s.raw(req).await;
+    let hit = s.raw(req).await;
+    for (what, r) in [("miss", miss), ("hit", hit)] {
+        assert_eq!(r.status, 206, "{what}");
+        assert_eq!(r.header("content-range"), Some("bytes 0-4/38"), "{what}");
+        assert_eq!(r.text(), "upstr", "{what}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_far_past_any_object_does_not_crash_the_node() {
+    let s = setup("").await;
+    for range in [
+        "bytes=18446744073709551615-",
+        "bytes=18446744073709551614-18446744073709551615",
+    ] {
+        let r = s
+            .raw(
+                format!("GET /cached/far HTTP/1.1\r\nHost: edge.test\r\nRange: {range}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await;
+        assert!(r.status == 416 || r.status == 200, "{range}: {}", r.status);
+    }
+    let r = s
+        .raw(b"GET /cached/alive HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await;
+    assert_eq!(r.status, 200, "the node is still up");
 }

@@ -15,8 +15,9 @@
 use edge_config::IgnoreQuery;
 use http::HeaderMap;
 
-/// Sorts query parameters and drops ignored ones, so `?b=2&a=1` and
-/// `?a=1&b=2` share an entry. Returns `None` when nothing remains.
+/// Sorts query parameters by name and drops ignored ones, so `?b=2&a=1`
+/// and `?a=1&b=2` share an entry (but `?a=2&a=1` and `?a=1&a=2` do not).
+/// Returns `None` when nothing remains.
 pub fn normalize_query(query: Option<&str>, ignore: &IgnoreQuery) -> Option<String> {
     let q = query?.trim_start_matches('?');
     if q.is_empty() || matches!(ignore, IgnoreQuery::All) {
@@ -36,7 +37,9 @@ pub fn normalize_query(query: Option<&str>, ignore: &IgnoreQuery) -> Option<Stri
     if pairs.is_empty() {
         return None;
     }
-    pairs.sort_unstable();
+    // By name only, and stable: repeated names keep their order, which a
+    // backend may give meaning to (`id=2&id=1` is not `id=1&id=2`).
+    pairs.sort_by_key(|p| p.split_once('=').map_or(*p, |(k, _)| k));
     Some(pairs.join("&"))
 }
 
@@ -126,7 +129,18 @@ pub fn primary(
         // Each value on its own, so `a,b` and `a` + `b` differ too.
         s.push_str(&values.len().to_string());
         for v in values {
-            push_part(&mut s, &String::from_utf8_lossy(v));
+            // Bytes that are not UTF-8 as hex, marked, so no two values meet.
+            match std::str::from_utf8(v) {
+                Ok(text) => {
+                    s.push('u');
+                    push_part(&mut s, text);
+                }
+                Err(_) => {
+                    s.push('x');
+                    let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
+                    push_part(&mut s, &hex);
+                }
+            }
         }
     }
     s
@@ -151,6 +165,14 @@ mod tests {
         assert_eq!(
             normalize_query(Some("b=2&a=1"), &none).as_deref(),
             Some("a=1&b=2")
+        );
+        assert_eq!(
+            normalize_query(Some("id=2&b=1&id=1"), &none).as_deref(),
+            Some("b=1&id=2&id=1")
+        );
+        assert_ne!(
+            normalize_query(Some("id=2&id=1"), &none),
+            normalize_query(Some("id=1&id=2"), &none)
         );
         assert_eq!(normalize_query(Some(""), &none), None);
         assert_eq!(normalize_query(None, &none), None);

@@ -219,6 +219,7 @@ fn strip_hop_by_hop(header: &mut ResponseHeader) {
         "connection",
         "keep-alive",
         "proxy-connection",
+        "proxy-authenticate",
         "transfer-encoding",
         "te",
         "trailer",

@@ -227,8 +227,9 @@ pub struct RequestCtx {
     /// The HTTP/1 connection this request came on, and its number there.
     conn: Option<Arc<Connection>>,
     conn_index: u64,
-    /// The connection's reader refused this request's head.
+    /// The connection's reader refused this request's head, and its line.
     framing_refusal: Option<crate::listen::framing::Refusal>,
+    refused_line: Option<String>,
     /// The request's host (normalized, no port): what routes match.
     host: String,
     /// `host[:port]` (normalized, no default port): what the cache keys.
@@ -617,6 +618,7 @@ impl ProxyHttp for EdgeProxy {
             conn: None,
             conn_index: 0,
             framing_refusal: None,
+            refused_line: None,
             host: String::new(),
             authority: String::new(),
             cache: CacheCtx::default(),
@@ -636,6 +638,7 @@ impl ProxyHttp for EdgeProxy {
             let begun = conn.begin();
             ctx.conn_index = begun.index;
             ctx.framing_refusal = begun.refusal;
+            ctx.refused_line = begun.refused_line;
             ctx.conn = Some(*conn);
         }
     }
@@ -1088,11 +1091,10 @@ impl ProxyHttp for EdgeProxy {
         }
         upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
         if let Some(Sub::Slice { index, size }) = ctx.cache.sub {
-            let first = index * size;
-            upstream.insert_header(
-                http::header::RANGE,
-                format!("bytes={first}-{}", first + size - 1),
-            )?;
+            // The index comes from a client's range: no arithmetic may wrap.
+            let first = index.saturating_mul(size);
+            let last = first.saturating_add(size.saturating_sub(1));
+            upstream.insert_header(http::header::RANGE, format!("bytes={first}-{last}"))?;
         }
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
@@ -1172,8 +1174,20 @@ impl ProxyHttp for EdgeProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let http10 = session.req_header().version == http::Version::HTTP_10;
+        let version = session.req_header().version;
+        let http10 = version == http::Version::HTTP_10;
         crate::hop::strip_response(response, http10);
+        if matches!(version, http::Version::HTTP_10 | http::Version::HTTP_11)
+            && crate::hop::delimited_by_close(response, &session.req_header().method)
+        {
+            if http10 {
+                // Its end is the connection's: say so.
+                session.set_keepalive(None);
+            } else {
+                // Chunked to an HTTP/1.1 client keeps the connection.
+                response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            }
+        }
         if let Some(conn) = &ctx.conn {
             conn.answered(ctx.conn_index, response.status.as_u16());
         }
@@ -1425,12 +1439,17 @@ impl ProxyHttp for EdgeProxy {
         metrics.bytes.inc_by(bytes);
         if self.proxy.access_log() {
             let req = session.req_header();
+            // A refused request is logged as it came, not as its stand-in.
+            let (method, path) = match &ctx.refused_line {
+                Some(line) => ("-", line.as_str()),
+                None => (req.method.as_str(), req.uri.path()),
+            };
             tracing::info!(
                 target: "access",
                 listener = %self.listener,
                 client = %client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-                method = %req.method,
-                path = %req.uri.path(),
+                method = %method,
+                path = %path,
                 status,
                 bytes,
                 route = route_name,

@@ -200,6 +200,32 @@ impl RawConn {
         Ok(resp)
     }
 
+    /// Exactly `n` more bytes (after a switch of protocols, say).
+    pub async fn read_exact(&mut self, n: usize) -> Result<Vec<u8>, String> {
+        while self.buf.len() < n {
+            if !self.fill().await? {
+                return Err(format!("closed after {} of {n} bytes", self.buf.len()));
+            }
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    /// Reads the bytes up to and including `marker` (e.g. the end of an
+    /// interim `100 Continue`).
+    pub async fn read_until(&mut self, marker: &[u8]) -> Result<Vec<u8>, String> {
+        loop {
+            if let Some(i) = self.buf.windows(marker.len()).position(|w| w == marker) {
+                return Ok(self.buf.drain(..i + marker.len()).collect());
+            }
+            if !self.fill().await? {
+                return Err(format!(
+                    "closed before {:?}",
+                    String::from_utf8_lossy(marker)
+                ));
+            }
+        }
+    }
+
     /// Waits for the server to close: true at the end of the stream, false
     /// if bytes arrive instead or nothing happens for `WAIT`.
     pub async fn closed(&mut self) -> bool {

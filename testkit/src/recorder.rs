@@ -7,8 +7,11 @@
 //! answers `200` with a body naming the request line it received, and with
 //! hop-by-hop fields that must never reach a client: `Connection: keep-alive,
 //! X-Hop-Secret`, `X-Hop-Secret`, `Keep-Alive`, `Proxy-Connection`,
-//! `Upgrade`. Paths with a `/cached/` segment are cacheable (`max-age=300`); others
-//! are `no-store`. A path ending in `/redirect` answers `301` to an https URL.
+//! `Upgrade`, `Proxy-Authenticate`. Paths with a `/cached/` segment are
+//! cacheable (`max-age=300`); others are `no-store`. A path ending in
+//! `/redirect` answers `301` to an https URL; one ending in
+//! `/close-delimited` answers without a length and closes. A WebSocket
+//! upgrade request gets `101` and an echo of every byte after it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -138,6 +141,33 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
             return;
         }
         served += 1;
+        let rec = shared
+            .requests
+            .lock()
+            .expect("recorder lock")
+            .last()
+            .cloned();
+        let websocket = rec
+            .as_ref()
+            .and_then(|r| r.header("upgrade"))
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+        if websocket {
+            // Switch, then echo every byte back.
+            let _ = stream
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+                .await;
+            let _ = stream.write_all(&buf).await;
+            let (mut r, mut w) = stream.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+            return;
+        }
+        if path.ends_with("/close-delimited") {
+            // No length: the body ends when the connection does.
+            let _ = stream
+                .write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: no-store\r\n\r\nupstream saw: {line}\n").as_bytes())
+                .await;
+            return;
+        }
         let body = format!("upstream saw: {line}\n");
         let head_only = line.starts_with("HEAD ");
         let (status, extra) = if path.ends_with("/redirect") {
@@ -153,7 +183,8 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         let resp = format!(
             "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n{extra}\
              Connection: keep-alive, X-Hop-Secret\r\nX-Hop-Secret: 1\r\nKeep-Alive: timeout=30\r\n\
-             Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\nX-End-To-End: 1\r\n\r\n{}",
+             Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\n\
+             X-End-To-End: 1\r\n\r\n{}",
             body.len(),
             if head_only { "" } else { body.as_str() }
         );

@@ -50,7 +50,7 @@ pub(crate) async fn try_serve(
         .duration_since(parsed.updated)
         .map_or(0, |d| d.as_secs());
     resp.insert_header(header::AGE, age.to_string())?;
-    let (start, end) = match super::range::filter(req, &mut resp, Some(2)) {
+    let (start, end) = match super::range::filter(req, &mut resp, super::range::MAX_RANGES) {
         RangeType::None => (0, obj.body.len()),
         RangeType::Single(r) => (r.start, r.end),
         RangeType::Invalid => {
@@ -73,6 +73,7 @@ pub(crate) async fn try_serve(
     ctx.tier = Some(Tier::Ram);
     resp.insert_header("x-cache", x_cache(Status::Hit, ctx.tier))?;
     strip_cache_headers(&mut resp);
+    crate::hop::strip_response(&mut resp, req.version == http::Version::HTTP_10);
     crate::service::apply_response_ops(&mut resp, &route.response_headers)?;
     let body = (!head_only && !not_modified && start < end).then(|| obj.body.slice(start..end));
     session

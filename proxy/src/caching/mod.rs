@@ -290,7 +290,9 @@ pub(crate) fn response_cacheable(
         Some(Sub::Slice { index, size }) => {
             let fits = match resp.status.as_u16() {
                 206 => content_range(resp).is_some_and(|(a, b, total)| {
-                    a == index * size && b + 1 == ((index + 1) * size).min(total)
+                    a == index.saturating_mul(size)
+                        && b.saturating_add(1)
+                            == index.saturating_add(1).saturating_mul(size).min(total)
                 }),
                 // An origin that ignores ranges: slice 0 is the whole object.
                 200 => index == 0,

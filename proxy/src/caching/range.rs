@@ -30,7 +30,19 @@ pub(crate) fn filter(
     if length == Some(0) {
         return RangeType::None;
     }
-    let t = range_header_filter(req, resp, max_ranges);
+    let t = match without_empty_suffixes(req) {
+        Cleaned::Unchanged => range_header_filter(req, resp, max_ranges),
+        Cleaned::Rest(req) => range_header_filter(&req, resp, max_ranges),
+        // Unsatisfiable, where a range would be honoured at all.
+        Cleaned::Nothing
+            if resp.status.as_u16() == 200
+                && matches!(req.method, http::Method::GET | http::Method::HEAD)
+                && !req.headers.contains_key(header::IF_RANGE) =>
+        {
+            RangeType::Single(0..0)
+        }
+        Cleaned::Nothing => RangeType::None,
+    };
     let empty = match &t {
         RangeType::Single(r) => r.is_empty(),
         RangeType::Multi(m) => m.ranges.iter().any(|r| r.is_empty()),
@@ -54,6 +66,45 @@ pub(crate) fn filter(
         format!("bytes */{}", length.unwrap_or(0)),
     );
     RangeType::Invalid
+}
+
+enum Cleaned {
+    Unchanged,
+    /// The request with its zero-length suffixes taken out of `Range`.
+    Rest(Box<RequestHeader>),
+    /// Every range was a zero-length suffix.
+    Nothing,
+}
+
+/// Takes `-0` (any suffix of zero bytes) out of a `bytes=` range set: it
+/// can never be satisfied, the others still may be (§14.1.1).
+fn without_empty_suffixes(req: &RequestHeader) -> Cleaned {
+    let Some(v) = req.headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Cleaned::Unchanged;
+    };
+    let Some((unit, set)) = v.split_once('=') else {
+        return Cleaned::Unchanged;
+    };
+    let zero = |spec: &str| {
+        spec.trim()
+            .strip_prefix('-')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b == b'0'))
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") || !set.split(',').any(zero) {
+        return Cleaned::Unchanged;
+    }
+    let rest: Vec<&str> = set.split(',').filter(|s| !zero(s)).collect();
+    if rest.is_empty() {
+        return Cleaned::Nothing;
+    }
+    let mut req = req.clone();
+    if req
+        .insert_header(header::RANGE, format!("bytes={}", rest.join(",")))
+        .is_err()
+    {
+        return Cleaned::Unchanged;
+    }
+    Cleaned::Rest(Box::new(req))
 }
 
 #[cfg(test)]
@@ -83,7 +134,8 @@ mod tests {
         assert_eq!(answer("bytes=-5", 0), (200, None));
         assert_eq!(answer("bytes=0-", 0), (200, None));
         assert_eq!(answer("bytes=100-", 100), (416, s("bytes */100")));
-        assert_eq!(answer("bytes=0-4,-0", 100), (416, s("bytes */100")));
+        assert_eq!(answer("bytes=0-4,-0", 100), (206, s("bytes 0-4/100")));
+        assert_eq!(answer("bytes=-0,-0", 100), (416, s("bytes */100")));
         assert_eq!(answer("bytes=-1", 100), (206, s("bytes 99-99/100")));
         assert_eq!(answer("bytes=-500", 100), (206, s("bytes 0-99/100")));
         assert_eq!(answer("bytes=0-0", 100), (206, s("bytes 0-0/100")));

@@ -190,7 +190,7 @@ pub(crate) async fn serve(
     let head = first.header().await?.clone();
     let (total, whole) = match head.status.as_u16() {
         206 => match content_range(&head) {
-            Some((a, _, total)) if a == first_index * size => (total, false),
+            Some((a, _, total)) if a == first_index.saturating_mul(size) => (total, false),
             _ => return Err(failed("slice response does not match its range")),
         },
         200 if first_index == 0 => match head
@@ -240,6 +240,7 @@ pub(crate) async fn serve(
             r.insert_header(header::CONTENT_RANGE, format!("bytes */{total}"))?;
             r.insert_header(header::CONTENT_LENGTH, "0")?;
             ctx.status = Some(Status::Hit);
+            r.insert_header("x-cache", super::x_cache(Status::Hit, ctx.tier))?;
             return send_head(session, r).await;
         }
         _ => (0, total),
@@ -315,7 +316,10 @@ pub(crate) async fn serve(
         let consistent = whole
             || (h.status.as_u16() == 206
                 && content_range(&h).is_some_and(|(a, b, t)| {
-                    a == i * size && b + 1 == ((i + 1) * size).min(total) && t == total
+                    a == i.saturating_mul(size)
+                        && b.saturating_add(1)
+                            == i.saturating_add(1).saturating_mul(size).min(total)
+                        && t == total
                 })
                 && h.headers.get(header::ETAG) == etag.as_ref());
         if !consistent {
@@ -336,7 +340,7 @@ pub(crate) async fn serve(
         } else {
             &metrics.bytes_from_origin
         };
-        let slice_start = if whole { 0 } else { i * size };
+        let slice_start = if whole { 0 } else { i.saturating_mul(size) };
         let mut offset = slice_start;
         while let Some(data) = fetch.chunk().await? {
             let (a, b) = (offset, offset + data.len() as u64);
@@ -354,7 +358,7 @@ pub(crate) async fn serve(
         let expected_end = if whole {
             total
         } else {
-            ((i + 1) * size).min(total)
+            i.saturating_add(1).saturating_mul(size).min(total)
         };
         if offset < expected_end.min(end) {
             return Err(Error::explain(

@@ -24,8 +24,9 @@ pub struct Connection {
     in_flight: AtomicBool,
     /// Closing should linger: the client may still be sending.
     linger: AtomicBool,
-    /// The head the reader refused: its number, and why.
-    refused: Mutex<Option<(u64, Refusal)>>,
+    /// The head the reader refused: its number, why, and the start of its
+    /// first line (escaped, for the access log).
+    refused: Mutex<Option<(u64, Refusal, String)>>,
     upgrade: Mutex<UpgradeWait>,
     waker: AtomicWaker,
 }
@@ -50,6 +51,8 @@ pub struct Begun {
     /// Set when the reader refused this request's head (the request pingora
     /// parsed is a stand-in): answer with this status and close.
     pub refusal: Option<Refusal>,
+    /// The refused request's first line as received (escaped, cut short).
+    pub refused_line: Option<String>,
 }
 
 impl Connection {
@@ -57,12 +60,15 @@ impl Connection {
     pub fn begin(&self) -> Begun {
         let index = self.started.fetch_add(1, Ordering::AcqRel);
         self.in_flight.store(true, Ordering::Release);
-        let refusal = self
-            .refused
-            .lock()
-            .filter(|(n, _)| *n == index)
-            .map(|(_, r)| r);
-        Begun { index, refusal }
+        let (refusal, refused_line) = match self.refused.lock().as_ref() {
+            Some((n, r, line)) if *n == index => (Some(*r), Some(line.clone())),
+            _ => (None, None),
+        };
+        Begun {
+            index,
+            refusal,
+            refused_line,
+        }
     }
 
     /// The request ends (`logging`).
@@ -99,8 +105,8 @@ impl Connection {
         }
     }
 
-    pub(crate) fn refuse(&self, index: u64, refusal: Refusal) {
-        *self.refused.lock() = Some((index, refusal));
+    pub(crate) fn refuse(&self, index: u64, refusal: Refusal, line: String) {
+        *self.refused.lock() = Some((index, refusal, line));
     }
 
     pub(crate) fn wait_for_upgrade(&self, index: u64) {

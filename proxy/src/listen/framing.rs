@@ -72,9 +72,16 @@ pub struct Head {
     pub upgrade: bool,
     /// `Expect: 100-continue`: the client waits before sending the body.
     pub expect_continue: bool,
+    /// The byte ranges of the `Expect` lines (left out when edge answers
+    /// the expectation itself).
+    pub expect_lines: Vec<Range<usize>>,
     /// Byte ranges of the head to leave out (the `Host` lines of an
     /// absolute-form request).
     pub drop: Vec<Range<usize>>,
+    /// The request target's bytes in the head and what replaces them: bytes
+    /// ≥ 0x80 percent-encoded (RFC 3986 §2.1), so every later reader sees
+    /// ASCII.
+    pub target: Option<(Range<usize>, Vec<u8>)>,
 }
 
 /// Finds the end of a head as its bytes arrive, without scanning any byte twice.
@@ -160,6 +167,18 @@ pub fn check(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
         return Err(refuse(400, "empty request"));
     };
     let (method, target, version) = request_line_parts(request_line)?;
+    let encoded_target = target.iter().any(|&b| b >= 0x80).then(|| {
+        let start = method.len() + 1;
+        let mut out = Vec::with_capacity(target.len() * 2);
+        for &b in target {
+            if b >= 0x80 {
+                out.extend_from_slice(format!("%{b:02X}").as_bytes());
+            } else {
+                out.push(b);
+            }
+        }
+        (start..start + target.len(), out)
+    });
     let http10 = version == Version::Http10;
     let absolute = if method == b"CONNECT" {
         return Err(refuse(405, "CONNECT is not supported"));
@@ -194,6 +213,7 @@ pub fn check(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
     let (mut close, mut keep_alive, mut upgrade_token) = (false, false, false);
     let mut upgrade_field = false;
     let mut expect_continue = false;
+    let mut expect_lines = Vec::new();
     for (range, line) in lines.by_ref() {
         if line.is_empty() {
             break;
@@ -217,7 +237,7 @@ pub fn check(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
             return Err(refuse(400, "bad header name"));
         }
-        let value = line[colon + 1..].trim_ascii();
+        let value = trim_ows(&line[colon + 1..]);
         if !value.iter().all(|&b| is_value_byte(b)) {
             return Err(refuse(400, "control byte in a header value"));
         }
@@ -229,7 +249,7 @@ pub fn check(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
         } else if is("transfer-encoding") {
             codings.push(value);
         } else if is("connection") {
-            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            for token in value.split(|&b| b == b',').map(trim_ows) {
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
                 upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
@@ -238,6 +258,7 @@ pub fn check(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
             upgrade_field = true;
         } else if is("expect") {
             expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+            expect_lines.push(range);
         }
     }
 
@@ -283,8 +304,24 @@ pub fn check(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
         close: close || (http10 && !keep_alive),
         upgrade: upgrade_field && upgrade_token && !http10,
         expect_continue: expect_continue && !http10,
+        expect_lines,
         drop,
+        target: encoded_target,
     })
+}
+
+/// Without optional whitespace (SP and HTAB only, RFC 9110 §5.6.3): any
+/// other byte at the ends is part of the value, and checked.
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
+    &v[start..end]
 }
 
 /// `1*DIGIT` that fits in a u64.
@@ -704,6 +741,35 @@ mod tests {
                 .unwrap()
                 .upgrade
         );
+    }
+
+    #[test]
+    fn only_spaces_and_tabs_are_trimmed_from_values() {
+        for raw in [
+            "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\x0c\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: \x0b1\r\n\r\n",
+        ] {
+            let mut scan = HeadScan::default();
+            let r = match scan.scan(raw.as_bytes(), &LIMITS) {
+                Ok(Scan::Complete(n)) => check(&raw.as_bytes()[..n], &LIMITS).map(|_| ()),
+                other => panic!("{raw:?}: {other:?}"),
+            };
+            assert_eq!(r.unwrap_err().status, 400, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn high_bytes_in_the_target_are_percent_encoded() {
+        let raw = b"GET /caf\xc3\xa9?\x80 HTTP/1.1\r\nHost: a\r\n\r\n";
+        let h = check(raw, &LIMITS).unwrap();
+        let (range, bytes) = h.target.unwrap();
+        assert_eq!(&raw[range], b"/caf\xc3\xa9?\x80");
+        assert_eq!(bytes, b"/caf%C3%A9?%80");
+        assert!(check(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n", &LIMITS)
+            .unwrap()
+            .target
+            .is_none());
     }
 
     #[test]

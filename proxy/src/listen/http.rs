@@ -51,6 +51,9 @@ impl HttpHandler {
         let mut app = pingora_proxy::http_proxy(conf, proxy);
         let mut options = HttpServerOptions::default();
         options.h2c = listener.h2c;
+        // HTTP/2 connections with no stream for the keep-alive timeout
+        // close (a head never completed leaves no stream).
+        options.h2_idle_timeout = Some(listener.limits.keepalive_timeout);
         app.server_options = Some(options);
         Arc::new(Self {
             name: name.to_string(),
@@ -98,16 +101,15 @@ impl ConnectionHandler for HttpHandler {
                 }
             }
         }
+        let tls = self.tls.load_full();
+        let h2c = tls.is_none()
+            && self.h2c
+            && starts_with_preface(&tcp, &early, self.inspect.header_timeout).await;
         let mut stream = pingora_stream(tcp, client);
         stream.rewind(&early);
-        let mut stream = WriteBuffered::new(stream, WRITE_CAPACITY);
-        let h2 = match self.tls.load_full() {
-            None => {
-                // Prior-knowledge HTTP/2 starts with its preface.
-                let mut preface = [0u8; H2_PREFACE.len()];
-                self.h2c
-                    && matches!(stream.try_peek(&mut preface).await, Ok(true) if preface == *H2_PREFACE)
-            }
+        let stream = WriteBuffered::new(stream, WRITE_CAPACITY);
+        let h2 = match tls {
+            None => h2c,
             Some(tls) => {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.tls_handshake(stream))
                     .await
@@ -138,6 +140,38 @@ impl ConnectionHandler for HttpHandler {
 }
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a cleartext connection starts with the HTTP/2 preface (prior
+/// knowledge). Decided as soon as the first bytes differ from it (a short
+/// HTTP/1 request is answered at once), or when all 24 are there; a client
+/// that sends part of it and stops is HTTP/1 after `limit`, whose head
+/// deadline then applies.
+async fn starts_with_preface(tcp: &TcpStream, early: &[u8], limit: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let from_early = early.len().min(buf.len());
+    buf[..from_early].copy_from_slice(&early[..from_early]);
+    loop {
+        let mut seen = from_early;
+        if seen < buf.len() {
+            match tokio::time::timeout_at(deadline, tcp.peek(&mut buf[from_early..])).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+                Ok(Ok(n)) => seen += n,
+            }
+        }
+        if buf[..seen] != H2_PREFACE[..seen] {
+            return false;
+        }
+        if seen == buf.len() {
+            return true;
+        }
+        // A prefix of the preface so far: wait for the rest to arrive.
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
 
 impl HttpHandler {
     /// Serves HTTP/2 through pingora, HTTP/1 through edge's own keep-alive

@@ -116,6 +116,8 @@ pub struct Inspector<S> {
     eof: bool,
     failed: Option<io::Error>,
     linger: bool,
+    /// `100 Continue` to send for a held chunked body: bytes written so far.
+    continue_sent: Option<usize>,
 }
 
 impl<S> Inspector<S> {
@@ -134,6 +136,16 @@ impl<S> Inspector<S> {
             eof: false,
             failed: None,
             linger: false,
+            continue_sent: None,
+        }
+    }
+
+    /// Starts the head clock (or the held body's) afresh.
+    fn rearm(&mut self) {
+        let at = Instant::now() + self.settings.header_timeout;
+        match self.deadline.as_mut() {
+            Some(d) => d.as_mut().reset(at),
+            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
         }
     }
 
@@ -170,13 +182,29 @@ impl<S> Inspector<S> {
                             Ok(h) => h,
                             Err(r) => return self.refuse(r),
                         };
+                    // A chunked body is held and checked before its request
+                    // goes on; a client that waits for `100 Continue` first
+                    // gets it from edge, and the expectation goes no further.
+                    let held = head.body == Body::Chunked && self.settings.request_buffer > 0;
+                    let answer_continue = held && head.expect_continue;
+                    let mut cut: Vec<std::ops::Range<usize>> = head.drop.clone();
+                    if answer_continue {
+                        cut.extend(head.expect_lines.iter().cloned());
+                    }
+                    cut.sort_by_key(|r| r.start);
                     let mut len = len;
-                    for range in head.drop.iter().rev() {
+                    for range in cut.iter().rev() {
                         remove(
                             &mut self.buf,
                             self.ready + range.start..self.ready + range.end,
                         );
                         len -= range.len();
+                    }
+                    if let Some((range, bytes)) = &head.target {
+                        // Before every removed line: its position holds.
+                        let at = self.ready + range.start..self.ready + range.end;
+                        replace(&mut self.buf, at, bytes);
+                        len = len - range.len() + bytes.len();
                     }
                     let after = if head.close {
                         After::Close
@@ -187,10 +215,14 @@ impl<S> Inspector<S> {
                     };
                     match head.body {
                         Body::Chunked => {
-                            let held = self.settings.request_buffer > 0 && !head.expect_continue;
                             let parser = Chunked::new(limits.max_header_bytes);
                             if held {
                                 self.scan = self.ready + len;
+                                // The body has its own clock: between reads.
+                                self.rearm();
+                                if answer_continue {
+                                    self.continue_sent = Some(0);
+                                }
                             } else {
                                 self.release(len);
                             }
@@ -289,9 +321,12 @@ impl<S> Inspector<S> {
             reason = refusal.reason,
             "request refused on its framing"
         );
+        let held = &self.buf[self.ready..];
+        let line_end = memchr::memchr2(b'\r', b'\n', held).unwrap_or(held.len());
+        let line = held[..line_end.min(200)].escape_ascii().to_string();
         self.buf.truncate(self.ready);
         self.buf.extend_from_slice(STAND_IN);
-        self.conn.refuse(self.heads, refusal);
+        self.conn.refuse(self.heads, refusal, line);
         self.heads += 1;
         self.ready = self.buf.len();
         self.scan = self.ready;
@@ -313,20 +348,32 @@ impl<S> Inspector<S> {
         self.linger = true;
     }
 
+    fn body_held(&self) -> bool {
+        matches!(self.state, State::Chunked { held: true, .. })
+    }
+
     fn head_pending(&self) -> bool {
         matches!(self.state, State::Head(_))
             || matches!(self.state, State::Chunked { held: true, .. })
     }
 }
 
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// Removes bytes that pingora has not seen.
 fn remove(buf: &mut BytesMut, range: std::ops::Range<usize>) {
+    replace(buf, range, b"");
+}
+
+/// Replaces bytes that pingora has not seen.
+fn replace(buf: &mut BytesMut, range: std::ops::Range<usize>, with: &[u8]) {
     let mut tail = buf.split_off(range.start);
     tail.advance(range.len());
+    buf.extend_from_slice(with);
     buf.unsplit(tail);
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Inspector<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Inspector<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -359,6 +406,31 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inspector<S> {
                 this.process();
                 continue;
             }
+            if let Some(sent) = this.continue_sent {
+                if !this.body_held() {
+                    this.continue_sent = None;
+                } else if !this.conn.in_flight() {
+                    // Only between requests: never inside another answer.
+                    // Written in full, then flushed.
+                    let step = if sent < CONTINUE.len() {
+                        Pin::new(&mut this.inner).poll_write(cx, &CONTINUE[sent..])
+                    } else {
+                        Pin::new(&mut this.inner).poll_flush(cx).map_ok(|()| 0)
+                    };
+                    match step {
+                        Poll::Ready(Ok(0)) if sent == CONTINUE.len() => this.continue_sent = None,
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()))
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            this.continue_sent = Some(sent + n);
+                            continue;
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            }
             if this.buf.capacity() - this.buf.len() < READ_CHUNK / 4 {
                 this.buf.reserve(READ_CHUNK);
             }
@@ -370,6 +442,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inspector<S> {
                     this.scan = this.ready;
                 }
                 Poll::Ready(Ok(_)) => {
+                    if this.body_held() {
+                        // A held body's clock runs between reads.
+                        this.rearm();
+                    }
                     this.process();
                     // A head has begun and is not complete: its clock starts.
                     if this.deadline.is_none() && this.head_pending() && this.buf.len() > this.ready
@@ -516,7 +592,7 @@ impl<S: Send> Peek for Inspector<S> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use tokio::io::{AsyncWriteExt, DuplexStream};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     fn settings(request_buffer: usize) -> InspectSettings {
         InspectSettings {
@@ -540,10 +616,15 @@ mod tests {
     /// Everything the inspector lets through until it has nothing more for
     /// a (paused-clock) second.
     async fn drain(insp: &mut Inspector<DuplexStream>) -> Vec<u8> {
+        drain_quiet(insp, Duration::from_secs(1)).await
+    }
+
+    /// As [`drain`], until nothing comes for `quiet`.
+    async fn drain_quiet(insp: &mut Inspector<DuplexStream>, quiet: Duration) -> Vec<u8> {
         let mut out = Vec::new();
         let mut buf = [0u8; 7];
         loop {
-            match tokio::time::timeout(Duration::from_secs(1), insp.read(&mut buf)).await {
+            match tokio::time::timeout(quiet, insp.read(&mut buf)).await {
                 Ok(Ok(0)) | Err(_) => return out,
                 Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
                 Ok(Err(e)) => panic!("read error {e} after {:?}", String::from_utf8_lossy(&out)),
@@ -684,6 +765,61 @@ mod tests {
         let err = insp.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         drop(conn);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_chunked_body_is_timed_between_reads_not_in_total() {
+        let (mut client, mut insp, _) = pair(64 * 1024);
+        let head = "POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let writer = tokio::spawn(async move {
+            client.write_all(head.as_bytes()).await.unwrap();
+            // 30 s in all, never 10 s without a byte.
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                client.write_all(b"3\r\nabc\r\n").await.unwrap();
+            }
+            client.write_all(b"0\r\n\r\n").await.unwrap();
+            client
+        });
+        let out = drain_quiet(&mut insp, Duration::from_secs(40)).await;
+        let client = writer.await.unwrap();
+        let want = format!("{head}{}0\r\n\r\n", "3\r\nabc\r\n".repeat(10));
+        assert_eq!(String::from_utf8_lossy(&out), want);
+        drop(client);
+
+        let (mut client, mut insp, _) = pair(64 * 1024);
+        client.write_all(head.as_bytes()).await.unwrap();
+        client.write_all(b"3\r\nabc\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        let err = insp.read(&mut buf).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            io::ErrorKind::TimedOut,
+            "a stalled body times out"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn edge_sends_100_continue_for_a_held_chunked_body() {
+        let (mut client, mut insp, _) = pair(64 * 1024);
+        client
+            .write_all(b"POST /u HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await
+            .unwrap();
+        let reader = tokio::spawn(async move {
+            let out = drain(&mut insp).await;
+            (insp, out)
+        });
+        let mut interim = [0u8; 25];
+        client.read_exact(&mut interim).await.unwrap();
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+        client.write_all(b"2\r\nhi\r\n0\r\n\r\n").await.unwrap();
+        let (_insp, out) = reader.await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+            "the expectation was answered here"
+        );
     }
 
     #[tokio::test(start_paused = true)]

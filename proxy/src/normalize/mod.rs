@@ -16,7 +16,7 @@
 pub mod host;
 pub mod path;
 
-use http::header::{CONNECTION, HOST};
+use http::header::{CONNECTION, CONTENT_LENGTH, COOKIE, HOST};
 use http::{Method, Version};
 use pingora_http::RequestHeader;
 
@@ -73,8 +73,20 @@ const PROTECTED: &[&str] = &[
 /// query as it came. `tls` picks the default port when the target names no
 /// scheme.
 pub fn admit(req: &mut RequestHeader, tls: bool, paths: &PathOptions) -> Result<Admitted, Refusal> {
+    if let Some(scheme) = scheme(req) {
+        // HTTP/2's `:scheme`, or an absolute-form target's.
+        if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
+            return Err(Refusal::bad("scheme is not http or https"));
+        }
+    }
     let authority = authority(req, tls)?;
-    let target = target(req, paths)?;
+    let target = target(req, paths, tls, authority.as_ref())?;
+    // An authority in the URI (HTTP/2's `:authority`) would go upstream as
+    // it came: the request leaves in origin form, its authority in `Host`.
+    let target = match target {
+        None if req.uri.authority().is_some() => Some(req.raw_path().to_vec()),
+        t => t,
+    };
     if let Some(target) = target {
         req.set_raw_path(&target)
             .map_err(|_| Refusal::bad("the request target cannot be rebuilt"))?;
@@ -97,7 +109,66 @@ pub fn admit(req: &mut RequestHeader, tls: bool, paths: &PathOptions) -> Result<
             }
         }
     }
+    content_length(req)?;
+    fields(req)?;
     Ok(Admitted { authority })
+}
+
+/// One `Content-Length`, a run of digits (HTTP/1 was checked on the wire;
+/// this holds HTTP/2 to the same rule: a list or a repeat is never forwarded).
+fn content_length(req: &RequestHeader) -> Result<(), Refusal> {
+    let mut lengths = req.headers.get_all(CONTENT_LENGTH).iter();
+    if let Some(v) = lengths.next() {
+        let v = v.as_bytes();
+        if lengths.next().is_some() {
+            return Err(Refusal::bad("more than one Content-Length"));
+        }
+        if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+            return Err(Refusal::bad("bad Content-Length"));
+        }
+    }
+    Ok(())
+}
+
+/// Fields as they go upstream: names with `_` are dropped (as nginx does by
+/// default: CGI-style backends read `X_Forwarded_For` as `X-Forwarded-For`),
+/// and HTTP/2 cookie crumbs are joined into one field (RFC 9113 §8.2.3).
+fn fields(req: &mut RequestHeader) -> Result<(), Refusal> {
+    let underscored: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in underscored {
+        req.remove_header(&name);
+    }
+    if req.version == Version::HTTP_2 && req.headers.get_all(COOKIE).iter().nth(1).is_some() {
+        let joined: Vec<u8> = req
+            .headers
+            .get_all(COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect::<Vec<_>>()
+            .join(&b"; "[..]);
+        let value =
+            http::HeaderValue::from_bytes(&joined).map_err(|_| Refusal::bad("bad cookie"))?;
+        req.insert_header(COOKIE, value)
+            .map_err(|_| Refusal::bad("bad cookie"))?;
+    }
+    Ok(())
+}
+
+/// The request's scheme: HTTP/2's `:scheme`, or an absolute-form target's.
+fn scheme(req: &RequestHeader) -> Option<&[u8]> {
+    req.uri.scheme_str().map(str::as_bytes).or_else(|| {
+        let raw = req.raw_path();
+        if raw.first() == Some(&b'/') {
+            return None;
+        }
+        let i = raw.windows(3).position(|w| w == b"://")?;
+        Some(&raw[..i])
+    })
 }
 
 fn authority(req: &RequestHeader, tls: bool) -> Result<Option<Authority>, Refusal> {
@@ -106,12 +177,7 @@ fn authority(req: &RequestHeader, tls: bool) -> Result<Option<Authority>, Refusa
     if second.is_some() {
         return Err(Refusal::bad("more than one Host header"));
     }
-    let raw_target = req.raw_path();
-    let scheme = req.uri.scheme_str().map(str::as_bytes).or_else(|| {
-        let i = raw_target.windows(3).position(|w| w == b"://")?;
-        Some(&raw_target[..i])
-    });
-    let default_port = match scheme {
+    let default_port = match scheme(req) {
         Some(s) if s.eq_ignore_ascii_case(b"https") => 443,
         Some(_) => 80,
         None if tls => 443,
@@ -158,7 +224,12 @@ fn absolute_authority(raw: &[u8]) -> Option<&[u8]> {
 }
 
 /// The normalized target, or `None` when it is already normal.
-fn target(req: &RequestHeader, paths: &PathOptions) -> Result<Option<Vec<u8>>, Refusal> {
+fn target(
+    req: &RequestHeader,
+    paths: &PathOptions,
+    tls: bool,
+    authority: Option<&Authority>,
+) -> Result<Option<Vec<u8>>, Refusal> {
     let raw = req.raw_path();
     if raw == b"*" && req.method == Method::OPTIONS {
         return Ok(None);
@@ -204,10 +275,20 @@ fn target(req: &RequestHeader, paths: &PathOptions) -> Result<Option<Vec<u8>>, R
         out.extend_from_slice(q);
     }
     if n.redirect {
+        // Absolute, so that a path starting with `//` cannot name another host.
+        let path = String::from_utf8_lossy(&out);
+        let location = match authority {
+            Some(a) => format!(
+                "{}://{}{path}",
+                if tls { "https" } else { "http" },
+                a.to_header()
+            ),
+            None => format!("/{}", path.trim_start_matches('/')),
+        };
         return Err(Refusal {
             status: 307,
             reason: "encoded slashes decoded".into(),
-            location: Some(String::from_utf8_lossy(&out).into_owned()),
+            location: Some(location),
         });
     }
     Ok((out != raw).then_some(out))
@@ -285,6 +366,53 @@ mod tests {
         };
         let mut r = req("/a%2Fb?q=%2F", Some("a.test"));
         let e = admit(&mut r, false, &o).unwrap_err();
-        assert_eq!((e.status, e.location.as_deref()), (307, Some("/a/b?q=%2F")));
+        assert_eq!(
+            (e.status, e.location.as_deref()),
+            (307, Some("http://a.test/a/b?q=%2F"))
+        );
+        // Never a protocol-relative location to another host.
+        let o = PathOptions {
+            merge_slashes: false,
+            ..o
+        };
+        let mut r = req("//evil.com/%2f", Some("a.test"));
+        let e = admit(&mut r, true, &o).unwrap_err();
+        assert_eq!(e.location.as_deref(), Some("https://a.test//evil.com//"));
+    }
+
+    #[test]
+    fn only_http_schemes() {
+        let mut r = req("ftp://a.test/x", Some("a.test"));
+        assert_eq!(
+            admit(&mut r, false, &PathOptions::default())
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn the_default_port_follows_the_connection_for_origin_form() {
+        let mut r = req("/x?next=https://y", Some("example.com:443"));
+        admit(&mut r, false, &PathOptions::default()).unwrap();
+        assert_eq!(r.headers.get(HOST).unwrap(), "example.com:443");
+        let mut r = req("/x?next=http://y", Some("example.com:80"));
+        admit(&mut r, true, &PathOptions::default()).unwrap();
+        assert_eq!(r.headers.get(HOST).unwrap(), "example.com:80");
+    }
+
+    #[test]
+    fn framing_and_field_names_hold_for_every_protocol() {
+        let o = PathOptions::default();
+        let mut r = req("/", Some("a.test"));
+        r.append_header("content-length", "3").unwrap();
+        r.append_header("content-length", "3").unwrap();
+        assert_eq!(admit(&mut r, false, &o).unwrap_err().status, 400);
+        let mut r = req("/", Some("a.test"));
+        r.append_header("x_forwarded_for", "1.2.3.4").unwrap();
+        r.append_header("x-kept", "1").unwrap();
+        admit(&mut r, false, &o).unwrap();
+        assert!(!r.headers.contains_key("x_forwarded_for"));
+        assert!(r.headers.contains_key("x-kept"));
     }
 }
