@@ -11,49 +11,81 @@
 //! client's hop; it stays, except for an HTTP/1.0 client, which cannot read
 //! chunks: its response is delimited by closing instead (RFC 9112 §6.1).
 
-use http::header;
+use http::header::{self, HeaderName};
 use pingora_http::ResponseHeader;
-
-/// Fields that are never forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "proxy-authenticate",
-];
 
 /// Fields a response's `Connection` may not make edge drop (framing).
 const KEEP: &[&str] = &["content-length", "transfer-encoding", "content-range"];
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Removes the hop-by-hop fields of a response on its way to a client.
 /// A 101 keeps `Upgrade` and `Connection: upgrade`: they are the switch
-/// itself (RFC 9110 §7.8).
+/// itself (RFC 9110 §7.8). `Connection` itself is pingora's to write: it
+/// replaces the value on HTTP/1 and drops the field on HTTP/2.
 pub fn strip_response(resp: &mut ResponseHeader, client_http10: bool) {
     let switching = resp.status.as_u16() == 101;
-    let nominated: Vec<String> = resp
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && !KEEP.contains(&t.as_str()))
-        .filter(|t| !(switching && t == "upgrade"))
-        .collect();
-    for name in nominated {
-        resp.remove_header(name.as_str());
+    // One pass over the names: a usual response has none of these but
+    // `Connection: keep-alive`, and then nothing is removed.
+    let (mut connection, mut fixed, mut upgrade, mut te) = (false, false, false, false);
+    for name in resp.headers.keys() {
+        if *name == header::CONNECTION {
+            connection = true;
+        } else if *name == header::UPGRADE {
+            upgrade = true;
+        } else if *name == header::TRANSFER_ENCODING {
+            te = true;
+        } else if *name == KEEP_ALIVE
+            || *name == PROXY_CONNECTION
+            || *name == header::TE
+            || *name == header::TRAILER
+            || *name == header::PROXY_AUTHENTICATE
+        {
+            fixed = true;
+        }
     }
-    for name in HOP_BY_HOP {
-        resp.remove_header(*name);
+    if connection {
+        let nominated: Vec<String> = resp
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| {
+                let kept = t.is_empty()
+                    || t.eq_ignore_ascii_case("keep-alive")
+                    || t.eq_ignore_ascii_case("close")
+                    || KEEP.iter().any(|k| t.eq_ignore_ascii_case(k))
+                    || (switching && t.eq_ignore_ascii_case("upgrade"));
+                !kept
+            })
+            .map(str::to_ascii_lowercase)
+            .collect();
+        for name in nominated {
+            resp.remove_header(name.as_str());
+        }
+    }
+    if fixed {
+        for name in [
+            KEEP_ALIVE,
+            PROXY_CONNECTION,
+            header::TE,
+            header::TRAILER,
+            header::PROXY_AUTHENTICATE,
+        ] {
+            resp.remove_header(&name);
+        }
     }
     if switching {
         let _ = resp.insert_header(header::CONNECTION, "upgrade");
         return;
     }
-    resp.remove_header(&header::CONNECTION);
-    resp.remove_header(&header::UPGRADE);
-    if client_http10 {
+    if upgrade {
+        resp.remove_header(&header::UPGRADE);
+    }
+    if client_http10 && te {
         resp.remove_header(&header::TRANSFER_ENCODING);
     }
 }
@@ -99,7 +131,16 @@ mod tests {
         strip_response(&mut r, false);
         let mut names: Vec<&str> = r.headers.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
-        assert_eq!(names, ["content-length", "transfer-encoding", "x-kept"]);
+        assert_eq!(
+            names,
+            [
+                "connection",
+                "content-length",
+                "transfer-encoding",
+                "x-kept"
+            ],
+            "pingora writes its own Connection"
+        );
         strip_response(&mut r, true);
         assert!(!r.headers.contains_key("transfer-encoding"));
     }

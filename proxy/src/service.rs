@@ -104,12 +104,8 @@ impl EdgeProxy {
         }
         match normalize::admit(session.req_header_mut(), self.tls, &self.paths) {
             Ok(admitted) => {
-                ctx.host = admitted.host().to_string();
-                ctx.authority = admitted
-                    .authority
-                    .as_ref()
-                    .map(normalize::Authority::to_header)
-                    .unwrap_or_default();
+                ctx.host = admitted.authority.map(|a| a.host).unwrap_or_default();
+                ctx.authority = admitted.header;
                 Ok(false)
             }
             Err(r) => {

@@ -207,9 +207,10 @@ pub fn check(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
 
     let mut fields = 0usize;
     let mut field_bytes = 0usize;
-    let mut hosts: Vec<(Range<usize>, &[u8])> = Vec::new();
-    let mut lengths: Vec<&[u8]> = Vec::new();
-    let mut codings: Vec<&[u8]> = Vec::new();
+    // The first of each, and how many (no allocation for a usual head).
+    let mut hosts = Seen::default();
+    let mut lengths = Seen::default();
+    let mut codings = Seen::default();
     let (mut close, mut keep_alive, mut upgrade_token) = (false, false, false);
     let mut upgrade_field = false;
     let mut expect_continue = false;
@@ -243,11 +244,11 @@ pub fn check(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
         }
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         if is("host") {
-            hosts.push((range, value));
+            hosts.add(range, value);
         } else if is("content-length") {
-            lengths.push(value);
+            lengths.add(range, value);
         } else if is("transfer-encoding") {
-            codings.push(value);
+            codings.add(range, value);
         } else if is("connection") {
             for token in value.split(|&b| b == b',').map(trim_ows) {
                 close |= token.eq_ignore_ascii_case(b"close");
@@ -262,41 +263,43 @@ pub fn check(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
         }
     }
 
-    if hosts.len() > 1 {
+    if hosts.count > 1 {
         return Err(refuse(400, "more than one Host header"));
     }
-    if hosts.is_empty() && !http10 {
+    if hosts.count == 0 && !http10 {
         return Err(refuse(400, "no Host header"));
     }
     let mut drop = Vec::new();
     if absolute {
         // RFC 9112 §3.2: the request is still refused for a bad Host.
-        for (range, value) in hosts {
+        if let Some((range, value)) = hosts.first {
             host::parse(value, 80).map_err(|_| refuse(400, "bad Host header"))?;
             drop.push(range);
         }
     }
 
-    let body = if !codings.is_empty() {
+    let body = if let Some((_, coding)) = codings.first {
         if http10 {
             return Err(refuse(400, "Transfer-Encoding in an HTTP/1.0 request"));
         }
-        if codings.len() > 1 || !codings[0].eq_ignore_ascii_case(b"chunked") {
+        if codings.count > 1 || !coding.eq_ignore_ascii_case(b"chunked") {
             return Err(refuse(501, "only Transfer-Encoding: chunked is supported"));
         }
         // Chunked wins over a Content-Length; pingora drops the CL and the
         // connection is not reused (RFC 9112 §6.3).
-        close |= !lengths.is_empty();
+        close |= lengths.count > 0;
         Body::Chunked
     } else {
-        match lengths.as_slice() {
-            [] => Body::None,
-            [one] => match content_length(one) {
+        match lengths.first {
+            None => Body::None,
+            Some(_) if lengths.count > 1 => {
+                return Err(refuse(400, "more than one Content-Length"))
+            }
+            Some((_, one)) => match content_length(one) {
                 Some(0) => Body::None,
                 Some(n) => Body::Length(n),
                 None => return Err(refuse(400, "bad Content-Length")),
             },
-            _ => return Err(refuse(400, "more than one Content-Length")),
         }
     };
     Ok(Head {
@@ -308,6 +311,22 @@ pub fn check(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
         drop,
         target: encoded_target,
     })
+}
+
+/// The first field of a name seen in a head, and how many there were.
+#[derive(Default)]
+struct Seen<'a> {
+    first: Option<(Range<usize>, &'a [u8])>,
+    count: usize,
+}
+
+impl<'a> Seen<'a> {
+    fn add(&mut self, range: Range<usize>, value: &'a [u8]) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some((range, value));
+        }
+    }
 }
 
 /// Without optional whitespace (SP and HTAB only, RFC 9110 §5.6.3): any
@@ -389,7 +408,11 @@ impl<'a> Iterator for LineIter<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let rest = &self.buf[self.pos..];
-        let i = memchr::memmem::find(rest, b"\r\n")?;
+        // Every CR is followed by LF here (bare CRs were refused as they came).
+        let mut i = memchr::memchr(b'\r', rest)?;
+        while rest.get(i + 1) != Some(&b'\n') {
+            i += 1 + memchr::memchr(b'\r', &rest[i + 1..])?;
+        }
         let start = self.pos;
         self.pos += i + 2;
         Some((start..self.pos, &rest[..i]))

@@ -129,10 +129,28 @@ pub fn parse(raw: &[u8], default_port: u16) -> Result<Authority, HostError> {
 impl Authority {
     /// `host[:port]`, as a `Host` header and a cache key carry it.
     pub fn to_header(&self) -> String {
-        match self.port {
-            Some(p) => format!("{}:{p}", self.host),
-            None => self.host.clone(),
+        let Some(port) = self.port else {
+            return self.host.clone();
+        };
+        let mut s = String::with_capacity(self.host.len() + 6);
+        s.push_str(&self.host);
+        s.push(':');
+        // Digits by hand: this runs for every request with a port.
+        let mut digits = [0u8; 5];
+        let mut n = port;
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
         }
+        for &d in &digits[i..] {
+            s.push(char::from(d));
+        }
+        s
     }
 }
 

@@ -28,6 +28,8 @@ pub use self::path::{NormalizedPath, PathError, PathOptions};
 pub struct Admitted {
     /// The normalized authority; `None` for an HTTP/1.0 request without `Host`.
     pub authority: Option<Authority>,
+    /// `authority` as `host[:port]` (what `Host` now says); empty without one.
+    pub header: String,
 }
 
 impl Admitted {
@@ -91,12 +93,14 @@ pub fn admit(req: &mut RequestHeader, tls: bool, paths: &PathOptions) -> Result<
         req.set_raw_path(&target)
             .map_err(|_| Refusal::bad("the request target cannot be rebuilt"))?;
     }
-    if let Some(a) = &authority {
-        let value = a.to_header();
-        if req.headers.get(HOST).map(|h| h.as_bytes()) != Some(value.as_bytes()) {
-            req.insert_header(HOST, value)
-                .map_err(|_| Refusal::bad("bad Host"))?;
-        }
+    let header = authority
+        .as_ref()
+        .map(Authority::to_header)
+        .unwrap_or_default();
+    if authority.is_some() && req.headers.get(HOST).map(|h| h.as_bytes()) != Some(header.as_bytes())
+    {
+        req.insert_header(HOST, header.as_str())
+            .map_err(|_| Refusal::bad("bad Host"))?;
     }
     for line in req.headers.get_all(CONNECTION) {
         for token in line.as_bytes().split(|&b| b == b',') {
@@ -111,7 +115,7 @@ pub fn admit(req: &mut RequestHeader, tls: bool, paths: &PathOptions) -> Result<
     }
     content_length(req)?;
     fields(req)?;
-    Ok(Admitted { authority })
+    Ok(Admitted { authority, header })
 }
 
 /// One `Content-Length`, a run of digits (HTTP/1 was checked on the wire;
@@ -134,14 +138,16 @@ fn content_length(req: &RequestHeader) -> Result<(), Refusal> {
 /// default: CGI-style backends read `X_Forwarded_For` as `X-Forwarded-For`),
 /// and HTTP/2 cookie crumbs are joined into one field (RFC 9113 §8.2.3).
 fn fields(req: &mut RequestHeader) -> Result<(), Refusal> {
-    let underscored: Vec<http::HeaderName> = req
-        .headers
-        .keys()
-        .filter(|k| k.as_str().contains('_'))
-        .cloned()
-        .collect();
-    for name in underscored {
-        req.remove_header(&name);
+    if req.headers.keys().any(|k| k.as_str().contains('_')) {
+        let underscored: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| k.as_str().contains('_'))
+            .cloned()
+            .collect();
+        for name in underscored {
+            req.remove_header(&name);
+        }
     }
     if req.version == Version::HTTP_2 && req.headers.get_all(COOKIE).iter().nth(1).is_some() {
         let joined: Vec<u8> = req
@@ -267,6 +273,9 @@ fn target(
     }
     if query.is_some_and(|q| q.contains(&b'#')) {
         return Err(Refusal::bad("a fragment in the request target"));
+    }
+    if path::is_normal(path, paths) && origin_form.len() == raw.len() {
+        return Ok(None);
     }
     let path = if path.is_empty() { &b"/"[..] } else { path };
     let n = path::normalize(path, paths).map_err(|e| Refusal::bad(e.to_string()))?;

@@ -117,6 +117,18 @@ fn push_escaped(out: &mut Vec<u8>, b: u8) {
     out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
 }
 
+/// Whether `raw` is already normal: only bytes a path holds as they are,
+/// no escapes, no dot segments, and no `//` when slashes merge. The common
+/// case, checked without allocating.
+pub fn is_normal(raw: &[u8], opts: &PathOptions) -> bool {
+    raw.first() == Some(&b'/')
+        && raw.iter().all(|&b| path_byte(b))
+        && !raw[1..]
+            .split(|&b| b == b'/')
+            .any(|seg| seg == b"." || seg == b"..")
+        && !(opts.merge_slashes && raw.windows(2).any(|w| w == b"//"))
+}
+
 /// Normalizes the path of a request target (without its query).
 pub fn normalize(raw: &[u8], opts: &PathOptions) -> Result<NormalizedPath, PathError> {
     if raw.first() != Some(&b'/') {
@@ -248,6 +260,32 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(norm(raw), want, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn normal_paths_are_recognized_without_work() {
+        let o = PathOptions::default();
+        for raw in [
+            "/",
+            "/a/b.ts",
+            "/a/b/",
+            "/.well-known/x",
+            "/a..b/c.",
+            "/x;y=1",
+        ] {
+            assert!(is_normal(raw.as_bytes(), &o), "{raw}");
+            assert_eq!(norm(raw), raw);
+        }
+        for raw in [
+            "/a/./b", "/a/..", "/./", "//a", "/a//b", "/%41", "/a b", "/a|b", "a",
+        ] {
+            assert!(!is_normal(raw.as_bytes(), &o), "{raw}");
+        }
+        let unmerged = PathOptions {
+            merge_slashes: false,
+            ..o
+        };
+        assert!(is_normal(b"//a//b", &unmerged));
     }
 
     #[test]
