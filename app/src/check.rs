@@ -6,14 +6,14 @@ use std::process::ExitCode;
 pub fn run(file: &Path) -> ExitCode {
     match edge_config::load(file) {
         Ok(config) => {
-            println!("{}: ok", file.display());
-            println!("{}", edge_config::Summary(&config));
+            crate::out::say!("{}: ok", file.display());
+            crate::out::say!("{}", edge_config::Summary(&config));
             ExitCode::SUCCESS
         }
         Err(diags) => {
-            eprintln!("{}\n", diags.render());
+            crate::out::complain!("{}\n", diags.render());
             let n = diags.len();
-            eprintln!(
+            crate::out::complain!(
                 "{}: {n} error{}",
                 file.display(),
                 if n == 1 { "" } else { "s" }

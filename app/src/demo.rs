@@ -92,7 +92,7 @@ impl Guide {
             .map_or_else(|| "?".to_string(), |a| a.to_string());
         let admin = if admin.port() == 0 { self.admin } else { admin };
         let o = self.origin;
-        println!(
+        crate::out::say!(
             r#"
 edge demo is running
   origin  http://{o}         synthetic HLS/DASH origin (stats: /_origin/stats)

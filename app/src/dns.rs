@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use edge_config::SiteHealth;
-use edge_dns::{BoundDns, DnsListener, DnsService, DnsState};
+use edge_dns::{BoundDns, DnsListener, DnsService, DnsState, ReadyDns};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
@@ -42,29 +42,38 @@ impl DnsNode {
         Ok(*self.runtime.get_or_init(|| Box::leak(Box::new(rt))))
     }
 
+    /// Readies new `dns` listeners: the DNS runtime is started if it is
+    /// not yet, and their sockets registered with it. What can fail is here.
+    pub fn prepare(&self, bind: Vec<BoundDns>, threads: usize) -> std::io::Result<Vec<ReadyDns>> {
+        if bind.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rt = self.runtime(threads)?;
+        bind.into_iter()
+            .map(|b| ReadyDns::prepare(b, rt.handle()))
+            .collect()
+    }
+
     /// Commits a generation: its state, listeners to stop and to start.
+    /// Cannot fail: [`Self::prepare`] did what could.
     pub fn commit(
         &self,
         state: DnsState,
         remove: &[String],
-        bind: Vec<BoundDns>,
-        threads: usize,
-    ) -> std::io::Result<Vec<(String, SocketAddr)>> {
+        ready: Vec<ReadyDns>,
+    ) -> Vec<(String, SocketAddr)> {
         self.service.install(state);
         let mut listeners = self.listeners.lock();
         for name in remove {
             listeners.remove(name);
         }
         let mut started = Vec::new();
-        if !bind.is_empty() {
-            let rt = self.runtime(threads)?;
-            for b in bind {
-                let l = DnsListener::serve(b, self.service.clone(), rt.handle())?;
-                started.push((l.name.clone(), l.local_addr));
-                listeners.insert(l.name.clone(), l);
-            }
+        for r in ready {
+            let l = r.serve(self.service.clone());
+            started.push((l.name.clone(), l.local_addr));
+            listeners.insert(l.name.clone(), l);
         }
-        Ok(started)
+        started
     }
 
     /// The address of a `dns` listener (the first by name).

@@ -13,12 +13,15 @@ pub fn init(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_target(true);
+        .with_target(true)
+        // A closed stderr loses the line; the default would print about
+        // it with eprintln!, which panics on a closed stderr.
+        .log_internal_errors(false);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     if let Err(e) = result {
-        eprintln!("edge: logging already initialised: {e}");
+        crate::out::complain!("edge: logging already initialised: {e}");
     }
 }

@@ -1,4 +1,5 @@
 //! `edge`: check a config, run a node, run the synthetic origin, or a demo.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod admin;
 mod check;
@@ -7,6 +8,7 @@ mod demo;
 mod dns;
 mod logging;
 mod origin_cmd;
+mod out;
 mod runtime;
 mod server;
 
@@ -43,7 +45,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("edge: {e:#}");
+            crate::out::complain!("edge: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -53,7 +55,7 @@ fn run(path: &std::path::Path, log_format: Option<cli::LogFormatArg>) -> anyhow:
     let config = match edge_config::load(path) {
         Ok(c) => c,
         Err(diags) => {
-            eprintln!("{}", diags.render());
+            crate::out::complain!("{}", diags.render());
             anyhow::bail!("{}: {} error(s); not started", path.display(), diags.len());
         }
     };

@@ -39,6 +39,48 @@ pub enum ApplyError {
     Internal(String),
     #[error("dns: {0}")]
     Dns(#[from] edge_dns::BuildError),
+    /// A reload that would take away what keeps the node serving or
+    /// reachable, which the file does not say it means to.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// What a reload may not take away unless the new file says so: every
+/// listener, route or DNS zone (a file cut short loses them: `listener = []`
+/// says it on purpose), and the admin token (removed by a restart, not a
+/// reload, so that a bad file cannot lock the operator out).
+fn reload_guard(old: &Config, new: &Config) -> Result<(), ApplyError> {
+    let emptied = |had: bool, has: bool, declared: bool| had && !has && !declared;
+    let zones = |c: &Config| c.dns.as_ref().is_some_and(|d| !d.zones.is_empty());
+    let mut why = Vec::new();
+    if emptied(
+        !old.listeners.is_empty(),
+        !new.listeners.is_empty(),
+        new.declared.listeners,
+    ) {
+        why.push("it has no listeners (write `listener = []` to mean it)");
+    }
+    if emptied(
+        !old.routes.is_empty(),
+        !new.routes.is_empty(),
+        new.declared.routes,
+    ) {
+        why.push("it has no routes (write `route = []` to mean it)");
+    }
+    if emptied(zones(old), zones(new), new.declared.dns_zones) {
+        why.push("it has no DNS zones (write `zone = []` under [dns] to mean it)");
+    }
+    if old.admin.token.is_some() && new.admin.token.is_none() {
+        why.push("it has no admin token and the running node has one (a restart removes it)");
+    }
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(ApplyError::Refused(format!(
+            "reload refused, the running config stays: {}",
+            why.join("; ")
+        )))
+    }
 }
 
 struct RuntimeMetrics {
@@ -85,7 +127,7 @@ impl RuntimeMetrics {
 
 /// Prints a bound socket the way `edge-testkit` and operators read it.
 pub fn announce(kind: &str, name: &str, addr: SocketAddr) {
-    println!("listening {kind} {name} {addr}");
+    crate::out::say!("listening {kind} {name} {addr}");
 }
 
 /// Everything that lives as long as the node.
@@ -114,6 +156,15 @@ pub struct Runtime {
 struct Handler {
     dyn_handler: Arc<dyn ConnectionHandler>,
     http: Option<Arc<HttpHandler>>,
+}
+
+/// What one apply does to the cache.
+enum CacheChange {
+    None,
+    /// The first apply: the cache, opened.
+    Open(Arc<CacheRuntime>),
+    /// New settings, readied.
+    Configure(edge_cache::PreparedCache),
 }
 
 /// What one apply does to the listeners, decided before anything changes.
@@ -199,7 +250,10 @@ impl Runtime {
         }
         let old = self.config.load_full();
         let diff = ConfigDiff::between(&old, &new);
-        let result = self.apply_locked(&old, new, &diff).await;
+        let result = match reload_guard(&old, &new) {
+            Ok(()) => self.apply_locked(&old, new, &diff).await,
+            Err(e) => Err(e),
+        };
         let label = if result.is_ok() { "success" } else { "failure" };
         self.metrics.reloads.with_label_values(&[label]).inc();
         result.map(|()| diff)
@@ -234,24 +288,44 @@ impl Runtime {
             .await
             .map_err(|e| ApplyError::Internal(e.to_string()))??;
         // The cache is made once, at the first apply (its disk tier is
-        // read back then); later applies resize it.
-        let new_cache = match self.proxy.cache() {
-            Some(_) => None,
-            None => Some(self.open_cache(&new).await?),
+        // read back then); later applies resize it, a new disk path being
+        // opened here, aside.
+        let cache_change = match self.proxy.cache() {
+            None => CacheChange::Open(self.open_cache(&new).await?),
+            Some(cache) if diff.cache => {
+                let cache = cache.clone();
+                let settings = new.cache.clone();
+                let prepared = tokio::task::spawn_blocking(move || cache.prepare(&settings))
+                    .await
+                    .map_err(|e| ApplyError::Internal(e.to_string()))?
+                    .map_err(|e| {
+                        let dir = new
+                            .cache
+                            .disk
+                            .as_ref()
+                            .map_or_else(String::new, |d| d.path.display().to_string());
+                        ApplyError::Environment(format!("cannot open the disk cache at {dir}: {e}"))
+                    })?;
+                CacheChange::Configure(prepared)
+            }
+            Some(_) => CacheChange::None,
         };
+        let dns_threads = new.dns.as_ref().map_or(1, |d| d.threads);
+        let dns_ready = self
+            .dns
+            .prepare(plan.dns_bind, dns_threads)
+            .map_err(|e| ApplyError::Environment(format!("dns listeners: {e}")))?;
 
         // Commit: nothing below can fail.
         self.proxy.install(state, &new);
-        match new_cache {
-            Some(cache) => self.proxy.set_cache(cache),
-            None if diff.cache => {
+        match cache_change {
+            CacheChange::Open(cache) => self.proxy.set_cache(cache),
+            CacheChange::Configure(prepared) => {
                 if let Some(cache) = self.proxy.cache() {
-                    if let Err(e) = cache.configure(&new.cache) {
-                        tracing::error!(error = %e, "the new [cache] settings could not all be applied; the disk tier is off");
-                    }
+                    cache.commit(&new.cache, prepared);
                 }
             }
-            None => {}
+            CacheChange::None => {}
         }
         let checks = health::spawn(&self.proxy.state(), &tokio::runtime::Handle::current());
         *self.health.lock() = checks;
@@ -286,17 +360,8 @@ impl Runtime {
             announce(listener.kind_name(), &listener.name, addr);
         }
         drop(http_handlers);
-        let dns_threads = new.dns.as_ref().map_or(1, |d| d.threads);
-        match self
-            .dns
-            .commit(dns_state, &plan.dns_remove, plan.dns_bind, dns_threads)
-        {
-            Ok(started) => {
-                for (name, addr) in started {
-                    announce("dns", &name, addr);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "dns listeners could not start"),
+        for (name, addr) in self.dns.commit(dns_state, &plan.dns_remove, dns_ready) {
+            announce("dns", &name, addr);
         }
         self.dns.start_probes(&tokio::runtime::Handle::current());
         self.config.store(new);

@@ -104,7 +104,7 @@ pub fn run_node_with(
         .map(|(_, addr)| addr);
     on_ready(first_http, admin_bound, runtime.dns.first_address());
     runtime.set_ready(true);
-    println!("ready");
+    crate::out::say!("ready");
     tracing::info!(admin = %admin_bound, "edge is ready");
     server.run(RunArgs {
         shutdown_signal: Box::new(SignalWatch {

@@ -528,7 +528,13 @@ async fn draining_lets_in_flight_finish_and_sends_nothing_new() {
     assert_eq!(done.status, 200);
     assert_eq!(done.body.len(), 20480, "the in-flight request finished");
 
-    let config = c.get(&node.admin_url("/config")).await.json();
+    let config = c
+        .get_with(
+            &node.admin_url("/config"),
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+        )
+        .await
+        .json();
     assert_eq!(
         config["admin_overrides"][0]["admin"], "draining",
         "{config}"
@@ -590,7 +596,13 @@ async fn draining_lets_in_flight_finish_and_sends_nothing_new() {
         Duration::from_secs(5),
         "overrides cleared by reload",
         || async {
-            let config = c.get(&node.admin_url("/config")).await.json();
+            let config = c
+                .get_with(
+                    &node.admin_url("/config"),
+                    &[("authorization", &format!("Bearer {TOKEN}"))],
+                )
+                .await
+                .json();
             (config["admin_overrides"].as_array().unwrap().is_empty()).then_some(())
         },
     )

@@ -312,10 +312,14 @@ async fn mutating_admin_calls_need_the_token() {
         .await
         .unwrap();
     assert_eq!(wrong.status, 401);
-    // Reads are open, and the token never shows.
+    // Reads are open but /config, and the token never shows.
     assert_eq!(c.get(&node.admin_url("/live")).await.status, 200);
     assert_eq!(c.get(&node.admin_url("/ready")).await.status, 200);
-    let config = c.get(&node.admin_url("/config")).await;
+    assert_eq!(c.get(&node.admin_url("/config")).await.status, 401);
+    let auth = format!("Bearer {TOKEN}");
+    let config = c
+        .get_with(&node.admin_url("/config"), &[("authorization", &auth)])
+        .await;
     assert_eq!(config.status, 200);
     assert!(!config.text().contains(TOKEN));
     assert_eq!(config.json()["admin"]["token"], "<redacted>");

@@ -16,4 +16,4 @@ pub mod video;
 pub use hit::EdgeHit;
 pub use metrics::{CacheMetrics, PrefetchOutcome, Status, TierCollector};
 pub use object::Tier;
-pub use storage::{EdgeStorage, FillHints, PurgeMode};
+pub use storage::{EdgeStorage, FillHints, PreparedCache, PurgeMode};

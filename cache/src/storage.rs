@@ -70,6 +70,16 @@ pub enum PurgeMode {
     Soft,
 }
 
+/// A disk tier change made ready by [`EdgeStorage::prepare`].
+pub struct PreparedCache {
+    disk: Option<NewDisk>,
+}
+
+enum NewDisk {
+    Off,
+    Open(Box<(DiskTier, Vec<crate::disk::Removed>)>),
+}
+
 pub struct EdgeStorage {
     ram: ArcSwap<RamTier>,
     disk: ArcSwapOption<DiskTier>,
@@ -156,6 +166,36 @@ impl EdgeStorage {
     /// a resized disk tier evicts down to its budget, a new disk path opens
     /// that directory (the old one is left as it is).
     pub fn configure(&self, settings: &Cache) -> std::io::Result<()> {
+        let prepared = self.prepare(settings)?;
+        self.commit_settings(settings, prepared);
+        Ok(())
+    }
+
+    /// What applying `settings` needs that can fail, done aside: a disk
+    /// tier at a new path is opened (and read back) here.
+    pub fn prepare(&self, settings: &Cache) -> std::io::Result<PreparedCache> {
+        let old = self.settings.load_full();
+        let same_disk = match (&old.disk, &settings.disk) {
+            (Some(a), Some(b)) => a.path == b.path && self.disk.load().is_some(),
+            (None, None) => true,
+            _ => false,
+        };
+        if same_disk {
+            return Ok(PreparedCache { disk: None });
+        }
+        let disk = match &settings.disk {
+            None => NewDisk::Off,
+            Some(d) => {
+                let (tier, found) = DiskTier::open(&d.path, d.size, d.max_object)?;
+                NewDisk::Open(Box::new((tier, found)))
+            }
+        };
+        Ok(PreparedCache { disk: Some(disk) })
+    }
+
+    /// Makes `settings` the running ones, with what [`Self::prepare`] made
+    /// for them. Cannot fail.
+    pub fn commit_settings(&self, settings: &Cache, prepared: PreparedCache) {
         let old = self.settings.load_full();
         self.settings.store(Arc::new(settings.clone()));
         if (old.ram_size, old.ram_max_object) != (settings.ram_size, settings.ram_max_object) {
@@ -168,22 +208,31 @@ impl EdgeStorage {
                 self.forget_if_gone(&k);
             }
         }
-        let same_disk = match (&old.disk, &settings.disk, self.disk.load_full()) {
-            (Some(a), Some(b), Some(tier)) if a.path == b.path => {
-                for r in tier.set_limits(b.size, b.max_object) {
-                    self.metrics.evictions_disk.inc();
-                    self.forget_if_gone(&r.key);
+        match prepared.disk {
+            None => {
+                if let (Some(b), Some(tier)) = (&settings.disk, self.disk.load_full()) {
+                    for r in tier.set_limits(b.size, b.max_object) {
+                        self.metrics.evictions_disk.inc();
+                        self.forget_if_gone(&r.key);
+                    }
                 }
-                true
             }
-            (None, None, _) => true,
-            _ => false,
-        };
-        if !same_disk {
-            self.close_disk();
-            self.open_disk(settings)?;
+            Some(NewDisk::Off) => self.close_disk(),
+            Some(NewDisk::Open(opened)) => {
+                self.close_disk();
+                let (tier, found) = *opened;
+                {
+                    let mut index = self.index.lock();
+                    for f in &found {
+                        index.add(&f.key, &f.info);
+                    }
+                }
+                if let Some(d) = &settings.disk {
+                    tracing::info!(path = %d.path.display(), objects = found.len(), "disk cache opened");
+                }
+                self.disk.store(Some(Arc::new(tier)));
+            }
         }
-        Ok(())
     }
 
     /// Stops using the disk tier (its files stay, and its directory lock

@@ -52,7 +52,7 @@ impl Diagnostic {
             path: path.into(),
             message: message.into(),
             expected,
-            snippet: Some(source.line_text(line).to_string()),
+            snippet: Some(mask_secrets(source.line_text(line))),
         }
     }
 
@@ -73,6 +73,89 @@ impl Diagnostic {
         }
         out
     }
+}
+
+/// A source line as a diagnostic may show it: URL credentials
+/// (`scheme://user:password@`) and the values of keys that hold secrets
+/// (`token`, `password`, `secret`, …) become `*`, one for each character,
+/// so the caret still points at the right column.
+pub fn mask_secrets(line: &str) -> String {
+    let mut out: Vec<char> = line.chars().collect();
+    // URL userinfo.
+    let text: String = out.iter().collect();
+    let mut search = 0;
+    while let Some(i) = text[search..].find("://") {
+        let start = search + i + 3;
+        let rest = &text[start..];
+        let end = rest
+            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            let from = text[..start].chars().count();
+            let len = rest[..at].chars().count();
+            for c in out.iter_mut().skip(from).take(len) {
+                *c = '*';
+            }
+        }
+        search = start;
+    }
+    // `key = "value"` where the key names a secret, and every value of a
+    // header edit (`request_headers`, `response_headers`: credentials for a
+    // backend often are).
+    let header_edits = text.contains("_headers");
+    let bytes: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != '=' {
+            i += 1;
+            continue;
+        }
+        let key: String = bytes[..i]
+            .iter()
+            .rev()
+            .skip_while(|c| c.is_whitespace())
+            .take_while(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '"'))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<String>()
+            .trim_matches('"')
+            .to_ascii_lowercase();
+        let key = key.rsplit('.').next().unwrap_or("").to_string();
+        let mut j = i + 1;
+        while j < bytes.len() && bytes[j].is_whitespace() {
+            j += 1;
+        }
+        let quote = bytes.get(j).copied();
+        if matches!(quote, Some('"') | Some('\'')) && (header_edits || secret_key(&key)) {
+            let mut k = j + 1;
+            while k < bytes.len() && Some(bytes[k]) != quote {
+                out[k] = '*';
+                k += 1;
+            }
+            i = k;
+        }
+        i += 1;
+    }
+    out.into_iter().collect()
+}
+
+/// Whether a key's value is a secret (`token`, `password`, `authorization`, …).
+fn secret_key(key: &str) -> bool {
+    !key.ends_with("_env")
+        && [
+            "token",
+            "password",
+            "passwd",
+            "secret",
+            "credential",
+            "api_key",
+            "apikey",
+            "authorization",
+            "cookie",
+        ]
+        .iter()
+        .any(|s| key.contains(s))
 }
 
 impl fmt::Display for Diagnostic {
@@ -151,6 +234,37 @@ impl IntoIterator for Diagnostics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_masked_in_snippets() {
+        assert_eq!(
+            mask_secrets(r#"url = "redis://:hunter2@127.0.0.1:6379"#),
+            r#"url = "redis://********@127.0.0.1:6379"#
+        );
+        assert_eq!(
+            mask_secrets(r#"token = "0123456789abcdef""#),
+            r#"token = "****************""#
+        );
+        assert_eq!(
+            mask_secrets(r#"admin.token_env = "EDGE_TOKEN""#),
+            r#"admin.token_env = "EDGE_TOKEN""#
+        );
+        assert_eq!(mask_secrets(r#"threads = -1"#), "threads = -1");
+        assert_eq!(
+            mask_secrets(r#"urls = ["http://u:p@a/x", "http://b/y"]"#),
+            r#"urls = ["http://***@a/x", "http://b/y"]"#
+        );
+        assert_eq!(
+            mask_secrets(
+                r#"request_headers = { set = { authorization = "Bearer x", x-a = "y" } }"#
+            ),
+            r#"request_headers = { set = { authorization = "********", x-a = "*" } }"#
+        );
+        assert_eq!(
+            mask_secrets(r#"Authorization = "Basic abc""#),
+            r#"Authorization = "*********""#
+        );
+    }
 
     #[test]
     fn render_points_at_the_column() {

@@ -35,7 +35,7 @@ use serde::Serialize;
 pub use answer::Transport;
 use health::{NodeHealth, SiteStates};
 use metrics::{DnsMetrics, SiteCollector};
-pub use server::{BoundDns, DnsListener};
+pub use server::{BoundDns, DnsListener, ReadyDns};
 pub use state::{BuildError, DnsState};
 
 /// The DNS service of a node.

@@ -82,6 +82,51 @@ pub struct DnsListener {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// A bound listener registered with a runtime's reactor, ready to serve:
+/// what can fail is done, [`ReadyDns::serve`] cannot.
+#[derive(Debug)]
+pub struct ReadyDns {
+    pub name: String,
+    pub local_addr: SocketAddr,
+    udp: Vec<tokio::net::UdpSocket>,
+    tcp: tokio::net::TcpListener,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ReadyDns {
+    /// Registers the sockets of `bound` with `runtime`.
+    pub fn prepare(bound: BoundDns, runtime: &tokio::runtime::Handle) -> io::Result<ReadyDns> {
+        let _enter = runtime.enter();
+        let udp = bound
+            .udp
+            .into_iter()
+            .map(tokio::net::UdpSocket::from_std)
+            .collect::<io::Result<Vec<_>>>()?;
+        let tcp = tokio::net::TcpListener::from_std(bound.tcp)?;
+        Ok(ReadyDns {
+            name: bound.name,
+            local_addr: bound.local_addr,
+            udp,
+            tcp,
+            runtime: runtime.clone(),
+        })
+    }
+
+    /// Starts serving.
+    pub fn serve(self, service: Arc<DnsService>) -> DnsListener {
+        let mut tasks = Vec::new();
+        for sock in self.udp {
+            tasks.push(self.runtime.spawn(udp_loop(sock, service.clone())));
+        }
+        tasks.push(self.runtime.spawn(tcp_loop(self.tcp, service)));
+        DnsListener {
+            name: self.name,
+            local_addr: self.local_addr,
+            tasks,
+        }
+    }
+}
+
 impl DnsListener {
     /// Starts serving on `runtime`.
     pub fn serve(
@@ -89,19 +134,7 @@ impl DnsListener {
         service: Arc<DnsService>,
         runtime: &tokio::runtime::Handle,
     ) -> io::Result<DnsListener> {
-        let _enter = runtime.enter();
-        let mut tasks = Vec::new();
-        for sock in bound.udp {
-            let sock = tokio::net::UdpSocket::from_std(sock)?;
-            tasks.push(runtime.spawn(udp_loop(sock, service.clone())));
-        }
-        let tcp = tokio::net::TcpListener::from_std(bound.tcp)?;
-        tasks.push(runtime.spawn(tcp_loop(tcp, service)));
-        Ok(DnsListener {
-            name: bound.name,
-            local_addr: bound.local_addr,
-            tasks,
-        })
+        Ok(ReadyDns::prepare(bound, runtime)?.serve(service))
     }
 
     pub fn stop(&self) {

@@ -1,12 +1,13 @@
-//! The admin API, on loopback by default. Reads are open; every mutating call
-//! needs `Authorization: Bearer <admin.token>` (refused outright when no token
-//! is configured).
+//! The admin API, on loopback by default. Reads are open except `/config`;
+//! every mutating call needs `Authorization: Bearer <admin.token>` (refused
+//! outright when no token is configured). Tokens compare in constant time;
+//! the scheme is case-insensitive.
 //!
 //! | call | what |
 //! |---|---|
 //! | `GET /live` | the process answers |
 //! | `GET /ready` | 200 while serving, 503 while starting or draining |
-//! | `GET /config` | the running config as JSON, secrets redacted |
+//! | `GET /config` | the running config as JSON, secrets redacted (needs the token when one is set) |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /reload` | re-read the config file and apply it |
 //! | `GET /pools` | pools and backends: health, ejection, breaker, in-flight, latency, weight |
@@ -88,7 +89,11 @@ async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
     }
 }
 
-async fn config(State(rt): State<Arc<Runtime>>) -> Response {
+async fn config(State(rt): State<Arc<Runtime>>, headers: axum::http::HeaderMap) -> Response {
+    // It names backends, routes and limits: with a token, only for its holder.
+    if rt.admin_token().is_some() && !auth::authorized(&rt, &headers) {
+        return auth::unauthorized();
+    }
     let mut value = match serde_json::to_value(&*rt.config()) {
         Ok(v) => v,
         Err(e) => {
@@ -136,7 +141,10 @@ pub fn apply_error_response(e: &ApplyError) -> Response {
             StatusCode::CONFLICT,
             json!({ "status": "rejected", "error": e.to_string() }),
         ),
-        ApplyError::Build(_) | ApplyError::Dns(_) | ApplyError::Environment(_) => (
+        ApplyError::Build(_)
+        | ApplyError::Dns(_)
+        | ApplyError::Environment(_)
+        | ApplyError::Refused(_) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             json!({ "status": "rejected", "error": e.to_string() }),
         ),
@@ -239,7 +247,12 @@ mod tests {
     #[tokio::test]
     async fn config_is_json_with_secrets_redacted_and_metrics_are_prometheus_text() {
         let rt = runtime(true).await;
-        let (status, body) = call(&rt, "GET", "/config", None).await;
+        assert_eq!(
+            call(&rt, "GET", "/config", None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "the config is for the token's holder"
+        );
+        let (status, body) = call(&rt, "GET", "/config", Some(&format!("bearer {TOKEN}"))).await;
         assert_eq!(status, StatusCode::OK);
         assert!(!body.contains(TOKEN));
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();

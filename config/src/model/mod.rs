@@ -43,6 +43,18 @@ pub struct Config {
     pub rate_limits: Vec<RateLimit>,
     pub redis: Option<Redis>,
     pub dns: Option<Dns>,
+    /// Which lists the file names, even empty: a reload may empty a list
+    /// only when the new file says so (`listener = []`).
+    #[serde(skip)]
+    pub declared: Declared,
+}
+
+/// Lists a config file names (the key is there, even with no items).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Declared {
+    pub listeners: bool,
+    pub routes: bool,
+    pub dns_zones: bool,
 }
 
 impl Config {
@@ -60,6 +72,7 @@ impl Config {
             rate_limits: Vec::new(),
             redis: None,
             dns: None,
+            declared: Declared::default(),
         }
     }
 

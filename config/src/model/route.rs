@@ -115,9 +115,24 @@ pub enum PathRewrite {
 /// Header edits, applied in order: remove, set, add.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct HeaderOps {
+    /// Values print as `<redacted>`: they may be credentials for a backend.
+    #[serde(serialize_with = "redacted_values")]
     pub add: Vec<(String, String)>,
+    #[serde(serialize_with = "redacted_values")]
     pub set: Vec<(String, String)>,
     pub remove: Vec<String>,
+}
+
+fn redacted_values<S: serde::Serializer>(
+    fields: &[(String, String)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(fields.len()))?;
+    for (name, _) in fields {
+        seq.serialize_element(&(name, "<redacted>"))?;
+    }
+    seq.end()
 }
 
 impl HeaderOps {

@@ -303,6 +303,14 @@ fn build(ck: &mut Checker<'_>, doc: &Document<'_>) -> Config {
         rate_limits: Vec::new(),
         redis,
         dns,
+        declared: crate::model::Declared {
+            listeners: doc.get("listener").is_some(),
+            routes: doc.get("route").is_some(),
+            dns_zones: doc
+                .get("dns")
+                .and_then(|d| d.get_ref().as_table())
+                .is_some_and(|t| t.contains_key("zone")),
+        },
     };
     cross::check(ck, doc, &listeners, &pools, &routes, &rate_limits, &config);
     config.listeners = listeners.into_iter().map(|(_, l)| l).collect();

@@ -76,15 +76,21 @@ impl CacheRuntime {
         }
     }
 
-    /// Applies new `[cache]` settings (tier sizes, disk, lock timeout).
-    pub fn configure(&self, cache: &Cache) -> std::io::Result<()> {
+    /// Readies new `[cache]` settings: what can fail (a disk tier at a new
+    /// path) is done here, aside; [`Self::commit`] then cannot fail.
+    pub fn prepare(&self, cache: &Cache) -> std::io::Result<edge_cache::PreparedCache> {
+        self.storage.prepare(cache)
+    }
+
+    /// Applies prepared `[cache]` settings (tier sizes, disk, lock timeout).
+    pub fn commit(&self, cache: &Cache, prepared: edge_cache::PreparedCache) {
         if self.lock.load().timeout != cache.lock_timeout {
             self.lock.store(Arc::new(LockSettings {
                 lock: leak_lock(cache.lock_timeout),
                 timeout: cache.lock_timeout,
             }));
         }
-        self.storage.configure(cache)
+        self.storage.commit_settings(cache, prepared);
     }
 
     pub(crate) fn known_size(&self, url: &str) -> Option<u64> {

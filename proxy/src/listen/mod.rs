@@ -186,7 +186,9 @@ impl ListenerControl {
         }
     }
 
-    /// Stops accepting on a listener; its open connections finish normally.
+    /// Stops accepting on a listener. Its open connections finish what they
+    /// are doing: idle keep-alive ones close, in-flight requests are
+    /// answered with `Connection: close` (as a drain, for this listener).
     pub fn remove(&self, name: &str) -> bool {
         let mut inner = self.inner.lock();
         let removed = inner
@@ -198,22 +200,34 @@ impl ListenerControl {
             });
         let stopped = inner.running.remove(name).map(|r| {
             let _ = r.stop.send(true);
+            r.handler.borrow().clone()
         });
+        if let (Some(old), Some(rt)) = (&stopped, &inner.runtime) {
+            let old = old.clone();
+            rt.spawn(async move { old.drain().await });
+        }
         removed.is_some() || stopped.is_some()
     }
 
     /// Gives a listener a new handler (new settings or certificates) for new
-    /// connections, keeping its socket. Returns false if it is not running.
+    /// connections, keeping its socket; connections of the old handler end
+    /// after their current request, so clients come back to the new
+    /// settings. Returns false if it is not running.
     pub fn replace_handler(&self, name: &str, handler: Arc<dyn ConnectionHandler>) -> bool {
         let mut inner = self.inner.lock();
         if let Some(p) = inner.pending.iter_mut().find(|p| p.listener.name == name) {
             p.handler = handler;
             return true;
         }
-        match inner.running.get(name) {
-            Some(r) => r.handler.send(handler).is_ok(),
-            None => false,
+        let Some(r) = inner.running.get(name) else {
+            return false;
+        };
+        let old = r.handler.borrow().clone();
+        let sent = r.handler.send(handler).is_ok();
+        if let Some(rt) = &inner.runtime {
+            rt.spawn(async move { old.drain().await });
         }
+        sent
     }
 
     /// Names and addresses of listeners accepting (or about to).

@@ -1,0 +1,39 @@
+//! Lines for the operator on stdout and stderr. A closed or broken pipe
+//! (an operator's `| head`, a supervisor that went away) loses the line and
+//! nothing else: writing never panics, as `println!` would.
+
+use std::fmt;
+use std::io::Write;
+
+/// `say!("…", args)`: [`say_line`] with `format!` arguments.
+macro_rules! say {
+    ($($t:tt)*) => { $crate::out::say_line(format_args!($($t)*)) };
+}
+pub(crate) use say;
+
+/// `complain!("…", args)`: [`complain_line`] with `format!` arguments.
+macro_rules! complain {
+    ($($t:tt)*) => { $crate::out::complain_line(format_args!($($t)*)) };
+}
+pub(crate) use complain;
+
+/// One line on stdout (bound sockets, `ready`, `edge check` results).
+pub fn say_line(line: fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// One line on stderr (errors before logging is set up).
+pub fn complain_line(line: fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lines_are_written() {
+        super::say!("out test");
+        super::complain!("err test");
+    }
+}
