@@ -5,8 +5,8 @@
 //! | signal | effect |
 //! |---|---|
 //! | SIGHUP | re-read the config file and apply it |
-//! | SIGTERM, SIGQUIT | mark not ready, stop accepting, let open connections finish (up to `server.grace_period`), exit |
-//! | SIGINT (Ctrl-C) | the same with at most 10 s of grace |
+//! | SIGTERM, SIGQUIT | mark not ready and answer with `Connection: close`, keep accepting for `server.shutdown_delay`, then stop accepting, let open connections finish (up to `server.grace_period`), exit |
+//! | SIGINT (Ctrl-C) | the same without the shutdown delay and with at most 10 s of grace |
 //! | a second SIGTERM/SIGINT while draining | exit at once |
 
 use std::net::SocketAddr;
@@ -189,9 +189,24 @@ impl ShutdownSignalWatch for SignalWatch {
             _ = next(quit) => "SIGQUIT",
         };
         self.runtime.set_ready(false);
-        let mut grace = self.runtime.config().server.grace_period;
+        self.runtime.proxy.set_closing();
+        let server = self.runtime.config().server.clone();
+        let mut grace = server.grace_period;
         if name == "SIGINT" {
             grace = grace.min(Duration::from_secs(10));
+        } else if !server.shutdown_delay.is_zero() {
+            // Load balancers see /ready at 503 and stop sending; meanwhile
+            // new connections are still served (and told to close).
+            tracing::info!(
+                signal = name,
+                delay = ?server.shutdown_delay,
+                "shutting down: not ready, still accepting for the shutdown delay"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(server.shutdown_delay) => {}
+                _ = next(term) => tracing::warn!("second signal: no more delay"),
+                _ = next(int) => tracing::warn!("second signal: no more delay"),
+            }
         }
         tracing::info!(
             signal = name,

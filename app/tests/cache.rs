@@ -22,6 +22,7 @@ fn config(o: &RunningOrigin, route_cache: &str, cache: &str) -> String {
 [server]
 threads = 2
 access_log = false
+shutdown_delay = "0s"
 
 [admin]
 listen = "127.0.0.1:0"

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edge_testkit::{eventually, origin, Client, EdgeNode, RunningOrigin};
+use edge_testkit::{eventually, origin, Client, EdgeNode, RawConn, RunningOrigin};
 use http::Method;
 use nix::sys::signal::Signal;
 
@@ -28,6 +28,7 @@ fn config_with(origins: &[&RunningOrigin], extra: &str) -> String {
 [server]
 threads = 2
 grace_period = "10s"
+shutdown_delay = "0s"
 
 [admin]
 listen = "127.0.0.1:0"
@@ -343,6 +344,44 @@ async fn without_a_token_mutating_calls_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_keeps_accepting_for_the_shutdown_delay_with_ready_at_503() {
+    let o = origin("a").await;
+    let config = config(&o).replace("shutdown_delay = \"0s\"", "shutdown_delay = \"30s\"");
+    let mut node = EdgeNode::start(BIN, &config);
+    let c = Client::new();
+    // A keep-alive client connected before the signal.
+    let before = RawConn::connect(node.addr("web")).await;
+    node.signal(Signal::SIGTERM);
+    node.wait_for_line(
+        "still accepting for the shutdown delay",
+        Duration::from_secs(10),
+    );
+    assert_eq!(c.get(&node.admin_url("/ready")).await.status, 503);
+    // New connections are still served, and told to go.
+    for i in 0..5 {
+        let mut conn = RawConn::connect(node.addr("web")).await;
+        conn.send(format!("GET /obj/d{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .await;
+        let r = conn.response(false).await.unwrap();
+        assert_eq!(r.status, 200, "connection {i} during the delay");
+        assert!(r.closes(), "answers during the delay say Connection: close");
+        assert!(conn.closed().await);
+    }
+    let mut before = before;
+    before.send(b"GET /obj/k HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let r = before.response(false).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.closes(),
+        "an old keep-alive connection's next answer closes it"
+    );
+    // A second SIGTERM ends the delay: the node drains and exits.
+    node.signal(Signal::SIGTERM);
+    let status = node.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert!(status.success(), "{}", node.output());
 }
 
 #[tokio::test(flavor = "multi_thread")]

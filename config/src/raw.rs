@@ -21,6 +21,7 @@ pub(crate) type S<T> = Spanned<T>;
 pub(crate) struct RawServer {
     pub threads: Option<S<i64>>,
     pub grace_period: Option<S<Scalar>>,
+    pub shutdown_delay: Option<S<Scalar>>,
     pub log_format: Option<S<String>>,
     pub access_log: Option<bool>,
     pub upstream_keepalive: Option<S<i64>>,

@@ -656,7 +656,9 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         // pingora has read the client's wish (HTTP/1.0, `Connection: close`):
         // only a connection that stays open gets the listener's idle timeout.
-        if session.get_keepalive().is_some() {
+        if self.proxy.closing() {
+            session.set_keepalive(None);
+        } else if session.get_keepalive().is_some() {
             session.set_keepalive(Some(self.keepalive_secs));
         }
         let task = session

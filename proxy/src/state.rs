@@ -41,6 +41,8 @@ pub struct Proxy {
     pub backends: BackendRegistry,
     access_log: AtomicBool,
     cache: OnceLock<Arc<CacheRuntime>>,
+    /// The node is shutting down: every answer closes its connection.
+    closing: AtomicBool,
 }
 
 impl Proxy {
@@ -62,6 +64,7 @@ impl Proxy {
             metrics,
             backends: BackendRegistry::default(),
             access_log: AtomicBool::new(true),
+            closing: AtomicBool::new(false),
             cache: OnceLock::new(),
         }))
     }
@@ -132,5 +135,15 @@ impl Proxy {
 
     pub fn access_log(&self) -> bool {
         self.access_log.load(Ordering::Relaxed)
+    }
+
+    /// From now on every HTTP/1 answer says `Connection: close` (a node
+    /// shutting down sends clients elsewhere, connection by connection).
+    pub fn set_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 }

@@ -97,6 +97,11 @@ pub struct Server {
     /// How long SIGTERM waits for in-flight requests before exiting.
     #[serde(with = "duration_serde")]
     pub grace_period: Duration,
+    /// After SIGTERM, how long listeners keep accepting (with `/ready` at
+    /// 503 and every answer saying `Connection: close`) before they stop:
+    /// the time a load balancer or Kubernetes needs to stop sending.
+    #[serde(with = "duration_serde")]
+    pub shutdown_delay: Duration,
     pub log_format: LogFormat,
     /// One log line per request (target `access`).
     pub access_log: bool,
@@ -113,6 +118,7 @@ impl Default for Server {
         Self {
             threads: 1,
             grace_period: Duration::from_secs(30),
+            shutdown_delay: Duration::from_secs(5),
             log_format: LogFormat::Text,
             access_log: true,
             upstream_keepalive: 128,

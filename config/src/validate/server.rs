@@ -17,6 +17,7 @@ pub(super) fn server(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>)
     let RawServer {
         threads,
         grace_period,
+        shutdown_delay,
         log_format,
         access_log,
         upstream_keepalive,
@@ -26,6 +27,12 @@ pub(super) fn server(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>)
     Server {
         threads: ck.int(&threads, p, "threads", 1, 1024, defaults.threads as i64) as usize,
         grace_period: ck.duration(&grace_period, p, "grace_period", defaults.grace_period),
+        shutdown_delay: ck.duration(
+            &shutdown_delay,
+            p,
+            "shutdown_delay",
+            defaults.shutdown_delay,
+        ),
         log_format: log_format
             .and_then(|v| {
                 ck.choice(
