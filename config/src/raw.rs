@@ -232,6 +232,7 @@ pub(crate) struct RawHealthCheck {
 pub(crate) struct RawOutlier {
     pub consecutive_5xx: Option<S<i64>>,
     pub consecutive_gateway_errors: Option<S<i64>>,
+    pub consecutive_connect_failures: Option<S<i64>>,
     pub failure_percentage: Option<S<i64>>,
     pub failure_percentage_min_requests: Option<S<i64>>,
     pub interval: Option<S<Scalar>>,

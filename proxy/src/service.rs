@@ -213,6 +213,9 @@ pub struct RequestCtx {
     retrying_response: bool,
     /// A retry was decided and counted in the budget; its attempt has not started.
     retry_reserved: bool,
+    /// The next attempt is a failover after a failed connection: no
+    /// backoff, not counted in the retry budget.
+    free_retry: bool,
     /// The attempt failed on a pooled connection the backend had closed:
     /// it is tried once more on a new connection to the same backend.
     stale_retry: bool,
@@ -551,6 +554,15 @@ fn retry_kind(e: &Error) -> RetryOn {
 }
 
 impl EdgeProxy {
+    /// Whether a request whose connection failed may go to another backend:
+    /// one it has not tried is left (or panic mode), and there is time.
+    fn may_fail_over(&self, ctx: &RequestCtx) -> bool {
+        let Some(pool) = &ctx.pool else { return false };
+        (ctx.tried.len() < pool.backends.len() || pool.config.panic_mode)
+            && ctx.tried.len() < 2 * pool.backends.len()
+            && !ctx.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
     /// Whether the current attempt may be retried on another backend.
     fn may_retry(&self, session: &Session, ctx: &RequestCtx, kind: RetryOn) -> bool {
         let Some(pool) = &ctx.pool else { return false };
@@ -607,6 +619,7 @@ impl ProxyHttp for EdgeProxy {
             upstream_seconds: None,
             retrying_response: false,
             retry_reserved: false,
+            free_retry: false,
             stale_retry: false,
             stale_retried: false,
             response_started: false,
@@ -978,16 +991,19 @@ impl ProxyHttp for EdgeProxy {
             }
         }
         let retry = !ctx.tried.is_empty();
+        let free = std::mem::take(&mut ctx.free_retry);
         if retry {
             ctx.finish_attempt();
             ctx.retries += 1;
             pool.metrics.retries.inc();
-            let pause = backoff(ctx.retry_policy(&pool), ctx.retries);
-            let pause = match ctx.deadline {
-                Some(d) => pause.min(d.saturating_duration_since(Instant::now())),
-                None => pause,
-            };
-            tokio::time::sleep(pause).await;
+            if !free {
+                let pause = backoff(ctx.retry_policy(&pool), ctx.retries);
+                let pause = match ctx.deadline {
+                    Some(d) => pause.min(d.saturating_duration_since(Instant::now())),
+                    None => pause,
+                };
+                tokio::time::sleep(pause).await;
+            }
         } else {
             let wait = ctx.timeouts(&pool).connect;
             match pool.admit(wait).await {
@@ -1036,7 +1052,8 @@ impl ProxyHttp for EdgeProxy {
             }
         };
         ctx.tried.push(pick.index);
-        ctx.start_attempt(&pool, pick, retry);
+        // A failover is not a retry for the budget.
+        ctx.start_attempt(&pool, pick, retry && !free);
         let backend = &pool.backends[pick.index];
         if pool.uses_cookie().is_some() && ctx.sticky.as_deref() != Some(backend.sticky_id.as_str())
         {
@@ -1241,7 +1258,7 @@ impl ProxyHttp for EdgeProxy {
 
     fn fail_to_connect(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
@@ -1249,10 +1266,13 @@ impl ProxyHttp for EdgeProxy {
         if let (Some(pool), Some(a)) = (&ctx.pool, &ctx.attempt) {
             pool.backends[a.index].metrics.connect_errors.inc();
         }
-        ctx.record(Outcome::GatewayError);
-        let retry = self.may_retry(session, ctx, RetryOn::ConnectFailure);
+        ctx.record(Outcome::ConnectFailure);
+        // The backend never saw the request: the next one gets it, whatever
+        // the method, outside the retry policy and budget (nginx's
+        // `proxy_next_upstream error`, HAProxy's redispatch).
+        let retry = self.may_fail_over(ctx);
         if retry {
-            ctx.reserve_retry();
+            ctx.free_retry = true;
         }
         e.set_retry(retry);
         e
@@ -1285,6 +1305,22 @@ impl ProxyHttp for EdgeProxy {
             ctx.stale_retry = true;
             ctx.stale_retried = true;
             e.set_retry(true);
+            return e;
+        }
+        if *e.esource() == ErrorSource::Upstream
+            && *e.etype() == ErrorType::WriteError
+            && !ctx.response_started
+            && !session.as_ref().retry_buffer_truncated()
+        {
+            // Reset before the request was written: the backend never had
+            // it; the next one gets it, as after a failed connection.
+            if let (Some(pool), Some(a)) = (&ctx.pool, &ctx.attempt) {
+                pool.backends[a.index].metrics.proxy_errors.inc();
+            }
+            ctx.record(Outcome::GatewayError);
+            let retry = self.may_fail_over(ctx);
+            ctx.free_retry = retry;
+            e.set_retry(retry);
             return e;
         }
         if *e.esource() == ErrorSource::Upstream {

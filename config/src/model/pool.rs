@@ -240,6 +240,10 @@ pub struct OutlierDetection {
     pub consecutive_5xx: Option<u32>,
     /// Connect refused, reset, timeout, 502/503/504.
     pub consecutive_gateway_errors: Option<u32>,
+    /// Connections refused or timed out (the backend never saw a request):
+    /// 1 takes a backend that refuses connections out at once (nginx's
+    /// `max_fails=1`).
+    pub consecutive_connect_failures: Option<u32>,
     /// Eject when this percentage of requests in `interval` failed.
     pub failure_percentage: Option<u8>,
     pub failure_percentage_min_requests: u32,
@@ -251,6 +255,26 @@ pub struct OutlierDetection {
     #[serde(with = "duration_serde")]
     pub max_ejection_time: Duration,
     pub max_ejection_percent: u8,
+}
+
+impl Default for OutlierDetection {
+    /// What a pool gets without `[pool.outlier_detection]`: a backend that
+    /// refuses a connection is out at once, five gateway errors in a row
+    /// take it out too; it comes back after 10 s, then 20 s, … (at most
+    /// 5 min) while it keeps failing. Never more than half the pool is out.
+    fn default() -> Self {
+        Self {
+            consecutive_5xx: None,
+            consecutive_gateway_errors: Some(5),
+            consecutive_connect_failures: Some(1),
+            failure_percentage: None,
+            failure_percentage_min_requests: 20,
+            interval: Duration::from_secs(10),
+            base_ejection_time: Duration::from_secs(10),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 50,
+        }
+    }
 }
 
 /// Limits and a per-backend breaker. Zero limits mean "no limit".

@@ -233,8 +233,11 @@ pub(super) fn pool(
             );
         }
     }
-    let outlier_detection = outlier_detection
-        .map(|o| outlier(ck, &join_key(path, "outlier_detection"), o.into_inner()));
+    // Passive health is on by default: a dead backend is taken out at once.
+    let outlier_detection = Some(match outlier_detection {
+        Some(o) => outlier(ck, &join_key(path, "outlier_detection"), o.into_inner()),
+        None => OutlierDetection::default(),
+    });
     let circuit_breaker = circuit_breaker
         .map(|b| breaker(ck, &join_key(path, "circuit_breaker"), b.into_inner()))
         .unwrap_or_default();
@@ -373,6 +376,7 @@ fn outlier(ck: &mut Checker<'_>, p: &str, raw: RawOutlier) -> OutlierDetection {
     let RawOutlier {
         consecutive_5xx,
         consecutive_gateway_errors,
+        consecutive_connect_failures,
         failure_percentage,
         failure_percentage_min_requests,
         interval,
@@ -382,6 +386,7 @@ fn outlier(ck: &mut Checker<'_>, p: &str, raw: RawOutlier) -> OutlierDetection {
     } = raw;
     let none_set = consecutive_5xx.is_none()
         && consecutive_gateway_errors.is_none()
+        && consecutive_connect_failures.is_none()
         && failure_percentage.is_none();
     let base = ck.positive_duration(
         &base_ejection_time,
@@ -419,6 +424,16 @@ fn outlier(ck: &mut Checker<'_>, p: &str, raw: RawOutlier) -> OutlierDetection {
                 1_000_000,
             )
             .map(|n| n as u32),
+        consecutive_connect_failures: ck
+            .opt_int(
+                &consecutive_connect_failures,
+                p,
+                "consecutive_connect_failures",
+                1,
+                1_000_000,
+            )
+            .map(|n| n as u32)
+            .or(if none_set { Some(1) } else { None }),
         failure_percentage: ck
             .opt_int(&failure_percentage, p, "failure_percentage", 1, 100)
             .map(|n| n as u8),

@@ -617,6 +617,7 @@ mod tests {
             c.outlier_detection = Some(edge_config::OutlierDetection {
                 consecutive_5xx: Some(1),
                 consecutive_gateway_errors: None,
+                consecutive_connect_failures: None,
                 failure_percentage: None,
                 failure_percentage_min_requests: 10,
                 interval: Duration::from_secs(10),

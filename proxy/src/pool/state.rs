@@ -36,8 +36,11 @@ pub enum Outcome {
     Success,
     /// A 5xx other than 502, 503, 504.
     ServerError,
-    /// Connect refused or timed out, reset, read timeout, or 502/503/504.
+    /// Reset, read timeout, or 502/503/504.
     GatewayError,
+    /// The connection was refused or timed out: the backend never saw the
+    /// request. Counts as a gateway error too.
+    ConnectFailure,
 }
 
 /// Latency as a peak-sensitive moving average (Finagle's peak EWMA): a slow
@@ -88,6 +91,7 @@ struct Health {
 struct Outlier {
     consecutive_5xx: u32,
     consecutive_gateway: u32,
+    consecutive_connect: u32,
     window_start: Instant,
     window_total: u32,
     window_failed: u32,
@@ -169,6 +173,7 @@ impl Default for BackendState {
             outlier: Mutex::new(Outlier {
                 consecutive_5xx: 0,
                 consecutive_gateway: 0,
+                consecutive_connect: 0,
                 window_start: now,
                 window_total: 0,
                 window_failed: 0,
@@ -310,6 +315,7 @@ impl BackendState {
         o.ejected_until = Some(now + d);
         o.consecutive_5xx = 0;
         o.consecutive_gateway = 0;
+        o.consecutive_connect = 0;
         o.window_total = 0;
         o.window_failed = 0;
         o.window_start = now;
@@ -417,14 +423,22 @@ impl BackendState {
             Outcome::Success => {
                 o.consecutive_5xx = 0;
                 o.consecutive_gateway = 0;
+                o.consecutive_connect = 0;
             }
             Outcome::ServerError => {
                 o.consecutive_5xx += 1;
                 o.consecutive_gateway = 0;
+                o.consecutive_connect = 0;
             }
             Outcome::GatewayError => {
                 o.consecutive_5xx += 1;
                 o.consecutive_gateway += 1;
+                o.consecutive_connect = 0;
+            }
+            Outcome::ConnectFailure => {
+                o.consecutive_5xx += 1;
+                o.consecutive_gateway += 1;
+                o.consecutive_connect += 1;
             }
         }
         if now.saturating_duration_since(o.window_start) >= policy.interval {
@@ -442,11 +456,14 @@ impl BackendState {
         let by_gateway = policy
             .consecutive_gateway_errors
             .is_some_and(|n| o.consecutive_gateway >= n);
+        let by_connect = policy
+            .consecutive_connect_failures
+            .is_some_and(|n| o.consecutive_connect >= n);
         let by_rate = policy.failure_percentage.is_some_and(|pct| {
             o.window_total >= policy.failure_percentage_min_requests
                 && o.window_failed * 100 >= u32::from(pct) * o.window_total
         });
-        by_5xx || by_gateway || by_rate
+        by_5xx || by_gateway || by_connect || by_rate
     }
 
     fn record_breaker(
@@ -574,10 +591,45 @@ mod tests {
         assert!(matches!(s.breaker_phase(t1), BreakerPhase::Open { .. }));
     }
 
+    #[test]
+    fn one_refused_connection_ejects_with_the_defaults() {
+        let s = BackendState::default();
+        let p = OutlierDetection::default();
+        let t0 = Instant::now();
+        let v = s.record(
+            Outcome::ConnectFailure,
+            false,
+            t0,
+            Some(&p),
+            &CircuitBreaker::default(),
+        );
+        assert!(v.eject, "a backend that refuses connections is out at once");
+        let s = BackendState::default();
+        for i in 1..5 {
+            let v = s.record(
+                Outcome::GatewayError,
+                false,
+                t0,
+                Some(&p),
+                &CircuitBreaker::default(),
+            );
+            assert!(!v.eject, "gateway error {i}");
+        }
+        let v = s.record(
+            Outcome::GatewayError,
+            false,
+            t0,
+            Some(&p),
+            &CircuitBreaker::default(),
+        );
+        assert!(v.eject, "the fifth gateway error in a row");
+    }
+
     fn outlier() -> OutlierDetection {
         OutlierDetection {
             consecutive_5xx: Some(3),
             consecutive_gateway_errors: None,
+            consecutive_connect_failures: None,
             failure_percentage: None,
             failure_percentage_min_requests: 10,
             interval: Duration::from_secs(10),

@@ -131,7 +131,7 @@ impl TcpHandler {
             b.state.in_flight.fetch_sub(1, Ordering::Relaxed);
             b.metrics.connect_errors.inc();
             self.counters.connect_failures.inc();
-            pool.record_outcome(pick.index, Outcome::GatewayError, pick.probe);
+            pool.record_outcome(pick.index, Outcome::ConnectFailure, pick.probe);
             tracing::warn!(listener = %self.listener, pool = %pool.name, backend = %b.label, %error, "connect to backend failed; trying another");
             tried.push(pick.index);
         }
