@@ -560,7 +560,7 @@ impl EdgeProxy {
         let Some(pool) = &ctx.pool else { return false };
         (ctx.tried.len() < pool.backends.len() || pool.config.panic_mode)
             && ctx.tried.len() < 2 * pool.backends.len()
-            && !ctx.deadline.is_some_and(|d| Instant::now() >= d)
+            && ctx.deadline.is_none_or(|d| Instant::now() < d)
     }
 
     /// Whether the current attempt may be retried on another backend.
