@@ -23,7 +23,7 @@ pub fn run(listen: SocketAddr, name: String, fault: Option<String>) -> anyhow::R
         .await
         .with_context(|| format!("origin: cannot listen on {listen}"))?;
         crate::runtime::announce("origin", &name, origin.addr());
-        crate::out::say!("ready");
+        crate::out::ready();
         tracing::info!(
             addr = %origin.addr(),
             "origin serving: try http://{}/vod/bbb/master.m3u8 and /_origin/stats",

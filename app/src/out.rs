@@ -4,6 +4,36 @@
 
 use std::fmt;
 use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Logs are JSON: stdout then carries only JSON objects too.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Makes stdout's event lines JSON (with `log_format = "json"`).
+pub fn use_json(on: bool) {
+    JSON.store(on, Ordering::Release);
+}
+
+/// A bound socket: `listening <kind> <name> <address>`, or
+/// `{"event":"listening","kind":…,"name":…,"address":…}` in JSON mode.
+pub fn listening(kind: &str, name: &str, addr: SocketAddr) {
+    if JSON.load(Ordering::Acquire) {
+        let v = serde_json::json!({"event": "listening", "kind": kind, "name": name, "address": addr.to_string()});
+        say_line(format_args!("{v}"));
+    } else {
+        say_line(format_args!("listening {kind} {name} {addr}"));
+    }
+}
+
+/// The node serves: `ready`, or `{"event":"ready"}` in JSON mode.
+pub fn ready() {
+    if JSON.load(Ordering::Acquire) {
+        say_line(format_args!("{}", serde_json::json!({"event": "ready"})));
+    } else {
+        say_line(format_args!("ready"));
+    }
+}
 
 /// `say!("…", args)`: [`say_line`] with `format!` arguments.
 macro_rules! say {

@@ -127,7 +127,7 @@ impl RuntimeMetrics {
 
 /// Prints a bound socket the way `edge-testkit` and operators read it.
 pub fn announce(kind: &str, name: &str, addr: SocketAddr) {
-    crate::out::say!("listening {kind} {name} {addr}");
+    crate::out::listening(kind, name, addr);
 }
 
 /// Everything that lives as long as the node.

@@ -80,6 +80,13 @@ pub fn run_node_with(
     announce("admin", "admin", admin_bound);
     control.spawn(crate::admin::serve(admin, runtime.clone()));
     control.spawn(reload_on_hangup(runtime.clone(), signals.hup));
+    let errors = runtime.clone();
+    control.spawn(async move {
+        loop {
+            tokio::time::sleep(edge_proxy::errlog::INTERVAL).await;
+            errors.proxy.errors.flush();
+        }
+    });
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
@@ -104,7 +111,7 @@ pub fn run_node_with(
         .map(|(_, addr)| addr);
     on_ready(first_http, admin_bound, runtime.dns.first_address());
     runtime.set_ready(true);
-    crate::out::say!("ready");
+    crate::out::ready();
     tracing::info!(admin = %admin_bound, "edge is ready");
     server.run(RunArgs {
         shutdown_signal: Box::new(SignalWatch {

@@ -406,3 +406,135 @@ backends = [{}]
         "the dead backend is out of selection: {backend}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_origin_gets_its_504_at_first_byte_whatever_idle_is() {
+    let o = edge_testkit::origin("slow").await;
+    let config = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+
+[[route]]
+name = "all"
+pool = "p"
+
+[[pool]]
+name = "p"
+backends = [{{ address = "{}" }}]
+timeouts = {{ connect = "1s", first_byte = "500ms", idle = "60s" }}
+"#,
+        o.addr()
+    );
+    let node = EdgeNode::start(BIN, &config);
+    let c = Client::new();
+    // The origin waits 5 s before its response head.
+    let r = c
+        .get(&node.url("web", "/obj/slow?fault=latency%3D5s"))
+        .await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    let r = c.get(&node.url("web", "/obj/quick")).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_a_few_log_lines_and_a_silent_client_is_info() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let config = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+limits = {{ header_timeout = "1s" }}
+
+[[route]]
+name = "all"
+pool = "p"
+
+[[pool]]
+name = "p"
+backends = [{{ address = "{dead_addr}" }}]
+outlier_detection = {{ max_ejection_percent = 0 }}
+"#
+    );
+    let node = EdgeNode::start(BIN, &config);
+    let c = Client::new();
+    for _ in 0..200 {
+        let r = c.get(&node.url("web", "/x")).await;
+        assert!(r.status >= 500);
+    }
+    // A client that sends half a head and stops.
+    let mut slow = edge_testkit::RawConn::connect(node.addr("web")).await;
+    slow.send(b"GET / HTTP/1.1\r\nHo").await;
+    assert!(slow.closed().await, "the silent client is cut off");
+    node.wait_for_line(
+        "closed: request head not complete in time",
+        Duration::from_secs(10),
+    );
+    let out = node.output();
+    let error_lines = out
+        .lines()
+        .filter(|l| l.contains("upstream error") || l.contains("Fail to proxy"))
+        .count();
+    assert!(
+        (1..=3).contains(&error_lines),
+        "200 failed requests, {error_lines} error lines:\n{out}"
+    );
+    let slow_line = out
+        .lines()
+        .find(|l| l.contains("request head not complete"))
+        .unwrap();
+    assert!(slow_line.contains("INFO"), "{slow_line}");
+    assert!(!out.lines().any(|l| l.contains("ERROR")), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_json_mode_stdout_carries_only_json() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlog_format = \"json\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n[[route]]\nname = \"r\"\nrespond = { status = 200 }\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line}"));
+        lines.push(v.clone());
+        if v["event"] == "ready" {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["event"] == "listening" && v["name"] == "web"),
+        "{lines:?}"
+    );
+}

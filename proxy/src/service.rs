@@ -515,8 +515,11 @@ fn peer_for(ctx: &RequestCtx, pool: &Pool, index: usize, remaining: Option<Durat
     let cap = |d: Duration| remaining.map_or(d, |r| d.min(r));
     peer.options.connection_timeout = Some(cap(t.connect));
     peer.options.total_connection_timeout = Some(cap(t.connect + t.connect));
-    // pingora applies one read timeout to every upstream read.
-    peer.options.read_timeout = Some(cap(t.first_byte.max(t.idle)));
+    // pingora 0.9 applies one timeout to every upstream read, the response
+    // head's included: the smaller of `first_byte` and `idle` serves both, so
+    // no wait is longer than either says (a slow origin gets its 504 at
+    // `first_byte`, whatever `idle` is).
+    peer.options.read_timeout = Some(cap(t.first_byte.min(t.idle)));
     peer.options.write_timeout = Some(t.idle);
     peer.options.idle_timeout = Some(Duration::from_secs(60));
     if let Some(tls) = &pool.config.tls {
@@ -525,6 +528,22 @@ fn peer_for(ctx: &RequestCtx, pool: &Pool, index: usize, remaining: Option<Durat
         peer.options.ca = pool.ca.clone();
     }
     peer
+}
+
+/// The kind of an upstream error, as logs and metrics name it.
+fn error_kind(e: &Error) -> String {
+    let mut kind = String::new();
+    for (i, c) in format!("{:?}", e.etype()).chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            kind.push('_');
+        }
+        if c.is_ascii_alphanumeric() {
+            kind.push(c.to_ascii_lowercase());
+        } else {
+            break;
+        }
+    }
+    kind
 }
 
 /// Whether an error on a reused connection before any response byte looks
@@ -939,6 +958,22 @@ impl ProxyHttp for EdgeProxy {
         ))
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _e: &Error) -> bool {
+        // Upstream errors are counted and logged by `errlog` (one line per
+        // kind per interval); the client's own are not the node's to log.
+        true
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _e: &Error,
+        _context: pingora_proxy::ProxyWarnLogContext,
+    ) -> bool {
+        true
+    }
+
     fn range_header_filter(
         &self,
         session: &mut Session,
@@ -1265,6 +1300,12 @@ impl ProxyHttp for EdgeProxy {
     ) -> Box<Error> {
         if let (Some(pool), Some(a)) = (&ctx.pool, &ctx.attempt) {
             pool.backends[a.index].metrics.connect_errors.inc();
+            self.proxy.errors.upstream(
+                &pool.name,
+                ctx.backend_label(),
+                &error_kind(&e),
+                &e.to_string(),
+            );
         }
         ctx.record(Outcome::ConnectFailure);
         // The backend never saw the request: the next one gets it, whatever
@@ -1290,6 +1331,16 @@ impl ProxyHttp for EdgeProxy {
         if std::mem::take(&mut ctx.retrying_response) {
             e.set_retry(true);
             return e;
+        }
+        if *e.esource() == ErrorSource::Upstream {
+            if let Some(pool) = &ctx.pool {
+                self.proxy.errors.upstream(
+                    &pool.name,
+                    ctx.backend_label(),
+                    &error_kind(&e),
+                    &e.to_string(),
+                );
+            }
         }
         if *e.esource() == ErrorSource::Upstream
             && client_reused
@@ -1430,6 +1481,18 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(e) = e {
+            match e.esource() {
+                // Upstream errors were counted by `errlog` as they happened.
+                ErrorSource::Upstream => {}
+                ErrorSource::Downstream => {
+                    tracing::debug!(listener = %self.listener, error = %e, "client error")
+                }
+                ErrorSource::Internal | ErrorSource::Unset => {
+                    tracing::error!(listener = %self.listener, error = %e, "request failed inside edge")
+                }
+            }
+        }
         if let Some(conn) = &ctx.conn {
             if let Some(resp) = session.response_written() {
                 conn.answered(ctx.conn_index, resp.status.as_u16());

@@ -43,6 +43,8 @@ pub struct Proxy {
     cache: OnceLock<Arc<CacheRuntime>>,
     /// The node is shutting down: every answer closes its connection.
     closing: AtomicBool,
+    /// Upstream errors, counted and logged once per kind per interval.
+    pub errors: crate::errlog::ErrorLog,
 }
 
 impl Proxy {
@@ -65,6 +67,7 @@ impl Proxy {
             backends: BackendRegistry::default(),
             access_log: AtomicBool::new(true),
             closing: AtomicBool::new(false),
+            errors: crate::errlog::ErrorLog::default(),
             cache: OnceLock::new(),
         }))
     }

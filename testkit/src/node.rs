@@ -205,6 +205,21 @@ impl EdgeNode {
 }
 
 fn parse_announcement(line: &str, o: &mut NodeOutput) {
+    // JSON mode (`log_format = "json"`): the same events as objects.
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+        match v["event"].as_str() {
+            Some("listening") => {
+                if let (Some(name), Some(addr)) = (v["name"].as_str(), v["address"].as_str()) {
+                    if let Ok(addr) = addr.parse() {
+                        o.listeners.insert(name.to_string(), addr);
+                    }
+                }
+            }
+            Some("ready") => o.ready = true,
+            _ => {}
+        }
+        return;
+    }
     let words: Vec<&str> = line.split_whitespace().collect();
     match words.as_slice() {
         ["listening", _kind, name, addr] => {
