@@ -582,14 +582,24 @@ impl DiskTier {
             block_crcs: block_crcs(&object.body),
         };
         let encoded = meta.encode();
+        let need = object.body.len() as u64 + encoded.len() as u64;
         let body_path = self.body_path(key, generation);
-        self.write_file(&object.body, &body_path)?;
+        let mut made_room = Vec::new();
+        if let Err(e) = self.write_file(&object.body, &body_path) {
+            if !is_full(&e) {
+                return Err(e);
+            }
+            // The filesystem holds less than the budget says: learn what it
+            // holds, make room, and try once more.
+            made_room = self.make_room(need, key);
+            self.write_file(&object.body, &body_path)?;
+        }
         let meta_path = self.meta_path(key);
         let mut index = self.index.lock();
         if !still_wanted() {
             drop(index);
             let _ = fs::remove_file(&body_path);
-            return Ok(Vec::new());
+            return Ok(made_room);
         }
         if let Err(e) = self.write_file(&encoded, &meta_path) {
             drop(index);
@@ -610,7 +620,22 @@ impl DiskTier {
         if let Some(old) = old.filter(|o| o.generation != generation) {
             let _ = fs::remove_file(self.body_path(key, old.generation));
         }
-        Ok(self.delete_victims(victims))
+        made_room.extend(self.delete_victims(victims));
+        Ok(made_room)
+    }
+
+    /// After a write found the filesystem full: the budget becomes what the
+    /// tier holds now less `need` (the disk is smaller than configured, or
+    /// shared), and least recently used objects go until `need` fits.
+    fn make_room(&self, need: u64, keep: &str) -> Vec<Removed> {
+        let victims = {
+            let mut index = self.index.lock();
+            let fits = index.used.saturating_sub(need);
+            let budget = self.capacity().min(index.used.max(need));
+            self.capacity.store(budget, Ordering::Relaxed);
+            Self::choose_victims(&mut index, fits, keep)
+        };
+        self.delete_victims(victims)
     }
 
     /// Evicts least recently used objects (never `keep`) until within budget.
@@ -669,6 +694,13 @@ impl DiskTier {
         self.write_file(&m.encode(), &path)?;
         Ok(true)
     }
+}
+
+/// The filesystem (or a quota) is full.
+pub fn is_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull
+        || e.kind() == io::ErrorKind::QuotaExceeded
+        || e.raw_os_error() == Some(28)
 }
 
 fn read_meta_file(path: &Path) -> Result<(MetaFile, fs::Metadata), DiskError> {

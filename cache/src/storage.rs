@@ -70,6 +70,31 @@ pub enum PurgeMode {
     Soft,
 }
 
+/// Says when a repeated log line may be written again (once a minute),
+/// and how many were held back since.
+#[derive(Default)]
+struct OncePerMinute {
+    state: Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl OncePerMinute {
+    fn due(&self) -> Option<u64> {
+        let mut s = self.state.lock();
+        let now = std::time::Instant::now();
+        match s.0 {
+            Some(t) if now.saturating_duration_since(t) < Duration::from_secs(60) => {
+                s.1 += 1;
+                None
+            }
+            _ => {
+                let held = std::mem::take(&mut s.1);
+                s.0 = Some(now);
+                Some(held)
+            }
+        }
+    }
+}
+
 /// A disk tier change made ready by [`EdgeStorage::prepare`].
 pub struct PreparedCache {
     disk: Option<NewDisk>,
@@ -91,6 +116,7 @@ pub struct EdgeStorage {
     successors: Successors,
     prefetched: moka::sync::Cache<String, ()>,
     next_fill: AtomicU64,
+    write_errors_log: OncePerMinute,
     metrics: Arc<CacheMetrics>,
     anchor: Anchor,
 }
@@ -137,6 +163,7 @@ impl EdgeStorage {
                 .time_to_live(Duration::from_secs(600))
                 .build(),
             next_fill: AtomicU64::new(1),
+            write_errors_log: OncePerMinute::default(),
             metrics,
             anchor: anchor.clone(),
         }));
@@ -505,7 +532,10 @@ impl EdgeStorage {
                 Ok(evicted) => self.evicted_from_disk(evicted),
                 Err(e) => {
                     self.metrics.disk_write_errors.inc();
-                    tracing::warn!(error = %e, dir = %disk.dir().display(), "disk cache write failed");
+                    // At most a line a minute, with how many since the last.
+                    if let Some(more) = self.write_errors_log.due() {
+                        tracing::warn!(error = %e, dir = %disk.dir().display(), more, "disk cache write failed");
+                    }
                 }
             }
             self.forget_if_gone(&key);

@@ -372,3 +372,66 @@ async fn a_soft_purge_of_an_object_only_on_disk_makes_it_stale() {
         m.fresh_until()
     );
 }
+
+/// A tmpfs of `bytes`, unmounted when dropped (root only).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_evicts_and_keeps_admitting() {
+    // A 2 MiB filesystem under a tier configured for 64 MiB.
+    let Some(disk) = SmallDisk::mount(2 << 20) else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    // Objects too big for RAM: what is cached is on disk.
+    let cfg = settings(1 << 20, 1024, Some((disk.dir.path(), 64 << 20, 1 << 20)));
+    let s = open(&cfg);
+    let urls: Vec<String> = (0..16).map(|i| format!("h/full/{i}.ts")).collect();
+    for (i, u) in urls.iter().enumerate() {
+        fill(s, u, &body(300_000, i as u8), &[]).await;
+        wait_for_disk(s, u).await;
+    }
+    let cached = |u: &String| s.is_cached(&CacheKey::new(u.as_str(), "").combined());
+    // The newest objects are there: writes went on after the disk filled.
+    for u in &urls[12..] {
+        assert!(cached(u), "{u} was admitted after the disk filled");
+    }
+    // The oldest made room.
+    assert!(!cached(&urls[0]));
+    use edge_cache::metrics::UsageSource;
+    let disk_tier = s
+        .tier_usage()
+        .into_iter()
+        .find(|(t, _)| *t == "disk")
+        .unwrap()
+        .1;
+    assert!(
+        disk_tier.bytes <= 2 << 20 && disk_tier.objects >= 4,
+        "{} objects, {} bytes on a 2 MiB disk",
+        disk_tier.objects,
+        disk_tier.bytes
+    );
+    drop(disk);
+}
