@@ -8,6 +8,9 @@ pub fn run(file: &Path) -> ExitCode {
         Ok(config) => {
             crate::out::say!("{}: ok", file.display());
             crate::out::say!("{}", edge_config::Summary(&config));
+            for warning in unresolved(&config) {
+                crate::out::complain!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(diags) => {
@@ -21,4 +24,28 @@ pub fn run(file: &Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Backend host names that do not resolve now (a warning: the node starts
+/// anyway, with those backends down until they do).
+fn unresolved(config: &edge_config::Config) -> Vec<String> {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Vec::new();
+    };
+    let lookups = rt.block_on(crate::names::BackendNames::default().lookup(config));
+    let mut out = Vec::new();
+    for pool in &config.pools {
+        for b in &pool.backends {
+            if let Some(Err(e)) = lookups.resolved.get(&b.address.host) {
+                out.push(format!(
+                    "pool {}: backend {} does not resolve ({e}); it is down until it does",
+                    pool.name, b.address
+                ));
+            }
+        }
+    }
+    out
 }

@@ -7,6 +7,7 @@ mod cli;
 mod demo;
 mod dns;
 mod logging;
+mod names;
 mod origin_cmd;
 mod out;
 mod runtime;

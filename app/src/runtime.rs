@@ -149,6 +149,10 @@ pub struct Runtime {
     http_handlers: parking_lot::Mutex<HashMap<String, Arc<HttpHandler>>>,
     /// The DNS service, its listeners and site probes.
     pub dns: crate::dns::DnsNode,
+    /// Backend host names and their refresh.
+    names: Arc<crate::names::BackendNames>,
+    /// This runtime, for tasks it starts that outlive a call.
+    me: std::sync::Weak<Runtime>,
 }
 
 /// A listener's connection handler, and the HTTP one behind it if any (to
@@ -194,8 +198,10 @@ impl Runtime {
         let metrics = RuntimeMetrics::new(&registry)?;
         registry.register(Box::new(PoolCollector::new(&proxy)))?;
         let dns = crate::dns::DnsNode::new(&registry)?;
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
             dns,
+            names: Arc::new(crate::names::BackendNames::default()),
+            me: me.clone(),
             config: ArcSwap::from_pointee(Config::empty()),
             source,
             listeners: ListenerControl::new(proxy.metrics.clone()),
@@ -269,14 +275,17 @@ impl Runtime {
             Some(t) => Some(t.resolve().map_err(ApplyError::Environment)?),
             None => None,
         };
-        // Build aside: may block (DNS, certificate files, bind).
+        // Backend host names first (their addresses are backends), then the
+        // rest aside: may block (certificate files, bind).
+        let lookups = self.names.lookup(&new).await;
+        let resolved = lookups.resolved.clone();
         let proxy = self.proxy.clone();
         let conf = self.server_conf.clone();
         let old_for_plan = old.clone();
         let new = Arc::new(new);
         let new_for_build = new.clone();
         let (state, plan) = tokio::task::spawn_blocking(move || -> Result<_, BuildError> {
-            let state = proxy.build(&new_for_build)?;
+            let state = proxy.build(&new_for_build, &resolved)?;
             let plan = plan_listeners(&old_for_plan, &new_for_build, &proxy, &conf)?;
             Ok((state, plan))
         })
@@ -329,6 +338,10 @@ impl Runtime {
         }
         let checks = health::spawn(&self.proxy.state(), &tokio::runtime::Handle::current());
         *self.health.lock() = checks;
+        if let Some(me) = self.me.upgrade() {
+            self.names
+                .keep_fresh(me, lookups, &tokio::runtime::Handle::current());
+        }
         let mut http_handlers = self.http_handlers.lock();
         for name in &plan.remove {
             self.listeners.remove(name);
@@ -379,6 +392,23 @@ impl Runtime {
             tracing::warn!(change = %why, "this change takes effect after a restart");
         }
         Ok(())
+    }
+
+    /// New addresses for backend host names: the pools that use them are
+    /// rebuilt and swapped in (one at a time with applies).
+    pub async fn refresh_backends(&self, resolved: &edge_proxy::pool::Resolved) {
+        let _one_at_a_time = self.apply_lock.lock().await;
+        match self.proxy.refresh_names(resolved) {
+            Ok(true) => {
+                tracing::info!("backend addresses changed; pools rebuilt");
+                let checks = health::spawn(&self.proxy.state(), &tokio::runtime::Handle::current());
+                *self.health.lock() = checks;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "backend addresses changed but the pools could not be rebuilt")
+            }
+        }
     }
 
     async fn open_cache(&self, config: &Config) -> Result<Arc<CacheRuntime>, ApplyError> {

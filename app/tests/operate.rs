@@ -538,3 +538,142 @@ async fn in_json_mode_stdout_carries_only_json() {
         "{lines:?}"
     );
 }
+
+/// An authoritative DNS node (edge itself) answering `origin.test.` with `ips`.
+fn dns_config(ips: &[&str], ttl: u32) -> String {
+    let records: Vec<String> = ips
+        .iter()
+        .map(|ip| format!("  {{ name = \"origin\", type = \"A\", value = \"{ip}\" }},"))
+        .collect();
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "dns"
+kind = "dns"
+address = "127.0.0.1:0"
+
+[[dns.zone]]
+name = "test."
+ttl = {ttl}
+ns = ["ns1.test."]
+soa = {{ mname = "ns1.test.", rname = "hostmaster.test.", serial = 1, minimum = "1s" }}
+records = [
+  {{ name = "ns1", type = "A", value = "192.0.2.53" }},
+{}
+]
+"#,
+        records.join("\n")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_by_name_follow_dns_and_keep_their_state() {
+    // Two origins on one port, at two loopback addresses.
+    let a = edge_testkit::Origin::new(edge_testkit::OriginConfig {
+        name: "a".into(),
+        ..Default::default()
+    })
+    .spawn(([127, 0, 0, 2], 0).into())
+    .await
+    .unwrap();
+    let port = a.addr().port();
+    let _b = edge_testkit::Origin::new(edge_testkit::OriginConfig {
+        name: "b".into(),
+        ..Default::default()
+    })
+    .spawn(([127, 0, 0, 3], port).into())
+    .await
+    .unwrap();
+    let dns = EdgeNode::start(BIN, &dns_config(&["127.0.0.2"], 1));
+    let dns_addr = dns.addr("dns");
+    let config = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[resolver]
+nameservers = ["{dns_addr}"]
+min_ttl = "1s"
+max_ttl = "2s"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+
+[[route]]
+name = "all"
+pool = "p"
+
+[[pool]]
+name = "p"
+backends = [{{ address = "origin.test:{port}" }}, {{ address = "missing.test:{port}" }}]
+"#
+    );
+    let node = EdgeNode::start(BIN, &config);
+    let c = Client::new();
+    let who = |r: edge_testkit::Response| r.header("x-origin-name").unwrap_or("?").to_string();
+    assert_eq!(who(c.get(&node.url("web", "/obj/1")).await), "a");
+    let pools = c.get(&node.admin_url("/pools")).await.json();
+    let names = &pools[0]["names"];
+    assert_eq!(names[0]["addresses"][0], "127.0.0.2", "{pools}");
+    assert!(
+        names[1]["error"].is_string(),
+        "an unresolved name is reported: {pools}"
+    );
+    // The answer changes: the backend follows within a TTL or two.
+    dns.write_config(&dns_config(&["127.0.0.3"], 1));
+    dns.signal(nix::sys::signal::Signal::SIGHUP);
+    edge_testkit::eventually(
+        Duration::from_secs(15),
+        "traffic on the new address",
+        || async { (who(c.get(&node.url("web", "/obj/2")).await) == "b").then_some(()) },
+    )
+    .await;
+    // Two addresses: both take traffic; the one that stayed keeps its state.
+    let requests_on = |pools: &serde_json::Value, ip: &str| {
+        pools[0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| {
+                b["address"]
+                    .as_str()
+                    .is_some_and(|a| a.ends_with(&format!("@{ip}")))
+            })
+            .map(|b| b["requests"].as_u64().unwrap())
+    };
+    let before = requests_on(&c.get(&node.admin_url("/pools")).await.json(), "127.0.0.3").unwrap();
+    assert!(before > 0);
+    dns.write_config(&dns_config(&["127.0.0.2", "127.0.0.3"], 1));
+    dns.signal(nix::sys::signal::Signal::SIGHUP);
+    edge_testkit::eventually(
+        Duration::from_secs(15),
+        "two backends for one name",
+        || async {
+            let pools = c.get(&node.admin_url("/pools")).await.json();
+            (pools[0]["backends"].as_array().map_or(0, Vec::len) == 2).then_some(pools)
+        },
+    )
+    .await;
+    let after = requests_on(&c.get(&node.admin_url("/pools")).await.json(), "127.0.0.3").unwrap();
+    assert!(
+        after >= before,
+        "the backend at 127.0.0.3 kept its counts: {before} → {after}"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        seen.insert(who(c.get(&node.url("web", &format!("/obj/r{i}"))).await));
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let metrics = c.get(&node.admin_url("/metrics")).await.text();
+    assert!(
+        metrics.contains(&format!(
+            "edge_backend_name_addresses{{name=\"origin.test:{port}\",pool=\"p\"}} 2"
+        )),
+        "{metrics}"
+    );
+}

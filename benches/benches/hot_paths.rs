@@ -75,7 +75,13 @@ fn selection(c: &mut Criterion) {
     ] {
         let cfg = config(0, algorithm);
         let metrics = ProxyMetrics::new(&prometheus::Registry::new()).expect("metrics");
-        let pool = Pool::build(&cfg.pools[0], &BackendRegistry::default(), &metrics).expect("pool");
+        let pool = Pool::build(
+            &cfg.pools[0],
+            &BackendRegistry::default(),
+            &metrics,
+            &edge_proxy::pool::Resolved::new(),
+        )
+        .expect("pool");
         c.bench_function(&format!("pick: {algorithm}, 20 backends"), |b| {
             let mut k = 0u64;
             b.iter(|| {

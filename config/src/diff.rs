@@ -68,6 +68,7 @@ pub struct ConfigDiff {
     pub rate_limits: NamedChanges,
     pub redis: bool,
     pub dns: bool,
+    pub resolver: bool,
     /// Changes that only take effect after a restart, with why.
     pub restart_required: Vec<String>,
 }
@@ -121,6 +122,7 @@ impl ConfigDiff {
             rate_limits: NamedChanges::between(&old.rate_limits, &new.rate_limits, |r| &r.name),
             redis: old.redis != new.redis,
             dns: old.dns != new.dns,
+            resolver: old.resolver != new.resolver,
             restart_required,
         }
     }
@@ -148,6 +150,7 @@ impl fmt::Display for ConfigDiff {
             (self.cache, "cache"),
             (self.redis, "redis"),
             (self.dns, "dns"),
+            (self.resolver, "resolver"),
             (self.route_order, "route order"),
         ] {
             if flag {

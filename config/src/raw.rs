@@ -508,6 +508,17 @@ pub(crate) struct RawRedis {
     pub key_prefix: Option<String>,
 }
 
+/// `[resolver]`: how backend names are resolved.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResolver {
+    #[serde(default)]
+    pub nameservers: Vec<S<String>>,
+    pub min_ttl: Option<S<Scalar>>,
+    pub max_ttl: Option<S<Scalar>>,
+    pub timeout: Option<S<Scalar>>,
+}
+
 // === dns ===
 
 #[derive(Debug, Deserialize, Default)]

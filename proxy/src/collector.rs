@@ -26,6 +26,8 @@ fn gauge(name: &str, help: &str) -> GaugeVec {
 }
 
 struct Families {
+    /// Addresses a backend host name has now (0: it does not resolve).
+    names: GaugeVec,
     healthy: GaugeVec,
     usable: GaugeVec,
     ejected: GaugeVec,
@@ -39,6 +41,14 @@ struct Families {
 
 fn families() -> Families {
     Families {
+        names: GaugeVec::new(
+            Opts::new(
+                "edge_backend_name_addresses",
+                "Addresses a backend host name resolves to now (0: none, the backend is down)",
+            ),
+            &["pool", "name"],
+        )
+        .expect("constant metric"),
         healthy: gauge(
             "edge_backend_healthy",
             "1 if active health checks pass (or none are configured)",
@@ -84,6 +94,7 @@ impl PoolCollector {
         let f = families();
         let mut descs = Vec::new();
         for c in [
+            &f.names,
             &f.healthy,
             &f.usable,
             &f.ejected,
@@ -116,6 +127,11 @@ impl Collector for PoolCollector {
         let now = Instant::now();
         let state = proxy.state();
         for pool in &state.pools {
+            for n in &pool.names {
+                f.names
+                    .with_label_values(&[pool.name.as_str(), n.address.to_string().as_str()])
+                    .set(n.addrs.len() as f64);
+            }
             for b in &pool.backends {
                 let labels = [pool.name.as_str(), b.label.as_str()];
                 let s = &b.state;
@@ -159,6 +175,7 @@ impl Collector for PoolCollector {
         }
         let mut out = Vec::new();
         for c in [
+            &f.names,
             &f.healthy,
             &f.usable,
             &f.ejected,

@@ -6,14 +6,6 @@ use std::path::PathBuf;
 /// stays as it was.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("pool {pool}: backend {address}: cannot resolve: {source}")]
-    Resolve {
-        pool: String,
-        address: String,
-        source: std::io::Error,
-    },
-    #[error("pool {pool}: backend {address}: resolves to no address")]
-    NoAddress { pool: String, address: String },
     #[error("route {route}: {what}: {source}")]
     Regex {
         route: String,

@@ -11,7 +11,7 @@ use edge_config::Config;
 use crate::caching::CacheRuntime;
 use crate::error::BuildError;
 use crate::metrics::{ProxyMetrics, RouteMetrics};
-use crate::pool::{BackendRegistry, Pool};
+use crate::pool::{BackendRegistry, Pool, Resolved};
 use crate::ratelimit::redis::RedisClient;
 use crate::ratelimit::{redis_client, Limiters};
 use crate::route::RouteTable;
@@ -19,9 +19,9 @@ use crate::route::RouteTable;
 /// One generation of routes and pools.
 pub struct ProxyState {
     pub generation: u64,
-    pub routes: RouteTable,
+    pub routes: Arc<RouteTable>,
     pub pools: Vec<Arc<Pool>>,
-    pub limits: Limiters,
+    pub limits: Arc<Limiters>,
     pub redis: Option<Arc<RedisClient>>,
 }
 
@@ -54,9 +54,9 @@ impl Proxy {
         let metrics = Arc::new(ProxyMetrics::new(registry)?);
         let empty = ProxyState {
             generation: 0,
-            routes: RouteTable::compile(&[], |_| None, &metrics)?,
+            routes: Arc::new(RouteTable::compile(&[], |_| None, &metrics)?),
             pools: Vec::new(),
-            limits: Limiters::default(),
+            limits: Arc::new(Limiters::default()),
             redis: None,
         };
         Ok(Arc::new(Self {
@@ -74,10 +74,17 @@ impl Proxy {
 
     /// Builds the state for `config` without installing it. Resolves backend
     /// host names, so it may block.
-    pub fn build(&self, config: &Config) -> Result<ProxyState, BuildError> {
+    /// Builds a generation; `resolved` has the addresses of backend host
+    /// names (see `[resolver]`).
+    pub fn build(&self, config: &Config, resolved: &Resolved) -> Result<ProxyState, BuildError> {
         let mut pools = Vec::with_capacity(config.pools.len());
         for p in &config.pools {
-            pools.push(Arc::new(Pool::build(p, &self.backends, &self.metrics)?));
+            pools.push(Arc::new(Pool::build(
+                p,
+                &self.backends,
+                &self.metrics,
+                resolved,
+            )?));
         }
         let routes = RouteTable::compile(
             &config.routes,
@@ -95,11 +102,47 @@ impl Proxy {
         .map_err(BuildError::RateLimit)?;
         Ok(ProxyState {
             generation: self.generation.load(Ordering::Relaxed) + 1,
-            routes,
+            routes: Arc::new(routes),
             pools,
-            limits,
+            limits: Arc::new(limits),
             redis,
         })
+    }
+
+    /// Rebuilds the pools whose host names now resolve to other addresses
+    /// and makes the result current (the rest of the generation is shared).
+    /// Backends whose address stayed keep their state. Returns whether
+    /// anything changed.
+    pub fn refresh_names(&self, resolved: &Resolved) -> Result<bool, BuildError> {
+        let current = self.state();
+        let mut pools = current.pools.clone();
+        let mut changed = false;
+        for p in pools.iter_mut() {
+            if p.names.is_empty() {
+                continue;
+            }
+            let fresh = Pool::build(&p.config, &self.backends, &self.metrics, resolved)?;
+            if fresh.names != p.names {
+                *p = Arc::new(fresh);
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(false);
+        }
+        let live: Vec<(String, String)> = pools
+            .iter()
+            .flat_map(|p| p.backends.iter().map(|b| (p.name.clone(), b.label.clone())))
+            .collect();
+        self.state.store(Arc::new(ProxyState {
+            generation: current.generation,
+            routes: current.routes.clone(),
+            pools,
+            limits: current.limits.clone(),
+            redis: current.redis.clone(),
+        }));
+        self.backends.retain_backends(&live);
+        Ok(true)
     }
 
     /// Makes `state` current. Requests already running keep theirs.

@@ -43,6 +43,7 @@ pub struct Config {
     pub rate_limits: Vec<RateLimit>,
     pub redis: Option<Redis>,
     pub dns: Option<Dns>,
+    pub resolver: Resolver,
     /// Which lists the file names, even empty: a reload may empty a list
     /// only when the new file says so (`listener = []`).
     #[serde(skip)]
@@ -72,6 +73,7 @@ impl Config {
             rate_limits: Vec::new(),
             redis: None,
             dns: None,
+            resolver: Resolver::default(),
             declared: Declared::default(),
         }
     }

@@ -234,6 +234,34 @@ impl StatusRange {
     }
 }
 
+/// `[resolver]`: how backend host names become addresses. Each name is
+/// looked up at start and again when its answer's TTL runs out (clamped to
+/// `min_ttl`..`max_ttl`); every A and AAAA record is a backend of its own
+/// (Envoy's `STRICT_DNS`, HAProxy's `server-template`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Resolver {
+    /// Name servers (`ip:port`); empty: the system's (`/etc/resolv.conf`).
+    pub nameservers: Vec<std::net::SocketAddr>,
+    #[serde(with = "duration_serde")]
+    pub min_ttl: Duration,
+    #[serde(with = "duration_serde")]
+    pub max_ttl: Duration,
+    /// One lookup waits this long.
+    #[serde(with = "duration_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            min_ttl: Duration::from_secs(5),
+            max_ttl: Duration::from_secs(300),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Passive health: eject backends that fail real traffic (Envoy's semantics).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OutlierDetection {

@@ -36,6 +36,7 @@ const SECTIONS: &[&str] = &[
     "rate_limit",
     "redis",
     "dns",
+    "resolver",
 ];
 
 /// Collects diagnostics while the model is built.
@@ -286,6 +287,9 @@ fn build(ck: &mut Checker<'_>, doc: &Document<'_>) -> Config {
     let rate_limits = ck.items(doc.get("rate_limit"), "rate_limit", limits::rate_limit);
     let redis = doc.get("redis").and_then(|v| limits::redis(ck, v));
     let dns = doc.get("dns").and_then(|v| dns::dns(ck, v));
+    let resolver = doc
+        .get("resolver")
+        .map_or_else(crate::model::Resolver::default, |v| pools::resolver(ck, v));
 
     // Evaluation order: highest priority first; the sort is stable, so file
     // order decides among equals.
@@ -303,6 +307,7 @@ fn build(ck: &mut Checker<'_>, doc: &Document<'_>) -> Config {
         rate_limits: Vec::new(),
         redis,
         dns,
+        resolver,
         declared: crate::model::Declared {
             listeners: doc.get("listener").is_some(),
             routes: doc.get("route").is_some(),

@@ -620,3 +620,42 @@ fn upstream_tls(ck: &mut Checker<'_>, p: &str, raw: RawUpstreamTls) -> UpstreamT
         verify: verify.unwrap_or(true),
     }
 }
+
+/// `[resolver]`.
+pub(super) fn resolver(
+    ck: &mut Checker<'_>,
+    value: &toml::Spanned<toml::de::DeValue<'_>>,
+) -> crate::model::Resolver {
+    let d = crate::model::Resolver::default();
+    let Some(raw) = ck.deser::<crate::raw::RawResolver>(value) else {
+        return d;
+    };
+    let crate::raw::RawResolver {
+        nameservers,
+        min_ttl,
+        max_ttl,
+        timeout,
+    } = raw;
+    let p = "resolver";
+    let nameservers = nameservers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| ck.socket_addr(n, &format!("{p}.nameservers[{i}]")))
+        .collect();
+    let min_ttl = ck.positive_duration(&min_ttl, p, "min_ttl", d.min_ttl);
+    let max_ttl = ck.positive_duration(&max_ttl, p, "max_ttl", d.max_ttl.max(min_ttl));
+    if max_ttl < min_ttl {
+        ck.error(
+            value.span(),
+            join_key(p, "max_ttl"),
+            "shorter than min_ttl",
+            Some("max_ttl ≥ min_ttl"),
+        );
+    }
+    crate::model::Resolver {
+        nameservers,
+        min_ttl,
+        max_ttl,
+        timeout: ck.positive_duration(&timeout, p, "timeout", d.timeout),
+    }
+}

@@ -8,7 +8,7 @@ mod select;
 pub mod state;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +53,12 @@ impl BackendRegistry {
             .entry(pool.to_string())
             .or_default()
             .clone()
+    }
+
+    /// Drops state of backends no longer in any pool (a host name's address
+    /// went away); the rest keep everything.
+    pub fn retain_backends(&self, live: &[(String, String)]) {
+        self.backends.lock().retain(|k, _| live.contains(k));
     }
 
     /// Drops state of backends no longer in any pool, and clears admin
@@ -133,23 +139,23 @@ pub struct Pool {
     limits: Limits,
     /// Trust anchors for TLS to backends (`tls.ca_file`), as pingora wants them.
     pub ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
+    /// Backends named by host name: what each resolved to.
+    pub names: Vec<NameStatus>,
 }
 
-fn resolve(pool: &str, address: &HostPort) -> Result<SocketAddr, BuildError> {
-    if let Some(ip) = address.ip() {
-        return Ok(SocketAddr::new(ip, address.port));
-    }
-    let mut addrs = (address.host.as_str(), address.port)
-        .to_socket_addrs()
-        .map_err(|source| BuildError::Resolve {
-            pool: pool.to_string(),
-            address: address.to_string(),
-            source,
-        })?;
-    addrs.next().ok_or_else(|| BuildError::NoAddress {
-        pool: pool.to_string(),
-        address: address.to_string(),
-    })
+/// Addresses of backend host names, as looked up (`[resolver]`): by host,
+/// the addresses, or why there are none.
+pub type Resolved = HashMap<String, Result<Vec<std::net::IpAddr>, String>>;
+
+/// What became of a backend named by host name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameStatus {
+    /// As configured (`host:port`).
+    pub address: HostPort,
+    /// The addresses it has now (one backend each).
+    pub addrs: Vec<std::net::IpAddr>,
+    /// Why it has none, when it has none.
+    pub error: Option<String>,
 }
 
 fn sticky_id(pool: &str, address: &str) -> String {
@@ -191,17 +197,20 @@ fn load_ca(
 }
 
 impl Pool {
-    /// Builds a pool, resolving host names (blocking).
+    /// Builds a pool. A backend named by an IP literal is one backend; one
+    /// named by host name is one backend per address `resolved` has for it
+    /// (none while it does not resolve: it is reported in `names`).
     pub fn build(
         config: &edge_config::Pool,
         registry: &BackendRegistry,
         metrics: &ProxyMetrics,
+        resolved: &Resolved,
     ) -> Result<Self, BuildError> {
         let mut backends = Vec::with_capacity(config.backends.len());
-        for b in &config.backends {
-            let label = b.address.to_string();
+        let mut names = Vec::new();
+        let mut add = |b: &edge_config::Backend, addr: SocketAddr, label: String| {
             backends.push(Backend {
-                addr: resolve(&config.name, &b.address)?,
+                addr,
                 state: registry.get(&config.name, &label),
                 metrics: metrics.backend(&config.name, &label),
                 tcp: metrics.tcp.backend(&config.name, &label),
@@ -209,6 +218,32 @@ impl Pool {
                 weight: b.weight,
                 address: b.address.clone(),
                 label,
+            });
+        };
+        for b in &config.backends {
+            if let Some(ip) = b.address.ip() {
+                add(
+                    b,
+                    SocketAddr::new(ip, b.address.port),
+                    b.address.to_string(),
+                );
+                continue;
+            }
+            let (mut addrs, error) = match resolved.get(&b.address.host) {
+                Some(Ok(a)) => (a.clone(), None),
+                Some(Err(e)) => (Vec::new(), Some(e.clone())),
+                None => (Vec::new(), Some("not looked up yet".to_string())),
+            };
+            addrs.sort_unstable();
+            addrs.dedup();
+            for ip in &addrs {
+                let label = format!("{}@{ip}", b.address);
+                add(b, SocketAddr::new(*ip, b.address.port), label);
+            }
+            names.push(NameStatus {
+                address: b.address.clone(),
+                addrs,
+                error,
             });
         }
         let addrs: Vec<(SocketAddr, u32)> = backends.iter().map(|b| (b.addr, b.weight)).collect();
@@ -240,7 +275,17 @@ impl Pool {
             config: config.clone(),
             backends,
             ca,
+            names,
         })
+    }
+
+    /// The host names of this pool's backends (to look up).
+    pub fn host_names(config: &edge_config::Pool) -> impl Iterator<Item = &str> {
+        config
+            .backends
+            .iter()
+            .filter(|b| b.address.ip().is_none())
+            .map(|b| b.address.host.as_str())
     }
 
     /// The weight selection uses now: the configured one (or the admin's
@@ -509,7 +554,7 @@ mod tests {
             tls: None,
         };
         tweak(&mut config);
-        Pool::build(&config, &registry, &metrics).unwrap()
+        Pool::build(&config, &registry, &metrics, &Resolved::new()).unwrap()
     }
 
     #[test]
@@ -531,14 +576,14 @@ mod tests {
         let metrics = ProxyMetrics::new(&prometheus::Registry::new()).unwrap();
         let first = pool(2, |_| {});
         let config = first.config.clone();
-        let a = Pool::build(&config, &registry, &metrics).unwrap();
+        let a = Pool::build(&config, &registry, &metrics, &Resolved::new()).unwrap();
         a.backends[0].state.in_flight.store(7, Ordering::Relaxed);
         a.backends[0]
             .state
             .observe_latency(Duration::from_millis(40));
         let mut changed = config.clone();
         changed.backends.truncate(1);
-        let b = Pool::build(&changed, &registry, &metrics).unwrap();
+        let b = Pool::build(&changed, &registry, &metrics, &Resolved::new()).unwrap();
         assert!(Arc::ptr_eq(&a.backends[0].state, &b.backends[0].state));
         assert_eq!(b.backends[0].state.in_flight.load(Ordering::Relaxed), 7);
         assert!(b.backends[0].state.ewma_ms(Instant::now()).is_some());

@@ -16,6 +16,16 @@ pub struct PoolReport {
     pub active_requests: u64,
     pub retries_in_flight: u64,
     pub backends: Vec<BackendReport>,
+    /// Backends named by host name: the addresses each has now.
+    pub names: Vec<NameReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NameReport {
+    pub address: String,
+    pub addresses: Vec<String>,
+    /// Why it has none (it is down until it resolves).
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,6 +64,15 @@ impl Pool {
             health_checked: self.config.health_check.is_some(),
             active_requests: self.counters.active.load(Ordering::Relaxed),
             retries_in_flight: self.counters.retries.load(Ordering::Relaxed),
+            names: self
+                .names
+                .iter()
+                .map(|n| NameReport {
+                    address: n.address.to_string(),
+                    addresses: n.addrs.iter().map(|ip| ip.to_string()).collect(),
+                    error: n.error.clone(),
+                })
+                .collect(),
             backends: self
                 .backends
                 .iter()
