@@ -31,6 +31,19 @@ pub enum Command {
         #[arg(long, value_enum)]
         log_format: Option<LogFormatArg>,
     },
+    /// Ask the running node a config describes to read its file again
+    /// (`POST /reload` on its admin API, with its token).
+    Reload {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Replace the running node's binary without dropping a connection:
+    /// it starts the executable at its path again, hands it its sockets and
+    /// drains once the new one serves (`POST /upgrade`; SIGUSR2 does the same).
+    Upgrade {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Run the synthetic media origin alone.
     Origin {
         #[arg(long, default_value = "127.0.0.1:9000")]

@@ -70,9 +70,12 @@ pub fn run() -> anyhow::Result<()> {
         token,
     };
     // Keep the origin alive for as long as the node runs.
-    let result = crate::server::run_node_with(config, control, move |edge, admin, dns| {
-        guide.print(edge, admin, dns)
-    });
+    let result = crate::server::run_node_with(
+        config,
+        control,
+        crate::handover::Inherited::default(),
+        move |edge, admin, dns| guide.print(edge, admin, dns),
+    );
     drop(origin);
     let _ = std::fs::remove_dir_all(&demo_cache);
     result

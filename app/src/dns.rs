@@ -76,6 +76,53 @@ impl DnsNode {
         started
     }
 
+    /// New descriptors of every `dns` listener's sockets (TCP, then UDP),
+    /// by listener name, for a binary upgrade.
+    pub fn sockets(&self) -> Vec<(String, crate::handover::Socket)> {
+        let mut out = Vec::new();
+        for (name, l) in self.listeners.lock().iter() {
+            match l.sockets() {
+                Ok((tcp, udp)) => {
+                    out.push((name.clone(), crate::handover::Socket::Tcp(tcp)));
+                    out.extend(
+                        udp.into_iter()
+                            .map(|u| (name.clone(), crate::handover::Socket::Udp(u))),
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(listener = %name, error = %e, "cannot duplicate a dns socket")
+                }
+            }
+        }
+        out
+    }
+
+    /// Stops every `dns` listener reading and accepting (a drain, or a new
+    /// process took the sockets over); returns once none does. Open TCP
+    /// connections close after the query they are answering.
+    pub async fn stop_serving(&self) {
+        let tasks: Vec<JoinHandle<()>> = self
+            .listeners
+            .lock()
+            .values_mut()
+            .flat_map(DnsListener::stop_serving)
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Returns once no DNS TCP connection is open.
+    pub async fn wait_idle(&self) {
+        let listeners: Vec<_> = self.listeners.lock().keys().cloned().collect();
+        for name in listeners {
+            let slots = self.listeners.lock().get(&name).map(DnsListener::idle);
+            if let Some(idle) = slots {
+                idle.await;
+            }
+        }
+    }
+
     /// The address of a `dns` listener (the first by name).
     pub fn first_address(&self) -> Option<SocketAddr> {
         let listeners = self.listeners.lock();

@@ -4,14 +4,17 @@
 mod admin;
 mod check;
 mod cli;
+mod ctl;
 mod demo;
 mod dns;
+mod handover;
 mod logging;
 mod names;
 mod origin_cmd;
 mod out;
 mod runtime;
 mod server;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -29,6 +32,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { file } => return check::run(&file),
         Command::Run { config, log_format } => run(&config, log_format),
+        Command::Reload { config } => ctl::run(&config, "reload"),
+        Command::Upgrade { config } => ctl::run(&config, "upgrade"),
         Command::Origin {
             listen,
             name,
@@ -53,6 +58,10 @@ fn main() -> ExitCode {
 }
 
 fn run(path: &std::path::Path, log_format: Option<cli::LogFormatArg>) -> anyhow::Result<()> {
+    // First, while this is the only thread: it edits the environment.
+    let inherited = handover::Inherited::from_env().map_err(|e| {
+        anyhow::anyhow!("taking over the sockets of the process being replaced: {e}")
+    })?;
     let config = match edge_config::load(path) {
         Ok(c) => c,
         Err(diags) => {
@@ -62,5 +71,5 @@ fn run(path: &std::path::Path, log_format: Option<cli::LogFormatArg>) -> anyhow:
     };
     logging::init(log_format.map_or(config.server.log_format, Into::into));
     let control = server::control_runtime()?;
-    server::run_node(config, control)
+    server::run_node(config, control, inherited)
 }

@@ -153,6 +153,11 @@ pub struct Runtime {
     names: Arc<crate::names::BackendNames>,
     /// This runtime, for tasks it starts that outlive a call.
     me: std::sync::Weak<Runtime>,
+    /// Sockets handed over at start (binary upgrade, socket activation),
+    /// until listeners claim them.
+    inherited: parking_lot::Mutex<crate::handover::Inherited>,
+    /// Binary upgrades from this process.
+    pub upgrader: crate::upgrade::Upgrader,
 }
 
 /// A listener's connection handler, and the HTTP one behind it if any (to
@@ -214,7 +219,38 @@ impl Runtime {
             admin_token: ArcSwap::from_pointee(None),
             health: parking_lot::Mutex::new(HealthChecks::default()),
             http_handlers: parking_lot::Mutex::new(HashMap::new()),
+            inherited: parking_lot::Mutex::new(crate::handover::Inherited::default()),
+            upgrader: crate::upgrade::Upgrader::default(),
         }))
+    }
+
+    /// Gives the runtime sockets to use before binding new ones (see
+    /// [`crate::handover`]).
+    pub fn inherit(&self, inherited: crate::handover::Inherited) {
+        *self.inherited.lock() = inherited;
+    }
+
+    /// The inherited socket for the admin API at `addr`, if any.
+    pub fn take_inherited_admin(&self, addr: SocketAddr) -> Option<std::net::TcpListener> {
+        self.inherited.lock().take_tcp(crate::handover::ADMIN, addr)
+    }
+
+    /// Closes inherited sockets nothing claimed and, when this process
+    /// replaces another, tells it that this one serves.
+    pub fn started(&self) {
+        let mut inherited = self.inherited.lock();
+        inherited.close_unclaimed();
+        inherited.report_ready();
+    }
+
+    /// The config file this node was started with.
+    pub fn source(&self) -> Option<&std::path::Path> {
+        self.source.as_deref()
+    }
+
+    /// Holds config applications off while the guard lives.
+    pub async fn hold_applies(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.apply_lock.lock().await
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -284,13 +320,20 @@ impl Runtime {
         let old_for_plan = old.clone();
         let new = Arc::new(new);
         let new_for_build = new.clone();
-        let (state, plan) = tokio::task::spawn_blocking(move || -> Result<_, BuildError> {
-            let state = proxy.build(&new_for_build, &resolved)?;
-            let plan = plan_listeners(&old_for_plan, &new_for_build, &proxy, &conf)?;
-            Ok((state, plan))
+        let mut inherited = std::mem::take(&mut *self.inherited.lock());
+        let (built, inherited) = tokio::task::spawn_blocking(move || {
+            let built = (|| -> Result<_, BuildError> {
+                let state = proxy.build(&new_for_build, &resolved)?;
+                let plan =
+                    plan_listeners(&old_for_plan, &new_for_build, &proxy, &conf, &mut inherited)?;
+                Ok((state, plan))
+            })();
+            (built, inherited)
         })
         .await
-        .map_err(|e| ApplyError::Internal(e.to_string()))??;
+        .map_err(|e| ApplyError::Internal(e.to_string()))?;
+        *self.inherited.lock() = inherited;
+        let (state, plan) = built?;
         let dns_service = self.dns.service.clone();
         let dns_config = new.dns.clone();
         let dns_state = tokio::task::spawn_blocking(move || dns_service.build(dns_config.as_ref()))
@@ -503,6 +546,7 @@ fn plan_listeners(
     new: &Config,
     proxy: &Arc<Proxy>,
     conf: &Arc<ServerConf>,
+    inherited: &mut crate::handover::Inherited,
 ) -> Result<ListenerPlan, BuildError> {
     let old_by_name: HashMap<&str, &Listener> =
         old.listeners.iter().map(|l| (l.name.as_str(), l)).collect();
@@ -527,14 +571,24 @@ fn plan_listeners(
             } else if old.is_some() {
                 plan.remove.push(l.name.clone());
             }
-            let bound =
-                edge_dns::BoundDns::bind(&l.name, l.address, udp_sockets).map_err(|source| {
-                    BuildError::Bind {
-                        listener: l.name.clone(),
-                        address: l.address,
-                        source,
-                    }
-                })?;
+            let bound = match inherited.take_tcp(&l.name, l.address) {
+                Some(tcp) => {
+                    let udp = match tcp.local_addr() {
+                        Ok(a) => inherited.take_udp(a),
+                        Err(_) => Vec::new(),
+                    };
+                    edge_dns::BoundDns::from_std(&l.name, tcp, udp, udp_sockets)
+                }
+                None => {
+                    inherited.note_new(&l.name, l.address);
+                    edge_dns::BoundDns::bind(&l.name, l.address, udp_sockets)
+                }
+            }
+            .map_err(|source| BuildError::Bind {
+                listener: l.name.clone(),
+                address: l.address,
+                source,
+            })?;
             plan.dns_bind.push(bound);
             continue;
         }
@@ -553,7 +607,13 @@ fn plan_listeners(
             }
             // New, or moved: the new socket is bound before the old one closes.
             _ => {
-                let bound = BoundListener::bind(&l.name, l.address)?;
+                let bound = match inherited.take_tcp(&l.name, l.address) {
+                    Some(socket) => BoundListener::from_std(&l.name, socket)?,
+                    None => {
+                        inherited.note_new(&l.name, l.address);
+                        BoundListener::bind(&l.name, l.address)?
+                    }
+                };
                 plan.bind
                     .push((l.clone(), bound, handler_for(l, proxy, conf)?));
             }

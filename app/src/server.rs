@@ -8,6 +8,11 @@
 //! | SIGTERM, SIGQUIT | mark not ready and answer with `Connection: close`, keep accepting for `server.shutdown_delay`, then stop accepting, let open connections finish (up to `server.grace_period`), exit |
 //! | SIGINT (Ctrl-C) | the same without the shutdown delay and with at most 10 s of grace |
 //! | a second SIGTERM/SIGINT while draining | exit at once |
+//! | SIGUSR2 | binary upgrade: start the executable again, hand it the sockets, drain once it serves (see [`crate::upgrade`]) |
+//!
+//! Under systemd (`Type=notify`), `READY=1` is sent once serving,
+//! `STOPPING=1` when draining, and a process started by an upgrade sends
+//! `MAINPID` (the unit needs `NotifyAccess=all`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,8 +53,12 @@ pub fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Applies `config`, starts the admin API and serves until a signal drains
 /// the node.
-pub fn run_node(config: Config, control: tokio::runtime::Runtime) -> anyhow::Result<()> {
-    run_node_with(config, control, |_, _, _| {})
+pub fn run_node(
+    config: Config,
+    control: tokio::runtime::Runtime,
+    inherited: crate::handover::Inherited,
+) -> anyhow::Result<()> {
+    run_node_with(config, control, inherited, |_, _, _| {})
 }
 
 /// As [`run_node`]; `on_ready` gets the first HTTP listener's, the admin
@@ -58,16 +67,29 @@ pub fn run_node(config: Config, control: tokio::runtime::Runtime) -> anyhow::Res
 pub fn run_node_with(
     config: Config,
     control: tokio::runtime::Runtime,
+    inherited: crate::handover::Inherited,
     on_ready: impl FnOnce(Option<SocketAddr>, SocketAddr, Option<SocketAddr>),
 ) -> anyhow::Result<()> {
     let conf = server_conf(&config);
     let threads = config.server.threads;
     let runtime = Runtime::new(Arc::new(server_conf(&config)), config.source.clone())
         .context("building the runtime")?;
+    let upgraded = inherited.is_upgrade();
+    runtime.inherit(inherited);
 
     let admin_addr = config.admin.listen;
-    let admin = control
-        .block_on(tokio::net::TcpListener::bind(admin_addr))
+    let admin = match runtime.take_inherited_admin(admin_addr) {
+        Some(l) => Ok(l),
+        None => std::net::TcpListener::bind(admin_addr),
+    }
+    .with_context(|| format!("admin API: cannot listen on {admin_addr}"))?;
+    runtime.upgrader.set_admin(&admin);
+    let admin = admin
+        .set_nonblocking(true)
+        .and_then(|()| {
+            let _enter = control.enter();
+            tokio::net::TcpListener::from_std(admin)
+        })
         .with_context(|| format!("admin API: cannot listen on {admin_addr}"))?;
     let admin_bound: SocketAddr = admin.local_addr().unwrap_or(admin_addr);
 
@@ -80,6 +102,7 @@ pub fn run_node_with(
     announce("admin", "admin", admin_bound);
     control.spawn(crate::admin::serve(admin, runtime.clone()));
     control.spawn(reload_on_hangup(runtime.clone(), signals.hup));
+    control.spawn(upgrade_on_usr2(runtime.clone(), signals.usr2));
     let errors = runtime.clone();
     control.spawn(async move {
         loop {
@@ -112,7 +135,13 @@ pub fn run_node_with(
     on_ready(first_http, admin_bound, runtime.dns.first_address());
     runtime.set_ready(true);
     crate::out::ready();
-    tracing::info!(admin = %admin_bound, "edge is ready");
+    runtime.started();
+    let mut ready = vec![sd_notify::NotifyState::Ready];
+    if upgraded {
+        ready.push(sd_notify::NotifyState::MainPid(std::process::id()));
+    }
+    let _ = sd_notify::notify(false, &ready);
+    tracing::info!(admin = %admin_bound, upgraded, "edge is ready");
     server.run(RunArgs {
         shutdown_signal: Box::new(SignalWatch {
             runtime: runtime.clone(),
@@ -127,6 +156,7 @@ pub fn run_node_with(
 /// Signal streams, created (and their handlers installed) up front.
 struct Signals {
     hup: Option<Signal>,
+    usr2: Option<Signal>,
     stop: StopSignals,
 }
 
@@ -140,6 +170,7 @@ impl Signals {
     fn install() -> Self {
         Signals {
             hup: watch(SignalKind::hangup()),
+            usr2: watch(SignalKind::user_defined2()),
             stop: StopSignals {
                 term: watch(SignalKind::terminate()),
                 int: watch(SignalKind::interrupt()),
@@ -163,6 +194,25 @@ async fn reload_on_hangup(runtime: Arc<Runtime>, hup: Option<Signal>) {
         }
     }
 }
+
+async fn upgrade_on_usr2(runtime: Arc<Runtime>, usr2: Option<Signal>) {
+    let Some(mut usr2) = usr2 else {
+        tracing::error!("cannot watch SIGUSR2; upgrade through the admin API");
+        return;
+    };
+    while usr2.recv().await.is_some() {
+        match runtime.upgrader.upgrade(&runtime).await {
+            Ok(pid) => tracing::info!(pid, "upgraded on SIGUSR2"),
+            Err(e) => tracing::error!(error = %e, "SIGUSR2 upgrade"),
+        }
+    }
+}
+
+/// How long, after a new process took over, keep-alive clients of this one
+/// have to get a response saying `Connection: close` before idle
+/// connections are closed (a client that sends on a connection as it is
+/// closed must retry; one that is told first need not).
+const HANDOVER_LINGER: Duration = Duration::from_secs(1);
 
 /// Waits for a stop signal, then drains: that is pingora's main loop.
 struct SignalWatch {
@@ -194,12 +244,23 @@ impl ShutdownSignalWatch for SignalWatch {
             _ = next(term) => "SIGTERM",
             _ = next(int) => "SIGINT",
             _ = next(quit) => "SIGQUIT",
+            _ = self.runtime.upgrader.handed_over() => "upgrade",
         };
+        self.runtime.upgrader.end();
         self.runtime.set_ready(false);
         self.runtime.proxy.set_closing();
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         let server = self.runtime.config().server.clone();
         let mut grace = server.grace_period;
-        if name == "SIGINT" {
+        if name == "upgrade" {
+            // The new process accepts on the same sockets: stop at once,
+            // and let busy keep-alive clients learn they must reconnect.
+            self.runtime.listeners.stop_accepting();
+            let open = self.runtime.listeners.open_connections();
+            tracing::info!(open_connections = open, "handed over: no longer accepting");
+            let linger = HANDOVER_LINGER.min(grace);
+            let _ = tokio::time::timeout(linger, self.runtime.listeners.wait_idle()).await;
+        } else if name == "SIGINT" {
             grace = grace.min(Duration::from_secs(10));
         } else if !server.shutdown_delay.is_zero() {
             // Load balancers see /ready at 503 and stop sending; meanwhile
@@ -221,8 +282,24 @@ impl ShutdownSignalWatch for SignalWatch {
             grace = ?grace,
             "draining: no new connections, open ones may finish"
         );
+        self.runtime.dns.stop_serving().await;
+        let handed_over = name == "upgrade";
+        let drained = async {
+            let (left, _, _) = tokio::join!(
+                self.runtime.listeners.drain(grace),
+                tokio::time::timeout(grace, self.runtime.dns.wait_idle()),
+                // After a handover the admin API finishes too (the answer
+                // to `POST /upgrade` must not die with this process).
+                tokio::time::timeout(grace, async {
+                    if handed_over {
+                        self.runtime.upgrader.admin_drained().await;
+                    }
+                })
+            );
+            left
+        };
         let left = tokio::select! {
-            left = self.runtime.listeners.drain(grace) => left,
+            left = drained => left,
             _ = next(term) => { tracing::warn!("second signal: stopping now"); self.runtime.listeners.open_connections() }
             _ = next(int) => { tracing::warn!("second signal: stopping now"); self.runtime.listeners.open_connections() }
         };

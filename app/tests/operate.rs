@@ -188,17 +188,19 @@ async fn a_closed_stdout_never_breaks_a_reload() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edge.toml");
     std::fs::write(&path, small_config("")).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = edge_testkit::ChildGuard(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut admin = None;
     {
-        let stdout = child.stdout.take().unwrap();
+        let stdout = child.0.stdout.take().unwrap();
         for line in BufReader::new(stdout).lines() {
             let line = line.unwrap();
             if let Some(a) = line.strip_prefix("listening admin admin ") {
@@ -246,9 +248,7 @@ async fn a_closed_stdout_never_breaks_a_reload() {
             .then_some(())
     })
     .await;
-    assert!(child.try_wait().unwrap().is_none(), "the node is alive");
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(child.0.try_wait().unwrap().is_none(), "the node is alive");
 }
 
 /// Sends GETs from `clients` keep-alive clients until `stop` turns true;
@@ -510,15 +510,17 @@ async fn in_json_mode_stdout_carries_only_json() {
         "[server]\nlog_format = \"json\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n[[route]]\nname = \"r\"\nrespond = { status = 200 }\n",
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut child = edge_testkit::ChildGuard(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
     let mut lines = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
@@ -529,8 +531,6 @@ async fn in_json_mode_stdout_carries_only_json() {
             break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
     assert!(
         lines
             .iter()

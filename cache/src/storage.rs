@@ -57,6 +57,10 @@ pub struct FillHints {
 /// Disk hits up to this size (or RAM's object limit, if larger) are read
 /// and verified whole before the first byte is sent.
 const WHOLE_READ_LIMIT: u64 = 8 << 20;
+/// How long a starting node waits for the disk tier's lock (held by the
+/// process it replaces until that one's last disk write ends).
+const DISK_LOCK_WAIT: Duration = Duration::from_secs(15);
+
 /// Bodies waiting for their disk write, at most; past this, writes are
 /// skipped (the disk tier lags rather than memory growing).
 const PENDING_LIMIT: u64 = 512 << 20;
@@ -168,7 +172,20 @@ impl EdgeStorage {
             anchor: anchor.clone(),
         }));
         let _ = anchor.set(storage);
-        storage.open_disk(settings)?;
+        // The process this one replaces (a binary upgrade) may still be
+        // finishing its last disk writes: its lock goes with the last one.
+        let deadline = std::time::Instant::now() + DISK_LOCK_WAIT;
+        loop {
+            match storage.open_disk(settings) {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        }
         Ok(storage)
     }
 
@@ -277,6 +294,34 @@ impl EdgeStorage {
                 self.forget_if_gone(&k);
             }
         }
+    }
+
+    /// Hands the disk tier to another process (a binary upgrade): lookups
+    /// stop using it at once, writes under way finish. Waits up to `wait`
+    /// for the last of them, after which the directory's lock is free;
+    /// returns whether that happened in time.
+    pub async fn release_disk(&self, wait: Duration) -> bool {
+        let Some(tier) = self.disk.load_full() else {
+            return true;
+        };
+        self.close_disk();
+        let deadline = tokio::time::Instant::now() + wait;
+        while Arc::strong_count(&tier) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// Opens the configured disk tier again after [`Self::release_disk`]
+    /// (the upgrade did not happen). Blocks: reads the tier's index back.
+    pub fn reopen_disk(&self) -> std::io::Result<()> {
+        if self.disk.load().is_some() {
+            return Ok(());
+        }
+        self.open_disk(&self.settings.load_full())
     }
 
     pub fn metrics(&self) -> &CacheMetrics {

@@ -72,6 +72,37 @@ impl BoundDns {
             tcp,
         })
     }
+
+    /// Sockets bound already: inherited from the process that started this
+    /// one (a binary upgrade) or from systemd (socket activation). UDP
+    /// sockets are added, on the TCP socket's address, up to `udp_sockets`
+    /// when there are fewer (and the inherited ones allow `SO_REUSEPORT`).
+    pub fn from_std(
+        name: &str,
+        tcp: TcpListener,
+        mut udp: Vec<UdpSocket>,
+        udp_sockets: usize,
+    ) -> io::Result<BoundDns> {
+        tcp.set_nonblocking(true)?;
+        let local_addr = tcp.local_addr()?;
+        for u in &udp {
+            u.set_nonblocking(true)?;
+        }
+        while udp.len() < udp_sockets.max(1) {
+            match udp_socket(local_addr) {
+                Ok(u) => udp.push(u),
+                // Inherited without SO_REUSEPORT: what there is serves.
+                Err(_) if !udp.is_empty() => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(BoundDns {
+            name: name.to_string(),
+            local_addr,
+            udp,
+            tcp,
+        })
+    }
 }
 
 /// A served listener; dropping it (or `stop`) stops its loops.
@@ -80,6 +111,12 @@ pub struct DnsListener {
     pub name: String,
     pub local_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
+    /// True: TCP connections close once idle (draining).
+    drain: tokio::sync::watch::Sender<bool>,
+    /// TCP connection slots; all free when none is open.
+    slots: Arc<Semaphore>,
+    /// Other descriptors of the sockets, to hand to a new binary.
+    sockets: (TcpListener, Vec<UdpSocket>),
 }
 
 /// A bound listener registered with a runtime's reactor, ready to serve:
@@ -90,6 +127,7 @@ pub struct ReadyDns {
     pub local_addr: SocketAddr,
     udp: Vec<tokio::net::UdpSocket>,
     tcp: tokio::net::TcpListener,
+    sockets: (TcpListener, Vec<UdpSocket>),
     runtime: tokio::runtime::Handle,
 }
 
@@ -97,6 +135,14 @@ impl ReadyDns {
     /// Registers the sockets of `bound` with `runtime`.
     pub fn prepare(bound: BoundDns, runtime: &tokio::runtime::Handle) -> io::Result<ReadyDns> {
         let _enter = runtime.enter();
+        let sockets = (
+            bound.tcp.try_clone()?,
+            bound
+                .udp
+                .iter()
+                .map(UdpSocket::try_clone)
+                .collect::<io::Result<Vec<_>>>()?,
+        );
         let udp = bound
             .udp
             .into_iter()
@@ -108,6 +154,7 @@ impl ReadyDns {
             local_addr: bound.local_addr,
             udp,
             tcp,
+            sockets,
             runtime: runtime.clone(),
         })
     }
@@ -118,11 +165,19 @@ impl ReadyDns {
         for sock in self.udp {
             tasks.push(self.runtime.spawn(udp_loop(sock, service.clone())));
         }
-        tasks.push(self.runtime.spawn(tcp_loop(self.tcp, service)));
+        let (drain, draining) = tokio::sync::watch::channel(false);
+        let slots = Arc::new(Semaphore::new(TCP_CONNECTIONS));
+        tasks.push(
+            self.runtime
+                .spawn(tcp_loop(self.tcp, service, slots.clone(), draining)),
+        );
         DnsListener {
             name: self.name,
             local_addr: self.local_addr,
             tasks,
+            drain,
+            slots,
+            sockets: self.sockets,
         }
     }
 }
@@ -141,6 +196,39 @@ impl DnsListener {
         for t in &self.tasks {
             t.abort();
         }
+    }
+
+    /// Stops reading queries and accepting connections; open TCP
+    /// connections answer what they have read and close. Returns the
+    /// loops, to await: once they have ended nothing is read here.
+    pub fn stop_serving(&mut self) -> Vec<JoinHandle<()>> {
+        self.drain.send_replace(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        std::mem::take(&mut self.tasks)
+    }
+
+    /// Resolves once no TCP connection is open.
+    pub fn idle(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let slots = self.slots.clone();
+        let all = u32::try_from(TCP_CONNECTIONS).unwrap_or(u32::MAX);
+        async move {
+            let _ = slots.acquire_many_owned(all).await;
+        }
+    }
+
+    /// New descriptors of the listener's TCP and UDP sockets, for a binary
+    /// upgrade: the new process serves the same sockets.
+    pub fn sockets(&self) -> io::Result<(TcpListener, Vec<UdpSocket>)> {
+        Ok((
+            self.sockets.0.try_clone()?,
+            self.sockets
+                .1
+                .iter()
+                .map(UdpSocket::try_clone)
+                .collect::<io::Result<Vec<_>>>()?,
+        ))
     }
 }
 
@@ -238,8 +326,12 @@ async fn udp_loop(sock: tokio::net::UdpSocket, service: Arc<DnsService>) {
     }
 }
 
-async fn tcp_loop(listener: tokio::net::TcpListener, service: Arc<DnsService>) {
-    let slots = Arc::new(Semaphore::new(TCP_CONNECTIONS));
+async fn tcp_loop(
+    listener: tokio::net::TcpListener,
+    service: Arc<DnsService>,
+    slots: Arc<Semaphore>,
+    draining: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -254,9 +346,10 @@ async fn tcp_loop(listener: tokio::net::TcpListener, service: Arc<DnsService>) {
             continue;
         };
         let service = service.clone();
+        let draining = draining.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = tcp_connection(stream, peer, &service).await {
+            if let Err(e) = tcp_connection(stream, peer, &service, draining).await {
                 tracing::debug!(error = %e, client = %peer, "dns tcp connection");
             }
         });
@@ -267,14 +360,22 @@ async fn tcp_connection(
     mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
     service: &DnsService,
+    mut draining: tokio::sync::watch::Receiver<bool>,
 ) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut len = [0u8; 2];
     loop {
-        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await {
-            Ok(Ok(_)) => {}
-            // Idle, closed or reset: done.
-            Ok(Err(_)) | Err(_) => return Ok(()),
+        // Between queries a draining node closes (RFC 7766 §6.2.3): a
+        // query already here is answered first.
+        let next = tokio::select! {
+            biased;
+            r = tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)) => Some(r),
+            _ = draining.wait_for(|d| *d) => None,
+        };
+        match next {
+            Some(Ok(Ok(_))) => {}
+            // Idle, closed, reset or draining: done.
+            _ => return Ok(()),
         }
         let n = usize::from(u16::from_be_bytes(len));
         let mut msg = vec![0u8; n];

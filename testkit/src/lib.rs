@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 pub use client::{h2c, Client, Response};
 pub use dns::{DnsClient, DnsQuery};
 pub use edge_origin::{Faults, Origin, OriginConfig, RunningOrigin};
-pub use node::{EdgeNode, NodeOutput};
+pub use node::{pid_alive, ChildGuard, EdgeNode, NodeOutput, PidGuard};
 pub use raw::{RawConn, RawResponse};
 pub use recorder::{Recorded, Recorder};
 pub use redis::RedisServer;

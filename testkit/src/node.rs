@@ -41,22 +41,30 @@ impl EdgeNode {
 
     /// As [`EdgeNode::start`], with extra arguments and environment.
     pub fn start_with(bin: &str, config: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_customized(bin, config, |cmd| {
+            cmd.args(args).envs(env.iter().copied());
+        })
+    }
+
+    /// As [`EdgeNode::start`], with the command changed by `customize`
+    /// first (descriptors to pass, environment).
+    pub fn start_customized(bin: &str, config: &str, customize: impl FnOnce(&mut Command)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("edge.toml");
         std::fs::write(&config_path, config).expect("write config");
         let mut cmd = Command::new(bin);
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .args(args)
-            .envs(env.iter().copied())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.arg("run").arg("--config").arg(&config_path);
+        customize(&mut cmd);
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        // Its own process group: what it starts (an upgrade's new
+        // process) goes with it when the test ends.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let node = Self::spawn(cmd, dir, config_path);
         node.wait_ready(Duration::from_secs(60));
         node
@@ -238,5 +246,52 @@ impl Drop for EdgeNode {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // Processes it started (upgrades) are in its group.
+        let _ = nix::sys::signal::killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+    }
+}
+
+/// A child process killed (and reaped) when dropped, so that a failing
+/// test leaves nothing running.
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A process this test did not spawn itself but caused (an upgraded edge):
+/// SIGKILLed when dropped if still running.
+#[derive(Debug)]
+pub struct PidGuard(pub u32);
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        if pid_alive(self.0) {
+            let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Whether `pid` is a process that has not exited (a zombie has).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }

@@ -10,6 +10,7 @@
 //! | `GET /config` | the running config as JSON, secrets redacted (needs the token when one is set) |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /reload` | re-read the config file and apply it |
+//! | `POST /upgrade` | binary upgrade: start the executable again with the sockets; answers once the new process serves (`{"pid": …}`), then this one drains |
 //! | `GET /pools` | pools and backends: health, ejection, breaker, in-flight, latency, weight |
 //! | `POST /pools/{pool}/backends/{backend}/drain` | no new requests; in-flight ones finish |
 //! | `POST /pools/{pool}/backends/{backend}/disable` | out of selection |
@@ -43,6 +44,7 @@ use crate::runtime::{ApplyError, Runtime};
 pub fn router(runtime: Arc<Runtime>) -> Router {
     let mutating = Router::new()
         .route("/reload", post(reload))
+        .route("/upgrade", post(upgrade))
         .route("/cache/purge", post(cache::purge))
         .route("/dns/sites/{site}/{action}", post(dns::set_drain))
         .route(
@@ -70,11 +72,22 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .with_state(runtime)
 }
 
-/// Serves the admin API until the process ends.
+/// Serves the admin API until the process ends, or until a new process
+/// takes over its socket (a binary upgrade): then it stops accepting,
+/// answers what it has (idle keep-alive connections close) and says so.
 pub async fn serve(listener: tokio::net::TcpListener, runtime: Arc<Runtime>) {
-    if let Err(e) = axum::serve(listener, router(runtime)).await {
+    let listener = runtime.upgrader.admin_listener(listener);
+    let handed_over = {
+        let runtime = runtime.clone();
+        async move { runtime.upgrader.handed_over().await }
+    };
+    let served = axum::serve(listener, router(runtime.clone()))
+        .with_graceful_shutdown(handed_over)
+        .await;
+    if let Err(e) = served {
         tracing::error!(error = %e, "admin API stopped");
     }
+    runtime.upgrader.admin_finished();
 }
 
 async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
@@ -127,6 +140,26 @@ async fn reload(State(rt): State<Arc<Runtime>>) -> Response {
         Err(e) => {
             tracing::warn!(error = %e, "reload refused; the running config stays");
             apply_error_response(&e)
+        }
+    }
+}
+
+async fn upgrade(State(rt): State<Arc<Runtime>>) -> Response {
+    use crate::upgrade::UpgradeError;
+    match rt.upgrader.upgrade(&rt).await {
+        Ok(pid) => Json(json!({ "status": "upgraded", "pid": pid, "old_pid": std::process::id() }))
+            .into_response(),
+        Err(e) => {
+            let status = match e {
+                UpgradeError::Busy | UpgradeError::Over => StatusCode::CONFLICT,
+                UpgradeError::NoSource => StatusCode::UNPROCESSABLE_ENTITY,
+                UpgradeError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (
+                status,
+                Json(json!({ "status": "failed", "error": e.to_string() })),
+            )
+                .into_response()
         }
     }
 }

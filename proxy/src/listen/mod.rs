@@ -64,6 +64,23 @@ pub struct BoundListener {
 const BACKLOG: i32 = 4096;
 
 impl BoundListener {
+    /// A socket bound already: inherited from the process that started this
+    /// one (a binary upgrade) or from systemd (socket activation).
+    pub fn from_std(name: &str, socket: std::net::TcpListener) -> Result<Self, BuildError> {
+        let err = |source| BuildError::Bind {
+            listener: name.to_string(),
+            address: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        };
+        socket.set_nonblocking(true).map_err(err)?;
+        let local_addr = socket.local_addr().map_err(err)?;
+        Ok(Self {
+            name: name.to_string(),
+            local_addr,
+            socket,
+        })
+    }
+
     /// Binds `address` (port 0 picks a free port).
     pub fn bind(name: &str, address: SocketAddr) -> Result<Self, BuildError> {
         let err = |source| BuildError::Bind {
@@ -127,7 +144,12 @@ impl Drop for ConnectionGuard {
 
 struct Running {
     local_addr: SocketAddr,
+    /// The listening socket (another descriptor of it), to hand to a new
+    /// binary on upgrade.
+    socket: Option<std::net::TcpListener>,
     stop: watch::Sender<bool>,
+    /// Closed when the accept loop has ended.
+    exited: watch::Receiver<()>,
     /// The handler new connections get; replaced on reload.
     handler: watch::Sender<Arc<dyn ConnectionHandler>>,
 }
@@ -246,8 +268,71 @@ impl ListenerControl {
             .collect()
     }
 
+    /// The listening sockets (new descriptors of them) by listener name,
+    /// for a binary upgrade: the new process accepts on the same sockets.
+    pub fn sockets(&self) -> Vec<(String, std::net::TcpListener)> {
+        let inner = self.inner.lock();
+        // Pending ones too: a listener bound but not yet accepting (the
+        // service has not started) is the new process's all the same.
+        let pending = inner
+            .pending
+            .iter()
+            .filter_map(|p| Some((p.listener.name.clone(), p.listener.socket.try_clone().ok()?)));
+        inner
+            .running
+            .iter()
+            .filter_map(|(name, r)| {
+                let s = r.socket.as_ref()?.try_clone().ok()?;
+                Some((name.clone(), s))
+            })
+            .chain(pending)
+            .collect()
+    }
+
     pub fn open_connections(&self) -> usize {
         self.connections.open.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting everywhere; connections already open go on.
+    pub fn stop_accepting(&self) {
+        let mut inner = self.inner.lock();
+        inner.draining = true;
+        inner.pending.clear();
+        for r in inner.running.values_mut() {
+            let _ = r.stop.send(true);
+            // The last descriptor here: closing it refuses new connections
+            // instead of leaving them in a backlog nobody accepts from
+            // (unless a new process took the socket over).
+            r.socket = None;
+        }
+    }
+
+    /// Stops accepting everywhere and returns once every accept loop has
+    /// ended: no connection is accepted here after this.
+    pub async fn stop_accepting_and_wait(&self) {
+        self.stop_accepting();
+        let mut exits: Vec<watch::Receiver<()>> = self
+            .inner
+            .lock()
+            .running
+            .values()
+            .map(|r| r.exited.clone())
+            .collect();
+        for rx in &mut exits {
+            // Ends with an error when the loop (holding the sender) ends.
+            while rx.changed().await.is_ok() {}
+        }
+    }
+
+    /// Returns once no connection is open.
+    pub async fn wait_idle(&self) {
+        loop {
+            let idle = self.connections.idle.notified();
+            if self.open_connections() == 0 {
+                return;
+            }
+            idle.await;
+        }
     }
 
     /// Stops accepting everywhere, tells handlers to close idle keep-alive
@@ -255,13 +340,9 @@ impl ListenerControl {
     /// waits until no connection is open or `grace` has passed. Returns the
     /// number still open.
     pub async fn drain(&self, grace: Duration) -> usize {
+        self.stop_accepting();
         let handlers: Vec<Arc<dyn ConnectionHandler>> = {
-            let mut inner = self.inner.lock();
-            inner.draining = true;
-            inner.pending.clear();
-            for r in inner.running.values() {
-                let _ = r.stop.send(true);
-            }
+            let inner = self.inner.lock();
             inner
                 .running
                 .values()
@@ -272,19 +353,8 @@ impl ListenerControl {
         for h in &handlers {
             h.drain().await;
         }
-        let deadline = Instant::now() + grace;
-        loop {
-            let idle = self.connections.idle.notified();
-            let open = self.open_connections();
-            if open == 0 {
-                return 0;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return open;
-            }
-            let _ = tokio::time::timeout(left.min(Duration::from_millis(250)), idle).await;
-        }
+        let _ = tokio::time::timeout(grace, self.wait_idle()).await;
+        self.open_connections()
     }
 
     fn started(&self, runtime: tokio::runtime::Handle) {
@@ -297,6 +367,7 @@ impl ListenerControl {
 
     fn spawn(&self, inner: &mut Inner, runtime: &tokio::runtime::Handle, p: Pending) {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (exited_tx, exited_rx) = watch::channel(());
         let (handler_tx, handler_rx) = watch::channel(p.handler);
         let name = p.listener.name.clone();
         if let Some(old) = inner.running.remove(&name) {
@@ -306,7 +377,9 @@ impl ListenerControl {
             name.clone(),
             Running {
                 local_addr: p.listener.local_addr,
+                socket: p.listener.socket.try_clone().ok(),
                 stop: stop_tx,
+                exited: exited_rx,
                 handler: handler_tx,
             },
         );
@@ -321,6 +394,7 @@ impl ListenerControl {
         };
         let socket = p.listener.socket;
         runtime.spawn(async move {
+            let _exited = exited_tx;
             match TcpListener::from_std(socket) {
                 Ok(l) => acceptor.run(l, stop_rx).await,
                 Err(e) => tracing::error!(listener = %acceptor.name, error = %e, "cannot register listener"),
@@ -389,8 +463,10 @@ impl Acceptor {
                 }
             };
             let accepted = tokio::select! {
-                a = accept(&socket) => a,
+                // Stopped is stopped, even with connections waiting.
+                biased;
                 _ = stop.changed() => return,
+                a = accept(&socket) => a,
             };
             match accepted {
                 Ok((stream, peer)) => {

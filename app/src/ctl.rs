@@ -1,0 +1,78 @@
+//! `edge reload` and `edge upgrade`: the admin API's `POST /reload` and
+//! `POST /upgrade` for the node a config file describes (its `admin.listen`
+//! and `admin.token`), as `nginx -s reload` signals the running master.
+//! Prints the node's answer; fails (exit 1) unless it says done.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+/// How long the node may take to answer (an upgrade waits for the new
+/// process to serve).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Sends `POST /{action}` to the admin API of the node `config` describes.
+pub fn run(config: &Path, action: &str) -> anyhow::Result<()> {
+    let config = match edge_config::load(config) {
+        Ok(c) => c,
+        Err(diags) => {
+            crate::out::complain!("{}", diags.render());
+            bail!("{}: {} error(s)", config.display(), diags.len());
+        }
+    };
+    let token = match &config.admin.token {
+        Some(t) => t.resolve().map_err(anyhow::Error::msg)?,
+        None => {
+            bail!("the config has no admin.token: the admin API refuses `{action}` without one")
+        }
+    };
+    let addr = reachable(config.admin.listen);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let (status, body) = rt
+        .block_on(async {
+            tokio::time::timeout(ANSWER_TIMEOUT, post(addr, action, token.expose())).await
+        })
+        .with_context(|| format!("no answer from the admin API at {addr} in {ANSWER_TIMEOUT:?}"))?
+        .with_context(|| format!("admin API at {addr}"))?;
+    crate::out::say!("{}", body.trim_end());
+    if !status.is_success() {
+        bail!("{action}: the node answered {status}");
+    }
+    Ok(())
+}
+
+/// An address to reach a socket bound to `listen` (an unspecified address
+/// is reached on loopback).
+fn reachable(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, listen.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, listen.port()).into(),
+        _ => listen,
+    }
+}
+
+async fn post(
+    addr: SocketAddr,
+    action: &str,
+    token: &str,
+) -> anyhow::Result<(hyper::StatusCode, String)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let request = hyper::Request::post(format!("/{action}"))
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Empty::<Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
