@@ -1,6 +1,7 @@
 //! edge's cache: a RAM tier (moka) and a disk tier behind pingora-cache's
 //! `Storage`, cache keys, the RFC 9111 + video policy, and purge.
 
+pub mod age;
 pub mod disk;
 pub mod fill;
 pub mod hit;

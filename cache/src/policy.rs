@@ -15,6 +15,7 @@ use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheContro
 use pingora_cache::{CacheMeta, NoCacheReason, RespCacheable};
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use crate::age;
 use crate::video::{self, Kind};
 
 /// Statuses cacheable without explicit freshness (RFC 9110 §15.1 "heuristically cacheable").
@@ -97,13 +98,62 @@ fn regex_lite_match(pattern: &str, path: &str) -> bool {
     re.is_some_and(|r| r.is_match(path))
 }
 
-/// Decides whether `resp` (to `req`, for `path`) may be stored and builds its meta.
+/// The directives that govern edge's caching of `resp` (RFC 9213 §2.1):
+/// the first targeted field (in `cache.targeted_fields` order) with a valid,
+/// non-empty value, else `Cache-Control`. The flag says a targeted field won
+/// (then `Expires` is ignored too).
+pub fn governing(resp: &ResponseHeader, cache: &Cache) -> (Option<CacheControl>, bool) {
+    for name in &cache.targeted_fields {
+        if let Some(cc) = CacheControl::from_resp_headers_named(name, resp) {
+            if !cc.directives.is_empty() {
+                return (Some(cc), true);
+            }
+        }
+    }
+    (CacheControl::from_resp_headers(resp), false)
+}
+
+/// The stale windows a response allows (RFC 9111 §4.2.4, RFC 5861):
+/// `no-cache`, `must-revalidate` and `proxy-revalidate` forbid stale
+/// outright; the origin's own `stale-while-revalidate` / `stale-if-error`
+/// count otherwise (also beside `s-maxage`, which is how origins ask a CDN
+/// for them); the route's defaults apply only when the origin said none of
+/// these, nor `s-maxage` (which for a shared cache implies
+/// `proxy-revalidate`).
+fn stale_windows(cc: Option<&CacheControl>, route: &RouteCache) -> (Duration, Duration) {
+    let Some(c) = cc else {
+        return (
+            route.stale_while_revalidate.unwrap_or_default(),
+            route.stale_if_error.unwrap_or_default(),
+        );
+    };
+    if c.no_cache() || c.must_revalidate() || c.proxy_revalidate() {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    let secs = |v: pingora_error::Result<Option<u32>>| {
+        v.ok().flatten().map(|s| Duration::from_secs(s.into()))
+    };
+    let (swr, sie) = (secs(c.stale_while_revalidate()), secs(c.stale_if_error()));
+    let route_may = !c.has_key("s-maxage");
+    let pick = |origin: Option<Duration>, default: Option<Duration>| {
+        origin.or(default.filter(|_| route_may)).unwrap_or_default()
+    };
+    (
+        pick(swr, route.stale_while_revalidate),
+        pick(sie, route.stale_if_error),
+    )
+}
+
+/// Decides whether `resp` (to `req`, for `path`) may be stored and builds
+/// its meta. `response_delay` is how long after the request went upstream
+/// the response arrived (for its age, RFC 9111 §4.2.3).
 pub fn decide(
     req: &RequestHeader,
     resp: &ResponseHeader,
     route: &RouteCache,
     cache: &Cache,
     path: &str,
+    response_delay: Duration,
 ) -> Decision {
     let now = SystemTime::now();
     let status = resp.status.as_u16();
@@ -112,13 +162,13 @@ pub fn decide(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let kind = video::classify(path, content_type);
-    if status >= 500 || resp.status == StatusCode::NOT_MODIFIED {
+    if resp.status == StatusCode::NOT_MODIFIED || resp.status.is_informational() {
         return uncacheable("status", kind);
     }
     if resp.headers.contains_key(http::header::SET_COOKIE) && !route.store_set_cookie {
         return uncacheable("set-cookie", kind);
     }
-    let cc = CacheControl::from_resp_headers(resp);
+    let (cc, targeted) = governing(resp, cache);
     if let Some(c) = &cc {
         if c.is_cacheable() == Cacheable::No {
             return uncacheable("origin says private or no-store", kind);
@@ -133,7 +183,12 @@ pub fn decide(
     let origin_ttl = cc
         .as_ref()
         .and_then(|c| c.fresh_duration())
-        .or_else(|| expires_ttl(resp, now));
+        .or_else(|| (!targeted).then(|| expires_ttl(resp, now)).flatten());
+    // A server error is stored only when the origin gave it freshness
+    // (RFC 9111 §3): never by a route's or a default TTL.
+    if status >= 500 && origin_ttl.is_none_or(|t| t.is_zero()) {
+        return uncacheable("status", kind);
+    }
     let video_ttl = match kind {
         // Until the body says VOD, a playlist is assumed live.
         Kind::HlsPlaylist | Kind::DashManifest => Some(cache.video.live_playlist_max_ttl),
@@ -142,9 +197,9 @@ pub fn decide(
     };
     let default_ok = DEFAULT_STATUSES.contains(&status);
     let (ttl, source) = match (route.ttl, origin_ttl) {
-        (Some(t), _) => (Some(t), TtlSource::Route),
-        (None, Some(t)) => (Some(t), TtlSource::Origin),
-        (None, None) => (
+        (Some(t), _) if status < 500 => (Some(t), TtlSource::Route),
+        (_, Some(t)) => (Some(t), TtlSource::Origin),
+        _ => (
             video_ttl
                 .filter(|_| default_ok)
                 .or_else(|| rule_ttl(cache, path, status))
@@ -163,39 +218,83 @@ pub fn decide(
     } else {
         ttl
     };
-    let swr = cc
-        .as_ref()
-        .and_then(|c| c.serve_stale_while_revalidate_duration())
-        .or(route.stale_while_revalidate)
-        .unwrap_or_default();
-    let sie = cc
-        .as_ref()
-        .and_then(|c| c.serve_stale_if_error_duration())
-        .or(route.stale_if_error)
-        .unwrap_or_default();
+    let (swr, sie) = stale_windows(cc.as_ref(), route);
     let mut header = resp.clone();
     if let Some(c) = &cc {
         c.strip_private_headers(&mut header);
     }
     strip_hop_by_hop(&mut header);
-    let fresh_until = if ttl.is_zero() {
-        now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
+    // What `Age` says is computed on every use from the epoch below.
+    header.remove_header(&http::header::AGE);
+    if !header.headers.contains_key(http::header::DATE) {
+        // RFC 9110 §6.6.1: a recipient with a clock adds one; it is stored.
+        let _ = header.insert_header(http::header::DATE, httpdate::fmt_http_date(now));
+    }
+    let initial_age = age::corrected_initial_age(&resp.headers, now, response_delay);
+    let epoch = age::epoch(now, initial_age);
+    // A route's TTL is the operator's "keep it this long from now"; the
+    // origin's and the defaults are freshness lifetimes, which the age it
+    // arrived with uses up (§4.2).
+    let fresh_until = match source {
+        TtlSource::Route => now + ttl,
+        _ => epoch + ttl,
+    };
+    let fresh_until = if ttl.is_zero() || fresh_until <= now {
+        fresh_until.min(now.checked_sub(Duration::from_secs(1)).unwrap_or(now))
     } else {
-        now + ttl
+        fresh_until
     };
     let secs = |d: Duration| d.as_secs().min(u64::from(u32::MAX)) as u32;
+    let mut meta = CacheMeta::new(fresh_until, now, secs(swr), secs(sie), header);
+    meta.set_epoch_override(epoch);
     Decision {
-        cacheable: RespCacheable::Cacheable(CacheMeta::new(
-            fresh_until,
-            now,
-            secs(swr),
-            secs(sie),
-            header,
-        )),
+        cacheable: RespCacheable::Cacheable(meta),
         kind,
         ttl_source: Some(source),
         origin_ttl,
     }
+}
+
+/// Fields a 304 never changes in a stored response (RFC 9111 §3.2): those
+/// not stored at all (§3.1), the framing, and those the stored body depends
+/// on (its length, range, coding; `Vary`, whose variants are keyed).
+const NOT_UPDATED_BY_304: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authentication-info",
+    "proxy-authorization",
+    "content-length",
+    "content-range",
+    "content-encoding",
+    "vary",
+];
+
+/// The stored response freshened by a 304 (RFC 9111 §3.2, §4.3.4): every
+/// field the 304 carries replaces the stored one (all its lines), except
+/// [`NOT_UPDATED_BY_304`] and the fields the 304's `Connection` names.
+pub fn freshen(stored: &ResponseHeader, not_modified: &ResponseHeader) -> ResponseHeader {
+    let mut out = stored.clone();
+    let listed = header_tokens(&not_modified.headers, http::header::CONNECTION);
+    let mut done: Vec<&http::HeaderName> = Vec::new();
+    for name in not_modified.headers.keys() {
+        let n = name.as_str();
+        if NOT_UPDATED_BY_304.contains(&n) || listed.iter().any(|l| l == n) || done.contains(&name)
+        {
+            continue;
+        }
+        done.push(name);
+        out.remove_header(name);
+        for v in not_modified.headers.get_all(name) {
+            let _ = out.append_header(name.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// The lower-case tokens of a comma-separated header (`Vary`, `Connection`), all its lines.
@@ -229,6 +328,15 @@ fn strip_hop_by_hop(header: &mut ResponseHeader) {
     }
 }
 
+/// What a playlist's body changes about its freshness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaylistTtl {
+    pub ttl: Duration,
+    /// Live: never served stale (its stale windows are closed), so never
+    /// older than `ttl`.
+    pub live: bool,
+}
+
 /// The TTL a playlist gets once its body is known, if it differs from what
 /// was decided at header time: live ones at most half their refresh period
 /// (and `live_playlist_max_ttl`), VOD ones `vod_playlist_ttl` when the
@@ -239,7 +347,7 @@ pub fn playlist_ttl(
     origin_gave_ttl: bool,
     origin_ttl: Duration,
     cache: &Cache,
-) -> Option<Duration> {
+) -> Option<PlaylistTtl> {
     let text = std::str::from_utf8(body).ok()?;
     let info = match kind {
         Kind::HlsPlaylist => video::parse_hls(text),
@@ -251,21 +359,37 @@ pub fn playlist_ttl(
             .refresh
             .map_or(cache.video.live_playlist_max_ttl, |r| r / 2);
         let cap = half.min(cache.video.live_playlist_max_ttl);
-        Some(if origin_gave_ttl {
-            origin_ttl.min(cap)
-        } else {
-            cap
+        Some(PlaylistTtl {
+            ttl: if origin_gave_ttl {
+                origin_ttl.min(cap)
+            } else {
+                cap
+            },
+            live: true,
         })
     } else if origin_gave_ttl {
         None
     } else {
-        Some(cache.video.vod_playlist_ttl)
+        Some(PlaylistTtl {
+            ttl: cache.video.vod_playlist_ttl,
+            live: false,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decide(
+        req: &RequestHeader,
+        resp: &ResponseHeader,
+        route: &RouteCache,
+        cache: &Cache,
+        path: &str,
+    ) -> Decision {
+        super::decide(req, resp, route, cache, path, Duration::ZERO)
+    }
 
     fn resp(status: u16, headers: &[(&str, &str)]) -> ResponseHeader {
         let mut r = ResponseHeader::build(status, None).unwrap();
@@ -427,14 +551,28 @@ mod tests {
             "/a",
         );
         assert_eq!(ttl(&forced), Some(Duration::from_secs(5)));
-        assert!(ttl(&decide(
-            &req(&[]),
-            &resp(503, &[("cache-control", "max-age=60")]),
-            &enabled(),
-            &c,
-            "/a"
-        ))
-        .is_none());
+        // A server error is stored only with the origin's explicit
+        // freshness (RFC 9111 §3), never a route's or a default TTL.
+        for (status, cc, want) in [
+            (503, "max-age=60", Some(60)),
+            (500, "s-maxage=7", Some(7)),
+            (502, "", None),
+            (504, "no-cache", None),
+            (503, "max-age=0", None),
+        ] {
+            let headers: &[(&str, &str)] = if cc.is_empty() {
+                &[]
+            } else {
+                &[("cache-control", cc)]
+            };
+            for r in [enabled(), route.clone()] {
+                assert_eq!(
+                    ttl(&decide(&req(&[]), &resp(status, headers), &r, &c, "/a")),
+                    want.map(Duration::from_secs),
+                    "{status} {cc}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -474,7 +612,10 @@ mod tests {
         let live = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nseg_1.ts\n";
         assert_eq!(
             playlist_ttl(Kind::HlsPlaylist, live, true, Duration::from_secs(60), &c),
-            Some(Duration::from_secs(1))
+            Some(PlaylistTtl {
+                ttl: Duration::from_secs(1),
+                live: true
+            })
         );
         let vod = b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4,\nseg_1.ts\n#EXT-X-ENDLIST\n";
         assert_eq!(
@@ -483,7 +624,10 @@ mod tests {
         );
         assert_eq!(
             playlist_ttl(Kind::HlsPlaylist, vod, false, Duration::ZERO, &c),
-            Some(c.video.vod_playlist_ttl)
+            Some(PlaylistTtl {
+                ttl: c.video.vod_playlist_ttl,
+                live: false
+            })
         );
     }
 }

@@ -728,7 +728,7 @@ impl EdgeStorage {
         if hints.ttl_source == TtlSource::Route {
             return meta;
         }
-        let Some(ttl) = policy::playlist_ttl(
+        let Some(policy::PlaylistTtl { ttl, live }) = policy::playlist_ttl(
             hints.kind,
             body,
             hints.ttl_source == TtlSource::Origin,
@@ -740,9 +740,15 @@ impl EdgeStorage {
         let Ok(mut m) = CacheMeta::deserialize(&meta.0, &meta.1) else {
             return meta;
         };
-        let (swr, sie) = (m.stale_while_revalidate_sec(), m.stale_if_error_sec());
-        // Counted from when the response (or the 304 that revalidated it) arrived.
-        let fresh_until = m.updated() + ttl;
+        // A live playlist is never served older than its TTL: no stale.
+        let (swr, sie) = if live {
+            (0, 0)
+        } else {
+            (m.stale_while_revalidate_sec(), m.stale_if_error_sec())
+        };
+        // Counted from its epoch: when the response (or the 304 that
+        // revalidated it) arrived, less the age it arrived with.
+        let fresh_until = m.epoch() + ttl;
         m.update_freshness(fresh_until, swr, sie);
         m.serialize().unwrap_or(meta)
     }

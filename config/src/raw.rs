@@ -408,6 +408,12 @@ pub(crate) struct RawRouteCache {
     pub prefetch: Option<S<i64>>,
     #[serde(default)]
     pub bypass: Vec<S<String>>,
+    pub client_directives: Option<S<String>>,
+    #[serde(default)]
+    pub trusted_clients: Vec<S<String>>,
+    pub vary_normalize: Option<Vec<S<String>>>,
+    #[serde(default)]
+    pub accept_encoding: Vec<S<String>>,
 }
 
 /// `ignore_query = true` (drop the whole query from the key) or a list of parameter names.
@@ -460,6 +466,9 @@ pub(crate) struct RawCache {
     pub video: Option<S<RawVideo>>,
     #[serde(default)]
     pub ttl_rule: Vec<S<RawTtlRule>>,
+    pub targeted_fields: Option<Vec<S<String>>>,
+    pub forward_targeted_fields: Option<bool>,
+    pub status_name: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

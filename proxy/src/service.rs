@@ -817,12 +817,22 @@ impl ProxyHttp for EdgeProxy {
                     );
                     ctx.cache.way = Some(way);
                     ctx.cache.url = url;
+                    if way != Way::Bypass && ctx.cache.sub.is_none() {
+                        ctx.cache.directives = caching::directives::RequestDirectives::of(
+                            session.req_header(),
+                            &route.cache,
+                            client_ip(session),
+                        );
+                    }
                     match way {
                         Way::Sliced => {
                             caching::slice::serve(rt, session, &mut ctx.cache, &route).await?;
                             return Ok(true);
                         }
-                        Way::Whole if ctx.cache.sub.is_none() => {
+                        Way::Whole
+                            if ctx.cache.sub.is_none()
+                                && !ctx.cache.directives.may_force_revalidation() =>
+                        {
                             if let Some(kind) =
                                 caching::fast::try_serve(rt, session, &mut ctx.cache, &route)
                                     .await?
@@ -929,13 +939,40 @@ impl ProxyHttp for EdgeProxy {
     async fn cache_hit_filter(
         &self,
         _session: &mut Session,
-        _meta: &CacheMeta,
+        meta: &CacheMeta,
         hit: &mut HitHandler,
-        _is_fresh: bool,
+        is_fresh: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<ForcedFreshness>> {
-        caching::note_hit(&mut ctx.cache, hit);
-        Ok(None)
+        let Some(rt) = self.proxy.cache() else {
+            return Ok(None);
+        };
+        Ok(caching::on_hit(rt, &mut ctx.cache, meta, hit, is_fresh))
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        if ctx.cache.directives.only_if_cached && ctx.cache.way != Some(Way::Bypass) {
+            // RFC 9111 §5.2.1.7: nothing stored will do, and the origin is
+            // not to be asked.
+            ctx.cache.status = Some(edge_cache::Status::Miss);
+            let route_caches = ctx.route.as_ref().is_some_and(|r| r.cache.enabled);
+            let mut resp = ResponseHeader::build(504, Some(4))?;
+            resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+            caching::client_fields(
+                self.proxy.cache().map(|c| &**c),
+                session,
+                &mut ctx.cache,
+                route_caches,
+                &mut resp,
+            )?;
+            session.write_response_header(Box::new(resp), true).await?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     fn response_cache_filter(
@@ -955,6 +992,7 @@ impl ProxyHttp for EdgeProxy {
             &route.cache,
             session.req_header(),
             resp,
+            session.cache.maybe_cache_meta(),
         ))
     }
 
@@ -986,10 +1024,11 @@ impl ProxyHttp for EdgeProxy {
     fn cache_vary_filter(
         &self,
         meta: &CacheMeta,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
-        caching::variance(meta, req)
+        let route = ctx.route.as_ref()?;
+        caching::vary::variance(meta, req, &route.cache)
     }
 
     fn should_serve_stale(
@@ -1117,6 +1156,17 @@ impl ProxyHttp for EdgeProxy {
                 upstream.set_uri(uri);
             }
             apply_request_ops(upstream, &route.request_headers)?;
+            if !route.cache.accept_encoding.is_empty()
+                && matches!(ctx.cache.way, Some(Way::Whole | Way::Sliced))
+            {
+                // What the Vary key said is what the origin is asked for.
+                let accept = upstream
+                    .headers
+                    .get(http::header::ACCEPT_ENCODING)
+                    .and_then(|v| v.to_str().ok());
+                let chosen = caching::vary::pick_encoding(accept, &route.cache.accept_encoding);
+                upstream.insert_header(http::header::ACCEPT_ENCODING, chosen.to_string())?;
+            }
         }
         if let Some(host) = ctx.pool.as_ref().and_then(|p| p.config.host.clone()) {
             upstream.insert_header(http::header::HOST, host)?;
@@ -1160,6 +1210,13 @@ impl ProxyHttp for EdgeProxy {
         ctx.response_started = true;
         if status < 200 {
             return Ok(());
+        }
+        if let Some(sent) = ctx.upstream_sent {
+            ctx.cache.response_delay = sent.elapsed();
+        }
+        ctx.cache.upstream_status = Some(status);
+        if status == 304 && session.cache.phase() == pingora_cache::CachePhase::Stale {
+            ctx.cache.not_modified = Some(Box::new(upstream.clone()));
         }
         let (Some(pool), Some(attempt)) = (ctx.pool.clone(), ctx.attempt.as_ref()) else {
             return Ok(());
@@ -1241,13 +1298,35 @@ impl ProxyHttp for EdgeProxy {
         if let Some(conn) = &ctx.conn {
             conn.answered(ctx.conn_index, response.status.as_u16());
         }
-        let status = caching::status_of(session, &ctx.cache);
-        ctx.cache.status = Some(status);
-        response.insert_header("x-cache", caching::x_cache(status, ctx.cache.tier))?;
-        if !response.headers.contains_key(http::header::AGE) {
-            response.insert_header(http::header::AGE, "0")?;
+        let route_caches = ctx.route.as_ref().is_some_and(|r| r.cache.enabled);
+        caching::client_fields(
+            self.proxy.cache().map(|c| &**c),
+            session,
+            &mut ctx.cache,
+            route_caches,
+            response,
+        )?;
+        if let (Some(rt), Some(route)) = (self.proxy.cache(), ctx.route.as_ref()) {
+            let req = session.req_header();
+            if route_caches && caching::invalidate::applies(req, response) {
+                let target = edge_cache::key::url(
+                    &ctx.authority,
+                    req.uri.path(),
+                    req.uri.query(),
+                    &route.cache.ignore_query,
+                );
+                let urls = caching::invalidate::urls(
+                    target.to_string(),
+                    req,
+                    response,
+                    &ctx.authority,
+                    self.tls,
+                    &route.cache,
+                    &self.paths,
+                );
+                caching::invalidate::purge(rt.storage, urls).await;
+            }
         }
-        caching::strip_cache_headers(response);
         if ctx.cache.sub.is_none()
             && ctx.cache.way == Some(Way::Whole)
             && matches!(response.status.as_u16(), 200 | 206)

@@ -8,6 +8,7 @@ mod node;
 pub mod raw;
 pub mod recorder;
 mod redis;
+pub mod scripted;
 pub mod tls;
 
 use std::future::Future;
@@ -20,6 +21,7 @@ pub use node::{pid_alive, ChildGuard, EdgeNode, NodeOutput, PidGuard};
 pub use raw::{RawConn, RawResponse};
 pub use recorder::{Recorded, Recorder};
 pub use redis::RedisServer;
+pub use scripted::{Reply, Scripted};
 
 /// Starts an origin with the default catalog on 127.0.0.1:0.
 pub async fn origin(name: &str) -> RunningOrigin {

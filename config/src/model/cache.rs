@@ -28,6 +28,15 @@ pub struct Cache {
     pub video: VideoPolicy,
     /// Matched in order; the first match sets the TTL when the origin is silent.
     pub ttl_rules: Vec<TtlRule>,
+    /// Targeted cache-control fields (RFC 9213), lower-case, in precedence
+    /// order: the first present with a valid value replaces `Cache-Control`
+    /// and `Expires` for edge's own caching decision.
+    pub targeted_fields: Vec<String>,
+    /// Send the targeted fields on to clients (a shield whose children are
+    /// edge nodes wants this); by default they stop here.
+    pub forward_targeted_fields: bool,
+    /// This cache's name in `Cache-Status` (RFC 9211).
+    pub status_name: String,
 }
 
 impl Default for Cache {
@@ -42,6 +51,9 @@ impl Default for Cache {
             default_ttl: Duration::ZERO,
             video: VideoPolicy::default(),
             ttl_rules: Vec::new(),
+            targeted_fields: vec!["cdn-cache-control".to_string()],
+            forward_targeted_fields: false,
+            status_name: "edge".to_string(),
         }
     }
 }

@@ -166,6 +166,32 @@ pub struct RouteCache {
     /// Requests carrying any of these skip the cache entirely (no lookup,
     /// not stored), like nginx's `proxy_cache_bypass`.
     pub bypass: Vec<Bypass>,
+    /// Whose request `Cache-Control` directives count (RFC 9111 §5.2.1).
+    pub client_directives: ClientDirectives,
+    /// Clients whose directives all count under `client_directives = "trusted"`.
+    pub trusted_clients: Vec<ipnet::IpNet>,
+    /// Request fields (lower-case) whose values are normalized before a
+    /// `Vary` key is made: tokens split on commas, trimmed, lower-cased,
+    /// sorted, duplicates dropped.
+    pub vary_normalize: Vec<String>,
+    /// Content codings in preference order (lower-case): when set, a
+    /// request's `Accept-Encoding` becomes the first of these it accepts,
+    /// or `identity`, both for the `Vary` key and upstream.
+    pub accept_encoding: Vec<String>,
+}
+
+/// Whose request cache directives edge honours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientDirectives {
+    /// Every client's: `no-cache` and `max-age=0` from anyone revalidate.
+    All,
+    /// Everyone's `only-if-cached`, `max-stale` and `no-store` (they never
+    /// add origin load); `no-cache`, `max-age` and `min-fresh` only from
+    /// `trusted_clients`. The default, as CDNs do.
+    Trusted,
+    /// None: the origin's word alone decides.
+    None,
 }
 
 /// A request property that, when present with a value other than empty or
@@ -193,6 +219,10 @@ impl Default for RouteCache {
             slice: true,
             prefetch: None,
             bypass: Vec::new(),
+            client_directives: ClientDirectives::Trusted,
+            trusted_clients: Vec::new(),
+            vary_normalize: vec!["accept-encoding".to_string()],
+            accept_encoding: Vec::new(),
         }
     }
 }

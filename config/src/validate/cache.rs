@@ -28,6 +28,9 @@ pub(super) fn cache(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>) 
         default_ttl,
         video,
         ttl_rule,
+        targeted_fields,
+        forward_targeted_fields,
+        status_name,
     } = raw;
     let p = "cache";
     let ram = ck.size(&ram_size, p, "ram_size", d.ram_size);
@@ -119,7 +122,51 @@ pub(super) fn cache(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>) 
             .map(|v| video_policy(ck, &join_key(p, "video"), v.into_inner()))
             .unwrap_or_default(),
         ttl_rules: rules,
+        targeted_fields: match targeted_fields {
+            Some(list) => header_names(ck, &join_key(p, "targeted_fields"), list),
+            None => d.targeted_fields,
+        },
+        forward_targeted_fields: forward_targeted_fields.unwrap_or(d.forward_targeted_fields),
+        status_name: match status_name {
+            Some(name) if cache_status_token(name.get_ref()) => name.into_inner(),
+            Some(name) => {
+                ck.error(
+                    name.span(),
+                    join_key(p, "status_name"),
+                    format!("{:?} is not a token", name.get_ref()),
+                    Some("letters, digits and !#$%&'*+-.^_`|~ (RFC 9110 §5.6.2)"),
+                );
+                d.status_name
+            }
+            None => d.status_name,
+        },
     }
+}
+
+/// Lower-case header names; each one that is not a field name is an error.
+pub(super) fn header_names(
+    ck: &mut Checker<'_>,
+    p: &str,
+    list: Vec<Spanned<String>>,
+) -> Vec<String> {
+    let mut names = Vec::new();
+    for (i, h) in list.into_iter().enumerate() {
+        if super::routes::header_name_ok(h.get_ref()) {
+            names.push(h.into_inner().to_ascii_lowercase());
+        } else {
+            ck.error(
+                h.span(),
+                format!("{p}[{i}]"),
+                format!("{:?} is not a header name", h.get_ref()),
+                Some("a header name"),
+            );
+        }
+    }
+    names
+}
+
+fn cache_status_token(s: &str) -> bool {
+    super::routes::header_name_ok(s)
 }
 
 fn video_policy(ck: &mut Checker<'_>, p: &str, raw: RawVideo) -> VideoPolicy {

@@ -6,8 +6,8 @@ use toml::Spanned;
 use super::pools;
 use super::{Checker, ItemAt};
 use crate::model::{
-    Bypass, HeaderOps, HostMatch, IgnoreQuery, PathMatch, PathRewrite, Pool, Retry, Route,
-    RouteAction, RouteCache, RouteMatch, Timeouts, ValueCondition, ValueMatch,
+    Bypass, ClientDirectives, HeaderOps, HostMatch, IgnoreQuery, PathMatch, PathRewrite, Pool,
+    Retry, Route, RouteAction, RouteCache, RouteMatch, Timeouts, ValueCondition, ValueMatch,
 };
 use crate::raw::{RawHeaderOps, RawIgnoreQuery, RawMatch, RawRoute, RawRouteCache, RawValueMatch};
 use crate::source::join_key;
@@ -479,7 +479,42 @@ fn route_cache(ck: &mut Checker<'_>, p: &str, raw: RawRouteCache) -> RouteCache 
         slice,
         prefetch,
         bypass,
+        client_directives,
+        trusted_clients,
+        vary_normalize,
+        accept_encoding,
     } = raw;
+    let d = RouteCache::default();
+    let client_directives = match client_directives.as_ref().map(|s| s.get_ref().as_str()) {
+        None => d.client_directives,
+        Some("all") => ClientDirectives::All,
+        Some("trusted") => ClientDirectives::Trusted,
+        Some("none") => ClientDirectives::None,
+        Some(other) => {
+            let span = client_directives
+                .as_ref()
+                .map(|s| s.span())
+                .unwrap_or_default();
+            ck.error(
+                span,
+                format!("{p}.client_directives"),
+                format!("{other:?} is not a choice"),
+                Some("\"all\", \"trusted\" or \"none\""),
+            );
+            d.client_directives
+        }
+    };
+    let trusted_clients = trusted_clients
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| ck.ip_net(n, &format!("{p}.trusted_clients[{i}]")))
+        .collect();
+    let vary_normalize = match vary_normalize {
+        Some(list) => super::cache::header_names(ck, &format!("{p}.vary_normalize"), list),
+        None => d.vary_normalize,
+    };
+    let accept_encoding =
+        super::cache::header_names(ck, &format!("{p}.accept_encoding"), accept_encoding);
     let bypass = bypass
         .into_iter()
         .enumerate()
@@ -539,5 +574,9 @@ fn route_cache(ck: &mut Checker<'_>, p: &str, raw: RawRouteCache) -> RouteCache 
             .opt_int(&prefetch, p, "prefetch", 0, 32)
             .map(|n| n as u32),
         bypass,
+        client_directives,
+        trusted_clients,
+        vary_normalize,
+        accept_encoding,
     }
 }

@@ -14,7 +14,7 @@ use pingora_core::protocols::http::conditional_filter::{not_modified_filter, to_
 use pingora_error::Result;
 use pingora_proxy::{RangeType, Session};
 
-use super::{cache_key, strip_cache_headers, x_cache, CacheCtx, CacheRuntime};
+use super::{cache_key, strip_cache_headers, CacheCtx, CacheRuntime};
 use crate::route::CompiledRoute;
 
 /// Answers from RAM if the object is there and fresh: `Ok(Some(kind))`
@@ -46,10 +46,6 @@ pub(crate) async fn try_serve(
         return Ok(None);
     }
     let mut resp = parsed.header.clone();
-    let age = now
-        .duration_since(parsed.updated)
-        .map_or(0, |d| d.as_secs());
-    resp.insert_header(header::AGE, age.to_string())?;
     let (start, end) = match super::range::filter(req, &mut resp, super::range::MAX_RANGES) {
         RangeType::None => (0, obj.body.len()),
         RangeType::Single(r) => (r.start, r.end),
@@ -71,8 +67,18 @@ pub(crate) async fn try_serve(
     );
     ctx.status = Some(Status::Hit);
     ctx.tier = Some(Tier::Ram);
-    resp.insert_header("x-cache", x_cache(Status::Hit, ctx.tier))?;
     strip_cache_headers(&mut resp);
+    let served = super::fields::Served {
+        status: Status::Hit,
+        tier: ctx.tier,
+        stored: Some((parsed.fresh_until, parsed.updated)),
+        storing: false,
+        fwd_status: None,
+        fwd: None,
+        key: ctx.url.as_str(),
+        kind,
+    };
+    super::fields::apply(&mut resp, &served, &rt.storage.settings(), now)?;
     crate::hop::strip_response(&mut resp, req.version == http::Version::HTTP_10);
     crate::service::apply_response_ops(&mut resp, &route.response_headers)?;
     let body = (!head_only && !not_modified && start < end).then(|| obj.body.slice(start..end));

@@ -15,10 +15,14 @@
 //!          a subrequest through the whole-object way under its own key
 //! ```
 
+pub(crate) mod directives;
 pub mod fast;
+pub(crate) mod fields;
+pub(crate) mod invalidate;
 pub mod prefetch;
 pub(crate) mod range;
 pub mod slice;
+pub(crate) mod vary;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -154,6 +158,19 @@ pub struct CacheCtx {
     pub status: Option<Status>,
     /// Set by the slice path, which counts its bytes itself.
     pub counted: bool,
+    /// From the request going upstream to its response head (for the
+    /// response's age, RFC 9111 §4.2.3).
+    pub response_delay: Duration,
+    /// The 304 that revalidated the stored response, kept until the stored
+    /// header is freshened with it.
+    pub not_modified: Option<Box<ResponseHeader>>,
+    /// The status of the upstream's response head, when one came.
+    pub upstream_status: Option<u16>,
+    /// Why the request was forwarded when the cache had it (a client's
+    /// `no-cache`: `request`), for `Cache-Status`.
+    pub fwd: Option<&'static str>,
+    /// The request's cache directives that count.
+    pub directives: directives::RequestDirectives,
 }
 
 /// A bypass condition holds: the value is there and not empty or `0`.
@@ -290,7 +307,25 @@ pub(crate) fn response_cacheable(
     route: &RouteCache,
     req: &RequestHeader,
     resp: &ResponseHeader,
+    stored: Option<&CacheMeta>,
 ) -> RespCacheable {
+    // A revalidation: pingora merged only a few fields of the 304 into the
+    // stored header; every field counts (RFC 9111 §4.3.4).
+    let freshened;
+    let resp = match (ctx.not_modified.take(), stored) {
+        (Some(nm), Some(meta)) => {
+            let mut stored_header = meta.response_header_copy();
+            // Its age was counted into the stored epoch; the 304's own
+            // `Age` (if any) is what counts now.
+            stored_header.remove_header(&header::AGE);
+            freshened = policy::freshen(&stored_header, &nm);
+            &freshened
+        }
+        _ => resp,
+    };
+    if ctx.directives.no_store {
+        return uncacheable("the request says no-store");
+    }
     let settings = rt.storage.settings();
     match ctx.sub {
         Some(Sub::Slice { index, size }) => {
@@ -327,7 +362,14 @@ pub(crate) fn response_cacheable(
     {
         return uncacheable("Vary: *");
     }
-    let d = policy::decide(req, resp, route, &settings, req.uri.path());
+    let d = policy::decide(
+        req,
+        resp,
+        route,
+        &settings,
+        req.uri.path(),
+        ctx.response_delay,
+    );
     match d.cacheable {
         RespCacheable::Cacheable(mut meta) => {
             let surrogate_keys = resp
@@ -349,35 +391,34 @@ pub(crate) fn response_cacheable(
     }
 }
 
-/// The variance of a stored response for this request (`Vary`).
-pub(crate) fn variance(
+/// Records the tier of a hit and applies the request's directives to it.
+pub(crate) fn on_hit(
+    rt: &CacheRuntime,
+    ctx: &mut CacheCtx,
     meta: &CacheMeta,
-    req: &RequestHeader,
-) -> Option<pingora_cache::key::HashBinary> {
-    let mut names = policy::header_tokens(meta.headers(), header::VARY);
-    if names.is_empty() {
-        return None;
-    }
-    names.sort_unstable();
-    names.dedup();
-    let mut vb = pingora_cache::VarianceBuilder::new();
-    for name in names {
-        let value: Vec<u8> = req
-            .headers
-            .get_all(name.as_str())
-            .iter()
-            .flat_map(|v| v.as_bytes().iter().copied().chain(std::iter::once(b',')))
-            .collect();
-        vb.add_owned_name_value(name, value);
-    }
-    vb.finalize()
-}
-
-/// Records the tier of a hit.
-pub(crate) fn note_hit(ctx: &mut CacheCtx, hit: &pingora_cache::storage::HitHandler) {
+    hit: &pingora_cache::storage::HitHandler,
+    is_fresh: bool,
+) -> Option<pingora_cache::ForcedFreshness> {
     if let Some(h) = hit.as_any().downcast_ref::<EdgeHit>() {
         ctx.tier = Some(h.tier);
     }
+    if ctx.directives == directives::RequestDirectives::default() {
+        return None;
+    }
+    let (cc, _) = policy::governing(meta.response_header(), &rt.storage.settings());
+    let origin_allows_stale = cc.is_none_or(|c| {
+        !(c.no_cache() || c.must_revalidate() || c.proxy_revalidate() || c.has_key("s-maxage"))
+    });
+    let forced = ctx.directives.on_hit(
+        meta,
+        is_fresh,
+        origin_allows_stale,
+        std::time::SystemTime::now(),
+    );
+    if forced == Some(pingora_cache::ForcedFreshness::ForceExpired) {
+        ctx.fwd = Some("request");
+    }
+    forced
 }
 
 /// The cache status of a response on its way to the client.
@@ -427,10 +468,64 @@ pub(crate) fn kind_of(req: &RequestHeader, resp: &ResponseHeader) -> Kind {
     )
 }
 
+/// Sets `X-Cache`, `Age`, `Cache-Status` and the rest of [`fields`] on a
+/// response the proxy sends (not the fast or sliced paths, which do it
+/// themselves), and records its cache status.
+pub(crate) fn client_fields(
+    rt: Option<&CacheRuntime>,
+    session: &Session,
+    ctx: &mut CacheCtx,
+    route_caches: bool,
+    resp: &mut ResponseHeader,
+) -> pingora_error::Result<()> {
+    let status = status_of(session, ctx);
+    ctx.status = Some(status);
+    strip_cache_headers(resp);
+    let Some(rt) = rt.filter(|_| route_caches) else {
+        resp.insert_header("x-cache", x_cache(status, ctx.tier))?;
+        if !resp.headers.contains_key(header::AGE) {
+            resp.insert_header(header::AGE, "0")?;
+        }
+        return Ok(());
+    };
+    let phase = if ctx.way == Some(Way::Whole) {
+        Some(session.cache.phase())
+    } else {
+        None
+    };
+    let meta = if phase.is_some() {
+        session.cache.maybe_cache_meta()
+    } else {
+        None
+    };
+    let storing = matches!(phase, Some(CachePhase::Miss | CachePhase::Expired)) && meta.is_some();
+    let fwd = ctx.fwd.or(match phase {
+        Some(CachePhase::Expired) => Some("stale"),
+        _ => None,
+    });
+    let served = fields::Served {
+        status,
+        tier: ctx.tier,
+        stored: meta.map(|m| (m.fresh_until(), m.epoch())),
+        storing,
+        fwd_status: ctx.upstream_status,
+        fwd,
+        key: ctx.url.as_str(),
+        kind: kind_of(session.req_header(), resp),
+    };
+    fields::apply(
+        resp,
+        &served,
+        &rt.storage.settings(),
+        std::time::SystemTime::now(),
+    )
+}
+
 /// Removes what only the cache needs from a response to a client.
 pub(crate) fn strip_cache_headers(resp: &mut ResponseHeader) {
     resp.remove_header("surrogate-key");
     resp.remove_header("surrogate-control");
+    resp.remove_header("x-cache");
 }
 
 #[cfg(test)]

@@ -285,10 +285,24 @@ pub(crate) async fn serve(
     };
     ctx.status = Some(status);
     ctx.tier = first_tier.filter(|_| all_cached);
-    resp.insert_header("x-cache", super::x_cache(status, ctx.tier))?;
-    if !resp.headers.contains_key(header::AGE) {
-        resp.insert_header(header::AGE, "0")?;
-    }
+    // The first slice's own member stands for the object's.
+    resp.remove_header("cache-status");
+    let served = super::fields::Served {
+        status,
+        tier: ctx.tier,
+        stored: None,
+        storing: false,
+        fwd_status: None,
+        fwd: None,
+        key: ctx.url.as_str(),
+        kind: super::kind_of(&req, &resp),
+    };
+    super::fields::apply(
+        &mut resp,
+        &served,
+        &rt.storage.settings(),
+        std::time::SystemTime::now(),
+    )?;
     crate::service::apply_response_ops(&mut resp, &route.response_headers)?;
     let no_body = head_only || needed.is_empty();
     session

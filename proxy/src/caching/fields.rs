@@ -1,0 +1,243 @@
+//! The cache's fields on a response to a client, the same on every path
+//! (pingora-cache, the fast RAM path, slices):
+//!
+//! ```text
+//! Age            current_age of what the cache served (RFC 9111 §4.2.3, §5.1);
+//!                a forwarded response keeps the upstream's, else 0
+//! Cache-Status   this cache's member, appended (RFC 9211): hit; ttl=…,
+//!                fwd=uri-miss|stale|request|bypass; fwd-status=…; stored;
+//!                collapsed; key=…
+//! X-Cache        HIT RAM, MISS, … (kept for tools that read it)
+//! CDN-Cache-Control and the other targeted fields: removed unless
+//!                `forward_targeted_fields` (RFC 9213 §2.1)
+//! Cache-Control  on a live playlist, max-age and s-maxage capped at the
+//!                playlist's own lifetime, so players' caches follow it
+//! ```
+
+use std::time::SystemTime;
+
+use edge_cache::video::Kind;
+use edge_cache::{Status, Tier};
+use edge_config::Cache;
+use http::header;
+use pingora_error::Result;
+use pingora_http::ResponseHeader;
+
+use super::x_cache;
+
+/// What the cache knows about the response being sent.
+pub(crate) struct Served<'a> {
+    pub status: Status,
+    pub tier: Option<Tier>,
+    /// The stored object's freshness: (`fresh_until`, epoch), when one was
+    /// served, stored or updated.
+    pub stored: Option<(SystemTime, SystemTime)>,
+    /// The response was (or will be) stored.
+    pub storing: bool,
+    /// The upstream status, when the request was forwarded.
+    pub fwd_status: Option<u16>,
+    /// Why the request was forwarded, when not a plain miss.
+    pub fwd: Option<&'static str>,
+    /// The URL part of the key.
+    pub key: &'a str,
+    pub kind: Kind,
+}
+
+fn secs_between(later: SystemTime, earlier: SystemTime) -> i64 {
+    match later.duration_since(earlier) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+/// An RFC 8941 sf-string of `s` (non-printable bytes dropped).
+fn sf_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => {}
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// This cache's `Cache-Status` member (RFC 9211 §2).
+pub(crate) fn cache_status(name: &str, s: &Served<'_>, now: SystemTime) -> String {
+    let mut v = name.to_string();
+    let ttl = s
+        .stored
+        .map(|(fresh_until, _)| secs_between(fresh_until, now));
+    match s.status {
+        Status::Bypass => v.push_str("; fwd=bypass"),
+        Status::Hit if s.tier == Some(Tier::Fill) => v.push_str("; fwd=uri-miss; collapsed"),
+        Status::Hit | Status::Stale => v.push_str("; hit"),
+        Status::Revalidated => v.push_str("; fwd=stale"),
+        Status::Miss => {
+            v.push_str("; fwd=");
+            v.push_str(s.fwd.unwrap_or("uri-miss"));
+        }
+    }
+    let forwarded = matches!(
+        s.status,
+        Status::Miss | Status::Revalidated | Status::Bypass
+    );
+    if let Some(code) = s.fwd_status.filter(|_| forwarded) {
+        v.push_str(&format!("; fwd-status={code}"));
+    }
+    if s.status != Status::Bypass {
+        if let Some(ttl) = ttl {
+            v.push_str(&format!("; ttl={ttl}"));
+        }
+        if s.storing && s.status == Status::Miss {
+            v.push_str("; stored");
+        }
+        v.push_str("; key=");
+        v.push_str(&sf_string(s.key));
+    }
+    v
+}
+
+/// `max-age` and `s-maxage` of a `Cache-Control` value capped at `cap` seconds.
+fn cap_max_age(value: &str, cap: u64) -> String {
+    value
+        .split(',')
+        .map(|d| {
+            let t = d.trim();
+            match t.split_once('=') {
+                Some((k, n))
+                    if (k.trim().eq_ignore_ascii_case("max-age")
+                        || k.trim().eq_ignore_ascii_case("s-maxage"))
+                        && n.trim()
+                            .trim_matches('"')
+                            .parse::<u64>()
+                            .is_ok_and(|n| n > cap) =>
+                {
+                    format!("{}={cap}", k.trim().to_ascii_lowercase())
+                }
+                _ => t.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Sets the cache's fields on `resp` (see the module docs).
+pub(crate) fn apply(
+    resp: &mut ResponseHeader,
+    s: &Served<'_>,
+    settings: &Cache,
+    now: SystemTime,
+) -> Result<()> {
+    let from_cache = super::from_cache(s.status);
+    // What was served or is being stored: its current_age (§4.2.3).
+    match s.stored.filter(|_| from_cache || s.storing) {
+        Some((_, epoch)) => {
+            let age = now.duration_since(epoch).map_or(0, |d| d.as_secs());
+            resp.insert_header(header::AGE, age.to_string())?;
+        }
+        None if !resp.headers.contains_key(header::AGE) => {
+            resp.insert_header(header::AGE, "0")?;
+        }
+        None => {}
+    }
+    resp.insert_header("x-cache", x_cache(s.status, s.tier))?;
+    resp.append_header("cache-status", cache_status(&settings.status_name, s, now))?;
+    if !settings.forward_targeted_fields {
+        for name in &settings.targeted_fields {
+            resp.remove_header(name.as_str());
+        }
+    }
+    if matches!(s.kind, Kind::HlsPlaylist | Kind::DashManifest) {
+        // Stored: its lifetime (live ones are capped when their body is
+        // seen). Not yet known (a miss): the live cap, as the playlist is
+        // assumed live until its body says otherwise.
+        let cap = match s.stored.filter(|_| from_cache) {
+            Some((fresh_until, epoch)) => secs_between(fresh_until, epoch).max(0) as u64,
+            None => settings.video.live_playlist_max_ttl.as_secs(),
+        };
+        let capped: Vec<String> = resp
+            .headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| cap_max_age(v, cap))
+            .collect();
+        if !capped.is_empty() {
+            resp.remove_header(&header::CACHE_CONTROL);
+            for v in capped {
+                resp.append_header(header::CACHE_CONTROL, v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn max_age_is_capped_and_the_rest_kept() {
+        assert_eq!(
+            cap_max_age("public, max-age=86400, s-maxage=600", 1),
+            "public, max-age=1, s-maxage=1"
+        );
+        assert_eq!(cap_max_age("max-age=0, no-cache", 1), "max-age=0, no-cache");
+        assert_eq!(cap_max_age("Max-Age=\"30\"", 2), "max-age=2");
+        assert_eq!(cap_max_age("max-age=abc", 2), "max-age=abc");
+    }
+
+    #[test]
+    fn cache_status_members() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let base = Served {
+            status: Status::Hit,
+            tier: Some(Tier::Ram),
+            stored: Some((now + Duration::from_secs(50), now - Duration::from_secs(10))),
+            storing: false,
+            fwd_status: None,
+            fwd: None,
+            key: "a.test/x?\"q\"",
+            kind: Kind::Other,
+        };
+        assert_eq!(
+            cache_status("edge", &base, now),
+            r#"edge; hit; ttl=50; key="a.test/x?\"q\"""#
+        );
+        let miss = Served {
+            status: Status::Miss,
+            storing: true,
+            fwd_status: Some(200),
+            ..base
+        };
+        assert_eq!(
+            cache_status("edge", &miss, now),
+            r#"edge; fwd=uri-miss; fwd-status=200; ttl=50; stored; key="a.test/x?\"q\"""#
+        );
+        let stale = Served {
+            status: Status::Stale,
+            stored: Some((now - Duration::from_secs(5), now - Duration::from_secs(65))),
+            ..miss
+        };
+        assert_eq!(
+            cache_status("edge", &stale, now),
+            r#"edge; hit; ttl=-5; key="a.test/x?\"q\"""#
+        );
+        let bypass = Served {
+            status: Status::Bypass,
+            ..miss
+        };
+        assert_eq!(
+            cache_status("edge", &bypass, now),
+            "edge; fwd=bypass; fwd-status=200"
+        );
+    }
+}
