@@ -253,6 +253,18 @@ impl Runtime {
         self.apply_lock.lock().await
     }
 
+    /// What an upgrade's new process would refuse or what a reload would
+    /// refuse in the config file as it is now: its diagnostics, or the
+    /// reload guard's reason. Checked before an upgrade starts anything.
+    pub fn check_source(&self) -> Result<(), String> {
+        let Some(path) = self.source() else {
+            return Err("no config file".to_string());
+        };
+        let new =
+            edge_config::load(path).map_err(|d| format!("the config file is not valid:\n{d}"))?;
+        reload_guard(&self.config(), &new).map_err(|e| e.to_string())
+    }
+
     pub fn config(&self) -> Arc<Config> {
         self.config.load_full()
     }

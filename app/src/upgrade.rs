@@ -47,6 +47,9 @@ pub enum UpgradeError {
     NoSource,
     #[error("the upgrade failed and this process serves on: {0}")]
     Failed(String),
+    /// The config file the new process would read is refused; nothing started.
+    #[error("upgrade refused, this process serves on: {0}")]
+    Refused(String),
 }
 
 /// The upgrade state of this process.
@@ -172,6 +175,10 @@ impl Upgrader {
         }
         // No reload in between: the new process reads the file as it is.
         let _no_applies = runtime.hold_applies().await;
+        // What a reload would refuse, an upgrade refuses too, before it
+        // starts anything (and says why, which the new process could only
+        // print to its own stderr).
+        runtime.check_source().map_err(UpgradeError::Refused)?;
         let failed =
             |what: &str, e: &dyn std::fmt::Display| UpgradeError::Failed(format!("{what}: {e}"));
         let exe = executable().map_err(|e| failed("the executable", &e))?;

@@ -80,7 +80,14 @@ async fn bytes_through_the_edge_equal_the_origins_and_metrics_count_them() {
     assert_eq!(range.body, whole.slice(1000..2000));
     assert_eq!(c.get(&node.url("web", "/vod/nope/x.ts")).await.status, 404);
 
-    let metrics = c.get(&node.admin_url("/metrics")).await.text();
+    // Requests are counted when their log line is made, just after the
+    // response is sent: wait for the last one.
+    let metrics = eventually(Duration::from_secs(5), "the 404 counted", || async {
+        let m = c.get(&node.admin_url("/metrics")).await.text();
+        m.contains("edge_http_requests_total{class=\"4xx\",pool=\"origin\",route=\"video\"} 1")
+            .then_some(m)
+    })
+    .await;
     let count = |class: &str| -> u64 {
         let needle = format!(
             "edge_http_requests_total{{class=\"{class}\",pool=\"origin\",route=\"video\"}} "

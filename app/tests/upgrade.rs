@@ -344,8 +344,24 @@ async fn an_upgrade_that_fails_leaves_the_old_process_serving_with_its_disk_cach
 
     // No token, a wrong one: refused before anything starts.
     assert_eq!(upgrade(&node, "wrong-token-0123456789").await.0, 401);
-    // The new process cannot start: the file it reads is broken.
+    // What a reload refuses, an upgrade refuses before starting anything,
+    // and says why: a broken file, one cut short (no routes), one that
+    // drops the admin token.
     node.write_config("[[listener]]\nname = 7\n");
+    let (status, v) = upgrade(&node, TOKEN).await;
+    assert_eq!(status, 422, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("listener[0]"), "{v}");
+    let (route, cache) = (cfg.find("[[route]]").unwrap(), cfg.find("[cache]").unwrap());
+    node.write_config(&format!("{}{}", &cfg[..route], &cfg[cache..]));
+    let (status, v) = upgrade(&node, TOKEN).await;
+    assert_eq!(status, 422, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("no routes"), "{v}");
+    node.write_config(&cfg.replace(&format!("token = \"{TOKEN}\""), ""));
+    let (status, v) = upgrade(&node, TOKEN).await;
+    assert_eq!(status, 422, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("admin token"), "{v}");
+    // Valid, but the new process cannot start: it cannot bind its listener.
+    node.write_config(&config(&o, "192.0.2.1:8080", disk.path()));
     let (status, v) = upgrade(&node, TOKEN).await;
     assert_eq!(status, 500, "{v}");
     assert!(v["error"].as_str().unwrap().contains("exited"), "{v}");

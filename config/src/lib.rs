@@ -30,16 +30,40 @@ pub use model::*;
 pub use source::Source;
 pub use summary::Summary;
 
+/// The largest config file edge reads (zone data lives in its own files).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
 /// Reads and validates a config file. Relative paths in it (certificates,
 /// cache directory, locator files) are relative to the file's directory.
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| {
-        Diagnostics(vec![Diagnostic::file_level(
-            &name,
-            format!("cannot read: {e}"),
-        )])
-    })?;
+    let refuse = |why: String| Diagnostics(vec![Diagnostic::file_level(&name, why)]);
+    // A FIFO would block the read forever and a device never end: only a
+    // regular file (symlinks followed) of a sane size is read.
+    let meta = std::fs::metadata(path).map_err(|e| refuse(format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(refuse(
+            "not a regular file (a directory, FIFO, socket or device)".to_string(),
+        ));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(refuse(format!(
+            "{} bytes; a config file is at most {MAX_CONFIG_BYTES} bytes",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|f| {
+            use std::io::Read;
+            f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)
+        })
+        .map_err(|e| refuse(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(refuse(format!(
+            "grew past {MAX_CONFIG_BYTES} bytes while read"
+        )));
+    }
     let text = String::from_utf8(bytes).map_err(|e| {
         Diagnostics(vec![Diagnostic::file_level(
             &name,
@@ -62,4 +86,35 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
 /// relative paths.
 pub fn parse_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Diagnostics> {
     validate::parse_str(text, name, base_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_of_a_sane_size_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, why) in [
+            (Path::new("/dev/zero").to_path_buf(), "not a regular file"),
+            (dir.path().to_path_buf(), "not a regular file"),
+            (dir.path().join("missing.toml"), "cannot read"),
+        ] {
+            let e = load(&path).unwrap_err().to_string();
+            assert!(e.contains(why), "{}: {e}", path.display());
+        }
+        let big = dir.path().join("big.toml");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_CONFIG_BYTES + 1)
+            .unwrap();
+        let e = load(&big).unwrap_err().to_string();
+        assert!(e.contains("at most"), "{e}");
+        let fifo = dir.path().join("fifo.toml");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let e = load(&fifo).unwrap_err().to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+    }
 }

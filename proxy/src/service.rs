@@ -585,6 +585,11 @@ impl EdgeProxy {
     /// Whether the current attempt may be retried on another backend.
     fn may_retry(&self, session: &Session, ctx: &RequestCtx, kind: RetryOn) -> bool {
         let Some(pool) = &ctx.pool else { return false };
+        // Once the client has a response head, another backend's answer
+        // cannot follow it.
+        if session.response_written().is_some() {
+            return false;
+        }
         let policy = ctx.retry_policy(pool);
         if ctx.retries >= policy.attempts {
             return false;

@@ -152,7 +152,9 @@ async fn upgrade(State(rt): State<Arc<Runtime>>) -> Response {
         Err(e) => {
             let status = match e {
                 UpgradeError::Busy | UpgradeError::Over => StatusCode::CONFLICT,
-                UpgradeError::NoSource => StatusCode::UNPROCESSABLE_ENTITY,
+                UpgradeError::NoSource | UpgradeError::Refused(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
                 UpgradeError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             (
