@@ -95,7 +95,7 @@ pub fn run_node_with(
 
     // Handlers go in before `ready` is printed: a signal's default action
     // (terminate) must never be what a SIGHUP or SIGTERM meets.
-    let signals = control.block_on(async { Signals::install() });
+    let mut signals = control.block_on(async { Signals::install() });
     if let Err(e) = control.block_on(runtime.apply(config)) {
         anyhow::bail!("{e}");
     }
@@ -132,6 +132,14 @@ pub fn run_node_with(
                 .find(|(n, _)| *n == name)
         })
         .map(|(_, addr)| addr);
+    // A stop signal to a process an upgrade started, before it took over,
+    // abandons the upgrade: it exits without saying ready, and the old
+    // process serves on.
+    if upgraded && control.block_on(async { signals.stop.pending() }) {
+        anyhow::bail!(
+            "a stop signal came before this process took over; the old process serves on"
+        );
+    }
     on_ready(first_http, admin_bound, runtime.dns.first_address());
     runtime.set_ready(true);
     crate::out::ready();
@@ -164,6 +172,17 @@ struct StopSignals {
     term: Option<Signal>,
     int: Option<Signal>,
     quit: Option<Signal>,
+}
+
+impl StopSignals {
+    /// Whether a stop signal has come (and not yet been acted on).
+    fn pending(&mut self) -> bool {
+        use futures::FutureExt;
+        [&mut self.term, &mut self.int, &mut self.quit]
+            .into_iter()
+            .flatten()
+            .any(|s| s.recv().now_or_never().is_some())
+    }
 }
 
 impl Signals {

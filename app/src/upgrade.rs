@@ -146,7 +146,15 @@ impl Upgrader {
         let _ = rx.wait_for(|p| *p == Phase::HandedOver).await;
     }
 
-    /// No upgrades from here on (the node is shutting down).
+    /// Returns once a stop signal has come (see [`Self::end`]).
+    async fn stopping(&self) {
+        let mut rx = self.state.subscribe();
+        let _ = rx.wait_for(|p| *p == Phase::ShuttingDown).await;
+    }
+
+    /// No upgrades from here on (the node is shutting down); one under way
+    /// whose new process does not serve yet is abandoned (that process is
+    /// stopped), as a stop signal means stop.
     pub fn end(&self) {
         self.state.send_if_modified(|p| {
             let serving = *p == Phase::Serving;
@@ -210,6 +218,8 @@ impl Upgrader {
             Ok(pid) => {
                 tracing::info!(pid, "upgrade: the new process serves; this one drains");
                 busy.keep = true;
+                // Even if a stop signal came meanwhile: the new process
+                // serves now, and this one drains either way.
                 self.state.send_replace(Phase::HandedOver);
                 // Before answering: from here a new connection, to the
                 // admin API as to any listener, meets the new process.
@@ -306,6 +316,7 @@ impl Upgrader {
                 Err(e) => format!("the new process: {e}"),
             }),
             _ = tokio::time::sleep(READY_TIMEOUT + handover::EXCHANGE_TIMEOUT) => Err("the new process did not get ready in time".to_string()),
+            () = self.stopping() => Err("a stop signal came before the new process served; upgrade abandoned".to_string()),
         };
         match outcome {
             Ok(true) => Ok(pid),

@@ -23,6 +23,11 @@ fn node(o: &Scripted, disk: Option<&std::path::Path>, route_cache: &str, cache: 
         ),
         None => String::new(),
     };
+    let slice = if route_cache.contains("slice =") {
+        ""
+    } else {
+        "slice = false\n"
+    };
     let config = format!(
         r#"
 [server]
@@ -49,8 +54,7 @@ timeouts = {{ first_byte = "1s" }}
 name = "all"
 pool = "origin"
 [route.cache]
-slice = false
-{route_cache}
+{slice}{route_cache}
 
 [cache]
 {tier}{cache}
@@ -820,17 +824,34 @@ async fn head_hits_match_get_hits_and_interim_responses_pass_but_are_not_stored(
         let mut raw = RawConn::connect(n.addr("web")).await;
         raw.send(format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n").as_bytes())
             .await;
-        let mut last = raw.response(false).await.unwrap();
-        if last.status == 103 {
-            // Forwarded (not yet: see ARCHITECTURE.md, Not done).
-            assert!(
-                last.header("link").is_some_and(|l| l.contains("style.css")),
-                "{tier}"
-            );
-            last = raw.response(false).await.unwrap();
-        }
+        let early = raw.response(false).await.unwrap();
+        assert_eq!(early.status, 103, "{tier}: the 103 is forwarded");
+        assert!(
+            early
+                .header("link")
+                .is_some_and(|l| l.contains("style.css")),
+            "{tier}"
+        );
+        let last = raw.response(false).await.unwrap();
         assert_eq!(
             (last.status, last.text().as_str()),
+            (200, "final"),
+            "{tier}"
+        );
+        // Never to an HTTP/1.0 client (RFC 9110 §15.2).
+        let old = format!("/{tier}/early-http10");
+        o.set(
+            &old,
+            Reply::ok("final", &[("cache-control", "max-age=600")]).with_interim(
+                b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",
+            ),
+        );
+        let mut raw = RawConn::connect(n.addr("web")).await;
+        raw.send(format!("GET {old} HTTP/1.0\r\nHost: a.test\r\n\r\n").as_bytes())
+            .await;
+        let first = raw.response(false).await.unwrap();
+        assert_eq!(
+            (first.status, first.text().as_str()),
             (200, "final"),
             "{tier}"
         );
@@ -916,5 +937,70 @@ async fn vary_values_are_normalized_and_encodings_mapped() {
     ] {
         let r = get(&c, &mapped, "/m", &[("accept-encoding", ae)]).await;
         assert_eq!(xc(&r).starts_with("HIT"), hit, "{ae:?}: {}", xc(&r));
+    }
+}
+
+/// RFC 9111 §3.3-3.4 and RFC 9110 §14.2: an origin that ignores `Range`
+/// answers a slice with the whole object; edge serves the range asked for
+/// out of it, stores the object once and serves later ranges from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_of_an_origin_that_ignores_range_are_served_and_stored_whole() {
+    const MIB: usize = 1 << 20;
+    let o = Scripted::start().await;
+    let body: String = (0..3 * MIB + 12_345)
+        .map(|i| char::from(b'a' + (i % 7919 % 26) as u8))
+        .collect();
+    let total = body.len();
+    let nodes = both(
+        &o,
+        "slice = true",
+        "slice_size = \"1 MiB\"\nslice_threshold = \"1 MiB\"",
+    );
+    let c = Client::new();
+    for (tier, n) in &nodes.nodes {
+        let path = format!("/whole-{tier}.mp4");
+        o.set(
+            &path,
+            Reply::ok(
+                &body,
+                &[("cache-control", "max-age=600"), ("etag", "\"w\"")],
+            ),
+        );
+        let ranges: [(usize, usize); 5] = [
+            (2 * MIB + 100, 2 * MIB + 199), // past the first slice, unseen
+            (0, 99),
+            (MIB - 10, MIB + 10),    // across a slice boundary
+            (total - 50, total - 1), // the last bytes
+            (3 * MIB, total - 1),
+        ];
+        for (i, (a, b)) in ranges.into_iter().enumerate() {
+            let r = get(&c, n, &path, &[("range", &format!("bytes={a}-{b}"))]).await;
+            assert_eq!(r.status, 206, "{tier} range {i}: {}", xc(&r));
+            assert_eq!(
+                r.header("content-range"),
+                Some(format!("bytes {a}-{b}/{total}").as_str()),
+                "{tier} range {i}"
+            );
+            assert_eq!(r.body.len(), b - a + 1, "{tier} range {i}");
+            assert!(
+                r.body == body.as_bytes()[a..=b],
+                "{tier} range {i}: wrong bytes"
+            );
+        }
+        // A suffix range, and the whole object: from the stored copy.
+        let r = get(&c, n, &path, &[("range", "bytes=-10")]).await;
+        assert_eq!(r.status, 206, "{tier}");
+        assert!(r.body == body.as_bytes()[total - 10..], "{tier}");
+        let r = get(&c, n, &path, &[]).await;
+        assert_eq!(r.status, 200, "{tier}");
+        assert!(r.body == body.as_bytes(), "{tier}: whole object");
+        assert!(xc(&r).starts_with("HIT"), "{tier}: {}", xc(&r));
+        // The first request's slice fetch was stopped when the whole object
+        // came; the object was then fetched once and never again.
+        assert!(
+            o.count(&path) <= 2,
+            "{tier}: {} origin fetches",
+            o.count(&path)
+        );
     }
 }

@@ -89,13 +89,30 @@ async fn secrets_stay_secret_in_the_config_api_errors_and_logs() {
         .unwrap();
     assert_eq!(r.status, 200);
 
-    // A broken file with the secrets in it: the refusal does not echo them.
-    let broken = config_with_secrets().replace("@127.0.0.1:1\"", "@127.0.0.1:1\n");
-    node.write_config(&broken);
-    let (status, body) = admin(&c, &node, Method::POST, "/reload", Some(TOKEN)).await;
-    assert_eq!(status, 422, "{body}");
-    for s in secrets {
-        assert!(!body.contains(s), "the refusal shows {s}: {body}");
+    // Broken files with the secrets in them, each error on a secret's own
+    // line: the refusal does not echo them.
+    let good = config_with_secrets();
+    let table_form = good.replace(
+        "request_headers = { set = { authorization = \"Bearer upstream-secret-value\" } }",
+        "[route.request_headers.set]\nX-Upstream = \"upstream-secret-value\\u0001\"",
+    );
+    assert_ne!(table_form, good);
+    let numeric_token = good.replace(
+        &format!("token = \"{TOKEN}\""),
+        "token = 98765432109876543210",
+    );
+    for broken in [
+        good.replace("@127.0.0.1:1\"", "@127.0.0.1:1\n"),
+        good.replace("redis://:", "redis//:"),
+        table_form,
+        numeric_token,
+    ] {
+        node.write_config(&broken);
+        let (status, body) = admin(&c, &node, Method::POST, "/reload", Some(TOKEN)).await;
+        assert_eq!(status, 422, "{body}");
+        for s in secrets.iter().chain(&["98765432109876543210"]) {
+            assert!(!body.contains(s), "the refusal shows {s}: {body}");
+        }
     }
     node.signal(nix::sys::signal::Signal::SIGHUP);
     node.wait_for_line("reload", Duration::from_secs(10));
@@ -440,6 +457,60 @@ timeouts = {{ connect = "1s", first_byte = "500ms", idle = "60s" }}
     assert_eq!(r.status, 504, "{}", r.text());
     let r = c.get(&node.url("web", "/obj/quick")).await;
     assert_eq!(r.status, 200);
+}
+
+/// `first_byte` bounds the head and `idle` each body read, independently;
+/// `total` bounds the streaming body too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_byte_idle_and_total_are_independent_timers() {
+    let o = edge_testkit::origin("o").await;
+    let pool = |name: &str, timeouts: &str| {
+        format!(
+            "[[route]]\nname = \"{name}\"\nmatch = {{ path_prefix = \"/{name}/\" }}\nstrip_prefix = \"/{name}\"\npool = \"{name}\"\n\n\
+             [[pool]]\nname = \"{name}\"\nbackends = [{{ address = \"{}\" }}]\n\
+             retry = {{ attempts = 0 }}\ntimeouts = {{ {timeouts} }}\n\n",
+            o.addr()
+        )
+    };
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listener]]\nname = \"web\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n\n{}{}{}",
+        // A slow head (1 s) inside first_byte, body reads inside idle.
+        pool("slowhead", "first_byte = \"3s\", idle = \"600ms\""),
+        // A quick head, body reads 1.2 s apart: longer than first_byte,
+        // inside idle.
+        pool("slowbody", "first_byte = \"600ms\", idle = \"5s\""),
+        // A body that streams for 4 s against a total of 1 s.
+        pool("long", "first_byte = \"5s\", idle = \"5s\", total = \"1s\""),
+    );
+    let node = EdgeNode::start(BIN, &config);
+    let c = Client::new();
+    let path = "/obj/a?size=4096&fault=latency%3D1s,drip%3D1024/100ms";
+    let r = c.get(&node.url("web", &format!("/slowhead{path}"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, o.expected_body(path).unwrap());
+    let path = "/obj/b?size=3072&fault=drip%3D1024/1200ms";
+    let r = c.get(&node.url("web", &format!("/slowbody{path}"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, o.expected_body(path).unwrap());
+    let path = "/obj/c?size=20480&fault=drip%3D1024/200ms";
+    // Cut off mid-body, the client sees the connection end (an error), or
+    // a short body.
+    let r = c
+        .request(
+            Method::GET,
+            &node.url("web", &format!("/long{path}")),
+            &[],
+            "",
+        )
+        .await;
+    if let Ok(r) = r {
+        assert!(
+            r.status == 504 || r.body.len() < 20480,
+            "total let a 4 s body through: {} with {} bytes",
+            r.status,
+            r.body.len()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

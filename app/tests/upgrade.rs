@@ -522,3 +522,114 @@ async fn edge_reload_and_edge_upgrade_reach_the_node_a_config_names() {
     assert_eq!(code, Some(1));
     assert!(err.contains("401"), "{err}");
 }
+
+/// Children of `pid` (from /proc), and whether each catches SIGTERM yet.
+fn children(pid: u32) -> Vec<(u32, bool)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{child}/status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        if field("PPid:").and_then(|p| p.parse::<u32>().ok()) != Some(pid) {
+            continue;
+        }
+        // SigCgt is a hex mask; SIGTERM is signal 15, bit 14.
+        let catches = field("SigCgt:")
+            .and_then(|m| u64::from_str_radix(&m, 16).ok())
+            .is_some_and(|m| m & (1 << 14) != 0);
+        out.push((child, catches));
+    }
+    out
+}
+
+/// A stop signal during an upgrade, before the new process serves, is
+/// obeyed and leaves one process: to the new one, the upgrade is abandoned
+/// and the old one serves on; to the old one, the new one is stopped too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_signal_during_an_upgrade_leaves_exactly_one_process() {
+    let o = origin("o").await;
+    let disk = tempfile::tempdir().unwrap();
+    let cfg = config(&o, "127.0.0.1:0", disk.path());
+    // A name server that never answers: a new process reading this config
+    // spends seconds on its backend name before it serves.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let slow = format!(
+        "{cfg}\n[resolver]\nnameservers = [\"{}\"]\ntimeout = \"2s\"\n\n[[pool]]\nname = \"named\"\nbackends = [{{ address = \"origin.invalid.test:80\" }}]\n",
+        silent.local_addr().unwrap()
+    );
+    for target in ["new", "old"] {
+        let mut node = EdgeNode::start(BIN, &cfg);
+        node.write_config(&slow);
+        let pending = tokio::spawn({
+            let url = node.admin_url("/upgrade");
+            async move {
+                Client::new()
+                    .request(
+                        Method::POST,
+                        &url,
+                        &[("authorization", &format!("Bearer {TOKEN}"))],
+                        "",
+                    )
+                    .await
+            }
+        });
+        // The new process exists and has its signal handlers.
+        let child = eventually(Duration::from_secs(20), "the new process", || async {
+            children(node.pid())
+                .into_iter()
+                .find(|(_, catches)| *catches)
+                .map(|(pid, _)| pid)
+        })
+        .await;
+        let _guard = PidGuard(child);
+        if target == "new" {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child as i32), Signal::SIGTERM)
+                .unwrap();
+            let r = pending.await.unwrap().unwrap();
+            assert_eq!(r.status, 500, "{}", r.text());
+            assert!(r.text().contains("exited"), "{}", r.text());
+            eventually(Duration::from_secs(10), "the new process gone", || async {
+                (!pid_alive(child)).then_some(())
+            })
+            .await;
+            // The old one serves on, disk tier included.
+            let r = Client::new()
+                .get_with(
+                    &node.url("web", "/vod/bbb/mid/seg_1.ts"),
+                    &[("host", "media.test")],
+                )
+                .await;
+            assert_eq!(r.status, 200);
+            assert_eq!(
+                Client::new().get(&node.admin_url("/ready")).await.status,
+                200
+            );
+        } else {
+            node.signal(Signal::SIGTERM);
+            // The answer says why, if it gets out before the process ends.
+            if let Ok(Ok(r)) = pending.await {
+                assert_eq!(r.status, 500, "{}", r.text());
+                assert!(r.text().contains("stop signal"), "{}", r.text());
+            }
+            let status = node.wait_exit(Duration::from_secs(30));
+            assert!(status.is_some(), "the old process stopped");
+            eventually(Duration::from_secs(10), "the new process gone", || async {
+                (!pid_alive(child)).then_some(())
+            })
+            .await;
+        }
+    }
+}

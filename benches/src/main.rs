@@ -41,6 +41,9 @@ struct Args {
     duration: Duration,
     connections: usize,
     edge: PathBuf,
+    /// Another edge binary run beside `edge` (e.g. the previous commit's),
+    /// reported as `edge-baseline`: before/after in one run.
+    baseline: Option<PathBuf>,
     out: Option<PathBuf>,
 }
 
@@ -51,6 +54,7 @@ fn args() -> Result<Args> {
         duration: Duration::from_secs(5),
         connections: 50,
         edge: PathBuf::from("target/release/edge"),
+        baseline: None,
         out: None,
     };
     let mut it = std::env::args().skip(1);
@@ -61,9 +65,10 @@ fn args() -> Result<Args> {
             "--duration" => a.duration = Duration::from_secs(value()?.parse()?),
             "--connections" => a.connections = value()?.parse()?,
             "--edge" => a.edge = PathBuf::from(value()?),
+            "--baseline" => a.baseline = Some(PathBuf::from(value()?)),
             "--out" => a.out = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
-                println!("loadbench proxy|cache [--reps N] [--duration SECS] [--connections N] [--edge PATH] [--out FILE]");
+                println!("loadbench proxy|cache [--reps N] [--duration SECS] [--connections N] [--edge PATH] [--baseline PATH] [--out FILE]");
                 println!(
                     "loadbench dns|tcp [--reps N] [--duration SECS] [--edge PATH] [--out FILE]"
                 );
@@ -157,6 +162,30 @@ fn sut(dir: &Path, name: &'static str, port: u16, program: &str, args: &[&str]) 
     })
 }
 
+/// The `--baseline` edge, on a port of its own with `config` (the edge
+/// config with its port swapped), when one was given.
+fn baseline(dir: &Path, args: &Args, config: &str, port: u16) -> Result<Option<Sut>> {
+    let Some(bin) = &args.baseline else {
+        return Ok(None);
+    };
+    let bin =
+        std::fs::canonicalize(bin).with_context(|| format!("--baseline {}", bin.display()))?;
+    let p = free_port()?;
+    let conf = write(
+        dir,
+        "edge-baseline.toml",
+        &config.replace(&format!("127.0.0.1:{port}\""), &format!("127.0.0.1:{p}\"")),
+    )?;
+    let bin = bin.display().to_string();
+    Ok(Some(sut(
+        dir,
+        "edge-baseline",
+        p,
+        &bin,
+        &["run", "--config", &conf],
+    )?))
+}
+
 fn wait_all(suts: &[Sut]) -> Result<()> {
     for s in suts {
         wait_port(s.addr, Duration::from_secs(30), s.name)?;
@@ -164,25 +193,27 @@ fn wait_all(suts: &[Sut]) -> Result<()> {
     Ok(())
 }
 
-fn start_proxies(dir: &Path, origin: u16, edge: &Path) -> Result<Vec<Sut>> {
+fn start_proxies(dir: &Path, origin: u16, args: &Args) -> Result<Vec<Sut>> {
     let d = dir.display().to_string();
-    let edge = edge.display().to_string();
+    let edge = args.edge.display().to_string();
     let (p1, p2, p3) = (free_port()?, free_port()?, free_port()?);
     let nginx = write(dir, "nginx.conf", &peers::nginx_proxy(dir, p1, origin)?)?;
     let haproxy = write(dir, "haproxy.cfg", &peers::haproxy(p2, origin))?;
-    let edge_conf = write(dir, "edge.toml", &peers::edge_proxy(p3, origin))?;
-    let suts = vec![
+    let edge_text = peers::edge_proxy(p3, origin);
+    let edge_conf = write(dir, "edge.toml", &edge_text)?;
+    let mut suts = vec![
         sut(dir, "nginx", p1, "nginx", &["-p", &d, "-c", &nginx])?,
         sut(dir, "haproxy", p2, "haproxy", &["-f", &haproxy, "-db"])?,
         sut(dir, "edge", p3, &edge, &["run", "--config", &edge_conf])?,
     ];
+    suts.extend(baseline(dir, args, &edge_text, p3)?);
     wait_all(&suts)?;
     Ok(suts)
 }
 
-fn start_caches(dir: &Path, origin: u16, edge: &Path) -> Result<Vec<Sut>> {
+fn start_caches(dir: &Path, origin: u16, args: &Args) -> Result<Vec<Sut>> {
     let d = dir.display().to_string();
-    let edge = edge.display().to_string();
+    let edge = args.edge.display().to_string();
     let (p1, p2, p3) = (free_port()?, free_port()?, free_port()?);
     let nginx = write(
         dir,
@@ -191,12 +222,14 @@ fn start_caches(dir: &Path, origin: u16, edge: &Path) -> Result<Vec<Sut>> {
     )?;
     let varnish = peers::varnish_args(dir, p2, origin);
     let varnish: Vec<&str> = varnish.iter().map(String::as_str).collect();
-    let edge_conf = write(dir, "edge-cache.toml", &peers::edge_cache(p3, origin))?;
-    let suts = vec![
+    let edge_text = peers::edge_cache(p3, origin);
+    let edge_conf = write(dir, "edge-cache.toml", &edge_text)?;
+    let mut suts = vec![
         sut(dir, "nginx", p1, "nginx", &["-p", &d, "-c", &nginx])?,
         sut(dir, "varnish", p2, "varnishd", &varnish)?,
         sut(dir, "edge", p3, &edge, &["run", "--config", &edge_conf])?,
     ];
+    suts.extend(baseline(dir, args, &edge_text, p3)?);
     wait_all(&suts)?;
     Ok(suts)
 }
@@ -336,7 +369,7 @@ fn main() -> Result<()> {
     let report = match args.scenario.as_str() {
         "proxy" => {
             let (_origin, origin_port) = start_origin(&dir)?;
-            let mut suts = start_proxies(&dir, origin_port, &args.edge)?;
+            let mut suts = start_proxies(&dir, origin_port, &args)?;
             let loads = [("1 KiB responses", "/1k"), ("100 KiB responses", "/100k")];
             let results = measure(&mut suts, &loads, &args)?;
             let mut out = format!(
@@ -351,7 +384,7 @@ fn main() -> Result<()> {
         "cache" => {
             need(&["varnishd"])?;
             let (_origin, origin_port) = start_origin(&dir)?;
-            let mut suts = start_caches(&dir, origin_port, &args.edge)?;
+            let mut suts = start_caches(&dir, origin_port, &args)?;
             let loads = [
                 ("1 KiB cache hits", "/1k"),
                 ("100 KiB cache hits", "/100k"),

@@ -50,9 +50,9 @@ impl Diagnostic {
             line,
             column,
             path: path.into(),
-            message: message.into(),
+            message: source.redact(&message.into()),
             expected,
-            snippet: Some(mask_secrets(source.line_text(line))),
+            snippet: Some(source.masked_line(line)),
         }
     }
 
@@ -80,25 +80,8 @@ impl Diagnostic {
 /// (`token`, `password`, `secret`, …) become `*`, one for each character,
 /// so the caret still points at the right column.
 pub fn mask_secrets(line: &str) -> String {
-    let mut out: Vec<char> = line.chars().collect();
-    // URL userinfo.
-    let text: String = out.iter().collect();
-    let mut search = 0;
-    while let Some(i) = text[search..].find("://") {
-        let start = search + i + 3;
-        let rest = &text[start..];
-        let end = rest
-            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
-            .unwrap_or(rest.len());
-        if let Some(at) = rest[..end].rfind('@') {
-            let from = text[..start].chars().count();
-            let len = rest[..at].chars().count();
-            for c in out.iter_mut().skip(from).take(len) {
-                *c = '*';
-            }
-        }
-        search = start;
-    }
+    let text = mask_url_credentials(line);
+    let mut out: Vec<char> = text.chars().collect();
     // `key = "value"` where the key names a secret, and every value of a
     // header edit (`request_headers`, `response_headers`: credentials for a
     // backend often are).
@@ -140,8 +123,31 @@ pub fn mask_secrets(line: &str) -> String {
     out.into_iter().collect()
 }
 
+/// `text` with URL credentials (`scheme://user:password@`) as `*`, one
+/// for each character.
+pub fn mask_url_credentials(text: &str) -> String {
+    let mut out: Vec<char> = text.chars().collect();
+    let mut search = 0;
+    while let Some(i) = text[search..].find("://") {
+        let start = search + i + 3;
+        let rest = &text[start..];
+        let end = rest
+            .find(|c: char| c == '/' || c == '"' || c == '\'' || c == '`' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            let from = text[..start].chars().count();
+            let len = rest[..at].chars().count();
+            for c in out.iter_mut().skip(from).take(len) {
+                *c = '*';
+            }
+        }
+        search = start;
+    }
+    out.into_iter().collect()
+}
+
 /// Whether a key's value is a secret (`token`, `password`, `authorization`, …).
-fn secret_key(key: &str) -> bool {
+pub(crate) fn secret_key(key: &str) -> bool {
     !key.ends_with("_env")
         && [
             "token",

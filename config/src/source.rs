@@ -12,6 +12,8 @@ pub struct Source {
     name: String,
     text: String,
     line_starts: Vec<usize>,
+    /// Byte spans of values that are secrets (see [`secret_spans`]).
+    secrets: Vec<Range<usize>>,
 }
 
 impl Source {
@@ -20,11 +22,63 @@ impl Source {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
+        let secrets = secret_spans(&text);
         Self {
             name: name.into(),
             text,
             line_starts,
+            secrets,
         }
+    }
+
+    /// Line `line` as a diagnostic may show it: every character of a secret
+    /// value (by where it is in the document: a key naming a secret, a
+    /// route's header edits), and URL credentials, as `*`, so the caret
+    /// still points at the right column.
+    pub fn masked_line(&self, line: usize) -> String {
+        let start = self
+            .line_starts
+            .get(line.saturating_sub(1))
+            .copied()
+            .unwrap_or(0);
+        let text = self.line_text(line);
+        let masked: String = text
+            .char_indices()
+            .map(|(i, c)| {
+                let at = start + i;
+                let secret = self.secrets.iter().any(|s| {
+                    let quoted = self.text[s.clone()].starts_with(['"', '\'']);
+                    if quoted {
+                        s.start < at && at + 1 < s.end
+                    } else {
+                        s.start <= at && at < s.end
+                    }
+                });
+                if secret {
+                    '*'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        crate::diag::mask_secrets(&masked)
+    }
+
+    /// `text` with every secret value of this file that it quotes replaced
+    /// by `<redacted>` (for messages that echo what they complain about).
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for span in &self.secrets {
+            let value = self
+                .text
+                .get(span.clone())
+                .unwrap_or("")
+                .trim_matches(['"', '\'']);
+            if value.len() >= 3 && out.contains(value) {
+                out = out.replace(value, "<redacted>");
+            }
+        }
+        crate::diag::mask_url_credentials(&out)
     }
 
     pub fn name(&self) -> &str {
@@ -65,6 +119,66 @@ impl Source {
             .unwrap_or("")
             .trim_end_matches(['\n', '\r'])
     }
+}
+
+/// Spans of the values in `text` that are secrets: under a key naming one
+/// (`token`, `password`, `authorization`, …; not `*_env`, which names a
+/// variable) and the values a route's `request_headers` / `response_headers`
+/// set or add (a backend's credentials often are). Best effort on a file
+/// that does not parse: what parsed is covered.
+fn secret_spans(text: &str) -> Vec<Range<usize>> {
+    fn walk(
+        value: &Spanned<DeValue<'_>>,
+        key: &str,
+        secret: bool,
+        text: &str,
+        out: &mut Vec<Range<usize>>,
+    ) {
+        match value.get_ref() {
+            DeValue::Table(table) => {
+                for (k, v) in table.iter() {
+                    let k = k.get_ref();
+                    // `remove` lists header names, not values: shown.
+                    let secret = k != "remove" && (secret || key_is_secret(k));
+                    walk(v, k, secret, text, out);
+                }
+            }
+            DeValue::Array(items) => {
+                for item in items.iter() {
+                    walk(item, key, secret, text, out);
+                }
+            }
+            _ if secret => out.push(value.span()),
+            DeValue::String(_) if names_an_endpoint(key) => {
+                // Whatever precedes the last `@` of a URL or address is
+                // credentials, well-formed or not (`redis//:pw@host`).
+                let span = value.span();
+                let raw = text.get(span.clone()).unwrap_or("");
+                if let Some(at) = raw.rfind('@') {
+                    let from = raw[..at]
+                        .find("://")
+                        .map_or(usize::from(raw.starts_with(['"', '\''])), |i| i + 3);
+                    out.push(span.start + from..span.start + at);
+                }
+            }
+            _ => {}
+        }
+    }
+    fn key_is_secret(key: &str) -> bool {
+        let key = key.to_ascii_lowercase();
+        crate::diag::secret_key(&key) || key.ends_with("_headers")
+    }
+    fn names_an_endpoint(key: &str) -> bool {
+        let key = key.to_ascii_lowercase();
+        key == "url" || key.ends_with("_url") || key == "address" || key.ends_with("urls")
+    }
+    let (doc, _) = DeTable::parse_recoverable(text);
+    let mut out = Vec::new();
+    for (key, value) in doc.get_ref().iter() {
+        let key = key.get_ref();
+        walk(value, key, key_is_secret(key), text, &mut out);
+    }
+    out
 }
 
 /// Maps byte spans of a parsed document to the key path that owns them,
@@ -151,6 +265,40 @@ mod tests {
         assert_eq!(src.position(10), (2, 4));
         assert_eq!(src.line_text(2), "bé = \"x\"");
         assert_eq!(src.line_text(9), "");
+    }
+
+    #[test]
+    fn secret_values_are_masked_wherever_the_document_puts_them() {
+        let text = "[admin]\ntoken = 12345678901234567890\n\n[[route]]\nname = \"r\"\n\
+                    [route.request_headers.set]\nX-Custom = \"s3cr3t-value\"\n\
+                    [route.request_headers]\nremove = [\"X-Internal\"]\n\
+                    [[route]]\nresponse_headers = { add = { \"X-A\" = \"abc\" } }\n\
+                    [cluster]\nredis = { password = 'pw-123', url = \"redis://u:pass@h:1\" }\n";
+        let src = Source::new("t.toml", text);
+        let lines: Vec<String> = (1..=13).map(|l| src.masked_line(l)).collect();
+        assert_eq!(lines[1], "token = ********************");
+        assert_eq!(lines[6], "X-Custom = \"************\"");
+        assert_eq!(lines[8], "remove = [\"X-Internal\"]");
+        assert_eq!(
+            lines[10],
+            "response_headers = { add = { \"X-A\" = \"***\" } }"
+        );
+        assert_eq!(
+            lines[12],
+            "redis = { password = '******', url = \"redis://******@h:1\" }"
+        );
+        // Messages that quote a secret say `<redacted>` instead.
+        assert_eq!(
+            src.redact("`s3cr3t-value` is not a valid header value"),
+            "`<redacted>` is not a valid header value"
+        );
+        assert_eq!(
+            src.redact("cannot parse http://user:pw@backend:80/"),
+            "cannot parse http://*******@backend:80/"
+        );
+        // A file that does not parse is masked as far as it parsed.
+        let broken = Source::new("t.toml", "[admin]\ntoken = \"abcdef\"\n[[[\n");
+        assert_eq!(broken.masked_line(2), "token = \"******\"");
     }
 
     #[test]

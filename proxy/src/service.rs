@@ -515,12 +515,12 @@ fn peer_for(ctx: &RequestCtx, pool: &Pool, index: usize, remaining: Option<Durat
     let cap = |d: Duration| remaining.map_or(d, |r| d.min(r));
     peer.options.connection_timeout = Some(cap(t.connect));
     peer.options.total_connection_timeout = Some(cap(t.connect + t.connect));
-    // pingora 0.9 applies one timeout to every upstream read, the response
-    // head's included: the smaller of `first_byte` and `idle` serves both, so
-    // no wait is longer than either says (a slow origin gets its 504 at
-    // `first_byte`, whatever `idle` is).
-    peer.options.read_timeout = Some(cap(t.first_byte.min(t.idle)));
-    peer.options.write_timeout = Some(t.idle);
+    // `first_byte` bounds the whole response head (from the first read for
+    // it), `idle` each body read: independent, as Envoy's per-try and idle
+    // timeouts (the vendored pingora-core's `response_header_timeout`).
+    peer.options.response_header_timeout = Some(cap(t.first_byte));
+    peer.options.read_timeout = Some(cap(t.idle));
+    peer.options.write_timeout = Some(cap(t.idle));
     peer.options.idle_timeout = Some(Duration::from_secs(60));
     if let Some(tls) = &pool.config.tls {
         peer.options.verify_cert = tls.verify;
@@ -573,6 +573,32 @@ fn retry_kind(e: &Error) -> RetryOn {
 }
 
 impl EdgeProxy {
+    /// Forwards a 1xx interim response (103 Early Hints) to the client
+    /// when the cache holds the response back (RFC 9110 §15.2: a proxy
+    /// forwards 1xx; RFC 9111 §3: they are never stored). Without the
+    /// cache pingora forwards them itself. Not to HTTP/1.0 clients, not for
+    /// a subrequest, not 101; an HTTP/2 client gets none (pingora's h2
+    /// server writes one response head per stream).
+    async fn forward_interim(
+        &self,
+        session: &mut Session,
+        interim: &ResponseHeader,
+        ctx: &RequestCtx,
+    ) -> Result<()> {
+        let cached = session.cache.enabled();
+        let status = interim.status.as_u16();
+        if !cached
+            || ctx.cache.sub.is_some()
+            || status == 101
+            || session.req_header().version != http::Version::HTTP_11
+        {
+            return Ok(());
+        }
+        let mut head = interim.clone();
+        crate::hop::strip_response(&mut head, false);
+        session.write_response_header(Box::new(head), false).await
+    }
+
     /// Whether a request whose connection failed may go to another backend:
     /// one it has not tried is left (or panic mode), and there is time.
     fn may_fail_over(&self, ctx: &RequestCtx) -> bool {
@@ -1214,6 +1240,7 @@ impl ProxyHttp for EdgeProxy {
         let status = upstream.status.as_u16();
         ctx.response_started = true;
         if status < 200 {
+            self.forward_interim(session, upstream, ctx).await?;
             return Ok(());
         }
         if let Some(sent) = ctx.upstream_sent {
@@ -1278,6 +1305,26 @@ impl ProxyHttp for EdgeProxy {
             }
         }
         Ok(())
+    }
+
+    /// `total` bounds the body too (Envoy's route timeout): a response still
+    /// streaming when it passes is cut off, the connection closed, and not
+    /// stored. A body that stalls ends at `idle` (each read's timeout).
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if !end_of_stream && ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+            ctx.failure = Some(Failure::Deadline);
+            return Err(Error::explain(
+                ErrorType::ReadTimedout,
+                "total timeout passed while the body was streaming",
+            ));
+        }
+        Ok(None)
     }
 
     async fn response_filter(

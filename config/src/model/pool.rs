@@ -391,7 +391,9 @@ impl Default for Retry {
     fn default() -> Self {
         Self {
             attempts: 1,
-            on: vec![RetryOn::ConnectFailure, RetryOn::Reset, RetryOn::Timeout],
+            // Not `Timeout`: a `first_byte` of 2 s answers 504 at 2 s, not
+            // 2 s per backend (HAProxy's default `retry-on conn-failure`).
+            on: vec![RetryOn::ConnectFailure, RetryOn::Reset],
             backoff: Duration::from_millis(25),
             max_backoff: Duration::from_millis(250),
             budget_percent: 20,

@@ -49,6 +49,10 @@ pub struct CacheRuntime {
     lock: ArcSwap<LockSettings>,
     /// Total length of objects seen, by URL: decides slicing.
     sizes: moka::sync::Cache<String, u64>,
+    /// URLs whose origin answered a slice's `Range` with the whole object:
+    /// they are fetched and stored whole, as slice 0, and ranges are served
+    /// from that.
+    ignores_ranges: moka::sync::Cache<String, ()>,
     /// Prefetches in flight.
     pub(crate) prefetching: Arc<AtomicUsize>,
 }
@@ -73,6 +77,10 @@ impl CacheRuntime {
                 timeout,
             }),
             sizes: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+            ignores_ranges: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
@@ -103,6 +111,15 @@ impl CacheRuntime {
 
     pub(crate) fn remember_size(&self, url: &str, size: u64) {
         self.sizes.insert(url.to_string(), size);
+    }
+
+    /// Whether `url`'s origin was seen ignoring `Range` (within the hour).
+    pub(crate) fn ignores_ranges(&self, url: &str) -> bool {
+        self.ignores_ranges.contains_key(url)
+    }
+
+    pub(crate) fn remember_ignores_ranges(&self, url: &str) {
+        self.ignores_ranges.insert(url.to_string(), ());
     }
 
     /// Turns pingora-cache on for this request.

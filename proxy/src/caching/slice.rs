@@ -134,6 +134,21 @@ impl Fetch {
     }
 }
 
+fn has_length(h: &ResponseHeader) -> bool {
+    h.headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().parse::<u64>().is_ok())
+}
+
+impl Fetch {
+    /// Stops the fetch: its subrequest ends instead of completing.
+    fn abandon(mut self) {
+        self.done = true;
+        drop(self.handle.take());
+    }
+}
+
 impl Drop for Fetch {
     fn drop(&mut self) {
         // Let an unfinished subrequest complete (and fill the cache) on its own.
@@ -181,13 +196,26 @@ pub(crate) async fn serve(
     let req = session.req_header().clone();
     let head_only = req.method == http::Method::HEAD;
     let range = single_range(&req);
-    let first_index = match (range, rt.known_size(&ctx.url)) {
+    let mut first_index = match (range, rt.known_size(&ctx.url)) {
+        // An origin that ignores ranges: the whole object is slice 0.
+        _ if rt.ignores_ranges(&ctx.url) => 0,
         (Some((Some(start), _)), _) => start / size,
         (Some((None, Some(n))), Some(total)) => total.saturating_sub(n) / size,
         _ => 0,
     };
     let mut first = Fetch::start(session, first_index, size)?;
-    let head = first.header().await?.clone();
+    let mut head = first.header().await?.clone();
+    if first_index > 0 && head.status.as_u16() == 200 && has_length(&head) {
+        // The origin ignored the slice's range and sends the whole object,
+        // which a slice's key cannot hold: stop this fetch and take the
+        // whole object as slice 0, where it is stored and ranges are served
+        // from it (RFC 9110 §14.2: a server may ignore Range).
+        rt.remember_ignores_ranges(&ctx.url);
+        first.abandon();
+        first_index = 0;
+        first = Fetch::start(session, 0, size)?;
+        head = first.header().await?.clone();
+    }
     let (total, whole) = match head.status.as_u16() {
         206 => match content_range(&head) {
             Some((a, _, total)) if a == first_index.saturating_mul(size) => (total, false),
@@ -199,7 +227,12 @@ pub(crate) async fn serve(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
         {
-            Some(len) => (len, true),
+            Some(len) => {
+                if len > size {
+                    rt.remember_ignores_ranges(&ctx.url);
+                }
+                (len, true)
+            }
             None => return pass_through(session, first, ctx).await,
         },
         416 => {

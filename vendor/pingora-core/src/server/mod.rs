@@ -246,7 +246,9 @@ impl Server {
 
         match run_args.shutdown_signal.recv().await {
             ShutdownSignal::FastShutdown => {
-                info!("SIGINT received, exiting");
+                // EDGE-PATCH: edge's watch drains first and then asks for
+                // this; no SIGINT needs to have come.
+                info!("drained, exiting");
                 ShutdownType::Quick
             }
             ShutdownSignal::GracefulTerminate => {

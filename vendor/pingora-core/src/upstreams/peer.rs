@@ -501,6 +501,10 @@ pub struct PeerOptions {
     pub connection_timeout: Option<Duration>,
     pub total_connection_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
+    /// EDGE-PATCH: how long the whole response head may take, from the
+    /// first read for it until it is complete; `read_timeout` then applies
+    /// to body reads only. `None`: `read_timeout` applies to every read.
+    pub response_header_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
     pub verify_cert: bool,
@@ -577,6 +581,7 @@ impl PeerOptions {
             connection_timeout: None,
             total_connection_timeout: None,
             read_timeout: None,
+            response_header_timeout: None,
             idle_timeout: None,
             write_timeout: None,
             verify_cert: true,

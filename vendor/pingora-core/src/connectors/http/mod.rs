@@ -67,6 +67,21 @@ where
         &self,
         peer: &P,
     ) -> Result<(HttpSession<C::Session>, bool)> {
+        // EDGE-PATCH: h1 sessions take the head timeout in
+        // `new_with_options`; h2 streams get it here.
+        let (mut session, reused) = self.get_http_session_inner(peer).await?;
+        if let HttpSession::H2(h2) = &mut session {
+            h2.response_header_timeout = peer
+                .get_peer_options()
+                .and_then(|o| o.response_header_timeout);
+        }
+        Ok((session, reused))
+    }
+
+    async fn get_http_session_inner<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+    ) -> Result<(HttpSession<C::Session>, bool)> {
         let peer_opts = peer.get_peer_options();
 
         // Switch to custom protocol as early as possible

@@ -46,6 +46,13 @@ pub struct HttpSession {
     /// The timeout is reset on every read. This is not a timeout on the overall duration of the
     /// response.
     pub read_timeout: Option<Duration>,
+    /// EDGE-PATCH: bound on the whole response head (see
+    /// `PeerOptions::response_header_timeout`); replaces `read_timeout` for
+    /// header reads when set.
+    pub response_header_timeout: Option<Duration>,
+    // When the head being read must be complete; kept across cancelled
+    // reads (the proxy polls the head and the request body together).
+    response_header_deadline: Option<std::time::Instant>,
     /// The write timeout which will be applied to both writing request header and body.
     /// The timeout is reset on every write. This is not a timeout on the overall duration of the
     /// request.
@@ -92,6 +99,8 @@ impl HttpSession {
             response_header: None,
             request_written: None,
             read_timeout: None,
+            response_header_timeout: None,
+            response_header_deadline: None,
             write_timeout: None,
             digest,
             bytes_sent: 0,
@@ -110,6 +119,7 @@ impl HttpSession {
             session.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
+            session.response_header_timeout = options.response_header_timeout;
         }
         session
     }
@@ -276,6 +286,7 @@ impl HttpSession {
                 let parsed = parse_resp_buffer(&mut resp, &self.response_header_read_buf);
                 match parsed {
                     HeaderParseState::Complete(s) => {
+                        self.response_header_deadline = None;
                         let total_read = self.response_header_read_buf.len();
                         let base = self.response_header_read_buf.as_ptr() as usize;
                         let mut header_refs = Vec::<KVRef>::with_capacity(resp.headers.len());
@@ -388,7 +399,15 @@ impl HttpSession {
             let read_fut = self
                 .underlying_stream
                 .read_buf(&mut self.response_header_read_buf);
-            let read_result = match self.read_timeout {
+            let wait = match self.response_header_timeout {
+                Some(t) => {
+                    let now = std::time::Instant::now();
+                    let deadline = *self.response_header_deadline.get_or_insert(now + t);
+                    Some(deadline.saturating_duration_since(now))
+                }
+                None => self.read_timeout,
+            };
+            let read_result = match wait {
                 Some(t) => match timeout(t, read_fut).await {
                     Ok(res) => res,
                     Err(_) => {

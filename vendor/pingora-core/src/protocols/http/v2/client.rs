@@ -61,6 +61,11 @@ pub struct Http2Session {
     /// The timeout is reset on every read. This is not a timeout on the overall duration of the
     /// response.
     pub read_timeout: Option<Duration>,
+    /// EDGE-PATCH: bound on the response head (see
+    /// `PeerOptions::response_header_timeout`); replaces `read_timeout` for
+    /// the head when set.
+    pub response_header_timeout: Option<Duration>,
+    response_header_deadline: Option<std::time::Instant>,
     /// The write timeout which will be applied to writing request body.
     /// The timeout is reset on every write. This is not a timeout on the overall duration of the
     /// request.
@@ -88,6 +93,8 @@ impl Http2Session {
             response_header: None,
             response_body_reader: None,
             read_timeout: None,
+            response_header_timeout: None,
+            response_header_deadline: None,
             write_timeout: None,
             conn,
             ended: false,
@@ -199,7 +206,14 @@ impl Http2Session {
             panic!("H2 response header is already read")
         }
 
-        let read_timeout = self.read_timeout;
+        let read_timeout = match self.response_header_timeout {
+            Some(t) => {
+                let now = std::time::Instant::now();
+                let deadline = *self.response_header_deadline.get_or_insert(now + t);
+                Some(deadline.saturating_duration_since(now))
+            }
+            None => self.read_timeout,
+        };
         let res = match read_timeout {
             Some(t) => timeout(t, std::future::poll_fn(|cx| self.poll_response_header(cx)))
                 .await
