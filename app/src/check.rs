@@ -11,6 +11,10 @@ pub fn run(file: &Path) -> ExitCode {
             for warning in unresolved(&config) {
                 crate::out::complain!("warning: {warning}");
             }
+            let zones = config.dns.iter().flat_map(|d| &d.zones);
+            for warning in zones.flat_map(|z| &z.warnings) {
+                crate::out::complain!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(diags) => {

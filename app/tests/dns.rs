@@ -485,3 +485,91 @@ async fn reloads_change_answers_without_dropping_queries() {
     assert!(answered > 10, "{answered}");
     assert_eq!(lost, 0, "queries lost across reloads");
 }
+
+/// A zone from an RFC 1035 master file: served over UDP and TCP, reloaded
+/// with SIGHUP when it changes, and a broken file keeps the zone as it was
+/// (and `edge check` names the file and line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_files_load_reload_and_a_bad_one_keeps_the_old_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("files.test.zone");
+    let write_zone = |serial: u32, www: &str, extra: &str| {
+        std::fs::write(
+            &zone,
+            format!(
+                "$ORIGIN files.test.\n$TTL 600\n@ SOA ns1 hostmaster ( {serial} 3600 600 604800 60 )\n  NS ns1\nns1 A 192.0.2.53\nwww A {www}\n*.wild TXT \"any\"\nsub NS ns.sub\nns.sub A 192.0.2.54\n{extra}"
+            ),
+        )
+        .unwrap();
+    };
+    write_zone(1, "192.0.2.80", "");
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\n[[listener]]\nname = \"dns\"\nkind = \"dns\"\naddress = \"127.0.0.1:0\"\n\n[[dns.zone]]\nname = \"files.test.\"\nfile = \"{}\"\nrecords = [ {{ name = \"toml\", type = \"MX\", value = \"10 www\" }} ]\n",
+        zone.display()
+    );
+    let node = EdgeNode::start(BIN, &config);
+    let dns = DnsClient::new(node.addr("dns"));
+    let q = DnsQuery::new("www.files.test.", DnsType::A);
+    for m in [dns.udp(&q).await.unwrap(), dns.tcp(&q).await.unwrap()] {
+        assert_eq!(addresses(&m), vec!["192.0.2.80".parse::<IpAddr>().unwrap()]);
+        assert!(m.metadata.authoritative);
+    }
+    let m = dns
+        .udp(&DnsQuery::new("x.wild.files.test.", DnsType::TXT))
+        .await
+        .unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1, "the wildcard answers");
+    let m = dns
+        .udp(&DnsQuery::new("a.sub.files.test.", DnsType::A))
+        .await
+        .unwrap();
+    assert!(!m.metadata.authoritative, "a referral");
+    assert_eq!(m.authorities.len(), 1);
+    assert_eq!(addresses(&m), Vec::<IpAddr>::new());
+    let m = dns
+        .udp(&DnsQuery::new("toml.files.test.", DnsType::MX))
+        .await
+        .unwrap();
+    assert_eq!(m.answers.len(), 1, "TOML records beside the file's");
+
+    // The file changes: SIGHUP serves the new data.
+    write_zone(2, "192.0.2.81", "new A 192.0.2.82\n");
+    node.signal(nix::sys::signal::Signal::SIGHUP);
+    eventually(Duration::from_secs(10), "the new zone", || async {
+        let m = dns.udp(&q).await.ok()?;
+        (addresses(&m) == vec!["192.0.2.81".parse::<IpAddr>().unwrap()]).then_some(())
+    })
+    .await;
+    let m = dns
+        .udp(&DnsQuery::new("new.files.test.", DnsType::A))
+        .await
+        .unwrap();
+    assert_eq!(addresses(&m), vec!["192.0.2.82".parse::<IpAddr>().unwrap()]);
+
+    // A broken file: the reload is refused with the file and line, and the
+    // zone stays as it was.
+    write_zone(3, "192.0.2.99", "bad A 300.1.2.3\n");
+    let r = Client::new()
+        .request(
+            Method::POST,
+            &node.admin_url("/reload"),
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("files.test.zone:10"), "{}", r.text());
+    let m = dns.udp(&q).await.unwrap();
+    assert_eq!(addresses(&m), vec!["192.0.2.81".parse::<IpAddr>().unwrap()]);
+    // edge check says the same.
+    let out = std::process::Command::new(BIN)
+        .arg("check")
+        .arg(node.config_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("files.test.zone:10"), "{text}");
+}

@@ -21,6 +21,7 @@ mod source;
 mod summary;
 pub mod units;
 mod validate;
+pub mod zonefile;
 
 use std::path::Path;
 

@@ -547,6 +547,7 @@ pub(crate) struct RawDns {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawZone {
     pub name: S<String>,
+    pub file: Option<S<String>>,
     pub ttl: Option<S<i64>>,
     pub soa: Option<S<RawSoa>>,
     #[serde(default)]

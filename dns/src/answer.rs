@@ -22,15 +22,16 @@ use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata;
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
-use crate::geo::{Family, Pick, Where};
+use crate::geo::{Family, GeoName, Pick, Where};
 use crate::health::SiteView;
 use crate::metrics::{qtype_index, rcode_index};
 use crate::rrl::{ResponseClass, Verdict};
 use crate::state::DnsState;
-use crate::zone::{address_record, any_answer, Zone};
+use crate::zone::{address_record, any_answer, Found, Labels, Zone};
 
 /// How the query came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,11 +73,17 @@ fn mask(addr: IpAddr, len: u8) -> IpAddr {
     }
 }
 
-/// `Err(())`: a malformed option (FORMERR).
-fn client_subnet(edns: Option<&Edns>) -> Result<Option<Subnet>, ()> {
+/// `Err(())`: a malformed option (FORMERR). `packet` is the query as
+/// received: the option's address length is checked there.
+fn client_subnet(edns: Option<&Edns>, packet: &[u8]) -> Result<Option<Subnet>, ()> {
     let Some(EdnsOption::Subnet(cs)) = edns.and_then(|e| e.option(EdnsCode::Subnet)) else {
         return Ok(None);
     };
+    // RFC 7871 §6: ADDRESS is exactly as many octets as SOURCE
+    // PREFIX-LENGTH needs (a parser that pads hides more, so: the wire).
+    if !ecs_octets_exact(packet) {
+        return Err(());
+    }
     let width = match cs.addr() {
         IpAddr::V4(_) => 32,
         IpAddr::V6(_) => 128,
@@ -92,6 +99,64 @@ fn client_subnet(edns: Option<&Edns>) -> Result<Option<Subnet>, ()> {
         option: *cs,
         addr: cs.addr(),
     }))
+}
+
+/// Skips a (possibly compressed) name at `at`; the offset after it.
+fn skip_name(p: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *p.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xc0 == 0xc0 => return Some(at + 2),
+            l if l & 0xc0 == 0 => at += 1 + usize::from(l),
+            _ => return None,
+        }
+    }
+}
+
+/// Whether every client-subnet option of the query's OPT record carries
+/// exactly ceil(source prefix / 8) address octets. A query that the parser
+/// took is well formed enough to walk.
+fn ecs_octets_exact(p: &[u8]) -> bool {
+    let count = |i: usize| {
+        p.get(i..i + 2)
+            .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    };
+    let (qd, an, ns, ar) = (count(4), count(6), count(8), count(10));
+    let mut at = 12;
+    for _ in 0..qd {
+        let Some(next) = skip_name(p, at) else {
+            return true;
+        };
+        at = next + 4;
+    }
+    for i in 0..an + ns + ar {
+        let Some(next) = skip_name(p, at) else {
+            return true;
+        };
+        let Some(fixed) = p.get(next..next + 10) else {
+            return true;
+        };
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let rdlen = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        let data = next + 10;
+        if rtype == 41 && i >= an + ns {
+            let mut o = data;
+            while o + 4 <= data + rdlen && o + 4 <= p.len() {
+                let code = u16::from_be_bytes([p[o], p[o + 1]]);
+                let olen = usize::from(u16::from_be_bytes([p[o + 2], p[o + 3]]));
+                if code == 8 && olen >= 4 {
+                    let source = p.get(o + 6).copied().unwrap_or(0);
+                    if olen - 4 != usize::from(source).div_ceil(8) {
+                        return false;
+                    }
+                }
+                o += 4 + olen;
+            }
+        }
+        at = data + rdlen;
+    }
+    true
 }
 
 /// A response without records (errors), from what could be read.
@@ -121,10 +186,16 @@ fn encode(m: &Message) -> Option<Vec<u8>> {
 }
 
 /// The outcome of resolving a name in a zone.
+#[derive(Default)]
 struct Resolution {
     rcode: ResponseCode,
+    /// AA: clear for a referral (and for SERVFAIL).
+    authoritative: bool,
     answers: Vec<Record>,
+    /// NXDOMAIN or NODATA: the zone's SOA goes in authority (RFC 2308).
     negative: bool,
+    /// A referral's NS set (RFC 1034 §4.3.2 step 3b).
+    referral: Vec<Record>,
     /// A geo answer: the ECS scope to announce.
     geo_scope: Option<u8>,
 }
@@ -151,6 +222,15 @@ impl Ctx<'_> {
             Some(s) if s.option.source_prefix() > 0 => (s.addr, true),
             _ => (self.client, false),
         };
+        let source = self.subnet.map_or(0, |s| s.option.source_prefix());
+        // RFC 7871 §7.2.1: the scope covers what decided the answer, and
+        // no less than any entry inside the client's subnet that could
+        // decide it differently; a /0 subnet gets scope 0.
+        let inside = if ecs {
+            self.state.locator.longest_within(addr, source)
+        } else {
+            0
+        };
         match self.state.locator.locate(addr) {
             Some(found) => {
                 if ecs {
@@ -158,7 +238,7 @@ impl Ctx<'_> {
                 } else {
                     h.located_address.inc()
                 }
-                (Some(found.at), found.prefix_len)
+                (Some(found.at), found.prefix_len.max(inside))
             }
             None => {
                 if ecs {
@@ -167,107 +247,191 @@ impl Ctx<'_> {
                     h.unknown_address.inc()
                 }
                 // Unknown for this whole source prefix.
-                (None, self.subnet.map_or(0, |s| s.option.source_prefix()))
+                (None, source.max(inside))
             }
         }
     }
 
-    fn resolve(&self, zone: &Zone, qname: &Name, qtype: RecordType) -> Resolution {
-        let mut answers = Vec::new();
-        let mut name = qname.clone();
-        let mut geo_scope = None;
-        let nodata = |answers: Vec<Record>| Resolution {
-            rcode: ResponseCode::NoError,
-            negative: answers.is_empty(),
-            answers,
-            geo_scope: None,
+    /// A geo name's answer for `qtype` at `owner` (the name asked, in its
+    /// case). A family the picked sites do not have is NODATA.
+    fn geo_answer(&self, g: &GeoName, owner: &Name, qtype: RecordType, r: &mut Resolution) -> bool {
+        let family = match qtype {
+            RecordType::A => Family::V4,
+            RecordType::AAAA => Family::V6,
+            _ => return false,
         };
+        let (at, scope) = self.locate();
+        let view = SiteView(&self.state.site_states);
+        let (picked, why) = g.pick(
+            &self.state.sites,
+            &view,
+            at.as_ref(),
+            family,
+            self.state.fail_open,
+        );
+        r.geo_scope = Some(scope);
+        if picked.is_empty() && why == Pick::AllDown {
+            r.rcode = ResponseCode::ServFail;
+            r.authoritative = false;
+            r.answers.clear();
+            return true;
+        }
+        let before = r.answers.len();
+        for i in picked {
+            let Some(site) = self.state.sites.get(i) else {
+                continue;
+            };
+            if let Some(c) = self.state.handles.answers.get(i) {
+                c.inc();
+            }
+            match family {
+                Family::V4 => r.answers.extend(
+                    site.ipv4
+                        .iter()
+                        .map(|a| address_record(owner, g.ttl, IpAddr::V4(*a))),
+                ),
+                Family::V6 => r.answers.extend(
+                    site.ipv6
+                        .iter()
+                        .map(|a| address_record(owner, g.ttl, IpAddr::V6(*a))),
+                ),
+            }
+        }
+        r.answers.len() > before
+    }
+
+    /// RFC 1034 §4.3.2 for one zone: delegations, DNAME (RFC 6672), exact
+    /// names, CNAME chains within the zone (RFC 6604 rcodes), wildcards
+    /// (RFC 4592), empty non-terminals, negative answers (RFC 2308).
+    fn resolve(&self, zone: &Zone, qname: &Name, qtype: RecordType) -> Resolution {
+        let mut r = Resolution {
+            authoritative: true,
+            ..Resolution::default()
+        };
+        let mut name = qname.clone();
+        let mut seen: Vec<LowerName> = Vec::new();
         for _ in 0..MAX_CHAIN {
             let lower = LowerName::new(&name);
-            if let Some(g) = zone.geo(&lower) {
-                let family = match qtype {
-                    RecordType::A => Family::V4,
-                    RecordType::AAAA => Family::V6,
-                    _ => return nodata(answers),
+            if seen.contains(&lower) {
+                // A CNAME loop: what was found so far, once.
+                return r;
+            }
+            seen.push(lower.clone());
+            // Below a zone cut: a referral; DS at the cut is the parent's
+            // (this zone's) data (RFC 4035 §3.1.4.1).
+            if let Some(cut) = zone.cut_above(&name) {
+                let at_cut = LowerName::new(&cut) == lower;
+                if !(at_cut && qtype == RecordType::DS) {
+                    if let Some(ns) = zone
+                        .node(&LowerName::new(&cut))
+                        .and_then(|n| n.get(RecordType::NS))
+                    {
+                        r.referral = ns.to_vec();
+                    }
+                    r.authoritative = !r.answers.is_empty();
+                    return r;
+                }
+            }
+            if let Some((dname, target)) = zone.dname_above(&name) {
+                r.answers.push(dname.clone());
+                // The owner's labels replaced by the DNAME target.
+                let keep = usize::from(name.labels().saturating_sub(dname.name.labels()));
+                let prefix: Vec<&[u8]> = name.iter().take(keep).collect();
+                let synthesized = Name::from_labels(prefix).and_then(|p| p.append_domain(&target));
+                let Ok(mut synthesized) = synthesized else {
+                    // Longer than a name may be (RFC 6672 §2.2).
+                    r.rcode = ResponseCode::YXDomain;
+                    return r;
                 };
-                let (at, scope) = self.locate();
-                let view = SiteView(&self.state.site_states);
-                let (picked, why) = g.pick(
-                    &self.state.sites,
-                    &view,
-                    at.as_ref(),
-                    family,
-                    self.state.fail_open,
-                );
-                if picked.is_empty() && why == Pick::AllDown {
-                    return Resolution {
-                        rcode: ResponseCode::ServFail,
-                        answers: Vec::new(),
-                        negative: false,
-                        geo_scope: Some(scope),
-                    };
+                synthesized.set_fqdn(true);
+                r.answers.push(Record::from_rdata(
+                    name.clone(),
+                    dname.ttl,
+                    RData::CNAME(rdata::CNAME(synthesized.clone())),
+                ));
+                if !zone.contains(&synthesized) {
+                    return r;
                 }
-                for i in picked {
-                    let Some(site) = self.state.sites.get(i) else {
-                        continue;
-                    };
-                    if let Some(c) = self.state.handles.answers.get(i) {
-                        c.inc();
-                    }
-                    match family {
-                        Family::V4 => answers.extend(
-                            site.ipv4
-                                .iter()
-                                .map(|a| address_record(&name, g.ttl, IpAddr::V4(*a))),
-                        ),
-                        Family::V6 => answers.extend(
-                            site.ipv6
-                                .iter()
-                                .map(|a| address_record(&name, g.ttl, IpAddr::V6(*a))),
-                        ),
-                    }
-                }
-                geo_scope = Some(scope);
-                break;
+                name = synthesized;
+                continue;
             }
-            if let Some(node) = zone.node(&lower) {
-                if let Some(set) = node.get(qtype) {
-                    answers.extend_from_slice(set);
-                    break;
-                }
-                if qtype != RecordType::CNAME {
-                    if let Some(cname) = node.get(RecordType::CNAME).and_then(|s| s.first()) {
-                        answers.push(cname.clone());
-                        let RData::CNAME(target) = &cname.data else {
-                            break;
-                        };
-                        let target = target.0.clone();
-                        if !zone.contains(&target) {
-                            break;
-                        }
-                        name = target;
-                        continue;
+            // A wildcard's records answer as the name asked (RFC 4592 §3.4).
+            let node = match zone.find(&lower) {
+                Found::Node(n) | Found::Wildcard(n) => n,
+                Found::Geo(g) | Found::WildcardGeo(g) => {
+                    if !self.geo_answer(g, &name, qtype, &mut r) && r.rcode == ResponseCode::NoError
+                    {
+                        r.negative = true;
                     }
+                    return r;
                 }
-                return nodata(answers);
-            }
-            if zone.is_empty_non_terminal(&lower) || !answers.is_empty() {
-                return nodata(answers);
-            }
-            return Resolution {
-                rcode: ResponseCode::NXDomain,
-                answers: Vec::new(),
-                negative: true,
-                geo_scope: None,
+                Found::EmptyNonTerminal => {
+                    r.negative = true;
+                    return r;
+                }
+                Found::Nothing => {
+                    // RFC 6604: the rcode is the last name's, after a chain too.
+                    r.rcode = ResponseCode::NXDomain;
+                    r.negative = true;
+                    return r;
+                }
             };
+            // Owner names in the query's case (and a wildcard's expanded).
+            let at = |set: &[Record]| -> Vec<Record> {
+                set.iter()
+                    .map(|rec| {
+                        let mut rec = rec.clone();
+                        rec.name = name.clone();
+                        rec
+                    })
+                    .collect()
+            };
+            if let Some(set) = node.get(qtype) {
+                r.answers.extend(at(set));
+                return r;
+            }
+            if qtype != RecordType::CNAME {
+                if let Some(cname) = node.get(RecordType::CNAME).and_then(|s| s.first()) {
+                    r.answers.extend(at(std::slice::from_ref(cname)));
+                    let RData::CNAME(target) = &cname.data else {
+                        return r;
+                    };
+                    if !zone.contains(&target.0) {
+                        return r;
+                    }
+                    name = target.0.clone();
+                    continue;
+                }
+            }
+            r.negative = true;
+            return r;
         }
-        Resolution {
-            rcode: ResponseCode::NoError,
-            negative: answers.is_empty(),
-            answers,
-            geo_scope,
+        r
+    }
+}
+
+/// RFC 1034 §4.3.2 step 6 / RFC 2181 §5.4.1: the A and AAAA records, held in
+/// the zone, of the names that NS, MX and SRV records (answers and a
+/// referral's NS) point at, each once, none already in the answer.
+fn additional(zone: &Zone, r: &Resolution) -> Vec<Record> {
+    let mut out: Vec<Record> = Vec::new();
+    for rec in r.answers.iter().chain(&r.referral) {
+        let target = match &rec.data {
+            RData::NS(ns) => &ns.0,
+            RData::MX(mx) => &mx.exchange,
+            RData::SRV(srv) => &srv.target,
+            _ => continue,
+        };
+        if target.is_root() || !zone.contains(target) {
+            continue;
+        }
+        for a in zone.addresses(target) {
+            if !out.contains(a) && !r.answers.contains(a) {
+                out.push(a.clone());
+            }
         }
     }
+    out
 }
 
 /// Answers one packet. `None`: send nothing.
@@ -324,17 +488,19 @@ pub fn respond(
         h.query(None, qt, 6);
         return encode(&bare(id, op_code, ResponseCode::BADVERS, rd, Some(q), true));
     }
-    let subnet = match client_subnet(edns_in) {
+    let subnet = match client_subnet(edns_in, packet) {
         Ok(s) => s,
         Err(()) => {
             h.query(None, qt, rcode_index(ResponseCode::FormErr));
             return encode(&bare(id, op_code, ResponseCode::FormErr, rd, Some(q), true));
         }
     };
-    let zone = (q.query_class() == DNSClass::IN)
+    // QCLASS ANY is answered as IN (the only class here); others REFUSED.
+    let zone = matches!(q.query_class(), DNSClass::IN | DNSClass::ANY)
         .then(|| state.zones.iter().find(|z| z.contains(q.name())))
         .flatten();
     let refused = matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::OPT);
+    let mut additional_records = Vec::new();
     let (zone, mut response) = match zone.filter(|_| !refused) {
         Some(zone) => {
             let ctx = Ctx {
@@ -342,33 +508,37 @@ pub fn respond(
                 client,
                 subnet: subnet.as_ref(),
             };
-            let r = if qtype == RecordType::ANY {
-                let lower = LowerName::new(q.name());
-                if zone.node(&lower).is_some()
+            let lower = LowerName::new(q.name());
+            let r = if qtype == RecordType::ANY
+                && zone.cut_above(q.name()).is_none()
+                && (zone.node(&lower).is_some()
                     || zone.geo(&lower).is_some()
-                    || zone.is_empty_non_terminal(&lower)
-                {
-                    Resolution {
-                        rcode: ResponseCode::NoError,
-                        answers: vec![any_answer(q.name(), 3600)],
-                        negative: false,
-                        geo_scope: None,
-                    }
-                } else {
-                    ctx.resolve(zone, q.name(), RecordType::A)
+                    || zone.is_empty_non_terminal(&lower))
+            {
+                Resolution {
+                    authoritative: true,
+                    answers: vec![any_answer(q.name(), 3600)],
+                    ..Resolution::default()
                 }
             } else {
-                ctx.resolve(zone, q.name(), qtype)
+                let t = if qtype == RecordType::ANY {
+                    RecordType::A
+                } else {
+                    qtype
+                };
+                ctx.resolve(zone, q.name(), t)
             };
             let mut m = Message::response(id, op_code);
-            m.metadata.authoritative = r.rcode != ResponseCode::ServFail;
+            m.metadata.authoritative = r.authoritative && r.rcode != ResponseCode::ServFail;
             m.metadata.recursion_desired = rd;
             m.metadata.response_code = r.rcode;
             m.add_query(q.clone());
             if r.negative {
                 m.add_authority(zone.negative_soa());
             }
-            m.insert_answers(r.answers);
+            additional_records = additional(zone, &r);
+            m.add_authorities(r.referral);
+            m.add_answers(r.answers);
             if edns_in.is_some() {
                 let mut e = Edns::new();
                 e.set_max_payload(EDNS_PAYLOAD);
@@ -393,6 +563,13 @@ pub fn respond(
             ),
         ),
     };
+    // RFC 3225 §3: the DO bit is copied into the response.
+    if let (Some(e), true) = (
+        response.edns.as_mut(),
+        edns_in.is_some_and(|e| e.flags().dnssec_ok),
+    ) {
+        e.set_dnssec_ok(true);
+    }
     let rcode = response.metadata.response_code;
     if transport == Transport::Udp {
         if let Some(rrl) = &state.rrl {
@@ -428,13 +605,47 @@ pub fn respond(
         }
     }
     h.query(zone.map(|z| z.index), qt, rcode_index(rcode));
-    let wire = encode(&response)?;
     let limit = match transport {
         Transport::Tcp => usize::from(u16::MAX),
         Transport::Udp => {
             usize::from(edns_in.map_or(512, |e| e.max_payload().clamp(512, EDNS_PAYLOAD)))
         }
     };
+    // Additional data goes only where it fits: it is dropped before the
+    // answer is truncated (RFC 2181 §9), except a referral's glue, without
+    // which the referral is useless (RFC 9471): then TC.
+    if !additional_records.is_empty() {
+        let bare_wire = encode(&response)?;
+        let referral = response.answers.is_empty()
+            && response
+                .authorities
+                .iter()
+                .any(|a| a.record_type() == RecordType::NS);
+        let mut with = response.clone();
+        with.add_additionals(additional_records.clone());
+        let wire = encode(&with)?;
+        if wire.len() <= limit {
+            return Some(wire);
+        }
+        if referral {
+            h.truncated.inc();
+            return encode(&truncated(&response));
+        }
+        // As many as fit, in order.
+        let mut fitting = response.clone();
+        for a in additional_records {
+            let mut next = fitting.clone();
+            next.add_additional(a);
+            match encode(&next) {
+                Some(w) if w.len() <= limit => fitting = next,
+                _ => break,
+            }
+        }
+        if bare_wire.len() <= limit {
+            return encode(&fitting);
+        }
+    }
+    let wire = encode(&response)?;
     if wire.len() > limit {
         h.truncated.inc();
         return encode(&truncated(&response));

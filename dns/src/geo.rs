@@ -123,6 +123,8 @@ pub enum Pick {
     Default,
     /// No candidate is up; every candidate is answered (fail open).
     AllDown,
+    /// No candidate has an address of the family asked: NODATA.
+    NoFamily,
 }
 
 impl GeoName {
@@ -181,6 +183,9 @@ impl GeoName {
                 .copied()
                 .filter(|&i| sites.get(i).is_some_and(|s| s.has(family)))
                 .collect();
+            if with_family.is_empty() {
+                return (Vec::new(), Pick::NoFamily);
+            }
             let answer = if fail_open { with_family } else { Vec::new() };
             return (answer, Pick::AllDown);
         }

@@ -44,9 +44,12 @@ pub struct Found {
 #[derive(Debug, Default)]
 struct Table<K> {
     by_len: Vec<(u8, HashMap<K, u32>)>,
+    /// Every (network, prefix length), by network: which entries lie
+    /// inside a client subnet (see [`Table::longest_within`]).
+    sorted: Vec<(K, u8)>,
 }
 
-trait Bits: Copy + Eq + std::hash::Hash {
+trait Bits: Copy + Ord + std::hash::Hash {
     const WIDTH: u8;
     fn masked(self, len: u8) -> Self;
 }
@@ -86,6 +89,37 @@ impl<K: Bits> Table<K> {
             }
         };
         self.by_len[pos].1.insert(net.masked(len), loc);
+    }
+
+    /// Orders the entries for [`Table::longest_within`]; after the inserts.
+    fn finish(&mut self) {
+        self.sorted = self
+            .by_len
+            .iter()
+            .flat_map(|(len, map)| map.keys().map(move |k| (*k, *len)))
+            .collect();
+        self.sorted.sort_unstable_by_key(|(k, len)| (*k, *len));
+    }
+
+    /// The longest prefix length of an entry inside `net`/`len` (0: none).
+    /// An answer for the whole subnet can differ below it, so the ECS scope
+    /// is at least this (RFC 7871 §7.2.1).
+    fn longest_within(&self, net: K, len: u8) -> u8 {
+        let net = net.masked(len);
+        let start = self.sorted.partition_point(|(k, _)| *k < net);
+        let mut longest = 0;
+        for (k, l) in &self.sorted[start..] {
+            if k.masked(len) != net {
+                break;
+            }
+            if *l > len {
+                longest = longest.max(*l);
+                if longest == K::WIDTH {
+                    break;
+                }
+            }
+        }
+        longest
     }
 
     fn lookup(&self, addr: K) -> Option<(u32, u8)> {
@@ -132,6 +166,8 @@ impl Locator {
                 l.add(c.prefix, w);
             }
         }
+        l.v4.finish();
+        l.v6.finish();
         if let Some(path) = &cfg.mmdb {
             let reader = maxminddb::Reader::open_readfile(path).map_err(|e| LocateError::Mmdb {
                 path: path.clone(),
@@ -201,6 +237,20 @@ impl Locator {
 
     pub fn is_empty(&self) -> bool {
         self.places.is_empty() && self.mmdb.is_none()
+    }
+
+    /// The longest prefix length of a table entry inside the subnet
+    /// `addr`/`len` and longer than `len` (0: none).
+    pub fn longest_within(&self, addr: IpAddr, len: u8) -> u8 {
+        match addr {
+            IpAddr::V4(a) => self.v4.longest_within(u32::from(a), len.min(32)),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => self
+                    .v4
+                    .longest_within(u32::from(v4), len.saturating_sub(96)),
+                None => self.v6.longest_within(u128::from(a), len.min(128)),
+            },
+        }
     }
 
     /// Where `addr` is, if known.

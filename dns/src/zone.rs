@@ -1,14 +1,16 @@
-//! Zones compiled from the config: records by owner name and type, geo
-//! names, and the empty non-terminals (names that exist only because names
-//! below them do, which answer NODATA rather than NXDOMAIN).
+//! Zones compiled from the config: records by owner name and type (any
+//! type; data decoded from the wire form the config scanned), geo names,
+//! the empty non-terminals (names that exist only because names below them
+//! do, which answer NODATA rather than NXDOMAIN), delegation points (NS
+//! below the apex, RFC 1034 §4.2.1) and wildcard owners (RFC 4592).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use edge_config::{Record as RecordConfig, RecordData, Zone as ZoneConfig};
-use hickory_proto::rr::rdata::{self, HINFO, MX, NS, SOA, SRV, TXT};
+use edge_config::{Record as RecordConfig, Zone as ZoneConfig};
+use hickory_proto::rr::rdata::{self, HINFO, NS, NULL, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinDecoder, Restrict};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, Restrict};
 
 use crate::geo::GeoName;
 
@@ -20,7 +22,7 @@ pub struct ZoneError {
     pub what: String,
 }
 
-/// The records of one owner name.
+/// The records of one owner name, by type.
 #[derive(Debug, Default, Clone)]
 pub struct Node {
     sets: Vec<(RecordType, Vec<Record>)>,
@@ -34,13 +36,37 @@ impl Node {
             .map(|(_, r)| r.as_slice())
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+
     fn push(&mut self, r: Record) {
         let t = r.record_type();
         match self.sets.iter_mut().find(|(rt, _)| *rt == t) {
-            Some((_, v)) => v.push(r),
+            Some((_, v)) => {
+                if !v.iter().any(|o| o.data == r.data) {
+                    v.push(r)
+                }
+            }
             None => self.sets.push((t, vec![r])),
         }
     }
+}
+
+/// What a name is in a zone.
+pub enum Found<'a> {
+    /// Records at the name.
+    Node(&'a Node),
+    /// A geo name.
+    Geo(&'a GeoName),
+    /// Exists only because names below it do: NODATA.
+    EmptyNonTerminal,
+    /// Records of the wildcard `*.<closest encloser>` (RFC 4592 §3.3.1).
+    Wildcard(&'a Node),
+    /// A geo name that is a wildcard.
+    WildcardGeo(&'a GeoName),
+    /// Nothing: NXDOMAIN.
+    Nothing,
 }
 
 /// A compiled zone.
@@ -54,6 +80,24 @@ pub struct Zone {
     nodes: HashMap<LowerName, Node>,
     geo: HashMap<LowerName, GeoName>,
     empty_non_terminals: HashSet<LowerName>,
+    /// Delegation points: names below the apex that own NS records.
+    cuts: HashSet<LowerName>,
+    /// Whether any owner is a wildcard (skips the search when none is).
+    wildcards: bool,
+    /// Owners of DNAME records.
+    dnames: HashSet<LowerName>,
+}
+
+/// Label counts that include a leading `*` (hickory's `num_labels` leaves
+/// it out, as RRSIG counts).
+pub trait Labels {
+    fn labels(&self) -> u8;
+}
+
+impl Labels for Name {
+    fn labels(&self) -> u8 {
+        u8::try_from(self.iter().count()).unwrap_or(u8::MAX)
+    }
 }
 
 fn name(s: &str, zone: &str) -> Result<Name, ZoneError> {
@@ -63,43 +107,27 @@ fn name(s: &str, zone: &str) -> Result<Name, ZoneError> {
     })
 }
 
-/// CAA from its parts, through its wire form (hickory keeps the
-/// constructor for arbitrary tags private).
-fn caa(critical: bool, tag: &str, value: &str) -> Option<RData> {
-    let mut wire = vec![if critical { 0x80 } else { 0 }, tag.len().min(255) as u8];
-    wire.extend_from_slice(tag.as_bytes());
-    wire.extend_from_slice(value.as_bytes());
-    let len = u16::try_from(wire.len()).ok()?;
-    let mut d = BinDecoder::new(&wire);
-    RData::read(&mut d, RecordType::CAA, Restrict::new(len)).ok()
-}
-
-fn rdata(r: &RecordConfig, zone: &str) -> Result<RData, ZoneError> {
-    Ok(match &r.data {
-        RecordData::A { address } => RData::A(rdata::A(*address)),
-        RecordData::Aaaa { address } => RData::AAAA(rdata::AAAA(*address)),
-        RecordData::Cname { target } => RData::CNAME(rdata::CNAME(name(target, zone)?)),
-        RecordData::Ns { target } => RData::NS(NS(name(target, zone)?)),
-        RecordData::Txt { strings } => RData::TXT(TXT::new(strings.clone())),
-        RecordData::Mx {
-            preference,
-            exchange,
-        } => RData::MX(MX::new(*preference, name(exchange, zone)?)),
-        RecordData::Srv {
-            priority,
-            weight,
-            port,
-            target,
-        } => RData::SRV(SRV::new(*priority, *weight, *port, name(target, zone)?)),
-        RecordData::Caa {
-            critical,
-            tag,
-            value,
-        } => caa(*critical, tag, value).ok_or_else(|| ZoneError {
-            zone: zone.to_string(),
-            what: format!("CAA {tag} {value:?} does not encode"),
-        })?,
-    })
+/// A record from its wire form; data hickory cannot decode is served as
+/// the bytes it is (RFC 3597).
+fn decode(r: &RecordConfig, zone: &str) -> Result<Record, ZoneError> {
+    let err = |what: String| ZoneError {
+        zone: zone.to_string(),
+        what,
+    };
+    let owner = Name::read(&mut BinDecoder::new(&r.wire.owner))
+        .map_err(|e| err(format!("{}: {e}", r.name)))?;
+    let rtype = RecordType::from(r.wire.rtype);
+    let len =
+        u16::try_from(r.wire.rdata.len()).map_err(|_| err(format!("{}: data too long", r.name)))?;
+    let mut d = BinDecoder::new(&r.wire.rdata);
+    let data = match RData::read(&mut d, rtype, Restrict::new(len)) {
+        Ok(data) if d.is_empty() => data,
+        _ => RData::Unknown {
+            code: rtype,
+            rdata: NULL::with(r.wire.rdata.clone()),
+        },
+    };
+    Ok(Record::from_rdata(owner, r.ttl, data))
 }
 
 impl Zone {
@@ -133,13 +161,22 @@ impl Zone {
                 RData::NS(NS(name(ns, &z.name)?)),
             ));
         }
+        let apex_lower = LowerName::new(&apex);
+        let mut cuts = HashSet::new();
+        let mut dnames = HashSet::new();
         for r in &z.records {
-            let owner = name(&r.name, &z.name)?;
-            let record = Record::from_rdata(owner.clone(), r.ttl, rdata(r, &z.name)?);
-            nodes
-                .entry(LowerName::new(&owner))
-                .or_default()
-                .push(record);
+            let record = decode(r, &z.name)?;
+            let owner = LowerName::new(&record.name);
+            match record.record_type() {
+                RecordType::NS if owner != apex_lower => {
+                    cuts.insert(owner.clone());
+                }
+                RecordType::DNAME => {
+                    dnames.insert(owner.clone());
+                }
+                _ => {}
+            }
+            nodes.entry(owner).or_default().push(record);
         }
         let mut geo_names = HashMap::new();
         for (n, g) in geo {
@@ -147,10 +184,10 @@ impl Zone {
         }
         // Every ancestor of an owner name, down to the apex, exists.
         let mut empty_non_terminals = HashSet::new();
-        let apex_labels = apex.num_labels();
+        let apex_labels = apex.labels();
         for owner in nodes.keys().chain(geo_names.keys()) {
             let mut n = Name::from(owner.clone());
-            while n.num_labels() > apex_labels + 1 {
+            while n.labels() > apex_labels + 1 {
                 n = n.base_name();
                 let l = LowerName::new(&n);
                 if !nodes.contains_key(&l) && !geo_names.contains_key(&l) {
@@ -158,6 +195,10 @@ impl Zone {
                 }
             }
         }
+        let wildcards = nodes
+            .keys()
+            .chain(geo_names.keys())
+            .any(|n| n.is_wildcard());
         Ok(Zone {
             name: apex,
             label: z.name.clone(),
@@ -166,6 +207,9 @@ impl Zone {
             nodes,
             geo: geo_names,
             empty_non_terminals,
+            cuts,
+            wildcards,
+            dnames,
         })
     }
 
@@ -185,14 +229,116 @@ impl Zone {
         self.empty_non_terminals.contains(n)
     }
 
+    fn exists(&self, n: &LowerName) -> bool {
+        self.nodes.contains_key(n)
+            || self.geo.contains_key(n)
+            || self.empty_non_terminals.contains(n)
+    }
+
+    /// The delegation point at or above `n` (the highest: a cut occludes
+    /// what is below it), if `n` is not in this zone's authority.
+    pub fn cut_above(&self, n: &Name) -> Option<Name> {
+        if self.cuts.is_empty() {
+            return None;
+        }
+        let apex_labels = self.name.labels();
+        let labels = n.labels();
+        (apex_labels + 1..=labels).find_map(|keep| {
+            let candidate = n.trim_to(usize::from(keep));
+            self.cuts
+                .contains(&LowerName::new(&candidate))
+                .then_some(candidate)
+        })
+    }
+
+    /// The DNAME strictly above `n` and its target (RFC 6672 §2.2: a DNAME
+    /// redirects the names below its owner, not the owner itself).
+    pub fn dname_above(&self, n: &Name) -> Option<(&Record, Name)> {
+        if self.dnames.is_empty() {
+            return None;
+        }
+        let apex_labels = self.name.labels();
+        (apex_labels..n.labels()).find_map(|keep| {
+            let candidate = LowerName::new(&n.trim_to(usize::from(keep)));
+            if !self.dnames.contains(&candidate) {
+                return None;
+            }
+            let record = self
+                .nodes
+                .get(&candidate)
+                .and_then(|node| node.get(RecordType::DNAME))
+                .and_then(|s| s.first())?;
+            // hickory has no DNAME type: its data is the target's wire form.
+            let RData::Unknown { rdata, .. } = &record.data else {
+                return None;
+            };
+            let target = Name::read(&mut BinDecoder::new(&rdata.anything)).ok()?;
+            Some((record, target))
+        })
+    }
+
+    /// What `n` is here, wildcards applied (RFC 4592 §3.3.1: only when `n`
+    /// does not exist, from the closest encloser's `*` child).
+    pub fn find(&self, n: &LowerName) -> Found<'_> {
+        if let Some(g) = self.geo.get(n) {
+            return Found::Geo(g);
+        }
+        if let Some(node) = self.nodes.get(n) {
+            return Found::Node(node);
+        }
+        if self.empty_non_terminals.contains(n) {
+            return Found::EmptyNonTerminal;
+        }
+        if !self.wildcards {
+            return Found::Nothing;
+        }
+        let name = Name::from(n.clone());
+        let apex_labels = self.name.labels();
+        // The closest encloser: the longest ancestor that exists.
+        let mut keep = name.labels();
+        while keep > apex_labels {
+            keep -= 1;
+            let encloser = name.trim_to(usize::from(keep));
+            if self.exists(&LowerName::new(&encloser)) || keep == apex_labels {
+                let Ok(star) = encloser.prepend_label("*") else {
+                    return Found::Nothing;
+                };
+                let star = LowerName::new(&star);
+                if let Some(g) = self.geo.get(&star) {
+                    return Found::WildcardGeo(g);
+                }
+                return match self.nodes.get(&star) {
+                    Some(node) => Found::Wildcard(node),
+                    None => Found::Nothing,
+                };
+            }
+        }
+        Found::Nothing
+    }
+
+    /// The apex SOA, as an answer.
+    pub fn soa(&self) -> &Record {
+        &self.soa
+    }
+
     /// The SOA for a negative answer: its TTL is the lesser of the record's
-    /// and the zone's minimum (RFC 2308).
+    /// and the zone's minimum (RFC 2308 §3).
     pub fn negative_soa(&self) -> Record {
         let mut soa = self.soa.clone();
         if let RData::SOA(s) = &soa.data {
             soa.ttl = soa.ttl.min(s.minimum);
         }
         soa
+    }
+
+    /// A and AAAA records of `n` held in this zone (glue and additional
+    /// data; geo names and wildcards are not looked at).
+    pub fn addresses(&self, n: &Name) -> impl Iterator<Item = &Record> {
+        let node = self.nodes.get(&LowerName::new(n));
+        [RecordType::A, RecordType::AAAA]
+            .into_iter()
+            .filter_map(move |t| node.and_then(|nd| nd.get(t)))
+            .flatten()
     }
 }
 

@@ -33,11 +33,21 @@ pub enum AllSitesDown {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Zone {
     pub name: String,
+    /// Default TTL of records that give none (seconds).
     pub ttl: u32,
     pub soa: Soa,
+    /// The apex NS set (from `ns` and the zone file's apex NS records).
     pub ns: Vec<String>,
+    /// The RFC 1035 master file the zone's records come from, if any
+    /// (`records` are added to what it holds).
+    pub file: Option<PathBuf>,
+    /// Every record but the apex SOA and NS: one TTL per RRset (the
+    /// lowest), duplicates removed.
     pub records: Vec<Record>,
     pub geo: Vec<GeoRecord>,
+    /// What `edge check` warns about (RRsets whose TTLs differed).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -52,63 +62,9 @@ pub struct Soa {
     pub minimum: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Record {
-    /// Absolute owner name.
-    pub name: String,
-    pub ttl: u32,
-    pub data: RecordData,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "UPPERCASE")]
-pub enum RecordData {
-    A {
-        address: Ipv4Addr,
-    },
-    Aaaa {
-        address: Ipv6Addr,
-    },
-    Cname {
-        target: String,
-    },
-    Ns {
-        target: String,
-    },
-    Txt {
-        strings: Vec<String>,
-    },
-    Mx {
-        preference: u16,
-        exchange: String,
-    },
-    Srv {
-        priority: u16,
-        weight: u16,
-        port: u16,
-        target: String,
-    },
-    Caa {
-        critical: bool,
-        tag: String,
-        value: String,
-    },
-}
-
-impl RecordData {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            RecordData::A { .. } => "A",
-            RecordData::Aaaa { .. } => "AAAA",
-            RecordData::Cname { .. } => "CNAME",
-            RecordData::Ns { .. } => "NS",
-            RecordData::Txt { .. } => "TXT",
-            RecordData::Mx { .. } => "MX",
-            RecordData::Srv { .. } => "SRV",
-            RecordData::Caa { .. } => "CAA",
-        }
-    }
-}
+/// A record: owner, TTL, type and data, in presentation and wire form
+/// (see [`crate::zonefile`]).
+pub type Record = crate::zonefile::ZoneRecord;
 
 /// A name answered with the best site(s) for the client.
 #[derive(Debug, Clone, PartialEq, Serialize)]

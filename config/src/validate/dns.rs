@@ -11,14 +11,15 @@ use toml::Spanned;
 use super::fields::dns_name_ok;
 use super::Checker;
 use crate::model::{
-    AllSitesDown, CidrLocation, Dns, DnsSite, GeoPolicy, GeoRecord, Location, Locator, Record,
-    RecordData, Rrl, SiteHealth, Soa, StatusRange, Zone,
+    AllSitesDown, CidrLocation, Dns, DnsSite, GeoPolicy, GeoRecord, Location, Locator, Record, Rrl,
+    SiteHealth, Soa, StatusRange, Zone,
 };
 use crate::raw::{
     RawCidrLocation, RawDns, RawDnsSite, RawGeo, RawLocator, RawRecord, RawRrl, RawSiteHealth,
     RawZone,
 };
 use crate::source::join_key;
+use crate::zonefile;
 
 pub(super) fn dns(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option<Dns> {
     let raw: RawDns = ck.deser(value)?;
@@ -160,6 +161,7 @@ fn zone_item(
     let span = raw.span();
     let RawZone {
         name,
+        file,
         ttl: zone_ttl,
         soa,
         ns,
@@ -194,9 +196,38 @@ fn zone_item(
     }
     let default_ttl = ttl(ck, &zone_ttl, zp, "ttl", 300);
 
-    let soa = match soa {
-        Some(s) => {
+    // The master file first: its SOA and apex NS, and its records.
+    let mut scanned = zonefile::Scanned::default();
+    let mut scanned_failed = false;
+    let mut file_path = None;
+    if let Some(f) = &file {
+        let path = ck.base_dir().join(f.get_ref());
+        match zonefile::load(&path, &zone, default_ttl) {
+            Ok(s) => scanned = s,
+            Err(e) => {
+                scanned_failed = true;
+                ck.error(
+                    f.span(),
+                    join_key(zp, "file"),
+                    format!("zone file {e}"),
+                    Some("an RFC 1035 master file"),
+                );
+            }
+        }
+        file_path = Some(path);
+    }
+
+    let soa = match (soa, scanned.soa.take()) {
+        (Some(s), from_file) => {
             let sp = join_key(zp, "soa");
+            if from_file.is_some() {
+                ck.error(
+                    s.span(),
+                    sp.clone(),
+                    "the zone file has an SOA already",
+                    Some("the SOA in one place: the file or `soa`"),
+                );
+            }
             let s = s.into_inner();
             let mname = target_name(
                 ck,
@@ -223,7 +254,26 @@ fn zone_item(
                 minimum: secs(ck, &s.minimum, &sp, "minimum", 60),
             }
         }
-        None => {
+        (None, Some(f)) => Soa {
+            mname: f.mname,
+            rname: f.rname,
+            serial: f.serial,
+            refresh: f.refresh,
+            retry: f.retry,
+            expire: f.expire,
+            minimum: f.minimum,
+        },
+        (None, None) => {
+            if let Some(f) = &file {
+                if !scanned_failed {
+                    ck.error(
+                        f.span(),
+                        join_key(zp, "file"),
+                        format!("the zone file has no SOA record at {zone}"),
+                        Some("an SOA record at the zone apex"),
+                    );
+                }
+            }
             let first_ns = ns.first().map(|n| absolute(n.get_ref(), &zone));
             Soa {
                 mname: first_ns.unwrap_or_else(|| format!("ns1.{zone}")),
@@ -240,37 +290,133 @@ fn zone_item(
     let mut ns_names = Vec::new();
     for (i, n) in ns.iter().enumerate() {
         if let Some(t) = target_name(ck, n.get_ref(), n.span(), &format!("{zp}.ns[{i}]"), &zone) {
-            ns_names.push(t);
+            if !ns_names.contains(&t) {
+                ns_names.push(t);
+            }
         }
     }
-    if ns_names.is_empty() {
+    // Every record, the file's then the table's, with where it came from.
+    let mut all: Vec<(Record, std::ops::Range<usize>, String)> = Vec::new();
+    let file_span = file.as_ref().map_or(span.clone(), |f| f.span());
+    for r in scanned.records {
+        let at = join_key(zp, "file");
+        all.push((r, file_span.clone(), at));
+    }
+    for (i, r) in records.into_iter().enumerate() {
+        let rp = format!("{zp}.records[{i}]");
+        if let Some(rec) = record(ck, &rp, r.into_inner(), &zone, default_ttl) {
+            all.push((rec.0, rec.1, rp));
+        }
+    }
+    let mut out_records: Vec<Record> = Vec::new();
+    for (rec, rspan, rp) in all {
+        let here = if rec.origin.is_empty() {
+            rec.name.clone()
+        } else {
+            format!("{} ({})", rec.name, rec.origin)
+        };
+        if !in_zone(&rec.name, &zone) {
+            ck.error(
+                rspan,
+                rp,
+                format!("{here} is outside zone {zone}"),
+                Some(&format!("names within {zone}")),
+            );
+            continue;
+        }
+        if rec.wire.rtype == 6 {
+            if rec.name != zone {
+                ck.error(
+                    rspan,
+                    rp,
+                    format!("{here}: an SOA below the apex"),
+                    Some("the SOA at the zone apex only"),
+                );
+            }
+            continue;
+        }
+        if rec.wire.rtype == 2 && rec.name == zone {
+            let target = rec.value.to_ascii_lowercase();
+            if !ns_names.contains(&target) {
+                ns_names.push(target);
+            }
+            continue;
+        }
+        if out_records.iter().any(|o| {
+            o.name == rec.name && o.wire.rtype == rec.wire.rtype && o.wire.rdata == rec.wire.rdata
+        }) {
+            // RFC 2181 §5: an RRset holds no duplicates; served once.
+            continue;
+        }
+        // RFC 1034 §3.6.2 / RFC 2181 §10.1: a CNAME is alone at its name
+        // (DNSSEC types aside) and never at the apex; RFC 6672: one DNAME.
+        let dnssec = |t: u16| matches!(t, 46 | 47 | 50);
+        let cname_clash = out_records.iter().any(|o| {
+            o.name == rec.name
+                && !dnssec(o.wire.rtype)
+                && !dnssec(rec.wire.rtype)
+                && (o.wire.rtype == 5) != (rec.wire.rtype == 5)
+                || (o.name == rec.name && o.wire.rtype == 5 && rec.wire.rtype == 5)
+        });
+        if cname_clash || (rec.wire.rtype == 5 && rec.name == zone) {
+            ck.error(
+                rspan,
+                rp,
+                format!("{here} has a CNAME and other data"),
+                Some("a CNAME alone at its name (and never at the zone apex)"),
+            );
+            continue;
+        }
+        if rec.wire.rtype == 39
+            && out_records
+                .iter()
+                .any(|o| o.name == rec.name && o.wire.rtype == 39)
+        {
+            ck.error(
+                rspan,
+                rp,
+                format!("{here} has two DNAMEs"),
+                Some("one DNAME at a name"),
+            );
+            continue;
+        }
+        out_records.push(rec);
+    }
+    if ns_names.is_empty() && !scanned_failed {
         ck.error(
             span.clone(),
             join_key(zp, "ns"),
             "a zone needs at least one name server",
-            Some("ns = [\"ns1.cdn.example.\"]"),
+            Some("ns = [\"ns1.cdn.example.\"], or NS records at the apex of the zone file"),
         );
     }
-
-    let mut out_records: Vec<Record> = Vec::new();
-    for (i, r) in records.into_iter().enumerate() {
-        let rp = format!("{zp}.records[{i}]");
-        if let Some(rec) = record(ck, &rp, r.into_inner(), &zone, default_ttl) {
-            let is_cname = matches!(rec.data, RecordData::Cname { .. });
-            let clash = out_records.iter().any(|o| {
-                o.name == rec.name && (is_cname || matches!(o.data, RecordData::Cname { .. }))
-            });
-            if clash || (is_cname && rec.name == zone) {
-                ck.error(
-                    span.clone(),
-                    rp,
-                    format!("{} has a CNAME and other data", rec.name),
-                    Some("a CNAME alone at its name (and never at the zone apex)"),
-                );
-                continue;
-            }
-            out_records.push(rec);
+    // One TTL per RRset (RFC 2181 §5.2): the lowest, and a warning.
+    let mut warnings = Vec::new();
+    let mut seen: Vec<(String, u16)> = Vec::new();
+    for i in 0..out_records.len() {
+        let key = (out_records[i].name.clone(), out_records[i].wire.rtype);
+        if seen.contains(&key) {
+            continue;
         }
+        let ttls: Vec<u32> = out_records
+            .iter()
+            .filter(|r| r.name == key.0 && r.wire.rtype == key.1)
+            .map(|r| r.ttl)
+            .collect();
+        let min = ttls.iter().copied().min().unwrap_or(0);
+        if ttls.iter().any(|&t| t != min) {
+            warnings.push(format!(
+                "zone {zone}: {} {} has records with different TTLs {ttls:?}; all are served with {min}",
+                key.0, out_records[i].rtype
+            ));
+            for r in out_records
+                .iter_mut()
+                .filter(|r| r.name == key.0 && r.wire.rtype == key.1)
+            {
+                r.ttl = min;
+            }
+        }
+        seen.push(key);
     }
 
     let mut geo_records: Vec<GeoRecord> = Vec::new();
@@ -297,12 +443,12 @@ fn zone_item(
         ttl: default_ttl,
         soa,
         ns: ns_names,
+        file: file_path,
         records: out_records,
         geo: geo_records,
+        warnings,
     })
 }
-
-const RECORD_TYPES: &str = "A, AAAA, CNAME, NS, TXT, MX, SRV or CAA";
 
 fn record(
     ck: &mut Checker<'_>,
@@ -310,7 +456,7 @@ fn record(
     raw: RawRecord,
     zone: &str,
     default_ttl: u32,
-) -> Option<Record> {
+) -> Option<(Record, std::ops::Range<usize>)> {
     let RawRecord {
         name,
         rtype,
@@ -318,150 +464,69 @@ fn record(
         ttl: record_ttl,
     } = raw;
     let owner = checked_name(ck, &name, &join_key(rp, "name"), zone);
-    let vp = join_key(rp, "value");
-    let text = value.get_ref().trim();
-    let span = value.span();
-    let bad = |ck: &mut Checker<'_>, expected: &str| {
+    let record_ttl = ttl(ck, &record_ttl, rp, "ttl", default_ttl);
+    let kind = rtype.get_ref().trim().to_ascii_uppercase();
+    if kind.is_empty() || !kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         ck.error(
-            span.clone(),
-            vp.clone(),
-            format!(
-                "{text:?} is not a valid {} value",
-                rtype.get_ref().to_ascii_uppercase()
-            ),
-            Some(expected),
+            rtype.span(),
+            join_key(rp, "type"),
+            format!("{:?} is not a record type", rtype.get_ref()),
+            Some("a type mnemonic (A, MX, TXT, SVCB, …) or TYPE<number>"),
         );
-        None
+        return None;
+    }
+    let text = value.get_ref().trim();
+    // TXT given as plain text is one string (split in 255-byte pieces),
+    // as this table always took it; quoted strings are zone-file syntax.
+    let text = if kind == "TXT" && !text.starts_with('"') {
+        txt_quoted(text)
+    } else {
+        text.to_string()
     };
-    let parts: Vec<&str> = text.split_whitespace().collect();
-    let data = match rtype.get_ref().to_ascii_uppercase().as_str() {
-        "A" => match text.parse::<Ipv4Addr>() {
-            Ok(address) => Some(RecordData::A { address }),
-            Err(_) => bad(ck, "an IPv4 address"),
-        },
-        "AAAA" => match text.parse::<Ipv6Addr>() {
-            Ok(address) => Some(RecordData::Aaaa { address }),
-            Err(_) => bad(ck, "an IPv6 address"),
-        },
-        "CNAME" => target_name(ck, text, span.clone(), &vp, zone)
-            .map(|target| RecordData::Cname { target }),
-        "NS" => {
-            target_name(ck, text, span.clone(), &vp, zone).map(|target| RecordData::Ns { target })
-        }
-        "TXT" => match txt_strings(text) {
-            Some(strings) => Some(RecordData::Txt { strings }),
-            None => bad(ck, "text, or quoted strings of at most 255 bytes each"),
-        },
-        "MX" => match parts.as_slice() {
-            [pref, exchange] => match pref.parse::<u16>() {
-                Ok(preference) => {
-                    target_name(ck, exchange, span.clone(), &vp, zone).map(|exchange| {
-                        RecordData::Mx {
-                            preference,
-                            exchange,
-                        }
-                    })
-                }
-                Err(_) => bad(
-                    ck,
-                    "\"<preference> <exchange>\", e.g. \"10 mail.example.com.\"",
-                ),
-            },
-            _ => bad(
-                ck,
-                "\"<preference> <exchange>\", e.g. \"10 mail.example.com.\"",
-            ),
-        },
-        "SRV" => {
-            const SRV: &str =
-                "\"<priority> <weight> <port> <target>\", e.g. \"10 5 443 edge.example.com.\"";
-            match parts.as_slice() {
-                [pr, w, port, target] => {
-                    match (pr.parse::<u16>(), w.parse::<u16>(), port.parse::<u16>()) {
-                        (Ok(priority), Ok(weight), Ok(port)) => {
-                            target_name(ck, target, span.clone(), &vp, zone).map(|target| {
-                                RecordData::Srv {
-                                    priority,
-                                    weight,
-                                    port,
-                                    target,
-                                }
-                            })
-                        }
-                        _ => bad(ck, SRV),
-                    }
-                }
-                _ => bad(ck, SRV),
-            }
-        }
-        "CAA" => {
-            const CAA: &str =
-                "\"<flags> <tag> \\\"<value>\\\"\", e.g. \"0 issue \\\"letsencrypt.org\\\"\"";
-            let mut it = text.splitn(3, char::is_whitespace);
-            match (it.next(), it.next(), it.next()) {
-                (Some(flags), Some(tag), Some(value)) => match flags.parse::<u8>() {
-                    Ok(f)
-                        if ["issue", "issuewild", "iodef"]
-                            .contains(&tag.to_ascii_lowercase().as_str()) =>
-                    {
-                        Some(RecordData::Caa {
-                            critical: f & 0x80 != 0,
-                            tag: tag.to_ascii_lowercase(),
-                            value: value.trim().trim_matches('"').to_string(),
-                        })
-                    }
-                    _ => bad(ck, CAA),
-                },
-                _ => bad(ck, CAA),
-            }
-        }
-        _ => {
+    let owner = owner?;
+    match zonefile::record(&owner, record_ttl, &kind, &text, zone) {
+        Ok(r) => Some((r, value.span())),
+        Err(e) => {
             ck.error(
-                rtype.span(),
-                join_key(rp, "type"),
-                format!("unknown record type {:?}", rtype.get_ref()),
-                Some(RECORD_TYPES),
+                value.span(),
+                join_key(rp, "value"),
+                format!("{:?} is not a valid {kind} value: {e}", value.get_ref()),
+                Some(&format!("{kind} record data in zone-file syntax")),
             );
             None
         }
-    };
-    Some(Record {
-        name: owner?,
-        ttl: ttl(ck, &record_ttl, rp, "ttl", default_ttl),
-        data: data?,
-    })
+    }
 }
 
-/// TXT: one unquoted string, or several `"quoted"` strings.
-fn txt_strings(text: &str) -> Option<Vec<String>> {
-    if !text.starts_with('"') {
-        return (text.len() <= 255).then(|| vec![text.to_string()]);
-    }
+/// Plain text as TXT character-strings: quoted, escaped, 255 bytes each.
+fn txt_quoted(text: &str) -> String {
     let mut out = Vec::new();
-    let mut chars = text.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
+    let mut piece = String::new();
+    let mut len = 0;
+    for c in text.chars() {
+        let n = c.len_utf8();
+        if len + n > 255 {
+            out.push(format!("\"{piece}\""));
+            piece.clear();
+            len = 0;
         }
-        match chars.next() {
-            None => break,
-            Some('"') => {}
-            Some(_) => return None,
-        }
-        let mut s = String::new();
-        loop {
-            match chars.next()? {
-                '\\' => s.push(chars.next()?),
-                '"' => break,
-                c => s.push(c),
+        match c {
+            '"' | '\\' => {
+                piece.push('\\');
+                piece.push(c);
+            }
+            c if c.is_ascii_graphic() || c == ' ' => piece.push(c),
+            c => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    piece.push_str(&format!("\\{b:03}"));
+                }
             }
         }
-        if s.len() > 255 {
-            return None;
-        }
-        out.push(s);
+        len += n;
     }
-    (!out.is_empty()).then_some(out)
+    out.push(format!("\"{piece}\""));
+    out.join(" ")
 }
 
 fn geo_item(

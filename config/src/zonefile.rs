@@ -1,0 +1,467 @@
+//! RFC 1035 §5 master files ("zone files") and the record values of the
+//! TOML `records` table, through one scanner: NLnet Labs' `domain`
+//! (`$ORIGIN`, `$TTL`, `$INCLUDE`, relative names, `@`, parentheses,
+//! comments, `\DDD` escapes, every record type it knows and any other in
+//! RFC 3597 generic form `\# <len> <hex>`). A record comes out with its owner
+//! and data in uncompressed wire form, which the DNS server decodes, and in
+//! presentation form for `/config` and messages: what `edge check` accepts
+//! is exactly what `edge run` loads.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use domain::base::iana::Class;
+use domain::base::name::{Name, ToName};
+use domain::base::rdata::ComposeRecordData;
+use domain::base::RecordData as _;
+use domain::rdata::ZoneRecordData;
+use domain::zonefile::inplace::{Entry, Zonefile};
+use serde::Serialize;
+
+/// The largest zone file edge reads, with its includes (bytes).
+pub const MAX_ZONE_FILE_BYTES: u64 = 256 << 20;
+/// How deep `$INCLUDE`s may nest.
+const MAX_INCLUDE_DEPTH: usize = 8;
+
+/// One resource record of a zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ZoneRecord {
+    /// Absolute owner name, presentation form (`www.example.`).
+    pub name: String,
+    pub ttl: u32,
+    /// The type's mnemonic (`MX`), or `TYPE<n>` for one without.
+    #[serde(rename = "type")]
+    pub rtype: String,
+    /// The record data in presentation form.
+    pub value: String,
+    /// Where it was read (`file:line`, or the TOML key path).
+    #[serde(skip)]
+    pub origin: String,
+    #[serde(skip)]
+    pub wire: WireRecord,
+}
+
+/// A record in wire form: owner (uncompressed labels), type, data.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WireRecord {
+    pub owner: Vec<u8>,
+    pub rtype: u16,
+    pub rdata: Vec<u8>,
+}
+
+/// SOA fields, from a zone file's apex SOA record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoaFields {
+    pub mname: String,
+    pub rname: String,
+    pub serial: u32,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    pub minimum: u32,
+}
+
+/// A problem in a zone file or a record value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneFileError {
+    /// The file (absent for a TOML record value).
+    pub file: Option<PathBuf>,
+    /// 1-based; 0 when not at a line (an unreadable file).
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for ZoneFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), 0) => write!(f, "{}: {}", file.display(), self.message),
+            (Some(file), l) => write!(
+                f,
+                "{}:{l}:{}: {}",
+                file.display(),
+                self.column,
+                self.message
+            ),
+            (None, _) => f.write_str(&self.message),
+        }
+    }
+}
+
+/// What a scan produced.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    pub records: Vec<ZoneRecord>,
+    pub soa: Option<SoaFields>,
+}
+
+/// Reads zone file `path` (and its `$INCLUDE`s) for zone `origin`
+/// (absolute, `example.`); records without a TTL and no `$TTL` before them
+/// get `default_ttl` (seconds).
+pub fn load(path: &Path, origin: &str, default_ttl: u32) -> Result<Scanned, ZoneFileError> {
+    let mut out = Scanned::default();
+    let mut budget = MAX_ZONE_FILE_BYTES;
+    load_into(path, origin, default_ttl, 0, &mut budget, &mut out)?;
+    Ok(out)
+}
+
+fn file_error(path: &Path, line: usize, column: usize, message: String) -> ZoneFileError {
+    ZoneFileError {
+        file: Some(path.to_path_buf()),
+        line,
+        column,
+        message,
+    }
+}
+
+fn load_into(
+    path: &Path,
+    origin: &str,
+    default_ttl: u32,
+    depth: usize,
+    budget: &mut u64,
+    out: &mut Scanned,
+) -> Result<(), ZoneFileError> {
+    let refuse = |m: String| file_error(path, 0, 0, m);
+    let meta = std::fs::metadata(path).map_err(|e| refuse(format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(refuse("not a regular file".to_string()));
+    }
+    if meta.len() > *budget {
+        return Err(refuse(format!(
+            "zone data larger than {MAX_ZONE_FILE_BYTES} bytes"
+        )));
+    }
+    *budget -= meta.len();
+    let text = std::fs::read_to_string(path).map_err(|e| refuse(format!("cannot read: {e}")))?;
+    let includes = scan(
+        &text,
+        origin,
+        default_ttl,
+        &path.display().to_string(),
+        |line, column, message| file_error(path, line, column, message),
+        out,
+    )?;
+    for (line, include, include_origin) in includes {
+        if depth + 1 >= MAX_INCLUDE_DEPTH {
+            return Err(file_error(
+                path,
+                line,
+                1,
+                format!("$INCLUDE nested deeper than {MAX_INCLUDE_DEPTH}"),
+            ));
+        }
+        let target = match Path::new(&include) {
+            p if p.is_absolute() => p.to_path_buf(),
+            p => path.parent().unwrap_or(Path::new(".")).join(p),
+        };
+        let sub_origin = include_origin.unwrap_or_else(|| origin.to_string());
+        load_into(&target, &sub_origin, default_ttl, depth + 1, budget, out).map_err(|e| {
+            if e.line == 0 {
+                file_error(
+                    path,
+                    line,
+                    1,
+                    format!("$INCLUDE {}: {}", include, e.message),
+                )
+            } else {
+                e
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Scans one record value of the TOML `records` table: `owner ttl IN type
+/// value` with `origin` for relative names.
+pub fn record(
+    owner: &str,
+    ttl: u32,
+    rtype: &str,
+    value: &str,
+    origin: &str,
+) -> Result<ZoneRecord, String> {
+    // One entry per line: a value with a line break would be two entries.
+    if value.contains(['\n', '\r']) || owner.contains(['\n', '\r', ' ', '\t', ';']) {
+        return Err("one line only".to_string());
+    }
+    let text = format!("{owner} {ttl} IN {rtype} {value}\n");
+    let mut out = Scanned::default();
+    let includes = scan(
+        &text,
+        origin,
+        ttl,
+        "",
+        |_, _, message| ZoneFileError {
+            file: None,
+            line: 0,
+            column: 0,
+            message,
+        },
+        &mut out,
+    )
+    .map_err(|e| e.message)?;
+    if !includes.is_empty() {
+        return Err("not a record".to_string());
+    }
+    match (out.records.len(), out.records.pop()) {
+        (1, Some(r)) => Ok(r),
+        _ => Err("expected exactly one record".to_string()),
+    }
+}
+
+/// Scans `text`; returns the `$INCLUDE`s found (line, path, origin), to be
+/// read after it.
+fn scan(
+    text: &str,
+    origin: &str,
+    default_ttl: u32,
+    where_: &str,
+    error: impl Fn(usize, usize, String) -> ZoneFileError,
+    out: &mut Scanned,
+) -> Result<Vec<(usize, String, Option<String>)>, ZoneFileError> {
+    let origin_name: Name<Bytes> = origin
+        .parse()
+        .map_err(|e| error(0, 0, format!("zone name {origin:?}: {e}")))?;
+    // `$TTL` first so records without a TTL take the zone's default; its
+    // line is not the file's, hence the `- 1` below.
+    let buf = format!("$TTL {default_ttl}\n{}", expand_at(text, origin));
+    let mut zone = Zonefile::with_capacity(buf.len());
+    zone.extend_from_slice(buf.as_bytes());
+    zone.set_origin(origin_name.clone());
+    zone.set_default_class(Class::IN);
+    let mut includes = Vec::new();
+    let lines = entry_lines(text);
+    let mut entries = 0usize;
+    loop {
+        let line_now = lines.get(entries).copied().unwrap_or(0);
+        let entry = match zone.next_entry() {
+            Ok(Some(e)) => e,
+            Ok(None) => break,
+            Err(e) => {
+                let shown = e.to_string();
+                let mut parts = shown.splitn(3, ':');
+                let line = parts.next().and_then(|l| l.trim().parse::<usize>().ok());
+                let col = parts.next().and_then(|c| c.trim().parse::<usize>().ok());
+                // The scanner reports where it stopped, which can be past
+                // the entry's end: the entry's own first line is ours.
+                let (line, col, msg) = match (line, col, parts.next()) {
+                    (Some(l), Some(c), Some(m)) if line_now == 0 => {
+                        (l.saturating_sub(1).max(1), c, m.trim().to_string())
+                    }
+                    (Some(_), Some(_), Some(m)) => (line_now, 1, m.trim().to_string()),
+                    _ => (line_now.max(1), 1, shown.clone()),
+                };
+                return Err(error(line, col, msg));
+            }
+        };
+        entries += 1;
+        match entry {
+            Entry::Include { path, origin } => {
+                includes.push((
+                    line_now,
+                    path.to_string(),
+                    origin.map(|o| o.to_string()).map(|o| {
+                        if o.ends_with('.') {
+                            o
+                        } else {
+                            format!("{o}.")
+                        }
+                    }),
+                ));
+            }
+            Entry::Record(r) => {
+                if r.class() != Class::IN {
+                    return Err(error(
+                        line_now,
+                        1,
+                        format!("class {} (edge serves class IN only)", r.class()),
+                    ));
+                }
+                let mut owner = Vec::new();
+                r.owner()
+                    .compose(&mut owner)
+                    .map_err(|_| error(line_now, 1, "owner name too long".to_string()))?;
+                let mut rdata = Vec::new();
+                r.data()
+                    .compose_rdata(&mut rdata)
+                    .map_err(|_| error(line_now, 1, "record data too long".to_string()))?;
+                if rdata.len() > usize::from(u16::MAX) {
+                    return Err(error(line_now, 1, "record data too long".to_string()));
+                }
+                let name = presentation_name(&r.owner().to_string());
+                if let ZoneRecordData::Soa(soa) = r.data() {
+                    if r.owner().name_eq(&origin_name) && out.soa.is_none() {
+                        out.soa = Some(SoaFields {
+                            mname: presentation_name(&soa.mname().to_string()),
+                            rname: presentation_name(&soa.rname().to_string()),
+                            serial: soa.serial().into_int(),
+                            refresh: soa.refresh().as_secs(),
+                            retry: soa.retry().as_secs(),
+                            expire: soa.expire().as_secs(),
+                            minimum: soa.minimum().as_secs(),
+                        });
+                    }
+                }
+                out.records.push(ZoneRecord {
+                    name,
+                    ttl: r.ttl().as_secs(),
+                    rtype: r.data().rtype().to_string(),
+                    value: root_names(&r.data().to_string()),
+                    origin: if where_.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{where_}:{line_now}")
+                    },
+                    wire: WireRecord {
+                        owner,
+                        rtype: r.data().rtype().to_int(),
+                        rdata,
+                    },
+                });
+            }
+        }
+    }
+    Ok(includes)
+}
+
+/// The scanner shows a root name in record data as `..`; it is `.`.
+fn root_names(value: &str) -> String {
+    value
+        .split(' ')
+        .map(|t| if t == ".." { "." } else { t })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Absolute presentation form, lower-case (names compare without case).
+fn presentation_name(s: &str) -> String {
+    let s = s.to_ascii_lowercase();
+    if s.ends_with('.') {
+        s
+    } else {
+        format!("{s}.")
+    }
+}
+
+/// `text` with every `@` that stands alone as a token (outside quotes and
+/// comments) replaced by the origin in effect there (RFC 1035 §5.1: `@`
+/// is the current origin wherever a name goes, record data included;
+/// the scanner knows it only as an owner). Lines are kept as they are.
+fn expand_at(text: &str, origin: &str) -> String {
+    let mut origin = origin.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut quoted = false;
+    for line in text.split_inclusive('\n') {
+        if !quoted && line.len() >= 7 && line[..7].eq_ignore_ascii_case("$ORIGIN") {
+            if let Some(name) = line[7..].split(';').next().map(str::trim) {
+                if !name.is_empty() && name != "@" {
+                    origin = if name.ends_with('.') {
+                        name.to_string()
+                    } else {
+                        format!("{name}.{origin}")
+                    };
+                }
+            }
+            out.push_str(line);
+            continue;
+        }
+        let chars: Vec<char> = line.chars().collect();
+        let mut i = 0;
+        let mut comment = false;
+        while i < chars.len() {
+            let c = chars[i];
+            if comment {
+                out.push(c);
+                i += 1;
+                continue;
+            }
+            match c {
+                '\\' => {
+                    out.push(c);
+                    if let Some(&n) = chars.get(i + 1) {
+                        out.push(n);
+                    }
+                    i += 2;
+                    continue;
+                }
+                '"' => quoted = !quoted,
+                ';' if !quoted => comment = true,
+                '@' if !quoted => {
+                    let boundary = |c: Option<&char>| {
+                        c.is_none_or(|c| c.is_whitespace() || *c == '(' || *c == ')')
+                    };
+                    if boundary(i.checked_sub(1).and_then(|p| chars.get(p)))
+                        && boundary(chars.get(i + 1))
+                    {
+                        out.push_str(&origin);
+                        i += 1;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The 1-based line each entry of `text` starts on, in order: records and
+/// `$INCLUDE`s (the scanner's entries; `$ORIGIN` and `$TTL` are not),
+/// following RFC 1035 §5.1 syntax: parentheses continue an entry over
+/// lines, `;` starts a comment, `"` quotes, `\` escapes one character.
+fn entry_lines(text: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut quoted = false;
+    for (i, line) in text.lines().enumerate() {
+        if depth == 0 && !quoted {
+            let t = line.trim_start();
+            let content = !t.is_empty() && !t.starts_with(';');
+            let directive = t.starts_with('$') && line.starts_with('$');
+            if content
+                && (!directive
+                    || t.get(..8)
+                        .is_some_and(|d| d.eq_ignore_ascii_case("$INCLUDE")))
+            {
+                out.push(i + 1);
+            }
+        }
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => quoted = !quoted,
+                ';' if !quoted => break,
+                '(' if !quoted => depth += 1,
+                ')' if !quoted => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_values_in_presentation_form() {
+        let r = record("www", 300, "MX", "10 mail", "example.").unwrap();
+        assert_eq!(r.name, "www.example.");
+        assert_eq!(r.rtype, "MX");
+        assert_eq!(r.value, "10 mail.example.");
+        assert_eq!(r.wire.rtype, 15);
+        assert_eq!(r.wire.rdata, b"\x00\x0a\x04mail\x07example\x00");
+        let r = record("@", 60, "TYPE65280", "\\# 3 abcdef", "example.").unwrap();
+        assert_eq!(r.wire.rtype, 65280);
+        assert_eq!(r.wire.rdata, [0xab, 0xcd, 0xef]);
+        assert!(record("www", 60, "A", "10.0.0", "example.").is_err());
+        assert!(record("www", 60, "A", "10.0.0.1\nevil 60 IN A 1.2.3.4", "example.").is_err());
+    }
+}
