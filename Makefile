@@ -49,7 +49,7 @@ bench: deps-bench
 FUZZ_SECONDS ?= 60
 fuzz: deps-build
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
-	cd fuzz && for t in http1_head normalize; do \
+	cd fuzz && for t in http1_head normalize dns_answer; do \
 	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 

@@ -19,6 +19,7 @@ need_cmd cc gcc
 need_cmd make make
 if [[ $want == test || $want == bench ]]; then
   need_cmd redis-server redis-server
+  need_cmd dig bind9-dnsutils
 fi
 if [[ $want == bench ]]; then
   need_cmd nginx nginx

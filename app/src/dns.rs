@@ -62,7 +62,14 @@ impl DnsNode {
         remove: &[String],
         ready: Vec<ReadyDns>,
     ) -> Vec<(String, SocketAddr)> {
+        // RFC 1996: secondaries hear of a zone whose serial changed.
+        let notify = edge_dns::transfer::notifications(&self.service.state(), &state);
         self.service.install(state);
+        if let Some(rt) = self.runtime.get() {
+            for (zone, message, targets) in notify {
+                rt.spawn(edge_dns::transfer::notify(zone, message, targets));
+            }
+        }
         let mut listeners = self.listeners.lock();
         for name in remove {
             listeners.remove(name);

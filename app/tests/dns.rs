@@ -573,3 +573,142 @@ async fn zone_files_load_reload_and_a_bad_one_keeps_the_old_zone() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("files.test.zone:10"), "{text}");
 }
+
+/// Runs `dig` (BIND's, a real client that checks TSIG) against the node.
+fn dig(node: &EdgeNode, args: &[&str]) -> String {
+    let addr = node.addr("dns");
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{}", addr.ip()))
+        .args(["-p", &addr.port().to_string(), "+tries=1", "+time=5"])
+        .args(args)
+        .output()
+        .expect("dig (bind9-dnsutils; make test installs it)");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Waits for a NOTIFY on `secondary`, acknowledges it; its SOA serial.
+async fn notified(secondary: &tokio::net::UdpSocket) -> u32 {
+    let mut buf = [0u8; 512];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(10), secondary.recv_from(&mut buf))
+        .await
+        .expect("a NOTIFY")
+        .unwrap();
+    let m = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(m.metadata.op_code, hickory_proto::op::OpCode::Notify);
+    assert!(m.metadata.authoritative);
+    let mut reply = m.clone();
+    reply.metadata.message_type = hickory_proto::op::MessageType::Response;
+    reply.answers.clear();
+    secondary
+        .send_to(&reply.to_vec().unwrap(), from)
+        .await
+        .unwrap();
+    match &m.answers[0].data {
+        hickory_proto::rr::RData::SOA(s) => s.serial,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Zone transfers to the secondaries a zone names, signed with TSIG, in
+/// several messages for a large zone, IXFR answered in full or as
+/// up to date, and NOTIFY on a serial change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_transfers_with_tsig_to_allowed_secondaries_and_notify() {
+    const SECRET: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==";
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("xfr.test.zone");
+    let write_zone = |serial: u32| {
+        let mut text = format!(
+            "$ORIGIN xfr.test.\n$TTL 600\n@ SOA ns1 hostmaster {serial} 3600 600 604800 60\n  NS ns1\nns1 A 192.0.2.53\n"
+        );
+        // About 60 KB of records: several messages.
+        for i in 0..1200 {
+            text.push_str(&format!(
+                "r{i} TXT \"record number {i} of the transfer test\"\n"
+            ));
+        }
+        std::fs::write(&zone, text).unwrap();
+    };
+    write_zone(10);
+    let secondary = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\n[[listener]]\nname = \"dns\"\nkind = \"dns\"\naddress = \"127.0.0.1:0\"\n\n[[dns.tsig_key]]\nname = \"xfr-key\"\nalgorithm = \"hmac-sha256\"\nsecret = \"{SECRET}\"\n\n[[dns.zone]]\nname = \"xfr.test.\"\nfile = \"{}\"\ntransfer = {{ allow = [\"127.0.0.1\"], key = \"xfr-key\", notify = [\"{}\"] }}\ngeo = [ {{ name = \"video\", sites = [\"ams\"] }} ]\n\n[[dns.site]]\nname = \"ams\"\nlat = 52.37\nlon = 4.90\nipv4 = [\"192.0.2.10\"]\n",
+        zone.display(),
+        secondary.local_addr().unwrap()
+    );
+    let node = EdgeNode::start(BIN, &config);
+    let key = format!("hmac-sha256:xfr-key:{SECRET}");
+
+    // NOTIFY for the zone as it is loaded.
+    assert_eq!(notified(&secondary).await, 10);
+
+    // Signed, from an allowed address: the whole zone, in several messages,
+    // every one verified by dig.
+    let out = dig(&node, &["-y", &key, "xfr.test.", "AXFR"]);
+    // dig checks each message's TSIG (";; Couldn't verify signature" else).
+    assert!(
+        !out.contains("Transfer failed") && !out.contains("verify"),
+        "{out}"
+    );
+    assert!(out.contains("r1199.xfr.test."), "{out}");
+    assert!(
+        out.contains("video.xfr.test.") && out.contains("192.0.2.10"),
+        "geo default answer: {out}"
+    );
+    let size = out
+        .lines()
+        .find(|l| l.starts_with(";; XFR size"))
+        .unwrap_or_else(|| panic!("{out}"));
+    // SOA, NS, ns1 A, 1200 TXT, video A, SOA.
+    assert!(size.contains("1205 records"), "{size}");
+    let messages: usize = size
+        .split("messages ")
+        .nth(1)
+        .and_then(|m| m.split(',').next())
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap();
+    assert!(messages >= 3, "{size}");
+
+    // Unsigned, with a wrong key, or from an address not allowed: refused.
+    for args in [
+        vec!["xfr.test.", "AXFR"],
+        vec![
+            "-y",
+            "hmac-sha256:xfr-key:d3JvbmctZnJvbmctd3JvbmctPT09PQ==",
+            "xfr.test.",
+            "AXFR",
+        ],
+        vec!["-b", "127.0.0.2", "-y", &key, "xfr.test.", "AXFR"],
+    ] {
+        let out = dig(&node, &args);
+        assert!(!out.contains("r1199.xfr.test."), "{args:?}: {out}");
+        assert!(
+            out.contains("Transfer failed")
+                || out.contains("NOTAUTH")
+                || out.contains("REFUSED")
+                || out.contains("tsig"),
+            "{args:?}: {out}"
+        );
+    }
+    // Not a zone apex.
+    let out = dig(&node, &["-y", &key, "r1.xfr.test.", "AXFR"]);
+    assert!(!out.contains("r1199.xfr.test."), "{out}");
+
+    // IXFR: from an older serial, the whole zone; from ours, the SOA.
+    let out = dig(&node, &["-y", &key, "xfr.test.", "IXFR=9"]);
+    assert!(out.contains("r1199.xfr.test."), "{out}");
+    let out = dig(&node, &["-y", &key, "xfr.test.", "IXFR=10"]);
+    assert!(
+        !out.contains("r1.xfr.test.") && out.contains("SOA"),
+        "{out}"
+    );
+
+    // A new serial on reload: NOTIFY again.
+    write_zone(11);
+    node.signal(nix::sys::signal::Signal::SIGHUP);
+    assert_eq!(notified(&secondary).await, 11);
+}

@@ -541,6 +541,26 @@ pub(crate) struct RawDns {
     pub locator: Option<S<RawLocator>>,
     pub rrl: Option<S<RawRrl>>,
     pub threads: Option<S<i64>>,
+    #[serde(default)]
+    pub tsig_key: Vec<S<RawTsigKey>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTsigKey {
+    pub name: S<String>,
+    pub algorithm: Option<S<String>>,
+    pub secret: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTransfer {
+    #[serde(default)]
+    pub allow: Vec<S<String>>,
+    pub key: Option<S<String>>,
+    #[serde(default)]
+    pub notify: Vec<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -548,6 +568,7 @@ pub(crate) struct RawDns {
 pub(crate) struct RawZone {
     pub name: S<String>,
     pub file: Option<S<String>>,
+    pub transfer: Option<S<RawTransfer>>,
     pub ttl: Option<S<i64>>,
     pub soa: Option<S<RawSoa>>,
     #[serde(default)]

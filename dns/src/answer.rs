@@ -444,6 +444,11 @@ pub fn respond(
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
         return None;
     }
+    if crate::transfer::is_transfer(packet) {
+        return crate::transfer::respond(state, packet, client, transport)
+            .into_iter()
+            .next();
+    }
     let id = u16::from_be_bytes([packet[0], packet[1]]);
     let op_code = OpCode::from_u8((packet[2] >> 3) & 0x0f);
     let rd = packet[2] & 0x01 != 0;

@@ -160,6 +160,16 @@ impl GeoName {
         }
     }
 
+    /// The sites of the answer for an unknown client, whatever their
+    /// health: the default sites, or every candidate (zone transfers).
+    pub fn default_answer(&self) -> Vec<usize> {
+        if self.defaults.is_empty() {
+            self.candidates.clone()
+        } else {
+            self.defaults.clone()
+        }
+    }
+
     /// The sites to answer with, best first; empty when no site has an
     /// address of `family`, or none is up and `fail_open` is false.
     pub fn pick(

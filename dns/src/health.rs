@@ -55,23 +55,31 @@ impl SiteState {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// The nodes to probe (a changed list starts over, all up).
+    /// The nodes to probe. A URL that was probed before keeps its state
+    /// (a reload must not bring a down node back); a new one starts up.
     pub fn set_nodes(&self, urls: &[String]) {
         let mut nodes = self.nodes.lock();
         if nodes.iter().map(|n| &n.url).eq(urls.iter()) {
             return;
         }
+        let old = std::mem::take(&mut *nodes);
         *nodes = urls
             .iter()
-            .map(|u| NodeHealth {
-                url: u.clone(),
-                up: true,
-                successes: 0,
-                failures: 0,
-                last_error: None,
+            .map(|u| {
+                old.iter()
+                    .find(|n| &n.url == u)
+                    .cloned()
+                    .unwrap_or_else(|| NodeHealth {
+                        url: u.clone(),
+                        up: true,
+                        successes: 0,
+                        failures: 0,
+                        last_error: None,
+                    })
             })
             .collect();
-        self.healthy.store(true, Ordering::Relaxed);
+        let healthy = nodes.is_empty() || nodes.iter().any(|n| n.up);
+        self.healthy.store(healthy, Ordering::Relaxed);
     }
 
     /// One probe result of node `i`. Returns the site's new health when it changed.
@@ -193,5 +201,32 @@ mod tests {
         );
         s.drained.store(true, Ordering::Relaxed);
         assert!(!s.up() && s.healthy());
+    }
+
+    #[test]
+    fn a_changed_url_list_keeps_the_state_of_the_urls_it_kept() {
+        let site = SiteState::default();
+        let (a, b, c) = (
+            "http://a/h".to_string(),
+            "http://b/h".to_string(),
+            "http://c/h".to_string(),
+        );
+        site.set_nodes(&[a.clone(), b.clone()]);
+        for i in 0..2 {
+            for _ in 0..3 {
+                site.report(i, false, 2, 2, Some("refused".into()));
+            }
+        }
+        assert!(!site.healthy());
+        // b stays (down), c is new (up): healthy through c only.
+        site.set_nodes(&[b.clone(), c.clone()]);
+        let nodes = site.nodes();
+        assert_eq!((nodes[0].url.as_str(), nodes[0].up), (b.as_str(), false));
+        assert_eq!((nodes[1].url.as_str(), nodes[1].up), (c.as_str(), true));
+        assert!(site.healthy());
+        // Only b: down, as it was.
+        site.set_nodes(std::slice::from_ref(&b));
+        assert!(!site.healthy());
+        let _ = a;
     }
 }

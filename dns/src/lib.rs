@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod rrl;
 pub mod server;
 pub mod state;
+pub mod transfer;
 pub mod zone;
 
 use std::net::IpAddr;
@@ -106,6 +107,18 @@ impl DnsService {
     /// Answers one query (see [`answer::respond`]).
     pub fn respond(&self, packet: &[u8], client: IpAddr, transport: Transport) -> Option<Vec<u8>> {
         answer::respond(&self.state.load(), packet, client, transport)
+    }
+
+    /// Answers one query over TCP: a zone transfer is several messages
+    /// (see [`transfer::respond`]).
+    pub fn respond_tcp(&self, packet: &[u8], client: IpAddr) -> Vec<Vec<u8>> {
+        let state = self.state.load();
+        if transfer::is_transfer(packet) {
+            return transfer::respond(&state, packet, client, Transport::Tcp);
+        }
+        answer::respond(&state, packet, client, Transport::Tcp)
+            .into_iter()
+            .collect()
     }
 
     pub(crate) fn observe(&self, started: Instant) {

@@ -383,15 +383,13 @@ async fn tcp_connection(
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query cut short"))??;
         let started = Instant::now();
-        let answer = service.respond(&msg, peer.ip(), Transport::Tcp);
+        let answers = service.respond_tcp(&msg, peer.ip());
         service.observe(started);
-        let Some(out) = answer else { continue };
-        let Ok(out_len) = u16::try_from(out.len()) else {
-            continue;
-        };
-        let mut framed = Vec::with_capacity(out.len() + 2);
-        framed.extend_from_slice(&out_len.to_be_bytes());
-        framed.extend_from_slice(&out);
-        stream.write_all(&framed).await?;
+        for out in answers {
+            let Some(framed) = crate::transfer::framed(&out) else {
+                continue;
+            };
+            stream.write_all(&framed).await?;
+        }
     }
 }

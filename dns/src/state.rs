@@ -33,6 +33,8 @@ pub struct DnsState {
     pub rrl: Option<Limiter>,
     pub fail_open: bool,
     pub handles: Handles,
+    /// TSIG keys zone transfers are signed and checked with.
+    pub tsig_keys: Vec<crate::transfer::Key>,
 }
 
 impl DnsState {
@@ -73,6 +75,7 @@ impl DnsState {
             rrl: cfg.rrl.as_ref().map(Limiter::new),
             fail_open: cfg.all_sites_down == AllSitesDown::FailOpen,
             handles: metrics.handles(&zone_labels, &names),
+            tsig_keys: crate::transfer::keys(&cfg.tsig_keys),
             site_states,
             sites,
         })
@@ -89,6 +92,7 @@ impl DnsState {
             rrl: None,
             fail_open: true,
             handles: metrics.handles(&[], &[]),
+            tsig_keys: Vec::new(),
         }
     }
 }

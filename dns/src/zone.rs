@@ -86,6 +86,7 @@ pub struct Zone {
     wildcards: bool,
     /// Owners of DNAME records.
     dnames: HashSet<LowerName>,
+    transfer: Option<edge_config::Transfer>,
 }
 
 /// Label counts that include a leading `*` (hickory's `num_labels` leaves
@@ -210,6 +211,7 @@ impl Zone {
             cuts,
             wildcards,
             dnames,
+            transfer: z.transfer.clone(),
         })
     }
 
@@ -314,6 +316,33 @@ impl Zone {
             }
         }
         Found::Nothing
+    }
+
+    /// Who may transfer this zone, if anyone.
+    pub fn transfer(&self) -> Option<&edge_config::Transfer> {
+        self.transfer.as_ref()
+    }
+
+    /// Every record, by owner name (the apex first, then in name order).
+    pub fn all_records(&self) -> impl Iterator<Item = &Record> {
+        let mut names: Vec<&LowerName> = self.nodes.keys().collect();
+        names.sort_by_key(|n| {
+            (
+                n.to_string() != self.name.to_ascii().to_ascii_lowercase(),
+                n.to_string(),
+            )
+        });
+        names
+            .into_iter()
+            .filter_map(|n| self.nodes.get(n))
+            .flat_map(|node| node.sets.iter().flat_map(|(_, v)| v.iter()))
+    }
+
+    /// The geo names, in name order.
+    pub fn geo_names(&self) -> Vec<(&LowerName, &GeoName)> {
+        let mut v: Vec<(&LowerName, &GeoName)> = self.geo.iter().collect();
+        v.sort_by_key(|(n, _)| n.to_string());
+        v
     }
 
     /// The apex SOA, as an answer.

@@ -19,6 +19,30 @@ pub struct Dns {
     pub all_sites_down: AllSitesDown,
     /// Worker threads of the DNS service.
     pub threads: usize,
+    /// TSIG keys (RFC 8945) that zone transfers may require.
+    pub tsig_keys: Vec<TsigKey>,
+}
+
+/// A TSIG key: its name (absolute), algorithm and secret.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TsigKey {
+    pub name: String,
+    /// `hmac-sha256`, `hmac-sha384` or `hmac-sha512`.
+    pub algorithm: String,
+    /// The shared secret, base64 (validated).
+    pub secret: super::Secret,
+}
+
+/// Who may transfer a zone (AXFR, and IXFR answered as AXFR) and whom to
+/// NOTIFY when it changes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transfer {
+    /// Client prefixes allowed; a transfer from elsewhere is REFUSED.
+    pub allow: Vec<IpNet>,
+    /// The TSIG key a transfer must be signed with (NOTAUTH otherwise).
+    pub key: Option<String>,
+    /// Secondaries sent a NOTIFY (RFC 1996) when the serial changes.
+    pub notify: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,6 +65,8 @@ pub struct Zone {
     /// The RFC 1035 master file the zone's records come from, if any
     /// (`records` are added to what it holds).
     pub file: Option<PathBuf>,
+    /// Zone transfers out, if any.
+    pub transfer: Option<Transfer>,
     /// Every record but the apex SOA and NS: one TTL per RRset (the
     /// lowest), duplicates removed.
     pub records: Vec<Record>,

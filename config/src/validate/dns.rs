@@ -12,11 +12,11 @@ use super::fields::dns_name_ok;
 use super::Checker;
 use crate::model::{
     AllSitesDown, CidrLocation, Dns, DnsSite, GeoPolicy, GeoRecord, Location, Locator, Record, Rrl,
-    SiteHealth, Soa, StatusRange, Zone,
+    Secret, SiteHealth, Soa, StatusRange, Transfer, TsigKey, Zone,
 };
 use crate::raw::{
     RawCidrLocation, RawDns, RawDnsSite, RawGeo, RawLocator, RawRecord, RawRrl, RawSiteHealth,
-    RawZone,
+    RawTransfer, RawTsigKey, RawZone,
 };
 use crate::source::join_key;
 use crate::zonefile;
@@ -30,8 +30,16 @@ pub(super) fn dns(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option<
         locator,
         rrl,
         threads,
+        tsig_key,
     } = raw;
     let p = "dns";
+    let mut tsig_keys: Vec<TsigKey> = Vec::new();
+    for (i, k) in tsig_key.into_iter().enumerate() {
+        let kp = format!("{p}.tsig_key[{i}]");
+        if let Some(key) = tsig_key_item(ck, &kp, k.into_inner(), &tsig_keys) {
+            tsig_keys.push(key);
+        }
+    }
     let mut sites: Vec<DnsSite> = Vec::new();
     for (i, s) in site.into_iter().enumerate() {
         let sp = format!("{p}.site[{i}]");
@@ -42,7 +50,7 @@ pub(super) fn dns(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option<
     let mut zones: Vec<Zone> = Vec::new();
     for (i, z) in zone.into_iter().enumerate() {
         let zp = format!("{p}.zone[{i}]");
-        if let Some(built) = zone_item(ck, &zp, z, &sites, &zones) {
+        if let Some(built) = zone_item(ck, &zp, z, &sites, &zones, &tsig_keys) {
             zones.push(built);
         }
     }
@@ -69,6 +77,7 @@ pub(super) fn dns(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option<
         rrl: rrl.map(|r| rrl_section(ck, &join_key(p, "rrl"), r.into_inner())),
         all_sites_down,
         threads: ck.int(&threads, p, "threads", 1, 256, 1) as usize,
+        tsig_keys,
     })
 }
 
@@ -157,11 +166,13 @@ fn zone_item(
     raw: Spanned<RawZone>,
     sites: &[DnsSite],
     zones: &[Zone],
+    tsig_keys: &[TsigKey],
 ) -> Option<Zone> {
     let span = raw.span();
     let RawZone {
         name,
         file,
+        transfer,
         ttl: zone_ttl,
         soa,
         ns,
@@ -438,16 +449,160 @@ fn zone_item(
         }
     }
 
+    let transfer = transfer.map(|t| transfer_item(ck, &join_key(zp, "transfer"), t, tsig_keys));
     Some(Zone {
         name: zone,
         ttl: default_ttl,
         soa,
         ns: ns_names,
         file: file_path,
+        transfer,
         records: out_records,
         geo: geo_records,
         warnings,
     })
+}
+
+/// A TSIG key (RFC 8945): a name, an HMAC-SHA2 algorithm, a base64 secret.
+fn tsig_key_item(
+    ck: &mut Checker<'_>,
+    kp: &str,
+    raw: RawTsigKey,
+    keys: &[TsigKey],
+) -> Option<TsigKey> {
+    use base64::Engine;
+    let RawTsigKey {
+        name,
+        algorithm,
+        secret,
+    } = raw;
+    let n = name.get_ref().trim().to_ascii_lowercase();
+    if !dns_name_ok(&n) || n.contains('*') {
+        ck.error(
+            name.span(),
+            join_key(kp, "name"),
+            format!("{:?} is not a key name", name.get_ref()),
+            Some("a domain name such as \"xfr-key.\""),
+        );
+        return None;
+    }
+    let n = if n.ends_with('.') { n } else { format!("{n}.") };
+    if keys.iter().any(|k| k.name == n) {
+        ck.error(
+            name.span(),
+            join_key(kp, "name"),
+            format!("key {n} is defined twice"),
+            None,
+        );
+        return None;
+    }
+    let algorithm = match &algorithm {
+        Some(a) => {
+            let v = a.get_ref().trim().to_ascii_lowercase();
+            if !["hmac-sha256", "hmac-sha384", "hmac-sha512"].contains(&v.as_str()) {
+                ck.error(
+                    a.span(),
+                    join_key(kp, "algorithm"),
+                    format!("{:?} is not an algorithm edge signs with", a.get_ref()),
+                    Some("hmac-sha256, hmac-sha384 or hmac-sha512"),
+                );
+                return None;
+            }
+            v
+        }
+        None => "hmac-sha256".to_string(),
+    };
+    match base64::engine::general_purpose::STANDARD.decode(secret.get_ref().trim()) {
+        Ok(bytes) if bytes.len() >= 16 => Some(TsigKey {
+            name: n,
+            algorithm,
+            secret: Secret::new(secret.get_ref().trim()),
+        }),
+        _ => {
+            ck.error(
+                secret.span(),
+                join_key(kp, "secret"),
+                "not a base64 secret of at least 16 bytes",
+                Some("the output of `tsig-keygen` or `openssl rand -base64 32`"),
+            );
+            None
+        }
+    }
+}
+
+/// `transfer = { allow = [prefixes], key = "name", notify = ["ip:port"] }`.
+fn transfer_item(
+    ck: &mut Checker<'_>,
+    tp: &str,
+    raw: Spanned<RawTransfer>,
+    keys: &[TsigKey],
+) -> Transfer {
+    let span = raw.span();
+    let RawTransfer { allow, key, notify } = raw.into_inner();
+    let mut nets = Vec::new();
+    for (i, a) in allow.iter().enumerate() {
+        let text = a.get_ref().trim();
+        let parsed = text.parse::<ipnet::IpNet>().ok().or_else(|| {
+            text.parse::<std::net::IpAddr>()
+                .ok()
+                .map(ipnet::IpNet::from)
+        });
+        match parsed {
+            Some(n) => nets.push(n.trunc()),
+            None => ck.error(
+                a.span(),
+                format!("{tp}.allow[{i}]"),
+                format!("{text:?} is not an address or prefix"),
+                Some("e.g. \"192.0.2.0/24\" or \"2001:db8::1\""),
+            ),
+        }
+    }
+    if allow.is_empty() {
+        ck.error(
+            span,
+            join_key(tp, "allow"),
+            "no address may transfer the zone",
+            Some("allow = [\"192.0.2.10\"]: the secondaries' addresses"),
+        );
+    }
+    let key = key.and_then(|k| {
+        let n = k.get_ref().trim().to_ascii_lowercase();
+        let n = if n.ends_with('.') { n } else { format!("{n}.") };
+        if keys.iter().any(|t| t.name == n) {
+            Some(n)
+        } else {
+            ck.error(
+                k.span(),
+                join_key(tp, "key"),
+                format!("no [[dns.tsig_key]] named {n}"),
+                None,
+            );
+            None
+        }
+    });
+    let mut targets = Vec::new();
+    for (i, n) in notify.iter().enumerate() {
+        let text = n.get_ref().trim();
+        let parsed = text.parse::<std::net::SocketAddr>().ok().or_else(|| {
+            text.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| (ip, 53).into())
+        });
+        match parsed {
+            Some(a) => targets.push(a),
+            None => ck.error(
+                n.span(),
+                format!("{tp}.notify[{i}]"),
+                format!("{text:?} is not an address"),
+                Some("\"192.0.2.10\" or \"192.0.2.10:5353\""),
+            ),
+        }
+    }
+    Transfer {
+        allow: nets,
+        key,
+        notify: targets,
+    }
 }
 
 fn record(
