@@ -20,6 +20,7 @@ need_cmd make make
 if [[ $want == test || $want == bench ]]; then
   need_cmd redis-server redis-server
   need_cmd dig bind9-dnsutils
+  need_cmd nsd nsd
 fi
 if [[ $want == bench ]]; then
   need_cmd nginx nginx

@@ -142,11 +142,11 @@ fn powerdns(dir: &Path) -> Result<Server> {
     })
 }
 
-fn edge(dir: &Path, bin: &Path) -> Result<Server> {
+fn edge(dir: &Path, bin: &Path, name: &'static str) -> Result<Server> {
     let port = free_port()?;
     let conf = write(
         dir,
-        "edge-dns.toml",
+        &format!("{name}-dns.toml"),
         &format!(
             r#"[server]
 threads = 1
@@ -203,10 +203,10 @@ mmdb = "{MMDB}"
         ),
     )?;
     Ok(Server {
-        name: "edge",
+        name,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         proc: Proc::spawn(
-            "edge",
+            name,
             Some(SUT_CPU),
             &bin.display().to_string(),
             &["run", "--config", &conf],
@@ -259,11 +259,21 @@ fn table(title: &str, series: &[Series]) -> String {
 }
 
 /// Runs the DNS scenario and returns its markdown section.
-pub fn run(dir: &Path, edge_bin: &Path, reps: usize, secs: u64) -> Result<String> {
+/// `baseline`: another edge binary run beside (as `edge-baseline`).
+pub fn run(
+    dir: &Path,
+    edge_bin: &Path,
+    baseline: Option<&Path>,
+    reps: usize,
+    secs: u64,
+) -> Result<String> {
     if !Path::new(MMDB).exists() {
         bail!("{MMDB} is missing (scripts/make-test-mmdb.py writes it)");
     }
-    let mut servers = vec![nsd(dir)?, powerdns(dir)?, edge(dir, edge_bin)?];
+    let mut servers = vec![nsd(dir)?, powerdns(dir)?, edge(dir, edge_bin, "edge")?];
+    if let Some(b) = baseline {
+        servers.push(edge(dir, b, "edge-baseline")?);
+    }
     for s in &servers {
         wait_port(s.addr, Duration::from_secs(30), s.name)?;
     }

@@ -358,7 +358,13 @@ fn main() -> Result<()> {
             "### Authoritative DNS: edge, NSD and PowerDNS (GeoIP backend)\n\n- server pinned to CPU {SUT_CPU}, dnsperf (1 thread, 50 queries outstanding, EDNS) to CPU {LOAD_CPU}; {} rounds of {} s, interleaved, medians\n{}",
             args.reps,
             args.duration.as_secs(),
-            dnsbench::run(&dir, &args.edge, args.reps, args.duration.as_secs())?
+            dnsbench::run(
+                &dir,
+                &args.edge,
+                args.baseline.as_deref(),
+                args.reps,
+                args.duration.as_secs()
+            )?
         );
         return emit(&args, &report);
     }

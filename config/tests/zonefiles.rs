@@ -45,6 +45,7 @@ fn a_zone_file_and_toml_records_make_one_zone() {
     assert_eq!(
         names,
         vec![
+            "z.test. NS ns1.z.test.",
             "ns1.z.test. A 192.0.2.1",
             "www.z.test. A 192.0.2.2",
             "inc.z.test. A 192.0.2.9",

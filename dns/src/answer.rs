@@ -309,14 +309,18 @@ impl Ctx<'_> {
             ..Resolution::default()
         };
         let mut name = qname.clone();
+        // Names a chain has been at: only kept once a CNAME or DNAME is
+        // followed (the common answer allocates nothing for it).
         let mut seen: Vec<LowerName> = Vec::new();
-        for _ in 0..MAX_CHAIN {
+        for step in 0..MAX_CHAIN {
             let lower = LowerName::new(&name);
-            if seen.contains(&lower) {
-                // A CNAME loop: what was found so far, once.
-                return r;
+            if step > 0 {
+                if seen.contains(&lower) {
+                    // A CNAME loop: what was found so far, once.
+                    return r;
+                }
+                seen.push(lower.clone());
             }
-            seen.push(lower.clone());
             // Below a zone cut: a referral; DS at the cut is the parent's
             // (this zone's) data (RFC 4035 §3.1.4.1).
             if let Some(cut) = zone.cut_above(&name) {
@@ -349,9 +353,11 @@ impl Ctx<'_> {
                     dname.ttl,
                     RData::CNAME(rdata::CNAME(synthesized.clone())),
                 ));
-                if !zone.contains(&synthesized) {
+                // A CNAME asked for is the synthesized one (RFC 6672 §3.2).
+                if !zone.contains(&synthesized) || qtype == RecordType::CNAME {
                     return r;
                 }
+                seen.push(lower);
                 name = synthesized;
                 continue;
             }
@@ -376,12 +382,15 @@ impl Ctx<'_> {
                     return r;
                 }
             };
-            // Owner names in the query's case (and a wildcard's expanded).
+            // Owner names in the query's case (and a wildcard's expanded);
+            // most are that already.
             let at = |set: &[Record]| -> Vec<Record> {
                 set.iter()
                     .map(|rec| {
                         let mut rec = rec.clone();
-                        rec.name = name.clone();
+                        if !rec.name.eq_case(&name) {
+                            rec.name = name.clone();
+                        }
                         rec
                     })
                     .collect()
@@ -399,6 +408,7 @@ impl Ctx<'_> {
                     if !zone.contains(&target.0) {
                         return r;
                     }
+                    seen.push(lower);
                     name = target.0.clone();
                     continue;
                 }
@@ -513,12 +523,15 @@ pub fn respond(
                 client,
                 subnet: subnet.as_ref(),
             };
-            let lower = LowerName::new(q.name());
+            let exists = |n: &Name| {
+                let lower = LowerName::new(n);
+                zone.node(&lower).is_some()
+                    || zone.geo(&lower).is_some()
+                    || zone.is_empty_non_terminal(&lower)
+            };
             let r = if qtype == RecordType::ANY
                 && zone.cut_above(q.name()).is_none()
-                && (zone.node(&lower).is_some()
-                    || zone.geo(&lower).is_some()
-                    || zone.is_empty_non_terminal(&lower))
+                && exists(q.name())
             {
                 Resolution {
                     authoritative: true,

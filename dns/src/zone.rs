@@ -141,7 +141,7 @@ impl Zone {
         let apex = name(&z.name, &z.name)?;
         let soa = Record::from_rdata(
             apex.clone(),
-            z.ttl,
+            z.soa.ttl,
             RData::SOA(SOA::new(
                 name(&z.soa.mname, &z.name)?,
                 name(&z.soa.rname, &z.name)?,
@@ -153,15 +153,10 @@ impl Zone {
             )),
         );
         let mut nodes: HashMap<LowerName, Node> = HashMap::new();
-        let apex_node = nodes.entry(LowerName::new(&apex)).or_default();
-        apex_node.push(soa.clone());
-        for ns in &z.ns {
-            apex_node.push(Record::from_rdata(
-                apex.clone(),
-                z.ttl,
-                RData::NS(NS(name(ns, &z.name)?)),
-            ));
-        }
+        nodes
+            .entry(LowerName::new(&apex))
+            .or_default()
+            .push(soa.clone());
         let apex_lower = LowerName::new(&apex);
         let mut cuts = HashSet::new();
         let mut dnames = HashSet::new();
@@ -178,6 +173,26 @@ impl Zone {
                 _ => {}
             }
             nodes.entry(owner).or_default().push(record);
+        }
+        // `ns` names not among the apex NS records (a zone file's keep
+        // their TTL): the zone's TTL; the set gets its lowest.
+        let apex_node = nodes.entry(apex_lower.clone()).or_default();
+        for ns in &z.ns {
+            apex_node.push(Record::from_rdata(
+                apex.clone(),
+                z.ttl,
+                RData::NS(NS(name(ns, &z.name)?)),
+            ));
+        }
+        if let Some((_, set)) = apex_node
+            .sets
+            .iter_mut()
+            .find(|(t, _)| *t == RecordType::NS)
+        {
+            let min = set.iter().map(|r| r.ttl).min().unwrap_or(z.ttl);
+            for r in set.iter_mut() {
+                r.ttl = min;
+            }
         }
         let mut geo_names = HashMap::new();
         for (n, g) in geo {

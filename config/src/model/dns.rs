@@ -78,6 +78,8 @@ pub struct Zone {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Soa {
+    /// The SOA record's own TTL (a zone file's, else the zone's `ttl`).
+    pub ttl: u32,
     pub mname: String,
     pub rname: String,
     pub serial: u32,

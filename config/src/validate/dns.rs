@@ -256,6 +256,7 @@ fn zone_item(
             );
             let serial = ck.int(&s.serial, &sp, "serial", 0, u32::MAX as i64, 1) as u32;
             Soa {
+                ttl: default_ttl,
                 mname: mname.unwrap_or_default(),
                 rname: rname.unwrap_or_default(),
                 serial,
@@ -266,6 +267,7 @@ fn zone_item(
             }
         }
         (None, Some(f)) => Soa {
+            ttl: f.ttl,
             mname: f.mname,
             rname: f.rname,
             serial: f.serial,
@@ -287,6 +289,7 @@ fn zone_item(
             }
             let first_ns = ns.first().map(|n| absolute(n.get_ref(), &zone));
             Soa {
+                ttl: default_ttl,
                 mname: first_ns.unwrap_or_else(|| format!("ns1.{zone}")),
                 rname: format!("hostmaster.{zone}"),
                 serial: 1,
@@ -347,11 +350,11 @@ fn zone_item(
             continue;
         }
         if rec.wire.rtype == 2 && rec.name == zone {
+            // Kept as a record too: with its own TTL.
             let target = rec.value.to_ascii_lowercase();
             if !ns_names.contains(&target) {
                 ns_names.push(target);
             }
-            continue;
         }
         if out_records.iter().any(|o| {
             o.name == rec.name && o.wire.rtype == rec.wire.rtype && o.wire.rdata == rec.wire.rdata
