@@ -642,6 +642,7 @@ async fn zone_transfers_with_tsig_to_allowed_secondaries_and_notify() {
     );
     let node = EdgeNode::start(BIN, &config);
     let key = format!("hmac-sha256:xfr-key:{SECRET}");
+    let key512 = format!("hmac-sha512:xfr-key:{SECRET}");
 
     // NOTIFY for the zone as it is loaded.
     assert_eq!(notified(&secondary).await, 10);
@@ -683,6 +684,8 @@ async fn zone_transfers_with_tsig_to_allowed_secondaries_and_notify() {
             "AXFR",
         ],
         vec!["-b", "127.0.0.2", "-y", &key, "xfr.test.", "AXFR"],
+        // The right secret under another algorithm: BADKEY.
+        vec!["-y", &key512, "xfr.test.", "AXFR"],
     ] {
         let out = dig(&node, &args);
         assert!(!out.contains("r1199.xfr.test."), "{args:?}: {out}");

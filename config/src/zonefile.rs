@@ -128,13 +128,16 @@ fn load_into(
     if !meta.is_file() {
         return Err(refuse("not a regular file".to_string()));
     }
-    if meta.len() > *budget {
+    if meta.len() > *budget || *budget < (64 << 10) {
         return Err(refuse(format!(
             "zone data larger than {MAX_ZONE_FILE_BYTES} bytes"
         )));
     }
-    *budget -= meta.len();
-    let text = std::fs::read_to_string(path).map_err(|e| refuse(format!("cannot read: {e}")))?;
+    // Each file costs at least 64 KiB of the budget: a fan-out of empty
+    // includes ends too.
+    *budget = budget.saturating_sub(meta.len().max(64 << 10));
+    let bytes = std::fs::read(path).map_err(|e| refuse(format!("cannot read: {e}")))?;
+    let text = ascii_escaped(&bytes);
     let includes = scan(
         &text,
         origin,
@@ -194,7 +197,7 @@ pub fn record(
     } else {
         (rtype, value)
     };
-    let text = format!("{owner} {ttl} IN {rtype} {value}\n");
+    let text = ascii_escaped(format!("{owner} {ttl} IN {rtype} {value}\n").as_bytes());
     let mut out = Scanned::default();
     let includes = scan(
         &text,
@@ -243,7 +246,8 @@ fn scan(
             format!("{what} opened here is never closed"),
         ));
     }
-    let buf = format!("$TTL {default_ttl}\n{}", expand_at(text, origin));
+    // The scanner needs each entry ended by a line break, the last too.
+    let buf = format!("$TTL {default_ttl}\n{}\n", expand_at(text, origin));
     let mut zone = Zonefile::with_capacity(buf.len());
     zone.extend_from_slice(buf.as_bytes());
     zone.set_origin(origin_name.clone());
@@ -286,6 +290,9 @@ fn scan(
         entries += 1;
         match entry {
             Entry::Include { path, origin } => {
+                // Without an origin of its own, the file is read with the
+                // origin in effect where the `$INCLUDE` is (RFC 1035 §5.1).
+                let origin = origin.or_else(|| zone.origin().ok());
                 includes.push((
                     line_now,
                     ttl_at(text, line_now).unwrap_or(default_ttl),
@@ -320,6 +327,13 @@ fn scan(
                 }
                 let name = presentation_name(&r.owner().to_string());
                 if let ZoneRecordData::Soa(soa) = r.data() {
+                    if r.owner().name_eq(&origin_name) && out.soa.is_some() {
+                        return Err(error(
+                            line_now,
+                            1,
+                            "a second SOA at the zone apex".to_string(),
+                        ));
+                    }
                     if r.owner().name_eq(&origin_name) && out.soa.is_none() {
                         out.soa = Some(SoaFields {
                             ttl: r.ttl().as_secs(),
@@ -382,6 +396,7 @@ fn expand_at(text: &str, origin: &str) -> String {
     let mut origin = origin.to_string();
     let mut out = String::with_capacity(text.len());
     let mut quoted = false;
+    let mut depth = 0usize;
     for line in text.split_inclusive('\n') {
         if !quoted && line.len() >= 7 && line[..7].eq_ignore_ascii_case("$ORIGIN") {
             if let Some(name) = line[7..].split(';').next().map(str::trim) {
@@ -397,8 +412,8 @@ fn expand_at(text: &str, origin: &str) -> String {
             continue;
         }
         let converted;
-        let line = if !quoted && line.to_ascii_uppercase().contains("LOC") {
-            match loc_line(line) {
+        let line = if !quoted && depth == 0 {
+            match loc_line(line).or_else(|| ttl_units(line)) {
                 Some(l) => {
                     converted = l;
                     converted.as_str()
@@ -429,6 +444,8 @@ fn expand_at(text: &str, origin: &str) -> String {
                 }
                 '"' => quoted = !quoted,
                 ';' if !quoted => comment = true,
+                '(' if !quoted => depth += 1,
+                ')' if !quoted => depth = depth.saturating_sub(1),
                 '@' if !quoted => {
                     let boundary = |c: Option<&char>| {
                         c.is_none_or(|c| c.is_whitespace() || *c == '(' || *c == ')')
@@ -497,6 +514,76 @@ fn parse_ttl(t: &str) -> Option<u32> {
         return None;
     }
     u32::try_from(total).ok()
+}
+
+/// Zone-file bytes as ASCII text: every byte above 0x7f becomes the
+/// `\DDD` escape that stands for it (RFC 1035 §5.1), so a Latin-1 or UTF-8
+/// byte in a string or a name is kept as the byte it is.
+fn ascii_escaped(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii() {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\{b:03}"));
+        }
+    }
+    out
+}
+
+/// A `$TTL` directive or a record line whose TTL has units (`1h30m`,
+/// `2D`, as BIND and NSD read them) with the TTL in seconds, which is all
+/// the scanner takes; `None` when there is nothing to convert.
+fn ttl_units(line: &str) -> Option<String> {
+    let has_unit = |t: &str| {
+        t.chars().next().is_some_and(|c| c.is_ascii_digit())
+            && t.chars().any(|c| c.is_ascii_alphabetic())
+    };
+    let (body, comment) = match line.find(';') {
+        Some(i) => (&line[..i], &line[i..]),
+        None => (line, ""),
+    };
+    let end = if body.ends_with('\n') { "\n" } else { "" };
+    if body
+        .get(..4)
+        .is_some_and(|d| d.eq_ignore_ascii_case("$TTL"))
+    {
+        let value = body[4..].trim();
+        if !has_unit(value) {
+            return None;
+        }
+        let secs = parse_ttl(value)?;
+        return Some(format!("$TTL {secs} {comment}").trim_end().to_string() + "\n");
+    }
+    let owner = !line.starts_with([' ', '\t']);
+    let tokens: Vec<&str> = body.split_whitespace().collect();
+    let start = usize::from(owner);
+    // The TTL and class come before the type: at most two tokens.
+    let mut changed = false;
+    let mut out: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
+    for t in out.iter_mut().skip(start).take(2) {
+        if has_unit(t) {
+            *t = parse_ttl(t)?.to_string();
+            changed = true;
+        } else if !(t.chars().all(|c| c.is_ascii_digit())
+            || ["IN", "CH", "HS", "CS"]
+                .iter()
+                .any(|c| t.eq_ignore_ascii_case(c)))
+        {
+            break;
+        }
+    }
+    if !changed {
+        return None;
+    }
+    let lead = if owner { "" } else { " " };
+    let _ = end;
+    Some(
+        format!("{lead}{} {comment}", out.join(" "))
+            .trim_end()
+            .to_string()
+            + "\n",
+    )
 }
 
 /// RFC 1876 LOC data in presentation form (`52 22 23.000 N 4 53 32.000 E

@@ -42,8 +42,9 @@ pub enum Transport {
 
 /// The UDP payload edge offers with EDNS (the DNS flag day 2020 size).
 pub const EDNS_PAYLOAD: u16 = 1232;
-/// CNAMEs followed within a zone, at most.
-const MAX_CHAIN: usize = 8;
+/// CNAMEs and DNAMEs followed within a zone, at most (loops stop at the
+/// first repeat before that).
+const MAX_CHAIN: usize = 16;
 
 /// The client subnet of a query (RFC 7871).
 struct Subnet {
@@ -353,8 +354,13 @@ impl Ctx<'_> {
                     dname.ttl,
                     RData::CNAME(rdata::CNAME(synthesized.clone())),
                 ));
-                // A CNAME asked for is the synthesized one (RFC 6672 §3.2).
-                if !zone.contains(&synthesized) || qtype == RecordType::CNAME {
+                // A CNAME asked for is the synthesized one (RFC 6672 §3.2);
+                // a target below the DNAME's own owner would synthesize
+                // forever: one step is the answer.
+                if !zone.contains(&synthesized)
+                    || qtype == RecordType::CNAME
+                    || dname.name.zone_of(&synthesized)
+                {
                     return r;
                 }
                 seen.push(lower);
@@ -418,6 +424,43 @@ impl Ctx<'_> {
         }
         r
     }
+}
+
+/// QTYPE ANY (RFC 8482): a name with records gets one HINFO "RFC8482"
+/// with the lowest TTL of its records (its CNAME alone if it has one, not
+/// followed); a wildcard's match the same; an empty non-terminal NODATA;
+/// nothing NXDOMAIN.
+fn any(zone: &Zone, qname: &Name) -> Resolution {
+    let mut r = Resolution {
+        authoritative: true,
+        ..Resolution::default()
+    };
+    let node = match zone.find(&LowerName::new(qname)) {
+        Found::Node(n) | Found::Wildcard(n) => Some(n),
+        Found::Geo(g) | Found::WildcardGeo(g) => {
+            r.answers.push(any_answer(qname, g.ttl));
+            return r;
+        }
+        Found::EmptyNonTerminal => None,
+        Found::Nothing => {
+            r.rcode = ResponseCode::NXDomain;
+            r.negative = true;
+            return r;
+        }
+    };
+    match node {
+        Some(n) if !n.is_empty() => {
+            if let Some(cname) = n.get(RecordType::CNAME).and_then(|s| s.first()) {
+                let mut c = cname.clone();
+                c.name = qname.clone();
+                r.answers.push(c);
+            } else {
+                r.answers.push(any_answer(qname, n.min_ttl()));
+            }
+        }
+        _ => r.negative = true,
+    }
+    r
 }
 
 /// RFC 1034 §4.3.2 step 6 / RFC 2181 §5.4.1: the A and AAAA records, held in
@@ -523,21 +566,8 @@ pub fn respond(
                 client,
                 subnet: subnet.as_ref(),
             };
-            let exists = |n: &Name| {
-                let lower = LowerName::new(n);
-                zone.node(&lower).is_some()
-                    || zone.geo(&lower).is_some()
-                    || zone.is_empty_non_terminal(&lower)
-            };
-            let r = if qtype == RecordType::ANY
-                && zone.cut_above(q.name()).is_none()
-                && exists(q.name())
-            {
-                Resolution {
-                    authoritative: true,
-                    answers: vec![any_answer(q.name(), 3600)],
-                    ..Resolution::default()
-                }
+            let r = if qtype == RecordType::ANY && zone.cut_above(q.name()).is_none() {
+                any(zone, q.name())
             } else {
                 let t = if qtype == RecordType::ANY {
                     RecordType::A
@@ -645,11 +675,8 @@ pub fn respond(
         if wire.len() <= limit {
             return Some(wire);
         }
-        if referral {
-            h.truncated.inc();
-            return encode(&truncated(&response));
-        }
-        // As many as fit, in order.
+        // As many as fit, in order; a referral none of whose glue fits
+        // is truncated (RFC 9471).
         let mut fitting = response.clone();
         for a in additional_records {
             let mut next = fitting.clone();
@@ -658,6 +685,10 @@ pub fn respond(
                 Some(w) if w.len() <= limit => fitting = next,
                 _ => break,
             }
+        }
+        if referral && fitting.additionals.is_empty() {
+            h.truncated.inc();
+            return encode(&truncated(&response));
         }
         if bare_wire.len() <= limit {
             return encode(&fitting);

@@ -76,7 +76,8 @@ pub fn keys(config: &[TsigKey]) -> Vec<Key> {
 /// Whether `packet` asks for a zone transfer (AXFR or IXFR), read from the
 /// wire without parsing the whole message.
 pub fn is_transfer(packet: &[u8]) -> bool {
-    if packet.len() < 12 || packet[2] & 0x80 != 0 {
+    // A query (QR clear, opcode QUERY) with one question.
+    if packet.len() < 12 || packet[2] & 0xf8 != 0 || packet[4..6] != [0, 1] {
         return false;
     }
     let mut at = 12;
@@ -111,8 +112,15 @@ enum Signing {
     },
 }
 
-fn header(id: u16, query: &Query, rcode: ResponseCode, question: bool) -> Message {
+/// A response head: the query's id, AA on success, the question when
+/// asked for, an OPT when the query had one.
+fn header(id: u16, query: &Query, rcode: ResponseCode, question: bool, edns: bool) -> Message {
     let mut m = Message::response(id, OpCode::Query);
+    if edns {
+        let mut e = hickory_proto::op::Edns::new();
+        e.set_max_payload(crate::answer::EDNS_PAYLOAD);
+        m.set_edns(e);
+    }
     m.metadata.message_type = MessageType::Response;
     m.metadata.authoritative = rcode == ResponseCode::NoError;
     m.metadata.response_code = rcode;
@@ -128,8 +136,9 @@ fn refuse(
     query: &Query,
     rcode: ResponseCode,
     tsig: Option<TSigResponseContext>,
+    edns: bool,
 ) -> Vec<u8> {
-    let mut m = header(id, query, rcode, true);
+    let mut m = header(id, query, rcode, true, edns);
     m.metadata.authoritative = false;
     let Ok(bytes) = m.to_vec() else {
         return Vec::new();
@@ -246,31 +255,42 @@ pub fn respond(
         return Vec::new();
     };
     let id = query.metadata.id;
+    let edns = query.edns.is_some();
     let Some(q) = query.queries.first().filter(|_| query.queries.len() == 1) else {
         return Vec::new();
     };
     let qtype = q.query_type();
     let lower = LowerName::new(q.name());
     let Some(zone) = state.zones.iter().find(|z| z.contains(q.name())) else {
-        return vec![refuse(id, q, ResponseCode::Refused, None)];
+        return vec![refuse(id, q, ResponseCode::Refused, None, edns)];
     };
     if LowerName::new(&zone.name) != lower {
-        return vec![refuse(id, q, ResponseCode::NotAuth, None)];
+        return vec![refuse(id, q, ResponseCode::NotAuth, None, edns)];
     }
     let Some(transfer) = zone.transfer() else {
-        return vec![refuse(id, q, ResponseCode::Refused, None)];
+        return vec![refuse(id, q, ResponseCode::Refused, None, edns)];
     };
+    if qtype == RecordType::AXFR && transport == Transport::Udp {
+        // RFC 5936 §4.2: AXFR is not defined over UDP.
+        return vec![refuse(id, q, ResponseCode::NotImp, None, edns)];
+    }
     if !transfer.allow.iter().any(|n| n.contains(&client)) {
-        return vec![refuse(id, q, ResponseCode::Refused, None)];
+        return vec![refuse(id, q, ResponseCode::Refused, None, edns)];
     }
     // TSIG: a signed query is verified and answered signed; a zone that
     // names a key takes nothing else.
     let time = now();
     let mut signing = Signing::None;
     if let Some(sig) = query.signature() {
-        let Some(key) = state.tsig_keys.iter().find(|k| k.name == sig.name) else {
+        // RFC 8945 §5.2.1: a key we do not have, or have with another
+        // algorithm, is BADKEY.
+        let Some(key) = state
+            .tsig_keys
+            .iter()
+            .find(|k| k.name == sig.name && *k.signer.algorithm() == sig.data.algorithm)
+        else {
             let ctx = TSigResponseContext::unknown_key(id, time, sig.name.clone());
-            return vec![refuse(id, q, ResponseCode::NotAuth, Some(ctx))];
+            return vec![refuse(id, q, ResponseCode::NotAuth, Some(ctx), edns)];
         };
         match key.signer.verify_message_byte(packet, None, true) {
             Ok((mac, _, range)) => {
@@ -282,7 +302,7 @@ pub fn respond(
                         mac,
                         Some(TsigError::BadTime),
                     );
-                    return vec![refuse(id, q, ResponseCode::NotAuth, Some(ctx))];
+                    return vec![refuse(id, q, ResponseCode::NotAuth, Some(ctx), edns)];
                 }
                 signing = Signing::With {
                     key: key.clone(),
@@ -292,7 +312,7 @@ pub fn respond(
             }
             Err(_) => {
                 let ctx = TSigResponseContext::bad_signature(id, time, key.signer.clone());
-                return vec![refuse(id, q, ResponseCode::NotAuth, Some(ctx))];
+                return vec![refuse(id, q, ResponseCode::NotAuth, Some(ctx), edns)];
             }
         }
     }
@@ -302,11 +322,11 @@ pub fn respond(
             Signing::None => None,
         };
         if signed_with.as_deref() != Some(required.as_str()) {
-            return vec![refuse(id, q, ResponseCode::NotAuth, None)];
+            return vec![refuse(id, q, ResponseCode::NotAuth, None, edns)];
         }
     }
     let soa_only = |signing: &mut Signing| -> Vec<Vec<u8>> {
-        let mut m = header(id, q, ResponseCode::NoError, true);
+        let mut m = header(id, q, ResponseCode::NoError, true, edns);
         m.add_answer(zone.soa().clone());
         finish(&mut m, signing, true).into_iter().collect()
     };
@@ -320,12 +340,12 @@ pub fn respond(
             return soa_only(&mut signing);
         }
     } else if transport == Transport::Udp {
-        return vec![refuse(id, q, ResponseCode::Refused, None)];
+        return vec![refuse(id, q, ResponseCode::Refused, None, edns)];
     }
     // The full zone, split into messages.
     let all = records(state, zone);
     let mut out = Vec::new();
-    let mut m = header(id, q, ResponseCode::NoError, true);
+    let mut m = header(id, q, ResponseCode::NoError, true, edns);
     let mut size = 0usize;
     for r in all {
         let mut buf = Vec::new();
@@ -339,7 +359,7 @@ pub fn respond(
                 Some(bytes) => out.push(bytes),
                 None => return Vec::new(),
             }
-            m = header(id, q, ResponseCode::NoError, false);
+            m = header(id, q, ResponseCode::NoError, false, edns);
             size = 0;
         }
         size += len;

@@ -40,6 +40,15 @@ impl Node {
         self.sets.is_empty()
     }
 
+    /// The lowest TTL of the records here.
+    pub fn min_ttl(&self) -> u32 {
+        self.sets
+            .iter()
+            .flat_map(|(_, v)| v.iter().map(|r| r.ttl))
+            .min()
+            .unwrap_or(0)
+    }
+
     fn push(&mut self, r: Record) {
         let t = r.record_type();
         match self.sets.iter_mut().find(|(rt, _)| *rt == t) {

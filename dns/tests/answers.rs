@@ -448,6 +448,9 @@ fn rows() -> Vec<Row> {
         // ANY: RFC 8482.
         ok("example.test.", ANY, &["example.test. HINFO RFC8482 "]),
         nxdomain("nope.example.test.", ANY),
+        nodata("c.example.test.", ANY),
+        ok("x.wild.example.test.", ANY, &["x.wild.example.test. HINFO RFC8482 "]),
+        ok("www.example.test.", ANY, &["www.example.test. CNAME example.test."]),
         referral("sub.example.test.", ANY),
         // Classes: ANY is answered as IN, the rest refused.
         ok("example.test.", A, &["example.test. A 192.0.2.1"]).class(DNSClass::ANY),
@@ -787,5 +790,46 @@ fn mutated_queries_never_panic_and_answers_parse() {
                 assert_eq!(a[..2], p[..2], "the id of {p:02x?}");
             }
         }
+    }
+}
+
+/// A referral whose glue does not all fit: as much glue as fits, no TC
+/// (RFC 9471 asks for TC only when none of it fits).
+#[test]
+fn a_referral_sends_the_glue_that_fits() {
+    let glue: Vec<String> = (1..=80)
+        .map(|i| format!("  {{ name = \"ns.sub\", type = \"A\", value = \"192.0.2.{i}\" }},"))
+        .collect();
+    let text = format!(
+        "[[listener]]\nname = \"dns\"\nkind = \"dns\"\naddress = \"127.0.0.1:0\"\n\n[[dns.zone]]\nname = \"g.test.\"\nns = [\"ns1.g.test.\"]\nrecords = [\n  {{ name = \"sub\", type = \"NS\", value = \"ns.sub\" }},\n{}\n]\n",
+        glue.join("\n")
+    );
+    let cfg = edge_config::parse_str(&text, "g.toml", std::path::Path::new("."))
+        .unwrap_or_else(|d| panic!("{}", d.render()));
+    let svc = DnsService::new(&prometheus::Registry::new()).unwrap();
+    svc.install(svc.build(cfg.dns.as_ref()).unwrap());
+    for (payload, edns) in [(512u16, false), (1232, true)] {
+        let o = Opts {
+            edns,
+            payload: Some(payload),
+            ..Opts::default()
+        };
+        let bytes = svc
+            .respond(
+                &query("x.sub.g.test.", RecordType::A, o),
+                "192.0.2.250".parse().unwrap(),
+                Transport::Udp,
+            )
+            .unwrap();
+        assert!(bytes.len() <= usize::from(payload));
+        let m = Message::from_vec(&bytes).unwrap();
+        assert!(!m.metadata.truncation, "{payload}");
+        assert!(!m.metadata.authoritative);
+        assert_eq!(m.authorities.len(), 1);
+        assert!(
+            !m.additionals.is_empty() && m.additionals.len() < 80,
+            "{payload}: {}",
+            m.additionals.len()
+        );
     }
 }

@@ -175,6 +175,10 @@ fn edge_answers_as_nsd_does_for_the_same_zone_file() {
         "dup.example.test.",
         "included.example.test.",
         "nope.example.test.",
+        "a.selfd.example.test.",
+        "selfd.example.test.",
+        "l1.example.test.",
+        "l5.example.test.",
     ];
     let types = [
         A,

@@ -339,6 +339,16 @@ fn zone_item(
             continue;
         }
         if rec.wire.rtype == 6 {
+            if rec.origin.is_empty() {
+                // A TOML record: the zone's SOA is `soa` or the file's.
+                ck.error(
+                    rspan,
+                    rp,
+                    format!("{here}: an SOA in `records`"),
+                    Some("the SOA in `soa` or in the zone file"),
+                );
+                continue;
+            }
             if rec.name != zone {
                 ck.error(
                     rspan,
