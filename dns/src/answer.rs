@@ -577,7 +577,11 @@ pub fn respond(
                 ctx.resolve(zone, q.name(), t)
             };
             let mut m = Message::response(id, op_code);
-            m.metadata.authoritative = r.authoritative && r.rcode != ResponseCode::ServFail;
+            // RFC 6895 §3.2: an answer to QCLASS ANY is not authoritative
+            // (it cannot speak for every class).
+            m.metadata.authoritative = r.authoritative
+                && r.rcode != ResponseCode::ServFail
+                && q.query_class() != DNSClass::ANY;
             m.metadata.recursion_desired = rd;
             m.metadata.response_code = r.rcode;
             m.add_query(q.clone());

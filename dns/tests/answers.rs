@@ -453,7 +453,9 @@ fn rows() -> Vec<Row> {
         ok("www.example.test.", ANY, &["www.example.test. CNAME example.test."]),
         referral("sub.example.test.", ANY),
         // Classes: ANY is answered as IN, the rest refused.
-        ok("example.test.", A, &["example.test. A 192.0.2.1"]).class(DNSClass::ANY),
+        // Answered as IN, without AA (RFC 6895 §3.2).
+        row("example.test.", A, ResponseCode::NoError, false, &["example.test. A 192.0.2.1"], NONE, NONE)
+            .class(DNSClass::ANY),
         row("example.test.", A, ResponseCode::Refused, false, NONE, NONE, NONE)
             .class(DNSClass::CH),
         row("example.test.", A, ResponseCode::Refused, false, NONE, NONE, NONE)
