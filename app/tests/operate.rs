@@ -192,10 +192,17 @@ async fn a_reload_cannot_empty_the_node_unless_the_file_says_so() {
     ));
     let r = reload(&node).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(c
-        .request(Method::GET, &node.url("web", "/"), &[], "")
-        .await
-        .is_err());
+    // The listener is gone: a new connection is refused once its accept
+    // loop has stopped (a request already on a kept-alive connection is
+    // still answered, with `Connection: close`).
+    edge_testkit::eventually(Duration::from_secs(10), "the listener closed", || async {
+        Client::new()
+            .request(Method::GET, &node.url("web", "/"), &[], "")
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
