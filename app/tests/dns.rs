@@ -273,6 +273,112 @@ async fn the_admin_api_drains_a_site_with_the_token_only() {
     assert_eq!(video(&dns, "127.0.1.9").await, [ip("192.0.2.10")]);
 }
 
+/// The packet cache (PowerDNS's idea) over real sockets: repeated queries
+/// are answered from it with their own ID and case; a geo answer located
+/// by the source address is that client's only, one located by ECS is the
+/// subnet's; a drain changes the next answer at once; every answer is
+/// still counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_packet_cache_answers_repeats_per_client_and_forgets_on_change() {
+    let (node, dns) = start(&config(None, ""));
+    let mut asked = 0;
+    // The same bytes from two sources, interleaved: each its own site.
+    for _ in 0..3 {
+        assert_eq!(video(&dns, "127.0.1.9").await, [ip("192.0.2.10")]);
+        assert_eq!(video(&dns, "127.0.2.9").await, [ip("198.51.100.10")]);
+        assert_eq!(
+            video(&dns, "127.0.9.9").await,
+            [ip("192.0.2.10")],
+            "default"
+        );
+        asked += 3;
+    }
+    // By subnet: the subnet decides, whoever asks.
+    for from in ["127.0.1.9", "127.0.2.9", "127.0.1.9"] {
+        let m = dns
+            .clone()
+            .from_ip(from)
+            .udp(&DnsQuery::new("video.cdn.test.", DnsType::A).subnet("10.20.5.0", 24))
+            .await
+            .unwrap();
+        assert_eq!(addresses(&m), [ip("203.0.113.10")], "{from}");
+        asked += 1;
+    }
+    // Each answer carries its own query's ID, and the question's case.
+    let mut packet = DnsQuery::new("ViDeO.cDn.TeSt.", DnsType::A).to_bytes();
+    for id in [0x1234u16, 0x4321, 0xffff, 0] {
+        packet[..2].copy_from_slice(&id.to_be_bytes());
+        let raw = dns
+            .clone()
+            .from_ip("127.0.1.9")
+            .udp_raw(&packet)
+            .await
+            .unwrap();
+        let m = edge_testkit::dns::DnsMessage::from_vec(&raw).unwrap();
+        assert_eq!(m.metadata.id, id);
+        assert_eq!(m.answers[0].name.to_ascii(), "ViDeO.cDn.TeSt.");
+        assert_eq!(addresses(&m), [ip("192.0.2.10")]);
+        asked += 1;
+    }
+    // The same query over TCP is answered whole (not a UDP answer's TC).
+    let big = DnsQuery::new("big.cdn.test.", DnsType::TXT).without_edns();
+    for _ in 0..2 {
+        assert!(dns.udp(&big).await.unwrap().metadata.truncation);
+        let m = dns.tcp(&big).await.unwrap();
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 20);
+    }
+    // A drain takes effect on the very next answer, cached or not.
+    let c = Client::new();
+    let auth = format!("Bearer {TOKEN}");
+    let r = c
+        .request(
+            Method::POST,
+            &node.admin_url("/dns/sites/ams/drain"),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(video(&dns, "127.0.1.9").await, [ip("198.51.100.10")]);
+    let r = c
+        .request(
+            Method::POST,
+            &node.admin_url("/dns/sites/ams/undrain"),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(video(&dns, "127.0.1.9").await, [ip("192.0.2.10")]);
+    asked += 2;
+    // Counted: every A query of the zone, hits included.
+    let metrics = c.get(&node.admin_url("/metrics")).await.text();
+    let sum = |prefix: &str, must: &[&str]| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix) && must.iter().all(|m| l.contains(m)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        sum("edge_dns_queries_total{", &["qtype=\"A\"", "cdn.test"]),
+        asked,
+        "{metrics}"
+    );
+    assert!(
+        sum("edge_dns_packet_cache_total{", &["result=\"hit\""]) >= 8,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum("edge_dns_geo_answers_total{", &[]),
+        asked,
+        "every geo answer counted by site"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zone_answers_truncation_and_refusals() {
     let (_node, dns) = start(&config(None, ""));

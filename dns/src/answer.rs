@@ -18,6 +18,7 @@
 //! the client's buffer (512, or its EDNS size up to 1232) over UDP.
 //! ```
 
+use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
@@ -28,7 +29,8 @@ use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
 use crate::geo::{Family, GeoName, Pick, Where};
 use crate::health::SiteView;
-use crate::metrics::{qtype_index, rcode_index};
+use crate::metrics::{qtype_index, rcode_index, Handles};
+use crate::packet_cache::Keep;
 use crate::rrl::{ResponseClass, Verdict};
 use crate::state::DnsState;
 use crate::zone::{address_record, any_answer, Found, Labels, Zone};
@@ -209,20 +211,90 @@ fn hash_name(n: &Name) -> u64 {
     h.finish()
 }
 
+/// How a client was located (for the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Located {
+    Ecs,
+    Address,
+    UnknownEcs,
+    UnknownAddress,
+}
+
+/// What an answer counts as in the metrics: counted for every answer
+/// (sent, or dropped by rate limiting), made now or taken from the packet
+/// cache.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    zone: Option<usize>,
+    qtype: usize,
+    rcode: usize,
+    located: Option<Located>,
+    /// Sites answered with (geo answers).
+    sites: Vec<usize>,
+    truncated: bool,
+    malformed: bool,
+}
+
+impl Tally {
+    fn new(zone: Option<usize>, qtype: usize, rcode: ResponseCode) -> Tally {
+        Tally {
+            zone,
+            qtype,
+            rcode: rcode_index(rcode),
+            ..Tally::default()
+        }
+    }
+
+    fn count(&self, h: &Handles) {
+        h.query(self.zone, self.qtype, self.rcode);
+        if self.malformed {
+            h.malformed.inc();
+        }
+        if self.truncated {
+            h.truncated.inc();
+        }
+        match self.located {
+            Some(Located::Ecs) => h.located_ecs.inc(),
+            Some(Located::Address) => h.located_address.inc(),
+            Some(Located::UnknownEcs) => h.unknown_ecs.inc(),
+            Some(Located::UnknownAddress) => h.unknown_address.inc(),
+            None => {}
+        }
+        for &i in &self.sites {
+            if let Some(c) = h.answers.get(i) {
+                c.inc();
+            }
+        }
+    }
+}
+
+/// What resolving learnt besides the records: how the client was located,
+/// which sites answered, and whether the answer may be cached.
+#[derive(Default)]
+struct Notes {
+    located: Option<Located>,
+    sites: Vec<usize>,
+    keep: Keep,
+}
+
 /// The state a query reads, and what it knows about its client.
 struct Ctx<'a> {
     state: &'a DnsState,
     client: IpAddr,
     subnet: Option<&'a Subnet>,
+    notes: RefCell<Notes>,
 }
 
 impl Ctx<'_> {
     fn locate(&self) -> (Option<Where>, u8) {
-        let h = &self.state.handles;
         let (addr, ecs) = match self.subnet {
             Some(s) if s.option.source_prefix() > 0 => (s.addr, true),
             _ => (self.client, false),
         };
+        let mut notes = self.notes.borrow_mut();
+        // Located by the address the query came from: a cached answer is
+        // this client's only.
+        notes.keep.per_client |= !ecs;
         let source = self.subnet.map_or(0, |s| s.option.source_prefix());
         // RFC 7871 §7.2.1: the scope covers what decided the answer, and
         // no less than any entry inside the client's subnet that could
@@ -234,19 +306,15 @@ impl Ctx<'_> {
         };
         match self.state.locator.locate(addr) {
             Some(found) => {
-                if ecs {
-                    h.located_ecs.inc()
-                } else {
-                    h.located_address.inc()
-                }
+                notes.located = Some(if ecs { Located::Ecs } else { Located::Address });
                 (Some(found.at), found.prefix_len.max(inside))
             }
             None => {
-                if ecs {
-                    h.unknown_ecs.inc()
+                notes.located = Some(if ecs {
+                    Located::UnknownEcs
                 } else {
-                    h.unknown_address.inc()
-                }
+                    Located::UnknownAddress
+                });
                 // Unknown for this whole source prefix.
                 (None, source.max(inside))
             }
@@ -271,6 +339,13 @@ impl Ctx<'_> {
             self.state.fail_open,
         );
         r.geo_scope = Some(scope);
+        {
+            let mut notes = self.notes.borrow_mut();
+            notes.keep.geo = true;
+            // A weighted pick is drawn per query: not one to repeat.
+            notes.keep.no |= g.draws_at_random();
+            notes.sites.extend(picked.iter().copied());
+        }
         if picked.is_empty() && why == Pick::AllDown {
             r.rcode = ResponseCode::ServFail;
             r.authoritative = false;
@@ -282,9 +357,6 @@ impl Ctx<'_> {
             let Some(site) = self.state.sites.get(i) else {
                 continue;
             };
-            if let Some(c) = self.state.handles.answers.get(i) {
-                c.inc();
-            }
             match family {
                 Family::V4 => r.answers.extend(
                     site.ipv4
@@ -487,7 +559,8 @@ fn additional(zone: &Zone, r: &Resolution) -> Vec<Record> {
     out
 }
 
-/// Answers one packet. `None`: send nothing.
+/// Answers one packet. `None`: send nothing. A query answered before is
+/// answered from the packet cache (see [`crate::packet_cache`]).
 pub fn respond(
     state: &DnsState,
     packet: &[u8],
@@ -502,55 +575,168 @@ pub fn respond(
             .into_iter()
             .next();
     }
+    match &state.packet_cache {
+        Some(cache) => {
+            let entry = match cache.get(packet, client, transport, &state.site_states) {
+                Some(e) => {
+                    state.handles.packet_cache_hit.inc();
+                    e
+                }
+                None => {
+                    state.handles.packet_cache_miss.inc();
+                    let made = make(state, packet, client, transport)?;
+                    cache.put(
+                        packet,
+                        client,
+                        transport,
+                        made.keep,
+                        &state.site_states,
+                        made.wire,
+                        made.tally,
+                        made.class,
+                    )
+                }
+            };
+            send(
+                state,
+                packet,
+                client,
+                transport,
+                &entry.wire,
+                &entry.tally,
+                entry.class,
+            )
+        }
+        None => {
+            let made = make(state, packet, client, transport)?;
+            send(
+                state,
+                packet,
+                client,
+                transport,
+                &made.wire,
+                &made.tally,
+                made.class,
+            )
+        }
+    }
+}
+
+/// Counts an answer, applies response rate limiting (UDP), and gives it
+/// the query's ID.
+fn send(
+    state: &DnsState,
+    packet: &[u8],
+    client: IpAddr,
+    transport: Transport,
+    wire: &[u8],
+    tally: &Tally,
+    class: Option<ResponseClass>,
+) -> Option<Vec<u8>> {
+    let h = &state.handles;
+    tally.count(h);
+    let mut out = None;
+    if let (Transport::Udp, Some(rrl), Some(class)) = (transport, &state.rrl, class) {
+        match rrl.check(client, &class) {
+            Verdict::Send => {}
+            _ if rrl.log_only => h.rrl_would.inc(),
+            Verdict::Drop => {
+                h.rrl_dropped.inc();
+                return None;
+            }
+            Verdict::Slip => {
+                h.rrl_slipped.inc();
+                out = Some(encode(&truncated(&Message::from_vec(wire).ok()?))?);
+            }
+        }
+    }
+    let mut out = out.unwrap_or_else(|| wire.to_vec());
+    if let (Some(id), Some(to)) = (packet.get(..2), out.get_mut(..2)) {
+        to.copy_from_slice(id);
+    }
+    Some(out)
+}
+
+/// An answer made for one query, and what it counts as.
+struct Made {
+    wire: Vec<u8>,
+    tally: Tally,
+    class: Option<ResponseClass>,
+    keep: Keep,
+}
+
+impl Made {
+    fn new(m: &Message, tally: Tally) -> Option<Made> {
+        Some(Made {
+            wire: encode(m)?,
+            tally,
+            class: None,
+            keep: Keep::default(),
+        })
+    }
+}
+
+/// Makes the answer to one query (a query, not a response; not a transfer).
+fn make(state: &DnsState, packet: &[u8], client: IpAddr, transport: Transport) -> Option<Made> {
     let id = u16::from_be_bytes([packet[0], packet[1]]);
     let op_code = OpCode::from_u8((packet[2] >> 3) & 0x0f);
     let rd = packet[2] & 0x01 != 0;
-    let h = &state.handles;
     let query = match Message::from_vec(packet) {
         Ok(m) => m,
         Err(_) => {
-            h.malformed.inc();
-            h.query(None, 11, rcode_index(ResponseCode::FormErr));
-            return encode(&bare(id, op_code, ResponseCode::FormErr, rd, None, false));
+            let mut tally = Tally::new(None, 11, ResponseCode::FormErr);
+            tally.malformed = true;
+            return Made::new(
+                &bare(id, op_code, ResponseCode::FormErr, rd, None, false),
+                tally,
+            );
         }
     };
     let edns_in = query.edns.as_ref();
     let q = match (op_code, query.queries.as_slice()) {
         (OpCode::Query, [q]) => q,
         (OpCode::Query, _) => {
-            h.query(None, 11, rcode_index(ResponseCode::FormErr));
-            return encode(&bare(
-                id,
-                op_code,
-                ResponseCode::FormErr,
-                rd,
-                None,
-                edns_in.is_some(),
-            ));
+            return Made::new(
+                &bare(
+                    id,
+                    op_code,
+                    ResponseCode::FormErr,
+                    rd,
+                    None,
+                    edns_in.is_some(),
+                ),
+                Tally::new(None, 11, ResponseCode::FormErr),
+            );
         }
         _ => {
-            h.query(None, 11, rcode_index(ResponseCode::NotImp));
-            return encode(&bare(
-                id,
-                op_code,
-                ResponseCode::NotImp,
-                rd,
-                query.queries.first(),
-                edns_in.is_some(),
-            ));
+            return Made::new(
+                &bare(
+                    id,
+                    op_code,
+                    ResponseCode::NotImp,
+                    rd,
+                    query.queries.first(),
+                    edns_in.is_some(),
+                ),
+                Tally::new(None, 11, ResponseCode::NotImp),
+            );
         }
     };
     let qtype = q.query_type();
     let qt = qtype_index(qtype);
     if edns_in.is_some_and(|e| e.version() > 0) {
-        h.query(None, qt, 6);
-        return encode(&bare(id, op_code, ResponseCode::BADVERS, rd, Some(q), true));
+        return Made::new(
+            &bare(id, op_code, ResponseCode::BADVERS, rd, Some(q), true),
+            Tally::new(None, qt, ResponseCode::BADVERS),
+        );
     }
     let subnet = match client_subnet(edns_in, packet) {
         Ok(s) => s,
         Err(()) => {
-            h.query(None, qt, rcode_index(ResponseCode::FormErr));
-            return encode(&bare(id, op_code, ResponseCode::FormErr, rd, Some(q), true));
+            return Made::new(
+                &bare(id, op_code, ResponseCode::FormErr, rd, Some(q), true),
+                Tally::new(None, qt, ResponseCode::FormErr),
+            );
         }
     };
     // QCLASS ANY is answered as IN (the only class here); others REFUSED.
@@ -559,12 +745,14 @@ pub fn respond(
         .flatten();
     let refused = matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::OPT);
     let mut additional_records = Vec::new();
+    let mut notes = Notes::default();
     let (zone, mut response) = match zone.filter(|_| !refused) {
         Some(zone) => {
             let ctx = Ctx {
                 state,
                 client,
                 subnet: subnet.as_ref(),
+                notes: RefCell::default(),
             };
             let r = if qtype == RecordType::ANY && zone.cut_above(q.name()).is_none() {
                 any(zone, q.name())
@@ -576,6 +764,7 @@ pub fn respond(
                 };
                 ctx.resolve(zone, q.name(), t)
             };
+            notes = ctx.notes.into_inner();
             let mut m = Message::response(id, op_code);
             // RFC 6895 §3.2: an answer to QCLASS ANY is not authoritative
             // (it cannot speak for every class).
@@ -623,51 +812,54 @@ pub fn respond(
         e.set_dnssec_ok(true);
     }
     let rcode = response.metadata.response_code;
-    if transport == Transport::Udp {
-        if let Some(rrl) = &state.rrl {
-            let kind = match rcode {
-                ResponseCode::NoError if !response.answers.is_empty() => 0,
-                ResponseCode::NoError => 1,
-                ResponseCode::NXDomain => 2,
-                _ => 3,
-            };
-            let name = match (kind, zone) {
-                (0 | 1, _) => hash_name(q.name()),
-                (_, Some(z)) => hash_name(&z.name),
-                (_, None) => 0,
-            };
-            let class = ResponseClass {
-                name,
-                qtype: u16::from(qtype),
-                kind,
-            };
-            match rrl.check(client, &class) {
-                Verdict::Send => {}
-                _ if rrl.log_only => h.rrl_would.inc(),
-                Verdict::Drop => {
-                    h.rrl_dropped.inc();
-                    h.query(zone.map(|z| z.index), qt, rcode_index(rcode));
-                    return None;
-                }
-                Verdict::Slip => {
-                    h.rrl_slipped.inc();
-                    response = truncated(&response);
-                }
-            }
+    let mut tally = Tally::new(zone.map(|z| z.index), qt, rcode);
+    tally.located = notes.located;
+    tally.sites = notes.sites;
+    let class = state.rrl.as_ref().map(|_| {
+        let kind = match rcode {
+            ResponseCode::NoError if !response.answers.is_empty() => 0,
+            ResponseCode::NoError => 1,
+            ResponseCode::NXDomain => 2,
+            _ => 3,
+        };
+        let name = match (kind, zone) {
+            (0 | 1, _) => hash_name(q.name()),
+            (_, Some(z)) => hash_name(&z.name),
+            (_, None) => 0,
+        };
+        ResponseClass {
+            name,
+            qtype: u16::from(qtype),
+            kind,
         }
-    }
-    h.query(zone.map(|z| z.index), qt, rcode_index(rcode));
+    });
     let limit = match transport {
         Transport::Tcp => usize::from(u16::MAX),
         Transport::Udp => {
             usize::from(edns_in.map_or(512, |e| e.max_payload().clamp(512, EDNS_PAYLOAD)))
         }
     };
-    // Additional data goes only where it fits: it is dropped before the
-    // answer is truncated (RFC 2181 §9), except a referral's glue, without
-    // which the referral is useless (RFC 9471): then TC.
+    let wire = fit(&response, additional_records, limit, &mut tally)?;
+    Some(Made {
+        wire,
+        tally,
+        class,
+        keep: notes.keep,
+    })
+}
+
+/// The response's wire form within `limit` bytes. Additional data goes
+/// only where it fits: it is dropped before the answer is truncated
+/// (RFC 2181 §9), except a referral's glue, without which the referral is
+/// useless (RFC 9471): then TC.
+fn fit(
+    response: &Message,
+    additional_records: Vec<Record>,
+    limit: usize,
+    tally: &mut Tally,
+) -> Option<Vec<u8>> {
     if !additional_records.is_empty() {
-        let bare_wire = encode(&response)?;
+        let bare_wire = encode(response)?;
         let referral = response.answers.is_empty()
             && response
                 .authorities
@@ -691,17 +883,17 @@ pub fn respond(
             }
         }
         if referral && fitting.additionals.is_empty() {
-            h.truncated.inc();
-            return encode(&truncated(&response));
+            tally.truncated = true;
+            return encode(&truncated(response));
         }
         if bare_wire.len() <= limit {
             return encode(&fitting);
         }
     }
-    let wire = encode(&response)?;
+    let wire = encode(response)?;
     if wire.len() > limit {
-        h.truncated.inc();
-        return encode(&truncated(&response));
+        tally.truncated = true;
+        return encode(&truncated(response));
     }
     Some(wire)
 }

@@ -160,6 +160,12 @@ impl GeoName {
         }
     }
 
+    /// Whether the answer is drawn at random per query (weighted among
+    /// more than one site).
+    pub fn draws_at_random(&self) -> bool {
+        matches!(self.policy, Policy::Weighted(k) if k > 1)
+    }
+
     /// The sites of the answer for an unknown client, whatever their
     /// health: the default sites, or every candidate (zone transfers).
     pub fn default_answer(&self) -> Vec<usize> {

@@ -5,6 +5,7 @@
 //! - [`zone`]: zones compiled for lookup; [`geo`]: sites and picking;
 //!   [`locate`]: client location by prefix (config, CSV, MaxMind).
 //! - [`health`]: site states (health reported by `app`'s probes, drains).
+//! - [`packet_cache`]: answers kept to send again.
 //! - [`rrl`]: response rate limiting. [`server`]: UDP and TCP loops.
 //! - [`DnsService`]: the current generation behind `ArcSwap`, swapped on
 //!   reload; site states outlive generations.
@@ -19,6 +20,7 @@ pub mod geo;
 pub mod health;
 pub mod locate;
 pub mod metrics;
+pub mod packet_cache;
 pub mod rrl;
 pub mod server;
 pub mod state;
@@ -127,13 +129,26 @@ impl DnsService {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// Records the time of a batch of `n` answers, per answer.
-    pub(crate) fn observe_batch(&self, started: Instant, n: usize) {
+    /// A thread's own copy of the answer-time histogram (see
+    /// [`DnsService::observe_batch`]).
+    pub(crate) fn local_seconds(&self) -> prometheus::local::LocalHistogram {
+        self.metrics.seconds.local()
+    }
+
+    /// Records the time of a batch of `n` answers, per answer, in `local`,
+    /// then adds it to the shared histogram (a few atomic adds a batch,
+    /// not three per answer).
+    pub(crate) fn observe_batch(
+        local: &prometheus::local::LocalHistogram,
+        started: Instant,
+        n: usize,
+    ) {
         if n > 0 {
             let each = started.elapsed().as_secs_f64() / n as f64;
             for _ in 0..n {
-                self.metrics.seconds.observe(each);
+                local.observe(each);
             }
+            local.flush();
         }
     }
 

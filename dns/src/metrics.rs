@@ -62,6 +62,7 @@ pub struct DnsMetrics {
     rrl: IntCounterVec,
     truncated: IntCounter,
     malformed: IntCounter,
+    packet_cache: IntCounterVec,
 }
 
 /// Handles for one generation's zones and sites.
@@ -79,6 +80,8 @@ pub struct Handles {
     pub rrl_would: IntCounter,
     pub truncated: IntCounter,
     pub malformed: IntCounter,
+    pub packet_cache_hit: IntCounter,
+    pub packet_cache_miss: IntCounter,
 }
 
 impl Handles {
@@ -133,6 +136,14 @@ impl DnsMetrics {
             "edge_dns_malformed_total",
             "Packets that were not a DNS query edge could read (answered FORMERR or dropped)",
         )?;
+        let packet_cache = IntCounterVec::new(
+            Opts::new(
+                "edge_dns_packet_cache_total",
+                "Queries looked up in the packet cache: answered from it (hit) or made (miss)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(packet_cache.clone()))?;
         registry.register(Box::new(queries.clone()))?;
         registry.register(Box::new(answers.clone()))?;
         registry.register(Box::new(seconds.clone()))?;
@@ -148,6 +159,7 @@ impl DnsMetrics {
             rrl,
             truncated,
             malformed,
+            packet_cache,
         })
     }
 
@@ -172,6 +184,8 @@ impl DnsMetrics {
             rrl_would: self.rrl.with_label_values(&["log_only"]),
             truncated: self.truncated.clone(),
             malformed: self.malformed.clone(),
+            packet_cache_hit: self.packet_cache.with_label_values(&["hit"]),
+            packet_cache_miss: self.packet_cache.with_label_values(&["miss"]),
         }
     }
 }

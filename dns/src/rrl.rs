@@ -53,7 +53,7 @@ pub struct Limiter {
 }
 
 /// What makes two responses "the same".
-#[derive(Debug, Hash)]
+#[derive(Debug, Clone, Copy, Hash)]
 pub struct ResponseClass {
     /// Hash of the query name, or of the zone for NXDOMAIN and errors.
     pub name: u64,

@@ -4,13 +4,14 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -23,6 +24,8 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 const TCP_CONNECTIONS: usize = 1024;
 /// Largest UDP query read.
 const UDP_BUFFER: usize = 4096;
+/// How often a UDP thread waiting for queries looks whether it should stop.
+const UDP_WAKE: Duration = Duration::from_millis(100);
 
 /// Sockets bound for a `dns` listener, not yet served.
 #[derive(Debug)]
@@ -111,6 +114,8 @@ pub struct DnsListener {
     pub name: String,
     pub local_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
+    /// True: the UDP threads stop (within UDP_WAKE).
+    stopping: Arc<AtomicBool>,
     /// True: TCP connections close once idle (draining).
     drain: tokio::sync::watch::Sender<bool>,
     /// TCP connection slots; all free when none is open.
@@ -125,7 +130,7 @@ pub struct DnsListener {
 pub struct ReadyDns {
     pub name: String,
     pub local_addr: SocketAddr,
-    udp: Vec<tokio::net::UdpSocket>,
+    udp: Vec<UdpSocket>,
     tcp: tokio::net::TcpListener,
     sockets: (TcpListener, Vec<UdpSocket>),
     runtime: tokio::runtime::Handle,
@@ -143,11 +148,14 @@ impl ReadyDns {
                 .map(UdpSocket::try_clone)
                 .collect::<io::Result<Vec<_>>>()?,
         );
-        let udp = bound
-            .udp
-            .into_iter()
-            .map(tokio::net::UdpSocket::from_std)
-            .collect::<io::Result<Vec<_>>>()?;
+        // Each UDP socket is read by a thread of its own that blocks in
+        // recvmmsg (as gdnsd does): one system call per batch, no epoll.
+        // The wait wakes every UDP_WAKE to see whether to stop.
+        for u in &bound.udp {
+            u.set_nonblocking(false)?;
+            u.set_read_timeout(Some(UDP_WAKE))?;
+        }
+        let udp = bound.udp;
         let tcp = tokio::net::TcpListener::from_std(bound.tcp)?;
         Ok(ReadyDns {
             name: bound.name,
@@ -162,8 +170,13 @@ impl ReadyDns {
     /// Starts serving.
     pub fn serve(self, service: Arc<DnsService>) -> DnsListener {
         let mut tasks = Vec::new();
+        let stopping = Arc::new(AtomicBool::new(false));
         for sock in self.udp {
-            tasks.push(self.runtime.spawn(udp_loop(sock, service.clone())));
+            let (service, stopping) = (service.clone(), stopping.clone());
+            tasks.push(
+                self.runtime
+                    .spawn_blocking(move || udp_loop(&sock, &service, &stopping)),
+            );
         }
         let (drain, draining) = tokio::sync::watch::channel(false);
         let slots = Arc::new(Semaphore::new(TCP_CONNECTIONS));
@@ -175,6 +188,7 @@ impl ReadyDns {
             name: self.name,
             local_addr: self.local_addr,
             tasks,
+            stopping,
             drain,
             slots,
             sockets: self.sockets,
@@ -193,6 +207,7 @@ impl DnsListener {
     }
 
     pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
         for t in &self.tasks {
             t.abort();
         }
@@ -203,6 +218,7 @@ impl DnsListener {
     /// loops, to await: once they have ended nothing is read here.
     pub fn stop_serving(&mut self) -> Vec<JoinHandle<()>> {
         self.drain.send_replace(true);
+        self.stopping.store(true, Ordering::Relaxed);
         for t in &self.tasks {
             t.abort();
         }
@@ -241,35 +257,37 @@ impl Drop for DnsListener {
 /// Datagrams read (and answered) per system call, at most.
 const BATCH: usize = 32;
 
-/// Reads up to `bufs.len()` datagrams at once (recvmmsg).
-fn recv_batch(fd: RawFd, bufs: &mut [Vec<u8>]) -> io::Result<Vec<(usize, Option<SocketAddr>)>> {
+/// Reads up to `bufs.len()` datagrams at once (recvmmsg): waits for the
+/// first (up to the socket's read timeout), then takes what is there.
+fn recv_batch(
+    fd: RawFd,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    bufs: &mut [Vec<u8>],
+    got: &mut Vec<(usize, Option<SocketAddr>)>,
+) -> io::Result<()> {
     let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
         .iter_mut()
         .map(|b| [IoSliceMut::new(&mut b[..])])
         .collect();
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(iovs.len(), None);
-    let got = recvmmsg(
-        fd,
-        &mut headers,
-        iovs.iter_mut(),
-        MsgFlags::MSG_DONTWAIT,
-        None,
-    )
-    .map_err(io::Error::from)?;
-    Ok(got
-        .map(|m| (m.bytes, m.address.as_ref().and_then(socket_addr)))
-        .collect())
+    let read = recvmmsg(fd, headers, iovs.iter_mut(), MsgFlags::MSG_WAITFORONE, None)
+        .map_err(io::Error::from)?;
+    got.clear();
+    got.extend(read.map(|m| (m.bytes, m.address.as_ref().and_then(socket_addr))));
+    Ok(())
 }
 
 /// Sends datagrams at once (sendmmsg); returns how many went.
-fn send_batch(fd: RawFd, out: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
+fn send_batch(
+    fd: RawFd,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    out: &[(Vec<u8>, SocketAddr)],
+) -> io::Result<usize> {
     let iovs: Vec<[IoSlice<'_>; 1]> = out.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
     let addrs: Vec<Option<SockaddrStorage>> = out
         .iter()
         .map(|(_, a)| Some(SockaddrStorage::from(*a)))
         .collect();
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(out.len(), None);
-    let sent = sendmmsg(fd, &mut headers, &iovs, &addrs, [], MsgFlags::MSG_DONTWAIT)
+    let sent = sendmmsg(fd, headers, &iovs, &addrs, [], MsgFlags::MSG_DONTWAIT)
         .map_err(io::Error::from)?;
     Ok(sent.count())
 }
@@ -280,17 +298,43 @@ fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
         .or_else(|| s.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
 }
 
-async fn udp_loop(sock: tokio::net::UdpSocket, service: Arc<DnsService>) {
+/// Waits until `fd` can take a datagram (or UDP_WAKE passes).
+fn wait_writable(fd: &impl AsFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+    let _ = poll(&mut fds, PollTimeout::from(100u16));
+}
+
+/// One UDP socket's thread: a batch read, answered inline, sent in one
+/// call; until `stopping`.
+fn udp_loop(sock: &UdpSocket, service: &DnsService, stopping: &AtomicBool) {
     let fd = sock.as_raw_fd();
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; UDP_BUFFER]).collect();
     let mut answers: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
-    loop {
-        if sock.readable().await.is_err() {
-            return;
-        }
-        let got = match sock.try_io(Interest::READABLE, || recv_batch(fd, &mut bufs)) {
-            Ok(g) => g,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+    let mut got = Vec::with_capacity(BATCH);
+    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let seconds = service.local_seconds();
+    while !stopping.load(Ordering::Relaxed) {
+        let waited = Instant::now();
+        match recv_batch(fd, &mut recv_headers, &mut bufs, &mut got) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                // The read timeout: look at `stopping`. A socket another
+                // process made non-blocking (an upgrade's new binary, for
+                // a moment) returns at once: wait here instead of spinning.
+                if e.kind() == io::ErrorKind::WouldBlock && waited.elapsed() < UDP_WAKE / 2 {
+                    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+                    let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+                    let _ = poll(&mut fds, PollTimeout::from(100u16));
+                }
+                continue;
+            }
             Err(e) => {
                 // ICMP errors from earlier sends surface here; keep serving.
                 tracing::debug!(error = %e, "dns udp receive");
@@ -299,25 +343,28 @@ async fn udp_loop(sock: tokio::net::UdpSocket, service: Arc<DnsService>) {
         };
         let started = Instant::now();
         answers.clear();
-        for (buf, (n, src)) in bufs.iter().zip(got) {
+        for (buf, &(n, src)) in bufs.iter().zip(&got) {
             let Some(src) = src else { continue };
             if let Some(out) = service.respond(&buf[..n.min(buf.len())], src.ip(), Transport::Udp) {
                 answers.push((out, src));
             }
         }
-        service.observe_batch(started, answers.len());
+        DnsService::observe_batch(&seconds, started, answers.len());
         let mut sent = 0;
+        let mut waits = 0;
+        // What was read is answered, stopping or not: a query read by
+        // this process is not read by the one taking over.
         while sent < answers.len() {
-            match sock.try_io(Interest::WRITABLE, || send_batch(fd, &answers[sent..])) {
+            match send_batch(fd, &mut send_headers, &answers[sent..]) {
                 Ok(0) => break,
                 Ok(k) => sent += k,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if sock.writable().await.is_err() {
-                        return;
-                    }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && waits < 10 => {
+                    waits += 1;
+                    wait_writable(sock);
                 }
                 Err(e) => {
-                    // This datagram cannot go (e.g. no route): skip it.
+                    // This datagram cannot go (e.g. no route, or the send
+                    // buffer stays full): skip it.
                     tracing::debug!(error = %e, client = %answers[sent].1, "dns udp send");
                     sent += 1;
                 }

@@ -10,6 +10,7 @@ use crate::geo::{GeoName, Site};
 use crate::health::{SiteState, SiteStates};
 use crate::locate::{LocateError, Locator};
 use crate::metrics::{DnsMetrics, Handles};
+use crate::packet_cache::PacketCache;
 use crate::rrl::Limiter;
 use crate::zone::{Zone, ZoneError};
 
@@ -35,6 +36,8 @@ pub struct DnsState {
     pub handles: Handles,
     /// TSIG keys zone transfers are signed and checked with.
     pub tsig_keys: Vec<crate::transfer::Key>,
+    /// Answers of this generation kept to send again (`dns.packet_cache`).
+    pub packet_cache: Option<PacketCache>,
 }
 
 impl DnsState {
@@ -76,6 +79,7 @@ impl DnsState {
             fail_open: cfg.all_sites_down == AllSitesDown::FailOpen,
             handles: metrics.handles(&zone_labels, &names),
             tsig_keys: crate::transfer::keys(&cfg.tsig_keys),
+            packet_cache: (cfg.packet_cache > 0).then(|| PacketCache::new(cfg.packet_cache)),
             site_states,
             sites,
         })
@@ -93,6 +97,7 @@ impl DnsState {
             fail_open: true,
             handles: metrics.handles(&[], &[]),
             tsig_keys: Vec::new(),
+            packet_cache: None,
         }
     }
 }

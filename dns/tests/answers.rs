@@ -4,7 +4,8 @@
 //! authoritative server (NSD, Knot, BIND) returns for it, from RFC 1034
 //! §4.3.2, RFC 2308, RFC 4592, RFC 6604, RFC 6672, RFC 3225, RFC 7871.
 //! Every row runs over UDP and TCP and with the query name's case mixed
-//! (0x20): 3 × the rows.
+//! (0x20): 3 × the rows; then all again with another ID, answered from the
+//! packet cache, which must give the same answers.
 
 #![allow(clippy::unwrap_used)]
 
@@ -537,7 +538,10 @@ fn every_row_over_udp_and_tcp_and_in_mixed_case() {
     let svc = service();
     let long = "x".repeat(300);
     let mut checked = 0;
-    for row in rows() {
+    for (pass, row) in [0u16, 1]
+        .into_iter()
+        .flat_map(|p| rows().into_iter().map(move |r| (p, r)))
+    {
         for (transport, case) in [
             (Transport::Udp, false),
             (Transport::Tcp, false),
@@ -548,8 +552,15 @@ fn every_row_over_udp_and_tcp_and_in_mixed_case() {
             } else {
                 row.q.to_string()
             };
-            let what = format!("{qname} {:?} {:?} {:?}", row.t, row.o.class, transport);
-            let m = ask(&svc, &query(&qname, row.t, row.o), transport);
+            let what = format!(
+                "{qname} {:?} {:?} {:?} pass {pass}",
+                row.t, row.o.class, transport
+            );
+            let mut packet = query(&qname, row.t, row.o);
+            let id = 4242 + pass;
+            packet[..2].copy_from_slice(&id.to_be_bytes());
+            let m = ask(&svc, &packet, transport);
+            assert_eq!(m.metadata.id, id, "{what}: the query's ID");
             // The question comes back as asked, case and all.
             assert_eq!(m.queries.len(), 1, "{what}");
             assert_eq!(
@@ -607,7 +618,7 @@ fn every_row_over_udp_and_tcp_and_in_mixed_case() {
             checked += 1;
         }
     }
-    assert!(checked >= 200, "{checked} checks");
+    assert!(checked >= 400, "{checked} checks");
 }
 
 #[test]
@@ -832,6 +843,72 @@ fn a_referral_sends_the_glue_that_fits() {
             !m.additionals.is_empty() && m.additionals.len() < 80,
             "{payload}: {}",
             m.additionals.len()
+        );
+    }
+}
+
+/// The packet cache never repeats an answer drawn at random: a weighted
+/// geo name among two sites of equal weight answers both, to one client
+/// asking the same bytes again and again; `packet_cache = 0` turns the
+/// cache off and answers stay the same.
+#[test]
+fn weighted_answers_are_drawn_per_query_and_the_cache_can_be_off() {
+    let config = |cache: &str| {
+        format!(
+            r#"
+[[listener]]
+name = "dns"
+kind = "dns"
+address = "127.0.0.1:0"
+
+[dns]
+{cache}
+
+[[dns.zone]]
+name = "w.test."
+ns = ["ns1.w.test."]
+records = [{{ name = "ns1", type = "A", value = "192.0.2.53" }}]
+geo = [{{ name = "pick", sites = ["a", "b"], policy = "weighted", count = 2 }}]
+
+[[dns.site]]
+name = "a"
+lat = 50.0
+lon = 8.0
+ipv4 = ["203.0.113.1"]
+
+[[dns.site]]
+name = "b"
+lat = 50.1
+lon = 8.1
+ipv4 = ["203.0.113.2"]
+
+[[dns.locator.cidr]]
+prefix = "192.0.2.0/24"
+lat = 50.0
+lon = 8.0
+"#
+        )
+    };
+    for cache in ["", "packet_cache = 0"] {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cfg = match edge_config::parse_str(&config(cache), "w.toml", dir) {
+            Ok(c) => c,
+            Err(d) => panic!("{}", d.render()),
+        };
+        let svc = DnsService::new(&prometheus::Registry::new()).unwrap();
+        svc.install(svc.build(cfg.dns.as_ref()).unwrap());
+        let packet = query("pick.w.test.", RecordType::A, Opts::default());
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let m = ask(&svc, &packet, Transport::Udp);
+            for a in &m.answers {
+                seen.insert(a.data.to_string());
+            }
+        }
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            ["203.0.113.1", "203.0.113.2"],
+            "{cache:?}"
         );
     }
 }

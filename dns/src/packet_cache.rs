@@ -1,0 +1,201 @@
+//! Answers kept ready to send again (PowerDNS's packet cache): a query
+//! whose bytes (all but the ID) were answered before gets that answer's
+//! bytes with its own ID, without being parsed, looked up or encoded.
+//!
+//! What an answer depends on is all in the key or checked on a hit:
+//! - the query's bytes after the ID: flags, the question in its case, the
+//!   EDNS buffer size, the DO bit, the client subnet (RFC 7871);
+//! - the transport (UDP answers are truncated to the client's buffer);
+//! - the client's address, only for geo answers located by it (no ECS, or
+//!   ECS /0): a first entry says "per client" and the answer is under a
+//!   second key that includes the address;
+//! - the zones, sites and locator: the cache belongs to one generation
+//!   ([`crate::DnsState`]) and a reload starts an empty one;
+//! - site health and drains: a geo answer keeps which sites were up when
+//!   it was made, and is made again when that changed.
+//!
+//! Not cached: zone transfers, weighted picks (random per query), queries
+//! longer than [`MAX_QUERY`] bytes. Response rate limiting and metrics run
+//! on every answer, cached or not.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::answer::{Tally, Transport};
+use crate::health::SiteState;
+use crate::rrl::ResponseClass;
+
+/// Queries longer than this (bytes) are answered without the cache.
+pub const MAX_QUERY: usize = 512;
+/// Transport byte, address length, an IPv6 address.
+const KEY_HEAD: usize = 2 + 16;
+
+/// One answer, as sent (with the first asker's ID) and what it counts as.
+#[derive(Debug)]
+pub struct Entry {
+    pub wire: Box<[u8]>,
+    pub tally: Tally,
+    /// What response rate limiting counts it as (when RRL is on).
+    pub class: Option<ResponseClass>,
+    /// For geo answers: which sites were up when it was made.
+    ups: Option<Box<[u64]>>,
+}
+
+#[derive(Clone)]
+enum Slot {
+    Answer(Arc<Entry>),
+    /// The answer depends on the client's address: see the second key.
+    PerClient,
+}
+
+/// How an answer may be kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keep {
+    pub no: bool,
+    /// Located by the client's address.
+    pub per_client: bool,
+    /// Depends on site health.
+    pub geo: bool,
+}
+
+pub struct PacketCache {
+    slots: quick_cache::sync::Cache<Box<[u8]>, Slot>,
+}
+
+/// A key: transport, the client's address when it matters, the query
+/// after its ID. `None` when the query is too long to keep.
+fn key<'b>(
+    buf: &'b mut [u8; KEY_HEAD + MAX_QUERY],
+    packet: &[u8],
+    transport: Transport,
+    client: Option<IpAddr>,
+) -> Option<&'b [u8]> {
+    let rest = packet.get(2..)?;
+    if rest.len() > MAX_QUERY {
+        return None;
+    }
+    buf[0] = match transport {
+        Transport::Udp => 0,
+        Transport::Tcp => 1,
+    };
+    let head = match client {
+        None => {
+            buf[1] = 0;
+            2
+        }
+        Some(IpAddr::V4(a)) => {
+            buf[1] = 4;
+            buf[2..6].copy_from_slice(&a.octets());
+            6
+        }
+        Some(IpAddr::V6(a)) => {
+            buf[1] = 16;
+            buf[2..18].copy_from_slice(&a.octets());
+            18
+        }
+    };
+    buf[head..head + rest.len()].copy_from_slice(rest);
+    Some(&buf[..head + rest.len()])
+}
+
+/// Which of `sites` are up, one bit each.
+fn ups(sites: &[Arc<SiteState>]) -> Box<[u64]> {
+    let mut bits = vec![0u64; sites.len().div_ceil(64)];
+    for (i, s) in sites.iter().enumerate() {
+        if s.up() {
+            bits[i / 64] |= 1 << (i % 64);
+        }
+    }
+    bits.into_boxed_slice()
+}
+
+/// Whether the sites up are those of `was` (see [`ups`]).
+fn same_ups(was: &[u64], sites: &[Arc<SiteState>]) -> bool {
+    was.len() == sites.len().div_ceil(64)
+        && sites
+            .iter()
+            .enumerate()
+            .all(|(i, s)| (was[i / 64] >> (i % 64)) & 1 == u64::from(s.up()))
+}
+
+impl PacketCache {
+    /// A cache of at most `entries` answers.
+    pub fn new(entries: usize) -> PacketCache {
+        PacketCache {
+            slots: quick_cache::sync::Cache::new(entries.max(1)),
+        }
+    }
+
+    /// The answer kept for this query, if it still holds.
+    pub fn get(
+        &self,
+        packet: &[u8],
+        client: IpAddr,
+        transport: Transport,
+        sites: &[Arc<SiteState>],
+    ) -> Option<Arc<Entry>> {
+        let mut buf = [0u8; KEY_HEAD + MAX_QUERY];
+        let entry = match self.slots.get(key(&mut buf, packet, transport, None)?)? {
+            Slot::Answer(e) => e,
+            Slot::PerClient => {
+                match self
+                    .slots
+                    .get(key(&mut buf, packet, transport, Some(client))?)?
+                {
+                    Slot::Answer(e) => e,
+                    Slot::PerClient => return None,
+                }
+            }
+        };
+        match &entry.ups {
+            Some(was) if !same_ups(was, sites) => None,
+            _ => Some(entry),
+        }
+    }
+
+    /// Keeps `entry` (made from `wire`) as the answer to this query;
+    /// returns it, shared.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put(
+        &self,
+        packet: &[u8],
+        client: IpAddr,
+        transport: Transport,
+        keep: Keep,
+        sites: &[Arc<SiteState>],
+        wire: Vec<u8>,
+        tally: Tally,
+        class: Option<ResponseClass>,
+    ) -> Arc<Entry> {
+        let entry = Arc::new(Entry {
+            wire: wire.into_boxed_slice(),
+            tally,
+            class,
+            ups: keep.geo.then(|| ups(sites)),
+        });
+        if keep.no {
+            return entry;
+        }
+        let mut buf = [0u8; KEY_HEAD + MAX_QUERY];
+        if keep.per_client {
+            if let Some(k) = key(&mut buf, packet, transport, None) {
+                self.slots.insert(k.into(), Slot::PerClient);
+            }
+            if let Some(k) = key(&mut buf, packet, transport, Some(client)) {
+                self.slots.insert(k.into(), Slot::Answer(entry.clone()));
+            }
+        } else if let Some(k) = key(&mut buf, packet, transport, None) {
+            self.slots.insert(k.into(), Slot::Answer(entry.clone()));
+        }
+        entry
+    }
+
+    /// Answers kept now.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
