@@ -28,7 +28,7 @@ use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
 use crate::geo::{Family, GeoName, Pick, Where};
-use crate::health::SiteView;
+use crate::health::Ups;
 use crate::metrics::{qtype_index, rcode_index, Handles};
 use crate::packet_cache::Keep;
 use crate::rrl::{ResponseClass, Verdict};
@@ -275,6 +275,8 @@ struct Notes {
     located: Option<Located>,
     sites: Vec<usize>,
     keep: Keep,
+    /// A geo answer: the site health it was picked with.
+    ups: Option<Ups>,
 }
 
 /// The state a query reads, and what it knows about its client.
@@ -330,10 +332,11 @@ impl Ctx<'_> {
             _ => return false,
         };
         let (at, scope) = self.locate();
-        let view = SiteView(&self.state.site_states);
+        // Health read once: the pick and a packet-cache entry see the same.
+        let ups = Ups::read(&self.state.site_states);
         let (picked, why) = g.pick(
             &self.state.sites,
-            &view,
+            &ups,
             at.as_ref(),
             family,
             self.state.fail_open,
@@ -341,7 +344,7 @@ impl Ctx<'_> {
         r.geo_scope = Some(scope);
         {
             let mut notes = self.notes.borrow_mut();
-            notes.keep.geo = true;
+            notes.ups = Some(ups);
             // A weighted pick is drawn per query: not one to repeat.
             notes.keep.no |= g.draws_at_random();
             notes.sites.extend(picked.iter().copied());
@@ -586,13 +589,7 @@ pub fn respond(
                     state.handles.packet_cache_miss.inc();
                     let made = make(state, packet, client, transport)?;
                     cache.put(
-                        packet,
-                        client,
-                        transport,
-                        made.keep,
-                        &state.site_states,
-                        made.wire,
-                        made.tally,
+                        packet, client, transport, made.keep, made.ups, made.wire, made.tally,
                         made.class,
                     )
                 }
@@ -663,6 +660,7 @@ struct Made {
     tally: Tally,
     class: Option<ResponseClass>,
     keep: Keep,
+    ups: Option<Ups>,
 }
 
 impl Made {
@@ -672,6 +670,7 @@ impl Made {
             tally,
             class: None,
             keep: Keep::default(),
+            ups: None,
         })
     }
 }
@@ -845,6 +844,7 @@ fn make(state: &DnsState, packet: &[u8], client: IpAddr, transport: Transport) -
         tally,
         class,
         keep: notes.keep,
+        ups: notes.ups,
     })
 }
 

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use edge_config::{DnsSite, GeoPolicy, GeoRecord};
 
-use crate::health::SiteView;
+use crate::health::Up;
 
 const EARTH_KM: f64 = 6371.0;
 
@@ -181,7 +181,7 @@ impl GeoName {
     pub fn pick(
         &self,
         sites: &[Site],
-        health: &SiteView<'_>,
+        health: &impl Up,
         at: Option<&Where>,
         family: Family,
         fail_open: bool,

@@ -169,9 +169,49 @@ impl SiteStates {
 #[derive(Debug, Clone, Copy)]
 pub struct SiteView<'a>(pub &'a [Arc<SiteState>]);
 
-impl SiteView<'_> {
-    pub fn up(&self, i: usize) -> bool {
+/// Whether site `i` (in a generation's order) is answered.
+pub trait Up {
+    fn up(&self, i: usize) -> bool;
+}
+
+impl Up for SiteView<'_> {
+    fn up(&self, i: usize) -> bool {
         self.0.get(i).is_some_and(|s| s.up())
+    }
+}
+
+/// Which sites are up, one bit each, read once: an answer picked from it
+/// depends on nothing else about health, so a packet-cache entry made from
+/// it holds exactly while [`Ups::holds`] (reading the live states while
+/// picking and again when keeping the answer could keep an answer made
+/// before a change as if made after it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ups(Box<[u64]>);
+
+impl Ups {
+    pub fn read(sites: &[Arc<SiteState>]) -> Ups {
+        let mut bits = vec![0u64; sites.len().div_ceil(64)];
+        for (i, s) in sites.iter().enumerate() {
+            if s.up() {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        Ups(bits.into_boxed_slice())
+    }
+
+    /// Whether `sites` are up as they were read.
+    pub fn holds(&self, sites: &[Arc<SiteState>]) -> bool {
+        self.0.len() == sites.len().div_ceil(64)
+            && sites
+                .iter()
+                .enumerate()
+                .all(|(i, s)| (self.0[i / 64] >> (i % 64)) & 1 == u64::from(s.up()))
+    }
+}
+
+impl Up for Ups {
+    fn up(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| (w >> (i % 64)) & 1 == 1)
     }
 }
 

@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::answer::{Tally, Transport};
-use crate::health::SiteState;
+use crate::health::{SiteState, Ups};
 use crate::rrl::ResponseClass;
 
 /// Queries longer than this (bytes) are answered without the cache.
@@ -37,8 +37,8 @@ pub struct Entry {
     pub tally: Tally,
     /// What response rate limiting counts it as (when RRL is on).
     pub class: Option<ResponseClass>,
-    /// For geo answers: which sites were up when it was made.
-    ups: Option<Box<[u64]>>,
+    /// For geo answers: which sites were up when it was picked.
+    ups: Option<Ups>,
 }
 
 #[derive(Clone)]
@@ -54,8 +54,6 @@ pub struct Keep {
     pub no: bool,
     /// Located by the client's address.
     pub per_client: bool,
-    /// Depends on site health.
-    pub geo: bool,
 }
 
 pub struct PacketCache {
@@ -98,26 +96,6 @@ fn key<'b>(
     Some(&buf[..head + rest.len()])
 }
 
-/// Which of `sites` are up, one bit each.
-fn ups(sites: &[Arc<SiteState>]) -> Box<[u64]> {
-    let mut bits = vec![0u64; sites.len().div_ceil(64)];
-    for (i, s) in sites.iter().enumerate() {
-        if s.up() {
-            bits[i / 64] |= 1 << (i % 64);
-        }
-    }
-    bits.into_boxed_slice()
-}
-
-/// Whether the sites up are those of `was` (see [`ups`]).
-fn same_ups(was: &[u64], sites: &[Arc<SiteState>]) -> bool {
-    was.len() == sites.len().div_ceil(64)
-        && sites
-            .iter()
-            .enumerate()
-            .all(|(i, s)| (was[i / 64] >> (i % 64)) & 1 == u64::from(s.up()))
-}
-
 impl PacketCache {
     /// A cache of at most `entries` answers.
     pub fn new(entries: usize) -> PacketCache {
@@ -148,13 +126,13 @@ impl PacketCache {
             }
         };
         match &entry.ups {
-            Some(was) if !same_ups(was, sites) => None,
+            Some(was) if !was.holds(sites) => None,
             _ => Some(entry),
         }
     }
 
-    /// Keeps `entry` (made from `wire`) as the answer to this query;
-    /// returns it, shared.
+    /// Keeps `wire` as the answer to this query (a geo answer with the
+    /// site health `ups` it was picked with); returns it, shared.
     #[allow(clippy::too_many_arguments)]
     pub fn put(
         &self,
@@ -162,7 +140,7 @@ impl PacketCache {
         client: IpAddr,
         transport: Transport,
         keep: Keep,
-        sites: &[Arc<SiteState>],
+        ups: Option<Ups>,
         wire: Vec<u8>,
         tally: Tally,
         class: Option<ResponseClass>,
@@ -171,7 +149,7 @@ impl PacketCache {
             wire: wire.into_boxed_slice(),
             tally,
             class,
-            ups: keep.geo.then(|| ups(sites)),
+            ups,
         });
         if keep.no {
             return entry;
@@ -197,5 +175,55 @@ impl PacketCache {
 
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::SiteStates;
+
+    /// An answer picked with one site health and kept after it changed
+    /// (another thread drained a site meanwhile) is not served as if
+    /// picked with the new one: the entry holds the health it was picked
+    /// with, not the health when it was kept.
+    #[test]
+    fn an_entry_holds_the_health_it_was_picked_with() {
+        let states = SiteStates::default();
+        let sites = states.list(&["a", "b"]);
+        let cache = PacketCache::new(16);
+        let packet = [0u8, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
+        let client: IpAddr = "192.0.2.1".parse().unwrap_or(IpAddr::from([0; 4]));
+        let keep = Keep::default();
+        let picked_with = Ups::read(&sites);
+        // The drain lands between the pick and the put.
+        states.set_drained("a", true);
+        cache.put(
+            &packet,
+            client,
+            Transport::Udp,
+            keep,
+            Some(picked_with),
+            vec![0; 12],
+            Tally::default(),
+            None,
+        );
+        assert!(cache.get(&packet, client, Transport::Udp, &sites).is_none());
+        // Back as it was picked: the entry holds again.
+        states.set_drained("a", false);
+        assert!(cache.get(&packet, client, Transport::Udp, &sites).is_some());
+        // Picked now, kept now: holds.
+        states.set_drained("b", true);
+        cache.put(
+            &packet,
+            client,
+            Transport::Udp,
+            keep,
+            Some(Ups::read(&sites)),
+            vec![0; 12],
+            Tally::default(),
+            None,
+        );
+        assert!(cache.get(&packet, client, Transport::Udp, &sites).is_some());
     }
 }

@@ -912,3 +912,229 @@ lon = 8.0
         );
     }
 }
+
+/// Differential: a service with the packet cache and one without, built
+/// from the same configuration, give the same bytes (the ID aside) and
+/// count the same metrics for every query, client and transport, across
+/// drains, health changes and all sites down; each query is asked twice in
+/// a row so the second is a cache hit.
+#[test]
+fn the_packet_cache_answers_as_a_fresh_computation_would() {
+    let config = |cache: u32, down: &str| {
+        format!(
+            r#"
+[[listener]]
+name = "dns"
+kind = "dns"
+address = "127.0.0.1:0"
+
+[dns]
+packet_cache = {cache}
+all_sites_down = "{down}"
+
+[[dns.zone]]
+name = "g.test."
+ns = ["ns1.g.test."]
+records = [
+  {{ name = "ns1", type = "A", value = "192.0.2.53" }},
+  {{ name = "www", type = "CNAME", value = "cdn.g.test." }},
+  {{ name = "www2", type = "CNAME", value = "www.g.test." }},
+  {{ name = "big", type = "TXT", value = "{big}" }},
+  {{ name = "big", type = "TXT", value = "{big}2" }},
+]
+geo = [
+  {{ name = "cdn", sites = ["fra", "nyc", "sin"], policy = "nearest", count = 1 }},
+  {{ name = "two", sites = ["fra", "nyc", "sin"], policy = "nearest", count = 2 }},
+  {{ name = "*.wild", sites = ["fra", "nyc"], policy = "nearest", count = 1 }},
+  {{ name = "fo", sites = ["fra", "nyc", "sin"], policy = "failover", failover = {{ eu = ["fra", "nyc"], us = ["nyc", "fra"] }} }},
+  {{ name = "w1", sites = ["fra", "nyc"], policy = "weighted", count = 1 }},
+]
+
+[[dns.site]]
+name = "fra"
+lat = 50.1
+lon = 8.7
+region = "eu"
+ipv4 = ["203.0.113.1"]
+ipv6 = ["2001:db8:f::1"]
+
+[[dns.site]]
+name = "nyc"
+lat = 40.7
+lon = -74.0
+region = "us"
+ipv4 = ["203.0.113.2"]
+
+[[dns.site]]
+name = "sin"
+lat = 1.35
+lon = 103.8
+ipv4 = ["203.0.113.3"]
+ipv6 = ["2001:db8:5::1"]
+
+[[dns.locator.cidr]]
+prefix = "10.0.0.0/8"
+lat = 50.0
+lon = 8.0
+region = "eu"
+
+[[dns.locator.cidr]]
+prefix = "10.1.0.0/16"
+lat = 40.0
+lon = -74.0
+region = "us"
+
+[[dns.locator.cidr]]
+prefix = "10.2.0.0/16"
+site = "sin"
+
+[[dns.locator.cidr]]
+prefix = "2001:db8:100::/48"
+lat = 1.0
+lon = 103.0
+"#,
+            big = "y".repeat(250)
+        )
+    };
+    let build = |cache: u32, down: &str| {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cfg = match edge_config::parse_str(&config(cache, down), "g.toml", dir) {
+            Ok(c) => c,
+            Err(d) => panic!("{}", d.render()),
+        };
+        let registry = prometheus::Registry::new();
+        let svc = DnsService::new(&registry).unwrap();
+        svc.install(svc.build(cfg.dns.as_ref()).unwrap());
+        (svc, registry)
+    };
+    let metrics = |r: &prometheus::Registry| -> Vec<String> {
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&r.gather())
+            .unwrap();
+        text.lines()
+            .filter(|l| {
+                !l.starts_with('#')
+                    && !l.starts_with("edge_dns_packet_cache_total")
+                    && !l.starts_with("edge_dns_answer_seconds")
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let names = [
+        "cdn.g.test.",
+        "CdN.g.TEST.",
+        "www.g.test.",
+        "www2.g.test.",
+        "two.g.test.",
+        "x.wild.g.test.",
+        "y.z.wild.g.test.",
+        "fo.g.test.",
+        "w1.g.test.",
+        "big.g.test.",
+        "nothere.g.test.",
+        "g.test.",
+        "elsewhere.test.",
+    ];
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::ANY,
+        RecordType::TXT,
+        RecordType::SOA,
+    ];
+    let ecs = |a: &'static str, l: u8| Opts {
+        edns: true,
+        ecs: Some((a, l)),
+        ..Opts::default()
+    };
+    let opts = [
+        Opts::default(),
+        Opts {
+            edns: true,
+            dnssec_ok: true,
+            ..Opts::default()
+        },
+        Opts {
+            edns: true,
+            payload: Some(512),
+            ..Opts::default()
+        },
+        Opts {
+            class: Some(DNSClass::ANY),
+            ..Opts::default()
+        },
+        Opts {
+            version: 1,
+            ..Opts::default()
+        },
+        ecs("0.0.0.0", 0),
+        ecs("::", 0),
+        ecs("10.1.0.0", 16),
+        ecs("10.2.3.0", 24),
+        ecs("2001:db8:100::", 48),
+    ];
+    let clients: Vec<IpAddr> = [
+        "10.0.0.1",
+        "10.1.0.1",
+        "10.2.0.1",
+        "192.0.2.250",
+        "2001:db8:100::1",
+        "2001:db8:999::1",
+    ]
+    .iter()
+    .map(|a| a.parse().unwrap())
+    .collect();
+    // Health and drain changes between rounds: (site, drained, healthy).
+    let rounds: &[&[(&str, bool)]] = &[
+        &[],
+        &[("fra", true)],
+        &[("nyc", true)],
+        &[("fra", false)],
+        &[("sin", true), ("fra", true)],
+        &[("fra", false), ("nyc", false), ("sin", false)],
+    ];
+    for down in ["servfail", "fail_open"] {
+        let (cached, cached_metrics) = build(65536, down);
+        let (fresh, fresh_metrics) = build(0, down);
+        let mut id = 1u16;
+        for (round, changes) in rounds.iter().enumerate() {
+            for &(site, drained) in *changes {
+                assert!(cached.sites.set_drained(site, drained));
+                assert!(fresh.sites.set_drained(site, drained));
+            }
+            for name in names {
+                for t in types {
+                    for o in opts {
+                        let mut packet = query(name, t, o);
+                        // Trailing garbage too, on some.
+                        if id.is_multiple_of(7) {
+                            packet.extend_from_slice(&[1, 2, 3]);
+                        }
+                        for &client in &clients {
+                            for transport in [Transport::Udp, Transport::Tcp] {
+                                for _ in 0..2 {
+                                    id = id.wrapping_add(1);
+                                    packet[..2].copy_from_slice(&id.to_be_bytes());
+                                    let a = cached.respond(&packet, client, transport);
+                                    let b = fresh.respond(&packet, client, transport);
+                                    assert_eq!(
+                                        a, b,
+                                        "{down} round {round}: {name} {t:?} from {client} over {transport:?}"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(metrics(&cached_metrics), metrics(&fresh_metrics), "{down}");
+        let hits = prometheus::TextEncoder::new()
+            .encode_to_string(&cached_metrics.gather())
+            .unwrap();
+        assert!(
+            hits.contains("edge_dns_packet_cache_total{result=\"hit\"}"),
+            "{hits}"
+        );
+    }
+}
