@@ -821,3 +821,79 @@ async fn zone_transfers_with_tsig_to_allowed_secondaries_and_notify() {
     node.signal(nix::sys::signal::Signal::SIGHUP);
     assert_eq!(notified(&secondary).await, 11);
 }
+
+/// Every UDP socket is read: three `dns` listeners of 256 UDP sockets each
+/// (768 threads blocking in recvmmsg, more than a tokio runtime's default
+/// 512 blocking threads) all answer every query, from many source ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_udp_socket_of_many_listeners_is_served() {
+    let cfg = config(None, "")
+        .replacen("[dns]\n", "[dns]\nthreads = 256\n", 1)
+        .replacen(
+            "[dns]\n",
+            "[[listener]]\nname = \"dns2\"\nkind = \"dns\"\naddress = \"127.0.0.1:0\"\n\n\
+             [[listener]]\nname = \"dns3\"\nkind = \"dns\"\naddress = \"127.0.0.1:0\"\n\n[dns]\n",
+            1,
+        );
+    let node = EdgeNode::start(BIN, &cfg);
+    for name in ["dns", "dns2", "dns3"] {
+        let dns = DnsClient::new(node.addr(name)).with_timeout(Duration::from_secs(2));
+        let mut lost = 0;
+        // A new source port each: SO_REUSEPORT spreads them over the sockets.
+        for _ in 0..24 {
+            match dns.udp(&DnsQuery::new("mail.cdn.test.", DnsType::A)).await {
+                Ok(m) => assert_eq!(addresses(&m), [ip("192.0.2.25")]),
+                Err(_) => lost += 1,
+            }
+        }
+        assert_eq!(lost, 0, "{name}: UDP queries never read");
+    }
+}
+
+/// A reload that removes a `dns` listener: it stops answering over UDP
+/// (its threads end and close the sockets) while the other serves on; one
+/// that adds it again answers; SIGTERM ends the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_listener_removed_by_reload_stops_answering_udp() {
+    let two = config(None, "").replacen(
+        "[dns]\n",
+        "[[listener]]\nname = \"dns2\"\nkind = \"dns\"\naddress = \"127.0.0.1:0\"\n\n[dns]\nthreads = 2\n",
+        1,
+    );
+    let one = config(None, "").replacen("[dns]\n", "[dns]\nthreads = 2\n", 1);
+    let mut node = EdgeNode::start(BIN, &two);
+    let q = DnsQuery::new("mail.cdn.test.", DnsType::A);
+    let first = DnsClient::new(node.addr("dns"));
+    let removed = DnsClient::new(node.addr("dns2")).with_timeout(Duration::from_millis(300));
+    assert_eq!(
+        addresses(&removed.udp(&q).await.unwrap()),
+        [ip("192.0.2.25")]
+    );
+    node.write_config(&one);
+    node.signal(nix::sys::signal::Signal::SIGHUP);
+    eventually(Duration::from_secs(10), "dns2 silent over UDP", || async {
+        // Several source ports: every socket of the listener is gone.
+        for _ in 0..8 {
+            if removed.udp(&q).await.is_ok() {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    assert_eq!(addresses(&first.udp(&q).await.unwrap()), [ip("192.0.2.25")]);
+    assert!(removed.tcp(&q).await.is_err(), "nor over TCP");
+    // Added again (a new port): answers.
+    node.write_config(&two);
+    node.signal(nix::sys::signal::Signal::SIGHUP);
+    eventually(Duration::from_secs(10), "dns2 back", || async {
+        let again = DnsClient::new(node.addr("dns2")).with_timeout(Duration::from_millis(500));
+        again.udp(&q).await.ok().map(|m| addresses(&m))
+    })
+    .await;
+    node.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        node.wait_exit(Duration::from_secs(30)).is_some(),
+        "SIGTERM ends a node with dns listeners"
+    );
+}

@@ -114,6 +114,8 @@ pub struct DnsListener {
     pub name: String,
     pub local_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
+    /// Each resolves once its UDP thread has ended (never aborted).
+    udp_threads: Vec<JoinHandle<()>>,
     /// True: the UDP threads stop (within UDP_WAKE).
     stopping: Arc<AtomicBool>,
     /// True: TCP connections close once idle (draining).
@@ -170,13 +172,29 @@ impl ReadyDns {
     /// Starts serving.
     pub fn serve(self, service: Arc<DnsService>) -> DnsListener {
         let mut tasks = Vec::new();
+        let mut udp_threads = Vec::new();
         let stopping = Arc::new(AtomicBool::new(false));
         for sock in self.udp {
             let (service, stopping) = (service.clone(), stopping.clone());
-            tasks.push(
-                self.runtime
-                    .spawn_blocking(move || udp_loop(&sock, &service, &stopping)),
-            );
+            // A thread of its own, not the runtime's blocking pool: that
+            // pool has a cap (512), past which a socket would never be read
+            // (its queries lost) while the threads before it serve on.
+            let (done, ended) = tokio::sync::oneshot::channel::<()>();
+            let spawned = std::thread::Builder::new()
+                .name("edge-dns-udp".into())
+                .spawn(move || {
+                    udp_loop(&sock, &service, &stopping);
+                    drop(sock);
+                    let _ = done.send(());
+                });
+            match spawned {
+                Ok(_) => udp_threads.push(self.runtime.spawn(async move {
+                    let _ = ended.await;
+                })),
+                Err(e) => {
+                    tracing::error!(listener = %self.name, error = %e, "cannot start a dns udp thread")
+                }
+            }
         }
         let (drain, draining) = tokio::sync::watch::channel(false);
         let slots = Arc::new(Semaphore::new(TCP_CONNECTIONS));
@@ -188,6 +206,7 @@ impl ReadyDns {
             name: self.name,
             local_addr: self.local_addr,
             tasks,
+            udp_threads,
             stopping,
             drain,
             slots,
@@ -222,7 +241,9 @@ impl DnsListener {
         for t in &self.tasks {
             t.abort();
         }
-        std::mem::take(&mut self.tasks)
+        let mut tasks = std::mem::take(&mut self.tasks);
+        tasks.append(&mut self.udp_threads);
+        tasks
     }
 
     /// Resolves once no TCP connection is open.

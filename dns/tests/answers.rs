@@ -1138,3 +1138,119 @@ lon = 103.0
         );
     }
 }
+
+/// Response rate limiting on cached answers: past the limit (1 a second,
+/// every limited answer slipped) a repeat, answered from the packet cache,
+/// is TC with the question only, in the query's case and with its ID; TCP
+/// is never limited.
+#[test]
+fn rate_limiting_applies_to_answers_from_the_packet_cache() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let text = ZONE.replace("LONGTEXT", "x").replacen(
+        "[[dns.zone]]",
+        "[dns.rrl]\nresponses_per_second = 1\nwindow = \"15s\"\nslip = 1\n\n[[dns.zone]]",
+        1,
+    );
+    let cfg = match edge_config::parse_str(&text, "answers.toml", &dir) {
+        Ok(c) => c,
+        Err(d) => panic!("{}", d.render()),
+    };
+    let registry = prometheus::Registry::new();
+    let svc = DnsService::new(&registry).unwrap();
+    svc.install(svc.build(cfg.dns.as_ref()).unwrap());
+    let client: IpAddr = "10.1.2.3".parse().unwrap();
+    for (name, t) in [
+        ("cdn.example.test.", RecordType::A),
+        ("mail.example.test.", RecordType::A),
+    ] {
+        let mut packet = query(name, t, Opts::default());
+        let mut full = 0;
+        for id in 1..=6u16 {
+            packet[..2].copy_from_slice(&id.to_be_bytes());
+            let out = svc
+                .respond(&packet, client, Transport::Udp)
+                .expect("slip 1");
+            let m = Message::from_vec(&out).unwrap();
+            assert_eq!(m.metadata.id, id, "{name}");
+            assert_eq!(m.queries.len(), 1, "{name}");
+            assert_eq!(m.queries[0].name().to_string(), name);
+            if m.metadata.truncation {
+                assert!(
+                    m.answers.is_empty() && m.authorities.is_empty() && m.additionals.is_empty(),
+                    "{name}: a slipped answer is the question only"
+                );
+            } else {
+                assert!(!m.answers.is_empty(), "{name}");
+                full += 1;
+            }
+            let m =
+                Message::from_vec(&svc.respond(&packet, client, Transport::Tcp).unwrap()).unwrap();
+            assert!(
+                !m.metadata.truncation && !m.answers.is_empty(),
+                "{name} TCP"
+            );
+        }
+        assert!(full < 6, "{name}: {full} full answers at 1 a second");
+    }
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert!(
+        text.contains("edge_dns_rrl_total{action=\"slip\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("edge_dns_packet_cache_total{result=\"hit\"}"),
+        "{text}"
+    );
+}
+
+/// Mutated queries, each asked twice of a service with the packet cache
+/// and of one without: the same bytes back (the second from the cache).
+#[test]
+fn mutated_queries_get_the_same_answer_from_the_packet_cache() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let long = "x".repeat(300);
+    let build = |cache: &str| {
+        let text = ZONE.replace("LONGTEXT", &long).replacen(
+            "[[dns.zone]]",
+            &format!("[dns]\n{cache}\n\n[[dns.zone]]"),
+            1,
+        );
+        let cfg = match edge_config::parse_str(&text, "answers.toml", &dir) {
+            Ok(c) => c,
+            Err(d) => panic!("{}", d.render()),
+        };
+        let svc = DnsService::new(&prometheus::Registry::new()).unwrap();
+        svc.install(svc.build(cfg.dns.as_ref()).unwrap());
+        svc
+    };
+    let (cached, fresh) = (build("packet_cache = 1000"), build("packet_cache = 0"));
+    let mut rng = fastrand::Rng::with_seed(0xcac4e);
+    let seeds: Vec<Vec<u8>> = rows().iter().map(|r| query(r.q, r.t, r.o)).collect();
+    for i in 0..10_000 {
+        let mut p = seeds[i % seeds.len()].clone();
+        for _ in 0..=rng.usize(..3) {
+            match rng.u8(..3) {
+                0 if !p.is_empty() => {
+                    let at = rng.usize(..p.len());
+                    p[at] = rng.u8(..);
+                }
+                1 if !p.is_empty() => p.truncate(rng.usize(..p.len())),
+                _ => p.extend((0..rng.usize(..8)).map(|_| rng.u8(..))),
+            }
+        }
+        let client: IpAddr = ["10.1.2.3", "10.9.9.9", "127.0.0.1"][i % 3]
+            .parse()
+            .unwrap();
+        for transport in [Transport::Udp, Transport::Tcp] {
+            for _ in 0..2 {
+                assert_eq!(
+                    cached.respond(&p, client, transport),
+                    fresh.respond(&p, client, transport),
+                    "{p:02x?} from {client} over {transport:?}"
+                );
+            }
+        }
+    }
+}
