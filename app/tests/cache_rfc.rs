@@ -1004,3 +1004,49 @@ async fn ranges_of_an_origin_that_ignores_range_are_served_and_stored_whole() {
         );
     }
 }
+
+/// A stale answer for an origin that failed (dropped, or too slow) never
+/// says keep-alive on a connection edge then closes: a client that reuses
+/// it gets its next answer or was told `Connection: close` (the same class
+/// as the breaker test's keep-alive bug). RAM and disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_answer_for_a_failed_origin_keeps_its_word_on_keep_alive() {
+    let o = Scripted::start().await;
+    let c = Client::new();
+    let nodes = both(&o, "stale_if_error = \"1h\"", "");
+    for (tier, n) in &nodes.nodes {
+        for (name, failure) in [
+            ("dropped", Reply::dropped()),
+            (
+                "slow",
+                Reply::ok("late", &[]).with_delay(Duration::from_secs(30)),
+            ),
+        ] {
+            let path = format!("/{tier}/{name}");
+            o.set(&path, Reply::ok("kept", &[("cache-control", "max-age=1")]));
+            get(&c, n, &path, &[]).await;
+            stored(&c, n, tier, &path).await;
+            tokio::time::sleep(Duration::from_millis(2100)).await;
+            o.set(&path, failure);
+            let mut raw = edge_testkit::RawConn::connect(n.addr("web")).await;
+            let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", n.addr("web"));
+            raw.send(req.as_bytes()).await;
+            let r = raw.response(false).await.unwrap();
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, "kept"),
+                "{tier} {name}"
+            );
+            if r.closes() {
+                assert!(raw.closed().await, "{tier} {name}: said close, stayed open");
+            } else {
+                raw.send(req.as_bytes()).await;
+                let again = raw.response(false).await;
+                assert!(
+                    again.is_ok(),
+                    "{tier} {name}: said keep-alive, then closed: {again:?}"
+                );
+            }
+        }
+    }
+}

@@ -326,3 +326,108 @@ async fn a_slowloris_client_is_cut_off_while_others_are_served() {
         "cut before the header timeout: {after:?}"
     );
 }
+
+/// One decoration for every serving path: a rate-limited route with
+/// response header edits gets `RateLimit-*` and the edits on a proxied
+/// miss, a fresh RAM hit (the fast path), a sliced object and its 416,
+/// edge's own 502, a direct response and a redirect; each request counted
+/// once (remaining goes down by one per request, whichever path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_serving_path_carries_the_rate_limit_fields_and_header_edits() {
+    let o = origin("o").await;
+    let extra = r#"
+[[pool]]
+name = "dead"
+backends = [{ address = "127.0.0.1:9" }]
+
+[[route]]
+name = "cached"
+match = { path_prefix = "/obj/" }
+pool = "p"
+rate_limits = ["lots"]
+[route.cache]
+[route.response_headers]
+set = { "x-decorated" = "yes" }
+
+[[route]]
+name = "gone"
+match = { path_prefix = "/gone/" }
+pool = "dead"
+rate_limits = ["lots"]
+[route.response_headers]
+set = { "x-decorated" = "yes" }
+
+[[route]]
+name = "hello"
+match = { path_prefix = "/hello" }
+respond = { status = 200, body = "hi\n" }
+rate_limits = ["lots"]
+[route.response_headers]
+set = { "x-decorated" = "yes" }
+
+[[route]]
+name = "moved"
+match = { path_prefix = "/moved" }
+redirect = { to = "/hello" }
+rate_limits = ["lots"]
+[route.response_headers]
+set = { "x-decorated" = "yes" }
+
+[[rate_limit]]
+name = "lots"
+key = ["client_ip"]
+rate = "1/m"
+burst = 100
+
+[cache]
+ram_size = "64 MiB"
+ram_max_object = "8 MiB"
+slice_size = "1 MiB"
+slice_threshold = "2 MiB"
+"#;
+    let node = start(&config(&o, extra)).await;
+    let c = Client::bound_to(ip(7));
+    let mut remaining = 100;
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: [Case; 8] = [
+        ("/obj/d.ts?size=2000", &[], 200, "proxied miss"),
+        ("/obj/d.ts?size=2000", &[], 200, "RAM hit, fast path"),
+        (
+            "/obj/big.mp4?size=3000000",
+            &[("range", "bytes=0-99")],
+            206,
+            "slices",
+        ),
+        (
+            "/obj/big.mp4?size=3000000",
+            &[("range", "bytes=0-99")],
+            206,
+            "slices, cached",
+        ),
+        (
+            "/obj/big.mp4?size=3000000",
+            &[("range", "bytes=5000000-")],
+            416,
+            "slices, 416",
+        ),
+        ("/gone/x", &[], 502, "edge's own 502"),
+        ("/hello", &[], 200, "direct response"),
+        ("/moved", &[], 302, "redirect"),
+    ];
+    for (path, headers, status, what) in cases {
+        let r = c
+            .request(Method::GET, &node.url("web", path), headers, "")
+            .await
+            .unwrap();
+        assert_eq!(r.status, status, "{what}");
+        remaining -= 1;
+        assert_eq!(r.header("x-decorated"), Some("yes"), "{what}");
+        assert_eq!(r.header("ratelimit-limit"), Some("100"), "{what}");
+        assert_eq!(
+            r.header("ratelimit-remaining"),
+            Some(remaining.to_string().as_str()),
+            "{what}"
+        );
+        assert!(r.header("ratelimit-reset").is_some(), "{what}");
+    }
+}

@@ -15,6 +15,7 @@
 
 pub mod caching;
 pub mod collector;
+pub(crate) mod decorate;
 pub mod errlog;
 pub mod error;
 pub mod guard;

@@ -37,6 +37,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::caching::{self, CacheCtx, Sub, SubTask, Way};
+use crate::decorate::Decor;
 use crate::guard;
 use crate::listen::Connection;
 use crate::metrics::class_index;
@@ -93,13 +94,13 @@ impl EdgeProxy {
         if let Some(r) = ctx.framing_refusal {
             ctx.close_unread(session);
             let body = Bytes::from(format!("{}\n", r.reason));
-            respond(session, r.status, text, body, &[], None).await?;
+            respond(session, r.status, text, body, &[], Decor::NONE).await?;
             return Ok(true);
         }
         if let Some(refusal) = guard::check_head(session.req_header(), &self.limits) {
             ctx.close_unread(session);
             let body = Bytes::from(format!("{}\n", refusal.reason));
-            respond(session, refusal.status, text, body, &[], None).await?;
+            respond(session, refusal.status, text, body, &[], Decor::NONE).await?;
             return Ok(true);
         }
         match normalize::admit(session.req_header_mut(), self.tls, &self.paths) {
@@ -117,7 +118,7 @@ impl EdgeProxy {
                     .map(|l| vec![("location", l)])
                     .unwrap_or_default();
                 let body = Bytes::from(format!("{}\n", r.reason));
-                respond(session, r.status, text, body, &extra, None).await?;
+                respond(session, r.status, text, body, &extra, Decor::NONE).await?;
                 Ok(true)
             }
         }
@@ -138,7 +139,15 @@ impl EdgeProxy {
                 "request body of {len} bytes is larger than the limit of {} bytes\n",
                 ctx.body_limit
             ));
-            respond(session, 413, "text/plain; charset=utf-8", body, &[], None).await?;
+            respond(
+                session,
+                413,
+                "text/plain; charset=utf-8",
+                body,
+                &[],
+                Decor::NONE,
+            )
+            .await?;
             return Ok(true);
         }
         if route.config.rate_limits.is_empty() {
@@ -161,7 +170,7 @@ impl EdgeProxy {
                     "text/plain; charset=utf-8",
                     body,
                     &d.headers(),
-                    None,
+                    Decor::NONE,
                 )
                 .await?;
                 Ok(true)
@@ -242,6 +251,14 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// What this request adds to every response it gets (see [`Decor`]).
+    fn decor(&self) -> Decor<'_> {
+        Decor {
+            ops: self.route.as_ref().map(|r| &r.response_headers),
+            rate_limit: self.rate_limit.as_ref(),
+        }
+    }
+
     /// edge answers without reading the rest of the request and closes.
     fn close_unread(&self, session: &mut Session) {
         session.set_keepalive(None);
@@ -374,7 +391,7 @@ async fn respond(
     content_type: &str,
     body: Bytes,
     extra: &[(&'static str, String)],
-    ops: Option<&CompiledHeaderOps>,
+    decor: Decor<'_>,
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
@@ -382,9 +399,7 @@ async fn respond(
     for (name, value) in extra {
         resp.insert_header(*name, value.as_str())?;
     }
-    if let Some(ops) = ops {
-        apply_response_ops(&mut resp, ops)?;
-    }
+    decor.apply(&mut resp)?;
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session
         .write_response_header(Box::new(resp), head_only)
@@ -404,19 +419,6 @@ fn apply_request_ops(req: &mut RequestHeader, ops: &CompiledHeaderOps) -> Result
     }
     for (name, value) in &ops.add {
         req.append_header(name.clone(), value.clone())?;
-    }
-    Ok(())
-}
-
-pub(crate) fn apply_response_ops(resp: &mut ResponseHeader, ops: &CompiledHeaderOps) -> Result<()> {
-    for name in &ops.remove {
-        resp.remove_header(name);
-    }
-    for (name, value) in &ops.set {
-        resp.insert_header(name.clone(), value.clone())?;
-    }
-    for (name, value) in &ops.add {
-        resp.append_header(name.clone(), value.clone())?;
     }
     Ok(())
 }
@@ -820,7 +822,7 @@ impl ProxyHttp for EdgeProxy {
                 "text/plain; charset=utf-8",
                 Bytes::from_static(b"no route matches this request\n"),
                 &[],
-                None,
+                Decor::NONE,
             )
             .await?;
             return Ok(true);
@@ -857,16 +859,34 @@ impl ProxyHttp for EdgeProxy {
                     }
                     match way {
                         Way::Sliced => {
-                            caching::slice::serve(rt, session, &mut ctx.cache, &route).await?;
+                            caching::slice::serve(
+                                rt,
+                                session,
+                                &mut ctx.cache,
+                                &route,
+                                Decor {
+                                    ops: Some(&route.response_headers),
+                                    rate_limit: ctx.rate_limit.as_ref(),
+                                },
+                            )
+                            .await?;
                             return Ok(true);
                         }
                         Way::Whole
                             if ctx.cache.sub.is_none()
                                 && !ctx.cache.directives.may_force_revalidation() =>
                         {
-                            if let Some(kind) =
-                                caching::fast::try_serve(rt, session, &mut ctx.cache, &route)
-                                    .await?
+                            if let Some(kind) = caching::fast::try_serve(
+                                rt,
+                                session,
+                                &mut ctx.cache,
+                                &route,
+                                Decor {
+                                    ops: Some(&route.response_headers),
+                                    rate_limit: ctx.rate_limit.as_ref(),
+                                },
+                            )
+                            .await?
                             {
                                 if kind == edge_cache::video::Kind::Segment {
                                     if let Some(pool) = &ctx.pool {
@@ -899,7 +919,10 @@ impl ProxyHttp for EdgeProxy {
                     content_type,
                     body.clone(),
                     &[],
-                    Some(&route.response_headers),
+                    Decor {
+                        ops: Some(&route.response_headers),
+                        rate_limit: ctx.rate_limit.as_ref(),
+                    },
                 )
                 .await?;
                 Ok(true)
@@ -918,7 +941,10 @@ impl ProxyHttp for EdgeProxy {
                     "text/plain; charset=utf-8",
                     body,
                     &[("location", location)],
-                    Some(&route.response_headers),
+                    Decor {
+                        ops: Some(&route.response_headers),
+                        rate_limit: ctx.rate_limit.as_ref(),
+                    },
                 )
                 .await?;
                 Ok(true)
@@ -1347,6 +1373,13 @@ impl ProxyHttp for EdgeProxy {
                 response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
             }
         }
+        // A stale answer for an upstream that failed (stale-if-error):
+        // pingora drops the client's connection after it whatever the
+        // answer says, so the answer says so (a client reusing it would
+        // send its next request into a closed connection).
+        if !ctx.tried.is_empty() && session.cache.phase() == pingora_cache::CachePhase::Stale {
+            session.set_keepalive(None);
+        }
         if let Some(conn) = &ctx.conn {
             conn.answered(ctx.conn_index, response.status.as_u16());
         }
@@ -1396,16 +1429,7 @@ impl ProxyHttp for EdgeProxy {
                 );
             }
         }
-        if let Some(route) = &ctx.route {
-            if !route.response_headers.is_empty() {
-                apply_response_ops(response, &route.response_headers)?;
-            }
-        }
-        if let Some(d) = &ctx.rate_limit {
-            for (name, value) in d.headers() {
-                response.insert_header(name, value)?;
-            }
-        }
+        ctx.decor().apply(response)?;
         if let (Some(id), Some(cookie)) = (
             &ctx.set_sticky,
             ctx.pool.as_ref().and_then(|p| p.uses_cookie()),
@@ -1598,7 +1622,7 @@ impl ProxyHttp for EdgeProxy {
                 "text/plain; charset=utf-8",
                 Bytes::from(body),
                 &extra,
-                None,
+                ctx.decor(),
             )
             .await
             {

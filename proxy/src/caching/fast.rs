@@ -15,6 +15,7 @@ use pingora_error::Result;
 use pingora_proxy::{RangeType, Session};
 
 use super::{cache_key, strip_cache_headers, CacheCtx, CacheRuntime};
+use crate::decorate::Decor;
 use crate::route::CompiledRoute;
 
 /// Answers from RAM if the object is there and fresh: `Ok(Some(kind))`
@@ -24,6 +25,7 @@ pub(crate) async fn try_serve(
     session: &mut Session,
     ctx: &mut CacheCtx,
     route: &CompiledRoute,
+    decor: Decor<'_>,
 ) -> Result<Option<Kind>> {
     let req = session.req_header();
     let head_only = match req.method {
@@ -80,7 +82,7 @@ pub(crate) async fn try_serve(
     };
     super::fields::apply(&mut resp, &served, &rt.storage.settings(), now)?;
     crate::hop::strip_response(&mut resp, req.version == http::Version::HTTP_10);
-    crate::service::apply_response_ops(&mut resp, &route.response_headers)?;
+    decor.apply(&mut resp)?;
     let body = (!head_only && !not_modified && start < end).then(|| obj.body.slice(start..end));
     session
         .write_response_header(Box::new(resp), body.is_none())

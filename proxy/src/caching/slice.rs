@@ -24,6 +24,7 @@ use pingora_proxy::subrequest::Ctx as SubrequestCtx;
 use pingora_proxy::{RangeType, Session};
 
 use super::{content_range, single_range, strip_cache_headers, CacheCtx, CacheRuntime, SubTask};
+use crate::decorate::Decor;
 use crate::route::CompiledRoute;
 
 /// One slice being fetched by a subrequest.
@@ -161,16 +162,27 @@ impl Drop for Fetch {
 }
 
 /// Sends a response from edge (a 416 or a 304) built from `resp`.
-async fn send_head(session: &mut Session, resp: ResponseHeader) -> Result<()> {
+async fn send_head(
+    session: &mut Session,
+    mut resp: ResponseHeader,
+    decor: Decor<'_>,
+) -> Result<()> {
+    decor.apply(&mut resp)?;
     session.write_response_header(Box::new(resp), true).await
 }
 
 /// Passes a slice response that is not a slice (an error, or an origin
 /// that ignores ranges without a length) through unchanged.
-async fn pass_through(session: &mut Session, mut first: Fetch, ctx: &mut CacheCtx) -> Result<()> {
+async fn pass_through(
+    session: &mut Session,
+    mut first: Fetch,
+    ctx: &mut CacheCtx,
+    decor: Decor<'_>,
+) -> Result<()> {
     let mut resp = first.header().await?.clone();
     strip_cache_headers(&mut resp);
     resp.insert_header("x-cache", Status::Miss.as_header())?;
+    decor.apply(&mut resp)?;
     ctx.status = Some(Status::Miss);
     let head_only = session.req_header().method == http::Method::HEAD;
     session
@@ -191,6 +203,7 @@ pub(crate) async fn serve(
     session: &mut Session,
     ctx: &mut CacheCtx,
     route: &CompiledRoute,
+    decor: Decor<'_>,
 ) -> Result<()> {
     let size = rt.storage.settings().slice_size.max(1);
     let req = session.req_header().clone();
@@ -233,7 +246,7 @@ pub(crate) async fn serve(
                 }
                 (len, true)
             }
-            None => return pass_through(session, first, ctx).await,
+            None => return pass_through(session, first, ctx, decor).await,
         },
         416 => {
             // The range starts past the end.
@@ -246,9 +259,9 @@ pub(crate) async fn serve(
             if let Some(t) = total {
                 rt.remember_size(&ctx.url, t);
             }
-            return pass_through(session, first, ctx).await;
+            return pass_through(session, first, ctx, decor).await;
         }
-        _ => return pass_through(session, first, ctx).await,
+        _ => return pass_through(session, first, ctx, decor).await,
     };
     rt.remember_size(&ctx.url, total);
 
@@ -274,14 +287,14 @@ pub(crate) async fn serve(
             r.insert_header(header::CONTENT_LENGTH, "0")?;
             ctx.status = Some(Status::Hit);
             r.insert_header("x-cache", super::x_cache(Status::Hit, ctx.tier))?;
-            return send_head(session, r).await;
+            return send_head(session, r, decor).await;
         }
         _ => (0, total),
     };
     if not_modified_filter(&req, &resp) {
         to_304(&mut resp);
         ctx.status = Some(Status::Hit);
-        return send_head(session, resp).await;
+        return send_head(session, resp, decor).await;
     }
     let needed: Vec<u64> = if start >= end {
         Vec::new()
@@ -336,7 +349,7 @@ pub(crate) async fn serve(
         &rt.storage.settings(),
         std::time::SystemTime::now(),
     )?;
-    crate::service::apply_response_ops(&mut resp, &route.response_headers)?;
+    decor.apply(&mut resp)?;
     let no_body = head_only || needed.is_empty();
     session
         .write_response_header(Box::new(resp), no_body)
