@@ -541,7 +541,7 @@ pub(crate) struct RawDns {
     pub locator: Option<S<RawLocator>>,
     pub rrl: Option<S<RawRrl>>,
     pub threads: Option<S<i64>>,
-    pub packet_cache: Option<S<i64>>,
+    pub packet_cache: Option<S<Scalar>>,
     #[serde(default)]
     pub tsig_key: Vec<S<RawTsigKey>>,
 }

@@ -236,6 +236,11 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// How many sites the answer counts (for the packet cache's weight).
+    pub fn sites_len(&self) -> usize {
+        self.sites.len()
+    }
+
     fn new(zone: Option<usize>, qtype: usize, rcode: ResponseCode) -> Tally {
         Tally {
             zone,

@@ -56,8 +56,26 @@ pub struct Keep {
     pub per_client: bool,
 }
 
+/// An entry's weight: its key and answer bytes, and what holding them
+/// costs besides (the table slot, the `Arc`, the entry's fields).
+#[derive(Clone)]
+struct Bytes;
+
+/// Bytes an entry costs beyond its key and answer.
+const OVERHEAD: u64 = 128;
+
+impl quick_cache::Weighter<Box<[u8]>, Slot> for Bytes {
+    fn weight(&self, key: &Box<[u8]>, slot: &Slot) -> u64 {
+        let answer = match slot {
+            Slot::Answer(e) => e.wire.len() + e.tally.sites_len() * 8,
+            Slot::PerClient => 0,
+        };
+        (key.len() + answer) as u64 + OVERHEAD
+    }
+}
+
 pub struct PacketCache {
-    slots: quick_cache::sync::Cache<Box<[u8]>, Slot>,
+    slots: quick_cache::sync::Cache<Box<[u8]>, Slot, Bytes>,
 }
 
 /// A key: transport, the client's address when it matters, the query
@@ -97,11 +115,19 @@ fn key<'b>(
 }
 
 impl PacketCache {
-    /// A cache of at most `entries` answers.
-    pub fn new(entries: usize) -> PacketCache {
+    /// A cache of at most `bytes` of keys and answers (a UDP answer of
+    /// 100 bytes costs about 300 with its key; a 64 KiB TCP answer its
+    /// size: memory is bounded by bytes, not by a count of entries).
+    pub fn new(bytes: u64) -> PacketCache {
+        let estimated = usize::try_from(bytes / 300).unwrap_or(usize::MAX).max(16);
         PacketCache {
-            slots: quick_cache::sync::Cache::new(entries.max(1)),
+            slots: quick_cache::sync::Cache::with_weighter(estimated, bytes.max(1), Bytes),
         }
+    }
+
+    /// Bytes held now (keys, answers and overhead).
+    pub fn weight(&self) -> u64 {
+        self.slots.weight()
     }
 
     /// The answer kept for this query, if it still holds.
@@ -191,7 +217,7 @@ mod tests {
     fn an_entry_holds_the_health_it_was_picked_with() {
         let states = SiteStates::default();
         let sites = states.list(&["a", "b"]);
-        let cache = PacketCache::new(16);
+        let cache = PacketCache::new(1 << 20);
         let packet = [0u8, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
         let client: IpAddr = "192.0.2.1".parse().unwrap_or(IpAddr::from([0; 4]));
         let keep = Keep::default();
@@ -225,5 +251,45 @@ mod tests {
             None,
         );
         assert!(cache.get(&packet, client, Transport::Udp, &sites).is_some());
+    }
+
+    /// Memory is bounded by bytes: 2,000 answers of 1 KiB (different
+    /// queries) into a cache of 64 KiB hold at most 64 KiB, and a 64 KiB
+    /// TCP-sized answer never pushes it over.
+    #[test]
+    fn the_cache_holds_at_most_its_bytes() {
+        let states = SiteStates::default();
+        let sites = states.list(&[]);
+        let cache = PacketCache::new(64 << 10);
+        let client: IpAddr = "192.0.2.1".parse().unwrap_or(IpAddr::from([0; 4]));
+        for i in 0..2000u16 {
+            let mut packet = vec![0u8, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            packet.extend_from_slice(&i.to_be_bytes());
+            cache.put(
+                &packet,
+                client,
+                Transport::Tcp,
+                Keep::default(),
+                None,
+                vec![0; 1024],
+                Tally::default(),
+                None,
+            );
+            assert!(cache.weight() <= 64 << 10, "{} bytes", cache.weight());
+        }
+        assert!(!cache.is_empty());
+        let big = [9u8, 9, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7];
+        cache.put(
+            &big,
+            client,
+            Transport::Tcp,
+            Keep::default(),
+            None,
+            vec![0; 65535],
+            Tally::default(),
+            None,
+        );
+        assert!(cache.weight() <= 64 << 10);
+        let _ = sites;
     }
 }

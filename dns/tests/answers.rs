@@ -1094,7 +1094,7 @@ lon = 103.0
         &[("fra", false), ("nyc", false), ("sin", false)],
     ];
     for down in ["servfail", "fail_open"] {
-        let (cached, cached_metrics) = build(65536, down);
+        let (cached, cached_metrics) = build(4 << 20, down);
         let (fresh, fresh_metrics) = build(0, down);
         let mut id = 1u16;
         for (round, changes) in rounds.iter().enumerate() {
@@ -1225,7 +1225,7 @@ fn mutated_queries_get_the_same_answer_from_the_packet_cache() {
         svc.install(svc.build(cfg.dns.as_ref()).unwrap());
         svc
     };
-    let (cached, fresh) = (build("packet_cache = 1000"), build("packet_cache = 0"));
+    let (cached, fresh) = (build("packet_cache = \"1 MiB\""), build("packet_cache = 0"));
     let mut rng = fastrand::Rng::with_seed(0xcac4e);
     let seeds: Vec<Vec<u8>> = rows().iter().map(|r| query(r.q, r.t, r.o)).collect();
     for i in 0..10_000 {

@@ -21,9 +21,10 @@ pub struct Dns {
     pub threads: usize,
     /// TSIG keys (RFC 8945) that zone transfers may require.
     pub tsig_keys: Vec<TsigKey>,
-    /// Answers kept ready to send again, at most (0: off). Like PowerDNS's
-    /// packet cache: a repeated query skips parsing, lookup and encoding.
-    pub packet_cache: usize,
+    /// Bytes of answers (and their keys) kept ready to send again (0: off).
+    /// Like PowerDNS's packet cache: a repeated query skips parsing, lookup
+    /// and encoding.
+    pub packet_cache: u64,
 }
 
 /// A TSIG key: its name (absolute), algorithm and secret.

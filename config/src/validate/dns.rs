@@ -79,7 +79,7 @@ pub(super) fn dns(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option<
         all_sites_down,
         threads: ck.int(&threads, p, "threads", 1, 256, 1) as usize,
         tsig_keys,
-        packet_cache: ck.int(&packet_cache, p, "packet_cache", 0, 10_000_000, 65_536) as usize,
+        packet_cache: ck.size(&packet_cache, p, "packet_cache", 32 << 20),
     })
 }
 
