@@ -45,6 +45,7 @@ pub(crate) struct RawSite {
     #[serde(default)]
     pub peer: Vec<S<RawPeer>>,
     pub shield: Option<S<String>>,
+    pub shield_fallback: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

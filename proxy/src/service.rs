@@ -206,6 +206,10 @@ pub struct RequestCtx {
     state: Option<Arc<ProxyState>>,
     route: Option<Arc<CompiledRoute>>,
     pool: Option<Arc<Pool>>,
+    /// The upstream tier now is the site's shield (`pool` is the shield
+    /// pool; `origin` the route's own, for the fallback).
+    shield: bool,
+    origin: Option<Arc<Pool>>,
     /// Backends tried, by index in the pool; the last is current.
     tried: Vec<usize>,
     attempt: Option<Attempt>,
@@ -251,6 +255,16 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The route's own pool, when the shield tier is exhausted and the
+    /// site says to fall back to the origin.
+    fn shield_fallback(&self) -> Option<Arc<Pool>> {
+        let site = self.state.as_ref()?.site.as_ref()?;
+        if !self.shield || site.fallback != edge_config::ShieldFallback::Origin {
+            return None;
+        }
+        self.origin.clone()
+    }
+
     /// What this request adds to every response it gets (see [`Decor`]).
     fn decor(&self) -> Decor<'_> {
         Decor {
@@ -382,6 +396,22 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(SocketAddr::ip)
+}
+
+/// Whether `req` has passed through `site` already (RFC 8586: a
+/// `CDN-Loop` member whose name is the site's).
+fn looped(req: &RequestHeader, site: &str) -> bool {
+    req.headers
+        .get_all("cdn-loop")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|member| {
+            member
+                .split(';')
+                .next()
+                .is_some_and(|name| name.trim().eq_ignore_ascii_case(site))
+        })
 }
 
 /// Writes a complete response from edge itself.
@@ -575,6 +605,27 @@ fn retry_kind(e: &Error) -> RetryOn {
 }
 
 impl EdgeProxy {
+    /// The upstream tier of a cached route's miss: the site's shield pool
+    /// (`[site].shield`) before the route's own, unless the request has
+    /// been through this site already (`CDN-Loop`, RFC 8586), which breaks
+    /// a shield that points back at its children, or at itself.
+    fn choose_shield(&self, session: &Session, ctx: &mut RequestCtx, state: &ProxyState) {
+        let Some(site) = state.site.as_ref() else {
+            return;
+        };
+        let Some(shield) = site.shield.and_then(|i| state.pools.get(i)) else {
+            return;
+        };
+        if !matches!(ctx.cache.way, Some(Way::Whole | Way::Sliced))
+            || looped(session.req_header(), &site.name)
+            || ctx.pool.as_ref().is_none_or(|p| Arc::ptr_eq(p, shield))
+        {
+            return;
+        }
+        ctx.origin = ctx.pool.replace(shield.clone());
+        ctx.shield = true;
+    }
+
     /// Forwards a 1xx interim response (103 Early Hints) to the client
     /// when the cache holds the response back (RFC 9110 §15.2: a proxy
     /// forwards 1xx; RFC 9111 §3: they are never stored). Without the
@@ -605,6 +656,10 @@ impl EdgeProxy {
     /// one it has not tried is left (or panic mode), and there is time.
     fn may_fail_over(&self, ctx: &RequestCtx) -> bool {
         let Some(pool) = &ctx.pool else { return false };
+        // The shield's last backend failed: the origin comes next.
+        if ctx.shield_fallback().is_some() && ctx.deadline.is_none_or(|d| Instant::now() < d) {
+            return true;
+        }
         (ctx.tried.len() < pool.backends.len() || pool.config.panic_mode)
             && ctx.tried.len() < 2 * pool.backends.len()
             && ctx.deadline.is_none_or(|d| Instant::now() < d)
@@ -658,6 +713,8 @@ impl ProxyHttp for EdgeProxy {
             state: None,
             route: None,
             pool: None,
+            shield: false,
+            origin: None,
             tried: Vec::new(),
             attempt: None,
             retries: 0,
@@ -906,6 +963,7 @@ impl ProxyHttp for EdgeProxy {
                         _ => {}
                     }
                 }
+                self.choose_shield(session, ctx, &state);
                 Ok(false)
             }
             Action::Respond {
@@ -1168,19 +1226,47 @@ impl ProxyHttp for EdgeProxy {
                 "total timeout passed",
             ));
         }
-        let pick = match pool.select(&ctx.tried, ctx.sticky.as_deref(), ctx.hash_key.as_deref()) {
-            Ok(p) => p,
-            Err(u) => {
-                match u {
-                    Unavailable::BreakersOpen { .. } => pool.metrics.breaker_open.inc(),
-                    _ => pool.metrics.no_backend.inc(),
+        let mut pool = pool;
+        let pick = loop {
+            let u = match pool.select(&ctx.tried, ctx.sticky.as_deref(), ctx.hash_key.as_deref()) {
+                Ok(p) => break p,
+                Err(u) => u,
+            };
+            // No shield node can be reached: the route's own pool, as if
+            // the request had started there (its limit, its backends).
+            if let Some(origin) = ctx.shield_fallback() {
+                pool.metrics.no_backend.inc();
+                ctx.release();
+                ctx.shield = false;
+                ctx.pool = Some(origin.clone());
+                ctx.tried.clear();
+                ctx.hash_key = hash_key(&origin, session);
+                let wait = ctx.timeouts(&origin).connect;
+                match origin.admit(wait).await {
+                    Ok(permit) => ctx.permit = permit,
+                    Err(o) => {
+                        origin.metrics.overflow.inc();
+                        ctx.failure = Some(Failure::Overflow(o));
+                        return Err(Error::explain(
+                            ErrorType::HTTPStatus(503),
+                            format!("pool {}: request limit reached", origin.name),
+                        ));
+                    }
                 }
-                ctx.failure = Some(Failure::Unavailable(u));
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(503),
-                    format!("pool {}: no backend available", pool.name),
-                ));
+                origin.counters.active.fetch_add(1, Ordering::Relaxed);
+                ctx.counted_active = true;
+                pool = origin;
+                continue;
             }
+            match u {
+                Unavailable::BreakersOpen { .. } => pool.metrics.breaker_open.inc(),
+                _ => pool.metrics.no_backend.inc(),
+            }
+            ctx.failure = Some(Failure::Unavailable(u));
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                format!("pool {}: no backend available", pool.name),
+            ));
         };
         ctx.tried.push(pick.index);
         // A failover is not a retry for the budget.
@@ -1200,7 +1286,9 @@ impl ProxyHttp for EdgeProxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(route) = &ctx.route {
+        // Toward the shield (another edge with the same routes) the request
+        // goes as the client sent it: the shield rewrites for the origin.
+        if let Some(route) = ctx.route.as_ref().filter(|_| !ctx.shield) {
             if let Some(rewrite) = &route.rewrite {
                 let path = rewrite_path(rewrite, upstream.uri.path());
                 let path_and_query = match upstream.uri.query() {
@@ -1247,6 +1335,18 @@ impl ProxyHttp for EdgeProxy {
             upstream.insert_header("x-forwarded-for", forwarded)?;
         }
         upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        if let Some(site) = ctx.state.as_ref().and_then(|s| s.site.as_ref()) {
+            // RFC 8586: this site's name added to what the request carried.
+            let value = match upstream
+                .headers
+                .get("cdn-loop")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prior) => format!("{prior}, {}", site.name),
+                None => site.name.clone(),
+            };
+            upstream.insert_header("cdn-loop", value)?;
+        }
         if let Some(Sub::Slice { index, size }) = ctx.cache.sub {
             // The index comes from a client's range: no arithmetic may wrap.
             let first = index.saturating_mul(size);

@@ -23,6 +23,18 @@ pub struct ProxyState {
     pub pools: Vec<Arc<Pool>>,
     pub limits: Arc<Limiters>,
     pub redis: Option<Arc<RedisClient>>,
+    /// `[site]`: this node's site and its shield tier.
+    pub site: Option<Arc<SiteTier>>,
+}
+
+/// What the request path needs of `[site]`.
+#[derive(Debug)]
+pub struct SiteTier {
+    /// The site's name: what this node adds to `CDN-Loop` (RFC 8586).
+    pub name: String,
+    /// The shield pool (index into `pools`) misses of cached routes go to.
+    pub shield: Option<usize>,
+    pub fallback: edge_config::ShieldFallback,
 }
 
 impl ProxyState {
@@ -58,6 +70,7 @@ impl Proxy {
             pools: Vec::new(),
             limits: Arc::new(Limiters::default()),
             redis: None,
+            site: None,
         };
         Ok(Arc::new(Self {
             state: ArcSwap::from_pointee(empty),
@@ -100,12 +113,23 @@ impl Proxy {
             &self.metrics.ratelimit,
         )
         .map_err(BuildError::RateLimit)?;
+        let site = config.site.as_ref().map(|s| {
+            Arc::new(SiteTier {
+                name: s.name.clone(),
+                shield: s
+                    .shield
+                    .as_ref()
+                    .and_then(|name| pools.iter().position(|p| &p.name == name)),
+                fallback: s.shield_fallback,
+            })
+        });
         Ok(ProxyState {
             generation: self.generation.load(Ordering::Relaxed) + 1,
             routes: Arc::new(routes),
             pools,
             limits: Arc::new(limits),
             redis,
+            site,
         })
     }
 
@@ -140,6 +164,7 @@ impl Proxy {
             pools,
             limits: current.limits.clone(),
             redis: current.redis.clone(),
+            site: current.site.clone(),
         }));
         self.backends.retain_backends(&live);
         Ok(true)

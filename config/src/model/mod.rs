@@ -230,8 +230,21 @@ pub struct Site {
     pub node: String,
     /// Other nodes of the site; objects are shared among them by consistent hash.
     pub peers: Vec<Peer>,
-    /// The pool of the parent (shield) site that misses go to before the origin.
+    /// The pool of the parent (shield) site that misses of cached routes
+    /// go to before the origin.
     pub shield: Option<String>,
+    /// When no shield node can be reached.
+    pub shield_fallback: ShieldFallback,
+}
+
+/// What a miss does when no node of the shield pool can be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShieldFallback {
+    /// Go to the route's own pool (the origin).
+    Origin,
+    /// Answer 503: the origin is never asked directly.
+    Fail,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -4,7 +4,7 @@ use toml::de::DeValue;
 use toml::Spanned;
 
 use super::Checker;
-use crate::model::{Admin, AdminToken, LogFormat, Peer, Secret, Server, Site};
+use crate::model::{Admin, AdminToken, LogFormat, Peer, Secret, Server, ShieldFallback, Site};
 use crate::raw::{RawAdmin, RawServer, RawSite};
 use crate::source::join_key;
 
@@ -148,6 +148,7 @@ pub(super) fn site(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option
         node,
         peer,
         shield,
+        shield_fallback,
     } = raw;
     let p = "site";
     let name = ck.name(&name, &join_key(p, "name"))?;
@@ -173,11 +174,25 @@ pub(super) fn site(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option
             peers.push(Peer { name, address });
         }
     }
+    let shield_fallback = match shield_fallback {
+        Some(v) => ck
+            .choice(
+                &v,
+                &join_key(p, "shield_fallback"),
+                &[
+                    ("origin", ShieldFallback::Origin),
+                    ("fail", ShieldFallback::Fail),
+                ],
+            )
+            .unwrap_or(ShieldFallback::Origin),
+        None => ShieldFallback::Origin,
+    };
     Some(Site {
         name,
         node,
         peers,
         shield: shield.map(Spanned::into_inner),
+        shield_fallback,
     })
 }
 

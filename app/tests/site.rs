@@ -1,0 +1,185 @@
+//! Sites: the shield tier. Real `edge` processes on loopback: two nodes of
+//! different sites behind one shield node, in front of a scripted origin
+//! that counts what it is asked.
+
+// Helpers in test files may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use edge_testkit::{Client, EdgeNode, Reply, Scripted};
+use http::Method;
+
+const BIN: &str = env!("CARGO_BIN_EXE_edge");
+const TOKEN: &str = "site-test-token-0123456789";
+
+/// A node of `site` whose cached route `/v/` (prefix stripped for the
+/// origin) goes to `shield` first, when given.
+fn node(o: &Scripted, site: &str, shield: Option<SocketAddr>, fallback: &str) -> String {
+    let shield_pool = match shield {
+        Some(a) => format!("[[pool]]\nname = \"shield\"\nbackends = [{{ address = \"{a}\" }}]\n"),
+        None => String::new(),
+    };
+    let shield_key = match shield {
+        Some(_) => format!("shield = \"shield\"\nshield_fallback = \"{fallback}\"\n"),
+        None => String::new(),
+    };
+    format!(
+        r#"
+[server]
+threads = 2
+access_log = false
+
+[admin]
+listen = "127.0.0.1:0"
+token = "{TOKEN}"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+
+[[pool]]
+name = "origin"
+backends = [{{ address = "{}" }}]
+
+{shield_pool}
+
+[[route]]
+name = "video"
+match = {{ path_prefix = "/v/" }}
+strip_prefix = "/v"
+pool = "origin"
+[route.cache]
+
+[cache]
+ram_size = "64 MiB"
+
+[site]
+name = "{site}"
+{shield_key}
+"#,
+        o.addr()
+    )
+}
+
+fn start(config: &str) -> EdgeNode {
+    let node = EdgeNode::start(BIN, config);
+    node.wait_ready(Duration::from_secs(30));
+    node
+}
+
+fn segment(o: &Scripted, i: usize) {
+    o.set(
+        &format!("/seg/{i}.ts"),
+        Reply::ok(&format!("segment {i}"), &[("cache-control", "max-age=600")]),
+    );
+}
+
+/// Clients ask every node for the same host name (the cache key holds it).
+const HOST: (&str, &str) = ("host", "video.test");
+
+async fn fetch(c: &Client, n: &EdgeNode, i: usize) {
+    let r = c
+        .get_with(&n.url("web", &format!("/v/seg/{i}.ts")), &[HOST])
+        .await;
+    assert_eq!(
+        (r.status, r.text()),
+        (200, format!("segment {i}")),
+        "segment {i}"
+    );
+}
+
+async fn reload(n: &EdgeNode, config: &str) {
+    n.write_config(config);
+    let r = Client::new()
+        .request(
+            Method::POST,
+            &n.admin_url("/reload"),
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// Two sites share a shield: every object reaches the origin once, however
+/// many times and wherever it is asked; the shield is asked with the
+/// client's path (it strips the prefix itself), and the origin sees both
+/// sites in `CDN-Loop` (RFC 8586). The shield gone, misses go to the
+/// origin (`shield_fallback = "origin"`) and no client sees an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misses_go_through_the_shield_once_and_fall_back_to_the_origin() {
+    let o = Scripted::start().await;
+    for i in 0..30 {
+        segment(&o, i);
+    }
+    let shield = start(&node(&o, "shield", None, "origin"));
+    let eu = start(&node(&o, "eu", Some(shield.addr("web")), "origin"));
+    let us = start(&node(&o, "us", Some(shield.addr("web")), "origin"));
+    let c = Client::new();
+    for _ in 0..3 {
+        for i in 0..20 {
+            fetch(&c, &eu, i).await;
+            fetch(&c, &us, i).await;
+        }
+    }
+    for i in 0..20 {
+        assert_eq!(o.count(&format!("/seg/{i}.ts")), 1, "segment {i}");
+    }
+    let head = String::from_utf8_lossy(&o.requests("/seg/0.ts")[0].head).to_ascii_lowercase();
+    assert!(
+        head.contains("cdn-loop: eu, shield") || head.contains("cdn-loop: us, shield"),
+        "{head}"
+    );
+
+    drop(shield);
+    for i in 20..30 {
+        fetch(&c, &eu, i).await;
+        fetch(&c, &eu, i).await;
+        assert_eq!(o.count(&format!("/seg/{i}.ts")), 1, "segment {i}");
+    }
+}
+
+/// `shield_fallback = "fail"`: with the shield unreachable a miss is a
+/// gateway error and the origin is never asked; a hit is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_that_must_not_reach_the_origin_gets_a_gateway_error_without_its_shield() {
+    let o = Scripted::start().await;
+    segment(&o, 1);
+    segment(&o, 2);
+    let shield = start(&node(&o, "shield", None, "origin"));
+    let eu = start(&node(&o, "eu", Some(shield.addr("web")), "fail"));
+    let c = Client::new();
+    fetch(&c, &eu, 1).await;
+    drop(shield);
+    fetch(&c, &eu, 1).await;
+    let r = c.get_with(&eu.url("web", "/v/seg/2.ts"), &[HOST]).await;
+    // 502 while the dead shield is tried, 503 once it is known down.
+    assert!(matches!(r.status, 502 | 503), "{}", r.status);
+    assert_eq!(o.count("/seg/2.ts"), 0);
+    assert_eq!(o.count("/seg/1.ts"), 1);
+}
+
+/// Shields pointing at each other (a mistake) do not loop: a request that
+/// has been through a site already goes to the origin from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shields_that_point_at_each_other_do_not_loop() {
+    let o = Scripted::start().await;
+    for i in 0..4 {
+        segment(&o, i);
+    }
+    let eu = start(&node(&o, "eu", None, "origin"));
+    let us = start(&node(&o, "us", Some(eu.addr("web")), "origin"));
+    reload(&eu, &node(&o, "eu", Some(us.addr("web")), "origin")).await;
+    let c = Client::new();
+    for i in 0..4 {
+        let n = if i % 2 == 0 { &eu } else { &us };
+        fetch(&c, n, i).await;
+        fetch(&c, &eu, i).await;
+        fetch(&c, &us, i).await;
+        assert_eq!(o.count(&format!("/seg/{i}.ts")), 1, "segment {i}");
+    }
+}
