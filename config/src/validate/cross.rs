@@ -138,7 +138,15 @@ pub(super) fn check(
     if let Some(site) = &config.site {
         if let Some(shield) = &site.shield {
             if !pool_exists(shield) {
-                let span = doc.get("site").map_or(0..0, |v| v.span());
+                // The `shield` value itself, else the section.
+                let site = doc.get("site");
+                let span = site
+                    .and_then(|v| match v.get_ref() {
+                        toml::de::DeValue::Table(t) => t.get("shield").map(|s| s.span()),
+                        _ => None,
+                    })
+                    .or_else(|| site.map(|v| v.span()))
+                    .unwrap_or(0..0);
                 ck.error(
                     span,
                     "site.shield",
