@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use edge_testkit::{Client, EdgeNode, Reply, Scripted};
+use edge_testkit::{Client, EdgeNode, RawConn, Reply, Scripted};
 use http::Method;
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge");
@@ -181,5 +181,45 @@ async fn shields_that_point_at_each_other_do_not_loop() {
         fetch(&c, &eu, i).await;
         fetch(&c, &us, i).await;
         assert_eq!(o.count(&format!("/seg/{i}.ts")), 1, "segment {i}");
+    }
+}
+
+/// `CDN-Loop` as clients and other CDNs send it: several lines, parameters,
+/// bytes that are not text. Every member is passed on (RFC 8586: none may
+/// be dropped) and shields pointing at each other still stop after one
+/// round, whatever the garbage around their names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cdn_loop_line_is_passed_on_and_garbage_does_not_make_a_loop() {
+    let o = Scripted::start().await;
+    for i in 0..2 {
+        segment(&o, i);
+    }
+    let eu = start(&node(&o, "eu", None, "origin"));
+    let us = start(&node(&o, "us", Some(eu.addr("web")), "origin"));
+    reload(&eu, &node(&o, "eu", Some(us.addr("web")), "origin")).await;
+    for (i, lines) in [
+        &b"CDN-Loop: foo\r\ncdn-loop: bar; v=1\r\n"[..],
+        &b"CDN-Loop: caf\xe9\xff, bar\r\n"[..],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut conn = RawConn::connect(eu.addr("web")).await;
+        let mut req = format!("GET /v/seg/{i}.ts HTTP/1.1\r\nHost: video.test\r\n").into_bytes();
+        req.extend_from_slice(lines);
+        req.extend_from_slice(b"\r\n");
+        conn.send(&req).await;
+        let r = conn.response(false).await.unwrap();
+        assert_eq!((r.status, r.text()), (200, format!("segment {i}")), "{i}");
+        let seen = o.requests(&format!("/seg/{i}.ts"));
+        assert_eq!(seen.len(), 1, "{i}");
+        let head = String::from_utf8_lossy(&seen[0].head).to_ascii_lowercase();
+        let loop_line = head
+            .lines()
+            .filter(|l| l.starts_with("cdn-loop:"))
+            .collect::<Vec<_>>();
+        assert_eq!(loop_line.len(), 1, "{head}");
+        assert!(loop_line[0].contains("bar"), "{head}");
+        assert!(loop_line[0].ends_with("eu, us, eu"), "{head}");
     }
 }

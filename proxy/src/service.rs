@@ -400,17 +400,18 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
 
 /// Whether `req` has passed through `site` already (RFC 8586: a
 /// `CDN-Loop` member whose name is the site's).
+/// Bytes, not text: a line with obs-text in it (or any garbage) is still
+/// read for the names it holds, as it is passed on with them.
 fn looped(req: &RequestHeader, site: &str) -> bool {
     req.headers
         .get_all("cdn-loop")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .any(|member| {
             member
-                .split(';')
+                .split(|&b| b == b';')
                 .next()
-                .is_some_and(|name| name.trim().eq_ignore_ascii_case(site))
+                .is_some_and(|name| name.trim_ascii().eq_ignore_ascii_case(site.as_bytes()))
         })
 }
 
@@ -1336,15 +1337,20 @@ impl ProxyHttp for EdgeProxy {
         }
         upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
         if let Some(site) = ctx.state.as_ref().and_then(|s| s.site.as_ref()) {
-            // RFC 8586: this site's name added to what the request carried.
-            let value = match upstream
-                .headers
-                .get("cdn-loop")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prior) => format!("{prior}, {}", site.name),
-                None => site.name.clone(),
-            };
+            // RFC 8586: this site's name added to what the request carried,
+            // every line of it (a proxy must not drop a member: a loop
+            // through a CDN named only on a second line would go unseen).
+            let mut value = Vec::new();
+            for line in upstream.headers.get_all("cdn-loop") {
+                let line = line.as_bytes().trim_ascii();
+                if !line.is_empty() {
+                    value.extend_from_slice(line);
+                    value.extend_from_slice(b", ");
+                }
+            }
+            value.extend_from_slice(site.name.as_bytes());
+            let value = http::HeaderValue::from_bytes(&value)
+                .map_err(|e| Error::because(ErrorType::InternalError, "cdn-loop", e))?;
             upstream.insert_header("cdn-loop", value)?;
         }
         if let Some(Sub::Slice { index, size }) = ctx.cache.sub {
@@ -1821,6 +1827,25 @@ impl ProxyHttp for EdgeProxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cdn_loop_names_are_found_on_every_line_whatever_else_is_there() {
+        let with = |lines: &[&[u8]]| {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            for l in lines {
+                req.append_header("cdn-loop", http::HeaderValue::from_bytes(l).unwrap())
+                    .unwrap();
+            }
+            req
+        };
+        assert!(looped(&with(&[b"eu"]), "eu"));
+        assert!(looped(&with(&[b"foo, EU ; v=1"]), "eu"));
+        assert!(looped(&with(&[b"foo", b"bar; v=1, eu"]), "eu"));
+        // Garbage (obs-text) on the line does not hide the name.
+        assert!(looped(&with(&[b"caf\xe9\xff, eu"]), "eu"));
+        assert!(!looped(&with(&[b"caf\xe9\xff, eus, e u, x;eu"]), "eu"));
+        assert!(!looped(&with(&[]), "eu"));
+    }
 
     #[test]
     fn ports_are_stripped_from_hosts() {
