@@ -346,8 +346,10 @@ match = { path_prefix = "/obj/" }
 pool = "p"
 rate_limits = ["lots"]
 [route.cache]
+slice = true
 [route.response_headers]
 set = { "x-decorated" = "yes" }
+add = { "x-added" = "once" }
 
 [[route]]
 name = "gone"
@@ -422,6 +424,16 @@ slice_threshold = "2 MiB"
         assert_eq!(r.status, status, "{what}");
         remaining -= 1;
         assert_eq!(r.header("x-decorated"), Some("yes"), "{what}");
+        if path.starts_with("/obj/") {
+            // An `add` edit is made once, slices too (not once more by
+            // each slice's subrequest).
+            assert_eq!(r.headers.get_all("x-added").iter().count(), 1, "{what}");
+        }
+        assert_eq!(
+            r.headers.get_all("ratelimit-limit").iter().count(),
+            1,
+            "{what}"
+        );
         assert_eq!(r.header("ratelimit-limit"), Some("100"), "{what}");
         assert_eq!(
             r.header("ratelimit-remaining"),

@@ -266,7 +266,13 @@ impl RequestCtx {
     }
 
     /// What this request adds to every response it gets (see [`Decor`]).
+    /// Nothing for edge's own subrequests: a slice's answer goes to its
+    /// parent, which decorates what the client gets (`slice.rs`), so the
+    /// route's `add` edits would appear twice.
     fn decor(&self) -> Decor<'_> {
+        if self.cache.sub.is_some() {
+            return Decor::NONE;
+        }
         Decor {
             ops: self.route.as_ref().map(|r| &r.response_headers),
             rate_limit: self.rate_limit.as_ref(),
