@@ -223,3 +223,33 @@ async fn every_cdn_loop_line_is_passed_on_and_garbage_does_not_make_a_loop() {
         assert!(loop_line[0].ends_with("eu, us, eu"), "{head}");
     }
 }
+
+/// The route's `add` response edits are made once however many tiers an
+/// answer passed: the shield made them, the node in front takes them back
+/// before keeping the answer and makes them itself (miss and hit alike).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_edit_appears_once_on_answers_through_the_shield() {
+    let o = Scripted::start().await;
+    segment(&o, 1);
+    let with_add = |config: String| {
+        config.replace(
+            "[route.cache]",
+            "[route.response_headers]\nadd = { \"x-added\" = \"edge\" }\n[route.cache]",
+        )
+    };
+    let shield = start(&with_add(node(&o, "shield", None, "origin")));
+    let eu = start(&with_add(node(
+        &o,
+        "eu",
+        Some(shield.addr("web")),
+        "origin",
+    )));
+    let c = Client::new();
+    for what in ["miss", "hit"] {
+        let r = c.get_with(&eu.url("web", "/v/seg/1.ts"), &[HOST]).await;
+        assert_eq!(r.status, 200, "{what}");
+        let added: Vec<_> = r.headers.get_all("x-added").iter().collect();
+        assert_eq!(added, ["edge"], "{what}");
+    }
+    assert_eq!(o.count("/seg/1.ts"), 1);
+}

@@ -56,3 +56,50 @@ pub(crate) fn apply_response_ops(resp: &mut ResponseHeader, ops: &CompiledHeader
     }
     Ok(())
 }
+
+/// Takes back the route's `add` edits from an answer of the shield tier
+/// (another edge with the same routes, which made them already): this node
+/// makes them again on every response, so they would appear twice. One
+/// occurrence each, the last (the shield appends after the origin's own).
+pub(crate) fn undo_shield_adds(resp: &mut ResponseHeader, ops: &CompiledHeaderOps) -> Result<()> {
+    for (name, value) in &ops.add {
+        let mut values: Vec<http::HeaderValue> =
+            resp.headers.get_all(name).iter().cloned().collect();
+        let Some(last) = values.iter().rposition(|v| v == value) else {
+            continue;
+        };
+        values.remove(last);
+        resp.remove_header(name);
+        for v in values {
+            resp.append_header(name.clone(), v)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shield_add_is_taken_back_once_and_others_are_kept() {
+        let name = http::HeaderName::from_static("x-added");
+        let ops = CompiledHeaderOps {
+            remove: Vec::new(),
+            set: Vec::new(),
+            add: vec![(name.clone(), http::HeaderValue::from_static("edge"))],
+        };
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("x-added", "origin").unwrap();
+        resp.append_header("x-added", "edge").unwrap();
+        undo_shield_adds(&mut resp, &ops).unwrap();
+        let left: Vec<_> = resp.headers.get_all("x-added").iter().cloned().collect();
+        assert_eq!(left, ["origin"]);
+        // Nothing of the shield's: nothing taken.
+        undo_shield_adds(&mut resp, &ops).unwrap();
+        assert_eq!(resp.headers.get_all("x-added").iter().count(), 1);
+        apply_response_ops(&mut resp, &ops).unwrap();
+        let all: Vec<_> = resp.headers.get_all("x-added").iter().cloned().collect();
+        assert_eq!(all, ["origin", "edge"]);
+    }
+}

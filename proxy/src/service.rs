@@ -1385,6 +1385,12 @@ impl ProxyHttp for EdgeProxy {
             ctx.cache.response_delay = sent.elapsed();
         }
         ctx.cache.upstream_status = Some(status);
+        if ctx.shield {
+            if let Some(route) = &ctx.route {
+                // Before the cache keeps it: this node adds them itself.
+                crate::decorate::undo_shield_adds(upstream, &route.response_headers)?;
+            }
+        }
         if status == 304 && session.cache.phase() == pingora_cache::CachePhase::Stale {
             ctx.cache.not_modified = Some(Box::new(upstream.clone()));
         }
