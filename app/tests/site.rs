@@ -253,3 +253,32 @@ async fn an_add_edit_appears_once_on_answers_through_the_shield() {
     }
     assert_eq!(o.count("/seg/1.ts"), 1);
 }
+
+/// A `host` on the shield pool does not replace the client's Host toward
+/// the shield: the shield routes and keys its cache by it, and one Host for
+/// every name would serve one site's object for another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shield_gets_the_clients_host_whatever_its_pool_says() {
+    let o = Scripted::start().await;
+    segment(&o, 1);
+    let shield = start(&node(&o, "shield", None, "origin"));
+    let eu = start(&node(&o, "eu", Some(shield.addr("web")), "origin").replace(
+        "name = \"shield\"\n",
+        "name = \"shield\"\nhost = \"shield.internal\"\n",
+    ));
+    let c = Client::new();
+    for host in ["a.test", "b.test"] {
+        let r = c
+            .get_with(&eu.url("web", "/v/seg/1.ts"), &[("host", host)])
+            .await;
+        assert_eq!(r.status, 200, "{host}");
+    }
+    let seen: Vec<String> = o
+        .requests("/seg/1.ts")
+        .iter()
+        .map(|r| r.head_text().to_ascii_lowercase())
+        .collect();
+    assert_eq!(seen.len(), 2, "one origin request per host: {seen:?}");
+    assert!(seen[0].contains("host: a.test"), "{}", seen[0]);
+    assert!(seen[1].contains("host: b.test"), "{}", seen[1]);
+}

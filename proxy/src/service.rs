@@ -1320,7 +1320,14 @@ impl ProxyHttp for EdgeProxy {
                 upstream.insert_header(http::header::ACCEPT_ENCODING, chosen.to_string())?;
             }
         }
-        if let Some(host) = ctx.pool.as_ref().and_then(|p| p.config.host.clone()) {
+        // Not toward the shield either: it routes and keys its cache by the
+        // client's Host, and one Host for every site would mix their objects.
+        if let Some(host) = ctx
+            .pool
+            .as_ref()
+            .filter(|_| !ctx.shield)
+            .and_then(|p| p.config.host.clone())
+        {
             upstream.insert_header(http::header::HOST, host)?;
         } else if !upstream.headers.contains_key(http::header::HOST) {
             // An HTTP/1.0 client may send none; HTTP/1.1 to the backend needs one.
