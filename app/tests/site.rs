@@ -282,3 +282,71 @@ async fn the_shield_gets_the_clients_host_whatever_its_pool_says() {
     assert!(seen[0].contains("host: a.test"), "{}", seen[0]);
     assert!(seen[1].contains("host: b.test"), "{}", seen[1]);
 }
+
+/// Falling back from a dead shield starts the request afresh in the
+/// route's own pool: the shield's failed connection does not use up the
+/// origin's retries (one retry allowed: a 502 from one origin backend is
+/// retried on the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fallback_keeps_the_origins_own_retries() {
+    let good = Scripted::start().await;
+    let bad = Scripted::start().await;
+    for i in 0..6 {
+        segment(&good, i);
+        bad.set(&format!("/seg/{i}.ts"), Reply::new(502, "bad\n", &[]));
+    }
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let config = format!(
+        r#"
+[server]
+threads = 2
+access_log = false
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+
+[[pool]]
+name = "origin"
+backends = [{{ address = "{}" }}, {{ address = "{}" }}]
+[pool.retry]
+attempts = 1
+on = ["gateway_error"]
+[pool.outlier_detection]
+max_ejection_percent = 0
+
+[[pool]]
+name = "shield"
+backends = [{{ address = "{dead_addr}" }}]
+[pool.outlier_detection]
+max_ejection_percent = 0
+
+[[route]]
+name = "video"
+match = {{ path_prefix = "/v/" }}
+strip_prefix = "/v"
+pool = "origin"
+[route.cache]
+
+[cache]
+ram_size = "64 MiB"
+
+[site]
+name = "eu"
+shield = "shield"
+"#,
+        good.addr(),
+        bad.addr()
+    );
+    let eu = start(&config);
+    let c = Client::new();
+    for i in 0..6 {
+        fetch(&c, &eu, i).await;
+    }
+    // The 502 backend was asked (and its answers retried).
+    let asked: usize = (0..6).map(|i| bad.count(&format!("/seg/{i}.ts"))).sum();
+    assert!(asked > 0);
+}

@@ -1234,6 +1234,7 @@ impl ProxyHttp for EdgeProxy {
             ));
         }
         let mut pool = pool;
+        let mut retry = retry;
         let pick = loop {
             let u = match pool.select(&ctx.tried, ctx.sticky.as_deref(), ctx.hash_key.as_deref()) {
                 Ok(p) => break p,
@@ -1247,6 +1248,17 @@ impl ProxyHttp for EdgeProxy {
                 ctx.shield = false;
                 ctx.pool = Some(origin.clone());
                 ctx.tried.clear();
+                // Its retry policy, budget and sticky cookie start afresh:
+                // the shield's failed attempts are not the origin's.
+                ctx.retries = 0;
+                retry = false;
+                ctx.set_sticky = None;
+                ctx.sticky = origin.uses_cookie().and_then(|cookie| {
+                    parse_cookies(&session.req_header().headers)
+                        .into_iter()
+                        .find(|(k, _)| *k == cookie.name)
+                        .map(|(_, v)| v)
+                });
                 ctx.hash_key = hash_key(&origin, session);
                 let wait = ctx.timeouts(&origin).connect;
                 match origin.admit(wait).await {
