@@ -1050,3 +1050,47 @@ async fn a_stale_answer_for_a_failed_origin_keeps_its_word_on_keep_alive() {
         }
     }
 }
+
+/// The same when no backend is even tried (every one disabled, down or
+/// ejected: the usual state of an outage after its first seconds): the
+/// stale answer says `Connection: close`, as pingora closes after it, or
+/// the next request on the connection is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_answer_with_no_backend_to_try_keeps_its_word_on_keep_alive() {
+    let o = Scripted::start().await;
+    let c = Client::new();
+    let nodes = both(&o, "stale_if_error = \"1h\"", "");
+    let auth = "Bearer cache-rfc-token-0123456789";
+    for (tier, n) in &nodes.nodes {
+        let path = format!("/{tier}/none");
+        o.set(&path, Reply::ok("kept", &[("cache-control", "max-age=1")]));
+        get(&c, n, &path, &[]).await;
+        stored(&c, n, tier, &path).await;
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let disable = c
+            .request(
+                Method::POST,
+                &n.admin_url(&format!("/pools/origin/backends/{}/disable", o.addr())),
+                &[("authorization", auth)],
+                "",
+            )
+            .await
+            .unwrap();
+        assert_eq!(disable.status, 200, "{}", disable.text());
+        let mut raw = edge_testkit::RawConn::connect(n.addr("web")).await;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", n.addr("web"));
+        raw.send(req.as_bytes()).await;
+        let r = raw.response(false).await.unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "kept"), "{tier}");
+        if r.closes() {
+            assert!(raw.closed().await, "{tier}: said close, stayed open");
+        } else {
+            raw.send(req.as_bytes()).await;
+            let again = raw.response(false).await;
+            assert!(
+                again.is_ok(),
+                "{tier}: said keep-alive, then closed: {again:?}"
+            );
+        }
+    }
+}

@@ -235,6 +235,9 @@ pub struct RequestCtx {
     stale_retried: bool,
     /// A response head arrived for the current attempt.
     response_started: bool,
+    /// `upstream_peer` ran: the request went for the upstream, whether or
+    /// not a backend was picked.
+    went_upstream: bool,
     failure: Option<Failure>,
     /// The HTTP/1 connection this request came on, and its number there.
     conn: Option<Arc<Connection>>,
@@ -739,6 +742,7 @@ impl ProxyHttp for EdgeProxy {
             stale_retry: false,
             stale_retried: false,
             response_started: false,
+            went_upstream: false,
             failure: None,
             conn: None,
             conn_index: 0,
@@ -1169,6 +1173,7 @@ impl ProxyHttp for EdgeProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        ctx.went_upstream = true;
         let pool = ctx
             .pool
             .clone()
@@ -1513,8 +1518,9 @@ impl ProxyHttp for EdgeProxy {
         // A stale answer for an upstream that failed (stale-if-error):
         // pingora drops the client's connection after it whatever the
         // answer says, so the answer says so (a client reusing it would
-        // send its next request into a closed connection).
-        if !ctx.tried.is_empty() && session.cache.phase() == pingora_cache::CachePhase::Stale {
+        // send its next request into a closed connection). No backend
+        // tried counts too: every one down, the pool full, the deadline.
+        if ctx.went_upstream && session.cache.phase() == pingora_cache::CachePhase::Stale {
             session.set_keepalive(None);
         }
         if let Some(conn) = &ctx.conn {
