@@ -1094,3 +1094,46 @@ async fn a_stale_answer_with_no_backend_to_try_keeps_its_word_on_keep_alive() {
         }
     }
 }
+
+/// `If-None-Match: *` matches any current representation (RFC 9110
+/// §13.1.2): a stored response, with an ETag or without, answers 304 to a
+/// GET or HEAD, from RAM (the fast path) and from disk; a list that
+/// does not name its ETag gets the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_none_match_star_matches_any_stored_response() {
+    let o = Scripted::start().await;
+    let c = Client::new();
+    let nodes = both(&o, "", "");
+    for (tier, n) in &nodes.nodes {
+        let tagged = format!("/{tier}/tagged");
+        let bare = format!("/{tier}/bare");
+        o.set(
+            &tagged,
+            Reply::ok("t", &[("cache-control", "max-age=600"), ("etag", "\"v1\"")]),
+        );
+        o.set(&bare, Reply::ok("b", &[("cache-control", "max-age=600")]));
+        for path in [&tagged, &bare] {
+            get(&c, n, path, &[]).await;
+            stored(&c, n, tier, path).await;
+            for star in ["*", " * "] {
+                let r = get(&c, n, path, &[("if-none-match", star)]).await;
+                assert_eq!(r.status, 304, "{tier} {path} {star:?}");
+                assert!(r.body.is_empty(), "{tier} {path}");
+            }
+            let r = c
+                .request(
+                    Method::HEAD,
+                    &n.url("web", path),
+                    &[("if-none-match", "*")],
+                    "",
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status, 304, "{tier} {path} HEAD");
+            let r = get(&c, n, path, &[("if-none-match", "\"other\", W/\"x\"")]).await;
+            assert_eq!(r.status, 200, "{tier} {path}: no match");
+        }
+        assert_eq!(o.count(&tagged), 1);
+        assert_eq!(o.count(&bare), 1);
+    }
+}

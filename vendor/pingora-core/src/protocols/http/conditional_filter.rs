@@ -44,6 +44,16 @@ pub fn not_modified_filter(req: &RequestHeader, resp: &ResponseHeader) -> bool {
     // for certain origins/clients.
 
     if req.headers.contains_key(IF_NONE_MATCH) {
+        // EDGE-PATCH: `*` matches any current representation, with an
+        // ETag or without (RFC 9110 §13.1.2).
+        if req
+            .headers
+            .get_all(IF_NONE_MATCH)
+            .iter()
+            .any(|v| v.as_bytes().trim_ascii() == b"*")
+        {
+            return true;
+        }
         if let Some(etag) = resp.headers.get(ETAG) {
             for inm in req.headers.get_all(IF_NONE_MATCH) {
                 if weak_validate_etag(inm.as_bytes(), etag.as_bytes()) {
