@@ -372,7 +372,10 @@ pub fn redis_client(
             return Ok(Some(p.clone()));
         }
     }
-    Ok(Some(Arc::new(RedisClient::new(endpoint, r.timeout))))
+    Ok(Some(Arc::new(
+        RedisClient::new(r.url.expose(), endpoint, r.timeout)
+            .map_err(|e| format!("redis.url: {e}"))?,
+    )))
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
 //! Cluster-scope limit decisions in Redis: GCRA in one Lua script, one round
-//! trip per decision (EVALSHA), on a small pool of plain RESP connections.
-//! Time comes from the Redis server, so nodes with skewed clocks agree.
+//! trip per decision (EVALSHA), through the `redis` crate on one multiplexed
+//! connection. Time comes from the Redis server, so nodes with skewed clocks
+//! agree.
 
 use std::io;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
 
 /// KEYS[1]: the bucket. ARGV[1]: emission interval (µs per request);
 /// ARGV[2]: tolerance (µs, interval × (burst − 1)).
@@ -27,9 +28,6 @@ local new_tat = tat + t
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
 return {1, math.floor((tau - (new_tat - now - t)) / t), 0, new_tat - now}
 ";
-
-/// Idle connections kept for reuse.
-const MAX_IDLE: usize = 32;
 
 /// A decision Redis made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,18 +99,6 @@ impl Endpoint {
     }
 }
 
-struct Conn {
-    stream: BufReader<TcpStream>,
-}
-
-enum Reply {
-    Int(i64),
-    Text(String),
-    Error(String),
-    Nil,
-    Array(Vec<Reply>),
-}
-
 fn protocol(what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -120,92 +106,30 @@ fn protocol(what: &str) -> io::Error {
     )
 }
 
-impl Conn {
-    async fn send(&mut self, args: &[&[u8]]) -> io::Result<()> {
-        let mut out = Vec::with_capacity(64 + args.iter().map(|a| a.len() + 16).sum::<usize>());
-        out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
-        self.stream.get_mut().write_all(&out).await
-    }
-
-    async fn line(&mut self) -> io::Result<String> {
-        let mut line = String::new();
-        let n = self.stream.read_line(&mut line).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(line.trim_end_matches(['\r', '\n']).to_string())
-    }
-
-    async fn scalar(&mut self, line: &str) -> io::Result<Reply> {
-        let (kind, rest) = line.split_at(line.len().min(1));
-        match kind {
-            "+" => Ok(Reply::Text(rest.to_string())),
-            "-" => Ok(Reply::Error(rest.to_string())),
-            ":" => rest
-                .parse()
-                .map(Reply::Int)
-                .map_err(|_| protocol("bad integer")),
-            "$" => {
-                let len: i64 = rest.parse().map_err(|_| protocol("bad length"))?;
-                if len < 0 {
-                    return Ok(Reply::Nil);
-                }
-                if len > 1 << 20 {
-                    return Err(protocol("bulk string too long"));
-                }
-                let mut buf = vec![0u8; len as usize + 2];
-                self.stream.read_exact(&mut buf).await?;
-                buf.truncate(len as usize);
-                Ok(Reply::Text(String::from_utf8_lossy(&buf).into_owned()))
-            }
-            _ => Err(protocol("unexpected reply type")),
-        }
-    }
-
-    async fn reply(&mut self) -> io::Result<Reply> {
-        let line = self.line().await?;
-        if let Some(n) = line.strip_prefix('*') {
-            let n: i64 = n.parse().map_err(|_| protocol("bad array length"))?;
-            if !(0..=64).contains(&n) {
-                return Ok(Reply::Nil);
-            }
-            let mut items = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                let l = self.line().await?;
-                items.push(self.scalar(&l).await?);
-            }
-            return Ok(Reply::Array(items));
-        }
-        self.scalar(&line).await
-    }
-
-    async fn call(&mut self, args: &[&[u8]]) -> io::Result<Reply> {
-        self.send(args).await?;
-        self.reply().await
-    }
-}
-
-/// A pool of connections to one Redis.
+/// One Redis, through the `redis` crate: one multiplexed connection (every
+/// decision in flight shares it), made on first use and again after an
+/// error; the GCRA script by EVALSHA, loaded again when Redis forgot it
+/// (`redis::Script` does both).
 pub struct RedisClient {
     endpoint: Endpoint,
     timeout: Duration,
-    idle: Mutex<Vec<Conn>>,
-    sha: Mutex<Option<String>>,
+    client: redis::Client,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    script: redis::Script,
 }
 
 impl RedisClient {
-    pub fn new(endpoint: Endpoint, timeout: Duration) -> Self {
-        Self {
+    /// A client for `url` (a `redis://` URL `Endpoint::parse` accepted);
+    /// no connection is made until the first decision.
+    pub fn new(url: &str, endpoint: Endpoint, timeout: Duration) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        Ok(Self {
             endpoint,
             timeout,
-            idle: Mutex::new(Vec::new()),
-            sha: Mutex::new(None),
-        }
+            client,
+            conn: Mutex::new(None),
+            script: redis::Script::new(GCRA),
+        })
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -216,98 +140,19 @@ impl RedisClient {
         self.timeout
     }
 
-    async fn connect(&self) -> io::Result<Conn> {
-        let tcp = TcpStream::connect(&self.endpoint.address).await?;
-        let _ = tcp.set_nodelay(true);
-        let mut conn = Conn {
-            stream: BufReader::new(tcp),
-        };
-        if let Some(password) = &self.endpoint.password {
-            let reply = match &self.endpoint.user {
-                Some(user) => {
-                    conn.call(&[b"AUTH", user.as_bytes(), password.as_bytes()])
-                        .await?
-                }
-                None => conn.call(&[b"AUTH", password.as_bytes()]).await?,
-            };
-            if let Reply::Error(e) = reply {
-                return Err(io::Error::other(format!("AUTH: {e}")));
-            }
+    async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(c) = self.conn.lock().as_ref() {
+            return Ok(c.clone());
         }
-        if self.endpoint.db != 0 {
-            let db = self.endpoint.db.to_string();
-            if let Reply::Error(e) = conn.call(&[b"SELECT", db.as_bytes()]).await? {
-                return Err(io::Error::other(format!("SELECT: {e}")));
-            }
-        }
-        Ok(conn)
-    }
-
-    async fn load_script(&self, conn: &mut Conn) -> io::Result<String> {
-        match conn.call(&[b"SCRIPT", b"LOAD", GCRA.as_bytes()]).await? {
-            Reply::Text(sha) => {
-                *self.sha.lock() = Some(sha.clone());
-                Ok(sha)
-            }
-            Reply::Error(e) => Err(io::Error::other(format!("SCRIPT LOAD: {e}"))),
-            _ => Err(protocol("SCRIPT LOAD answered oddly")),
-        }
-    }
-
-    async fn decide_on(
-        &self,
-        conn: &mut Conn,
-        key: &str,
-        interval: Duration,
-        burst: u32,
-    ) -> io::Result<RedisDecision> {
-        let t = interval.as_micros().max(1) as u64;
-        let tau = t * u64::from(burst.saturating_sub(1));
-        let (t, tau) = (t.to_string(), tau.to_string());
-        let existing = self.sha.lock().clone();
-        let mut sha = match existing {
-            Some(s) => s,
-            None => self.load_script(conn).await?,
-        };
-        for attempt in 0..2 {
-            let reply = conn
-                .call(&[
-                    b"EVALSHA",
-                    sha.as_bytes(),
-                    b"1",
-                    key.as_bytes(),
-                    t.as_bytes(),
-                    tau.as_bytes(),
-                ])
-                .await?;
-            match reply {
-                Reply::Array(items) => {
-                    let n: Vec<i64> = items
-                        .iter()
-                        .map(|r| match r {
-                            Reply::Int(i) => Ok(*i),
-                            _ => Err(protocol("script returned a non-integer")),
-                        })
-                        .collect::<io::Result<_>>()?;
-                    let [allowed, remaining, retry, reset] = n[..] else {
-                        return Err(protocol("script returned the wrong number of values"));
-                    };
-                    let us = |v: i64| Duration::from_micros(v.max(0) as u64);
-                    return Ok(RedisDecision {
-                        allowed: allowed == 1,
-                        remaining: remaining.clamp(0, i64::from(u32::MAX)) as u32,
-                        retry_after: us(retry),
-                        reset: us(reset),
-                    });
-                }
-                Reply::Error(e) if e.starts_with("NOSCRIPT") && attempt == 0 => {
-                    sha = self.load_script(conn).await?;
-                }
-                Reply::Error(e) => return Err(io::Error::other(e)),
-                _ => return Err(protocol("EVALSHA answered oddly")),
-            }
-        }
-        Err(io::Error::other("script could not be loaded"))
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        *self.conn.lock() = Some(c.clone());
+        Ok(c)
     }
 
     /// One GCRA decision on `key`, within the client's timeout.
@@ -317,18 +162,28 @@ impl RedisClient {
         interval: Duration,
         burst: u32,
     ) -> io::Result<RedisDecision> {
+        let t = interval.as_micros().max(1) as u64;
+        let tau = t * u64::from(burst.saturating_sub(1));
         let work = async {
-            let pooled = self.idle.lock().pop();
-            let mut conn = match pooled {
-                Some(c) => c,
-                None => self.connect().await?,
+            let mut conn = self.connection().await.map_err(io::Error::other)?;
+            let n: Vec<i64> = self
+                .script
+                .key(key)
+                .arg(t)
+                .arg(tau)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(io::Error::other)?;
+            let [allowed, remaining, retry, reset] = n[..] else {
+                return Err(protocol("script returned the wrong number of values"));
             };
-            let decision = self.decide_on(&mut conn, key, interval, burst).await?;
-            let mut idle = self.idle.lock();
-            if idle.len() < MAX_IDLE {
-                idle.push(conn);
-            }
-            Ok(decision)
+            let us = |v: i64| Duration::from_micros(v.max(0) as u64);
+            Ok(RedisDecision {
+                allowed: allowed == 1,
+                remaining: remaining.clamp(0, i64::from(u32::MAX)) as u32,
+                retry_after: us(retry),
+                reset: us(reset),
+            })
         };
         match tokio::time::timeout(self.timeout, work).await {
             Ok(r) => r,
@@ -339,9 +194,9 @@ impl RedisClient {
         }
     }
 
-    /// Drops pooled connections (after an error: they may be broken).
+    /// Drops the connection (after an error: it may be broken).
     pub fn reset(&self) {
-        self.idle.lock().clear();
+        *self.conn.lock() = None;
     }
 }
 
