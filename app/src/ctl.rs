@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
@@ -64,13 +64,36 @@ async fn post(
     action: &str,
     token: &str,
 ) -> anyhow::Result<(hyper::StatusCode, String)> {
+    let authorization = format!("Bearer {token}");
+    post_body(
+        &addr.to_string(),
+        &format!("/{action}"),
+        Some(&authorization),
+        "text/plain",
+        String::new(),
+    )
+    .await
+}
+
+/// POSTs `body` to `path` of an admin API at `addr` (`host:port`, a name
+/// is looked up; HTTP/1.1, one connection); its status and body.
+pub(crate) async fn post_body(
+    addr: &str,
+    path: &str,
+    authorization: Option<&str>,
+    content_type: &str,
+    body: String,
+) -> anyhow::Result<(hyper::StatusCode, String)> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
-    let request = hyper::Request::post(format!("/{action}"))
-        .header(hyper::header::HOST, addr.to_string())
-        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Empty::<Bytes>::new())?;
+    let mut request = hyper::Request::post(path)
+        .header(hyper::header::HOST, addr)
+        .header(hyper::header::CONTENT_TYPE, content_type);
+    if let Some(a) = authorization {
+        request = request.header(hyper::header::AUTHORIZATION, a);
+    }
+    let request = request.body(Full::new(Bytes::from(body)))?;
     let response = sender.send_request(request).await?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();

@@ -65,9 +65,11 @@ fn build(cfg: &edge_config::Resolver) -> Result<TokioResolver, String> {
 
 /// The host names of a config's backends.
 fn names(config: &Config) -> BTreeSet<String> {
+    let peers = config.site.as_ref().and_then(edge_config::Site::peer_pool);
     config
         .pools
         .iter()
+        .chain(peers.as_ref())
         .flat_map(edge_proxy::pool::Pool::host_names)
         .map(str::to_string)
         .collect()

@@ -46,6 +46,9 @@ pub(crate) struct RawSite {
     pub peer: Vec<S<RawPeer>>,
     pub shield: Option<S<String>>,
     pub shield_fallback: Option<S<String>>,
+    pub keep_copies: Option<S<String>>,
+    pub health_check: Option<S<RawHealthCheck>>,
+    pub timeouts: Option<S<RawTimeouts>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +56,7 @@ pub(crate) struct RawSite {
 pub(crate) struct RawPeer {
     pub name: S<String>,
     pub address: S<String>,
+    pub admin: Option<S<String>>,
 }
 
 // === listeners ===

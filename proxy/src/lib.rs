@@ -27,6 +27,7 @@ pub mod pool;
 pub mod ratelimit;
 pub mod route;
 pub mod service;
+pub mod site;
 pub mod state;
 pub mod tcp;
 mod upstream_tls;

@@ -34,6 +34,7 @@ pub struct ProxyMetrics {
     pub tls_handshake_errors: IntCounterVec,
     pub tcp: crate::tcp::metrics::TcpMetrics,
     pub ratelimit: crate::ratelimit::metrics::RateLimitMetrics,
+    pub site: crate::site::SiteMetrics,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -162,6 +163,7 @@ impl ProxyMetrics {
             tls_handshake_errors,
             tcp: crate::tcp::metrics::TcpMetrics::new(registry)?,
             ratelimit: crate::ratelimit::metrics::RateLimitMetrics::new(registry)?,
+            site: crate::site::SiteMetrics::new(registry)?,
         })
     }
 

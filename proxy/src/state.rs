@@ -27,15 +27,7 @@ pub struct ProxyState {
     pub site: Option<Arc<SiteTier>>,
 }
 
-/// What the request path needs of `[site]`.
-#[derive(Debug)]
-pub struct SiteTier {
-    /// The site's name: what this node adds to `CDN-Loop` (RFC 8586).
-    pub name: String,
-    /// The shield pool (index into `pools`) misses of cached routes go to.
-    pub shield: Option<usize>,
-    pub fallback: edge_config::ShieldFallback,
-}
+pub use crate::site::SiteTier;
 
 impl ProxyState {
     pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
@@ -53,6 +45,8 @@ pub struct Proxy {
     pub backends: BackendRegistry,
     access_log: AtomicBool,
     cache: OnceLock<Arc<CacheRuntime>>,
+    /// Objects lately fetched from the site's owners (`keep_copies = "hot"`).
+    pub hot: crate::site::HotKeys,
     /// The node is shutting down: every answer closes its connection.
     closing: AtomicBool,
     /// Upstream errors, counted and logged once per kind per interval.
@@ -82,6 +76,7 @@ impl Proxy {
             closing: AtomicBool::new(false),
             errors: crate::errlog::ErrorLog::default(),
             cache: OnceLock::new(),
+            hot: crate::site::HotKeys::default(),
         }))
     }
 
@@ -114,15 +109,34 @@ impl Proxy {
         )
         .map_err(BuildError::RateLimit)?;
         let site = config.site.as_ref().map(|s| {
-            Arc::new(SiteTier {
+            let peers = s.peer_pool().map(|p| {
+                Pool::build(&p, &self.backends, &self.metrics, resolved).map(|p| {
+                    pools.push(Arc::new(p));
+                    pools.len() - 1
+                })
+            });
+            let peers = peers.transpose()?;
+            Ok::<_, BuildError>(Arc::new(SiteTier {
                 name: s.name.clone(),
+                node: s.node.clone(),
                 shield: s
                     .shield
                     .as_ref()
                     .and_then(|name| pools.iter().position(|p| &p.name == name)),
                 fallback: s.shield_fallback,
-            })
+                peers,
+                peer_names: s
+                    .other_peers()
+                    .map(|p| (p.address.clone(), p.name.clone()))
+                    .collect(),
+                keep: s.keep_copies,
+                bind: s
+                    .own_entry()
+                    .and_then(|p| p.address.ip())
+                    .filter(|ip| !ip.is_unspecified()),
+            }))
         });
+        let site = site.transpose()?;
         Ok(ProxyState {
             generation: self.generation.load(Ordering::Relaxed) + 1,
             routes: Arc::new(routes),

@@ -41,6 +41,9 @@ pub struct PurgeBody {
     surrogate_key: Option<String>,
     #[serde(default)]
     mode: Option<String>,
+    /// This node only: not sent on to the site's other nodes.
+    #[serde(default)]
+    local: bool,
 }
 
 /// `http://Host:8080/a/../b?q=1` or `host/a?q=1` → (`host:8080`, `/b`,
@@ -76,6 +79,7 @@ fn split(target: &str) -> Option<(String, String, Option<&str>)> {
 /// `POST /cache/purge`: `{"url"|"prefix"|"surrogate_key": "...", "mode": "hard"|"soft"}`.
 pub async fn purge(
     State(rt): State<Arc<Runtime>>,
+    headers: axum::http::HeaderMap,
     body: Result<Json<PurgeBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let body = match body {
@@ -95,6 +99,13 @@ pub async fn purge(
     let Some(cache) = rt.proxy.cache().cloned() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the cache is not running");
     };
+    let forward = json!({
+        "url": body.url,
+        "prefix": body.prefix,
+        "surrogate_key": body.surrogate_key,
+        "mode": body.mode,
+    });
+    let local = body.local;
     let named = [&body.url, &body.prefix, &body.surrogate_key]
         .iter()
         .filter(|v| v.is_some())
@@ -169,7 +180,18 @@ pub async fn purge(
         PurgeMode::Soft => "soft",
     };
     tracing::info!(what, value = %value, mode = mode_name, purged, "cache purge through the admin API");
-    Json(json!({ what: value, "mode": mode_name, "purged": purged })).into_response()
+    let mut answer = json!({ what: value, "mode": mode_name, "purged": purged });
+    if !local {
+        let authorization = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let site = super::site::fan_out_purge(&rt, &forward, authorization).await;
+        if !site.is_empty() {
+            answer["site"] = serde_json::Value::Array(site);
+        }
+    }
+    Json(answer).into_response()
 }
 
 #[cfg(test)]

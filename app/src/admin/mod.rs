@@ -19,7 +19,8 @@
 //! | `GET /cache` | objects, bytes and budget of each cache tier |
 //! | `GET /dns/sites` | GeoDNS sites: up, healthy, drained, their nodes' checks |
 //! | `POST /dns/sites/{site}/drain`, `/undrain` | withdraw a site from DNS answers, or return it |
-//! | `POST /cache/purge` | `{"url" \| "prefix" \| "surrogate_key": "…", "mode": "hard" \| "soft"}` |
+//! | `POST /cache/purge` | `{"url" \| "prefix" \| "surrogate_key": "…", "mode": "hard" \| "soft"}`; sent on to the site's other nodes (`"local": true` does not), each node's result under `"site"` |
+//! | `GET /site` | the node's view of its site: peers, their health, the share of objects each owns, peer-fill traffic |
 //!
 //! What the admin API changes lasts until the next reload and is listed
 //! under `admin_overrides` in `/config`.
@@ -28,6 +29,7 @@ mod auth;
 mod cache;
 mod dns;
 mod pools;
+mod site;
 
 use std::sync::Arc;
 
@@ -67,6 +69,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/pools", get(pools::list))
         .route("/cache", get(cache::usage))
         .route("/dns/sites", get(dns::sites))
+        .route("/site", get(site::view))
         .merge(mutating)
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such admin endpoint\n") })
         .with_state(runtime)

@@ -228,8 +228,20 @@ pub struct Site {
     pub name: String,
     /// This node's name within the site (defaults to the host name).
     pub node: String,
-    /// Other nodes of the site; objects are shared among them by consistent hash.
+    /// The site's other nodes (an entry named as this node is skipped, so
+    /// every node may share one list). Each cached object has an owner
+    /// among this node and its healthy peers (rendezvous hashing of the
+    /// cache key); a node that does not own an object fetches it from
+    /// the owner.
     pub peers: Vec<Peer>,
+    /// Whether a node keeps a copy of what it fetched from the owner.
+    pub keep_copies: KeepCopies,
+    /// Active health check of the peers (default: a TCP connect every 2 s,
+    /// 2 failures down, 2 passes up). Passive health is the pools'
+    /// default outlier detection: a refused connection ejects at once.
+    pub health_check: Option<HealthCheck>,
+    /// Timeouts toward peers (default: connect 1 s, first byte and idle 60 s).
+    pub timeouts: Timeouts,
     /// The pool of the parent (shield) site that misses of cached routes
     /// go to before the origin.
     pub shield: Option<String>,
@@ -247,8 +259,87 @@ pub enum ShieldFallback {
     Fail,
 }
 
+/// `[site].keep_copies`: what a node that does not own an object keeps of
+/// it after fetching it from the owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeepCopies {
+    /// A copy when this node was asked for the object before (a second
+    /// request within the last 64 Ki distinct keys it fetched from peers).
+    Hot,
+    /// Never: the owner holds the site's only copy.
+    Never,
+    /// Always, like any object it fetched itself.
+    Always,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Peer {
+    /// The node's name (`[site].node` on that node): what the owner of
+    /// an object is computed from, so every node must list the same names.
     pub name: String,
-    pub address: SocketAddr,
+    /// Its HTTP listener (an IP or a DNS name, such as a StatefulSet pod's).
+    pub address: HostPort,
+    /// Its admin API (host:port), which purges fan out to.
+    pub admin: Option<HostPort>,
+}
+
+/// The pool name the site's peers are known by (in `/pools`, metrics
+/// and logs); no configured pool can have it (`:` is not allowed in names).
+pub const PEER_POOL: &str = "site:peers";
+
+impl Site {
+    /// The peers other than this node.
+    pub fn other_peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.iter().filter(|p| p.name != self.node)
+    }
+
+    /// This node's own entry in the peer list, when it has one.
+    pub fn own_entry(&self) -> Option<&Peer> {
+        self.peers.iter().find(|p| p.name == self.node)
+    }
+
+    /// The pool the request path reaches the peers through: one backend
+    /// per peer, health-checked as `health_check` says, never retried
+    /// (a failed peer sends the request on to the shield or origin).
+    pub fn peer_pool(&self) -> Option<Pool> {
+        let backends: Vec<Backend> = self
+            .other_peers()
+            .map(|p| Backend {
+                address: p.address.clone(),
+                weight: 1,
+            })
+            .collect();
+        if backends.is_empty() {
+            return None;
+        }
+        Some(Pool {
+            name: PEER_POOL.to_string(),
+            algorithm: Algorithm::RoundRobin,
+            backends,
+            host: None,
+            panic_mode: false,
+            proxy_protocol: None,
+            max_connections_per_backend: 0,
+            load_feedback: None,
+            health_check: Some(self.health_check.clone().unwrap_or(HealthCheck {
+                kind: HealthCheckKind::Tcp,
+                interval: std::time::Duration::from_secs(2),
+                timeout: std::time::Duration::from_secs(1),
+                rise: 2,
+                fall: 2,
+            })),
+            outlier_detection: Some(OutlierDetection {
+                max_ejection_percent: 100,
+                ..OutlierDetection::default()
+            }),
+            circuit_breaker: CircuitBreaker::default(),
+            timeouts: self.timeouts.clone(),
+            retry: Retry {
+                attempts: 0,
+                ..Retry::default()
+            },
+            tls: None,
+        })
+    }
 }

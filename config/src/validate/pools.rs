@@ -306,7 +306,11 @@ pub(super) fn cookie_name_ok(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
 }
 
-fn health(ck: &mut Checker<'_>, p: &str, raw: Spanned<RawHealthCheck>) -> Option<HealthCheck> {
+pub(super) fn health(
+    ck: &mut Checker<'_>,
+    p: &str,
+    raw: Spanned<RawHealthCheck>,
+) -> Option<HealthCheck> {
     let span = raw.span();
     let RawHealthCheck {
         kind,

@@ -4,7 +4,12 @@ use toml::de::DeValue;
 use toml::Spanned;
 
 use super::Checker;
-use crate::model::{Admin, AdminToken, LogFormat, Peer, Secret, Server, ShieldFallback, Site};
+use std::time::Duration;
+
+use crate::model::{
+    Admin, AdminToken, HostPort, KeepCopies, LogFormat, Peer, Secret, Server, ShieldFallback, Site,
+    Timeouts,
+};
 use crate::raw::{RawAdmin, RawServer, RawSite};
 use crate::source::join_key;
 
@@ -149,6 +154,9 @@ pub(super) fn site(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option
         peer,
         shield,
         shield_fallback,
+        keep_copies,
+        health_check,
+        timeouts,
     } = raw;
     let p = "site";
     let name = ck.name(&name, &join_key(p, "name"))?;
@@ -161,17 +169,56 @@ pub(super) fn site(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option
         let pp = format!("site.peer[{i}]");
         let raw_peer = raw_peer.into_inner();
         let peer_name = ck.name(&raw_peer.name, &join_key(&pp, "name"));
-        let address = ck.socket_addr(&raw_peer.address, &join_key(&pp, "address"));
-        if let (Some(name), Some(address)) = (peer_name, address) {
-            if peers.iter().any(|p: &Peer| p.name == name) {
+        let address = match HostPort::parse(raw_peer.address.get_ref()) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                ck.error(
+                    raw_peer.address.span(),
+                    join_key(&pp, "address"),
+                    e,
+                    Some("the peer's HTTP listener, host:port, such as \"10.0.0.2:8080\" or \"edge-1.edge:8080\""),
+                );
+                None
+            }
+        };
+        let admin = raw_peer
+            .admin
+            .as_ref()
+            .map(|a| match HostPort::parse(a.get_ref()) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    ck.error(
+                        a.span(),
+                        join_key(&pp, "admin"),
+                        e,
+                        Some("the peer's admin API, host:port, such as \"10.0.0.2:9901\""),
+                    );
+                    None
+                }
+            });
+        let admin_ok = !matches!(admin, Some(None));
+        let admin = admin.flatten();
+        if let (Some(peer_name), Some(address), true) = (peer_name, address, admin_ok) {
+            if peers.iter().any(|p: &Peer| p.name == peer_name) {
                 ck.error(
                     raw_peer.name.span(),
                     join_key(&pp, "name"),
-                    format!("peer `{name}` is listed twice"),
+                    format!("peer `{peer_name}` is listed twice"),
                     None,
                 );
+            } else if peers.iter().any(|p: &Peer| p.address == address) {
+                ck.error(
+                    raw_peer.address.span(),
+                    join_key(&pp, "address"),
+                    format!("{address} is listed for two peers"),
+                    Some("each node's own HTTP listener"),
+                );
             }
-            peers.push(Peer { name, address });
+            peers.push(Peer {
+                name: peer_name,
+                address,
+                admin,
+            });
         }
     }
     let shield_fallback = match shield_fallback {
@@ -187,12 +234,41 @@ pub(super) fn site(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option
             .unwrap_or(ShieldFallback::Origin),
         None => ShieldFallback::Origin,
     };
+    let keep_copies = match keep_copies {
+        Some(v) => ck
+            .choice(
+                &v,
+                &join_key(p, "keep_copies"),
+                &[
+                    ("hot", KeepCopies::Hot),
+                    ("never", KeepCopies::Never),
+                    ("always", KeepCopies::Always),
+                ],
+            )
+            .unwrap_or(KeepCopies::Hot),
+        None => KeepCopies::Hot,
+    };
+    let health_check =
+        health_check.and_then(|h| super::pools::health(ck, &join_key(p, "health_check"), h));
+    let peer_defaults = Timeouts {
+        connect: Duration::from_secs(1),
+        ..Timeouts::default()
+    };
+    let timeouts = match timeouts {
+        Some(t) => {
+            super::pools::timeouts(ck, &join_key(p, "timeouts"), t.into_inner(), &peer_defaults)
+        }
+        None => peer_defaults,
+    };
     Some(Site {
         name,
         node,
         peers,
         shield: shield.map(Spanned::into_inner),
         shield_fallback,
+        keep_copies,
+        health_check,
+        timeouts,
     })
 }
 

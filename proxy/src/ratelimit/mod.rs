@@ -328,7 +328,10 @@ impl Limiters {
         redis: Option<&Arc<RedisClient>>,
         metrics: &RateLimitMetrics,
     ) -> Result<Self, String> {
-        let nodes = config.site.as_ref().map_or(1, |s| s.peers.len() as u32 + 1);
+        let nodes = config
+            .site
+            .as_ref()
+            .map_or(1, |s| s.other_peers().count() as u32 + 1);
         let prefix = config
             .redis
             .as_ref()

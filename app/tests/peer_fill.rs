@@ -1,0 +1,543 @@
+//! Sites: peer fill. Real `edge` processes on loopback, one per 127.0.0.x
+//! address, forming one site in front of a scripted origin that counts
+//! what it is asked. Each object has an owner among the site's healthy
+//! nodes (rendezvous hashing); the others fetch it from the owner.
+
+// Helpers in test files may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use edge_testkit::{eventually, metric_sum, Client, EdgeNode, Reply, Scripted};
+use http::Method;
+use nix::sys::signal::Signal;
+
+const BIN: &str = env!("CARGO_BIN_EXE_edge");
+const TOKEN: &str = "peer-fill-test-token-0123456789";
+const HOST: (&str, &str) = ("host", "video.test");
+
+/// One node of site `ams`: a cached route `/v/` to the origin; `peers`
+/// lists every node of the site (itself too) as `(name, listener, admin)`.
+fn config(
+    o: &Scripted,
+    name: &str,
+    listen: &str,
+    peers: &[(String, SocketAddr, SocketAddr)],
+    keep: &str,
+    cache: &str,
+) -> String {
+    let peers: String = peers
+        .iter()
+        .map(|(n, a, admin)| {
+            format!("[[site.peer]]\nname = \"{n}\"\naddress = \"{a}\"\nadmin = \"{admin}\"\n")
+        })
+        .collect();
+    format!(
+        r#"
+[server]
+threads = 2
+access_log = false
+
+[admin]
+listen = "127.0.0.1:0"
+token = "{TOKEN}"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "{listen}"
+
+[[pool]]
+name = "origin"
+backends = [{{ address = "{}" }}]
+
+[[route]]
+name = "video"
+match = {{ path_prefix = "/v/" }}
+strip_prefix = "/v"
+pool = "origin"
+[route.cache]
+
+[cache]
+ram_size = "64 MiB"
+{cache}
+
+[site]
+name = "ams"
+node = "{name}"
+keep_copies = "{keep}"
+[site.health_check]
+kind = "tcp"
+interval = "200ms"
+timeout = "100ms"
+rise = 1
+fall = 1
+
+{peers}
+"#,
+        o.addr()
+    )
+}
+
+struct Site {
+    nodes: Vec<Option<EdgeNode>>,
+    names: Vec<String>,
+    /// What each node's listener is configured with (port 0 at first).
+    bind: Vec<String>,
+    listen: Vec<SocketAddr>,
+    admin: Vec<SocketAddr>,
+    keep: String,
+    /// More `[cache]` keys.
+    cache: String,
+}
+
+impl Site {
+    /// `n` nodes at 127.0.0.11, .12, …: started alone, then told of each
+    /// other (their ports are known once they listen) by a reload.
+    async fn start(o: &Scripted, n: usize, keep: &str) -> Site {
+        Site::start_with(o, n, keep, "").await
+    }
+
+    async fn start_with(o: &Scripted, n: usize, keep: &str, cache: &str) -> Site {
+        let mut site = Site {
+            nodes: Vec::new(),
+            names: (1..=n).map(|i| format!("n{i}")).collect(),
+            bind: Vec::new(),
+            listen: Vec::new(),
+            admin: Vec::new(),
+            keep: keep.to_string(),
+            cache: cache.to_string(),
+        };
+        for i in 0..n {
+            site.bind.push(format!("127.0.0.{}:0", 11 + i));
+            let node = EdgeNode::start(
+                BIN,
+                &config(o, &site.names[i], &site.bind[i], &[], keep, cache),
+            );
+            node.wait_ready(Duration::from_secs(30));
+            site.listen.push(node.addr("web"));
+            site.admin.push(node.addr("admin"));
+            site.nodes.push(Some(node));
+        }
+        for i in 0..n {
+            site.reload(o, i).await;
+        }
+        site
+    }
+
+    fn peers(&self) -> Vec<(String, SocketAddr, SocketAddr)> {
+        (0..self.names.len())
+            .map(|i| (self.names[i].clone(), self.listen[i], self.admin[i]))
+            .collect()
+    }
+
+    fn node(&self, i: usize) -> &EdgeNode {
+        self.nodes[i].as_ref().unwrap()
+    }
+
+    async fn reload(&self, o: &Scripted, i: usize) {
+        let n = self.node(i);
+        n.write_config(&config(
+            o,
+            &self.names[i],
+            &self.bind[i],
+            &self.peers(),
+            &self.keep,
+            &self.cache,
+        ));
+        let r = Client::new()
+            .request(
+                Method::POST,
+                &n.admin_url("/reload"),
+                &[("authorization", &format!("Bearer {TOKEN}"))],
+                "",
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    /// Node `i` again, at its old address, knowing the whole site; the
+    /// others learn its new admin address.
+    async fn restart(&mut self, o: &Scripted, i: usize) {
+        self.bind[i] = self.listen[i].to_string();
+        let node = EdgeNode::start(
+            BIN,
+            &config(
+                o,
+                &self.names[i],
+                &self.bind[i],
+                &self.peers(),
+                &self.keep,
+                &self.cache,
+            ),
+        );
+        node.wait_ready(Duration::from_secs(30));
+        self.admin[i] = node.addr("admin");
+        self.nodes[i] = Some(node);
+        for j in (0..self.names.len()).filter(|&j| j != i) {
+            self.reload(o, j).await;
+        }
+    }
+
+    async fn view(&self, i: usize) -> serde_json::Value {
+        Client::new()
+            .get(&self.node(i).admin_url("/site"))
+            .await
+            .json()
+    }
+
+    /// Waits until node `i` sees peer `name` usable (or not).
+    async fn wait_peer(&self, i: usize, name: &str, usable: bool) {
+        eventually(
+            Duration::from_secs(20),
+            &format!("{} to see {name} usable={usable}", self.names[i]),
+            || async {
+                let v = self.view(i).await;
+                v["peers"]
+                    .as_array()?
+                    .iter()
+                    .any(|p| p["name"] == name && p["usable"] == usable)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    async fn metric(&self, i: usize, name: &str) -> f64 {
+        let text = Client::new()
+            .get(&self.node(i).admin_url("/metrics"))
+            .await
+            .text();
+        metric_sum(&text, name, &[])
+    }
+}
+
+fn segment(o: &Scripted, i: usize) {
+    o.set(
+        &format!("/seg/{i}.ts"),
+        Reply::ok(&format!("segment {i}"), &[("cache-control", "max-age=600")]),
+    );
+}
+
+async fn fetch(c: &Client, site: &Site, node: usize, i: usize) {
+    let url = format!("http://{}/v/seg/{i}.ts", site.listen[node]);
+    let r = c.get_with(&url, &[HOST]).await;
+    assert_eq!(
+        (r.status, r.text()),
+        (200, format!("segment {i}")),
+        "segment {i} at {}",
+        site.names[node]
+    );
+}
+
+fn counts(o: &Scripted, range: std::ops::Range<usize>) -> Vec<usize> {
+    range.map(|i| o.count(&format!("/seg/{i}.ts"))).collect()
+}
+
+/// Objects asked at every node of a site reach the origin once each; each
+/// node owns about a third; the owner is asked with a loop guard that says
+/// "a hop inside the site", and the origin sees the site once. A node
+/// killed without warning costs no client an error, and only its objects
+/// move (each fetched once more, by its new owner); back, it owns exactly
+/// those again. A purge at one node reaches every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_fills_each_object_once_and_only_a_lost_nodes_objects_move() {
+    let o = Scripted::start().await;
+    for i in 0..300 {
+        segment(&o, i);
+    }
+    let mut site = Site::start(&o, 3, "never").await;
+    let c = Client::new();
+    let mut rng = fastrand::Rng::with_seed(7);
+
+    // 200 objects, each asked 3 times at random nodes.
+    for _round in 0..3 {
+        for i in 0..200 {
+            fetch(&c, &site, rng.usize(0..3), i).await;
+        }
+    }
+    assert_eq!(
+        counts(&o, 0..200),
+        vec![1; 200],
+        "one origin request per object"
+    );
+    // The origin sees the site once; a miss first asked at a non-owner
+    // carries the hop inside the site before it.
+    let mut hops = 0;
+    for i in 0..200 {
+        let lines = o.requests(&format!("/seg/{i}.ts"))[0].headers("cdn-loop");
+        let [line] = lines.as_slice() else {
+            panic!("{lines:?}")
+        };
+        if line != "ams" {
+            assert!(
+                line.starts_with("ams; peer=n") && line.ends_with(", ams") && line.len() == 17,
+                "{line:?}"
+            );
+            hops += 1;
+        }
+    }
+    assert!(
+        hops > 50,
+        "{hops} of 200 objects were first asked at a non-owner"
+    );
+    let mut shares = 0.0;
+    let mut served = 0.0;
+    for i in 0..3 {
+        let v = site.view(i).await;
+        let share = v["owned_share"].as_f64().unwrap();
+        assert!((share - 1.0 / 3.0).abs() < 0.05, "{}: {v}", site.names[i]);
+        shares += share;
+        served += site.metric(i, "edge_site_served_to_peers_total").await;
+        // Every node sees the same split: its view of a peer's share
+        // matches that peer's own.
+        for p in v["peers"].as_array().unwrap() {
+            assert_eq!(p["usable"], true, "{v}");
+        }
+    }
+    assert!((shares - 1.0).abs() < 1e-9);
+    assert!(served > 0.0, "owners served their peers");
+
+    // n2 dies without a word: misses of its objects at n1 and n3 go to the
+    // origin at once (no client error), before any health check noticed.
+    site.node(1).signal(Signal::SIGKILL);
+    site.nodes[1]
+        .as_mut()
+        .unwrap()
+        .wait_exit(Duration::from_secs(10));
+    for i in 200..260 {
+        fetch(&c, &site, if i % 2 == 0 { 0 } else { 2 }, i).await;
+    }
+    site.wait_peer(0, "n2", false).await;
+    site.wait_peer(2, "n2", false).await;
+    let before = counts(&o, 0..200);
+    for i in 0..200 {
+        fetch(&c, &site, 0, i).await;
+        fetch(&c, &site, 2, i).await;
+    }
+    let after = counts(&o, 0..200);
+    let moved: BTreeSet<usize> = (0..200).filter(|&i| after[i] != before[i]).collect();
+    for &i in &moved {
+        assert_eq!(
+            after[i], 2,
+            "segment {i}: fetched once more, by its new owner"
+        );
+    }
+    let share = moved.len() as f64 / 200.0;
+    assert!(
+        (0.2..0.47).contains(&share),
+        "n2 owned {share} of the objects"
+    );
+    for i in 0..2 {
+        let v = site.view(if i == 0 { 0 } else { 2 }).await;
+        assert!(
+            (v["owned_share"].as_f64().unwrap() - 0.5).abs() < 0.05,
+            "{v}"
+        );
+    }
+
+    // n2 back (empty): exactly the objects it owned before come home. Asked
+    // at n2, it fills those from the origin and fetches the rest from
+    // their owners; n1 and n3 still serve the copies they filled meanwhile.
+    site.restart(&o, 1).await;
+    site.wait_peer(0, "n2", true).await;
+    site.wait_peer(2, "n2", true).await;
+    for i in 0..200 {
+        fetch(&c, &site, 1, i).await;
+    }
+    let back = counts(&o, 0..200);
+    let refilled: BTreeSet<usize> = (0..200).filter(|&i| back[i] != after[i]).collect();
+    assert_eq!(
+        refilled, moved,
+        "the objects that moved away move back, no others"
+    );
+    for i in 0..200 {
+        fetch(&c, &site, rng.usize(0..3), i).await;
+    }
+    assert_eq!(counts(&o, 0..200), back);
+
+    // A purge at n1 reaches the whole site: the owner fetches again.
+    let r = c
+        .request(
+            Method::POST,
+            &site.node(0).admin_url("/cache/purge"),
+            &[
+                ("authorization", &format!("Bearer {TOKEN}")),
+                ("content-type", "application/json"),
+            ],
+            r#"{"url": "http://video.test/v/seg/5.ts"}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let nodes: Vec<&str> = v["site"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["n2", "n3"], "{v}");
+    assert!(
+        v["site"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["status"] == "ok"),
+        "{v}"
+    );
+    let purged: u64 = v["purged"].as_u64().unwrap()
+        + v["site"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["purged"].as_u64().unwrap())
+            .sum::<u64>();
+    assert!(purged >= 1, "{v}");
+    let n = o.count("/seg/5.ts");
+    for node in 0..3 {
+        fetch(&c, &site, node, 5).await;
+    }
+    assert_eq!(o.count("/seg/5.ts"), n + 1, "one refill for the whole site");
+}
+
+/// A new live segment asked by 30 clients spread over the site's nodes at
+/// once reaches the origin once: each node coalesces its clients into one
+/// request to the owner, which coalesces the site's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_clients_on_three_nodes_make_one_origin_request() {
+    let o = Scripted::start().await;
+    let site = Site::start(&o, 3, "hot").await;
+    for round in 0..3 {
+        let path = format!("/seg/live-{round}.ts");
+        o.set(
+            &path,
+            Reply::ok("live", &[("cache-control", "max-age=2")])
+                .with_delay(Duration::from_millis(300)),
+        );
+        let mut tasks = Vec::new();
+        for k in 0..30 {
+            let url = format!("http://{}/v{path}", site.listen[k % 3]);
+            tasks.push(tokio::spawn(async move {
+                let r = Client::new().get_with(&url, &[HOST]).await;
+                (r.status, r.text())
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), (200, "live".to_string()));
+        }
+        assert_eq!(o.count(&path), 1, "{path}");
+    }
+}
+
+/// `keep_copies`: a node that does not own an object keeps no copy
+/// (`never`), one from the second fetch (`hot`), or one at once (`always`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_owner_keeps_copies_as_configured() {
+    let o = Scripted::start().await;
+    for i in 0..40 {
+        segment(&o, i);
+    }
+    let mut site = Site::start(&o, 2, "never").await;
+    let c = Client::new();
+    // Objects n2 owns: asked at n1, n2 serves them to its peer.
+    let mut owned_by_n2 = Vec::new();
+    for i in 0..40 {
+        let served = site.metric(1, "edge_site_served_to_peers_total").await;
+        fetch(&c, &site, 0, i).await;
+        if site.metric(1, "edge_site_served_to_peers_total").await > served {
+            owned_by_n2.push(i);
+        }
+    }
+    assert!(owned_by_n2.len() >= 6, "{owned_by_n2:?}");
+    assert_eq!(counts(&o, 0..40), vec![1; 40]);
+    for (keep, objects, expect) in [
+        ("never", &owned_by_n2[0..2], 3.0),
+        ("hot", &owned_by_n2[2..4], 2.0),
+        ("always", &owned_by_n2[4..6], 1.0),
+    ] {
+        site.keep = keep.to_string();
+        site.reload(&o, 0).await;
+        for &i in objects {
+            let served = site.metric(1, "edge_site_served_to_peers_total").await;
+            for _ in 0..3 {
+                fetch(&c, &site, 0, i).await;
+            }
+            let now = site.metric(1, "edge_site_served_to_peers_total").await;
+            assert_eq!(now - served, expect, "keep_copies = {keep}, segment {i}");
+        }
+    }
+    assert_eq!(counts(&o, 0..40), vec![1; 40], "the origin saw each once");
+}
+
+/// A large object is cached in slices, each under its own key and so with
+/// its own owner: ranges and whole reads at every node are served from the
+/// site's slices, and the origin sends each slice once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slices_of_a_large_object_are_spread_over_the_site_and_fetched_once() {
+    const MIB: usize = 1 << 20;
+    let o = Scripted::start().await;
+    let body: String = (0..5 * MIB + 777)
+        .map(|i| char::from(b'a' + (i % 7919 % 26) as u8))
+        .collect();
+    let total = body.len();
+    o.set(
+        "/big.mp4",
+        Reply::ok(
+            &body,
+            &[("cache-control", "max-age=600"), ("etag", "\"b\"")],
+        )
+        .with_ranges(),
+    );
+    let site = Site::start_with(
+        &o,
+        3,
+        "never",
+        "slice_size = \"1 MiB\"\nslice_threshold = \"1 MiB\"",
+    )
+    .await;
+    let c = Client::new();
+    let url = |n: usize| format!("http://{}/v/big.mp4", site.listen[n]);
+    for n in 0..3 {
+        for (a, b) in [
+            (0, 99),
+            (MIB - 10, MIB + 10),
+            (total - 50, total - 1),
+            (3 * MIB, 4 * MIB),
+        ] {
+            let r = c
+                .get_with(&url(n), &[HOST, ("range", &format!("bytes={a}-{b}"))])
+                .await;
+            assert_eq!(r.status, 206, "{n}: {a}-{b}");
+            assert!(
+                r.body == body.as_bytes()[a..=b],
+                "{n}: {a}-{b}: wrong bytes"
+            );
+        }
+        let r = c.get_with(&url(n), &[HOST]).await;
+        assert_eq!(r.status, 200);
+        assert!(r.body == body.as_bytes(), "node {n}: whole object");
+    }
+    let mut ranges: Vec<String> = o
+        .requests("/big.mp4")
+        .iter()
+        .flat_map(|r| r.headers("range"))
+        .collect();
+    ranges.sort();
+    let mut expect: Vec<String> = (0..6)
+        .map(|i| format!("bytes={}-{}", i * MIB, i * MIB + MIB - 1))
+        .collect();
+    expect.sort();
+    assert_eq!(ranges, expect, "each slice once, for the whole site");
+    let fills: f64 = {
+        let mut sum = 0.0;
+        for n in 0..3 {
+            sum += site.metric(n, "edge_site_peer_fills_total").await;
+        }
+        sum
+    };
+    assert!(fills > 0.0, "slices were fetched from their owners");
+}
