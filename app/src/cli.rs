@@ -44,6 +44,26 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Fill the cache of the running node a config describes ahead of
+    /// demand (`POST /cache/prefill`): the URLs in LIST (one per line, `#`
+    /// comments; `-` reads stdin), HLS/DASH manifests expanded to their
+    /// segments. On every node of a site: each fills only what it owns.
+    Prefill {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A file of object or manifest URLs (`http://host/path`).
+        list: PathBuf,
+        /// Only these renditions of manifests (repeatable): HLS by path
+        /// segment, file name, NAME or RESOLUTION; DASH by Representation id.
+        #[arg(long)]
+        rendition: Vec<String>,
+        /// Local time window, such as "02:00-14:00".
+        #[arg(long)]
+        window: Option<String>,
+        /// Bandwidth cap, such as "50 Mbit/s".
+        #[arg(long)]
+        rate: Option<String>,
+    },
     /// Run the synthetic media origin alone.
     Origin {
         #[arg(long, default_value = "127.0.0.1:9000")]

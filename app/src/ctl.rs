@@ -1,6 +1,7 @@
-//! `edge reload` and `edge upgrade`: the admin API's `POST /reload` and
-//! `POST /upgrade` for the node a config file describes (its `admin.listen`
-//! and `admin.token`), as `nginx -s reload` signals the running master.
+//! `edge reload`, `edge upgrade` and `edge prefill`: the admin API's
+//! `POST /reload`, `POST /upgrade` and `POST /cache/prefill` for the node a
+//! config file describes (its `admin.listen` and `admin.token`), as
+//! `nginx -s reload` signals the running master.
 //! Prints the node's answer; fails (exit 1) unless it says done.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -18,6 +19,63 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Sends `POST /{action}` to the admin API of the node `config` describes.
 pub fn run(config: &Path, action: &str) -> anyhow::Result<()> {
+    send(
+        config,
+        action,
+        &format!("/{action}"),
+        "text/plain",
+        String::new(),
+    )
+}
+
+/// `edge prefill`: the list read and checked here, then `POST
+/// /cache/prefill` to the node `config` describes.
+pub fn prefill(
+    config: &Path,
+    list: &Path,
+    renditions: Vec<String>,
+    window: Option<String>,
+    rate: Option<String>,
+) -> anyhow::Result<()> {
+    let text = if list == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading the list from stdin")?
+    } else {
+        std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?
+    };
+    let urls: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    let spec = crate::prefill::Spec {
+        urls,
+        renditions,
+        window,
+        rate: rate.map(crate::prefill::spec::Rate::Text),
+    };
+    if let Err(e) = spec.check() {
+        bail!("{}: {e}", list.display());
+    }
+    let body = serde_json::to_string(&spec).context("encoding the job")?;
+    send(
+        config,
+        "prefill",
+        "/cache/prefill",
+        "application/json",
+        body,
+    )
+}
+
+/// POSTs `body` to `path` of the admin API of the node `config` describes
+/// (its `admin.listen` and `admin.token`); prints the answer.
+fn send(
+    config: &Path,
+    action: &str,
+    path: &str,
+    content_type: &str,
+    body: String,
+) -> anyhow::Result<()> {
     let config = match edge_config::load(config) {
         Ok(c) => c,
         Err(diags) => {
@@ -36,9 +94,20 @@ pub fn run(config: &Path, action: &str) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting a runtime")?;
+    let authorization = format!("Bearer {}", token.expose());
     let (status, body) = rt
         .block_on(async {
-            tokio::time::timeout(ANSWER_TIMEOUT, post(addr, action, token.expose())).await
+            tokio::time::timeout(
+                ANSWER_TIMEOUT,
+                post_body(
+                    &addr.to_string(),
+                    path,
+                    Some(&authorization),
+                    content_type,
+                    body,
+                ),
+            )
+            .await
         })
         .with_context(|| format!("no answer from the admin API at {addr} in {ANSWER_TIMEOUT:?}"))?
         .with_context(|| format!("admin API at {addr}"))?;
@@ -57,22 +126,6 @@ fn reachable(listen: SocketAddr) -> SocketAddr {
         IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, listen.port()).into(),
         _ => listen,
     }
-}
-
-async fn post(
-    addr: SocketAddr,
-    action: &str,
-    token: &str,
-) -> anyhow::Result<(hyper::StatusCode, String)> {
-    let authorization = format!("Bearer {token}");
-    post_body(
-        &addr.to_string(),
-        &format!("/{action}"),
-        Some(&authorization),
-        "text/plain",
-        String::new(),
-    )
-    .await
 }
 
 /// POSTs `body` to `path` of an admin API at `addr` (`host:port`, a name

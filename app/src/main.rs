@@ -12,6 +12,7 @@ mod logging;
 mod names;
 mod origin_cmd;
 mod out;
+mod prefill;
 mod runtime;
 mod server;
 mod upgrade;
@@ -34,6 +35,13 @@ fn main() -> ExitCode {
         Command::Run { config, log_format } => run(&config, log_format),
         Command::Reload { config } => ctl::run(&config, "reload"),
         Command::Upgrade { config } => ctl::run(&config, "upgrade"),
+        Command::Prefill {
+            config,
+            list,
+            rendition,
+            window,
+            rate,
+        } => ctl::prefill(&config, &list, rendition, window, rate),
         Command::Origin {
             listen,
             name,

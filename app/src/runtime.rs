@@ -158,6 +158,8 @@ pub struct Runtime {
     inherited: parking_lot::Mutex<crate::handover::Inherited>,
     /// Binary upgrades from this process.
     pub upgrader: crate::upgrade::Upgrader,
+    /// The scheduled prefill job.
+    pub prefill: crate::prefill::Prefill,
 }
 
 /// A listener's connection handler, and the HTTP one behind it if any (to
@@ -203,7 +205,9 @@ impl Runtime {
         let metrics = RuntimeMetrics::new(&registry)?;
         registry.register(Box::new(PoolCollector::new(&proxy)))?;
         let dns = crate::dns::DnsNode::new(&registry)?;
+        let prefill = crate::prefill::Prefill::new(&registry)?;
         Ok(Arc::new_cyclic(|me| Self {
+            prefill,
             dns,
             names: Arc::new(crate::names::BackendNames::default()),
             me: me.clone(),

@@ -142,6 +142,10 @@ pub fn run_node_with(
     }
     on_ready(first_http, admin_bound, runtime.dns.first_address());
     runtime.set_ready(true);
+    {
+        let _enter = control.enter();
+        runtime.prefill.resume(&runtime);
+    }
     crate::out::ready();
     runtime.started();
     let mut ready = vec![sd_notify::NotifyState::Ready];

@@ -68,12 +68,13 @@ ram_size = "64 MiB"
 name = "ams"
 node = "{name}"
 keep_copies = "{keep}"
+# Quick to notice, slow to doubt: a busy machine may miss one check.
 [site.health_check]
 kind = "tcp"
-interval = "200ms"
-timeout = "100ms"
+interval = "300ms"
+timeout = "300ms"
 rise = 1
-fall = 1
+fall = 3
 
 {peers}
 "#,
@@ -540,4 +541,273 @@ async fn the_slices_of_a_large_object_are_spread_over_the_site_and_fetched_once(
         sum
     };
     assert!(fills > 0.0, "slices were fetched from their owners");
+}
+
+const SEGMENTS: usize = 40;
+const SEGMENT_BYTES: usize = 300_000;
+
+/// A VOD title: a master playlist of two renditions, each an init section
+/// and `SEGMENTS` segments.
+fn title(o: &Scripted) {
+    o.set(
+        "/t/master.m3u8",
+        Reply::ok(
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000000,RESOLUTION=640x360\nlow/index.m3u8\n\
+             #EXT-X-STREAM-INF:BANDWIDTH=5000000,RESOLUTION=1280x720\nhigh/index.m3u8\n",
+            &[("content-type", "application/vnd.apple.mpegurl")],
+        ),
+    );
+    for r in ["low", "high"] {
+        let mut media = String::from(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-MAP:URI=\"init.mp4\"\n",
+        );
+        for i in 0..SEGMENTS {
+            media.push_str(&format!("#EXTINF:4.0,\nseg_{i}.m4s\n"));
+        }
+        media.push_str("#EXT-X-ENDLIST\n");
+        o.set(&format!("/t/{r}/index.m3u8"), Reply::ok(&media, &[]));
+        o.set(
+            &format!("/t/{r}/init.mp4"),
+            Reply::ok(&format!("init {r}"), &[("cache-control", "max-age=600")]),
+        );
+        for i in 0..SEGMENTS {
+            let body: String =
+                std::iter::repeat_n(char::from(b'a' + (i % 26) as u8), SEGMENT_BYTES).collect();
+            o.set(
+                &format!("/t/{r}/seg_{i}.m4s"),
+                Reply::ok(&body, &[("cache-control", "max-age=600")]),
+            );
+        }
+    }
+}
+
+async fn admin(
+    site: &Site,
+    i: usize,
+    method: Method,
+    path: &str,
+    body: &str,
+) -> edge_testkit::Response {
+    Client::new()
+        .request(
+            method,
+            &site.node(i).admin_url(path),
+            &[
+                ("authorization", &format!("Bearer {TOKEN}")),
+                ("content-type", "application/json"),
+            ],
+            body.to_string(),
+        )
+        .await
+        .unwrap()
+}
+
+/// Prefill of one title's `high` rendition, run on every node of a site
+/// under a site cap of 50 Mbit/s: each node fills only what it owns, so
+/// the origin sends each object once; no 1 s window of origin requests
+/// carries more than the cap (and a segment in flight per node); every
+/// segment is then served at every node without the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_prefills_a_title_once_under_its_bandwidth_cap() {
+    let o = Scripted::start().await;
+    title(&o);
+    let site = Site::start(&o, 3, "never").await;
+    let cap_bits = 50_000_000.0;
+    let job = r#"{"urls": ["http://video.test/v/t/master.m3u8"], "renditions": ["high"], "rate": "50 Mbit/s"}"#;
+    for i in 0..3 {
+        let r = admin(&site, i, Method::POST, "/cache/prefill", job).await;
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    let mut totals = (0, 0, 0);
+    for i in 0..3 {
+        let v = eventually(Duration::from_secs(60), "prefill to finish", || async {
+            let v = admin(&site, i, Method::GET, "/cache/prefill", "")
+                .await
+                .json();
+            (v["phase"] == "done").then_some(v)
+        })
+        .await;
+        assert_eq!(v["objects"], SEGMENTS as u64 + 1, "{v}");
+        assert_eq!(v["failed"], 0, "{v}");
+        totals.0 += v["fetched"].as_u64().unwrap();
+        totals.1 += v["not_owned"].as_u64().unwrap();
+        totals.2 += v["fresh"].as_u64().unwrap();
+    }
+    let objects = SEGMENTS as u64 + 1;
+    assert_eq!(
+        totals,
+        (objects, 2 * objects, 0),
+        "each node filled what it owns"
+    );
+    for i in 0..SEGMENTS {
+        assert_eq!(o.count(&format!("/t/high/seg_{i}.m4s")), 1, "segment {i}");
+        assert_eq!(o.count(&format!("/t/low/seg_{i}.m4s")), 0, "low {i}");
+    }
+    assert_eq!(o.count("/t/high/init.mp4"), 1);
+
+    // Origin requests in any 1 s: at most the cap's worth, plus what a
+    // node may have had in flight as a window opened.
+    let mut at: Vec<std::time::Instant> = (0..SEGMENTS)
+        .map(|i| o.requests(&format!("/t/high/seg_{i}.m4s"))[0].at)
+        .collect();
+    at.sort();
+    let slack = 3.0 * 2.0 * SEGMENT_BYTES as f64;
+    for (k, start) in at.iter().enumerate() {
+        let n = at[k..]
+            .iter()
+            .take_while(|t| t.duration_since(*start) < Duration::from_secs(1))
+            .count();
+        let bytes = (n * SEGMENT_BYTES) as f64;
+        assert!(
+            bytes <= cap_bits / 8.0 + slack,
+            "{n} segments began within 1 s of segment {k}"
+        );
+    }
+    let span = at[at.len() - 1].duration_since(at[0]).as_secs_f64();
+    let sent = ((SEGMENTS - 6) * SEGMENT_BYTES) as f64;
+    assert!(
+        span * cap_bits / 8.0 >= sent,
+        "{SEGMENTS} segments in {span:.2} s"
+    );
+
+    // Every segment is now a hit at its owner: asked at every node, the
+    // origin is not asked again.
+    let c = Client::new();
+    for i in 0..SEGMENTS {
+        for n in 0..3 {
+            let url = format!("http://{}/v/t/high/seg_{i}.m4s", site.listen[n]);
+            let r = c.get_with(&url, &[HOST]).await;
+            assert_eq!((r.status, r.body.len()), (200, SEGMENT_BYTES));
+        }
+        let reqs = o.requests(&format!("/t/high/seg_{i}.m4s"));
+        assert_eq!(
+            reqs.len(),
+            1,
+            "segment {i}: {:?}",
+            reqs.iter().map(|r| r.head_text()).collect::<Vec<_>>()
+        );
+    }
+    // A second run finds everything fresh or owned elsewhere.
+    let r = admin(&site, 0, Method::POST, "/cache/prefill", job).await;
+    assert_eq!(r.status, 202);
+    let v = eventually(Duration::from_secs(30), "the second run", || async {
+        let v = admin(&site, 0, Method::GET, "/cache/prefill", "")
+            .await
+            .json();
+        (v["phase"] == "done").then_some(v)
+    })
+    .await;
+    assert_eq!(v["fetched"], 0, "{v}");
+    assert_eq!(
+        v["fresh"].as_u64().unwrap() + v["not_owned"].as_u64().unwrap(),
+        objects,
+        "{v}"
+    );
+}
+
+/// A job waiting for its window is kept on disk: the node restarted picks
+/// it up where it was; a stopped job is gone for good. Bad requests are
+/// refused with what is wrong, and nothing starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefill_job_survives_a_restart_and_bad_jobs_are_refused() {
+    let o = Scripted::start().await;
+    title(&o);
+    let disk = tempfile::tempdir().unwrap();
+    let cache = format!(
+        "disk_path = \"{}\"\ndisk_size = \"64 MiB\"",
+        disk.path().display()
+    );
+    let mut site = Site::start_with(&o, 1, "never", &cache).await;
+    for (bad, why) in [
+        ("{", "bad prefill request"),
+        (r#"{"urls": []}"#, "empty"),
+        (
+            r#"{"urls": ["http://video.test/a"], "window": "25:00-26:00"}"#,
+            "window",
+        ),
+        (
+            r#"{"urls": ["http://video.test/a"], "rate": "lots"}"#,
+            "rate",
+        ),
+        (r#"{"urls": ["https://video.test/a"]}"#, "http://"),
+        (
+            r#"{"urls": ["http://video.test/a"], "speed": 1}"#,
+            "unknown field",
+        ),
+    ] {
+        let r = admin(&site, 0, Method::POST, "/cache/prefill", bad).await;
+        assert_eq!(r.status, 400, "{bad}");
+        assert!(r.text().contains(why), "{bad}: {}", r.text());
+    }
+    let r = admin(&site, 0, Method::GET, "/cache/prefill", "").await;
+    assert_eq!(r.json()["phase"], "idle");
+    let r = Client::new()
+        .request(
+            Method::POST,
+            &site.node(0).admin_url("/cache/prefill"),
+            &[],
+            "{}",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401, "the token is needed");
+
+    // A window that opens in two hours, local time.
+    let now = jiff::Zoned::now();
+    let at = |h: i8| format!("{:02}:{:02}", (now.hour() + h) % 24, now.minute());
+    let job = format!(
+        r#"{{"urls": ["http://video.test/v/t/master.m3u8"], "window": "{}-{}"}}"#,
+        at(2),
+        at(3)
+    );
+    let r = admin(&site, 0, Method::POST, "/cache/prefill", &job).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let waiting = |v: &serde_json::Value| v["phase"] == "waiting for the window";
+    eventually(Duration::from_secs(20), "the job to wait", || async {
+        let v = admin(&site, 0, Method::GET, "/cache/prefill", "")
+            .await
+            .json();
+        waiting(&v).then_some(())
+    })
+    .await;
+    let v = admin(&site, 0, Method::GET, "/cache/prefill", "")
+        .await
+        .json();
+    assert_eq!(
+        v["objects"],
+        2 * (SEGMENTS as u64 + 1),
+        "both renditions: {v}"
+    );
+    assert_eq!(v["done"], 0);
+
+    // SIGTERM, then the same config again: the job is back, still waiting.
+    site.node(0).signal(Signal::SIGTERM);
+    site.nodes[0]
+        .as_mut()
+        .unwrap()
+        .wait_exit(Duration::from_secs(60));
+    site.restart(&o, 0).await;
+    let v = eventually(Duration::from_secs(20), "the job to resume", || async {
+        let v = admin(&site, 0, Method::GET, "/cache/prefill", "")
+            .await
+            .json();
+        waiting(&v).then_some(v)
+    })
+    .await;
+    assert_eq!(v["spec"]["window"], format!("{}-{}", at(2), at(3)), "{v}");
+
+    // Stopped, it does not come back.
+    let r = admin(&site, 0, Method::DELETE, "/cache/prefill", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["phase"], "cancelled");
+    site.node(0).signal(Signal::SIGTERM);
+    site.nodes[0]
+        .as_mut()
+        .unwrap()
+        .wait_exit(Duration::from_secs(60));
+    site.restart(&o, 0).await;
+    let r = admin(&site, 0, Method::GET, "/cache/prefill", "").await;
+    assert_eq!(r.json()["phase"], "idle");
+    // No segment was fetched: the window never opened.
+    assert_eq!(o.count("/t/high/seg_0.m4s"), 0);
 }

@@ -7,6 +7,7 @@ pub mod fill;
 pub mod hit;
 pub mod index;
 pub mod key;
+pub mod manifest;
 pub mod metrics;
 pub mod object;
 pub mod policy;

@@ -198,6 +198,9 @@ enum Failure {
     Overflow(Overflow),
     Deadline,
     BodyTooLarge(u64),
+    /// A prefill request (`edge-prefill`) for an object another node of
+    /// the site owns: that node fills it.
+    NotOwned(String),
 }
 
 /// One try against one backend.
@@ -294,6 +297,20 @@ impl Tier {
 }
 
 impl RequestCtx {
+    /// Whether serving a segment to this request prefetches the next ones:
+    /// not for another node of the site (the node that asked prefetches;
+    /// the owners of the next segments would each prefetch further, down
+    /// the whole playlist), nor for a prefill (it walks its list itself,
+    /// under its bandwidth cap).
+    fn prefetches(&self, req: &RequestHeader) -> bool {
+        let peer = self
+            .state
+            .as_ref()
+            .and_then(|s| s.site.as_ref())
+            .is_some_and(|site| crate::site::from_peer(req, &site.name));
+        !peer && !req.headers.contains_key(crate::site::PREFILL)
+    }
+
     /// The node name of the owner this request went to (`-` if none).
     fn owner_name(&self) -> &str {
         let (Some(state), Some(pool), Some(i)) = (&self.state, &self.pool, self.owner) else {
@@ -706,6 +723,19 @@ impl EdgeProxy {
         let crate::site::Owner::Peer(index) = site.owner(&key, peers) else {
             return;
         };
+        if session
+            .req_header()
+            .headers
+            .contains_key(crate::site::PREFILL)
+        {
+            let name = peers
+                .backends
+                .get(index)
+                .and_then(|b| site.peer_name(&b.address))
+                .unwrap_or("-");
+            ctx.failure = Some(Failure::NotOwned(name.to_string()));
+            return;
+        }
         let Some(current) = ctx.pool.replace(peers.clone()) else {
             return;
         };
@@ -1063,7 +1093,9 @@ impl ProxyHttp for EdgeProxy {
                             )
                             .await?
                             {
-                                if kind == edge_cache::video::Kind::Segment {
+                                if kind == edge_cache::video::Kind::Segment
+                                    && ctx.prefetches(session.req_header())
+                                {
                                     if let Some(pool) = &ctx.pool {
                                         caching::prefetch::after_segment(
                                             rt,
@@ -1286,6 +1318,12 @@ impl ProxyHttp for EdgeProxy {
         ctx.went_upstream = true;
         if !ctx.owner_sought {
             self.choose_owner(session, ctx);
+            if let Some(Failure::NotOwned(owner)) = &ctx.failure {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(421),
+                    format!("prefill: {owner} owns this object"),
+                ));
+            }
         }
         let pool = ctx
             .pool
@@ -1495,6 +1533,8 @@ impl ProxyHttp for EdgeProxy {
             upstream.insert_header("x-forwarded-for", forwarded)?;
         }
         upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        // A prefill is this site's business: the shield or origin sees a GET.
+        upstream.remove_header(crate::site::PREFILL);
         if let Some(site) = ctx.state.as_ref().and_then(|s| s.site.as_ref()) {
             // RFC 8586: this site's name added to what the request carried;
             // toward the owner, marked as a hop inside the site.
@@ -1698,6 +1738,7 @@ impl ProxyHttp for EdgeProxy {
             && ctx.cache.way == Some(Way::Whole)
             && matches!(response.status.as_u16(), 200 | 206)
             && caching::kind_of(session.req_header(), response) == edge_cache::video::Kind::Segment
+            && ctx.prefetches(session.req_header())
         {
             if let (Some(rt), Some(route), Some(pool)) = (self.proxy.cache(), &ctx.route, &ctx.pool)
             {
@@ -1862,6 +1903,7 @@ impl ProxyHttp for EdgeProxy {
                 Some(1),
             ),
             Some(Failure::Deadline) => (504, format!("pool {pool}: total timeout passed\n"), None),
+            Some(Failure::NotOwned(owner)) => (421, format!("owned by {owner}\n"), None),
             Some(Failure::BodyTooLarge(max)) => (
                 413,
                 format!("request body larger than the limit of {max} bytes\n"),

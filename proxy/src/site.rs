@@ -12,6 +12,12 @@ use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::pool::Pool;
 
+/// A request header that makes a miss of an object another node of the
+/// site owns answer `421 Misdirected Request` (with the owner's name)
+/// instead of fetching it: what prefill sends, so each node of a site fills
+/// only what it owns. Taken off before anything goes upstream.
+pub const PREFILL: &str = "edge-prefill";
+
 /// What the request path needs of `[site]`.
 #[derive(Debug)]
 pub struct SiteTier {

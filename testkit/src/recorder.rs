@@ -29,6 +29,8 @@ pub struct Recorded {
     pub body: Vec<u8>,
     /// The backend could not frame it.
     pub malformed: bool,
+    /// When its head had arrived.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -216,6 +218,7 @@ pub(crate) async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> O
     };
     let (lengths, codings) = (field("content-length"), field("transfer-encoding"));
     let mut rec = Recorded {
+        at: std::time::Instant::now(),
         head,
         body: Vec::new(),
         malformed: false,

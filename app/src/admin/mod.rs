@@ -20,6 +20,8 @@
 //! | `GET /dns/sites` | GeoDNS sites: up, healthy, drained, their nodes' checks |
 //! | `POST /dns/sites/{site}/drain`, `/undrain` | withdraw a site from DNS answers, or return it |
 //! | `POST /cache/purge` | `{"url" \| "prefix" \| "surrogate_key": "…", "mode": "hard" \| "soft"}`; sent on to the site's other nodes (`"local": true` does not), each node's result under `"site"` |
+//! | `POST /cache/prefill` | start a prefill job: `{"urls": [...], "renditions": [...], "window": "02:00-14:00", "rate": "50 Mbit/s"}` (replaces a running one); `DELETE` stops it |
+//! | `GET /cache/prefill` | the job's phase and progress: objects, done, fetched, fresh, not owned, failed, bytes, rate, ETA, latest errors |
 //! | `GET /site` | the node's view of its site: peers, their health, the share of objects each owns, peer-fill traffic |
 //!
 //! What the admin API changes lasts until the next reload and is listed
@@ -29,6 +31,7 @@ mod auth;
 mod cache;
 mod dns;
 mod pools;
+mod prefill;
 mod site;
 
 use std::sync::Arc;
@@ -48,6 +51,10 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/reload", post(reload))
         .route("/upgrade", post(upgrade))
         .route("/cache/purge", post(cache::purge))
+        .route(
+            "/cache/prefill",
+            post(prefill::start).delete(prefill::cancel),
+        )
         .route("/dns/sites/{site}/{action}", post(dns::set_drain))
         .route(
             "/pools/{pool}/backends/{backend}/weight",
@@ -70,6 +77,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/cache", get(cache::usage))
         .route("/dns/sites", get(dns::sites))
         .route("/site", get(site::view))
+        .route("/cache/prefill", get(prefill::status))
         .merge(mutating)
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such admin endpoint\n") })
         .with_state(runtime)
