@@ -10,10 +10,12 @@
 //! ```text
 //! loadbench proxy|cache [--reps 5] [--duration 5] [--connections 50] [--edge target/release/edge] [--out FILE]
 //! loadbench hitratio [--out FILE]      (a simulation: no servers)
+//! loadbench audience [--edge …] [--out FILE]   (3 sites × 3 nodes + shield + origin on loopback: offload)
 //! loadbench dns [--reps 5] [--duration 5] [--edge …] [--out FILE]   (dnsperf, NSD, PowerDNS)
 //! loadbench tcp [--reps 5] [--duration 5] [--edge …] [--out FILE]   (HAProxy mode tcp, nginx stream)
 //! ```
 
+mod audience;
 mod dnsbench;
 mod hitratio;
 mod l4bench;
@@ -73,6 +75,7 @@ fn args() -> Result<Args> {
                     "loadbench dns|tcp [--reps N] [--duration SECS] [--edge PATH] [--out FILE]"
                 );
                 println!("loadbench hitratio [--out FILE]");
+                println!("loadbench audience [--edge PATH] [--out FILE]");
                 std::process::exit(0);
             }
             s if !s.starts_with('-') => a.scenario = s.to_string(),
@@ -338,6 +341,11 @@ fn main() -> Result<()> {
         let report = hitratio::report(&hitratio::Params::default());
         return emit(&args, &report);
     }
+    if args.scenario == "audience" {
+        release_edge(&mut args)?;
+        let report = audience::run(&audience::Params::default(), &args.edge)?;
+        return emit(&args, &report);
+    }
     if args.scenario == "tcp" {
         need(&["taskset", "nginx", "haproxy"])?;
         release_edge(&mut args)?;
@@ -406,7 +414,7 @@ fn main() -> Result<()> {
             }
             out
         }
-        other => bail!("unknown scenario {other} (proxy, cache, hitratio, dns, tcp)"),
+        other => bail!("unknown scenario {other} (proxy, cache, hitratio, audience, dns, tcp)"),
     };
     emit(&args, &report)
 }
