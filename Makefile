@@ -7,7 +7,7 @@ export CARGO_TERM_COLOR ?= never
 # Where cargo puts the binary (CARGO_TARGET_DIR is honoured).
 EDGE_BIN := $(or $(CARGO_TARGET_DIR),target)/debug/edge
 
-.PHONY: demo test deps-build deps-test deps-bench build fmt clippy check-configs unit bench fuzz clean
+.PHONY: demo test deps-build deps-test deps-bench build fmt clippy check-configs unit bench fuzz clean man
 
 demo: deps-build
 	$(CARGO) run --locked -p edge -- demo
@@ -55,3 +55,9 @@ fuzz: deps-build
 
 clean:
 	$(CARGO) clean
+
+# The manual page, from the command line's own definition.
+MAN_PAGE := $(or $(CARGO_TARGET_DIR),target)/edge.1
+man: build
+	$(EDGE_BIN) man > $(MAN_PAGE)
+	@echo "$(MAN_PAGE) (read it with man -l $(MAN_PAGE))"

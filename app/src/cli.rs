@@ -5,10 +5,18 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// `0.1.0 (1a2b3c4d5e6f)`: the crate version and the git commit.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("EDGE_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "edge",
-    version,
+    version = VERSION,
     about = "An edge networking stack: load balancer, video cache, GeoDNS"
 )]
 pub struct Cli {
@@ -64,6 +72,22 @@ pub enum Command {
         #[arg(long)]
         rate: Option<String>,
     },
+    /// What the running node a config describes is doing: readiness, its
+    /// config generation, pools and backends, cache tiers, its site, a
+    /// prefill job (from its admin API).
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print a shell completion script (`edge completions bash >
+    /// /etc/bash_completion.d/edge`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `edge man > edge.1`).
+    #[command(hide = true)]
+    Man,
     /// Run the synthetic media origin alone.
     Origin {
         #[arg(long, default_value = "127.0.0.1:9000")]

@@ -67,6 +67,113 @@ pub fn prefill(
     )
 }
 
+/// `edge status`: what the node's admin API says of it, in a few lines.
+/// Fails (exit 1) when the node does not answer or is not ready.
+pub fn status(config: &Path) -> anyhow::Result<()> {
+    let config = load(config)?;
+    let addr = reachable(config.admin.listen);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let get = |path: &'static str| {
+        let addr = addr.to_string();
+        async move {
+            let call = request(
+                &addr,
+                hyper::Method::GET,
+                path,
+                None,
+                "text/plain",
+                String::new(),
+            );
+            match tokio::time::timeout(Duration::from_secs(10), call).await {
+                Ok(Ok((status, body))) => Ok((status, body)),
+                Ok(Err(e)) => Err(anyhow::anyhow!("admin API at {addr}: {e:#}")),
+                Err(_) => Err(anyhow::anyhow!("admin API at {addr}: no answer in 10 s")),
+            }
+        }
+    };
+    let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap_or_default();
+    let (ready, pools, cache, site, prefill) = rt.block_on(async {
+        Ok::<_, anyhow::Error>((
+            get("/ready").await?,
+            get("/pools").await?,
+            get("/cache").await?,
+            get("/site").await?,
+            get("/cache/prefill").await?,
+        ))
+    })?;
+    let is_ready = ready.0.is_success();
+    crate::out::say!(
+        "node {addr}: {}",
+        if is_ready { "ready" } else { "not ready" }
+    );
+    for pool in json(&pools.1).as_array().into_iter().flatten() {
+        let backends = pool["backends"].as_array().cloned().unwrap_or_default();
+        let usable = backends.iter().filter(|b| b["usable"] == true).count();
+        let down: Vec<String> = backends
+            .iter()
+            .filter(|b| b["usable"] != true)
+            .map(|b| b["resolved"].as_str().unwrap_or("?").to_string())
+            .collect();
+        let mut line = format!(
+            "pool {}: {usable}/{} backends usable",
+            pool["name"].as_str().unwrap_or("?"),
+            backends.len()
+        );
+        if !down.is_empty() {
+            line.push_str(&format!(" (not: {})", down.join(", ")));
+        }
+        crate::out::say!("{line}");
+    }
+    for tier in json(&cache.1)["tiers"].as_array().into_iter().flatten() {
+        crate::out::say!(
+            "cache {}: {} objects, {} of {} bytes",
+            tier["tier"].as_str().unwrap_or("?"),
+            tier["objects"],
+            tier["bytes"],
+            tier["capacity"]
+        );
+    }
+    if site.0.is_success() {
+        let s = json(&site.1);
+        let peers = s["peers"].as_array().cloned().unwrap_or_default();
+        crate::out::say!(
+            "site {} (node {}): {}/{} peers usable, owns {:.0}% of objects",
+            s["site"].as_str().unwrap_or("?"),
+            s["node"].as_str().unwrap_or("?"),
+            peers.iter().filter(|p| p["usable"] == true).count(),
+            peers.len(),
+            s["owned_share"].as_f64().unwrap_or(0.0) * 100.0
+        );
+    }
+    let p = json(&prefill.1);
+    if p["phase"] != "idle" {
+        crate::out::say!(
+            "prefill: {}, {}/{} objects, {} bytes",
+            p["phase"].as_str().unwrap_or("?"),
+            p["done"],
+            p["objects"],
+            p["bytes"]
+        );
+    }
+    if !is_ready {
+        bail!("the node is not ready");
+    }
+    Ok(())
+}
+
+fn load(path: &Path) -> anyhow::Result<edge_config::Config> {
+    match edge_config::load(path) {
+        Ok(c) => Ok(c),
+        Err(diags) => {
+            crate::out::complain!("{}", diags.render());
+            bail!("{}: {} error(s)", path.display(), diags.len());
+        }
+    }
+}
+
 /// POSTs `body` to `path` of the admin API of the node `config` describes
 /// (its `admin.listen` and `admin.token`); prints the answer.
 fn send(
@@ -76,13 +183,7 @@ fn send(
     content_type: &str,
     body: String,
 ) -> anyhow::Result<()> {
-    let config = match edge_config::load(config) {
-        Ok(c) => c,
-        Err(diags) => {
-            crate::out::complain!("{}", diags.render());
-            bail!("{}: {} error(s)", config.display(), diags.len());
-        }
-    };
+    let config = load(config)?;
     let token = match &config.admin.token {
         Some(t) => t.resolve().map_err(anyhow::Error::msg)?,
         None => {
@@ -137,10 +238,31 @@ pub(crate) async fn post_body(
     content_type: &str,
     body: String,
 ) -> anyhow::Result<(hyper::StatusCode, String)> {
+    request(
+        addr,
+        hyper::Method::POST,
+        path,
+        authorization,
+        content_type,
+        body,
+    )
+    .await
+}
+
+async fn request(
+    addr: &str,
+    method: hyper::Method,
+    path: &str,
+    authorization: Option<&str>,
+    content_type: &str,
+    body: String,
+) -> anyhow::Result<(hyper::StatusCode, String)> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
-    let mut request = hyper::Request::post(path)
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header(hyper::header::HOST, addr)
         .header(hyper::header::CONTENT_TYPE, content_type);
     if let Some(a) = authorization {

@@ -35,6 +35,18 @@ fn main() -> ExitCode {
         Command::Run { config, log_format } => run(&config, log_format),
         Command::Reload { config } => ctl::run(&config, "reload"),
         Command::Upgrade { config } => ctl::run(&config, "upgrade"),
+        Command::Status { config } => ctl::status(&config),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "edge", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map_err(anyhow::Error::from)
+        }
         Command::Prefill {
             config,
             list,

@@ -93,10 +93,10 @@ impl RuntimeMetrics {
     fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         let build_info = IntGaugeVec::new(
             Opts::new("edge_build_info", "Build information; always 1"),
-            &["version"],
+            &["version", "commit"],
         )?;
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("EDGE_GIT_COMMIT")])
             .set(1);
         let reloads = IntCounterVec::new(
             Opts::new(
@@ -204,6 +204,11 @@ impl Runtime {
         let proxy = Proxy::new(&registry)?;
         let metrics = RuntimeMetrics::new(&registry)?;
         registry.register(Box::new(PoolCollector::new(&proxy)))?;
+        // process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds, process_start_time_seconds, …
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let dns = crate::dns::DnsNode::new(&registry)?;
         let prefill = crate::prefill::Prefill::new(&registry)?;
         Ok(Arc::new_cyclic(|me| Self {

@@ -129,3 +129,96 @@ async fn json_logs_carry_one_access_line_per_request() {
     assert_eq!(v["bytes"], 200_032);
     assert_eq!(v["backend"], origin.addr().to_string());
 }
+
+fn edge(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN).args(args).output().unwrap()
+}
+
+/// `--version` names the commit; completions and the manual page cover
+/// every subcommand; bad arguments are an error, not a panic.
+#[test]
+fn version_completions_and_manual_page() {
+    let out = edge(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let inner = text
+        .trim()
+        .strip_prefix(&format!("edge {} (", env!("CARGO_PKG_VERSION")))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        inner == "unknown" || (inner.len() == 12 && inner.chars().all(|c| c.is_ascii_hexdigit())),
+        "{text}"
+    );
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = edge(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for sub in ["check", "reload", "prefill", "status"] {
+            assert!(script.contains(sub), "{shell}: {sub}");
+        }
+    }
+    let out = edge(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "clap's usage error");
+    let out = edge(&["man"]);
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH edge"),
+        "{page}"
+    );
+    for sub in ["check", "run", "reload", "upgrade", "prefill", "status"] {
+        assert!(page.contains(sub), "{sub}");
+    }
+}
+
+/// `edge status` reads the running node's admin API: ready, its pools and
+/// cache; a node that is not running is an error (exit 1) that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_the_running_node() {
+    let config = r#"
+[admin]
+listen = "127.0.0.1:0"
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+[[pool]]
+name = "app"
+backends = [{ address = "127.0.0.1:9" }, { address = "127.0.0.1:1" }]
+[[route]]
+name = "all"
+pool = "app"
+[route.cache]
+"#;
+    let node = EdgeNode::start(BIN, config);
+    node.wait_ready(Duration::from_secs(30));
+    // `edge status -c` reads admin.listen from the file: the bound one.
+    let admin = node.addr("admin");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("status.toml");
+    std::fs::write(
+        &file,
+        config.replace(
+            "127.0.0.1:0\"\n[[listener]]",
+            &format!("{admin}\"\n[[listener]]"),
+        ),
+    )
+    .unwrap();
+    let out = edge(&["status", "-c", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&format!("node {admin}: ready")), "{text}");
+    assert!(text.contains("pool app: "), "{text}");
+    assert!(text.contains("backends usable"), "{text}");
+    assert!(text.contains("cache ram: "), "{text}");
+    drop(node);
+    let out = edge(&["status", "-c", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("admin API at"), "{err}");
+}

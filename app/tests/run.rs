@@ -104,7 +104,26 @@ async fn bytes_through_the_edge_equal_the_origins_and_metrics_count_them() {
         metrics.contains("edge_upstream_response_seconds_count{backend="),
         "{metrics}"
     );
-    assert!(metrics.contains("edge_build_info{version="));
+    let info = metrics
+        .lines()
+        .find(|l| l.starts_with("edge_build_info{"))
+        .expect("edge_build_info");
+    assert!(
+        info.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+            && info.contains("commit=\"")
+            && info.ends_with(" 1"),
+        "{info}"
+    );
+    // The process collector: memory, CPU, descriptors, start time.
+    for name in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        let value = edge_testkit::metric_sum(&metrics, name, &[]);
+        assert!(value > 0.0, "{name}");
+    }
+    assert!(metrics.contains("\nprocess_cpu_seconds_total "));
     assert_eq!(o.stats().requests, 8);
 }
 
