@@ -85,7 +85,8 @@ pub fn parse_hls(body: &str) -> PlaylistInfo {
         // A master playlist lists renditions, not segments: it does not
         // change like a live media playlist does.
         live: !(endlist || vod || master),
-        refresh: target.map(Duration::from_secs_f64),
+        // `try_`: an absurd target duration (1e300) is no duration, not a panic.
+        refresh: target.and_then(|t| Duration::try_from_secs_f64(t).ok()),
         segments,
     }
 }
@@ -126,7 +127,11 @@ pub fn iso8601_duration(s: &str) -> Option<Duration> {
             _ => return None,
         }
     }
-    (num.is_empty() && total.is_finite()).then(|| Duration::from_secs_f64(total))
+    if !num.is_empty() {
+        return None;
+    }
+    // Beyond what a Duration holds (`PT99999999999999999999H`): none.
+    Duration::try_from_secs_f64(total).ok()
 }
 
 /// Resolves a playlist entry against the playlist's path (both without host).
@@ -242,6 +247,20 @@ mod tests {
             Some(Duration::from_millis(90_500))
         );
         assert_eq!(iso8601_duration("P1D"), None);
+    }
+
+    /// Numbers from an origin's playlist no Duration can hold are no
+    /// duration at all: the response path reads them and must not panic.
+    #[test]
+    fn absurd_durations_are_none_not_a_panic() {
+        assert_eq!(iso8601_duration("PT99999999999999999999999H"), None);
+        assert_eq!(iso8601_duration("PT1.2.3S"), None);
+        assert_eq!(iso8601_duration("PT."), None);
+        let d = r#"<MPD type="dynamic" minimumUpdatePeriod="PT999999999999999999999S">"#;
+        assert_eq!(parse_mpd(d).refresh, None);
+        let live = "#EXTM3U\n#EXT-X-TARGETDURATION:1e300\n#EXTINF:2,\ns.ts\n";
+        assert_eq!(parse_hls(live).refresh, None);
+        assert!(parse_hls(live).live);
     }
 
     #[test]
