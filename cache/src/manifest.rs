@@ -121,6 +121,13 @@ pub fn hls_segments(body: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// The most bytes of URIs one MPD may expand to (a long `id` or
+/// `bandwidth` repeated in every segment's name).
+const MAX_URI_BYTES: usize = 64 << 20;
+
+/// The widest `%0Nd` a template may ask for.
+const MAX_WIDTH: usize = 32;
+
 /// `$Identifier$` substitution of a SegmentTemplate (§5.3.9.4.4), with
 /// `%0Nd` widths.
 fn fill_template(template: &str, id: &str, bandwidth: &str, number: u64, time: u64) -> String {
@@ -140,7 +147,10 @@ fn fill_template(template: &str, id: &str, bandwidth: &str, number: u64, time: u
                 f.strip_prefix('0')
                     .and_then(|w| w.strip_suffix('d'))
                     .and_then(|w| w.parse::<usize>().ok())
-                    .unwrap_or(0),
+                    // A u64 has 20 digits: a wider field is padding a
+                    // hostile MPD asks for (`%0999999999d`), not a name.
+                    .unwrap_or(0)
+                    .min(MAX_WIDTH),
             ),
             None => (ident, 0),
         };
@@ -230,12 +240,26 @@ pub fn dash_segments(body: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<Stri
         .and_then(crate::video::iso8601_duration);
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    // Every URI made counts, repeated ones too: a template without
+    // `$Number$` or `$Time$` repeated over many timelines makes one URI a
+    // great many times.
+    let mut made = 0usize;
+    let mut bytes = 0usize;
     let mut push = |uri: String, out: &mut Vec<String>| -> Result<(), String> {
+        made += 1;
+        let uri_len = uri.len();
         if seen.insert(uri.clone()) {
             out.push(uri);
         }
-        if out.len() > MAX_OBJECTS {
+        bytes += uri_len;
+        if out.len() > MAX_OBJECTS || made > 2 * MAX_OBJECTS {
             return Err(format!("more than {MAX_OBJECTS} segments"));
+        }
+        if bytes > MAX_URI_BYTES {
+            return Err(format!(
+                "segment URIs of more than {} MiB in all",
+                MAX_URI_BYTES >> 20
+            ));
         }
         Ok(())
     };
@@ -324,7 +348,7 @@ pub fn dash_segments(body: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<Stri
                                 &mut out,
                             )?;
                             time = time.saturating_add(d);
-                            number += 1;
+                            number = number.saturating_add(1);
                         }
                     }
                     continue;
@@ -340,9 +364,15 @@ pub fn dash_segments(body: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<Stri
                     return Err(format!("more than {MAX_OBJECTS} segments"));
                 }
                 for i in 0..count as u64 {
-                    let number = start + i;
+                    let number = start.saturating_add(i);
                     push(
-                        at(&fill_template(media, id, bandwidth, number, i * duration)),
+                        at(&fill_template(
+                            media,
+                            id,
+                            bandwidth,
+                            number,
+                            i.saturating_mul(duration),
+                        )),
                         &mut out,
                     )?;
                 }
@@ -505,5 +535,90 @@ mod tests {
             let e = dash_segments(mpd, |_| true).unwrap_err();
             assert!(e.contains(why), "{mpd}: {e}");
         }
+    }
+
+    /// Numbers and sizes a hostile MPD chooses: no arithmetic wraps or
+    /// panics, no padding or repetition makes gigabytes of names, and no
+    /// repeated URI makes unbounded work.
+    #[test]
+    fn absurd_numbers_in_an_mpd_neither_panic_nor_blow_up() {
+        let template = |attrs: &str, timeline: &str| {
+            format!(
+                "<MPD type=\"static\" mediaPresentationDuration=\"PT10S\"><Period><AdaptationSet>\
+                 <SegmentTemplate {attrs}>{timeline}</SegmentTemplate>\
+                 <Representation id=\"a\" bandwidth=\"1\"/></AdaptationSet></Period></MPD>"
+            )
+        };
+        // startNumber at the top of u64, and a number that would wrap.
+        let top = dash_segments(
+            &template(
+                "media=\"$Number$\" startNumber=\"18446744073709551615\" timescale=\"1\" duration=\"2\"",
+                "",
+            ),
+            |_| true,
+        )
+        .unwrap();
+        assert_eq!(
+            top.first().map(String::as_str),
+            Some("18446744073709551615")
+        );
+        let top = dash_segments(
+            &template(
+                "media=\"$Number$-$Time$\" startNumber=\"18446744073709551615\"",
+                "<SegmentTimeline><S t=\"9223372036854775807\" d=\"9223372036854775807\" r=\"3\"/></SegmentTimeline>",
+            ),
+            |_| true,
+        )
+        .unwrap();
+        // Saturated at u64::MAX, the last two are one name.
+        assert_eq!(top.len(), 3, "{top:?}");
+        // $Time$ = i × duration past u64: a huge timescale and duration.
+        let wide = dash_segments(
+            &template(
+                "media=\"$Time$\" timescale=\"18446744073709551615\" duration=\"10000000000000000000\"",
+                "",
+            ),
+            |_| true,
+        )
+        .unwrap();
+        assert!(wide.len() > 2, "{wide:?}");
+        // A width of a billion digits is not a billion bytes per name.
+        let padded = dash_segments(
+            &template(
+                "media=\"$Number%0999999999d$\" timescale=\"1\" duration=\"5\"",
+                "",
+            ),
+            |_| true,
+        )
+        .unwrap();
+        assert!(padded.iter().all(|u| u.len() <= MAX_WIDTH), "{padded:?}");
+        // One URI made over and over (no $Number$/$Time$): refused, not
+        // ground through.
+        let s = "<S d=\"1\" r=\"199999\"/>".repeat(20);
+        let e = dash_segments(
+            &template(
+                "media=\"same.m4s\"",
+                &format!("<SegmentTimeline>{s}</SegmentTimeline>"),
+            ),
+            |_| true,
+        )
+        .unwrap_err();
+        assert!(e.contains("more than"), "{e}");
+        // A long id in each of many names.
+        let id = "i".repeat(1 << 12);
+        let mpd = format!(
+            "<MPD type=\"static\" mediaPresentationDuration=\"PT100000S\"><Period><AdaptationSet>\
+             <SegmentTemplate media=\"$RepresentationID$/$Number$\" duration=\"1\"/>\
+             <Representation id=\"{id}\"/></AdaptationSet></Period></MPD>"
+        );
+        let e = dash_segments(&mpd, |_| true).unwrap_err();
+        assert!(e.contains("MiB"), "{e}");
+        // Deeply nested XML is read without a stack overflow (and lists nothing).
+        let deep = format!(
+            "<MPD>{}{}</MPD>",
+            "<a>".repeat(100_000),
+            "</a>".repeat(100_000)
+        );
+        assert_eq!(dash_segments(&deep, |_| true), Ok(Vec::new()));
     }
 }
