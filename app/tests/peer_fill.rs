@@ -543,6 +543,67 @@ async fn the_slices_of_a_large_object_are_spread_over_the_site_and_fetched_once(
     assert!(fills > 0.0, "slices were fetched from their owners");
 }
 
+/// A slice whose owner answers an error (its origin failed) fails that
+/// response, and only that: the slices this node holds stay (they were
+/// purged as if the object had changed at the origin). The same for an
+/// owner that answers 421 or anything that is not a slice at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slice_the_owner_cannot_give_does_not_purge_the_slices_kept_here() {
+    const MIB: usize = 1 << 20;
+    let o = Scripted::start().await;
+    let body: String = (0..4 * MIB)
+        .map(|i| char::from(b'a' + (i % 7919 % 26) as u8))
+        .collect();
+    let good = Reply::ok(
+        &body,
+        &[("cache-control", "max-age=600"), ("etag", "\"b\"")],
+    )
+    .with_ranges();
+    o.set("/big.mp4", good.clone());
+    let site = Site::start_with(
+        &o,
+        2,
+        "always",
+        "slice_size = \"1 MiB\"\nslice_threshold = \"1 MiB\"",
+    )
+    .await;
+    let c = Client::new();
+    let url = format!("http://{}/v/big.mp4", site.listen[0]);
+    // Slices 0 and 1 kept at node 0 (fetched from their owners or the origin).
+    for (a, b) in [(0, 99), (MIB, MIB + 99)] {
+        let r = c
+            .get_with(&url, &[HOST, ("range", &format!("bytes={a}-{b}"))])
+            .await;
+        assert_eq!(r.status, 206);
+        assert!(r.body == body.as_bytes()[a..=b]);
+    }
+    let hit = |r: &edge_testkit::Response| {
+        r.header("x-cache")
+            .is_some_and(|v| v.to_ascii_uppercase().starts_with("HIT"))
+    };
+    let r = c.get_with(&url, &[HOST, ("range", "bytes=0-99")]).await;
+    assert!(hit(&r), "slice 0 kept: {:?}", r.header("x-cache"));
+    // The origin fails: slices 2 and 3 cannot be had, from the owner or not.
+    o.set("/big.mp4", Reply::new(503, "down\n", &[]));
+    let whole = Client::new().request(Method::GET, &url, &[HOST], "").await;
+    assert!(
+        whole.as_ref().map_or(true, |r| r.body.len() < body.len()),
+        "the whole object cannot be complete"
+    );
+    // The origin back: what node 0 held is still there.
+    o.set("/big.mp4", good);
+    let before = o.count("/big.mp4");
+    for (a, b) in [(0, 99), (MIB, MIB + 99)] {
+        let r = c
+            .get_with(&url, &[HOST, ("range", &format!("bytes={a}-{b}"))])
+            .await;
+        assert_eq!(r.status, 206);
+        assert!(r.body == body.as_bytes()[a..=b]);
+        assert!(hit(&r), "{a}-{b} still kept: {:?}", r.header("x-cache"));
+    }
+    assert_eq!(o.count("/big.mp4"), before, "served from the kept slices");
+}
+
 const SEGMENTS: usize = 40;
 const SEGMENT_BYTES: usize = 300_000;
 

@@ -382,6 +382,15 @@ pub(crate) async fn serve(
                         && t == total
                 })
                 && h.headers.get(header::ETAG) == etag.as_ref());
+        if !consistent && !matches!(h.status.as_u16(), 200 | 206) {
+            // No slice at all (an error from the origin, or the site's
+            // owner of the slice): this response fails, and the slices
+            // held here stay; nothing says the object changed.
+            return Err(Error::explain(
+                ErrorType::ReadError,
+                format!("slice {i} of {}: status {}", ctx.url, h.status.as_u16()),
+            ));
+        }
         if !consistent {
             rt.storage.purge_url(&ctx.url, PurgeMode::Hard);
             return Err(Error::explain(
