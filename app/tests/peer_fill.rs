@@ -604,6 +604,54 @@ async fn a_slice_the_owner_cannot_give_does_not_purge_the_slices_kept_here() {
     assert_eq!(o.count("/big.mp4"), before, "served from the kept slices");
 }
 
+/// A prefill of an object stored in slices: the node that owns the
+/// object reads it whole (each slice from its own owner), the others say
+/// 421; no node is refused a slice halfway through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sliced_object_is_prefilled_whole_by_its_owner_alone() {
+    const MIB: usize = 1 << 20;
+    let o = Scripted::start().await;
+    let body: String = (0..4 * MIB + 3)
+        .map(|i| char::from(b'a' + (i % 7919 % 26) as u8))
+        .collect();
+    o.set(
+        "/big.mp4",
+        Reply::ok(
+            &body,
+            &[("cache-control", "max-age=600"), ("etag", "\"b\"")],
+        )
+        .with_ranges(),
+    );
+    let site = Site::start_with(
+        &o,
+        3,
+        "never",
+        "slice_size = \"1 MiB\"\nslice_threshold = \"1 MiB\"",
+    )
+    .await;
+    let c = Client::new();
+    let url = |n: usize| format!("http://{}/v/big.mp4", site.listen[n]);
+    let mut owners = Vec::new();
+    for n in 0..3 {
+        // Each node learns the object is large (it is served in slices).
+        let r = c.get_with(&url(n), &[HOST, ("range", "bytes=0-9")]).await;
+        assert_eq!(r.status, 206);
+        let r = c
+            .request(Method::GET, &url(n), &[HOST, ("edge-prefill", "1")], "")
+            .await
+            .unwrap_or_else(|e| panic!("node {n}: {e}"));
+        match r.status {
+            200 => {
+                assert!(r.body == body.as_bytes(), "node {n}: the whole object");
+                owners.push(n);
+            }
+            421 => {}
+            s => panic!("node {n}: {s} {}", r.text()),
+        }
+    }
+    assert_eq!(owners.len(), 1, "one owner: {owners:?}");
+}
+
 const SEGMENTS: usize = 40;
 const SEGMENT_BYTES: usize = 300_000;
 

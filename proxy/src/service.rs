@@ -744,6 +744,40 @@ impl EdgeProxy {
         ctx.owner = Some(index);
     }
 
+    /// The peer that owns the object a prefill asks for, when it is not
+    /// this node: a sliced object never goes upstream as a whole (so
+    /// `choose_owner` never sees it), its owner is that of its whole key.
+    fn prefill_owner(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        route: &CompiledRoute,
+    ) -> Option<String> {
+        let req = session.req_header();
+        if ctx.cache.sub.is_some() || !req.headers.contains_key(crate::site::PREFILL) {
+            return None;
+        }
+        let state = ctx.state.as_ref()?;
+        let site = state.site.as_ref()?;
+        let peers = site.peers.and_then(|i| state.pools.get(i))?;
+        if crate::site::from_peer(req, &site.name) {
+            return None;
+        }
+        let key = caching::cache_key(&ctx.cache, &route.cache, req);
+        let primary = pingora_cache::key::CacheHashKey::primary_bin(&key);
+        match site.owner(&primary, peers) {
+            crate::site::Owner::Me => None,
+            crate::site::Owner::Peer(i) => Some(
+                peers
+                    .backends
+                    .get(i)
+                    .and_then(|b| site.peer_name(&b.address))
+                    .unwrap_or("-")
+                    .to_string(),
+            ),
+        }
+    }
+
     /// Forwards a 1xx interim response (103 Early Hints) to the client
     /// when the cache holds the response back (RFC 9110 §15.2: a proxy
     /// forwards 1xx; RFC 9111 §3: they are never stored). Without the
@@ -963,6 +997,10 @@ impl ProxyHttp for EdgeProxy {
             ] {
                 req.remove_header(&h);
             }
+            // A prefill's object is this node's (its owner was checked on
+            // the parent): each slice goes to whichever node owns it, not
+            // refused with 421 in the middle of the object.
+            req.remove_header(crate::site::PREFILL);
             if let Some(p) = path {
                 let uri: Uri = p
                     .parse()
@@ -1064,6 +1102,18 @@ impl ProxyHttp for EdgeProxy {
                     }
                     match way {
                         Way::Sliced => {
+                            if let Some(owner) = self.prefill_owner(session, ctx, &route) {
+                                respond(
+                                    session,
+                                    421,
+                                    "text/plain; charset=utf-8",
+                                    Bytes::from(format!("owned by {owner}\n")),
+                                    &[],
+                                    Decor::NONE,
+                                )
+                                .await?;
+                                return Ok(true);
+                            }
                             caching::slice::serve(
                                 rt,
                                 session,
