@@ -652,6 +652,37 @@ async fn a_sliced_object_is_prefilled_whole_by_its_owner_alone() {
     assert_eq!(owners.len(), 1, "one owner: {owners:?}");
 }
 
+/// A peer that takes connections and never answers (a stopped process:
+/// the kernel still accepts, so the TCP health check passes): a miss it
+/// owns waits `[site.timeouts] first_byte`, then goes to the origin; no
+/// client gets an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_hangs_costs_a_wait_not_an_error() {
+    let o = Scripted::start().await;
+    for i in 0..12 {
+        segment(&o, i);
+    }
+    let site = Site::start_with(
+        &o,
+        2,
+        "never",
+        "[site.timeouts]\nconnect = \"1s\"\nfirst_byte = \"1s\"",
+    )
+    .await;
+    site.wait_peer(0, "n2", true).await;
+    site.node(1).signal(Signal::SIGSTOP);
+    let c = Client::new();
+    for i in 0..12 {
+        fetch(&c, &site, 0, i).await;
+    }
+    assert_eq!(counts(&o, 0..12), vec![1; 12], "each from the origin once");
+    assert!(
+        site.metric(0, "edge_site_peer_fallbacks_total").await >= 1.0,
+        "some were n2's"
+    );
+    site.node(1).signal(Signal::SIGCONT);
+}
+
 const SEGMENTS: usize = 40;
 const SEGMENT_BYTES: usize = 300_000;
 
