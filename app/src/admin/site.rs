@@ -122,22 +122,111 @@ pub async fn fan_out_purge(rt: &Runtime, body: &Value, authorization: &str) -> V
     futures::future::join_all(calls).await
 }
 
+/// The most of a peer admin's answer read: a purge's answer is small; a
+/// peer that sends more (garbage, or without end) is cut off there.
+const MAX_ANSWER: usize = 64 << 10;
+
 async fn post(
     admin: &edge_config::HostPort,
     body: &str,
     authorization: &str,
 ) -> Result<(StatusCode, String), String> {
     let admin = admin.to_string();
-    let call = crate::ctl::post_body(
-        &admin,
-        "/cache/purge",
-        Some(authorization),
-        "application/json",
-        body.to_string(),
-    );
-    match tokio::time::timeout(Duration::from_secs(5), call).await {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(format!("{e:#}")),
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        purge_call(&admin, body, authorization),
+    )
+    .await
+    {
+        Ok(r) => r,
         Err(_) => Err("no answer within 5 s".to_string()),
+    }
+}
+
+/// One `POST /cache/purge` to a peer's admin API; its status and at most
+/// `MAX_ANSWER` bytes of its answer.
+async fn purge_call(
+    admin: &str,
+    body: &str,
+    authorization: &str,
+) -> Result<(StatusCode, String), String> {
+    use http_body_util::{BodyExt, Full, Limited};
+    let tcp = tokio::net::TcpStream::connect(admin)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    let request = hyper::Request::post("/cache/purge")
+        .header(hyper::header::HOST, admin)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::AUTHORIZATION, authorization)
+        .body(Full::new(hyper::body::Bytes::from(body.to_string())))
+        .map_err(|e| format!("request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let status = response.status();
+    let answer = Limited::new(response.into_body(), MAX_ANSWER)
+        .collect()
+        .await
+        .map_err(|e| format!("answer: {e}"))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&answer).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A peer's admin API that answers without end, or garbage: the
+    /// fan-out reads a bounded amount and reports a failure.
+    #[tokio::test]
+    async fn a_peer_admin_that_floods_or_babbles_is_cut_off() {
+        let big = [
+            b"HTTP/1.1 500 Oops\r\ncontent-length: 1048576\r\n\r\n".to_vec(),
+            vec![b'y'; 1 << 20],
+        ]
+        .concat();
+        for reply in [
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"[..],
+            &b"\x00\xff garbage\r\n\r\n"[..],
+            // A megabyte of error page, all of it echoed in the purge's answer.
+            &big[..],
+        ] {
+            let reply = reply.to_vec();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let flood = reply.starts_with(b"HTTP/1.1 200");
+            let server = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(&reply).await;
+                // 1 MiB chunks until the client goes away.
+                let chunk = vec![b'x'; 1 << 20];
+                if !flood {
+                    return;
+                }
+                loop {
+                    let head = format!("{:x}\r\n", chunk.len());
+                    if s.write_all(head.as_bytes()).await.is_err()
+                        || s.write_all(&chunk).await.is_err()
+                        || s.write_all(b"\r\n").await.is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            let admin = edge_config::HostPort::parse(&addr.to_string()).unwrap();
+            let r = post(&admin, "{}", "Bearer x").await;
+            let e = r.expect_err("a failure");
+            assert!(e.len() < 1000, "{e}");
+            server.abort();
+        }
     }
 }
