@@ -1299,7 +1299,14 @@ impl ProxyHttp for EdgeProxy {
                 pingora_cache::NoCacheReason::NeverEnabled,
             ));
         };
-        if ctx.tier == Tier::Owner && !self.keep_copy(ctx) {
+        // A copy this node holds already (it was kept once) is refreshed.
+        let held = matches!(
+            session.cache.phase(),
+            pingora_cache::CachePhase::Stale
+                | pingora_cache::CachePhase::StaleUpdating
+                | pingora_cache::CachePhase::Expired
+        );
+        if ctx.tier == Tier::Owner && !held && !self.keep_copy(ctx) {
             return Ok(RespCacheable::Uncacheable(
                 pingora_cache::NoCacheReason::Custom("the site's owner keeps it"),
             ));

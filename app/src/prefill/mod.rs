@@ -77,6 +77,10 @@ struct Job {
 /// The node's prefill: at most one job at a time.
 pub struct Prefill {
     job: Mutex<Option<Job>>,
+    /// The current job's number; its state file is written and removed
+    /// under this lock, and only by the current job (a stopped or
+    /// replaced one, still finishing a step, must not bring it back).
+    current: Mutex<u64>,
     objects: IntCounterVec,
     bytes: IntCounter,
 }
@@ -98,6 +102,7 @@ impl Prefill {
         registry.register(Box::new(bytes.clone()))?;
         Ok(Self {
             job: Mutex::new(None),
+            current: Mutex::new(0),
             objects,
             bytes,
         })
@@ -129,10 +134,16 @@ impl Prefill {
             spec: spec.clone(),
             next,
         };
-        write_atomically(&path, &saved)?;
+        let id = {
+            let mut current = self.current.lock();
+            *current += 1;
+            write_atomically(&path, &saved)?;
+            *current
+        };
         let progress = Arc::new(Progress::default());
         *progress.phase.lock() = "expanding";
         let task = tokio::spawn(run(
+            id,
             Arc::downgrade(rt),
             checked,
             spec.clone(),
@@ -159,6 +170,8 @@ impl Prefill {
         if let Some(j) = self.job.lock().as_ref() {
             *j.progress.phase.lock() = "cancelled";
         }
+        let mut current = self.current.lock();
+        *current += 1;
         let _ = std::fs::remove_file(Self::path(rt));
         true
     }
@@ -224,7 +237,29 @@ fn write_atomically(path: &std::path::Path, saved: &Saved) -> Result<(), String>
         .map_err(|e| format!("prefill state {}: {e}", path.display()))
 }
 
+/// Saves (`Some`) or removes (`None`) job `id`'s state, if it is still
+/// the current job.
+fn save(
+    rt: &Runtime,
+    id: u64,
+    path: &std::path::Path,
+    saved: Option<&Saved>,
+) -> Result<(), String> {
+    let current = rt.prefill.current.lock();
+    if *current != id {
+        return Ok(());
+    }
+    match saved {
+        Some(s) => write_atomically(path, s),
+        None => {
+            let _ = std::fs::remove_file(path);
+            Ok(())
+        }
+    }
+}
+
 async fn run(
+    id: u64,
     rt: Weak<Runtime>,
     spec: spec::Checked,
     saved_spec: Spec,
@@ -295,11 +330,13 @@ async fn run(
                 spec: saved_spec.clone(),
                 next,
             };
-            if let Err(e) = write_atomically(&path, &saved) {
+            if let Err(e) = save(&rt, id, &path, Some(&saved)) {
                 progress.error(e);
             }
         }
     }
     *progress.phase.lock() = "done";
-    let _ = std::fs::remove_file(&path);
+    if let Some(rt) = rt.upgrade() {
+        let _ = save(&rt, id, &path, None);
+    }
 }
