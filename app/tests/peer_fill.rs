@@ -48,6 +48,7 @@ token = "{TOKEN}"
 name = "web"
 kind = "http"
 address = "{listen}"
+h2c = true
 
 [[pool]]
 name = "origin"
@@ -139,12 +140,21 @@ impl Site {
     }
 
     async fn reload(&self, o: &Scripted, i: usize) {
+        self.reload_with(o, i, &self.peers()).await;
+    }
+
+    async fn reload_with(
+        &self,
+        o: &Scripted,
+        i: usize,
+        peers: &[(String, SocketAddr, SocketAddr)],
+    ) {
         let n = self.node(i);
         n.write_config(&config(
             o,
             &self.names[i],
             &self.bind[i],
-            &self.peers(),
+            peers,
             &self.keep,
             &self.cache,
         ));
@@ -950,4 +960,92 @@ async fn a_prefill_job_survives_a_restart_and_bad_jobs_are_refused() {
     assert_eq!(r.json()["phase"], "idle");
     // No segment was fetched: the window never opened.
     assert_eq!(o.count("/t/high/seg_0.m4s"), 0);
+}
+
+/// Peer fill is the same whatever the client speaks: HTTP/2 (h2c) misses
+/// at any node reach the origin once per object, HEAD through a peer
+/// answers the object's length without a body. Reloads that take a peer
+/// out of a node's list and put it back, while that node serves, cost no
+/// request an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_head_and_reloads_of_the_peer_list_go_through_the_site() {
+    let o = Scripted::start().await;
+    for i in 0..60 {
+        segment(&o, i);
+    }
+    let site = Site::start(&o, 3, "never").await;
+    for i in 0..30 {
+        for n in 0..3 {
+            let r = edge_testkit::h2c(
+                site.listen[n],
+                Method::GET,
+                &format!("http://video.test/v/seg/{i}.ts"),
+                &[],
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                (r.status, r.text()),
+                (200, format!("segment {i}")),
+                "h2 {i} at {n}"
+            );
+        }
+    }
+    assert_eq!(
+        counts(&o, 0..30),
+        vec![1; 30],
+        "HTTP/2 misses are filled once for the site"
+    );
+    let c = Client::new();
+    for i in 0..30 {
+        for n in 0..3 {
+            let url = format!("http://{}/v/seg/{i}.ts", site.listen[n]);
+            let r = c.request(Method::HEAD, &url, &[HOST], "").await.unwrap();
+            assert_eq!(r.status, 200, "HEAD {i} at {n}");
+            assert!(r.body.is_empty(), "HEAD {i} at {n}");
+            assert_eq!(
+                r.header("content-length"),
+                Some(format!("segment {i}").len().to_string().as_str()),
+                "HEAD {i} at {n}"
+            );
+        }
+    }
+    assert_eq!(
+        counts(&o, 0..30),
+        vec![1; 30],
+        "HEAD of a stored object is answered from it"
+    );
+
+    // n1 serves a stream of misses and hits while its peer list loses n3
+    // and gets it back, three times.
+    let load = {
+        let url = site.listen[0];
+        tokio::spawn(async move {
+            let c = Client::new();
+            for k in 0..300usize {
+                let i = 30 + k % 30;
+                let r = c
+                    .get_with(&format!("http://{url}/v/seg/{i}.ts"), &[HOST])
+                    .await;
+                assert_eq!(
+                    (r.status, r.text()),
+                    (200, format!("segment {i}")),
+                    "request {k}"
+                );
+            }
+        })
+    };
+    let all = site.peers();
+    let without: Vec<_> = all.iter().filter(|p| p.0 != "n3").cloned().collect();
+    for _ in 0..3 {
+        site.reload_with(&o, 0, &without).await;
+        site.reload_with(&o, 0, &all).await;
+    }
+    load.await.unwrap();
+    for i in 30..60 {
+        assert!(
+            (1..=2).contains(&o.count(&format!("/seg/{i}.ts"))),
+            "segment {i}"
+        );
+    }
 }
