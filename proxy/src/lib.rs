@@ -23,6 +23,7 @@ pub mod hop;
 pub mod listen;
 pub mod metrics;
 pub mod normalize;
+pub mod plan;
 pub mod pool;
 pub mod ratelimit;
 pub mod route;

@@ -42,6 +42,7 @@ use crate::guard;
 use crate::listen::Connection;
 use crate::metrics::class_index;
 use crate::normalize::{self, PathOptions};
+use crate::plan::{Plan, Tier};
 use crate::pool::{Outcome, Overflow, Pick, Pool, Unavailable};
 use crate::route::matcher::{parse_cookies, query_value};
 use crate::route::{rewrite_path, Action, CompiledHeaderOps, CompiledRoute, RequestView};
@@ -217,18 +218,9 @@ pub struct RequestCtx {
     state: Option<Arc<ProxyState>>,
     route: Option<Arc<CompiledRoute>>,
     pool: Option<Arc<Pool>>,
-    /// The upstream plan: the tier `pool` belongs to now, and the tiers
-    /// left to try, in order, when none of its backends can be reached.
-    tier: Tier,
-    next_tiers: Vec<(Tier, Arc<Pool>)>,
-    /// The owner of the object was looked for (once per request).
-    owner_sought: bool,
-    /// The owner's backend index in the peers' pool (tier `Owner`).
-    owner: Option<usize>,
-    /// The primary hash of the cache key (what the owner is computed
-    /// from): kept, as a request released from another's cache lock
-    /// without a copy to read goes on with its cache disabled.
-    primary: Option<[u8; 16]>,
+    /// The upstream plan (`plan.rs`): the tier `pool` belongs to now, and
+    /// the tiers left to try when none of its backends can be reached.
+    plan: Plan,
     /// Backends tried, by index in the pool; the last is current.
     tried: Vec<usize>,
     attempt: Option<Attempt>,
@@ -276,57 +268,18 @@ pub struct RequestCtx {
     rate_limit: Option<crate::ratelimit::Decision>,
 }
 
-/// A tier of a request's upstream plan (owner in the site, shield, origin).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tier {
-    /// The node of the site that owns the object (peer fill).
-    Owner,
-    /// The site's shield pool.
-    Shield,
-    /// The route's own pool.
-    Origin,
-}
-
-impl Tier {
-    /// Toward another edge node, which has the same routes: the request
-    /// goes as the client sent it (no rewrite, header edits or pool Host),
-    /// and what that node adds to its answer is taken off again.
-    fn is_edge(self) -> bool {
-        self != Tier::Origin
-    }
-}
-
 impl RequestCtx {
-    /// Whether serving a segment to this request prefetches the next ones:
-    /// not for another node of the site (the node that asked prefetches;
-    /// the owners of the next segments would each prefetch further, down
-    /// the whole playlist), nor for a prefill (it walks its list itself,
-    /// under its bandwidth cap).
+    /// Whether serving a segment to this request prefetches the next ones.
     fn prefetches(&self, req: &RequestHeader) -> bool {
-        let peer = self
-            .state
-            .as_ref()
-            .and_then(|s| s.site.as_ref())
-            .is_some_and(|site| crate::site::from_peer(req, &site.name));
-        !peer && !req.headers.contains_key(crate::site::PREFILL)
+        crate::plan::prefetches(self.state.as_deref(), req)
     }
 
     /// The node name of the owner this request went to (`-` if none).
     fn owner_name(&self) -> &str {
-        let (Some(state), Some(pool), Some(i)) = (&self.state, &self.pool, self.owner) else {
-            return "-";
-        };
-        state
-            .site
-            .as_ref()
-            .zip(pool.backends.get(i))
-            .and_then(|(site, b)| site.peer_name(&b.address))
-            .unwrap_or("-")
-    }
-
-    /// Whether a tier is left after the current one.
-    fn has_next_tier(&self) -> bool {
-        !self.next_tiers.is_empty()
+        match (&self.state, &self.pool) {
+            (Some(state), Some(pool)) => self.plan.owner_name(state, pool),
+            _ => "-",
+        }
     }
 
     /// What this request adds to every response it gets (see [`Decor`]).
@@ -361,7 +314,7 @@ impl RequestCtx {
     fn timeouts<'a>(&'a self, pool: &'a Pool) -> &'a Timeouts {
         // Toward a peer: `[site.timeouts]` (a short connect: a dead peer
         // sends the miss on to the next tier quickly).
-        if self.tier == Tier::Owner {
+        if self.plan.tier == Tier::Owner {
             return &pool.config.timeouts;
         }
         self.route
@@ -602,7 +555,7 @@ fn peer_for(ctx: &RequestCtx, pool: &Pool, index: usize, remaining: Option<Durat
         None => (false, String::new()),
     };
     let mut peer = HttpPeer::new(backend.addr, tls, sni);
-    if ctx.tier == Tier::Owner {
+    if ctx.plan.tier == Tier::Owner {
         // From this node's own address: the owner knows a peer by it.
         if let Some(ip) = ctx.state.as_ref().and_then(|s| s.site.as_ref()?.bind) {
             let mut bind = pingora_core::connectors::l4::BindTo::default();
@@ -672,112 +625,6 @@ fn retry_kind(e: &Error) -> RetryOn {
 }
 
 impl EdgeProxy {
-    /// The upstream tier of a cached route's miss: the site's shield pool
-    /// (`[site].shield`) before the route's own, unless the request has
-    /// been through this site already (`CDN-Loop`, RFC 8586), which breaks
-    /// a shield that points back at its children, or at itself.
-    fn choose_shield(&self, session: &Session, ctx: &mut RequestCtx, state: &ProxyState) {
-        let Some(site) = state.site.as_ref() else {
-            return;
-        };
-        let Some(shield) = site.shield.and_then(|i| state.pools.get(i)) else {
-            return;
-        };
-        if !matches!(ctx.cache.way, Some(Way::Whole | Way::Sliced))
-            || crate::site::looped(session.req_header(), &site.name)
-            || ctx.pool.as_ref().is_none_or(|p| Arc::ptr_eq(p, shield))
-        {
-            return;
-        }
-        let origin = ctx.pool.replace(shield.clone());
-        ctx.tier = Tier::Shield;
-        if site.fallback == edge_config::ShieldFallback::Origin {
-            ctx.next_tiers.extend(origin.map(|o| (Tier::Origin, o)));
-        }
-    }
-
-    /// Peer fill: a miss of a cached route on a node of a site goes first
-    /// to the node that owns the object (rendezvous hashing of its cache
-    /// key over this node and the healthy peers), unless this node owns
-    /// it or the request came from a peer already (a request is never
-    /// forwarded twice). The owner fills from the shield or the origin.
-    fn choose_owner(&self, session: &Session, ctx: &mut RequestCtx) {
-        ctx.owner_sought = true;
-        let Some(state) = ctx.state.clone() else {
-            return;
-        };
-        let Some(site) = state.site.as_ref() else {
-            return;
-        };
-        let Some(peers) = site.peers.and_then(|i| state.pools.get(i)) else {
-            return;
-        };
-        if !matches!(ctx.cache.way, Some(Way::Whole | Way::Sliced))
-            || crate::site::from_peer(session.req_header(), &site.name)
-        {
-            return;
-        }
-        let Some(key) = ctx.primary else {
-            return;
-        };
-        let crate::site::Owner::Peer(index) = site.owner(&key, peers) else {
-            return;
-        };
-        if session
-            .req_header()
-            .headers
-            .contains_key(crate::site::PREFILL)
-        {
-            let name = peers
-                .backends
-                .get(index)
-                .and_then(|b| site.peer_name(&b.address))
-                .unwrap_or("-");
-            ctx.failure = Some(Failure::NotOwned(name.to_string()));
-            return;
-        }
-        let Some(current) = ctx.pool.replace(peers.clone()) else {
-            return;
-        };
-        ctx.next_tiers.insert(0, (ctx.tier, current));
-        ctx.tier = Tier::Owner;
-        ctx.owner = Some(index);
-    }
-
-    /// The peer that owns the object a prefill asks for, when it is not
-    /// this node: a sliced object never goes upstream as a whole (so
-    /// `choose_owner` never sees it), its owner is that of its whole key.
-    fn prefill_owner(
-        &self,
-        session: &Session,
-        ctx: &RequestCtx,
-        route: &CompiledRoute,
-    ) -> Option<String> {
-        let req = session.req_header();
-        if ctx.cache.sub.is_some() || !req.headers.contains_key(crate::site::PREFILL) {
-            return None;
-        }
-        let state = ctx.state.as_ref()?;
-        let site = state.site.as_ref()?;
-        let peers = site.peers.and_then(|i| state.pools.get(i))?;
-        if crate::site::from_peer(req, &site.name) {
-            return None;
-        }
-        let key = caching::cache_key(&ctx.cache, &route.cache, req);
-        let primary = pingora_cache::key::CacheHashKey::primary_bin(&key);
-        match site.owner(&primary, peers) {
-            crate::site::Owner::Me => None,
-            crate::site::Owner::Peer(i) => Some(
-                peers
-                    .backends
-                    .get(i)
-                    .and_then(|b| site.peer_name(&b.address))
-                    .unwrap_or("-")
-                    .to_string(),
-            ),
-        }
-    }
-
     /// Forwards a 1xx interim response (103 Early Hints) to the client
     /// when the cache holds the response back (RFC 9110 §15.2: a proxy
     /// forwards 1xx; RFC 9111 §3: they are never stored). Without the
@@ -804,19 +651,12 @@ impl EdgeProxy {
         session.write_response_header(Box::new(head), false).await
     }
 
-    /// Whether this non-owner keeps a copy of what the owner sent
-    /// (`[site].keep_copies`).
+    /// Whether this non-owner keeps a copy of what the owner sent, counted.
     fn keep_copy(&self, ctx: &RequestCtx) -> bool {
-        let Some(site) = ctx.state.as_ref().and_then(|s| s.site.as_ref()) else {
+        let Some(state) = ctx.state.as_ref() else {
             return true;
         };
-        let kept = match site.keep {
-            edge_config::KeepCopies::Always => true,
-            edge_config::KeepCopies::Never => false,
-            edge_config::KeepCopies::Hot => ctx
-                .primary
-                .is_some_and(|key| self.proxy.hot.fetched(u128::from_be_bytes(key))),
-        };
+        let kept = ctx.plan.keeps_copy(state, &self.proxy.hot);
         self.proxy
             .metrics
             .site
@@ -831,7 +671,7 @@ impl EdgeProxy {
     fn may_fail_over(&self, ctx: &RequestCtx) -> bool {
         let Some(pool) = &ctx.pool else { return false };
         // The tier's last backend failed: the next tier comes.
-        if ctx.has_next_tier() && ctx.deadline.is_none_or(|d| Instant::now() < d) {
+        if ctx.plan.has_next() && ctx.deadline.is_none_or(|d| Instant::now() < d) {
             return true;
         }
         (ctx.tried.len() < pool.backends.len() || pool.config.panic_mode)
@@ -843,7 +683,7 @@ impl EdgeProxy {
     fn may_retry(&self, session: &Session, ctx: &RequestCtx, kind: RetryOn) -> bool {
         let Some(pool) = &ctx.pool else { return false };
         // The owner's answer is the site's: it asked the shield or origin.
-        if ctx.tier == Tier::Owner {
+        if ctx.plan.tier == Tier::Owner {
             return false;
         }
         // Once the client has a response head, another backend's answer
@@ -891,11 +731,7 @@ impl ProxyHttp for EdgeProxy {
             state: None,
             route: None,
             pool: None,
-            tier: Tier::Origin,
-            next_tiers: Vec::new(),
-            owner_sought: false,
-            owner: None,
-            primary: None,
+            plan: Plan::default(),
             tried: Vec::new(),
             attempt: None,
             retries: 0,
@@ -1102,7 +938,16 @@ impl ProxyHttp for EdgeProxy {
                     }
                     match way {
                         Way::Sliced => {
-                            if let Some(owner) = self.prefill_owner(session, ctx, &route) {
+                            let prefill_owner = (ctx.cache.sub.is_none())
+                                .then(|| {
+                                    let req = session.req_header();
+                                    let key = caching::cache_key(&ctx.cache, &route.cache, req);
+                                    let primary =
+                                        pingora_cache::key::CacheHashKey::primary_bin(&key);
+                                    crate::plan::prefill_owner(&state, req, primary)
+                                })
+                                .flatten();
+                            if let Some(owner) = prefill_owner {
                                 respond(
                                     session,
                                     421,
@@ -1163,7 +1008,9 @@ impl ProxyHttp for EdgeProxy {
                         _ => {}
                     }
                 }
-                self.choose_shield(session, ctx, &state);
+                let cached = matches!(ctx.cache.way, Some(Way::Whole | Way::Sliced));
+                ctx.plan
+                    .choose_shield(&mut ctx.pool, &state, session.req_header(), cached);
                 Ok(false)
             }
             Action::Respond {
@@ -1245,7 +1092,7 @@ impl ProxyHttp for EdgeProxy {
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "cache key without a route"))?;
         let key = caching::cache_key(&ctx.cache, &route.cache, session.req_header());
-        ctx.primary = Some(pingora_cache::key::CacheHashKey::primary_bin(&key));
+        ctx.plan.primary = Some(pingora_cache::key::CacheHashKey::primary_bin(&key));
         Ok(key)
     }
 
@@ -1306,7 +1153,7 @@ impl ProxyHttp for EdgeProxy {
                 | pingora_cache::CachePhase::StaleUpdating
                 | pingora_cache::CachePhase::Expired
         );
-        if ctx.tier == Tier::Owner && !held && !self.keep_copy(ctx) {
+        if ctx.plan.tier == Tier::Owner && !held && !self.keep_copy(ctx) {
             return Ok(RespCacheable::Uncacheable(
                 pingora_cache::NoCacheReason::Custom("the site's owner keeps it"),
             ));
@@ -1373,13 +1220,15 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         ctx.went_upstream = true;
-        if !ctx.owner_sought {
-            self.choose_owner(session, ctx);
-            if let Some(Failure::NotOwned(owner)) = &ctx.failure {
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(421),
-                    format!("prefill: {owner} owns this object"),
-                ));
+        if let Some(state) = ctx.state.clone() {
+            let cached = matches!(ctx.cache.way, Some(Way::Whole | Way::Sliced));
+            let chosen = ctx
+                .plan
+                .choose_owner(&mut ctx.pool, &state, session.req_header(), cached);
+            if let Err(crate::plan::NotOwned(owner)) = chosen {
+                let why = format!("prefill: {owner} owns this object");
+                ctx.failure = Some(Failure::NotOwned(owner));
+                return Err(Error::explain(ErrorType::HTTPStatus(421), why));
             }
         }
         let pool = ctx
@@ -1449,7 +1298,7 @@ impl ProxyHttp for EdgeProxy {
         let mut pool = pool;
         let mut retry = retry;
         let pick = loop {
-            let picked = match (ctx.tier, ctx.owner) {
+            let picked = match (ctx.plan.tier, ctx.plan.owner) {
                 // The owner, or nobody: another peer is not the owner.
                 (Tier::Owner, Some(owner)) if !ctx.tried.contains(&owner) => Ok(Pick {
                     index: owner,
@@ -1465,16 +1314,16 @@ impl ProxyHttp for EdgeProxy {
             };
             // No node of this tier can be reached: the next tier, as if
             // the request had started there (its limit, its backends).
-            if !ctx.next_tiers.is_empty() {
-                let (tier, next) = ctx.next_tiers.remove(0);
-                if ctx.tier == Tier::Owner {
+            if ctx.plan.has_next() {
+                if ctx.plan.tier == Tier::Owner {
                     self.proxy.metrics.site.fallbacks.inc();
                 } else {
                     pool.metrics.no_backend.inc();
                 }
                 ctx.release();
-                ctx.tier = tier;
-                ctx.owner = None;
+                let Some((_, next)) = ctx.plan.advance() else {
+                    continue;
+                };
                 ctx.pool = Some(next.clone());
                 ctx.tried.clear();
                 // Its retry policy, budget and sticky cookie start afresh:
@@ -1536,7 +1385,7 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         // Toward the shield (another edge with the same routes) the request
         // goes as the client sent it: the shield rewrites for the origin.
-        if let Some(route) = ctx.route.as_ref().filter(|_| !ctx.tier.is_edge()) {
+        if let Some(route) = ctx.route.as_ref().filter(|_| !ctx.plan.tier.is_edge()) {
             if let Some(rewrite) = &route.rewrite {
                 let path = rewrite_path(rewrite, upstream.uri.path());
                 let path_and_query = match upstream.uri.query() {
@@ -1566,7 +1415,7 @@ impl ProxyHttp for EdgeProxy {
         if let Some(host) = ctx
             .pool
             .as_ref()
-            .filter(|_| !ctx.tier.is_edge())
+            .filter(|_| !ctx.plan.tier.is_edge())
             .and_then(|p| p.config.host.clone())
         {
             upstream.insert_header(http::header::HOST, host)?;
@@ -1595,7 +1444,7 @@ impl ProxyHttp for EdgeProxy {
         if let Some(site) = ctx.state.as_ref().and_then(|s| s.site.as_ref()) {
             // RFC 8586: this site's name added to what the request carried;
             // toward the owner, marked as a hop inside the site.
-            let peer_of = (ctx.tier == Tier::Owner).then_some(site.node.as_str());
+            let peer_of = (ctx.plan.tier == Tier::Owner).then_some(site.node.as_str());
             let value = crate::site::cdn_loop(upstream, &site.name, peer_of);
             let value = http::HeaderValue::from_bytes(&value)
                 .map_err(|e| Error::because(ErrorType::InternalError, "cdn-loop", e))?;
@@ -1627,7 +1476,7 @@ impl ProxyHttp for EdgeProxy {
             ctx.cache.response_delay = sent.elapsed();
         }
         ctx.cache.upstream_status = Some(status);
-        if ctx.tier.is_edge() {
+        if ctx.plan.tier.is_edge() {
             if let Some(route) = &ctx.route {
                 // Before the cache keeps it: this node adds them itself.
                 crate::decorate::undo_shield_adds(upstream, &route.response_headers)?;
@@ -1666,12 +1515,12 @@ impl ProxyHttp for EdgeProxy {
         }
         let outcome = match status {
             // The owner answered: whatever its upstream said, the peer is up.
-            _ if ctx.tier == Tier::Owner => Outcome::Success,
+            _ if ctx.plan.tier == Tier::Owner => Outcome::Success,
             502..=504 => Outcome::GatewayError,
             500..=599 => Outcome::ServerError,
             _ => Outcome::Success,
         };
-        if ctx.tier == Tier::Owner {
+        if ctx.plan.tier == Tier::Owner {
             self.proxy
                 .metrics
                 .site
@@ -1713,7 +1562,7 @@ impl ProxyHttp for EdgeProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if let (Tier::Owner, Some(b)) = (ctx.tier, body.as_ref()) {
+        if let (Tier::Owner, Some(b)) = (ctx.plan.tier, body.as_ref()) {
             self.proxy
                 .metrics
                 .site
@@ -1896,7 +1745,7 @@ impl ProxyHttp for EdgeProxy {
         // Reset before the request was written, or a peer gone before its
         // answer began: the next one (or the next tier) gets it.
         if *e.esource() == ErrorSource::Upstream
-            && (*e.etype() == ErrorType::WriteError || ctx.tier == Tier::Owner)
+            && (*e.etype() == ErrorType::WriteError || ctx.plan.tier == Tier::Owner)
             && !ctx.response_started
             && !session.as_ref().retry_buffer_truncated()
         {
