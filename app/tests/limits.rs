@@ -151,6 +151,8 @@ async fn a_local_limit_passes_the_counted_number_with_headers() {
         ),
         3.0
     );
+    // Local limits never talk to Redis: no Redis gauge to alert on.
+    assert!(!metrics.contains("edge_ratelimit_redis_up"), "{metrics}");
     assert_eq!(
         metric_sum(
             &metrics,

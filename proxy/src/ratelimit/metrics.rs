@@ -1,6 +1,6 @@
 //! Metrics of rate limits.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 pub struct RateLimitMetrics {
     decisions: IntCounterVec,
@@ -18,7 +18,24 @@ pub struct LimitMetrics {
     pub exempt: IntCounter,
     pub redis_errors: IntCounter,
     pub fallback: IntCounter,
-    pub redis_up: IntGauge,
+    pub redis_up: RedisUp,
+}
+
+/// `edge_ratelimit_redis_up{limit}`: made by a cluster-scope limit's first
+/// call to Redis, so a node with only local limits has no such series (an
+/// alert on `== 0` would page for every one of them).
+#[derive(Clone)]
+pub struct RedisUp {
+    vec: IntGaugeVec,
+    limit: String,
+}
+
+impl RedisUp {
+    pub fn set(&self, up: bool) {
+        self.vec
+            .with_label_values(&[self.limit.as_str()])
+            .set(i64::from(up));
+    }
 }
 
 impl RateLimitMetrics {
@@ -72,7 +89,10 @@ impl RateLimitMetrics {
             exempt: d("exempt"),
             redis_errors: self.redis_errors.with_label_values(&[name]),
             fallback: self.fallback.with_label_values(&[name]),
-            redis_up: self.redis_up.with_label_values(&[name]),
+            redis_up: RedisUp {
+                vec: self.redis_up.clone(),
+                limit: name.to_string(),
+            },
         }
     }
 }

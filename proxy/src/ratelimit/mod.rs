@@ -247,7 +247,7 @@ impl Limiter {
                     if cluster.down_until.lock().take().is_some() {
                         tracing::info!(limit = %self.config.name, redis = %cluster.redis.endpoint().address, "Redis answers again: cluster-wide counting resumed");
                     }
-                    self.metrics.redis_up.set(1);
+                    self.metrics.redis_up.set(true);
                     return Decision {
                         allowed: d.allowed,
                         limit: self.config.burst,
@@ -260,7 +260,7 @@ impl Limiter {
                 Err(e) => {
                     cluster.redis.reset();
                     self.metrics.redis_errors.inc();
-                    self.metrics.redis_up.set(0);
+                    self.metrics.redis_up.set(false);
                     let was_up = cluster
                         .down_until
                         .lock()
