@@ -79,6 +79,34 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print a signed URL for a route with `auth` (HMAC-SHA256, the keys
+    /// read from the environment the config names), valid for --ttl.
+    Sign {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The URL to sign (`https://host/path?query`).
+        url: String,
+        /// How long the URL stays valid, such as "1h" or "30m".
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// The route whose key signs (default: the route serving the URL).
+        #[arg(long)]
+        route: Option<String>,
+        /// The client address the token is bound to (routes with
+        /// `bind = ["client_ip"]`).
+        #[arg(long)]
+        client_ip: Option<std::net::IpAddr>,
+        /// The key id to sign with (default: the route's first key).
+        #[arg(long)]
+        key: Option<String>,
+        /// Sign a prefix of the path (`scope = "path-prefix"`), such as
+        /// "/vod/title1/".
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Print the `Cookie` field for signed cookies instead of the URL.
+        #[arg(long)]
+        cookie: bool,
+    },
     /// Print a shell completion script (`edge completions bash >
     /// /etc/bash_completion.d/edge`).
     Completions {

@@ -164,7 +164,7 @@ pub fn status(config: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load(path: &Path) -> anyhow::Result<edge_config::Config> {
+pub(crate) fn load(path: &Path) -> anyhow::Result<edge_config::Config> {
     match edge_config::load(path) {
         Ok(c) => Ok(c),
         Err(diags) => {

@@ -21,7 +21,14 @@ fn random_token() -> String {
     (0..32).map(|_| fastrand::alphanumeric()).collect()
 }
 
+/// The variable the demo's `/paid/` route reads its signing key from.
+const URL_KEY_ENV: &str = "EDGE_DEMO_URL_KEY";
+
 pub fn run() -> anyhow::Result<()> {
+    // Before any thread starts: a key for this run's signed URLs.
+    if std::env::var_os(URL_KEY_ENV).is_none() {
+        std::env::set_var(URL_KEY_ENV, random_token());
+    }
     let mut config = edge_config::parse_str(CONFIG, "demo.toml", std::path::Path::new("."))
         .map_err(|d| anyhow::anyhow!("the embedded demo config is invalid:\n{d}"))?;
     let control = crate::server::control_runtime()?;
@@ -68,6 +75,7 @@ pub fn run() -> anyhow::Result<()> {
         edge: edge_hint,
         admin: admin_hint,
         token,
+        signing: crate::sign::Signing::new(&config)?,
     };
     // Keep the origin alive for as long as the node runs.
     let result = crate::server::run_node_with(
@@ -86,6 +94,7 @@ struct Guide {
     edge: Option<SocketAddr>,
     admin: SocketAddr,
     token: String,
+    signing: crate::sign::Signing,
 }
 
 impl Guide {
@@ -95,6 +104,18 @@ impl Guide {
             .map_or_else(|| "?".to_string(), |a| a.to_string());
         let admin = if admin.port() == 0 { self.admin } else { admin };
         let o = self.origin;
+        let signed = self
+            .signing
+            .sign(&crate::sign::Request {
+                url: &format!("http://{edge}/paid/vod/bbb/master.m3u8"),
+                ttl: "24h",
+                route: None,
+                client_ip: None,
+                key: None,
+                prefix: None,
+            })
+            .map_or_else(|e| format!("(cannot sign: {e})"), |s| s.url);
+        let query = signed.split_once('?').map_or("", |(_, q)| q).to_string();
         crate::out::say!(
             r#"
 edge demo is running
@@ -121,10 +142,16 @@ GeoDNS on {dns} (UDP and TCP): the nearest of three sites, by client subnet or s
   dig @{dns_ip} -p {dns_port} -b 127.0.3.1 video.demo.edge. +short             # an Asian source: sin (127.0.0.13)
   curl -s http://{admin}/dns/sites
   curl -s -X POST -H 'Authorization: Bearer {token}' http://{admin}/dns/sites/sin/drain   # then ask again
+signed URLs (/paid/ needs a token; one covers the title's directory, valid 24 h):
+  curl -s -o /dev/null -w '%{{http_code}}\n' http://{edge}/paid/vod/bbb/master.m3u8    # 403 forbidden: missing
+  curl -s '{signed}'
+  curl -s -o /dev/null -w '%{{http_code}}\n' 'http://{edge}/paid/vod/bbb/high/seg_0.ts?{query}'
+  {URL_KEY_ENV}={url_key} edge sign -c config/examples/demo.toml http://{edge}/paid/vod/sintel/master.m3u8
 play it: ffplay http://{edge}/vod/bbb/master.m3u8   (or open the URL in VLC or Safari)
 Ctrl-C stops everything.
 "#,
             token = self.token,
+            url_key = std::env::var(URL_KEY_ENV).unwrap_or_default(),
             edge_host = edge.split(':').next().unwrap_or("127.0.0.1"),
             dns = dns.map_or_else(|| "-".to_string(), |a| a.to_string()),
             dns_ip = dns.map_or_else(|| "127.0.0.1".to_string(), |a| a.ip().to_string()),

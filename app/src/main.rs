@@ -15,6 +15,7 @@ mod out;
 mod prefill;
 mod runtime;
 mod server;
+mod sign;
 mod upgrade;
 
 use std::process::ExitCode;
@@ -36,6 +37,27 @@ fn main() -> ExitCode {
         Command::Reload { config } => ctl::run(&config, "reload"),
         Command::Upgrade { config } => ctl::run(&config, "upgrade"),
         Command::Status { config } => ctl::status(&config),
+        Command::Sign {
+            config,
+            url,
+            ttl,
+            route,
+            client_ip,
+            key,
+            prefix,
+            cookie,
+        } => sign::run(
+            &config,
+            &sign::Request {
+                url: &url,
+                ttl: &ttl,
+                route: route.as_deref(),
+                client_ip,
+                key: key.as_deref(),
+                prefix: prefix.as_deref(),
+            },
+            cookie,
+        ),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "edge", &mut std::io::stdout());

@@ -354,12 +354,15 @@ impl Runtime {
         .await
         .map_err(|e| ApplyError::Internal(e.to_string()))?;
         *self.inherited.lock() = inherited;
-        let (state, plan) = built?;
+        let (mut state, plan) = built?;
         let dns_service = self.dns.service.clone();
         let dns_config = new.dns.clone();
         let dns_state = tokio::task::spawn_blocking(move || dns_service.build(dns_config.as_ref()))
             .await
             .map_err(|e| ApplyError::Internal(e.to_string()))??;
+        // Routes' `geo` rules read the same locator as the GeoDNS.
+        let locator = dns_state.locator.clone();
+        state.countries = Some(Arc::new(move |ip| locator.country(ip)));
         // The cache is made once, at the first apply (its disk tier is
         // read back then); later applies resize it, a new disk path being
         // opened here, aside.
@@ -504,6 +507,9 @@ impl Runtime {
         use prometheus::Encoder;
         let mut buf = Vec::new();
         let encoder = prometheus::TextEncoder::new();
+        self.proxy
+            .qoe
+            .count_sessions(&self.proxy.metrics.video.cmcd);
         if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
             tracing::error!(error = %e, "encoding metrics");
         }

@@ -312,6 +312,49 @@ pub(crate) struct RawRoute {
     #[serde(default)]
     pub rate_limits: Vec<S<String>>,
     pub max_body: Option<S<Scalar>>,
+    pub auth: Option<S<RawUrlAuth>>,
+    pub geo: Option<S<RawRouteGeo>>,
+    pub cmcd: Option<S<RawCmcd>>,
+}
+
+/// `auth = { kind = "hmac", ... }` on a route.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUrlAuth {
+    pub kind: Option<S<String>>,
+    pub secret_env: Option<S<String>>,
+    #[serde(default)]
+    pub keys: Vec<S<RawSigningKey>>,
+    pub param: Option<S<String>>,
+    pub expires_param: Option<S<String>>,
+    pub scope: Option<S<String>>,
+    #[serde(default)]
+    pub bind: Vec<S<String>>,
+    pub cookies: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSigningKey {
+    pub id: S<String>,
+    pub secret_env: S<String>,
+}
+
+/// `geo = { allow = [...] }` or `{ deny = [...] }` on a route.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouteGeo {
+    pub allow: Option<Vec<S<String>>>,
+    pub deny: Option<Vec<S<String>>>,
+    pub unknown: Option<S<String>>,
+    pub body: Option<String>,
+}
+
+/// `cmcd = { forward = true }` on a route.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCmcd {
+    pub forward: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

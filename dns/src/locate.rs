@@ -133,9 +133,23 @@ impl<K: Bits> Table<K> {
 #[derive(Debug, Default)]
 pub struct Locator {
     places: Vec<Where>,
+    /// Each place's country (ISO 3166-1 alpha-2, upper case), by place.
+    countries: Vec<Option<[u8; 2]>>,
+    /// Each site's country, by site index (for prefixes pinned to a site).
+    site_countries: Vec<Option<[u8; 2]>>,
     v4: Table<u32>,
     v6: Table<u128>,
     mmdb: Option<maxminddb::Reader<Vec<u8>>>,
+}
+
+/// `DE` → `*b"DE"`; anything but two ASCII letters → `None`.
+pub fn country_code(s: &str) -> Option<[u8; 2]> {
+    match s.as_bytes() {
+        [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+            Some([a.to_ascii_uppercase(), b.to_ascii_uppercase()])
+        }
+        _ => None,
+    }
 }
 
 fn place(loc: &Location, sites: &HashMap<&str, usize>) -> Option<Where> {
@@ -163,7 +177,11 @@ impl Locator {
         // The config's own entries win over the file's.
         for c in &cfg.cidrs {
             if let Some(w) = place(&c.location, sites) {
-                l.add(c.prefix, w);
+                let country = match &c.location {
+                    Location::Point { country, .. } => country.as_deref().and_then(country_code),
+                    Location::Site(_) => None,
+                };
+                l.add(c.prefix, w, country);
             }
         }
         l.v4.finish();
@@ -178,9 +196,16 @@ impl Locator {
         Ok(l)
     }
 
-    fn add(&mut self, net: IpNet, at: Where) {
+    /// Sets each site's country (by site index): a prefix pinned to a site
+    /// is in the site's country.
+    pub fn set_site_countries(&mut self, countries: Vec<Option<[u8; 2]>>) {
+        self.site_countries = countries;
+    }
+
+    fn add(&mut self, net: IpNet, at: Where, country: Option<[u8; 2]>) {
         let id = self.places.len() as u32;
         self.places.push(at);
+        self.countries.push(country);
         match net {
             IpNet::V4(n) => self.v4.insert(u32::from(n.network()), n.prefix_len(), id),
             IpNet::V6(n) => self.v6.insert(u128::from(n.network()), n.prefix_len(), id),
@@ -219,12 +244,20 @@ impl Locator {
             let lon = coord(cols[2], 180.0)
                 .ok_or_else(|| err(format!("longitude {:?} is not in -180..180", cols[2])))?;
             let region = cols.get(3).filter(|r| !r.is_empty()).map(|r| r.to_string());
+            let country = match cols.get(4).filter(|c| !c.is_empty()) {
+                Some(c) => Some(
+                    country_code(c)
+                        .ok_or_else(|| err(format!("country {c:?} is not a two-letter code")))?,
+                ),
+                None => None,
+            };
             self.add(
                 net.trunc(),
                 Where::At {
                     point: Point::from_degrees(lat, lon),
                     region,
                 },
+                country,
             );
         }
         Ok(())
@@ -253,16 +286,37 @@ impl Locator {
         }
     }
 
-    /// Where `addr` is, if known.
-    pub fn locate(&self, addr: IpAddr) -> Option<Found> {
-        let addr = match addr {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-            v4 => v4,
-        };
-        let hit = match addr {
+    /// The country `addr` is in (ISO 3166-1 alpha-2, upper case), if known:
+    /// the longest matching table entry's (a prefix pinned to a site is in
+    /// the site's country), else the MaxMind database's.
+    pub fn country(&self, addr: IpAddr) -> Option<[u8; 2]> {
+        let addr = unmapped(addr);
+        if let Some((id, _)) = self.lookup(addr) {
+            return match self.places.get(id as usize)? {
+                Where::Site(i) => self.site_countries.get(*i).copied().flatten(),
+                Where::At { .. } => self.countries.get(id as usize).copied().flatten(),
+            };
+        }
+        let reader = self.mmdb.as_ref()?;
+        let result = reader.lookup(addr).ok()?;
+        if !result.has_data() {
+            return None;
+        }
+        let city: maxminddb::geoip2::City<'_> = result.decode().ok()??;
+        city.country.iso_code.and_then(country_code)
+    }
+
+    fn lookup(&self, addr: IpAddr) -> Option<(u32, u8)> {
+        match addr {
             IpAddr::V4(a) => self.v4.lookup(u32::from(a)),
             IpAddr::V6(a) => self.v6.lookup(u128::from(a)),
-        };
+        }
+    }
+
+    /// Where `addr` is, if known.
+    pub fn locate(&self, addr: IpAddr) -> Option<Found> {
+        let addr = unmapped(addr);
+        let hit = self.lookup(addr);
         if let Some((id, prefix_len)) = hit {
             return self.places.get(id as usize).map(|w| Found {
                 at: w.clone(),
@@ -270,6 +324,14 @@ impl Locator {
             });
         }
         self.mmdb.as_ref().and_then(|r| mmdb_lookup(r, addr))
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn unmapped(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -346,6 +408,54 @@ mod tests {
     }
 
     #[test]
+    fn countries_come_from_entries_files_and_pinned_sites() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("c.csv");
+        std::fs::write(
+            &csv,
+            "198.51.100.0/24,40.7,-74.0,na,us\n198.51.101.0/24,1,1,eu\n",
+        )
+        .unwrap();
+        let cfg = LocatorConfig {
+            cidrs: vec![
+                CidrLocation {
+                    prefix: "10.0.0.0/8".parse().unwrap(),
+                    location: Location::Point {
+                        lat: 1.0,
+                        lon: 1.0,
+                        region: None,
+                        country: Some("DE".into()),
+                    },
+                },
+                CidrLocation {
+                    prefix: "10.1.0.0/16".parse().unwrap(),
+                    location: Location::Site("sin".into()),
+                },
+            ],
+            csv: Some(csv),
+            mmdb: None,
+        };
+        let mut l = Locator::build(&cfg, &HashMap::from([("sin", 0usize)])).unwrap();
+        l.set_site_countries(vec![Some(*b"SG")]);
+        let c = |ip: &str| l.country(ip.parse().unwrap());
+        assert_eq!(c("10.9.9.9"), Some(*b"DE"));
+        assert_eq!(c("::ffff:10.9.9.9"), Some(*b"DE"));
+        assert_eq!(c("10.1.2.3"), Some(*b"SG"), "a prefix pinned to a site");
+        assert_eq!(c("198.51.100.9"), Some(*b"US"), "the csv's fifth column");
+        assert_eq!(c("198.51.101.9"), None);
+        assert_eq!(c("192.0.2.1"), None);
+        let bad = dir.path().join("bad.csv");
+        std::fs::write(&bad, "10.0.0.0/8,1,1,eu,Germany\n").unwrap();
+        let cfg = LocatorConfig {
+            cidrs: Vec::new(),
+            csv: Some(bad),
+            mmdb: None,
+        };
+        let e = Locator::build(&cfg, &HashMap::new()).unwrap_err();
+        assert!(e.to_string().contains(":1: country \"Germany\""), "{e}");
+    }
+
+    #[test]
     fn csv_files_load_and_errors_name_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("ok.csv");
@@ -408,6 +518,15 @@ mod tests {
         );
         let fr = l.locate("2001:db8:200::1".parse().unwrap()).unwrap();
         assert_eq!(fr.prefix_len, 48);
+        // Countries: the database's where the tables have none.
+        assert_eq!(l.country("203.0.113.7".parse().unwrap()), Some(*b"SG"));
+        assert_eq!(l.country("2001:db8:200::1".parse().unwrap()), Some(*b"FR"));
+        assert_eq!(
+            l.country("203.0.113.200".parse().unwrap()),
+            None,
+            "table entry without one"
+        );
+        assert_eq!(l.country("192.0.2.1".parse().unwrap()), None);
         assert_eq!(l.locate("192.0.2.1".parse().unwrap()), None);
         let bad = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(bad.path(), b"not a database").unwrap();

@@ -30,7 +30,8 @@ pub struct DnsState {
     pub site_states: Vec<Arc<SiteState>>,
     /// Each site's checks (for the prober in `app`), by site index.
     pub site_health: Vec<Option<SiteHealth>>,
-    pub locator: Locator,
+    /// Shared with the request path (routes' `geo`).
+    pub locator: Arc<Locator>,
     pub rrl: Option<Limiter>,
     pub fail_open: bool,
     pub handles: Handles,
@@ -74,7 +75,16 @@ impl DnsState {
         Ok(DnsState {
             zones,
             site_health: cfg.sites.iter().map(|s| s.health.clone()).collect(),
-            locator: Locator::build(&cfg.locator, &index)?,
+            locator: {
+                let mut l = Locator::build(&cfg.locator, &index)?;
+                l.set_site_countries(
+                    cfg.sites
+                        .iter()
+                        .map(|s| s.country.as_deref().and_then(crate::locate::country_code))
+                        .collect(),
+                );
+                Arc::new(l)
+            },
             rrl: cfg.rrl.as_ref().map(Limiter::new),
             fail_open: cfg.all_sites_down == AllSitesDown::FailOpen,
             handles: metrics.handles(&zone_labels, &names),
@@ -92,7 +102,7 @@ impl DnsState {
             sites: Vec::new(),
             site_states: Vec::new(),
             site_health: Vec::new(),
-            locator: Locator::default(),
+            locator: Arc::new(Locator::default()),
             rrl: None,
             fail_open: true,
             handles: metrics.handles(&[], &[]),

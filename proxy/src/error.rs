@@ -28,6 +28,8 @@ pub enum BuildError {
     },
     #[error("{0}")]
     RateLimit(String),
+    #[error("route {route}: auth: {why}")]
+    Secret { route: String, why: String },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }

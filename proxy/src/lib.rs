@@ -32,6 +32,7 @@ pub mod site;
 pub mod state;
 pub mod tcp;
 mod upstream_tls;
+pub mod video;
 
 pub use error::BuildError;
 pub use service::EdgeProxy;

@@ -35,6 +35,7 @@ pub struct ProxyMetrics {
     pub tcp: crate::tcp::metrics::TcpMetrics,
     pub ratelimit: crate::ratelimit::metrics::RateLimitMetrics,
     pub site: crate::site::SiteMetrics,
+    pub video: crate::video::VideoMetrics,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -164,6 +165,7 @@ impl ProxyMetrics {
             tcp: crate::tcp::metrics::TcpMetrics::new(registry)?,
             ratelimit: crate::ratelimit::metrics::RateLimitMetrics::new(registry)?,
             site: crate::site::SiteMetrics::new(registry)?,
+            video: crate::video::VideoMetrics::new(registry)?,
         })
     }
 

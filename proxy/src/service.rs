@@ -156,6 +156,7 @@ impl EdgeProxy {
         if let Some(site) = state.site.as_ref() {
             if site.is_peer_request(session.req_header(), client_ip(session), &state.pools) {
                 self.proxy.metrics.site.served_to_peers.inc();
+                ctx.from_peer = true;
                 return Ok(false);
             }
         }
@@ -187,6 +188,52 @@ impl EdgeProxy {
             other => {
                 ctx.rate_limit = other;
                 Ok(false)
+            }
+        }
+    }
+}
+
+impl EdgeProxy {
+    /// A video route's country rule and signed-URL check, and the players'
+    /// data ([`crate::video::gate`]). True when edge answered.
+    async fn gate(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        state: &ProxyState,
+        route: &CompiledRoute,
+    ) -> Result<bool> {
+        let client = client_ip(session);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let gate = crate::video::gate::check(
+            route,
+            state,
+            &self.proxy.metrics.video,
+            &self.proxy.qoe,
+            session.req_header_mut(),
+            client,
+            ctx.from_peer,
+            now,
+        );
+        ctx.cmcd = gate.cmcd;
+        ctx.cmcd_query = gate.cmcd_query;
+        match gate.verdict {
+            crate::video::gate::Verdict::Pass => Ok(false),
+            crate::video::gate::Verdict::Refuse { status, body, log } => {
+                ctx.denied = Some(log);
+                ctx.close_unread(session);
+                respond(
+                    session,
+                    status,
+                    "text/plain; charset=utf-8",
+                    body,
+                    &[],
+                    ctx.decor(),
+                )
+                .await?;
+                Ok(true)
             }
         }
     }
@@ -266,6 +313,13 @@ pub struct RequestCtx {
     body_seen: u64,
     /// The rate-limit state reported in `RateLimit-*` response headers.
     rate_limit: Option<crate::ratelimit::Decision>,
+    /// A node of this site asked on behalf of its client (`site.rs`).
+    from_peer: bool,
+    /// The players' data (CTA-5004) and the `CMCD` parameter as sent.
+    cmcd: Option<Box<crate::video::cmcd::Cmcd>>,
+    cmcd_query: Option<String>,
+    /// Why edge refused the request itself (access log `denied`).
+    denied: Option<String>,
 }
 
 impl RequestCtx {
@@ -761,6 +815,10 @@ impl ProxyHttp for EdgeProxy {
             body_limit: u64::MAX,
             body_seen: 0,
             rate_limit: None,
+            from_peer: false,
+            cmcd: None,
+            cmcd_query: None,
+            denied: None,
         }
     }
 
@@ -908,6 +966,9 @@ impl ProxyHttp for EdgeProxy {
         };
         ctx.route = Some(route.clone());
         if ctx.cache.sub.is_none() && self.protect(session, ctx, &state, &route).await? {
+            return Ok(true);
+        }
+        if ctx.cache.sub.is_none() && self.gate(session, ctx, &state, &route).await? {
             return Ok(true);
         }
         match &route.action {
@@ -1441,6 +1502,24 @@ impl ProxyHttp for EdgeProxy {
         upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
         // A prefill is this site's business: the shield or origin sees a GET.
         upstream.remove_header(crate::site::PREFILL);
+        // The players' data goes to the origin only if the route says so,
+        // and never to another edge (which would count it again).
+        let forward_cmcd =
+            !ctx.plan.tier.is_edge() && ctx.route.as_ref().is_some_and(|r| r.config.cmcd.forward);
+        if !forward_cmcd {
+            for h in crate::video::cmcd::HEADERS {
+                upstream.remove_header(h);
+            }
+        } else if let Some(raw) = &ctx.cmcd_query {
+            let target = match upstream.uri.query() {
+                Some(q) => format!("{}?{q}&CMCD={raw}", upstream.uri.path()),
+                None => format!("{}?CMCD={raw}", upstream.uri.path()),
+            };
+            let uri: Uri = target
+                .parse()
+                .map_err(|e| Error::because(ErrorType::InternalError, "cmcd target", e))?;
+            upstream.set_uri(uri);
+        }
         if let Some(site) = ctx.state.as_ref().and_then(|s| s.site.as_ref()) {
             // RFC 8586: this site's name added to what the request carried;
             // toward the owner, marked as a hop inside the site.
@@ -1944,6 +2023,15 @@ impl ProxyHttp for EdgeProxy {
                 upstream_ms = ctx.upstream_seconds.map_or(-1.0, |s| (s * 1e6).round() / 1e3),
                 total_ms = (total.as_secs_f64() * 1e6).round() / 1e3,
                 error = e.map(|e| e.to_string()).unwrap_or_default(),
+                denied = ctx.denied.as_deref(),
+                cmcd_sid = ctx.cmcd.as_ref().and_then(|c| c.sid.as_deref()),
+                cmcd_cid = ctx.cmcd.as_ref().and_then(|c| c.cid.as_deref()),
+                cmcd_ot = ctx.cmcd.as_ref().and_then(|c| c.ot.as_deref()),
+                cmcd_br = ctx.cmcd.as_ref().and_then(|c| c.br),
+                cmcd_bl = ctx.cmcd.as_ref().and_then(|c| c.bl),
+                cmcd_bs = ctx.cmcd.as_ref().and_then(|c| c.bs.then_some(true)),
+                cmcd_mtp = ctx.cmcd.as_ref().and_then(|c| c.mtp),
+                cmcd_dl = ctx.cmcd.as_ref().and_then(|c| c.dl),
             );
         }
         ctx.release();

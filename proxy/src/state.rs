@@ -25,6 +25,11 @@ pub struct ProxyState {
     pub redis: Option<Arc<RedisClient>>,
     /// `[site]`: this node's site and its shield tier.
     pub site: Option<Arc<SiteTier>>,
+    /// Clients' countries, from the GeoDNS locator (routes' `geo`); set
+    /// by the node when it builds its DNS side.
+    pub countries: Option<crate::video::geo::CountryLookup>,
+    /// The site's name for per-site metrics (`none` without `[site]`).
+    pub site_label: Arc<str>,
 }
 
 pub use crate::site::SiteTier;
@@ -51,6 +56,8 @@ pub struct Proxy {
     closing: AtomicBool,
     /// Upstream errors, counted and logged once per kind per interval.
     pub errors: crate::errlog::ErrorLog,
+    /// Players' quality by client prefix and sessions (CMCD).
+    pub qoe: crate::video::cmcd::QoeTable,
 }
 
 impl Proxy {
@@ -65,6 +72,8 @@ impl Proxy {
             limits: Arc::new(Limiters::default()),
             redis: None,
             site: None,
+            countries: None,
+            site_label: Arc::from("none"),
         };
         Ok(Arc::new(Self {
             state: ArcSwap::from_pointee(empty),
@@ -77,6 +86,7 @@ impl Proxy {
             errors: crate::errlog::ErrorLog::default(),
             cache: OnceLock::new(),
             hot: crate::site::HotKeys::default(),
+            qoe: crate::video::cmcd::QoeTable::default(),
         }))
     }
 
@@ -143,7 +153,9 @@ impl Proxy {
             pools,
             limits: Arc::new(limits),
             redis,
+            site_label: Arc::from(config.site.as_ref().map_or("none", |s| s.name.as_str())),
             site,
+            countries: None,
         })
     }
 
@@ -179,6 +191,8 @@ impl Proxy {
             limits: current.limits.clone(),
             redis: current.redis.clone(),
             site: current.site.clone(),
+            countries: current.countries.clone(),
+            site_label: current.site_label.clone(),
         }));
         self.backends.retain_backends(&live);
         Ok(true)

@@ -29,6 +29,7 @@
 
 mod auth;
 mod cache;
+mod cmcd;
 mod dns;
 mod pools;
 mod prefill;
@@ -77,6 +78,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/cache", get(cache::usage))
         .route("/dns/sites", get(dns::sites))
         .route("/site", get(site::view))
+        .route("/cmcd", get(cmcd::view))
         .route("/cache/prefill", get(prefill::status))
         .merge(mutating)
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such admin endpoint\n") })

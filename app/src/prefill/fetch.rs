@@ -23,6 +23,9 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// unspecified address is reached on loopback).
 pub struct Target {
     addr: SocketAddr,
+    /// Routes with `auth`: each request is signed (for the address it
+    /// comes from) like a client's.
+    signing: Option<std::sync::Arc<crate::sign::Signing>>,
 }
 
 impl Target {
@@ -43,8 +46,20 @@ impl Target {
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
+        let signing = if crate::sign::Signing::any(&config) {
+            match crate::sign::Signing::new(&config) {
+                Ok(s) => Some(std::sync::Arc::new(s)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "prefill cannot sign its requests");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Some(Self {
             addr: SocketAddr::new(ip, addr.port()),
+            signing,
         })
     }
 }
@@ -77,6 +92,31 @@ async fn send(
     prefill: bool,
 ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
     let tcp = step("connect", tokio::net::TcpStream::connect(target.addr)).await?;
+    // A signed route lets the prefill in as it would a client: with a
+    // token for this object, bound to the address the request comes from.
+    let signed;
+    let url = match &target.signing {
+        Some(signing) => {
+            let local = tcp.local_addr().map(|a| a.ip()).ok();
+            let request = crate::sign::Request {
+                url: url.as_str(),
+                ttl: "5m",
+                route: None,
+                client_ip: local,
+                key: None,
+                prefix: None,
+            };
+            match signing.sign(&request) {
+                Ok(s) => {
+                    signed = url::Url::parse(&s.url).map_err(|e| format!("signed url: {e}"))?;
+                    &signed
+                }
+                // A route without `auth`: as it is.
+                Err(_) => url,
+            }
+        }
+        None => url,
+    };
     let (mut sender, conn) = step(
         "handshake",
         hyper::client::conn::http1::handshake(TokioIo::new(tcp)),

@@ -26,6 +26,86 @@ pub struct Route {
     pub rate_limits: Vec<String>,
     /// Request body limit; `None` uses the listener's.
     pub max_body: Option<u64>,
+    /// Signed URLs and cookies required (`auth`).
+    pub auth: Option<UrlAuth>,
+    /// Countries allowed or denied (`geo`).
+    pub geo: Option<RouteGeo>,
+    /// Common Media Client Data handling (`cmcd`).
+    pub cmcd: Cmcd,
+}
+
+/// `auth = { kind = "hmac", ... }`: requests need a token signed with
+/// HMAC-SHA256, in the query or in cookies of the same names (as nginx
+/// `secure_link`, CloudFront signed URLs and cookies).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UrlAuth {
+    /// Keys accepted, by id; the first signs (`edge sign`, prefill).
+    pub keys: Vec<SigningKey>,
+    /// Query parameter (and cookie) holding the token.
+    pub param: String,
+    /// Query parameter (and cookie) holding the expiry, Unix seconds.
+    pub expires_param: String,
+    pub scope: AuthScope,
+    /// The client's address is part of what is signed.
+    pub bind_client_ip: bool,
+    /// The token and expiry are also taken from cookies.
+    pub cookies: bool,
+}
+
+/// A signing key: its id (in every token) and where its secret is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SigningKey {
+    pub id: String,
+    /// Environment variable holding the secret (at least 16 bytes).
+    pub secret_env: String,
+}
+
+/// What one token covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthScope {
+    /// Exactly the signed path.
+    Path,
+    /// Every path starting with the signed prefix.
+    PathPrefix,
+    /// Every path under the signed path's directory (a manifest and its
+    /// segments and renditions).
+    ManifestDir,
+}
+
+/// `geo = { allow = [...] }` or `{ deny = [...] }`: countries (ISO 3166-1
+/// alpha-2) by the `[dns.locator]`; refused with 451 (RFC 7725).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteGeo {
+    pub rule: GeoRule,
+    /// Whether a client whose country is unknown is served.
+    pub unknown_allowed: bool,
+    /// The 451 response's body.
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GeoRule {
+    Allow(Vec<String>),
+    Deny(Vec<String>),
+}
+
+impl GeoRule {
+    /// Whether a client in `country` (upper-case) is served.
+    pub fn admits(&self, country: &str) -> bool {
+        match self {
+            GeoRule::Allow(list) => list.iter().any(|c| c == country),
+            GeoRule::Deny(list) => !list.iter().any(|c| c == country),
+        }
+    }
+}
+
+/// `cmcd = { forward = false }`: CTA-5004 data is always read, logged and
+/// kept out of the cache key; `forward` sends it on upstream too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Cmcd {
+    pub forward: bool,
 }
 
 /// All conditions must hold. An empty match matches everything (a default route).

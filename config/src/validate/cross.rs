@@ -115,6 +115,18 @@ pub(super) fn check(
                 );
             }
         }
+        let locator = config.dns.as_ref().map(|d| &d.locator);
+        let located =
+            locator.is_some_and(|l| !l.cidrs.is_empty() || l.csv.is_some() || l.mmdb.is_some());
+        if r.geo.is_some() && !located {
+            let (span, path) = at.key("geo");
+            ck.error(
+                span,
+                path,
+                "a country rule needs a client's country, and [dns.locator] has no table",
+                Some("[dns.locator] with `cidrs` (each `country = \"..\"`), a `csv` file or an `mmdb` database"),
+            );
+        }
         for (i, limit) in r.rate_limits.iter().enumerate() {
             if !rate_limits.iter().any(|(_, l)| &l.name == limit) {
                 let (span, path) = at.key(&format!("rate_limits[{i}]"));
@@ -173,7 +185,8 @@ pub(super) fn check(
         .iter()
         .any(|(_, l)| matches!(l.kind, ListenerKind::Dns));
     match (&config.dns, has_dns_listener) {
-        (Some(_), false) => {
+        // A [dns] with no zones is only a locator (for routes' `geo`).
+        (Some(d), false) if !d.zones.is_empty() => {
             let span = doc.get("dns").map_or(0..0, |v| v.span());
             ck.error(
                 span,

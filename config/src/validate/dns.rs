@@ -996,6 +996,16 @@ fn cidr_item(
         country,
     } = raw.into_inner();
     let net = ck.ip_net(&prefix, &join_key(cp, "prefix"));
+    if let Some(c) = &country {
+        if !(c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic())) {
+            ck.error(
+                span.clone(),
+                join_key(cp, "country"),
+                format!("{c:?} is not a country code"),
+                Some("an ISO 3166-1 alpha-2 code such as \"DE\""),
+            );
+        }
+    }
     let location = match (site, lat, lon) {
         (Some(s), None, None) => {
             if sites.iter().any(|x| &x.name == s.get_ref()) {

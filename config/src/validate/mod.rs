@@ -13,6 +13,7 @@ mod listeners;
 mod pools;
 mod routes;
 mod server;
+mod video;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};

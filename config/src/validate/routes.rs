@@ -39,6 +39,9 @@ pub(super) fn route(
         cache,
         rate_limits,
         max_body,
+        auth,
+        geo,
+        cmcd,
     } = raw;
     let index = path
         .trim_start_matches("route[")
@@ -196,6 +199,14 @@ pub(super) fn route(
         limit_names.push(l.get_ref().clone());
     }
     let max_body = max_body.and_then(|m| ck.size_value(&m, &join_key(path, "max_body")));
+    let auth = auth.and_then(|a| super::video::url_auth(ck, &join_key(path, "auth"), a));
+    if let Some(g) = &geo {
+        at = at.with("geo", g.span());
+    }
+    let geo = geo.and_then(|g| super::video::route_geo(ck, &join_key(path, "geo"), g));
+    let cmcd = cmcd
+        .map(|c| super::video::cmcd(c.into_inner()))
+        .unwrap_or_default();
 
     Some((
         at,
@@ -212,6 +223,9 @@ pub(super) fn route(
             cache,
             rate_limits: limit_names,
             max_body,
+            auth,
+            geo,
+            cmcd,
         },
     ))
 }

@@ -24,6 +24,8 @@ pub struct CompiledRoute {
     pub cache: RouteCache,
     pub config: Route,
     pub metrics: RouteMetrics,
+    /// `auth`, with its secrets read.
+    pub auth: Option<crate::video::auth::UrlSigner>,
 }
 
 /// What a matched route does.
@@ -120,7 +122,17 @@ impl RouteTable {
                     "",
                 ),
             };
+            let auth = route
+                .auth
+                .as_ref()
+                .map(crate::video::auth::UrlSigner::from_env)
+                .transpose()
+                .map_err(|why| BuildError::Secret {
+                    route: route.name.clone(),
+                    why,
+                })?;
             out.push(Arc::new(CompiledRoute {
+                auth,
                 name: route.name.clone(),
                 matcher,
                 action,
