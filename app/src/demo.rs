@@ -147,6 +147,10 @@ signed URLs (/paid/ needs a token; one covers the title's directory, valid 24 h)
   curl -s '{signed}'
   curl -s -o /dev/null -w '%{{http_code}}\n' 'http://{edge}/paid/vod/bbb/high/seg_0.ts?{query}'
   {URL_KEY_ENV}={url_key} edge sign -c config/examples/demo.toml http://{edge}/paid/vod/sintel/master.m3u8
+Low-Latency HLS (parts of 0.5 s, blocking reloads held and shared at the edge):
+  curl -s http://{edge}/ll/news/low/index.m3u8 | tail -4                       # the parts and the preload hint
+  curl -s "http://{edge}/ll/news/low/index.m3u8?$(curl -s http://{edge}/ll/news/low/index.m3u8 | sed -n 's/.*PRELOAD-HINT.*seg_\([0-9]*\)\.\([0-9]*\)\.ts.*/_HLS_msn=\1\&_HLS_part=\2/p')" | tail -3   # held until that part exists
+  play it: ffplay http://{edge}/ll/news/master.m3u8   (Safari, or hls.js with lowLatencyMode)
 play it: ffplay http://{edge}/vod/bbb/master.m3u8   (or open the URL in VLC or Safari)
 Ctrl-C stops everything.
 "#,

@@ -15,12 +15,20 @@
 use edge_config::IgnoreQuery;
 use http::HeaderMap;
 
+/// An HLS delivery directive (`_HLS_msn`, `_HLS_part`, `_HLS_skip`; RFC
+/// 8216bis §6.2.5): it selects what a playlist holds, so it is always part
+/// of the key, whatever the route ignores.
+pub fn is_hls_directive(name: &str) -> bool {
+    name.starts_with("_HLS_")
+}
+
 /// Sorts query parameters by name and drops ignored ones, so `?b=2&a=1`
 /// and `?a=1&b=2` share an entry (but `?a=2&a=1` and `?a=1&a=2` do not).
-/// Returns `None` when nothing remains.
+/// HLS delivery directives are never dropped. Returns `None` when nothing
+/// remains.
 pub fn normalize_query(query: Option<&str>, ignore: &IgnoreQuery) -> Option<String> {
     let q = query?.trim_start_matches('?');
-    if q.is_empty() || matches!(ignore, IgnoreQuery::All) {
+    if q.is_empty() {
         return None;
     }
     let mut pairs: Vec<&str> = q
@@ -28,10 +36,12 @@ pub fn normalize_query(query: Option<&str>, ignore: &IgnoreQuery) -> Option<Stri
         .filter(|p| !p.is_empty())
         .filter(|p| {
             let name = p.split_once('=').map_or(*p, |(k, _)| k);
-            match ignore {
-                IgnoreQuery::Names(names) => !names.iter().any(|n| n == name),
-                _ => true,
-            }
+            is_hls_directive(name)
+                || match ignore {
+                    IgnoreQuery::All => false,
+                    IgnoreQuery::Names(names) => !names.iter().any(|n| n == name),
+                    IgnoreQuery::None => true,
+                }
         })
         .collect();
     if pairs.is_empty() {
@@ -183,6 +193,28 @@ mod tests {
             Some("v=2")
         );
         assert_eq!(normalize_query(Some("token=x"), &names), None);
+    }
+
+    #[test]
+    fn hls_delivery_directives_are_always_keyed() {
+        let all = IgnoreQuery::All;
+        assert_eq!(
+            normalize_query(Some("t=1&_HLS_part=2&_HLS_msn=9"), &all).as_deref(),
+            Some("_HLS_msn=9&_HLS_part=2")
+        );
+        let names = IgnoreQuery::Names(vec!["_HLS_skip".into(), "t".into()]);
+        assert_eq!(
+            normalize_query(Some("_HLS_skip=YES&t=1"), &names).as_deref(),
+            Some("_HLS_skip=YES")
+        );
+        assert_ne!(
+            normalize_query(Some("_HLS_msn=9&_HLS_part=1"), &all),
+            normalize_query(Some("_HLS_msn=9&_HLS_part=2"), &all)
+        );
+        assert_eq!(
+            normalize_query(Some("_HLS_part=1&_HLS_msn=9"), &all),
+            normalize_query(Some("_HLS_msn=9&_HLS_part=1"), &all)
+        );
     }
 
     #[test]

@@ -227,19 +227,65 @@ impl<'a> Template<'a> {
 /// The objects of a static DASH MPD, for the Representations `keep`
 /// accepts (by `id`). A dynamic (live) MPD is refused: prefill is for VOD.
 pub fn dash_segments(body: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    walk(body, &keep, false, &mut |rep| {
+        for uri in rep.segments {
+            if seen.insert(uri.clone()) {
+                out.push(uri);
+            }
+        }
+        if out.len() > MAX_OBJECTS {
+            return Err(format!("more than {MAX_OBJECTS} segments"));
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// One Representation's objects in order (initialization first), for
+/// segment prefetch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Representation {
+    pub id: String,
+    pub segments: Vec<String>,
+    /// The media template with `$RepresentationID$` and `$Bandwidth$`
+    /// filled in and `$Number$` left (resolved against the BaseURLs), when
+    /// segments are numbered without a timeline: a live MPD's list has no
+    /// end, so the next numbers are predicted from it.
+    pub number_template: Option<String>,
+}
+
+/// Every Representation of an MPD, static or dynamic, as far as it can be
+/// listed: a dynamic MPD's numbered template without a known length gives
+/// its template and no list. `Err` only when the MPD is not one.
+pub fn dash_representations(body: &str) -> Result<Vec<Representation>, String> {
+    let mut out = Vec::new();
+    walk(body, &|_: &str| true, true, &mut |rep| {
+        out.push(rep);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn walk(
+    body: &str,
+    keep: &dyn Fn(&str) -> bool,
+    dynamic: bool,
+    sink: &mut dyn FnMut(Representation) -> Result<(), String>,
+) -> Result<(), String> {
     let doc = roxmltree::Document::parse(body).map_err(|e| format!("not an MPD: {e}"))?;
     let mpd = doc.root_element();
     if !mpd.has_tag_name("MPD") {
         return Err("not an MPD: the root element is not <MPD>".to_string());
     }
-    if mpd.attribute("type") == Some("dynamic") {
+    let live = mpd.attribute("type") == Some("dynamic");
+    if live && !dynamic {
         return Err("a live (dynamic) MPD: prefill takes VOD manifests".to_string());
     }
     let total = mpd
         .attribute("mediaPresentationDuration")
         .and_then(crate::video::iso8601_duration);
-    let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
     // Every URI made counts, repeated ones too: a template without
     // `$Number$` or `$Time$` repeated over many timelines makes one URI a
     // great many times.
@@ -247,12 +293,9 @@ pub fn dash_segments(body: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<Stri
     let mut bytes = 0usize;
     let mut push = |uri: String, out: &mut Vec<String>| -> Result<(), String> {
         made += 1;
-        let uri_len = uri.len();
-        if seen.insert(uri.clone()) {
-            out.push(uri);
-        }
-        bytes += uri_len;
-        if out.len() > MAX_OBJECTS || made > 2 * MAX_OBJECTS {
+        bytes += uri.len();
+        out.push(uri);
+        if made > 2 * MAX_OBJECTS {
             return Err(format!("more than {MAX_OBJECTS} segments"));
         }
         if bytes > MAX_URI_BYTES {
@@ -283,6 +326,8 @@ pub fn dash_segments(body: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<Stri
                     continue;
                 }
                 let bandwidth = rep.attribute("bandwidth").unwrap_or_default();
+                let mut out = Vec::new();
+                let mut number_template = None;
                 let base = join_base(&set_base, base_of(rep));
                 let t = set_t.clone().over(rep);
                 let at = |uri: &str| join_base(&base, Some(uri));
@@ -302,6 +347,11 @@ pub fn dash_segments(body: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<Stri
                             }
                         }
                     }
+                    sink(Representation {
+                        id: id.to_string(),
+                        segments: out,
+                        number_template,
+                    })?;
                     continue;
                 }
                 let Some(media) = t.media else {
@@ -309,6 +359,11 @@ pub fn dash_segments(body: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<Stri
                     if !base.is_empty() {
                         push(base.clone(), &mut out)?;
                     }
+                    sink(Representation {
+                        id: id.to_string(),
+                        segments: out,
+                        number_template,
+                    })?;
                     continue;
                 };
                 if let Some(init) = t.initialization {
@@ -351,9 +406,26 @@ pub fn dash_segments(body: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<Stri
                             number = number.saturating_add(1);
                         }
                     }
+                    sink(Representation {
+                        id: id.to_string(),
+                        segments: out,
+                        number_template,
+                    })?;
                     continue;
                 }
+                if media.contains("$Number") {
+                    number_template = Some(at(&fill_template_keeping_number(media, id, bandwidth)));
+                }
                 let (Some(duration), Some(length)) = (t.duration.filter(|d| *d > 0), length) else {
+                    if live {
+                        // Open-ended: the template predicts what comes next.
+                        sink(Representation {
+                            id: id.to_string(),
+                            segments: out,
+                            number_template,
+                        })?;
+                        continue;
+                    }
                     return Err(format!(
                         "Representation {id:?}: a SegmentTemplate needs a duration and a period length, or a SegmentTimeline"
                     ));
@@ -376,10 +448,67 @@ pub fn dash_segments(body: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<Stri
                         &mut out,
                     )?;
                 }
+                sink(Representation {
+                    id: id.to_string(),
+                    segments: out,
+                    number_template,
+                })?;
             }
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// `$RepresentationID$` and `$Bandwidth$` filled in, `$Number…$` kept.
+fn fill_template_keeping_number(template: &str, id: &str, bandwidth: &str) -> String {
+    // `$Number$` may carry a width: each piece between `$Number…$` fields
+    // is filled on its own.
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(at) = rest.find("$Number") {
+        out.push_str(&fill_template(&rest[..at], id, bandwidth, 0, 0));
+        let after = &rest[at + 1..];
+        let Some(end) = after.find('$') else {
+            out.push_str(&rest[at..]);
+            return out;
+        };
+        out.push_str(&rest[at..at + end + 2]);
+        rest = &after[end + 1..];
+    }
+    out.push_str(&fill_template(rest, id, bandwidth, 0, 0));
+    out
+}
+
+/// The number in `path` where `template` (from [`Representation`]) has
+/// `$Number$` or `$Number%0Nd$`, and the path of number `n` by it.
+pub fn number_in(template: &str, path: &str) -> Option<(u64, usize)> {
+    let at = template.find("$Number")?;
+    let after = &template[at + 1..];
+    let end = after.find('$')?;
+    let (prefix, suffix) = (&template[..at], &after[end + 1..]);
+    let digits = path.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let width = after[..end]
+        .strip_prefix("Number%0")
+        .and_then(|w| w.strip_suffix('d'))
+        .and_then(|w| w.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(MAX_WIDTH);
+    Some((digits.parse().ok()?, width))
+}
+
+/// The path of segment `n` by a number template.
+pub fn numbered(template: &str, n: u64, width: usize) -> Option<String> {
+    let at = template.find("$Number")?;
+    let after = &template[at + 1..];
+    let end = after.find('$')?;
+    Some(format!(
+        "{}{n:0width$}{}",
+        &template[..at],
+        &after[end + 1..]
+    ))
 }
 
 #[cfg(test)]

@@ -719,10 +719,12 @@ impl EdgeStorage {
         meta: Meta,
     ) -> Meta {
         let settings = self.settings.load();
-        if hints.kind == Kind::HlsPlaylist {
-            if let Ok(text) = std::str::from_utf8(body) {
-                let (host, path) = split_url(&info.url);
-                self.successors.learn(host, path, &video::parse_hls(text));
+        if let Ok(text) = std::str::from_utf8(body) {
+            let (host, path) = split_url(&info.url);
+            match hints.kind {
+                Kind::HlsPlaylist => self.successors.learn(host, path, &video::parse_hls(text)),
+                Kind::DashManifest => self.successors.learn_dash(host, path, text),
+                _ => {}
             }
         }
         if hints.ttl_source == TtlSource::Route {

@@ -51,6 +51,29 @@ pub struct PlaylistInfo {
     pub refresh: Option<Duration>,
     /// Segment URIs in order (HLS media playlists only), as written.
     pub segments: Vec<String>,
+    /// LL-HLS `EXT-X-PART-INF:PART-TARGET`.
+    pub part_target: Option<Duration>,
+    /// LL-HLS `EXT-X-PRELOAD-HINT` of type PART: the next part's URI, as written.
+    pub preload_hint: Option<String>,
+}
+
+/// The value of attribute `name` in an attribute list (`A=1,B="x,y"`).
+fn attribute<'a>(list: &'a str, name: &str) -> Option<&'a str> {
+    let mut rest = list;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let (v, tail) = quoted.split_once('"')?;
+            (v, tail.strip_prefix(',').unwrap_or(tail))
+        } else {
+            after.split_once(',').unwrap_or((after, ""))
+        };
+        if key.trim() == name {
+            return Some(value);
+        }
+        rest = next;
+    }
+    None
 }
 
 /// Reads an HLS media or master playlist.
@@ -61,8 +84,19 @@ pub fn parse_hls(body: &str) -> PlaylistInfo {
     let mut master = false;
     let mut segments = Vec::new();
     let mut next_is_segment = false;
+    let mut part_target = None;
+    let mut preload_hint = None;
     for line in body.lines().map(str::trim) {
-        if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+        if let Some(v) = line.strip_prefix("#EXT-X-PART-INF:") {
+            part_target = attribute(v, "PART-TARGET")
+                .and_then(|t| t.trim().parse::<f64>().ok())
+                .filter(|t| t.is_finite() && *t > 0.0)
+                .and_then(|t| Duration::try_from_secs_f64(t).ok());
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PRELOAD-HINT:") {
+            if attribute(v, "TYPE") == Some("PART") {
+                preload_hint = attribute(v, "URI").map(str::to_string);
+            }
+        } else if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
             target = v
                 .trim()
                 .parse::<f64>()
@@ -88,6 +122,8 @@ pub fn parse_hls(body: &str) -> PlaylistInfo {
         // `try_`: an absurd target duration (1e300) is no duration, not a panic.
         refresh: target.and_then(|t| Duration::try_from_secs_f64(t).ok()),
         segments,
+        part_target,
+        preload_hint,
     }
 }
 
@@ -104,6 +140,8 @@ pub fn parse_mpd(body: &str) -> PlaylistInfo {
         live: attr("type") == Some("dynamic"),
         refresh: attr("minimumUpdatePeriod").and_then(iso8601_duration),
         segments: Vec::new(),
+        part_target: None,
+        preload_hint: None,
     }
 }
 
@@ -163,6 +201,19 @@ pub fn resolve(playlist_path: &str, uri: &str) -> Option<String> {
 /// Bounded: the least recently used entries go first.
 pub struct Successors {
     next: moka::sync::Cache<String, Arc<Vec<String>>>,
+    /// LL-HLS playlists by `host` + path: part target and the hinted part
+    /// (resolved path, with its query).
+    low_latency: moka::sync::Cache<String, Arc<LowLatency>>,
+    /// DASH `$Number$` templates (resolved paths) by `host` + the directory
+    /// their segments are in: live MPDs whose list has no end.
+    numbered: moka::sync::Cache<String, Arc<Vec<String>>>,
+}
+
+/// What an LL-HLS playlist said last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LowLatency {
+    pub part_target: Option<Duration>,
+    pub preload_hint: Option<String>,
 }
 
 /// Segments remembered after each segment.
@@ -172,17 +223,67 @@ impl Successors {
     pub fn new(capacity: u64) -> Self {
         Self {
             next: moka::sync::Cache::new(capacity),
+            low_latency: moka::sync::Cache::new(capacity / 16 + 16),
+            numbered: moka::sync::Cache::new(capacity / 16 + 16),
         }
+    }
+
+    /// Learns from a DASH MPD at `host` + `path`: each Representation's
+    /// segments in order, and its `$Number$` template when the list is
+    /// open-ended (a live MPD).
+    pub fn learn_dash(&self, host: &str, path: &str, body: &str) {
+        let Ok(reps) = crate::manifest::dash_representations(body) else {
+            return;
+        };
+        for rep in reps {
+            self.learn_order(host, path, &rep.segments);
+            if let Some(template) = rep.number_template.and_then(|t| resolve(path, &t)) {
+                let dir = template.rsplit_once('/').map_or("", |(d, _)| d);
+                let key = format!("{host}{dir}/");
+                let mut list: Vec<String> = self
+                    .numbered
+                    .get(&key)
+                    .map(|l| l.as_ref().clone())
+                    .unwrap_or_default();
+                if !list.contains(&template) {
+                    list.push(template);
+                    // A directory holds a few Representations' templates at most.
+                    if list.len() > 32 {
+                        list.remove(0);
+                    }
+                    self.numbered.insert(key, Arc::new(list));
+                }
+            }
+        }
+    }
+
+    /// What the LL-HLS playlist at `host` + `path` said last, if it was one.
+    pub fn low_latency(&self, host: &str, path: &str) -> Option<Arc<LowLatency>> {
+        self.low_latency.get(&format!("{host}{path}"))
     }
 
     /// Learns from a media playlist at `host` + `path`. Keys are `host` +
     /// segment path (without query); values keep the query as written.
     pub fn learn(&self, host: &str, path: &str, info: &PlaylistInfo) {
-        let resolved: Vec<String> = info
-            .segments
-            .iter()
-            .filter_map(|u| resolve(path, u))
-            .collect();
+        self.learn_low_latency(host, path, info);
+        self.learn_order(host, path, &info.segments);
+    }
+
+    fn learn_low_latency(&self, host: &str, path: &str, info: &PlaylistInfo) {
+        if info.part_target.is_some() || info.preload_hint.is_some() {
+            let ll = LowLatency {
+                part_target: info.part_target,
+                preload_hint: info.preload_hint.as_deref().and_then(|u| resolve(path, u)),
+            };
+            self.low_latency
+                .insert(format!("{host}{path}"), Arc::new(ll));
+        }
+    }
+
+    /// Remembers, for each of `segments` (URIs relative to `path`), the
+    /// ones after it.
+    fn learn_order(&self, host: &str, path: &str, segments: &[String]) {
+        let resolved: Vec<String> = segments.iter().filter_map(|u| resolve(path, u)).collect();
         for (i, seg) in resolved.iter().enumerate() {
             let following: Vec<String> =
                 resolved[i + 1..].iter().take(REMEMBERED).cloned().collect();
@@ -196,9 +297,22 @@ impl Successors {
 
     /// Up to `k` segment paths (with their query) after `host` + `path`.
     pub fn after(&self, host: &str, path: &str, k: usize) -> Vec<String> {
-        self.next
-            .get(&format!("{host}{path}"))
-            .map(|v| v.iter().take(k).cloned().collect())
+        if let Some(v) = self.next.get(&format!("{host}{path}")) {
+            return v.iter().take(k).cloned().collect();
+        }
+        // A live DASH segment: the next numbers by its template.
+        let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+        let Some(templates) = self.numbered.get(&format!("{host}{dir}/")) else {
+            return Vec::new();
+        };
+        templates
+            .iter()
+            .find_map(|t| {
+                let (n, width) = crate::manifest::number_in(t, path)?;
+                (1..=k as u64)
+                    .map(|i| crate::manifest::numbered(t, n.checked_add(i)?, width))
+                    .collect::<Option<Vec<String>>>()
+            })
             .unwrap_or_default()
     }
 }
@@ -233,6 +347,70 @@ mod tests {
         let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nlow/index.m3u8\n";
         assert!(!parse_hls(master).live);
         assert!(parse_hls(master).segments.is_empty());
+    }
+
+    #[test]
+    fn ll_hls_part_target_and_preload_hint() {
+        let pl = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.5\n#EXT-X-PART-INF:PART-TARGET=0.5\n#EXT-X-MEDIA-SEQUENCE:5\n#EXTINF:2.0,\nseg_5.ts\n#EXT-X-PART:DURATION=0.5,URI=\"seg_6.0.ts\",INDEPENDENT=YES\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg_6.1.ts?x=1\"\n";
+        let i = parse_hls(pl);
+        assert_eq!(i.part_target, Some(Duration::from_millis(500)));
+        assert_eq!(i.preload_hint.as_deref(), Some("seg_6.1.ts?x=1"));
+        let s = Successors::new(100);
+        s.learn("h", "/ll/c/low/index.m3u8", &i);
+        let ll = s.low_latency("h", "/ll/c/low/index.m3u8").unwrap();
+        assert_eq!(ll.preload_hint.as_deref(), Some("/ll/c/low/seg_6.1.ts?x=1"));
+        assert!(s.low_latency("h", "/other.m3u8").is_none());
+        // A map hint is not a part; hostile attributes are not a panic.
+        let map =
+            "#EXT-X-PRELOAD-HINT:TYPE=MAP,URI=\"init.mp4\"\n#EXT-X-PART-INF:PART-TARGET=1e400\n";
+        let i = parse_hls(map);
+        assert_eq!((i.preload_hint, i.part_target), (None, None));
+        for junk in [
+            "#EXT-X-PRELOAD-HINT:URI=\"",
+            "#EXT-X-PRELOAD-HINT:=,=,\"",
+            "#EXT-X-PART-INF:PART-TARGET=-1",
+            "#EXT-X-PART-INF:",
+        ] {
+            let i = parse_hls(junk);
+            assert_eq!((i.preload_hint, i.part_target), (None, None), "{junk}");
+        }
+    }
+
+    #[test]
+    fn dash_segments_are_followed_by_list_and_by_number() {
+        let s = Successors::new(1000);
+        let vod = r#"<MPD type="static" mediaPresentationDuration="PT8S"><Period><AdaptationSet>
+            <SegmentTemplate media="$RepresentationID$/t_$Time$.m4s" initialization="$RepresentationID$/init.mp4" timescale="1000">
+              <SegmentTimeline><S t="0" d="2000" r="3"/></SegmentTimeline></SegmentTemplate>
+            <Representation id="v1" bandwidth="1"/><Representation id="v2" bandwidth="2"/>
+            </AdaptationSet></Period></MPD>"#;
+        s.learn_dash("h", "/vod/t/manifest.mpd", vod);
+        assert_eq!(
+            s.after("h", "/vod/t/v1/t_2000.m4s", 2),
+            ["/vod/t/v1/t_4000.m4s", "/vod/t/v1/t_6000.m4s"]
+        );
+        assert_eq!(s.after("h", "/vod/t/v2/init.mp4", 1), ["/vod/t/v2/t_0.m4s"]);
+        assert!(s.after("h", "/vod/t/v1/t_6000.m4s", 2).is_empty());
+        let live = r#"<MPD type="dynamic" availabilityStartTime="2026-01-01T00:00:00Z"><Period start="PT0S"><AdaptationSet>
+            <SegmentTemplate media="live_$RepresentationID$_$Number%05d$.m4s" startNumber="1" duration="2" timescale="1"/>
+            <Representation id="hd" bandwidth="5"/></AdaptationSet></Period></MPD>"#;
+        s.learn_dash("h", "/live/ch/manifest.mpd", live);
+        assert_eq!(
+            s.after("h", "/live/ch/live_hd_00041.m4s", 3),
+            [
+                "/live/ch/live_hd_00042.m4s",
+                "/live/ch/live_hd_00043.m4s",
+                "/live/ch/live_hd_00044.m4s"
+            ]
+        );
+        assert!(s.after("h", "/live/ch/live_sd_00041.m4s", 1).is_empty());
+        assert!(s.after("h", "/live/ch/live_hd_x.m4s", 1).is_empty());
+        assert!(s
+            .after("h", "/live/ch/live_hd_18446744073709551615.m4s", 1)
+            .is_empty());
+        // Not an MPD, or a hostile one: nothing learned, no panic.
+        s.learn_dash("h", "/x.mpd", "<MPD");
+        s.learn_dash("h", "/x.mpd", r#"<MPD type="dynamic"><Period><AdaptationSet><SegmentTemplate media="$Number%0999999999d$"/><Representation id="a"/></AdaptationSet></Period></MPD>"#);
     }
 
     #[test]

@@ -527,6 +527,7 @@ pub(crate) struct RawVideo {
     pub live_playlist_max_ttl: Option<S<Scalar>>,
     pub prefetch: Option<S<i64>>,
     pub prefetch_concurrency: Option<S<i64>>,
+    pub blocking_hold: Option<S<Scalar>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -73,6 +73,8 @@ impl VodTitle {
 pub struct LiveChannel {
     pub name: String,
     pub segment_duration: Duration,
+    /// Low-Latency HLS part length (served under `/ll/`); `None`: no parts.
+    pub part_duration: Option<Duration>,
     /// Segments listed in the playlist.
     pub window: u32,
     pub renditions: Vec<Rendition>,
@@ -131,6 +133,7 @@ impl Default for Catalog {
             live: vec![LiveChannel {
                 name: "news".into(),
                 segment_duration: Duration::from_secs(2),
+                part_duration: Some(Duration::from_millis(500)),
                 window: 6,
                 renditions,
             }],

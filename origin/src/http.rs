@@ -109,6 +109,17 @@ pub(crate) async fn handle(
         control(&state, &rest, req).await
     } else if path == "/echo" || path.starts_with("/echo/") {
         echo(&state, req).await
+    } else if path.starts_with("/ll/") {
+        let query = req.uri().query().unwrap_or("").to_string();
+        let _guard = InFlight::new(&state);
+        match crate::llhls::serve(&state, &path, &query).await {
+            Some(r) => r,
+            None => {
+                state.stats.request(Class::Other, &path);
+                state.stats.status(Class::Other, 404);
+                text(StatusCode::NOT_FOUND, "not found\n")
+            }
+        }
     } else {
         content(&state, req).await
     };

@@ -23,6 +23,7 @@ mod content;
 mod faults;
 mod h264;
 mod http;
+pub mod llhls;
 mod playlist;
 mod range;
 mod stats;

@@ -875,6 +875,7 @@ impl ProxyHttp for EdgeProxy {
                 SubTask::Prefetch { path_and_query, .. } => {
                     (Sub::Prefetch, Some(path_and_query.clone()))
                 }
+                SubTask::Fetch { path_and_query } => (Sub::Fetch, path_and_query.clone()),
             });
         if let Some((sub, path)) = task {
             // A subrequest starts as a copy of its parent's request: it
@@ -1067,6 +1068,31 @@ impl ProxyHttp for EdgeProxy {
                             }
                         }
                         _ => {}
+                    }
+                    // A blocking LL-HLS reload not answered from RAM: held
+                    // at most the hold, then the current playlist.
+                    if way == Way::Whole
+                        && ctx.cache.sub.is_none()
+                        && session.subrequest_spawner.is_some()
+                        && caching::blocking::is_blocking(session.req_header())
+                    {
+                        let hold = caching::blocking::hold(
+                            rt,
+                            &ctx.authority,
+                            session.req_header().uri.path(),
+                            rt.storage.settings().video.blocking_hold,
+                        );
+                        caching::blocking::serve(
+                            session,
+                            &mut ctx.cache,
+                            hold,
+                            Decor {
+                                ops: Some(&route.response_headers),
+                                rate_limit: ctx.rate_limit.as_ref(),
+                            },
+                        )
+                        .await?;
+                        return Ok(true);
                     }
                 }
                 let cached = matches!(ctx.cache.way, Some(Way::Whole | Way::Sliced));
@@ -1551,8 +1577,14 @@ impl ProxyHttp for EdgeProxy {
             self.forward_interim(session, upstream, ctx).await?;
             return Ok(());
         }
+        // RFC 9111 §4.2.3 counts the wait for a response into its age. A
+        // blocking LL-HLS reload waits because the origin holds it until
+        // the playlist changes: the answer is new when it comes, and
+        // counting the hold would make it stale on arrival.
         if let Some(sent) = ctx.upstream_sent {
-            ctx.cache.response_delay = sent.elapsed();
+            if !caching::blocking::is_blocking(session.req_header()) {
+                ctx.cache.response_delay = sent.elapsed();
+            }
         }
         ctx.cache.upstream_status = Some(status);
         if ctx.plan.tier.is_edge() {
@@ -1989,6 +2021,27 @@ impl ProxyHttp for EdgeProxy {
                 && (ctx.cache.tier == Some(edge_cache::Tier::Fill) || waited)
             {
                 m.coalesced.inc();
+            }
+        }
+        // An LL-HLS playlist went out whole (its preload hint is learned
+        // once its body is): the part it hints at is fetched ahead.
+        if status == 200
+            && ctx.cache.way == Some(Way::Whole)
+            && e.is_none()
+            && edge_cache::video::classify(session.req_header().uri.path(), None)
+                == edge_cache::video::Kind::HlsPlaylist
+            && ctx.prefetches(session.req_header())
+        {
+            if let (Some(rt), Some(route), Some(pool)) = (self.proxy.cache(), &ctx.route, &ctx.pool)
+            {
+                caching::prefetch::after_playlist(
+                    rt,
+                    session,
+                    &route.cache,
+                    pool,
+                    &ctx.authority,
+                    ctx.cache.scheme,
+                );
             }
         }
         let total = ctx.start.elapsed();

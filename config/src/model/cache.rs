@@ -80,6 +80,11 @@ pub struct VideoPolicy {
     pub prefetch: u32,
     /// Prefetches in flight at once, per node.
     pub prefetch_concurrency: u32,
+    /// How long a blocking LL-HLS playlist reload (`_HLS_msn`) is held
+    /// before the current playlist is sent instead; `None`: three part
+    /// targets of that playlist (3 s until one is seen).
+    #[serde(with = "duration_serde::option")]
+    pub blocking_hold: Option<Duration>,
 }
 
 impl Default for VideoPolicy {
@@ -90,6 +95,7 @@ impl Default for VideoPolicy {
             live_playlist_max_ttl: Duration::from_secs(2),
             prefetch: 2,
             prefetch_concurrency: 4,
+            blocking_hold: None,
         }
     }
 }

@@ -177,6 +177,7 @@ fn video_policy(ck: &mut Checker<'_>, p: &str, raw: RawVideo) -> VideoPolicy {
         live_playlist_max_ttl,
         prefetch,
         prefetch_concurrency,
+        blocking_hold,
     } = raw;
     VideoPolicy {
         vod_playlist_ttl: ck.duration(&vod_playlist_ttl, p, "vod_playlist_ttl", d.vod_playlist_ttl),
@@ -196,6 +197,8 @@ fn video_policy(ck: &mut Checker<'_>, p: &str, raw: RawVideo) -> VideoPolicy {
             1024,
             d.prefetch_concurrency as i64,
         ) as u32,
+        blocking_hold: blocking_hold
+            .and_then(|h| ck.duration_value(&h, &format!("{p}.blocking_hold"))),
     }
 }
 

@@ -15,6 +15,7 @@
 //!          a subrequest through the whole-object way under its own key
 //! ```
 
+pub(crate) mod blocking;
 pub(crate) mod directives;
 pub mod fast;
 pub(crate) mod fields;
@@ -144,6 +145,9 @@ pub enum SubTask {
         path_and_query: String,
         _slot: prefetch::Slot,
     },
+    /// A whole object its parent serves: the parent's request, or this
+    /// path and query (a blocking playlist reload and its fallback).
+    Fetch { path_and_query: Option<String> },
 }
 
 /// The plain facts of a [`SubTask`] the request keeps.
@@ -151,6 +155,7 @@ pub enum SubTask {
 pub enum Sub {
     Slice { index: u64, size: u64 },
     Prefetch,
+    Fetch,
 }
 
 /// How a request uses the cache.

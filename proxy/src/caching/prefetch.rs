@@ -53,13 +53,58 @@ pub(crate) fn after_segment(
     if k == 0 {
         return;
     }
+    let next = rt
+        .storage
+        .successors()
+        .after(authority, session.req_header().uri.path(), k);
+    spawn(rt, session, route, pool, authority, scheme, next);
+}
+
+/// After an LL-HLS playlist was served: fetches the part it hints at
+/// (`EXT-X-PRELOAD-HINT`), which the origin holds until it is produced, so
+/// the clients that ask for it next join a fetch already under way.
+pub(crate) fn after_playlist(
+    rt: &CacheRuntime,
+    session: &Session,
+    route: &RouteCache,
+    pool: &Pool,
+    authority: &str,
+    scheme: &str,
+) {
+    let settings = rt.storage.settings();
+    if route.prefetch.unwrap_or(settings.video.prefetch) == 0 {
+        return;
+    }
+    let path = session.req_header().uri.path();
+    let Some(hint) = rt
+        .storage
+        .successors()
+        .low_latency(authority, path)
+        .and_then(|ll| ll.preload_hint.clone())
+    else {
+        return;
+    };
+    spawn(rt, session, route, pool, authority, scheme, vec![hint]);
+}
+
+/// Prefetches each of `paths` (with their query) not cached, not fetched
+/// ahead already, while the pool copes and the node has slots.
+fn spawn(
+    rt: &CacheRuntime,
+    session: &Session,
+    route: &RouteCache,
+    pool: &Pool,
+    authority: &str,
+    scheme: &str,
+    paths: Vec<String>,
+) {
     let Some(spawner) = session.subrequest_spawner.as_ref() else {
         return;
     };
+    let settings = rt.storage.settings();
     let req = session.req_header();
-    let next = rt.storage.successors().after(authority, req.uri.path(), k);
     let metrics = rt.storage.metrics();
-    for path_and_query in next {
+    for path_and_query in paths {
         let (path, query) = match path_and_query.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (path_and_query.as_str(), None),

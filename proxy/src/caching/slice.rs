@@ -27,8 +27,9 @@ use super::{content_range, single_range, strip_cache_headers, CacheCtx, CacheRun
 use crate::decorate::Decor;
 use crate::route::CompiledRoute;
 
-/// One slice being fetched by a subrequest.
-struct Fetch {
+/// One slice (or, for [`super::blocking`], one whole object) being
+/// fetched by a subrequest.
+pub(super) struct Fetch {
     index: u64,
     handle: Option<SubrequestHandle>,
     header: Option<Box<ResponseHeader>>,
@@ -41,13 +42,16 @@ fn failed(what: impl Into<String>) -> Box<Error> {
 
 impl Fetch {
     fn start(session: &Session, index: u64, size: u64) -> Result<Fetch> {
+        Self::spawn(session, SubTask::Slice { index, size }, index)
+    }
+
+    /// Starts a subrequest for `task`; `index` names it in errors.
+    pub(super) fn spawn(session: &Session, task: SubTask, index: u64) -> Result<Fetch> {
         let spawner = session
             .subrequest_spawner
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no subrequest spawner"))?;
-        let ctx = SubrequestCtx::builder()
-            .user_ctx(Box::new(SubTask::Slice { index, size }))
-            .build();
+        let ctx = SubrequestCtx::builder().user_ctx(Box::new(task)).build();
         let (prepared, handle) = spawner.create_subrequest(session.as_ref(), ctx);
         tokio::spawn(prepared.run());
         Ok(Fetch {
@@ -78,7 +82,7 @@ impl Fetch {
         }
     }
 
-    async fn header(&mut self) -> Result<&ResponseHeader> {
+    pub(super) async fn header(&mut self) -> Result<&ResponseHeader> {
         while self.header.is_none() {
             match self.recv().await? {
                 Some(HttpTask::Header(h, end)) if !h.status.is_informational() => {
@@ -95,7 +99,7 @@ impl Fetch {
     }
 
     /// The next piece of body; `None` at its end.
-    async fn chunk(&mut self) -> Result<Option<Bytes>> {
+    pub(super) async fn chunk(&mut self) -> Result<Option<Bytes>> {
         while !self.done {
             match self.recv().await? {
                 Some(HttpTask::Body(data, end)) | Some(HttpTask::UpgradedBody(data, end)) => {
@@ -112,7 +116,7 @@ impl Fetch {
     }
 
     /// The cache status the slice's own response reported.
-    fn status(&self) -> (Status, Option<Tier>) {
+    pub(super) fn status(&self) -> (Status, Option<Tier>) {
         let v = self
             .header
             .as_ref()
