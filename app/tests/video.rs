@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edge_proxy::video::auth::UrlSigner;
-use edge_testkit::{eventually, metric_sum, Client, EdgeNode, Reply, Scripted};
+use edge_testkit::{eventually, h2c, metric_sum, Client, EdgeNode, Reply, Scripted};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge");
 const K1: &str = "first-secret-of-more-than-16-bytes";
@@ -589,4 +589,134 @@ async fn cmcd_is_logged_counted_and_kept_out_of_keys_and_upstream() {
     assert_eq!(v["cmcd_mtp"], 25400);
     assert_eq!(v["cmcd_ot"], "v");
     assert_eq!(v["path"], "/vod/seg1.m4s");
+}
+
+/// A signed route whose large objects are cached in slices, on a listener
+/// that also speaks h2c.
+fn sliced_config(o: &Scripted) -> String {
+    format!(
+        r#"
+[server]
+shutdown_delay = "0s"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+h2c = true
+
+[cache]
+ram_size = "16 MiB"
+slice_size = "1 MiB"
+slice_threshold = "1 MiB"
+
+[[pool]]
+name = "origin"
+backends = [{{ address = "{o}" }}]
+
+[[route]]
+name = "paid"
+pool = "origin"
+[route.match]
+path_prefix = "/paid/"
+[route.cache]
+enabled = true
+[route.auth]
+kind = "hmac"
+secret_env = "EDGE_TEST_K1"
+"#,
+        o = o.addr()
+    )
+}
+
+/// Slices are subrequests: they start from the request as edge left it
+/// (token, its cookies and `CMCD` out, path normalized), not from the
+/// bytes an HTTP/1 client sent, and an HTTP/2 request gets them at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn slices_of_a_signed_object_never_carry_the_token() {
+    let o = Scripted::start().await;
+    let big = "0123456789".repeat(300_000);
+    let cached = [("cache-control", "max-age=600")];
+    o.set("/paid/big.bin", Reply::ok(&big, &cached).with_ranges());
+    o.set("/paid/h2.bin", Reply::ok(&big, &cached).with_ranges());
+    let node = EdgeNode::start_with(BIN, &sliced_config(&o), &[], &ENV);
+    node.wait_ready(Duration::from_secs(20));
+    let c = Client::new();
+    let url = |p: &str| node.url("web", p);
+    let s = signer(&[("0", "EDGE_TEST_K1")]);
+    let signed = |p: &str, exp: u64| {
+        let t = s.sign(p, exp, None, None).unwrap();
+        url(&format!("{p}?CMCD=bl%3D100&{}", s.query(exp, &t)))
+    };
+    let exp = now() + 600;
+
+    // HTTP/1 with a range: the slices it needs, fetched without the token.
+    let r = c
+        .get_with(
+            &signed("/paid/big.bin", exp).replace("/paid/big", "/paid/./big"),
+            &[("range", "bytes=1500000-2500000")],
+        )
+        .await;
+    assert_eq!(r.status, 206, "{}", r.text());
+    assert_eq!(r.body.len(), 1_000_001);
+    assert_eq!(&r.body[..], &big.as_bytes()[1_500_000..=2_500_000]);
+    // Another token (a later expiry), by cookie: the same slices, a hit.
+    let exp2 = exp + 60;
+    let t2 = s.sign("/paid/big.bin", exp2, None, None).unwrap();
+    let r = c
+        .get_with(
+            &url("/paid/big.bin"),
+            &[
+                ("range", "bytes=1500000-2500000"),
+                ("cookie", &format!("exp={exp2}; token={t2}; pref=1")),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 206);
+    assert!(
+        r.header("x-cache").unwrap_or("").starts_with("HIT"),
+        "{:?}",
+        r.headers
+    );
+
+    // HTTP/2: the whole object and a range, from slices.
+    let r = h2c(
+        node.addr("web"),
+        http::Method::GET,
+        &signed("/paid/h2.bin", exp),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.status, r.body.len()), (200, big.len()));
+    let r = h2c(
+        node.addr("web"),
+        http::Method::GET,
+        &signed("/paid/h2.bin", exp2),
+        &[("range", "bytes=2000000-2000009")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.status, r.text()),
+        (206, big[2_000_000..2_000_010].to_string())
+    );
+
+    let all = o.all();
+    assert!(!all.is_empty());
+    for (target, rec) in &all {
+        let head = rec.head_text().to_ascii_lowercase();
+        assert!(
+            target == "/paid/big.bin" || target == "/paid/h2.bin",
+            "the origin got {target}"
+        );
+        assert!(!head.contains("token"), "{head}");
+        assert!(!head.contains("cmcd"), "{head}");
+    }
+    // Slices are shared whatever the token: at most three per object.
+    assert_eq!(o.count("/paid/big.bin"), 2);
+    assert!(o.count("/paid/h2.bin") <= 3);
 }

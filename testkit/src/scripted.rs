@@ -158,6 +158,11 @@ impl Scripted {
     pub fn count(&self, path: &str) -> usize {
         self.requests(path).len()
     }
+
+    /// Every request received so far, with its target, in order.
+    pub fn all(&self) -> Vec<(String, Recorded)> {
+        self.script.lock().expect("script lock").requests.clone()
+    }
 }
 
 fn byte_range(req: &Recorded, len: usize) -> Option<(usize, usize)> {

@@ -148,12 +148,28 @@ impl SubrequestHandle {
     }
 }
 
+/// EDGE PATCH: the head a subrequest starts from is the parent's request
+/// as it is now, after the request filters edited it, written as HTTP/1.1
+/// in origin form. 0.9.1 used `to_h1_raw()`: for an HTTP/1 parent, the
+/// bytes the client sent (before any edit: the path before normalization,
+/// the query parameters and cookies taken out); for an HTTP/2 parent, a
+/// request line with `HTTP/2`, which the HTTP/1 parser refuses (every
+/// subrequest of an HTTP/2 request failed with 400).
+fn subrequest_head(session: &GenericHttpSession) -> Bytes {
+    let mut req = session.req_header().clone();
+    req.set_version(http::Version::HTTP_11);
+    match crate::protocols::http::v1::client::http_req_header_to_wire(&req) {
+        Some(head) => head.freeze(),
+        None => session.to_h1_raw(),
+    }
+}
+
 impl HttpSession {
     /// Create a new http server session for a subrequest.
     /// The created session needs to call [`Self::read_request()`] first before performing
     /// any other operations.
     pub fn new_from_session(session: &GenericHttpSession) -> (Self, SubrequestHandle) {
-        let v1_inner = SessionV1::new(Box::new(DummyIO::new(&session.to_h1_raw())));
+        let v1_inner = SessionV1::new(Box::new(DummyIO::new(&subrequest_head(session))));
         let digest = session.digest().cloned();
         // allow buffering a small number of tasks, otherwise exert backpressure
         const CHANNEL_BUFFER_SIZE: usize = 4;
