@@ -17,9 +17,10 @@ use http::HeaderMap;
 
 /// An HLS delivery directive (`_HLS_msn`, `_HLS_part`, `_HLS_skip`; RFC
 /// 8216bis §6.2.5): it selects what a playlist holds, so it is always part
-/// of the key, whatever the route ignores.
+/// of the key, whatever the route ignores. Only these three: any other
+/// `_HLS_` name would be a cache buster on a route that ignores queries.
 pub fn is_hls_directive(name: &str) -> bool {
-    name.starts_with("_HLS_")
+    matches!(name, "_HLS_msn" | "_HLS_part" | "_HLS_skip")
 }
 
 /// Sorts query parameters by name and drops ignored ones, so `?b=2&a=1`
@@ -214,6 +215,16 @@ mod tests {
         assert_eq!(
             normalize_query(Some("_HLS_part=1&_HLS_msn=9"), &all),
             normalize_query(Some("_HLS_msn=9&_HLS_part=1"), &all)
+        );
+        // Other `_HLS_` names are ordinary parameters: no cache busting
+        // where the route ignores queries.
+        assert_eq!(
+            normalize_query(Some("_HLS_foo=1&_HLS_=2&_hls_msn=3"), &all),
+            None
+        );
+        assert_eq!(
+            normalize_query(Some("_HLS_foo=1&_HLS_skip=v2"), &all).as_deref(),
+            Some("_HLS_skip=v2")
         );
     }
 
