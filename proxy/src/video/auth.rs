@@ -257,6 +257,11 @@ impl UrlSigner {
             }
             _ => {}
         }
+        if escapes_prefix(&bytes[covered..]) {
+            return Err(out(
+                "the rest leaves by an encoded slash or a '..;' segment",
+            ));
+        }
         let client = if self.config.bind_client_ip {
             Some(client.ok_or(Denied::BadSignature)?)
         } else {
@@ -271,6 +276,22 @@ impl UrlSigner {
         }
         Ok(())
     }
+}
+
+/// Whether the part of a (normalized) path a prefix token does not cover
+/// could climb out of the prefix at an origin that reads paths its own
+/// way: an encoded `/` or `\` (kept by `escaped_slashes = "keep"`; an
+/// origin that decodes them before removing dot segments serves
+/// `/p/..%2Fother` as `/other`), or a `.`/`..` segment with parameters
+/// (`..;x`, which Tomcat and Jetty take for `..`).
+fn escapes_prefix(rest: &[u8]) -> bool {
+    rest.windows(3).any(|w| {
+        w[0] == b'%' && (w[1..].eq_ignore_ascii_case(b"2F") || w[1..].eq_ignore_ascii_case(b"5C"))
+    }) || rest.split(|&b| b == b'/').any(|seg| {
+        let mut parts = seg.split(|&b| b == b';');
+        let name = parts.next().unwrap_or(seg);
+        parts.next().is_some() && (name == b"." || name == b"..")
+    })
 }
 
 /// An IPv4-mapped IPv6 address as IPv4: one client, one signature.
@@ -353,6 +374,31 @@ mod tests {
         }
         assert!(s.covered("/vod/t1/a", Some("/other/")).is_err());
         assert!(s.covered("/vod/t1/a", Some("")).is_err());
+    }
+
+    #[test]
+    fn a_prefix_token_does_not_reach_past_its_prefix_by_the_origin_s_reading() {
+        for scope in [AuthScope::PathPrefix, AuthScope::ManifestDir] {
+            let s = signer(scope, false, &["k1"]);
+            let t = s.sign("/vod/t1/", 50, None, None).unwrap();
+            assert!(ok(&s, "/vod/t1/a%2Fb.ts", &t, 50, None, 1).is_err());
+            for p in [
+                "/vod/t1/..%2Ft2/x.m3u8",
+                "/vod/t1/..%2ft2/x.m3u8",
+                "/vod/t1/..%5Ct2/x.m3u8",
+                "/vod/t1/..;/t2/x.m3u8",
+                "/vod/t1/a/..;x=1/b",
+                "/vod/t1/.;/x",
+            ] {
+                assert!(
+                    matches!(ok(&s, p, &t, 50, None, 1), Err(Denied::OutOfScope { .. })),
+                    "{scope:?} {p}"
+                );
+            }
+            for p in ["/vod/t1/a;v=1/seg.ts", "/vod/t1/..a/x", "/vod/t1/a%20b.ts"] {
+                assert_eq!(ok(&s, p, &t, 50, None, 1), Ok(()), "{scope:?} {p}");
+            }
+        }
     }
 
     #[test]
