@@ -91,6 +91,12 @@ fn sign_with(signing: &Signing, r: &Request<'_>) -> anyhow::Result<Signed> {
         .ok_or_else(|| anyhow!("{:?} has no host", r.url))?
         .to_string();
     let ttl = edge_config::units::parse_duration(r.ttl).map_err(|e| anyhow!("--ttl: {e}"))?;
+    if ttl.as_secs() == 0 {
+        bail!(
+            "--ttl {:?}: a URL valid for less than a second is expired when it is used",
+            r.ttl
+        );
+    }
     let table = &signing.table;
     let listeners = signing
         .listeners

@@ -172,6 +172,19 @@ async fn a_reload_held_past_the_limit_gets_the_current_playlist() {
     // Asked further ahead than the spec allows: the origin's 400 is passed on.
     let far = format!("{PLAYLIST}?_HLS_msn={}", n + 9);
     assert_eq!(c.get(&node.url("web", &far)).await.status, 400);
+    // Malformed directives are the edge's to refuse: never fetched or held.
+    for bad in [
+        "_HLS_msn=abc",
+        "_HLS_part=1",
+        "_HLS_msn=1&_HLS_msn=2",
+        "_HLS_msn=-5",
+        "_HLS_skip=ALL",
+    ] {
+        let target = format!("{PLAYLIST}?{bad}");
+        let r = c.get(&node.url("web", &target)).await;
+        assert_eq!(r.status, 400, "{bad}");
+        assert_eq!(o.stats().by_path.get(&target), None, "{bad}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,9 +8,19 @@ use crate::model::{AuthScope, Cmcd, GeoRule, RouteGeo, SigningKey, UrlAuth};
 use crate::raw::{RawCmcd, RawRouteGeo, RawUrlAuth};
 use crate::source::join_key;
 
-/// A query parameter or cookie name: a URL-safe token.
+/// A query parameter or cookie name: a URL-safe token, not one that
+/// means something else to edge (`CMCD`, the HLS delivery directives).
 fn param_name(ck: &mut Checker<'_>, v: &Spanned<String>, path: &str) -> Option<String> {
     let s = v.get_ref();
+    if s == "CMCD" || s.starts_with("_HLS_") {
+        ck.error(
+            v.span(),
+            path,
+            format!("{s:?} is a name players use for something else (CTA-5004, HLS delivery directives)"),
+            Some("another name, such as \"token\""),
+        );
+        return None;
+    }
     let ok = !s.is_empty()
         && s.len() <= 64
         && s.bytes()
@@ -215,6 +225,15 @@ pub(super) fn route_geo(
         out
     };
     let rule = match (allow, deny) {
+        (Some(a), None) if a.is_empty() => {
+            ck.error(
+                span,
+                format!("{p}.allow"),
+                "an empty allow list refuses every client",
+                Some("the countries served, such as [\"DE\"]; or no `geo` at all"),
+            );
+            return None;
+        }
         (Some(a), None) => GeoRule::Allow(countries(ck, "allow", a)),
         (None, Some(d)) => GeoRule::Deny(countries(ck, "deny", d)),
         (Some(_), Some(_)) => {

@@ -35,6 +35,42 @@ pub(crate) fn is_blocking(req: &RequestHeader) -> bool {
             .is_some_and(|q| q.split('&').any(|p| p.starts_with("_HLS_msn=")))
 }
 
+/// Whether a playlist request's delivery directives are well formed (RFC
+/// 8216bis §6.2.5): `_HLS_msn` and `_HLS_part` decimal integers given at
+/// most once, `_HLS_part` only with `_HLS_msn`, `_HLS_skip` `YES` or `v2`.
+/// A server answers a malformed one with 400; each distinct value would
+/// otherwise be an object of its own, fetched and held.
+pub(crate) fn check_directives(req: &RequestHeader) -> Result<(), &'static str> {
+    let path = req.uri.path();
+    if !(path.ends_with(".m3u8") || path.ends_with(".m3u")) {
+        return Ok(());
+    }
+    let Some(query) = req.uri.query() else {
+        return Ok(());
+    };
+    let (mut msn, mut part, mut skip) = (0, 0, 0);
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = !v.is_empty() && v.len() <= 19 && v.bytes().all(|b| b.is_ascii_digit());
+        match k {
+            "_HLS_msn" if !number => return Err("_HLS_msn is not a decimal integer"),
+            "_HLS_part" if !number => return Err("_HLS_part is not a decimal integer"),
+            "_HLS_skip" if v != "YES" && v != "v2" => return Err("_HLS_skip is not YES or v2"),
+            "_HLS_msn" => msn += 1,
+            "_HLS_part" => part += 1,
+            "_HLS_skip" => skip += 1,
+            _ => {}
+        }
+    }
+    if msn > 1 || part > 1 || skip > 1 {
+        return Err("a delivery directive is given twice");
+    }
+    if part == 1 && msn == 0 {
+        return Err("_HLS_part without _HLS_msn");
+    }
+    Ok(())
+}
+
 /// How long a client of the playlist at `authority` + `path` is held.
 pub(crate) fn hold(
     rt: &CacheRuntime,
@@ -138,6 +174,32 @@ mod tests {
         assert!(!is_blocking(&req("/ll/c/index.m3u8?_HLS_skip=YES")));
         assert!(!is_blocking(&req("/ll/c/seg_5.ts?_HLS_msn=5")));
         assert!(!is_blocking(&req("/ll/c/index.m3u8?x_HLS_msn=5")));
+    }
+
+    #[test]
+    fn malformed_directives_are_refused() {
+        for ok in [
+            "/p.m3u8",
+            "/p.m3u8?_HLS_msn=5",
+            "/p.m3u8?_HLS_msn=5&_HLS_part=0&_HLS_skip=YES",
+            "/p.m3u8?_HLS_skip=v2&t=1",
+            "/seg.ts?_HLS_msn=x",
+        ] {
+            assert_eq!(check_directives(&req(ok)), Ok(()), "{ok}");
+        }
+        for bad in [
+            "/p.m3u8?_HLS_msn=",
+            "/p.m3u8?_HLS_msn=-1",
+            "/p.m3u8?_HLS_msn=1e3",
+            "/p.m3u8?_HLS_msn=99999999999999999999",
+            "/p.m3u8?_HLS_msn=5&_HLS_msn=6",
+            "/p.m3u8?_HLS_part=1",
+            "/p.m3u8?_HLS_msn=5&_HLS_part=x",
+            "/p.m3u8?_HLS_skip=NO",
+            "/p.m3u8?_HLS_skip",
+        ] {
+            assert!(check_directives(&req(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -157,6 +157,9 @@ pub fn check(
         cmcd: None,
         cmcd_query: None,
     };
+    if let Err(why) = crate::caching::blocking::check_directives(req) {
+        return refuse(400, format!("{why}\n"), format!("ll-hls: {why}"));
+    }
     if let Some(geo) = route.config.geo.as_ref().filter(|_| !from_peer) {
         let country = client.and_then(|ip| state.countries.as_ref().and_then(|f| f(ip)));
         if !super::geo::admits(geo, country) {
