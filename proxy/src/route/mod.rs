@@ -13,6 +13,83 @@ use crate::error::BuildError;
 use crate::metrics::{ProxyMetrics, RouteMetrics};
 pub use matcher::{Matcher, RequestView};
 
+/// One step of a route's request phase (`service/request.rs` runs them
+/// in order; one that answers ends the request phase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestStep {
+    /// Body limit, a site peer's request recognized, the route's rate
+    /// limits (`service/limits.rs`).
+    Limits,
+    /// CMCD, LL-HLS directives, country rule, signed URL (`service/gate.rs`).
+    Gate,
+    /// The route's pool and total deadline.
+    Pool,
+    /// The cache's own answers: slices, RAM hits, blocking LL-HLS reloads
+    /// (`service/cache.rs`). Only on routes that cache.
+    Cache,
+    /// The upstream plan's first tier: the shield for cached objects
+    /// (`plan.rs`).
+    Plan,
+    /// A direct response or a redirect (`service/answer.rs`).
+    Answer,
+}
+
+/// One step of a route's upstream request phase toward its own pool (not
+/// toward a peer or shield, which apply them themselves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamStep {
+    /// `strip_prefix` / `rewrite_path`.
+    Rewrite,
+    /// `request_headers` edits.
+    HeaderEdits,
+    /// `cache.accept_encoding`: the origin is asked what the `Vary` key says.
+    AcceptEncoding,
+}
+
+/// One step of a route's response phase, beyond what every response gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseStep {
+    /// An unsafe method's success invalidates what is stored (RFC 9111 §4.4).
+    Invalidate,
+    /// Segments after the one served are fetched ahead.
+    Prefetch,
+}
+
+/// The steps of each phase `route` needs, in the order they run: what a
+/// route does not use is not in its chain.
+fn chains(route: &Route) -> (Vec<RequestStep>, Vec<UpstreamStep>, Vec<ResponseStep>) {
+    let caches = route.cache.enabled;
+    let mut request = vec![RequestStep::Limits, RequestStep::Gate];
+    match route.action {
+        RouteAction::Proxy { .. } => {
+            request.push(RequestStep::Pool);
+            if caches {
+                request.push(RequestStep::Cache);
+            }
+            request.push(RequestStep::Plan);
+        }
+        RouteAction::Respond { .. } | RouteAction::Redirect { .. } => {
+            request.push(RequestStep::Answer)
+        }
+    }
+    let mut upstream = Vec::new();
+    if route.path_rewrite.is_some() {
+        upstream.push(UpstreamStep::Rewrite);
+    }
+    if !route.request_headers.is_empty() {
+        upstream.push(UpstreamStep::HeaderEdits);
+    }
+    if caches && !route.cache.accept_encoding.is_empty() {
+        upstream.push(UpstreamStep::AcceptEncoding);
+    }
+    let response = if caches {
+        vec![ResponseStep::Invalidate, ResponseStep::Prefetch]
+    } else {
+        Vec::new()
+    };
+    (request, upstream, response)
+}
+
 /// One route, ready to match.
 pub struct CompiledRoute {
     pub name: String,
@@ -26,6 +103,10 @@ pub struct CompiledRoute {
     pub metrics: RouteMetrics,
     /// `auth`, with its secrets read.
     pub auth: Option<crate::video::auth::UrlSigner>,
+    /// Each phase's steps for this route, in order.
+    pub request_steps: Vec<RequestStep>,
+    pub upstream_steps: Vec<UpstreamStep>,
+    pub response_steps: Vec<ResponseStep>,
 }
 
 /// What a matched route does.
@@ -131,7 +212,11 @@ impl RouteTable {
                     route: route.name.clone(),
                     why,
                 })?;
+            let (request_steps, upstream_steps, response_steps) = chains(route);
             out.push(Arc::new(CompiledRoute {
+                request_steps,
+                upstream_steps,
+                response_steps,
                 auth,
                 name: route.name.clone(),
                 matcher,
@@ -193,5 +278,61 @@ mod tests {
         assert_eq!(rewrite_path(&strip, "/apiv2"), "/v2");
         assert_eq!(rewrite_path(&strip, "/other"), "/other");
         assert_eq!(rewrite_path(&PathRewrite::Replace("/x".into()), "/y"), "/x");
+    }
+
+    #[test]
+    fn each_route_gets_only_the_steps_its_config_needs() {
+        let text = r#"
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+[[pool]]
+name = "p"
+backends = [{ address = "127.0.0.1:1" }]
+[[route]]
+name = "cached"
+pool = "p"
+strip_prefix = "/v"
+request_headers = { set = { "x-a" = "1" } }
+[route.match]
+path_prefix = "/v/"
+[route.cache]
+enabled = true
+accept_encoding = ["gzip"]
+[[route]]
+name = "plain"
+pool = "p"
+[route.match]
+path_prefix = "/api/"
+[[route]]
+name = "static"
+respond = { status = 200, body = "ok" }
+[route.match]
+path_prefix = "/s/"
+[[route]]
+name = "moved"
+redirect = { scheme = "https" }
+"#;
+        let config = edge_config::parse_str(text, "t.toml", std::path::Path::new(".")).unwrap();
+        let chains: Vec<_> = config.routes.iter().map(chains).collect();
+        use RequestStep::*;
+        assert_eq!(chains[0].0, [Limits, Gate, Pool, Cache, Plan]);
+        assert_eq!(
+            chains[0].1,
+            [
+                UpstreamStep::Rewrite,
+                UpstreamStep::HeaderEdits,
+                UpstreamStep::AcceptEncoding
+            ]
+        );
+        assert_eq!(
+            chains[0].2,
+            [ResponseStep::Invalidate, ResponseStep::Prefetch]
+        );
+        assert_eq!(chains[1].0, [Limits, Gate, Pool, Plan]);
+        assert!(chains[1].1.is_empty() && chains[1].2.is_empty());
+        assert_eq!(chains[2].0, [Limits, Gate, Answer]);
+        assert_eq!(chains[3].0, [Limits, Gate, Answer]);
     }
 }

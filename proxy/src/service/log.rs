@@ -1,0 +1,123 @@
+//! The end of every request: counters, histograms, the access log line,
+//! an LL-HLS playlist's preload hint fetched ahead, slots given back.
+
+use super::*;
+
+impl EdgeProxy {
+    pub(super) async fn log_request(
+        &self,
+        session: &mut Session,
+        e: Option<&Error>,
+        ctx: &mut RequestCtx,
+    ) {
+        if let Some(e) = e {
+            match e.esource() {
+                // Upstream errors were counted by `errlog` as they happened.
+                ErrorSource::Upstream => {}
+                ErrorSource::Downstream => {
+                    tracing::debug!(listener = %self.listener, error = %e, "client error")
+                }
+                ErrorSource::Internal | ErrorSource::Unset => {
+                    tracing::error!(listener = %self.listener, error = %e, "request failed inside edge")
+                }
+            }
+        }
+        if let Some(conn) = &ctx.conn {
+            if let Some(resp) = session.response_written() {
+                conn.answered(ctx.conn_index, resp.status.as_u16());
+            } else {
+                conn.answered(ctx.conn_index, 0);
+            }
+            conn.end();
+        }
+        if ctx.cache.sub.is_some() {
+            // Edge's own subrequests: their parent is what clients see.
+            ctx.release();
+            return;
+        }
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let bytes = session.body_bytes_sent() as u64;
+        if let (Some(rt), Some(cache_status)) = (self.proxy.cache(), ctx.cache.status) {
+            let m = rt.storage.metrics();
+            m.request(cache_status, caching::tier_index(ctx.cache.tier));
+            if !ctx.cache.counted {
+                if caching::from_cache(cache_status) {
+                    m.bytes_from_cache.inc_by(bytes);
+                } else {
+                    m.bytes_from_origin.inc_by(bytes);
+                }
+            }
+            let waited = session.cache.lock_duration().is_some();
+            if cache_status == edge_cache::Status::Hit
+                && (ctx.cache.tier == Some(edge_cache::Tier::Fill) || waited)
+            {
+                m.coalesced.inc();
+            }
+        }
+        // An LL-HLS playlist went out whole (its preload hint is learned
+        // once its body is): the part it hints at is fetched ahead.
+        if status == 200
+            && ctx.cache.way == Some(Way::Whole)
+            && e.is_none()
+            && edge_cache::video::classify(session.req_header().uri.path(), None)
+                == edge_cache::video::Kind::HlsPlaylist
+            && ctx.prefetches(session.req_header())
+        {
+            if let (Some(rt), Some(route), Some(pool)) = (self.proxy.cache(), &ctx.route, &ctx.pool)
+            {
+                caching::prefetch::after_playlist(
+                    rt,
+                    session,
+                    &route.cache,
+                    pool,
+                    &ctx.authority,
+                    ctx.cache.scheme,
+                );
+            }
+        }
+        let total = ctx.start.elapsed();
+        let route_name = ctx.route.as_ref().map_or("-", |r| r.name.as_str());
+        let metrics = ctx
+            .route
+            .as_ref()
+            .map_or(&self.proxy.unmatched, |r| &r.metrics);
+        metrics.by_class[class_index(status)].inc();
+        metrics.seconds.observe(total.as_secs_f64());
+        metrics.bytes.inc_by(bytes);
+        if self.proxy.access_log() {
+            let req = session.req_header();
+            // A refused request is logged as it came, not as its stand-in.
+            let (method, path) = match &ctx.refused_line {
+                Some(line) => ("-", line.as_str()),
+                None => (req.method.as_str(), req.uri.path()),
+            };
+            tracing::info!(
+                target: "access",
+                listener = %self.listener,
+                client = %client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+                method = %method,
+                path = %path,
+                status,
+                bytes,
+                route = route_name,
+                pool = ctx.pool.as_ref().map_or("-", |p| p.name.as_str()),
+                backend = ctx.backend_label(),
+                retries = ctx.retries,
+                cache = ctx.cache.status.map_or("-", |s| s.as_header()),
+                upstream_ms = ctx.upstream_seconds.map_or(-1.0, |s| (s * 1e6).round() / 1e3),
+                total_ms = (total.as_secs_f64() * 1e6).round() / 1e3,
+                error = e.map(|e| e.to_string()).unwrap_or_default(),
+                denied = ctx.denied.as_deref(),
+                cmcd_sid = ctx.cmcd.as_ref().and_then(|c| c.sid.as_deref()),
+                cmcd_cid = ctx.cmcd.as_ref().and_then(|c| c.cid.as_deref()),
+                cmcd_ot = ctx.cmcd.as_ref().and_then(|c| c.ot.as_deref()),
+                cmcd_br = ctx.cmcd.as_ref().and_then(|c| c.br),
+                cmcd_bl = ctx.cmcd.as_ref().and_then(|c| c.bl),
+                cmcd_bs = ctx.cmcd.as_ref().and_then(|c| c.bs.then_some(true)),
+                cmcd_mtp = ctx.cmcd.as_ref().and_then(|c| c.mtp),
+                cmcd_dl = ctx.cmcd.as_ref().and_then(|c| c.dl),
+            );
+        }
+        ctx.release();
+    }
+}

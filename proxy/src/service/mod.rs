@@ -1,0 +1,442 @@
+//! The request path: one `ProxyHttp` implementation, a thin dispatcher
+//! from pingora's phases to one file per concern. Each route is compiled
+//! (`route/mod.rs`) into the steps of each phase it needs, in the order a
+//! reader expects: listener → route → limits → gate → pool → cache →
+//! upstream plan → upstream request → response.
+//!
+//! ```text
+//! early_request_filter     request.rs   keep-alive timeout; a subrequest's task
+//! request_filter           request.rs   the door (limits.rs), the route, then its
+//!                                       RequestSteps: Limits (limits.rs), Gate
+//!                                       (gate.rs), Pool, Cache (cache.rs), Plan
+//!                                       (plan.rs), or Answer (answer.rs)
+//! upstream_peer            upstream.rs  the plan's tier, the pool's limit, backoff,
+//!                                       a usable backend not tried yet
+//! upstream_request_filter  upstream_request.rs  UpstreamSteps (rewrite, header
+//!                                       edits, encoding), then Host, X-Forwarded-*,
+//!                                       CDN-Loop, CMCD, a slice's Range
+//! upstream_response_filter response.rs  latency, load feedback, the attempt's
+//!                                       outcome; a 5xx the policy retries
+//! response_filter          response.rs  hop-by-hop, cache fields, ResponseSteps
+//!                                       (invalidate, prefetch), decorate.rs, sticky
+//! request_cache_filter …   here         the cache phases: see [`crate::caching`]
+//! fail_to_connect, error_while_proxy, fail_to_proxy   failure.rs
+//! logging                  log.rs       counters, access log, slots given back
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use edge_config::{Algorithm, HashKey, Retry, RetryOn, Timeouts};
+use http::Uri;
+use pingora_cache::key::HashBinary;
+use pingora_cache::storage::HitHandler;
+use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, RespCacheable};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::caching::{self, CacheCtx, Sub, SubTask, Way};
+use crate::decorate::Decor;
+use crate::guard;
+use crate::listen::Connection;
+use crate::metrics::class_index;
+use crate::normalize::{self, PathOptions};
+use crate::plan::{Plan, Tier};
+use crate::pool::{Outcome, Overflow, Pick, Pool, Unavailable};
+use crate::route::matcher::{parse_cookies, query_value};
+use crate::route::{rewrite_path, Action, CompiledHeaderOps, CompiledRoute, RequestView};
+use crate::state::{Proxy, ProxyState};
+
+mod answer;
+mod cache;
+mod ctx;
+mod failure;
+mod gate;
+mod limits;
+mod log;
+mod request;
+mod response;
+mod upstream;
+mod upstream_request;
+
+use answer::*;
+pub use ctx::RequestCtx;
+use ctx::*;
+
+/// The `ProxyHttp` of one listener.
+pub struct EdgeProxy {
+    proxy: Arc<Proxy>,
+    listener: Arc<str>,
+    tls: bool,
+    keepalive_secs: u64,
+    limits: edge_config::HttpLimits,
+    paths: PathOptions,
+}
+
+impl EdgeProxy {
+    pub fn new(
+        proxy: Arc<Proxy>,
+        listener: &str,
+        tls: bool,
+        settings: &edge_config::HttpListener,
+    ) -> Self {
+        Self {
+            proxy,
+            listener: Arc::from(listener),
+            tls,
+            keepalive_secs: settings.limits.keepalive_timeout.as_secs().max(1),
+            limits: settings.limits.clone(),
+            paths: PathOptions {
+                merge_slashes: settings.merge_slashes,
+                escaped_slashes: settings.escaped_slashes,
+            },
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(SocketAddr::ip)
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(conn) = prev.downcast::<Arc<Connection>>() {
+            let begun = conn.begin();
+            ctx.conn_index = begun.index;
+            ctx.framing_refusal = begun.refusal;
+            ctx.refused_line = begun.refused_line;
+            ctx.conn = Some(*conn);
+        }
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        ctx.conn
+            .clone()
+            .map(|c| Box::new(c) as Box<dyn std::any::Any + Send + Sync>)
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.early_request(session, ctx).await
+    }
+
+    fn allow_spawning_subrequest(&self, _session: &Session, ctx: &RequestCtx) -> bool {
+        // Slices and prefetches; a slice or prefetch spawns nothing itself.
+        self.proxy.cache().is_some() && ctx.cache.sub.is_none()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        self.request_phase(session, ctx).await
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(b) = body {
+            ctx.body_seen += b.len() as u64;
+            if ctx.body_seen > ctx.body_limit {
+                ctx.failure = Some(Failure::BodyTooLarge(ctx.body_limit));
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    format!("request body over {} bytes", ctx.body_limit),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        if ctx.cache.way == Some(Way::Whole) {
+            if let Some(rt) = self.proxy.cache() {
+                rt.enable(session);
+            }
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let route = ctx
+            .route
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "cache key without a route"))?;
+        let key = caching::cache_key(&ctx.cache, &route.cache, session.req_header());
+        ctx.plan.primary = Some(pingora_cache::key::CacheHashKey::primary_bin(&key));
+        Ok(key)
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        meta: &CacheMeta,
+        hit: &mut HitHandler,
+        is_fresh: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        let Some(rt) = self.proxy.cache() else {
+            return Ok(None);
+        };
+        Ok(caching::on_hit(rt, &mut ctx.cache, meta, hit, is_fresh))
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        self.upstream_allowed(session, ctx).await
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        self.cacheable(session, resp, ctx)
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _e: &Error) -> bool {
+        // Upstream errors are counted and logged by `errlog` (one line per
+        // kind per interval); the client's own are not the node's to log.
+        true
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _e: &Error,
+        _context: pingora_proxy::ProxyWarnLogContext,
+    ) -> bool {
+        true
+    }
+
+    fn range_header_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> pingora_proxy::RangeType {
+        caching::range::filter(session.req_header(), resp, caching::range::MAX_RANGES)
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        let route = ctx.route.as_ref()?;
+        caching::vary::variance(meta, req, &route.cache)
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        // The stored response's stale-while-revalidate / stale-if-error
+        // windows decide; any failure that is not the client's qualifies.
+        error.is_none_or(|e| *e.esource() != ErrorSource::Downstream)
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        self.pick_upstream(session, ctx).await
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.upstream_request(session, upstream, ctx).await
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.upstream_response(session, upstream, ctx).await
+    }
+
+    /// `total` bounds the body too (Envoy's route timeout): a response still
+    /// streaming when it passes is cut off, the connection closed, and not
+    /// stored. A body that stalls ends at `idle` (each read's timeout).
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let (Tier::Owner, Some(b)) = (ctx.plan.tier, body.as_ref()) {
+            self.proxy
+                .metrics
+                .site
+                .fill_bytes
+                .with_label_values(&[ctx.owner_name()])
+                .inc_by(b.len() as u64);
+        }
+        if !end_of_stream && ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+            ctx.failure = Some(Failure::Deadline);
+            return Err(Error::explain(
+                ErrorType::ReadTimedout,
+                "total timeout passed while the body was streaming",
+            ));
+        }
+        Ok(None)
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.response_phase(session, response, ctx).await
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        self.connect_failed(ctx, e)
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        self.proxy_failed(peer, session, e, ctx, client_reused)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        self.answer_failure(session, e, ctx).await
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.log_request(session, e, ctx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upstream::backoff;
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:443"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn redirect_templates_fill_in_the_request() {
+        let mut req = RequestHeader::build("GET", b"/a/b?x=1", None).unwrap();
+        req.insert_header("host", "old.example.com:8080").unwrap();
+        assert_eq!(
+            redirect_location(
+                Some("https://new.example.com{path_and_query}"),
+                None,
+                false,
+                &req
+            ),
+            "https://new.example.com/a/b?x=1"
+        );
+        assert_eq!(
+            redirect_location(None, Some("https"), false, &req),
+            "https://old.example.com/a/b?x=1"
+        );
+        assert_eq!(
+            redirect_location(Some("{scheme}://{host}{path}"), None, true, &req),
+            "https://old.example.com:8080/a/b"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = Retry {
+            backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+            ..Retry::default()
+        };
+        for _ in 0..100 {
+            assert!(backoff(&p, 1) <= Duration::from_millis(10));
+            assert!(backoff(&p, 5) <= Duration::from_millis(50));
+        }
+    }
+}

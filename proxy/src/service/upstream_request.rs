@@ -1,0 +1,131 @@
+//! The upstream request phase: the route's compiled steps toward its own
+//! pool ([`UpstreamStep`]: rewrite, header edits, the encoding the cache
+//! keys), then what every request upstream gets: `Host`, `X-Forwarded-*`,
+//! `CDN-Loop`, the players' data only where the route forwards it, a
+//! slice's `Range`.
+
+use super::*;
+use crate::route::UpstreamStep;
+
+pub(super) fn apply_request_ops(req: &mut RequestHeader, ops: &CompiledHeaderOps) -> Result<()> {
+    for name in &ops.remove {
+        req.remove_header(name);
+    }
+    for (name, value) in &ops.set {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    for (name, value) in &ops.add {
+        req.append_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
+
+impl EdgeProxy {
+    pub(super) async fn upstream_request(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Toward the shield or a peer (an edge with the same routes) the
+        // request goes as the client sent it: that edge applies the route.
+        if let Some(route) = ctx.route.clone().filter(|_| !ctx.plan.tier.is_edge()) {
+            for step in &route.upstream_steps {
+                match step {
+                    UpstreamStep::Rewrite => {
+                        if let Some(rewrite) = &route.rewrite {
+                            let path = rewrite_path(rewrite, upstream.uri.path());
+                            let target = crate::video::with_query(&path, upstream.uri.query());
+                            let uri: Uri = target.parse().map_err(|e| {
+                                Error::because(ErrorType::InternalError, "rewritten path", e)
+                            })?;
+                            upstream.set_uri(uri);
+                        }
+                    }
+                    UpstreamStep::HeaderEdits => {
+                        apply_request_ops(upstream, &route.request_headers)?
+                    }
+                    UpstreamStep::AcceptEncoding => {
+                        if matches!(ctx.cache.way, Some(Way::Whole | Way::Sliced)) {
+                            // What the Vary key said is what the origin is asked for.
+                            let accept = upstream
+                                .headers
+                                .get(http::header::ACCEPT_ENCODING)
+                                .and_then(|v| v.to_str().ok());
+                            let chosen =
+                                caching::vary::pick_encoding(accept, &route.cache.accept_encoding);
+                            upstream
+                                .insert_header(http::header::ACCEPT_ENCODING, chosen.to_string())?;
+                        }
+                    }
+                }
+            }
+        }
+        // Not toward the shield or a peer either: it routes and keys its cache
+        // by the client's Host, and one Host for every site would mix their objects.
+        if let Some(host) = ctx
+            .pool
+            .as_ref()
+            .filter(|_| !ctx.plan.tier.is_edge())
+            .and_then(|p| p.config.host.clone())
+        {
+            upstream.insert_header(http::header::HOST, host)?;
+        } else if !upstream.headers.contains_key(http::header::HOST) {
+            // An HTTP/1.0 client may send none; HTTP/1.1 to the backend needs one.
+            if let (Some(pool), Some(a)) = (&ctx.pool, &ctx.attempt) {
+                if let Some(b) = pool.backends.get(a.index) {
+                    upstream.insert_header(http::header::HOST, b.address.to_string())?;
+                }
+            }
+        }
+        if let Some(ip) = client_ip(session) {
+            let forwarded = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prior) => format!("{prior}, {ip}"),
+                None => ip.to_string(),
+            };
+            upstream.insert_header("x-forwarded-for", forwarded)?;
+        }
+        upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        // A prefill is this site's business: the shield or origin sees a GET.
+        upstream.remove_header(crate::site::PREFILL);
+        // The players' data goes to the origin only if the route says so,
+        // and never to another edge (which would count it again).
+        let forward_cmcd =
+            !ctx.plan.tier.is_edge() && ctx.route.as_ref().is_some_and(|r| r.config.cmcd.forward);
+        if !forward_cmcd {
+            for h in crate::video::cmcd::HEADERS {
+                upstream.remove_header(h);
+            }
+        } else if let Some(raw) = &ctx.cmcd_query {
+            let target = match upstream.uri.query() {
+                Some(q) => format!("{}?{q}&CMCD={raw}", upstream.uri.path()),
+                None => format!("{}?CMCD={raw}", upstream.uri.path()),
+            };
+            let uri: Uri = target
+                .parse()
+                .map_err(|e| Error::because(ErrorType::InternalError, "cmcd target", e))?;
+            upstream.set_uri(uri);
+        }
+        if let Some(site) = ctx.state.as_ref().and_then(|s| s.site.as_ref()) {
+            // RFC 8586: this site's name added to what the request carried;
+            // toward the owner, marked as a hop inside the site.
+            let peer_of = (ctx.plan.tier == Tier::Owner).then_some(site.node.as_str());
+            let value = crate::site::cdn_loop(upstream, &site.name, peer_of);
+            let value = http::HeaderValue::from_bytes(&value)
+                .map_err(|e| Error::because(ErrorType::InternalError, "cdn-loop", e))?;
+            upstream.insert_header("cdn-loop", value)?;
+        }
+        if let Some(Sub::Slice { index, size }) = ctx.cache.sub {
+            // The index comes from a client's range: no arithmetic may wrap.
+            let first = index.saturating_mul(size);
+            let last = first.saturating_add(size.saturating_sub(1));
+            upstream.insert_header(http::header::RANGE, format!("bytes={first}-{last}"))?;
+        }
+        ctx.upstream_sent = Some(Instant::now());
+        Ok(())
+    }
+}
