@@ -196,21 +196,57 @@ impl Target {
     }
 }
 
-async fn probe_once(target: &Target, health: &SiteHealth) -> Result<(), String> {
+/// Why a probe failed; `reported`: the node itself says it cannot serve
+/// (its `/site/state`), which takes the node down at once, whatever `fall`.
+struct Failed {
+    why: String,
+    reported: bool,
+}
+
+impl From<String> for Failed {
+    fn from(why: String) -> Self {
+        Failed {
+            why,
+            reported: false,
+        }
+    }
+}
+
+/// Probes once. A node's `/site/state` answers with its own view: not
+/// serving (no usable backend, not ready) is a failure, and its
+/// utilization is returned.
+async fn probe_once(target: &Target, health: &SiteHealth) -> Result<Option<f64>, Failed> {
     let addr = tokio::net::lookup_host(&target.authority)
         .await
         .map_err(|e| format!("resolve {}: {e}", target.authority))?
         .next()
         .ok_or_else(|| format!("{} has no address", target.authority))?;
-    let (status, _) = edge_proxy::pool::health::http_get(addr, &target.host, &target.path).await?;
-    if health.expect_status.contains(status) {
-        Ok(())
-    } else {
-        Err(format!(
+    let (status, body) =
+        edge_proxy::pool::health::http_get(addr, &target.host, &target.path).await?;
+    if !health.expect_status.contains(status) {
+        return Err(format!(
             "status {status}, expected {}-{}",
             health.expect_status.min, health.expect_status.max
-        ))
+        )
+        .into());
     }
+    if !target.path.ends_with("/site/state") {
+        return Ok(None);
+    }
+    let state: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("/site/state is not JSON: {e}"))?;
+    if state["serving"] == serde_json::Value::Bool(false) {
+        return Err(Failed {
+            why: format!(
+                "the node reports it cannot serve: {}",
+                state["why"].as_str().unwrap_or("no reason given")
+            ),
+            reported: true,
+        });
+    }
+    Ok(state["utilization"]
+        .as_f64()
+        .filter(|u| u.is_finite() && *u >= 0.0))
 }
 
 async fn probe_loop(
@@ -226,11 +262,19 @@ async fn probe_loop(
         let result = match tokio::time::timeout(health.timeout, probe_once(&target, &health)).await
         {
             Ok(r) => r,
-            Err(_) => Err(format!("no answer within {:?}", health.timeout)),
+            Err(_) => Err(format!("no answer within {:?}", health.timeout).into()),
         };
-        let passed = result.is_ok();
-        let error = result.err();
-        if let Some(up) = state.report(node, passed, health.rise, health.fall, error.clone()) {
+        let (passed, fall, error, utilization) = match result {
+            Ok(u) => (true, health.fall, None, u),
+            Err(Failed { why, reported }) => (
+                false,
+                if reported { 1 } else { health.fall },
+                Some(why),
+                None,
+            ),
+        };
+        state.set_utilization(node, utilization);
+        if let Some(up) = state.report(node, passed, health.rise, fall, error.clone()) {
             if up {
                 tracing::info!(site = %site, "site is up: a node passes its checks");
             } else {

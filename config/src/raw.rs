@@ -49,6 +49,15 @@ pub(crate) struct RawSite {
     pub keep_copies: Option<S<String>>,
     pub health_check: Option<S<RawHealthCheck>>,
     pub timeouts: Option<S<RawTimeouts>>,
+    pub capacity: Option<S<RawCapacity>>,
+}
+
+/// `[site] capacity = { egress = "10 Gbit/s", connections = 100000 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCapacity {
+    pub egress: Option<S<String>>,
+    pub connections: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -217,6 +217,35 @@ pub fn parse_rate(text: &str) -> Result<Rate, String> {
     Ok(Rate { count, per })
 }
 
+/// `"50 Mbit/s"` → 50 000 000 bits/s (SI prefixes, as network rates are),
+/// from 100 kbit/s to 1000 Gbit/s.
+pub fn parse_bit_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| {
+        format!("rate {text:?}: expected a number and a unit, such as \"50 Mbit/s\"")
+    })?;
+    let scale = match unit.trim() {
+        "" | "bit/s" | "bps" => 1.0,
+        "kbit/s" | "kbps" | "Kbit/s" | "Kbps" => 1e3,
+        "Mbit/s" | "Mbps" => 1e6,
+        "Gbit/s" | "Gbps" => 1e9,
+        other => {
+            return Err(format!(
+                "rate {text:?}: unknown unit {other:?} (bit/s, kbit/s, Mbit/s, Gbit/s; or bps, kbps, Mbps, Gbps)"
+            ))
+        }
+    };
+    let bits = n * scale;
+    if !(100_000.0..=1e12).contains(&bits) {
+        return Err(format!("rate {text:?}: from 100 kbit/s to 1000 Gbit/s"));
+    }
+    Ok(bits as u64)
+}
+
 /// Formats a duration the way the parser reads it back (`"1m30s"`, `"250ms"`).
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();

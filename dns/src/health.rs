@@ -20,6 +20,8 @@ pub struct NodeHealth {
     #[serde(skip)]
     failures: u32,
     pub last_error: Option<String>,
+    /// What the node's `/site/state` said of its load ÷ capacity.
+    pub utilization: Option<f64>,
 }
 
 /// A site's state.
@@ -75,6 +77,7 @@ impl SiteState {
                         successes: 0,
                         failures: 0,
                         last_error: None,
+                        utilization: None,
                     })
             })
             .collect();
@@ -115,6 +118,25 @@ impl SiteState {
 
     pub fn nodes(&self) -> Vec<NodeHealth> {
         self.nodes.lock().clone()
+    }
+
+    /// Node `i`'s last reported utilization (load ÷ capacity).
+    pub fn set_utilization(&self, i: usize, utilization: Option<f64>) {
+        if let Some(n) = self.nodes.lock().get_mut(i) {
+            n.utilization = utilization;
+        }
+    }
+
+    /// The site's utilization: the mean of its up nodes' reports (`None`
+    /// when none reports one).
+    pub fn utilization(&self) -> Option<f64> {
+        let nodes = self.nodes.lock();
+        let reported: Vec<f64> = nodes
+            .iter()
+            .filter(|n| n.up)
+            .filter_map(|n| n.utilization)
+            .collect();
+        (!reported.is_empty()).then(|| reported.iter().sum::<f64>() / reported.len() as f64)
     }
 }
 

@@ -60,6 +60,8 @@ pub struct SiteReport {
     pub country: Option<String>,
     pub weight: u32,
     pub capacity: u32,
+    /// Load ÷ capacity, the mean of what the up nodes' `/site/state` said.
+    pub utilization: Option<f64>,
     pub nodes: Vec<NodeHealth>,
 }
 
@@ -166,6 +168,7 @@ impl DnsService {
                 country: site.country.clone(),
                 weight: site.weight,
                 capacity: site.capacity,
+                utilization: s.utilization(),
                 nodes: s.nodes(),
             })
             .collect()

@@ -227,10 +227,18 @@ impl SiteCollector {
     pub fn new(
         sites: Arc<dyn Fn() -> Vec<(String, Arc<SiteState>)> + Send + Sync>,
     ) -> Result<Self, prometheus::Error> {
-        let descs = site_gauges()?
+        let mut descs: Vec<Desc> = site_gauges()?
             .iter()
             .flat_map(|g| g.desc().into_iter().cloned())
             .collect();
+        let utilization = prometheus::GaugeVec::new(
+            Opts::new(
+                "edge_dns_site_utilization",
+                "Load ÷ capacity the site's nodes report in /site/state (mean of the up nodes)",
+            ),
+            &["site"],
+        )?;
+        descs.extend(utilization.desc().into_iter().cloned());
         Ok(Self { sites, descs })
     }
 }
@@ -244,6 +252,15 @@ impl Collector for SiteCollector {
         let Ok([up, healthy, drained]) = site_gauges() else {
             return Vec::new();
         };
+        let Ok(utilization) = prometheus::GaugeVec::new(
+            Opts::new(
+                "edge_dns_site_utilization",
+                "Load ÷ capacity the site's nodes report in /site/state (mean of the up nodes)",
+            ),
+            &["site"],
+        ) else {
+            return Vec::new();
+        };
         for (name, s) in (self.sites)() {
             up.with_label_values(&[&name]).set(i64::from(s.up()));
             healthy
@@ -252,10 +269,15 @@ impl Collector for SiteCollector {
             drained
                 .with_label_values(&[&name])
                 .set(i64::from(s.drained()));
+            if let Some(u) = s.utilization() {
+                utilization.with_label_values(&[&name]).set(u);
+            }
         }
-        [up, healthy, drained]
+        let mut families: Vec<MetricFamily> = [up, healthy, drained]
             .iter()
             .flat_map(|g| g.collect())
-            .collect()
+            .collect();
+        families.extend(utilization.collect());
+        families
     }
 }

@@ -21,6 +21,7 @@ pub mod error;
 pub mod guard;
 pub mod hop;
 pub mod listen;
+pub mod load;
 pub mod metrics;
 pub mod normalize;
 pub mod plan;

@@ -58,6 +58,8 @@ pub struct Proxy {
     pub errors: crate::errlog::ErrorLog,
     /// Players' quality by client prefix and sessions (CMCD).
     pub qoe: crate::video::cmcd::QoeTable,
+    /// What the node serves now (`GET /site/state`).
+    pub load: crate::load::Load,
 }
 
 impl Proxy {
@@ -87,6 +89,7 @@ impl Proxy {
             cache: OnceLock::new(),
             hot: crate::site::HotKeys::default(),
             qoe: crate::video::cmcd::QoeTable::default(),
+            load: crate::load::Load::default(),
         }))
     }
 

@@ -34,6 +34,7 @@ mod dns;
 mod pools;
 mod prefill;
 mod site;
+mod state;
 
 use std::sync::Arc;
 
@@ -78,6 +79,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/cache", get(cache::usage))
         .route("/dns/sites", get(dns::sites))
         .route("/site", get(site::view))
+        .route("/site/state", get(state::view))
         .route("/cmcd", get(cmcd::view))
         .route("/cache/prefill", get(prefill::status))
         .merge(mutating)

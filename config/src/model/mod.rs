@@ -247,6 +247,17 @@ pub struct Site {
     pub shield: Option<String>,
     /// When no shield node can be reached.
     pub shield_fallback: ShieldFallback,
+    /// What this node can serve, for steering (`GET /site/state`).
+    pub capacity: Capacity,
+}
+
+/// A node's capacity: `None` is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct Capacity {
+    /// Response bits per second.
+    pub egress_bits: Option<u64>,
+    /// Client connections open at once.
+    pub connections: Option<u64>,
 }
 
 /// What a miss does when no node of the shield pool can be reached.

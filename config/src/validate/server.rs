@@ -7,8 +7,8 @@ use super::Checker;
 use std::time::Duration;
 
 use crate::model::{
-    Admin, AdminToken, HostPort, KeepCopies, LogFormat, Peer, Secret, Server, ShieldFallback, Site,
-    Timeouts,
+    Admin, AdminToken, Capacity, HostPort, KeepCopies, LogFormat, Peer, Secret, Server,
+    ShieldFallback, Site, Timeouts,
 };
 use crate::raw::{RawAdmin, RawServer, RawSite};
 use crate::source::join_key;
@@ -157,6 +157,7 @@ pub(super) fn site(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option
         keep_copies,
         health_check,
         timeouts,
+        capacity,
     } = raw;
     let p = "site";
     let name = ck.name(&name, &join_key(p, "name"))?;
@@ -260,6 +261,42 @@ pub(super) fn site(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option
         }
         None => peer_defaults,
     };
+    let capacity = capacity.map_or_else(Capacity::default, |c| {
+        let c = c.into_inner();
+        let cp = join_key(p, "capacity");
+        let egress_bits = c
+            .egress
+            .and_then(|e| match crate::units::parse_bit_rate(e.get_ref()) {
+                Ok(b) => Some(b),
+                Err(why) => {
+                    ck.error(
+                        e.span(),
+                        join_key(&cp, "egress"),
+                        why,
+                        Some("a bit rate such as \"10 Gbit/s\""),
+                    );
+                    None
+                }
+            });
+        let connections = c.connections.and_then(|n| {
+            let v = *n.get_ref();
+            if (1..=100_000_000).contains(&v) {
+                Some(v as u64)
+            } else {
+                ck.error(
+                    n.span(),
+                    join_key(&cp, "connections"),
+                    format!("{v} is out of range"),
+                    Some("1 to 100000000"),
+                );
+                None
+            }
+        });
+        Capacity {
+            egress_bits,
+            connections,
+        }
+    });
     Some(Site {
         name,
         node,
@@ -269,6 +306,7 @@ pub(super) fn site(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option
         keep_copies,
         health_check,
         timeouts,
+        capacity,
     })
 }
 

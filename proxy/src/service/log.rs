@@ -37,6 +37,7 @@ impl EdgeProxy {
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let bytes = session.body_bytes_sent() as u64;
+        self.proxy.load.count(bytes);
         if let (Some(rt), Some(cache_status)) = (self.proxy.cache(), ctx.cache.status) {
             let m = rt.storage.metrics();
             m.request(cache_status, caching::tier_index(ctx.cache.tier));

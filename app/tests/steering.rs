@@ -1,0 +1,187 @@
+//! The control loop's first half on real sockets: a node publishes its
+//! state as its proxy sees it (`GET /site/state`), and a GeoDNS node that
+//! polls it withdraws the site when the node says it cannot serve (no
+//! usable backend), with no health URL of its own, and shows the load the
+//! node reports.
+
+// Helpers in test files may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use edge_testkit::dns::{addresses, DnsType};
+use edge_testkit::{eventually, metric_sum, origin, Client, DnsClient, DnsQuery, EdgeNode};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edge");
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn node_config(origin: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[server]
+shutdown_delay = "0s"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+
+[[pool]]
+name = "origin"
+backends = [{{ address = "{origin}" }}]
+[pool.health_check]
+kind = "http"
+path = "/_origin/health"
+interval = "100ms"
+timeout = "100ms"
+rise = 1
+fall = 1
+
+[[route]]
+name = "all"
+pool = "origin"
+
+[site]
+name = "ams"
+node = "ams-1"
+capacity = {{ egress = "1 Gbit/s", connections = 4 }}
+"#
+    )
+}
+
+fn dns_config(state_url: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "dns"
+kind = "dns"
+address = "127.0.0.1:0"
+
+[dns]
+all_sites_down = "servfail"
+
+[[dns.zone]]
+name = "cdn.test."
+ttl = 300
+ns = ["ns1.cdn.test."]
+soa = {{ mname = "ns1.cdn.test.", rname = "hostmaster.cdn.test.", serial = 1, minimum = "30s" }}
+records = [{{ name = "ns1", type = "A", value = "192.0.2.53" }}]
+
+[[dns.zone.geo]]
+name = "video"
+policy = "nearest"
+ttl = 20
+default_sites = ["ams"]
+
+[[dns.site]]
+name = "ams"
+lat = 52.37
+lon = 4.90
+ipv4 = ["192.0.2.10"]
+[dns.site.health]
+urls = ["{state_url}"]
+interval = "1s"
+timeout = "500ms"
+rise = 1
+fall = 100
+
+[[dns.site]]
+name = "nyc"
+lat = 40.71
+lon = -74.01
+ipv4 = ["198.51.100.10"]
+
+[dns.locator]
+cidr = [{{ prefix = "127.0.1.0/24", lat = 48.85, lon = 2.35 }}]
+"#
+    )
+}
+
+async fn video(dns: &DnsClient) -> Vec<IpAddr> {
+    let m = dns
+        .clone()
+        .from_ip("127.0.1.9")
+        .udp(&DnsQuery::new("video.cdn.test.", DnsType::A))
+        .await
+        .unwrap();
+    addresses(&m)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_serve_leaves_the_dns_answers() {
+    let o = origin("o").await;
+    let node = EdgeNode::start(BIN, &node_config(o.addr()));
+    node.wait_ready(Duration::from_secs(20));
+    let c = Client::new();
+    assert_eq!(
+        c.get(&node.url("web", "/obj/a?size=1000")).await.status,
+        200
+    );
+
+    let state = c.get(&node.admin_url("/site/state")).await.json();
+    assert_eq!(state["site"], "ams");
+    assert_eq!(state["node"], "ams-1");
+    assert_eq!(state["serving"], true, "{state}");
+    assert_eq!(state["health"]["ready"], true);
+    assert_eq!(state["health"]["pools"][0]["name"], "origin");
+    assert_eq!(state["health"]["pools"][0]["usable"], 1);
+    assert_eq!(state["capacity"]["connections"], 4);
+    assert_eq!(
+        state["capacity"]["egress_bits_per_second"],
+        1_000_000_000u64
+    );
+    assert!(state["load"]["connections"].as_u64().is_some());
+    assert!(
+        state["utilization"].as_f64().is_some_and(|u| u >= 0.0),
+        "{state}"
+    );
+
+    let dns_node = EdgeNode::start(BIN, &dns_config(&node.admin_url("/site/state")));
+    dns_node.wait_ready(Duration::from_secs(20));
+    let dns = DnsClient::new(dns_node.addr("dns"));
+    eventually(Duration::from_secs(10), "Amsterdam answered", || async {
+        (video(&dns).await == [ip("192.0.2.10")]).then_some(())
+    })
+    .await;
+
+    // The origin fails the node's own health checks: the node says it
+    // cannot serve, and the site leaves the answers at once, although the
+    // DNS node's own `fall` would wait for 100 failed polls (100 s).
+    o.set_health_status(503);
+    eventually(Duration::from_secs(10), "Amsterdam withdrawn", || async {
+        (video(&dns).await == [ip("198.51.100.10")]).then_some(())
+    })
+    .await;
+    let state = c.get(&node.admin_url("/site/state")).await.json();
+    assert_eq!(state["serving"], false);
+    assert_eq!(state["why"], "no usable backend in any pool");
+    let sites = c.get(&dns_node.admin_url("/dns/sites")).await.json();
+    assert_eq!(sites[0]["healthy"], false);
+    let error = sites[0]["nodes"][0]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("the node reports it cannot serve: no usable backend"),
+        "{error}"
+    );
+
+    o.set_health_status(200);
+    eventually(Duration::from_secs(10), "Amsterdam back", || async {
+        (video(&dns).await == [ip("192.0.2.10")]).then_some(())
+    })
+    .await;
+    // The load the node reports is the site's, in the API and the metrics.
+    let sites = c.get(&dns_node.admin_url("/dns/sites")).await.json();
+    assert!(sites[0]["utilization"].as_f64().is_some(), "{sites}");
+    let metrics = c.get(&dns_node.admin_url("/metrics")).await.text();
+    assert!(metric_sum(&metrics, "edge_dns_site_utilization", &["site=\"ams\""]) >= 0.0);
+    assert!(metrics.contains("edge_dns_site_utilization{site=\"ams\"}"));
+}
