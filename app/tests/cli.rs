@@ -130,6 +130,63 @@ async fn json_logs_carry_one_access_line_per_request() {
     assert_eq!(v["backend"], origin.addr().to_string());
 }
 
+/// Every field a log pipeline expects, and one request id from the client
+/// (or made by edge) to the origin and the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn access_lines_carry_the_request_and_its_id_goes_upstream() {
+    let origin = edge_testkit::Scripted::start().await;
+    origin.set("/a?x=1", edge_testkit::Reply::ok("a", &[]));
+    origin.set("/b", edge_testkit::Reply::ok("b", &[]));
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n[[pool]]\nname = \"p\"\nbackends = [{{ address = \"{}\" }}]\n[[route]]\nname = \"all\"\npool = \"p\"\n",
+        origin.addr()
+    );
+    let node = EdgeNode::start_with(BIN, &config, &["--log-format", "json"], &[]);
+    let c = Client::new();
+    let r = c
+        .get_with(
+            &node.url("web", "/a?x=1"),
+            &[
+                ("user-agent", "player/1.0"),
+                ("referer", "https://example.test/watch"),
+                ("x-request-id", "req-42"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // An id that is not a plain token is replaced by a UUID.
+    let r = c
+        .get_with(&node.url("web", "/b"), &[("x-request-id", "a b <c>")])
+        .await;
+    assert_eq!(r.status, 200);
+    node.wait_for_line("\"path\":\"/b\"", Duration::from_secs(5));
+    let lines: Vec<serde_json::Value> = node
+        .output()
+        .lines()
+        .filter(|l| l.contains("\"target\":\"access\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let a = lines.iter().find(|v| v["path"] == "/a").unwrap();
+    assert_eq!(a["scheme"], "http");
+    assert_eq!(a["host"], node.addr("web").to_string());
+    assert_eq!(a["query"], "x=1");
+    assert_eq!(a["protocol"], "HTTP/1.1");
+    assert_eq!(a["user_agent"], "player/1.0");
+    assert_eq!(a["referer"], "https://example.test/watch");
+    assert_eq!(a["request_id"], "req-42");
+    assert_eq!(a["bytes_in"], 0);
+    let seen = origin.requests("/a?x=1")[0]
+        .head_text()
+        .to_ascii_lowercase();
+    assert!(seen.contains("x-request-id: req-42\r\n"), "{seen}");
+    let b = lines.iter().find(|v| v["path"] == "/b").unwrap();
+    let id = b["request_id"].as_str().unwrap();
+    assert_eq!(id.len(), 36, "{id}");
+    let seen = origin.requests("/b")[0].head_text().to_ascii_lowercase();
+    assert!(seen.contains(&format!("x-request-id: {id}\r\n")), "{seen}");
+    assert!(!seen.contains("<c>"));
+}
+
 fn edge(args: &[&str]) -> std::process::Output {
     std::process::Command::new(BIN).args(args).output().unwrap()
 }

@@ -466,3 +466,39 @@ async fn draining_a_backend_sends_new_connections_elsewhere_and_idle_ones_close(
         .unwrap();
     assert_eq!(n, 0);
 }
+
+/// One access line per TCP connection: client, backend, bytes each way,
+/// duration, why it closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tcp_connection_is_logged_once() {
+    let echo = backend("echo", Behaviour::GreetAndEcho).await;
+    let config =
+        config(&backends(&[echo.addr]), "").replace("access_log = false", "access_log = true");
+    let node = start(&config).await;
+    let (name, stream) = greeted(node.addr("l4")).await;
+    assert_eq!(name, "echo");
+    let (mut rd, mut wr) = stream.into_inner().into_split();
+    wr.write_all(b"hello").await.unwrap();
+    wr.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"hello");
+    node.wait_for_line("close=\"done\"", Duration::from_secs(5));
+    let out = node.output();
+    let line = out
+        .lines()
+        .find(|l| l.contains("kind=\"tcp\"") && l.contains("close=\"done\""))
+        .unwrap();
+    assert!(line.contains("bytes_in=5 "), "{line}");
+    assert!(
+        line.contains(&format!("backend=\"{}\"", echo.addr))
+            || line.contains(&echo.addr.to_string()),
+        "{line}"
+    );
+    assert!(line.contains("total_ms="), "{line}");
+    // The greeting "echo\n" and the echo itself.
+    assert!(line.contains("bytes_out=10 "), "{line}");
+}

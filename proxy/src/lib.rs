@@ -27,6 +27,7 @@ pub mod normalize;
 pub mod plan;
 pub mod pool;
 pub mod ratelimit;
+pub mod request_id;
 pub mod route;
 pub mod service;
 pub mod site;

@@ -83,6 +83,8 @@ pub struct RequestCtx {
     /// The players' data (CTA-5004) and the `CMCD` parameter as sent.
     pub(super) cmcd: Option<Box<crate::video::cmcd::Cmcd>>,
     pub(super) cmcd_query: Option<String>,
+    /// `X-Request-Id` (`request_id.rs`).
+    pub(super) request_id: String,
     /// Why edge refused the request itself (access log `denied`).
     pub(super) denied: Option<String>,
 }
@@ -129,6 +131,7 @@ impl RequestCtx {
             cmcd: None,
             cmcd_query: None,
             denied: None,
+            request_id: String::new(),
         }
     }
 

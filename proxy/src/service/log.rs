@@ -92,14 +92,34 @@ impl EdgeProxy {
                 Some(line) => ("-", line.as_str()),
                 None => (req.method.as_str(), req.uri.path()),
             };
+            let field = |name: http::header::HeaderName| {
+                req.headers
+                    .get(name)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            };
+            // nginx's 499: the client went away before an answer began.
+            let logged_status =
+                if status == 0 && e.is_some_and(|e| *e.esource() == ErrorSource::Downstream) {
+                    499
+                } else {
+                    status
+                };
             tracing::info!(
                 target: "access",
                 listener = %self.listener,
                 client = %client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string()),
                 method = %method,
+                scheme = self.scheme(),
+                host = %ctx.authority,
                 path = %path,
-                status,
+                query = req.uri.query(),
+                protocol = ?req.version,
+                status = logged_status,
+                bytes_in = ctx.body_seen,
                 bytes,
+                user_agent = field(http::header::USER_AGENT),
+                referer = field(http::header::REFERER),
+                request_id = %ctx.request_id,
                 route = route_name,
                 pool = ctx.pool.as_ref().map_or("-", |p| p.name.as_str()),
                 backend = ctx.backend_label(),

@@ -87,6 +87,7 @@ impl EdgeProxy {
             ctx.host = strip_port(authority).to_string();
             ctx.authority = authority.to_string();
         }
+        ctx.request_id = crate::request_id::ensure(session.req_header_mut());
         let state = self.proxy.state();
         ctx.state = Some(state.clone());
         let Some(route) = self.route(session, ctx, &state) else {

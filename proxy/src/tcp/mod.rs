@@ -40,6 +40,34 @@ pub struct TcpHandler {
 }
 
 impl TcpHandler {
+    /// One access log line per connection (target `access`, `kind = "tcp"`):
+    /// client, backend, bytes each way, duration, why it closed.
+    fn log(
+        &self,
+        client: SocketAddr,
+        backend: Option<&str>,
+        bytes_in: u64,
+        bytes_out: u64,
+        started: std::time::Instant,
+        reason: &str,
+    ) {
+        if !self.proxy.access_log() {
+            return;
+        }
+        tracing::info!(
+            target: "access",
+            kind = "tcp",
+            listener = %self.listener,
+            client = %client,
+            pool = %self.settings.pool,
+            backend = backend.unwrap_or("-"),
+            bytes_in,
+            bytes_out,
+            total_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            close = reason,
+        );
+    }
+
     pub fn new(
         listener: &str,
         settings: &edge_config::TcpListener,
@@ -146,11 +174,12 @@ impl ConnectionHandler for TcpHandler {
         peer: SocketAddr,
         _shutdown: ShutdownWatch,
     ) {
+        let started = std::time::Instant::now();
         let metrics = &self.counters;
         if let Some(limiter) = &self.connection_rate {
             if limiter.check().is_err() {
                 metrics.rejected_rate.inc();
-                tracing::debug!(listener = %self.listener, client = %peer, "connection rate limit: closed");
+                self.log(peer, None, 0, 0, started, "connection rate limit");
                 return;
             }
         }
@@ -159,7 +188,8 @@ impl ConnectionHandler for TcpHandler {
                 Ok(h) => (h.source.unwrap_or(peer), h.rest),
                 Err(e) => {
                     metrics.rejected_proxy_header.inc();
-                    tracing::info!(listener = %self.listener, client = %peer, error = %e, "closed: bad PROXY protocol header");
+                    let reason = format!("bad PROXY protocol header: {e}");
+                    self.log(peer, None, 0, 0, started, &reason);
                     return;
                 }
             }
@@ -171,6 +201,7 @@ impl ConnectionHandler for TcpHandler {
             Err(why) => {
                 metrics.rejected_no_backend.inc();
                 tracing::warn!(listener = %self.listener, pool = %self.settings.pool, client = %client, reason = ?why, "no backend for a TCP connection; closed");
+                self.log(client, None, 0, 0, started, "no backend");
                 return;
             }
         };
@@ -185,7 +216,8 @@ impl ConnectionHandler for TcpHandler {
         if !preamble.is_empty() {
             if let Err(e) = upstream.stream.write_all(&preamble).await {
                 metrics.closed_error.inc();
-                tracing::debug!(listener = %self.listener, backend = %backend.label, error = %e, "writing to backend failed");
+                let reason = format!("error: writing to the backend: {e}");
+                self.log(client, Some(&backend.label), 0, 0, started, &reason);
                 return;
             }
         }
@@ -202,19 +234,27 @@ impl ConnectionHandler for TcpHandler {
             counters,
         )
         .await;
-        match end {
-            RelayEnd::Done { up, down } => {
+        let reason = match &end.end {
+            RelayEnd::Done => {
                 metrics.closed_done.inc();
-                tracing::debug!(listener = %self.listener, client = %client, backend = %backend.label, up, down, "TCP connection done");
+                "done".to_string()
             }
             RelayEnd::Idle => {
                 metrics.closed_idle.inc();
-                tracing::debug!(listener = %self.listener, client = %client, "idle timeout");
+                "idle timeout".to_string()
             }
             RelayEnd::Error(e) => {
                 metrics.closed_error.inc();
-                tracing::debug!(listener = %self.listener, client = %client, error = %e, "relay ended with an error");
+                format!("error: {e}")
             }
-        }
+        };
+        self.log(
+            client,
+            Some(&backend.label),
+            early.len() as u64 + end.up,
+            end.down,
+            started,
+            &reason,
+        );
     }
 }

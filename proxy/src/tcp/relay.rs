@@ -127,14 +127,21 @@ where
 /// How a relay ended.
 #[derive(Debug)]
 pub enum RelayEnd {
-    /// Both directions finished; bytes client→backend and backend→client.
-    Done {
-        up: u64,
-        down: u64,
-    },
+    /// Both directions finished.
+    Done,
     /// Nothing moved either way for the idle timeout.
     Idle,
     Error(io::Error),
+}
+
+/// What a relay moved and how it ended.
+#[derive(Debug)]
+pub struct Relayed {
+    pub end: RelayEnd,
+    /// Bytes client → backend.
+    pub up: u64,
+    /// Bytes backend → client.
+    pub down: u64,
 }
 
 /// A stream that counts what is read from it and stamps the time of the
@@ -143,9 +150,13 @@ struct Metered<S> {
     inner: S,
     read_bytes: [IntCounter; 2],
     activity: Arc<Activity>,
+    /// 0: read from the client (up), 1: from the backend (down).
+    side: usize,
 }
 
 struct Activity {
+    /// Bytes read from the client and from the backend.
+    moved: [AtomicU64; 2],
     start: Instant,
     /// Milliseconds after `start` of the last read.
     last_ms: AtomicU64,
@@ -175,6 +186,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
             for c in &self.read_bytes {
                 c.inc_by(n as u64);
             }
+            self.activity.moved[self.side].fetch_add(n as u64, Ordering::Relaxed);
             self.activity.stamp();
         }
         r
@@ -210,12 +222,13 @@ pub struct RelayCounters {
 /// Relays until both directions have ended (each side's EOF is passed on as
 /// a shutdown of the other side's write half), an error, or `idle` with no
 /// byte moving either way.
-pub async fn relay<C, B>(client: C, backend: B, idle: Duration, counters: RelayCounters) -> RelayEnd
+pub async fn relay<C, B>(client: C, backend: B, idle: Duration, counters: RelayCounters) -> Relayed
 where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let activity = Arc::new(Activity {
+        moved: [AtomicU64::new(0), AtomicU64::new(0)],
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
     });
@@ -223,28 +236,35 @@ where
         inner: client,
         read_bytes: counters.up,
         activity: activity.clone(),
+        side: 0,
     };
     let mut backend = Metered {
         inner: backend,
         read_bytes: counters.down,
         activity: activity.clone(),
+        side: 1,
     };
     let copy = copy_both(&mut client, &mut backend);
     tokio::pin!(copy);
-    loop {
+    let end = loop {
         let deadline = activity.last() + idle;
         tokio::select! {
             r = &mut copy => {
-                return match r {
-                    Ok((up, down)) => RelayEnd::Done { up, down },
+                break match r {
+                    Ok(_) => RelayEnd::Done,
                     Err(e) => RelayEnd::Error(e),
                 };
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
                 if activity.last() + idle <= Instant::now() {
-                    return RelayEnd::Idle;
+                    break RelayEnd::Idle;
                 }
             }
         }
+    };
+    Relayed {
+        end,
+        up: activity.moved[0].load(Ordering::Relaxed),
+        down: activity.moved[1].load(Ordering::Relaxed),
     }
 }

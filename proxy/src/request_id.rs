@@ -1,0 +1,85 @@
+//! `X-Request-Id`: one id for a request through every tier (the node a
+//! client reached, the owner in the site, the shield, the origin) and in
+//! every access log line about it. A client's (or a proxy's in front) is
+//! kept when it is a plain token; otherwise edge makes a UUID v4, as Envoy
+//! does. It is set on the request itself, so every request sent upstream
+//! and every subrequest carries it.
+
+use pingora_http::RequestHeader;
+
+pub const HEADER: &str = "x-request-id";
+
+/// Whether `v` is an id edge passes on: 1–128 of `A-Z a-z 0-9 - _ . :`.
+fn usable(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// A random UUID (RFC 9562 version 4).
+pub fn generate() -> String {
+    let mut b = fastrand::u128(..).to_be_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// The request's id: its one usable `X-Request-Id`, else a new one, which
+/// replaces whatever the request carried.
+pub fn ensure(req: &mut RequestHeader) -> String {
+    let mut values = req.headers.get_all(HEADER).iter();
+    if let (Some(v), None) = (values.next(), values.next()) {
+        if usable(v.as_bytes()) {
+            if let Ok(s) = v.to_str() {
+                return s.to_string();
+            }
+        }
+    }
+    let id = generate();
+    // A generated id is ASCII: the header value is always valid.
+    let _ = req.insert_header(HEADER, id.as_str());
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(ids: &[&str]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for id in ids {
+            r.append_header(HEADER, *id).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn a_plain_id_is_kept_and_anything_else_replaced() {
+        let mut r = req(&["abc-123_X.y:z"]);
+        assert_eq!(ensure(&mut r), "abc-123_X.y:z");
+        for bad in [&["a b"][..], &["<script>"], &["x"; 2], &[""]] {
+            let mut r = req(bad);
+            let id = ensure(&mut r);
+            assert_eq!(id.len(), 36, "{bad:?}");
+            let values: Vec<_> = r.headers.get_all(HEADER).iter().collect();
+            assert_eq!(values.len(), 1);
+            assert_eq!(values[0].to_str().unwrap(), id);
+        }
+        let long = "a".repeat(129);
+        assert_ne!(ensure(&mut req(&[&long])), long);
+        let mut none = req(&[]);
+        let id = ensure(&mut none);
+        assert_eq!(&id[14..15], "4", "version 4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "variant");
+        assert_ne!(id, generate());
+    }
+}
