@@ -392,8 +392,16 @@ impl Runtime {
             .prepare(plan.dns_bind, dns_threads)
             .map_err(|e| ApplyError::Environment(format!("dns listeners: {e}")))?;
 
+        let expiries = edge_proxy::listen::tls::expiries(&new);
         // Commit: nothing below can fail.
         self.proxy.install(state, &new);
+        let expiry = &self.proxy.metrics.certificate_expiry;
+        expiry.reset();
+        for (listener, path, not_after) in expiries {
+            expiry
+                .with_label_values(&[&listener, &path])
+                .set(not_after as f64);
+        }
         match cache_change {
             CacheChange::Open(cache) => self.proxy.set_cache(cache),
             CacheChange::Configure(prepared) => {

@@ -141,6 +141,19 @@ async fn certificates_change_with_a_reload() {
         .await
         .unwrap();
     assert_eq!(first.peer_cert, a.der);
+    // Each certificate's expiry is a metric, as its notAfter says.
+    let metrics = Client::new().get(&node.admin_url("/metrics")).await.text();
+    for (file, cert) in [("a.pem", &a), ("b.pem", &b)] {
+        let want = edge_proxy::listen::tls::not_after(cert.cert_pem.as_bytes()).unwrap();
+        let path = dir.path().join(file).display().to_string();
+        let got = edge_testkit::metric_sum(
+            &metrics,
+            "edge_tls_certificate_expiry_timestamp_seconds",
+            &["listener=\"tls\"", &format!("certificate=\"{path}\"")],
+        );
+        assert_eq!(got, want as f64, "{file}");
+        assert!(want > 1_700_000_000);
+    }
 
     let renewed = ca.issue(&["a.example.test"]);
     write(dir.path(), "a.pem", &renewed.cert_pem);

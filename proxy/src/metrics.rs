@@ -36,6 +36,8 @@ pub struct ProxyMetrics {
     pub ratelimit: crate::ratelimit::metrics::RateLimitMetrics,
     pub site: crate::site::SiteMetrics,
     pub video: crate::video::VideoMetrics,
+    /// `notAfter` of each https listener's certificates, Unix seconds.
+    pub certificate_expiry: prometheus::GaugeVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -166,6 +168,17 @@ impl ProxyMetrics {
             ratelimit: crate::ratelimit::metrics::RateLimitMetrics::new(registry)?,
             site: crate::site::SiteMetrics::new(registry)?,
             video: crate::video::VideoMetrics::new(registry)?,
+            certificate_expiry: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "edge_tls_certificate_expiry_timestamp_seconds",
+                        "When each certificate of an https listener expires (notAfter), Unix seconds",
+                    ),
+                    &["listener", "certificate"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
         })
     }
 

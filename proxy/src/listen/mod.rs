@@ -14,7 +14,7 @@ pub mod framing;
 mod head;
 mod http;
 pub mod inspect;
-mod tls;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

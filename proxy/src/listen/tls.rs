@@ -86,6 +86,32 @@ pub fn load_certified_keys(
     Ok(Arc::new(certified))
 }
 
+/// When the first (leaf) certificate of a PEM chain expires: its
+/// `notAfter`, Unix seconds. `None` if the file holds no readable X.509
+/// certificate.
+pub fn not_after(cert_pem: &[u8]) -> Option<i64> {
+    let der = rustls_pemfile::certs(&mut &cert_pem[..]).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// Every https listener's certificate files with their expiry:
+/// (listener, certificate path, `notAfter` in Unix seconds). Reads the files.
+pub fn expiries(config: &edge_config::Config) -> Vec<(String, String, i64)> {
+    let mut out = Vec::new();
+    for l in &config.listeners {
+        let edge_config::ListenerKind::Https(https) = &l.kind else {
+            continue;
+        };
+        for c in &https.certificates {
+            if let Some(t) = std::fs::read(&c.cert).ok().and_then(|pem| not_after(&pem)) {
+                out.push((l.name.clone(), c.cert.display().to_string(), t));
+            }
+        }
+    }
+    out
+}
+
 /// A listener's TLS setup, ready to accept.
 pub struct TlsSettings {
     pub acceptor: Acceptor,
