@@ -274,6 +274,14 @@ async fn probe_loop(
             ),
         };
         state.set_utilization(node, utilization);
+        if let Some(share) = state.steer(health.interval) {
+            tracing::info!(
+                site = %site,
+                shed_per_mille = share,
+                utilization = state.utilization().unwrap_or(0.0),
+                "site load: share of its clients answered with the next site"
+            );
+        }
         if let Some(up) = state.report(node, passed, health.rise, fall, error.clone()) {
             if up {
                 tracing::info!(site = %site, "site is up: a node passes its checks");

@@ -1,8 +1,8 @@
-//! The control loop's first half on real sockets: a node publishes its
-//! state as its proxy sees it (`GET /site/state`), and a GeoDNS node that
-//! polls it withdraws the site when the node says it cannot serve (no
-//! usable backend), with no health URL of its own, and shows the load the
-//! node reports.
+//! The control loop on real sockets: a node publishes its state as its
+//! proxy sees it (`GET /site/state`); a GeoDNS node that polls it withdraws
+//! the site when the node says it cannot serve (no usable backend), with no
+//! health URL of its own, and sheds clients to the next site while the
+//! node's load is above its capacity, then takes them back.
 
 // Helpers in test files may unwrap: a panic here is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -57,6 +57,10 @@ capacity = {{ egress = "1 Gbit/s", connections = 4 }}
 }
 
 fn dns_config(state_url: &str) -> String {
+    dns_config_with(state_url, "1s", 100)
+}
+
+fn dns_config_with(state_url: &str, interval: &str, fall: u32) -> String {
     format!(
         r#"
 [admin]
@@ -90,10 +94,10 @@ lon = 4.90
 ipv4 = ["192.0.2.10"]
 [dns.site.health]
 urls = ["{state_url}"]
-interval = "1s"
-timeout = "500ms"
+interval = "{interval}"
+timeout = "{interval}"
 rise = 1
-fall = 100
+fall = {fall}
 
 [[dns.site]]
 name = "nyc"
@@ -102,7 +106,10 @@ lon = -74.01
 ipv4 = ["198.51.100.10"]
 
 [dns.locator]
-cidr = [{{ prefix = "127.0.1.0/24", lat = 48.85, lon = 2.35 }}]
+cidr = [
+  {{ prefix = "127.0.1.0/24", lat = 48.85, lon = 2.35 }},
+  {{ prefix = "10.1.0.0/16", lat = 48.85, lon = 2.35 }},
+]
 "#
     )
 }
@@ -184,4 +191,85 @@ async fn a_node_that_cannot_serve_leaves_the_dns_answers() {
     let metrics = c.get(&dns_node.admin_url("/metrics")).await.text();
     assert!(metric_sum(&metrics, "edge_dns_site_utilization", &["site=\"ams\""]) >= 0.0);
     assert!(metrics.contains("edge_dns_site_utilization{site=\"ams\"}"));
+}
+
+/// The answers for 100 client subnets of 10.1.0.0/16 (all near Amsterdam):
+/// how many got New York.
+async fn moved(dns: &DnsClient) -> usize {
+    let mut n = 0;
+    for i in 0..100u32 {
+        let subnet = format!("10.1.{}.0", i);
+        let m = dns
+            .clone()
+            .udp(&DnsQuery::new("video.cdn.test.", DnsType::A).subnet(&subnet, 24))
+            .await
+            .unwrap();
+        if addresses(&m) == [ip("198.51.100.10")] {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_over_capacity_sheds_clients_and_takes_them_back() {
+    let o = origin("o").await;
+    let node = EdgeNode::start(
+        BIN,
+        &node_config(o.addr()).replace("connections = 4", "connections = 1"),
+    );
+    node.wait_ready(Duration::from_secs(20));
+    let dns_node = EdgeNode::start(
+        BIN,
+        &dns_config_with(&node.admin_url("/site/state"), "100ms", 3),
+    );
+    dns_node.wait_ready(Duration::from_secs(20));
+    let dns = DnsClient::new(dns_node.addr("dns"));
+    eventually(Duration::from_secs(10), "Amsterdam answered", || async {
+        (moved(&dns).await == 0).then_some(())
+    })
+    .await;
+    let c = Client::new();
+
+    // Four idle clients on a node that can hold one: 400% of capacity.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(
+            tokio::net::TcpStream::connect(node.addr("web"))
+                .await
+                .unwrap(),
+        );
+    }
+    eventually(Duration::from_secs(20), "every client shed", || async {
+        let sites = c.get(&dns_node.admin_url("/dns/sites")).await.json();
+        (sites[0]["shed_per_mille"] == 1000).then_some(())
+    })
+    .await;
+    // Steady load, steady answers: every subnet on New York, poll after poll.
+    for _ in 0..3 {
+        assert_eq!(moved(&dns).await, 100);
+    }
+    let m = dns
+        .clone()
+        .udp(&DnsQuery::new("video.cdn.test.", DnsType::A).subnet("10.1.7.0", 24))
+        .await
+        .unwrap();
+    assert!(
+        m.answers.iter().all(|a| a.ttl <= 5),
+        "short TTLs while shedding"
+    );
+    let metrics = c.get(&dns_node.admin_url("/metrics")).await.text();
+    assert_eq!(
+        metric_sum(&metrics, "edge_dns_site_shed_ratio", &["site=\"ams\""]),
+        1.0
+    );
+
+    // The load goes: the share steps down and every client comes back.
+    drop(held);
+    eventually(Duration::from_secs(20), "every client back", || async {
+        let sites = c.get(&dns_node.admin_url("/dns/sites")).await.json();
+        (sites[0]["shed_per_mille"] == 0).then_some(())
+    })
+    .await;
+    assert_eq!(moved(&dns).await, 0);
 }

@@ -292,7 +292,34 @@ struct Ctx<'a> {
     notes: RefCell<Notes>,
 }
 
+/// The TTL of geo answers while a site sheds clients (seconds).
+const SHEDDING_TTL: u32 = 5;
+
 impl Ctx<'_> {
+    /// A stable hash of the client (its ECS subnet, else its address) and
+    /// the prefix length it stands for.
+    fn client_key(&self) -> (u64, u8) {
+        let (addr, len) = match self.subnet {
+            Some(s) if s.option.source_prefix() > 0 => (s.addr, s.option.source_prefix()),
+            _ => (self.client, 128),
+        };
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let len = len.min(width);
+        let net = ipnet::IpNet::new(addr, len).map_or(addr, |n| n.trunc().addr());
+        let bytes = match net {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+        for b in bytes.iter().chain(std::iter::once(&len)) {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01B3);
+        }
+        // splitmix64's finalizer: the low digits of FNV-1a alone are poorly mixed.
+        h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (h ^ (h >> 31), len)
+    }
+
     fn locate(&self) -> (Option<Where>, u8) {
         let (addr, ecs) = match self.subnet {
             Some(s) if s.option.source_prefix() > 0 => (s.addr, true),
@@ -339,14 +366,25 @@ impl Ctx<'_> {
         let (at, scope) = self.locate();
         // Health read once: the pick and a packet-cache entry see the same.
         let ups = Ups::read(&self.state.site_states);
-        let (picked, why) = g.pick(
+        let shedding = ups.shedding();
+        let (client, source) = self.client_key();
+        let (picked, why) = g.pick_for(
             &self.state.sites,
             &ups,
             at.as_ref(),
             family,
             self.state.fail_open,
+            shedding.then_some(client),
         );
-        r.geo_scope = Some(scope);
+        // While a site sheds, the answer depends on the client's own
+        // subnet (RFC 7871 §7.2.1), and it is kept briefly so clients
+        // follow the share as it moves.
+        r.geo_scope = Some(if shedding { scope.max(source) } else { scope });
+        let ttl = if shedding {
+            g.ttl.min(SHEDDING_TTL)
+        } else {
+            g.ttl
+        };
         {
             let mut notes = self.notes.borrow_mut();
             notes.ups = Some(ups);
@@ -369,12 +407,12 @@ impl Ctx<'_> {
                 Family::V4 => r.answers.extend(
                     site.ipv4
                         .iter()
-                        .map(|a| address_record(owner, g.ttl, IpAddr::V4(*a))),
+                        .map(|a| address_record(owner, ttl, IpAddr::V4(*a))),
                 ),
                 Family::V6 => r.answers.extend(
                     site.ipv6
                         .iter()
-                        .map(|a| address_record(owner, g.ttl, IpAddr::V6(*a))),
+                        .map(|a| address_record(owner, ttl, IpAddr::V6(*a))),
                 ),
             }
         }

@@ -186,6 +186,22 @@ impl GeoName {
         family: Family,
         fail_open: bool,
     ) -> (Vec<usize>, Pick) {
+        self.pick_for(sites, health, at, family, fail_open, None)
+    }
+
+    /// [`GeoName::pick`] for a client whose stable hash is `client`: a
+    /// located client whose nearest site sheds it (`client % 1000` below
+    /// the site's shed share, per mille) gets the nearest site that does
+    /// not, so the same clients move while the share holds.
+    pub fn pick_for(
+        &self,
+        sites: &[Site],
+        health: &impl Up,
+        at: Option<&Where>,
+        family: Family,
+        fail_open: bool,
+        client: Option<u64>,
+    ) -> (Vec<usize>, Pick) {
         let usable: Vec<usize> = self
             .candidates
             .iter()
@@ -259,8 +275,39 @@ impl GeoName {
                 }
             }
         };
+        let chosen = match client {
+            Some(h) if !matches!(self.policy, Policy::Weighted(_)) => {
+                shed(chosen, &by_distance, health, h)
+            }
+            _ => chosen,
+        };
         (chosen, Pick::Located)
     }
+}
+
+/// Moves a client off each chosen site that sheds it to the nearest usable
+/// site that is neither chosen nor shedding it; a site no other can
+/// replace stays.
+fn shed(
+    mut chosen: Vec<usize>,
+    by_distance: &[(f64, usize)],
+    health: &impl Up,
+    client: u64,
+) -> Vec<usize> {
+    let ticket = (client % 1000) as u32;
+    for j in 0..chosen.len() {
+        if ticket >= health.shed(chosen[j]) {
+            continue;
+        }
+        let spare = by_distance
+            .iter()
+            .map(|(_, k)| *k)
+            .find(|k| !chosen.contains(k) && ticket >= health.shed(*k));
+        if let Some(k) = spare {
+            chosen[j] = k;
+        }
+    }
+    chosen
 }
 
 /// One of `pool`, with probability proportional to weight (a zero weight is never picked
@@ -283,6 +330,103 @@ fn weighted_pick(sites: &[Site], pool: &[usize]) -> usize {
 
 #[cfg(test)]
 mod tests {
+
+    /// Every site up; site 0 sheds `share` per mille.
+    struct Shedding(u32);
+
+    impl Up for Shedding {
+        fn up(&self, _i: usize) -> bool {
+            true
+        }
+        fn shed(&self, i: usize) -> u32 {
+            if i == 0 {
+                self.0
+            } else {
+                0
+            }
+        }
+    }
+
+    #[test]
+    fn a_shedding_site_sends_its_share_of_clients_to_the_next_nearest() {
+        let cfg: Vec<DnsSite> = vec![
+            site("ams", 52.37, 4.90, "eu", 1),
+            site("fra", 50.11, 8.68, "eu", 1),
+            site("nyc", 40.71, -74.01, "us", 1),
+        ];
+        let sites: Vec<Site> = cfg.iter().map(Site::new).collect();
+        let index: HashMap<&str, usize> = cfg
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
+        let g = GeoName::new(
+            &GeoRecord {
+                name: "v".into(),
+                policy: GeoPolicy::Nearest { count: 1 },
+                ttl: 20,
+                sites: Vec::new(),
+                default_sites: Vec::new(),
+                failover: Default::default(),
+            },
+            &index,
+        );
+        let paris = Where::At {
+            point: Point::from_degrees(48.85, 2.35),
+            region: None,
+        };
+        for share in [0u32, 250, 700, 1000] {
+            let moved = (0..10_000u64)
+                .map(|n| n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (n >> 7))
+                .filter(|h| {
+                    let (p, _) = g.pick_for(
+                        &sites,
+                        &Shedding(share),
+                        Some(&paris),
+                        Family::V4,
+                        true,
+                        Some(*h),
+                    );
+                    assert!(p == [0] || p == [1], "{p:?}");
+                    p == [1]
+                })
+                .count();
+            let expect = share as usize * 10;
+            assert!(
+                moved.abs_diff(expect) <= 250,
+                "share {share}: {moved} of 10000 moved"
+            );
+        }
+        // The same client stays where it is sent while the share holds.
+        let h = 123_456_789;
+        let first = g.pick_for(
+            &sites,
+            &Shedding(500),
+            Some(&paris),
+            Family::V4,
+            true,
+            Some(h),
+        );
+        for _ in 0..10 {
+            assert_eq!(
+                g.pick_for(
+                    &sites,
+                    &Shedding(500),
+                    Some(&paris),
+                    Family::V4,
+                    true,
+                    Some(h)
+                ),
+                first
+            );
+        }
+        // Without a client key (zone transfers, tests): no shedding.
+        assert_eq!(
+            g.pick(&sites, &Shedding(1000), Some(&paris), Family::V4, true)
+                .0,
+            [0]
+        );
+    }
     use super::*;
     use crate::health::{SiteStates, SiteView};
 

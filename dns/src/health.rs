@@ -4,8 +4,9 @@
 //! they report here.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
@@ -24,12 +25,26 @@ pub struct NodeHealth {
     pub utilization: Option<f64>,
 }
 
+/// When a site sheds clients to the next nearest one (the nodes'
+/// `/site/state` utilization, load ÷ capacity): above `HIGH_WATER` the
+/// shed share grows by `STEP` per poll interval; it shrinks by `STEP` only
+/// below `LOW_WATER`, and holds in between (hysteresis: a steady load
+/// gives steady answers).
+pub const HIGH_WATER: f64 = 0.9;
+pub const LOW_WATER: f64 = 0.75;
+/// Per mille of the site's clients, per poll interval.
+pub const STEP: u32 = 100;
+
 /// A site's state.
 #[derive(Debug)]
 pub struct SiteState {
     drained: AtomicBool,
     healthy: AtomicBool,
     nodes: Mutex<Vec<NodeHealth>>,
+    /// Per mille of the site's clients answered with the next site.
+    shed: AtomicU32,
+    /// When the shed share was last stepped.
+    steered: Mutex<Option<Instant>>,
 }
 
 impl Default for SiteState {
@@ -39,6 +54,8 @@ impl Default for SiteState {
             // Up until checks say otherwise: a start must not withdraw every site.
             healthy: AtomicBool::new(true),
             nodes: Mutex::new(Vec::new()),
+            shed: AtomicU32::new(0),
+            steered: Mutex::new(None),
         }
     }
 }
@@ -120,6 +137,30 @@ impl SiteState {
         self.nodes.lock().clone()
     }
 
+    /// Per mille of this site's clients answered with the next site now.
+    pub fn shed(&self) -> u32 {
+        self.shed.load(Ordering::Relaxed)
+    }
+
+    /// Steps the shed share from the utilization the nodes report, at most
+    /// once per `interval` (see [`HIGH_WATER`]). Returns the new share when
+    /// it changed.
+    pub fn steer(&self, interval: Duration) -> Option<u32> {
+        {
+            let mut at = self.steered.lock();
+            if at.is_some_and(|t| t.elapsed() < interval) {
+                return None;
+            }
+            *at = Some(Instant::now());
+        }
+        let before = self.shed();
+        let after = next_shed(before, self.utilization());
+        (after != before).then(|| {
+            self.shed.store(after, Ordering::Relaxed);
+            after
+        })
+    }
+
     /// Node `i`'s last reported utilization (load ÷ capacity).
     pub fn set_utilization(&self, i: usize, utilization: Option<f64>) {
         if let Some(n) = self.nodes.lock().get_mut(i) {
@@ -137,6 +178,16 @@ impl SiteState {
             .filter_map(|n| n.utilization)
             .collect();
         (!reported.is_empty()).then(|| reported.iter().sum::<f64>() / reported.len() as f64)
+    }
+}
+
+/// The shed share after one step at `utilization` (`None`: no node says).
+pub fn next_shed(shed: u32, utilization: Option<f64>) -> u32 {
+    match utilization {
+        Some(u) if u > HIGH_WATER => (shed + STEP).min(1000),
+        Some(u) if u < LOW_WATER => shed.saturating_sub(STEP),
+        Some(_) => shed,
+        None => 0,
     }
 }
 
@@ -194,11 +245,19 @@ pub struct SiteView<'a>(pub &'a [Arc<SiteState>]);
 /// Whether site `i` (in a generation's order) is answered.
 pub trait Up {
     fn up(&self, i: usize) -> bool;
+    /// Per mille of site `i`'s clients sent to the next site.
+    fn shed(&self, _i: usize) -> u32 {
+        0
+    }
 }
 
 impl Up for SiteView<'_> {
     fn up(&self, i: usize) -> bool {
         self.0.get(i).is_some_and(|s| s.up())
+    }
+
+    fn shed(&self, i: usize) -> u32 {
+        self.0.get(i).map_or(0, |s| s.shed())
     }
 }
 
@@ -208,7 +267,11 @@ impl Up for SiteView<'_> {
 /// picking and again when keeping the answer could keep an answer made
 /// before a change as if made after it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ups(Box<[u64]>);
+pub struct Ups {
+    bits: Box<[u64]>,
+    /// Each site's shed share, per mille (empty when none sheds).
+    shed: Box<[u16]>,
+}
 
 impl Ups {
     pub fn read(sites: &[Arc<SiteState>]) -> Ups {
@@ -218,27 +281,81 @@ impl Ups {
                 bits[i / 64] |= 1 << (i % 64);
             }
         }
-        Ups(bits.into_boxed_slice())
+        let shed: Vec<u16> = sites.iter().map(|s| s.shed() as u16).collect();
+        let shed = if shed.iter().all(|s| *s == 0) {
+            Box::default()
+        } else {
+            shed.into_boxed_slice()
+        };
+        Ups {
+            bits: bits.into_boxed_slice(),
+            shed,
+        }
     }
 
-    /// Whether `sites` are up as they were read.
+    /// Whether `sites` are up, and shed, as they were read.
     pub fn holds(&self, sites: &[Arc<SiteState>]) -> bool {
-        self.0.len() == sites.len().div_ceil(64)
-            && sites
-                .iter()
-                .enumerate()
-                .all(|(i, s)| (self.0[i / 64] >> (i % 64)) & 1 == u64::from(s.up()))
+        self.bits.len() == sites.len().div_ceil(64)
+            && sites.iter().enumerate().all(|(i, s)| {
+                (self.bits[i / 64] >> (i % 64)) & 1 == u64::from(s.up())
+                    && u32::from(self.shed.get(i).copied().unwrap_or(0)) == s.shed()
+            })
+    }
+
+    /// Whether some site sheds clients.
+    pub fn shedding(&self) -> bool {
+        !self.shed.is_empty()
     }
 }
 
 impl Up for Ups {
     fn up(&self, i: usize) -> bool {
-        self.0.get(i / 64).is_some_and(|w| (w >> (i % 64)) & 1 == 1)
+        self.bits
+            .get(i / 64)
+            .is_some_and(|w| (w >> (i % 64)) & 1 == 1)
+    }
+
+    fn shed(&self, i: usize) -> u32 {
+        u32::from(self.shed.get(i).copied().unwrap_or(0))
     }
 }
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_shed_share_steps_up_above_high_water_and_down_below_low_water() {
+        assert_eq!(next_shed(0, Some(1.5)), 100);
+        assert_eq!(next_shed(950, Some(0.95)), 1000);
+        assert_eq!(next_shed(1000, Some(3.0)), 1000);
+        // Between the marks it holds: a steady load, steady answers.
+        assert_eq!(next_shed(300, Some(0.8)), 300);
+        assert_eq!(next_shed(0, Some(0.85)), 0);
+        assert_eq!(next_shed(300, Some(0.5)), 200);
+        assert_eq!(next_shed(50, Some(0.1)), 0);
+        // No report: nothing to shed for.
+        assert_eq!(next_shed(700, None), 0);
+    }
+
+    #[test]
+    fn a_shedding_site_steps_once_per_interval_from_its_up_nodes() {
+        let s = SiteState::default();
+        s.set_nodes(&["a".to_string(), "b".to_string()]);
+        s.set_utilization(0, Some(2.0));
+        s.set_utilization(1, Some(1.0));
+        assert_eq!(s.utilization(), Some(1.5));
+        assert_eq!(s.steer(Duration::from_secs(3600)), Some(100));
+        assert_eq!(
+            s.steer(Duration::from_secs(3600)),
+            None,
+            "once per interval"
+        );
+        assert_eq!(s.steer(Duration::ZERO), Some(200));
+        let ups = Ups::read(&[Arc::new(SiteState::default()), Arc::new(s)]);
+        assert!(ups.shedding());
+        assert_eq!((ups.shed(0), ups.shed(1)), (0, 200));
+    }
+
     use super::*;
 
     #[test]

@@ -62,6 +62,8 @@ pub struct SiteReport {
     pub capacity: u32,
     /// Load ÷ capacity, the mean of what the up nodes' `/site/state` said.
     pub utilization: Option<f64>,
+    /// Per mille of the site's clients answered with the next site.
+    pub shed_per_mille: u32,
     pub nodes: Vec<NodeHealth>,
 }
 
@@ -169,6 +171,7 @@ impl DnsService {
                 weight: site.weight,
                 capacity: site.capacity,
                 utilization: s.utilization(),
+                shed_per_mille: s.shed(),
                 nodes: s.nodes(),
             })
             .collect()

@@ -223,6 +223,16 @@ fn site_gauges() -> Result<[IntGaugeVec; 3], prometheus::Error> {
     ])
 }
 
+fn shed_gauge() -> Result<prometheus::GaugeVec, prometheus::Error> {
+    prometheus::GaugeVec::new(
+        Opts::new(
+            "edge_dns_site_shed_ratio",
+            "Share of the site's located clients answered with the next nearest site (load above the high-water mark)",
+        ),
+        &["site"],
+    )
+}
+
 impl SiteCollector {
     pub fn new(
         sites: Arc<dyn Fn() -> Vec<(String, Arc<SiteState>)> + Send + Sync>,
@@ -239,6 +249,7 @@ impl SiteCollector {
             &["site"],
         )?;
         descs.extend(utilization.desc().into_iter().cloned());
+        descs.extend(shed_gauge()?.desc().into_iter().cloned());
         Ok(Self { sites, descs })
     }
 }
@@ -261,6 +272,9 @@ impl Collector for SiteCollector {
         ) else {
             return Vec::new();
         };
+        let Ok(shed) = shed_gauge() else {
+            return Vec::new();
+        };
         for (name, s) in (self.sites)() {
             up.with_label_values(&[&name]).set(i64::from(s.up()));
             healthy
@@ -272,12 +286,15 @@ impl Collector for SiteCollector {
             if let Some(u) = s.utilization() {
                 utilization.with_label_values(&[&name]).set(u);
             }
+            shed.with_label_values(&[&name])
+                .set(f64::from(s.shed()) / 1000.0);
         }
         let mut families: Vec<MetricFamily> = [up, healthy, drained]
             .iter()
             .flat_map(|g| g.collect())
             .collect();
         families.extend(utilization.collect());
+        families.extend(shed.collect());
         families
     }
 }
