@@ -367,7 +367,7 @@ impl Ctx<'_> {
         // Health read once: the pick and a packet-cache entry see the same.
         let ups = Ups::read(&self.state.site_states);
         let shedding = ups.shedding();
-        let (client, source) = self.client_key();
+        let (client, _) = self.client_key();
         let (picked, why) = g.pick_for(
             &self.state.sites,
             &ups,
@@ -379,7 +379,15 @@ impl Ctx<'_> {
         // While a site sheds, the answer depends on the client's own
         // subnet (RFC 7871 §7.2.1), and it is kept briefly so clients
         // follow the share as it moves.
-        r.geo_scope = Some(if shedding { scope.max(source) } else { scope });
+        // A /0 source (RFC 7871 §7.1.2: no subnet given) is answered
+        // for the resolver's own address, scope 0, whatever decided it:
+        // a wider scope would not fit an option of the other family.
+        let source = self.subnet.map_or(0, |s| s.option.source_prefix());
+        r.geo_scope = Some(match source {
+            0 => 0,
+            _ if shedding => scope.max(source),
+            _ => scope,
+        });
         let ttl = if shedding {
             g.ttl.min(SHEDDING_TTL)
         } else {

@@ -1254,3 +1254,68 @@ fn mutated_queries_get_the_same_answer_from_the_packet_cache() {
         }
     }
 }
+
+/// Makes `site` shed `per_mille` of its located clients, as a node's
+/// `/site/state` utilization would, one step per poll.
+fn set_shed(svc: &DnsService, site: &str, per_mille: u32) {
+    let state = svc.sites.get(site);
+    state.set_nodes(&[format!("http://{site}.test/site/state")]);
+    while state.shed() != per_mille {
+        let u = if state.shed() < per_mille { 5.0 } else { 0.0 };
+        state.set_utilization(0, Some(u));
+        state.steer(std::time::Duration::ZERO);
+    }
+}
+
+/// While a site sheds, an ECS answer's scope covers the client's subnet
+/// (the hash of the subnet decided it), never more than its family's
+/// width; a /0 source (no subnet given, RFC 7871 §7.1.2) gets scope 0
+/// whatever the resolver's own address, IPv4 or IPv6.
+#[test]
+fn ecs_scope_while_shedding() {
+    let svc = service();
+    set_shed(&svc, "fra", 500);
+    let ecs = |addr: &'static str, len: u8| Opts {
+        edns: true,
+        ecs: Some((addr, len)),
+        ..Opts::default()
+    };
+    let scope_from = |packet: &[u8], client: &str| {
+        let out = svc
+            .respond(packet, client.parse().unwrap(), Transport::Udp)
+            .expect("an answer");
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(!m.answers.is_empty(), "shedding never leaves no answer");
+        assert!(m.answers.iter().all(|r| r.ttl <= 5), "short TTL");
+        match m
+            .edns
+            .as_ref()
+            .and_then(|e| e.option(hickory_proto::rr::rdata::opt::EdnsCode::Subnet))
+        {
+            Some(EdnsOption::Subnet(s)) => s.scope_prefix(),
+            _ => panic!("no ECS in the answer"),
+        }
+    };
+    for client in ["10.0.0.1", "192.0.2.250", "2001:db8::1", "::ffff:10.0.0.1"] {
+        for (addr, family) in [("0.0.0.0", 32), ("::", 128)] {
+            let scope = scope_from(
+                &query("cdn.example.test.", RecordType::A, ecs(addr, 0)),
+                client,
+            );
+            assert_eq!(scope, 0, "/0 {addr} from {client}");
+            assert!(scope <= family);
+        }
+        // A /24: the subnet decided (its hash), scope 24 at least.
+        let scope = scope_from(
+            &query("cdn.example.test.", RecordType::A, ecs("10.0.0.0", 24)),
+            client,
+        );
+        assert!((24..=32).contains(&scope), "/24 from {client}: {scope}");
+        let scope = scope_from(
+            &query("cdn.example.test.", RecordType::AAAA, ecs("2001:db8::", 56)),
+            client,
+        );
+        assert!((56..=128).contains(&scope), "/56 from {client}: {scope}");
+    }
+}
