@@ -1092,6 +1092,19 @@ lon = 103.0
         &[("fra", false)],
         &[("sin", true), ("fra", true)],
         &[("fra", false), ("nyc", false), ("sin", false)],
+        &[],
+        &[],
+    ];
+    // Shed shares set in each round too (per mille of located clients).
+    let sheds: &[&[(&str, u32)]] = &[
+        &[],
+        &[("fra", 300)],
+        &[("nyc", 1000)],
+        &[("fra", 0), ("sin", 500)],
+        &[],
+        &[("fra", 1000), ("nyc", 1000), ("sin", 1000)],
+        &[("fra", 200), ("nyc", 0)],
+        &[("fra", 0), ("nyc", 0), ("sin", 0)],
     ];
     for down in ["servfail", "fail_open"] {
         let (cached, cached_metrics) = build(4 << 20, down);
@@ -1101,6 +1114,10 @@ lon = 103.0
             for &(site, drained) in *changes {
                 assert!(cached.sites.set_drained(site, drained));
                 assert!(fresh.sites.set_drained(site, drained));
+            }
+            for &(site, share) in sheds[round] {
+                set_shed(&cached, site, share);
+                set_shed(&fresh, site, share);
             }
             for name in names {
                 for t in types {
