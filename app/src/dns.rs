@@ -235,7 +235,17 @@ async fn probe_once(target: &Target, health: &SiteHealth) -> Result<Option<f64>,
     }
     let state: serde_json::Value =
         serde_json::from_str(&body).map_err(|e| format!("/site/state is not JSON: {e}"))?;
-    if state["serving"] == serde_json::Value::Bool(false) {
+    // Only an explicit `"serving": true` passes: a 200 with other JSON
+    // (`{}`, `[]`, `"serving": "yes"`) is not a node's state.
+    let serving = state.get("serving").and_then(serde_json::Value::as_bool);
+    if serving.is_none() {
+        return Err(format!(
+            "/site/state has no boolean \"serving\": {:?}",
+            body.trim().chars().take(80).collect::<String>()
+        )
+        .into());
+    }
+    if serving == Some(false) {
         return Err(Failed {
             why: format!(
                 "the node reports it cannot serve: {}",

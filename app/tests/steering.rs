@@ -273,3 +273,86 @@ async fn a_site_over_capacity_sheds_clients_and_takes_them_back() {
     .await;
     assert_eq!(moved(&dns).await, 0);
 }
+
+/// A stand-in for a node's admin API: answers every request with the body
+/// set now, as `200 OK` JSON.
+async fn fake_state(body: std::sync::Arc<parking_lot::Mutex<String>>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.lock().clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Whatever a `/site/state` says that is not "serving: true" in JSON
+/// withdraws the site; hostile utilization values never panic the prober
+/// nor withdraw a node that says it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_that_does_not_say_serving_withdraws_the_site() {
+    let good = r#"{"serving": true, "utilization": 0.1}"#.to_string();
+    let body = std::sync::Arc::new(parking_lot::Mutex::new(good.clone()));
+    let addr = fake_state(body.clone()).await;
+    let url = format!("http://{addr}/site/state");
+    let dns_node = EdgeNode::start(BIN, &dns_config_with(&url, "100ms", 1));
+    dns_node.wait_ready(Duration::from_secs(20));
+    let dns = DnsClient::new(dns_node.addr("dns"));
+    let ams = || async { (video(&dns).await == [ip("192.0.2.10")]).then_some(()) };
+    let nyc = || async { (video(&dns).await == [ip("198.51.100.10")]).then_some(()) };
+    eventually(Duration::from_secs(10), "Amsterdam answered", ams).await;
+    let huge = format!(r#"{{"serving": true, "pad": "{}"}}"#, "x".repeat(200_000));
+    let bad = [
+        "{}".to_string(),
+        r#"{"serving": "false"}"#.to_string(),
+        r#"{"serving": null}"#.to_string(),
+        "[]".to_string(),
+        "null".to_string(),
+        r#"{"serving": tr"#.to_string(),
+        "not json at all".to_string(),
+        huge,
+    ];
+    for b in bad {
+        *body.lock() = b.clone();
+        let what = format!("withdrawn for {:.40}", b);
+        eventually(Duration::from_secs(10), &what, nyc).await;
+        *body.lock() = good.clone();
+        eventually(Duration::from_secs(10), "Amsterdam back", ams).await;
+    }
+    // Hostile utilization: the node serves; the site stays (shedding at
+    // worst: a located client of Paris still gets one site).
+    for u in [
+        "-1",
+        "1e308",
+        "-1e308",
+        "0",
+        "\"NaN\"",
+        "[1]",
+        "1.7976931348623157e309",
+    ] {
+        *body.lock() = format!(r#"{{"serving": true, "utilization": {u}}}"#);
+        for _ in 0..5 {
+            let got = video(&dns).await;
+            assert_eq!(got.len(), 1, "utilization {u}: {got:?}");
+        }
+    }
+    let c = Client::new();
+    let sites = c.get(&dns_node.admin_url("/dns/sites")).await.json();
+    assert_eq!(sites[0]["healthy"], true, "{sites}");
+}
