@@ -79,6 +79,30 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Why a client goes where it goes: its location, every candidate
+    /// site and why it won or lost, the DNS answer, then for --url the
+    /// node that owns the object, whether it holds it, and the steering
+    /// ranking (the admin API's `GET /explain` of the node a config
+    /// describes: the GeoDNS node).
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The client's address.
+        #[arg(long)]
+        client: std::net::IpAddr,
+        /// The EDNS client subnet its resolver would send, such as "203.0.113.0/24".
+        #[arg(long)]
+        ecs: Option<String>,
+        /// The name it resolves.
+        #[arg(long)]
+        host: String,
+        /// The object it fetches: a path on --host or an absolute URL.
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a signed URL for a route with `auth` (HMAC-SHA256, the keys
     /// read from the environment the config names), valid for --ttl.
     Sign {

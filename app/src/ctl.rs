@@ -67,6 +67,56 @@ pub fn prefill(
     )
 }
 
+/// `edge explain`: `GET /explain` of the node `config` describes, printed
+/// as text (or the JSON). Fails (exit 1) when the node refuses the query.
+pub fn explain(
+    config: &Path,
+    client: IpAddr,
+    ecs: Option<String>,
+    host: &str,
+    url: Option<String>,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let config = load(config)?;
+    let addr = reachable(config.admin.listen).to_string();
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("client", &client.to_string());
+    query.append_pair("host", host);
+    if let Some(e) = &ecs {
+        query.append_pair("ecs", e);
+    }
+    if let Some(u) = &url {
+        query.append_pair("url", u);
+    }
+    if !as_json {
+        query.append_pair("format", "text");
+    }
+    let path = format!("/explain?{}", query.finish());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let call = request(
+        &addr,
+        hyper::Method::GET,
+        &path,
+        None,
+        "text/plain",
+        String::new(),
+    );
+    let (status, body) =
+        match rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), call).await }) {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => bail!("admin API at {addr}: {e:#}"),
+            Err(_) => bail!("admin API at {addr}: no answer in 10 s"),
+        };
+    if !status.is_success() {
+        bail!("admin API at {addr}: {status}: {}", body.trim());
+    }
+    crate::out::say!("{}", body.trim_end());
+    Ok(())
+}
+
 /// `edge status`: what the node's admin API says of it, in a few lines.
 /// Fails (exit 1) when the node does not answer or is not ready.
 pub fn status(config: &Path) -> anyhow::Result<()> {
@@ -249,7 +299,7 @@ pub(crate) async fn post_body(
     .await
 }
 
-async fn request(
+pub(crate) async fn request(
     addr: &str,
     method: hyper::Method,
     path: &str,

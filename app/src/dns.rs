@@ -17,6 +17,8 @@ pub struct DnsNode {
     runtime: OnceLock<&'static tokio::runtime::Runtime>,
     listeners: Mutex<HashMap<String, DnsListener>>,
     probes: Mutex<Vec<JoinHandle<()>>>,
+    /// What the probes learn of nodes beyond health (steering).
+    pub nodes: Arc<crate::steering::Nodes>,
 }
 
 impl DnsNode {
@@ -26,6 +28,7 @@ impl DnsNode {
             runtime: OnceLock::new(),
             listeners: Mutex::new(HashMap::new()),
             probes: Mutex::new(Vec::new()),
+            nodes: Arc::default(),
         })
     }
 
@@ -146,6 +149,13 @@ impl DnsNode {
     pub fn start_probes(&self, runtime: &tokio::runtime::Handle) {
         let state = self.service.state();
         let mut tasks = Vec::new();
+        let urls: Vec<String> = state
+            .site_health
+            .iter()
+            .flatten()
+            .flat_map(|h| h.urls.iter().cloned())
+            .collect();
+        self.nodes.retain(&urls);
         for ((site, health), site_state) in state
             .sites
             .iter()
@@ -158,11 +168,15 @@ impl DnsNode {
                     continue;
                 };
                 tasks.push(runtime.spawn(probe_loop(
-                    site.name.clone(),
-                    i,
-                    target,
-                    health.clone(),
+                    Probe {
+                        site: site.name.clone(),
+                        node: i,
+                        url: url.clone(),
+                        target,
+                        health: health.clone(),
+                    },
                     site_state.clone(),
+                    self.nodes.clone(),
                 )));
             }
         }
@@ -212,10 +226,20 @@ impl From<String> for Failed {
     }
 }
 
+/// What a passing probe of a node's `/site/state` says of it.
+#[derive(Default)]
+struct Probed {
+    utilization: Option<f64>,
+    name: Option<String>,
+    url: Option<String>,
+    digest_generation: Option<u64>,
+    addr: Option<SocketAddr>,
+}
+
 /// Probes once. A node's `/site/state` answers with its own view: not
-/// serving (no usable backend, not ready) is a failure, and its
-/// utilization is returned.
-async fn probe_once(target: &Target, health: &SiteHealth) -> Result<Option<f64>, Failed> {
+/// serving (no usable backend, not ready) is a failure; its utilization,
+/// name, URL and digest generation are returned.
+async fn probe_once(target: &Target, health: &SiteHealth) -> Result<Probed, Failed> {
     let addr = tokio::net::lookup_host(&target.authority)
         .await
         .map_err(|e| format!("resolve {}: {e}", target.authority))?
@@ -231,7 +255,7 @@ async fn probe_once(target: &Target, health: &SiteHealth) -> Result<Option<f64>,
         .into());
     }
     if !target.path.ends_with("/site/state") {
-        return Ok(None);
+        return Ok(Probed::default());
     }
     let state: serde_json::Value =
         serde_json::from_str(&body).map_err(|e| format!("/site/state is not JSON: {e}"))?;
@@ -254,18 +278,39 @@ async fn probe_once(target: &Target, health: &SiteHealth) -> Result<Option<f64>,
             reported: true,
         });
     }
-    Ok(state["utilization"]
-        .as_f64()
-        .filter(|u| u.is_finite() && *u >= 0.0))
+    let text = |v: &serde_json::Value| v.as_str().filter(|s| s.len() <= 512).map(str::to_string);
+    Ok(Probed {
+        utilization: state["utilization"]
+            .as_f64()
+            .filter(|u| u.is_finite() && *u >= 0.0),
+        name: text(&state["node"]),
+        url: text(&state["url"]).filter(|u| u.starts_with("http://") || u.starts_with("https://")),
+        digest_generation: state["digest"]["generation"].as_u64(),
+        addr: Some(addr),
+    })
+}
+
+/// One node's probe: its site, index, health URL and settings.
+struct Probe {
+    site: String,
+    node: usize,
+    url: String,
+    target: Target,
+    health: SiteHealth,
 }
 
 async fn probe_loop(
-    site: String,
-    node: usize,
-    target: Target,
-    health: SiteHealth,
+    probe: Probe,
     state: Arc<edge_dns::health::SiteState>,
+    nodes: Arc<crate::steering::Nodes>,
 ) {
+    let Probe {
+        site,
+        node,
+        url,
+        target,
+        health,
+    } = probe;
     // Spread the first probes over the interval.
     tokio::time::sleep(health.interval.mul_f64(fastrand::f64() * 0.5)).await;
     loop {
@@ -275,7 +320,23 @@ async fn probe_loop(
             Err(_) => Err(format!("no answer within {:?}", health.timeout).into()),
         };
         let (passed, fall, error, utilization) = match result {
-            Ok(u) => (true, health.fall, None, u),
+            Ok(p) => {
+                let fetch = nodes.saw(&url, p.name, p.url, p.digest_generation);
+                if let (true, Some(addr)) = (fetch, p.addr) {
+                    // A digest can be large: its own deadline, longer than a probe's.
+                    let got = tokio::time::timeout(
+                        health.timeout.max(std::time::Duration::from_secs(10)),
+                        crate::steering::fetch_digest(addr, &target.host, &target.path),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err("the digest took too long".into()));
+                    if let Err(e) = &got {
+                        tracing::warn!(site = %site, node = %url, error = %e, "cannot fetch a node's digest");
+                    }
+                    nodes.fetched(&url, got);
+                }
+                (true, health.fall, None, p.utilization)
+            }
             Err(Failed { why, reported }) => (
                 false,
                 if reported { 1 } else { health.fall },

@@ -6,6 +6,7 @@ mod check;
 mod cli;
 mod ctl;
 mod demo;
+mod digest;
 mod dns;
 mod handover;
 mod logging;
@@ -16,6 +17,7 @@ mod prefill;
 mod runtime;
 mod server;
 mod sign;
+mod steering;
 mod upgrade;
 
 use std::process::ExitCode;
@@ -37,6 +39,14 @@ fn main() -> ExitCode {
         Command::Reload { config } => ctl::run(&config, "reload"),
         Command::Upgrade { config } => ctl::run(&config, "upgrade"),
         Command::Status { config } => ctl::status(&config),
+        Command::Explain {
+            config,
+            client,
+            ecs,
+            host,
+            url,
+            json,
+        } => ctl::explain(&config, client, ecs, &host, url, json),
         Command::Sign {
             config,
             url,

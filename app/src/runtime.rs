@@ -160,6 +160,8 @@ pub struct Runtime {
     pub upgrader: crate::upgrade::Upgrader,
     /// The scheduled prefill job.
     pub prefill: crate::prefill::Prefill,
+    /// This node's digest of held objects (`GET /site/digest`).
+    pub digest: crate::digest::NodeDigest,
 }
 
 /// A listener's connection handler, and the HTTP one behind it if any (to
@@ -211,8 +213,14 @@ impl Runtime {
         ))?;
         let dns = crate::dns::DnsNode::new(&registry)?;
         let prefill = crate::prefill::Prefill::new(&registry)?;
+        let digest = crate::digest::NodeDigest::new(&registry)?;
+        let _ = proxy.steerer.set(Arc::new(crate::steering::Steering {
+            dns: dns.service.clone(),
+            nodes: dns.nodes.clone(),
+        }));
         Ok(Arc::new_cyclic(|me| Self {
             prefill,
+            digest,
             dns,
             names: Arc::new(crate::names::BackendNames::default()),
             me: me.clone(),

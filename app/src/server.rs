@@ -103,6 +103,7 @@ pub fn run_node_with(
     control.spawn(crate::admin::serve(admin, runtime.clone()));
     control.spawn(reload_on_hangup(runtime.clone(), signals.hup));
     control.spawn(upgrade_on_usr2(runtime.clone(), signals.usr2));
+    control.spawn(crate::digest::refresh_loop(runtime.clone()));
     let errors = runtime.clone();
     control.spawn(async move {
         loop {

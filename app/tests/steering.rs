@@ -356,3 +356,410 @@ async fn a_state_that_does_not_say_serving_withdraws_the_site() {
     let sites = c.get(&dns_node.admin_url("/dns/sites")).await.json();
     assert_eq!(sites[0]["healthy"], true, "{sites}");
 }
+
+/// A cache node of `site` named `name`: one cached route to the origin, a
+/// digest of every object rebuilt each second.
+fn cache_node_config(origin: std::net::SocketAddr, site: &str, name: &str) -> String {
+    format!(
+        r#"
+[server]
+shutdown_delay = "0s"
+access_log = false
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+
+[[pool]]
+name = "origin"
+backends = [{{ address = "{origin}" }}]
+
+[[route]]
+name = "objects"
+pool = "origin"
+[route.cache]
+
+[site]
+name = "{site}"
+node = "{name}"
+capacity = {{ egress = "10 Gbit/s" }}
+digest = {{ min_size = "0", refresh = "1s" }}
+"#
+    )
+}
+
+/// The GeoDNS and steering node: sites `ams` and `nyc`, two nodes each
+/// (their `/site/state`), a locator that puts 127.0.1.0/24 near Paris
+/// and 10.2.0.0/16 near Boston, and steering routes: `/steer` (list) and
+/// `/go/…` (redirect, the object is the rest of the path).
+fn steering_dns_config(ams: [&str; 2], nyc: [&str; 2]) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "dns"
+kind = "dns"
+address = "127.0.0.1:0"
+
+[[listener]]
+name = "steer"
+kind = "http"
+address = "127.0.0.1:0"
+
+[[route]]
+name = "steer-list"
+match = {{ path_exact = "/steer" }}
+steer = "list"
+
+[[route]]
+name = "steer-go"
+match = {{ path_prefix = "/go/" }}
+strip_prefix = "/go"
+steer = "redirect"
+
+[dns]
+
+[[dns.zone]]
+name = "cdn.test."
+ttl = 300
+ns = ["ns1.cdn.test."]
+soa = {{ mname = "ns1.cdn.test.", rname = "hostmaster.cdn.test.", serial = 1, minimum = "30s" }}
+records = [{{ name = "ns1", type = "A", value = "192.0.2.53" }}]
+
+[[dns.zone.geo]]
+name = "video"
+policy = "nearest"
+ttl = 20
+default_sites = ["nyc"]
+
+[[dns.site]]
+name = "ams"
+lat = 52.37
+lon = 4.90
+ipv4 = ["192.0.2.10"]
+[dns.site.health]
+urls = ["{}", "{}"]
+interval = "300ms"
+timeout = "1s"
+rise = 1
+fall = 3
+
+[[dns.site]]
+name = "nyc"
+lat = 40.71
+lon = -74.01
+ipv4 = ["198.51.100.10"]
+[dns.site.health]
+urls = ["{}", "{}"]
+interval = "300ms"
+timeout = "1s"
+rise = 1
+fall = 3
+
+[dns.locator]
+cidr = [
+  {{ prefix = "127.0.1.0/24", lat = 48.85, lon = 2.35, country = "FR" }},
+  {{ prefix = "10.2.0.0/16", lat = 42.36, lon = -71.06, country = "US" }},
+]
+"#,
+        ams[0], ams[1], nyc[0], nyc[1]
+    )
+}
+
+/// `/steer?url=…` from `from`.
+async fn steer(dns_node: &EdgeNode, from: &str, object: &str) -> serde_json::Value {
+    let url = format!(
+        "{}?url={}",
+        dns_node.url("steer", "/steer"),
+        url_encode(object)
+    );
+    let r = Client::bound_to(ip(from)).get(&url).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steering_ranks_the_node_that_holds_an_object_and_explain_tells_why() {
+    let o = origin("o").await;
+    let nodes: Vec<(EdgeNode, &str, &str)> =
+        [("ams", "a1"), ("ams", "a2"), ("nyc", "n1"), ("nyc", "n2")]
+            .into_iter()
+            .map(|(site, name)| {
+                (
+                    EdgeNode::start(BIN, &cache_node_config(o.addr(), site, name)),
+                    site,
+                    name,
+                )
+            })
+            .collect();
+    for (n, _, _) in &nodes {
+        n.wait_ready(Duration::from_secs(20));
+    }
+    let state_url = |i: usize| nodes[i].0.admin_url("/site/state");
+    let dns_node = EdgeNode::start(
+        BIN,
+        &steering_dns_config(
+            [&state_url(0), &state_url(1)],
+            [&state_url(2), &state_url(3)],
+        ),
+    );
+    dns_node.wait_ready(Duration::from_secs(20));
+    let c = Client::new();
+    let base = |i: usize| format!("http://{}", nodes[i].0.addr("web"));
+
+    // The object, not yet held anywhere: Amsterdam (nearest to a Paris
+    // client) first, its owner only; then New York's owner.
+    let object = "http://video.cdn.test/obj/title1/seg1.ts?size=200000";
+    let path = "/obj/title1/seg1.ts?size=200000";
+    let ranked = eventually(Duration::from_secs(15), "every node known", || async {
+        let s = steer(&dns_node, "127.0.1.9", object).await;
+        let t = s["targets"].as_array().cloned().unwrap_or_default();
+        (t.len() == 2 && t.iter().all(|x| x["node"].is_string())).then_some(s)
+    })
+    .await;
+    let t = &ranked["targets"];
+    assert_eq!(t[0]["site"], "ams", "{ranked}");
+    assert_eq!(t[0]["owner"], true);
+    assert_eq!(t[0]["holds"], false);
+    assert_eq!(t[1]["site"], "nyc");
+    assert_eq!(
+        ranked["object"],
+        "video.cdn.test/obj/title1/seg1.ts?size=200000"
+    );
+    assert_eq!(ranked["location"]["found"], true);
+    let owner = t[0]["node"].as_str().unwrap().to_string();
+    let (holder, other) = if owner == "a1" { (1, 0) } else { (0, 1) };
+    assert_eq!(nodes[other].2, owner);
+    assert_eq!(t[0]["url"], format!("{}{path}", base(other)));
+
+    // The non-owner caches it: once its digest says so, it ranks first,
+    // then the owner (which would have to fill it).
+    let host = [("host", "video.cdn.test")];
+    let r = c.get_with(&format!("{}{path}", base(holder)), &host).await;
+    assert_eq!(r.status, 200);
+    let ranked = eventually(
+        Duration::from_secs(15),
+        "the holder ranked first",
+        || async {
+            let s = steer(&dns_node, "127.0.1.9", object).await;
+            (s["targets"][0]["holds"] == true).then_some(s)
+        },
+    )
+    .await;
+    let t = &ranked["targets"];
+    assert_eq!(t[0]["node"], nodes[holder].2, "{ranked}");
+    assert_eq!(t[0]["url"], format!("{}{path}", base(holder)));
+    assert_eq!(t[0]["owner"], false);
+    assert_eq!(t[1]["node"], owner.as_str());
+    assert_eq!(t[1]["holds"], false);
+    assert_eq!(t[2]["site"], "nyc");
+    // Another object is held by no one: the holder does not rank for it.
+    let s = steer(
+        &dns_node,
+        "127.0.1.9",
+        "http://video.cdn.test/obj/title1/seg2.ts",
+    )
+    .await;
+    assert_eq!(s["targets"][0]["holds"], false, "{s}");
+    assert_eq!(s["targets"][0]["owner"], true);
+
+    // A client near Boston: New York first.
+    let s = steer(&dns_node, "127.0.0.1", object).await;
+    assert_eq!(s["location"]["found"], false, "{s}");
+    // Any URL on a redirecting route names the object (its Host, its
+    // path after the route's `strip_prefix`).
+    let s = Client::bound_to(ip("127.0.1.9"))
+        .get_with(&format!("{}{path}", dns_node.url("steer", "/go")), &host)
+        .await;
+    assert_eq!(s.status, 302, "{}", s.text());
+    assert_eq!(
+        s.header("location").unwrap(),
+        format!("{}{path}", base(holder))
+    );
+    assert_eq!(s.header("cache-control"), Some("no-store"));
+    // Hostile steering targets: a precise 400, nothing else.
+    for bad in [
+        "ftp://x/y",
+        "http://",
+        "http://a b/",
+        "http://user@h/x",
+        "/a/../../b%00",
+    ] {
+        let r = Client::bound_to(ip("127.0.1.9"))
+            .get(&format!(
+                "{}?url={}",
+                dns_node.url("steer", "/steer"),
+                url_encode(bad)
+            ))
+            .await;
+        assert!(r.status == 400 || r.status == 200, "{bad}: {}", r.status);
+        if r.status == 400 {
+            assert!(r.text().starts_with("url: "), "{bad}: {}", r.text());
+        }
+    }
+
+    // Explain: a located client, with the object.
+    let explain = |q: String| {
+        let c = c.clone();
+        let url = dns_node.admin_url(&format!("/explain?{q}"));
+        async move {
+            let r = c.get(&url).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()
+        }
+    };
+    let e = explain(format!(
+        "client=127.0.1.9&host=video.cdn.test&url={}",
+        url_encode(path)
+    ))
+    .await;
+    assert_eq!(e["location"]["found"], true, "{e}");
+    assert_eq!(e["location"]["by"], "address");
+    assert_eq!(e["location"]["table"], "table");
+    assert_eq!(e["location"]["entry"], "127.0.1.0/24");
+    assert_eq!(e["location"]["country"], "FR");
+    assert_eq!(e["geo_name"], "video.cdn.test.");
+    assert_eq!(e["policy"], "nearest");
+    assert_eq!(e["sites"][0]["site"], "ams");
+    assert_eq!(e["sites"][0]["chosen"], true);
+    assert!(e["sites"][0]["distance_km"].as_f64().unwrap() < 500.0);
+    assert_eq!(e["sites"][1]["site"], "nyc");
+    assert_eq!(e["sites"][1]["why"], "a nearer site answers");
+    assert!(e["sites"][1]["distance_km"].as_f64().unwrap() > 5000.0);
+    assert!(e["sites"][0]["utilization"].as_f64().is_some(), "{e}");
+    assert_eq!(e["dns"][0]["type"], "A");
+    assert_eq!(e["dns"][0]["rcode"], "No Error");
+    assert_eq!(e["dns"][0]["answers"][0]["data"], "192.0.2.10");
+    assert_eq!(e["dns"][0]["ttl"], 20);
+    assert_eq!(e["object"]["site"], "ams");
+    assert_eq!(e["object"]["owner"], owner.as_str());
+    assert_eq!(e["object"]["owner_holds"], false);
+    assert_eq!(e["object"]["owner_cache"]["ram"], false, "{e}");
+    assert_eq!(e["object"]["owner_cache"]["route"], "objects");
+    assert_eq!(
+        e["object"]["owner_cache"]["on_miss"][0],
+        "origin pool origin"
+    );
+    let nodes_seen = e["object"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes_seen.len(), 2);
+    assert!(nodes_seen
+        .iter()
+        .any(|n| n["name"] == nodes[holder].2 && n["holds"] == true));
+    assert_eq!(e["steering"][0]["node"], nodes[holder].2);
+    // The holder's own view.
+    let l = c
+        .get(
+            &nodes[holder]
+                .0
+                .admin_url(&format!("/cache/lookup?url={}", url_encode(object))),
+        )
+        .await
+        .json();
+    assert_eq!(l["ram"], true, "{l}");
+
+    // An ECS client near Boston, asked through a resolver that is not located.
+    let e = explain("client=127.0.0.1&ecs=10.2.3.0/24&host=video.cdn.test".into()).await;
+    assert_eq!(e["location"]["by"], "ecs", "{e}");
+    assert_eq!(e["location"]["source_prefix"], 24);
+    assert_eq!(e["location"]["entry"], "10.2.0.0/16");
+    assert_eq!(e["sites"][0]["site"], "nyc");
+    assert_eq!(e["dns"][0]["answers"][0]["data"], "198.51.100.10");
+    assert_eq!(e["dns"][0]["ecs_scope"], 16);
+    assert!(e["object"].is_null());
+
+    // An unlocatable client: the default site.
+    let e = explain("client=192.0.2.77&host=video.cdn.test&format=json".into()).await;
+    assert_eq!(e["location"]["found"], false, "{e}");
+    assert_eq!(e["pick"], "default");
+    assert_eq!(e["sites"][0]["site"], "nyc");
+    assert_eq!(
+        e["sites"][0]["why"],
+        "the client is not located: a default site"
+    );
+    assert!(e["sites"][0]["distance_km"].is_null());
+    assert_eq!(e["dns"][0]["answers"][0]["data"], "198.51.100.10");
+
+    // Bad questions get a precise 400.
+    for (q, why) in [
+        ("client=nope&host=video.cdn.test", "client"),
+        (
+            "client=127.0.0.1&ecs=10.0.0.0/99&host=video.cdn.test",
+            "ecs",
+        ),
+        ("client=127.0.0.1&host=", "host"),
+        ("client=127.0.0.1&host=video.cdn.test&url=gopher://x", "url"),
+    ] {
+        let r = c.get(&dns_node.admin_url(&format!("/explain?{q}"))).await;
+        assert_eq!(r.status, 400, "{q}");
+        assert!(
+            r.json()["error"].as_str().unwrap().starts_with(why),
+            "{q}: {}",
+            r.text()
+        );
+    }
+
+    // `edge explain` prints the same as text (its config names the bound
+    // admin address).
+    let config = std::fs::read_to_string(dns_node.config_path())
+        .unwrap()
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{}\"", dns_node.addr("admin")),
+            1,
+        );
+    let file = dns_node.dir().join("explain.toml");
+    std::fs::write(&file, config).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["explain", "-c"])
+        .arg(&file)
+        .args([
+            "--client",
+            "127.0.1.9",
+            "--host",
+            "video.cdn.test",
+            "--url",
+            path,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("located by its address 127.0.1.9 in the table entry 127.0.1.0/24"),
+        "{text}"
+    );
+    assert!(text.contains("* ams"), "{text}");
+    assert!(
+        text.contains(&format!("steer 1: {}{path}", base(holder))),
+        "{text}"
+    );
+
+    // The digest and headroom metrics.
+    let m = c.get(&nodes[holder].0.admin_url("/metrics")).await.text();
+    assert!(metric_sum(&m, "edge_site_digest_keys", &[]) >= 1.0, "{m}");
+    assert!(metric_sum(&m, "edge_site_digest_bytes", &[]) >= 128.0);
+    let m = c.get(&dns_node.admin_url("/metrics")).await.text();
+    assert!(m.contains("edge_dns_node_headroom{"), "{m}");
+    assert!(metric_sum(&m, "edge_dns_geo_answers_total", &["site=\"ams\""]) >= 1.0);
+}

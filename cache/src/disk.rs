@@ -484,6 +484,17 @@ impl DiskTier {
         self.index.lock().entries.get(key).map(|e| e.info.clone())
     }
 
+    /// The infos of objects of at least `min` bytes (body and meta).
+    pub fn infos_at_least(&self, min: u64) -> Vec<Arc<ObjectInfo>> {
+        let index = self.index.lock();
+        index
+            .entries
+            .values()
+            .filter(|e| e.size >= min)
+            .map(|e| e.info.clone())
+            .collect()
+    }
+
     /// (objects, bytes).
     pub fn usage(&self) -> (u64, u64) {
         let i = self.index.lock();

@@ -2,6 +2,7 @@
 //! `Storage`, cache keys, the RFC 9111 + video policy, and purge.
 
 pub mod age;
+pub mod digest;
 pub mod disk;
 pub mod fill;
 pub mod hit;

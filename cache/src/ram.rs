@@ -69,6 +69,15 @@ impl RamTier {
         (self.cache.entry_count(), self.cache.weighted_size())
     }
 
+    /// The infos of objects whose body is at least `min` bytes.
+    pub fn infos_at_least(&self, min: u64) -> Vec<Arc<crate::object::ObjectInfo>> {
+        self.cache
+            .iter()
+            .filter(|(_, v)| v.body.len() as u64 >= min)
+            .map(|(_, v)| v.info.clone())
+            .collect()
+    }
+
     /// Every entry, for moving them into a resized tier.
     pub fn entries(&self) -> Vec<(String, Arc<Object>)> {
         self.cache.iter().map(|(k, v)| ((*k).clone(), v)).collect()

@@ -430,6 +430,28 @@ impl EdgeStorage {
         Some(obj)
     }
 
+    /// A digest of the URLs of stored objects of at least `min_size` bytes
+    /// (RAM and disk), for steering (see [`crate::digest`]).
+    pub fn digest(&self, min_size: u64) -> crate::digest::Digest {
+        let mut infos = self.ram.load().infos_at_least(min_size);
+        if let Some(disk) = self.disk.load_full() {
+            infos.extend(disk.infos_at_least(min_size));
+        }
+        let mut urls: Vec<&str> = infos.iter().map(|i| i.url.as_str()).collect();
+        urls.sort_unstable();
+        urls.dedup();
+        crate::digest::Digest::of(urls.into_iter())
+    }
+
+    /// Where `key` is: (in RAM, on disk, being filled or written).
+    pub fn tiers_of(&self, key: &str) -> (bool, bool, bool) {
+        (
+            self.ram.load().contains(key),
+            self.disk.load().as_ref().is_some_and(|d| d.contains(key)),
+            self.fills.lock().contains_key(key) || self.pending.lock().contains_key(key),
+        )
+    }
+
     /// Whether `key` waits for its disk write.
     pub fn disk_write_pending(&self, key: &str) -> bool {
         self.pending.lock().contains_key(key)

@@ -50,6 +50,16 @@ pub(crate) struct RawSite {
     pub health_check: Option<S<RawHealthCheck>>,
     pub timeouts: Option<S<RawTimeouts>>,
     pub capacity: Option<S<RawCapacity>>,
+    pub url: Option<S<String>>,
+    pub digest: Option<S<RawDigest>>,
+}
+
+/// `[site] digest = { min_size = "64 KiB", refresh = "5s" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDigest {
+    pub min_size: Option<S<Scalar>>,
+    pub refresh: Option<S<Scalar>>,
 }
 
 /// `[site] capacity = { egress = "10 Gbit/s", connections = 100000 }`.
@@ -309,6 +319,7 @@ pub(crate) struct RawRoute {
     pub pool: Option<S<String>>,
     pub redirect: Option<S<RawRedirect>>,
     pub respond: Option<S<RawRespond>>,
+    pub steer: Option<S<String>>,
     #[serde(rename = "match")]
     pub matcher: Option<S<RawMatch>>,
     pub strip_prefix: Option<S<String>>,

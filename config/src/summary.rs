@@ -74,6 +74,8 @@ impl fmt::Display for Summary<'_> {
                 RouteAction::Proxy { pool } => format!("→ {pool}"),
                 RouteAction::Redirect { status, .. } => format!("redirect {status}"),
                 RouteAction::Respond { status, .. } => format!("respond {status}"),
+                RouteAction::Steer { redirect: false } => "steer (list)".to_string(),
+                RouteAction::Steer { redirect: true } => "steer (redirect)".to_string(),
             };
             let cached = if r.cache.enabled { ", cached" } else { "" };
             writeln!(f, "  {} {action}{cached}", r.name)?;

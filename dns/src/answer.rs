@@ -292,6 +292,27 @@ struct Ctx<'a> {
     notes: RefCell<Notes>,
 }
 
+/// A stable hash of a client subnet (`addr`/`len`; a width beyond the
+/// family's is the whole address) and the prefix length it stands for:
+/// which clients a shedding site moves (`hash % 1000` below the share).
+pub fn client_hash(addr: IpAddr, len: u8) -> (u64, u8) {
+    let width = if addr.is_ipv4() { 32 } else { 128 };
+    let len = len.min(width);
+    let net = ipnet::IpNet::new(addr, len).map_or(addr, |n| n.trunc().addr());
+    let bytes = match net {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    for b in bytes.iter().chain(std::iter::once(&len)) {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01B3);
+    }
+    // splitmix64's finalizer: the low digits of FNV-1a alone are poorly mixed.
+    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (h ^ (h >> 31), len)
+}
+
 /// The TTL of geo answers while a site sheds clients (seconds).
 const SHEDDING_TTL: u32 = 5;
 
@@ -303,21 +324,7 @@ impl Ctx<'_> {
             Some(s) if s.option.source_prefix() > 0 => (s.addr, s.option.source_prefix()),
             _ => (self.client, 128),
         };
-        let width = if addr.is_ipv4() { 32 } else { 128 };
-        let len = len.min(width);
-        let net = ipnet::IpNet::new(addr, len).map_or(addr, |n| n.trunc().addr());
-        let bytes = match net {
-            IpAddr::V4(a) => a.octets().to_vec(),
-            IpAddr::V6(a) => a.octets().to_vec(),
-        };
-        let mut h: u64 = 0xCBF2_9CE4_8422_2325;
-        for b in bytes.iter().chain(std::iter::once(&len)) {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01B3);
-        }
-        // splitmix64's finalizer: the low digits of FNV-1a alone are poorly mixed.
-        h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (h ^ (h >> 31), len)
+        client_hash(addr, len)
     }
 
     fn locate(&self) -> (Option<Where>, u8) {

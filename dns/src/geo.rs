@@ -60,6 +60,24 @@ impl Site {
     }
 }
 
+/// Kilometres from site `i` to where a client is (a client pinned to a
+/// site is at that site); `None` when unknown.
+pub fn distance_km(sites: &[Site], i: usize, at: Option<&Where>) -> Option<f64> {
+    let site = sites.get(i)?;
+    let point = match at? {
+        Where::At { point, .. } => *point,
+        Where::Site(j) => {
+            let s = sites.get(*j)?;
+            Point {
+                lat: s.lat,
+                lon: s.lon,
+                cos_lat: s.cos_lat,
+            }
+        }
+    };
+    Some(site.km_to(&point))
+}
+
 /// A location on the globe, in radians.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Point {
@@ -69,6 +87,11 @@ pub struct Point {
 }
 
 impl Point {
+    /// (latitude, longitude) in degrees.
+    pub fn degrees(&self) -> (f64, f64) {
+        (self.lat.to_degrees(), self.lon.to_degrees())
+    }
+
     pub fn from_degrees(lat: f64, lon: f64) -> Point {
         let lat = lat.to_radians();
         Point {
@@ -157,6 +180,25 @@ impl GeoName {
                 .map(|(r, s)| (r.clone(), ids(s)))
                 .collect(),
             candidates,
+        }
+    }
+
+    /// The candidate sites (by index), in config order.
+    pub fn candidates(&self) -> &[usize] {
+        &self.candidates
+    }
+
+    /// The sites answered to clients whose location is unknown (empty: every candidate).
+    pub fn defaults(&self) -> &[usize] {
+        &self.defaults
+    }
+
+    /// The policy, as the config names it.
+    pub fn policy_name(&self) -> &'static str {
+        match self.policy {
+            Policy::Nearest(_) => "nearest",
+            Policy::Weighted(_) => "weighted",
+            Policy::Failover => "failover",
         }
     }
 

@@ -16,6 +16,7 @@
 //! way this needs; the loops here answer inline.
 
 pub mod answer;
+pub mod explain;
 pub mod geo;
 pub mod health;
 pub mod locate;

@@ -313,6 +313,27 @@ impl Locator {
         }
     }
 
+    /// Where `addr` is and which table said so: `"table"` (the config's
+    /// prefixes and the CSV) or `"mmdb"`.
+    pub fn locate_with_source(&self, addr: IpAddr) -> Option<(Found, &'static str)> {
+        let addr = unmapped(addr);
+        if let Some((id, prefix_len)) = self.lookup(addr) {
+            return self.places.get(id as usize).map(|w| {
+                (
+                    Found {
+                        at: w.clone(),
+                        prefix_len,
+                    },
+                    "table",
+                )
+            });
+        }
+        self.mmdb
+            .as_ref()
+            .and_then(|r| mmdb_lookup(r, addr))
+            .map(|f| (f, "mmdb"))
+    }
+
     /// Where `addr` is, if known.
     pub fn locate(&self, addr: IpAddr) -> Option<Found> {
         let addr = unmapped(addr);

@@ -233,6 +233,16 @@ fn shed_gauge() -> Result<prometheus::GaugeVec, prometheus::Error> {
     )
 }
 
+fn headroom_gauge() -> Result<prometheus::GaugeVec, prometheus::Error> {
+    prometheus::GaugeVec::new(
+        Opts::new(
+            "edge_dns_node_headroom",
+            "1 - load ÷ capacity of a probed node, as its /site/state said (0 at or above capacity; absent without a capacity)",
+        ),
+        &["site", "node"],
+    )
+}
+
 impl SiteCollector {
     pub fn new(
         sites: Arc<dyn Fn() -> Vec<(String, Arc<SiteState>)> + Send + Sync>,
@@ -250,6 +260,7 @@ impl SiteCollector {
         )?;
         descs.extend(utilization.desc().into_iter().cloned());
         descs.extend(shed_gauge()?.desc().into_iter().cloned());
+        descs.extend(headroom_gauge()?.desc().into_iter().cloned());
         Ok(Self { sites, descs })
     }
 }
@@ -272,7 +283,7 @@ impl Collector for SiteCollector {
         ) else {
             return Vec::new();
         };
-        let Ok(shed) = shed_gauge() else {
+        let (Ok(shed), Ok(headroom)) = (shed_gauge(), headroom_gauge()) else {
             return Vec::new();
         };
         for (name, s) in (self.sites)() {
@@ -288,6 +299,13 @@ impl Collector for SiteCollector {
             }
             shed.with_label_values(&[&name])
                 .set(f64::from(s.shed()) / 1000.0);
+            for n in s.nodes().iter().filter(|n| n.up) {
+                if let Some(u) = n.utilization {
+                    headroom
+                        .with_label_values(&[name.as_str(), n.url.as_str()])
+                        .set((1.0 - u).max(0.0));
+                }
+            }
         }
         let mut families: Vec<MetricFamily> = [up, healthy, drained]
             .iter()
@@ -295,6 +313,7 @@ impl Collector for SiteCollector {
             .collect();
         families.extend(utilization.collect());
         families.extend(shed.collect());
+        families.extend(headroom.collect());
         families
     }
 }

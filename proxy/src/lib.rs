@@ -32,6 +32,7 @@ pub mod route;
 pub mod service;
 pub mod site;
 pub mod state;
+pub mod steer;
 pub mod tcp;
 mod upstream_tls;
 pub mod video;

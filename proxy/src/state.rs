@@ -56,6 +56,9 @@ pub struct Proxy {
     closing: AtomicBool,
     /// Upstream errors, counted and logged once per kind per interval.
     pub errors: crate::errlog::ErrorLog,
+    /// Ranks nodes for `steer` routes (set once by the node; without it
+    /// a steering route answers 503).
+    pub steerer: OnceLock<Arc<dyn crate::steer::Steerer>>,
     /// Players' quality by client prefix and sessions (CMCD).
     pub qoe: crate::video::cmcd::QoeTable,
     /// What the node serves now (`GET /site/state`).
@@ -89,6 +92,7 @@ impl Proxy {
             cache: OnceLock::new(),
             hot: crate::site::HotKeys::default(),
             qoe: crate::video::cmcd::QoeTable::default(),
+            steerer: OnceLock::new(),
             load: crate::load::Load::default(),
         }))
     }

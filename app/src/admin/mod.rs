@@ -31,6 +31,7 @@ mod auth;
 mod cache;
 mod cmcd;
 mod dns;
+mod explain;
 mod pools;
 mod prefill;
 mod site;
@@ -80,6 +81,9 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/dns/sites", get(dns::sites))
         .route("/site", get(site::view))
         .route("/site/state", get(state::view))
+        .route("/site/digest", get(state::digest))
+        .route("/explain", get(explain::explain))
+        .route("/cache/lookup", get(explain::lookup))
         .route("/cmcd", get(cmcd::view))
         .route("/cache/prefill", get(prefill::status))
         .merge(mutating)

@@ -10,7 +10,12 @@
 //! - `capacity` (`[site] capacity`) and `utilization`: the larger of egress
 //!   ÷ egress capacity and connections ÷ connection capacity (`null`
 //!   without a capacity);
-//! - `qoe`: the players' reports (CMCD) for the 20 busiest client prefixes.
+//! - `qoe`: the players' reports (CMCD) for the 20 busiest client prefixes;
+//! - `url`: where clients reach this node (`[site] url`, else its first
+//!   HTTP listener), what steering answers name it by;
+//! - `digest`: the generation, size and age of the digest of held objects
+//!   that `GET /site/digest` serves (`null` before the first build, or
+//!   without a cache or `[site]`).
 //!
 //! The GeoDNS side reads it when a site's health URL is this endpoint.
 
@@ -18,6 +23,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use edge_proxy::route::Action;
 use prometheus::core::Collector;
@@ -35,6 +42,62 @@ fn connections(rt: &Runtime) -> u64 {
         .flat_map(|f| f.get_metric())
         .map(|m| m.get_gauge().get_value().max(0.0) as u64)
         .sum()
+}
+
+/// Where clients reach this node: `[site] url`, else the first HTTP
+/// listener (by config order) as `http(s)://address`.
+fn node_url(rt: &Runtime) -> Option<String> {
+    let config = rt.config();
+    if let Some(url) = config.site.as_ref().and_then(|s| s.url.clone()) {
+        return Some(url);
+    }
+    let addresses = rt.listeners.addresses();
+    config.listeners.iter().find_map(|l| {
+        let scheme = match &l.kind {
+            edge_config::ListenerKind::Http(_) => "http",
+            edge_config::ListenerKind::Https(_) => "https",
+            _ => return None,
+        };
+        let (_, addr) = addresses.iter().find(|(n, _)| *n == l.name)?;
+        Some(format!("{scheme}://{addr}"))
+    })
+}
+
+/// `GET /site/digest`: the digest's bit array (`application/octet-stream`),
+/// its parameters in `Edge-Digest-Generation`, `-Hashes`, `-Keys` and
+/// `-Min-Size`; 404 when there is none (no cache or `[site]`, or not built yet).
+pub async fn digest(State(rt): State<Arc<Runtime>>) -> Response {
+    let Some(held) = rt.digest.current() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "no digest: this node has no cache or [site], or has not built it yet\n",
+        )
+            .into_response();
+    };
+    let d = &held.digest;
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::HeaderName::from_static("edge-digest-generation"),
+                held.generation.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("edge-digest-hashes"),
+                d.hashes().to_string(),
+            ),
+            (
+                header::HeaderName::from_static("edge-digest-keys"),
+                d.keys().to_string(),
+            ),
+            (
+                header::HeaderName::from_static("edge-digest-min-size"),
+                held.min_size.to_string(),
+            ),
+        ],
+        d.bytes().to_vec(),
+    )
+        .into_response()
 }
 
 /// `GET /site/state`
@@ -90,6 +153,8 @@ pub async fn view(State(rt): State<Arc<Runtime>>) -> Json<Value> {
         .map_or(0, |d| d.as_secs());
     Json(json!({
         "site": config.site.as_ref().map(|s| s.name.clone()),
+        "url": node_url(&rt),
+        "digest": rt.digest.current().map(|h| h.summary()),
         "node": config.site.as_ref().map(|s| s.node.clone()),
         "generation": state.generation,
         "time": time,

@@ -249,6 +249,32 @@ pub struct Site {
     pub shield_fallback: ShieldFallback,
     /// What this node can serve, for steering (`GET /site/state`).
     pub capacity: Capacity,
+    /// Where clients reach this node (`scheme://host[:port]`, no path),
+    /// what steering answers name it by; `None`: its first HTTP
+    /// listener's address.
+    pub url: Option<String>,
+    /// The digest of held objects that `GET /site/digest` serves.
+    pub digest: DigestSettings,
+}
+
+/// `[site] digest`: which objects the digest lists and how often it is rebuilt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DigestSettings {
+    /// Objects smaller than this (bytes) are left out (default 64 KiB:
+    /// segments in, playlists out; what is small is cheap to fill anyway).
+    pub min_size: u64,
+    /// How often the digest is rebuilt (default 5 s).
+    #[serde(with = "crate::units::duration_serde")]
+    pub refresh: Duration,
+}
+
+impl Default for DigestSettings {
+    fn default() -> Self {
+        Self {
+            min_size: 64 * 1024,
+            refresh: Duration::from_secs(5),
+        }
+    }
 }
 
 /// A node's capacity: `None` is no limit.

@@ -181,6 +181,12 @@ pub enum RouteAction {
         body: String,
         content_type: String,
     },
+    /// Steering: the nodes that hold or own the object the request names,
+    /// for the client's location (`list`: ranked JSON; `redirect`: 302 to
+    /// the best).
+    Steer {
+        redirect: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -29,6 +29,7 @@ pub(super) fn route(
         pool,
         redirect,
         respond,
+        steer,
         matcher,
         strip_prefix,
         rewrite_path,
@@ -56,10 +57,15 @@ pub(super) fn route(
         None => Some(format!("route-{index}")),
     };
 
-    let actions = [pool.is_some(), redirect.is_some(), respond.is_some()]
-        .iter()
-        .filter(|x| **x)
-        .count();
+    let actions = [
+        pool.is_some(),
+        redirect.is_some(),
+        respond.is_some(),
+        steer.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
     if actions != 1 {
         ck.error(
             item.span(),
@@ -69,7 +75,7 @@ pub(super) fn route(
             } else {
                 "a route has more than one action".to_string()
             },
-            Some("exactly one of `pool`, `redirect`, `respond`"),
+            Some("exactly one of `pool`, `redirect`, `respond`, `steer`"),
         );
     }
     let base_pool = pool
@@ -134,6 +140,13 @@ pub(super) fn route(
                 .map(Spanned::into_inner)
                 .unwrap_or_else(|| "text/plain; charset=utf-8".to_string()),
         })
+    } else if let Some(st) = steer {
+        ck.choice(
+            &st,
+            &join_key(path, "steer"),
+            &[("list", false), ("redirect", true)],
+        )
+        .map(|redirect| RouteAction::Steer { redirect })
     } else {
         None
     };

@@ -7,8 +7,8 @@ use super::Checker;
 use std::time::Duration;
 
 use crate::model::{
-    Admin, AdminToken, Capacity, HostPort, KeepCopies, LogFormat, Peer, Secret, Server,
-    ShieldFallback, Site, Timeouts,
+    Admin, AdminToken, Capacity, DigestSettings, HostPort, KeepCopies, LogFormat, Peer, Secret,
+    Server, ShieldFallback, Site, Timeouts,
 };
 use crate::raw::{RawAdmin, RawServer, RawSite};
 use crate::source::join_key;
@@ -158,6 +158,8 @@ pub(super) fn site(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option
         health_check,
         timeouts,
         capacity,
+        url,
+        digest,
     } = raw;
     let p = "site";
     let name = ck.name(&name, &join_key(p, "name"))?;
@@ -297,6 +299,38 @@ pub(super) fn site(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option
             connections,
         }
     });
+    let url = url.and_then(|u| match node_url(u.get_ref()) {
+        Ok(v) => Some(v),
+        Err(why) => {
+            ck.error(
+                u.span(),
+                join_key(p, "url"),
+                why,
+                Some("the node's base URL, such as \"https://edge-1.lon.example.net\" or \"http://10.0.0.2:8080\""),
+            );
+            None
+        }
+    });
+    let digest = digest.map_or_else(DigestSettings::default, |d| {
+        let d = d.into_inner();
+        let dp = join_key(p, "digest");
+        let defaults = DigestSettings::default();
+        let refresh = ck.duration(&d.refresh, &dp, "refresh", defaults.refresh);
+        if refresh < Duration::from_secs(1) {
+            if let Some(r) = &d.refresh {
+                ck.error(
+                    r.span(),
+                    join_key(&dp, "refresh"),
+                    "shorter than 1s",
+                    Some("a duration of at least 1s, such as \"5s\""),
+                );
+            }
+        }
+        DigestSettings {
+            min_size: ck.size(&d.min_size, &dp, "min_size", defaults.min_size),
+            refresh: refresh.max(Duration::from_secs(1)),
+        }
+    });
     Some(Site {
         name,
         node,
@@ -307,7 +341,28 @@ pub(super) fn site(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option
         health_check,
         timeouts,
         capacity,
+        url,
+        digest,
     })
+}
+
+/// A node's base URL: `http` or `https`, a host (and port), no path,
+/// query or user part; returned without a trailing `/`.
+fn node_url(text: &str) -> Result<String, String> {
+    let u = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("scheme `{}` is not http or https", u.scheme()));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err("no host".into());
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("has a user part".into());
+    }
+    if u.path() != "/" || u.query().is_some() || u.fragment().is_some() {
+        return Err("has a path, query or fragment".into());
+    }
+    Ok(u.as_str().trim_end_matches('/').to_string())
 }
 
 fn hostname() -> Option<String> {

@@ -68,7 +68,7 @@ fn chains(route: &Route) -> (Vec<RequestStep>, Vec<UpstreamStep>, Vec<ResponseSt
             }
             request.push(RequestStep::Plan);
         }
-        RouteAction::Respond { .. } | RouteAction::Redirect { .. } => {
+        RouteAction::Respond { .. } | RouteAction::Redirect { .. } | RouteAction::Steer { .. } => {
             request.push(RequestStep::Answer)
         }
     }
@@ -123,6 +123,8 @@ pub enum Action {
         body: bytes::Bytes,
         content_type: String,
     },
+    /// Steering (see [`crate::steer`]).
+    Steer { mode: crate::steer::SteerMode },
 }
 
 /// Header edits with names parsed once.
@@ -187,6 +189,16 @@ impl RouteTable {
                         to: to.clone(),
                         scheme: scheme.clone(),
                         status: *status,
+                    },
+                    "",
+                ),
+                RouteAction::Steer { redirect } => (
+                    Action::Steer {
+                        mode: if *redirect {
+                            crate::steer::SteerMode::Redirect
+                        } else {
+                            crate::steer::SteerMode::List
+                        },
                     },
                     "",
                 ),

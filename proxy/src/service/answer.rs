@@ -40,6 +40,7 @@ impl EdgeProxy {
                 )
                 .await
             }
+            Action::Steer { mode } => self.steer(session, ctx, *mode, decor).await,
             Action::Proxy { .. } => Ok(()),
         }
     }

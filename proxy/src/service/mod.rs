@@ -63,6 +63,7 @@ mod limits;
 mod log;
 mod request;
 mod response;
+mod steer;
 mod upstream;
 mod upstream_request;
 
