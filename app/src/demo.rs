@@ -1,5 +1,8 @@
 //! `edge demo`: the synthetic origin, one edge node in front of it and the
-//! admin API, on loopback, from an embedded config; prints what to try.
+//! admin API, on loopback, from an embedded config; two sites' cache nodes
+//! (`ams-1` on 127.0.0.11, `nyc-1` on 127.0.0.12, child `edge run`
+//! processes) that the demo node's GeoDNS polls and steers to; prints what
+//! to try.
 
 use std::net::SocketAddr;
 
@@ -15,6 +18,120 @@ fn free_or_any(preferred: SocketAddr) -> SocketAddr {
         Ok(_) => preferred,
         Err(_) => SocketAddr::new(preferred.ip(), 0),
     }
+}
+
+/// A free port on `ip`: `preferred` if it can be bound now, else one the
+/// kernel picks (bound and released: the child binds it a moment later).
+fn free_port(ip: [u8; 4], preferred: u16) -> SocketAddr {
+    let want = SocketAddr::from((ip, preferred));
+    if std::net::TcpListener::bind(want).is_ok() {
+        return want;
+    }
+    std::net::TcpListener::bind(SocketAddr::from((ip, 0)))
+        .and_then(|l| l.local_addr())
+        .unwrap_or(want)
+}
+
+/// One cache node of a site: a child `edge run` process, stopped (killed)
+/// when the demo ends.
+struct SiteNode {
+    site: &'static str,
+    name: &'static str,
+    web: SocketAddr,
+    admin: SocketAddr,
+    child: std::process::Child,
+}
+
+/// The demo's site nodes; dropping them stops them.
+#[derive(Default)]
+struct SiteNodes(Vec<SiteNode>);
+
+impl Drop for SiteNodes {
+    fn drop(&mut self) {
+        for n in &mut self.0 {
+            let _ = n.child.kill();
+            let _ = n.child.wait();
+        }
+    }
+}
+
+fn site_node_config(
+    site: &str,
+    name: &str,
+    web: SocketAddr,
+    admin: SocketAddr,
+    origin: SocketAddr,
+) -> String {
+    format!(
+        r#"# edge demo: cache node {name} of site {site}
+[server]
+threads = 1
+shutdown_delay = "0s"
+access_log = false
+
+[admin]
+listen = "{admin}"
+
+[[listener]]
+name = "edge"
+kind = "http"
+address = "{web}"
+
+[[pool]]
+name = "origin"
+backends = [{{ address = "{origin}" }}]
+
+[[route]]
+name = "video"
+pool = "origin"
+[route.cache]
+
+[cache]
+ram_size = "64 MiB"
+
+[site]
+name = "{site}"
+node = "{name}"
+url = "http://{web}"
+capacity = {{ egress = "1 Gbit/s", connections = 1000 }}
+digest = {{ refresh = "2s" }}
+"#
+    )
+}
+
+/// Starts `ams-1` and `nyc-1` (logs and configs in `dir`).
+fn start_site_nodes(dir: &std::path::Path, origin: SocketAddr) -> anyhow::Result<SiteNodes> {
+    let exe = std::env::current_exe().context("finding the edge binary")?;
+    let mut nodes = SiteNodes::default();
+    for (site, name, ip) in [
+        ("ams", "ams-1", [127, 0, 0, 11]),
+        ("nyc", "nyc-1", [127, 0, 0, 12]),
+    ] {
+        let web = free_port(ip, 8080);
+        let admin = free_port(ip, 9901);
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, site_node_config(site, name, web, admin, origin))
+            .with_context(|| format!("writing {}", config.display()))?;
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))
+            .context("creating a site node's log")?;
+        let child = std::process::Command::new(&exe)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().context("a site node's log")?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting site node {name}"))?;
+        nodes.0.push(SiteNode {
+            site,
+            name,
+            web,
+            admin,
+            child,
+        });
+    }
+    Ok(nodes)
 }
 
 fn random_token() -> String {
@@ -59,6 +176,25 @@ pub fn run() -> anyhow::Result<()> {
     config.admin.listen = free_or_any(config.admin.listen);
     // A disk cache of this run's own: another demo may be running.
     let demo_cache = std::env::temp_dir().join(format!("edge-demo-cache-{}", std::process::id()));
+    let sites_dir = std::env::temp_dir().join(format!("edge-demo-sites-{}", std::process::id()));
+    std::fs::create_dir_all(&sites_dir)
+        .with_context(|| format!("creating {}", sites_dir.display()))?;
+    let site_nodes = start_site_nodes(&sites_dir, origin.addr())?;
+    // The GeoDNS polls each site's node: its health, load and digest.
+    if let Some(dns) = &mut config.dns {
+        for n in &site_nodes.0 {
+            if let Some(site) = dns.sites.iter_mut().find(|s| s.name == n.site) {
+                site.health = Some(edge_config::SiteHealth {
+                    urls: vec![format!("http://{}/site/state", n.admin)],
+                    interval: std::time::Duration::from_secs(1),
+                    timeout: std::time::Duration::from_secs(1),
+                    rise: 1,
+                    fall: 3,
+                    expect_status: edge_config::StatusRange { min: 200, max: 299 },
+                });
+            }
+        }
+    }
     if let Some(disk) = &mut config.cache.disk {
         disk.path = demo_cache.clone();
     }
@@ -76,6 +212,11 @@ pub fn run() -> anyhow::Result<()> {
         admin: admin_hint,
         token,
         signing: crate::sign::Signing::new(&config)?,
+        sites: site_nodes
+            .0
+            .iter()
+            .map(|n| (n.site, n.name, n.web, n.admin))
+            .collect(),
     };
     // Keep the origin alive for as long as the node runs.
     let result = crate::server::run_node_with(
@@ -84,8 +225,10 @@ pub fn run() -> anyhow::Result<()> {
         crate::handover::Inherited::default(),
         move |edge, admin, dns| guide.print(edge, admin, dns),
     );
+    drop(site_nodes);
     drop(origin);
     let _ = std::fs::remove_dir_all(&demo_cache);
+    let _ = std::fs::remove_dir_all(&sites_dir);
     result
 }
 
@@ -95,6 +238,8 @@ struct Guide {
     admin: SocketAddr,
     token: String,
     signing: crate::sign::Signing,
+    /// (site, node, web, admin) of the site nodes.
+    sites: Vec<(&'static str, &'static str, SocketAddr, SocketAddr)>,
 }
 
 impl Guide {
@@ -116,13 +261,24 @@ impl Guide {
             })
             .map_or_else(|e| format!("(cannot sign: {e})"), |s| s.url);
         let query = signed.split_once('?').map_or("", |(_, q)| q).to_string();
+        let site_lines: String = self
+            .sites
+            .iter()
+            .map(|(site, name, web, admin)| {
+                format!("  {name:<7} http://{web}   cache node of site {site} (admin http://{admin}/site/state)\n")
+            })
+            .collect();
+        let ams = self
+            .sites
+            .first()
+            .map_or_else(|| "127.0.0.11:8080".to_string(), |s| s.2.to_string());
         crate::out::say!(
             r#"
 edge demo is running
   origin  http://{o}         synthetic HLS/DASH origin (stats: /_origin/stats)
   edge    http://{edge}         an edge node proxying to it
   admin   http://{admin}         admin API (token: {token})
-
+{site_lines}
 try:
   curl -s http://{edge}/vod/bbb/master.m3u8
   curl -s http://{edge}/vod/bbb/high/index.m3u8 | head
@@ -142,6 +298,12 @@ GeoDNS on {dns} (UDP and TCP): the nearest of three sites, by client subnet or s
   dig @{dns_ip} -p {dns_port} -b 127.0.3.1 video.demo.edge. +short             # an Asian source: sin (127.0.0.13)
   curl -s http://{admin}/dns/sites
   curl -s -X POST -H 'Authorization: Bearer {token}' http://{admin}/dns/sites/sin/drain   # then ask again
+one control loop (the GeoDNS polls each site node's /site/state: health, load, a digest of what it holds):
+  curl -s -H 'Host: video.demo.edge' http://{ams}/vod/bbb/high/seg_3.ts -o /dev/null   # ams-1 caches a segment
+  curl -s --interface 127.0.1.1 'http://{edge}/steer?url=http://video.demo.edge/vod/bbb/high/seg_3.ts'   # a Paris client: ams-1 holds it
+  curl -s -D - -o /dev/null --interface 127.0.2.1 -H 'Host: video.demo.edge' http://{edge}/go/vod/bbb/high/seg_3.ts   # a Boston client: 302 to nyc-1
+  edge explain -c config/examples/demo.toml --client 127.0.1.1 --host video.demo.edge --url /vod/bbb/high/seg_3.ts
+  curl -s 'http://{admin}/explain?client=127.0.0.1&ecs=127.0.2.0/24&host=video.demo.edge&format=text'
 signed URLs (/paid/ needs a token; one covers the title's directory, valid 24 h):
   curl -s -o /dev/null -w '%{{http_code}}\n' http://{edge}/paid/vod/bbb/master.m3u8    # 403 forbidden: missing
   curl -s '{signed}'

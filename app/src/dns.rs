@@ -174,6 +174,7 @@ impl DnsNode {
                         url: url.clone(),
                         target,
                         health: health.clone(),
+                        marks: state.shedding,
                     },
                     site_state.clone(),
                     self.nodes.clone(),
@@ -297,6 +298,8 @@ struct Probe {
     url: String,
     target: Target,
     health: SiteHealth,
+    /// `[dns.shedding]`.
+    marks: edge_config::Shedding,
 }
 
 async fn probe_loop(
@@ -310,6 +313,7 @@ async fn probe_loop(
         url,
         target,
         health,
+        marks,
     } = probe;
     // Spread the first probes over the interval.
     tokio::time::sleep(health.interval.mul_f64(fastrand::f64() * 0.5)).await;
@@ -345,7 +349,7 @@ async fn probe_loop(
             ),
         };
         state.set_utilization(node, utilization);
-        if let Some(share) = state.steer(health.interval) {
+        if let Some(share) = state.steer(health.interval, &marks) {
             tracing::info!(
                 site = %site,
                 shed_per_mille = share,

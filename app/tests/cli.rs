@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use edge_testkit::{Client, EdgeNode};
+use edge_testkit::{eventually, Client, EdgeNode};
 use nix::sys::signal::Signal;
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge");
@@ -74,11 +74,42 @@ async fn demo_serves_hls_through_the_edge_and_stops_on_ctrl_c() {
         "{}",
         demo.output()
     );
+    // Two sites' cache nodes run beside it, polled by its GeoDNS: a
+    // Paris client is steered to ams-1, and the guide shows `edge explain`.
+    let out = demo.output();
+    assert!(
+        out.contains("edge explain -c config/examples/demo.toml --client"),
+        "{out}"
+    );
+    let ams_admin = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("ams-1"))
+        .and_then(|l| l.split("(admin ").nth(1))
+        .and_then(|r| r.strip_suffix(')'))
+        .expect("the guide names ams-1's admin")
+        .to_string();
+    let steer = format!("http://{edge}/steer?url=http://video.demo.edge/vod/bbb/low/seg_1.ts");
+    let paris = Client::bound_to("127.0.1.1".parse().unwrap());
+    eventually(Duration::from_secs(30), "ams-1 steered to", || async {
+        let r = paris.get(&steer).await;
+        (r.status == 200 && r.json()["targets"][0]["node"] == "ams-1").then_some(())
+    })
+    .await;
+    assert_eq!(c.get(&ams_admin).await.json()["node"], "ams-1");
     demo.signal(Signal::SIGINT);
     let status = demo
         .wait_exit(Duration::from_secs(20))
         .expect("the demo stops on Ctrl-C");
     assert!(status.success(), "{status:?}");
+    // Its site nodes stop with it.
+    let gone = Client::new().with_timeout(Duration::from_secs(2));
+    eventually(Duration::from_secs(10), "ams-1 stopped", || async {
+        gone.request(http::Method::GET, &ams_admin, &[], Vec::new())
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

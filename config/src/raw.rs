@@ -613,6 +613,16 @@ pub(crate) struct RawDns {
     pub packet_cache: Option<S<Scalar>>,
     #[serde(default)]
     pub tsig_key: Vec<S<RawTsigKey>>,
+    pub shedding: Option<S<RawShedding>>,
+}
+
+/// `[dns.shedding]`: when a loaded site sends clients to the next one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawShedding {
+    pub high_water: Option<S<f64>>,
+    pub low_water: Option<S<f64>>,
+    pub step: Option<S<f64>>,
 }
 
 #[derive(Debug, Deserialize)]

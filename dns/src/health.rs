@@ -26,14 +26,11 @@ pub struct NodeHealth {
 }
 
 /// When a site sheds clients to the next nearest one (the nodes'
-/// `/site/state` utilization, load ÷ capacity): above `HIGH_WATER` the
-/// shed share grows by `STEP` per poll interval; it shrinks by `STEP` only
-/// below `LOW_WATER`, and holds in between (hysteresis: a steady load
-/// gives steady answers).
-pub const HIGH_WATER: f64 = 0.9;
-pub const LOW_WATER: f64 = 0.75;
-/// Per mille of the site's clients, per poll interval.
-pub const STEP: u32 = 100;
+/// `/site/state` utilization, load ÷ capacity): above `high_water` the
+/// shed share grows by a step per poll; it shrinks by a step only below
+/// `low_water`, and holds in between (hysteresis: a steady load gives
+/// steady answers). `[dns.shedding]`; 0.9, 0.75 and 10% by default.
+pub use edge_config::Shedding;
 
 /// A site's state.
 #[derive(Debug)]
@@ -143,9 +140,9 @@ impl SiteState {
     }
 
     /// Steps the shed share from the utilization the nodes report, at most
-    /// once per `interval` (see [`HIGH_WATER`]). Returns the new share when
+    /// once per `interval` (see [`Shedding`]). Returns the new share when
     /// it changed.
-    pub fn steer(&self, interval: Duration) -> Option<u32> {
+    pub fn steer(&self, interval: Duration, marks: &Shedding) -> Option<u32> {
         {
             let mut at = self.steered.lock();
             if at.is_some_and(|t| t.elapsed() < interval) {
@@ -154,7 +151,7 @@ impl SiteState {
             *at = Some(Instant::now());
         }
         let before = self.shed();
-        let after = next_shed(before, self.utilization());
+        let after = next_shed(before, self.utilization(), marks);
         (after != before).then(|| {
             self.shed.store(after, Ordering::Relaxed);
             after
@@ -182,10 +179,11 @@ impl SiteState {
 }
 
 /// The shed share after one step at `utilization` (`None`: no node says).
-pub fn next_shed(shed: u32, utilization: Option<f64>) -> u32 {
+pub fn next_shed(shed: u32, utilization: Option<f64>, marks: &Shedding) -> u32 {
+    let step = marks.step_per_mille;
     match utilization {
-        Some(u) if u > HIGH_WATER => (shed + STEP).min(1000),
-        Some(u) if u < LOW_WATER => shed.saturating_sub(STEP),
+        Some(u) if u > marks.high_water => (shed + step).min(1000),
+        Some(u) if u < marks.low_water => shed.saturating_sub(step),
         Some(_) => shed,
         None => 0,
     }
@@ -325,16 +323,27 @@ mod tests {
 
     #[test]
     fn the_shed_share_steps_up_above_high_water_and_down_below_low_water() {
-        assert_eq!(next_shed(0, Some(1.5)), 100);
-        assert_eq!(next_shed(950, Some(0.95)), 1000);
-        assert_eq!(next_shed(1000, Some(3.0)), 1000);
+        assert_eq!(next_shed(0, Some(1.5), &D), 100);
+        assert_eq!(next_shed(950, Some(0.95), &D), 1000);
+        assert_eq!(next_shed(1000, Some(3.0), &D), 1000);
         // Between the marks it holds: a steady load, steady answers.
-        assert_eq!(next_shed(300, Some(0.8)), 300);
-        assert_eq!(next_shed(0, Some(0.85)), 0);
-        assert_eq!(next_shed(300, Some(0.5)), 200);
-        assert_eq!(next_shed(50, Some(0.1)), 0);
+        assert_eq!(next_shed(300, Some(0.8), &D), 300);
+        assert_eq!(next_shed(0, Some(0.85), &D), 0);
+        assert_eq!(next_shed(300, Some(0.5), &D), 200);
+        assert_eq!(next_shed(50, Some(0.1), &D), 0);
         // No report: nothing to shed for.
-        assert_eq!(next_shed(700, None), 0);
+        assert_eq!(next_shed(700, None, &D), 0);
+        // Configured marks and step.
+        let m = Shedding {
+            high_water: 1.2,
+            low_water: 0.5,
+            step_per_mille: 250,
+        };
+        assert_eq!(next_shed(0, Some(1.1), &m), 0);
+        assert_eq!(next_shed(0, Some(1.3), &m), 250);
+        assert_eq!(next_shed(900, Some(1.3), &m), 1000);
+        assert_eq!(next_shed(500, Some(0.6), &m), 500);
+        assert_eq!(next_shed(500, Some(0.4), &m), 250);
     }
 
     #[test]
@@ -344,19 +353,25 @@ mod tests {
         s.set_utilization(0, Some(2.0));
         s.set_utilization(1, Some(1.0));
         assert_eq!(s.utilization(), Some(1.5));
-        assert_eq!(s.steer(Duration::from_secs(3600)), Some(100));
+        assert_eq!(s.steer(Duration::from_secs(3600), &D), Some(100));
         assert_eq!(
-            s.steer(Duration::from_secs(3600)),
+            s.steer(Duration::from_secs(3600), &D),
             None,
             "once per interval"
         );
-        assert_eq!(s.steer(Duration::ZERO), Some(200));
+        assert_eq!(s.steer(Duration::ZERO, &D), Some(200));
         let ups = Ups::read(&[Arc::new(SiteState::default()), Arc::new(s)]);
         assert!(ups.shedding());
         assert_eq!((ups.shed(0), ups.shed(1)), (0, 200));
     }
 
     use super::*;
+
+    const D: Shedding = Shedding {
+        high_water: 0.9,
+        low_water: 0.75,
+        step_per_mille: 100,
+    };
 
     #[test]
     fn a_site_is_up_while_any_node_passes() {

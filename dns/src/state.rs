@@ -39,6 +39,8 @@ pub struct DnsState {
     pub tsig_keys: Vec<crate::transfer::Key>,
     /// Answers of this generation kept to send again (`dns.packet_cache`).
     pub packet_cache: Option<PacketCache>,
+    /// When loaded sites shed clients (`[dns.shedding]`).
+    pub shedding: edge_config::Shedding,
 }
 
 impl DnsState {
@@ -90,6 +92,7 @@ impl DnsState {
             handles: metrics.handles(&zone_labels, &names),
             tsig_keys: crate::transfer::keys(&cfg.tsig_keys),
             packet_cache: (cfg.packet_cache > 0).then(|| PacketCache::new(cfg.packet_cache)),
+            shedding: cfg.shedding,
             site_states,
             sites,
         })
@@ -108,6 +111,7 @@ impl DnsState {
             handles: metrics.handles(&[], &[]),
             tsig_keys: Vec::new(),
             packet_cache: None,
+            shedding: edge_config::Shedding::default(),
         }
     }
 }

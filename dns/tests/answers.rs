@@ -1280,7 +1280,7 @@ fn set_shed(svc: &DnsService, site: &str, per_mille: u32) {
     while state.shed() != per_mille {
         let u = if state.shed() < per_mille { 5.0 } else { 0.0 };
         state.set_utilization(0, Some(u));
-        state.steer(std::time::Duration::ZERO);
+        state.steer(std::time::Duration::ZERO, &edge_config::Shedding::default());
     }
 }
 

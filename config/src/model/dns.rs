@@ -25,6 +25,30 @@ pub struct Dns {
     /// Like PowerDNS's packet cache: a repeated query skips parsing, lookup
     /// and encoding.
     pub packet_cache: u64,
+    /// When a site above its capacity sheds clients to the next nearest.
+    pub shedding: Shedding,
+}
+
+/// `[dns.shedding]`: a site whose nodes report a utilization (load ÷
+/// capacity) above `high_water` sheds `step` more of its located clients
+/// to the next nearest site at each poll; below `low_water`, `step` fewer;
+/// in between the share holds (hysteresis).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Shedding {
+    pub high_water: f64,
+    pub low_water: f64,
+    /// Per mille of the site's clients, per poll interval.
+    pub step_per_mille: u32,
+}
+
+impl Default for Shedding {
+    fn default() -> Self {
+        Self {
+            high_water: 0.9,
+            low_water: 0.75,
+            step_per_mille: 100,
+        }
+    }
 }
 
 /// A TSIG key: its name (absolute), algorithm and secret.

@@ -12,11 +12,11 @@ use super::fields::dns_name_ok;
 use super::Checker;
 use crate::model::{
     AllSitesDown, CidrLocation, Dns, DnsSite, GeoPolicy, GeoRecord, Location, Locator, Record, Rrl,
-    Secret, SiteHealth, Soa, StatusRange, Transfer, TsigKey, Zone,
+    Secret, Shedding, SiteHealth, Soa, StatusRange, Transfer, TsigKey, Zone,
 };
 use crate::raw::{
-    RawCidrLocation, RawDns, RawDnsSite, RawGeo, RawLocator, RawRecord, RawRrl, RawSiteHealth,
-    RawTransfer, RawTsigKey, RawZone,
+    RawCidrLocation, RawDns, RawDnsSite, RawGeo, RawLocator, RawRecord, RawRrl, RawShedding,
+    RawSiteHealth, RawTransfer, RawTsigKey, RawZone,
 };
 use crate::source::join_key;
 use crate::zonefile;
@@ -32,6 +32,7 @@ pub(super) fn dns(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option<
         threads,
         packet_cache,
         tsig_key,
+        shedding,
     } = raw;
     let p = "dns";
     let mut tsig_keys: Vec<TsigKey> = Vec::new();
@@ -80,7 +81,69 @@ pub(super) fn dns(ck: &mut Checker<'_>, value: &Spanned<DeValue<'_>>) -> Option<
         threads: ck.int(&threads, p, "threads", 1, 256, 1) as usize,
         tsig_keys,
         packet_cache: ck.size(&packet_cache, p, "packet_cache", 32 << 20),
+        shedding: shedding
+            .map(|s| shedding_section(ck, &join_key(p, "shedding"), s.into_inner()))
+            .unwrap_or_default(),
     })
+}
+
+fn shedding_section(ck: &mut Checker<'_>, p: &str, raw: RawShedding) -> Shedding {
+    let d = Shedding::default();
+    let mut fraction = |v: &Option<Spanned<f64>>, key: &str, lo: f64, hi: f64, what: &str| {
+        v.as_ref().and_then(|x| {
+            let n = *x.get_ref();
+            if n.is_finite() && n >= lo && n <= hi {
+                Some(n)
+            } else {
+                ck.error(
+                    x.span(),
+                    join_key(p, key),
+                    format!("{n} is out of range"),
+                    Some(what),
+                );
+                None
+            }
+        })
+    };
+    let high = fraction(
+        &raw.high_water,
+        "high_water",
+        0.01,
+        10.0,
+        "a utilization from 0.01 to 10, such as 0.9",
+    )
+    .unwrap_or(d.high_water);
+    let low = fraction(
+        &raw.low_water,
+        "low_water",
+        0.0,
+        10.0,
+        "a utilization from 0 to 10, such as 0.75",
+    )
+    .unwrap_or(d.low_water);
+    let step = fraction(
+        &raw.step,
+        "step",
+        0.001,
+        1.0,
+        "a share of clients from 0.001 to 1, such as 0.1",
+    )
+    .unwrap_or(0.1);
+    if low >= high {
+        if let Some(l) = &raw.low_water {
+            ck.error(
+                l.span(),
+                join_key(p, "low_water"),
+                format!("{low} is not below high_water ({high})"),
+                Some("a low water mark below the high one: the band between them holds the share steady"),
+            );
+        }
+    }
+    Shedding {
+        high_water: high,
+        low_water: low.min(high),
+        step_per_mille: ((step * 1000.0).round() as u32).clamp(1, 1000),
+    }
 }
 
 /// Lower-case absolute name of `name` in `zone` (`@` is the apex).
