@@ -302,6 +302,38 @@ struct Probe {
     marks: edge_config::Shedding,
 }
 
+/// A digest fetch, aborted when dropped.
+struct Fetch(JoinHandle<()>);
+
+impl Drop for Fetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Fetches a node's digest into `nodes` (or why it could not be), within
+/// its own deadline, longer than a probe's: a digest can be large.
+async fn fetch_digest(
+    nodes: Arc<crate::steering::Nodes>,
+    site: String,
+    url: String,
+    addr: SocketAddr,
+    host: String,
+    path: String,
+    timeout: std::time::Duration,
+) {
+    let got = tokio::time::timeout(
+        timeout.max(std::time::Duration::from_secs(10)),
+        crate::steering::fetch_digest(addr, &host, &path),
+    )
+    .await
+    .unwrap_or_else(|_| Err("the digest took too long".into()));
+    if let Err(e) = &got {
+        tracing::warn!(site = %site, node = %url, error = %e, "cannot fetch a node's digest; its previous one is kept");
+    }
+    nodes.fetched(&url, got);
+}
+
 async fn probe_loop(
     probe: Probe,
     state: Arc<edge_dns::health::SiteState>,
@@ -315,6 +347,8 @@ async fn probe_loop(
         health,
         marks,
     } = probe;
+    // The digest fetch in flight, if any (it ends with this loop).
+    let mut fetch: Option<Fetch> = None;
     // Spread the first probes over the interval.
     tokio::time::sleep(health.interval.mul_f64(fastrand::f64() * 0.5)).await;
     loop {
@@ -325,19 +359,26 @@ async fn probe_loop(
         };
         let (passed, fall, error, utilization) = match result {
             Ok(p) => {
-                let fetch = nodes.saw(&url, p.name, p.url, p.digest_generation);
-                if let (true, Some(addr)) = (fetch, p.addr) {
-                    // A digest can be large: its own deadline, longer than a probe's.
-                    let got = tokio::time::timeout(
-                        health.timeout.max(std::time::Duration::from_secs(10)),
-                        crate::steering::fetch_digest(addr, &target.host, &target.path),
-                    )
-                    .await
-                    .unwrap_or_else(|_| Err("the digest took too long".into()));
-                    if let Err(e) = &got {
-                        tracing::warn!(site = %site, node = %url, error = %e, "cannot fetch a node's digest");
-                    }
-                    nodes.fetched(&url, got);
+                // After a failed fetch: ten polls, 1 s to a minute.
+                let retry = (health.interval * 10).clamp(
+                    std::time::Duration::from_secs(1),
+                    std::time::Duration::from_secs(60),
+                );
+                let wanted = nodes.saw(&url, p.name, p.url, p.digest_generation, retry);
+                let idle = fetch.as_ref().is_none_or(|f| f.0.is_finished());
+                if let (true, true, Some(addr)) = (wanted, idle, p.addr) {
+                    // Beside the probes, never in their way: a digest can
+                    // be large, or a node slow to send it, and health is
+                    // read on time meanwhile. One fetch at a time.
+                    fetch = Some(Fetch(tokio::spawn(fetch_digest(
+                        nodes.clone(),
+                        site.clone(),
+                        url.clone(),
+                        addr,
+                        target.host.clone(),
+                        target.path.clone(),
+                        health.timeout,
+                    ))));
                 }
                 (true, health.fall, None, p.utilization)
             }

@@ -35,6 +35,9 @@ pub struct NodeInfo {
     #[serde(skip)]
     pub digest_fetched: Option<Instant>,
     pub digest_error: Option<String>,
+    /// When the last fetch failed (no new one for a while: see [`Nodes::saw`]).
+    #[serde(skip)]
+    pub digest_failed: Option<Instant>,
 }
 
 /// Probed nodes by health URL.
@@ -49,20 +52,27 @@ impl Nodes {
     }
 
     /// What a passing `/site/state` said: name and URL; whether its digest
-    /// (of generation `generation`) must be fetched.
+    /// (of generation `generation`) must be fetched: a generation not held,
+    /// and no fetch failed within `retry` (a node that fails or stalls
+    /// every fetch is not read from back to back, whatever generations it
+    /// announces).
     pub fn saw(
         &self,
         health_url: &str,
         name: Option<String>,
         url: Option<String>,
         generation: Option<u64>,
+        retry: std::time::Duration,
     ) -> bool {
         let mut map = self.by_url.write();
         let info = map.entry(health_url.to_string()).or_default();
         info.name = name;
         info.url = url;
         match generation {
-            Some(g) => info.digest_generation != Some(g),
+            Some(g) => {
+                info.digest_generation != Some(g)
+                    && info.digest_failed.is_none_or(|t| t.elapsed() >= retry)
+            }
             None => {
                 info.digest = None;
                 info.digest_generation = None;
@@ -83,8 +93,12 @@ impl Nodes {
                 info.digest_generation = Some(generation);
                 info.digest_fetched = Some(Instant::now());
                 info.digest_error = None;
+                info.digest_failed = None;
             }
-            Err(e) => info.digest_error = Some(e),
+            Err(e) => {
+                info.digest_error = Some(e);
+                info.digest_failed = Some(Instant::now());
+            }
         }
     }
 
@@ -140,14 +154,27 @@ pub async fn fetch_digest(
     let generation = number("edge-digest-generation")?;
     let hashes = number("edge-digest-hashes")?;
     let keys = number("edge-digest-keys")?;
+    let hashes = u32::try_from(hashes).map_err(|_| format!("{path}: {hashes} hashes"))?;
+    // A length no digest has is refused before its body is read.
+    if let Some(length) = response.headers().get(hyper::header::CONTENT_LENGTH) {
+        let length: u64 = length
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| format!("{path}: a bad Content-Length"))?;
+        if length > MAX_DIGEST as u64 || !length.is_multiple_of(8) || length < 128 {
+            return Err(format!(
+                "{path}: a digest of {length} bytes: expected a multiple of 8 from 128 to 64 MiB"
+            ));
+        }
+    }
     let body = Limited::new(response.into_body(), MAX_DIGEST)
         .collect()
         .await
         .map_err(|e| format!("{path}: {e}"))?
         .to_bytes();
-    let hashes = u32::try_from(hashes).map_err(|_| format!("{path}: {hashes} hashes"))?;
     let digest =
-        Digest::from_parts(body.to_vec(), hashes, keys).map_err(|e| format!("{path}: {e}"))?;
+        Digest::from_parts(Vec::from(body), hashes, keys).map_err(|e| format!("{path}: {e}"))?;
     Ok((generation, digest))
 }
 
@@ -164,6 +191,8 @@ pub struct NodeView {
     pub owner: bool,
     pub digest_generation: Option<u64>,
     pub digest_age_seconds: Option<f64>,
+    /// Why the last fetch of its digest failed (the previous one is kept).
+    pub digest_error: Option<String>,
 }
 
 /// The nodes of site `i` of the current DNS state, with the object's owner
@@ -193,6 +222,7 @@ pub fn site_nodes(
                 url: info.url,
                 digest_generation: info.digest_generation,
                 digest_age_seconds: info.digest_fetched.map(|t| t.elapsed().as_secs_f64()),
+                digest_error: info.digest_error,
                 health_url: h.url,
             }
         })

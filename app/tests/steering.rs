@@ -763,3 +763,165 @@ async fn steering_ranks_the_node_that_holds_an_object_and_explain_tells_why() {
     assert!(m.contains("edge_dns_node_headroom{"), "{m}");
     assert!(metric_sum(&m, "edge_dns_geo_answers_total", &["site=\"ams\""]) >= 1.0);
 }
+
+/// What a fake node answers to `GET …/site/digest`.
+#[derive(Clone)]
+enum FakeDigest {
+    /// This head, then `body`, then the connection closes.
+    Answer(String, Vec<u8>),
+    /// This head, then one byte every 500 ms, for ever.
+    Drip(String),
+}
+
+/// A stand-in for a node's admin API: `…/site/state` answers `state`
+/// (200, JSON), `…/site/digest` as `digest` says.
+async fn fake_node(
+    state: std::sync::Arc<parking_lot::Mutex<String>>,
+    digest: std::sync::Arc<parking_lot::Mutex<FakeDigest>>,
+) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let state = state.lock().clone();
+            let digest = digest.lock().clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head).to_string();
+                if line.contains("/site/state ") {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        state.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(state.as_bytes()).await;
+                } else {
+                    match digest {
+                        FakeDigest::Answer(head, body) => {
+                            let _ = s.write_all(head.as_bytes()).await;
+                            let _ = s.write_all(&body).await;
+                        }
+                        FakeDigest::Drip(head) => {
+                            let _ = s.write_all(head.as_bytes()).await;
+                            loop {
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                if s.write_all(&[0]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A node that sends its digest a byte at a time holds neither its rise
+/// nor its withdrawal up (the digest is fetched beside the probes, which
+/// read health on time), and hostile digests (wrong or absurd headers,
+/// impossible lengths, a body shorter or longer than said) are refused
+/// with a reason in the log and in `/explain`, the node still steered by
+/// its health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_digest_neither_delays_health_nor_hurts_steering() {
+    let serving = |yes: bool, generation: u64| {
+        format!(
+            r#"{{"serving": {yes}, "node": "x1", "url": "http://192.0.2.1:8080", "digest": {{"generation": {generation}}}}}"#
+        )
+    };
+    let head = |fields: &str| format!("HTTP/1.1 200 OK\r\n{fields}connection: close\r\n\r\n");
+    let good_fields =
+        "edge-digest-generation: 1\r\nedge-digest-hashes: 7\r\nedge-digest-keys: 1\r\n";
+    let state = std::sync::Arc::new(parking_lot::Mutex::new(serving(true, 1)));
+    let digest = std::sync::Arc::new(parking_lot::Mutex::new(FakeDigest::Drip(head(&format!(
+        "{good_fields}content-length: 1024\r\n"
+    )))));
+    let addr = fake_node(state.clone(), digest.clone()).await;
+    let url = format!("http://{addr}/site/state");
+    let config = dns_config_with(&url, "100ms", 1).replace(
+        "[dns]\n",
+        "[[listener]]\nname = \"steer\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n\n[[route]]\nname = \"steer\"\nmatch = { path_exact = \"/steer\" }\nsteer = \"list\"\n\n[dns]\n",
+    );
+    let dns_node = EdgeNode::start(BIN, &config);
+    dns_node.wait_ready(Duration::from_secs(20));
+    let dns = DnsClient::new(dns_node.addr("dns"));
+    let ams = || async { (video(&dns).await == [ip("192.0.2.10")]).then_some(()) };
+    let nyc = || async { (video(&dns).await == [ip("198.51.100.10")]).then_some(()) };
+    // The digest takes 10 s and more to come (it never does): the site is
+    // up at its first probes all the same, and down at once when the node
+    // says it cannot serve.
+    eventually(Duration::from_secs(3), "Amsterdam answered", ams).await;
+    for _ in 0..2 {
+        *state.lock() = serving(false, 1);
+        eventually(Duration::from_secs(3), "Amsterdam withdrawn", nyc).await;
+        *state.lock() = serving(true, 1);
+        eventually(Duration::from_secs(3), "Amsterdam back", ams).await;
+    }
+    dns_node.wait_for_line("the digest took too long", Duration::from_secs(20));
+
+    let c = Client::new();
+    let steer_url = format!(
+        "{}?url={}",
+        dns_node.url("steer", "/steer"),
+        url_encode("http://video.cdn.test/a.ts")
+    );
+    let bits = vec![0u8; 1024];
+    let hostile = [
+        ("no generation", head("edge-digest-hashes: 7\r\nedge-digest-keys: 1\r\ncontent-length: 1024\r\n"), bits.clone(), "no number in edge-digest-generation"),
+        ("absurd hashes", head("edge-digest-generation: 1\r\nedge-digest-hashes: 99999999999\r\nedge-digest-keys: 1\r\ncontent-length: 1024\r\n"), bits.clone(), "99999999999 hashes"),
+        ("no hashes", head("edge-digest-generation: 1\r\nedge-digest-hashes: 0\r\nedge-digest-keys: 1\r\ncontent-length: 1024\r\n"), bits.clone(), "0 hashes per key"),
+        ("huge length", head(&format!("{good_fields}content-length: 1000000000000\r\n")), Vec::new(), "a digest of 1000000000000 bytes"),
+        ("odd length", head(&format!("{good_fields}content-length: 1001\r\n")), vec![0; 1001], "a digest of 1001 bytes"),
+        ("short body", head(&format!("{good_fields}content-length: 1024\r\n")), vec![0; 100], "/site/digest"),
+        ("unframed odd body", head(good_fields), vec![0; 1001], "a digest of 1001 bytes"),
+    ];
+    for (generation, (what, head, body, why)) in (2u64..).zip(hostile) {
+        *digest.lock() = FakeDigest::Answer(head, body);
+        *state.lock() = serving(true, generation);
+        let e = eventually(Duration::from_secs(20), what, || async {
+            let e = c
+                .get(&dns_node.admin_url("/explain?client=127.0.1.9&host=video.cdn.test&url=/a.ts"))
+                .await
+                .json();
+            let error = e["object"]["nodes"][0]["digest_error"]
+                .as_str()?
+                .to_string();
+            error.contains(why).then_some(e)
+        })
+        .await;
+        assert_eq!(e["object"]["nodes"][0]["up"], true, "{what}: {e}");
+        assert!(e["object"]["nodes"][0]["holds"].is_null(), "{what}: {e}");
+        // Steered by health: the node, as its owner, named by its URL.
+        let s = c.get(&steer_url).await.json();
+        assert_eq!(s["targets"][0]["node"], "x1", "{what}: {s}");
+        assert_eq!(s["targets"][0]["url"], "http://192.0.2.1:8080/a.ts");
+        assert_eq!(video(&dns).await, [ip("192.0.2.10")], "{what}");
+    }
+    // A good digest after all that is taken (once the retry delay is over).
+    let bits = vec![0xffu8; 1024];
+    *digest.lock() = FakeDigest::Answer(
+        head(&format!("{good_fields}content-length: 1024\r\n")),
+        bits,
+    );
+    *state.lock() = serving(true, 100);
+    eventually(Duration::from_secs(20), "a good digest", || async {
+        let s = c.get(&steer_url).await.json();
+        (s["targets"][0]["holds"] == true).then_some(())
+    })
+    .await;
+    assert!(!dns_node.output().contains("panicked"));
+}
