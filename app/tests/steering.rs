@@ -528,7 +528,25 @@ async fn steering_ranks_the_node_that_holds_an_object_and_explain_tells_why() {
     // client) first, its owner only; then New York's owner.
     let object = "http://video.cdn.test/obj/title1/seg1.ts?size=200000";
     let path = "/obj/title1/seg1.ts?size=200000";
+    // Every node up and named first: an owner computed while a node of a
+    // site is not yet named (nodes are up until probed) is another one.
     let ranked = eventually(Duration::from_secs(15), "every node known", || async {
+        for ecs in ["127.0.1.0/24", "10.2.3.0/24"] {
+            let e = c
+                .get(&dns_node.admin_url(&format!(
+                    "/explain?client=127.0.0.1&ecs={ecs}&host=video.cdn.test&url=/"
+                )))
+                .await
+                .json();
+            let nodes = e["object"]["nodes"].as_array().cloned().unwrap_or_default();
+            if nodes.len() != 2
+                || !nodes
+                    .iter()
+                    .all(|n| n["up"] == true && n["name"].is_string())
+            {
+                return None;
+            }
+        }
         let s = steer(&dns_node, "127.0.1.9", object).await;
         let t = s["targets"].as_array().cloned().unwrap_or_default();
         (t.len() == 2 && t.iter().all(|x| x["node"].is_string())).then_some(s)
@@ -566,7 +584,7 @@ async fn steering_ranks_the_node_that_holds_an_object_and_explain_tells_why() {
     let t = &ranked["targets"];
     assert_eq!(t[0]["node"], nodes[holder].2, "{ranked}");
     assert_eq!(t[0]["url"], format!("{}{path}", base(holder)));
-    assert_eq!(t[0]["owner"], false);
+    assert_eq!(t[0]["owner"], false, "{ranked}");
     assert_eq!(t[1]["node"], owner.as_str());
     assert_eq!(t[1]["holds"], false);
     assert_eq!(t[2]["site"], "nyc");
@@ -714,6 +732,64 @@ async fn steering_ranks_the_node_that_holds_an_object_and_explain_tells_why() {
             r.text()
         );
     }
+
+    let label = "a".repeat(64);
+    for (q, why) in [
+        ("host=video.cdn.test", "client: required"),
+        ("client=127.0.0.1", "host: required"),
+        ("client=127.0.0.1&host=a..b.cdn.test", "host"),
+        ("client=127.0.0.1&host=video.cdn.test..", "host"),
+        ("client=127.0.0.1&host=x.cdn.test:80", "host"),
+        ("client=127.0.0.1&host=a%20b.cdn.test", "host"),
+        ("client=127.0.0.1&host=a%00b.cdn.test", "host"),
+        (&format!("client=127.0.0.1&host={label}.cdn.test"), "host"),
+        // Not UTF-8 once decoded: refused, not read as U+FFFD.
+        (
+            "client=127.0.0.1&host=video.cdn.test&url=/%FF",
+            "url: not UTF-8",
+        ),
+        ("client=127.0.0.1&host=vid%E9o.cdn.test", "host: not UTF-8"),
+    ] {
+        let r = c.get(&dns_node.admin_url(&format!("/explain?{q}"))).await;
+        assert_eq!(r.status, 400, "{q}: {}", r.text());
+        assert!(
+            r.json()["error"].as_str().unwrap().starts_with(why),
+            "{q}: {}",
+            r.text()
+        );
+    }
+    for q in ["url=http://video.cdn.test/%FF", "url=/x", ""] {
+        let r = c
+            .get(&nodes[holder].0.admin_url(&format!("/cache/lookup?{q}")))
+            .await;
+        assert_eq!(r.status, 400, "{q}: {}", r.text());
+        assert!(
+            r.json()["error"].as_str().unwrap().starts_with("url: "),
+            "{q}"
+        );
+    }
+    // A name in Unicode is asked by its A-labels; an IPv4-mapped client is
+    // located by its IPv4 entry.
+    let e = explain("client=::ffff:127.0.1.9&host=VID%C3%89O.cdn.test.".into()).await;
+    assert_eq!(e["host"], "xn--vido-dpa.cdn.test", "{e}");
+    assert_eq!(e["location"]["entry"], "127.0.1.0/24", "{e}");
+    // `url=` scheme-relative is on the request's scheme (RFC 3986 §4.2),
+    // not a path; bytes that are not UTF-8 are a 400.
+    let s = steer(
+        &dns_node,
+        "127.0.1.9",
+        "//video.cdn.test/obj/title1/seg1.ts?size=200000",
+    )
+    .await;
+    assert_eq!(
+        s["object"], "video.cdn.test/obj/title1/seg1.ts?size=200000",
+        "{s}"
+    );
+    let r = Client::bound_to(ip("127.0.1.9"))
+        .get(&format!("{}?url=/obj/%FF", dns_node.url("steer", "/steer")))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.text(), "url: not UTF-8 once percent-decoded\n");
 
     // `edge explain` prints the same as text (its config names the bound
     // admin address).

@@ -82,9 +82,13 @@ pub fn locate(state: &DnsState, client: IpAddr, ecs: Option<IpNet>) -> Location 
         source_prefix,
         found: found.is_some(),
         table: found.as_ref().map(|(_, t)| *t),
-        entry: found
-            .as_ref()
-            .and_then(|(f, _)| IpNet::new(address, f.prefix_len).ok().map(|n| n.trunc())),
+        // The locator reads an IPv4-mapped address as the IPv4 address
+        // it is: its entry's length is an IPv4 one.
+        entry: found.as_ref().and_then(|(f, _)| {
+            IpNet::new(address.to_canonical(), f.prefix_len)
+                .ok()
+                .map(|n| n.trunc())
+        }),
         lat: None,
         lon: None,
         region: None,

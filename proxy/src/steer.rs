@@ -76,6 +76,90 @@ pub struct Object {
     pub cached: bool,
 }
 
+/// The first `name` parameter of a query string (`application/x-www-form-
+/// urlencoded`: `+` is a space), percent-decoded. Bytes that are not UTF-8
+/// once decoded are an error: a lossy decoding (U+FFFD for each) would
+/// name another object than the one meant, silently.
+pub fn param(query: Option<&str>, name: &str) -> Result<Option<String>, String> {
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if decode(k).as_deref() != Ok(name) {
+            continue;
+        }
+        return decode(v)
+            .map(Some)
+            .map_err(|_| format!("{name}: not UTF-8 once percent-decoded"));
+    }
+    Ok(None)
+}
+
+/// Form-decodes `s`: `+` is a space, `%XX` a byte (a `%` not followed
+/// by two hex digits stays as it is).
+fn decode(s: &str) -> Result<String, std::string::FromUtf8Error> {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let byte = match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                i += 2;
+                h << 4 | l
+            }
+            (b'+', _, _) => b' ',
+            (c, _, _) => c,
+        };
+        out.push(byte);
+        i += 1;
+    }
+    String::from_utf8(out)
+}
+
+/// A URL naming an object (`?url=`) as (scheme, authority, target):
+/// absolute (`http` or `https`), scheme-relative (`//host/path`, RFC 3986
+/// §4.2: on `scheme`), or a path on `authority` (an error without one).
+pub fn split_url(
+    text: &str,
+    scheme: &str,
+    authority: Option<&str>,
+) -> Result<(String, String, String), String> {
+    if text.starts_with("//") {
+        return split_url(&format!("{scheme}:{text}"), scheme, None);
+    }
+    if text.starts_with('/') {
+        let authority = authority.ok_or("url: a path needs a host")?;
+        return Ok((scheme.to_string(), authority.to_string(), text.to_string()));
+    }
+    let u = url::Url::parse(text).map_err(|e| format!("url: not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("url: scheme `{}`: http or https", u.scheme()));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("url: a user part".into());
+    }
+    let host = u
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or("url: no host")?;
+    let authority = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let mut target = u.path().to_string();
+    if let Some(q) = u.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    Ok((u.scheme().to_string(), authority, target))
+}
+
 /// Keys the object at `scheme://authority` + `target` as a request on one
 /// of `listeners` would be keyed: normalized by the same rules (a target
 /// the door refuses is an error), keyed by the first route that matches
@@ -157,4 +241,56 @@ pub enum SteerMode {
     List,
     /// `302` to the best node (`503` when none).
     Redirect,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parameter_is_decoded_strictly() {
+        let p = |q: &str| param(Some(q), "url");
+        assert_eq!(p("a=1&url=%2Fx%20y+z").unwrap().as_deref(), Some("/x y z"));
+        assert_eq!(p("url=/%C3%A9").unwrap().as_deref(), Some("/\u{e9}"));
+        assert_eq!(p("url=/a%zz%2").unwrap().as_deref(), Some("/a%zz%2"));
+        assert_eq!(p("u%72l=/b&url=/c").unwrap().as_deref(), Some("/b"));
+        assert_eq!(p("url").unwrap().as_deref(), Some(""));
+        assert_eq!(p("x=1").unwrap(), None);
+        assert_eq!(param(None, "url").unwrap(), None);
+        assert_eq!(
+            p("url=/%FF").unwrap_err(),
+            "url: not UTF-8 once percent-decoded"
+        );
+        assert!(p("url=http://h/%C3").is_err());
+    }
+
+    #[test]
+    fn urls_absolute_scheme_relative_or_paths() {
+        let s = |t: &str| split_url(t, "https", Some("own.example"));
+        let own = |t: &str| {
+            (
+                "https".to_string(),
+                "own.example".to_string(),
+                t.to_string(),
+            )
+        };
+        assert_eq!(s("/a?b").unwrap(), own("/a?b"));
+        assert_eq!(
+            s("//cdn.example:8443/a?b").unwrap(),
+            ("https".into(), "cdn.example:8443".into(), "/a?b".into())
+        );
+        assert_eq!(
+            s("HTTP://CDN.example:80/a").unwrap(),
+            ("http".into(), "cdn.example".into(), "/a".into())
+        );
+        assert_eq!(
+            s("http://[2001:db8::1]:8080/a").unwrap(),
+            ("http".into(), "[2001:db8::1]:8080".into(), "/a".into())
+        );
+        assert!(s("//").unwrap_err().starts_with("url: "));
+        assert!(s("ftp://h/x").unwrap_err().contains("scheme"));
+        assert!(s("http://u:p@h/x").unwrap_err().contains("user"));
+        assert!(s("?q=1").unwrap_err().starts_with("url: not a URL"));
+        assert!(split_url("/a", "http", None).is_err());
+    }
 }

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -43,28 +43,7 @@ fn bad(msg: impl Into<String>) -> Response {
 
 /// A URL or path → (scheme, authority, target); a path is on `host`.
 fn split_url(text: &str, host: Option<&str>) -> Result<(String, String, String), String> {
-    if text.starts_with('/') {
-        let host = host.ok_or("a path needs `host`")?;
-        return Ok(("http".into(), host.to_string(), text.to_string()));
-    }
-    let u = url::Url::parse(text).map_err(|e| format!("url: not a URL: {e}"))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!("url: scheme `{}`: http or https", u.scheme()));
-    }
-    let h = u
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or("url: no host")?;
-    let authority = match u.port() {
-        Some(p) => format!("{h}:{p}"),
-        None => h.to_string(),
-    };
-    let mut target = u.path().to_string();
-    if let Some(q) = u.query() {
-        target.push('?');
-        target.push_str(q);
-    }
-    Ok((u.scheme().to_string(), authority, target))
+    edge_proxy::steer::split_url(text, "http", host)
 }
 
 /// The object as this node's request path would key it.
@@ -92,9 +71,19 @@ fn object_of(
     edge_proxy::steer::object(&rt.proxy.state(), &names, &paths, scheme, authority, target)
 }
 
-#[derive(serde::Deserialize)]
-pub struct LookupParams {
-    url: String,
+/// A query's parameters as [`edge_proxy::steer::param`] reads them (not
+/// UTF-8 once decoded: an error, never a replacement character).
+struct Params<'a>(Option<&'a str>);
+
+impl Params<'_> {
+    fn get(&self, name: &str) -> Result<Option<String>, String> {
+        edge_proxy::steer::param(self.0, name)
+    }
+
+    fn required(&self, name: &str, what: &str) -> Result<String, String> {
+        self.get(name)?
+            .ok_or_else(|| format!("{name}: required ({what})"))
+    }
 }
 
 /// This node's plan for a miss of a cached object: the tiers in order.
@@ -135,8 +124,12 @@ fn miss_plan(rt: &Runtime, object: &edge_proxy::steer::Object) -> Vec<String> {
 }
 
 /// `GET /cache/lookup?url=…`
-pub async fn lookup(State(rt): State<Arc<Runtime>>, Query(p): Query<LookupParams>) -> Response {
-    let (scheme, authority, target) = match split_url(&p.url, None) {
+pub async fn lookup(State(rt): State<Arc<Runtime>>, RawQuery(q): RawQuery) -> Response {
+    let url = match Params(q.as_deref()).required("url", "an absolute URL") {
+        Ok(u) => u,
+        Err(e) => return bad(e),
+    };
+    let (scheme, authority, target) = match split_url(&url, None) {
         Ok(x) => x,
         Err(e) => return bad(e),
     };
@@ -164,13 +157,53 @@ pub async fn lookup(State(rt): State<Arc<Runtime>>, Query(p): Query<LookupParams
     .into_response()
 }
 
-#[derive(serde::Deserialize)]
-pub struct ExplainParams {
+/// `/explain`'s parameters.
+struct ExplainParams {
     client: String,
     ecs: Option<String>,
     host: String,
     url: Option<String>,
     format: Option<String>,
+}
+
+impl ExplainParams {
+    fn read(q: Option<&str>) -> Result<Self, String> {
+        let p = Params(q);
+        Ok(Self {
+            client: p.required("client", "an IP address")?,
+            ecs: p.get("ecs")?,
+            host: p.required("host", "a DNS name")?,
+            url: p.get("url")?,
+            format: p.get("format")?,
+        })
+    }
+}
+
+/// `host` as a DNS name: lower-case, no trailing dot; a name in Unicode
+/// becomes its A-labels (IDNA, as a client's resolver would ask).
+fn dns_host(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let ascii = if text.is_ascii() {
+        text.to_ascii_lowercase()
+    } else {
+        match url::Host::parse(text) {
+            Ok(url::Host::Domain(d)) => d,
+            _ => return Err(format!("host: {text:?} is not a DNS name")),
+        }
+    };
+    let name = ascii.strip_suffix('.').unwrap_or(&ascii);
+    let labels_ok = name.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'*')
+    });
+    if name.is_empty() || name.len() > 253 || !labels_ok || Name::from_ascii(name).is_err() {
+        return Err(format!(
+            "host: {text:?} is not a DNS name (labels of 1 to 63 letters, digits, - or _; 253 bytes at most)"
+        ));
+    }
+    Ok(name.to_string())
 }
 
 /// The real DNS answer for `host` of `qtype`, for `client` (and `ecs`).
@@ -239,7 +272,11 @@ fn dns_answer(
 }
 
 /// `GET /explain`
-pub async fn explain(State(rt): State<Arc<Runtime>>, Query(p): Query<ExplainParams>) -> Response {
+pub async fn explain(State(rt): State<Arc<Runtime>>, RawQuery(q): RawQuery) -> Response {
+    let p = match ExplainParams::read(q.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return bad(e),
+    };
     let Ok(client) = p.client.trim().parse::<IpAddr>() else {
         return bad("client: not an IP address");
     };
@@ -253,10 +290,10 @@ pub async fn explain(State(rt): State<Arc<Runtime>>, Query(p): Query<ExplainPara
             Err(_) => return bad("ecs: not a prefix such as 203.0.113.0/24"),
         },
     };
-    let host = p.host.trim().trim_end_matches('.').to_ascii_lowercase();
-    if host.is_empty() || host.len() > 253 {
-        return bad("host: a DNS name");
-    }
+    let host = match dns_host(&p.host) {
+        Ok(h) => h,
+        Err(e) => return bad(e),
+    };
     let state = rt.dns.service.state();
     let loc = edge_dns::explain::locate(&state, client, ecs);
     let geo = edge_dns::explain::geo_name(&state, &host);

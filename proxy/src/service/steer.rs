@@ -12,9 +12,9 @@ struct Named {
     target: String,
 }
 
-/// `?url=` (absolute, or a path on the request's own host), else the
-/// request's own target after the route's path rewrite (`strip_prefix`,
-/// `rewrite_path`).
+/// `?url=` (absolute, scheme-relative, or a path on the request's own
+/// host), else the request's own target after the route's path rewrite
+/// (`strip_prefix`, `rewrite_path`).
 fn named(
     req: &RequestHeader,
     authority: &str,
@@ -22,12 +22,7 @@ fn named(
     rewrite: Option<&edge_config::PathRewrite>,
 ) -> std::result::Result<Named, String> {
     let own = if tls { "https" } else { "http" };
-    let param = req.uri.query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "url")
-            .map(|(_, v)| v.into_owned())
-    });
-    let Some(text) = param else {
+    let Some(text) = crate::steer::param(req.uri.query(), "url")? else {
         let path = match rewrite {
             Some(r) => crate::route::rewrite_path(r, req.uri.path()),
             None => req.uri.path().to_string(),
@@ -42,37 +37,9 @@ fn named(
             target,
         });
     };
-    if text.starts_with('/') {
-        return Ok(Named {
-            scheme: own,
-            authority: authority.to_string(),
-            target: text,
-        });
-    }
-    let u = url::Url::parse(&text).map_err(|e| format!("url: not a URL: {e}"))?;
-    let scheme = match u.scheme() {
-        "http" => "http",
-        "https" => "https",
-        other => return Err(format!("url: scheme `{other}`: http or https")),
-    };
-    if !u.username().is_empty() || u.password().is_some() {
-        return Err("url: a user part".into());
-    }
-    let host = u
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or("url: no host")?;
-    let authority = match u.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
-    };
-    let mut target = u.path().to_string();
-    if let Some(q) = u.query() {
-        target.push('?');
-        target.push_str(q);
-    }
+    let (scheme, authority, target) = crate::steer::split_url(&text, own, Some(authority))?;
     Ok(Named {
-        scheme,
+        scheme: if scheme == "https" { "https" } else { "http" },
         authority,
         target,
     })
@@ -123,7 +90,9 @@ impl EdgeProxy {
             let body = Bytes::from_static(b"steering needs this node's [dns] sites\n");
             return respond(session, 503, text, body, &no_store, decor).await;
         };
-        let Some(client) = client_ip(session) else {
+        // A dual-stack listener's IPv4 client is the IPv4 address it is
+        // (located, hashed for shedding and answered as the DNS would it).
+        let Some(client) = client_ip(session).map(|a| a.to_canonical()) else {
             let body = Bytes::from_static(b"the client's address is unknown\n");
             return respond(session, 503, text, body, &no_store, decor).await;
         };
