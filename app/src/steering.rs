@@ -7,8 +7,9 @@
 //! the client); within a site, up nodes whose digest holds the object
 //! (the owner first among them), then the owner (rendezvous hashing of
 //! the object's primary key over the names of the site's up nodes) if it
-//! does not hold it. A site whose nodes are unknown (no `/site/state`
-//! probe) is named by its first address.
+//! does not hold it; its up nodes in order when none is named. A site
+//! whose nodes are unknown (no `/site/state` probe) is named by its first
+//! address.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -298,6 +299,11 @@ impl Steering {
                 .collect();
             // Holders first, the owner first among equals.
             ranked.sort_by_key(|n| (n.holds != Some(true), !n.owner));
+            if ranked.is_empty() {
+                // No holder and no owner (nodes that say no name: no
+                // `[site]`): the site still serves; its up nodes, in order.
+                ranked = known;
+            }
             for n in ranked {
                 targets.push(SteerTarget {
                     url: format!("{}{}", n.url.as_deref().unwrap_or(""), q.path_and_query),

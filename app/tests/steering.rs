@@ -999,5 +999,15 @@ async fn a_hostile_digest_neither_delays_health_nor_hurts_steering() {
         (s["targets"][0]["holds"] == true).then_some(())
     })
     .await;
+    // A node that gives no name (no `[site]`) has no owner: the site is
+    // steered to by its up nodes all the same.
+    *state.lock() = r#"{"serving": true, "url": "http://192.0.2.1:8080"}"#.to_string();
+    eventually(Duration::from_secs(10), "a node without a name", || async {
+        let s = c.get(&steer_url).await.json();
+        (s["targets"][0]["url"] == "http://192.0.2.1:8080/a.ts"
+            && s["targets"][0]["node"].is_null())
+        .then_some(())
+    })
+    .await;
     assert!(!dns_node.output().contains("panicked"));
 }
