@@ -17,7 +17,10 @@ use crate::runtime::Runtime;
 /// A digest as built.
 pub struct Held {
     pub digest: Digest,
-    /// Grows by one each time the digest's content changes.
+    /// Grows by one each time the digest's content changes; a process
+    /// starts from its start time in Unix milliseconds, so a restarted
+    /// node never says a generation its previous run said (a poller that
+    /// missed the restart would keep the old run's digest as current).
     pub generation: u64,
     pub built: Instant,
     pub built_at: SystemTime,
@@ -75,7 +78,7 @@ impl NodeDigest {
         registry.register(Box::new(built.clone()))?;
         Ok(Self {
             current: ArcSwapOption::empty(),
-            generation: AtomicU64::new(0),
+            generation: AtomicU64::new(first_generation()),
             keys,
             bytes,
             built,
@@ -114,6 +117,15 @@ impl NodeDigest {
     }
 }
 
+/// Where this process's generations start: the Unix time in milliseconds
+/// (a node rebuilds at most once a second, so its generations grow slower
+/// than the clock: the next run starts above the last one said).
+fn first_generation() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2))
+}
+
 /// Rebuilds the digest every `[site] digest.refresh` while the node has a
 /// `[site]` and a cache (settings are read each round: a reload applies).
 pub async fn refresh_loop(rt: Arc<Runtime>) {
@@ -131,5 +143,23 @@ pub async fn refresh_loop(rt: Arc<Runtime>) {
             .await;
         }
         tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restarted_node_starts_above_the_generations_it_said() {
+        let before = first_generation();
+        let a = NodeDigest::new(&prometheus::Registry::new()).unwrap();
+        let first = a.generation.load(Ordering::Relaxed);
+        // The clock, not 0: a run that rebuilt (at most once a second)
+        // until now said generations below this one.
+        assert!(first >= before && before > 1_700_000_000_000, "{first}");
+        std::thread::sleep(Duration::from_millis(2));
+        let b = NodeDigest::new(&prometheus::Registry::new()).unwrap();
+        assert!(b.generation.load(Ordering::Relaxed) > first);
     }
 }
