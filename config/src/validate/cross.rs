@@ -115,6 +115,16 @@ pub(super) fn check(
                 );
             }
         }
+        let sites = config.dns.as_ref().map_or(0, |d| d.sites.len());
+        if matches!(r.action, RouteAction::Steer { .. }) && sites == 0 {
+            let (span, path) = at.key("steer");
+            ck.error(
+                span,
+                path,
+                "a steer route ranks the [[dns.site]]s, and there are none",
+                Some("[[dns.site]]s with a health URL that is each node's /site/state"),
+            );
+        }
         let locator = config.dns.as_ref().map(|d| &d.locator);
         let located =
             locator.is_some_and(|l| !l.cidrs.is_empty() || l.csv.is_some() || l.mmdb.is_some());

@@ -141,6 +141,7 @@ pub(super) fn route(
                 .unwrap_or_else(|| "text/plain; charset=utf-8".to_string()),
         })
     } else if let Some(st) = steer {
+        at = at.with("steer", st.span());
         ck.choice(
             &st,
             &join_key(path, "steer"),
