@@ -588,6 +588,21 @@ async fn steering_ranks_the_node_that_holds_an_object_and_explain_tells_why() {
     assert_eq!(t[1]["node"], owner.as_str());
     assert_eq!(t[1]["holds"], false);
     assert_eq!(t[2]["site"], "nyc");
+    // A player's URL with its CMCD data names the same object (every
+    // node's gate takes CMCD out before the cache key); the node it is
+    // steered to still gets the data.
+    let s = steer(
+        &dns_node,
+        "127.0.1.9",
+        &format!("{object}&CMCD=bl%3D1000%2Cbr%3D3000"),
+    )
+    .await;
+    assert_eq!(s["object"], ranked["object"], "{s}");
+    assert_eq!(s["targets"][0]["holds"], true, "{s}");
+    assert_eq!(
+        s["targets"][0]["url"],
+        format!("{}{path}&CMCD=bl%3D1000%2Cbr%3D3000", base(holder))
+    );
     // Another object is held by no one: the holder does not rank for it.
     let s = steer(
         &dns_node,

@@ -200,7 +200,11 @@ pub fn object(
     });
     let none = edge_config::IgnoreQuery::None;
     let ignore = route.map_or(&none, |r| &r.cache.ignore_query);
-    let url = edge_cache::key::url(&admitted.header, req.uri.path(), req.uri.query(), ignore);
+    let query = key_query(
+        req.uri.query(),
+        route.and_then(|r| r.auth.as_ref()).map(|a| &a.config),
+    );
+    let url = edge_cache::key::url(&admitted.header, req.uri.path(), query.as_deref(), ignore);
     let key_headers = route.map_or(&[][..], |r| &r.cache.key_headers[..]);
     let key = pingora_cache::CacheKey::new(
         edge_cache::key::primary(&url, scheme, None, key_headers, &req.headers),
@@ -234,6 +238,24 @@ pub fn object(
     })
 }
 
+/// The query a node keys an object by: without `CMCD` (every route's
+/// gate takes the players' data out) nor the route's token and expiry
+/// (`auth`: taken out once accepted), as [`crate::video::gate`] leaves it.
+/// A player's URL, CMCD and token included, names the object every other
+/// player's does.
+fn key_query(query: Option<&str>, auth: Option<&edge_config::UrlAuth>) -> Option<String> {
+    let query = query?;
+    let mut names = vec![crate::video::cmcd::QUERY];
+    if let Some(a) = auth {
+        names.push(&a.param);
+        names.push(&a.expires_param);
+    }
+    if !names.iter().any(|n| query.contains(n)) {
+        return Some(query.to_string());
+    }
+    crate::video::strip_params(query, &names).0
+}
+
 /// A route's steering answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SteerMode {
@@ -262,6 +284,31 @@ mod tests {
             "url: not UTF-8 once percent-decoded"
         );
         assert!(p("url=http://h/%C3").is_err());
+    }
+
+    #[test]
+    fn the_key_query_is_the_one_the_gate_leaves() {
+        let auth = edge_config::UrlAuth {
+            keys: Vec::new(),
+            param: "token".into(),
+            expires_param: "exp".into(),
+            scope: edge_config::AuthScope::Path,
+            bind_client_ip: false,
+            cookies: false,
+        };
+        let q = |s: &str, a| key_query(Some(s), a);
+        assert_eq!(
+            q("b=2&CMCD=bl%3D1000&a=1", None).as_deref(),
+            Some("b=2&a=1")
+        );
+        assert_eq!(q("CMCD=bl%3D1000", None), None);
+        assert_eq!(
+            q("token=x.y&exp=9&v=2&CMCD=x", Some(&auth)).as_deref(),
+            Some("v=2")
+        );
+        // Without `auth`, a parameter named token is the object's own.
+        assert_eq!(q("token=x&v=2", None).as_deref(), Some("token=x&v=2"));
+        assert_eq!(key_query(None, Some(&auth)), None);
     }
 
     #[test]
