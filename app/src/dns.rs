@@ -285,10 +285,31 @@ async fn probe_once(target: &Target, health: &SiteHealth) -> Result<Probed, Fail
             .as_f64()
             .filter(|u| u.is_finite() && *u >= 0.0),
         name: text(&state["node"]),
-        url: text(&state["url"]).filter(|u| u.starts_with("http://") || u.starts_with("https://")),
+        url: text(&state["url"]).and_then(|u| node_base(&u)),
         digest_generation: state["digest"]["generation"].as_u64(),
         addr: Some(addr),
     })
+}
+
+/// A node's base URL as its `/site/state` says it, as steering answers
+/// use it (a prefix of every URL they give, and a `Location`): `http` or
+/// `https`, a host, no user part, path, query or fragment; normalized
+/// (host lower-case, default port and trailing `/` dropped, non-ASCII
+/// encoded). `None` for anything else: a URL with a CR or LF, a path, a
+/// user, would make answers that are not the node's (or no answer).
+fn node_base(text: &str) -> Option<String> {
+    if text.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return None;
+    }
+    let u = url::Url::parse(text).ok()?;
+    let plain = matches!(u.scheme(), "http" | "https")
+        && u.host_str().is_some_and(|h| !h.is_empty())
+        && u.username().is_empty()
+        && u.password().is_none()
+        && u.path() == "/"
+        && u.query().is_none()
+        && u.fragment().is_none();
+    plain.then(|| u.as_str().trim_end_matches('/').to_string())
 }
 
 /// One node's probe: its site, index, health URL and settings.
@@ -407,5 +428,46 @@ async fn probe_loop(
         }
         let jitter = health.interval.mul_f64(fastrand::f64() * 0.1);
         tokio::time::sleep(health.interval + jitter).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_base;
+
+    #[test]
+    fn a_node_base_url_is_plain_and_normalized() {
+        let b = |t: &str| node_base(t);
+        assert_eq!(
+            b("http://10.0.0.2:8080").as_deref(),
+            Some("http://10.0.0.2:8080")
+        );
+        assert_eq!(
+            b("http://10.0.0.2:8080/").as_deref(),
+            Some("http://10.0.0.2:8080")
+        );
+        assert_eq!(
+            b("HTTPS://Edge-1.Example:443/").as_deref(),
+            Some("https://edge-1.example")
+        );
+        assert_eq!(
+            b("http://[2001:db8::1]:80").as_deref(),
+            Some("http://[2001:db8::1]")
+        );
+        for bad in [
+            "http://x/\r\nSet-Cookie: a=1",
+            "http://x\r\n.example",
+            "http://x /",
+            "http://x/path",
+            "http://x/?q",
+            "http://x/#f",
+            "http://u:p@x",
+            "ftp://x",
+            "javascript:alert(1)",
+            "http://",
+            "/relative",
+        ] {
+            assert_eq!(b(bad), None, "{bad:?}");
+        }
     }
 }

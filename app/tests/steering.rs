@@ -977,9 +977,11 @@ async fn a_hostile_digest_neither_delays_health_nor_hurts_steering() {
         ("no hashes", head("edge-digest-generation: 1\r\nedge-digest-hashes: 0\r\nedge-digest-keys: 1\r\ncontent-length: 1024\r\n"), bits.clone(), "0 hashes per key"),
         ("huge length", head(&format!("{good_fields}content-length: 1000000000000\r\n")), Vec::new(), "a digest of 1000000000000 bytes"),
         ("odd length", head(&format!("{good_fields}content-length: 1001\r\n")), vec![0; 1001], "a digest of 1001 bytes"),
-        ("short body", head(&format!("{good_fields}content-length: 1024\r\n")), vec![0; 100], "/site/digest"),
-        ("unframed odd body", head(good_fields), vec![0; 1001], "a digest of 1001 bytes"),
+        ("short body", head(&format!("{good_fields}content-length: 1024\r\n")), vec![0; 100], "error reading a body"),
+        ("unframed odd body", head(good_fields), vec![0; 1004], "a digest of 1004 bytes"),
     ];
+    // (Each reason differs from the one before: a check never passes on a
+    // fetch not yet made.)
     for (generation, (what, head, body, why)) in (2u64..).zip(hostile) {
         *digest.lock() = FakeDigest::Answer(head, body);
         *state.lock() = serving(true, generation);
@@ -1014,6 +1016,28 @@ async fn a_hostile_digest_neither_delays_health_nor_hurts_steering() {
         (s["targets"][0]["holds"] == true).then_some(())
     })
     .await;
+    // A node's URL is the prefix of every URL steering gives: a trailing
+    // `/` is dropped; one with a CR LF (a header in a `Location`), a path
+    // or a user is not the node's, and the site is named by its address.
+    // (Each answer differs from the one before: a check never passes on
+    // a state not yet polled.)
+    for (url, want) in [
+        (
+            "http://192.0.2.1:8080/\\r\\nSet-Cookie: a=1",
+            "http://192.0.2.10/a.ts",
+        ),
+        ("HTTP://192.0.2.1:8081/", "http://192.0.2.1:8081/a.ts"),
+        ("http://192.0.2.1:8080/elsewhere", "http://192.0.2.10/a.ts"),
+        ("http://192.0.2.1:8082/", "http://192.0.2.1:8082/a.ts"),
+        ("http://user@192.0.2.1:8080", "http://192.0.2.10/a.ts"),
+    ] {
+        *state.lock() = format!(r#"{{"serving": true, "node": "x1", "url": "{url}"}}"#);
+        eventually(Duration::from_secs(10), url, || async {
+            let s = c.get(&steer_url).await.json();
+            (s["targets"][0]["url"] == want).then_some(())
+        })
+        .await;
+    }
     // A node that gives no name (no `[site]`) has no owner: the site is
     // steered to by its up nodes all the same.
     *state.lock() = r#"{"serving": true, "url": "http://192.0.2.1:8080"}"#.to_string();
