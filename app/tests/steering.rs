@@ -466,6 +466,7 @@ fall = 3
 cidr = [
   {{ prefix = "127.0.1.0/24", lat = 48.85, lon = 2.35, country = "FR" }},
   {{ prefix = "10.2.0.0/16", lat = 42.36, lon = -71.06, country = "US" }},
+  {{ prefix = "10.1.0.0/16", lat = 48.85, lon = 2.35, country = "FR" }},
 ]
 "#,
         ams[0], ams[1], nyc[0], nyc[1]
@@ -1049,4 +1050,113 @@ async fn a_hostile_digest_neither_delays_health_nor_hurts_steering() {
     })
     .await;
     assert!(!dns_node.output().contains("panicked"));
+}
+
+/// The answers for 100 client subnets of 10.1.0.0/16 (near Paris, so
+/// Amsterdam's): how many got New York.
+async fn moved_to_nyc(dns: &DnsClient) -> usize {
+    let mut n = 0;
+    for i in 0..100u32 {
+        let m = dns
+            .clone()
+            .udp(&DnsQuery::new("video.cdn.test.", DnsType::A).subnet(&format!("10.1.{i}.0"), 24))
+            .await
+            .unwrap();
+        if addresses(&m) == [ip("198.51.100.10")] {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Two sites of two nodes each: a bounded load above the Amsterdam nodes'
+/// egress capacity moves Amsterdam's clients to New York within a few
+/// polls, they stay there while the load holds (answers do not flap), and
+/// come back once it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_above_capacity_moves_a_sites_clients_and_they_come_back() {
+    let o = origin("o").await;
+    let nodes: Vec<EdgeNode> = [("ams", "a1"), ("ams", "a2"), ("nyc", "n1"), ("nyc", "n2")]
+        .into_iter()
+        .map(|(site, name)| {
+            // Amsterdam's nodes can send 4 Mbit/s each.
+            let config = cache_node_config(o.addr(), site, name);
+            let config = if site == "ams" {
+                config.replace("egress = \"10 Gbit/s\"", "egress = \"4 Mbit/s\"")
+            } else {
+                config
+            };
+            EdgeNode::start(BIN, &config)
+        })
+        .collect();
+    for n in &nodes {
+        n.wait_ready(Duration::from_secs(20));
+    }
+    let state_url = |i: usize| nodes[i].admin_url("/site/state");
+    let dns_node = EdgeNode::start(
+        BIN,
+        &steering_dns_config(
+            [&state_url(0), &state_url(1)],
+            [&state_url(2), &state_url(3)],
+        ),
+    );
+    dns_node.wait_ready(Duration::from_secs(20));
+    let dns = DnsClient::new(dns_node.addr("dns"));
+    let c = Client::new();
+    eventually(
+        Duration::from_secs(15),
+        "Amsterdam answers its clients",
+        || async { (moved_to_nyc(&dns).await == 0).then_some(()) },
+    )
+    .await;
+
+    // The load: 200 KB hits from both Amsterdam nodes, 20 a second
+    // (≈ 16 Mbit/s each: 4 × capacity), for at most 60 s or until told.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let urls: Vec<String> = (0..2)
+            .map(|i| format!("http://{}/obj/load.bin?size=200000", nodes[i].addr("web")))
+            .collect();
+        tokio::spawn(async move {
+            let c = Client::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && tokio::time::Instant::now() < deadline
+            {
+                tick.tick().await;
+                for u in &urls {
+                    let _ = c.request(http::Method::GET, u, &[], Vec::new()).await;
+                }
+            }
+        })
+    };
+    eventually(
+        Duration::from_secs(30),
+        "every Amsterdam client shed",
+        || async {
+            let sites = c.get(&dns_node.admin_url("/dns/sites")).await.json();
+            (sites[0]["shed_per_mille"] == 1000).then_some(())
+        },
+    )
+    .await;
+    // Steady load, steady answers.
+    for _ in 0..3 {
+        assert_eq!(moved_to_nyc(&dns).await, 100);
+    }
+    let sites = c.get(&dns_node.admin_url("/dns/sites")).await.json();
+    assert!(sites[0]["utilization"].as_f64().unwrap() > 0.9, "{sites}");
+    // A Paris client is steered to New York too while Amsterdam sheds it.
+    let s = steer(&dns_node, "127.0.1.9", "http://video.cdn.test/obj/x.ts").await;
+    assert_eq!(s["targets"][0]["site"], "nyc", "{s}");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
+    eventually(Duration::from_secs(30), "every client back", || async {
+        let sites = c.get(&dns_node.admin_url("/dns/sites")).await.json();
+        (sites[0]["shed_per_mille"] == 0).then_some(())
+    })
+    .await;
+    assert_eq!(moved_to_nyc(&dns).await, 0);
 }
