@@ -9,12 +9,18 @@ use edge_proxy::pool::{BackendRegistry, Pool};
 use edge_proxy::route::{RequestView, RouteTable};
 
 fn config(routes: usize, algorithm: &str) -> edge_config::Config {
+    config_with(routes, algorithm, 20)
+}
+
+fn config_with(routes: usize, algorithm: &str, backends: usize) -> edge_config::Config {
     let mut text = String::from("[[pool]]\nname = \"p\"\n");
     text.push_str(&format!("algorithm = \"{algorithm}\"\nbackends = ["));
-    for i in 0..20 {
+    for i in 0..backends {
         text.push_str(&format!(
-            "{{ address = \"10.0.0.{}:80\", weight = {} }},",
-            i + 1,
+            "{{ address = \"10.{}.{}.{}:80\", weight = {} }},",
+            i / 62500,
+            i / 250 % 250,
+            i % 250 + 1,
             1 + i % 3
         ));
     }
@@ -64,6 +70,62 @@ fn route_matching(c: &mut Criterion) {
     });
 }
 
+/// Cost against the table's size (issue 17): the request matches the
+/// last host route of 1 and of 10,000.
+fn route_scale(c: &mut Criterion) {
+    let headers = http::HeaderMap::new();
+    let method = http::Method::GET;
+    for n in [1usize, 10_000] {
+        let cfg = config(n, "round_robin");
+        let metrics = ProxyMetrics::new(&prometheus::Registry::new()).expect("metrics");
+        let table = RouteTable::compile(&cfg.routes, |_| Some(0), &metrics).expect("routes");
+        let host = format!("h{}.example.com", n - 1);
+        let path = format!("/v{}/seg_1.ts", n - 1);
+        c.bench_function(
+            &format!("route match: {n} host routes, hit the last"),
+            |b| {
+                b.iter(|| {
+                    let view = RequestView {
+                        listener: "web",
+                        host: &host,
+                        path: &path,
+                        query: None,
+                        method: &method,
+                        headers: &headers,
+                        cookies: &[],
+                    };
+                    std::hint::black_box(table.find(&view).map(|r| r.name.len()))
+                })
+            },
+        );
+    }
+}
+
+/// Cost against the pool's size (issue 17): 1 and 10,000 backends.
+fn selection_scale(c: &mut Criterion) {
+    for algorithm in [
+        "round_robin",
+        "weighted_round_robin",
+        "least_requests",
+        "p2c_ewma",
+    ] {
+        for n in [1usize, 10_000] {
+            let cfg = config_with(0, algorithm, n);
+            let metrics = ProxyMetrics::new(&prometheus::Registry::new()).expect("metrics");
+            let pool = Pool::build(
+                &cfg.pools[0],
+                &BackendRegistry::default(),
+                &metrics,
+                &edge_proxy::pool::Resolved::new(),
+            )
+            .expect("pool");
+            c.bench_function(&format!("pick: {algorithm}, {n} backends"), |b| {
+                b.iter(|| std::hint::black_box(pool.select(&[], None, None).map(|p| p.index).ok()))
+            });
+        }
+    }
+}
+
 fn selection(c: &mut Criterion) {
     for algorithm in [
         "round_robin",
@@ -93,5 +155,11 @@ fn selection(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, route_matching, selection);
+criterion_group!(
+    benches,
+    route_matching,
+    route_scale,
+    selection,
+    selection_scale
+);
 criterion_main!(benches);

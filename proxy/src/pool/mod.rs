@@ -141,6 +141,57 @@ pub struct Pool {
     pub ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
     /// Backends named by host name: what each resolved to.
     pub names: Vec<NameStatus>,
+    /// Backend index by sticky-cookie value.
+    sticky: HashMap<String, usize>,
+}
+
+/// A pool's backends as its selector sees them during one pick.
+struct Live<'a> {
+    pool: &'a Pool,
+    exclude: &'a [usize],
+    now: Instant,
+    panic: bool,
+}
+
+impl select::Candidates for Live<'_> {
+    fn len(&self) -> usize {
+        self.pool.backends.len()
+    }
+
+    fn base_weight(&self, i: usize) -> u32 {
+        let b = &self.pool.backends[i];
+        b.state.weight_override().unwrap_or(b.weight)
+    }
+
+    fn weight(&self, i: usize) -> u32 {
+        let b = &self.pool.backends[i];
+        let ok = !self.exclude.contains(&i)
+            && if self.panic {
+                b.state.admin_state() == AdminState::Enabled
+            } else {
+                self.pool.usable(b, self.now)
+            };
+        if ok {
+            self.pool.effective_weight(b)
+        } else {
+            0
+        }
+    }
+
+    fn in_flight(&self, i: usize) -> u64 {
+        self.pool.backends[i]
+            .state
+            .in_flight
+            .load(Ordering::Relaxed)
+    }
+
+    fn ewma_ms(&self, i: usize) -> Option<f64> {
+        self.pool.backends[i].state.ewma_ms(self.now)
+    }
+
+    fn weights_epoch(&self) -> u64 {
+        state::weights_epoch()
+    }
 }
 
 /// Addresses of backend host names, as looked up (`[resolver]`): by host,
@@ -273,6 +324,11 @@ impl Pool {
                 pending: AtomicUsize::new(0),
             },
             config: config.clone(),
+            sticky: backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (b.sticky_id.clone(), i))
+                .collect(),
             backends,
             ca,
             names,
@@ -292,6 +348,9 @@ impl Pool {
     /// override), reduced by the load the backend reports.
     pub fn effective_weight(&self, b: &Backend) -> u32 {
         let w = b.state.weight_override().unwrap_or(b.weight);
+        if w == 0 {
+            return 0;
+        }
         match (&self.config.load_feedback, b.state.load()) {
             (Some(lf), Some(load)) => {
                 let keep = u32::from(100 - load).max(u32::from(lf.min_weight_percent));
@@ -311,24 +370,15 @@ impl Pool {
             && b.state.breaker_allows(now, &self.config.circuit_breaker)
     }
 
-    fn views(&self, exclude: &[usize], now: Instant, panic: bool) -> Vec<View> {
-        self.backends
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                let ok = !exclude.contains(&i)
-                    && if panic {
-                        b.state.admin_state() == AdminState::Enabled
-                    } else {
-                        self.usable(b, now)
-                    };
-                View {
-                    weight: if ok { self.effective_weight(b) } else { 0 },
-                    in_flight: b.state.in_flight.load(Ordering::Relaxed),
-                    ewma_ms: b.state.ewma_ms(now),
-                }
-            })
-            .collect()
+    /// The pool's backends as a selector sees them now: those in `exclude`
+    /// are unusable; in `panic`, every enabled backend is usable.
+    fn candidates<'a>(&'a self, exclude: &'a [usize], now: Instant, panic: bool) -> Live<'a> {
+        Live {
+            pool: self,
+            exclude,
+            now,
+            panic,
+        }
     }
 
     /// Picks a backend not in `exclude`. `sticky` is a sticky-cookie value;
@@ -341,7 +391,7 @@ impl Pool {
     ) -> Result<Pick, Unavailable> {
         let now = Instant::now();
         if let Some(id) = sticky {
-            if let Some(i) = self.backends.iter().position(|b| b.sticky_id == id) {
+            if let Some(&i) = self.sticky.get(id) {
                 if !exclude.contains(&i) && self.usable(&self.backends[i], now) {
                     let (admitted, probe) = self.backends[i]
                         .state
@@ -360,8 +410,10 @@ impl Pool {
         // A half-open breaker may run out of probe slots between the look and
         // the admit: try again without that backend.
         for _ in 0..=self.backends.len() {
-            let views = self.views(&excluded, now, false);
-            let Some(i) = self.selector.pick(&views, key) else {
+            let Some(i) = self
+                .selector
+                .pick(&self.candidates(&excluded, now, false), key)
+            else {
                 break;
             };
             let (admitted, probe) = self.backends[i]
@@ -377,8 +429,10 @@ impl Pool {
             excluded.push(i);
         }
         if self.config.panic_mode {
-            let views = self.views(exclude, now, true);
-            if let Some(i) = self.selector.pick(&views, key) {
+            if let Some(i) = self
+                .selector
+                .pick(&self.candidates(exclude, now, true), key)
+            {
                 return Ok(Pick {
                     index: i,
                     probe: false,

@@ -4,13 +4,16 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use edge_config::Algorithm;
 use parking_lot::Mutex;
 use pingora_ketama::{Bucket, Continuum};
 
-/// What a selector sees of a backend.
+/// What a selector sees of a backend (tests and small pools).
 pub struct View {
     /// Effective weight; 0 means not usable right now.
     pub weight: u32,
@@ -19,11 +22,122 @@ pub struct View {
     pub ewma_ms: Option<f64>,
 }
 
+/// The backends a selector picks among, looked at one at a time: a pick
+/// reads only the backends it draws, so its cost does not grow with the
+/// pool (issue 17: a pool of 10,000 backends cost 10× a pool of one when
+/// every pick read every backend and computed its latency's decay).
+pub trait Candidates {
+    fn len(&self) -> usize;
+    /// The weight a backend would have if usable: the configured weight or
+    /// the admin's override. The precomputed table of weighted picks is
+    /// built from these.
+    fn base_weight(&self, i: usize) -> u32;
+    /// The weight to use now: 0 when the backend is not usable (down,
+    /// ejected, drained, breaker open, excluded), else at most
+    /// `base_weight` (load feedback only lowers it).
+    fn weight(&self, i: usize) -> u32;
+    fn in_flight(&self, i: usize) -> u64;
+    /// Peak-EWMA latency (ms), if known.
+    fn ewma_ms(&self, i: usize) -> Option<f64>;
+    /// Changes whenever any `base_weight` may have changed.
+    fn weights_epoch(&self) -> u64;
+}
+
+impl Candidates for [View] {
+    fn len(&self) -> usize {
+        <[View]>::len(self)
+    }
+    fn base_weight(&self, i: usize) -> u32 {
+        self[i].weight
+    }
+    fn weight(&self, i: usize) -> u32 {
+        self[i].weight
+    }
+    fn in_flight(&self, i: usize) -> u64 {
+        self[i].in_flight
+    }
+    fn ewma_ms(&self, i: usize) -> Option<f64> {
+        self[i].ewma_ms
+    }
+    fn weights_epoch(&self) -> u64 {
+        // Tests change views between picks: every distinct weight vector
+        // is its own epoch.
+        self.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, v| {
+            (h ^ u64::from(v.weight)).wrapping_mul(0x0100_0000_01B3)
+        })
+    }
+}
+
+/// Pools up to this size keep the exact algorithms that look at every
+/// backend (nginx's smooth weighted round robin, least requests over all):
+/// their cost is bounded by this constant. Larger pools use the O(log n)
+/// forms below.
+pub const SMALL_POOL: usize = 64;
+
+/// Weighted draws without a scan: prefix sums of the base weights, built
+/// once per weights epoch; a draw is a binary search.
+struct WeightTable {
+    epoch: u64,
+    /// `sums[i]` = sum of base weights of backends `0..=i`.
+    sums: Vec<u64>,
+    /// The stride of weighted round robin over the table's points: coprime
+    /// with the total, near its golden section, so that consecutive picks
+    /// land far apart and one cycle visits every point once.
+    stride: u64,
+}
+
+impl WeightTable {
+    fn build(c: &(impl Candidates + ?Sized)) -> Self {
+        let mut sums = Vec::with_capacity(c.len());
+        let mut total = 0u64;
+        for i in 0..c.len() {
+            total += u64::from(c.base_weight(i));
+            sums.push(total);
+        }
+        let mut stride = ((total as f64) * 0.618_033_988_75) as u64;
+        stride = stride.max(1);
+        while total > 1 && gcd(stride, total) != 1 {
+            stride += 1;
+        }
+        Self {
+            epoch: c.weights_epoch(),
+            sums,
+            stride,
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.sums.last().copied().unwrap_or(0)
+    }
+
+    /// The backend owning point `p` (< total).
+    fn at(&self, p: u64) -> usize {
+        self.sums.partition_point(|&s| s <= p)
+    }
+
+    fn base(&self, i: usize) -> u64 {
+        self.sums[i] - if i == 0 { 0 } else { self.sums[i - 1] }
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
 /// A pool's selector; built per config generation.
-pub enum Selector {
+pub struct Selector {
+    kind: Kind,
+    table: ArcSwap<WeightTable>,
+}
+
+enum Kind {
     RoundRobin(AtomicUsize),
-    /// nginx's smooth weighted round robin: `current` per backend.
-    SmoothWeighted(Mutex<Vec<i64>>),
+    /// nginx's smooth weighted round robin (`current` per backend) for
+    /// small pools; a stride over the weight table's points for large ones.
+    SmoothWeighted(Mutex<Vec<i64>>, AtomicU64),
     Random,
     LeastRequests(AtomicUsize),
     P2cEwma,
@@ -36,25 +150,29 @@ pub enum Selector {
     },
 }
 
+/// Draws tried before a weighted pick falls back to an exact scan (when
+/// most of the pool is unusable or heavily loaded).
+const DRAWS: usize = 16;
+
 impl Selector {
     pub fn new(algorithm: &Algorithm, addrs: &[(SocketAddr, u32)]) -> Self {
-        match algorithm {
-            Algorithm::RoundRobin => Selector::RoundRobin(AtomicUsize::new(0)),
+        let kind = match algorithm {
+            Algorithm::RoundRobin => Kind::RoundRobin(AtomicUsize::new(0)),
             Algorithm::WeightedRoundRobin => {
-                Selector::SmoothWeighted(Mutex::new(vec![0; addrs.len()]))
+                Kind::SmoothWeighted(Mutex::new(vec![0; addrs.len()]), AtomicU64::new(0))
             }
-            Algorithm::Random => Selector::Random,
+            Algorithm::Random => Kind::Random,
             // Sticky cookies fall back to least requests for new clients.
             Algorithm::LeastRequests | Algorithm::Cookie(_) => {
-                Selector::LeastRequests(AtomicUsize::new(0))
+                Kind::LeastRequests(AtomicUsize::new(0))
             }
-            Algorithm::P2cEwma => Selector::P2cEwma,
+            Algorithm::P2cEwma => Kind::P2cEwma,
             Algorithm::SourceIpHash | Algorithm::ConsistentHash { .. } => {
                 let buckets: Vec<Bucket> = addrs
                     .iter()
                     .map(|(a, w)| Bucket::new(*a, (*w).max(1)))
                     .collect();
-                Selector::Ring {
+                Kind::Ring {
                     ring: Continuum::new(&buckets),
                     index: addrs
                         .iter()
@@ -63,37 +181,67 @@ impl Selector {
                         .collect(),
                 }
             }
+        };
+        Self {
+            kind,
+            table: ArcSwap::from_pointee(WeightTable {
+                epoch: u64::MAX,
+                sums: Vec::new(),
+                stride: 1,
+            }),
         }
     }
 
-    /// Picks a backend; `key` is the hash input for ring selectors.
-    pub fn pick(&self, views: &[View], key: Option<&[u8]>) -> Option<usize> {
-        let usable = views.iter().filter(|v| v.weight > 0).count();
-        if usable == 0 {
+    /// The weight table for `c`'s current base weights.
+    fn table(&self, c: &(impl Candidates + ?Sized)) -> Arc<WeightTable> {
+        let table = self.table.load_full();
+        if table.epoch == c.weights_epoch() && table.sums.len() == c.len() {
+            return table;
+        }
+        let fresh = Arc::new(WeightTable::build(c));
+        self.table.store(fresh.clone());
+        fresh
+    }
+
+    /// Picks a usable backend; `key` is the hash input for ring selectors.
+    /// None when none is usable.
+    ///
+    /// Cost: O(1) expected for round robin, O(log n) for weighted draws
+    /// (random, P2C, large-pool weighted round robin and least requests),
+    /// O(log n) for rings; bounded by [`SMALL_POOL`] for the exact
+    /// algorithms of small pools. When most of a pool is unusable, a pick
+    /// falls back to one scan of it.
+    pub fn pick(&self, c: &(impl Candidates + ?Sized), key: Option<&[u8]>) -> Option<usize> {
+        let n = c.len();
+        if n == 0 {
             return None;
         }
-        match self {
-            Selector::RoundRobin(next) => {
-                for _ in 0..views.len() {
-                    let i = next.fetch_add(1, Ordering::Relaxed) % views.len();
-                    if views[i].weight > 0 {
+        match &self.kind {
+            Kind::RoundRobin(next) => {
+                for _ in 0..n {
+                    let i = next.fetch_add(1, Ordering::Relaxed) % n;
+                    if c.weight(i) > 0 {
                         return Some(i);
                     }
                 }
                 None
             }
-            Selector::SmoothWeighted(current) => {
+            Kind::SmoothWeighted(current, _) if n <= SMALL_POOL => {
                 let mut current = current.lock();
-                if current.len() != views.len() {
-                    *current = vec![0; views.len()];
+                if current.len() != n {
+                    *current = vec![0; n];
                 }
-                let total: i64 = views.iter().map(|v| i64::from(v.weight)).sum();
+                let mut weights = [0u32; SMALL_POOL];
+                for (i, w) in weights[..n].iter_mut().enumerate() {
+                    *w = c.weight(i);
+                }
+                let total: i64 = weights[..n].iter().map(|&w| i64::from(w)).sum();
                 let mut best: Option<usize> = None;
-                for (i, v) in views.iter().enumerate() {
-                    if v.weight == 0 {
+                for (i, &w) in weights[..n].iter().enumerate() {
+                    if w == 0 {
                         continue;
                     }
-                    current[i] += i64::from(v.weight);
+                    current[i] += i64::from(w);
                     if best.is_none_or(|b| current[i] > current[b]) {
                         best = Some(i);
                     }
@@ -102,79 +250,128 @@ impl Selector {
                 current[b] -= total;
                 Some(b)
             }
-            Selector::Random => weighted_random(views),
-            Selector::LeastRequests(tiebreak) => {
+            Kind::SmoothWeighted(_, next) => {
+                let table = self.table(c);
+                let total = table.total();
+                if total > 0 {
+                    for _ in 0..DRAWS {
+                        let step = next.fetch_add(1, Ordering::Relaxed);
+                        let p = (u128::from(step) * u128::from(table.stride) % u128::from(total))
+                            as u64;
+                        let i = table.at(p);
+                        if accept(&table, c, i) {
+                            return Some(i);
+                        }
+                    }
+                }
+                weighted_scan(c)
+            }
+            Kind::Random => weighted_draw(&self.table(c), c),
+            Kind::LeastRequests(tiebreak) if n <= SMALL_POOL => {
                 // Lowest (in_flight + 1) / weight; ties rotate.
                 let start = tiebreak.fetch_add(1, Ordering::Relaxed);
-                let n = views.len();
                 let mut best: Option<(usize, f64)> = None;
                 for k in 0..n {
                     let i = (start + k) % n;
-                    let v = &views[i];
-                    if v.weight == 0 {
+                    let w = c.weight(i);
+                    if w == 0 {
                         continue;
                     }
-                    let score = (v.in_flight as f64 + 1.0) / f64::from(v.weight);
+                    let score = (c.in_flight(i) as f64 + 1.0) / f64::from(w);
                     if best.is_none_or(|(_, s)| score < s) {
                         best = Some((i, score));
                     }
                 }
                 best.map(|(i, _)| i)
             }
-            Selector::P2cEwma => {
-                let a = weighted_random(views)?;
-                if usable == 1 {
-                    return Some(a);
-                }
-                let mut b = a;
-                for _ in 0..8 {
-                    b = weighted_random(views)?;
-                    if b != a {
-                        break;
-                    }
-                }
-                Some(if cost(&views[b]) < cost(&views[a]) {
-                    b
-                } else {
-                    a
-                })
+            Kind::LeastRequests(_) => {
+                // Envoy's least request for large pools: the better of two
+                // weighted draws by (in flight + 1) / weight.
+                let score =
+                    |i: usize| (c.in_flight(i) as f64 + 1.0) / f64::from(c.weight(i).max(1));
+                two_choices(&self.table(c), c, score)
             }
-            Selector::Ring { ring, index } => {
+            Kind::P2cEwma => {
+                let cost = |i: usize| {
+                    // An unmeasured backend is assumed fast, so it gets tried.
+                    let latency = c.ewma_ms(i).unwrap_or(0.0).max(0.001);
+                    latency * (c.in_flight(i) as f64 + 1.0) / f64::from(c.weight(i).max(1))
+                };
+                two_choices(&self.table(c), c, cost)
+            }
+            Kind::Ring { ring, index } => {
                 let key = key.unwrap_or(b"");
                 let mut seen = 0usize;
                 for addr in ring.node_iter(key) {
                     seen += 1;
                     if let Some(&i) = index.get(addr) {
-                        if views[i].weight > 0 {
+                        if i < n && c.weight(i) > 0 {
                             return Some(i);
                         }
                     }
                     // Every point has been passed: nothing usable on the ring.
-                    if seen > 160 * views.len() + 1 {
+                    if seen > 160 * n + 1 {
                         break;
                     }
                 }
-                weighted_random(views)
+                weighted_draw(&self.table(c), c)
             }
         }
     }
 }
 
-/// Latency × load, weighted: the P2C comparison.
-fn cost(v: &View) -> f64 {
-    // An unmeasured backend is assumed fast, so it gets tried.
-    let latency = v.ewma_ms.unwrap_or(0.0).max(0.001);
-    latency * (v.in_flight as f64 + 1.0) / f64::from(v.weight.max(1))
+/// Whether a drawn backend is taken: usable, and with probability
+/// weight ÷ base weight (load feedback lowers a backend's share).
+fn accept(table: &WeightTable, c: &(impl Candidates + ?Sized), i: usize) -> bool {
+    let w = u64::from(c.weight(i));
+    if w == 0 {
+        return false;
+    }
+    let base = table.base(i);
+    w >= base || fastrand::u64(0..base) < w
 }
 
-fn weighted_random(views: &[View]) -> Option<usize> {
-    let total: u64 = views.iter().map(|v| u64::from(v.weight)).sum();
+/// One backend drawn with probability proportional to its current weight.
+fn weighted_draw(table: &WeightTable, c: &(impl Candidates + ?Sized)) -> Option<usize> {
+    let total = table.total();
+    if total > 0 {
+        for _ in 0..DRAWS {
+            let i = table.at(fastrand::u64(0..total));
+            if accept(table, c, i) {
+                return Some(i);
+            }
+        }
+    }
+    weighted_scan(c)
+}
+
+/// The better (lower `score`) of two distinct weighted draws.
+fn two_choices(
+    table: &WeightTable,
+    c: &(impl Candidates + ?Sized),
+    score: impl Fn(usize) -> f64,
+) -> Option<usize> {
+    let a = weighted_draw(table, c)?;
+    let mut b = a;
+    for _ in 0..8 {
+        b = weighted_draw(table, c)?;
+        if b != a {
+            break;
+        }
+    }
+    Some(if score(b) < score(a) { b } else { a })
+}
+
+/// The exact weighted draw over every backend's current weight: what the
+/// table's draws fall back to when they keep hitting unusable backends.
+fn weighted_scan(c: &(impl Candidates + ?Sized)) -> Option<usize> {
+    let total: u64 = (0..c.len()).map(|i| u64::from(c.weight(i))).sum();
     if total == 0 {
         return None;
     }
     let mut point = fastrand::u64(0..total);
-    for (i, v) in views.iter().enumerate() {
-        let w = u64::from(v.weight);
+    for i in 0..c.len() {
+        let w = u64::from(c.weight(i));
         if point < w {
             return Some(i);
         }
@@ -213,7 +410,7 @@ mod tests {
     fn smooth_weighted_round_robin_interleaves() {
         let s = Selector::new(&Algorithm::WeightedRoundRobin, &addrs(3));
         let v = views(&[5, 1, 1]);
-        let picks: Vec<usize> = (0..7).filter_map(|_| s.pick(&v, None)).collect();
+        let picks: Vec<usize> = (0..7).filter_map(|_| s.pick(v.as_slice(), None)).collect();
         // nginx's sequence for weights 5,1,1: a a b a c a a.
         assert_eq!(picks, vec![0, 0, 1, 0, 2, 0, 0]);
     }
@@ -225,7 +422,7 @@ mod tests {
             let v = views(&[1, 3]);
             let mut count = [0usize; 2];
             for _ in 0..4000 {
-                count[s.pick(&v, None).unwrap()] += 1;
+                count[s.pick(v.as_slice(), None).unwrap()] += 1;
             }
             let share = count[0] as f64 / 4000.0;
             assert!((0.22..0.28).contains(&share), "{algorithm:?}: {share}");
@@ -245,10 +442,14 @@ mod tests {
             let s = Selector::new(&algorithm, &addrs(3));
             let v = views(&[1, 0, 1]);
             for i in 0..200u32 {
-                assert_ne!(s.pick(&v, Some(&i.to_le_bytes())), Some(1), "{algorithm:?}");
+                assert_ne!(
+                    s.pick(v.as_slice(), Some(&i.to_le_bytes())),
+                    Some(1),
+                    "{algorithm:?}"
+                );
             }
             assert_eq!(
-                s.pick(&views(&[0, 0, 0]), Some(b"k")),
+                s.pick(views(&[0, 0, 0]).as_slice(), Some(b"k")),
                 None,
                 "{algorithm:?}"
             );
@@ -261,7 +462,7 @@ mod tests {
         let mut v = views(&[1, 1, 1]);
         v[0].in_flight = 5;
         v[2].in_flight = 2;
-        assert_eq!(s.pick(&v, None), Some(1));
+        assert_eq!(s.pick(v.as_slice(), None), Some(1));
     }
 
     #[test]
@@ -270,7 +471,9 @@ mod tests {
         let mut v = views(&[1, 1]);
         v[0].ewma_ms = Some(200.0);
         v[1].ewma_ms = Some(2.0);
-        let slow = (0..1000).filter(|_| s.pick(&v, None) == Some(0)).count();
+        let slow = (0..1000)
+            .filter(|_| s.pick(v.as_slice(), None) == Some(0))
+            .count();
         // Two choices of two: the slow one wins only when drawn twice (≈25%).
         assert!(slow < 350, "{slow}");
     }
@@ -294,7 +497,8 @@ mod tests {
         let moved = (0..10_000)
             .filter(|k| {
                 let key = format!("/video/{k}.ts");
-                before.pick(&vb, Some(key.as_bytes())) != after.pick(&va, Some(key.as_bytes()))
+                before.pick(vb.as_slice(), Some(key.as_bytes()))
+                    != after.pick(va.as_slice(), Some(key.as_bytes()))
             })
             .count();
         // Ideal: 1/(n+1) ≈ 909 of 10,000; allow 1.5/n.
@@ -310,10 +514,191 @@ mod tests {
         one_down[2].weight = 0;
         for k in 0..2000u32 {
             let key = k.to_le_bytes();
-            let a = s.pick(&all, Some(&key)).unwrap();
-            let b = s.pick(&one_down, Some(&key)).unwrap();
+            let a = s.pick(all.as_slice(), Some(&key)).unwrap();
+            let b = s.pick(one_down.as_slice(), Some(&key)).unwrap();
             if a != 2 {
                 assert_eq!(a, b, "a key not on the down backend stays put");
+            }
+        }
+    }
+
+    /// Candidates that count how many backends a pick reads.
+    struct Counted {
+        base: Vec<u32>,
+        now: Vec<u32>,
+        in_flight: Vec<u64>,
+        reads: std::cell::Cell<usize>,
+    }
+
+    impl Counted {
+        fn new(n: usize) -> Self {
+            Self {
+                base: vec![1; n],
+                now: vec![1; n],
+                in_flight: vec![0; n],
+                reads: std::cell::Cell::new(0),
+            }
+        }
+    }
+
+    impl Candidates for Counted {
+        fn len(&self) -> usize {
+            self.base.len()
+        }
+        fn base_weight(&self, i: usize) -> u32 {
+            self.base[i]
+        }
+        fn weight(&self, i: usize) -> u32 {
+            self.reads.set(self.reads.get() + 1);
+            self.now[i]
+        }
+        fn in_flight(&self, i: usize) -> u64 {
+            self.in_flight[i]
+        }
+        fn ewma_ms(&self, _: usize) -> Option<f64> {
+            None
+        }
+        fn weights_epoch(&self) -> u64 {
+            1
+        }
+    }
+
+    const ALL: [Algorithm; 7] = [
+        Algorithm::RoundRobin,
+        Algorithm::WeightedRoundRobin,
+        Algorithm::Random,
+        Algorithm::LeastRequests,
+        Algorithm::P2cEwma,
+        Algorithm::SourceIpHash,
+        Algorithm::ConsistentHash {
+            key: edge_config::HashKey::Uri,
+        },
+    ];
+
+    #[test]
+    fn a_pick_in_a_pool_of_ten_thousand_reads_a_few_backends() {
+        let n = 10_000;
+        for algorithm in &ALL {
+            let s = Selector::new(algorithm, &addrs(n));
+            let c = Counted::new(n);
+            // The first pick builds the weight table (once per epoch). Two
+            // weighted draws read each drawn backend twice (accept, score).
+            s.pick(&c, Some(b"k0"));
+            c.reads.set(0);
+            for k in 0..1000u32 {
+                assert!(s.pick(&c, Some(&k.to_le_bytes())).is_some());
+            }
+            let per_pick = c.reads.get() as f64 / 1000.0;
+            assert!(
+                per_pick <= 8.0,
+                "{algorithm:?}: {per_pick} backends read per pick"
+            );
+        }
+    }
+
+    #[test]
+    fn large_pools_keep_shares_and_skip_the_unusable() {
+        let n = 1000;
+        for algorithm in &ALL {
+            let s = Selector::new(algorithm, &addrs(n));
+            let mut c = Counted::new(n);
+            // Even backends weigh 3, odd 1; every tenth is unusable.
+            for i in 0..n {
+                c.base[i] = if i % 2 == 0 { 3 } else { 1 };
+                c.now[i] = if i % 10 == 5 || i % 10 == 4 {
+                    0
+                } else {
+                    c.base[i]
+                };
+            }
+            let mut even = 0usize;
+            let picks = 40_000u32;
+            for k in 0..picks {
+                let i = s.pick(&c, Some(&k.to_le_bytes())).unwrap();
+                assert!(c.now[i] > 0, "{algorithm:?} picked unusable {i}");
+                even += usize::from(i.is_multiple_of(2));
+            }
+            let share = even as f64 / f64::from(picks);
+            match algorithm {
+                // Unweighted, and rings by configured weight (1 here).
+                Algorithm::RoundRobin
+                | Algorithm::SourceIpHash
+                | Algorithm::ConsistentHash { .. } => {
+                    assert!((share - 0.5).abs() < 0.04, "{algorithm:?}: {share}")
+                }
+                Algorithm::WeightedRoundRobin | Algorithm::Random => {
+                    assert!((share - 0.75).abs() < 0.04, "{algorithm:?}: {share}")
+                }
+                // Draws by weight, then the lower load per weight of two:
+                // with equal load, the heavier wins more than its share.
+                _ => assert!(share > 0.8, "{algorithm:?}: {share}"),
+            }
+        }
+    }
+
+    #[test]
+    fn load_feedback_lowers_a_share_without_a_rebuild() {
+        // Base weights equal; half the backends report load that leaves a
+        // quarter of their weight: they get 1/(1+4) of the picks.
+        let n = 200;
+        for algorithm in [Algorithm::Random, Algorithm::WeightedRoundRobin] {
+            let s = Selector::new(&algorithm, &addrs(n));
+            let mut c = Counted::new(n);
+            for i in 0..n {
+                c.base[i] = 4;
+                c.now[i] = if i < n / 2 { 1 } else { 4 };
+            }
+            let loaded = (0..20_000)
+                .filter(|_| s.pick(&c, None).unwrap() < n / 2)
+                .count();
+            let share = loaded as f64 / 20_000.0;
+            assert!((share - 0.2).abs() < 0.03, "{algorithm:?}: {share}");
+        }
+    }
+
+    #[test]
+    fn large_least_requests_avoids_the_busy() {
+        let n = 1000;
+        let s = Selector::new(&Algorithm::LeastRequests, &addrs(n));
+        let mut c = Counted::new(n);
+        for i in 0..n / 2 {
+            c.in_flight[i] = 50;
+        }
+        let busy = (0..10_000)
+            .filter(|_| s.pick(&c, None).unwrap() < n / 2)
+            .count();
+        // Two choices: a busy one wins only when both draws are busy (≈25%).
+        assert!(busy < 3000, "{busy}");
+    }
+
+    #[test]
+    fn large_weighted_round_robin_visits_every_point_once_per_cycle() {
+        let n = 100;
+        let s = Selector::new(&Algorithm::WeightedRoundRobin, &addrs(n));
+        let mut c = Counted::new(n);
+        for i in 0..n {
+            c.base[i] = 1 + (i % 4) as u32;
+            c.now[i] = c.base[i];
+        }
+        let total: u32 = c.base.iter().sum();
+        let mut count = vec![0u32; n];
+        for _ in 0..total {
+            count[s.pick(&c, None).unwrap()] += 1;
+        }
+        assert_eq!(count, c.base);
+    }
+
+    #[test]
+    fn a_pool_with_nothing_usable_picks_nothing() {
+        for n in [1, SMALL_POOL, SMALL_POOL + 1, 5000] {
+            for algorithm in &ALL {
+                let s = Selector::new(algorithm, &addrs(n));
+                let mut c = Counted::new(n);
+                c.now = vec![0; n];
+                assert_eq!(s.pick(&c, Some(b"k")), None, "{algorithm:?} n={n}");
+                // One usable backend is found however it is drawn.
+                c.now[n / 2] = 1;
+                assert_eq!(s.pick(&c, Some(b"k")), Some(n / 2), "{algorithm:?} n={n}");
             }
         }
     }

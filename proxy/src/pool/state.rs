@@ -192,6 +192,15 @@ impl Default for BackendState {
     }
 }
 
+/// Bumped whenever an admin override changes a backend's weight: selectors
+/// rebuild their weight tables when it moves (rare: an operator's action).
+static WEIGHTS_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// See [`WEIGHTS_EPOCH`].
+pub fn weights_epoch() -> u64 {
+    WEIGHTS_EPOCH.load(Ordering::Acquire)
+}
+
 impl BackendState {
     // --- admin ---
 
@@ -211,8 +220,10 @@ impl BackendState {
     }
 
     pub fn set_weight_override(&self, w: Option<u32>) {
-        self.weight_override
-            .store(w.unwrap_or(0), Ordering::Relaxed);
+        let w = w.unwrap_or(0);
+        if self.weight_override.swap(w, Ordering::Relaxed) != w {
+            WEIGHTS_EPOCH.fetch_add(1, Ordering::Release);
+        }
     }
 
     /// Forgets what the admin API set (a reload does this).

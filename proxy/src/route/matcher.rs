@@ -39,6 +39,16 @@ impl Cond {
     }
 }
 
+/// A route's path condition as [`super::index::RouteIndex`] files it.
+#[derive(Debug, Clone, Copy)]
+pub enum PathKind<'a> {
+    Exact(&'a str),
+    Prefix(&'a str),
+    /// A regex or no path condition: tested on every request of the
+    /// route's hosts.
+    Any,
+}
+
 enum Path {
     Prefix(String),
     Exact(String),
@@ -122,6 +132,20 @@ impl Matcher {
             cookies: named(&m.cookies, "cookie")?,
             query: named(&m.query, "query")?,
         })
+    }
+
+    /// The host conditions (empty: any host), for the route index.
+    pub fn hosts(&self) -> &[HostMatch] {
+        &self.hosts
+    }
+
+    /// The path condition as the route index files it.
+    pub fn path_kind(&self) -> PathKind<'_> {
+        match &self.path {
+            Some(Path::Prefix(p)) => PathKind::Prefix(p),
+            Some(Path::Exact(p)) => PathKind::Exact(p),
+            Some(Path::Regex(_)) | None => PathKind::Any,
+        }
     }
 
     pub fn uses_cookies(&self) -> bool {

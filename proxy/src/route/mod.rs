@@ -1,7 +1,9 @@
 //! The route table: compiled once per config (regexes built, pools and metric
-//! handles resolved) and swapped whole on reload. Matching is a scan in
-//! priority order; the first route whose every condition holds wins.
+//! handles resolved) and swapped whole on reload. The first route, in
+//! priority order, whose every condition holds wins; `index.rs` finds it
+//! without scanning the table.
 
+pub mod index;
 pub mod matcher;
 
 use std::sync::Arc;
@@ -162,6 +164,7 @@ impl CompiledHeaderOps {
 /// All routes, in evaluation order.
 pub struct RouteTable {
     routes: Vec<Arc<CompiledRoute>>,
+    index: index::RouteIndex,
     /// Whether any route looks at cookies (else they are never parsed).
     pub needs_cookies: bool,
 }
@@ -242,14 +245,32 @@ impl RouteTable {
             }));
         }
         let needs_cookies = out.iter().any(|r| r.matcher.uses_cookies());
+        let index = index::RouteIndex::build(
+            out.iter()
+                .map(|r| (r.matcher.hosts(), r.matcher.path_kind())),
+        );
         Ok(Self {
             routes: out,
+            index,
             needs_cookies,
         })
     }
 
-    /// The first route matching the request.
+    /// The first route matching the request, through the index.
     pub fn find(&self, req: &RequestView<'_>) -> Option<&Arc<CompiledRoute>> {
+        match self
+            .index
+            .first(req.host, req.path, |i| self.routes[i].matcher.matches(req))
+        {
+            index::Lookup::Route(i) => Some(&self.routes[i]),
+            index::Lookup::NoRoute => None,
+            index::Lookup::Scan => self.scan(req),
+        }
+    }
+
+    /// The first route matching the request, by a scan of the whole table
+    /// (what the index must agree with).
+    pub fn scan(&self, req: &RequestView<'_>) -> Option<&Arc<CompiledRoute>> {
         self.routes.iter().find(|r| r.matcher.matches(req))
     }
 
@@ -346,5 +367,95 @@ redirect = { scheme = "https" }
         assert!(chains[1].1.is_empty() && chains[1].2.is_empty());
         assert_eq!(chains[2].0, [Limits, Gate, Answer]);
         assert_eq!(chains[3].0, [Limits, Gate, Answer]);
+    }
+
+    /// The index finds what a scan of the table finds, for random tables
+    /// over a small vocabulary of hosts, wildcards, path prefixes, exact
+    /// paths, regexes, methods and listeners (so that conditions overlap
+    /// and order decides), and random requests over the same vocabulary.
+    #[test]
+    fn the_index_finds_what_a_scan_finds() {
+        use std::fmt::Write;
+        let hosts = [
+            "a.example",
+            "b.example",
+            "x.a.example",
+            "y.x.a.example",
+            "example",
+            "127.0.0.1",
+        ];
+        let host_conds = [
+            "a.example",
+            "b.example",
+            "*.example",
+            "*.a.example",
+            "*.x.a.example",
+            "example",
+            "x.a.example",
+            "127.0.0.1",
+        ];
+        let paths = ["/", "/a", "/ab", "/ab/c", "/b/c.m3u8", "/abc/d.ts", ""];
+        let mut rng = fastrand::Rng::with_seed(17);
+        let metrics = crate::metrics::ProxyMetrics::new(&prometheus::Registry::new()).unwrap();
+        for table in 0..200 {
+            let mut text = String::from(
+                "[[listener]]\nname = \"web\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n\
+                 [[listener]]\nname = \"alt\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n\
+                 [[pool]]\nname = \"p\"\nbackends = [{ address = \"127.0.0.1:1\" }]\n",
+            );
+            for r in 0..rng.usize(1..30) {
+                write!(
+                    text,
+                    "[[route]]\nname = \"r{r}\"\npool = \"p\"\n[route.match]\n"
+                )
+                .unwrap();
+                let n = rng.usize(0..3);
+                if n > 0 {
+                    let hs: Vec<String> = (0..n)
+                        .map(|_| format!("{:?}", host_conds[rng.usize(..host_conds.len())]))
+                        .collect();
+                    writeln!(text, "host = [{}]", hs.join(", ")).unwrap();
+                }
+                let p = &paths[rng.usize(..paths.len() - 1)];
+                match rng.usize(0..5) {
+                    0 => writeln!(text, "path_prefix = {p:?}").unwrap(),
+                    1 => writeln!(text, "path_exact = {p:?}").unwrap(),
+                    2 => writeln!(text, "path_regex = \"^/a.*c\"").unwrap(),
+                    _ => {}
+                }
+                if rng.usize(0..4) == 0 {
+                    writeln!(text, "methods = [\"HEAD\"]").unwrap();
+                }
+                if rng.usize(0..4) == 0 {
+                    writeln!(text, "listeners = [\"alt\"]").unwrap();
+                }
+            }
+            let config = edge_config::parse_str(&text, "t.toml", std::path::Path::new("."))
+                .unwrap_or_else(|e| panic!("table {table}: {e}\n{text}"));
+            let routes = RouteTable::compile(&config.routes, |_| Some(0), &metrics).unwrap();
+            let headers = http::HeaderMap::new();
+            for host in hosts {
+                for path in &paths[..paths.len() - 1] {
+                    for method in [http::Method::GET, http::Method::HEAD] {
+                        for listener in ["web", "alt"] {
+                            let view = RequestView {
+                                listener,
+                                host,
+                                path,
+                                query: None,
+                                method: &method,
+                                headers: &headers,
+                                cookies: &[],
+                            };
+                            assert_eq!(
+                                routes.find(&view).map(|r| &r.name),
+                                routes.scan(&view).map(|r| &r.name),
+                                "table {table}, {method} {host}{path} on {listener}\n{text}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }
