@@ -39,7 +39,13 @@ pub struct ObjectInfo {
     pub surrogate_keys: Vec<String>,
 }
 
-/// The parts of a stored meta a fresh hit needs, parsed once.
+/// The parts of a stored meta a fresh hit needs, decoded once.
+///
+/// The response head is kept as its HTTP/1 header lines (names as the
+/// origin cased them), not as a `ResponseHeader`: a header map with its
+/// case map took about 2 KB per object (issue 17: 1 KiB objects held
+/// 5.5 KiB each); the lines take what they say. A hit rebuilds the header
+/// from them ([`Parsed::header`]), as it cloned the kept map before.
 #[derive(Debug)]
 pub struct Parsed {
     pub fresh_until: SystemTime,
@@ -47,24 +53,80 @@ pub struct Parsed {
     pub updated: SystemTime,
     /// Stored with a `Vary` variance: only pingora's lookup picks variants.
     pub varies: bool,
-    pub header: ResponseHeader,
+    /// The head has a `Content-Length`.
+    pub has_length: bool,
+    status: u16,
+    reason: Option<Box<str>>,
+    /// `name: value\r\n` lines, then the empty line.
+    lines: Box<[u8]>,
+    /// How many header lines.
+    count: u16,
 }
 
 impl Parsed {
     fn of(meta: &Meta) -> Option<Arc<Parsed>> {
         let m = CacheMeta::deserialize(&meta.0, &meta.1).ok()?;
+        let header = m.response_header();
+        let mut lines = Vec::with_capacity(256);
+        header.header_to_h1_wire(&mut lines);
+        lines.extend_from_slice(b"\r\n");
         Some(Arc::new(Parsed {
             fresh_until: m.fresh_until(),
             updated: m.epoch(),
             varies: m.variance().is_some(),
-            header: m.response_header_copy(),
+            has_length: header.headers.contains_key(http::header::CONTENT_LENGTH),
+            status: header.status.as_u16(),
+            reason: header.get_reason_phrase().map(Into::into),
+            count: u16::try_from(header.headers.len()).ok()?,
+            lines: lines.into_boxed_slice(),
         }))
     }
 
     pub fn is_fresh(&self, now: SystemTime) -> bool {
         self.fresh_until >= now
     }
+
+    /// The stored response head, rebuilt (names keep the origin's case).
+    /// None if the kept lines do not parse (they always do: they were
+    /// written from a parsed header).
+    pub fn header(&self) -> Option<ResponseHeader> {
+        let mut storage = [httparse::EMPTY_HEADER; 32];
+        let mut heap;
+        let slots: &mut [httparse::Header<'_>] = if usize::from(self.count) <= storage.len() {
+            &mut storage
+        } else {
+            heap = vec![httparse::EMPTY_HEADER; usize::from(self.count)];
+            &mut heap
+        };
+        let (_, fields) = match httparse::parse_headers(&self.lines, slots).ok()? {
+            httparse::Status::Complete(done) => done,
+            httparse::Status::Partial => return None,
+        };
+        let mut out = ResponseHeader::build(self.status, Some(fields.len())).ok()?;
+        if let Some(r) = &self.reason {
+            out.set_reason_phrase(Some(r)).ok()?;
+        }
+        for f in fields.iter() {
+            out.append_header(
+                f.name.to_string(),
+                http::HeaderValue::from_bytes(f.value).ok()?,
+            )
+            .ok()?;
+        }
+        Some(out)
+    }
 }
+
+/// Heap bytes per RAM object beyond its key, body, meta, head lines and
+/// URL, measured with a counting allocator (cache/tests/ram_memory.rs,
+/// 2026-12-01): the moka entry (about 340), the purge index entry (about
+/// 170 without the URL), the object, its info and its decoded head (about
+/// 250), and the allocator's rounding of each.
+pub const RAM_OVERHEAD: u64 = 900;
+
+/// Heap bytes per surrogate key of a RAM object beyond twice its length
+/// (its copy in the info, its entry in the purge index's set).
+pub const SURROGATE_OVERHEAD: u64 = 96;
 
 /// A complete cached response.
 #[derive(Debug)]
@@ -78,6 +140,11 @@ pub struct Object {
 
 impl Object {
     pub fn new(meta: Meta, body: Bytes, info: Arc<ObjectInfo>) -> Object {
+        let (mut internal, mut header) = meta;
+        // Serialized with room to grow; kept as long as the object is.
+        internal.shrink_to_fit();
+        header.shrink_to_fit();
+        let meta = (internal, header);
         Object {
             parsed: Parsed::of(&meta),
             meta,
@@ -89,6 +156,23 @@ impl Object {
     /// Bytes it occupies (body and meta).
     pub fn weight(&self) -> u64 {
         (self.body.len() + self.meta.0.len() + self.meta.1.len()) as u64
+    }
+
+    /// Bytes it holds in the RAM tier, as `ram_size` counts them: body,
+    /// meta, the decoded head's lines, its URL, and [`RAM_OVERHEAD`] for
+    /// the structures around it, so that `ram_size` bounds the memory the
+    /// tier really uses (tests/ram_memory.rs counts it with the allocator).
+    pub fn ram_weight(&self) -> u64 {
+        self.weight()
+            + self.parsed.as_ref().map_or(0, |p| p.lines.len() as u64)
+            + self.info.url.len() as u64
+            + self
+                .info
+                .surrogate_keys
+                .iter()
+                .map(|k| 2 * k.len() as u64 + SURROGATE_OVERHEAD)
+                .sum::<u64>()
+            + RAM_OVERHEAD
     }
 
     /// The same body with other headers (a revalidation, a soft purge).

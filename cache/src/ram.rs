@@ -21,7 +21,7 @@ impl RamTier {
         let cache = moka::sync::Cache::builder()
             .max_capacity(capacity)
             .weigher(|k: &String, v: &Arc<Object>| {
-                (v.weight() + k.len() as u64).min(u64::from(u32::MAX)) as u32
+                (v.ram_weight() + k.len() as u64).min(u64::from(u32::MAX)) as u32
             })
             .eviction_listener(move |k: Arc<String>, _v, cause| {
                 if cause == RemovalCause::Size {

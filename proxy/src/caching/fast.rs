@@ -41,13 +41,12 @@ pub(crate) async fn try_serve(
         return Ok(None);
     };
     let now = SystemTime::now();
-    if parsed.varies
-        || !parsed.is_fresh(now)
-        || !parsed.header.headers.contains_key(header::CONTENT_LENGTH)
-    {
+    if parsed.varies || !parsed.is_fresh(now) || !parsed.has_length {
         return Ok(None);
     }
-    let mut resp = parsed.header.clone();
+    let Some(mut resp) = parsed.header() else {
+        return Ok(None);
+    };
     let (start, end) = match super::range::filter(req, &mut resp, super::range::MAX_RANGES) {
         RangeType::None => (0, obj.body.len()),
         RangeType::Single(r) => (r.start, r.end),
