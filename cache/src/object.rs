@@ -57,8 +57,9 @@ pub struct Parsed {
     pub has_length: bool,
     status: u16,
     reason: Option<Box<str>>,
-    /// `name: value\r\n` lines, then the empty line.
-    lines: Box<[u8]>,
+    /// `name: value\r\n` lines, then the empty line. Rebuilt headers
+    /// share its bytes (names and values are slices of it).
+    lines: Bytes,
     /// How many header lines.
     count: u16,
 }
@@ -78,7 +79,7 @@ impl Parsed {
             status: header.status.as_u16(),
             reason: header.get_reason_phrase().map(Into::into),
             count: u16::try_from(header.headers.len()).ok()?,
-            lines: lines.into_boxed_slice(),
+            lines: Bytes::from(lines.into_boxed_slice()),
         }))
     }
 
@@ -102,16 +103,23 @@ impl Parsed {
             httparse::Status::Complete(done) => done,
             httparse::Status::Partial => return None,
         };
-        let mut out = ResponseHeader::build(self.status, Some(fields.len())).ok()?;
+        // Straight into the header map, without pingora's case map: field
+        // names go out in lower case, as HTTP/2 sends them (RFC 9110 §5.1:
+        // names are case-insensitive). With the case map, a rebuild took
+        // 1.16 µs; this takes 0.54, as the clone of a kept header map and
+        // case map did (0.51; `cargo bench -p edge-benches -- "hit head"`).
+        let mut headers = http::HeaderMap::with_capacity(fields.len());
+        for f in fields.iter() {
+            let name = http::HeaderName::from_bytes(f.name.as_bytes()).ok()?;
+            let value = http::HeaderValue::from_maybe_shared(self.lines.slice_ref(f.value)).ok()?;
+            headers.append(name, value);
+        }
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.status = http::StatusCode::from_u16(self.status).ok()?;
+        parts.headers = headers;
+        let mut out = ResponseHeader::from(parts);
         if let Some(r) = &self.reason {
             out.set_reason_phrase(Some(r)).ok()?;
-        }
-        for f in fields.iter() {
-            out.append_header(
-                f.name.to_string(),
-                http::HeaderValue::from_bytes(f.value).ok()?,
-            )
-            .ok()?;
         }
         Some(out)
     }
