@@ -449,3 +449,87 @@ slice_threshold = "2 MiB"
         assert!(r.header("ratelimit-reset").is_some(), "{what}");
     }
 }
+
+/// Idle connections hold no request state (issue 17), and their limits
+/// still apply: one that never sends is closed after `header_timeout`, a
+/// keep-alive one idle for `keepalive_timeout` is closed, one that speaks
+/// after idling is served, two requests sent in one write are both
+/// answered in order, and a reload (a new handler for the listener)
+/// closes the idle connections of the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_close_at_their_limits_and_are_served_when_they_speak() {
+    let o = origin("o").await;
+    let config = format!(
+        r#"
+[server]
+threads = 1
+[admin]
+listen = "127.0.0.1:0"
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+[listener.limits]
+header_timeout = "1s"
+keepalive_timeout = "2s"
+[[pool]]
+name = "p"
+backends = [{{ address = "{}" }}]
+[[route]]
+name = "all"
+pool = "p"
+"#,
+        o.addr()
+    );
+    let node = start(&config).await;
+    let addr = node.addr("web");
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
+
+    // Silent from the start: closed by the head deadline.
+    let mut silent = edge_testkit::RawConn::connect(addr).await;
+    assert!(
+        silent.closed().await,
+        "a connection that never sends stays open"
+    );
+
+    // Served, idle, served again within the keep-alive time.
+    let mut c = edge_testkit::RawConn::connect(addr).await;
+    c.send(&get("/obj/a?size=10")).await;
+    assert_eq!(c.response(false).await.unwrap().status, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.send(&get("/obj/b?size=20")).await;
+    let r = c.response(false).await.unwrap();
+    assert_eq!((r.status, r.body.len()), (200, 20));
+
+    // Pipelined: two heads in one write, both answered, in order.
+    c.send(&[get("/obj/c?size=3"), get("/obj/d?size=4")].concat())
+        .await;
+    let first = c.response(false).await.unwrap();
+    let second = c.response(false).await.unwrap();
+    assert_eq!((first.body.len(), second.body.len()), (3, 4));
+
+    // Then idle past keepalive_timeout: closed.
+    assert!(c.closed().await, "an idle keep-alive connection stays open");
+
+    // A reload retires the listener's handler: its idle connections close
+    // at once. First a keep-alive time no test waits for, then a reload
+    // while a connection idles under it.
+    let long = config.replace("keepalive_timeout = \"2s\"", "keepalive_timeout = \"300s\"");
+    std::fs::write(node.config_path(), &long).unwrap();
+    node.signal(nix::sys::signal::Signal::SIGHUP);
+    node.wait_for_line("config reloaded on SIGHUP", Duration::from_secs(10));
+    let mut idle = edge_testkit::RawConn::connect(addr).await;
+    idle.send(&get("/obj/e?size=5")).await;
+    assert_eq!(idle.response(false).await.unwrap().status, 200);
+    let other = long.replace("header_timeout = \"1s\"", "header_timeout = \"3s\"");
+    std::fs::write(node.config_path(), other).unwrap();
+    node.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        idle.closed().await,
+        "the old handler's idle connection stays open"
+    );
+    // New connections get the new settings and are served.
+    let mut fresh = edge_testkit::RawConn::connect(addr).await;
+    fresh.send(&get("/obj/f?size=6")).await;
+    assert_eq!(fresh.response(false).await.unwrap().body.len(), 6);
+}

@@ -33,10 +33,12 @@ pub struct WriteBuffered<S> {
 }
 
 impl<S> WriteBuffered<S> {
+    /// The buffer is allocated at the first write, and given back while
+    /// the connection idles (see the `Peek` impl).
     pub fn new(inner: S, capacity: usize) -> Self {
         Self {
             inner,
-            buf: Vec::with_capacity(capacity),
+            buf: Vec::new(),
             capacity,
         }
     }
@@ -100,6 +102,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteBuffered<S> {
         if data.len() >= this.capacity {
             // Large writes go straight through.
             return Pin::new(&mut this.inner).poll_write(cx, data);
+        }
+        if this.buf.capacity() == 0 {
+            this.buf.reserve_exact(this.capacity);
         }
         this.buf.extend_from_slice(data);
         Poll::Ready(Ok(data.len()))
@@ -173,18 +178,23 @@ macro_rules! delegate_stream_traits {
                 self.inner.set_socket_digest(digest)
             }
         }
-
-        #[async_trait]
-        impl<S: Peek + Send> Peek for $wrapper<S> {
-            async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-                self.inner.try_peek(buf).await
-            }
-        }
     };
 }
 pub(crate) use delegate_stream_traits;
 
 delegate_stream_traits!(WriteBuffered);
+
+/// A wait for the client's next bytes (`Inspector::try_peek`): an idle
+/// connection gives its write buffer back meanwhile.
+#[async_trait]
+impl<S: Peek + Send> Peek for WriteBuffered<S> {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
+        self.inner.try_peek(buf).await
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -37,6 +37,11 @@ pub struct HttpHandler {
     h2c: bool,
     /// Reuses of a connection after its first request (`None`: no limit).
     max_requests: Option<u32>,
+    /// How long a keep-alive connection may idle between requests.
+    keepalive: std::time::Duration,
+    /// Set when this handler is replaced or its listener drains: idle
+    /// connections close.
+    retired: tokio::sync::watch::Sender<bool>,
 }
 
 impl HttpHandler {
@@ -75,6 +80,8 @@ impl HttpHandler {
             max_requests: Some(listener.limits.max_requests_per_connection)
                 .filter(|n| *n > 0)
                 .map(|n| n - 1),
+            keepalive: listener.limits.keepalive_timeout,
+            retired: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -111,30 +118,16 @@ impl ConnectionHandler for HttpHandler {
         let h2 = match tls {
             None => h2c,
             Some(tls) => {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.tls_handshake(stream))
-                    .await
-                {
-                    Ok(Ok(s)) => {
-                        let h2 = matches!(s.selected_alpn_proto(), Some(ALPN::H2));
-                        return self.serve_stream(s, h2, &shutdown).await;
-                    }
-                    Ok(Err(e)) => {
-                        self.metrics.tls_errors.inc();
-                        tracing::debug!(listener = %self.name, client = %peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        self.metrics.tls_errors.inc();
-                        tracing::debug!(listener = %self.name, client = %peer, "TLS handshake timed out");
-                        return;
-                    }
-                }
+                // Boxed: a TLS stream is large (rustls' state), and the
+                // future of every plain connection would be as large.
+                return Box::pin(self.serve_tls(&tls, stream, peer, &shutdown)).await;
             }
         };
         self.serve_stream(stream, h2, &shutdown).await;
     }
 
     async fn drain(&self) {
+        self.retired.send_replace(true);
         self.app.cleanup().await;
     }
 }
@@ -174,6 +167,54 @@ async fn starts_with_preface(tcp: &TcpStream, early: &[u8], limit: std::time::Du
 }
 
 impl HttpHandler {
+    /// The TLS handshake, then the connection over TLS.
+    async fn serve_tls(
+        &self,
+        tls: &TlsSettings,
+        stream: WriteBuffered<pingora_core::protocols::l4::stream::Stream>,
+        peer: SocketAddr,
+        shutdown: &ShutdownWatch,
+    ) {
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.tls_handshake(stream));
+        match handshake.await {
+            Ok(Ok(s)) => {
+                let h2 = matches!(s.selected_alpn_proto(), Some(ALPN::H2));
+                self.serve_stream(s, h2, shutdown).await;
+            }
+            Ok(Err(e)) => {
+                self.metrics.tls_errors.inc();
+                tracing::debug!(listener = %self.name, client = %peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                self.metrics.tls_errors.inc();
+                tracing::debug!(listener = %self.name, client = %peer, "TLS handshake timed out");
+            }
+        }
+    }
+
+    /// Waits until the client sends (true), or until `limit` passes, the
+    /// node drains or this handler is retired (false: close). A stream that
+    /// cannot wait this way (TLS) is read at once.
+    async fn idle(
+        &self,
+        stream: &mut Stream,
+        limit: std::time::Duration,
+        shutdown: &ShutdownWatch,
+    ) -> bool {
+        let mut shutdown = shutdown.clone();
+        let mut retired = self.retired.subscribe();
+        if *shutdown.borrow() || *retired.borrow() {
+            return false;
+        }
+        let mut none = [0u8; 0];
+        tokio::select! {
+            r = stream.try_peek(&mut none) => r.is_ok(),
+            _ = tokio::time::sleep(limit) => false,
+            _ = shutdown.wait_for(|down| *down) => false,
+            _ = retired.wait_for(|r| *r) => false,
+        }
+    }
+
     /// Serves HTTP/2 through pingora, HTTP/1 through edge's own keep-alive
     /// loop over an [`Inspector`].
     async fn serve_stream<S: IO + Peek + 'static>(
@@ -185,24 +226,53 @@ impl HttpHandler {
         if h2 {
             // The preface is the only head of an HTTP/2 connection.
             let stream: Stream = Box::new(HeadGuard::new(stream, self.inspect.header_timeout));
-            self.app.process_new(stream, shutdown).await;
+            // Boxed: the connection's own future stays small (see below).
+            Box::pin(self.app.process_new(stream, shutdown)).await;
             return;
         }
         let conn = Arc::new(Connection::default());
-        let stream: Stream = Box::new(Inspector::new(stream, conn.clone(), self.inspect));
-        let mut session = ServerSession::new_http1(stream);
-        session.set_keepalive((!*shutdown.borrow()).then_some(60));
-        session.set_keepalive_reuses_remaining(self.max_requests);
-        // RFC 9112 §9.3.2: pipelined requests are answered in order.
-        session.set_pipelining_enabled(true);
-        session.set_connection_user_context(Some(Box::new(conn)));
-        let mut reused = self.app.process_new_http(session, shutdown).await;
-        while let Some((stream, settings)) = reused.map(|r| r.consume()) {
-            let mut session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
+        let mut stream: Stream = Box::new(Inspector::new(stream, conn.clone(), self.inspect));
+        let mut settings = None;
+        let mut first = true;
+        loop {
+            // Idle until the client sends: the request's state (pingora's
+            // session and proxy future, about 17 KB) exists only while a
+            // request is read and served, so an idle keep-alive connection
+            // holds little (issue 17: 36 KiB each before, taken at accept).
+            let pipelined = settings
+                .as_ref()
+                .is_some_and(pingora_core::apps::HttpPersistentSettings::has_pipelined_prefix);
+            if !pipelined {
+                let limit = if first {
+                    self.inspect.header_timeout
+                } else {
+                    self.keepalive
+                };
+                if !self.idle(&mut stream, limit, shutdown).await {
+                    if first {
+                        tracing::debug!(listener = %self.name, limit = ?limit, "closed: no request in time");
+                    }
+                    return;
+                }
             }
-            reused = self.app.process_new_http(session, shutdown).await;
+            let mut session = ServerSession::new_http1(stream);
+            match settings.take() {
+                Some(s) => s.apply_to_session(&mut session),
+                None => {
+                    session.set_keepalive((!*shutdown.borrow()).then_some(60));
+                    session.set_keepalive_reuses_remaining(self.max_requests);
+                    // RFC 9112 §9.3.2: pipelined requests are answered in order.
+                    session.set_pipelining_enabled(true);
+                    session.set_connection_user_context(Some(Box::new(conn.clone())));
+                }
+            }
+            first = false;
+            let reused = Box::pin(self.app.process_new_http(session, shutdown)).await;
+            let Some((next, next_settings)) = reused.map(|r| r.consume()) else {
+                return;
+            };
+            stream = next;
+            settings = next_settings;
         }
     }
 }

@@ -595,11 +595,26 @@ impl<S: GetSocketDigest> GetSocketDigest for Inspector<S> {
     }
 }
 
-/// Peeking would show bytes not yet checked: not offered.
+/// edge's idle wait between requests (`listen/http.rs`), not a peek of
+/// bytes: returns `Ok(true)` once the client has sent something not yet
+/// read (or the connection ended, which the next read reports), without
+/// consuming it and with `buf` untouched; `Ok(false)` when the stream
+/// underneath cannot wait this way (TLS), and the caller reads at once.
+/// While it waits, the connection holds no read buffer (nginx frees its
+/// buffers between requests the same way).
 #[async_trait]
-impl<S: Send> Peek for Inspector<S> {
+impl<S: Peek + Send> Peek for Inspector<S> {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> io::Result<bool> {
-        Ok(false)
+        if !self.buf.is_empty() || self.eof || self.failed.is_some() {
+            return Ok(true);
+        }
+        self.buf = BytesMut::new();
+        let mut one = [0u8; 1];
+        match self.inner.try_peek(&mut one).await {
+            Ok(waited) => Ok(waited),
+            // An end or reset while idle: the next read sees it.
+            Err(_) => Ok(true),
+        }
     }
 }
 
