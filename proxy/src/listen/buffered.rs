@@ -33,8 +33,8 @@ pub struct WriteBuffered<S> {
 }
 
 impl<S> WriteBuffered<S> {
-    /// The buffer is allocated at the first write, and given back while
-    /// the connection idles (see the `Peek` impl).
+    /// The buffer is allocated at the first write (a connection that has
+    /// not answered anything holds none).
     pub fn new(inner: S, capacity: usize) -> Self {
         Self {
             inner,
@@ -178,23 +178,17 @@ macro_rules! delegate_stream_traits {
                 self.inner.set_socket_digest(digest)
             }
         }
+        #[async_trait]
+        impl<S: Peek + Send> Peek for $wrapper<S> {
+            async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+                self.inner.try_peek(buf).await
+            }
+        }
     };
 }
 pub(crate) use delegate_stream_traits;
 
 delegate_stream_traits!(WriteBuffered);
-
-/// A wait for the client's next bytes (`Inspector::try_peek`): an idle
-/// connection gives its write buffer back meanwhile.
-#[async_trait]
-impl<S: Peek + Send> Peek for WriteBuffered<S> {
-    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        if self.buf.is_empty() {
-            self.buf = Vec::new();
-        }
-        self.inner.try_peek(buf).await
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -146,13 +146,6 @@ impl<S: Shutdown + Send> Shutdown for HeadGuard<S> {
 
 delegate_stream_traits!(HeadGuard);
 
-#[async_trait::async_trait]
-impl<S: Peek + Send> Peek for HeadGuard<S> {
-    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -208,6 +208,8 @@ impl HttpHandler {
         }
         let mut none = [0u8; 0];
         tokio::select! {
+            // Biased: when the client has sent already, no timer is set.
+            biased;
             r = stream.try_peek(&mut none) => r.is_ok(),
             _ = tokio::time::sleep(limit) => false,
             _ = shutdown.wait_for(|down| *down) => false,

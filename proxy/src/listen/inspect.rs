@@ -149,6 +149,29 @@ impl<S> Inspector<S> {
         }
     }
 
+    /// After bytes were read into `buf`: examine them, and start the
+    /// clocks they start.
+    fn on_bytes(&mut self) {
+        if self.body_held() {
+            // A held body's clock runs between reads.
+            self.rearm();
+        }
+        self.process();
+        // A head has begun and is not complete: its clock starts.
+        if self.deadline.is_none() && self.head_pending() && self.buf.len() > self.ready {
+            let at = Instant::now() + self.settings.header_timeout;
+            self.deadline = Some(Box::pin(tokio::time::sleep_until(at)));
+        }
+    }
+
+    /// The client's end (or a reset between requests): bytes of a head not
+    /// complete are dropped, so pingora sees a clean end.
+    fn on_end(&mut self) {
+        self.eof = true;
+        self.buf.truncate(self.ready);
+        self.scan = self.ready;
+    }
+
     /// Examines what was read, moving `ready` and `state` on as far as the
     /// bytes allow.
     fn process(&mut self) {
@@ -435,25 +458,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Inspector<S> {
                 this.buf.reserve(READ_CHUNK);
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.buf) {
-                Poll::Ready(Ok(0)) => {
-                    // A head cut short is dropped: pingora sees a clean end.
-                    this.eof = true;
-                    this.buf.truncate(this.ready);
-                    this.scan = this.ready;
-                }
-                Poll::Ready(Ok(_)) => {
-                    if this.body_held() {
-                        // A held body's clock runs between reads.
-                        this.rearm();
-                    }
-                    this.process();
-                    // A head has begun and is not complete: its clock starts.
-                    if this.deadline.is_none() && this.head_pending() && this.buf.len() > this.ready
-                    {
-                        let at = Instant::now() + this.settings.header_timeout;
-                        this.deadline = Some(Box::pin(tokio::time::sleep_until(at)));
-                    }
-                }
+                // A head cut short is dropped: pingora sees a clean end.
+                Poll::Ready(Ok(0)) => this.on_end(),
+                Poll::Ready(Ok(_)) => this.on_bytes(),
                 Poll::Ready(Err(e)) => {
                     if this.conn.in_flight() {
                         return Poll::Ready(Err(e));
@@ -461,9 +468,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Inspector<S> {
                     // Between requests a reset is a client going away: the
                     // end of the connection, not an error of the node's.
                     tracing::debug!(error = %e, "client connection ended");
-                    this.eof = true;
-                    this.buf.truncate(this.ready);
-                    this.scan = this.ready;
+                    this.on_end();
                 }
                 Poll::Pending => {
                     if !this.head_pending() {
@@ -595,26 +600,41 @@ impl<S: GetSocketDigest> GetSocketDigest for Inspector<S> {
     }
 }
 
-/// edge's idle wait between requests (`listen/http.rs`), not a peek of
-/// bytes: returns `Ok(true)` once the client has sent something not yet
-/// read (or the connection ended, which the next read reports), without
-/// consuming it and with `buf` untouched; `Ok(false)` when the stream
-/// underneath cannot wait this way (TLS), and the caller reads at once.
-/// While it waits, the connection holds no read buffer (nginx frees its
-/// buffers between requests the same way).
+/// edge's idle wait between requests (`listen/http.rs`), not a peek:
+/// returns `Ok(true)` once the client has sent something (read into the
+/// inspector's own buffer, examined as any read is, and given to pingora
+/// by the next reads) or the connection ended (the next read reports it);
+/// `buf` is left untouched. While it waits, the connection holds no read
+/// buffer (nginx frees its buffers between requests the same way); the
+/// first read goes through a stack buffer, so waiting costs no extra
+/// system call.
 #[async_trait]
-impl<S: Peek + Send> Peek for Inspector<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Peek for Inspector<S> {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> io::Result<bool> {
         if !self.buf.is_empty() || self.eof || self.failed.is_some() {
             return Ok(true);
         }
         self.buf = BytesMut::new();
-        let mut one = [0u8; 1];
-        match self.inner.try_peek(&mut one).await {
-            Ok(waited) => Ok(waited),
-            // An end or reset while idle: the next read sees it.
-            Err(_) => Ok(true),
-        }
+        std::future::poll_fn(|cx| {
+            let mut first = [0u8; 2048];
+            let mut read = ReadBuf::new(&mut first);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if read.filled().is_empty() => self.on_end(),
+                Poll::Ready(Ok(())) => {
+                    self.buf = BytesMut::with_capacity(READ_CHUNK.max(read.filled().len()));
+                    self.buf.extend_from_slice(read.filled());
+                    self.on_bytes();
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "client connection ended");
+                    self.on_end();
+                }
+            }
+            Poll::Ready(())
+        })
+        .await;
+        Ok(true)
     }
 }
 
