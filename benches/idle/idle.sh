@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# idle.sh EDGE_BIN [N] [--no-request] : RSS per idle keep-alive client
+# connection of one edge worker (issue 17's row). Starts `edge origin` and
+# `edge run` on 127.0.0.1:18390-18391 (admin 18399), holds N connections
+# (default 2000) after one request each (sent one at a time), or none with
+# --no-request, and prints the growth of edge's RSS per connection.
+set -euo pipefail
+EDGE=${1:?usage: idle.sh EDGE_BIN [N] [--no-request]}
+N=${2:-2000}
+shift $(( $# >= 2 ? 2 : 1 ))
+HERE="$(cd "$(dirname "$0")" && pwd)"
+DIR="$(mktemp -d /tmp/edge-idle.XXXXXX)"
+cat >"$DIR/edge.toml" <<TOML
+[server]
+threads = 1
+[admin]
+listen = "127.0.0.1:18399"
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:18390"
+[[pool]]
+name = "o"
+backends = [{ address = "127.0.0.1:18391" }]
+[[route]]
+name = "all"
+pool = "o"
+TOML
+"$EDGE" origin --listen 127.0.0.1:18391 >/dev/null 2>&1 & O=$!
+"$EDGE" run --config "$DIR/edge.toml" >"$DIR/edge.log" 2>&1 & E=$!
+trap 'kill $E $O 2>/dev/null; wait $E $O 2>/dev/null; rm -rf "$DIR"' EXIT
+for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18390/obj/x?size=1024 && break; sleep 0.2; done
+sleep 1
+r0=$(awk '/^VmRSS/{print $2}' /proc/$E/status)
+python3 "$HERE/hold_conns.py" --port 18390 --n "$N" --hold 4 --path "/obj/x?size=1024" "$@" >"$DIR/hold.out" 2>&1 & H=$!
+for _ in $(seq 600); do grep -q READY "$DIR/hold.out" && break; sleep 0.1; done
+sleep 1
+r1=$(awk '/^VmRSS/{print $2}' /proc/$E/status)
+wait $H
+echo "$(head -1 "$DIR/hold.out"); RSS $r0 -> $r1 KiB: $(( (r1 - r0) * 1024 / N )) bytes per connection"
