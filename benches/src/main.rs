@@ -225,11 +225,20 @@ fn start_caches(dir: &Path, origin: u16, args: &Args) -> Result<Vec<Sut>> {
     )?;
     let varnish = peers::varnish_args(dir, p2, origin);
     let varnish: Vec<&str> = varnish.iter().map(String::as_str).collect();
+    let p4 = free_port()?;
+    let haproxy = write(dir, "haproxy-cache.cfg", &peers::haproxy_cache(p4, origin))?;
     let edge_text = peers::edge_cache(p3, origin);
     let edge_conf = write(dir, "edge-cache.toml", &edge_text)?;
     let mut suts = vec![
         sut(dir, "nginx", p1, "nginx", &["-p", &d, "-c", &nginx])?,
         sut(dir, "varnish", p2, "varnishd", &varnish)?,
+        sut(
+            dir,
+            "haproxy-cache",
+            p4,
+            "haproxy",
+            &["-f", &haproxy, "-db"],
+        )?,
         sut(dir, "edge", p3, &edge, &["run", "--config", &edge_conf])?,
     ];
     suts.extend(baseline(dir, args, &edge_text, p3)?);
@@ -406,7 +415,7 @@ fn main() -> Result<()> {
             ];
             let results = measure(&mut suts, &loads, &args)?;
             let mut out = format!(
-                "### Cache hits: edge, nginx proxy_cache and Varnish in front of an nginx origin\n\n{}",
+                "### Cache hits: edge, nginx proxy_cache, Varnish and HAProxy's cache in front of an nginx origin\n\n{}",
                 environment(&args)
             );
             for (title, samples) in &results {

@@ -80,6 +80,37 @@ backend be
     )
 }
 
+/// HAProxy with its RAM `cache` section (1 GiB, objects up to 4 MiB, as the
+/// shared harness `../shared/peers/cache.sh` sets it), one thread.
+pub fn haproxy_cache(port: u16, origin: u16) -> String {
+    format!(
+        "global
+  nbthread 1
+  maxconn 8000
+  tune.bufsize 65536
+cache edge
+  total-max-size 1024
+  max-object-size 4194304
+  max-age 3600
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  timeout http-keep-alive 30s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+backend be
+  http-request cache-use edge
+  http-response cache-store edge
+  server origin 127.0.0.1:{origin} maxconn 10000
+"
+    )
+}
+
 /// edge as a load balancer in front of the origin, one worker thread.
 pub fn edge_proxy(port: u16, origin: u16) -> String {
     // EDGE_BENCH_SERVER adds keys to [server] (to compare settings).
