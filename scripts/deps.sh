@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure what edge's build and tests need is installed.
 #   scripts/deps.sh build    cmake (pingora's zlib-ng), rustfmt, clippy
-#   scripts/deps.sh test     the above, and the servers the tests start
+#   scripts/deps.sh test     the above, and the servers (and the browser) the tests start
 #   scripts/deps.sh bench    the above, and the peers benchmarks compare with
 # As root, missing Debian packages are installed with apt-get; otherwise the
 # script says what to install and exits 1.
@@ -21,6 +21,9 @@ if [[ $want == test || $want == bench ]]; then
   need_cmd redis-server redis-server
   need_cmd dig bind9-dnsutils
   need_cmd nsd nsd
+  # The dashboard's browser test: headless Chromium through chromedriver.
+  need_cmd chromium chromium
+  need_cmd chromedriver chromium-driver
 fi
 if [[ $want == bench ]]; then
   need_cmd nginx nginx

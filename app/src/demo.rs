@@ -278,6 +278,7 @@ edge demo is running
   origin  http://{o}         synthetic HLS/DASH origin (stats: /_origin/stats)
   edge    http://{edge}         an edge node proxying to it
   admin   http://{admin}         admin API (token: {token})
+  dashboard  http://{admin}/     live dashboard: open it in a browser, paste the token for the buttons
 {site_lines}
 try:
   curl -s http://{edge}/vod/bbb/master.m3u8

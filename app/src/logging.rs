@@ -5,6 +5,8 @@
 use std::io::IsTerminal;
 
 use edge_config::LogFormat;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(format: LogFormat) {
@@ -18,9 +20,15 @@ pub fn init(format: LogFormat) {
         // A closed stderr loses the line; the default would print about
         // it with eprintln!, which panics on a closed stderr.
         .log_internal_errors(false);
+    // The dashboard's recent events come from the same events (events.rs).
     let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.finish().with(crate::events::Recorder).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(crate::events::Recorder)
+            .try_init(),
     };
     if let Err(e) = result {
         crate::out::complain!("edge: logging already initialised: {e}");

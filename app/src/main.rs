@@ -8,6 +8,7 @@ mod ctl;
 mod demo;
 mod digest;
 mod dns;
+mod events;
 mod handover;
 mod logging;
 mod names;

@@ -519,14 +519,19 @@ impl Runtime {
     }
 
     /// The Prometheus text exposition of every metric.
+    /// Every metric family, as `/metrics` and `/stats` show them.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.proxy
+            .qoe
+            .count_sessions(&self.proxy.metrics.video.cmcd);
+        self.registry.gather()
+    }
+
     pub fn metrics_text(&self) -> String {
         use prometheus::Encoder;
         let mut buf = Vec::new();
         let encoder = prometheus::TextEncoder::new();
-        self.proxy
-            .qoe
-            .count_sessions(&self.proxy.metrics.video.cmcd);
-        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+        if let Err(e) = encoder.encode(&self.gather(), &mut buf) {
             tracing::error!(error = %e, "encoding metrics");
         }
         String::from_utf8_lossy(&buf).into_owned()

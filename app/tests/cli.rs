@@ -81,6 +81,25 @@ async fn demo_serves_hls_through_the_edge_and_stops_on_ctrl_c() {
         out.contains("edge explain -c config/examples/demo.toml --client"),
         "{out}"
     );
+    // The guide names the dashboard; it serves the page, and the numbers
+    // it polls show the requests above.
+    let dashboard = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("dashboard"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("the guide names the dashboard")
+        .to_string();
+    let page = c.get(&dashboard).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<script src=\"/dashboard.js\""));
+    let stats = c.get(&format!("{dashboard}stats")).await.json();
+    let served: f64 = stats["metrics"]["edge_http_requests_total"]["samples"]
+        .as_array()
+        .expect("requests counted")
+        .iter()
+        .filter_map(|s| s["value"].as_f64())
+        .sum();
+    assert!(served >= 2.0, "{stats}");
     let ams_admin = out
         .lines()
         .find(|l| l.trim_start().starts_with("ams-1"))

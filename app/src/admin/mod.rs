@@ -5,6 +5,9 @@
 //!
 //! | call | what |
 //! |---|---|
+//! | `GET /` | the live dashboard (a page; its script, style and icon are `/dashboard.js`, `/dashboard.css`, `/favicon.svg`) |
+//! | `GET /stats` | every metric of `/metrics` as JSON: `{"time", "metrics": {name: {"type", "samples": [{"labels", "value", "count"}]}}}` |
+//! | `GET /events?after=SEQ` | recent reloads, admin actions, health changes, warnings and errors, oldest first |
 //! | `GET /live` | the process answers |
 //! | `GET /ready` | 200 while serving, 503 while starting or draining |
 //! | `GET /config` | the running config as JSON, secrets redacted (needs the token when one is set) |
@@ -30,6 +33,7 @@
 mod auth;
 mod cache;
 mod cmcd;
+mod dashboard;
 mod dns;
 mod explain;
 mod pools;
@@ -72,6 +76,12 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             auth::require_token,
         ));
     Router::new()
+        .route("/", get(dashboard::page))
+        .route("/dashboard.js", get(dashboard::script))
+        .route("/dashboard.css", get(dashboard::style))
+        .route("/favicon.svg", get(dashboard::icon))
+        .route("/stats", get(dashboard::stats))
+        .route("/events", get(dashboard::events))
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready))
         .route("/config", get(config))

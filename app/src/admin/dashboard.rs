@@ -1,0 +1,168 @@
+//! The live dashboard at the admin listener's `/` (as HAProxy's stats page
+//! or Traefik's dashboard), and the JSON it polls that the other endpoints
+//! do not already give: `/stats` (every Prometheus sample) and `/events`
+//! (recent reloads, admin actions, warnings and errors).
+//!
+//! The page, its script and style are compiled into the binary and load
+//! nothing from elsewhere: the `Content-Security-Policy` allows only this
+//! origin. Buttons call the same token-protected endpoints as `curl` does,
+//! with the token the operator types into the page (kept in the tab's
+//! `sessionStorage`, never sent to any other origin).
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use prometheus::proto::MetricType;
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::Runtime;
+
+const PAGE: &str = include_str!("assets/index.html");
+const SCRIPT: &str = include_str!("assets/dashboard.js");
+const STYLE: &str = include_str!("assets/dashboard.css");
+const ICON: &str = include_str!("assets/favicon.svg");
+
+/// Only this origin's script, style, images and `fetch`; no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /`: the page.
+pub async fn page() -> Response {
+    asset("text/html; charset=utf-8", PAGE)
+}
+
+/// `GET /dashboard.js`
+pub async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+/// `GET /dashboard.css`
+pub async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+/// `GET /favicon.svg`
+pub async fn icon() -> Response {
+    asset("image/svg+xml", ICON)
+}
+
+/// One sample of `GET /stats`.
+#[derive(Debug, Serialize)]
+pub struct Sample {
+    /// The metric's labels, name to value.
+    pub labels: serde_json::Map<String, serde_json::Value>,
+    /// Counter or gauge value; for histograms and summaries, the sum.
+    pub value: f64,
+    /// Histograms and summaries: how many observations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+/// `GET /stats`: every metric `/metrics` has, as JSON: `{"time": unix
+/// seconds, "metrics": {"name": {"type": "counter", "samples": [...]}}}`.
+/// Rates are the client's to compute from two polls (as Prometheus does).
+pub async fn stats(State(rt): State<Arc<Runtime>>) -> Response {
+    let mut metrics = serde_json::Map::new();
+    for family in rt.gather() {
+        let kind = family.get_field_type();
+        let samples: Vec<Sample> = family
+            .get_metric()
+            .iter()
+            .map(|m| {
+                let labels = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name().to_string(), l.value().into()))
+                    .collect();
+                let (value, count) = match kind {
+                    MetricType::COUNTER => (m.get_counter().get_value(), None),
+                    MetricType::GAUGE => (m.get_gauge().get_value(), None),
+                    // Deprecated as protobuf-specific, but still how the
+                    // plain model carries an untyped value (prometheus 0.14).
+                    #[allow(deprecated)]
+                    MetricType::UNTYPED => (m.get_untyped().get_value(), None),
+                    MetricType::HISTOGRAM => {
+                        let h = m.get_histogram();
+                        (h.get_sample_sum(), Some(h.get_sample_count()))
+                    }
+                    MetricType::SUMMARY => {
+                        let s = m.get_summary();
+                        (s.sample_sum(), Some(s.sample_count()))
+                    }
+                };
+                Sample {
+                    labels,
+                    value: if value.is_finite() { value } else { 0.0 },
+                    count,
+                }
+            })
+            .collect();
+        let kind = match kind {
+            MetricType::COUNTER => "counter",
+            MetricType::GAUGE => "gauge",
+            MetricType::UNTYPED => "untyped",
+            MetricType::HISTOGRAM => "histogram",
+            MetricType::SUMMARY => "summary",
+        };
+        metrics.insert(
+            family.name().to_string(),
+            serde_json::json!({ "type": kind, "samples": samples }),
+        );
+    }
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    Json(serde_json::json!({ "time": time, "metrics": metrics })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// Only events with a larger `seq` (what the previous poll saw last).
+    #[serde(default)]
+    after: u64,
+}
+
+/// `GET /events?after=SEQ`: recent notable log events, oldest first.
+pub async fn events(Query(q): Query<EventsQuery>) -> Response {
+    Json(crate::events::since(q.after)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ICON, PAGE, SCRIPT, STYLE};
+
+    #[test]
+    fn the_assets_load_nothing_from_elsewhere() {
+        for (name, text) in [
+            ("index.html", PAGE),
+            ("dashboard.js", SCRIPT),
+            ("dashboard.css", STYLE),
+        ] {
+            // The SVG namespace is a name, not something loaded.
+            let text = text.replace("\"http://www.w3.org/2000/svg\"", "");
+            for needle in ["http://", "https://", "//cdn", "@import", "url("] {
+                assert!(!text.contains(needle), "{name} mentions {needle}");
+            }
+        }
+        assert!(ICON.starts_with("<svg"));
+        // Inline script and style would need 'unsafe-inline'.
+        assert!(!PAGE.contains("<script>") && !PAGE.contains("style="));
+        assert!(PAGE.contains("<script src=\"/dashboard.js\""));
+    }
+}
