@@ -21,6 +21,7 @@ if [[ $want == test || $want == bench ]]; then
   need_cmd redis-server redis-server
   need_cmd dig bind9-dnsutils
   need_cmd nsd nsd
+  need_cmd python3 python3
   # The dashboard's browser test: headless Chromium through chromedriver.
   need_cmd chromium chromium
   need_cmd chromedriver chromium-driver
@@ -52,6 +53,27 @@ if ((${#missing_pkgs[@]})); then
     echo "edge needs these Debian packages: ${missing_pkgs[*]}" >&2
     echo "install them with:  sudo apt-get install ${missing_pkgs[*]}" >&2
     exit 1
+  fi
+fi
+
+# Python checkers the tests run, from PyPI, in a virtualenv under the target
+# directory: the admin API's OpenAPI document (openapi-spec-validator) and
+# the Kubernetes manifests and Helm chart (kubernetes-validate).
+if [[ $want == test ]]; then
+  pyenv="${CARGO_TARGET_DIR:-target}/pyenv"
+  pins=(openapi-spec-validator==0.9.0 kubernetes-validate==1.37.0)
+  if ! "$pyenv/bin/python" -c 'import openapi_spec_validator, kubernetes_validate' >/dev/null 2>&1; then
+    if ! python3 -m venv "$pyenv" >/dev/null 2>&1; then
+      if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+        python3 -m venv "$pyenv"
+      else
+        echo "edge's tests need python3 with venv (sudo apt-get install python3-venv)" >&2
+        exit 1
+      fi
+    fi
+    echo "installing into $pyenv: ${pins[*]}"
+    "$pyenv/bin/pip" install -q --disable-pip-version-check "${pins[@]}"
   fi
 fi
 

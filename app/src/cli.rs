@@ -137,6 +137,12 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the admin API's OpenAPI 3.1 document, as `GET /openapi.json`
+    /// serves it (`--markdown`: the reference in docs/admin-api.md).
+    Openapi {
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Print the manual page (roff; `edge man > edge.1`).
     #[command(hide = true)]
     Man,

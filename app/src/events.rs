@@ -20,7 +20,7 @@ use tracing_subscriber::Layer;
 pub const KEEP: usize = 200;
 
 /// One kept event.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Kept {
     /// Increases by one per event kept since the process started.
     pub seq: u64,

@@ -74,6 +74,14 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "edge", &mut std::io::stdout());
             Ok(())
         }
+        Command::Openapi { markdown } => {
+            use std::io::Write;
+            admin::openapi_text(markdown).and_then(|text| {
+                std::io::stdout()
+                    .write_all(text.as_bytes())
+                    .map_err(anyhow::Error::from)
+            })
+        }
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
             clap_mangen::Man::new(cmd)

@@ -755,3 +755,72 @@ backends = [{{ address = "origin.test:{port}" }}, {{ address = "missing.test:{po
         "{metrics}"
     );
 }
+
+/// The Python checkers `scripts/deps.sh test` installs (`<target>/pyenv`).
+fn pyenv_tool(name: &str) -> std::path::PathBuf {
+    let tool = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("../pyenv/bin")
+        .join(name);
+    assert!(
+        tool.exists(),
+        "{} is missing: run scripts/deps.sh test (make test does)",
+        tool.display()
+    );
+    tool
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_valid_and_says_what_each_call_answers() {
+    let node = EdgeNode::start(BIN, &config_with_secrets());
+    let c = Client::new();
+    let r = c.get(&node.admin_url("/openapi.json")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let doc = r.json();
+
+    // Valid OpenAPI 3.1, by the reference validator.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, r.text()).unwrap();
+    let out = std::process::Command::new(pyenv_tool("openapi-spec-validator"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Every call answers one of the statuses its entry lists: reads as
+    // they are (no parameters), and calls that change state without the
+    // token (401, nothing changed).
+    let mut called = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{pool}", "p")
+            .replace("{backend}", "127.0.0.1:1")
+            .replace("{site}", "s")
+            .replace("{action}", "drain");
+        for (method, op) in item.as_object().unwrap() {
+            let documented: Vec<&String> = op["responses"].as_object().unwrap().keys().collect();
+            let (m, token) = match method.as_str() {
+                "get" => (Method::GET, None),
+                "post" => (Method::POST, None),
+                "delete" => (Method::DELETE, None),
+                other => panic!("{other} {path}"),
+            };
+            let (status, body) = admin(&c, &node, m, &concrete, token).await;
+            assert!(
+                documented.iter().any(|s| **s == status.to_string()),
+                "{method} {concrete} answered {status} ({body}); documented: {documented:?}"
+            );
+            if method != "get" {
+                assert_eq!(status, 401, "{method} {concrete}");
+            }
+            called += 1;
+        }
+    }
+    assert!(called >= 30, "{called}");
+}

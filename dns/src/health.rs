@@ -12,7 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 /// One probed node of a site.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NodeHealth {
     pub url: String,
     pub up: bool,

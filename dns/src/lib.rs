@@ -50,7 +50,7 @@ pub struct DnsService {
 }
 
 /// A site as the admin API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SiteReport {
     pub name: String,
     /// Answered now: healthy and not drained.

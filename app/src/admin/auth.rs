@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::runtime::Runtime;
@@ -48,19 +48,28 @@ pub fn unauthorized() -> Response {
         .into_response()
 }
 
-pub async fn require_token(State(rt): State<Arc<Runtime>>, req: Request, next: Next) -> Response {
-    let Some(token) = rt.admin_token() else {
-        return (
-            StatusCode::FORBIDDEN,
-            "mutating admin calls are disabled: set admin.token or admin.token_env\n",
-        )
-            .into_response();
-    };
-    drop(token);
-    if authorized(&rt, req.headers()) {
-        next.run(req).await
-    } else {
-        unauthorized()
+/// The proof a call carries the admin token: mutating handlers take it
+/// as their first argument, so the check runs before anything else is
+/// read. Refused with 403 when no token is configured (mutations are off),
+/// 401 when the call lacks it.
+pub struct Authorized;
+
+impl FromRequestParts<Arc<Runtime>> for Authorized {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, rt: &Arc<Runtime>) -> Result<Self, Response> {
+        if rt.admin_token().is_none() {
+            return Err((
+                StatusCode::FORBIDDEN,
+                "mutating admin calls are disabled: set admin.token or admin.token_env\n",
+            )
+                .into_response());
+        }
+        if authorized(rt, &parts.headers) {
+            Ok(Authorized)
+        } else {
+            Err(unauthorized())
+        }
     }
 }
 

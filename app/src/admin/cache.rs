@@ -10,8 +10,12 @@ use edge_cache::metrics::UsageSource;
 use edge_cache::{key, PurgeMode};
 use edge_config::IgnoreQuery;
 use edge_proxy::normalize;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
+
+use super::api::ErrorBody;
+use super::auth::Authorized;
 
 use crate::runtime::Runtime;
 
@@ -19,26 +23,66 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
 }
 
+/// `GET /cache`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    pub tiers: Vec<TierUsage>,
+}
+
+/// One cache tier's use.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TierUsage {
+    /// `ram` or `disk`.
+    pub tier: String,
+    pub objects: u64,
+    /// Bytes held, as the budget counts them.
+    pub bytes: u64,
+    /// The budget in bytes (`cache.ram_size`, `cache.disk.size`).
+    pub capacity: u64,
+}
+
 /// `GET /cache`
+#[utoipa::path(
+    get,
+    path = "/cache",
+    tag = "cache",
+    summary = "Cache tiers: objects, bytes, budget",
+    responses(
+        (status = 200, description = "Each tier", body = Usage),
+        (status = 503, description = "The node has no cache", body = ErrorBody),
+    )
+)]
 pub async fn usage(State(rt): State<Arc<Runtime>>) -> Response {
     let Some(cache) = rt.proxy.cache() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the cache is not running");
     };
-    let tiers: Vec<_> = cache
+    let tiers = cache
         .storage
         .tier_usage()
         .into_iter()
-        .map(|(tier, u)| json!({ "tier": tier, "objects": u.objects, "bytes": u.bytes, "capacity": u.capacity }))
+        .map(|(tier, u)| TierUsage {
+            tier: tier.to_string(),
+            objects: u.objects,
+            bytes: u.bytes,
+            capacity: u.capacity,
+        })
         .collect();
-    Json(json!({ "tiers": tiers })).into_response()
+    Json(Usage { tiers }).into_response()
 }
 
-#[derive(Deserialize)]
+/// A purge: exactly one of `url`, `prefix` or `surrogate_key`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurgeBody {
+    /// One object: `http://host/path?query` or `host/path?query`, normalized
+    /// as requests are (every query rule of the cached routes is tried).
     url: Option<String>,
+    /// Every object whose URL starts with it (`host/path…`).
     prefix: Option<String>,
+    /// Every object the origin tagged with it (`Surrogate-Key`).
     surrogate_key: Option<String>,
+    /// `hard` (delete, the default) or `soft` (mark stale: revalidated on
+    /// the next request, served stale meanwhile where allowed).
     #[serde(default)]
     mode: Option<String>,
     /// This node only: not sent on to the site's other nodes.
@@ -77,7 +121,27 @@ fn split(target: &str) -> Option<(String, String, Option<&str>)> {
 }
 
 /// `POST /cache/purge`: `{"url"|"prefix"|"surrogate_key": "...", "mode": "hard"|"soft"}`.
+#[utoipa::path(
+    post,
+    path = "/cache/purge",
+    tag = "cache",
+    summary = "Purge by URL, prefix or surrogate key",
+    description = "Purges this node's tiers, then sends the same purge to the site's other nodes (their \
+`admin` addresses, with this call's token) unless `local` is true; each node's result is under `site`. \
+Answers `{\"url\" | \"prefix\" | \"surrogate_key\": what, \"mode\", \"purged\": objects, \"site\": [...]}`.",
+    security(("admin_token" = [])),
+    request_body = PurgeBody,
+    responses(
+        (status = 200, description = "Purged", body = Object),
+        (status = 400, description = "Not exactly one target, an unknown mode or field, or not a URL", body = ErrorBody),
+        (status = 401, description = "No or wrong token", content_type = "text/plain", body = String),
+        (status = 403, description = "No token is configured: mutating calls are disabled", content_type = "text/plain", body = String),
+        (status = 500, description = "The purge failed", body = ErrorBody),
+        (status = 503, description = "The node has no cache", body = ErrorBody),
+    )
+)]
 pub async fn purge(
+    _: Authorized,
     State(rt): State<Arc<Runtime>>,
     headers: axum::http::HeaderMap,
     body: Result<Json<PurgeBody>, axum::extract::rejection::JsonRejection>,

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use prometheus::proto::MetricType;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::runtime::Runtime;
 
@@ -43,30 +44,56 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// `GET /`: the page.
+#[utoipa::path(get, path = "/", tag = "dashboard", summary = "The live dashboard",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)))]
 pub async fn page() -> Response {
     asset("text/html; charset=utf-8", PAGE)
 }
 
 /// `GET /dashboard.js`
+#[utoipa::path(get, path = "/dashboard.js", tag = "dashboard", summary = "The dashboard's script",
+    responses((status = 200, description = "The script", content_type = "text/javascript", body = String)))]
 pub async fn script() -> Response {
     asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
 /// `GET /dashboard.css`
+#[utoipa::path(get, path = "/dashboard.css", tag = "dashboard", summary = "The dashboard's style sheet",
+    responses((status = 200, description = "The style sheet", content_type = "text/css", body = String)))]
 pub async fn style() -> Response {
     asset("text/css; charset=utf-8", STYLE)
 }
 
 /// `GET /favicon.svg`
+#[utoipa::path(get, path = "/favicon.svg", tag = "dashboard", summary = "The dashboard's icon",
+    responses((status = 200, description = "The icon", content_type = "image/svg+xml", body = String)))]
 pub async fn icon() -> Response {
     asset("image/svg+xml", ICON)
 }
 
+/// `GET /stats`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
+    /// When it was read, seconds since the Unix epoch.
+    pub time: f64,
+    /// Every metric family by name.
+    pub metrics: std::collections::BTreeMap<String, Family>,
+}
+
+/// One metric family of `GET /stats`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Family {
+    /// `counter`, `gauge`, `histogram`, `summary` or `untyped`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub samples: Vec<Sample>,
+}
+
 /// One sample of `GET /stats`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Sample {
     /// The metric's labels, name to value.
-    pub labels: serde_json::Map<String, serde_json::Value>,
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Counter or gauge value; for histograms and summaries, the sum.
     pub value: f64,
     /// Histograms and summaries: how many observations.
@@ -77,8 +104,16 @@ pub struct Sample {
 /// `GET /stats`: every metric `/metrics` has, as JSON: `{"time": unix
 /// seconds, "metrics": {"name": {"type": "counter", "samples": [...]}}}`.
 /// Rates are the client's to compute from two polls (as Prometheus does).
+#[utoipa::path(
+    get,
+    path = "/stats",
+    tag = "dashboard",
+    summary = "Every metric of `/metrics`, as JSON",
+    description = "Rates are differences between two reads, as Prometheus' `rate()`.",
+    responses((status = 200, description = "The metrics", body = Stats))
+)]
 pub async fn stats(State(rt): State<Arc<Runtime>>) -> Response {
-    let mut metrics = serde_json::Map::new();
+    let mut metrics = std::collections::BTreeMap::new();
     for family in rt.gather() {
         let kind = family.get_field_type();
         let samples: Vec<Sample> = family
@@ -88,7 +123,7 @@ pub async fn stats(State(rt): State<Arc<Runtime>>) -> Response {
                 let labels = m
                     .get_label()
                     .iter()
-                    .map(|l| (l.name().to_string(), l.value().into()))
+                    .map(|l| (l.name().to_string(), l.value().to_string()))
                     .collect();
                 let (value, count) = match kind {
                     MetricType::COUNTER => (m.get_counter().get_value(), None),
@@ -120,18 +155,16 @@ pub async fn stats(State(rt): State<Arc<Runtime>>) -> Response {
             MetricType::HISTOGRAM => "histogram",
             MetricType::SUMMARY => "summary",
         };
-        metrics.insert(
-            family.name().to_string(),
-            serde_json::json!({ "type": kind, "samples": samples }),
-        );
+        metrics.insert(family.name().to_string(), Family { kind, samples });
     }
     let time = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    Json(serde_json::json!({ "time": time, "metrics": metrics })).into_response()
+    Json(Stats { time, metrics }).into_response()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only events with a larger `seq` (what the previous poll saw last).
     #[serde(default)]
@@ -139,6 +172,16 @@ pub struct EventsQuery {
 }
 
 /// `GET /events?after=SEQ`: recent notable log events, oldest first.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "dashboard",
+    summary = "Recent notable log events, oldest first",
+    description = "The last 200 of: every warning and error, and what edge itself logs at `info` (reloads, admin \
+actions, health changes, drains); not the access log.",
+    params(EventsQuery),
+    responses((status = 200, description = "The events", body = Vec<crate::events::Kept>))
+)]
 pub async fn events(Query(q): Query<EventsQuery>) -> Response {
     Json(crate::events::since(q.after)).into_response()
 }

@@ -124,6 +124,18 @@ fn miss_plan(rt: &Runtime, object: &edge_proxy::steer::Object) -> Vec<String> {
 }
 
 /// `GET /cache/lookup?url=…`
+#[utoipa::path(
+    get,
+    path = "/cache/lookup",
+    tag = "cache",
+    summary = "This node's view of one object",
+    description = "Its route and pool, whether it is in RAM, on disk or being filled, and where a miss would go.",
+    params(("url" = String, Query, description = "The object's absolute URL")),
+    responses(
+        (status = 200, description = "The object", body = Object),
+        (status = 400, description = "`url` missing or not a URL", body = super::api::ErrorBody),
+    )
+)]
 pub async fn lookup(State(rt): State<Arc<Runtime>>, RawQuery(q): RawQuery) -> Response {
     let url = match Params(q.as_deref()).required("url", "an absolute URL") {
         Ok(u) => u,
@@ -272,6 +284,25 @@ fn dns_answer(
 }
 
 /// `GET /explain`
+#[utoipa::path(
+    get,
+    path = "/explain",
+    tag = "dns",
+    summary = "Why a client goes where it goes",
+    description = "Its location, every candidate site and why it won or lost, the DNS answers (TTL, ECS scope), \
+and with `url` the object's owner node, whether it holds it, its cache state and miss plan, and the steering ranking.",
+    params(
+        ("client" = String, Query, description = "The client's (or its resolver's) IP address"),
+        ("ecs" = Option<String>, Query, description = "An EDNS Client Subnet prefix, as `203.0.113.0/24`"),
+        ("host" = String, Query, description = "The DNS name asked for"),
+        ("url" = Option<String>, Query, description = "A path or URL on that name, for the object's part"),
+        ("format" = Option<String>, Query, description = "`text` for a readable answer instead of JSON"),
+    ),
+    responses(
+        (status = 200, description = "The explanation (JSON, or text with `format=text`)", body = Object),
+        (status = 400, description = "A parameter is missing or wrong", body = super::api::ErrorBody),
+    )
+)]
 pub async fn explain(State(rt): State<Arc<Runtime>>, RawQuery(q): RawQuery) -> Response {
     let p = match ExplainParams::read(q.as_deref()) {
         Ok(p) => p,

@@ -3,33 +3,14 @@
 //! outright when no token is configured). Tokens compare in constant time;
 //! the scheme is case-insensitive.
 //!
-//! | call | what |
-//! |---|---|
-//! | `GET /` | the live dashboard (a page; its script, style and icon are `/dashboard.js`, `/dashboard.css`, `/favicon.svg`) |
-//! | `GET /stats` | every metric of `/metrics` as JSON: `{"time", "metrics": {name: {"type", "samples": [{"labels", "value", "count"}]}}}` |
-//! | `GET /events?after=SEQ` | recent reloads, admin actions, health changes, warnings and errors, oldest first |
-//! | `GET /live` | the process answers |
-//! | `GET /ready` | 200 while serving, 503 while starting or draining |
-//! | `GET /config` | the running config as JSON, secrets redacted (needs the token when one is set) |
-//! | `GET /metrics` | Prometheus text |
-//! | `POST /reload` | re-read the config file and apply it |
-//! | `POST /upgrade` | binary upgrade: start the executable again with the sockets; answers once the new process serves (`{"pid": …}`), then this one drains |
-//! | `GET /pools` | pools and backends: health, ejection, breaker, in-flight, latency, weight |
-//! | `POST /pools/{pool}/backends/{backend}/drain` | no new requests; in-flight ones finish |
-//! | `POST /pools/{pool}/backends/{backend}/disable` | out of selection |
-//! | `POST /pools/{pool}/backends/{backend}/enable` | back in |
-//! | `POST /pools/{pool}/backends/{backend}/weight` | `{"weight": N}`; `DELETE` restores the configured one |
-//! | `GET /cache` | objects, bytes and budget of each cache tier |
-//! | `GET /dns/sites` | GeoDNS sites: up, healthy, drained, their nodes' checks |
-//! | `POST /dns/sites/{site}/drain`, `/undrain` | withdraw a site from DNS answers, or return it |
-//! | `POST /cache/purge` | `{"url" \| "prefix" \| "surrogate_key": "…", "mode": "hard" \| "soft"}`; sent on to the site's other nodes (`"local": true` does not), each node's result under `"site"` |
-//! | `POST /cache/prefill` | start a prefill job: `{"urls": [...], "renditions": [...], "window": "02:00-14:00", "rate": "50 Mbit/s"}` (replaces a running one); `DELETE` stops it |
-//! | `GET /cache/prefill` | the job's phase and progress: objects, done, fetched, fresh, not owned, failed, bytes, rate, ETA, latest errors |
-//! | `GET /site` | the node's view of its site: peers, their health, the share of objects each owns, peer-fill traffic |
+//! Every call, its parameters, answers and errors: `api.rs` lists the
+//! handlers, whose annotations make both the routes and the OpenAPI 3.1
+//! document (`GET /openapi.json`, rendered into `docs/admin-api.md`).
 //!
 //! What the admin API changes lasts until the next reload and is listed
 //! under `admin_overrides` in `/config`.
 
+mod api;
 mod auth;
 mod cache;
 mod cmcd;
@@ -46,59 +27,29 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
 use crate::runtime::{ApplyError, Runtime};
 
-/// The admin API's routes over a runtime.
+/// The admin API's routes over a runtime (the list is `api::routes`).
 pub fn router(runtime: Arc<Runtime>) -> Router {
-    let mutating = Router::new()
-        .route("/reload", post(reload))
-        .route("/upgrade", post(upgrade))
-        .route("/cache/purge", post(cache::purge))
-        .route(
-            "/cache/prefill",
-            post(prefill::start).delete(prefill::cancel),
-        )
-        .route("/dns/sites/{site}/{action}", post(dns::set_drain))
-        .route(
-            "/pools/{pool}/backends/{backend}/weight",
-            post(pools::set_weight).delete(pools::clear_weight),
-        )
-        .route(
-            "/pools/{pool}/backends/{backend}/{action}",
-            post(pools::set_state),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
-            runtime.clone(),
-            auth::require_token,
-        ));
-    Router::new()
-        .route("/", get(dashboard::page))
-        .route("/dashboard.js", get(dashboard::script))
-        .route("/dashboard.css", get(dashboard::style))
-        .route("/favicon.svg", get(dashboard::icon))
-        .route("/stats", get(dashboard::stats))
-        .route("/events", get(dashboard::events))
-        .route("/live", get(|| async { "live\n" }))
-        .route("/ready", get(ready))
-        .route("/config", get(config))
-        .route("/metrics", get(metrics))
-        .route("/pools", get(pools::list))
-        .route("/cache", get(cache::usage))
-        .route("/dns/sites", get(dns::sites))
-        .route("/site", get(site::view))
-        .route("/site/state", get(state::view))
-        .route("/site/digest", get(state::digest))
-        .route("/explain", get(explain::explain))
-        .route("/cache/lookup", get(explain::lookup))
-        .route("/cmcd", get(cmcd::view))
-        .route("/cache/prefill", get(prefill::status))
-        .merge(mutating)
+    let (router, _doc) = api::routes().split_for_parts();
+    router
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such admin endpoint\n") })
         .with_state(runtime)
+}
+
+/// The OpenAPI document as JSON, or rendered as Markdown.
+pub fn openapi_text(markdown: bool) -> anyhow::Result<String> {
+    let doc = api::document();
+    if markdown {
+        Ok(api::markdown(doc))
+    } else {
+        let mut text = doc.to_pretty_json()?;
+        text.push('\n');
+        Ok(text)
+    }
 }
 
 /// Serves the admin API until the process ends, or until a new process
@@ -119,6 +70,29 @@ pub async fn serve(listener: tokio::net::TcpListener, runtime: Arc<Runtime>) {
     runtime.upgrader.admin_finished();
 }
 
+/// `GET /live`
+#[utoipa::path(
+    get,
+    path = "/live",
+    tag = "node",
+    summary = "Liveness: the process answers",
+    responses((status = 200, description = "`live`", content_type = "text/plain", body = String))
+)]
+async fn live() -> &'static str {
+    "live\n"
+}
+
+/// `GET /ready`
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "node",
+    summary = "Readiness: serving, or starting or draining",
+    responses(
+        (status = 200, description = "Serving", content_type = "text/plain", body = String),
+        (status = 503, description = "Starting, or draining after SIGTERM", content_type = "text/plain", body = String),
+    )
+)]
 async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
     if rt.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
@@ -131,6 +105,21 @@ async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
     }
 }
 
+/// `GET /config`
+#[utoipa::path(
+    get,
+    path = "/config",
+    tag = "node",
+    summary = "The running config",
+    description = "The config in force as JSON, secrets shown as `<redacted>`, with `admin_overrides`: \
+what the admin API changed since the last reload. Needs the token when one is configured.",
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The config", body = Object),
+        (status = 401, description = "A token is configured and the call did not carry it", content_type = "text/plain", body = String),
+        (status = 500, description = "The config could not be written as JSON", content_type = "text/plain", body = String),
+    )
+)]
 async fn config(State(rt): State<Arc<Runtime>>, headers: axum::http::HeaderMap) -> Response {
     // It names backends, routes and limits: with a token, only for its holder.
     if rt.admin_token().is_some() && !auth::authorized(&rt, &headers) {
@@ -148,6 +137,15 @@ async fn config(State(rt): State<Arc<Runtime>>, headers: axum::http::HeaderMap) 
     Json(value).into_response()
 }
 
+/// `GET /metrics`
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "node",
+    summary = "Prometheus metrics",
+    description = "Prometheus text exposition format 0.0.4; the names are listed in ARCHITECTURE.md (Metrics).",
+    responses((status = 200, description = "Every metric", content_type = "text/plain; version=0.0.4", body = String))
+)]
 async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
     (
         [(
@@ -159,7 +157,25 @@ async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
         .into_response()
 }
 
-async fn reload(State(rt): State<Arc<Runtime>>) -> Response {
+/// `POST /reload`
+#[utoipa::path(
+    post,
+    path = "/reload",
+    tag = "node",
+    summary = "Re-read the config file and apply it",
+    description = "All or nothing, as SIGHUP: everything the new config needs is built first; on any error \
+the running config stays and the answer says why, with the same diagnostics as `edge check`.",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Applied: `{\"status\": \"applied\", \"summary\", \"changes\"}`", body = Object),
+        (status = 401, description = "No or wrong token", content_type = "text/plain", body = String),
+        (status = 403, description = "No token is configured: mutating calls are disabled", content_type = "text/plain", body = String),
+        (status = 409, description = "The node runs without a config file", body = Object),
+        (status = 422, description = "Refused: `{\"status\": \"rejected\", \"error\", \"diagnostics\", \"text\"}`; the running config stays", body = Object),
+        (status = 500, description = "Applying failed inside edge; the running config stays", body = Object),
+    )
+)]
+async fn reload(_: auth::Authorized, State(rt): State<Arc<Runtime>>) -> Response {
     match rt.reload().await {
         Ok(diff) => {
             tracing::info!(changes = %diff, "config reloaded through the admin API");
@@ -173,7 +189,25 @@ async fn reload(State(rt): State<Arc<Runtime>>) -> Response {
     }
 }
 
-async fn upgrade(State(rt): State<Arc<Runtime>>) -> Response {
+/// `POST /upgrade`
+#[utoipa::path(
+    post,
+    path = "/upgrade",
+    tag = "node",
+    summary = "Binary upgrade",
+    description = "Start the executable at the node's path again with the same arguments and hand it every \
+socket; answers once the new process serves, then this one drains (as SIGUSR2).",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "`{\"status\": \"upgraded\", \"pid\", \"old_pid\"}`", body = Object),
+        (status = 401, description = "No or wrong token", content_type = "text/plain", body = String),
+        (status = 403, description = "No token is configured", content_type = "text/plain", body = String),
+        (status = 409, description = "An upgrade is already running, or this process was replaced", body = Object),
+        (status = 422, description = "No executable to start, or the new process refused the config", body = Object),
+        (status = 500, description = "The new process failed to start or to serve", body = Object),
+    )
+)]
+async fn upgrade(_: auth::Authorized, State(rt): State<Arc<Runtime>>) -> Response {
     use crate::upgrade::UpgradeError;
     match rt.upgrader.upgrade(&rt).await {
         Ok(pid) => Json(json!({ "status": "upgraded", "pid": pid, "old_pid": std::process::id() }))

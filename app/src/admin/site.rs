@@ -17,6 +17,18 @@ use crate::runtime::Runtime;
 const SAMPLE: u32 = 10_000;
 
 /// `GET /site`
+#[utoipa::path(
+    get,
+    path = "/site",
+    tag = "site",
+    summary = "The node's view of its site",
+    description = "Its peers, their health (usable, healthy, ejected, admin state), the share of objects each \
+owns now, and peer-fill traffic.",
+    responses(
+        (status = 200, description = "The site", body = Object),
+        (status = 404, description = "The node has no `[site]`", body = super::api::ErrorBody),
+    )
+)]
 pub async fn view(State(rt): State<Arc<Runtime>>) -> Response {
     let state = rt.proxy.state();
     let config = rt.config();

@@ -63,6 +63,18 @@ fn node_url(rt: &Runtime) -> Option<String> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/site/digest",
+    tag = "site",
+    summary = "The digest of what the node holds",
+    description = "A Bloom filter of the cache's URLs; its parameters are in the `Edge-Digest-Generation`, \
+`Edge-Digest-Hashes`, `Edge-Digest-Keys` and `Edge-Digest-Min-Size` headers.",
+    responses(
+        (status = 200, description = "The bit array (binary)", content_type = "application/octet-stream", body = String),
+        (status = 404, description = "No cache or `[site]`, or not built yet", content_type = "text/plain", body = String),
+    )
+)]
 /// `GET /site/digest`: the digest's bit array (`application/octet-stream`),
 /// its parameters in `Edge-Digest-Generation`, `-Hashes`, `-Keys` and
 /// `-Min-Size`; 404 when there is none (no cache or `[site]`, or not built yet).
@@ -101,6 +113,16 @@ pub async fn digest(State(rt): State<Arc<Runtime>>) -> Response {
 }
 
 /// `GET /site/state`
+#[utoipa::path(
+    get,
+    path = "/site/state",
+    tag = "site",
+    summary = "The node's state for steering",
+    description = "Serving or why not, the pools' usable backends, egress, requests/s, connections, CPU, \
+capacity and utilization, players' quality, its URL, and its digest's generation, size and age. \
+GeoDNS health checks and the steering loop read it.",
+    responses((status = 200, description = "The state", body = Object))
+)]
 pub async fn view(State(rt): State<Arc<Runtime>>) -> Json<Value> {
     let state = rt.proxy.state();
     let config = rt.config();

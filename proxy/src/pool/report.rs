@@ -7,20 +7,27 @@ use serde::Serialize;
 
 use super::{AdminState, BreakerPhase, Pool};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PoolReport {
     pub name: String,
+    /// `round_robin`, `weighted_round_robin`, `random`, `least_requests`,
+    /// `p2c_ewma`, `source_ip_hash`, `cookie` or `consistent_hash`.
     pub algorithm: &'static str,
+    /// When every backend is down or ejected, requests go to all of them
+    /// anyway (Envoy's panic mode) instead of a 503.
     pub panic_mode: bool,
+    /// Whether an active health check is configured.
     pub health_checked: bool,
+    /// Requests in progress on the pool now.
     pub active_requests: u64,
+    /// Retries in progress now (what the retry budget limits).
     pub retries_in_flight: u64,
     pub backends: Vec<BackendReport>,
     /// Backends named by host name: the addresses each has now.
     pub names: Vec<NameReport>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NameReport {
     pub address: String,
     pub addresses: Vec<String>,
@@ -28,9 +35,12 @@ pub struct NameReport {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BackendReport {
+    /// As configured (`host:port`, or `name:port@address` for a backend
+    /// named by host name); the admin calls name a backend by it.
     pub address: String,
+    /// The socket address connected to.
     pub resolved: String,
     /// As configured.
     pub weight: u32,
@@ -40,17 +50,29 @@ pub struct BackendReport {
     pub admin: AdminState,
     /// New requests may go here now.
     pub usable: bool,
+    /// The active health check's verdict (true when none is configured).
     pub healthy: bool,
+    /// Why the last health check failed.
     pub health_error: Option<String>,
+    /// Ejected by outlier detection (passive health) now.
     pub ejected: bool,
+    /// Milliseconds until the ejection ends.
     pub ejected_for_ms: Option<u128>,
+    /// Ejections since the backend appeared (they lengthen each time).
     pub ejections: u64,
+    /// Circuit breaker: `closed`, `open` or `half_open`.
     pub breaker: &'static str,
+    /// While open: milliseconds until a trial request is let through.
     pub breaker_retry_in_ms: Option<u128>,
+    /// Requests in progress on it now.
     pub in_flight: u64,
+    /// Requests sent to it since it appeared.
     pub requests: u64,
+    /// Attempts that ended in a connect failure, a reset, a timeout or a 5xx.
     pub failures: u64,
+    /// Peak-EWMA response latency in milliseconds, if it has answered.
     pub ewma_ms: Option<f64>,
+    /// The load it reports (percent, `load_feedback`), if any.
     pub load: Option<u8>,
 }
 

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 /// What an operator set through the admin API (until the next reload).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AdminState {
     Enabled,
