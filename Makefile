@@ -7,12 +7,12 @@ export CARGO_TERM_COLOR ?= never
 # Where cargo puts the binary (CARGO_TARGET_DIR is honoured).
 EDGE_BIN := $(or $(CARGO_TARGET_DIR),target)/debug/edge
 
-.PHONY: demo test deps-build deps-test deps-bench build fmt clippy check-configs unit bench fuzz clean man
+.PHONY: demo test deps-build deps-test deps-bench build fmt clippy hygiene audit check-configs unit bench fuzz clean man
 
 demo: deps-build
 	$(CARGO) run --locked -p edge -- demo
 
-test: deps-test fmt clippy build check-configs unit
+test: deps-test fmt clippy hygiene build check-configs unit
 
 deps-build:
 	@scripts/deps.sh build
@@ -31,6 +31,19 @@ fmt:
 
 clippy:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+# Dependencies: none unused (cargo-machete), licenses, duplicate versions and
+# sources as deny.toml says (cargo-deny). Each runs when installed
+# (cargo install --locked cargo-machete cargo-deny).
+hygiene:
+	@if command -v cargo-machete >/dev/null 2>&1; then $(CARGO) machete; \
+	  else echo "hygiene: cargo-machete not installed, unused dependencies not checked"; fi
+	@if command -v cargo-deny >/dev/null 2>&1; then $(CARGO) deny --offline --log-level error check licenses bans sources; \
+	  else echo "hygiene: cargo-deny not installed, licenses and sources not checked"; fi
+
+# RustSec advisories (cargo-deny fetches the advisory database from GitHub).
+audit:
+	$(CARGO) deny check advisories
 
 check-configs: build
 	scripts/check-configs.sh $(EDGE_BIN)
