@@ -444,6 +444,15 @@ async fn the_breaker_opens_half_opens_and_closes() {
     assert_eq!(c.get(&url).await.status, 200);
     let pools = c.get(&node.admin_url("/pools")).await.json();
     assert_eq!(pools[0]["backends"][0]["breaker"], "closed", "{pools}");
+    // The metric names the state, one series per state.
+    let metrics = c.get(&node.admin_url("/metrics")).await.text();
+    for (state, value) in [("closed", 1), ("half_open", 0), ("open", 0)] {
+        let line = format!(
+            "edge_backend_breaker_state{{backend=\"{}\",pool=\"p\",state=\"{state}\"}} {value}",
+            a.addr()
+        );
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -543,6 +552,14 @@ async fn draining_lets_in_flight_finish_and_sends_nothing_new() {
     );
     let pools = c.get(&node.admin_url("/pools")).await.json();
     assert_eq!(pools[0]["backends"][0]["admin"], "draining");
+    let metrics = c.get(&node.admin_url("/metrics")).await.text();
+    for (state, value) in [("enabled", 0), ("draining", 1), ("disabled", 0)] {
+        let line = format!(
+            "edge_backend_admin_state{{backend=\"{}\",pool=\"p\",state=\"{state}\"}} {value}",
+            a.addr()
+        );
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
 
     // Weights are overrides too; a bad one is refused.
     let w = c

@@ -824,3 +824,215 @@ async fn the_openapi_document_is_valid_and_says_what_each_call_answers() {
     }
     assert!(called >= 30, "{called}");
 }
+
+/// The metric names a PromQL expression reads (`edge_…`, `process_…`),
+/// with a histogram's `_bucket`, `_sum` and `_count` kept as written.
+fn promql_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &expr[i..];
+        let starts = (rest.starts_with("edge_") || rest.starts_with("process_"))
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'));
+        if starts {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            names.push(rest[..end].to_string());
+            i += end;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(e) = m.get("expr").and_then(|e| e.as_str()) {
+                out.push(e.to_string());
+            }
+            m.values().for_each(|x| exprs(x, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| exprs(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn promql_names_are_read_from_expressions() {
+    assert_eq!(
+        promql_names(
+            "sum by (route) (rate(edge_http_requests_total{class=\"5xx\"}[5m])) / \
+             histogram_quantile(0.99, rate(edge_upstream_response_seconds_bucket[5m])) + my_edge_x"
+        ),
+        [
+            "edge_http_requests_total",
+            "edge_upstream_response_seconds_bucket"
+        ]
+    );
+}
+
+/// Every query of the shipped Grafana dashboard reads metrics a node
+/// exports once it has served what the dashboard shows: requests, cache
+/// hits and misses with evictions, a live playlist's prefetch, CMCD from
+/// players, a signed-URL refusal and a country refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_reads_only_metrics_a_node_exports() {
+    let o = edge_testkit::origin("o").await;
+    let config = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+
+[dns.locator]
+cidr = [{{ prefix = "127.0.0.3/32", lat = 48.8, lon = 2.3, country = "FR" }}]
+
+[cache]
+ram_size = "1 MiB"
+
+[[pool]]
+name = "origin"
+backends = [{{ address = "{o}" }}]
+
+[[route]]
+name = "paid"
+pool = "origin"
+[route.match]
+path_prefix = "/paid/"
+[route.auth]
+kind = "hmac"
+secret_env = "EDGE_TEST_GRAFANA_KEY"
+
+[[route]]
+name = "not-fr"
+respond = {{ status = 200, body = "ok" }}
+geo = {{ deny = ["FR"] }}
+[route.match]
+path_prefix = "/not-fr/"
+
+[[route]]
+name = "video"
+pool = "origin"
+[route.cache]
+enabled = true
+"#,
+        o = o.addr()
+    );
+    let node = EdgeNode::start_with(
+        BIN,
+        &config,
+        &[],
+        &[("EDGE_TEST_GRAFANA_KEY", "grafana-test-key-0123456789")],
+    );
+    node.wait_ready(Duration::from_secs(20));
+    let c = Client::new();
+    let url = |p: &str| node.url("web", p);
+    assert_eq!(c.get(&url("/paid/x")).await.status, 403);
+    let fr = Client::bound_to("127.0.0.3".parse().unwrap());
+    assert_eq!(fr.get(&url("/not-fr/x")).await.status, 451);
+    let cmcd = "CMCD=bl%3D900%2Cbr%3D3200%2Cbs%2Cmtp%3D25400%2Cot%3Dv%2Csid%3D%22s1%22";
+    // 24 objects of 96 KiB through a 1 MiB RAM tier: misses, then
+    // evictions; each twice: hits.
+    for round in 0..2 {
+        for n in 0..24 {
+            let r = c.get(&url(&format!("/obj/{n}.ts?size=98304&{cmcd}"))).await;
+            assert_eq!(r.status, 200, "round {round} object {n}");
+        }
+    }
+    // A live playlist makes edge prefetch its next segments.
+    assert_eq!(c.get(&url("/live/news/low/index.m3u8")).await.status, 200);
+
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/grafana/edge-dashboard.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut queries = Vec::new();
+    exprs(&dashboard, &mut queries);
+    assert!(queries.len() >= 10, "{queries:?}");
+    let mut wanted: Vec<String> = queries.iter().flat_map(|q| promql_names(q)).collect();
+    wanted.sort();
+    wanted.dedup();
+    // Prefetches finish in the background: read again until they show.
+    let mut missing = Vec::new();
+    for _ in 0..100 {
+        let metrics = c.get(&node.admin_url("/metrics")).await.text();
+        let exported = |name: &str| {
+            metrics
+                .lines()
+                .any(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        };
+        missing = wanted.iter().filter(|n| !exported(n)).cloned().collect();
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        missing.is_empty(),
+        "the dashboard reads metrics no node exports: {missing:?}"
+    );
+}
+
+/// Request bytes are counted by route, and latency by route and status
+/// class (a class's series appears at its first answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bytes_and_latency_by_status_class_are_counted() {
+    let o = edge_testkit::origin("o").await;
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n\
+         [[pool]]\nname = \"p\"\nbackends = [{{ address = \"{}\" }}]\n[[route]]\nname = \"api\"\npool = \"p\"\n",
+        o.addr()
+    );
+    let node = EdgeNode::start(BIN, &config);
+    node.wait_ready(Duration::from_secs(20));
+    let c = Client::new();
+    let body = "x".repeat(1000);
+    // What the client saw, by class: the metrics must say the same.
+    let mut seen = [0u32; 6];
+    for _ in 0..3 {
+        let r = c
+            .request(Method::POST, &node.url("web", "/obj/a"), &[], body.clone())
+            .await
+            .unwrap();
+        seen[usize::from(r.status / 100)] += 1;
+    }
+    for path in ["/obj/a", "/no-such-thing"] {
+        seen[usize::from(c.get(&node.url("web", path)).await.status / 100)] += 1;
+    }
+    assert!(seen[2] >= 1 && seen[4] >= 1, "{seen:?}");
+    let metrics = c.get(&node.admin_url("/metrics")).await.text();
+    let value = |line: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    assert_eq!(
+        value("edge_http_request_body_bytes_total{route=\"api\"}"),
+        Some(3000.0),
+        "{metrics}"
+    );
+    for (class, n) in seen.iter().enumerate().skip(1) {
+        let line = format!(
+            "edge_http_request_duration_seconds_count{{class=\"{class}xx\",route=\"api\"}}"
+        );
+        let want = (*n > 0).then_some(f64::from(*n));
+        assert_eq!(
+            value(&line),
+            want,
+            "{line}: a series only for a class answered"
+        );
+    }
+}

@@ -25,6 +25,25 @@ fn gauge(name: &str, help: &str) -> GaugeVec {
     })
 }
 
+/// One series per state, 1 for the one in force (as node_exporter's
+/// `node_systemd_unit_state` and kube-state-metrics do): alert rules read
+/// `{state="open"} == 1`, not a number to decode.
+fn state_gauge(name: &str, help: &str) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, help), &["pool", "backend", "state"]).expect("constant metric")
+}
+
+/// Sets `family`'s series for every state of `states`, 1 for `now`.
+fn set_state(family: &GaugeVec, labels: [&str; 2], states: &[&str], now: &str) {
+    for state in states {
+        family
+            .with_label_values(&[labels[0], labels[1], state])
+            .set(if *state == now { 1.0 } else { 0.0 });
+    }
+}
+
+const BREAKER_STATES: [&str; 3] = ["closed", "half_open", "open"];
+const ADMIN_STATES: [&str; 3] = ["enabled", "draining", "disabled"];
+
 struct Families {
     /// Addresses a backend host name has now (0: it does not resolve).
     names: GaugeVec,
@@ -61,13 +80,13 @@ fn families() -> Families {
             "edge_backend_ejected",
             "1 while outlier detection has the backend ejected",
         ),
-        breaker: gauge(
+        breaker: state_gauge(
             "edge_backend_breaker_state",
-            "Circuit breaker: 0 closed, 1 half-open, 2 open",
+            "Circuit breaker: 1 for the state it is in (closed, half_open, open), 0 for the others",
         ),
-        admin: gauge(
+        admin: state_gauge(
             "edge_backend_admin_state",
-            "Set by the admin API: 0 enabled, 1 draining, 2 disabled",
+            "Set by the admin API: 1 for the state (enabled, draining, disabled), 0 for the others",
         ),
         in_flight: gauge(
             "edge_backend_in_flight_requests",
@@ -145,20 +164,18 @@ impl Collector for PoolCollector {
                 f.ejected
                     .with_label_values(&labels)
                     .set(flag(s.is_ejected(now)));
-                f.breaker
-                    .with_label_values(&labels)
-                    .set(match s.breaker_phase(now) {
-                        BreakerPhase::Closed => 0.0,
-                        BreakerPhase::HalfOpen { .. } => 1.0,
-                        BreakerPhase::Open { .. } => 2.0,
-                    });
-                f.admin
-                    .with_label_values(&labels)
-                    .set(match s.admin_state() {
-                        AdminState::Enabled => 0.0,
-                        AdminState::Draining => 1.0,
-                        AdminState::Disabled => 2.0,
-                    });
+                let breaker = match s.breaker_phase(now) {
+                    BreakerPhase::Closed => "closed",
+                    BreakerPhase::HalfOpen { .. } => "half_open",
+                    BreakerPhase::Open { .. } => "open",
+                };
+                set_state(&f.breaker, labels, &BREAKER_STATES, breaker);
+                let admin = match s.admin_state() {
+                    AdminState::Enabled => "enabled",
+                    AdminState::Draining => "draining",
+                    AdminState::Disabled => "disabled",
+                };
+                set_state(&f.admin, labels, &ADMIN_STATES, admin);
                 f.in_flight
                     .with_label_values(&labels)
                     .set(s.in_flight.load(std::sync::atomic::Ordering::Relaxed) as f64);

@@ -21,6 +21,7 @@ pub fn class_index(status: u16) -> usize {
 pub struct ProxyMetrics {
     requests: IntCounterVec,
     request_seconds: HistogramVec,
+    request_bytes: IntCounterVec,
     response_bytes: IntCounterVec,
     upstream_seconds: HistogramVec,
     upstream_errors: IntCounterVec,
@@ -57,9 +58,16 @@ impl ProxyMetrics {
         let request_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "edge_http_request_duration_seconds",
-                "Time from request to last byte sent, by route",
+                "Time from request to last byte sent, by route and status class",
             )
             .buckets(latency_buckets()),
+            &["route", "class"],
+        )?;
+        let request_bytes = IntCounterVec::new(
+            Opts::new(
+                "edge_http_request_body_bytes_total",
+                "Request body bytes read from clients, by route",
+            ),
             &["route"],
         )?;
         let response_bytes = IntCounterVec::new(
@@ -139,6 +147,7 @@ impl ProxyMetrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
+        registry.register(Box::new(request_bytes.clone()))?;
         registry.register(Box::new(response_bytes.clone()))?;
         registry.register(Box::new(upstream_seconds.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -153,6 +162,7 @@ impl ProxyMetrics {
         Ok(Self {
             requests,
             request_seconds,
+            request_bytes,
             response_bytes,
             upstream_seconds,
             upstream_errors,
@@ -185,7 +195,12 @@ impl ProxyMetrics {
     pub fn route(&self, route: &str, pool: &str) -> RouteMetrics {
         RouteMetrics {
             by_class: CLASSES.map(|c| self.requests.with_label_values(&[route, pool, c])),
-            seconds: self.request_seconds.with_label_values(&[route]),
+            seconds: RouteSeconds {
+                vec: self.request_seconds.clone(),
+                route: route.to_string(),
+                by_class: Default::default(),
+            },
+            bytes_in: self.request_bytes.with_label_values(&[route]),
             bytes: self.response_bytes.with_label_values(&[route]),
         }
     }
@@ -227,8 +242,31 @@ impl ProxyMetrics {
 #[derive(Clone)]
 pub struct RouteMetrics {
     pub by_class: [IntCounter; 6],
-    pub seconds: Histogram,
+    pub seconds: RouteSeconds,
+    /// Request body bytes read.
+    pub bytes_in: IntCounter,
+    /// Response body bytes sent.
     pub bytes: IntCounter,
+}
+
+/// A route's latency histogram by status class. A class's series is made
+/// at its first answer (six histograms of 17 buckets for every route up
+/// front would be 108 series a route).
+#[derive(Clone)]
+pub struct RouteSeconds {
+    vec: HistogramVec,
+    route: String,
+    by_class: [std::sync::OnceLock<Histogram>; 6],
+}
+
+impl RouteSeconds {
+    /// Records a request's time, in seconds, under its status's class.
+    pub fn observe(&self, status: u16, seconds: f64) {
+        let class = class_index(status);
+        self.by_class[class]
+            .get_or_init(|| self.vec.with_label_values(&[&self.route, CLASSES[class]]))
+            .observe(seconds);
+    }
 }
 
 /// Per-pool handles.

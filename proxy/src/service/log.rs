@@ -83,7 +83,8 @@ impl EdgeProxy {
             .as_ref()
             .map_or(&self.proxy.unmatched, |r| &r.metrics);
         metrics.by_class[class_index(status)].inc();
-        metrics.seconds.observe(total.as_secs_f64());
+        metrics.seconds.observe(status, total.as_secs_f64());
+        metrics.bytes_in.inc_by(ctx.body_seen);
         metrics.bytes.inc_by(bytes);
         if self.proxy.access_log() {
             let req = session.req_header();
