@@ -78,6 +78,10 @@ pub enum Command {
     Status {
         #[arg(long, short)]
         config: PathBuf,
+        /// Only whether the process answers (`GET /live`): exit status 0 or
+        /// 1, nothing printed on success (a container HEALTHCHECK).
+        #[arg(long)]
+        live: bool,
     },
     /// Why a client goes where it goes: its location, every candidate
     /// site and why it won or lost, the DNS answer, then for --url the

@@ -119,7 +119,7 @@ pub fn explain(
 
 /// `edge status`: what the node's admin API says of it, in a few lines.
 /// Fails (exit 1) when the node does not answer or is not ready.
-pub fn status(config: &Path) -> anyhow::Result<()> {
+pub fn status(config: &Path, live_only: bool) -> anyhow::Result<()> {
     let config = load(config)?;
     let addr = reachable(config.admin.listen);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -144,6 +144,13 @@ pub fn status(config: &Path) -> anyhow::Result<()> {
             }
         }
     };
+    if live_only {
+        let (status, body) = rt.block_on(get("/live"))?;
+        if !status.is_success() {
+            bail!("node {addr}: /live answered {status}: {}", body.trim());
+        }
+        return Ok(());
+    }
     let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap_or_default();
     let (ready, pools, cache, site, prefill) = rt.block_on(async {
         Ok::<_, anyhow::Error>((

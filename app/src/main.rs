@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         Command::Run { config, log_format } => run(&config, log_format),
         Command::Reload { config } => ctl::run(&config, "reload"),
         Command::Upgrade { config } => ctl::run(&config, "upgrade"),
-        Command::Status { config } => ctl::status(&config),
+        Command::Status { config, live } => ctl::status(&config, live),
         Command::Explain {
             config,
             client,

@@ -323,9 +323,15 @@ pool = "app"
     assert!(text.contains("pool app: "), "{text}");
     assert!(text.contains("backends usable"), "{text}");
     assert!(text.contains("cache ram: "), "{text}");
+    // The container HEALTHCHECK form: /live only, silent when it answers.
+    let live = edge(&["status", "--live", "-c", file.to_str().unwrap()]);
+    assert!(live.status.success(), "{live:?}");
+    assert!(live.stdout.is_empty(), "{live:?}");
     drop(node);
     let out = edge(&["status", "-c", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("admin API at"), "{err}");
+    let live = edge(&["status", "--live", "-c", file.to_str().unwrap()]);
+    assert_eq!(live.status.code(), Some(1), "{live:?}");
 }
