@@ -22,6 +22,8 @@ if [[ $want == test || $want == bench ]]; then
   need_cmd dig bind9-dnsutils
   need_cmd nsd nsd
   need_cmd python3 python3
+  # The Helm chart's test renders it with Go's text/template (Debian has no helm).
+  need_cmd go golang-go
   # The dashboard's browser test: headless Chromium through chromedriver.
   need_cmd chromium chromium
   need_cmd chromedriver chromium-driver
