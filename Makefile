@@ -7,7 +7,7 @@ export CARGO_TERM_COLOR ?= never
 # Where cargo puts the binary (CARGO_TARGET_DIR is honoured).
 EDGE_BIN := $(or $(CARGO_TARGET_DIR),target)/debug/edge
 
-.PHONY: demo test deps-build deps-test deps-bench build fmt clippy hygiene audit check-configs unit bench fuzz clean man
+.PHONY: deb demo test deps-build deps-test deps-bench build fmt clippy hygiene audit check-configs unit bench fuzz clean man
 
 demo: deps-build
 	$(CARGO) run --locked -p edge -- demo
@@ -74,3 +74,13 @@ MAN_PAGE := $(or $(CARGO_TARGET_DIR),target)/edge.1
 man: build
 	$(EDGE_BIN) man > $(MAN_PAGE)
 	@echo "$(MAN_PAGE) (read it with man -l $(MAN_PAGE))"
+
+# A Debian package (cargo-deb): the release binary, the systemd unit, a
+# default config, the manual page, bash completions, the docs.
+RELEASE_DIR := $(or $(CARGO_TARGET_DIR),target)/release
+deb: deps-build
+	$(CARGO) build --locked --release -p edge
+	@command -v cargo-deb >/dev/null 2>&1 || $(CARGO) install --locked cargo-deb
+	$(RELEASE_DIR)/edge man | gzip -9n > $(RELEASE_DIR)/edge.1.gz
+	$(RELEASE_DIR)/edge completions bash > $(RELEASE_DIR)/edge.bash
+	$(CARGO) deb --locked -p edge --no-build --strip

@@ -84,6 +84,10 @@ pub(crate) struct RawPeer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHttpListener {
+    /// Read before the rest (`validate::listeners` dispatches on it); a
+    /// field here so an unknown key's error lists `kind` among the keys.
+    #[serde(rename = "kind", default)]
+    pub _kind: Option<S<String>>,
     pub name: Option<S<String>>,
     pub address: S<String>,
     pub max_connections: Option<S<i64>>,
@@ -97,6 +101,10 @@ pub(crate) struct RawHttpListener {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHttpsListener {
+    /// Read before the rest (`validate::listeners` dispatches on it); a
+    /// field here so an unknown key's error lists `kind` among the keys.
+    #[serde(rename = "kind", default)]
+    pub _kind: Option<S<String>>,
     pub name: Option<S<String>>,
     pub address: S<String>,
     pub max_connections: Option<S<i64>>,
@@ -112,6 +120,10 @@ pub(crate) struct RawHttpsListener {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTcpListener {
+    /// Read before the rest (`validate::listeners` dispatches on it); a
+    /// field here so an unknown key's error lists `kind` among the keys.
+    #[serde(rename = "kind", default)]
+    pub _kind: Option<S<String>>,
     pub name: Option<S<String>>,
     pub address: S<String>,
     pub pool: S<String>,
@@ -125,6 +137,10 @@ pub(crate) struct RawTcpListener {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDnsListener {
+    /// Read before the rest (`validate::listeners` dispatches on it); a
+    /// field here so an unknown key's error lists `kind` among the keys.
+    #[serde(rename = "kind", default)]
+    pub _kind: Option<S<String>>,
     pub name: Option<S<String>>,
     pub address: S<String>,
 }

@@ -243,7 +243,10 @@ impl Locator {
                 .ok_or_else(|| err(format!("latitude {:?} is not in -90..90", cols[1])))?;
             let lon = coord(cols[2], 180.0)
                 .ok_or_else(|| err(format!("longitude {:?} is not in -180..180", cols[2])))?;
-            let region = cols.get(3).filter(|r| !r.is_empty()).map(|r| r.to_string());
+            let region = cols
+                .get(3)
+                .filter(|r| !r.is_empty())
+                .map(|r| r.to_ascii_lowercase());
             let country = match cols.get(4).filter(|c| !c.is_empty()) {
                 Some(c) => Some(
                     country_code(c)

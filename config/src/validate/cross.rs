@@ -134,7 +134,7 @@ pub(super) fn check(
                 span,
                 path,
                 "a country rule needs a client's country, and [dns.locator] has no table",
-                Some("[dns.locator] with `cidrs` (each `country = \"..\"`), a `csv` file or an `mmdb` database"),
+                Some("[dns.locator] with `cidr` entries (each `country = \"..\"`), a `csv` file or an `mmdb` database"),
             );
         }
         for (i, limit) in r.rate_limits.iter().enumerate() {

@@ -842,7 +842,8 @@ fn geo_item(
             .enumerate()
             .filter_map(|(i, s)| known(ck, s, format!("{gp}.failover.{region}[{i}]")))
             .collect();
-        failover_map.insert(region, names);
+        // Regions compare in lower case, as sites' and locators' do.
+        failover_map.insert(region.to_ascii_lowercase(), names);
     }
     if matches!(policy_value, Some(GeoPolicy::Failover)) && failover_map.is_empty() {
         ck.error(

@@ -254,7 +254,11 @@ pub fn parse_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Diag
     for (key, value) in doc.get_ref().iter() {
         let name = key.get_ref().to_string();
         if !SECTIONS.contains(&name.as_str()) {
-            let expected = SECTIONS.join(", ");
+            let expected = SECTIONS
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
             ck.error(
                 key.span(),
                 name.clone(),
