@@ -130,6 +130,33 @@ pub fn announce(kind: &str, name: &str, addr: SocketAddr) {
     crate::out::listening(kind, name, addr);
 }
 
+/// A backend added to or removed from a pool through the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendChange {
+    pub pool: String,
+    /// As configured: `host:port`.
+    pub backend: String,
+    /// `added` or `removed`.
+    pub change: &'static str,
+    /// An added backend's weight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+/// Why an edit of the running config was refused before it was applied.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The HTTP status that says it: 404, 409, 422.
+    pub status: u16,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub enum EditError {
+    Refused(Refusal),
+    Apply(ApplyError),
+}
+
 /// Everything that lives as long as the node.
 pub struct Runtime {
     config: ArcSwap<Config>,
@@ -140,6 +167,9 @@ pub struct Runtime {
     pub registry: Registry,
     metrics: RuntimeMetrics,
     apply_lock: tokio::sync::Mutex<()>,
+    /// Backends added or removed through the admin API since the config
+    /// file was last applied (a reload from the file forgets them).
+    backend_changes: parking_lot::Mutex<Vec<BackendChange>>,
     ready: AtomicBool,
     /// The admin token, resolved (from the environment if so configured) at apply.
     admin_token: ArcSwap<Option<Secret>>,
@@ -232,6 +262,7 @@ impl Runtime {
             registry,
             metrics,
             apply_lock: tokio::sync::Mutex::new(()),
+            backend_changes: parking_lot::Mutex::new(Vec::new()),
             ready: AtomicBool::new(false),
             admin_token: ArcSwap::from_pointee(None),
             health: parking_lot::Mutex::new(HealthChecks::default()),
@@ -305,7 +336,13 @@ impl Runtime {
             .await
             .map_err(|e| ApplyError::Internal(e.to_string()))?;
         match loaded {
-            Ok(config) => self.apply(config).await,
+            Ok(config) => {
+                let _one_at_a_time = self.apply_lock.lock().await;
+                let diff = self.apply_unlocked(config).await?;
+                // The file is the config again: runtime backend changes go.
+                self.backend_changes.lock().clear();
+                Ok(diff)
+            }
             Err(diags) => {
                 self.metrics.reloads.with_label_values(&["invalid"]).inc();
                 Err(ApplyError::Invalid(diags))
@@ -314,8 +351,37 @@ impl Runtime {
     }
 
     /// Makes `new` the running config, or changes nothing.
-    pub async fn apply(&self, mut new: Config) -> Result<ConfigDiff, ApplyError> {
+    pub async fn apply(&self, new: Config) -> Result<ConfigDiff, ApplyError> {
         let _one_at_a_time = self.apply_lock.lock().await;
+        self.apply_unlocked(new).await
+    }
+
+    /// A change the admin API makes to the running config (HAProxy's
+    /// `add server` / `del server`): `edit` changes a copy of the config in
+    /// force, which is then applied as a reload is (all or nothing). Kept
+    /// until the config file is next applied; listed by [`Self::backend_changes`].
+    pub async fn edit_running(
+        &self,
+        change: BackendChange,
+        edit: impl FnOnce(&mut Config) -> Result<(), Refusal>,
+    ) -> Result<ConfigDiff, EditError> {
+        let _one_at_a_time = self.apply_lock.lock().await;
+        let mut config = (*self.config.load_full()).clone();
+        edit(&mut config).map_err(EditError::Refused)?;
+        let diff = self
+            .apply_unlocked(config)
+            .await
+            .map_err(EditError::Apply)?;
+        self.backend_changes.lock().push(change);
+        Ok(diff)
+    }
+
+    /// Backends added or removed through the admin API, oldest first.
+    pub fn backend_changes(&self) -> Vec<BackendChange> {
+        self.backend_changes.lock().clone()
+    }
+
+    async fn apply_unlocked(&self, mut new: Config) -> Result<ConfigDiff, ApplyError> {
         if new.source.is_none() {
             new.source = self.source.clone();
         }

@@ -659,3 +659,176 @@ async fn consistent_hashing_sends_a_uri_to_one_backend() {
     assert!(owners.len() >= 2, "{owners:?}");
     let _ = origin_with;
 }
+
+/// HAProxy's `add server` / `del server`: a backend added through the admin
+/// API takes traffic at once; one removed (only from maintenance, with
+/// nothing in flight, never the last) takes none; both show in /config
+/// until the file is applied again.
+#[tokio::test(flavor = "multi_thread")]
+async fn backends_are_added_and_removed_at_runtime_until_the_next_reload() {
+    let a = origin("a").await;
+    let b = origin("b").await;
+    let node = EdgeNode::start(BIN, &node_config(&[(&a, 1)], ""));
+    node.wait_ready(Duration::from_secs(20));
+    let c = Client::new();
+    let auth = format!("Bearer {TOKEN}");
+    let call = |method: Method, path: String, body: String, token: bool| {
+        let c = &c;
+        let url = node.admin_url(&path);
+        let auth = auth.clone();
+        async move {
+            let headers: Vec<(&str, &str)> = if token {
+                vec![
+                    ("authorization", auth.as_str()),
+                    ("content-type", "application/json"),
+                ]
+            } else {
+                vec![("content-type", "application/json")]
+            };
+            let r = c.request(method, &url, &headers, body).await.unwrap();
+            (r.status, r.text())
+        }
+    };
+    let add =
+        |body: String, token: bool| call(Method::POST, "/pools/p/backends".into(), body, token);
+    let b_addr = b.addr().to_string();
+
+    // Refused, each with its reason, and nothing changes.
+    let cases = [
+        (format!(r#"{{"address": "{b_addr}"}}"#), false, 401),
+        (String::new(), true, 400),
+        (r#"{"address": "nope"}"#.to_string(), true, 400),
+        (r#"{"address": "10.0.0.1:0"}"#.to_string(), true, 400),
+        (
+            format!(r#"{{"address": "{b_addr}", "weight": 0}}"#),
+            true,
+            400,
+        ),
+        (
+            format!(r#"{{"address": "{b_addr}", "extra": 1}}"#),
+            true,
+            400,
+        ),
+        (format!(r#"{{"address": "{}"}}"#, a.addr()), true, 409),
+    ];
+    for (body, token, want) in cases {
+        let (status, text) = add(body.clone(), token).await;
+        assert_eq!(status, want, "{body}: {text}");
+    }
+    let (status, _) = call(
+        Method::POST,
+        "/pools/nope/backends".into(),
+        format!(r#"{{"address": "{b_addr}"}}"#),
+        true,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let pools = c.get(&node.admin_url("/pools")).await.json();
+    assert_eq!(pools[0]["backends"].as_array().unwrap().len(), 1, "{pools}");
+
+    // Added: it takes its share at once.
+    let (status, text) = add(format!(r#"{{"address": "{b_addr}", "weight": 3}}"#), true).await;
+    assert_eq!(status, 201, "{text}");
+    let pools = c.get(&node.admin_url("/pools")).await.json();
+    let backends = pools[0]["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 2, "{pools}");
+    assert_eq!(backends[1]["weight"], 3);
+    let url = node.url("web", "/obj/x");
+    for _ in 0..20 {
+        assert_eq!(c.get(&url).await.status, 200);
+    }
+    let to_b = b.stats().requests;
+    assert!(to_b > 0, "the added backend took no requests");
+    let config = c
+        .request(
+            Method::GET,
+            &node.admin_url("/config"),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await
+        .unwrap()
+        .json();
+    let overrides = config["admin_overrides"].as_array().unwrap();
+    assert!(
+        overrides
+            .iter()
+            .any(|o| o["change"] == "added" && o["backend"] == b_addr.as_str() && o["weight"] == 3),
+        "{config}"
+    );
+
+    // Removed: only from maintenance, never the last backend.
+    let remove = |which: String| {
+        call(
+            Method::DELETE,
+            format!("/pools/p/backends/{which}"),
+            String::new(),
+            true,
+        )
+    };
+    let (status, text) = remove(b_addr.clone()).await;
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("maintenance"), "{text}");
+    let (status, _) = call(
+        Method::POST,
+        format!("/pools/p/backends/{b_addr}/maintenance"),
+        String::new(),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, text) = remove(b_addr.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(remove(b_addr.clone()).await.0, 404, "gone");
+    for _ in 0..10 {
+        assert_eq!(c.get(&url).await.status, 200);
+    }
+    assert_eq!(
+        b.stats().requests,
+        to_b,
+        "a removed backend takes no requests"
+    );
+    let a_addr = a.addr().to_string();
+    call(
+        Method::POST,
+        format!("/pools/p/backends/{a_addr}/disable"),
+        String::new(),
+        true,
+    )
+    .await;
+    let (status, text) = remove(a_addr.clone()).await;
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("last backend"), "{text}");
+    call(
+        Method::POST,
+        format!("/pools/p/backends/{a_addr}/enable"),
+        String::new(),
+        true,
+    )
+    .await;
+
+    // A reload applies the file: the runtime changes are gone.
+    add(format!(r#"{{"address": "{b_addr}"}}"#), true).await;
+    let (status, text) = call(Method::POST, "/reload".into(), String::new(), true).await;
+    assert_eq!(status, 200, "{text}");
+    let pools = c.get(&node.admin_url("/pools")).await.json();
+    assert_eq!(pools[0]["backends"].as_array().unwrap().len(), 1, "{pools}");
+    let config = c
+        .request(
+            Method::GET,
+            &node.admin_url("/config"),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await
+        .unwrap()
+        .json();
+    assert!(
+        config["admin_overrides"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o.get("change").is_none()),
+        "{config}"
+    );
+}

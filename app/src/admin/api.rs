@@ -81,6 +81,8 @@ pub fn routes() -> OpenApiRouter<Arc<Runtime>> {
         .routes(routes!(super::upgrade))
         .routes(routes!(pools::list))
         .routes(routes!(pools::set_state))
+        .routes(routes!(pools::add_backend))
+        .routes(routes!(pools::remove_backend))
         .routes(routes!(pools::set_weight, pools::clear_weight))
         .routes(routes!(cache::usage))
         .routes(routes!(cache::purge))

@@ -15,7 +15,8 @@ use super::api::ErrorBody;
 use super::auth::Authorized;
 use serde_json::{json, Value};
 
-use crate::runtime::Runtime;
+use crate::runtime::{BackendChange, EditError, Refusal, Runtime};
+use edge_config::{Backend, HostPort};
 
 /// `GET /pools`
 #[utoipa::path(
@@ -62,14 +63,14 @@ fn not_found(pool: &str, backend: &str) -> Response {
     post,
     path = "/pools/{pool}/backends/{backend}/{action}",
     tag = "pools",
-    summary = "Drain, disable or enable a backend",
-    description = "`drain`: no new requests, in-flight ones finish; `disable`: out of selection; `enable`: back in. \
-Lasts until the next reload.",
+    summary = "Drain, disable (maintenance) or enable a backend",
+    description = "`drain`: no new requests, in-flight ones finish; `disable` (or `maintenance`, HAProxy's \
+MAINT): out of selection; `enable` (or `ready`): back in. Lasts until the next reload.",
     security(("admin_token" = [])),
     params(
         ("pool" = String, Path, description = "The pool's name"),
         ("backend" = String, Path, description = "The backend's address as configured (`GET /pools` `address`), URL-encoded"),
-        ("action" = String, Path, description = "`drain`, `disable` or `enable`"),
+        ("action" = String, Path, description = "`drain`, `disable` (`maintenance`) or `enable` (`ready`)"),
     ),
     responses(
         (status = 200, description = "Set", body = StateSet),
@@ -205,6 +206,234 @@ pub async fn clear_weight(
     .into_response()
 }
 
+/// A backend to add.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewBackend {
+    /// `host:port`: an IP address (`10.0.0.5:8080`, `[2001:db8::5]:80`) or a
+    /// name, resolved and kept fresh as configured backends are.
+    address: String,
+    /// From 1 to 1,000,000; default 1.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    weight: Option<u32>,
+}
+
+/// What a backend change did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackendChanged {
+    pub pool: String,
+    /// As configured: `host:port`; later calls name it so.
+    pub backend: String,
+    /// `added` or `removed`.
+    pub change: &'static str,
+    /// What else the change applied (as a reload's summary).
+    pub summary: String,
+}
+
+fn edit_error(e: EditError) -> Response {
+    match e {
+        EditError::Refused(r) => (
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::CONFLICT),
+            Json(json!({ "error": r.message })),
+        )
+            .into_response(),
+        EditError::Apply(e) => super::apply_error_response(&e),
+    }
+}
+
+/// `POST /pools/{pool}/backends`
+#[utoipa::path(
+    post,
+    path = "/pools/{pool}/backends",
+    tag = "pools",
+    summary = "Add a backend to a pool",
+    description = "As HAProxy's `add server`: the pool gains the backend at once, applied as a reload is \
+(its health checks start; all or nothing). It lasts until the config file is next applied and is listed \
+under `admin_overrides` in `GET /config`.",
+    security(("admin_token" = [])),
+    params(("pool" = String, Path, description = "The pool's name")),
+    request_body = NewBackend,
+    responses(
+        (status = 201, description = "Added", body = BackendChanged),
+        (status = 400, description = "Not `{\"address\": \"host:port\", \"weight\": N}`, or a bad address or weight", body = ErrorBody),
+        (status = 401, description = "No or wrong token", content_type = "text/plain", body = String),
+        (status = 403, description = "No token is configured: mutating calls are disabled", content_type = "text/plain", body = String),
+        (status = 404, description = "No such pool in the config", body = ErrorBody),
+        (status = 409, description = "The pool has that backend already", body = ErrorBody),
+        (status = 422, description = "Applying refused it; nothing changed", body = Object),
+    )
+)]
+pub async fn add_backend(
+    _: Authorized,
+    State(rt): State<Arc<Runtime>>,
+    Path(pool): Path<String>,
+    body: Result<Json<NewBackend>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let bad =
+        |msg: String| (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
+    let NewBackend { address, weight } = match body {
+        Ok(Json(b)) => b,
+        Err(e) => {
+            return bad(format!(
+                "expected {{\"address\": \"host:port\", \"weight\": N}}: {e}"
+            ))
+        }
+    };
+    let address = match HostPort::parse(address.trim()) {
+        Ok(a) => a,
+        Err(e) => return bad(e),
+    };
+    let weight = weight.unwrap_or(1);
+    if !(1..=1_000_000).contains(&weight) {
+        return bad("weight must be from 1 to 1000000".into());
+    }
+    let label = address.to_string();
+    let change = BackendChange {
+        pool: pool.clone(),
+        backend: label.clone(),
+        change: "added",
+        weight: Some(weight),
+    };
+    let edit = |config: &mut edge_config::Config| {
+        let Some(p) = config.pools.iter_mut().find(|p| p.name == pool) else {
+            return Err(Refusal {
+                status: 404,
+                message: format!("no pool {pool} in the config"),
+            });
+        };
+        if p.backends.iter().any(|b| b.address == address) {
+            return Err(Refusal {
+                status: 409,
+                message: format!("pool {pool} has backend {address} already"),
+            });
+        }
+        p.backends.push(Backend { address, weight });
+        Ok(())
+    };
+    match rt.edit_running(change, edit).await {
+        Ok(diff) => {
+            tracing::info!(%pool, backend = %label, weight, "backend added through the admin API");
+            (
+                StatusCode::CREATED,
+                Json(BackendChanged {
+                    pool,
+                    backend: label,
+                    change: "added",
+                    summary: diff.to_string(),
+                }),
+            )
+                .into_response()
+        }
+        Err(e) => edit_error(e),
+    }
+}
+
+/// `DELETE /pools/{pool}/backends/{backend}`
+#[utoipa::path(
+    delete,
+    path = "/pools/{pool}/backends/{backend}",
+    tag = "pools",
+    summary = "Remove a backend from a pool",
+    description = "As HAProxy's `del server`: only a backend in maintenance (`disable`) with no request in \
+flight, and not the pool's last one. Applied as a reload is; lasts until the config file is next applied.",
+    security(("admin_token" = [])),
+    params(
+        ("pool" = String, Path, description = "The pool's name"),
+        ("backend" = String, Path, description = "The backend as configured (`host:port`), URL-encoded"),
+    ),
+    responses(
+        (status = 200, description = "Removed", body = BackendChanged),
+        (status = 401, description = "No or wrong token", content_type = "text/plain", body = String),
+        (status = 403, description = "No token is configured: mutating calls are disabled", content_type = "text/plain", body = String),
+        (status = 404, description = "No such pool or backend", body = ErrorBody),
+        (status = 409, description = "Not in maintenance, requests in flight, or the pool's last backend", body = ErrorBody),
+        (status = 422, description = "Applying refused it; nothing changed", body = Object),
+    )
+)]
+pub async fn remove_backend(
+    _: Authorized,
+    State(rt): State<Arc<Runtime>>,
+    Path((pool, backend)): Path<(String, String)>,
+) -> Response {
+    let conflict =
+        |msg: String| (StatusCode::CONFLICT, Json(json!({ "error": msg }))).into_response();
+    // Every address the backend has now (a name may have several): each
+    // must be in maintenance with nothing in flight.
+    let state = rt.proxy.state();
+    let Some(running) = state.pool(&pool) else {
+        return not_found(&pool, &backend);
+    };
+    let named = format!("{backend}@");
+    let mine: Vec<_> = running
+        .backends
+        .iter()
+        .filter(|b| b.label == backend || b.label.starts_with(&named))
+        .collect();
+    for b in &mine {
+        if b.state.admin_state() != AdminState::Disabled {
+            return conflict(format!(
+                "backend {} is {:?}: put it in maintenance first (POST …/{backend}/disable)",
+                b.label,
+                b.state.admin_state()
+            ));
+        }
+        let in_flight = b.state.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+        if in_flight > 0 {
+            return conflict(format!(
+                "backend {} has {in_flight} requests in flight",
+                b.label
+            ));
+        }
+    }
+    drop(state);
+    let change = BackendChange {
+        pool: pool.clone(),
+        backend: backend.clone(),
+        change: "removed",
+        weight: None,
+    };
+    let edit = |config: &mut edge_config::Config| {
+        let Some(p) = config.pools.iter_mut().find(|p| p.name == pool) else {
+            return Err(Refusal {
+                status: 404,
+                message: format!("no pool {pool} in the config"),
+            });
+        };
+        let Some(i) = p
+            .backends
+            .iter()
+            .position(|b| b.address.to_string() == backend)
+        else {
+            return Err(Refusal {
+                status: 404,
+                message: format!("no backend {backend} in pool {pool}"),
+            });
+        };
+        if p.backends.len() == 1 {
+            return Err(Refusal {
+                status: 409,
+                message: format!("{backend} is the last backend of pool {pool}"),
+            });
+        }
+        p.backends.remove(i);
+        Ok(())
+    };
+    match rt.edit_running(change, edit).await {
+        Ok(diff) => {
+            tracing::info!(%pool, %backend, "backend removed through the admin API");
+            Json(BackendChanged {
+                pool,
+                backend,
+                change: "removed",
+                summary: diff.to_string(),
+            })
+            .into_response()
+        }
+        Err(e) => edit_error(e),
+    }
+}
+
 /// Every override in force, for `/config`.
 pub fn overrides(rt: &Runtime) -> Value {
     let state = rt.proxy.state();
@@ -217,6 +446,11 @@ pub fn overrides(rt: &Runtime) -> Value {
                 out.push(json!({ "pool": pool.name, "backend": b.label, "admin": admin, "weight": weight }));
             }
         }
+    }
+    for c in rt.backend_changes() {
+        out.push(
+            json!({ "pool": c.pool, "backend": c.backend, "change": c.change, "weight": c.weight }),
+        );
     }
     Value::Array(out)
 }

@@ -140,9 +140,10 @@ impl Pool {
 impl AdminState {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
-            "enable" | "enabled" => Some(AdminState::Enabled),
+            // HAProxy's runtime API words too: `ready`, `maint`.
+            "enable" | "enabled" | "ready" => Some(AdminState::Enabled),
             "drain" | "draining" => Some(AdminState::Draining),
-            "disable" | "disabled" => Some(AdminState::Disabled),
+            "disable" | "disabled" | "maintenance" | "maint" => Some(AdminState::Disabled),
             _ => None,
         }
     }
