@@ -200,13 +200,28 @@ async fn access_lines_carry_the_request_and_its_id_goes_upstream() {
                 ("user-agent", "player/1.0"),
                 ("referer", "https://example.test/watch"),
                 ("x-request-id", "req-42"),
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+                ("tracestate", "congo=t61rcWkgMzE"),
             ],
         )
         .await;
     assert_eq!(r.status, 200);
     // An id that is not a plain token is replaced by a UUID.
     let r = c
-        .get_with(&node.url("web", "/b"), &[("x-request-id", "a b <c>")])
+        .get_with(
+            &node.url("web", "/b"),
+            &[
+                ("x-request-id", "a b <c>"),
+                (
+                    "traceparent",
+                    "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+                ),
+                ("tracestate", "congo=t61rcWkgMzE"),
+            ],
+        )
         .await;
     assert_eq!(r.status, 200);
     node.wait_for_line("\"path\":\"/b\"", Duration::from_secs(5));
@@ -229,12 +244,41 @@ async fn access_lines_carry_the_request_and_its_id_goes_upstream() {
         .head_text()
         .to_ascii_lowercase();
     assert!(seen.contains("x-request-id: req-42\r\n"), "{seen}");
+    // W3C trace context: the client's trace goes on, edge's span its parent.
+    let header = |seen: &str, name: &str| -> Option<String> {
+        seen.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .map(str::to_string)
+    };
+    let parent = header(&seen, "traceparent").unwrap();
+    assert!(
+        parent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{seen}"
+    );
+    assert!(
+        parent.ends_with("-01") && !parent.contains("00f067aa0ba902b7"),
+        "{parent}"
+    );
+    assert_eq!(
+        header(&seen, "tracestate").as_deref(),
+        Some("congo=t61rcwkgmze")
+    );
+    assert_eq!(a["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     let b = lines.iter().find(|v| v["path"] == "/b").unwrap();
     let id = b["request_id"].as_str().unwrap();
     assert_eq!(id.len(), 36, "{id}");
     let seen = origin.requests("/b")[0].head_text().to_ascii_lowercase();
     assert!(seen.contains(&format!("x-request-id: {id}\r\n")), "{seen}");
     assert!(!seen.contains("<c>"));
+    // A traceparent edge cannot parse (upper case): a new, unsampled trace,
+    // and no tracestate.
+    let parent = header(&seen, "traceparent").unwrap();
+    let trace = b["trace_id"].as_str().unwrap();
+    assert_eq!(trace.len(), 32);
+    assert_ne!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(&parent[3..35], trace, "{parent}");
+    assert!(parent.ends_with("-00"), "{parent}");
+    assert_eq!(header(&seen, "tracestate"), None, "{seen}");
 }
 
 fn edge(args: &[&str]) -> std::process::Output {

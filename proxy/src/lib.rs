@@ -34,6 +34,7 @@ pub mod site;
 pub mod state;
 pub mod steer;
 pub mod tcp;
+pub mod trace_context;
 mod upstream_tls;
 pub mod video;
 

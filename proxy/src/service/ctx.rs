@@ -85,6 +85,8 @@ pub struct RequestCtx {
     pub(super) cmcd_query: Option<String>,
     /// `X-Request-Id` (`request_id.rs`).
     pub(super) request_id: String,
+    /// W3C trace context: the request's trace and edge's span in it.
+    pub(super) trace: Option<crate::trace_context::TraceContext>,
     /// Why edge refused the request itself (access log `denied`).
     pub(super) denied: Option<String>,
 }
@@ -132,6 +134,7 @@ impl RequestCtx {
             cmcd_query: None,
             denied: None,
             request_id: String::new(),
+            trace: None,
         }
     }
 

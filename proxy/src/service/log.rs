@@ -121,6 +121,7 @@ impl EdgeProxy {
                 user_agent = field(http::header::USER_AGENT),
                 referer = field(http::header::REFERER),
                 request_id = %ctx.request_id,
+                trace_id = ctx.trace.map(|t| t.trace_id_hex()),
                 route = route_name,
                 pool = ctx.pool.as_ref().map_or("-", |p| p.name.as_str()),
                 backend = ctx.backend_label(),

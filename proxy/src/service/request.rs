@@ -88,6 +88,9 @@ impl EdgeProxy {
             ctx.authority = authority.to_string();
         }
         ctx.request_id = crate::request_id::ensure(session.req_header_mut());
+        ctx.trace = Some(crate::trace_context::continue_or_start(
+            session.req_header_mut(),
+        ));
         let state = self.proxy.state();
         ctx.state = Some(state.clone());
         let Some(route) = self.route(session, ctx, &state) else {

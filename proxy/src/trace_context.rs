@@ -1,0 +1,276 @@
+//! W3C Trace Context (`traceparent`, `tracestate`): edge takes part in a
+//! trace as one hop, as Envoy and Traefik do. A request whose
+//! `traceparent` is valid keeps its trace id and flags, and goes upstream
+//! with edge's own span id as the parent (its `tracestate` passed on
+//! unchanged); a request without one, or with one edge cannot parse,
+//! starts a new trace (not sampled: edge records no spans) and loses its
+//! `tracestate` (§3.3: a vendor that fails to parse `traceparent` must not
+//! use `tracestate`). The trace id goes in the access log, so a request
+//! is found by it in every tier's logs.
+//!
+//! Parsing follows §3.2: `version-traceid-parentid-flags` in lower-case
+//! hex; version `ff` is invalid; version `00` is exactly 55 characters; a
+//! later version may append fields after a `-` and is read as `00` is;
+//! all-zero trace or parent ids are invalid; several `traceparent` fields
+//! are invalid. What edge sends is always version `00`.
+
+use pingora_http::RequestHeader;
+
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+
+/// A trace context as edge passes it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    /// Edge's span: the parent of the request it sends upstream.
+    pub span_id: [u8; 8],
+    pub flags: u8,
+}
+
+fn hex_lower(text: &[u8], out: &mut [u8]) -> Option<()> {
+    if text.len() != out.len() * 2 {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    for (i, pair) in text.chunks(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(())
+}
+
+/// The trace id and flags of a `traceparent` value, if it is valid
+/// (W3C Trace Context §3.2).
+pub fn parse(value: &[u8]) -> Option<([u8; 16], u8)> {
+    // version(2) - trace-id(32) - parent-id(16) - flags(2) = 55 bytes.
+    if value.len() < 55 {
+        return None;
+    }
+    let mut version = [0u8; 1];
+    hex_lower(&value[0..2], &mut version)?;
+    if version[0] == 0xff || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+        return None;
+    }
+    // Version 00 is exactly this long; a later one may go on after a `-`.
+    if version[0] == 0 && value.len() != 55 {
+        return None;
+    }
+    if value.len() > 55 && value[55] != b'-' {
+        return None;
+    }
+    let mut trace_id = [0u8; 16];
+    hex_lower(&value[3..35], &mut trace_id)?;
+    let mut parent = [0u8; 8];
+    hex_lower(&value[36..52], &mut parent)?;
+    let mut flags = [0u8; 1];
+    hex_lower(&value[53..55], &mut flags)?;
+    if trace_id == [0; 16] || parent == [0; 8] {
+        return None;
+    }
+    Some((trace_id, flags[0]))
+}
+
+fn random_nonzero<const N: usize>() -> [u8; N] {
+    loop {
+        let mut out = [0u8; N];
+        for chunk in out.chunks_mut(8) {
+            let r = fastrand::u64(..).to_be_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
+        if out != [0u8; N] {
+            return out;
+        }
+    }
+}
+
+impl TraceContext {
+    /// The `traceparent` value edge sends: version 00, edge's span as parent.
+    pub fn header(&self) -> String {
+        let mut out = Vec::with_capacity(55);
+        out.extend_from_slice(b"00-");
+        push_hex(&mut out, &self.trace_id);
+        out.push(b'-');
+        push_hex(&mut out, &self.span_id);
+        out.push(b'-');
+        push_hex(&mut out, &[self.flags]);
+        // Only ASCII hex digits and dashes were written.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The trace id as 32 lower-case hex digits (as logs show it).
+    pub fn trace_id_hex(&self) -> String {
+        let mut out = Vec::with_capacity(32);
+        push_hex(&mut out, &self.trace_id);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0x0f)]);
+    }
+}
+
+/// Continues the request's trace or starts one, and rewrites its
+/// `traceparent` (and, when the trace restarts, drops its `tracestate`)
+/// for everything edge sends upstream.
+pub fn continue_or_start(req: &mut RequestHeader) -> TraceContext {
+    let mut values = req.headers.get_all(TRACEPARENT).iter();
+    let incoming = match (values.next(), values.next()) {
+        (Some(v), None) => parse(v.as_bytes()),
+        _ => None,
+    };
+    let ctx = match incoming {
+        Some((trace_id, flags)) => TraceContext {
+            trace_id,
+            span_id: random_nonzero(),
+            flags,
+        },
+        None => {
+            req.remove_header(TRACESTATE);
+            TraceContext {
+                trace_id: random_nonzero(),
+                span_id: random_nonzero(),
+                flags: 0,
+            }
+        }
+    };
+    // The value is ASCII hex and dashes: always a valid header value.
+    let _ = req.insert_header(TRACEPARENT, ctx.header());
+    ctx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn req(parents: &[&str], state: Option<&str>) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for p in parents {
+            r.append_header(TRACEPARENT, *p).unwrap();
+        }
+        if let Some(s) = state {
+            r.append_header(TRACESTATE, s).unwrap();
+        }
+        r
+    }
+
+    fn sent(r: &RequestHeader) -> String {
+        let values: Vec<_> = r.headers.get_all(TRACEPARENT).iter().collect();
+        assert_eq!(values.len(), 1);
+        values[0].to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_valid_parent_is_continued_with_edges_span() {
+        let mut r = req(&[VALID], Some("congo=t61rcWkgMzE"));
+        let ctx = continue_or_start(&mut r);
+        assert_eq!(ctx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(ctx.flags, 1);
+        let out = sent(&r);
+        assert_eq!(out.len(), 55);
+        assert!(
+            out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{out}"
+        );
+        assert!(out.ends_with("-01"));
+        assert_ne!(
+            &out[36..52],
+            "00f067aa0ba902b7",
+            "edge's span is the new parent"
+        );
+        assert_ne!(&out[36..52], "0000000000000000");
+        assert_eq!(
+            parse(out.as_bytes()).map(|(t, f)| (t, f)),
+            Some((ctx.trace_id, 1))
+        );
+        assert_eq!(
+            r.headers.get(TRACESTATE).unwrap().to_str().unwrap(),
+            "congo=t61rcWkgMzE",
+            "tracestate passes unchanged"
+        );
+    }
+
+    #[test]
+    fn a_later_version_is_read_as_00_and_sent_as_00() {
+        let later = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09-what-the-future-says";
+        assert!(parse(later.as_bytes()).is_some());
+        let mut r = req(&[later], Some("a=b"));
+        let ctx = continue_or_start(&mut r);
+        assert_eq!(ctx.flags, 9);
+        assert!(sent(&r).starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(r.headers.get(TRACESTATE).is_some());
+    }
+
+    #[test]
+    fn anything_invalid_starts_a_new_trace_without_tracestate() {
+        let invalid = [
+            // Upper-case hex.
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            // All-zero trace id, all-zero parent id.
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            // Version ff; version 00 with more after it; short; long fields.
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-4bf92f3577b34da6a3ce929d0e0e47360-0f067aa0ba902b7-01",
+            // A later version glued on without a dash; wrong separators.
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+            // Not hex; spaces; empty.
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "",
+            "zz",
+        ];
+        for bad in invalid {
+            assert_eq!(parse(bad.as_bytes()), None, "{bad:?}");
+            let mut r = req(&[bad], Some("congo=t61rcWkgMzE"));
+            let ctx = continue_or_start(&mut r);
+            assert_ne!(
+                ctx.trace_id_hex(),
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+                "{bad:?}"
+            );
+            assert_eq!(
+                ctx.flags, 0,
+                "a new trace edge does not record is not sampled"
+            );
+            assert!(parse(sent(&r).as_bytes()).is_some(), "{bad:?}");
+            assert!(
+                r.headers.get(TRACESTATE).is_none(),
+                "{bad:?}: tracestate dropped"
+            );
+        }
+        // Two traceparent fields: which one? Neither.
+        let mut r = req(&[VALID, VALID], Some("a=b"));
+        let ctx = continue_or_start(&mut r);
+        assert_ne!(ctx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(r.headers.get(TRACESTATE).is_none());
+        // None at all: a new trace, one field.
+        let mut r = req(&[], None);
+        let ctx = continue_or_start(&mut r);
+        assert_eq!(parse(sent(&r).as_bytes()), Some((ctx.trace_id, 0)));
+    }
+
+    #[test]
+    fn new_ids_differ_and_are_never_zero() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let mut r = req(&[], None);
+            let ctx = continue_or_start(&mut r);
+            assert_ne!(ctx.trace_id, [0; 16]);
+            assert_ne!(ctx.span_id, [0; 8]);
+            assert!(seen.insert(ctx.trace_id));
+        }
+    }
+}
