@@ -379,3 +379,54 @@ pool = "app"
     let live = edge(&["status", "--live", "-c", file.to_str().unwrap()]);
     assert_eq!(live.status.code(), Some(1), "{live:?}");
 }
+
+/// `server.access_log_format`: the text access line as nginx's
+/// `log_format` writes it, fields by name, `-` for what is missing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_access_log_format_writes_the_line_as_the_template_says() {
+    let origin = edge_testkit::origin("o").await;
+    let config = format!(
+        r#"
+[server]
+access_log_format = '$client "$method $path?$query" $status $bytes rid=$request_id ref=$referer ${{route}}/$pool $$ [$time_local]'
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+
+[[pool]]
+name = "p"
+backends = [{{ address = "{}" }}]
+
+[[route]]
+name = "all"
+pool = "p"
+"#,
+        origin.addr()
+    );
+    let node = EdgeNode::start(BIN, &config);
+    let c = Client::new();
+    let r = c
+        .get_with(&node.url("web", "/obj/a?x=1"), &[("x-request-id", "req-7")])
+        .await;
+    assert_eq!(r.status, 200);
+    node.wait_for_line("rid=req-7", Duration::from_secs(5));
+    let out = node.output();
+    let line = out.lines().find(|l| l.contains("rid=req-7")).unwrap();
+    assert!(
+        line.contains("127.0.0.1 \"GET /obj/a?x=1\" 200 1024 rid=req-7 ref=- all/p $ ["),
+        "{line}"
+    );
+    // [01/Dec/2026:06:07:28 +0000]
+    let time = line.rsplit('[').next().unwrap().trim_end_matches(']');
+    assert_eq!(time.len(), 26, "{line}");
+    assert!(time.ends_with(" +0000"), "{line}");
+    assert!(
+        !line.contains("user_agent="),
+        "the template, not every field"
+    );
+}

@@ -24,6 +24,7 @@ pub(crate) struct RawServer {
     pub shutdown_delay: Option<S<Scalar>>,
     pub log_format: Option<S<String>>,
     pub access_log: Option<bool>,
+    pub access_log_format: Option<S<String>>,
     pub upstream_keepalive: Option<S<i64>>,
     pub work_stealing: Option<bool>,
 }

@@ -49,6 +49,8 @@ pub struct Proxy {
     pub unmatched: RouteMetrics,
     pub backends: BackendRegistry,
     access_log: AtomicBool,
+    /// `server.access_log_format`: the text access line as a template.
+    access_log_format: arc_swap::ArcSwapOption<edge_config::AccessLogFormat>,
     cache: OnceLock<Arc<CacheRuntime>>,
     /// Objects lately fetched from the site's owners (`keep_copies = "hot"`).
     pub hot: crate::site::HotKeys,
@@ -87,6 +89,7 @@ impl Proxy {
             metrics,
             backends: BackendRegistry::default(),
             access_log: AtomicBool::new(true),
+            access_log_format: arc_swap::ArcSwapOption::empty(),
             closing: AtomicBool::new(false),
             errors: crate::errlog::ErrorLog::default(),
             cache: OnceLock::new(),
@@ -217,6 +220,8 @@ impl Proxy {
         self.backends.retain(&live);
         self.access_log
             .store(config.server.access_log, Ordering::Relaxed);
+        self.access_log_format
+            .store(config.server.access_log_format.clone().map(Arc::new));
     }
 
     /// A backend's shared state by pool name and address label.
@@ -241,6 +246,11 @@ impl Proxy {
 
     pub fn access_log(&self) -> bool {
         self.access_log.load(Ordering::Relaxed)
+    }
+
+    /// The access line's template, when the config has one.
+    pub fn access_log_format(&self) -> Option<Arc<edge_config::AccessLogFormat>> {
+        self.access_log_format.load_full()
     }
 
     /// From now on every HTTP/1 answer says `Connection: close` (a node

@@ -8,6 +8,7 @@ mod cache;
 mod dns;
 mod limit;
 mod listener;
+mod log;
 mod pool;
 mod route;
 
@@ -22,6 +23,7 @@ pub use cache::*;
 pub use dns::*;
 pub use limit::*;
 pub use listener::*;
+pub use log::*;
 pub use pool::*;
 pub use route::*;
 
@@ -107,6 +109,9 @@ pub struct Server {
     pub log_format: LogFormat,
     /// One log line per request (target `access`).
     pub access_log: bool,
+    /// The text access line as a template (nginx's `log_format`); `None`:
+    /// every field as `key=value`.
+    pub access_log_format: Option<AccessLogFormat>,
     /// Idle upstream connections kept for reuse, per node.
     pub upstream_keepalive: usize,
     /// One multi-threaded runtime whose threads steal work (true), or one
@@ -123,6 +128,7 @@ impl Default for Server {
             shutdown_delay: Duration::from_secs(5),
             log_format: LogFormat::Text,
             access_log: true,
+            access_log_format: None,
             upstream_keepalive: 128,
             work_stealing: false,
         }

@@ -7,8 +7,8 @@ use super::Checker;
 use std::time::Duration;
 
 use crate::model::{
-    Admin, AdminToken, Capacity, DigestSettings, HostPort, KeepCopies, LogFormat, Peer, Secret,
-    Server, ShieldFallback, Site, Timeouts,
+    AccessLogFormat, Admin, AdminToken, Capacity, DigestSettings, HostPort, KeepCopies, LogFormat,
+    Peer, Secret, Server, ShieldFallback, Site, Timeouts,
 };
 use crate::raw::{RawAdmin, RawServer, RawSite};
 use crate::source::join_key;
@@ -25,10 +25,39 @@ pub(super) fn server(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>)
         shutdown_delay,
         log_format,
         access_log,
+        access_log_format,
         upstream_keepalive,
         work_stealing,
     } = raw;
     let p = "server";
+    let log_format = log_format
+        .and_then(|v| {
+            ck.choice(
+                &v,
+                &join_key(p, "log_format"),
+                &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+            )
+        })
+        .unwrap_or(defaults.log_format);
+    let access_log_format = access_log_format.and_then(|f| {
+        let key = join_key(p, "access_log_format");
+        if log_format == LogFormat::Json {
+            ck.error(
+                f.span(),
+                key,
+                "a template is for text logs; JSON lines carry every field by name",
+                Some("log_format = \"text\", or no access_log_format"),
+            );
+            return None;
+        }
+        match AccessLogFormat::parse(f.get_ref()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                ck.error(f.span(), key, e, Some(&AccessLogFormat::expected()));
+                None
+            }
+        }
+    });
     Server {
         threads: ck.int(&threads, p, "threads", 1, 1024, defaults.threads as i64) as usize,
         grace_period: ck.duration(&grace_period, p, "grace_period", defaults.grace_period),
@@ -38,16 +67,9 @@ pub(super) fn server(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>)
             "shutdown_delay",
             defaults.shutdown_delay,
         ),
-        log_format: log_format
-            .and_then(|v| {
-                ck.choice(
-                    &v,
-                    &join_key(p, "log_format"),
-                    &[("text", LogFormat::Text), ("json", LogFormat::Json)],
-                )
-            })
-            .unwrap_or(defaults.log_format),
+        log_format,
         access_log: access_log.unwrap_or(defaults.access_log),
+        access_log_format,
         upstream_keepalive: ck.int(
             &upstream_keepalive,
             p,

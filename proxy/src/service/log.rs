@@ -105,6 +105,51 @@ impl EdgeProxy {
                 } else {
                     status
                 };
+            if let Some(template) = self.proxy.access_log_format() {
+                use edge_config::LogField as F;
+                use std::borrow::Cow;
+                let now = jiff::Timestamp::now();
+                let client = client_ip(session).map(|ip| ip.to_string());
+                let line = template.render(|f| match f {
+                    F::Time => Some(Cow::Owned(
+                        now.round(jiff::Unit::Millisecond)
+                            .map_or_else(|_| now.to_string(), |t| t.to_string()),
+                    )),
+                    F::TimeLocal => Some(Cow::Owned(
+                        now.to_zoned(jiff::tz::TimeZone::UTC)
+                            .strftime("%d/%b/%Y:%H:%M:%S %z")
+                            .to_string(),
+                    )),
+                    F::Listener => Some(Cow::Borrowed(&*self.listener)),
+                    F::Client => client.clone().map(Cow::Owned),
+                    F::Method => Some(Cow::Borrowed(method)),
+                    F::Scheme => Some(Cow::Borrowed(self.scheme())),
+                    F::Host => Some(Cow::Borrowed(ctx.authority.as_str())),
+                    F::Path => Some(Cow::Borrowed(path)),
+                    F::Query => req.uri.query().map(Cow::Borrowed),
+                    F::Protocol => Some(Cow::Owned(format!("{:?}", req.version))),
+                    F::Status => Some(Cow::Owned(logged_status.to_string())),
+                    F::BytesIn => Some(Cow::Owned(ctx.body_seen.to_string())),
+                    F::Bytes => Some(Cow::Owned(bytes.to_string())),
+                    F::UserAgent => field(http::header::USER_AGENT).map(Cow::Owned),
+                    F::Referer => field(http::header::REFERER).map(Cow::Owned),
+                    F::RequestId => Some(Cow::Borrowed(ctx.request_id.as_str())),
+                    F::TraceId => ctx.trace.map(|t| Cow::Owned(t.trace_id_hex())),
+                    F::Route => Some(Cow::Borrowed(route_name)),
+                    F::Pool => ctx.pool.as_ref().map(|p| Cow::Borrowed(p.name.as_str())),
+                    F::Backend => Some(Cow::Owned(ctx.backend_label().to_string())),
+                    F::Retries => Some(Cow::Owned(ctx.retries.to_string())),
+                    F::Cache => ctx.cache.status.map(|s| Cow::Borrowed(s.as_header())),
+                    F::UpstreamMs => ctx
+                        .upstream_seconds
+                        .map(|s| Cow::Owned(format!("{:.3}", s * 1e3))),
+                    F::TotalMs => Some(Cow::Owned(format!("{:.3}", total.as_secs_f64() * 1e3))),
+                    F::Error => e.map(|e| Cow::Owned(e.to_string())),
+                });
+                tracing::info!(target: "access", "{line}");
+                ctx.release();
+                return;
+            }
             tracing::info!(
                 target: "access",
                 listener = %self.listener,
