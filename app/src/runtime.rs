@@ -338,7 +338,7 @@ impl Runtime {
         match loaded {
             Ok(config) => {
                 let _one_at_a_time = self.apply_lock.lock().await;
-                let diff = self.apply_unlocked(config).await?;
+                let diff = self.apply_unlocked(config, false).await?;
                 // The file is the config again: runtime backend changes go.
                 self.backend_changes.lock().clear();
                 Ok(diff)
@@ -353,13 +353,15 @@ impl Runtime {
     /// Makes `new` the running config, or changes nothing.
     pub async fn apply(&self, new: Config) -> Result<ConfigDiff, ApplyError> {
         let _one_at_a_time = self.apply_lock.lock().await;
-        self.apply_unlocked(new).await
+        self.apply_unlocked(new, false).await
     }
 
     /// A change the admin API makes to the running config (HAProxy's
     /// `add server` / `del server`): `edit` changes a copy of the config in
     /// force, which is then applied as a reload is (all or nothing). Kept
     /// until the config file is next applied; listed by [`Self::backend_changes`].
+    /// `edit` runs under the apply lock: checks of running state made there
+    /// hold until the change is in place.
     pub async fn edit_running(
         &self,
         change: BackendChange,
@@ -368,11 +370,22 @@ impl Runtime {
         let _one_at_a_time = self.apply_lock.lock().await;
         let mut config = (*self.config.load_full()).clone();
         edit(&mut config).map_err(EditError::Refused)?;
+        // Other backends' drains, maintenance and weights stay.
         let diff = self
-            .apply_unlocked(config)
+            .apply_unlocked(config, true)
             .await
             .map_err(EditError::Apply)?;
-        self.backend_changes.lock().push(change);
+        // One entry per backend, the latest: removing what the API added
+        // leaves nothing to list.
+        let mut changes = self.backend_changes.lock();
+        let same = |c: &BackendChange| c.pool == change.pool && c.backend == change.backend;
+        if let Some(i) = changes.iter().position(same) {
+            let before = changes.remove(i);
+            if before.change == "added" && change.change == "removed" {
+                return Ok(diff);
+            }
+        }
+        changes.push(change);
         Ok(diff)
     }
 
@@ -381,14 +394,18 @@ impl Runtime {
         self.backend_changes.lock().clone()
     }
 
-    async fn apply_unlocked(&self, mut new: Config) -> Result<ConfigDiff, ApplyError> {
+    async fn apply_unlocked(
+        &self,
+        mut new: Config,
+        keep_overrides: bool,
+    ) -> Result<ConfigDiff, ApplyError> {
         if new.source.is_none() {
             new.source = self.source.clone();
         }
         let old = self.config.load_full();
         let diff = ConfigDiff::between(&old, &new);
         let result = match reload_guard(&old, &new) {
-            Ok(()) => self.apply_locked(&old, new, &diff).await,
+            Ok(()) => self.apply_locked(&old, new, &diff, keep_overrides).await,
             Err(e) => Err(e),
         };
         let label = if result.is_ok() { "success" } else { "failure" };
@@ -401,6 +418,7 @@ impl Runtime {
         old: &Arc<Config>,
         new: Config,
         diff: &ConfigDiff,
+        keep_overrides: bool,
     ) -> Result<(), ApplyError> {
         let admin_token = match &new.admin.token {
             Some(t) => Some(t.resolve().map_err(ApplyError::Environment)?),
@@ -468,7 +486,7 @@ impl Runtime {
 
         let expiries = edge_proxy::listen::tls::expiries(&new);
         // Commit: nothing below can fail.
-        self.proxy.install(state, &new);
+        self.proxy.install(state, &new, keep_overrides);
         let expiry = &self.proxy.metrics.certificate_expiry;
         expiry.reset();
         for (listener, path, not_after) in expiries {

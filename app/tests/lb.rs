@@ -726,13 +726,24 @@ async fn backends_are_added_and_removed_at_runtime_until_the_next_reload() {
     let pools = c.get(&node.admin_url("/pools")).await.json();
     assert_eq!(pools[0]["backends"].as_array().unwrap().len(), 1, "{pools}");
 
-    // Added: it takes its share at once.
+    // Added: it takes its share at once, and other backends' overrides
+    // stay (an edit is not a reload).
+    let a_addr = a.addr().to_string();
+    let (status, _) = call(
+        Method::POST,
+        format!("/pools/p/backends/{a_addr}/weight"),
+        r#"{"weight": 5}"#.into(),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200);
     let (status, text) = add(format!(r#"{{"address": "{b_addr}", "weight": 3}}"#), true).await;
     assert_eq!(status, 201, "{text}");
     let pools = c.get(&node.admin_url("/pools")).await.json();
     let backends = pools[0]["backends"].as_array().unwrap();
     assert_eq!(backends.len(), 2, "{pools}");
     assert_eq!(backends[1]["weight"], 3);
+    assert_eq!(backends[0]["weight_override"], 5, "{pools}");
     let url = node.url("web", "/obj/x");
     for _ in 0..20 {
         assert_eq!(c.get(&url).await.status, 200);
@@ -788,7 +799,24 @@ async fn backends_are_added_and_removed_at_runtime_until_the_next_reload() {
         to_b,
         "a removed backend takes no requests"
     );
-    let a_addr = a.addr().to_string();
+    let config = c
+        .request(
+            Method::GET,
+            &node.admin_url("/config"),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await
+        .unwrap()
+        .json();
+    assert!(
+        config["admin_overrides"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["backend"] != b_addr.as_str()),
+        "added then removed: nothing to list: {config}"
+    );
     call(
         Method::POST,
         format!("/pools/p/backends/{a_addr}/disable"),

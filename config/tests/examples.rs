@@ -405,3 +405,45 @@ ipv4 = ["203.0.113.2"]
         [Some("eu".to_string()), Some("us".to_string())]
     );
 }
+
+/// One spelling per backend: addresses in their canonical form, names in
+/// lower case; what is neither an address nor an RFC 1123 name is refused.
+#[test]
+fn backend_addresses_have_one_spelling() {
+    use edge_config::HostPort;
+    let same = |a: &str, b: &str| {
+        assert_eq!(
+            HostPort::parse(a).unwrap(),
+            HostPort::parse(b).unwrap(),
+            "{a} vs {b}"
+        );
+    };
+    same("[0:0::1]:80", "[::1]:80");
+    same("[2001:DB8::1]:80", "[2001:db8:0::1]:80");
+    same("Origin.Example.COM:443", "origin.example.com:443");
+    assert_eq!(
+        HostPort::parse("[2001:DB8::1]:80").unwrap().to_string(),
+        "[2001:db8::1]:80"
+    );
+    let long_label = format!("{}.example:80", "a".repeat(64));
+    let long_name = format!("{}:80", vec!["abcdefghij"; 30].join("."));
+    for bad in [
+        "127.000.000.001:80",
+        "2130706433:80",
+        "-a-.b:80",
+        "a-.example:80",
+        "a..b:80",
+        long_label.as_str(),
+        long_name.as_str(),
+    ] {
+        assert!(HostPort::parse(bad).is_err(), "{bad} accepted");
+    }
+    for good in [
+        "a-b.example:80",
+        "x1.example.com:8080",
+        "localhost:9000",
+        "10.0.0.1:1",
+    ] {
+        assert!(HostPort::parse(good).is_ok(), "{good} refused");
+    }
+}

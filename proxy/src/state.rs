@@ -209,7 +209,10 @@ impl Proxy {
     }
 
     /// Makes `state` current. Requests already running keep theirs.
-    pub fn install(&self, state: ProxyState, config: &Config) {
+    /// Admin overrides (drain, disable, weight) end here, as a reload
+    /// ends them, unless `keep_overrides` (an admin API edit of the running
+    /// config: adding a backend must not undo another's maintenance).
+    pub fn install(&self, state: ProxyState, config: &Config, keep_overrides: bool) {
         self.generation.store(state.generation, Ordering::Relaxed);
         let live: Vec<(String, String)> = state
             .pools
@@ -217,7 +220,11 @@ impl Proxy {
             .flat_map(|p| p.backends.iter().map(|b| (p.name.clone(), b.label.clone())))
             .collect();
         self.state.store(Arc::new(state));
-        self.backends.retain(&live);
+        if keep_overrides {
+            self.backends.retain_backends(&live);
+        } else {
+            self.backends.retain(&live);
+        }
         self.access_log
             .store(config.server.access_log, Ordering::Relaxed);
         self.access_log_format

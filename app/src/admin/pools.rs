@@ -50,6 +50,26 @@ pub struct WeightSet {
     pub weight: Option<u32>,
 }
 
+/// The running backends `backend` names in `pool`: the one with that
+/// label, or every address of a backend named by host name
+/// (`name:port@address`).
+fn running_backends(
+    rt: &Runtime,
+    pool: &str,
+    backend: &str,
+) -> Vec<(String, Arc<edge_proxy::pool::BackendState>)> {
+    let state = rt.proxy.state();
+    let Some(p) = state.pool(pool) else {
+        return Vec::new();
+    };
+    let named = format!("{backend}@");
+    p.backends
+        .iter()
+        .filter(|b| b.label == backend || b.label.starts_with(&named))
+        .map(|b| (b.label.clone(), b.state.clone()))
+        .collect()
+}
+
 fn not_found(pool: &str, backend: &str) -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -69,8 +89,8 @@ MAINT): out of selection; `enable` (or `ready`): back in. Lasts until the next r
     security(("admin_token" = [])),
     params(
         ("pool" = String, Path, description = "The pool's name"),
-        ("backend" = String, Path, description = "The backend's address as configured (`GET /pools` `address`), URL-encoded"),
-        ("action" = String, Path, description = "`drain`, `disable` (`maintenance`) or `enable` (`ready`)"),
+        ("backend" = String, Path, description = "The backend's address (`GET /pools` `address`), URL-encoded; a host name as configured (`name:port`) means all its addresses"),
+        ("action" = String, Path, description = "`drain`, `disable` (`maintenance`, `maint`) or `enable` (`ready`)"),
     ),
     responses(
         (status = 200, description = "Set", body = StateSet),
@@ -93,10 +113,14 @@ pub async fn set_state(
         )
             .into_response();
     };
-    let Some(state) = rt.proxy.backend(&pool, &backend) else {
+    // A backend named by host name is every address it has.
+    let states = running_backends(&rt, &pool, &backend);
+    if states.is_empty() {
         return not_found(&pool, &backend);
-    };
-    state.set_admin_state(target);
+    }
+    for (_, state) in &states {
+        state.set_admin_state(target);
+    }
     tracing::info!(%pool, %backend, state = ?target, "backend state set through the admin API");
     Json(StateSet {
         pool,
@@ -158,10 +182,13 @@ pub async fn set_weight(
         )
             .into_response();
     }
-    let Some(state) = rt.proxy.backend(&pool, &backend) else {
+    let states = running_backends(&rt, &pool, &backend);
+    if states.is_empty() {
         return not_found(&pool, &backend);
-    };
-    state.set_weight_override(Some(weight));
+    }
+    for (_, state) in &states {
+        state.set_weight_override(Some(weight));
+    }
     tracing::info!(%pool, %backend, weight, "backend weight set through the admin API");
     Json(WeightSet {
         pool,
@@ -194,10 +221,13 @@ pub async fn clear_weight(
     State(rt): State<Arc<Runtime>>,
     Path((pool, backend)): Path<(String, String)>,
 ) -> Response {
-    let Some(state) = rt.proxy.backend(&pool, &backend) else {
+    let states = running_backends(&rt, &pool, &backend);
+    if states.is_empty() {
         return not_found(&pool, &backend);
-    };
-    state.set_weight_override(None);
+    }
+    for (_, state) in &states {
+        state.set_weight_override(None);
+    }
     Json(WeightSet {
         pool,
         backend,
@@ -356,37 +386,6 @@ pub async fn remove_backend(
     State(rt): State<Arc<Runtime>>,
     Path((pool, backend)): Path<(String, String)>,
 ) -> Response {
-    let conflict =
-        |msg: String| (StatusCode::CONFLICT, Json(json!({ "error": msg }))).into_response();
-    // Every address the backend has now (a name may have several): each
-    // must be in maintenance with nothing in flight.
-    let state = rt.proxy.state();
-    let Some(running) = state.pool(&pool) else {
-        return not_found(&pool, &backend);
-    };
-    let named = format!("{backend}@");
-    let mine: Vec<_> = running
-        .backends
-        .iter()
-        .filter(|b| b.label == backend || b.label.starts_with(&named))
-        .collect();
-    for b in &mine {
-        if b.state.admin_state() != AdminState::Disabled {
-            return conflict(format!(
-                "backend {} is {:?}: put it in maintenance first (POST …/{backend}/disable)",
-                b.label,
-                b.state.admin_state()
-            ));
-        }
-        let in_flight = b.state.in_flight.load(std::sync::atomic::Ordering::Relaxed);
-        if in_flight > 0 {
-            return conflict(format!(
-                "backend {} has {in_flight} requests in flight",
-                b.label
-            ));
-        }
-    }
-    drop(state);
     let change = BackendChange {
         pool: pool.clone(),
         backend: backend.clone(),
@@ -410,6 +409,28 @@ pub async fn remove_backend(
                 message: format!("no backend {backend} in pool {pool}"),
             });
         };
+        // Under the apply lock: what is checked here holds until the
+        // backend is gone. Every address it has now (a name may have
+        // several) must be in maintenance with nothing in flight.
+        for (label, state) in running_backends(&rt, &pool, &backend) {
+            let admin = state.admin_state();
+            if admin != AdminState::Disabled {
+                return Err(Refusal {
+                    status: 409,
+                    message: format!(
+                        "backend {label} is {}: put it in maintenance first (POST /pools/{pool}/backends/{backend}/maintenance)",
+                        admin.name()
+                    ),
+                });
+            }
+            let in_flight = state.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+            if in_flight > 0 {
+                return Err(Refusal {
+                    status: 409,
+                    message: format!("backend {label} has {in_flight} requests in flight"),
+                });
+            }
+        }
         if p.backends.len() == 1 {
             return Err(Refusal {
                 status: 409,

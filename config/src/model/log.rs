@@ -1,7 +1,10 @@
 //! `server.access_log_format`: the text access log line as a template, as
 //! nginx's `log_format`. `$name` or `${name}` is a field of the access log
 //! (the names JSON lines use), `$$` a dollar sign; anything else is copied.
-//! A field with no value is `-`, as nginx writes it.
+//! A field with no value is `-`, as nginx writes it. Values are escaped as
+//! nginx escapes them (`"` as `\x22`, `\` as `\x5C`, control bytes and
+//! bytes above 0x7E as `\xHH`), so nothing a client sends can end a quoted
+//! field or start a line.
 
 use serde::{Serialize, Serializer};
 
@@ -100,6 +103,11 @@ impl Serialize for AccessLogFormat {
 impl AccessLogFormat {
     /// Parses a template; the error says where and what went wrong.
     pub fn parse(text: &str) -> Result<AccessLogFormat, String> {
+        if let Some(at) = text.find(|c: char| c.is_control()) {
+            return Err(format!(
+                "a control character (such as a line break) at byte {at}: one request, one line"
+            ));
+        }
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut rest = text;
@@ -170,12 +178,23 @@ impl AccessLogFormat {
             match part {
                 LogPart::Text(t) => out.push_str(t),
                 LogPart::Field(f) => match value(*f) {
-                    Some(v) if !v.is_empty() => out.push_str(&v),
+                    Some(v) if !v.is_empty() => escape_into(&mut out, &v),
                     _ => out.push('-'),
                 },
             }
         }
         out
+    }
+}
+
+/// Appends `value` as nginx writes a variable in a log line.
+fn escape_into(out: &mut String, value: &str) {
+    for b in value.bytes() {
+        if b == b'"' || b == b'\\' || b < 0x20 || b > 0x7e {
+            out.push_str(&format!("\\x{b:02X}"));
+        } else {
+            out.push(char::from(b));
+        }
     }
 }
 
@@ -215,6 +234,20 @@ mod tests {
     }
 
     #[test]
+    fn values_cannot_end_a_field_or_start_a_line() {
+        let f = AccessLogFormat::parse("\"$user_agent\" \"$referer\"").unwrap();
+        let line = f.render(|field| match field {
+            LogField::UserAgent => Some(Cow::Borrowed("evil\" 200 \"forged")),
+            LogField::Referer => Some(Cow::Borrowed("a\\x22b\tc\nd é\u{7f}")),
+            _ => None,
+        });
+        assert_eq!(
+            line,
+            "\"evil\\x22 200 \\x22forged\" \"a\\x5Cx22b\\x09c\\x0Ad \\xC3\\xA9\\x7F\""
+        );
+    }
+
+    #[test]
     fn bad_templates_say_where() {
         for (text, says) in [
             ("$nope", "unknown field `$nope` at byte 0"),
@@ -225,6 +258,8 @@ mod tests {
             ("no fields at all", "names no field"),
             ("$$ only", "names no field"),
             ("ünï $clïent", "unknown field `$cl` at byte 6"),
+            ("a\n$client", "control character"),
+            ("$client\t$status", "control character"),
         ] {
             let e = AccessLogFormat::parse(text).unwrap_err();
             assert!(e.contains(says), "{text:?}: {e}");

@@ -149,26 +149,39 @@ impl HostPort {
         if host.contains(':') && !text.starts_with('[') {
             return Err(format!("{text:?}: an IPv6 address is written [addr]:port"));
         }
-        let valid_name = host.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
-        if host.parse::<IpAddr>().is_err() && !valid_name {
-            return Err(format!(
-                "{text:?}: {host:?} is not an IP address or host name"
-            ));
-        }
+        // RFC 1123 §2.1 names: labels of letters, digits and inner hyphens,
+        // at most 63 bytes each and 253 in all, the last not all digits
+        // (`127.000.000.001` is neither an address nor a name).
+        let valid_name = host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+            && !host
+                .rsplit('.')
+                .next()
+                .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()));
+        // One spelling per backend: an address as Rust writes it
+        // (`[0:0::1]` is `::1`), a name in lower case.
+        let host = match host.parse::<IpAddr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) if valid_name => host.to_ascii_lowercase(),
+            Err(_) => {
+                return Err(format!(
+                    "{text:?}: {host:?} is not an IP address or host name"
+                ))
+            }
+        };
         let port: u16 = port
             .parse()
             .map_err(|_| format!("{text:?}: {port:?} is not a port number (0-65535)"))?;
         if port == 0 {
             return Err(format!("{text:?}: a backend port cannot be 0"));
         }
-        Ok(Self {
-            host: host.to_string(),
-            port,
-        })
+        Ok(Self { host, port })
     }
 }
 

@@ -138,6 +138,15 @@ impl Pool {
 }
 
 impl AdminState {
+    /// As the admin API writes it: `enabled`, `draining`, `disabled`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminState::Enabled => "enabled",
+            AdminState::Draining => "draining",
+            AdminState::Disabled => "disabled",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             // HAProxy's runtime API words too: `ready`, `maint`.
