@@ -190,7 +190,7 @@ impl AccessLogFormat {
 /// Appends `value` as nginx writes a variable in a log line.
 fn escape_into(out: &mut String, value: &str) {
     for b in value.bytes() {
-        if b == b'"' || b == b'\\' || b < 0x20 || b > 0x7e {
+        if b == b'"' || b == b'\\' || !(0x20..=0x7e).contains(&b) {
             out.push_str(&format!("\\x{b:02X}"));
         } else {
             out.push(char::from(b));
