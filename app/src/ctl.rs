@@ -146,8 +146,11 @@ pub fn status(config: &Path, live_only: bool) -> anyhow::Result<()> {
     };
     if live_only {
         let (status, body) = rt.block_on(get("/live"))?;
-        if !status.is_success() {
-            bail!("node {addr}: /live answered {status}: {}", body.trim());
+        if !status.is_success() || body.trim() != "live" {
+            bail!(
+                "node {addr}: /live answered {status} {:?}: not a live edge admin API",
+                body.trim()
+            );
         }
         return Ok(());
     }
@@ -161,6 +164,14 @@ pub fn status(config: &Path, live_only: bool) -> anyhow::Result<()> {
             get("/cache/prefill").await?,
         ))
     })?;
+    // What edge's /ready says; anything else is not edge's admin API.
+    let ready_text = ready.1.trim();
+    if !(ready_text.starts_with("ready") || ready_text.starts_with("not ready")) {
+        bail!(
+            "{addr} answered /ready with {} {ready_text:?}: not an edge admin API",
+            ready.0
+        );
+    }
     let is_ready = ready.0.is_success();
     crate::out::say!(
         "node {addr}: {}",
@@ -206,7 +217,7 @@ pub fn status(config: &Path, live_only: bool) -> anyhow::Result<()> {
         );
     }
     let p = json(&prefill.1);
-    if p["phase"] != "idle" {
+    if p["phase"].as_str().is_some_and(|phase| phase != "idle") {
         crate::out::say!(
             "prefill: {}, {}/{} objects, {} bytes",
             p["phase"].as_str().unwrap_or("?"),

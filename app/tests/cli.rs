@@ -378,6 +378,34 @@ pool = "app"
     assert!(err.contains("admin API at"), "{err}");
     let live = edge(&["status", "--live", "-c", file.to_str().unwrap()]);
     assert_eq!(live.status.code(), Some(1), "{live:?}");
+
+    // Something else on the admin address that answers 200 to anything is
+    // not taken for a ready node.
+    let other = edge_testkit::Scripted::start().await;
+    for path in [
+        "/ready",
+        "/live",
+        "/pools",
+        "/cache",
+        "/site",
+        "/cache/prefill",
+    ] {
+        other.set(path, edge_testkit::Reply::ok("hello", &[]));
+    }
+    std::fs::write(
+        &file,
+        config.replace(
+            "127.0.0.1:0\"\n[[listener]]",
+            &format!("{}\"\n[[listener]]", other.addr()),
+        ),
+    )
+    .unwrap();
+    for args in [&["status"][..], &["status", "--live"]] {
+        let out = edge(&[args, &["-c", file.to_str().unwrap()]].concat());
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("edge admin API"), "{args:?}: {err}");
+    }
 }
 
 /// `server.access_log_format`: the text access line as nginx's

@@ -63,6 +63,21 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// What a call whose JSON body could not be read gets: 413 when the body
+/// is larger than the admin API takes (axum's limit, 2 MB), else 400 with
+/// what was expected and what was wrong.
+pub fn body_rejected(e: &axum::extract::rejection::JsonRejection, expected: &str) -> Response {
+    let status = if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        axum::http::StatusCode::BAD_REQUEST
+    };
+    let body = ErrorBody {
+        error: format!("{expected}: {e}"),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
 /// Every route of the admin API with its documentation.
 pub fn routes() -> OpenApiRouter<Arc<Runtime>> {
     OpenApiRouter::with_openapi(Doc::openapi())

@@ -134,6 +134,7 @@ Answers `{\"url\" | \"prefix\" | \"surrogate_key\": what, \"mode\", \"purged\": 
     responses(
         (status = 200, description = "Purged", body = Object),
         (status = 400, description = "Not exactly one target, an unknown mode or field, or not a URL", body = ErrorBody),
+        (status = 413, description = "The body is larger than 2 MB", body = ErrorBody),
         (status = 401, description = "No or wrong token", content_type = "text/plain", body = String),
         (status = 403, description = "No token is configured: mutating calls are disabled", content_type = "text/plain", body = String),
         (status = 500, description = "The purge failed", body = ErrorBody),
@@ -148,7 +149,7 @@ pub async fn purge(
 ) -> Response {
     let body = match body {
         Ok(Json(b)) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad purge request: {e}")),
+        Err(e) => return super::api::body_rejected(&e, "bad purge request"),
     };
     let mode = match body.mode.as_deref() {
         None | Some("hard") => PurgeMode::Hard,

@@ -180,10 +180,24 @@ pub struct EventsQuery {
     description = "The last 200 of: every warning and error, and what edge itself logs at `info` (reloads, admin \
 actions, health changes, drains); not the access log.",
     params(EventsQuery),
-    responses((status = 200, description = "The events", body = Vec<crate::events::Kept>))
+    responses(
+        (status = 200, description = "The events", body = Vec<crate::events::Kept>),
+        (status = 400, description = "`after` is not a sequence number", body = super::api::ErrorBody),
+    )
 )]
-pub async fn events(Query(q): Query<EventsQuery>) -> Response {
-    Json(crate::events::since(q.after)).into_response()
+pub async fn events(
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match q {
+        Ok(Query(q)) => Json(crate::events::since(q.after)).into_response(),
+        Err(e) => (
+            axum::http::StatusCode::BAD_REQUEST,
+            Json(super::api::ErrorBody {
+                error: format!("after: a sequence number from a previous answer ({e})"),
+            }),
+        )
+            .into_response(),
+    }
 }
 
 #[cfg(test)]

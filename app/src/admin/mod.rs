@@ -335,6 +335,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bad_bodies_and_queries_get_json_errors_and_too_large_is_413() {
+        let rt = runtime(true).await;
+        let (status, body) = call(&rt, "GET", "/events?after=-1", None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v["error"].as_str().unwrap().starts_with("after:"), "{body}");
+        assert_eq!(
+            call(&rt, "GET", "/events?after=3", None).await.0,
+            StatusCode::OK
+        );
+        let auth = format!("Bearer {TOKEN}");
+        for path in [
+            "/pools/p/backends",
+            "/pools/p/backends/127.0.0.1:1/weight",
+            "/cache/purge",
+            "/cache/prefill",
+        ] {
+            let huge = format!("{{\"address\": \"{}\"}}", "a".repeat(3 << 20));
+            let req = Request::builder()
+                .method("POST")
+                .uri(path)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .body(Body::from(huge))
+                .unwrap();
+            let resp = router(rt.clone()).oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+            let req = Request::builder()
+                .method("POST")
+                .uri(path)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .body(Body::from("{not json"))
+                .unwrap();
+            let resp = router(rt.clone()).oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert!(v["error"].is_string(), "{path}");
+        }
+    }
+
+    #[tokio::test]
     async fn no_token_means_no_mutation() {
         let rt = runtime(false).await;
         let (status, body) = call(&rt, "POST", "/reload", Some("Bearer anything")).await;

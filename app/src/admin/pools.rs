@@ -154,6 +154,7 @@ pub struct WeightBody {
     responses(
         (status = 200, description = "Set", body = WeightSet),
         (status = 400, description = "Not `{\"weight\": N}` with N from 1 to 1,000,000", body = ErrorBody),
+        (status = 413, description = "The body is larger than 2 MB", body = ErrorBody),
         (status = 401, description = "No or wrong token", content_type = "text/plain", body = String),
         (status = 403, description = "No token is configured: mutating calls are disabled", content_type = "text/plain", body = String),
         (status = 404, description = "No such pool or backend", body = ErrorBody),
@@ -167,13 +168,7 @@ pub async fn set_weight(
 ) -> Response {
     let Json(WeightBody { weight }) = match body {
         Ok(b) => b,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({ "error": format!("expected {{\"weight\": N}}: {e}") })),
-            )
-                .into_response()
-        }
+        Err(e) => return super::api::body_rejected(&e, "expected {\"weight\": N}"),
     };
     if !(1..=1_000_000).contains(&weight) {
         return (
@@ -287,6 +282,7 @@ under `admin_overrides` in `GET /config`.",
     responses(
         (status = 201, description = "Added", body = BackendChanged),
         (status = 400, description = "Not `{\"address\": \"host:port\", \"weight\": N}`, or a bad address or weight", body = ErrorBody),
+        (status = 413, description = "The body is larger than 2 MB", body = ErrorBody),
         (status = 401, description = "No or wrong token", content_type = "text/plain", body = String),
         (status = 403, description = "No token is configured: mutating calls are disabled", content_type = "text/plain", body = String),
         (status = 404, description = "No such pool in the config", body = ErrorBody),
@@ -305,9 +301,10 @@ pub async fn add_backend(
     let NewBackend { address, weight } = match body {
         Ok(Json(b)) => b,
         Err(e) => {
-            return bad(format!(
-                "expected {{\"address\": \"host:port\", \"weight\": N}}: {e}"
-            ))
+            return super::api::body_rejected(
+                &e,
+                "expected {\"address\": \"host:port\", \"weight\": N}",
+            )
         }
     };
     let address = match HostPort::parse(address.trim()) {

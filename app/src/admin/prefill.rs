@@ -29,6 +29,7 @@ site owns are left to it. The job survives a restart (its state file).",
     responses(
         (status = 202, description = "Started: the job's status, as `GET /cache/prefill`", body = Object),
         (status = 400, description = "A field is missing or wrong", body = ErrorBody),
+        (status = 413, description = "The body is larger than 2 MB", body = ErrorBody),
         (status = 401, description = "No or wrong token", content_type = "text/plain", body = String),
         (status = 403, description = "No token is configured: mutating calls are disabled", content_type = "text/plain", body = String),
         (status = 500, description = "The job could not start (its state file)", body = ErrorBody),
@@ -41,13 +42,7 @@ pub async fn start(
 ) -> Response {
     let spec = match body {
         Ok(Json(s)) => s,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({ "error": format!("bad prefill request: {e}") })),
-            )
-                .into_response()
-        }
+        Err(e) => return super::api::body_rejected(&e, "bad prefill request"),
     };
     if let Err(e) = spec.check() {
         return (StatusCode::BAD_REQUEST, Json(json!({ "error": e }))).into_response();
