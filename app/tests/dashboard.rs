@@ -2,7 +2,8 @@
 //! driven through chromedriver (WebDriver) by fantoccini. The page must
 //! load with no console errors, show live traffic and a backend that is
 //! down, and its drain button must work with the token and be refused
-//! without it. A screenshot goes to `target/tmp/dashboard.png`.
+//! without it; a backend added from the page appears, and removed (after
+//! maintenance) goes. A screenshot goes to `target/tmp/dashboard.png`.
 
 // Helpers in test files may unwrap: a panic here is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -342,6 +343,75 @@ async fn the_dashboard_shows_live_state_and_its_buttons_need_the_token() {
         |t| t.contains("backend state set through the admin API"),
     )
     .await;
+
+    // A backend added from the page takes its place in the table; taken
+    // out (maintenance) and removed, it leaves it.
+    let extra = origin("extra").await;
+    let extra_row = format!("#pools tr[data-backend=\"{}\"]", extra.addr());
+    for (id, text) in [
+        ("add-pool", "p".to_string()),
+        ("add-address", extra.addr().to_string()),
+    ] {
+        browser
+            .find(Locator::Id(id))
+            .await
+            .unwrap()
+            .send_keys(&text)
+            .await
+            .unwrap();
+    }
+    browser
+        .find(Locator::Css("#add-backend button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(
+        &browser,
+        &format!("{extra_row} td:nth-child(2)"),
+        "the added backend's row",
+        |t| t == extra.addr().to_string(),
+    )
+    .await;
+    let pools: Value =
+        serde_json::from_str(&c.get(&node.admin_url("/pools")).await.text()).unwrap();
+    assert_eq!(pools[0]["backends"].as_array().unwrap().len(), 3, "{pools}");
+    for action in ["disable", "remove"] {
+        browser
+            .find(Locator::Css(&format!(
+                "{extra_row} button[data-action=\"{action}\"]"
+            )))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        if action == "disable" {
+            wait_text(
+                &browser,
+                &format!("{extra_row} td:nth-child(4)"),
+                "disabled shown",
+                |t| t == "disabled",
+            )
+            .await;
+        }
+    }
+    eventually(
+        Duration::from_secs(15),
+        "the removed backend's row gone",
+        || async {
+            browser
+                .find(Locator::Css(&extra_row))
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    let pools: Value =
+        serde_json::from_str(&c.get(&node.admin_url("/pools")).await.text()).unwrap();
+    assert_eq!(pools[0]["backends"].as_array().unwrap().len(), 2, "{pools}");
 
     let shot = browser.screenshot().await.unwrap();
     assert!(shot.starts_with(b"\x89PNG"), "a PNG screenshot");

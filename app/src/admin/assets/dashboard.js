@@ -364,7 +364,12 @@ function pools(list) {
         buttons: ["drain", "disable", "enable"].map((a) => ({
           label: a,
           action: () => act("POST", path("pools", pool.name, "backends", b.address, a)),
-        })),
+        })).concat([{
+          // A backend named by host name is removed by its name (all its
+          // addresses); the API wants it in maintenance first.
+          label: "remove",
+          action: () => act("DELETE", path("pools", pool.name, "backends", b.address.split("@")[0])),
+        }]),
       });
     }
   }
@@ -526,6 +531,12 @@ function start() {
     sessionStorage.removeItem("edge-admin-token");
     input.value = "";
     notice("token forgotten", true);
+  });
+  byId("add-backend").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const pool = byId("add-pool").value.trim();
+    const weight = Number(byId("add-weight").value || 1);
+    act("POST", path("pools", pool, "backends"), { address: byId("add-address").value.trim(), weight: weight });
   });
   poll();
   setInterval(poll, POLL_MS);
