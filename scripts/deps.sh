@@ -27,6 +27,8 @@ if [[ $want == test || $want == bench ]]; then
   # The dashboard's browser test: headless Chromium through chromedriver.
   need_cmd chromium chromium
   need_cmd chromedriver chromium-driver
+  # tls.acme's test: Let's Encrypt's ACME test server.
+  need_cmd pebble pebble
 fi
 if [[ $want == bench ]]; then
   need_cmd nginx nginx

@@ -1,6 +1,7 @@
 //! `edge`: check a config, run a node, run the synthetic origin, or a demo.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod acme;
 mod admin;
 mod check;
 mod cli;

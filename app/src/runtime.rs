@@ -192,6 +192,8 @@ pub struct Runtime {
     pub prefill: crate::prefill::Prefill,
     /// This node's digest of held objects (`GET /site/digest`).
     pub digest: crate::digest::NodeDigest,
+    /// `tls.acme` certificates and their order tasks.
+    acme: Arc<crate::acme::AcmeManager>,
 }
 
 /// A listener's connection handler, and the HTTP one behind it if any (to
@@ -224,6 +226,36 @@ struct ListenerPlan {
     dns_bind: Vec<edge_dns::BoundDns>,
     /// `dns` listeners to stop (removed or moved).
     dns_remove: Vec<String>,
+    /// The `tls.acme` slot of every https listener that has one.
+    acme: Vec<Arc<edge_proxy::listen::acme::AcmeSlot>>,
+}
+
+/// What building listener handlers needs.
+struct Build<'a> {
+    proxy: &'a Arc<Proxy>,
+    conf: &'a Arc<ServerConf>,
+    acme: &'a crate::acme::AcmeManager,
+}
+
+impl Build<'_> {
+    /// An https listener's TLS settings, with its `tls.acme` slot (also
+    /// recorded in `plan`, to start its task at commit).
+    fn tls(
+        &self,
+        name: &str,
+        https: &edge_config::HttpsListener,
+        slots: &mut Vec<Arc<edge_proxy::listen::acme::AcmeSlot>>,
+    ) -> Result<TlsSettings, BuildError> {
+        let slot = match &https.acme {
+            Some(acme) => {
+                let slot = self.acme.slot(name, acme)?;
+                slots.push(slot.clone());
+                Some(slot)
+            }
+            None => None,
+        };
+        TlsSettings::build(name, https, slot)
+    }
 }
 
 impl Runtime {
@@ -269,6 +301,7 @@ impl Runtime {
             http_handlers: parking_lot::Mutex::new(HashMap::new()),
             inherited: parking_lot::Mutex::new(crate::handover::Inherited::default()),
             upgrader: crate::upgrade::Upgrader::default(),
+            acme: Arc::default(),
         }))
     }
 
@@ -434,11 +467,20 @@ impl Runtime {
         let new = Arc::new(new);
         let new_for_build = new.clone();
         let mut inherited = std::mem::take(&mut *self.inherited.lock());
+        let acme = self.acme.clone();
         let (built, inherited) = tokio::task::spawn_blocking(move || {
             let built = (|| -> Result<_, BuildError> {
                 let state = proxy.build(&new_for_build, &resolved)?;
-                let plan =
-                    plan_listeners(&old_for_plan, &new_for_build, &proxy, &conf, &mut inherited)?;
+                let plan = plan_listeners(
+                    &old_for_plan,
+                    &new_for_build,
+                    &Build {
+                        proxy: &proxy,
+                        conf: &conf,
+                        acme: &acme,
+                    },
+                    &mut inherited,
+                )?;
                 Ok((state, plan))
             })();
             (built, inherited)
@@ -494,6 +536,7 @@ impl Runtime {
                 .with_label_values(&[&listener, &path])
                 .set(not_after as f64);
         }
+        self.acme.commit(plan.acme, &self.proxy);
         match cache_change {
             CacheChange::Open(cache) => self.proxy.set_cache(cache),
             CacheChange::Configure(prepared) => {
@@ -622,13 +665,13 @@ impl Runtime {
     }
 }
 
-/// Config features this build validates but does not serve yet. A config
-/// using them is refused rather than run with them silently ignored.
+/// A listener's connection handler (its certificates loaded).
 fn handler_for(
     listener: &Listener,
-    proxy: &Arc<Proxy>,
-    conf: &Arc<ServerConf>,
+    build: &Build<'_>,
+    slots: &mut Vec<Arc<edge_proxy::listen::acme::AcmeSlot>>,
 ) -> Result<Handler, BuildError> {
+    let (proxy, conf) = (build.proxy, build.conf);
     let metrics = proxy.metrics.listener(&listener.name);
     let http = |h: Arc<HttpHandler>| Handler {
         dyn_handler: h.clone(),
@@ -647,7 +690,7 @@ fn handler_for(
             )))
         }
         ListenerKind::Https(https) => {
-            let tls = TlsSettings::build(&listener.name, https)?;
+            let tls = build.tls(&listener.name, https, slots)?;
             let edge = EdgeProxy::new(proxy.clone(), &listener.name, true, &https.http);
             Ok(http(HttpHandler::new(
                 &listener.name,
@@ -676,8 +719,7 @@ fn handler_for(
 fn plan_listeners(
     old: &Config,
     new: &Config,
-    proxy: &Arc<Proxy>,
-    conf: &Arc<ServerConf>,
+    build: &Build<'_>,
     inherited: &mut crate::handover::Inherited,
 ) -> Result<ListenerPlan, BuildError> {
     let old_by_name: HashMap<&str, &Listener> =
@@ -689,6 +731,7 @@ fn plan_listeners(
         remove: Vec::new(),
         dns_bind: Vec::new(),
         dns_remove: Vec::new(),
+        acme: Vec::new(),
     };
     let udp_sockets = new.dns.as_ref().map_or(1, |d| d.threads);
     for l in &new.listeners {
@@ -730,11 +773,11 @@ fn plan_listeners(
         match old.filter(|_| !was_dns) {
             Some(o) if o.address == l.address => {
                 if *o != l {
-                    plan.replace
-                        .push((l.name.clone(), handler_for(l, proxy, conf)?));
+                    let handler = handler_for(l, build, &mut plan.acme)?;
+                    plan.replace.push((l.name.clone(), handler));
                 } else if let ListenerKind::Https(https) = &l.kind {
-                    plan.renew
-                        .push((l.name.clone(), TlsSettings::build(&l.name, https)?));
+                    let tls = build.tls(&l.name, https, &mut plan.acme)?;
+                    plan.renew.push((l.name.clone(), tls));
                 }
             }
             // New, or moved: the new socket is bound before the old one closes.
@@ -746,8 +789,8 @@ fn plan_listeners(
                         BoundListener::bind(&l.name, l.address)?
                     }
                 };
-                plan.bind
-                    .push((l.clone(), bound, handler_for(l, proxy, conf)?));
+                let handler = handler_for(l, build, &mut plan.acme)?;
+                plan.bind.push((l.clone(), bound, handler));
             }
         }
     }

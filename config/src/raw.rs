@@ -116,6 +116,26 @@ pub(crate) struct RawHttpsListener {
     pub limits: Option<S<RawHttpLimits>>,
     #[serde(default)]
     pub certificate: Vec<S<RawCertificate>>,
+    pub tls: Option<S<RawTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub acme: Option<S<RawAcme>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAcme {
+    pub directory: S<String>,
+    pub email: Option<S<String>>,
+    #[serde(default)]
+    pub domains: Vec<S<String>>,
+    pub challenge: Option<S<String>>,
+    pub state_dir: Option<S<String>>,
+    pub renew_before: Option<S<Scalar>>,
+    pub ca: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

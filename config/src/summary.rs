@@ -41,9 +41,17 @@ impl fmt::Display for Summary<'_> {
         writeln!(f, "{}:", plural(c.listeners.len(), "listener"))?;
         for l in &c.listeners {
             let extra = match &l.kind {
-                ListenerKind::Https(h) => {
-                    format!(" ({})", plural(h.certificates.len(), "certificate"))
-                }
+                ListenerKind::Https(h) => match &h.acme {
+                    Some(a) if h.certificates.is_empty() => {
+                        format!(" (ACME: {})", a.domains.join(", "))
+                    }
+                    Some(a) => format!(
+                        " ({}, ACME: {})",
+                        plural(h.certificates.len(), "certificate"),
+                        a.domains.join(", ")
+                    ),
+                    None => format!(" ({})", plural(h.certificates.len(), "certificate")),
+                },
                 ListenerKind::Tcp(t) => format!(" → pool {}", t.pool),
                 _ => String::new(),
             };

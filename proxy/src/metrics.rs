@@ -39,6 +39,8 @@ pub struct ProxyMetrics {
     pub video: crate::video::VideoMetrics,
     /// `notAfter` of each https listener's certificates, Unix seconds.
     pub certificate_expiry: prometheus::GaugeVec,
+    /// ACME orders by listener and result (`issued`, `failed`).
+    pub acme_orders: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -188,6 +190,17 @@ impl ProxyMetrics {
                 )?;
                 registry.register(Box::new(g.clone()))?;
                 g
+            },
+            acme_orders: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "edge_acme_orders_total",
+                        "ACME certificate orders of https listeners with tls.acme, by result (issued, failed)",
+                    ),
+                    &["listener", "result"],
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
             },
         })
     }

@@ -65,6 +65,8 @@ pub struct Proxy {
     pub qoe: crate::video::cmcd::QoeTable,
     /// What the node serves now (`GET /site/state`).
     pub load: crate::load::Load,
+    /// `http-01` answers of open ACME orders (`tls.acme`).
+    pub acme_http01: crate::listen::acme::Http01Answers,
 }
 
 impl Proxy {
@@ -97,6 +99,7 @@ impl Proxy {
             qoe: crate::video::cmcd::QoeTable::default(),
             steerer: OnceLock::new(),
             load: crate::load::Load::default(),
+            acme_http01: Default::default(),
         }))
     }
 

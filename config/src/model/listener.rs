@@ -124,6 +124,44 @@ pub struct HttpsListener {
     /// Offer HTTP/2 by ALPN (h2, then http/1.1).
     pub http2: bool,
     pub certificates: Vec<Certificate>,
+    /// `tls.acme`: certificates obtained and renewed from an ACME CA.
+    pub acme: Option<Acme>,
+}
+
+/// `tls.acme` of an https listener: one certificate for `domains`,
+/// obtained from an ACME (RFC 8555) CA, kept under `state_dir` and renewed
+/// before it expires, as Caddy and Traefik do.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Acme {
+    /// The CA's directory URL (`https://…/directory`).
+    pub directory: String,
+    /// Contact for the account (`mailto:` is added); none: no contact.
+    pub email: Option<String>,
+    /// The names on the certificate, lower case; the first names the files.
+    pub domains: Vec<String>,
+    /// How the CA checks control of each name.
+    pub challenge: AcmeChallenge,
+    /// Where the account key, certificates and keys are kept.
+    pub state_dir: PathBuf,
+    /// Renew when this much validity is left; none: when a third is left
+    /// (Let's Encrypt's advice; 30 of 90 days).
+    #[serde(with = "crate::units::duration_serde::option")]
+    pub renew_before: Option<Duration>,
+    /// A PEM root that the directory's HTTPS certificate must chain to,
+    /// instead of the system's (test CAs such as Pebble).
+    pub ca: Option<PathBuf>,
+}
+
+/// RFC 8555 §8.3 and RFC 8737.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AcmeChallenge {
+    /// `http-01`: the CA fetches `/.well-known/acme-challenge/TOKEN` on
+    /// port 80 from an `http` listener.
+    Http01,
+    /// `tls-alpn-01`: the CA connects to port 443 of this listener with
+    /// ALPN `acme-tls/1`.
+    TlsAlpn01,
 }
 
 /// A certificate and key, served to clients whose SNI matches `server_names`.

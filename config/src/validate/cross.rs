@@ -28,6 +28,7 @@ pub(super) fn check(
         pools.iter().map(|(at, p)| (at, p.name.as_str())),
         "pool",
     );
+    acme(ck, listeners);
     unique(
         ck,
         routes.iter().map(|(at, r)| (at, r.name.as_str())),
@@ -249,6 +250,43 @@ fn collide(a: &SocketAddr, b: &SocketAddr) -> bool {
         return false;
     }
     a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified()
+}
+
+/// `tls.acme`: `http-01` is answered by an `http` listener, so one must
+/// exist; a name is obtained by one listener only (two would each order
+/// the same certificate).
+fn acme(ck: &mut Checker<'_>, listeners: &[(ItemAt, Listener)]) {
+    let has_http = listeners
+        .iter()
+        .any(|(_, l)| matches!(l.kind, ListenerKind::Http(_)));
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (at, l) in listeners {
+        let ListenerKind::Https(h) = &l.kind else {
+            continue;
+        };
+        let Some(acme) = &h.acme else { continue };
+        let path = format!("{}.tls.acme", at.path);
+        if acme.challenge == crate::model::AcmeChallenge::Http01 && !has_http {
+            ck.error(
+                at.span.clone(),
+                format!("{path}.challenge"),
+                "challenge \"http-01\" is answered on an http listener, and there is none",
+                Some("an [[listener]] with kind = \"http\" on port 80, or challenge = \"tls-alpn-01\""),
+            );
+        }
+        for d in &acme.domains {
+            if let Some((_, other)) = seen.iter().find(|(name, _)| name == d) {
+                ck.error(
+                    at.span.clone(),
+                    format!("{path}.domains"),
+                    format!("{d:?} is already obtained by listener {other:?}"),
+                    Some("each name in one listener's tls.acme"),
+                );
+            } else {
+                seen.push((d, &l.name));
+            }
+        }
+    }
 }
 
 fn ports(ck: &mut Checker<'_>, listeners: &[(ItemAt, Listener)], config: &Config) {

@@ -2,14 +2,15 @@
 //! deserialized with its spans intact.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use toml::de::DeValue;
 use toml::Spanned;
 
 use super::{Checker, ItemAt};
 use crate::model::{
-    Certificate, EscapedSlashes, HttpLimits, HttpListener, HttpsListener, Listener, ListenerKind,
-    TcpListener,
+    Acme, AcmeChallenge, Certificate, EscapedSlashes, HttpLimits, HttpListener, HttpsListener,
+    Listener, ListenerKind, TcpListener,
 };
 use crate::raw::{
     RawDnsListener, RawHttpLimits, RawHttpListener, RawHttpsListener, RawTcpListener,
@@ -84,7 +85,17 @@ pub(super) fn listener(
                     limits: raw.limits,
                 },
             );
-            let certificates = certificates(ck, path, &item.span(), raw.certificate);
+            let raw_acme = raw.tls.map(|t| t.into_inner()).and_then(|t| t.acme);
+            let has_acme = raw_acme.is_some();
+            let acme =
+                raw_acme.and_then(|a| acme(ck, &join_key(&join_key(path, "tls"), "acme"), a));
+            let certificates = certificates(
+                ck,
+                path,
+                &item.span(),
+                raw.certificate,
+                (has_acme, acme.as_ref()),
+            );
             (
                 name,
                 address,
@@ -93,6 +104,7 @@ pub(super) fn listener(
                     http,
                     http2: raw.http2.unwrap_or(true),
                     certificates,
+                    acme,
                 }),
             )
         }
@@ -344,13 +356,14 @@ fn certificates(
     path: &str,
     span: &std::ops::Range<usize>,
     raw: Vec<Spanned<crate::raw::RawCertificate>>,
+    (has_acme, acme): (bool, Option<&Acme>),
 ) -> Vec<Certificate> {
-    if raw.is_empty() {
+    if raw.is_empty() && !has_acme {
         ck.error(
             span.clone(),
             join_key(path, "certificate"),
             "an https listener needs at least one certificate",
-            Some("[[listener.certificate]] with `cert` and `key`"),
+            Some("[[listener.certificate]] with `cert` and `key`, or `tls.acme`"),
         );
     }
     let mut out: Vec<Certificate> = Vec::new();
@@ -374,7 +387,10 @@ fn certificates(
                 );
                 continue;
             }
-            if out.iter().any(|o| o.server_names.contains(&name)) || names.contains(&name) {
+            if out.iter().any(|o| o.server_names.contains(&name))
+                || names.contains(&name)
+                || acme.is_some_and(|a| a.domains.contains(&name))
+            {
                 ck.error(
                     n.span(),
                     np,
@@ -385,7 +401,10 @@ fn certificates(
             }
             names.push(name);
         }
-        let is_default = c.default.unwrap_or(single || names.is_empty());
+        // With `tls.acme`, its certificate is the default unless a file says otherwise.
+        let is_default = c
+            .default
+            .unwrap_or((single && !has_acme) || names.is_empty());
         if is_default {
             if default_seen {
                 ck.error(
@@ -407,4 +426,169 @@ fn certificates(
         });
     }
     out
+}
+
+/// A name a public CA certifies (RFC 1123 §2.1 host names under a parent
+/// domain): letters, digits and inner hyphens in each label, at least two
+/// labels, not all digits (an address).
+fn host_name_ok(name: &str) -> bool {
+    name.len() <= 253
+        && name.contains('.')
+        && name.parse::<std::net::IpAddr>().is_err()
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && !name
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Where ACME state is kept when `state_dir` is not given (the Debian
+/// package's state directory).
+pub const DEFAULT_ACME_STATE_DIR: &str = "/var/lib/edge/acme";
+
+/// `tls.acme`: checks the directory URL (HTTPS, RFC 8555 §6.1), the contact,
+/// and the names (host names; no wildcards, which only DNS-01 can prove).
+fn acme(ck: &mut Checker<'_>, path: &str, raw: Spanned<crate::raw::RawAcme>) -> Option<Acme> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let mut ok = true;
+    let dir_path = join_key(path, "directory");
+    match url::Url::parse(raw.directory.get_ref()) {
+        Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {}
+        Ok(_) => {
+            ok = false;
+            ck.error(
+                raw.directory.span(),
+                dir_path,
+                format!("{:?} is not an https URL", raw.directory.get_ref()),
+                Some("the CA's directory URL, such as \"https://acme-v02.api.letsencrypt.org/directory\" (RFC 8555 requires HTTPS)"),
+            );
+        }
+        Err(e) => {
+            ok = false;
+            ck.error(
+                raw.directory.span(),
+                dir_path,
+                format!("{:?} is not a URL: {e}", raw.directory.get_ref()),
+                Some("the CA's directory URL, such as \"https://acme-v02.api.letsencrypt.org/directory\""),
+            );
+        }
+    }
+    let email = raw.email.as_ref().map(|e| {
+        let text = e.get_ref().trim();
+        let good = text.split_once('@').is_some_and(|(local, host)| {
+            !local.is_empty()
+                && super::fields::dns_name_ok(host)
+                && !text
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | '<' | '>'))
+        });
+        if !good {
+            ok = false;
+            ck.error(
+                e.span(),
+                join_key(path, "email"),
+                format!("{:?} is not an email address", e.get_ref()),
+                Some("an address such as \"ops@example.com\""),
+            );
+        }
+        text.strip_prefix("mailto:").unwrap_or(text).to_string()
+    });
+    if raw.domains.is_empty() {
+        ok = false;
+        ck.error(
+            span.clone(),
+            join_key(path, "domains"),
+            "tls.acme needs at least one domain",
+            Some("domains = [\"example.com\", \"www.example.com\"]"),
+        );
+    }
+    let mut domains: Vec<String> = Vec::new();
+    for (i, d) in raw.domains.iter().enumerate() {
+        let dp = format!("{}[{i}]", join_key(path, "domains"));
+        let name = d.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        if name.contains('*') {
+            ok = false;
+            ck.error(
+                d.span(),
+                dp,
+                format!("{:?} is a wildcard", d.get_ref()),
+                Some("host names: a wildcard certificate needs the DNS-01 challenge, which edge does not answer; use a [[listener.certificate]] file for it"),
+            );
+            continue;
+        }
+        if !host_name_ok(&name) {
+            ok = false;
+            ck.error(
+                d.span(),
+                dp,
+                format!("{:?} is not a domain name", d.get_ref()),
+                Some("a fully qualified host name such as \"www.example.com\""),
+            );
+            continue;
+        }
+        if domains.contains(&name) {
+            ok = false;
+            ck.error(d.span(), dp, format!("{name:?} is listed twice"), None);
+            continue;
+        }
+        domains.push(name);
+    }
+    let challenge = match &raw.challenge {
+        Some(c) => ck
+            .choice(
+                c,
+                &join_key(path, "challenge"),
+                &[
+                    ("tls-alpn-01", AcmeChallenge::TlsAlpn01),
+                    ("http-01", AcmeChallenge::Http01),
+                ],
+            )
+            .unwrap_or_else(|| {
+                ok = false;
+                AcmeChallenge::TlsAlpn01
+            }),
+        None => AcmeChallenge::TlsAlpn01,
+    };
+    let state_dir = match &raw.state_dir {
+        Some(d) if d.get_ref().trim().is_empty() => {
+            ok = false;
+            ck.error(
+                d.span(),
+                join_key(path, "state_dir"),
+                "an empty path",
+                Some("a directory edge may write, such as \"/var/lib/edge/acme\""),
+            );
+            PathBuf::new()
+        }
+        Some(d) => ck.resolve(d.get_ref()),
+        None => PathBuf::from(DEFAULT_ACME_STATE_DIR),
+    };
+    let renew_before = raw.renew_before.as_ref().map(|_| {
+        ck.positive_duration(
+            &raw.renew_before,
+            path,
+            "renew_before",
+            std::time::Duration::ZERO,
+        )
+    });
+    let ca = raw
+        .ca
+        .as_ref()
+        .map(|c| ck.existing_file(c, &join_key(path, "ca"), "CA certificate file"));
+    ok.then(|| Acme {
+        directory: raw.directory.into_inner(),
+        email,
+        domains,
+        challenge,
+        state_dir,
+        renew_before,
+        ca,
+    })
 }

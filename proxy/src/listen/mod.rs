@@ -8,6 +8,7 @@
 //! sockets first (a failure keeps everything as it was) and closes removed
 //! ones, whose open connections finish normally.
 
+pub mod acme;
 mod buffered;
 mod conn;
 pub mod framing;

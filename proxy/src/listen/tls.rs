@@ -1,7 +1,8 @@
 //! TLS for `https` listeners: certificates chosen by SNI (exact names, then
-//! `*.` wildcards, then the default), TLS 1.2 and 1.3 only, ALPN h2 and
-//! http/1.1. Everything is loaded before serving, so a bad certificate is a
-//! build error and the running listener keeps its old one.
+//! the `tls.acme` domains, then `*.` wildcards, then the default), TLS 1.2
+//! and 1.3 only, ALPN h2 and http/1.1 (and `acme-tls/1` while `tls.acme`
+//! uses `tls-alpn-01`). Files are loaded before serving, so a bad
+//! certificate is a build error and the running listener keeps its old one.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,6 +15,7 @@ use rustls::version::{TLS12, TLS13};
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::acme::{AcmeSlot, ACME_TLS_ALPN};
 use crate::error::BuildError;
 
 /// Picks the certificate for a client's SNI.
@@ -23,13 +25,26 @@ pub struct SniResolver {
     /// Keyed by the suffix after `*` (`.example.com`).
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     default: Option<Arc<CertifiedKey>>,
+    /// `tls.acme`: its domains, and the default when no file is.
+    acme: Option<Arc<AcmeSlot>>,
 }
 
 impl SniResolver {
     pub fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let acme = || {
+            self.acme
+                .as_ref()
+                .and_then(|a| a.current())
+                .map(|c| c.key.clone())
+        };
         if let Some(name) = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase()) {
             if let Some(k) = self.exact.get(&name) {
                 return Some(k.clone());
+            }
+            if self.acme.as_ref().is_some_and(|a| a.covers(&name)) {
+                // None until the first certificate is obtained: the
+                // handshake fails rather than showing another name's.
+                return acme();
             }
             // `*.example.com` covers one label: a.example.com, not a.b.example.com.
             if let Some((_, rest)) = name.split_once('.') {
@@ -38,14 +53,69 @@ impl SniResolver {
                 }
             }
         }
-        self.default.clone()
+        self.default.clone().or_else(acme)
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // RFC 8737 §3: a client offering `acme-tls/1` is the CA validating a
+        // `tls-alpn-01` challenge; it gets the challenge certificate for the
+        // name, or no handshake at all.
+        let validating = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        if validating {
+            let name = hello
+                .server_name()?
+                .trim_end_matches('.')
+                .to_ascii_lowercase();
+            return self.acme.as_ref()?.challenge_cert(&name);
+        }
         self.pick(hello.server_name())
     }
+}
+
+/// A certificate chain and its key from one PEM text (as `tls.acme` keeps
+/// them), checked to belong together, with the leaf's validity (`notBefore`,
+/// `notAfter`, Unix seconds) and DNS names.
+pub fn certified_key_from_pem(
+    pem: &[u8],
+) -> Result<(Arc<CertifiedKey>, i64, i64, Vec<String>), String> {
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("not PEM: {e}"))?;
+    let leaf = chain.first().ok_or("no CERTIFICATE in the file")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    let validity = cert.validity();
+    let names = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &pem[..])
+        .map_err(|e| format!("not PEM: {e}"))?
+        .ok_or("no PRIVATE KEY in the file")?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key_der)
+        .map_err(|e| format!("unsupported key: {e}"))?;
+    let certified = CertifiedKey::new(chain.clone(), signer);
+    certified
+        .keys_match()
+        .map_err(|e| format!("the key does not match the certificate: {e}"))?;
+    Ok((
+        Arc::new(certified),
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+        names,
+    ))
 }
 
 fn cert_error(listener: &str, path: &Path, why: impl Into<String>) -> BuildError {
@@ -118,10 +188,21 @@ pub struct TlsSettings {
 }
 
 impl TlsSettings {
-    /// Loads every certificate of an https listener.
-    pub fn build(listener: &str, https: &edge_config::HttpsListener) -> Result<Self, BuildError> {
+    /// Loads every certificate of an https listener; `acme` is the slot of
+    /// its `tls.acme`, whose certificate is read at each handshake.
+    pub fn build(
+        listener: &str,
+        https: &edge_config::HttpsListener,
+        acme: Option<Arc<AcmeSlot>>,
+    ) -> Result<Self, BuildError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut resolver = SniResolver::default();
+        let alpn_challenge = acme
+            .as_ref()
+            .is_some_and(|a| a.config.challenge == edge_config::AcmeChallenge::TlsAlpn01);
+        let mut resolver = SniResolver {
+            acme,
+            ..Default::default()
+        };
         for c in &https.certificates {
             let key = load_certified_keys(listener, &c.cert, &c.key)?;
             for name in &c.server_names {
@@ -149,6 +230,10 @@ impl TlsSettings {
         } else {
             vec![b"http/1.1".to_vec()]
         };
+        if alpn_challenge {
+            // Only a validating CA offers it (RFC 8737 §6.2).
+            config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+        }
         Ok(Self {
             acceptor: Acceptor::from_server_config(Arc::new(config)),
         })

@@ -87,6 +87,25 @@ impl EdgeProxy {
             ctx.host = strip_port(authority).to_string();
             ctx.authority = authority.to_string();
         }
+        if !self.tls && ctx.cache.sub.is_none() {
+            let path = session.req_header().uri.path();
+            if path.starts_with(crate::listen::acme::HTTP01_PREFIX) {
+                if let Some(answer) = self.proxy.acme_http01.answer(path) {
+                    // RFC 8555 §8.3: the key authorization, before any route
+                    // (a redirect to https must not hide it).
+                    respond(
+                        session,
+                        200,
+                        "application/octet-stream",
+                        Bytes::from(answer),
+                        &[],
+                        Decor::NONE,
+                    )
+                    .await?;
+                    return Ok(true);
+                }
+            }
+        }
         ctx.request_id = crate::request_id::ensure(session.req_header_mut());
         ctx.trace = Some(crate::trace_context::continue_or_start(
             session.req_header_mut(),
