@@ -14,6 +14,7 @@ mod handover;
 mod logging;
 mod names;
 mod origin_cmd;
+mod otlp;
 mod out;
 mod prefill;
 mod runtime;

@@ -194,6 +194,8 @@ pub struct Runtime {
     pub digest: crate::digest::NodeDigest,
     /// `tls.acme` certificates and their order tasks.
     acme: Arc<crate::acme::AcmeManager>,
+    /// `server.otlp`: request spans sent to a collector.
+    otlp: crate::otlp::OtlpExport,
 }
 
 /// A listener's connection handler, and the HTTP one behind it if any (to
@@ -276,6 +278,7 @@ impl Runtime {
         let dns = crate::dns::DnsNode::new(&registry)?;
         let prefill = crate::prefill::Prefill::new(&registry)?;
         let digest = crate::digest::NodeDigest::new(&registry)?;
+        let otlp = crate::otlp::OtlpExport::new(&registry)?;
         let _ = proxy.steerer.set(Arc::new(crate::steering::Steering {
             dns: dns.service.clone(),
             nodes: dns.nodes.clone(),
@@ -302,6 +305,7 @@ impl Runtime {
             inherited: parking_lot::Mutex::new(crate::handover::Inherited::default()),
             upgrader: crate::upgrade::Upgrader::default(),
             acme: Arc::default(),
+            otlp,
         }))
     }
 
@@ -527,6 +531,10 @@ impl Runtime {
             .map_err(|e| ApplyError::Environment(format!("dns listeners: {e}")))?;
 
         let expiries = edge_proxy::listen::tls::expiries(&new);
+        let otlp_change = self
+            .otlp
+            .prepare(new.server.otlp.as_ref())
+            .map_err(ApplyError::Environment)?;
         // Commit: nothing below can fail.
         self.proxy.install(state, &new, keep_overrides);
         let expiry = &self.proxy.metrics.certificate_expiry;
@@ -537,6 +545,7 @@ impl Runtime {
                 .set(not_after as f64);
         }
         self.acme.commit(plan.acme, &self.proxy);
+        self.otlp.commit(otlp_change, &self.proxy);
         match cache_change {
             CacheChange::Open(cache) => self.proxy.set_cache(cache),
             CacheChange::Configure(prepared) => {

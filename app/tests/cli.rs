@@ -281,6 +281,254 @@ async fn access_lines_carry_the_request_and_its_id_goes_upstream() {
     assert_eq!(header(&seen, "tracestate"), None, "{seen}");
 }
 
+/// An OTLP/HTTP collector on 127.0.0.1:0: decodes each protobuf export
+/// (the OpenTelemetry proto definitions) and keeps its spans with their
+/// resource's `service.name`.
+mod collector {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+
+    pub type Seen = Arc<Mutex<Vec<(String, Span)>>>;
+
+    pub fn service_name(attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> String {
+        attribute(attrs, "service.name").unwrap_or_default()
+    }
+
+    pub fn attribute(
+        attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue],
+        key: &str,
+    ) -> Option<String> {
+        attrs
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+            .map(|v| match v {
+                Value::StringValue(s) => s.clone(),
+                Value::IntValue(i) => i.to_string(),
+                other => format!("{other:?}"),
+            })
+    }
+
+    pub async fn start() -> (SocketAddr, Seen) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Seen = Arc::default();
+        let kept = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let kept = kept.clone();
+                            async move {
+                                let ok = req.uri().path() == "/v1/traces"
+                                    && req.headers().get("content-type").map(|v| v.as_bytes())
+                                        == Some(b"application/x-protobuf")
+                                    && req.headers().get("x-api-key").map(|v| v.as_bytes())
+                                        == Some(b"k-123");
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                let status = match ExportTraceServiceRequest::decode(body) {
+                                    Ok(export) if ok => {
+                                        let mut kept = kept.lock().unwrap();
+                                        for rs in export.resource_spans {
+                                            let name = service_name(
+                                                &rs.resource
+                                                    .map(|r| r.attributes)
+                                                    .unwrap_or_default(),
+                                            );
+                                            for ss in rs.scope_spans {
+                                                for span in ss.spans {
+                                                    kept.push((name.clone(), span));
+                                                }
+                                            }
+                                        }
+                                        200
+                                    }
+                                    _ => 400,
+                                };
+                                Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(status)
+                                        .header("content-type", "application/x-protobuf")
+                                        .body(Full::new(Bytes::new()))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+}
+
+/// `server.otlp`: a sampled request becomes one server span at the
+/// collector, with the client's span as parent and edge's span as what the
+/// origin sees as its parent; unsampled traces are not sent; new traces
+/// follow `sample_ratio`, changed by a reload; a 5xx is an error span.
+#[tokio::test(flavor = "multi_thread")]
+async fn sampled_requests_are_exported_as_otlp_spans() {
+    use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
+    let origin = edge_testkit::Scripted::start().await;
+    origin.set("/a?x=1", edge_testkit::Reply::ok("a", &[]));
+    origin.set("/b", edge_testkit::Reply::ok("b", &[]));
+    origin.set("/c", edge_testkit::Reply::ok("c", &[]));
+    let (collector, seen) = collector::start().await;
+    let config = |ratio: &str| {
+        format!(
+            "[server.otlp]\nendpoint = \"http://{collector}/v1/traces\"\nservice_name = \"edge-test\"\nsample_ratio = {ratio}\nheaders = {{ X-Api-Key = \"k-123\" }}\n[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n[[pool]]\nname = \"p\"\nbackends = [{{ address = \"{}\" }}]\n[[pool]]\nname = \"dead\"\nbackends = [{{ address = \"127.0.0.1:9\" }}]\n[[route]]\nname = \"broken\"\npool = \"dead\"\n[route.match]\npath_prefix = \"/dead\"\n[[route]]\nname = \"all\"\npool = \"p\"\n",
+            origin.addr()
+        )
+    };
+    let node = EdgeNode::start(BIN, &config("0"));
+    let c = Client::new();
+    let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let unsampled = "00-11111111111111111111111111111111-2222222222222222-00";
+    let r = c
+        .get_with(
+            &node.url("web", "/a?x=1"),
+            &[("traceparent", sampled), ("user-agent", "player/2")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // Not sampled by the client, and new traces at ratio 0: not sent.
+    let r = c
+        .get_with(&node.url("web", "/b"), &[("traceparent", unsampled)])
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(c.get(&node.url("web", "/b")).await.status, 200);
+    let a = eventually(Duration::from_secs(10), "the span of /a", || {
+        let seen = seen.clone();
+        async move {
+            let seen = seen.lock().unwrap();
+            seen.iter()
+                .find(|(_, s)| {
+                    collector::attribute(&s.attributes, "url.path").as_deref() == Some("/a")
+                })
+                .cloned()
+        }
+    })
+    .await;
+    let (service, span) = a;
+    assert_eq!(service, "edge-test");
+    assert_eq!(hex(&span.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hex(&span.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(span.kind, SpanKind::Server as i32);
+    assert_eq!(span.name, "GET all");
+    assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
+    let upstream = origin.requests("/a?x=1")[0]
+        .head_text()
+        .to_ascii_lowercase();
+    assert!(
+        upstream.contains(&format!(
+            "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01",
+            hex(&span.span_id)
+        )),
+        "edge's span is the origin's parent: {upstream}"
+    );
+    for (key, want) in [
+        ("http.request.method", "GET"),
+        ("url.path", "/a"),
+        ("url.query", "x=1"),
+        ("url.scheme", "http"),
+        ("http.response.status_code", "200"),
+        ("network.protocol.version", "1.1"),
+        ("user_agent.original", "player/2"),
+        ("client.address", "127.0.0.1"),
+        ("edge.route", "all"),
+        ("edge.pool", "p"),
+    ] {
+        assert_eq!(
+            collector::attribute(&span.attributes, key).as_deref(),
+            Some(want),
+            "{key}"
+        );
+    }
+    // A reload to ratio 1: new traces are sampled, and say so upstream.
+    node.write_config(&config("1"));
+    node.signal(nix::sys::signal::Signal::SIGHUP);
+    node.wait_for_line("config reloaded on SIGHUP", Duration::from_secs(10));
+    let c_span = eventually(Duration::from_secs(20), "a new trace's span", || {
+        let seen = seen.clone();
+        let c = c.clone();
+        let url = node.url("web", "/c");
+        async move {
+            assert_eq!(c.get(&url).await.status, 200);
+            let seen = seen.lock().unwrap();
+            seen.iter()
+                .find(|(_, s)| {
+                    collector::attribute(&s.attributes, "url.path").as_deref() == Some("/c")
+                })
+                .map(|(_, s)| s.clone())
+        }
+    })
+    .await;
+    assert!(
+        c_span.parent_span_id.is_empty(),
+        "a new trace has no parent"
+    );
+    let upstream = origin
+        .requests("/c")
+        .last()
+        .unwrap()
+        .head_text()
+        .to_ascii_lowercase();
+    assert!(upstream.contains("-01\r\n"), "{upstream}");
+    // A 502 is an error span.
+    let r = c.get(&node.url("web", "/dead/x")).await;
+    assert_eq!(r.status, 502);
+    let dead = eventually(Duration::from_secs(10), "the span of the 502", || {
+        let seen = seen.clone();
+        async move {
+            let seen = seen.lock().unwrap();
+            seen.iter()
+                .find(|(_, s)| {
+                    collector::attribute(&s.attributes, "url.path").as_deref() == Some("/dead/x")
+                })
+                .map(|(_, s)| s.clone())
+        }
+    })
+    .await;
+    assert_eq!(dead.status.unwrap().code, StatusCode::Error as i32);
+    assert_eq!(
+        collector::attribute(&dead.attributes, "error.type").as_deref(),
+        Some("502")
+    );
+    // Only sampled requests were sent: /b never.
+    let none_for_b = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|(_, s)| collector::attribute(&s.attributes, "url.path").as_deref() != Some("/b"));
+    assert!(none_for_b);
+    let metrics = c.get(&node.admin_url("/metrics")).await.text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("edge_otlp_spans_total{result=\"exported\"}")),
+        "{metrics}"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn edge(args: &[&str]) -> std::process::Output {
     std::process::Command::new(BIN).args(args).output().unwrap()
 }

@@ -27,6 +27,18 @@ pub(crate) struct RawServer {
     pub access_log_format: Option<S<String>>,
     pub upstream_keepalive: Option<S<i64>>,
     pub work_stealing: Option<bool>,
+    pub otlp: Option<S<RawOtlp>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOtlp {
+    pub endpoint: S<String>,
+    pub service_name: Option<S<String>>,
+    pub sample_ratio: Option<S<Scalar>>,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, S<String>>,
+    pub timeout: Option<S<Scalar>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -45,7 +45,10 @@ fn every_example_is_valid() {
 
 /// Tables whose keys are the user's (header names, regions): any key is valid there.
 fn free_form(path: &str) -> bool {
-    path.ends_with(".add") || path.ends_with(".set") || path.ends_with(".failover")
+    path.ends_with(".add")
+        || path.ends_with(".set")
+        || path.ends_with(".failover")
+        || path == "server.otlp.headers"
 }
 
 /// Paths of every table in a document, with array indices.

@@ -31,6 +31,7 @@ pub mod request_id;
 pub mod route;
 pub mod service;
 pub mod site;
+pub mod spans;
 pub mod state;
 pub mod steer;
 pub mod tcp;

@@ -67,6 +67,8 @@ pub struct Proxy {
     pub load: crate::load::Load,
     /// `http-01` answers of open ACME orders (`tls.acme`).
     pub acme_http01: crate::listen::acme::Http01Answers,
+    /// `server.otlp`: where sampled requests' spans go.
+    tracing: arc_swap::ArcSwapOption<crate::spans::Tracing>,
 }
 
 impl Proxy {
@@ -100,6 +102,7 @@ impl Proxy {
             steerer: OnceLock::new(),
             load: crate::load::Load::default(),
             acme_http01: Default::default(),
+            tracing: arc_swap::ArcSwapOption::empty(),
         }))
     }
 
@@ -261,6 +264,16 @@ impl Proxy {
     /// The access line's template, when the config has one.
     pub fn access_log_format(&self) -> Option<Arc<edge_config::AccessLogFormat>> {
         self.access_log_format.load_full()
+    }
+
+    /// `server.otlp`, when spans are exported.
+    pub fn tracing(&self) -> Option<Arc<crate::spans::Tracing>> {
+        self.tracing.load_full()
+    }
+
+    /// Starts (or, with `None`, stops) handing spans to a sink.
+    pub fn set_tracing(&self, tracing: Option<crate::spans::Tracing>) {
+        self.tracing.store(tracing.map(Arc::new));
     }
 
     /// From now on every HTTP/1 answer says `Connection: close` (a node

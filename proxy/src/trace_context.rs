@@ -3,7 +3,8 @@
 //! `traceparent` is valid keeps its trace id and flags, and goes upstream
 //! with edge's own span id as the parent (its `tracestate` passed on
 //! unchanged); a request without one, or with one edge cannot parse,
-//! starts a new trace (not sampled: edge records no spans) and loses its
+//! starts a new trace (sampled at `server.otlp.sample_ratio` when spans are
+//! exported, else not) and loses its
 //! `tracestate` (§3.3: a vendor that fails to parse `traceparent` must not
 //! use `tracestate`). The trace id goes in the access log, so a request
 //! is found by it in every tier's logs.
@@ -25,8 +26,13 @@ pub struct TraceContext {
     pub trace_id: [u8; 16],
     /// Edge's span: the parent of the request it sends upstream.
     pub span_id: [u8; 8],
+    /// The client's span (the incoming `traceparent`'s parent id).
+    pub parent_id: Option<[u8; 8]>,
     pub flags: u8,
 }
+
+/// The `sampled` bit of trace-flags (§3.2.2.5).
+pub const SAMPLED: u8 = 0x01;
 
 fn hex_lower(text: &[u8], out: &mut [u8]) -> Option<()> {
     if text.len() != out.len() * 2 {
@@ -43,9 +49,9 @@ fn hex_lower(text: &[u8], out: &mut [u8]) -> Option<()> {
     Some(())
 }
 
-/// The trace id and flags of a `traceparent` value, if it is valid
-/// (W3C Trace Context §3.2).
-pub fn parse(value: &[u8]) -> Option<([u8; 16], u8)> {
+/// The trace id, parent id and flags of a `traceparent` value, if it is
+/// valid (W3C Trace Context §3.2).
+pub fn parse(value: &[u8]) -> Option<([u8; 16], [u8; 8], u8)> {
     // version(2) - trace-id(32) - parent-id(16) - flags(2) = 55 bytes.
     if value.len() < 55 {
         return None;
@@ -71,7 +77,7 @@ pub fn parse(value: &[u8]) -> Option<([u8; 16], u8)> {
     if trace_id == [0; 16] || parent == [0; 8] {
         return None;
     }
-    Some((trace_id, flags[0]))
+    Some((trace_id, parent, flags[0]))
 }
 
 fn random_nonzero<const N: usize>() -> [u8; N] {
@@ -101,6 +107,11 @@ impl TraceContext {
         String::from_utf8(out).unwrap_or_default()
     }
 
+    /// Whether spans of this trace are recorded.
+    pub fn sampled(&self) -> bool {
+        self.flags & SAMPLED != 0
+    }
+
     /// The trace id as 32 lower-case hex digits (as logs show it).
     pub fn trace_id_hex(&self) -> String {
         let mut out = Vec::with_capacity(32);
@@ -119,25 +130,29 @@ fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Continues the request's trace or starts one, and rewrites its
 /// `traceparent` (and, when the trace restarts, drops its `tracestate`)
-/// for everything edge sends upstream.
-pub fn continue_or_start(req: &mut RequestHeader) -> TraceContext {
+/// for everything edge sends upstream. A new trace is sampled with
+/// probability `sample_new` (none: never).
+pub fn continue_or_start(req: &mut RequestHeader, sample_new: Option<f64>) -> TraceContext {
     let mut values = req.headers.get_all(TRACEPARENT).iter();
     let incoming = match (values.next(), values.next()) {
         (Some(v), None) => parse(v.as_bytes()),
         _ => None,
     };
     let ctx = match incoming {
-        Some((trace_id, flags)) => TraceContext {
+        Some((trace_id, parent, flags)) => TraceContext {
             trace_id,
             span_id: random_nonzero(),
+            parent_id: Some(parent),
             flags,
         },
         None => {
             req.remove_header(TRACESTATE);
+            let sampled = sample_new.is_some_and(|r| r > 0.0 && fastrand::f64() < r);
             TraceContext {
                 trace_id: random_nonzero(),
                 span_id: random_nonzero(),
-                flags: 0,
+                parent_id: None,
+                flags: if sampled { SAMPLED } else { 0 },
             }
         }
     };
@@ -172,7 +187,7 @@ mod tests {
     #[test]
     fn a_valid_parent_is_continued_with_edges_span() {
         let mut r = req(&[VALID], Some("congo=t61rcWkgMzE"));
-        let ctx = continue_or_start(&mut r);
+        let ctx = continue_or_start(&mut r, None);
         assert_eq!(ctx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(ctx.flags, 1);
         let out = sent(&r);
@@ -188,7 +203,12 @@ mod tests {
             "edge's span is the new parent"
         );
         assert_ne!(&out[36..52], "0000000000000000");
-        assert_eq!(parse(out.as_bytes()), Some((ctx.trace_id, 1)));
+        assert_eq!(parse(out.as_bytes()), Some((ctx.trace_id, ctx.span_id, 1)));
+        assert_eq!(
+            ctx.parent_id,
+            Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]),
+            "the client's span is kept as the parent"
+        );
         assert_eq!(
             r.headers.get(TRACESTATE).unwrap().to_str().unwrap(),
             "congo=t61rcWkgMzE",
@@ -201,7 +221,7 @@ mod tests {
         let later = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09-what-the-future-says";
         assert!(parse(later.as_bytes()).is_some());
         let mut r = req(&[later], Some("a=b"));
-        let ctx = continue_or_start(&mut r);
+        let ctx = continue_or_start(&mut r, None);
         assert_eq!(ctx.flags, 9);
         assert!(sent(&r).starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(r.headers.get(TRACESTATE).is_some());
@@ -232,7 +252,7 @@ mod tests {
         for bad in invalid {
             assert_eq!(parse(bad.as_bytes()), None, "{bad:?}");
             let mut r = req(&[bad], Some("congo=t61rcWkgMzE"));
-            let ctx = continue_or_start(&mut r);
+            let ctx = continue_or_start(&mut r, None);
             assert_ne!(
                 ctx.trace_id_hex(),
                 "4bf92f3577b34da6a3ce929d0e0e4736",
@@ -250,13 +270,16 @@ mod tests {
         }
         // Two traceparent fields: which one? Neither.
         let mut r = req(&[VALID, VALID], Some("a=b"));
-        let ctx = continue_or_start(&mut r);
+        let ctx = continue_or_start(&mut r, None);
         assert_ne!(ctx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert!(r.headers.get(TRACESTATE).is_none());
         // None at all: a new trace, one field.
         let mut r = req(&[], None);
-        let ctx = continue_or_start(&mut r);
-        assert_eq!(parse(sent(&r).as_bytes()), Some((ctx.trace_id, 0)));
+        let ctx = continue_or_start(&mut r, None);
+        assert_eq!(
+            parse(sent(&r).as_bytes()),
+            Some((ctx.trace_id, ctx.span_id, 0))
+        );
     }
 
     #[test]
@@ -264,10 +287,34 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..1000 {
             let mut r = req(&[], None);
-            let ctx = continue_or_start(&mut r);
+            let ctx = continue_or_start(&mut r, None);
             assert_ne!(ctx.trace_id, [0; 16]);
             assert_ne!(ctx.span_id, [0; 8]);
             assert!(seen.insert(ctx.trace_id));
         }
+    }
+
+    #[test]
+    fn new_traces_are_sampled_at_the_ratio_and_continued_ones_keep_their_flag() {
+        let sampled = |ratio: Option<f64>| {
+            (0..2000)
+                .filter(|_| continue_or_start(&mut req(&[], None), ratio).sampled())
+                .count()
+        };
+        assert_eq!(sampled(None), 0);
+        assert_eq!(sampled(Some(0.0)), 0);
+        assert_eq!(sampled(Some(1.0)), 2000);
+        // 0.5 of 2,000: far from both ends (the chance of < 800 is ~1e-19).
+        let half = sampled(Some(0.5));
+        assert!((800..=1200).contains(&half), "{half}");
+        // A sampled new trace says so upstream.
+        let mut r = req(&[], None);
+        let ctx = continue_or_start(&mut r, Some(1.0));
+        assert!(sent(&r).ends_with("-01"));
+        assert_eq!(ctx.parent_id, None);
+        // A continued trace keeps the client's decision, whatever the ratio.
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert!(!continue_or_start(&mut req(&[unsampled], None), Some(1.0)).sampled());
+        assert!(continue_or_start(&mut req(&[VALID], None), Some(0.0)).sampled());
     }
 }

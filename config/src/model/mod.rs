@@ -118,6 +118,29 @@ pub struct Server {
     /// single-threaded runtime per thread with connections spread among them
     /// (false: cheaper per request, as nginx workers).
     pub work_stealing: bool,
+    /// `server.otlp`: request spans exported over OTLP/HTTP.
+    pub otlp: Option<Otlp>,
+}
+
+/// `[server.otlp]`: one span per request (kind server, OpenTelemetry HTTP
+/// semantic conventions) sent as OTLP/HTTP protobuf to a collector, as
+/// Envoy, Traefik and Caddy export theirs. A request whose `traceparent`
+/// is sampled is recorded; one that is not, is not; a new trace is sampled
+/// at `sample_ratio` (parent-based sampling, as OpenTelemetry's default).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Otlp {
+    /// The collector's traces URL (`http://collector:4318/v1/traces`).
+    pub endpoint: String,
+    /// The resource's `service.name`.
+    pub service_name: String,
+    /// Share of new traces sampled, 0 to 1.
+    pub sample_ratio: f64,
+    /// Sent with every export (an API key, for instance); values redacted
+    /// when shown.
+    pub headers: Vec<(String, Secret)>,
+    /// How long one export may take.
+    #[serde(with = "duration_serde")]
+    pub timeout: Duration,
 }
 
 impl Default for Server {
@@ -131,6 +154,7 @@ impl Default for Server {
             access_log_format: None,
             upstream_keepalive: 128,
             work_stealing: false,
+            otlp: None,
         }
     }
 }

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use crate::model::{
     AccessLogFormat, Admin, AdminToken, Capacity, DigestSettings, HostPort, KeepCopies, LogFormat,
-    Peer, Secret, Server, ShieldFallback, Site, Timeouts,
+    Otlp, Peer, Secret, Server, ShieldFallback, Site, Timeouts,
 };
-use crate::raw::{RawAdmin, RawServer, RawSite};
+use crate::raw::{RawAdmin, RawOtlp, RawServer, RawSite};
 use crate::source::join_key;
+use crate::units::Scalar;
 
 pub(super) fn server(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>) -> Server {
     let defaults = Server::default();
@@ -28,8 +29,10 @@ pub(super) fn server(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>)
         access_log_format,
         upstream_keepalive,
         work_stealing,
+        otlp,
     } = raw;
     let p = "server";
+    let otlp = otlp.and_then(|o| otlp_settings(ck, &join_key(p, "otlp"), o));
     let log_format = log_format
         .and_then(|v| {
             ck.choice(
@@ -79,7 +82,109 @@ pub(super) fn server(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>)
             defaults.upstream_keepalive as i64,
         ) as usize,
         work_stealing: work_stealing.unwrap_or(defaults.work_stealing),
+        otlp,
     }
+}
+
+/// `server.otlp`: an http(s) endpoint, a ratio in [0, 1], headers that are
+/// valid HTTP field names and values (RFC 9110 §5.1, §5.5).
+fn otlp_settings(ck: &mut Checker<'_>, p: &str, raw: Spanned<RawOtlp>) -> Option<Otlp> {
+    let raw = raw.into_inner();
+    let mut ok = true;
+    match url::Url::parse(raw.endpoint.get_ref()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+        _ => {
+            ok = false;
+            ck.error(
+                raw.endpoint.span(),
+                join_key(p, "endpoint"),
+                format!("{:?} is not an http or https URL", raw.endpoint.get_ref()),
+                Some("the collector's OTLP/HTTP traces URL, such as \"http://127.0.0.1:4318/v1/traces\""),
+            );
+        }
+    }
+    let sample_ratio = match &raw.sample_ratio {
+        None => 1.0,
+        Some(v) => {
+            let value = match v.get_ref() {
+                Scalar::Int(i) => Some(*i as f64),
+                Scalar::Float(f) => Some(*f),
+                _ => None,
+            };
+            match value {
+                Some(r) if (0.0..=1.0).contains(&r) => r,
+                _ => {
+                    ok = false;
+                    ck.error(
+                        v.span(),
+                        join_key(p, "sample_ratio"),
+                        "not a ratio from 0 to 1",
+                        Some("a number such as 0.01 (one new trace in a hundred), 0 or 1"),
+                    );
+                    1.0
+                }
+            }
+        }
+    };
+    let service_name = match &raw.service_name {
+        Some(n) if n.get_ref().trim().is_empty() => {
+            ok = false;
+            ck.error(
+                n.span(),
+                join_key(p, "service_name"),
+                "an empty name",
+                Some("a name such as \"edge\""),
+            );
+            String::new()
+        }
+        Some(n) => n.get_ref().clone(),
+        None => "edge".to_string(),
+    };
+    let mut headers = Vec::new();
+    for (name, value) in &raw.headers {
+        let key = join_key(&join_key(p, "headers"), name);
+        let name_ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let value_ok = value
+            .get_ref()
+            .bytes()
+            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b));
+        if !name_ok {
+            ok = false;
+            ck.error(
+                value.span(),
+                key,
+                format!("{name:?} is not an HTTP field name"),
+                Some("letters, digits and !#$%&'*+-.^_`|~"),
+            );
+        } else if !value_ok {
+            ok = false;
+            ck.error(
+                value.span(),
+                key,
+                "the value holds a control character or a byte outside ASCII",
+                Some("visible ASCII, spaces and tabs"),
+            );
+        } else {
+            headers.push((
+                name.to_ascii_lowercase(),
+                Secret::new(value.get_ref().clone()),
+            ));
+        }
+    }
+    let timeout = match &raw.timeout {
+        Some(_) => ck.positive_duration(&raw.timeout, p, "timeout", Duration::from_secs(10)),
+        None => Duration::from_secs(10),
+    };
+    ok.then(|| Otlp {
+        endpoint: raw.endpoint.into_inner(),
+        service_name,
+        sample_ratio,
+        headers,
+        timeout,
+    })
 }
 
 pub(super) fn admin(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>) -> Admin {

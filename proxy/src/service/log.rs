@@ -86,6 +86,12 @@ impl EdgeProxy {
         metrics.seconds.observe(status, total.as_secs_f64());
         metrics.bytes_in.inc_by(ctx.body_seen);
         metrics.bytes.inc_by(bytes);
+        if let (Some(tracing), Some(trace)) = (self.proxy.tracing(), ctx.trace) {
+            if trace.sampled() {
+                let span = self.finished_span(session, ctx, trace, (status, bytes, total), e);
+                tracing.sink.record(span);
+            }
+        }
         if self.proxy.access_log() {
             let req = session.req_header();
             // A refused request is logged as it came, not as its stand-in.
@@ -187,5 +193,93 @@ impl EdgeProxy {
             );
         }
         ctx.release();
+    }
+
+    /// The request as an OpenTelemetry server span (HTTP semantic
+    /// conventions: `http.request.method`, `url.*`, `server.address`,
+    /// `http.response.status_code`, …; edge's own as `edge.*`).
+    fn finished_span(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        trace: crate::trace_context::TraceContext,
+        (status, bytes, total): (u16, u64, std::time::Duration),
+        e: Option<&Error>,
+    ) -> crate::spans::FinishedSpan {
+        use crate::spans::SpanValue::{Int, Str};
+        let req = session.req_header();
+        let end = std::time::SystemTime::now();
+        let route = ctx.route.as_ref().map(|r| r.name.as_str());
+        let mut attributes = vec![
+            ("http.request.method", Str(req.method.as_str().to_string())),
+            ("url.scheme", Str(self.scheme().to_string())),
+            ("url.path", Str(req.uri.path().to_string())),
+            ("server.address", Str(ctx.host.clone())),
+            (
+                "network.protocol.version",
+                Str(match req.version {
+                    http::Version::HTTP_2 => "2",
+                    http::Version::HTTP_10 => "1.0",
+                    _ => "1.1",
+                }
+                .to_string()),
+            ),
+            ("http.request.body.size", Int(ctx.body_seen as i64)),
+            ("http.response.body.size", Int(bytes as i64)),
+            ("edge.listener", Str(self.listener.to_string())),
+            ("edge.request_id", Str(ctx.request_id.clone())),
+            ("edge.retries", Int(i64::from(ctx.retries))),
+        ];
+        if status != 0 {
+            attributes.push(("http.response.status_code", Int(i64::from(status))));
+        }
+        if let Some(q) = req.uri.query() {
+            attributes.push(("url.query", Str(q.to_string())));
+        }
+        if let Some(ip) = client_ip(session) {
+            attributes.push(("client.address", Str(ip.to_string())));
+        }
+        if let Some(ua) = req.headers.get(http::header::USER_AGENT) {
+            attributes.push((
+                "user_agent.original",
+                Str(String::from_utf8_lossy(ua.as_bytes()).into_owned()),
+            ));
+        }
+        if let Some(r) = route {
+            attributes.push(("edge.route", Str(r.to_string())));
+        }
+        if let Some(p) = &ctx.pool {
+            attributes.push(("edge.pool", Str(p.name.clone())));
+        }
+        if ctx.backend_label() != "-" {
+            attributes.push(("edge.backend", Str(ctx.backend_label().to_string())));
+        }
+        if let Some(c) = ctx.cache.status {
+            attributes.push(("edge.cache_status", Str(c.as_header().to_string())));
+        }
+        // Server spans are errors for 5xx and for no answer at all.
+        let error = if status >= 500 {
+            attributes.push(("error.type", Str(status.to_string())));
+            Some(format!("answered {status}"))
+        } else if status == 0 {
+            let why = e.map_or_else(|| "no answer".to_string(), |e| e.to_string());
+            attributes.push(("error.type", Str("no_answer".to_string())));
+            Some(why)
+        } else {
+            None
+        };
+        crate::spans::FinishedSpan {
+            trace_id: trace.trace_id,
+            span_id: trace.span_id,
+            parent_id: trace.parent_id,
+            name: match route {
+                Some(r) => format!("{} {r}", req.method),
+                None => req.method.to_string(),
+            },
+            start: end.checked_sub(total).unwrap_or(end),
+            end,
+            attributes,
+            error,
+        }
     }
 }

@@ -107,8 +107,10 @@ impl EdgeProxy {
             }
         }
         ctx.request_id = crate::request_id::ensure(session.req_header_mut());
+        let sample_new = self.proxy.tracing().map(|t| t.sample_ratio);
         ctx.trace = Some(crate::trace_context::continue_or_start(
             session.req_header_mut(),
+            sample_new,
         ));
         let state = self.proxy.state();
         ctx.state = Some(state.clone());
