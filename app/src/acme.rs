@@ -231,16 +231,12 @@ fn acme_error(e: instant_acme::Error) -> String {
 /// a new key, download; the result written under `state_dir`.
 async fn obtain(slot: &AcmeSlot, proxy: &Proxy) -> Result<AcmeCert, String> {
     let config = &slot.config;
-    let account = account(config).await?;
     let identifiers: Vec<Identifier> = config
         .domains
         .iter()
         .map(|d| Identifier::Dns(d.clone()))
         .collect();
-    let mut order = account
-        .new_order(&NewOrder::new(&identifiers))
-        .await
-        .map_err(|e| format!("new order: {}", acme_error(e)))?;
+    let mut order = new_order(config, &identifiers).await?;
     let mut published = Published {
         slot,
         proxy,
@@ -348,8 +344,10 @@ pub fn challenge_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedK
 
 // === the account ===
 
-/// The account file for the CA of `directory` (one per host and port).
+/// The account file for the CA of `directory`: one per directory URL (two
+/// CAs on one host, such as step-ca provisioners, are two accounts).
 fn account_path(config: &Acme) -> PathBuf {
+    use sha2::Digest;
     let (host, port) = url::Url::parse(&config.directory)
         .ok()
         .map(|u| {
@@ -369,7 +367,11 @@ fn account_path(config: &Acme) -> PathBuf {
             }
         })
         .collect();
-    config.state_dir.join(format!("account-{host}_{port}.json"))
+    let digest = sha2::Sha256::digest(config.directory.as_bytes());
+    let tag: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    config
+        .state_dir
+        .join(format!("account-{host}_{port}-{tag}.json"))
 }
 
 fn builder(config: &Acme) -> Result<instant_acme::AccountBuilder, String> {
@@ -380,16 +382,60 @@ fn builder(config: &Acme) -> Result<instant_acme::AccountBuilder, String> {
     }
 }
 
-/// The account kept for this CA, or a new one (kept for next time).
+/// An account as kept: its credentials and the contact it was given.
+#[derive(Serialize, Deserialize)]
+struct KeptAccount {
+    contact: Option<String>,
+    credentials: AccountCredentials,
+}
+
+/// RFC 8555 §6.7: the CA has no account for the key (it forgot it, or it
+/// was deactivated elsewhere).
+const ACCOUNT_GONE: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
+
+/// One account registration at a time (two listeners ordering at start
+/// would each register one and write the same file).
+static ACCOUNTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn contact(config: &Acme) -> Option<String> {
+    config.email.as_ref().map(|e| format!("mailto:{e}"))
+}
+
+/// The account kept for this CA (its contact brought up to date), or a new
+/// one (kept for next time).
 async fn account(config: &Acme) -> Result<Account, String> {
+    let _one = ACCOUNTS.lock().await;
     let path = account_path(config);
     if let Ok(text) = std::fs::read(&path) {
-        match serde_json::from_slice::<AccountCredentials>(&text) {
-            Ok(credentials) => {
-                return builder(config)?
-                    .from_credentials(credentials)
+        match serde_json::from_slice::<KeptAccount>(&text) {
+            Ok(kept) => {
+                let account = builder(config)?
+                    .from_credentials(kept.credentials)
                     .await
-                    .map_err(|e| format!("account {}: {}", path.display(), acme_error(e)));
+                    .map_err(|e| format!("account {}: {}", path.display(), acme_error(e)))?;
+                let want = contact(config);
+                if kept.contact != want {
+                    let contacts: Vec<&str> = want.iter().map(String::as_str).collect();
+                    match account.update_contacts(&contacts).await {
+                        Ok(()) => {
+                            tracing::info!(path = %path.display(), "ACME account contact updated");
+                            if let Ok(text) = std::fs::read(&path) {
+                                if let Ok(mut kept) = serde_json::from_slice::<KeptAccount>(&text) {
+                                    kept.contact = want;
+                                    if let Ok(json) = serde_json::to_vec_pretty(&kept) {
+                                        write_private(&path, &json)?;
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(
+                            path = %path.display(),
+                            "the ACME account's contact could not be updated: {}",
+                            acme_error(e)
+                        ),
+                    }
+                }
+                return Ok(account);
             }
             Err(e) => tracing::warn!(
                 path = %path.display(),
@@ -397,7 +443,12 @@ async fn account(config: &Acme) -> Result<Account, String> {
             ),
         }
     }
-    let contact = config.email.as_ref().map(|e| format!("mailto:{e}"));
+    register(config, &path).await
+}
+
+/// A new account at the CA, kept at `path`.
+async fn register(config: &Acme, path: &Path) -> Result<Account, String> {
+    let contact = contact(config);
     let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
     let (account, credentials) = builder(config)?
         .create(
@@ -411,9 +462,40 @@ async fn account(config: &Acme) -> Result<Account, String> {
         )
         .await
         .map_err(|e| format!("new account at {}: {}", config.directory, acme_error(e)))?;
-    let json = serde_json::to_vec_pretty(&credentials).map_err(|e| e.to_string())?;
-    write_private(&path, &json)?;
+    let kept = KeptAccount {
+        contact,
+        credentials,
+    };
+    let json = serde_json::to_vec_pretty(&kept).map_err(|e| e.to_string())?;
+    write_private(path, &json)?;
     Ok(account)
+}
+
+/// A new order; when the CA no longer knows the kept account, a new
+/// account is registered and the order asked for again.
+async fn new_order(
+    config: &Acme,
+    identifiers: &[Identifier],
+) -> Result<instant_acme::Order, String> {
+    let account = account(config).await?;
+    match account.new_order(&NewOrder::new(identifiers)).await {
+        Err(instant_acme::Error::Api(p)) if p.r#type.as_deref() == Some(ACCOUNT_GONE) => {
+            let path = account_path(config);
+            tracing::warn!(
+                path = %path.display(),
+                "the CA no longer knows the kept ACME account ({p}); registering a new one"
+            );
+            let account = {
+                let _one = ACCOUNTS.lock().await;
+                register(config, &path).await?
+            };
+            account
+                .new_order(&NewOrder::new(identifiers))
+                .await
+                .map_err(|e| format!("new order: {}", acme_error(e)))
+        }
+        other => other.map_err(|e| format!("new order: {}", acme_error(e))),
+    }
 }
 
 // === kept certificates ===
@@ -496,7 +578,21 @@ fn load(config: &Acme) -> Result<Option<AcmeCert>, String> {
         return Ok(None);
     }
     let pem = std::fs::read(&path).map_err(|e| e.to_string())?;
-    parse(config, &path, &pem).map(Some)
+    let cert = parse(config, &path, &pem)?;
+    // A key others may read: made private again, and said so.
+    if let Ok(meta) = std::fs::metadata(&path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "the kept ACME key was readable by others; made 0600"
+            );
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("cannot make {} private: {e}", path.display()))?;
+        }
+    }
+    Ok(Some(cert))
 }
 
 #[cfg(test)]
@@ -651,6 +747,18 @@ mod tests {
             0o600
         );
         assert!(load(&config).expect("readable").is_some());
+        // A key left readable by others is made private when loaded.
+        std::fs::set_permissions(
+            &kept.path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .expect("chmod");
+        assert!(load(&config).expect("readable").is_some());
+        let mode = std::fs::metadata(&kept.path).expect("file").permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         // Another CA.
         config.directory = "https://other.test/dir".into();
         assert!(load(&config).expect("readable").is_none());

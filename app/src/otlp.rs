@@ -81,7 +81,7 @@ impl OtlpExport {
                     rx,
                     *exporter,
                     self.spans.clone(),
-                    config.endpoint.clone(),
+                    config.endpoint_shown(),
                 ));
                 proxy.set_tracing(Some(Tracing {
                     sink: Arc::new(Queue {
@@ -119,9 +119,38 @@ impl SpanSink for Queue {
 }
 
 fn exporter(config: &Otlp) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    // The system's roots, if it has any (a minimal image may not: an http
+    // endpoint needs none), and `ca`.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().unwrap_or_default() {
+        let _ = roots.add(cert);
+    }
+    if let Some(ca) = &config.ca {
+        let pem = std::fs::read(ca).map_err(|e| format!("server.otlp.ca {}: {e}", ca.display()))?;
+        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("server.otlp.ca {}: not PEM: {e}", ca.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "server.otlp.ca {}: no CERTIFICATE in the file",
+                ca.display()
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("server.otlp.ca {}: {e}", ca.display()))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("server.otlp: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| format!("server.otlp: the system's CA certificates: {e}"))?
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .build();

@@ -88,7 +88,7 @@ async fn start_pebble(
     }
 }
 
-fn config(o: &RunningOrigin, state: &Path, directory: &str, ca: &Path) -> String {
+fn config(o: &RunningOrigin, state: &Path, directory: &str, ca: &Path, alpn: &str) -> String {
     let acme = |domains: &str, challenge: &str| {
         format!(
             "[listener.tls.acme]\ndirectory = \"{directory}\"\nemail = \"ops@acme.test\"\ndomains = [{domains}]\nchallenge = \"{challenge}\"\nstate_dir = \"{}\"\nca = \"{}\"\n",
@@ -115,6 +115,7 @@ records = [
   {{ name = "a", type = "A", value = "127.0.0.1" }},
   {{ name = "b", type = "A", value = "127.0.0.1" }},
   {{ name = "c", type = "A", value = "127.0.0.1" }},
+  {{ name = "d", type = "A", value = "127.0.0.1" }},
 ]
 
 [[listener]]
@@ -147,7 +148,7 @@ pool = "origin"
 name = "origin"
 backends = [{{ address = "{}" }}]
 "#,
-        acme("\"a.acme.test\"", "tls-alpn-01"),
+        acme(alpn, "tls-alpn-01"),
         acme("\"b.acme.test\", \"c.acme.test\"", "http-01"),
         o.addr()
     )
@@ -227,7 +228,7 @@ async fn certificates_are_obtained_by_tls_alpn_01_and_http_01_renewed_and_kept()
     )
     .unwrap();
 
-    let cfg = config(&o, &state, &directory, &ca_path);
+    let cfg = config(&o, &state, &directory, &ca_path, "\"a.acme.test\"");
     let node = EdgeNode::start(BIN, &cfg);
     node.wait_ready(Duration::from_secs(30));
     let (alpn, web) = (node.addr("alpn"), node.addr("web"));
@@ -311,6 +312,32 @@ async fn certificates_are_obtained_by_tls_alpn_01_and_http_01_renewed_and_kept()
         .await
         .unwrap();
     assert_eq!(b.peer_cert, issued.peer_cert);
+    // A client offering acme-tls/1 among other protocols is no CA: it
+    // gets the certificate and its protocol, on either listener.
+    let mixed = get(
+        web,
+        "b.acme.test",
+        &root,
+        &[b"h2", b"acme-tls/1"],
+        "/_origin/health",
+    )
+    .await
+    .expect("mixed ALPN offer on an http-01 listener");
+    assert_eq!(mixed.alpn.as_deref(), Some(&b"h2"[..]));
+    let mixed = get(
+        alpn,
+        "a.acme.test",
+        &root,
+        &[b"http/1.1", b"acme-tls/1"],
+        "/_origin/health",
+    )
+    .await
+    .expect("mixed ALPN offer on a tls-alpn-01 listener");
+    assert_eq!(mixed.status, 200);
+    // acme-tls/1 alone with no order open: no handshake.
+    assert!(get(alpn, "a.acme.test", &root, &[b"acme-tls/1"], "/")
+        .await
+        .is_err());
     // Without SNI-matching names, the ACME certificate is the listener's default.
     assert!(get(
         web,
@@ -334,11 +361,12 @@ async fn certificates_are_obtained_by_tls_alpn_01_and_http_01_renewed_and_kept()
     assert!([301, 302, 307, 308].contains(&r.status), "{}", r.status);
 
     // Kept under state_dir, private.
-    for f in [
-        "a.acme.test.pem",
-        "b.acme.test.pem",
-        &format!("account-127.0.0.1_{}.json", ports.0),
-    ] {
+    let account = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.starts_with(&format!("account-127.0.0.1_{}-", ports.0)))
+        .expect("the account file");
+    for f in ["a.acme.test.pem", "b.acme.test.pem", account.as_str()] {
         let meta = std::fs::metadata(state.join(f)).expect(f);
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
@@ -410,4 +438,57 @@ async fn certificates_are_obtained_by_tls_alpn_01_and_http_01_renewed_and_kept()
     .await
     .unwrap();
     assert_eq!(a.peer_cert, renewed.peer_cert);
+
+    // A new CA instance that forgot every account, and a name added: the
+    // kept account is refused, a new one registered, the order made.
+    let pebble = start_pebble(
+        dir.path(),
+        &pebble_ca,
+        ports,
+        again.addr("plain").port(),
+        again.addr("alpn").port(),
+        again.addr("dns"),
+    )
+    .await;
+    let root = get(
+        pebble.management,
+        "localhost",
+        &pebble_ca.pem(),
+        &[b"http/1.1"],
+        "/roots/0",
+    )
+    .await
+    .unwrap();
+    let root = String::from_utf8(root.body.to_vec()).unwrap();
+    again.write_config(&config(
+        &o,
+        &state,
+        &directory,
+        &ca_path,
+        "\"a.acme.test\", \"d.acme.test\"",
+    ));
+    again.signal(Signal::SIGHUP);
+    let d = eventually(Duration::from_secs(60), "d.acme.test issued", || async {
+        get(
+            again.addr("alpn"),
+            "d.acme.test",
+            &root,
+            &[b"http/1.1"],
+            "/_origin/health",
+        )
+        .await
+        .ok()
+    })
+    .await;
+    let (mut names, _) = leaf_names(&d.peer_cert);
+    names.sort();
+    assert_eq!(names, ["DNSName(a.acme.test)", "DNSName(d.acme.test)"]);
+    assert!(
+        again
+            .output()
+            .contains("no longer knows the kept ACME account"),
+        "{}",
+        again.output()
+    );
+    drop(pebble);
 }

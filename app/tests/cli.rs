@@ -391,7 +391,7 @@ async fn sampled_requests_are_exported_as_otlp_spans() {
     let (collector, seen) = collector::start().await;
     let config = |ratio: &str| {
         format!(
-            "[server.otlp]\nendpoint = \"http://{collector}/v1/traces\"\nservice_name = \"edge-test\"\nsample_ratio = {ratio}\nheaders = {{ X-Api-Key = \"k-123\" }}\n[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n[[pool]]\nname = \"p\"\nbackends = [{{ address = \"{}\" }}]\n[[pool]]\nname = \"dead\"\nbackends = [{{ address = \"127.0.0.1:9\" }}]\n[[route]]\nname = \"broken\"\npool = \"dead\"\n[route.match]\npath_prefix = \"/dead\"\n[[route]]\nname = \"all\"\npool = \"p\"\n",
+            "[server.otlp]\nendpoint = \"http://{collector}/v1/traces?tenant=QUERYKEY\"\nservice_name = \"edge-test\"\nsample_ratio = {ratio}\nheaders = {{ X-Api-Key = \"k-123\" }}\n[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n[[pool]]\nname = \"p\"\nbackends = [{{ address = \"{}\" }}]\n[[pool]]\nname = \"dead\"\nbackends = [{{ address = \"127.0.0.1:9\" }}]\n[[route]]\nname = \"broken\"\npool = \"dead\"\n[route.match]\npath_prefix = \"/dead\"\n[[route]]\nname = \"all\"\npool = \"p\"\n",
             origin.addr()
         )
     };
@@ -516,6 +516,14 @@ async fn sampled_requests_are_exported_as_otlp_spans() {
         .iter()
         .all(|(_, s)| collector::attribute(&s.attributes, "url.path").as_deref() != Some("/b"));
     assert!(none_for_b);
+    // The key in the endpoint's query and the header's value stay secret.
+    let shown = c.get(&node.admin_url("/config")).await.text();
+    assert!(shown.contains("/v1/traces?<redacted>"), "{shown}");
+    assert!(
+        !shown.contains("QUERYKEY") && !shown.contains("k-123"),
+        "{shown}"
+    );
+    assert!(!node.output().contains("QUERYKEY"));
     let metrics = c.get(&node.admin_url("/metrics")).await.text();
     assert!(
         metrics

@@ -39,6 +39,7 @@ pub(crate) struct RawOtlp {
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, S<String>>,
     pub timeout: Option<S<Scalar>>,
+    pub ca: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

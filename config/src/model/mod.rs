@@ -129,7 +129,9 @@ pub struct Server {
 /// at `sample_ratio` (parent-based sampling, as OpenTelemetry's default).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Otlp {
-    /// The collector's traces URL (`http://collector:4318/v1/traces`).
+    /// The collector's traces URL (`http://collector:4318/v1/traces`);
+    /// shown with its query redacted (vendors put keys there).
+    #[serde(serialize_with = "redacted_query")]
     pub endpoint: String,
     /// The resource's `service.name`.
     pub service_name: String,
@@ -141,6 +143,27 @@ pub struct Otlp {
     /// How long one export may take.
     #[serde(with = "duration_serde")]
     pub timeout: Duration,
+    /// A PEM root the collector's HTTPS certificate may chain to, besides
+    /// the system's.
+    pub ca: Option<std::path::PathBuf>,
+}
+
+impl Otlp {
+    /// The endpoint with its query (which may hold a key) as `<redacted>`,
+    /// for logs and `/config`.
+    pub fn endpoint_shown(&self) -> String {
+        match self.endpoint.split_once('?') {
+            Some((base, _)) => format!("{base}?<redacted>"),
+            None => self.endpoint.clone(),
+        }
+    }
+}
+
+fn redacted_query<S: Serializer>(endpoint: &str, s: S) -> Result<S::Ok, S::Error> {
+    match endpoint.split_once('?') {
+        Some((base, _)) => s.serialize_str(&format!("{base}?<redacted>")),
+        None => s.serialize_str(endpoint),
+    }
 }
 
 impl Default for Server {

@@ -460,6 +460,15 @@ fn acme(ck: &mut Checker<'_>, path: &str, raw: Spanned<crate::raw::RawAcme>) -> 
     let mut ok = true;
     let dir_path = join_key(path, "directory");
     match url::Url::parse(raw.directory.get_ref()) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            ok = false;
+            ck.error(
+                raw.directory.span(),
+                dir_path,
+                "a directory URL with a user name or password",
+                Some("the CA's directory URL alone (ACME authenticates with the account key)"),
+            );
+        }
         Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {}
         Ok(_) => {
             ok = false;
@@ -482,12 +491,18 @@ fn acme(ck: &mut Checker<'_>, path: &str, raw: Spanned<crate::raw::RawAcme>) -> 
     }
     let email = raw.email.as_ref().map(|e| {
         let text = e.get_ref().trim();
-        let good = text.split_once('@').is_some_and(|(local, host)| {
+        // RFC 5322 §3.4.1 dot-atom local part at a public host name; a
+        // `mailto:` URI (RFC 6068) must carry nothing else.
+        let bare = text.strip_prefix("mailto:").unwrap_or(text);
+        let good = bare.rsplit_once('@').is_some_and(|(local, host)| {
             !local.is_empty()
-                && super::fields::dns_name_ok(host)
-                && !text
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | '<' | '>'))
+                && !local.starts_with('.')
+                && !local.ends_with('.')
+                && !local.contains("..")
+                && local
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=^_`{|}~.".contains(&b))
+                && host_name_ok(host)
         });
         if !good {
             ok = false;

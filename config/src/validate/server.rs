@@ -92,6 +92,15 @@ fn otlp_settings(ck: &mut Checker<'_>, p: &str, raw: Spanned<RawOtlp>) -> Option
     let raw = raw.into_inner();
     let mut ok = true;
     match url::Url::parse(raw.endpoint.get_ref()) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            ok = false;
+            ck.error(
+                raw.endpoint.span(),
+                join_key(p, "endpoint"),
+                "an endpoint URL with a user name or password",
+                Some("credentials in headers, such as headers = { authorization = \"Basic …\" } (they are shown redacted)"),
+            );
+        }
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
         _ => {
             ok = false;
@@ -167,6 +176,17 @@ fn otlp_settings(ck: &mut Checker<'_>, p: &str, raw: Spanned<RawOtlp>) -> Option
                 "the value holds a control character or a byte outside ASCII",
                 Some("visible ASCII, spaces and tabs"),
             );
+        } else if headers
+            .iter()
+            .any(|(n, _): &(String, Secret)| n.eq_ignore_ascii_case(name))
+        {
+            ok = false;
+            ck.error(
+                value.span(),
+                key,
+                format!("{name:?} is set twice (field names are case-insensitive)"),
+                Some("each header once"),
+            );
         } else {
             headers.push((
                 name.to_ascii_lowercase(),
@@ -178,12 +198,17 @@ fn otlp_settings(ck: &mut Checker<'_>, p: &str, raw: Spanned<RawOtlp>) -> Option
         Some(_) => ck.positive_duration(&raw.timeout, p, "timeout", Duration::from_secs(10)),
         None => Duration::from_secs(10),
     };
+    let ca = raw
+        .ca
+        .as_ref()
+        .map(|c| ck.existing_file(c, &join_key(p, "ca"), "CA certificate file"));
     ok.then(|| Otlp {
         endpoint: raw.endpoint.into_inner(),
         service_name,
         sample_ratio,
         headers,
         timeout,
+        ca,
     })
 }
 

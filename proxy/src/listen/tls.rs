@@ -59,13 +59,15 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        // RFC 8737 §3: a client offering `acme-tls/1` is the CA validating a
-        // `tls-alpn-01` challenge; it gets the challenge certificate for the
-        // name, or no handshake at all.
-        let validating = hello
-            .alpn()
-            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
-        if validating {
+        // RFC 8737 §3: a CA validating `tls-alpn-01` offers `acme-tls/1`
+        // and nothing else; on a listener that answers that challenge it
+        // gets the challenge certificate for the name, or no handshake at
+        // all. Any other client goes on as usual.
+        let answers_alpn = self
+            .acme
+            .as_ref()
+            .is_some_and(|a| a.config.challenge == edge_config::AcmeChallenge::TlsAlpn01);
+        if answers_alpn && hello.alpn().is_some_and(only_acme_tls) {
             let name = hello
                 .server_name()?
                 .trim_end_matches('.')
@@ -74,6 +76,11 @@ impl ResolvesServerCert for SniResolver {
         }
         self.pick(hello.server_name())
     }
+}
+
+/// Whether an ALPN offer is `acme-tls/1` alone.
+fn only_acme_tls<'a>(mut protocols: impl Iterator<Item = &'a [u8]>) -> bool {
+    protocols.next() == Some(ACME_TLS_ALPN) && protocols.next().is_none()
 }
 
 /// A certificate chain and its key from one PEM text (as `tls.acme` keeps
@@ -237,5 +244,21 @@ impl TlsSettings {
         Ok(Self {
             acceptor: Acceptor::from_server_config(Arc::new(config)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_offer_of_acme_tls_alone_is_a_validating_ca() {
+        let offer = |list: &[&'static [u8]]| only_acme_tls(list.iter().copied());
+        assert!(offer(&[ACME_TLS_ALPN]));
+        assert!(!offer(&[]));
+        assert!(!offer(&[b"h2", ACME_TLS_ALPN]));
+        assert!(!offer(&[ACME_TLS_ALPN, b"http/1.1"]));
+        assert!(!offer(&[b"acme-tls/2"]));
+        assert!(!offer(&[b"ACME-TLS/1"]));
     }
 }

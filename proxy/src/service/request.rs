@@ -87,6 +87,12 @@ impl EdgeProxy {
             ctx.host = strip_port(authority).to_string();
             ctx.authority = authority.to_string();
         }
+        ctx.request_id = crate::request_id::ensure(session.req_header_mut());
+        let sample_new = self.proxy.tracing().map(|t| t.sample_ratio);
+        ctx.trace = Some(crate::trace_context::continue_or_start(
+            session.req_header_mut(),
+            sample_new,
+        ));
         if !self.tls && ctx.cache.sub.is_none() {
             let path = session.req_header().uri.path();
             if path.starts_with(crate::listen::acme::HTTP01_PREFIX) {
@@ -106,12 +112,6 @@ impl EdgeProxy {
                 }
             }
         }
-        ctx.request_id = crate::request_id::ensure(session.req_header_mut());
-        let sample_new = self.proxy.tracing().map(|t| t.sample_ratio);
-        ctx.trace = Some(crate::trace_context::continue_or_start(
-            session.req_header_mut(),
-            sample_new,
-        ));
         let state = self.proxy.state();
         ctx.state = Some(state.clone());
         let Some(route) = self.route(session, ctx, &state) else {
