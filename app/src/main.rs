@@ -11,6 +11,7 @@ mod digest;
 mod dns;
 mod events;
 mod handover;
+mod heap_stats;
 mod logging;
 mod names;
 mod origin_cmd;
@@ -28,7 +29,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// mimalloc: with glibc's allocator, malloc/free were 14% of edge's CPU
-/// proxying 1 KiB responses; with mimalloc 5% (benches/RESULTS.md).
+/// proxying 1 KiB responses; with mimalloc 5% (benches/RESULTS.md). An
+/// `alloc-stats` build counts allocations instead (`heap_stats`).
+#[cfg(not(feature = "alloc-stats"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

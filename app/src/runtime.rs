@@ -196,6 +196,8 @@ pub struct Runtime {
     acme: Arc<crate::acme::AcmeManager>,
     /// `server.otlp`: request spans sent to a collector.
     otlp: crate::otlp::OtlpExport,
+    /// Heap allocations, in `alloc-stats` builds.
+    heap: crate::heap_stats::HeapMetrics,
 }
 
 /// A listener's connection handler, and the HTTP one behind it if any (to
@@ -279,6 +281,7 @@ impl Runtime {
         let prefill = crate::prefill::Prefill::new(&registry)?;
         let digest = crate::digest::NodeDigest::new(&registry)?;
         let otlp = crate::otlp::OtlpExport::new(&registry)?;
+        let heap = crate::heap_stats::HeapMetrics::new(&registry)?;
         let _ = proxy.steerer.set(Arc::new(crate::steering::Steering {
             dns: dns.service.clone(),
             nodes: dns.nodes.clone(),
@@ -306,6 +309,7 @@ impl Runtime {
             upgrader: crate::upgrade::Upgrader::default(),
             acme: Arc::default(),
             otlp,
+            heap,
         }))
     }
 
@@ -660,6 +664,7 @@ impl Runtime {
         self.proxy
             .qoe
             .count_sessions(&self.proxy.metrics.video.cmcd);
+        self.heap.update();
         self.registry.gather()
     }
 

@@ -15,6 +15,7 @@
 //! loadbench tcp [--reps 5] [--duration 5] [--edge …] [--out FILE]   (HAProxy mode tcp, nginx stream)
 //! ```
 
+mod allocs;
 mod audience;
 mod dnsbench;
 mod hitratio;
@@ -76,6 +77,7 @@ fn args() -> Result<Args> {
                 );
                 println!("loadbench hitratio [--out FILE]");
                 println!("loadbench audience [--edge PATH] [--out FILE]");
+                println!("loadbench allocs [--duration SECS] [--connections N] [--edge PATH built with --features alloc-stats] [--out FILE]");
                 std::process::exit(0);
             }
             s if !s.starts_with('-') => a.scenario = s.to_string(),
@@ -383,6 +385,77 @@ fn main() -> Result<()> {
                 args.duration.as_secs()
             )?
         );
+        return emit(&args, &report);
+    }
+    if args.scenario == "allocs" {
+        need(&["taskset", "wrk", "nginx"])?;
+        allocs::check_binary(&args.edge)?;
+        release_edge(&mut args)?;
+        let dir = work_dir()?;
+        let _cleanup = RemoveOnDrop(dir.clone());
+        let (_origin, origin_port) = start_origin(&dir)?;
+        let generator = wrk::Wrk {
+            cpu: LOAD_CPU,
+            threads: 1,
+            connections: args.connections,
+            duration: args.duration,
+        };
+        let warm = wrk::Wrk {
+            duration: Duration::from_secs(1),
+            ..generator
+        };
+        let edge = args.edge.display().to_string();
+        let mut report = format!(
+            "### Heap allocations per request (edge built with `--features alloc-stats`)\n\n- wrk: 1 thread, {} connections, {} s per load after a 1 s warm-up; edge pinned to CPU {SUT_CPU}\n- {}\n\n",
+            args.connections,
+            args.duration.as_secs(),
+            std::process::Command::new(&edge)
+                .arg("--version")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default()
+        );
+        type Setup = (
+            &'static str,
+            fn(u16, u16) -> String,
+            &'static [(&'static str, &'static str)],
+        );
+        let setups: [Setup; 2] = [
+            (
+                "L7 pass-through",
+                peers::edge_proxy,
+                &[("1 KiB", "/1k"), ("100 KiB", "/100k")],
+            ),
+            (
+                "Cache hits (RAM)",
+                peers::edge_cache,
+                &[("1 KiB", "/1k"), ("100 KiB", "/100k"), ("2 MiB", "/2m")],
+            ),
+        ];
+        for (title, config, loads) in setups {
+            let (port, admin) = (free_port()?, free_port()?);
+            let config = allocs::with_admin(&config(port, origin_port), admin)?;
+            let conf = write(&dir, "edge-allocs.toml", &config)?;
+            let s = sut(&dir, "edge", port, &edge, &["run", "--config", &conf])?;
+            wait_all(std::slice::from_ref(&s))?;
+            let admin = SocketAddr::from(([127, 0, 0, 1], admin));
+            wait_port(admin, Duration::from_secs(30), "edge's admin listener")?;
+            let mut rows = Vec::new();
+            for (load, path) in loads {
+                let (a, b, n) = allocs::measure(
+                    &generator,
+                    &warm,
+                    admin,
+                    &format!("http://{}{path}", s.addr),
+                )?;
+                eprintln!(
+                    "{title} {load}: {a:.1} allocations, {b:.0} bytes per request ({n} requests)"
+                );
+                rows.push((load.to_string(), a, b, n));
+            }
+            drop(s);
+            report.push_str(&allocs::table(title, &rows));
+        }
         return emit(&args, &report);
     }
     need(&["taskset", "wrk", "nginx", "haproxy"])?;

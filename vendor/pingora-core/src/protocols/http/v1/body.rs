@@ -174,7 +174,16 @@ impl BodyReader {
     }
 
     fn prepare_buf(&mut self, buf_to_rewind: &[u8]) {
-        let mut body_buf = BytesMut::with_capacity(self.body_buf_size.max(buf_to_rewind.len()));
+        self.prepare_buf_for(buf_to_rewind, self.body_buf_size);
+    }
+
+    /// As [`Self::prepare_buf`], with room for `expected` body bytes at most
+    /// (edge: a body whose length is known and short gets a buffer of its
+    /// size, not `body_buf_size`: a 1 KiB response took a 64 KiB
+    /// allocation; later reads still reserve `body_buf_size`).
+    fn prepare_buf_for(&mut self, buf_to_rewind: &[u8], expected: usize) {
+        let capacity = expected.min(self.body_buf_size).max(buf_to_rewind.len());
+        let mut body_buf = BytesMut::with_capacity(capacity);
         if !buf_to_rewind.is_empty() {
             self.rewind_buf_len = buf_to_rewind.len();
             // TODO: this is still 1 copy. Make it zero
@@ -246,7 +255,7 @@ impl BodyReader {
                 }
             }
             _ => {
-                self.prepare_buf(buf_to_rewind);
+                self.prepare_buf_for(buf_to_rewind, cl);
                 self.body_state = PS::Partial(0, cl);
             }
         }
