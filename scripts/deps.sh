@@ -36,6 +36,7 @@ if [[ $want == bench ]]; then
   need_cmd haproxy haproxy
   need_cmd varnishd varnish
   need_cmd wrk wrk
+  need_cmd h2load nghttp2-client
   need_cmd dnsperf dnsperf
   need_cmd pdns_server pdns-server
   [[ -e /usr/lib/x86_64-linux-gnu/pdns/libgeoipbackend.so || -e /usr/lib/pdns/libgeoipbackend.so ]] || missing_pkgs+=(pdns-backend-geoip)

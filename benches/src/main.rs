@@ -9,6 +9,8 @@
 //!
 //! ```text
 //! loadbench proxy|cache [--reps 5] [--duration 5] [--connections 50] [--edge target/release/edge] [--out FILE]
+//! loadbench https      (TLS 1.3 keep-alive pass-through: nginx, HAProxy; wrk)
+//! loadbench h2         (HTTP/2 cache hits, cleartext prior knowledge: nginx, Varnish, HAProxy cache; h2load)
 //! loadbench hitratio [--out FILE]      (a simulation: no servers)
 //! loadbench audience [--edge …] [--out FILE]   (3 sites × 3 nodes + shield + origin on loopback: offload)
 //! loadbench dns [--reps 5] [--duration 5] [--edge …] [--out FILE]   (dnsperf, NSD, PowerDNS)
@@ -18,6 +20,7 @@
 mod allocs;
 mod audience;
 mod dnsbench;
+mod h2load;
 mod hitratio;
 mod l4bench;
 mod peers;
@@ -71,7 +74,7 @@ fn args() -> Result<Args> {
             "--baseline" => a.baseline = Some(PathBuf::from(value()?)),
             "--out" => a.out = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
-                println!("loadbench proxy|cache [--reps N] [--duration SECS] [--connections N] [--edge PATH] [--baseline PATH] [--out FILE]");
+                println!("loadbench proxy|cache|https|h2 [--reps N] [--duration SECS] [--connections N] [--edge PATH] [--baseline PATH] [--out FILE]");
                 println!(
                     "loadbench dns|tcp [--reps N] [--duration SECS] [--edge PATH] [--out FILE]"
                 );
@@ -191,20 +194,42 @@ fn baseline(dir: &Path, args: &Args, config: &str, port: u16) -> Result<Option<S
     )?))
 }
 
-fn wait_all(suts: &[Sut]) -> Result<()> {
+fn wait_all(dir: &Path, suts: &[Sut]) -> Result<()> {
     for s in suts {
-        wait_port(s.addr, Duration::from_secs(30), s.name)?;
+        wait_port(s.addr, Duration::from_secs(30), s.name).map_err(|e| {
+            // What the server said is the reason; the work dir goes at exit.
+            let said =
+                std::fs::read_to_string(dir.join(format!("{}.err", s.name))).unwrap_or_default();
+            let tail: Vec<&str> = said.lines().rev().take(10).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            e.context(format!("{} said:\n{}", s.name, tail.join("\n")))
+        })?;
     }
     Ok(())
 }
 
-fn start_proxies(dir: &Path, origin: u16, args: &Args) -> Result<Vec<Sut>> {
+/// The pass-through servers; with `tls`, each terminates TLS 1.3 with the
+/// same self-signed certificate.
+fn start_proxies(dir: &Path, origin: u16, args: &Args, tls: bool) -> Result<Vec<Sut>> {
     let d = dir.display().to_string();
     let edge = args.edge.display().to_string();
     let (p1, p2, p3) = (free_port()?, free_port()?, free_port()?);
-    let nginx = write(dir, "nginx.conf", &peers::nginx_proxy(dir, p1, origin)?)?;
-    let haproxy = write(dir, "haproxy.cfg", &peers::haproxy(p2, origin))?;
-    let edge_text = peers::edge_proxy(p3, origin);
+    let (nginx, haproxy, edge_text) = if tls {
+        let (cert, key, both) = peers::self_signed(dir)?;
+        (
+            peers::nginx_https_proxy(dir, p1, origin, &cert, &key)?,
+            peers::haproxy_https(p2, origin, &both),
+            peers::edge_https_proxy(p3, origin, &cert, &key),
+        )
+    } else {
+        (
+            peers::nginx_proxy(dir, p1, origin)?,
+            peers::haproxy(p2, origin),
+            peers::edge_proxy(p3, origin),
+        )
+    };
+    let nginx = write(dir, "nginx.conf", &nginx)?;
+    let haproxy = write(dir, "haproxy.cfg", &haproxy)?;
     let edge_conf = write(dir, "edge.toml", &edge_text)?;
     let mut suts = vec![
         sut(dir, "nginx", p1, "nginx", &["-p", &d, "-c", &nginx])?,
@@ -212,24 +237,34 @@ fn start_proxies(dir: &Path, origin: u16, args: &Args) -> Result<Vec<Sut>> {
         sut(dir, "edge", p3, &edge, &["run", "--config", &edge_conf])?,
     ];
     suts.extend(baseline(dir, args, &edge_text, p3)?);
-    wait_all(&suts)?;
+    wait_all(dir, &suts)?;
     Ok(suts)
 }
 
-fn start_caches(dir: &Path, origin: u16, args: &Args) -> Result<Vec<Sut>> {
+/// The caches; with `h2c`, each speaks cleartext HTTP/2 (prior knowledge)
+/// to clients.
+fn start_caches(dir: &Path, origin: u16, args: &Args, h2c: bool) -> Result<Vec<Sut>> {
     let d = dir.display().to_string();
     let edge = args.edge.display().to_string();
-    let (p1, p2, p3) = (free_port()?, free_port()?, free_port()?);
-    let nginx = write(
-        dir,
-        "nginx-cache.conf",
-        &peers::nginx_cache(dir, p1, origin)?,
-    )?;
-    let varnish = peers::varnish_args(dir, p2, origin);
+    let (p1, p2, p3, p4) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let (nginx, varnish, haproxy, edge_text) = if h2c {
+        (
+            peers::nginx_cache_h2c(dir, p1, origin)?,
+            peers::varnish_args_h2c(dir, p2, origin),
+            peers::haproxy_cache_h2c(p4, origin),
+            peers::edge_cache_h2c(p3, origin),
+        )
+    } else {
+        (
+            peers::nginx_cache(dir, p1, origin)?,
+            peers::varnish_args(dir, p2, origin),
+            peers::haproxy_cache(p4, origin),
+            peers::edge_cache(p3, origin),
+        )
+    };
+    let nginx = write(dir, "nginx-cache.conf", &nginx)?;
     let varnish: Vec<&str> = varnish.iter().map(String::as_str).collect();
-    let p4 = free_port()?;
-    let haproxy = write(dir, "haproxy-cache.cfg", &peers::haproxy_cache(p4, origin))?;
-    let edge_text = peers::edge_cache(p3, origin);
+    let haproxy = write(dir, "haproxy-cache.cfg", &haproxy)?;
     let edge_conf = write(dir, "edge-cache.toml", &edge_text)?;
     let mut suts = vec![
         sut(dir, "nginx", p1, "nginx", &["-p", &d, "-c", &nginx])?,
@@ -244,8 +279,48 @@ fn start_caches(dir: &Path, origin: u16, args: &Args) -> Result<Vec<Sut>> {
         sut(dir, "edge", p3, &edge, &["run", "--config", &edge_conf])?,
     ];
     suts.extend(baseline(dir, args, &edge_text, p3)?);
-    wait_all(&suts)?;
+    wait_all(dir, &suts)?;
     Ok(suts)
+}
+
+/// How load is made: wrk over `http://` or `https://`, or h2load over
+/// cleartext HTTP/2.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Generator {
+    Wrk { https: bool },
+    H2load,
+}
+
+impl Generator {
+    fn run(
+        self,
+        args: &Args,
+        duration: Duration,
+        addr: SocketAddr,
+        path: &str,
+    ) -> Result<wrk::Run> {
+        match self {
+            Generator::Wrk { https } => {
+                let scheme = if https { "https" } else { "http" };
+                wrk::Wrk {
+                    cpu: LOAD_CPU,
+                    threads: 1,
+                    connections: args.connections,
+                    duration,
+                }
+                .run(&format!("{scheme}://{addr}{path}"), &[])
+            }
+            // 10 streams on each of a fifth as many connections: as many
+            // requests outstanding as wrk's rows, multiplexed.
+            Generator::H2load => h2load::H2load {
+                cpu: LOAD_CPU,
+                connections: (args.connections / 10).max(1),
+                streams: 10,
+                duration,
+            }
+            .run(&format!("http://{addr}{path}")),
+        }
+    }
 }
 
 /// Runs every load against every server, rounds interleaved; returns samples per load.
@@ -253,17 +328,8 @@ fn measure(
     suts: &mut [Sut],
     loads: &[(&str, &str)],
     args: &Args,
+    generator: Generator,
 ) -> Result<Vec<(String, Vec<Samples>)>> {
-    let generator = wrk::Wrk {
-        cpu: LOAD_CPU,
-        threads: 1,
-        connections: args.connections,
-        duration: args.duration,
-    };
-    let warm = wrk::Wrk {
-        duration: Duration::from_secs(1),
-        ..generator
-    };
     let mut results: Vec<(String, Vec<Samples>)> = loads
         .iter()
         .map(|(title, _)| {
@@ -280,7 +346,14 @@ fn measure(
         .collect();
     for s in suts.iter() {
         for (_, path) in loads {
-            warm.run(&format!("http://{}{path}", s.addr), &[])?;
+            let run = generator.run(args, Duration::from_secs(1), s.addr, path)?;
+            if run.errors > 0 {
+                bail!(
+                    "{} answered {} errors to {path} while warming up",
+                    s.name,
+                    run.errors
+                );
+            }
         }
     }
     for round in 0..args.reps {
@@ -292,7 +365,7 @@ fn measure(
                     bail!("{} exited during the run", s.name);
                 }
                 let before = s.proc.cpu();
-                let run = generator.run(&format!("http://{}{path}", s.addr), &[])?;
+                let run = generator.run(args, args.duration, s.addr, path)?;
                 let cpu = s.proc.cpu().saturating_sub(before);
                 let per_request_us = cpu.as_secs_f64() * 1e6 / run.requests.max(1) as f64;
                 eprintln!(
@@ -437,7 +510,7 @@ fn main() -> Result<()> {
             let config = allocs::with_admin(&config(port, origin_port), admin)?;
             let conf = write(&dir, "edge-allocs.toml", &config)?;
             let s = sut(&dir, "edge", port, &edge, &["run", "--config", &conf])?;
-            wait_all(std::slice::from_ref(&s))?;
+            wait_all(&dir, std::slice::from_ref(&s))?;
             let admin = SocketAddr::from(([127, 0, 0, 1], admin));
             wait_port(admin, Duration::from_secs(30), "edge's admin listener")?;
             let mut rows = Vec::new();
@@ -465,9 +538,9 @@ fn main() -> Result<()> {
     let report = match args.scenario.as_str() {
         "proxy" => {
             let (_origin, origin_port) = start_origin(&dir)?;
-            let mut suts = start_proxies(&dir, origin_port, &args)?;
+            let mut suts = start_proxies(&dir, origin_port, &args, false)?;
             let loads = [("1 KiB responses", "/1k"), ("100 KiB responses", "/100k")];
-            let results = measure(&mut suts, &loads, &args)?;
+            let results = measure(&mut suts, &loads, &args, Generator::Wrk { https: false })?;
             let mut out = format!(
                 "### L7 proxy (load balancer) through to an nginx origin\n\n{}",
                 environment(&args)
@@ -480,13 +553,13 @@ fn main() -> Result<()> {
         "cache" => {
             need(&["varnishd"])?;
             let (_origin, origin_port) = start_origin(&dir)?;
-            let mut suts = start_caches(&dir, origin_port, &args)?;
+            let mut suts = start_caches(&dir, origin_port, &args, false)?;
             let loads = [
                 ("1 KiB cache hits", "/1k"),
                 ("100 KiB cache hits", "/100k"),
                 ("2 MiB segment cache hits", "/2m"),
             ];
-            let results = measure(&mut suts, &loads, &args)?;
+            let results = measure(&mut suts, &loads, &args, Generator::Wrk { https: false })?;
             let mut out = format!(
                 "### Cache hits: edge, nginx proxy_cache, Varnish and HAProxy's cache in front of an nginx origin\n\n{}",
                 environment(&args)
@@ -496,7 +569,39 @@ fn main() -> Result<()> {
             }
             out
         }
-        other => bail!("unknown scenario {other} (proxy, cache, hitratio, audience, dns, tcp)"),
+        "https" => {
+            need(&["openssl"])?;
+            let (_origin, origin_port) = start_origin(&dir)?;
+            let mut suts = start_proxies(&dir, origin_port, &args, true)?;
+            let loads = [("1 KiB responses over TLS 1.3", "/1k")];
+            let results = measure(&mut suts, &loads, &args, Generator::Wrk { https: true })?;
+            let mut out = format!(
+                "### HTTPS pass-through (TLS 1.3, keep-alive, ECDSA P-256) through to an nginx origin\n\n{}",
+                environment(&args)
+            );
+            for (title, samples) in &results {
+                out.push_str(&report::table(title, samples, false));
+            }
+            out
+        }
+        "h2" => {
+            need(&["varnishd", "h2load"])?;
+            let (_origin, origin_port) = start_origin(&dir)?;
+            let mut suts = start_caches(&dir, origin_port, &args, true)?;
+            let loads = [("1 KiB cache hits over HTTP/2", "/1k")];
+            let results = measure(&mut suts, &loads, &args, Generator::H2load)?;
+            let mut out = format!(
+                "### HTTP/2 cache hits (cleartext, prior knowledge): edge, nginx, Varnish and HAProxy's cache\n\n{}\
+                 - h2load in wrk's place: 1 thread, {} connections × 10 streams; it gives no percentiles: the p50 column holds the mean time per request, p99 the longest\n",
+                environment(&args),
+                (args.connections / 10).max(1),
+            );
+            for (title, samples) in &results {
+                out.push_str(&report::table(title, samples, false));
+            }
+            out
+        }
+        other => bail!("unknown scenario {other} (proxy, cache, https, h2, hitratio, audience, dns, tcp, allocs)"),
     };
     emit(&args, &report)
 }

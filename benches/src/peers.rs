@@ -200,3 +200,94 @@ pub fn varnish_args(dir: &Path, port: u16, origin: u16) -> Vec<String> {
 pub fn edge_cache(port: u16, origin: u16) -> String {
     edge_proxy(port, origin) + "[route.cache]\n\n[cache]\nram_size = \"1 GiB\"\n"
 }
+
+/// A self-signed ECDSA P-256 certificate and key for the HTTPS rows
+/// (`cert.pem`, `key.pem`, and `both.pem` for HAProxy), made with openssl.
+pub fn self_signed(dir: &Path) -> Result<(String, String, String)> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-subj", "/CN=bench.test"])
+        .args(["-addext", "subjectAltName=DNS:bench.test", "-days", "2"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let both = dir.join("both.pem");
+    std::fs::write(
+        &both,
+        [std::fs::read(&cert)?, std::fs::read(&key)?].concat(),
+    )?;
+    let s = |p: std::path::PathBuf| p.display().to_string();
+    Ok((s(cert), s(key), s(both)))
+}
+
+/// nginx terminating TLS 1.3 in front of the origin (the proxy config above
+/// with an `ssl` listener).
+pub fn nginx_https_proxy(
+    dir: &Path,
+    port: u16,
+    origin: u16,
+    cert: &str,
+    key: &str,
+) -> Result<String> {
+    Ok(nginx_proxy(dir, port, origin)?.replace(
+        &format!("listen 127.0.0.1:{port} backlog=4096;"),
+        &format!(
+            "listen 127.0.0.1:{port} ssl backlog=4096;\n    ssl_certificate {cert}; ssl_certificate_key {key}; ssl_protocols TLSv1.3;"
+        ),
+    ))
+}
+
+/// HAProxy terminating TLS 1.3 (`ssl crt`, `ssl-min-ver TLSv1.3`).
+pub fn haproxy_https(port: u16, origin: u16, both_pem: &str) -> String {
+    haproxy(port, origin).replace(
+        &format!("bind 127.0.0.1:{port}\n"),
+        &format!("bind 127.0.0.1:{port} ssl crt {both_pem} ssl-min-ver TLSv1.3\n"),
+    )
+}
+
+/// edge with an https listener (TLS 1.3 is what rustls and wrk agree on).
+pub fn edge_https_proxy(port: u16, origin: u16, cert: &str, key: &str) -> String {
+    let addr = format!("address = \"127.0.0.1:{port}\"\n");
+    edge_proxy(port, origin)
+        .replace("kind = \"http\"\n", "kind = \"https\"\n")
+        .replace(
+            &addr,
+            &format!("{addr}\n[[listener.certificate]]\ncert = \"{cert}\"\nkey = \"{key}\"\n"),
+        )
+}
+
+/// The cache peers with cleartext HTTP/2 by prior knowledge on their
+/// client side: nginx `listen … http2`, HAProxy `bind … proto h2`,
+/// Varnish `feature=+http2`, edge `h2c = true`.
+pub fn nginx_cache_h2c(dir: &Path, port: u16, origin: u16) -> Result<String> {
+    Ok(nginx_cache(dir, port, origin)?.replace(
+        &format!("listen 127.0.0.1:{port} backlog=4096;"),
+        &format!("listen 127.0.0.1:{port} http2 backlog=4096;"),
+    ))
+}
+
+pub fn haproxy_cache_h2c(port: u16, origin: u16) -> String {
+    haproxy_cache(port, origin).replace(
+        &format!("bind 127.0.0.1:{port}\n"),
+        &format!("bind 127.0.0.1:{port} proto h2\n"),
+    )
+}
+
+pub fn varnish_args_h2c(dir: &Path, port: u16, origin: u16) -> Vec<String> {
+    let mut args = varnish_args(dir, port, origin);
+    args.extend(["-p".to_string(), "feature=+http2".to_string()]);
+    args
+}
+
+pub fn edge_cache_h2c(port: u16, origin: u16) -> String {
+    edge_cache(port, origin).replace("kind = \"http\"\n", "kind = \"http\"\nh2c = true\n")
+}

@@ -23,7 +23,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use edge_config::Cache;
 use parking_lot::Mutex;
-use pingora_cache::key::{CacheHashKey, CacheKey};
+use pingora_cache::key::CacheKey;
 use pingora_cache::storage::streaming_write::U64WriteId;
 use pingora_cache::storage::{
     HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget, PurgeType,
@@ -876,7 +876,7 @@ impl Storage for EdgeStorage {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let k = key.combined();
+        let k = crate::key::storage_key(key);
         // A fill in progress is newer than anything stored.
         if let Some(fill) = self.fill_for(&k, None) {
             self.count_prefetch_use(&k);
@@ -911,7 +911,7 @@ impl Storage for EdgeStorage {
         let id: u64 = U64WriteId::try_from(tag)
             .map_err(|e| internal("streaming write tag", e))?
             .into();
-        match self.fill_for(&key.combined(), Some(id)) {
+        match self.fill_for(&crate::key::storage_key(key), Some(id)) {
             Some(fill) => partial_hit(&fill).map(Some),
             // pingora expects the writer's own fill; it was purged meanwhile.
             None => Error::e_explain(
@@ -927,7 +927,7 @@ impl Storage for EdgeStorage {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        let k = key.combined();
+        let k = crate::key::storage_key(key);
         let hints = meta.extensions().get::<FillHints>().cloned();
         let url = key
             .primary_key_str()
@@ -964,7 +964,7 @@ impl Storage for EdgeStorage {
         _purge_type: PurgeType,
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        let k = target.key().combined();
+        let k = crate::key::storage_key(target.key());
         let removed = tokio::task::spawn_blocking(move || self.remove_key(&k))
             .await
             .map_err(|e| internal("purge task", e))?;
@@ -980,7 +980,7 @@ impl Storage for EdgeStorage {
         target: PurgeTarget<'_>,
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        let k = target.key().combined();
+        let k = crate::key::storage_key(target.key());
         let expired = tokio::task::spawn_blocking(move || self.expire_key(&k))
             .await
             .map_err(|e| internal("expire task", e))?;
@@ -997,7 +997,7 @@ impl Storage for EdgeStorage {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<bool> {
-        let k = key.combined();
+        let k = crate::key::storage_key(key);
         let mut serialized = meta.serialize()?;
         // A revalidated playlist: its freshness again follows its body.
         if let Some(h) = meta

@@ -23,6 +23,7 @@ pub mod hop;
 pub mod listen;
 pub mod load;
 pub mod metrics;
+pub mod names;
 pub mod normalize;
 pub mod plan;
 pub mod pool;

@@ -120,7 +120,8 @@ impl TraceContext {
     }
 }
 
-fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+/// Appends `bytes` as lower-case hex digits.
+pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         out.push(DIGITS[usize::from(b >> 4)]);
@@ -133,7 +134,7 @@ fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
 /// for everything edge sends upstream. A new trace is sampled with
 /// probability `sample_new` (none: never).
 pub fn continue_or_start(req: &mut RequestHeader, sample_new: Option<f64>) -> TraceContext {
-    let mut values = req.headers.get_all(TRACEPARENT).iter();
+    let mut values = req.headers.get_all(crate::names::TRACEPARENT).iter();
     let incoming = match (values.next(), values.next()) {
         (Some(v), None) => parse(v.as_bytes()),
         _ => None,
@@ -146,7 +147,7 @@ pub fn continue_or_start(req: &mut RequestHeader, sample_new: Option<f64>) -> Tr
             flags,
         },
         None => {
-            req.remove_header(TRACESTATE);
+            req.remove_header(&crate::names::TRACESTATE);
             let sampled = sample_new.is_some_and(|r| r > 0.0 && fastrand::f64() < r);
             TraceContext {
                 trace_id: random_nonzero(),
@@ -157,7 +158,7 @@ pub fn continue_or_start(req: &mut RequestHeader, sample_new: Option<f64>) -> Tr
         }
     };
     // The value is ASCII hex and dashes: always a valid header value.
-    let _ = req.insert_header(TRACEPARENT, ctx.header());
+    let _ = req.insert_header(crate::names::TRACEPARENT, ctx.header());
     ctx
 }
 

@@ -9,7 +9,6 @@ use std::time::SystemTime;
 use edge_cache::video::{self, Kind};
 use edge_cache::{Status, Tier};
 use http::header;
-use pingora_cache::key::CacheHashKey;
 use pingora_core::protocols::http::conditional_filter::{not_modified_filter, to_304};
 use pingora_error::Result;
 use pingora_proxy::{RangeType, Session};
@@ -33,7 +32,7 @@ pub(crate) async fn try_serve(
         http::Method::HEAD => true,
         _ => return Ok(None),
     };
-    let key = cache_key(ctx, &route.cache, req).combined();
+    let key = edge_cache::key::storage_key(&cache_key(ctx, &route.cache, req));
     let Some(obj) = rt.storage.ram_object(&key) else {
         return Ok(None);
     };

@@ -36,7 +36,6 @@ use edge_cache::video::{self, Kind};
 use edge_cache::{EdgeHit, EdgeStorage, FillHints, Status, Tier};
 use edge_config::{Bypass, Cache, RouteCache};
 use http::header;
-use pingora_cache::key::CacheHashKey;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::{CacheMeta, CacheOptionOverrides, CachePhase, NoCacheReason, RespCacheable};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -265,8 +264,9 @@ pub(crate) fn plan(
         None => {
             let stored = |slice: Option<u64>| {
                 let primary = key::primary(&url, scheme, slice, &route.key_headers, &req.headers);
-                rt.storage
-                    .is_cached(&pingora_cache::CacheKey::new(primary, "").combined())
+                rt.storage.is_cached(&edge_cache::key::storage_key(
+                    &pingora_cache::CacheKey::new(primary, ""),
+                ))
             };
             get && if single_range(req).is_some() {
                 !stored(None)
@@ -469,7 +469,7 @@ pub(crate) fn tier_index(tier: Option<Tier>) -> usize {
 pub(crate) fn x_cache(status: Status, tier: Option<Tier>) -> String {
     match (status, tier) {
         (Status::Hit | Status::Stale | Status::Revalidated, Some(t)) => {
-            format!("{} {}", status.as_header(), t.as_str())
+            [status.as_header(), t.as_str()].join(" ")
         }
         _ => status.as_header().to_string(),
     }
@@ -504,7 +504,7 @@ pub(crate) fn client_fields(
     ctx.status = Some(status);
     strip_cache_headers(resp);
     let Some(rt) = rt.filter(|_| route_caches) else {
-        resp.insert_header("x-cache", x_cache(status, ctx.tier))?;
+        resp.insert_header(crate::names::X_CACHE, x_cache(status, ctx.tier))?;
         if !resp.headers.contains_key(header::AGE) {
             resp.insert_header(header::AGE, "0")?;
         }
@@ -545,9 +545,9 @@ pub(crate) fn client_fields(
 
 /// Removes what only the cache needs from a response to a client.
 pub(crate) fn strip_cache_headers(resp: &mut ResponseHeader) {
-    resp.remove_header("surrogate-key");
-    resp.remove_header("surrogate-control");
-    resp.remove_header("x-cache");
+    resp.remove_header(&crate::names::SURROGATE_KEY);
+    resp.remove_header(&crate::names::SURROGATE_CONTROL);
+    resp.remove_header(&crate::names::X_CACHE);
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use edge_cache::key;
 use edge_cache::PrefetchOutcome;
 use edge_config::RouteCache;
-use pingora_cache::key::CacheHashKey;
 use pingora_proxy::subrequest::Ctx as SubrequestCtx;
 use pingora_proxy::Session;
 
@@ -111,7 +110,7 @@ fn spawn(
         };
         let url = key::url(authority, path, query, &route.ignore_query);
         let primary = key::primary(&url, scheme, None, &route.key_headers, &req.headers);
-        let cache_key = pingora_cache::CacheKey::new(primary, "").combined();
+        let cache_key = edge_cache::key::storage_key(&pingora_cache::CacheKey::new(primary, ""));
         if rt.storage.is_cached(&cache_key) || rt.storage.prefetched_unused(&cache_key) {
             metrics.prefetch(PrefetchOutcome::SkippedCached);
             continue;

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use edge_cache::key;
 use edge_cache::{PurgeMode, Status, Tier};
 use http::header;
-use pingora_cache::key::CacheHashKey;
 use pingora_core::protocols::http::conditional_filter::{not_modified_filter, to_304};
 use pingora_core::protocols::http::subrequest::server::SubrequestHandle;
 use pingora_core::protocols::http::HttpTask;
@@ -318,7 +317,7 @@ pub(crate) async fn serve(
             &route.cache.key_headers,
             &req.headers,
         );
-        pingora_cache::CacheKey::new(primary, "").combined()
+        edge_cache::key::storage_key(&pingora_cache::CacheKey::new(primary, ""))
     };
     let (first_status, first_tier) = first.status();
     let all_cached = needed.iter().all(|&i| {

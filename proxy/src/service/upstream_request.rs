@@ -81,23 +81,26 @@ impl EdgeProxy {
         if let Some(ip) = client_ip(session) {
             let forwarded = match upstream
                 .headers
-                .get("x-forwarded-for")
+                .get(crate::names::X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok())
             {
                 Some(prior) => format!("{prior}, {ip}"),
                 None => ip.to_string(),
             };
-            upstream.insert_header("x-forwarded-for", forwarded)?;
+            upstream.insert_header(crate::names::X_FORWARDED_FOR, forwarded)?;
         }
-        upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        upstream.insert_header(
+            crate::names::X_FORWARDED_PROTO,
+            if self.tls { "https" } else { "http" },
+        )?;
         // A prefill is this site's business: the shield or origin sees a GET.
-        upstream.remove_header(crate::site::PREFILL);
+        upstream.remove_header(&crate::names::PREFILL);
         // The players' data goes to the origin only if the route says so,
         // and never to another edge (which would count it again).
         let forward_cmcd =
             !ctx.plan.tier.is_edge() && ctx.route.as_ref().is_some_and(|r| r.config.cmcd.forward);
         if !forward_cmcd {
-            for h in crate::video::cmcd::HEADERS {
+            for h in &crate::video::cmcd::HEADERS {
                 upstream.remove_header(h);
             }
         } else if let Some(raw) = &ctx.cmcd_query {
@@ -117,7 +120,7 @@ impl EdgeProxy {
             let value = crate::site::cdn_loop(upstream, &site.name, peer_of);
             let value = http::HeaderValue::from_bytes(&value)
                 .map_err(|e| Error::because(ErrorType::InternalError, "cdn-loop", e))?;
-            upstream.insert_header("cdn-loop", value)?;
+            upstream.insert_header(crate::names::CDN_LOOP, value)?;
         }
         if let Some(Sub::Slice { index, size }) = ctx.cache.sub {
             // The index comes from a client's range: no arithmetic may wrap.

@@ -17,7 +17,12 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, 
 /// The query parameter (CTA-5004 §2).
 pub const QUERY: &str = "CMCD";
 /// The four headers (CTA-5004 §2), lower case.
-pub const HEADERS: [&str; 4] = ["cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session"];
+pub const HEADERS: [http::HeaderName; 4] = [
+    http::HeaderName::from_static("cmcd-request"),
+    http::HeaderName::from_static("cmcd-object"),
+    http::HeaderName::from_static("cmcd-status"),
+    http::HeaderName::from_static("cmcd-session"),
+];
 
 /// The longest string value kept (the spec's limit for `cid` and `sid`).
 const MAX_STRING: usize = 64;

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# instr.sh EDGE_BIN [N] : instructions per request of one edge worker under
+# callgrind (valgrind), for 1 KiB pass-through and 1 KiB RAM hits: counts
+# are repeatable on a noisy machine, so before/after of a change compares
+# here (issue 17). Starts `edge origin` on 127.0.0.1:18491 and edge on
+# :18490 (pass-through) and :18492 (cached route), admin :18499; counts N (default 2000) keep-alive requests of each
+# kind from one curl connection and prints Ir per request, then the top
+# functions by inclusive Ir of the hit run (CALLGRIND_TOP, default 40).
+# KEEP=1 keeps the work dir (callgrind files for callgrind_annotate).
+set -euo pipefail
+EDGE=${1:?usage: instr.sh EDGE_BIN [N]}
+N=${2:-2000}
+command -v valgrind >/dev/null || { echo "instr.sh: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+DIR="$(mktemp -d /tmp/edge-callgrind.XXXXXX)"
+cat >"$DIR/edge.toml" <<TOML
+[server]
+threads = 1
+access_log = false
+[admin]
+listen = "127.0.0.1:18499"
+[[listener]]
+name = "pass"
+kind = "http"
+address = "127.0.0.1:18490"
+[[listener]]
+name = "hit"
+kind = "http"
+address = "127.0.0.1:18492"
+[[pool]]
+name = "o"
+backends = [{ address = "127.0.0.1:18491" }]
+[[route]]
+name = "cached"
+match = { listeners = ["hit"] }
+pool = "o"
+[route.cache]
+[[route]]
+name = "all"
+pool = "o"
+[cache]
+ram_size = "64 MiB"
+TOML
+"$EDGE" origin --listen 127.0.0.1:18491 >/dev/null 2>&1 & O=$!
+E=
+trap 'kill $E $O 2>/dev/null; wait $E $O 2>/dev/null; [[ -n ${KEEP:-} ]] || rm -rf "$DIR"' EXIT
+URL_PASS="http://127.0.0.1:18490/obj/x?size=1024&cc=no-store"
+URL_HIT="http://127.0.0.1:18492/obj/x?size=1024&cc=max-age%3D3600"
+urls() { for _ in $(seq "$2"); do echo "url = \"$1\""; echo "output = /dev/null"; done >"$DIR/$3"; }
+urls "$URL_PASS" "$N" pass; urls "$URL_HIT" "$N" hit
+# One edge per kind; only the listener's tasks are counted (the client
+# connection's task, where pingora also talks to the upstream; not start-up
+# or timers' ticks), for N + 1 requests on one connection (the first a miss
+# for `hit`).
+for kind in pass hit; do
+  url=$URL_PASS; [[ $kind == hit ]] && url=$URL_HIT
+  valgrind --tool=callgrind --callgrind-out-file="$DIR/$kind.out" \
+    --toggle-collect='edge_proxy::listen::Acceptor::run::*' \
+    "$EDGE" run --config "$DIR/edge.toml" >"$DIR/edge-$kind.log" 2>&1 & E=$!
+  ok=
+  for _ in $(seq 300); do curl -s -o /dev/null -f "$url" && { ok=1; break; }; sleep 0.2; done
+  [[ -n $ok ]] || { echo "instr.sh: edge did not answer (see $DIR/edge-$kind.log)" >&2; exit 1; }
+  curl -s -K "$DIR/$kind"
+  kill -TERM "$E"; wait "$E" || true; E=
+  ir=$(callgrind_annotate "$DIR/$kind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n++ {gsub(",","",$1); print $1}')
+  [[ -n $ir ]] || { echo "instr.sh: no totals in $DIR/$kind.out" >&2; exit 1; }
+  echo "$kind: $(( ir / (N + 1) )) instructions per request ($(( N + 1 )) requests, Ir $ir)"
+done
+callgrind_annotate --inclusive=yes "$DIR/hit.out" 2>/dev/null | sed -n '/^Ir/,$p' | head -"${CALLGRIND_TOP:-40}" | cut -c1-200
