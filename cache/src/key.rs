@@ -156,7 +156,7 @@ pub fn primary(
                 }
                 Err(_) => {
                     s.push('x');
-                    let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
+                    let hex = hex::encode(v);
                     push_part(&mut s, &hex);
                 }
             }

@@ -87,7 +87,7 @@ impl Parsed {
         self.fresh_until >= now
     }
 
-    /// The stored response head, rebuilt (names keep the origin's case).
+    /// The stored response head, rebuilt (names in lower case).
     /// None if the kept lines do not parse (they always do: they were
     /// written from a parsed header).
     pub fn header(&self) -> Option<ResponseHeader> {
