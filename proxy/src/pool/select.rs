@@ -218,13 +218,20 @@ impl Selector {
         }
         match &self.kind {
             Kind::RoundRobin(next) => {
+                // A turn per backend tried, so unusable backends' turns go
+                // to the next usable ones and the shares stay equal.
+                let mut last = 0;
                 for _ in 0..n {
                     let i = next.fetch_add(1, Ordering::Relaxed) % n;
                     if c.weight(i) > 0 {
                         return Some(i);
                     }
+                    last = i;
                 }
-                None
+                // Concurrent picks may have taken every usable backend's
+                // turn between these reads (a pick then answered 503 with
+                // a backend still usable): scan once, in order.
+                (1..=n).map(|k| (last + k) % n).find(|&i| c.weight(i) > 0)
             }
             Kind::SmoothWeighted(current, _) if n <= SMALL_POOL => {
                 let mut current = current.lock();
@@ -453,6 +460,57 @@ mod tests {
                 None,
                 "{algorithm:?}"
             );
+        }
+    }
+
+    /// Candidates where another pick takes its turn between every two
+    /// backends this pick reads (what concurrent requests do).
+    struct Interleaved<'a> {
+        selector: &'a Selector,
+        weights: Vec<u32>,
+    }
+
+    impl Candidates for Interleaved<'_> {
+        fn len(&self) -> usize {
+            self.weights.len()
+        }
+        fn base_weight(&self, _: usize) -> u32 {
+            1
+        }
+        fn weight(&self, i: usize) -> u32 {
+            if let Kind::RoundRobin(next) = &self.selector.kind {
+                next.fetch_add(1, Ordering::Relaxed);
+            }
+            self.weights[i]
+        }
+        fn in_flight(&self, _: usize) -> u64 {
+            0
+        }
+        fn ewma_ms(&self, _: usize) -> Option<f64> {
+            None
+        }
+        fn weights_epoch(&self) -> u64 {
+            1
+        }
+    }
+
+    #[test]
+    fn round_robin_finds_the_usable_backend_whatever_runs_between_reads() {
+        for (weights, usable) in [
+            (vec![0, 1], 1),
+            (vec![1, 0], 0),
+            (vec![0, 0, 1], 2),
+            (vec![0, 0, 0, 1], 3),
+            (vec![0, 1, 0, 0], 1),
+        ] {
+            let s = Selector::new(&Algorithm::RoundRobin, &addrs(weights.len()));
+            for _ in 0..20 {
+                let c = Interleaved {
+                    selector: &s,
+                    weights: weights.clone(),
+                };
+                assert_eq!(s.pick(&c, None), Some(usable), "{weights:?}");
+            }
         }
     }
 
