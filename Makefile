@@ -48,8 +48,13 @@ audit:
 check-configs: build
 	scripts/check-configs.sh $(EDGE_BIN)
 
+# Then the cache and request-path tests again with every node's fast paths
+# off (`server.fast_paths = false`, set by the testkit): the general path
+# must answer as they do (issue 17).
 unit:
 	$(CARGO) test --locked --workspace --no-fail-fast
+	EDGE_TEST_FAST_PATHS=off $(CARGO) test --locked -p edge --no-fail-fast \
+	  --test cache --test cache_rfc --test video --test llhls --test door --test requests
 
 # Load tests against nginx, HAProxy, Varnish and a DNS server; see benches/README.md.
 bench: deps-bench

@@ -624,3 +624,346 @@ async fn eviction_keeps_each_tier_within_its_budget_under_a_larger_workload() {
     assert!(metric(&metrics, "edge_cache_evictions_total{tier=\"ram\"}") > 0.0);
     assert!(metric(&metrics, "edge_cache_evictions_total{tier=\"disk\"}") > 0.0);
 }
+
+/// A response's fields as a sorted list of (lower-case name, value), with
+/// what may differ between two nodes a second apart made equal: `Date`
+/// and `Age` values, `Cache-Status`'s `ttl`.
+fn comparable(r: &edge_testkit::RawResponse) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = r
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            let n = n.to_ascii_lowercase();
+            let v = match n.as_str() {
+                "date" | "age" => "(time)".to_string(),
+                "cache-status" => v
+                    .split("; ")
+                    .filter(|m| !m.starts_with("ttl="))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                _ => v.clone(),
+            };
+            (n, v)
+        })
+        .collect();
+    fields.sort();
+    fields
+}
+
+/// Issue 17: fresh RAM hits to HTTP/1 clients are written from the stored
+/// head's lines (`server.fast_paths`); with the switch off they take the
+/// header-map path. For heads with hop-by-hop fields, fields edge strips
+/// or replaces, targeted fields, upstream `Cache-Status` members, playlist
+/// lifetimes, a route's response edits, and for GET, HEAD, HTTP/1.0,
+/// ranges and conditions, both nodes answer with the same status, fields
+/// and body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ram_hits_from_stored_lines_answer_as_the_header_map_path_does() {
+    // A VOD playlist: its lifetime is its s-maxage, not a live one's.
+    const VOD: &[u8] =
+        b"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\na.ts\n#EXT-X-ENDLIST\n";
+    let body = |n: usize| (0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>();
+    // The scripted origin writes `Content-Length` and the reason
+    // "Scripted" itself, then these fields as given (order and case).
+    let reply = |status: u16, fields: &[(&str, &str)], body: Vec<u8>| edge_testkit::Reply {
+        status,
+        headers: fields
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        body,
+        ..edge_testkit::Reply::default()
+    };
+    let answers = [
+        (
+            "/plain.ts",
+            reply(
+                200,
+                &[
+                    ("Content-Type", "video/mp2t"),
+                    ("Cache-Control", "public, max-age=600"),
+                    ("ETag", "\"v1\""),
+                    ("Last-Modified", "Mon, 30 Nov 2026 10:00:00 GMT"),
+                    ("Date", "Fri, 01 Jan 2027 00:00:00 GMT"),
+                ],
+                body(1024),
+            ),
+        ),
+        (
+            "/hop.ts",
+            reply(
+                200,
+                &[
+                    ("Connection", "keep-alive"),
+                    ("Keep-Alive", "timeout=5"),
+                    ("Proxy-Connection", "keep-alive"),
+                    ("Trailer", "X-T"),
+                    ("Upgrade", "h2c"),
+                    ("Cache-Control", "max-age=600"),
+                ],
+                body(300),
+            ),
+        ),
+        (
+            "/nominated.ts",
+            reply(
+                200,
+                &[
+                    ("Connection", "X-Secret, keep-alive"),
+                    ("X-Secret", "1"),
+                    ("X-Kept", "2"),
+                    ("Cache-Control", "max-age=600"),
+                ],
+                body(10),
+            ),
+        ),
+        (
+            "/stripped.ts",
+            reply(
+                200,
+                &[
+                    ("Surrogate-Key", "a b"),
+                    ("Surrogate-Control", "max-age=60"),
+                    ("X-Cache", "HIT from-origin"),
+                    ("Age", "5"),
+                    ("CDN-Cache-Control", "max-age=900"),
+                    ("Cache-Status", "upstream; hit"),
+                    ("Cache-Control", "max-age=600"),
+                    ("Accept-Ranges", "none"),
+                ],
+                body(64),
+            ),
+        ),
+        (
+            "/vod.m3u8",
+            reply(
+                200,
+                &[
+                    ("Content-Type", "application/vnd.apple.mpegurl"),
+                    ("Cache-Control", "public, max-age=86400, s-maxage=30"),
+                    ("Cache-Control", "no-transform"),
+                ],
+                VOD.to_vec(),
+            ),
+        ),
+        (
+            "/cased.ts",
+            reply(
+                200,
+                &[
+                    ("content-TYPE", "text/plain"),
+                    ("x-MIXED-case", "Value With Spaces"),
+                    ("X-Empty", ""),
+                    ("cache-control", "max-age=600"),
+                ],
+                b"hello".to_vec(),
+            ),
+        ),
+        (
+            "/missing.ts",
+            reply(
+                404,
+                &[
+                    ("Cache-Control", "max-age=600"),
+                    ("Content-Type", "text/plain"),
+                ],
+                b"gone".to_vec(),
+            ),
+        ),
+        (
+            "/empty.ts",
+            reply(
+                200,
+                &[("Cache-Control", "max-age=600"), ("Accept-Ranges", "none")],
+                vec![],
+            ),
+        ),
+        (
+            "/edits/x.ts",
+            reply(
+                200,
+                &[
+                    ("Cache-Control", "max-age=600"),
+                    ("ETag", "\"e\""),
+                    ("X-Add", "origin"),
+                    ("Server", "origin/1"),
+                ],
+                body(20),
+            ),
+        ),
+    ];
+    let scripted = edge_testkit::Scripted::start().await;
+    for (path, r) in &answers {
+        scripted.set(path, r.clone());
+    }
+    let paths: Vec<&str> = answers.iter().map(|a| a.0).collect();
+    let origin = scripted.addr();
+    let config = |fast: bool| {
+        format!(
+            r#"
+[server]
+threads = 1
+access_log = false
+shutdown_delay = "0s"
+fast_paths = {fast}
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+
+[[pool]]
+name = "origin"
+backends = [{{ address = "{origin}" }}]
+
+[[route]]
+name = "edits"
+priority = 10
+pool = "origin"
+[route.match]
+path_prefix = "/edits/"
+[route.cache]
+[route.response_headers]
+remove = ["Server", "X-Cache"]
+set = {{ "Cache-Control" = "public, max-age=5", "Access-Control-Allow-Origin" = "*" }}
+add = {{ "X-Add" = "edge", "Timing-Allow-Origin" = "*" }}
+
+[[route]]
+name = "all"
+pool = "origin"
+[route.cache]
+
+[cache]
+ram_size = "16 MiB"
+"#
+        )
+    };
+    // Started with EdgeNode::start directly: the switch is the test's own.
+    let fast = EdgeNode::start(BIN, &config(true));
+    let general = EdgeNode::start(BIN, &config(false));
+    let requests: Vec<(&str, String)> = vec![
+        ("GET", "HTTP/1.1\r\nConnection: close".into()),
+        ("HEAD", "HTTP/1.1\r\nConnection: close".into()),
+        ("GET", "HTTP/1.0".into()),
+        ("GET", "HTTP/1.0\r\nConnection: keep-alive".into()),
+        (
+            "GET",
+            "HTTP/1.1\r\nConnection: close\r\nRange: bytes=1-3".into(),
+        ),
+        (
+            "GET",
+            "HTTP/1.1\r\nConnection: close\r\nIf-None-Match: \"v1\"".into(),
+        ),
+        (
+            "GET",
+            "HTTP/1.1\r\nConnection: close\r\nCache-Control: max-age=0".into(),
+        ),
+    ];
+    let ask = |node: &EdgeNode, method: &str, path: &str, rest: &str| {
+        let addr = node.addr("web");
+        let head = format!("{method} {path} {rest}\r\nHost: a.test\r\n\r\n");
+        let head_only = method == "HEAD";
+        async move {
+            let mut conn = edge_testkit::RawConn::connect(addr).await;
+            conn.send(head.as_bytes()).await;
+            conn.response(head_only).await.unwrap()
+        }
+    };
+    for path in &paths {
+        // The first request fills each node's RAM tier.
+        for node in [&fast, &general] {
+            let r = ask(node, "GET", path, "HTTP/1.1\r\nConnection: close").await;
+            assert!(
+                r.status == 200 || r.status == 404,
+                "{path}: {:?}",
+                r.headers
+            );
+        }
+        for (method, rest) in &requests {
+            let a = ask(&fast, method, path, rest).await;
+            let b = ask(&general, method, path, rest).await;
+            let what = format!("{method} {path} {rest:?}");
+            assert_eq!(a.status, b.status, "{what}");
+            assert_eq!(a.body, b.body, "{what}");
+            assert_eq!(comparable(&a), comparable(&b), "{what}");
+            if !rest.contains("Range") && !rest.contains("If-None") && !rest.contains("max-age=0") {
+                let hit = a.header("x-cache").is_some_and(|v| v.starts_with("HIT"));
+                assert!(
+                    hit || path.starts_with("/edits/") || *path == "/missing.ts",
+                    "{what}: {a:?}"
+                );
+            }
+        }
+    }
+    // What the map path gives, spelled out for a few (so that both being
+    // wrong the same way fails too).
+    let r = ask(&fast, "GET", "/hop.ts", "HTTP/1.1").await;
+    for gone in ["keep-alive", "proxy-connection", "trailer", "upgrade"] {
+        assert!(!r.has(gone), "{gone}: {r:?}");
+    }
+    assert_eq!(r.header("connection"), Some("keep-alive"), "{r:?}");
+    let r = ask(
+        &fast,
+        "GET",
+        "/nominated.ts",
+        "HTTP/1.1\r\nConnection: close",
+    )
+    .await;
+    assert!(
+        !r.has("x-secret") && r.header("x-kept") == Some("2"),
+        "{r:?}"
+    );
+    let r = ask(
+        &fast,
+        "GET",
+        "/stripped.ts",
+        "HTTP/1.1\r\nConnection: close",
+    )
+    .await;
+    for gone in ["surrogate-key", "surrogate-control", "cdn-cache-control"] {
+        assert!(!r.has(gone), "{gone}: {r:?}");
+    }
+    assert_eq!(r.header("x-cache"), Some("HIT RAM"), "{r:?}");
+    assert_eq!(r.header("accept-ranges"), Some("bytes"), "{:?}", r.headers);
+    let statuses: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "cache-status")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(statuses.len(), 2, "{r:?}");
+    assert_eq!(statuses[0], "upstream; hit");
+    assert!(statuses[1].starts_with("edge; hit; ttl="), "{r:?}");
+    // current_age counts the origin's Age (RFC 9111 §4.2.3).
+    let age: u64 = r.header("age").unwrap().parse().unwrap();
+    assert!((5..60).contains(&age), "{:?}", r.headers);
+    let r = ask(&fast, "GET", "/vod.m3u8", "HTTP/1.1\r\nConnection: close").await;
+    let cc: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "cache-control")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        cc,
+        ["public, max-age=30, s-maxage=30", "no-transform"],
+        "{r:?}"
+    );
+    let r = ask(&fast, "GET", "/edits/x.ts", "HTTP/1.1\r\nConnection: close").await;
+    assert!(!r.has("server") && !r.has("x-cache"), "{r:?}");
+    assert_eq!(r.header("cache-control"), Some("public, max-age=5"));
+    let adds: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "x-add")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(adds, ["origin", "edge"], "{r:?}");
+    let r = ask(&fast, "GET", "/empty.ts", "HTTP/1.1\r\nConnection: close").await;
+    assert_eq!((r.status, r.header("content-length")), (200, Some("0")));
+    assert_eq!(r.header("accept-ranges"), Some("none"), "{:?}", r.headers);
+    assert!(r.closes(), "{r:?}");
+}

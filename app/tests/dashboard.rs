@@ -192,10 +192,7 @@ async fn admin_state(c: &Client, node: &EdgeNode, backend: SocketAddr) -> String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_live_state_and_its_buttons_need_the_token() {
     let live = origin("live").await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = edge_testkit::refused_addr();
     let node = EdgeNode::start(BIN, &config(live.addr(), dead));
     node.wait_ready(Duration::from_secs(10));
     let c = Client::new();

@@ -356,9 +356,7 @@ async fn hop_by_hop_fields_never_cross_on_any_serving_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_error_answers_are_honest_about_the_connection() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    let dead_addr = edge_testkit::refused_addr();
     let s = setup(&format!(
         r#"
 [[route]]

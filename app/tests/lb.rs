@@ -368,14 +368,7 @@ async fn a_hanging_backend_hits_the_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn when_every_backend_is_down_edge_answers_503_at_once() {
     // Two addresses nothing listens on.
-    let dead: Vec<SocketAddr> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-        })
-        .collect();
+    let dead: Vec<SocketAddr> = (0..2).map(|_| edge_testkit::refused_addr()).collect();
     let config = format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n\
          [[route]]\npool = \"p\"\n[[pool]]\nname = \"p\"\nbackends = [{{ address = \"{}\" }}, {{ address = \"{}\" }}]\n\

@@ -522,9 +522,7 @@ async fn first_byte_idle_and_total_are_independent_timers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_a_few_log_lines_and_a_silent_client_is_info() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    let dead_addr = edge_testkit::refused_addr();
     let config = format!(
         r#"
 [admin]

@@ -636,9 +636,7 @@ fn config(dir: &Path, rec: &Recorder, ca: &TestCa) -> String {
     let (c, k) = (dir.join("a.pem"), dir.join("a.key"));
     std::fs::write(&c, &cert.cert_pem).unwrap();
     std::fs::write(&k, &cert.key_pem).unwrap();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    let dead_addr = edge_testkit::refused_addr();
     let limits = r#"limits = { max_request_line = "1 KiB", max_headers = 20, max_header_bytes = "4 KiB", max_body = "64 KiB" }"#;
     format!(
         r#"

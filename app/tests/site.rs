@@ -295,9 +295,7 @@ async fn the_fallback_keeps_the_origins_own_retries() {
         segment(&good, i);
         bad.set(&format!("/seg/{i}.ts"), Reply::new(502, "bad\n", &[]));
     }
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    let dead_addr = edge_testkit::refused_addr();
     let config = format!(
         r#"
 [server]

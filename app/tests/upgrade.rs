@@ -493,10 +493,7 @@ async fn edge_reload_and_edge_upgrade_reach_the_node_a_config_names() {
     assert_eq!(code, Some(1));
     assert!(err.contains("no admin.token"), "{err}");
     // Nothing listening there: a clear error, not a hang.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = edge_testkit::refused_addr();
     let gone = node.dir().join("gone.toml");
     std::fs::write(
         &gone,

@@ -12,6 +12,9 @@
 //! out) is what purges by URL and prefix match, so a purge reaches every
 //! scheme, slice and header variant of a URL.
 
+use std::borrow::Cow;
+use std::fmt::Write;
+
 use edge_config::IgnoreQuery;
 use http::HeaderMap;
 use pingora_cache::key::CacheHashKey;
@@ -35,31 +38,45 @@ pub fn is_hls_directive(name: &str) -> bool {
 /// and `?a=1&b=2` share an entry (but `?a=2&a=1` and `?a=1&a=2` do not).
 /// HLS delivery directives are never dropped. Returns `None` when nothing
 /// remains.
-pub fn normalize_query(query: Option<&str>, ignore: &IgnoreQuery) -> Option<String> {
+pub fn normalize_query<'a>(query: Option<&'a str>, ignore: &IgnoreQuery) -> Option<Cow<'a, str>> {
     let q = query?.trim_start_matches('?');
     if q.is_empty() {
         return None;
     }
+    let name = |p: &'a str| p.split_once('=').map_or(p, |(k, _)| k);
+    let kept = |p: &str| {
+        let name = p.split_once('=').map_or(p, |(k, _)| k);
+        is_hls_directive(name)
+            || match ignore {
+                IgnoreQuery::All => false,
+                IgnoreQuery::Names(names) => !names.iter().any(|n| n == name),
+                IgnoreQuery::None => true,
+            }
+    };
+    // Already in key form (every pair kept, none empty, names in order):
+    // the query itself, without a list, a sort and a join.
+    let mut previous = "";
+    let as_is = q.split('&').all(|p| {
+        let n = name(p);
+        let ok = !p.is_empty() && kept(p) && previous <= n;
+        previous = n;
+        ok
+    });
+    if as_is {
+        return Some(Cow::Borrowed(q));
+    }
     let mut pairs: Vec<&str> = q
         .split('&')
         .filter(|p| !p.is_empty())
-        .filter(|p| {
-            let name = p.split_once('=').map_or(*p, |(k, _)| k);
-            is_hls_directive(name)
-                || match ignore {
-                    IgnoreQuery::All => false,
-                    IgnoreQuery::Names(names) => !names.iter().any(|n| n == name),
-                    IgnoreQuery::None => true,
-                }
-        })
+        .filter(|p| kept(p))
         .collect();
     if pairs.is_empty() {
         return None;
     }
     // By name only, and stable: repeated names keep their order, which a
     // backend may give meaning to (`id=2&id=1` is not `id=1&id=2`).
-    pairs.sort_by_key(|p| p.split_once('=').map_or(*p, |(k, _)| k));
-    Some(pairs.join("&"))
+    pairs.sort_by_key(|p| name(p));
+    Some(Cow::Owned(pairs.join("&")))
 }
 
 /// The URL part of a key: authority (`host[:port]`, already normalized by
@@ -95,7 +112,8 @@ impl std::fmt::Display for Url {
 /// Builds the [`Url`] of a request.
 pub fn url(authority: &str, path: &str, query: Option<&str>, ignore: &IgnoreQuery) -> Url {
     let mut s = String::with_capacity(authority.len() + path.len() + 16);
-    s.push_str(&authority.to_ascii_lowercase());
+    s.push_str(authority);
+    s.make_ascii_lowercase();
     let authority_len = s.len();
     s.push_str(if path.is_empty() { "/" } else { path });
     if let Some(q) = normalize_query(query, ignore) {
@@ -109,8 +127,7 @@ pub fn url(authority: &str, path: &str, query: Option<&str>, ignore: &IgnoreQuer
 }
 
 fn push_part(s: &mut String, part: &str) {
-    s.push_str(&part.len().to_string());
-    s.push(':');
+    let _ = write!(s, "{}:", part.len());
     s.push_str(part);
 }
 
@@ -177,6 +194,70 @@ pub fn url_of(primary: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rule in its plain form: keep, sort by name (stable), join.
+    fn reference(q: &str, ignore: &IgnoreQuery) -> Option<String> {
+        let name = |p: &str| p.split_once('=').map_or(p, |(k, _)| k).to_string();
+        let mut pairs: Vec<&str> = q
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .filter(|p| {
+                let n = name(p);
+                is_hls_directive(&n)
+                    || match ignore {
+                        IgnoreQuery::All => false,
+                        IgnoreQuery::Names(names) => !names.contains(&n),
+                        IgnoreQuery::None => true,
+                    }
+            })
+            .collect();
+        pairs.sort_by_key(|p| name(p));
+        (!pairs.is_empty()).then(|| pairs.join("&"))
+    }
+
+    #[test]
+    fn a_query_already_in_key_form_is_kept_as_it_is_and_others_as_the_rule_says() {
+        // Every query of up to four pairs over a small alphabet, including
+        // empty pairs, repeated names, names without values and `_HLS_msn`.
+        let parts = ["a=1", "a=2", "b", "b=", "c=3", "", "_HLS_msn=4", "a"];
+        let ignores = [
+            IgnoreQuery::None,
+            IgnoreQuery::All,
+            IgnoreQuery::Names(vec!["b".into()]),
+        ];
+        let mut queries = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = queries
+                .iter()
+                .flat_map(|q| {
+                    parts.iter().map(move |p| {
+                        if q.is_empty() {
+                            (*p).to_string()
+                        } else {
+                            format!("{q}&{p}")
+                        }
+                    })
+                })
+                .collect();
+            queries.extend(longer);
+        }
+        queries.sort();
+        queries.dedup();
+        assert!(queries.len() > 2_000);
+        for q in &queries {
+            for ignore in &ignores {
+                assert_eq!(
+                    normalize_query(Some(q), ignore).map(Cow::into_owned),
+                    reference(q, ignore),
+                    "{q:?} {ignore:?}"
+                );
+            }
+        }
+        assert!(matches!(
+            normalize_query(Some("a=1&b=2"), &IgnoreQuery::None),
+            Some(Cow::Borrowed("a=1&b=2"))
+        ));
+    }
 
     #[test]
     fn storage_keys_are_pingoras_combined_hex() {

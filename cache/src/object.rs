@@ -67,24 +67,69 @@ pub struct Parsed {
 impl Parsed {
     fn of(meta: &Meta) -> Option<Arc<Parsed>> {
         let m = CacheMeta::deserialize(&meta.0, &meta.1).ok()?;
-        let header = m.response_header();
+        Self::from_header(
+            m.response_header(),
+            m.fresh_until(),
+            m.epoch(),
+            m.variance().is_some(),
+        )
+        .map(Arc::new)
+    }
+
+    /// A stored head as a hit reads it: `fresh_until` and `updated` as
+    /// [`Parsed::fresh_until`] and [`Parsed::updated`], `varies` when stored
+    /// with a `Vary` variance. `None` with more than 65,535 fields.
+    pub fn from_header(
+        header: &ResponseHeader,
+        fresh_until: SystemTime,
+        updated: SystemTime,
+        varies: bool,
+    ) -> Option<Parsed> {
         let mut lines = Vec::with_capacity(256);
         header.header_to_h1_wire(&mut lines);
         lines.extend_from_slice(b"\r\n");
-        Some(Arc::new(Parsed {
-            fresh_until: m.fresh_until(),
-            updated: m.epoch(),
-            varies: m.variance().is_some(),
+        Some(Parsed {
+            fresh_until,
+            updated,
+            varies,
             has_length: header.headers.contains_key(http::header::CONTENT_LENGTH),
             status: header.status.as_u16(),
             reason: header.get_reason_phrase().map(Into::into),
             count: u16::try_from(header.headers.len()).ok()?,
             lines: Bytes::from(lines.into_boxed_slice()),
-        }))
+        })
     }
 
     pub fn is_fresh(&self, now: SystemTime) -> bool {
         self.fresh_until >= now
+    }
+
+    /// The stored status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The stored reason phrase, when the origin's was not the standard one.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// The first stored value of field `name` (case-insensitive), trimmed.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields()
+            .find(|f| f.name.len() == name.len() && f.name.eq_ignore_ascii_case(name.as_bytes()))
+            .and_then(|f| std::str::from_utf8(f.value).ok())
+    }
+
+    /// The stored fields in order.
+    pub fn fields(&self) -> Fields<'_> {
+        Fields { rest: &self.lines }
+    }
+
+    /// The stored field lines as they go on the wire (`name: value\r\n`
+    /// each, names as the origin cased them), then the empty line.
+    pub fn lines(&self) -> &[u8] {
+        &self.lines
     }
 
     /// The stored response head, rebuilt (names in lower case).
@@ -122,6 +167,49 @@ impl Parsed {
             out.set_reason_phrase(Some(r)).ok()?;
         }
         Some(out)
+    }
+}
+
+/// One stored field: its name as the origin cased it, its value trimmed,
+/// and its whole line without the line end.
+#[derive(Debug, Clone, Copy)]
+pub struct Field<'a> {
+    pub name: &'a [u8],
+    pub value: &'a [u8],
+    pub line: &'a [u8],
+}
+
+/// The fields of a [`Parsed`] head, in order ([`Parsed::fields`]).
+#[derive(Debug, Clone)]
+pub struct Fields<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Field<'a>;
+
+    fn next(&mut self) -> Option<Field<'a>> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let (line, rest) = match memchr::memchr(b'\n', self.rest) {
+                Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
+                None => (self.rest, &[][..]),
+            };
+            self.rest = rest;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            // The lines were written from a valid header map: each has a
+            // colon; the empty line ends them.
+            let Some(colon) = memchr::memchr(b':', line) else {
+                continue;
+            };
+            return Some(Field {
+                name: &line[..colon],
+                value: line[colon + 1..].trim_ascii(),
+                line,
+            });
+        }
     }
 }
 

@@ -27,6 +27,7 @@ pub(crate) struct RawServer {
     pub access_log_format: Option<S<String>>,
     pub upstream_keepalive: Option<S<i64>>,
     pub work_stealing: Option<bool>,
+    pub fast_paths: Option<bool>,
     pub otlp: Option<S<RawOtlp>>,
 }
 

@@ -49,6 +49,8 @@ pub struct Proxy {
     pub unmatched: RouteMetrics,
     pub backends: BackendRegistry,
     access_log: AtomicBool,
+    /// `server.fast_paths`.
+    fast_paths: AtomicBool,
     /// `server.access_log_format`: the text access line as a template.
     access_log_format: arc_swap::ArcSwapOption<edge_config::AccessLogFormat>,
     cache: OnceLock<Arc<CacheRuntime>>,
@@ -93,6 +95,7 @@ impl Proxy {
             metrics,
             backends: BackendRegistry::default(),
             access_log: AtomicBool::new(true),
+            fast_paths: AtomicBool::new(true),
             access_log_format: arc_swap::ArcSwapOption::empty(),
             closing: AtomicBool::new(false),
             errors: crate::errlog::ErrorLog::default(),
@@ -233,6 +236,8 @@ impl Proxy {
         }
         self.access_log
             .store(config.server.access_log, Ordering::Relaxed);
+        self.fast_paths
+            .store(config.server.fast_paths, Ordering::Relaxed);
         self.access_log_format
             .store(config.server.access_log_format.clone().map(Arc::new));
     }
@@ -259,6 +264,11 @@ impl Proxy {
 
     pub fn access_log(&self) -> bool {
         self.access_log.load(Ordering::Relaxed)
+    }
+
+    /// `server.fast_paths`: whether the HTTP/1 fast paths may answer.
+    pub fn fast_paths(&self) -> bool {
+        self.fast_paths.load(Ordering::Relaxed)
     }
 
     /// The access line's template, when the config has one.

@@ -60,6 +60,25 @@ where
 
 /// The sum of a Prometheus metric's samples whose line has every one of
 /// `labels` (e.g. `listener="l4"`), from `/metrics` text.
+/// A loopback address where a connection is refused at once, reserved for
+/// the rest of the test process: a socket bound there and never listening
+/// (a SYN gets a reset), so no other test's listener can take the port, as
+/// one could after binding a listener and dropping it.
+pub fn refused_addr() -> std::net::SocketAddr {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    socket.bind(&any.into()).expect("bind 127.0.0.1:0");
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("bound address");
+    // Kept open (not listening) until the process exits.
+    std::mem::forget(socket);
+    addr
+}
+
 pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| {

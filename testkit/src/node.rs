@@ -13,6 +13,39 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// The config as the test wrote it, or, when `EDGE_TEST_FAST_PATHS=off` is
+/// set (`make test`'s second pass over the request-path and cache tests),
+/// with `server.fast_paths = false`: the same tests then check the general
+/// path that the fast paths must answer like.
+pub fn test_switches(config: &str) -> String {
+    general_path(
+        config,
+        std::env::var("EDGE_TEST_FAST_PATHS").as_deref() == Ok("off"),
+    )
+}
+
+/// `config` with `server.fast_paths = false` when `off`, unless it sets
+/// the switch itself (a test of the switch).
+fn general_path(config: &str, off: bool) -> String {
+    if !off || config.contains("fast_paths") {
+        return config.to_string();
+    }
+    let mut out = String::with_capacity(config.len() + 32);
+    let mut done = false;
+    for line in config.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if !done && line.trim() == "[server]" {
+            out.push_str("fast_paths = false\n");
+            done = true;
+        }
+    }
+    if !done {
+        out.push_str("\n[server]\nfast_paths = false\n");
+    }
+    out
+}
+
 /// Everything the node printed, and the sockets it announced.
 #[derive(Debug, Default)]
 pub struct NodeOutput {
@@ -51,7 +84,7 @@ impl EdgeNode {
     pub fn start_customized(bin: &str, config: &str, customize: impl FnOnce(&mut Command)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("edge.toml");
-        std::fs::write(&config_path, config).expect("write config");
+        std::fs::write(&config_path, test_switches(config)).expect("write config");
         let mut cmd = Command::new(bin);
         cmd.arg("run").arg("--config").arg(&config_path);
         customize(&mut cmd);
@@ -181,7 +214,7 @@ impl EdgeNode {
 
     /// Replaces the config file (a reload then reads it).
     pub fn write_config(&self, config: &str) {
-        std::fs::write(&self.config_path, config).expect("write config");
+        std::fs::write(&self.config_path, test_switches(config)).expect("write config");
     }
 
     pub fn output(&self) -> String {
@@ -293,5 +326,28 @@ pub fn pid_alive(pid: u32) -> bool {
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::general_path;
+
+    #[test]
+    fn the_general_path_switch_goes_into_server_or_a_new_server_table() {
+        assert_eq!(
+            general_path("[server]\nthreads = 1\n", false),
+            "[server]\nthreads = 1\n"
+        );
+        assert_eq!(
+            general_path("[admin]\nx = 1\n[server]\nthreads = 1\n", true),
+            "[admin]\nx = 1\n[server]\nfast_paths = false\nthreads = 1\n"
+        );
+        assert_eq!(
+            general_path("[[listener]]\nname = \"a\"\n", true),
+            "[[listener]]\nname = \"a\"\n\n[server]\nfast_paths = false\n"
+        );
+        let own = "[server]\nfast_paths = true\n";
+        assert_eq!(general_path(own, true), own);
     }
 }

@@ -118,6 +118,10 @@ pub struct Server {
     /// single-threaded runtime per thread with connections spread among them
     /// (false: cheaper per request, as nginx workers).
     pub work_stealing: bool,
+    /// The HTTP/1 fast paths (fresh RAM hits written from the stored head
+    /// lines without header maps). `false` forces every request through the
+    /// general path; answers are the same either way (the tests run both).
+    pub fast_paths: bool,
     /// `server.otlp`: request spans exported over OTLP/HTTP.
     pub otlp: Option<Otlp>,
 }
@@ -177,6 +181,7 @@ impl Default for Server {
             access_log_format: None,
             upstream_keepalive: 128,
             work_stealing: false,
+            fast_paths: true,
             otlp: None,
         }
     }

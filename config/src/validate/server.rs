@@ -29,6 +29,7 @@ pub(super) fn server(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>)
         access_log_format,
         upstream_keepalive,
         work_stealing,
+        fast_paths,
         otlp,
     } = raw;
     let p = "server";
@@ -82,6 +83,7 @@ pub(super) fn server(ck: &mut Checker<'_>, value: Option<&Spanned<DeValue<'_>>>)
             defaults.upstream_keepalive as i64,
         ) as usize,
         work_stealing: work_stealing.unwrap_or(defaults.work_stealing),
+        fast_paths: fast_paths.unwrap_or(defaults.fast_paths),
         otlp,
     }
 }

@@ -11,6 +11,7 @@ use edge_cache::{Status, Tier};
 use http::header;
 use pingora_core::protocols::http::conditional_filter::{not_modified_filter, to_304};
 use pingora_error::Result;
+use pingora_http::ResponseHeader;
 use pingora_proxy::{RangeType, Session};
 
 use super::{cache_key, strip_cache_headers, CacheCtx, CacheRuntime};
@@ -25,6 +26,7 @@ pub(crate) async fn try_serve(
     ctx: &mut CacheCtx,
     route: &CompiledRoute,
     decor: Decor<'_>,
+    fast_paths: bool,
 ) -> Result<Option<Kind>> {
     let req = session.req_header();
     let head_only = match req.method {
@@ -42,6 +44,57 @@ pub(crate) async fn try_serve(
     let now = SystemTime::now();
     if parsed.varies || !parsed.is_fresh(now) || !parsed.has_length {
         return Ok(None);
+    }
+    ctx.status = Some(Status::Hit);
+    ctx.tier = Some(Tier::Ram);
+    // HTTP/1 with no range, condition or upgrade: the head from the stored
+    // lines, no header map (`h1_head`).
+    if fast_paths
+        && decor.rate_limit.is_none()
+        && session.downstream_session.as_http1().is_some()
+        && ![
+            header::RANGE,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::UPGRADE,
+        ]
+        .iter()
+        .any(|h| req.headers.contains_key(h))
+    {
+        let kind = video::classify(req.uri.path(), parsed.field("content-type"));
+        let served = super::fields::Served {
+            status: Status::Hit,
+            tier: ctx.tier,
+            stored: Some((parsed.fresh_until, parsed.updated)),
+            storing: false,
+            fwd_status: None,
+            fwd: None,
+            key: ctx.url.as_str(),
+            kind,
+        };
+        let settings = rt.storage.settings();
+        if let Some(fields) = super::h1_head::render(parsed, &served, &settings, decor.ops, now) {
+            let mut resp = ResponseHeader::build_no_case(parsed.status(), Some(0))?;
+            if let Some(r) = parsed.reason() {
+                resp.set_reason_phrase(Some(r))?;
+            }
+            let body = (!head_only && !obj.body.is_empty()).then(|| obj.body.clone());
+            let Some(h1) = session.downstream_session.as_http1_mut() else {
+                return Ok(None);
+            };
+            h1.write_response_fields(
+                Box::new(resp),
+                &fields.lines,
+                fields.has_date,
+                fields.content_length,
+            )
+            .await?;
+            if let Some(body) = body {
+                h1.write_body(&body).await?;
+                h1.finish_body().await?;
+            }
+            return Ok(Some(kind));
+        }
     }
     let Some(mut resp) = parsed.header() else {
         return Ok(None);
@@ -65,8 +118,6 @@ pub(crate) async fn try_serve(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
     );
-    ctx.status = Some(Status::Hit);
-    ctx.tier = Some(Tier::Ram);
     strip_cache_headers(&mut resp);
     let served = super::fields::Served {
         status: Status::Hit,

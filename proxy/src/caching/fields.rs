@@ -108,7 +108,7 @@ pub(crate) fn cache_status(name: &str, s: &Served<'_>, now: SystemTime) -> Strin
 }
 
 /// `max-age` and `s-maxage` of a `Cache-Control` value capped at `cap` seconds.
-fn cap_max_age(value: &str, cap: u64) -> String {
+pub(super) fn cap_max_age(value: &str, cap: u64) -> String {
     value
         .split(',')
         .map(|d| {
@@ -131,6 +131,30 @@ fn cap_max_age(value: &str, cap: u64) -> String {
         .join(", ")
 }
 
+/// The current_age (RFC 9111 §4.2.3) of what was served or is being
+/// stored, in seconds; `None` when nothing stored is involved (a forwarded
+/// response keeps the upstream's `Age`, else gets 0).
+pub(super) fn current_age(s: &Served<'_>, now: SystemTime) -> Option<u64> {
+    let (_, epoch) = s
+        .stored
+        .filter(|_| super::from_cache(s.status) || s.storing)?;
+    Some(now.duration_since(epoch).map_or(0, |d| d.as_secs()))
+}
+
+/// For a playlist or manifest, the cap on its `max-age` and `s-maxage`, in
+/// seconds: a stored one's lifetime (live ones are capped when their body
+/// is seen), or the live cap when not yet known (a miss: the playlist is
+/// assumed live until its body says otherwise). `None` for other kinds.
+pub(super) fn playlist_cap(s: &Served<'_>, settings: &Cache) -> Option<u64> {
+    if !matches!(s.kind, Kind::HlsPlaylist | Kind::DashManifest) {
+        return None;
+    }
+    Some(match s.stored.filter(|_| super::from_cache(s.status)) {
+        Some((fresh_until, epoch)) => secs_between(fresh_until, epoch).max(0) as u64,
+        None => settings.video.live_playlist_max_ttl.as_secs(),
+    })
+}
+
 /// Sets the cache's fields on `resp` (see the module docs).
 pub(crate) fn apply(
     resp: &mut ResponseHeader,
@@ -138,11 +162,8 @@ pub(crate) fn apply(
     settings: &Cache,
     now: SystemTime,
 ) -> Result<()> {
-    let from_cache = super::from_cache(s.status);
-    // What was served or is being stored: its current_age (§4.2.3).
-    match s.stored.filter(|_| from_cache || s.storing) {
-        Some((_, epoch)) => {
-            let age = now.duration_since(epoch).map_or(0, |d| d.as_secs());
+    match current_age(s, now) {
+        Some(age) => {
             resp.insert_header(header::AGE, age.to_string())?;
         }
         None if !resp.headers.contains_key(header::AGE) => {
@@ -160,14 +181,7 @@ pub(crate) fn apply(
             resp.remove_header(name.as_str());
         }
     }
-    if matches!(s.kind, Kind::HlsPlaylist | Kind::DashManifest) {
-        // Stored: its lifetime (live ones are capped when their body is
-        // seen). Not yet known (a miss): the live cap, as the playlist is
-        // assumed live until its body says otherwise.
-        let cap = match s.stored.filter(|_| from_cache) {
-            Some((fresh_until, epoch)) => secs_between(fresh_until, epoch).max(0) as u64,
-            None => settings.video.live_playlist_max_ttl.as_secs(),
-        };
+    if let Some(cap) = playlist_cap(s, settings) {
         let capped: Vec<String> = resp
             .headers
             .get_all(header::CACHE_CONTROL)

@@ -19,6 +19,7 @@ pub(crate) mod blocking;
 pub(crate) mod directives;
 pub mod fast;
 pub(crate) mod fields;
+pub(crate) mod h1_head;
 pub(crate) mod invalidate;
 pub mod prefetch;
 pub(crate) mod range;

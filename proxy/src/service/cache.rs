@@ -68,8 +68,15 @@ impl EdgeProxy {
             Way::Whole
                 if ctx.cache.sub.is_none() && !ctx.cache.directives.may_force_revalidation() =>
             {
-                let served =
-                    caching::fast::try_serve(rt, session, &mut ctx.cache, route, decor).await?;
+                let served = caching::fast::try_serve(
+                    rt,
+                    session,
+                    &mut ctx.cache,
+                    route,
+                    decor,
+                    self.proxy.fast_paths(),
+                )
+                .await?;
                 if let Some(kind) = served {
                     if kind == edge_cache::video::Kind::Segment
                         && ctx.prefetches(session.req_header())

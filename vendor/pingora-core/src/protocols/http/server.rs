@@ -718,6 +718,15 @@ impl Session {
         }
     }
 
+    /// edge (EDGE-PATCH.md, tenth): the HTTP/1 session, mutably, for
+    /// [`SessionV1::write_response_fields`].
+    pub fn as_http1_mut(&mut self) -> Option<&mut SessionV1> {
+        match self {
+            Self::H1(s) => Some(s),
+            _ => None,
+        }
+    }
+
     pub fn as_http2(&self) -> Option<&SessionV2> {
         match self {
             Self::H1(_) => None,

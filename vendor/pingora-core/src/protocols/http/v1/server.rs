@@ -678,6 +678,84 @@ impl HttpSession {
         }
     }
 
+    /// edge (EDGE-PATCH.md, tenth): writes a final response head whose field
+    /// lines the caller serialized itself, without a header map.
+    ///
+    /// - `header` gives the status line (status, reason, version); its own
+    ///   fields are not written. It is what [`Self::response_written()`]
+    ///   returns afterwards.
+    /// - `fields`: `name: value\r\n` lines, without `Connection` (written
+    ///   here, as [`Self::write_response_header()`] does) and without the
+    ///   empty line that ends the head. They must carry `Content-Length`
+    ///   equal to `content_length` (bytes of the body that follows;
+    ///   a HEAD request's, a 204's and a 304's body is empty whatever it says).
+    /// - `has_date`: `fields` carry a `Date`; otherwise the cached one is added.
+    ///
+    /// Errors: an informational status, or an upgrade request (both need
+    /// [`Self::write_response_header()`]'s handling), and write errors.
+    pub async fn write_response_fields(
+        &mut self,
+        header: Box<ResponseHeader>,
+        fields: &[u8],
+        has_date: bool,
+        content_length: usize,
+    ) -> Result<()> {
+        if header.status.is_informational() || self.is_upgrade_req() {
+            return Error::e_explain(InternalError, "write_response_fields: not a final, plain response");
+        }
+        if self.response_written.is_some() {
+            warn!("Respond header is already sent, cannot send again");
+            return Ok(());
+        }
+        if self.close_on_response_before_downstream_finish
+            && (self.request_header.is_none() || !self.is_body_done())
+        {
+            self.set_keepalive(None);
+        }
+        let empty = matches!(
+            header.status,
+            http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
+        ) || self.get_method() == Some(&Method::HEAD);
+        self.body_writer
+            .init_content_length(if empty { 0 } else { content_length });
+        let version: &[u8] = match header.version {
+            Version::HTTP_10 => b"HTTP/1.0 ",
+            _ => b"HTTP/1.1 ",
+        };
+        let mut buf = BytesMut::with_capacity(fields.len() + 128);
+        buf.put_slice(version);
+        buf.put_slice(header.status.as_str().as_bytes());
+        buf.put_u8(b' ');
+        if let Some(reason) = header.get_reason_phrase() {
+            buf.put_slice(reason.as_bytes());
+        }
+        buf.put_slice(CRLF);
+        buf.put_slice(fields);
+        if !has_date {
+            buf.put_slice(b"Date: ");
+            buf.put_slice(date::get_cached_date().as_bytes());
+            buf.put_slice(CRLF);
+        }
+        buf.put_slice(if self.will_keepalive() {
+            b"Connection: keep-alive\r\n\r\n"
+        } else {
+            b"Connection: close\r\n\r\n"
+        });
+        match self.underlying_stream.write_all(&buf).await {
+            Ok(()) => {
+                if self.body_writer.finished() {
+                    self.underlying_stream
+                        .flush()
+                        .await
+                        .or_err(WriteError, "flushing response header")?;
+                }
+                self.response_written = Some(header);
+                Ok(())
+            }
+            Err(e) => Error::e_because(WriteError, "writing response header", e),
+        }
+    }
+
     /// Return the response header if it is already sent.
     pub fn response_written(&self) -> Option<&ResponseHeader> {
         self.response_written.as_deref()
