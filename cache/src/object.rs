@@ -114,10 +114,17 @@ impl Parsed {
         self.reason.as_deref()
     }
 
-    /// The first stored value of field `name` (case-insensitive), trimmed.
+    /// The first stored value of field `name` (case-insensitive), trimmed;
+    /// `None` when absent or not visible ASCII (what `HeaderValue::to_str`
+    /// reads: a value with other bytes reads as absent, as on a header map).
     pub fn field(&self, name: &str) -> Option<&str> {
         self.fields()
             .find(|f| f.name.len() == name.len() && f.name.eq_ignore_ascii_case(name.as_bytes()))
+            .filter(|f| {
+                f.value
+                    .iter()
+                    .all(|b| *b == b'\t' || (0x20..0x7f).contains(b))
+            })
             .and_then(|f| std::str::from_utf8(f.value).ok())
     }
 

@@ -129,6 +129,9 @@ pub(crate) fn render(
                 .iter()
                 .any(|t| t.len() == name.len() && t.as_bytes().eq_ignore_ascii_case(name))
     };
+    if parsed.status() < 200 {
+        return None;
+    }
     let cap = playlist_cap(served, settings);
     let all = parsed.lines();
     let mut out = BytesMut::with_capacity(all.len() + 160);
@@ -167,6 +170,10 @@ pub(crate) fn render(
         }
         match class {
             Name::ContentLength => {
+                // Digits only, as pingora reads it on the map path.
+                if f.value.is_empty() || !f.value.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
                 content_length = Some(std::str::from_utf8(f.value).ok()?.parse::<usize>().ok()?);
             }
             Name::Date => has_date = true,
@@ -176,6 +183,10 @@ pub(crate) fn render(
             }
             Name::CacheControl => {
                 if let Some(cap) = cap {
+                    // The map path caps only values `to_str` reads.
+                    if !visible_ascii(f.value) {
+                        return None;
+                    }
                     out.put_slice(f.name);
                     out.put_slice(b": ");
                     out.put_slice(cap_max_age(std::str::from_utf8(f.value).ok()?, cap).as_bytes());
@@ -196,8 +207,10 @@ pub(crate) fn render(
             out.put_slice(b"\r\n");
         }
     }
+    // Edge's own fields, unless the route edits them or they are targeted
+    // (the map path removes targeted fields after setting these).
     let mut field = |name: &str, value: &[u8]| {
-        if !edited(name.as_bytes()) {
+        if !edited(name.as_bytes()) && !targeted(name.as_bytes()) {
             out.put_slice(name.as_bytes());
             out.put_slice(b": ");
             out.put_slice(value);
@@ -235,6 +248,11 @@ pub(crate) fn render(
         has_date,
         content_length,
     })
+}
+
+/// What `HeaderValue::to_str` accepts: visible ASCII and tab.
+fn visible_ascii(v: &[u8]) -> bool {
+    v.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b))
 }
 
 fn put(out: &mut BytesMut, name: &HeaderName, value: &[u8]) {
@@ -508,6 +526,55 @@ mod tests {
         let p = parsed(404, &[("content-length", "4")]);
         let (list, _) = render_fields(&p, Kind::Other, &Cache::default(), None).unwrap();
         assert!(!names(&list).contains(&"accept-ranges"), "{list:?}");
+    }
+
+    #[test]
+    fn targeted_fields_that_edge_writes_are_not_written() {
+        let p = parsed(
+            200,
+            &[
+                ("content-length", "3"),
+                ("cache-status", "upstream; hit"),
+                ("date", "Thu, 15 Jan 2027 08:00:00 GMT"),
+            ],
+        );
+        let settings = Cache {
+            targeted_fields: ["cache-status", "Age", "X-Cache", "accept-ranges", "date"]
+                .map(String::from)
+                .to_vec(),
+            ..Cache::default()
+        };
+        let (list, f) = render_fields(&p, Kind::Other, &settings, None).unwrap();
+        assert_eq!(names(&list), ["content-length"]);
+        assert!(!f.has_date, "pingora writes its own Date");
+    }
+
+    #[test]
+    fn odd_bytes_and_odd_statuses_are_left_to_the_map_path() {
+        for (status, fields) in [
+            (200, &[("content-length", "+5")][..]),
+            (200, &[("content-length", "5, 5")]),
+            (200, &[("content-length", "")]),
+            (101, &[("content-length", "0")]),
+        ] {
+            let p = parsed(status, fields);
+            assert!(
+                render_fields(&p, Kind::Other, &Cache::default(), None).is_none(),
+                "{status} {fields:?}"
+            );
+        }
+        // A playlist's Cache-Control that `to_str` cannot read.
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        h.append_header("content-length", "1").unwrap();
+        h.append_header(
+            "cache-control",
+            http::HeaderValue::from_bytes(b"max-age=60, x=\"caf\xc3\xa9\"").unwrap(),
+        )
+        .unwrap();
+        let t = now();
+        let p = Parsed::from_header(&h, t + Duration::from_secs(10), t, false).unwrap();
+        assert!(render_fields(&p, Kind::HlsPlaylist, &Cache::default(), None).is_none());
+        assert!(render_fields(&p, Kind::Other, &Cache::default(), None).is_some());
     }
 
     #[test]
