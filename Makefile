@@ -50,10 +50,11 @@ check-configs: build
 
 # Then the cache and request-path tests again with every node's fast paths
 # off (`server.fast_paths = false`, set by the testkit): the general path
-# must answer as they do (issue 17).
+# must answer as they do (issue 17). `--workspace` as above, so the
+# features are the same and nothing but the binary's tests is rebuilt.
 unit:
 	$(CARGO) test --locked --workspace --no-fail-fast
-	EDGE_TEST_FAST_PATHS=off $(CARGO) test --locked -p edge --no-fail-fast \
+	EDGE_TEST_FAST_PATHS=off $(CARGO) test --locked --workspace --no-fail-fast \
 	  --test cache --test cache_rfc --test video --test llhls --test door --test requests
 
 # Load tests against nginx, HAProxy, Varnish and a DNS server; see benches/README.md.
