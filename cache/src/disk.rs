@@ -583,12 +583,13 @@ impl DiskTier {
         object: &Object,
         still_wanted: impl FnOnce() -> bool,
     ) -> io::Result<Vec<Removed>> {
+        let stored_meta = object.meta().map_err(|e| io::Error::other(e.to_string()))?;
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let meta = MetaFile {
             key: key.to_string(),
             generation,
             info: (*object.info).clone(),
-            meta: object.meta.clone(),
+            meta: stored_meta,
             body_len: object.body.len() as u64,
             block_crcs: block_crcs(&object.body),
         };

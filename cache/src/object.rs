@@ -1,6 +1,7 @@
-//! What the cache keeps: a response's meta (pingora's serialized
-//! `CacheMeta`) and body, what purges need to find it, and (for objects in
-//! memory) the meta already parsed, so a hit does not decode it again.
+//! What the cache keeps: a response's head (parsed once, kept as its
+//! lines) and freshness (pingora's serialized internal meta), its body, and
+//! what purges need to find it. pingora's serialized `CacheMeta` is made
+//! from these when asked.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -65,7 +66,7 @@ pub struct Parsed {
 }
 
 impl Parsed {
-    fn of(meta: &Meta) -> Option<Arc<Parsed>> {
+    fn of(meta: &Meta) -> Option<Parsed> {
         let m = CacheMeta::deserialize(&meta.0, &meta.1).ok()?;
         Self::from_header(
             m.response_header(),
@@ -73,7 +74,6 @@ impl Parsed {
             m.epoch(),
             m.variance().is_some(),
         )
-        .map(Arc::new)
     }
 
     /// A stored head as a hit reads it: `fresh_until` and `updated` as
@@ -177,6 +177,25 @@ impl Parsed {
     }
 }
 
+impl Parsed {
+    /// The stored response head, rebuilt with the origin's name case and
+    /// order (what pingora's lookup and the disk tier's meta carry). None
+    /// if a kept line does not make a field (they always do: they were
+    /// written from a parsed header).
+    pub fn header_with_case(&self) -> Option<ResponseHeader> {
+        let mut out = ResponseHeader::build(self.status, Some(usize::from(self.count))).ok()?;
+        for f in self.fields() {
+            let value = http::HeaderValue::from_maybe_shared(self.lines.slice_ref(f.value)).ok()?;
+            out.append_header(self.lines.slice_ref(f.name), value)
+                .ok()?;
+        }
+        if let Some(r) = &self.reason {
+            out.set_reason_phrase(Some(r)).ok()?;
+        }
+        Some(out)
+    }
+}
+
 /// One stored field: its name as the origin cased it, its value trimmed,
 /// and its whole line without the line end.
 #[derive(Debug, Clone, Copy)]
@@ -220,45 +239,105 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-/// Heap bytes per RAM object beyond its key, body, meta, head lines and
-/// URL, measured with a counting allocator (cache/tests/ram_memory.rs,
-/// 2026-12-01): the moka entry (about 340), the purge index entry (about
-/// 170 without the URL), the object, its info and its decoded head (about
-/// 250), and the allocator's rounding of each.
-pub const RAM_OVERHEAD: u64 = 900;
+/// Heap bytes per RAM object beyond its key, body, internal meta, head
+/// lines and URL, measured with a counting allocator
+/// (cache/tests/ram_memory.rs, 2026-12-01): the moka entry (about 340), the
+/// purge index entry (about 170 without the URL), the object with its
+/// parsed head inline and its info (about 200), and the allocator's
+/// rounding of each; 50 to 100 bytes to spare, so that `ram_size` bounds
+/// what the tier really holds.
+pub const RAM_OVERHEAD: u64 = 800;
 
 /// Heap bytes per surrogate key of a RAM object beyond twice its length
 /// (its copy in the info, its entry in the purge index's set).
 pub const SURROGATE_OVERHEAD: u64 = 96;
 
 /// A complete cached response.
+///
+/// The head is kept once: as the parsed lines ([`Parsed`]), which hits
+/// read. pingora's serialized form (`Meta`: the internal part and a zstd
+/// header) is made again from them when the disk tier, a purge or
+/// pingora's lookup asks ([`Object::meta`], [`Object::cache_meta`]);
+/// keeping both cost about 230 more bytes per object (issue 17). Only a
+/// meta whose header does not parse is kept as it came.
 #[derive(Debug)]
 pub struct Object {
-    pub meta: Meta,
+    /// pingora's serialized internal meta (freshness, variance).
+    internal: Box<[u8]>,
+    /// The serialized header, kept only when it does not parse (`parsed`
+    /// is `None`); empty otherwise.
+    header: Box<[u8]>,
     pub body: Bytes,
     pub info: Arc<ObjectInfo>,
-    /// `meta`, parsed (`None` if it does not parse).
-    pub parsed: Option<Arc<Parsed>>,
+    /// The stored head, parsed (`None` if the meta does not parse).
+    pub parsed: Option<Parsed>,
+}
+
+/// pingora's serialized form of a header with no fields: what the internal
+/// meta is decoded with before the kept head is put in its place.
+fn empty_header() -> &'static [u8] {
+    static EMPTY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| {
+        ResponseHeader::build(200, Some(0))
+            .ok()
+            .and_then(|h| {
+                CacheMeta::new(SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH, 0, 0, h)
+                    .serialize()
+                    .ok()
+            })
+            .map(|(_, header)| header)
+            .unwrap_or_default()
+    })
 }
 
 impl Object {
     pub fn new(meta: Meta, body: Bytes, info: Arc<ObjectInfo>) -> Object {
-        let (mut internal, mut header) = meta;
-        // Serialized with room to grow; kept as long as the object is.
-        internal.shrink_to_fit();
-        header.shrink_to_fit();
-        let meta = (internal, header);
+        let parsed = Parsed::of(&meta);
+        let (internal, header) = meta;
+        let header = if parsed.is_some() {
+            Box::default()
+        } else {
+            header.into_boxed_slice()
+        };
         Object {
-            parsed: Parsed::of(&meta),
-            meta,
+            internal: internal.into_boxed_slice(),
+            header,
+            parsed,
             body,
             info,
         }
     }
 
-    /// Bytes it occupies (body and meta).
+    /// The stored meta, decoded as pingora's lookup returns it; the head
+    /// keeps the origin's name case. Errors as `CacheMeta::deserialize`.
+    pub fn cache_meta(&self) -> pingora_error::Result<CacheMeta> {
+        let Some(parsed) = &self.parsed else {
+            return CacheMeta::deserialize(&self.internal, &self.header);
+        };
+        let mut meta = CacheMeta::deserialize(&self.internal, empty_header())?;
+        *meta.response_header_mut() = parsed.header_with_case().ok_or_else(|| {
+            pingora_error::Error::explain(
+                pingora_error::ErrorType::InternalError,
+                "kept head lines do not rebuild",
+            )
+        })?;
+        Ok(meta)
+    }
+
+    /// The stored meta in pingora's serialized form (for the disk tier and
+    /// meta updates). Errors as `CacheMeta::serialize`.
+    pub fn meta(&self) -> pingora_error::Result<Meta> {
+        if self.parsed.is_none() {
+            return Ok((self.internal.to_vec(), self.header.to_vec()));
+        }
+        self.cache_meta()?.serialize()
+    }
+
+    /// Bytes it occupies: body, internal meta, and the head (its lines, or
+    /// the serialized header kept when it did not parse).
     pub fn weight(&self) -> u64 {
-        (self.body.len() + self.meta.0.len() + self.meta.1.len()) as u64
+        (self.body.len() + self.internal.len() + self.header.len()) as u64
+            + self.parsed.as_ref().map_or(0, |p| p.lines.len() as u64)
     }
 
     /// Bytes it holds in the RAM tier, as `ram_size` counts them: body,
@@ -267,7 +346,6 @@ impl Object {
     /// tier really uses (tests/ram_memory.rs counts it with the allocator).
     pub fn ram_weight(&self) -> u64 {
         self.weight()
-            + self.parsed.as_ref().map_or(0, |p| p.lines.len() as u64)
             + self.info.url.len() as u64
             + self
                 .info
@@ -281,5 +359,103 @@ impl Object {
     /// The same body with other headers (a revalidation, a soft purge).
     pub fn with_meta(&self, meta: Meta) -> Object {
         Object::new(meta, self.body.clone(), self.info.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::Duration;
+
+    fn head(fields: &[(&str, &str)], reason: Option<&str>) -> ResponseHeader {
+        let mut h = ResponseHeader::build(203, None).unwrap();
+        for (k, v) in fields {
+            h.append_header(k.to_string(), *v).unwrap();
+        }
+        h.set_reason_phrase(reason).unwrap();
+        h
+    }
+
+    /// The fields as a client reads them on the wire: name case, order,
+    /// values (the map's own order groups same names; the case map keeps
+    /// the wire order).
+    fn wire(h: &ResponseHeader) -> Vec<u8> {
+        let mut out = Vec::new();
+        h.header_to_h1_wire(&mut out);
+        out
+    }
+
+    #[test]
+    fn the_meta_made_from_the_kept_lines_is_the_meta_that_was_stored() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        type Case<'a> = (Vec<(&'a str, &'a str)>, Option<&'a str>);
+        let cases: Vec<Case<'_>> = vec![
+            (vec![], None),
+            (vec![("Content-Length", "3")], Some("Non-Authoritative")),
+            (
+                vec![
+                    ("Server", "nginx"),
+                    ("set-cookie", "a=1"),
+                    ("X-Odd-CASE", ""),
+                    ("Set-Cookie", "b=2"),
+                    ("Cache-Control", "max-age=60"),
+                    ("cache-control", "public"),
+                    ("Content-Type", "text/plain; charset=\u{e9}"),
+                    ("Link", "</a>; rel=preload,\t</b>"),
+                ],
+                None,
+            ),
+            (
+                (0..40).map(|_| ("X-Many", "v")).collect::<Vec<_>>(),
+                Some("OK"),
+            ),
+        ];
+        for (fields, reason) in cases {
+            let h = head(&fields, reason);
+            let mut m = CacheMeta::new(now + Duration::from_secs(60), now, 7, 9, h.clone());
+            m.set_variance(*b"0123456789abcdef");
+            let stored = m.serialize().unwrap();
+            // What a lookup decoded before: the stored form, deserialized
+            // (pingora's serde keeps only standard reason phrases).
+            let h = CacheMeta::deserialize(&stored.0, &stored.1)
+                .unwrap()
+                .response_header_copy();
+            if fields.iter().any(|(k, _)| *k == "X-Odd-CASE") {
+                assert!(String::from_utf8_lossy(&wire(&h)).contains("X-Odd-CASE: \r\n"));
+            }
+            let obj = Object::new(
+                stored.clone(),
+                Bytes::from_static(b"abc"),
+                Default::default(),
+            );
+            assert!(obj.parsed.is_some(), "{fields:?}");
+            assert!(obj.header.is_empty(), "the serialized header is not kept");
+            for again in [obj.cache_meta().unwrap(), {
+                let (i, hd) = obj.meta().unwrap();
+                CacheMeta::deserialize(&i, &hd).unwrap()
+            }] {
+                let got = again.response_header();
+                assert_eq!(got.status, h.status);
+                assert_eq!(got.get_reason_phrase(), h.get_reason_phrase(), "{fields:?}");
+                assert_eq!(wire(got), wire(&h), "{fields:?}");
+                assert_eq!(again.fresh_until(), m.fresh_until());
+                assert_eq!(again.created(), m.created());
+                assert_eq!(again.updated(), m.updated());
+                assert_eq!(again.stale_while_revalidate_sec(), 7);
+                assert_eq!(again.stale_if_error_sec(), 9);
+                assert_eq!(again.variance(), m.variance());
+            }
+        }
+    }
+
+    #[test]
+    fn a_meta_that_does_not_parse_is_kept_as_it_came() {
+        let meta = (b"internal".to_vec(), b"not a header".to_vec());
+        let obj = Object::new(meta.clone(), Bytes::new(), Default::default());
+        assert!(obj.parsed.is_none());
+        assert_eq!(obj.meta().unwrap(), meta);
+        assert!(obj.cache_meta().is_err());
+        assert_eq!(obj.weight(), (meta.0.len() + meta.1.len()) as u64);
     }
 }

@@ -637,8 +637,8 @@ impl EdgeStorage {
     /// Marks `key` stale in every tier, keeping it for revalidation.
     pub fn expire_key(&self, key: &str) -> bool {
         let now = SystemTime::now();
-        let expire = |meta: &Meta| -> Option<Meta> {
-            let mut m = CacheMeta::deserialize(&meta.0, &meta.1).ok()?;
+        let expire = |m: pingora_error::Result<CacheMeta>| -> Option<Meta> {
+            let mut m = m.ok()?;
             m.expire_at(now);
             m.serialize().ok()
         };
@@ -653,7 +653,7 @@ impl EdgeStorage {
         }
         let ram = self.ram.load_full();
         if let Some(obj) = ram.get(key) {
-            if let Some(meta) = expire(&obj.meta) {
+            if let Some(meta) = expire(obj.cache_meta()) {
                 ram.insert(key.to_string(), Arc::new(obj.with_meta(meta)));
                 found = true;
             }
@@ -661,7 +661,7 @@ impl EdgeStorage {
         {
             let mut pending = self.pending.lock();
             if let Some(obj) = pending.get(key).cloned() {
-                if let Some(meta) = expire(&obj.meta) {
+                if let Some(meta) = expire(obj.cache_meta()) {
                     pending.insert(key.to_string(), Arc::new(obj.with_meta(meta)));
                     found = true;
                 }
@@ -669,7 +669,7 @@ impl EdgeStorage {
         }
         if let Some(d) = self.disk.load_full() {
             if let Ok(Some((file, _))) = d.open_object(key) {
-                if let Some(meta) = expire(&file.meta) {
+                if let Some(meta) = expire(CacheMeta::deserialize(&file.meta.0, &file.meta.1)) {
                     found |= d.update_meta(key, &meta).unwrap_or(false);
                 }
             }
@@ -889,7 +889,7 @@ impl Storage for EdgeStorage {
             .map(|o| (o, Tier::Ram))
             .or_else(|| self.pending.lock().get(&k).cloned().map(|o| (o, Tier::Ram)));
         if let Some((obj, tier)) = in_memory {
-            let meta = CacheMeta::deserialize(&obj.meta.0, &obj.meta.1)?;
+            let meta = obj.cache_meta()?;
             self.count_prefetch_use(&k);
             return Ok(Some((
                 meta,

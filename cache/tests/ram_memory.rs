@@ -69,10 +69,12 @@ async fn a_ram_object_costs_little_beyond_key_and_body_and_is_accounted_in_full(
     let (overhead, _) = fill_and_count(0, &[]).await;
     // Issue 17 asks for at most about 300; 3,769 before this test existed
     // (a header map with its case map per object, meta with slack, keys
-    // copied three times in the purge index); moka's entry alone is about
-    // 340. This bounds what is left against regressions.
+    // copied three times in the purge index), 1,258 while the head was kept
+    // twice (pingora's serialized header besides the lines), 1,034 now;
+    // moka's entry alone is about 340. This bounds what is left against
+    // regressions.
     assert!(
-        overhead <= 1400.0,
+        overhead <= 1100.0,
         "{overhead:.0} bytes per object beyond key and body"
     );
     let surrogates = ["title-1234".to_string(), "vod".into(), "season-2".into()];
