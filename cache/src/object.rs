@@ -94,7 +94,12 @@ impl Parsed {
             varies,
             has_length: header.headers.contains_key(http::header::CONTENT_LENGTH),
             status: header.status.as_u16(),
-            reason: header.get_reason_phrase().map(Into::into),
+            // Only an origin's own phrase: the standard one follows the
+            // status a hit answers with (206, 304).
+            reason: header
+                .get_reason_phrase()
+                .filter(|r| Some(*r) != header.status.canonical_reason())
+                .map(Into::into),
             count: u16::try_from(header.headers.len()).ok()?,
             lines: Bytes::from(lines.into_boxed_slice()),
         })

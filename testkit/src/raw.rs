@@ -19,6 +19,8 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 #[derive(Debug, Clone)]
 pub struct RawResponse {
     pub status: u16,
+    /// The status line's reason phrase (after the code and its space).
+    pub reason: String,
     /// Fields in order, names lower-case.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -155,8 +157,10 @@ impl RawConn {
                 .ok_or(format!("bad header line {line:?}"))?;
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
+        let reason = status_line.splitn(3, ' ').nth(2).unwrap_or("").to_string();
         let mut resp = RawResponse {
             status,
+            reason,
             headers,
             body: Vec::new(),
         };

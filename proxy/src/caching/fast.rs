@@ -47,20 +47,35 @@ pub(crate) async fn try_serve(
     }
     ctx.status = Some(Status::Hit);
     ctx.tier = Some(Tier::Ram);
-    // HTTP/1 with no range, condition or upgrade: the head from the stored
-    // lines, no header map (`h1_head`).
-    if fast_paths
+    // HTTP/1 without an upgrade: the head from the stored lines, no header
+    // map (`h1_head`); a range or a condition answered as the map path
+    // decides it (`h1_head::shape`).
+    let lines_shape = (fast_paths
         && decor.rate_limit.is_none()
         && session.downstream_session.as_http1().is_some()
-        && ![
+        && !req.headers.contains_key(header::UPGRADE))
+    .then(|| {
+        let conditional = [
             header::RANGE,
             header::IF_NONE_MATCH,
             header::IF_MODIFIED_SINCE,
-            header::UPGRADE,
         ]
         .iter()
-        .any(|h| req.headers.contains_key(h))
-    {
+        .any(|h| req.headers.contains_key(h));
+        if conditional {
+            super::h1_head::shape(req, parsed)
+        } else {
+            Some(super::h1_head::Shape::Whole)
+        }
+    })
+    .flatten()
+    // A stored length the body does not have goes the map way (which
+    // refuses it too): never a slice past the body.
+    .filter(|s| match s {
+        super::h1_head::Shape::Part(r) => r.end <= obj.body.len(),
+        _ => true,
+    });
+    if let Some(shape) = lines_shape {
         let kind = video::classify(req.uri.path(), parsed.field("content-type"));
         let served = super::fields::Served {
             status: Status::Hit,
@@ -73,12 +88,24 @@ pub(crate) async fn try_serve(
             kind,
         };
         let settings = rt.storage.settings();
-        if let Some(fields) = super::h1_head::render(parsed, &served, &settings, decor.ops, now) {
-            let mut resp = ResponseHeader::build_no_case(parsed.status(), Some(0))?;
-            if let Some(r) = parsed.reason() {
+        if let Some(fields) =
+            super::h1_head::render(parsed, &shape, &served, &settings, decor.ops, now)
+        {
+            let mut resp = ResponseHeader::build_no_case(shape.status(parsed.status()), Some(0))?;
+            // The origin's own phrase goes with its status only.
+            if let Some(r) = parsed
+                .reason()
+                .filter(|_| shape == super::h1_head::Shape::Whole)
+            {
                 resp.set_reason_phrase(Some(r))?;
             }
-            let body = (!head_only && !obj.body.is_empty()).then(|| obj.body.clone());
+            let body = match &shape {
+                _ if head_only => None,
+                super::h1_head::Shape::Whole => Some(obj.body.clone()),
+                super::h1_head::Shape::Part(r) => Some(obj.body.slice(r.clone())),
+                super::h1_head::Shape::NotModified => None,
+            }
+            .filter(|b| !b.is_empty());
             let Some(h1) = session.downstream_session.as_http1_mut() else {
                 return Ok(None);
             };
@@ -112,6 +139,11 @@ pub(crate) async fn try_serve(
     if not_modified {
         to_304(&mut resp);
     }
+    if resp.status.as_u16() != parsed.status() {
+        // The origin's own phrase goes with its status only (a 206 or 304
+        // says its standard one).
+        resp.set_reason_phrase(None)?;
+    }
     let kind = video::classify(
         req.uri.path(),
         resp.headers
@@ -132,6 +164,10 @@ pub(crate) async fn try_serve(
     super::fields::apply(&mut resp, &served, &rt.storage.settings(), now)?;
     crate::hop::strip_response(&mut resp, req.version == http::Version::HTTP_10);
     decor.apply(&mut resp)?;
+    if end > obj.body.len() {
+        // A stored length the body does not have: the full path's answer.
+        return Ok(None);
+    }
     let body = (!head_only && !not_modified && start < end).then(|| obj.body.slice(start..end));
     session
         .write_response_header(Box::new(resp), body.is_none())

@@ -22,6 +22,15 @@
 //!                                                 (pingora's range filter, as nginx)
 //! ```
 //!
+//! A request with `Range`, `If-None-Match` or `If-Modified-Since` gets the
+//! answer the map path decides ([`shape`]: pingora's range filter and
+//! conditional filter run on a header of the four fields they read), then
+//! the lines are written for it: a single range is a 206 whose
+//! `Content-Length` is the part's and which carries `Content-Range` (no
+//! `Accept-Ranges`); a 304 drops `Content-Length`, `Content-Type`,
+//! `Content-Encoding` and `Accept-Ranges` (pingora's `to_304`, as nginx).
+//! Multiple ranges and unsatisfiable ones (416) go the map way.
+//!
 //! [`render`] gives up (`None`: the map path answers) where only the map
 //! path has the rule: a `Connection` naming other fields, a
 //! `Transfer-Encoding`, no `Content-Length`, a route edit of the framing
@@ -33,6 +42,10 @@ use bytes::{BufMut, BytesMut};
 use edge_cache::object::Parsed;
 use edge_config::Cache;
 use http::header::{self, HeaderName};
+use http::HeaderValue;
+use pingora_core::protocols::http::conditional_filter::not_modified_filter;
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::RangeType;
 
 use super::fields::{cap_max_age, current_age, playlist_cap, Served};
 use crate::route::CompiledHeaderOps;
@@ -58,7 +71,85 @@ enum Name {
     Date,
     CacheControl,
     AcceptRanges,
+    ContentRange,
+    /// `Content-Type`, `Content-Encoding`: not in a 304 (pingora's `to_304`).
+    Representation,
     Other,
+}
+
+/// What a hit answers with, as the map path decides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// The stored status and the whole body.
+    Whole,
+    /// 206 with these bytes of the body (RFC 9110 §14.2, §15.3.7).
+    Part(std::ops::Range<usize>),
+    /// 304 and no body (RFC 9110 §13.1.1, §13.1.3, §15.4.5).
+    NotModified,
+}
+
+impl Shape {
+    /// The status the answer goes with, `stored` being the object's.
+    pub(crate) fn status(&self, stored: u16) -> u16 {
+        match self {
+            Shape::Whole => stored,
+            Shape::Part(_) => 206,
+            Shape::NotModified => 304,
+        }
+    }
+}
+
+/// The answer to `req` from the stored head, decided by the filters the
+/// map path runs, in its order (the range filter, then the conditional
+/// one, which validates only a 200): they read the status, the first
+/// `Content-Length`, `ETag` and `Last-Modified`, and only these go into
+/// the header they are given. `None` where the map path does not answer
+/// itself (several ranges, an unsatisfiable range) or a value it could
+/// not read into its header.
+pub(crate) fn shape(req: &RequestHeader, parsed: &Parsed) -> Option<Shape> {
+    // The usual request, one plain range and no condition, without a
+    // header: what pingora's filter would decide (`range::simple`). A part
+    // is never validated (only a 200 is).
+    let (mut length, mut etag, mut modified) = (None, None, None);
+    for f in parsed.fields() {
+        let slot = match f.name.len() {
+            4 if f.name.eq_ignore_ascii_case(b"etag") => &mut etag,
+            13 if f.name.eq_ignore_ascii_case(b"last-modified") => &mut modified,
+            14 if f.name.eq_ignore_ascii_case(b"content-length") => &mut length,
+            _ => continue,
+        };
+        slot.get_or_insert(f.value);
+    }
+    let conditional = req.headers.contains_key(header::IF_NONE_MATCH)
+        || req.headers.contains_key(header::IF_MODIFIED_SINCE);
+    match super::range::simple(
+        req,
+        parsed.status(),
+        length,
+        etag,
+        modified,
+        super::range::MAX_RANGES,
+    ) {
+        Some(super::range::Decision::Part { range, .. }) => return Some(Shape::Part(range)),
+        Some(_) if !conditional => return Some(Shape::Whole),
+        _ => {}
+    }
+    let mut mini = ResponseHeader::build_no_case(parsed.status(), Some(3)).ok()?;
+    for name in [header::CONTENT_LENGTH, header::ETAG, header::LAST_MODIFIED] {
+        if let Some(f) = parsed.fields().find(|f| same(&name, f.name)) {
+            let value = HeaderValue::from_bytes(f.value).ok()?;
+            mini.insert_header(name, value).ok()?;
+        }
+    }
+    let part = match super::range::filter(req, &mut mini, super::range::MAX_RANGES) {
+        RangeType::None => None,
+        RangeType::Single(r) => Some(r),
+        RangeType::Invalid | RangeType::Multi(_) => return None,
+    };
+    if not_modified_filter(req, &mini) {
+        return Some(Shape::NotModified);
+    }
+    Some(part.map_or(Shape::Whole, Shape::Part))
 }
 
 /// One comparison per name of the same length (a head has about ten
@@ -72,11 +163,14 @@ fn classify(name: &[u8]) -> Name {
         7 if is("trailer") || is("upgrade") || is("x-cache") => Name::Dropped,
         10 if is("connection") => Name::Connection,
         10 if is("keep-alive") => Name::Dropped,
+        12 if is("content-type") => Name::Representation,
         13 if is("cache-control") => Name::CacheControl,
         13 if is("accept-ranges") => Name::AcceptRanges,
+        13 if is("content-range") => Name::ContentRange,
         13 if is("surrogate-key") => Name::Dropped,
         14 if is("content-length") => Name::ContentLength,
         16 if is("proxy-connection") => Name::Dropped,
+        16 if is("content-encoding") => Name::Representation,
         17 if is("surrogate-control") => Name::Dropped,
         17 if is("transfer-encoding") => Name::TransferEncoding,
         18 if is("proxy-authenticate") => Name::Dropped,
@@ -97,11 +191,13 @@ fn same(a: &HeaderName, b: &[u8]) -> bool {
     a.as_str().len() == b.len() && a.as_str().as_bytes().eq_ignore_ascii_case(b)
 }
 
-/// The field lines of a fresh RAM hit's 200 (or other stored final status)
-/// to an HTTP/1 client, or `None` when the map path must answer (see the
-/// module docs). `ops`: the route's response header edits.
+/// The field lines of a fresh RAM hit to an HTTP/1 client, answered as
+/// `shape` says (the stored status and body, a part, or a 304), or `None`
+/// when the map path must answer (see the module docs). `ops`: the route's
+/// response header edits.
 pub(crate) fn render(
     parsed: &Parsed,
+    shape: &Shape,
     served: &Served<'_>,
     settings: &Cache,
     ops: Option<&CompiledHeaderOps>,
@@ -142,6 +238,12 @@ pub(crate) fn render(
     // Whether the body is empty is known at the end: the stored
     // `Accept-Ranges` lines are held until then.
     let mut held = Vec::new();
+    let whole = *shape == Shape::Whole;
+    let not_modified = *shape == Shape::NotModified;
+    // A part's `Content-Length` (one, where the first stood) and its
+    // `Content-Range` replace the stored ones, as pingora's range filter
+    // sets them.
+    let mut part_length_written = false;
     for f in parsed.fields() {
         let class = classify(f.name);
         match class {
@@ -174,13 +276,32 @@ pub(crate) fn render(
                 if f.value.is_empty() || !f.value.iter().all(u8::is_ascii_digit) {
                     return None;
                 }
-                content_length = Some(std::str::from_utf8(f.value).ok()?.parse::<usize>().ok()?);
+                let n = std::str::from_utf8(f.value).ok()?.parse::<usize>().ok()?;
+                // The first, as pingora's writer and range filter read it.
+                content_length.get_or_insert(n);
+                if let Shape::Part(r) = shape {
+                    if !part_length_written {
+                        part_length_written = true;
+                        let mut digits = [0u8; 20];
+                        out.put_slice(b"Content-Length: ");
+                        out.put_slice(decimal(r.len() as u64, &mut digits));
+                        out.put_slice(b"\r\n");
+                    }
+                    continue;
+                }
+                if not_modified {
+                    continue;
+                }
             }
             Name::Date => has_date = true,
             Name::AcceptRanges => {
-                held.push(f.line);
+                if whole {
+                    held.push(f.line);
+                }
                 continue;
             }
+            Name::ContentRange if matches!(shape, Shape::Part(_)) => continue,
+            Name::Representation if not_modified => continue,
             Name::CacheControl => {
                 if let Some(cap) = cap {
                     // The map path caps only values `to_str` reads.
@@ -200,7 +321,7 @@ pub(crate) fn render(
         out.put_slice(b"\r\n");
     }
     let content_length = content_length?;
-    let ranges = parsed.status() == 200 && content_length > 0;
+    let ranges = whole && parsed.status() == 200 && content_length > 0;
     if !ranges {
         for line in held {
             out.put_slice(line);
@@ -219,6 +340,10 @@ pub(crate) fn render(
     };
     if ranges {
         field("Accept-Ranges", b"bytes");
+    }
+    if let Shape::Part(r) = shape {
+        let range = format!("bytes {}-{}/{content_length}", r.start, r.end - 1);
+        field("Content-Range", range.as_bytes());
     }
     if let Some(age) = current_age(served, now) {
         let mut digits = [0u8; 20];
@@ -246,7 +371,11 @@ pub(crate) fn render(
     Some(Fields {
         lines: out,
         has_date,
-        content_length,
+        content_length: match shape {
+            Shape::Whole => content_length,
+            Shape::Part(r) => r.len(),
+            Shape::NotModified => 0,
+        },
     })
 }
 
@@ -323,7 +452,17 @@ mod tests {
         settings: &Cache,
         ops: Option<&CompiledHeaderOps>,
     ) -> Option<(Vec<(String, String)>, Fields)> {
-        let f = render(p, &served(p, kind), settings, ops, now())?;
+        render_shaped(p, &Shape::Whole, kind, settings, ops)
+    }
+
+    fn render_shaped(
+        p: &Parsed,
+        shape: &Shape,
+        kind: Kind,
+        settings: &Cache,
+        ops: Option<&CompiledHeaderOps>,
+    ) -> Option<(Vec<(String, String)>, Fields)> {
+        let f = render(p, shape, &served(p, kind), settings, ops, now())?;
         let text = String::from_utf8(f.lines.to_vec()).unwrap();
         assert!(
             text.ends_with("\r\n") && !text.ends_with("\r\n\r\n"),
@@ -575,6 +714,175 @@ mod tests {
         let p = Parsed::from_header(&h, t + Duration::from_secs(10), t, false).unwrap();
         assert!(render_fields(&p, Kind::HlsPlaylist, &Cache::default(), None).is_none());
         assert!(render_fields(&p, Kind::Other, &Cache::default(), None).is_some());
+    }
+
+    /// What the map path decides for `req` on the full rebuilt header
+    /// (fast.rs: the range filter, then the conditional one).
+    fn map_path_shape(req: &RequestHeader, p: &Parsed) -> Option<Shape> {
+        let mut resp = p.header().unwrap();
+        let part =
+            match super::super::range::filter(req, &mut resp, super::super::range::MAX_RANGES) {
+                RangeType::None => None,
+                RangeType::Single(r) => Some(r),
+                RangeType::Invalid | RangeType::Multi(_) => return None,
+            };
+        if not_modified_filter(req, &resp) {
+            return Some(Shape::NotModified);
+        }
+        Some(part.map_or(Shape::Whole, Shape::Part))
+    }
+
+    #[test]
+    fn ranges_and_conditions_are_decided_as_the_map_path_decides() {
+        const LM: &str = "Mon, 30 Nov 2026 10:00:00 GMT";
+        let heads = [
+            parsed(
+                200,
+                &[
+                    ("Content-Type", "video/mp4"),
+                    ("ETag", "\"v1\""),
+                    ("Last-Modified", LM),
+                    ("Content-Length", "100"),
+                    ("Cache-Control", "max-age=60"),
+                ],
+            ),
+            parsed(200, &[("content-length", "100"), ("etag", "W/\"w\"")]),
+            parsed(200, &[("Content-Length", "1"), ("Last-Modified", LM)]),
+            parsed(200, &[("Content-Length", "0"), ("ETag", "\"e\"")]),
+            parsed(
+                200,
+                &[
+                    ("ETag", "\"a\""),
+                    ("ETag", "\"b\""),
+                    ("Content-Length", "9"),
+                ],
+            ),
+            parsed(404, &[("Content-Length", "100"), ("ETag", "\"v1\"")]),
+            parsed(203, &[("Content-Length", "100")]),
+        ];
+        let ranges = [
+            None,
+            Some("bytes=0-0"),
+            Some("bytes=0-"),
+            Some("bytes=5-9"),
+            Some("bytes=-1"),
+            Some("bytes=-100"),
+            Some("bytes=-101"),
+            Some("bytes=99-"),
+            Some("bytes=99-200"),
+            Some("bytes=100-"),
+            Some("bytes=5-2"),
+            Some("bytes=-0"),
+            Some("bytes=0-4,-0"),
+            Some("bytes=0-1,3-4"),
+            Some("bytes=0-1,1-2"),
+            Some("BYTES=1-2"),
+            Some("bytes = 1-2"),
+            Some("items=0-1"),
+            Some("bytes=a-b"),
+            Some("bytes="),
+            Some("bytes=18446744073709551615-"),
+        ];
+        let if_ranges = [
+            None,
+            Some("\"v1\""),
+            Some("W/\"w\""),
+            Some("\"other\""),
+            Some(LM),
+            Some("Tue, 01 Dec 2026 10:00:00 GMT"),
+            Some("garbage"),
+        ];
+        let conditions: [&[(&str, &str)]; 10] = [
+            &[],
+            &[("If-None-Match", "\"v1\"")],
+            &[("If-None-Match", "W/\"v1\"")],
+            &[("If-None-Match", "\"x\", \"v1\"")],
+            &[("If-None-Match", "*")],
+            &[("If-None-Match", "\"x\"")],
+            &[("If-Modified-Since", LM)],
+            &[("If-Modified-Since", "Sun, 29 Nov 2026 10:00:00 GMT")],
+            &[("If-Modified-Since", "Tue, 01 Dec 2026 10:00:00 GMT")],
+            &[("If-None-Match", "\"x\""), ("If-Modified-Since", LM)],
+        ];
+        let mut checked = 0;
+        for p in &heads {
+            for method in ["GET", "HEAD", "POST"] {
+                for range in ranges {
+                    for if_range in if_ranges {
+                        for cond in conditions {
+                            let mut req = RequestHeader::build(method, b"/a.mp4", None).unwrap();
+                            if let Some(r) = range {
+                                req.insert_header("Range", r).unwrap();
+                            }
+                            if let Some(v) = if_range {
+                                req.insert_header("If-Range", v).unwrap();
+                            }
+                            for (n, v) in cond {
+                                req.append_header(n.to_string(), *v).unwrap();
+                            }
+                            assert_eq!(
+                                shape(&req, p),
+                                map_path_shape(&req, p),
+                                "{method} {range:?} {if_range:?} {cond:?} {:?}",
+                                String::from_utf8_lossy(p.lines())
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 7 * 3 * 21 * 7 * 10);
+    }
+
+    #[test]
+    fn a_part_and_a_304_are_written_as_the_map_path_edits_them() {
+        let p = parsed(
+            200,
+            &[
+                ("Content-Type", "video/mp4"),
+                ("Content-Encoding", "identity"),
+                ("ETag", "\"v1\""),
+                ("Content-Length", "100"),
+                ("Accept-Ranges", "none"),
+                ("Content-Range", "bytes 0-99/100"),
+                ("Cache-Control", "max-age=600"),
+            ],
+        );
+        let settings = Cache::default();
+        let (list, f) =
+            render_shaped(&p, &Shape::Part(10..20), Kind::Other, &settings, None).unwrap();
+        assert_eq!(f.content_length, 10);
+        let get = |list: &[(String, String)], n: &str| {
+            list.iter()
+                .filter(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get(&list, "content-length"), ["10"]);
+        assert_eq!(get(&list, "content-range"), ["bytes 10-19/100"]);
+        assert!(get(&list, "accept-ranges").is_empty(), "{list:?}");
+        assert_eq!(get(&list, "content-type"), ["video/mp4"]);
+        assert_eq!(get(&list, "etag"), ["\"v1\""]);
+        assert_eq!(get(&list, "x-cache"), ["HIT RAM"]);
+        let (list, f) =
+            render_shaped(&p, &Shape::NotModified, Kind::Other, &settings, None).unwrap();
+        assert_eq!(f.content_length, 0);
+        for gone in [
+            "content-length",
+            "content-type",
+            "content-encoding",
+            "accept-ranges",
+        ] {
+            assert!(get(&list, gone).is_empty(), "{gone}: {list:?}");
+        }
+        assert_eq!(get(&list, "etag"), ["\"v1\""]);
+        assert_eq!(get(&list, "content-range"), ["bytes 0-99/100"]);
+        assert_eq!(get(&list, "cache-control"), ["max-age=600"]);
+        assert_eq!(get(&list, "x-cache"), ["HIT RAM"]);
+        assert_eq!(Shape::NotModified.status(200), 304);
+        assert_eq!(Shape::Part(0..1).status(200), 206);
+        assert_eq!(Shape::Whole.status(203), 203);
     }
 
     #[test]
