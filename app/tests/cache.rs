@@ -625,9 +625,6 @@ async fn eviction_keeps_each_tier_within_its_budget_under_a_larger_workload() {
     assert!(metric(&metrics, "edge_cache_evictions_total{tier=\"disk\"}") > 0.0);
 }
 
-/// A response's fields as a list of (lower-case name, value) sorted by name, with
-/// what may differ between two nodes a second apart made equal: `Date`
-/// and `Age` values, `Cache-Status`'s `ttl`.
 /// A multipart answer's boundary (random per response), if it has one.
 fn boundary(r: &edge_testkit::RawResponse) -> Option<String> {
     r.header("content-type")?
@@ -653,6 +650,9 @@ fn comparable_body(r: &edge_testkit::RawResponse) -> Vec<u8> {
     out
 }
 
+/// A response's fields as a list of (lower-case name, value) sorted by name, with
+/// what may differ between two nodes a second apart made equal: `Date`
+/// and `Age` values, `Cache-Status`'s `ttl`, a multipart boundary.
 fn comparable(r: &edge_testkit::RawResponse) -> Vec<(String, String)> {
     let bound = boundary(r);
     let mut fields: Vec<(String, String)> = r
@@ -770,6 +770,19 @@ async fn ram_hits_from_stored_lines_answer_as_the_header_map_path_does() {
                     ("Content-Type", "application/vnd.apple.mpegurl"),
                     ("Cache-Control", "public, max-age=86400, s-maxage=30"),
                     ("Cache-Control", "no-transform"),
+                ],
+                VOD.to_vec(),
+            ),
+        ),
+        (
+            // A playlist known by its type only (no extension).
+            "/vod/index",
+            reply(
+                200,
+                &[
+                    ("Content-Type", "application/vnd.apple.mpegurl"),
+                    ("Cache-Control", "max-age=86400, s-maxage=600"),
+                    ("ETag", "\"v1\""),
                 ],
                 VOD.to_vec(),
             ),
@@ -910,6 +923,9 @@ ram_size = "16 MiB"
         "Range: bytes=1-3\r\nIf-Range: \"other\"",
         "Range: bytes=1-3\r\nIf-Range: Mon, 30 Nov 2026 10:00:00 GMT",
         "Range: bytes=1-3\r\nIf-None-Match: \"v1\"",
+        "Range: bytes=1-3\r\nIf-Modified-Since: Mon, 30 Nov 2026 10:00:00 GMT",
+        "Range: bytes=-0\r\nIf-Range: \"v1\"",
+        "Range: bytes=-0\r\nIf-Range: \"other\"",
         "If-None-Match: W/\"v1\"",
         "If-None-Match: \"x\", \"v1\"",
         "If-None-Match: *",
@@ -1069,6 +1085,53 @@ ram_size = "16 MiB"
     // pingora's stored head keeps the status, not the origin's own phrase.
     assert_eq!(r.reason, "OK", "{r:?}");
     assert_eq!(r.header("accept-ranges"), Some("bytes"), "{r:?}");
+    // RFC 9110 §13.2.2: the condition before the range (as pingora's own
+    // cache path, which answers stale and disk hits, orders them).
+    let r = ask(
+        &fast,
+        "GET",
+        "/plain.ts",
+        "HTTP/1.1\r\nConnection: close\r\nRange: bytes=1-3\r\nIf-None-Match: \"v1\"",
+    )
+    .await;
+    assert_eq!(r.status, 304, "{r:?}");
+    // A zero-length suffix: 416 where If-Range holds, the whole otherwise.
+    let r = ask(
+        &fast,
+        "GET",
+        "/plain.ts",
+        "HTTP/1.1\r\nConnection: close\r\nRange: bytes=-0\r\nIf-Range: \"v1\"",
+    )
+    .await;
+    assert_eq!(r.status, 416, "{r:?}");
+    let r = ask(
+        &fast,
+        "GET",
+        "/plain.ts",
+        "HTTP/1.1\r\nConnection: close\r\nRange: bytes=-0\r\nIf-Range: \"other\"",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.header("accept-ranges")),
+        (200, Some("bytes")),
+        "{r:?}"
+    );
+    // A 304 of a playlist says its capped lifetime, as its 200 does
+    // (it updates what the client stored, RFC 9111 §4.3.4).
+    for cond in ["", "\r\nIf-None-Match: \"v1\""] {
+        let r = ask(
+            &fast,
+            "GET",
+            "/vod/index",
+            &format!("HTTP/1.1\r\nConnection: close{cond}"),
+        )
+        .await;
+        assert_eq!(
+            r.header("cache-control"),
+            Some("max-age=600, s-maxage=600"),
+            "{r:?}"
+        );
+    }
     let r = ask(&fast, "GET", "/empty.ts", "HTTP/1.1\r\nConnection: close").await;
     assert_eq!((r.status, r.header("content-length")), (200, Some("0")));
     assert_eq!(r.header("accept-ranges"), Some("none"), "{:?}", r.headers);

@@ -123,45 +123,23 @@ pub(crate) async fn try_serve(
             return Ok(Some(kind));
         }
     }
-    let Some(mut resp) = parsed.header() else {
+    let Some(MapHead {
+        mut resp,
+        part,
+        not_modified,
+        kind,
+    }) = map_head(
+        req,
+        parsed,
+        ctx.tier,
+        ctx.url.as_str(),
+        &rt.storage.settings(),
+        now,
+    )?
+    else {
         return Ok(None);
     };
-    let (start, end) = match super::range::filter(req, &mut resp, super::range::MAX_RANGES) {
-        RangeType::None => (0, obj.body.len()),
-        RangeType::Single(r) => (r.start, r.end),
-        RangeType::Invalid => {
-            // 416: the full path words it the same way; let it.
-            return Ok(None);
-        }
-        RangeType::Multi(_) => return Ok(None),
-    };
-    let not_modified = not_modified_filter(req, &resp);
-    if not_modified {
-        to_304(&mut resp);
-    }
-    if resp.status.as_u16() != parsed.status() {
-        // The origin's own phrase goes with its status only (a 206 or 304
-        // says its standard one).
-        resp.set_reason_phrase(None)?;
-    }
-    let kind = video::classify(
-        req.uri.path(),
-        resp.headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    );
-    strip_cache_headers(&mut resp);
-    let served = super::fields::Served {
-        status: Status::Hit,
-        tier: ctx.tier,
-        stored: Some((parsed.fresh_until, parsed.updated)),
-        storing: false,
-        fwd_status: None,
-        fwd: None,
-        key: ctx.url.as_str(),
-        kind,
-    };
-    super::fields::apply(&mut resp, &served, &rt.storage.settings(), now)?;
+    let (start, end) = part.map_or((0, obj.body.len()), |r| (r.start, r.end));
     crate::hop::strip_response(&mut resp, req.version == http::Version::HTTP_10);
     decor.apply(&mut resp)?;
     if end > obj.body.len() {
@@ -176,4 +154,71 @@ pub(crate) async fn try_serve(
         session.write_response_body(Some(body), true).await?;
     }
     Ok(Some(kind))
+}
+
+/// A RAM hit's head on the header-map path, before hop-by-hop fields are
+/// stripped and the route's edits applied.
+pub(super) struct MapHead {
+    pub resp: ResponseHeader,
+    /// The part of the body it answers with, `None` for the whole (a
+    /// part's end may exceed a body shorter than its stored length: the
+    /// caller checks).
+    pub part: Option<std::ops::Range<usize>>,
+    pub not_modified: bool,
+    pub kind: Kind,
+}
+
+/// The header-map path's head for `req` from the stored head (RFC 9110
+/// §13.2.2's order: a validated 200 is a 304 before `Range` is looked at;
+/// then one range is a 206), with the cache's fields; `Ok(None)` where the
+/// full path answers (several ranges, an unsatisfiable one: 416, or a head
+/// that does not rebuild). The kind is the stored `Content-Type`'s, also
+/// on a 304 (which updates what the client stored, RFC 9111 §4.3.4).
+pub(super) fn map_head(
+    req: &pingora_http::RequestHeader,
+    parsed: &edge_cache::object::Parsed,
+    tier: Option<Tier>,
+    key: &str,
+    settings: &edge_config::Cache,
+    now: SystemTime,
+) -> Result<Option<MapHead>> {
+    let Some(mut resp) = parsed.header() else {
+        return Ok(None);
+    };
+    let kind = video::classify(req.uri.path(), parsed.field("content-type"));
+    let not_modified = not_modified_filter(req, &resp);
+    let part = if not_modified {
+        to_304(&mut resp);
+        None
+    } else {
+        match super::range::filter(req, &mut resp, super::range::MAX_RANGES) {
+            RangeType::None => None,
+            RangeType::Single(r) => Some(r),
+            // 416: the full path words it the same way; let it.
+            RangeType::Invalid | RangeType::Multi(_) => return Ok(None),
+        }
+    };
+    if resp.status.as_u16() != parsed.status() {
+        // The origin's own phrase goes with its status only (a 206 or 304
+        // says its standard one).
+        resp.set_reason_phrase(None)?;
+    }
+    strip_cache_headers(&mut resp);
+    let served = super::fields::Served {
+        status: Status::Hit,
+        tier,
+        stored: Some((parsed.fresh_until, parsed.updated)),
+        storing: false,
+        fwd_status: None,
+        fwd: None,
+        key,
+        kind,
+    };
+    super::fields::apply(&mut resp, &served, settings, now)?;
+    Ok(Some(MapHead {
+        resp,
+        part,
+        not_modified,
+        kind,
+    }))
 }

@@ -76,15 +76,28 @@ fn by_pingora(
     let t = match without_empty_suffixes(req) {
         Cleaned::Unchanged => range_header_filter(req, resp, max_ranges),
         Cleaned::Rest(req) => range_header_filter(&req, resp, max_ranges),
-        // Unsatisfiable, where a range would be honoured at all.
-        Cleaned::Nothing
-            if resp.status.as_u16() == 200
-                && matches!(req.method, http::Method::GET | http::Method::HEAD)
-                && !req.headers.contains_key(header::IF_RANGE) =>
-        {
-            RangeType::Single(0..0)
+        // Every range is a zero-length suffix. Where pingora's filter
+        // would look at a range set at all (a 200 with a length it reads)
+        // it is unsatisfiable, unless the method takes no ranges or
+        // If-Range does not match, which get the whole representation
+        // and `Accept-Ranges` as pingora gives them (§13.1.5, §14.2).
+        Cleaned::Nothing => {
+            let length = resp
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+                .and_then(|v| v.parse::<usize>().ok());
+            if resp.status.as_u16() != 200 || length.is_none() {
+                RangeType::None
+            } else if matches!(req.method, http::Method::GET | http::Method::HEAD)
+                && if_range_holds(req, resp)
+            {
+                RangeType::Single(0..0)
+            } else {
+                let _ = resp.insert_header(header::ACCEPT_RANGES, "bytes");
+                RangeType::None
+            }
         }
-        Cleaned::Nothing => RangeType::None,
     };
     let empty = match &t {
         RangeType::Single(r) => r.is_empty(),
@@ -210,6 +223,22 @@ pub(crate) fn simple(
         start..end
     };
     Some(Decision::Part { range, length })
+}
+
+/// Whether the request's `If-Range` (if any) matches `resp` as pingora's
+/// filter compares it (and [`simple`] does): an entity tag byte for byte
+/// with `ETag`, anything else byte for byte with `Last-Modified`.
+fn if_range_holds(req: &RequestHeader, resp: &ResponseHeader) -> bool {
+    let Some(ir) = req.headers.get(header::IF_RANGE) else {
+        return true;
+    };
+    let ir = ir.as_bytes();
+    let field = |n| resp.headers.get(n).map(http::HeaderValue::as_bytes);
+    if ir.len() >= 2 && ir.last() == Some(&b'"') {
+        field(header::ETAG) == Some(ir)
+    } else {
+        field(header::LAST_MODIFIED) == Some(ir)
+    }
 }
 
 /// ASCII digits as a number; `None` when it does not fit.
