@@ -926,6 +926,7 @@ ram_size = "16 MiB"
         "Range: bytes=1-3\r\nIf-Modified-Since: Mon, 30 Nov 2026 10:00:00 GMT",
         "Range: bytes=-0\r\nIf-Range: \"v1\"",
         "Range: bytes=-0\r\nIf-Range: \"other\"",
+        "Range: bytes=1-3\r\nIf-Range: W/\"v1\"",
         "If-None-Match: W/\"v1\"",
         "If-None-Match: \"x\", \"v1\"",
         "If-None-Match: *",
@@ -1116,6 +1117,15 @@ ram_size = "16 MiB"
         (200, Some("bytes")),
         "{r:?}"
     );
+    // A weak If-Range never holds (RFC 9110 §13.1.5).
+    let r = ask(
+        &fast,
+        "GET",
+        "/plain.ts",
+        "HTTP/1.1\r\nConnection: close\r\nRange: bytes=1-3\r\nIf-Range: W/\"v1\"",
+    )
+    .await;
+    assert_eq!((r.status, r.body.len()), (200, 1024), "{r:?}");
     // A 304 of a playlist says its capped lifetime, as its 200 does
     // (it updates what the client stored, RFC 9111 §4.3.4).
     for cond in ["", "\r\nIf-None-Match: \"v1\""] {

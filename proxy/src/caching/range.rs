@@ -5,7 +5,9 @@
 //! edge answers 416 with `Content-Range: bytes */length`. On an empty
 //! representation pingora's arithmetic underflows (a panic in debug builds,
 //! a nonsense range in release): edge ignores `Range` there and sends the
-//! empty 200, as §14.2 allows.
+//! empty 200, as §14.2 allows. An `If-Range` with a weak entity tag never
+//! holds (§13.1.5: a strong comparison; pingora compares bytes, nginx
+//! strongly): the whole representation is sent.
 //!
 //! The common request, one `bytes=` range of ASCII digits, is decided here
 //! without pingora's parser ([`simple`]: pingora matches each range with a
@@ -71,6 +73,19 @@ fn by_pingora(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if length == Some(0) {
+        return RangeType::None;
+    }
+    if weak_if_range(req) {
+        // Never holds: the whole representation, as pingora gives it for
+        // an If-Range that does not match.
+        let usable = resp
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+            .is_some_and(|v| v.parse::<usize>().is_ok());
+        if resp.status.as_u16() == 200 && usable {
+            let _ = resp.insert_header(header::ACCEPT_RANGES, "bytes");
+        }
         return RangeType::None;
     }
     let t = match without_empty_suffixes(req) {
@@ -196,7 +211,9 @@ pub(crate) fn simple(
         .get(header::IF_RANGE)
         .map(http::HeaderValue::as_bytes)
     {
-        let matches = if ir.len() >= 2 && ir.last() == Some(&b'"') {
+        let matches = if ir.starts_with(b"W/") {
+            false
+        } else if ir.len() >= 2 && ir.last() == Some(&b'"') {
             etag == Some(ir)
         } else {
             last_modified.is_some_and(|lm| lm == ir)
@@ -225,14 +242,28 @@ pub(crate) fn simple(
     Some(Decision::Part { range, length })
 }
 
+/// An `If-Range` with a weak entity tag: it never holds (RFC 9110
+/// §13.1.5 compares strongly; nginx too). pingora compares bytes, so a
+/// weak tag equal to a weak `ETag` would get a part of a representation
+/// that may have changed.
+fn weak_if_range(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::IF_RANGE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"W/"))
+}
+
 /// Whether the request's `If-Range` (if any) matches `resp` as pingora's
 /// filter compares it (and [`simple`] does): an entity tag byte for byte
-/// with `ETag`, anything else byte for byte with `Last-Modified`.
+/// with `ETag`, anything else byte for byte with `Last-Modified`; a weak
+/// tag never.
 fn if_range_holds(req: &RequestHeader, resp: &ResponseHeader) -> bool {
     let Some(ir) = req.headers.get(header::IF_RANGE) else {
         return true;
     };
     let ir = ir.as_bytes();
+    if ir.starts_with(b"W/") {
+        return false;
+    }
     let field = |n| resp.headers.get(n).map(http::HeaderValue::as_bytes);
     if ir.len() >= 2 && ir.last() == Some(&b'"') {
         field(header::ETAG) == Some(ir)
@@ -468,6 +499,40 @@ mod tests {
                 "{r}"
             );
         }
+    }
+
+    #[test]
+    fn a_weak_if_range_never_holds() {
+        for (etag, if_range) in [("W/\"e\"", "W/\"e\""), ("\"e\"", "W/\"e\"")] {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            req.insert_header("range", "bytes=1-2").unwrap();
+            req.insert_header("if-range", if_range).unwrap();
+            let mut resp = ResponseHeader::build(200, None).unwrap();
+            resp.insert_header("content-length", "10").unwrap();
+            resp.insert_header("etag", etag).unwrap();
+            assert_eq!(filter(&req, &mut resp, MAX_RANGES), RangeType::None);
+            assert_eq!(resp.status.as_u16(), 200);
+            assert_eq!(resp.headers.get("accept-ranges").unwrap(), "bytes");
+            assert_eq!(
+                simple(
+                    &req,
+                    200,
+                    Some(b"10"),
+                    Some(etag.as_bytes()),
+                    None,
+                    MAX_RANGES
+                ),
+                Some(Decision::Whole)
+            );
+        }
+        // The strong tag still holds.
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("range", "bytes=1-2").unwrap();
+        req.insert_header("if-range", "\"e\"").unwrap();
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("content-length", "10").unwrap();
+        resp.insert_header("etag", "\"e\"").unwrap();
+        assert_eq!(filter(&req, &mut resp, MAX_RANGES), RangeType::Single(1..3));
     }
 
     #[test]
