@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # instr.sh EDGE_BIN [N] : instructions per request of one edge worker under
-# callgrind (valgrind), for 1 KiB pass-through, 1 KiB RAM hits and RAM hits
-# of a range (`Range: bytes=0-511` of the same object): counts
+# callgrind (valgrind), for 1 KiB pass-through, 1 KiB RAM hits, RAM hits
+# of a range (`Range: bytes=0-511` of the same object) and conditional RAM
+# hits answered 304 (`If-Modified-Since` its Last-Modified): counts
 # are repeatable on a noisy machine, so before/after of a change compares
 # here (issue 17). Starts `edge origin` on 127.0.0.1:18491 and edge on
 # :18490 (pass-through) and :18492 (cached route), admin :18499; counts N (default 2000) keep-alive requests of each
@@ -48,11 +49,12 @@ URL_PASS="http://127.0.0.1:18490/obj/x?size=1024&cc=no-store"
 URL_HIT="http://127.0.0.1:18492/obj/x?size=1024&cc=max-age%3D3600"
 urls() { { if [[ -n ${4:-} ]]; then echo "header = \"$4\""; fi; for _ in $(seq "$2"); do echo "url = \"$1\""; echo "output = /dev/null"; done; } >"$DIR/$3"; }
 urls "$URL_PASS" "$N" pass; urls "$URL_HIT" "$N" hit; urls "$URL_HIT" "$N" range "Range: bytes=0-511"
+urls "$URL_HIT" "$N" cond "If-Modified-Since: Thu, 01 Jan 2026 00:00:00 GMT"
 # One edge per kind; only the listener's tasks are counted (the client
 # connection's task, where pingora also talks to the upstream; not start-up
 # or timers' ticks), for N + 1 requests on one connection (the first a miss
 # for `hit`).
-for kind in pass hit range; do
+for kind in pass hit range cond; do
   url=$URL_PASS; [[ $kind != pass ]] && url=$URL_HIT
   valgrind --tool=callgrind --callgrind-out-file="$DIR/$kind.out" \
     --toggle-collect='edge_proxy::listen::Acceptor::run::*' \
