@@ -298,20 +298,25 @@ impl Generator {
         duration: Duration,
         addr: SocketAddr,
         path: &str,
+        headers: &[&str],
     ) -> Result<wrk::Run> {
         match self {
             Generator::Wrk { https } => {
                 let scheme = if https { "https" } else { "http" };
+                let extra: Vec<&str> = headers.iter().flat_map(|h| ["-H", *h]).collect();
                 wrk::Wrk {
                     cpu: LOAD_CPU,
                     threads: 1,
                     connections: args.connections,
                     duration,
                 }
-                .run(&format!("{scheme}://{addr}{path}"), &[])
+                .run(&format!("{scheme}://{addr}{path}"), &extra)
             }
             // 10 streams on each of a fifth as many connections: as many
             // requests outstanding as wrk's rows, multiplexed.
+            Generator::H2load if !headers.is_empty() => {
+                bail!("h2load rows take no request headers here")
+            }
             Generator::H2load => h2load::H2load {
                 cpu: LOAD_CPU,
                 connections: (args.connections / 10).max(1),
@@ -323,16 +328,20 @@ impl Generator {
     }
 }
 
+/// A row: its title, the path asked for, and request header lines sent
+/// with it.
+type Load<'a> = (&'a str, &'a str, &'a [&'a str]);
+
 /// Runs every load against every server, rounds interleaved; returns samples per load.
 fn measure(
     suts: &mut [Sut],
-    loads: &[(&str, &str)],
+    loads: &[Load<'_>],
     args: &Args,
     generator: Generator,
 ) -> Result<Vec<(String, Vec<Samples>)>> {
     let mut results: Vec<(String, Vec<Samples>)> = loads
         .iter()
-        .map(|(title, _)| {
+        .map(|(title, _, _)| {
             (
                 title.to_string(),
                 suts.iter()
@@ -345,8 +354,8 @@ fn measure(
         })
         .collect();
     for s in suts.iter() {
-        for (_, path) in loads {
-            let run = generator.run(args, Duration::from_secs(1), s.addr, path)?;
+        for (_, path, headers) in loads {
+            let run = generator.run(args, Duration::from_secs(1), s.addr, path, headers)?;
             if run.errors > 0 {
                 bail!(
                     "{} answered {} errors to {path} while warming up",
@@ -357,7 +366,7 @@ fn measure(
         }
     }
     for round in 0..args.reps {
-        for (li, (title, path)) in loads.iter().enumerate() {
+        for (li, (title, path, headers)) in loads.iter().enumerate() {
             for k in 0..suts.len() {
                 let i = (k + round) % suts.len();
                 let s = &mut suts[i];
@@ -365,7 +374,7 @@ fn measure(
                     bail!("{} exited during the run", s.name);
                 }
                 let before = s.proc.cpu();
-                let run = generator.run(args, args.duration, s.addr, path)?;
+                let run = generator.run(args, args.duration, s.addr, path, headers)?;
                 let cpu = s.proc.cpu().saturating_sub(before);
                 let per_request_us = cpu.as_secs_f64() * 1e6 / run.requests.max(1) as f64;
                 eprintln!(
@@ -539,7 +548,10 @@ fn main() -> Result<()> {
         "proxy" => {
             let (_origin, origin_port) = start_origin(&dir)?;
             let mut suts = start_proxies(&dir, origin_port, &args, false)?;
-            let loads = [("1 KiB responses", "/1k"), ("100 KiB responses", "/100k")];
+            let loads: [Load<'_>; 2] = [
+                ("1 KiB responses", "/1k", &[]),
+                ("100 KiB responses", "/100k", &[]),
+            ];
             let results = measure(&mut suts, &loads, &args, Generator::Wrk { https: false })?;
             let mut out = format!(
                 "### L7 proxy (load balancer) through to an nginx origin\n\n{}",
@@ -554,10 +566,17 @@ fn main() -> Result<()> {
             need(&["varnishd"])?;
             let (_origin, origin_port) = start_origin(&dir)?;
             let mut suts = start_caches(&dir, origin_port, &args, false)?;
-            let loads = [
-                ("1 KiB cache hits", "/1k"),
-                ("100 KiB cache hits", "/100k"),
-                ("2 MiB segment cache hits", "/2m"),
+            let loads: [Load<'_>; 4] = [
+                ("1 KiB cache hits", "/1k", &[]),
+                ("100 KiB cache hits", "/100k", &[]),
+                ("2 MiB segment cache hits", "/2m", &[]),
+                // A player's byte range of a stored segment (HLS
+                // EXT-X-BYTERANGE, DASH SegmentBase): a 206 from the cache.
+                (
+                    "1 KiB ranges of a 2 MiB segment (cache hits, 206)",
+                    "/2m",
+                    &["Range: bytes=1048576-1049599"],
+                ),
             ];
             let results = measure(&mut suts, &loads, &args, Generator::Wrk { https: false })?;
             let mut out = format!(
@@ -573,7 +592,7 @@ fn main() -> Result<()> {
             need(&["openssl"])?;
             let (_origin, origin_port) = start_origin(&dir)?;
             let mut suts = start_proxies(&dir, origin_port, &args, true)?;
-            let loads = [("1 KiB responses over TLS 1.3", "/1k")];
+            let loads: [Load<'_>; 1] = [("1 KiB responses over TLS 1.3", "/1k", &[])];
             let results = measure(&mut suts, &loads, &args, Generator::Wrk { https: true })?;
             let mut out = format!(
                 "### HTTPS pass-through (TLS 1.3, keep-alive, ECDSA P-256) through to an nginx origin\n\n{}",
@@ -588,7 +607,7 @@ fn main() -> Result<()> {
             need(&["varnishd", "h2load"])?;
             let (_origin, origin_port) = start_origin(&dir)?;
             let mut suts = start_caches(&dir, origin_port, &args, true)?;
-            let loads = [("1 KiB cache hits over HTTP/2", "/1k")];
+            let loads: [Load<'_>; 1] = [("1 KiB cache hits over HTTP/2", "/1k", &[])];
             let results = measure(&mut suts, &loads, &args, Generator::H2load)?;
             let mut out = format!(
                 "### HTTP/2 cache hits (cleartext, prior knowledge): edge, nginx, Varnish and HAProxy's cache\n\n{}\
