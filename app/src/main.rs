@@ -28,12 +28,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc: with glibc's allocator, malloc/free were 14% of edge's CPU
-/// proxying 1 KiB responses; with mimalloc 5% (benches/RESULTS.md). An
-/// `alloc-stats` build counts allocations instead (`heap_stats`).
+/// mimalloc (`edge-alloc`); an `alloc-stats` build counts allocations
+/// instead (`heap_stats`).
 #[cfg(not(feature = "alloc-stats"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: edge_alloc::Mimalloc = edge_alloc::Mimalloc;
 
 use cli::{Cli, Command};
 

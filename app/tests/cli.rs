@@ -281,6 +281,149 @@ async fn access_lines_carry_the_request_and_its_id_goes_upstream() {
     assert_eq!(header(&seen, "tracestate"), None, "{seen}");
 }
 
+/// Every request edge sends on behalf of a client carries that client
+/// request's id and trace: a cache miss's fetch, each slice subrequest of a
+/// range, the segments a miss prefetches and the segment a RAM hit (served
+/// on the fast path, which writes neither field on the request it
+/// answers) prefetches. The client's trace goes on; the id edge made is
+/// the one the client request's access line shows (a client's own id is
+/// `access_lines_carry_the_request_and_its_id_goes_upstream`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_id_and_trace_reach_every_fetch_a_client_request_causes() {
+    const MIB: usize = 1 << 20;
+    let origin = edge_testkit::Scripted::start().await;
+    let playlist = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+        #EXTINF:2.0,\nseg_0.ts\n#EXTINF:2.0,\nseg_1.ts\n#EXTINF:2.0,\nseg_2.ts\n\
+        #EXTINF:2.0,\nseg_3.ts\n#EXT-X-ENDLIST\n";
+    let fields = |kind: &'static str| [("content-type", kind), ("cache-control", "max-age=600")];
+    origin.set(
+        "/v/index.m3u8",
+        edge_testkit::Reply::ok(playlist, &fields("application/vnd.apple.mpegurl")),
+    );
+    for i in 0..4 {
+        origin.set(
+            &format!("/v/seg_{i}.ts"),
+            edge_testkit::Reply::ok(&format!("segment {i}"), &fields("video/mp2t")),
+        );
+    }
+    let big = "m".repeat(3 * MIB + 1000);
+    origin.set(
+        "/big.mp4",
+        edge_testkit::Reply {
+            ranges: true,
+            ..edge_testkit::Reply::ok(&big, &fields("video/mp4"))
+        },
+    );
+    let config = format!(
+        "[server]\nthreads = 1\n[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n\
+         [[pool]]\nname = \"p\"\nbackends = [{{ address = \"{}\" }}]\n[[route]]\nname = \"all\"\npool = \"p\"\n[route.cache]\nslice = true\n\
+         [cache]\nslice_size = \"1 MiB\"\nslice_threshold = \"1 MiB\"\n",
+        origin.addr()
+    );
+    let node = EdgeNode::start_with(BIN, &config, &["--log-format", "json"], &[]);
+    node.wait_ready(Duration::from_secs(20));
+    let c = Client::new();
+    let get = |path: &'static str, headers: &'static [(&'static str, &'static str)]| {
+        let (c, url) = (c.clone(), node.url("web", path));
+        async move { c.get_with(&url, headers).await }
+    };
+    // A range over three slices: three slice subrequests, with the id
+    // edge made and the client's trace.
+    let r = get(
+        "/big.mp4",
+        &[
+            ("range", "bytes=100-2500000"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body.len(), 2_500_000 - 100 + 1);
+    // The playlist teaches the order; segment 0 (a miss) prefetches 1 and 2.
+    assert_eq!(get("/v/index.m3u8", &[]).await.status, 200);
+    assert_eq!(get("/v/seg_0.ts", &[]).await.status, 200);
+    eventually(
+        Duration::from_secs(10),
+        "segments 1 and 2 prefetched",
+        || async {
+            (origin.count("/v/seg_1.ts") == 1 && origin.count("/v/seg_2.ts") == 1).then_some(())
+        },
+    )
+    .await;
+    // Segment 2 from RAM (the fast path) prefetches segment 3.
+    let r = get("/v/seg_2.ts", &[]).await;
+    assert!(
+        r.header("x-cache").unwrap_or("-").starts_with("HIT"),
+        "{:?}",
+        r.header("x-cache")
+    );
+    eventually(Duration::from_secs(10), "segment 3 prefetched", || async {
+        (origin.count("/v/seg_3.ts") == 1).then_some(())
+    })
+    .await;
+    node.wait_for_line("\"path\":\"/v/seg_2.ts\"", Duration::from_secs(5));
+    let lines: Vec<serde_json::Value> = node
+        .output()
+        .lines()
+        .filter(|l| l.contains("\"target\":\"access\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The client's request's line (not a subrequest's): the first for its path.
+    let line = |path: &str| lines.iter().find(|v| v["path"] == path).unwrap();
+    let field = |head: &str, name: &str| -> Option<String> {
+        head.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .map(str::to_string)
+    };
+    let check = |fetched: &str, client_path: &str, want: usize| {
+        let v = line(client_path);
+        let (id, trace) = (
+            v["request_id"].as_str().unwrap(),
+            v["trace_id"].as_str().unwrap(),
+        );
+        let seen = origin.requests(fetched);
+        assert!(seen.len() >= want, "{fetched}: {} fetches", seen.len());
+        for r in seen {
+            let head = r.head_text().to_ascii_lowercase();
+            assert_eq!(
+                field(&head, "x-request-id").as_deref(),
+                Some(id),
+                "{fetched}: {head}"
+            );
+            assert_eq!(
+                head.matches("x-request-id:").count(),
+                1,
+                "{fetched}: {head}"
+            );
+            let parent = field(&head, "traceparent").unwrap_or_default();
+            assert_eq!(parent.get(3..35), Some(trace), "{fetched}: {head}");
+            assert_eq!(head.matches("traceparent:").count(), 1, "{fetched}: {head}");
+        }
+    };
+    assert_eq!(
+        line("/big.mp4")["request_id"].as_str().map(str::len),
+        Some(36)
+    );
+    assert_eq!(
+        line("/big.mp4")["trace_id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    check("/big.mp4", "/big.mp4", 3);
+    let made = line("/v/seg_0.ts")["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(made.len(), 36, "edge made a UUID: {made}");
+    check("/v/seg_0.ts", "/v/seg_0.ts", 1);
+    check("/v/seg_1.ts", "/v/seg_0.ts", 1);
+    check("/v/seg_2.ts", "/v/seg_0.ts", 1);
+    check("/v/seg_3.ts", "/v/seg_2.ts", 1);
+    assert_ne!(line("/v/seg_2.ts")["request_id"], made.as_str());
+}
+
 /// An OTLP/HTTP collector on 127.0.0.1:0: decodes each protobuf export
 /// (the OpenTelemetry proto definitions) and keeps its spans with their
 /// resource's `service.name`.

@@ -2,8 +2,11 @@
 //! client reached, the owner in the site, the shield, the origin) and in
 //! every access log line about it. A client's (or a proxy's in front) is
 //! kept when it is a plain token; otherwise edge makes a UUID v4, as Envoy
-//! does. It is set on the request itself, so every request sent upstream
-//! and every subrequest carries it.
+//! does. A new id is set on the request when the request leaves the node
+//! (the request phase ends with the request going on, or a subrequest is
+//! spawned from it), so every request sent upstream and every subrequest
+//! carries it; routes, rate-limit keys and cache keys see the request as
+//! the client sent it, and a RAM hit never writes it.
 
 use pingora_http::RequestHeader;
 
@@ -38,26 +41,39 @@ pub fn generate() -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// The request's id: its one usable `X-Request-Id`, else a new one, which
-/// replaces whatever the request carried.
-pub fn ensure(req: &mut RequestHeader) -> String {
+/// The request's id: its one usable `X-Request-Id` (`false`: the request
+/// already carries it), else a new one (`true`: [`stamp`] it on what goes
+/// on, replacing whatever the request carried).
+pub fn choose(req: &RequestHeader) -> (String, bool) {
     let mut values = req.headers.get_all(crate::names::X_REQUEST_ID).iter();
     if let (Some(v), None) = (values.next(), values.next()) {
         if usable(v.as_bytes()) {
             if let Ok(s) = v.to_str() {
-                return s.to_string();
+                return (s.to_string(), false);
             }
         }
     }
-    let id = generate();
+    (generate(), true)
+}
+
+/// Sets the request's one `X-Request-Id` field to `id`.
+pub fn stamp(req: &mut RequestHeader, id: &str) {
     // A generated id is ASCII: the header value is always valid.
-    let _ = req.insert_header(crate::names::X_REQUEST_ID, id.as_str());
-    id
+    let _ = req.insert_header(crate::names::X_REQUEST_ID, id);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The id, and the request as it goes on.
+    fn ensure(r: &mut RequestHeader) -> String {
+        let (id, new) = choose(r);
+        if new {
+            stamp(r, &id);
+        }
+        id
+    }
 
     fn req(ids: &[&str]) -> RequestHeader {
         let mut r = RequestHeader::build("GET", b"/", None).unwrap();

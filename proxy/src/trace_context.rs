@@ -129,17 +129,16 @@ pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-/// Continues the request's trace or starts one, and rewrites its
-/// `traceparent` (and, when the trace restarts, drops its `tracestate`)
-/// for everything edge sends upstream. A new trace is sampled with
+/// Continues the request's trace or starts one; [`TraceContext::stamp`]
+/// writes it on what edge sends on. A new trace is sampled with
 /// probability `sample_new` (none: never).
-pub fn continue_or_start(req: &mut RequestHeader, sample_new: Option<f64>) -> TraceContext {
+pub fn continue_or_start(req: &RequestHeader, sample_new: Option<f64>) -> TraceContext {
     let mut values = req.headers.get_all(crate::names::TRACEPARENT).iter();
     let incoming = match (values.next(), values.next()) {
         (Some(v), None) => parse(v.as_bytes()),
         _ => None,
     };
-    let ctx = match incoming {
+    match incoming {
         Some((trace_id, parent, flags)) => TraceContext {
             trace_id,
             span_id: random_nonzero(),
@@ -147,7 +146,6 @@ pub fn continue_or_start(req: &mut RequestHeader, sample_new: Option<f64>) -> Tr
             flags,
         },
         None => {
-            req.remove_header(&crate::names::TRACESTATE);
             let sampled = sample_new.is_some_and(|r| r > 0.0 && fastrand::f64() < r);
             TraceContext {
                 trace_id: random_nonzero(),
@@ -156,10 +154,20 @@ pub fn continue_or_start(req: &mut RequestHeader, sample_new: Option<f64>) -> Tr
                 flags: if sampled { SAMPLED } else { 0 },
             }
         }
-    };
-    // The value is ASCII hex and dashes: always a valid header value.
-    let _ = req.insert_header(crate::names::TRACEPARENT, ctx.header());
-    ctx
+    }
+}
+
+impl TraceContext {
+    /// Rewrites the request's `traceparent` with edge's span as the
+    /// parent, and drops its `tracestate` when the trace restarted (§3.3),
+    /// for everything edge sends on (upstream, subrequests).
+    pub fn stamp(&self, req: &mut RequestHeader) {
+        if self.parent_id.is_none() {
+            req.remove_header(&crate::names::TRACESTATE);
+        }
+        // The value is ASCII hex and dashes: always a valid header value.
+        let _ = req.insert_header(crate::names::TRACEPARENT, self.header());
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +175,13 @@ mod tests {
     use super::*;
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    /// The context, and the request as edge sends it on.
+    fn continue_or_start(r: &mut RequestHeader, ratio: Option<f64>) -> TraceContext {
+        let ctx = super::continue_or_start(r, ratio);
+        ctx.stamp(r);
+        ctx
+    }
 
     fn req(parents: &[&str], state: Option<&str>) -> RequestHeader {
         let mut r = RequestHeader::build("GET", b"/", None).unwrap();

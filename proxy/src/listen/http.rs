@@ -1,6 +1,8 @@
 //! Serving HTTP (and HTTPS) connections with pingora's `HttpProxy`.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -11,6 +13,7 @@ use pingora_core::protocols::{Peek, Ssl, Stream, ALPN, IO};
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::buffered::{WriteBuffered, WRITE_CAPACITY};
 use super::conn::Connection;
@@ -195,9 +198,17 @@ impl HttpHandler {
     /// Waits until the client sends (true), or until `limit` passes, the
     /// node drains or this handler is retired (false: close). A stream that
     /// cannot wait this way (TLS) is read at once.
+    ///
+    /// `timer` is the connection's one idle timer, moved on to `limit`
+    /// from now: a timer made and dropped per request was registered anew
+    /// each time, earlier than any other of the runtime's, which woke the
+    /// runtime through its event fd (a `write` and an `epoll_wait` per
+    /// request, beyond HAProxy's system calls; issue 17). Moved later, the
+    /// registered timer wakes nothing.
     async fn idle(
         &self,
         stream: &mut Stream,
+        timer: &mut Pin<Box<Sleep>>,
         limit: std::time::Duration,
         shutdown: &ShutdownWatch,
     ) -> bool {
@@ -207,11 +218,19 @@ impl HttpHandler {
             return false;
         }
         let mut none = [0u8; 0];
+        let mut armed = false;
         tokio::select! {
-            // Biased: when the client has sent already, no timer is set.
+            // Biased: when the client has sent already, the timer is not
+            // touched.
             biased;
             r = stream.try_peek(&mut none) => r.is_ok(),
-            _ = tokio::time::sleep(limit) => false,
+            _ = std::future::poll_fn(|cx| {
+                if !armed {
+                    armed = true;
+                    timer.as_mut().reset(Instant::now() + limit);
+                }
+                timer.as_mut().poll(cx)
+            }) => false,
             _ = shutdown.wait_for(|down| *down) => false,
             _ = retired.wait_for(|r| *r) => false,
         }
@@ -236,6 +255,8 @@ impl HttpHandler {
         let mut stream: Stream = Box::new(Inspector::new(stream, conn.clone(), self.inspect));
         let mut settings = None;
         let mut first = true;
+        // The connection's idle timer (see `idle`); set when first waited on.
+        let mut timer = Box::pin(tokio::time::sleep_until(Instant::now() + self.keepalive));
         loop {
             // Idle until the client sends: the request's state (pingora's
             // session and proxy future, about 17 KB) exists only while a
@@ -250,7 +271,7 @@ impl HttpHandler {
                 } else {
                     self.keepalive
                 };
-                if !self.idle(&mut stream, limit, shutdown).await {
+                if !self.idle(&mut stream, &mut timer, limit, shutdown).await {
                     if first {
                         tracing::debug!(listener = %self.name, limit = ?limit, "closed: no request in time");
                     }

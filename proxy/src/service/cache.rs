@@ -62,6 +62,11 @@ impl EdgeProxy {
                     .await?;
                     return Ok(true);
                 }
+                ctx.stamp_ids(session.req_header_mut());
+                let decor = Decor {
+                    ops: Some(&route.response_headers),
+                    rate_limit: ctx.rate_limit.as_ref(),
+                };
                 caching::slice::serve(rt, session, &mut ctx.cache, route, decor).await?;
                 return Ok(true);
             }
@@ -81,6 +86,7 @@ impl EdgeProxy {
                     if kind == edge_cache::video::Kind::Segment
                         && ctx.prefetches(session.req_header())
                     {
+                        ctx.stamp_ids(session.req_header_mut());
                         if let Some(pool) = &ctx.pool {
                             caching::prefetch::after_segment(
                                 rt,

@@ -83,8 +83,12 @@ pub struct RequestCtx {
     /// The players' data (CTA-5004) and the `CMCD` parameter as sent.
     pub(super) cmcd: Option<Box<crate::video::cmcd::Cmcd>>,
     pub(super) cmcd_query: Option<String>,
-    /// `X-Request-Id` (`request_id.rs`).
+    /// `X-Request-Id` (`request_id.rs`), and whether edge made it (it is
+    /// then written on the request by [`RequestCtx::stamp_ids`]).
     pub(super) request_id: String,
+    pub(super) request_id_new: bool,
+    /// The id and trace context are on the request.
+    pub(super) ids_stamped: bool,
     /// W3C trace context: the request's trace and edge's span in it.
     pub(super) trace: Option<crate::trace_context::TraceContext>,
     /// Why edge refused the request itself (access log `denied`).
@@ -134,7 +138,27 @@ impl RequestCtx {
             cmcd_query: None,
             denied: None,
             request_id: String::new(),
+            request_id_new: false,
+            ids_stamped: false,
             trace: None,
+        }
+    }
+
+    /// Writes the request's id and trace context on the client's request
+    /// (`X-Request-Id` when edge made it, `traceparent` with edge's span),
+    /// once, where the request leaves this node: before a subrequest copies
+    /// it and when the request phase lets it go on toward the cache phases
+    /// and the upstream. A request edge answers itself (a RAM hit) never
+    /// pays for the two fields.
+    pub(super) fn stamp_ids(&mut self, req: &mut RequestHeader) {
+        if std::mem::replace(&mut self.ids_stamped, true) {
+            return;
+        }
+        if self.request_id_new {
+            crate::request_id::stamp(req, &self.request_id);
+        }
+        if let Some(trace) = &self.trace {
+            trace.stamp(req);
         }
     }
 

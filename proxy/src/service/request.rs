@@ -87,10 +87,10 @@ impl EdgeProxy {
             ctx.host = strip_port(authority).to_string();
             ctx.authority = authority.to_string();
         }
-        ctx.request_id = crate::request_id::ensure(session.req_header_mut());
+        (ctx.request_id, ctx.request_id_new) = crate::request_id::choose(session.req_header());
         let sample_new = self.proxy.tracing().map(|t| t.sample_ratio);
         ctx.trace = Some(crate::trace_context::continue_or_start(
-            session.req_header_mut(),
+            session.req_header(),
             sample_new,
         ));
         if !self.tls && ctx.cache.sub.is_none() {
@@ -160,6 +160,8 @@ impl EdgeProxy {
                 return Ok(true);
             }
         }
+        // On toward the cache phases and the upstream.
+        ctx.stamp_ids(session.req_header_mut());
         Ok(false)
     }
 

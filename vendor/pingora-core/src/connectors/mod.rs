@@ -261,7 +261,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if stream_matches_peer(peer, &stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -472,6 +472,40 @@ use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
+/// EDGE-PATCH (eleventh, EDGE-PATCH.md): whether a pooled stream is
+/// connected to `peer`, compared with the peer address its socket digest
+/// keeps (one `getpeername(2)` per connection, when first asked) instead
+/// of a `getpeername(2)` at every reuse, which was the one system call a
+/// reused upstream connection cost beyond HAProxy's per request. Streams
+/// without that address, and peers reached through a proxy, are checked as
+/// before (`Peer::matches_fd`).
+#[cfg(unix)]
+fn stream_matches_peer<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    use crate::protocols::l4::socket::SocketAddr as L4Addr;
+    if peer.get_proxy().is_some() {
+        return peer.matches_fd(stream.id());
+    }
+    let kept = stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().cloned());
+    match (peer.address(), kept) {
+        (L4Addr::Inet(want), Some(L4Addr::Inet(have))) => {
+            // As `check_fd_match`: 0.0.0.0 may be mapped to 127.0.0.1 by
+            // the system, so it is not compared.
+            if want.ip().is_unspecified() && want.is_ipv4() {
+                return true;
+            }
+            if *want == have {
+                true
+            } else {
+                error!("Crit: pooled stream mismatch: addr: {want}, peer: {have}");
+                false
+            }
+        }
+        _ => peer.matches_fd(stream.id()),
+    }
+}
+
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
