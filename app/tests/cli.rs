@@ -306,6 +306,19 @@ async fn the_request_id_and_trace_reach_every_fetch_a_client_request_causes() {
             edge_testkit::Reply::ok(&format!("segment {i}"), &fields("video/mp2t")),
         );
     }
+    // LL-HLS: a preload hint, and a blocking reload the origin answers at once.
+    let low_latency = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART-INF:PART-TARGET=0.5\n\
+        #EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:2.0,\nseg_0.ts\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part_1_0.mp4\"\n";
+    for path in ["/ll/live.m3u8", "/ll/live.m3u8?_HLS_msn=1"] {
+        origin.set(
+            path,
+            edge_testkit::Reply::ok(low_latency, &fields("application/vnd.apple.mpegurl")),
+        );
+    }
+    origin.set(
+        "/ll/part_1_0.mp4",
+        edge_testkit::Reply::ok("part", &fields("video/mp4")),
+    );
     let big = "m".repeat(3 * MIB + 1000);
     origin.set(
         "/big.mp4",
@@ -364,22 +377,42 @@ async fn the_request_id_and_trace_reach_every_fetch_a_client_request_causes() {
         (origin.count("/v/seg_3.ts") == 1).then_some(())
     })
     .await;
-    node.wait_for_line("\"path\":\"/v/seg_2.ts\"", Duration::from_secs(5));
+    // The LL-HLS playlist stored by a prefill (which prefetches nothing),
+    // then from RAM: the hinted part is prefetched after the hit.
+    assert_eq!(
+        get("/ll/live.m3u8", &[("edge-prefill", "1")]).await.status,
+        200
+    );
+    let r = get("/ll/live.m3u8", &[]).await;
+    assert!(
+        r.header("x-cache").unwrap_or("-").starts_with("HIT"),
+        "{:?}",
+        r.header("x-cache")
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the hinted part prefetched",
+        || async { (origin.count("/ll/part_1_0.mp4") == 1).then_some(()) },
+    )
+    .await;
+    // A blocking reload: its fetch is a subrequest.
+    assert_eq!(get("/ll/live.m3u8?_HLS_msn=1", &[]).await.status, 200);
+    node.wait_for_line("\"query\":\"_HLS_msn=1\"", Duration::from_secs(5));
     let lines: Vec<serde_json::Value> = node
         .output()
         .lines()
         .filter(|l| l.contains("\"target\":\"access\""))
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    // The client's request's line (not a subrequest's): the first for its path.
-    let line = |path: &str| lines.iter().find(|v| v["path"] == path).unwrap();
+    // The client's requests' lines (subrequests have none), in order.
+    let nth = |path: &str, n: usize| lines.iter().filter(|v| v["path"] == path).nth(n).unwrap();
+    let line = |path: &str| nth(path, 0);
     let field = |head: &str, name: &str| -> Option<String> {
         head.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}: ")))
             .map(str::to_string)
     };
-    let check = |fetched: &str, client_path: &str, want: usize| {
-        let v = line(client_path);
+    let check_line = |fetched: &str, v: &serde_json::Value, want: usize| {
         let (id, trace) = (
             v["request_id"].as_str().unwrap(),
             v["trace_id"].as_str().unwrap(),
@@ -403,6 +436,9 @@ async fn the_request_id_and_trace_reach_every_fetch_a_client_request_causes() {
             assert_eq!(head.matches("traceparent:").count(), 1, "{fetched}: {head}");
         }
     };
+    let check = |fetched: &str, client_path: &str, want: usize| {
+        check_line(fetched, line(client_path), want)
+    };
     assert_eq!(
         line("/big.mp4")["request_id"].as_str().map(str::len),
         Some(36)
@@ -422,6 +458,13 @@ async fn the_request_id_and_trace_reach_every_fetch_a_client_request_causes() {
     check("/v/seg_2.ts", "/v/seg_0.ts", 1);
     check("/v/seg_3.ts", "/v/seg_2.ts", 1);
     assert_ne!(line("/v/seg_2.ts")["request_id"], made.as_str());
+    // The part hinted at: the id of the request served from RAM (the
+    // second); the blocking reload's fetch: the third's.
+    let (hit, reload) = (nth("/ll/live.m3u8", 1), nth("/ll/live.m3u8", 2));
+    assert_eq!(reload["query"], "_HLS_msn=1");
+    assert_ne!(hit["request_id"], nth("/ll/live.m3u8", 0)["request_id"]);
+    check_line("/ll/part_1_0.mp4", hit, 1);
+    check_line("/ll/live.m3u8?_HLS_msn=1", reload, 1);
 }
 
 /// An OTLP/HTTP collector on 127.0.0.1:0: decodes each protobuf export

@@ -87,7 +87,9 @@ pub(crate) fn after_playlist(
 }
 
 /// Prefetches each of `paths` (with their query) not cached, not fetched
-/// ahead already, while the pool copes and the node has slots.
+/// ahead already, while the pool copes and the node has slots. Each is a
+/// copy of the session's request: the caller has written the request id
+/// and trace context on it (`RequestCtx::stamp_ids`).
 fn spawn(
     rt: &CacheRuntime,
     session: &Session,

@@ -44,7 +44,9 @@ impl Fetch {
         Self::spawn(session, SubTask::Slice { index, size }, index)
     }
 
-    /// Starts a subrequest for `task`; `index` names it in errors.
+    /// Starts a subrequest for `task`; `index` names it in errors. The
+    /// subrequest copies the session's request: the caller has written the
+    /// request id and trace context on it (`RequestCtx::stamp_ids`).
     pub(super) fn spawn(session: &Session, task: SubTask, index: u64) -> Result<Fetch> {
         let spawner = session
             .subrequest_spawner

@@ -116,6 +116,8 @@ impl EdgeProxy {
                 session.req_header().uri.path(),
                 rt.storage.settings().video.blocking_hold,
             );
+            // Its fetches are subrequests: copies of this request.
+            ctx.stamp_ids(session.req_header_mut());
             let decor = Decor {
                 ops: Some(&route.response_headers),
                 rate_limit: ctx.rate_limit.as_ref(),

@@ -64,13 +64,17 @@ impl EdgeProxy {
                 == edge_cache::video::Kind::HlsPlaylist
             && ctx.prefetches(session.req_header())
         {
-            if let (Some(rt), Some(route), Some(pool)) = (self.proxy.cache(), &ctx.route, &ctx.pool)
+            if let (Some(rt), Some(route), Some(pool)) =
+                (self.proxy.cache(), ctx.route.clone(), ctx.pool.clone())
             {
+                // A prefetch is a copy of this request (a RAM hit's was
+                // not stamped).
+                ctx.stamp_ids(session.req_header_mut());
                 caching::prefetch::after_playlist(
                     rt,
                     session,
                     &route.cache,
-                    pool,
+                    &pool,
                     &ctx.authority,
                     ctx.cache.scheme,
                 );

@@ -471,14 +471,16 @@ impl PreferredHttpVersion {
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
-/// Test whether a stream is already closed or not reusable (server sent unexpected data)
 /// EDGE-PATCH (eleventh, EDGE-PATCH.md): whether a pooled stream is
-/// connected to `peer`, compared with the peer address its socket digest
-/// keeps (one `getpeername(2)` per connection, when first asked) instead
-/// of a `getpeername(2)` at every reuse, which was the one system call a
-/// reused upstream connection cost beyond HAProxy's per request. Streams
-/// without that address, and peers reached through a proxy, are checked as
-/// before (`Peer::matches_fd`).
+/// connected to `peer`, compared with the address its socket digest keeps
+/// (set to the address it connected to, `connectors/l4.rs`) instead of a
+/// `getpeername(2)` at every reuse, which was the one system call a reused
+/// upstream connection cost beyond HAProxy's per request. Like the old
+/// check it refuses a stream pooled under a colliding `reuse_hash` for
+/// another address; a stream owns its socket, so its descriptor cannot
+/// have come to name another connection. Streams without that address,
+/// and peers reached through a proxy, are checked as before
+/// (`Peer::matches_fd`).
 #[cfg(unix)]
 fn stream_matches_peer<P: Peer>(peer: &P, stream: &Stream) -> bool {
     use crate::protocols::l4::socket::SocketAddr as L4Addr;
@@ -506,6 +508,7 @@ fn stream_matches_peer<P: Peer>(peer: &P, stream: &Stream) -> bool {
     }
 }
 
+/// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
