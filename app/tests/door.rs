@@ -474,6 +474,40 @@ async fn a_pooled_connection_the_backend_closed_is_retried_on_a_new_one() {
     );
 }
 
+/// The idle upstream pool (edge-pool, one shard per worker thread): a
+/// connection released after a response is taken again by the next request
+/// on that thread, whichever client connection it comes on, so sequential
+/// requests need no more upstream connections than the node has worker
+/// threads (2 here). (`a_pooled_connection_the_backend_closed_is_retried_on_a_new_one`
+/// covers a pooled connection the backend closed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_and_reused_across_client_connections() {
+    let s = setup("").await;
+    for i in 0..20 {
+        // A new client connection each time.
+        let c = Client::new();
+        let r = c
+            .request(
+                Method::GET,
+                &s.node.url("web", &format!("/pool/{i}")),
+                &[],
+                "",
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    let seen = s.rec.take();
+    assert_eq!(seen.len(), 20);
+    let mut connections: Vec<usize> = seen.iter().map(|r| r.connection).collect();
+    connections.sort_unstable();
+    connections.dedup();
+    assert!(
+        connections.len() <= 2,
+        "20 sequential requests came on upstream connections {connections:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suffix_range_of_zero_bytes_is_416_on_every_cache_path() {
     let s = setup("").await;

@@ -31,6 +31,9 @@ pub struct Recorded {
     pub malformed: bool,
     /// When its head had arrived.
     pub at: std::time::Instant,
+    /// The connection it came on: 1 for the backend's first accepted
+    /// connection, then in accept order.
+    pub connection: usize,
 }
 
 impl Recorded {
@@ -92,8 +95,10 @@ impl Recorder {
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
         let task = tokio::spawn(async move {
+            let mut accepted = 0;
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, s.clone()));
+                accepted += 1;
+                tokio::spawn(serve(stream, s.clone(), accepted));
             }
         });
         Self { addr, shared, task }
@@ -119,13 +124,14 @@ impl Recorder {
     }
 }
 
-async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
+async fn serve(mut stream: TcpStream, shared: Arc<Shared>, connection: usize) {
     let mut buf = Vec::new();
     let mut served = 0usize;
     loop {
-        let Some(req) = read_request(&mut stream, &mut buf).await else {
+        let Some(mut req) = read_request(&mut stream, &mut buf).await else {
             return;
         };
+        req.connection = connection;
         let malformed = req.malformed;
         if served > 0 && shared.one_per_connection.load(Ordering::SeqCst) {
             // Closed "while idle": the request is never answered.
@@ -219,6 +225,7 @@ pub(crate) async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> O
     let (lengths, codings) = (field("content-length"), field("transfer-encoding"));
     let mut rec = Recorded {
         at: std::time::Instant::now(),
+        connection: 0,
         head,
         body: Vec::new(),
         malformed: false,

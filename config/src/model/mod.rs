@@ -112,7 +112,10 @@ pub struct Server {
     /// The text access line as a template (nginx's `log_format`); `None`:
     /// every field as `key=value`.
     pub access_log_format: Option<AccessLogFormat>,
-    /// Idle upstream connections kept for reuse, per node.
+    /// Idle upstream connections kept for reuse, per worker thread: each
+    /// HTTP listener keeps at most this times `threads` (the oldest closed
+    /// beyond that), and a thread reuses the connections it released
+    /// (nginx: `keepalive` per worker).
     pub upstream_keepalive: usize,
     /// One multi-threaded runtime whose threads steal work (true), or one
     /// single-threaded runtime per thread with connections spread among them

@@ -30,17 +30,17 @@ use crate::upstreams::peer::{Peer, ALPN};
 use crate::offload::OffloadRuntime;
 pub use l4::Connect as L4Connect;
 use l4::{connect as l4_connect, BindTo};
-use log::{debug, error, warn};
+use log::{debug, error};
 use parking_lot::RwLock;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
-use pingora_pool::{ConnectionMeta, ConnectionPool};
+use edge_pool::{still_idle, IdlePool};
+use pingora_pool::ConnectionMeta;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tls::TlsConnector;
-use tokio::sync::Mutex;
 
 #[derive(Clone, Debug)]
 pub(crate) struct IdleConnection {
@@ -170,7 +170,7 @@ impl ConnectorOptions {
 /// [TransportConnector] provides APIs to connect to servers via TCP or TLS with connection reuse
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
-    connection_pool: Arc<ConnectionPool<Arc<Mutex<Stream>>>>,
+    connection_pool: Arc<IdlePool<Stream>>,
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -201,14 +201,15 @@ impl TransportConnector {
         let keepalive_pool_callback = options
             .as_ref()
             .and_then(|o| o.keepalive_pool_callback.clone());
+        let unexpected_data_conn_count = Arc::new(AtomicU64::new(0));
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
-            connection_pool: Arc::new(ConnectionPool::new(pool_size)),
+            connection_pool: IdlePool::new(pool_size, unexpected_data_conn_count.clone()),
             offload: offload.map(|v| OffloadRuntime::new("upstream connect offload", v.0, v.1)),
             bind_to_v4,
             bind_to_v6,
             preferred_http_version: PreferredHttpVersion::new(),
-            unexpected_data_conn_count: Arc::new(AtomicU64::new(0)),
+            unexpected_data_conn_count,
             keepalive_pool_callback,
         }
     }
@@ -249,52 +250,23 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
-        match self.connection_pool.get(&peer.reuse_hash()) {
-            Some(s) => {
-                debug!("find reusable stream, trying to acquire it");
-                {
-                    let _ = s.lock().await;
-                } // wait for the idle poll to release it
-                match Arc::try_unwrap(s) {
-                    Ok(l) => {
-                        let mut stream = l.into_inner();
-                        // test_reusable_stream: we assume server would never actively send data
-                        // first on an idle stream.
-                        #[cfg(unix)]
-                        if stream_matches_peer(peer, &stream)
-                            && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
-                        {
-                            Some(stream)
-                        } else {
-                            None
-                        }
-                        #[cfg(windows)]
-                        {
-                            use std::os::windows::io::{AsRawSocket, RawSocket};
-                            struct WrappedRawSocket(RawSocket);
-                            impl AsRawSocket for WrappedRawSocket {
-                                fn as_raw_socket(&self) -> RawSocket {
-                                    self.0
-                                }
-                            }
-                            if peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
-                                && test_reusable_stream(
-                                    &mut stream,
-                                    &self.unexpected_data_conn_count,
-                                )
-                            {
-                                Some(stream)
-                            } else {
-                                None
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        error!("failed to acquire reusable stream");
-                        None
-                    }
+        // EDGE-PATCH (twelfth): edge-pool's per-thread shards; the pool also
+        // refuses streams that are expired, closed or holding data.
+        #[cfg(unix)]
+        let usable = |stream: &Stream| stream_matches_peer(peer, stream);
+        #[cfg(windows)]
+        let usable = |stream: &Stream| {
+            use std::os::windows::io::{AsRawSocket, RawSocket};
+            struct WrappedRawSocket(RawSocket);
+            impl AsRawSocket for WrappedRawSocket {
+                fn as_raw_socket(&self) -> RawSocket {
+                    self.0
                 }
             }
+            peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
+        };
+        match self.connection_pool.take(peer.reuse_hash(), usable) {
+            Some((stream, _idle)) => Some(stream),
             None => {
                 debug!("No reusable connection found for {peer}");
                 None
@@ -315,35 +287,16 @@ impl TransportConnector {
         key: u64, // usually peer.reuse_hash()
         idle_timeout: Option<Duration>,
     ) {
-        if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
+        if !still_idle(&mut stream, &self.unexpected_data_conn_count) {
             return;
         }
-        let id = stream.id();
-        let meta = ConnectionMeta::new(key, id);
-        debug!("Try to keepalive client session");
-        let stream = Arc::new(Mutex::new(stream));
-        let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
-        let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
-        let idle_meta = IdleConnection::new(meta);
-        let pool = self.connection_pool.clone(); //clone the arc
-        let keepalive_pool_callback = self.keepalive_pool_callback.clone();
-        let rt = pingora_runtime::current_handle();
-        rt.spawn(async move {
-            if pool
-                .idle_poll(
-                    locked_stream,
-                    &idle_meta.connection,
-                    idle_timeout,
-                    notify_close,
-                    watch_use,
-                )
-                .await
-            {
-                if let Some(callback) = keepalive_pool_callback {
-                    callback(idle_meta.elapsed());
-                }
+        // EDGE-PATCH (twelfth): no Arc<Mutex>, channel or watcher task per
+        // release; edge-pool's shard sweep closes what goes stale.
+        if let Some(idle) = self.connection_pool.put(key, stream, idle_timeout) {
+            if let Some(callback) = &self.keepalive_pool_callback {
+                callback(idle);
             }
-        });
+        }
     }
 
     /// Get a stream to the given server [Peer]
@@ -468,9 +421,6 @@ impl PreferredHttpVersion {
     }
 }
 
-use futures::future::FutureExt;
-use tokio::io::AsyncReadExt;
-
 /// EDGE-PATCH (eleventh, EDGE-PATCH.md): whether a pooled stream is
 /// connected to `peer`, compared with the address its socket digest keeps
 /// (set to the address it connected to, `connectors/l4.rs`) instead of a
@@ -505,31 +455,6 @@ fn stream_matches_peer<P: Peer>(peer: &P, stream: &Stream) -> bool {
             }
         }
         _ => peer.matches_fd(stream.id()),
-    }
-}
-
-/// Test whether a stream is already closed or not reusable (server sent unexpected data)
-fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
-    let mut buf = [0; 1];
-    // tokio::task::unconstrained because now_or_never may yield None when the future is ready
-    let result = tokio::task::unconstrained(stream.read(&mut buf[..])).now_or_never();
-    if let Some(data_result) = result {
-        match data_result {
-            Ok(n) => {
-                if n == 0 {
-                    debug!("Idle connection is closed");
-                } else {
-                    warn!("Unexpected data read in idle connection");
-                    unexpected_data_conn_count.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Err(e) => {
-                debug!("Idle connection is broken: {e:?}");
-            }
-        }
-        false
-    } else {
-        true
     }
 }
 
@@ -617,6 +542,7 @@ pub(crate) mod test_utils {
 #[cfg(feature = "any_tls")]
 mod tests {
     use std::time::Duration;
+    use tokio::io::AsyncReadExt;
 
     use pingora_error::ErrorType;
     use tls::Connector;
@@ -855,7 +781,7 @@ mod tests {
         let mut stream: Stream = Box::new(client);
 
         // With no data available, the stream should be considered reusable
-        assert!(test_reusable_stream(&mut stream, &counter));
+        assert!(still_idle(&mut stream, &counter));
         assert_eq!(counter.load(Ordering::Relaxed), 0);
 
         // Write unexpected data from the server side
@@ -866,7 +792,7 @@ mod tests {
         tokio::task::yield_now().await;
 
         // Now test_reusable_stream should detect the unexpected data
-        assert!(!test_reusable_stream(&mut stream, &counter));
+        assert!(!still_idle(&mut stream, &counter));
         assert_eq!(
             counter.load(Ordering::Relaxed),
             1,
