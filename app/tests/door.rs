@@ -508,6 +508,49 @@ async fn upstream_connections_are_kept_and_reused_across_client_connections() {
     );
 }
 
+/// CTA-5004 data is the node's to read: a route without `cmcd.forward`
+/// sends none of the four CMCD fields upstream, whichever of them and in
+/// whatever case the client sent, and leaves every other field alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cmcd_fields_do_not_reach_the_backend_unless_the_route_forwards_them() {
+    let s = setup("").await;
+    let cases: [&[(&str, &str)]; 5] = [
+        &[("CMCD-Request", "bl=900"), ("x-kept", "1")],
+        &[
+            ("cmcd-object", "br=1500"),
+            ("cmcd-status", "bs"),
+            ("x-kept", "1"),
+        ],
+        &[("CMCD-Session", "sid=\"s\""), ("x-kept", "1")],
+        &[
+            ("cmcd-request", "bl=1"),
+            ("cmcd-object", "br=1"),
+            ("cmcd-status", "bs"),
+            ("cmcd-session", "sf=h"),
+            ("x-kept", "1"),
+        ],
+        &[("x-kept", "1")],
+    ];
+    for (i, fields) in cases.iter().enumerate() {
+        let r = Client::new()
+            .get_with(&s.node.url("web", &format!("/cmcd/{i}")), fields)
+            .await;
+        assert_eq!(r.status, 200, "case {i}: {}", r.text());
+        let seen = s.rec.take();
+        assert_eq!(seen.len(), 1, "case {i}");
+        let head = seen[0].head_text().to_ascii_lowercase();
+        assert!(
+            !head.contains("cmcd-"),
+            "case {i} reached the backend with: {head}"
+        );
+        assert_eq!(
+            seen[0].header("x-kept").as_deref(),
+            Some("1"),
+            "case {i}: {head}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suffix_range_of_zero_bytes_is_416_on_every_cache_path() {
     let s = setup("").await;

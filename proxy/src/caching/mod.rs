@@ -546,9 +546,16 @@ pub(crate) fn client_fields(
 
 /// Removes what only the cache needs from a response to a client.
 pub(crate) fn strip_cache_headers(resp: &mut ResponseHeader) {
-    resp.remove_header(&crate::names::SURROGATE_KEY);
-    resp.remove_header(&crate::names::SURROGATE_CONTROL);
-    resp.remove_header(&crate::names::X_CACHE);
+    const NAMES: [http::HeaderName; 3] = [
+        crate::names::SURROGATE_KEY,
+        crate::names::SURROGATE_CONTROL,
+        crate::names::X_CACHE,
+    ];
+    if crate::names::any_present(&resp.headers, &NAMES) {
+        for name in &NAMES {
+            resp.remove_header(name);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -94,16 +94,23 @@ impl EdgeProxy {
             if self.tls { "https" } else { "http" },
         )?;
         // A prefill is this site's business: the shield or origin sees a GET.
-        upstream.remove_header(&crate::names::PREFILL);
         // The players' data goes to the origin only if the route says so,
         // and never to another edge (which would count it again).
         let forward_cmcd =
             !ctx.plan.tier.is_edge() && ctx.route.as_ref().is_some_and(|r| r.config.cmcd.forward);
-        if !forward_cmcd {
-            for h in &crate::video::cmcd::HEADERS {
+        let [a, b, c, d] = crate::video::cmcd::HEADERS;
+        let removed = [crate::names::PREFILL, a, b, c, d];
+        let removed = if forward_cmcd {
+            &removed[..1]
+        } else {
+            &removed[..]
+        };
+        if crate::names::any_present(&upstream.headers, removed) {
+            for h in removed {
                 upstream.remove_header(h);
             }
-        } else if let Some(raw) = &ctx.cmcd_query {
+        }
+        if let Some(raw) = ctx.cmcd_query.as_ref().filter(|_| forward_cmcd) {
             let target = match upstream.uri.query() {
                 Some(q) => format!("{}?{q}&CMCD={raw}", upstream.uri.path()),
                 None => format!("{}?CMCD={raw}", upstream.uri.path()),

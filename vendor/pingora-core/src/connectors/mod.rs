@@ -266,7 +266,15 @@ impl TransportConnector {
             peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
         };
         match self.connection_pool.take(peer.reuse_hash(), usable) {
-            Some((stream, _idle)) => Some(stream),
+            Some((stream, _idle)) => {
+                // Other ready tasks of this runtime run first, as they did
+                // when a reuse waited for pingora's watcher task to hand the
+                // stream back: responses under way go on before another
+                // request starts (without it, p99 of 100 KiB pass-through
+                // under 50 connections rose from about 34 to 40 ms).
+                YieldOnce(false).await;
+                Some(stream)
+            }
             None => {
                 debug!("No reusable connection found for {peer}");
                 None
@@ -418,6 +426,28 @@ impl PreferredHttpVersion {
         v.get(&key)
             .copied()
             .map(|v| if v == 1 { ALPN::H1 } else { ALPN::H2H1 })
+    }
+}
+
+/// EDGE-PATCH (twelfth): yields once to the runtime's other ready tasks.
+/// The task wakes itself at once, so it is queued behind them; tokio's
+/// `yield_now` defers the wake until the reactor is next polled, which
+/// costs an `epoll_wait` per request when no other task is ready.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 
