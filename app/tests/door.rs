@@ -549,6 +549,17 @@ async fn cmcd_fields_do_not_reach_the_backend_unless_the_route_forwards_them() {
             "case {i}: {head}"
         );
     }
+    // Names in upper and mixed case on the wire (the client above sends
+    // lower case).
+    let r = s
+        .raw(b"GET /cmcd/raw HTTP/1.1\r\nHost: edge.test\r\nCMCD-REQUEST: bl=900\r\nCmcd-Status: bs\r\nX-Kept: 1\r\n\r\n")
+        .await;
+    assert_eq!(r.status, 200);
+    let seen = s.rec.take();
+    assert_eq!(seen.len(), 1);
+    let head = seen[0].head_text().to_ascii_lowercase();
+    assert!(!head.contains("cmcd-"), "reached the backend with: {head}");
+    assert_eq!(seen[0].header("x-kept").as_deref(), Some("1"), "{head}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,12 +78,17 @@ mod tests {
         let mut cased = RequestHeader::build("GET", b"/", None).unwrap();
         cased.insert_header(X_FORWARDED_FOR, "192.0.2.1").unwrap();
         cased.append_header(&CDN_LOOP, "edge").unwrap();
+        cased
+            .insert_header(http::header::HOST, "edge.test")
+            .unwrap();
         let names: Vec<String> = cased
             .case_header_iter()
             .map(|(n, _)| String::from_utf8_lossy(n.as_slice()).into_owned())
             .collect();
-        assert_eq!(names, ["x-forwarded-for", "cdn-loop"]);
+        // Standard names pingora title-cases keep that case.
+        assert_eq!(names, ["x-forwarded-for", "cdn-loop", "Host"]);
         assert!(wire(&cased).contains("x-forwarded-for: 192.0.2.1\r\n"));
+        assert!(wire(&cased).contains("Host: edge.test\r\n"));
 
         assert!(any_present(&fast.headers, &[CDN_LOOP, X_FORWARDED_FOR]));
         assert!(!any_present(&fast.headers, &[CDN_LOOP, PREFILL]));

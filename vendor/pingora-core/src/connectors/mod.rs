@@ -270,8 +270,9 @@ impl TransportConnector {
                 // Other ready tasks of this runtime run first, as they did
                 // when a reuse waited for pingora's watcher task to hand the
                 // stream back: responses under way go on before another
-                // request starts (without it, p99 of 100 KiB pass-through
-                // under 50 connections rose from about 34 to 40 ms).
+                // request starts (without it, four loadbench runs put
+                // 100 KiB pass-through's p99 under 50 connections at 39-41
+                // ms against the old pool's 30-35; see benches/RESULTS.md).
                 YieldOnce(false).await;
                 Some(stream)
             }
@@ -432,7 +433,9 @@ impl PreferredHttpVersion {
 /// EDGE-PATCH (twelfth): yields once to the runtime's other ready tasks.
 /// The task wakes itself at once, so it is queued behind them; tokio's
 /// `yield_now` defers the wake until the reactor is next polled, which
-/// costs an `epoll_wait` per request when no other task is ready.
+/// costs an `epoll_wait` per request when no other task is ready (on
+/// edge's default single-threaded runtimes; with `work_stealing` the wake
+/// may also unpark another worker).
 struct YieldOnce(bool);
 
 impl std::future::Future for YieldOnce {
