@@ -1,5 +1,5 @@
 //! Byte hit ratio of edge's RAM tier (the real `edge_cache::ram::RamTier`:
-//! moka with TinyLFU admission, weighted by bytes) against plain LRU at the
+//! S3-FIFO, weighted by bytes) against plain LRU at the
 //! same size and the offline optimum (Belady: evict what is next used
 //! farthest in the future), on one Zipf-distributed trace of video segments
 //! over a catalog larger than RAM.
@@ -215,7 +215,7 @@ pub fn report(p: &Params) -> String {
         "### RAM tier hit ratio: edge vs LRU vs Belady\n\n\
          - catalog: {} segments, {:.1} GB (250 KB / 750 KB / 2 MB renditions ±20 %)\n\
          - trace: {} requests, Zipf α = {}, seed {}\n\
-         - edge: `edge_cache::ram::RamTier` itself (moka, TinyLFU admission, weighted by bytes)\n\
+         - edge: `edge_cache::ram::RamTier` itself (S3-FIFO, weighted by bytes)\n\
          - LRU: least recently used by bytes; Belady: evict the object next used farthest ahead (offline)\n\n\
          | RAM (share of catalog) | edge byte hit | LRU byte hit | Belady byte hit | edge ÷ LRU | edge ÷ Belady | edge object hit | LRU object hit |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|\n",

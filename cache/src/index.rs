@@ -5,17 +5,18 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
+use crate::key::StoredKey;
 use crate::object::ObjectInfo;
 
 /// Every stored object has an entry here, so it is kept lean (issue 17:
-/// 457 bytes per object before): keys as `Box<str>`, the URL shared with
+/// 457 bytes per object before): keys as [`StoredKey`]s (inline), the URL shared with
 /// the object's info rather than copied, and a URL's few variants in a
 /// `Vec` rather than a hash set.
 #[derive(Default)]
 pub struct PurgeIndex {
-    entries: HashMap<Box<str>, Arc<ObjectInfo>>,
-    by_url: BTreeMap<UrlOf, Vec<Box<str>>>,
-    by_surrogate: HashMap<String, HashSet<Box<str>>>,
+    entries: HashMap<StoredKey, Arc<ObjectInfo>>,
+    by_url: BTreeMap<UrlOf, Vec<StoredKey>>,
+    by_surrogate: HashMap<String, HashSet<StoredKey>>,
 }
 
 /// An object's info, ordered and looked up by its URL.
@@ -49,33 +50,38 @@ impl Ord for UrlOf {
 
 impl PurgeIndex {
     pub fn add(&mut self, key: &str, info: &Arc<ObjectInfo>) {
-        if let Some(old) = self.entries.get(key) {
+        let key = StoredKey::new(key);
+        if let Some(old) = self.entries.get(&key) {
             if Arc::ptr_eq(old, info) || **old == **info {
                 return;
             }
-            self.remove(key);
+            self.remove_stored(&key);
         }
-        self.entries.insert(key.into(), info.clone());
-        match self.by_url.get_mut(info.url.as_str()) {
-            Some(keys) => keys.push(key.into()),
-            None => {
-                self.by_url.insert(UrlOf(info.clone()), vec![key.into()]);
-            }
-        }
+        self.entries.insert(key.clone(), info.clone());
         for s in &info.surrogate_keys {
             self.by_surrogate
                 .entry(s.clone())
                 .or_default()
-                .insert(key.into());
+                .insert(key.clone());
+        }
+        match self.by_url.get_mut(info.url.as_str()) {
+            Some(keys) => keys.push(key),
+            None => {
+                self.by_url.insert(UrlOf(info.clone()), vec![key]);
+            }
         }
     }
 
     pub fn remove(&mut self, key: &str) {
+        self.remove_stored(&StoredKey::new(key));
+    }
+
+    fn remove_stored(&mut self, key: &StoredKey) {
         let Some(info) = self.entries.remove(key) else {
             return;
         };
         if let Some(keys) = self.by_url.get_mut(info.url.as_str()) {
-            keys.retain(|k| &**k != key);
+            keys.retain(|k| k != key);
             if keys.is_empty() {
                 self.by_url.remove(info.url.as_str());
             }
@@ -91,7 +97,7 @@ impl PurgeIndex {
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.entries.contains_key(key)
+        self.entries.contains_key(&StoredKey::new(key))
     }
 
     pub fn len(&self) -> usize {

@@ -26,6 +26,44 @@ pub fn storage_key(key: &impl CacheHashKey) -> String {
     hex::encode(key.combined_bin())
 }
 
+/// A storage key as the RAM tier and the purge index hold it: the 16 bytes
+/// a key of 32 lower-case hex digits spells ([`storage_key`] makes only
+/// those), else its text. Inline, without the heap allocation of a
+/// `Box<str>` (48 bytes with the allocator's header for a 32-byte key;
+/// issue 17's per-object overhead). Converting back gives the same text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum StoredKey {
+    Hash([u8; 16]),
+    Text(Box<str>),
+}
+
+impl StoredKey {
+    pub fn new(key: &str) -> StoredKey {
+        let b = key.as_bytes();
+        if b.len() == 32 && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+            let mut out = [0u8; 16];
+            if hex::decode_to_slice(b, &mut out).is_ok() {
+                return StoredKey::Hash(out);
+            }
+        }
+        StoredKey::Text(key.into())
+    }
+
+    /// The key's text, as it was given to [`StoredKey::new`].
+    pub fn text(&self) -> Cow<'_, str> {
+        match self {
+            StoredKey::Hash(h) => Cow::Owned(hex::encode(h)),
+            StoredKey::Text(t) => Cow::Borrowed(t),
+        }
+    }
+}
+
+impl std::fmt::Display for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
 /// An HLS delivery directive (`_HLS_msn`, `_HLS_part`, `_HLS_skip`; RFC
 /// 8216bis §6.2.5): it selects what a playlist holds, so it is always part
 /// of the key, whatever the route ignores. Only these three: any other
@@ -257,6 +295,36 @@ mod tests {
             normalize_query(Some("a=1&b=2"), &IgnoreQuery::None),
             Some(Cow::Borrowed("a=1&b=2"))
         ));
+    }
+
+    #[test]
+    fn stored_keys_give_back_the_text_they_were_made_from() {
+        let hash = "0123456789abcdef0123456789abcdef";
+        assert!(matches!(StoredKey::new(hash), StoredKey::Hash(_)));
+        for text in [
+            hash,
+            "",
+            "0123456789ABCDEF0123456789abcdef",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdef0",
+            "0123456789abcdef0123456789abcdeg",
+            "+123456789abcdef0123456789abcdef",
+            "obj42",
+            "é123456789abcdef0123456789abcde",
+        ] {
+            let k = StoredKey::new(text);
+            assert_eq!(k.text(), text);
+            assert_eq!(k.to_string(), text);
+            assert_eq!(k, StoredKey::new(text));
+            if text != hash {
+                assert!(matches!(k, StoredKey::Text(_)), "{text}");
+                assert_ne!(k, StoredKey::new(hash));
+            }
+        }
+        let key = pingora_cache::CacheKey::new("a.test/x", "u");
+        let s = storage_key(&key);
+        assert_eq!(StoredKey::new(&s).text(), s);
+        assert!(matches!(StoredKey::new(&s), StoredKey::Hash(_)));
     }
 
     #[test]

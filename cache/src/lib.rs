@@ -1,4 +1,4 @@
-//! edge's cache: a RAM tier (moka) and a disk tier behind pingora-cache's
+//! edge's cache: a RAM tier (S3-FIFO) and a disk tier behind pingora-cache's
 //! `Storage`, cache keys, the RFC 9111 + video policy, and purge.
 
 pub mod age;

@@ -246,12 +246,12 @@ impl<'a> Iterator for Fields<'a> {
 
 /// Heap bytes per RAM object beyond its key, body, internal meta, head
 /// lines and URL, measured with a counting allocator
-/// (cache/tests/ram_memory.rs, 2026-12-01): the moka entry (about 340), the
-/// purge index entry (about 170 without the URL), the object with its
-/// parsed head inline and its info (about 200), and the allocator's
-/// rounding of each; 50 to 100 bytes to spare, so that `ram_size` bounds
-/// what the tier really holds.
-pub const RAM_OVERHEAD: u64 = 800;
+/// (cache/tests/ram_memory.rs, 2026-12-02): the RAM tier's slot, table,
+/// queue and ghost entries (about 90), the purge index entry (about 100),
+/// the object with its parsed head inline and its info (about 250), and
+/// the allocator's header and rounding of each; 60 to 80 bytes to spare,
+/// so that `ram_size` bounds what the tier really holds.
+pub const RAM_OVERHEAD: u64 = 560;
 
 /// Heap bytes per surrogate key of a RAM object beyond twice its length
 /// (its copy in the info, its entry in the purge index's set).

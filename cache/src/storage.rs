@@ -11,8 +11,8 @@
 //! ```
 //!
 //! A purge index (URL, prefix, surrogate key) covers every tier. Locks are
-//! never held across a RAM tier call that may run moka's maintenance, whose
-//! eviction callback takes the index lock.
+//! never held across a RAM tier insert, whose eviction callback (run after
+//! the tier's own lock is released) takes the index lock.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
