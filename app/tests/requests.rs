@@ -473,6 +473,47 @@ fn cases() -> Vec<Case> {
         )
         .up(&ok("GET /h"), "a.test")
         .absent(&["proxy-authorization"]),
+        // Each alone: a request without any of them goes upstream under
+        // pingora's `preserve` policy (edge's `hop::upstream_request_policy`),
+        // so the set it checks must hold every one.
+        case("hop: Keep-Alive alone", "GET /h HTTP/1.1\r\nHost: a.test\r\nkEEp-aLIVE: 300\r\n\r\n")
+            .up(&ok("GET /h"), "a.test")
+            .absent(&["keep-alive"]),
+        case("hop: Proxy-Connection alone", "GET /h HTTP/1.1\r\nHost: a.test\r\nProxy-Connection: keep-alive\r\n\r\n")
+            .up(&ok("GET /h"), "a.test")
+            .absent(&["proxy-connection"]),
+        case("hop: TE alone", "GET /h HTTP/1.1\r\nHost: a.test\r\nTE: trailers\r\n\r\n")
+            .up(&ok("GET /h"), "a.test")
+            .absent(&["te"]),
+        case("hop: Trailer alone", "GET /h HTTP/1.1\r\nHost: a.test\r\nTrailer: X-T\r\n\r\n")
+            .up(&ok("GET /h"), "a.test")
+            .absent(&["trailer"]),
+        case("hop: Upgrade without Connection", "GET /h HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\n\r\n")
+            .up(&ok("GET /h"), "a.test")
+            .absent(&["upgrade"]),
+        case(
+            "hop: an HTTP/1.0 upgrade is not one",
+            "GET /h HTTP/1.0\r\nHost: a.test\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .up("GET /h HTTP/1.1", "a.test")
+        .absent(&["upgrade", "connection"]),
+        case(
+            "hop: Upgrade with a Connection that does not name it",
+            "GET /h HTTP/1.1\r\nHost: a.test\r\nConnection: keep-alive\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .up(&ok("GET /h"), "a.test")
+        .absent(&["upgrade", "connection"])
+        .closes(false),
+        case("hop: HTTP2-Settings alone", "GET /h HTTP/1.1\r\nHost: a.test\r\nHTTP2-Settings: AAA\r\n\r\n")
+            .up(&ok("GET /h"), "a.test")
+            .absent(&["http2-settings"]),
+        case("hop: Proxy-Authenticate alone", "GET /h HTTP/1.1\r\nHost: a.test\r\nProxy-Authenticate: Basic\r\n\r\n")
+            .up(&ok("GET /h"), "a.test")
+            .absent(&["proxy-authenticate"]),
+        case("hop: Connection: keep-alive alone", "GET /h HTTP/1.1\r\nHost: a.test\r\nConnection: keep-alive\r\n\r\n")
+            .up(&ok("GET /h"), "a.test")
+            .absent(&["connection"])
+            .closes(false),
         case(
             "hop: field names with underscores are dropped",
             "GET /h HTTP/1.1\r\nHost: a.test\r\nX_Forwarded_For: 6.6.6.6\r\nContent_Length: 5\r\nX-Kept: 1\r\n\r\n",

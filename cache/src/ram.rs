@@ -14,8 +14,8 @@
 //!
 //! It replaced moka (issue 17): moka's entry took about 340 bytes per
 //! object; this tier's bookkeeping is a slot (48 bytes, the key inline),
-//! a 4-byte index in the hash table, 8 bytes in a queue and 8 in the ghost
-//! queue
+//! a 4-byte index in the hash table, 8 bytes in a queue and 16 in the
+//! ghost queue
 //! (cache/tests/ram_memory.rs counts the whole with the allocator). A read
 //! takes a shared lock, finds the slot, and counts the read atomically.
 //!
@@ -91,10 +91,13 @@ struct Queues {
     /// Queue entries whose slot was removed since (skipped when reached,
     /// dropped by [`Queues::compact`]).
     stale: usize,
-    /// Hashes of keys evicted from the small queue, oldest first, and how
-    /// many times each is in it.
-    ghost: VecDeque<u64>,
-    ghosts: HashMap<u64, u32>,
+    /// Hashes of keys evicted from the small queue, oldest first, each
+    /// with the number it was given; `ghosts` has each hash's latest
+    /// number, so only that entry of it counts (a key evicted, back, and
+    /// evicted again is remembered from the second time).
+    ghost: VecDeque<(u64, u64)>,
+    ghosts: HashMap<u64, u64>,
+    ghost_number: u64,
     live: usize,
 }
 
@@ -113,6 +116,7 @@ impl RamTier {
                 stale: 0,
                 ghost: VecDeque::new(),
                 ghosts: HashMap::new(),
+                ghost_number: 0,
                 live: 0,
             }),
             on_evict,
@@ -374,39 +378,40 @@ impl Queues {
     }
 
     fn remember_ghost(&mut self, hash: u64) {
-        self.ghost.push_back(hash);
-        *self.ghosts.entry(hash).or_insert(0) += 1;
+        self.ghost_number += 1;
+        self.ghost.push_back((hash, self.ghost_number));
+        self.ghosts.insert(hash, self.ghost_number);
+        self.trim_ghost();
+    }
+
+    /// Keeps the ghost queue to as many entries as the tier has objects.
+    fn trim_ghost(&mut self) {
         while self.ghost.len() > self.live.max(16) {
-            let Some(old) = self.ghost.pop_front() else {
+            let Some((old, number)) = self.ghost.pop_front() else {
                 break;
             };
-            self.drop_ghost(old);
-        }
-    }
-
-    /// Whether `hash` was in the ghost queue (it no longer counts there).
-    fn forget_ghost(&mut self, hash: u64) -> bool {
-        if self.ghosts.contains_key(&hash) {
-            // Its entry in the queue stays until it reaches the front;
-            // the count says it was used.
-            self.drop_ghost(hash);
-            return true;
-        }
-        false
-    }
-
-    fn drop_ghost(&mut self, hash: u64) {
-        if let Some(n) = self.ghosts.get_mut(&hash) {
-            *n -= 1;
-            if *n == 0 {
-                self.ghosts.remove(&hash);
+            if self.ghosts.get(&old) == Some(&number) {
+                self.ghosts.remove(&old);
             }
         }
     }
 
+    /// Whether `hash` was in the ghost queue (it no longer counts there;
+    /// its queue entry is dropped when it reaches the front).
+    fn forget_ghost(&mut self, hash: u64) -> bool {
+        self.ghosts.remove(&hash).is_some()
+    }
+
     /// Drops stale queue entries once they are more than half the queues
-    /// (so removals without evictions cannot grow the queues without end).
+    /// (so removals without evictions cannot grow the queues without end),
+    /// and renumbers the slots once three in four are free (so the tier's
+    /// structures shrink when small objects give way to large ones).
     fn compact(&mut self) {
+        self.trim_ghost();
+        if self.slots.len() > 1024 && self.live * 4 < self.slots.len() {
+            self.renumber();
+            return;
+        }
         let total = self.small.len() + self.main.len();
         if self.stale <= 64 || self.stale * 2 <= total {
             return;
@@ -419,6 +424,49 @@ impl Queues {
         self.small.retain(current);
         self.main.retain(current);
         self.stale = 0;
+    }
+
+    /// Moves the objects into fresh slots in queue order, and rebuilds the
+    /// table and the queues around them, each sized for what is left.
+    fn renumber(&mut self) {
+        let mut slots = Vec::with_capacity(self.live);
+        let mut small = VecDeque::with_capacity(self.live);
+        let mut main = VecDeque::with_capacity(self.live);
+        let old = std::mem::take(&mut self.slots);
+        let mut old: Vec<Option<Slot>> = old.into_iter().map(Some).collect();
+        for (queue, into) in [(&self.small, &mut small), (&self.main, &mut main)] {
+            for e in queue {
+                let Some(slot) = old[e.slot as usize]
+                    .take_if(|s| s.generation == e.generation && s.object.is_some())
+                else {
+                    continue;
+                };
+                into.push_back(Entry {
+                    slot: slots.len() as u32,
+                    generation: 0,
+                });
+                slots.push(Slot {
+                    generation: 0,
+                    ..slot
+                });
+            }
+        }
+        self.table = HashTable::with_capacity(slots.len());
+        for (i, s) in slots.iter().enumerate() {
+            let hash = self.hasher.hash_one(&s.key);
+            self.table.insert_unique(hash, i as u32, |&j| {
+                self.hasher.hash_one(&slots[j as usize].key)
+            });
+        }
+        self.live = slots.len();
+        self.slots = slots;
+        self.small = small;
+        self.main = main;
+        self.free = Vec::new();
+        self.stale = 0;
+        self.trim_ghost();
+        self.ghost.shrink_to(self.live.max(16));
+        self.ghosts.shrink_to(self.live.max(16));
     }
 }
 
@@ -631,6 +679,61 @@ mod tests {
         let q = t.queues.read();
         assert!(q.small.len() + q.main.len() <= 200, "{}", q.small.len());
         assert!(q.slots.len() <= 7, "{} slots", q.slots.len());
+    }
+
+    #[test]
+    fn a_key_evicted_back_and_evicted_again_is_remembered_from_the_second_time() {
+        let t = tier(1 << 20);
+        let mut q = t.queues.write();
+        // 16 ghosts at most with no objects.
+        q.remember_ghost(7);
+        for h in 100..105 {
+            q.remember_ghost(h);
+        }
+        assert!(q.forget_ghost(7), "back: to the main queue");
+        assert!(!q.forget_ghost(7), "once");
+        q.remember_ghost(7);
+        // Enough to push the first entry of 7 out, not the second.
+        for h in 200..211 {
+            q.remember_ghost(h);
+        }
+        assert_eq!(q.ghost.len(), 16);
+        assert!(q.forget_ghost(7));
+        // And the oldest are forgotten.
+        assert!(!q.forget_ghost(100));
+        assert!(q.forget_ghost(210));
+    }
+
+    #[test]
+    fn small_objects_giving_way_to_large_ones_leave_small_structures() {
+        let t = tier(4_000_000);
+        for i in 0..4_000 {
+            t.insert(format!("small{i:05}"), object(10));
+            if i % 2 == 0 {
+                t.get(&format!("small{i:05}"));
+            }
+        }
+        let peak = t.queues.read().slots.len();
+        assert!(peak >= 4_000);
+        for i in 0..200 {
+            t.insert(format!("large{i:03}"), object(100_000));
+            t.get(&format!("large{i:03}"));
+        }
+        check(&t);
+        let q = t.queues.read();
+        assert!(
+            q.slots.len() <= 4 * q.live.max(256),
+            "{} slots for {} objects",
+            q.slots.len(),
+            q.live
+        );
+        assert!(q.ghost.len() <= q.live.max(16), "{} ghosts", q.ghost.len());
+        drop(q);
+        // Read and written after, as before.
+        assert!(t.get("large199").is_some());
+        t.insert("again".into(), object(10));
+        assert!(t.contains("again"));
+        check(&t);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Hop-by-hop fields (RFC 9110 §7.6.1) on responses: they describe one
 //! connection and never cross edge. (Requests: pingora's standard upstream
-//! request policy removes the same set, and the door refuses a `Connection`
-//! that names `Host`, framing or forwarding fields.)
+//! request policy removes the same set, skipped for a request with none of
+//! them ([`upstream_request_policy`]); the door refuses a `Connection`
+//! that names `Host`, framing or forwarding fields, and leaves out an
+//! `Upgrade` that asks no upgrade, `listen/framing.rs`.)
 //!
 //! Removed: `Connection` and every field it names, `Keep-Alive`,
 //! `Proxy-Connection`, `TE`, `Trailer`, `Upgrade` and `Proxy-Authenticate`;
@@ -12,13 +14,47 @@
 //! chunks: its response is delimited by closing instead (RFC 9112 §6.1).
 
 use http::header::{self, HeaderName};
-use pingora_http::ResponseHeader;
+use pingora_core::upstreams::peer::HttpUpstreamRequestPolicy;
+use pingora_http::{RequestHeader, ResponseHeader};
 
 /// Fields a response's `Connection` may not make edge drop (framing).
 const KEEP: &[&str] = &["content-length", "transfer-encoding", "content-range"];
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Every field pingora's standard upstream request policy acts on
+/// (pingora-proxy 0.9.1 `sanitize_h1_upstream_request`: the fields
+/// `Connection` nominates, the standard hop-by-hop set, and the upgrade
+/// handshake it keeps for WebSocket only).
+const REQUEST_HOP: [HeaderName; 10] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
+];
+
+/// The upstream request policy for `req` (the request as it goes to the
+/// backend): pingora's standard one, which removes the hop-by-hop fields
+/// of RFC 9110 §7.6.1 and those `Connection` nominates and forwards only a
+/// WebSocket upgrade; or `preserve` when `req` has none of the fields the
+/// standard one acts on. Then both forward the same head, and `preserve`
+/// skips ten removals that find nothing (about 3,300 instructions per
+/// request; benches/RESULTS.md). Fields nominated by a `Connection` need a
+/// `Connection`, so its absence rules them out.
+pub fn upstream_request_policy(req: &RequestHeader) -> HttpUpstreamRequestPolicy {
+    if crate::names::any_present(&req.headers, &REQUEST_HOP) {
+        HttpUpstreamRequestPolicy::standard()
+    } else {
+        HttpUpstreamRequestPolicy::preserve()
+    }
+}
 
 /// Removes the hop-by-hop fields of a response on its way to a client.
 /// A 101 keeps `Upgrade` and `Connection: upgrade`: they are the switch

@@ -76,7 +76,7 @@ pub struct Head {
     /// the expectation itself).
     pub expect_lines: Vec<Range<usize>>,
     /// Byte ranges of the head to leave out (the `Host` lines of an
-    /// absolute-form request).
+    /// absolute-form request, `Upgrade` lines that ask no upgrade).
     pub drop: Vec<Range<usize>>,
     /// The request target's bytes in the head and what replaces them: bytes
     /// ≥ 0x80 percent-encoded (RFC 3986 §2.1), so every later reader sees
@@ -213,6 +213,7 @@ pub fn check(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
     let mut codings = Seen::default();
     let (mut close, mut keep_alive, mut upgrade_token) = (false, false, false);
     let mut upgrade_field = false;
+    let mut upgrade_lines = Vec::new();
     let mut expect_continue = false;
     let mut expect_lines = Vec::new();
     for (range, line) in lines.by_ref() {
@@ -257,6 +258,7 @@ pub fn check(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
             }
         } else if is("upgrade") {
             upgrade_field = true;
+            upgrade_lines.push(range);
         } else if is("expect") {
             expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
             expect_lines.push(range);
@@ -270,6 +272,14 @@ pub fn check(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
         return Err(refuse(400, "no Host header"));
     }
     let mut drop = Vec::new();
+    // RFC 9110 §7.8: an upgrade is asked with `Upgrade` and `Connection:
+    // upgrade` together, and never in HTTP/1.0. An `Upgrade` without them
+    // is left out, as HAProxy and Envoy ignore it (pingora would forward
+    // `Upgrade: websocket` as a handshake and switch the connection).
+    let upgrade = upgrade_field && upgrade_token && !http10;
+    if upgrade_field && !upgrade {
+        drop.extend(upgrade_lines);
+    }
     if absolute {
         // RFC 9112 §3.2: the request is still refused for a bad Host.
         if let Some((range, value)) = hosts.first {
@@ -305,7 +315,7 @@ pub fn check(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
     Ok(Head {
         body,
         close: close || (http10 && !keep_alive),
-        upgrade: upgrade_field && upgrade_token && !http10,
+        upgrade,
         expect_continue: expect_continue && !http10,
         expect_lines,
         drop,
@@ -764,6 +774,54 @@ mod tests {
                 .unwrap()
                 .upgrade
         );
+    }
+
+    #[test]
+    fn an_upgrade_field_that_asks_no_upgrade_is_left_out() {
+        let dropped = |raw: &str| {
+            let h = head(raw).unwrap();
+            let lines: Vec<&str> = h.drop.iter().map(|r| &raw[r.clone()]).collect();
+            (h.upgrade, lines.join(""))
+        };
+        for (raw, upgrade, gone) in [
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+                false,
+                "Upgrade: websocket\r\n",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nupgrade: h2c\r\n\r\n",
+                false,
+                "upgrade: h2c\r\n",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: x-upgrade\r\nUpgrade: websocket\r\n\r\n",
+                false,
+                "Upgrade: websocket\r\n",
+            ),
+            (
+                "GET / HTTP/1.1\r\nUpgrade: a\r\nHost: a\r\nUPGRADE: b\r\n\r\n",
+                false,
+                "Upgrade: a\r\nUPGRADE: b\r\n",
+            ),
+            (
+                "GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+                false,
+                "Upgrade: websocket\r\n",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                true,
+                "",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n",
+                false,
+                "",
+            ),
+        ] {
+            assert_eq!(dropped(raw), (upgrade, gone.to_string()), "{raw:?}");
+        }
     }
 
     #[test]

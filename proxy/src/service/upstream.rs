@@ -47,6 +47,7 @@ pub(super) fn backoff(policy: &Retry, n: u32) -> Duration {
 /// left before the request's deadline.
 pub(super) fn peer_for(
     ctx: &RequestCtx,
+    req: &RequestHeader,
     pool: &Pool,
     index: usize,
     remaining: Option<Duration>,
@@ -81,6 +82,7 @@ pub(super) fn peer_for(
     peer.options.read_timeout = Some(cap(t.idle));
     peer.options.write_timeout = Some(cap(t.idle));
     peer.options.idle_timeout = Some(Duration::from_secs(60));
+    peer.options.http_upstream_request_policy = crate::hop::upstream_request_policy(req);
     if let Some(tls) = &pool.config.tls {
         peer.options.verify_cert = tls.verify;
         peer.options.verify_hostname = tls.verify;
@@ -214,7 +216,7 @@ impl EdgeProxy {
                 let remaining = ctx
                     .deadline
                     .map(|d| d.saturating_duration_since(Instant::now()));
-                let mut peer = peer_for(ctx, &pool, index, remaining);
+                let mut peer = peer_for(ctx, session.req_header(), &pool, index, remaining);
                 // Another reuse key: a new connection, not a second pooled
                 // one the backend may have closed as well.
                 peer.group_key = fastrand::u64(1..);
@@ -347,6 +349,12 @@ impl EdgeProxy {
             ctx.set_sticky = Some(backend.sticky_id.clone());
         }
 
-        Ok(Box::new(peer_for(ctx, &pool, pick.index, remaining)))
+        Ok(Box::new(peer_for(
+            ctx,
+            session.req_header(),
+            &pool,
+            pick.index,
+            remaining,
+        )))
     }
 }
