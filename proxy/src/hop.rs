@@ -47,7 +47,10 @@ const REQUEST_HOP: [HeaderName; 10] = [
 /// standard one acts on. Then both forward the same head, and `preserve`
 /// skips ten removals that find nothing (about 3,300 instructions per
 /// request; benches/RESULTS.md). Fields nominated by a `Connection` need a
-/// `Connection`, so its absence rules them out.
+/// `Connection`, so its absence rules them out. Chosen in `upstream_peer`
+/// from the request pingora's sanitizing then copies: nothing in between
+/// may add one of these fields (edge does not override
+/// `connected_to_upstream`; `upstream_request_filter` runs after it).
 pub fn upstream_request_policy(req: &RequestHeader) -> HttpUpstreamRequestPolicy {
     if crate::names::any_present(&req.headers, &REQUEST_HOP) {
         HttpUpstreamRequestPolicy::standard()
