@@ -69,9 +69,8 @@ fn push_sf_string(out: &mut String, s: &str) {
 
 /// This cache's `Cache-Status` member (RFC 9211 §2).
 pub(crate) fn cache_status(name: &str, s: &Served<'_>, now: SystemTime) -> String {
-    use std::fmt::Write;
     // One allocation, written in place (with `format!` per member the
-    // fields of a hit took about 5,800 instructions).
+    // fields of a hit took about 5,800 instructions; numbers by `itoa`).
     let mut v = String::with_capacity(name.len() + s.key.len() + 40);
     v.push_str(name);
     let ttl = s
@@ -92,11 +91,13 @@ pub(crate) fn cache_status(name: &str, s: &Served<'_>, now: SystemTime) -> Strin
         Status::Miss | Status::Revalidated | Status::Bypass
     );
     if let Some(code) = s.fwd_status.filter(|_| forwarded) {
-        let _ = write!(v, "; fwd-status={code}");
+        v.push_str("; fwd-status=");
+        v.push_str(itoa::Buffer::new().format(code));
     }
     if s.status != Status::Bypass {
         if let Some(ttl) = ttl {
-            let _ = write!(v, "; ttl={ttl}");
+            v.push_str("; ttl=");
+            v.push_str(itoa::Buffer::new().format(ttl));
         }
         if s.storing && s.status == Status::Miss {
             v.push_str("; stored");

@@ -247,8 +247,9 @@ impl HttpHandler {
         if h2 {
             // The preface is the only head of an HTTP/2 connection.
             let stream: Stream = Box::new(HeadGuard::new(stream, self.inspect.header_timeout));
-            // Boxed: the connection's own future stays small (see below).
-            Box::pin(self.app.process_new(stream, shutdown)).await;
+            // Boxed already (`async_trait`): the connection's own future
+            // stays small (see below).
+            self.app.process_new(stream, shutdown).await;
             return;
         }
         let conn = Arc::new(Connection::default());
@@ -290,7 +291,10 @@ impl HttpHandler {
                 }
             }
             first = false;
-            let reused = Box::pin(self.app.process_new_http(session, shutdown)).await;
+            // The request's future (pingora's session and proxy state, about
+            // 16 KB) comes boxed, built in its box (vendored pingora-proxy,
+            // EDGE-PATCH.md): it exists only while the request is served.
+            let reused = self.app.process_new_http(session, shutdown).await;
             let Some((next, next_settings)) = reused.map(|r| r.consume()) else {
                 return;
             };
