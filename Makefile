@@ -48,14 +48,16 @@ audit:
 check-configs: build
 	scripts/check-configs.sh $(EDGE_BIN)
 
-# Then the cache and request-path tests again with every node's fast paths
-# off (`server.fast_paths = false`, set by the testkit): the general path
-# must answer as they do (issue 17). `--workspace` as above, so the
+# Then the cache, request-path and proxying tests again with every node's
+# fast paths off (`server.fast_paths = false`, set by the testkit): the
+# general path (pingora's duplex pump, the map-built hit) must answer as
+# they do (issue 17). `--workspace` as above, so the
 # features are the same and nothing but the binary's tests is rebuilt.
 unit:
 	$(CARGO) test --locked --workspace --no-fail-fast
 	EDGE_TEST_FAST_PATHS=off $(CARGO) test --locked --workspace --no-fail-fast \
-	  --test cache --test cache_rfc --test video --test llhls --test door --test requests
+	  --test cache --test cache_rfc --test video --test llhls --test door --test requests \
+	  --test lb --test run --test limits --test site
 
 # Load tests against nginx, HAProxy, Varnish and a DNS server; see benches/README.md.
 bench: deps-bench

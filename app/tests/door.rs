@@ -6,9 +6,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
+use std::time::Duration;
 
+use edge_testkit::scripted::{Reply, Scripted};
 use edge_testkit::tls::TestCa;
-use edge_testkit::{h2c, Client, EdgeNode, RawConn, RawResponse, Recorder};
+use edge_testkit::{eventually, h2c, Client, EdgeNode, RawConn, RawResponse, Recorder};
 use http::Method;
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge");
@@ -444,6 +446,171 @@ async fn pipelined_requests_are_all_answered_in_order() {
             "GET /p3 HTTP/1.1"
         ]
     );
+}
+
+/// A route that does not cache, in front of `origin`, for paths under `/pass/`.
+fn pass_route(origin: &Scripted) -> String {
+    format!(
+        r#"
+[[route]]
+name = "pass"
+priority = 70
+pool = "scripted"
+[route.match]
+path_prefix = "/pass/"
+
+[[pool]]
+name = "scripted"
+backends = [{{ address = "{}" }}]
+"#,
+        origin.addr()
+    )
+}
+
+/// Pass-through answers keep their framing on one keep-alive connection,
+/// whichever loop proxies them (the sequential HTTP/1 loop with the fast
+/// paths on, the duplex pump with them off): an interim 103 goes before its
+/// final answer (RFC 9110 §15.2), 204 and 304 carry no body, HEAD gets the
+/// GET's Content-Length and no body (§9.3.2), pipelined requests are answered
+/// in order while the first waits on the backend, and the backend's
+/// connection is kept for the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_through_answers_keep_their_framing_on_one_connection() {
+    let origin = Scripted::start().await;
+    origin.set(
+        "/pass/hints",
+        Reply::ok("hinted", &[])
+            .with_interim(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"),
+    );
+    origin.set("/pass/empty", Reply::new(204, "", &[("X-Kind", "none")]));
+    origin.set(
+        "/pass/tagged",
+        Reply::ok("tagged", &[("ETag", "\"v1\"")]).revalidated_with(Reply::new(
+            304,
+            "",
+            &[("ETag", "\"v1\"")],
+        )),
+    );
+    origin.set(
+        "/pass/slowish",
+        Reply::ok("slowish", &[]).with_delay(Duration::from_millis(200)),
+    );
+    let s = setup(&pass_route(&origin)).await;
+    let mut c = RawConn::connect(s.node.addr("web")).await;
+    let get = |p: &str, extra: &str| format!("GET {p} HTTP/1.1\r\nHost: edge.test\r\n{extra}\r\n");
+
+    c.send(get("/pass/hints", "").as_bytes()).await;
+    let interim = c.response(false).await.unwrap();
+    assert_eq!(interim.status, 103, "{interim:?}");
+    assert_eq!(interim.header("link"), Some("</s.css>; rel=preload"));
+    let r = c.response(false).await.unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "hinted"));
+
+    c.send(get("/pass/empty", "").as_bytes()).await;
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(r.header("x-kind"), Some("none"));
+    assert!(r.header("content-length").is_none() && r.header("transfer-encoding").is_none());
+
+    c.send(get("/pass/tagged", "If-None-Match: \"v1\"\r\n").as_bytes())
+        .await;
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status, 304, "{r:?}");
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+
+    c.send(b"HEAD /pass/tagged HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await;
+    let r = c.response(true).await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-length"), Some("6"));
+
+    // Two requests in one write; the first waits on the backend while the
+    // second's bytes are already in.
+    let both = get("/pass/slowish", "") + &get("/pass/tagged", "");
+    c.send(both.as_bytes()).await;
+    let r = c.response(false).await.unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "slowish"));
+    let r = c.response(false).await.unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "tagged"));
+    assert!(!r.closes(), "{r:?}");
+
+    // Nothing followed the bodyless answers: the next request reads clean.
+    c.send(get("/pass/hints", "").as_bytes()).await;
+    assert_eq!(c.response(false).await.unwrap().status, 103);
+    assert_eq!(c.response(false).await.unwrap().text(), "hinted");
+
+    let mut connections: Vec<usize> = origin.all().iter().map(|(_, r)| r.connection).collect();
+    assert_eq!(connections.len(), 7);
+    connections.sort_unstable();
+    connections.dedup();
+    assert!(
+        connections.len() <= 2,
+        "7 requests from one client connection came on upstream connections {connections:?}"
+    );
+
+    // Bodies larger than one read, in each framing, arrive byte for byte;
+    // a body the backend ends by closing goes on chunked, on a connection
+    // that stays open.
+    let body: Vec<u8> = (0..3 * 1024 * 1024 + 777u32)
+        .map(|i| (i.wrapping_mul(7) % 251) as u8)
+        .collect();
+    let with_body = |r: Reply| Reply {
+        body: body.clone(),
+        ..r
+    };
+    origin.set("/pass/big", with_body(Reply::ok("", &[])));
+    origin.set("/pass/chunky", with_body(Reply::ok("", &[]).chunked(1000)));
+    origin.set(
+        "/pass/closing",
+        with_body(Reply::ok("", &[]).close_delimited()),
+    );
+    for (path, framing) in [
+        ("/pass/big", "content-length"),
+        ("/pass/chunky", "transfer-encoding"),
+        ("/pass/closing", "transfer-encoding"),
+        ("/pass/big", "content-length"),
+    ] {
+        c.send(get(path, "").as_bytes()).await;
+        let r = c.response(false).await.unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.has(framing), "{path}: {:?}", r.headers);
+        assert!(!r.closes(), "{path}: {:?}", r.headers);
+        assert_eq!(r.body.len(), body.len(), "{path}");
+        assert!(r.body == body, "{path}: the bytes differ");
+    }
+}
+
+/// A client that goes away while the backend has not answered yet is seen
+/// at once, not when the backend answers: the request is logged 499
+/// (nginx's "client closed request") and nothing waits for the backend's
+/// answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_while_the_backend_is_slow_is_logged_499_at_once() {
+    let origin = Scripted::start().await;
+    // Far longer than the test waits for the 499.
+    origin.set(
+        "/pass/slow",
+        Reply::ok("late", &[]).with_delay(Duration::from_secs(120)),
+    );
+    let s = setup(&pass_route(&origin)).await;
+    let mut c = RawConn::connect(s.node.addr("web")).await;
+    c.send(b"GET /pass/slow HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "the request at the backend",
+        || async { (origin.count("/pass/slow") == 1).then_some(()) },
+    )
+    .await;
+    drop(c);
+    let node = &s.node;
+    tokio::task::block_in_place(|| {
+        node.wait_for(Duration::from_secs(20), "a 499 access line", |o| {
+            o.lines
+                .iter()
+                .any(|l| l.contains("path=/pass/slow ") && l.contains(" status=499 "))
+        })
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,27 +15,45 @@ pub enum Kind {
     Other,
 }
 
-/// Classifies by path extension, falling back to the content type.
+/// Classifies by path extension, falling back to the content type (both
+/// compared without regard to ASCII case, without allocating: this runs on
+/// every RAM hit).
 pub fn classify(path: &str, content_type: Option<&str>) -> Kind {
+    const PLAYLISTS: [&str; 2] = ["m3u8", "m3u"];
+    const SEGMENTS: [&str; 10] = [
+        "ts", "m4s", "mp4", "m4v", "m4a", "aac", "cmfv", "cmfa", "vtt", "webm",
+    ];
     let ext = path
         .rsplit('/')
         .next()
         .and_then(|f| f.rsplit_once('.'))
-        .map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("m3u8") | Some("m3u") => return Kind::HlsPlaylist,
-        Some("mpd") => return Kind::DashManifest,
-        Some("ts" | "m4s" | "mp4" | "m4v" | "m4a" | "aac" | "cmfv" | "cmfa" | "vtt" | "webm") => {
-            return Kind::Segment
+        .map(|(_, e)| e);
+    if let Some(ext) = ext {
+        let is = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(ext));
+        if is(&PLAYLISTS) {
+            return Kind::HlsPlaylist;
         }
-        _ => {}
+        if ext.eq_ignore_ascii_case("mpd") {
+            return Kind::DashManifest;
+        }
+        if is(&SEGMENTS) {
+            return Kind::Segment;
+        }
     }
-    let ct = content_type.unwrap_or("").to_ascii_lowercase();
-    if ct.contains("mpegurl") {
+    let ct = content_type.unwrap_or("").as_bytes();
+    let contains = |needle: &[u8]| {
+        ct.windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    let starts = |prefix: &[u8]| {
+        ct.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    if contains(b"mpegurl") {
         Kind::HlsPlaylist
-    } else if ct.contains("dash+xml") {
+    } else if contains(b"dash+xml") {
         Kind::DashManifest
-    } else if ct.starts_with("video/") || ct.starts_with("audio/") {
+    } else if starts(b"video/") || starts(b"audio/") {
         Kind::Segment
     } else {
         Kind::Other
@@ -333,6 +351,43 @@ mod tests {
         );
         assert_eq!(classify("/a/x", Some("video/mp2t")), Kind::Segment);
         assert_eq!(classify("/a/x.html", Some("text/html")), Kind::Other);
+    }
+
+    #[test]
+    fn classification_ignores_ascii_case_and_looks_at_the_last_segment_only() {
+        for (path, ct, kind) in [
+            ("/a/INDEX.M3U8", None, Kind::HlsPlaylist),
+            ("/a/list.M3u", None, Kind::HlsPlaylist),
+            ("/a/Manifest.MPD", None, Kind::DashManifest),
+            ("/a/v.WebM", None, Kind::Segment),
+            ("/a/p.CMFV", None, Kind::Segment),
+            ("/a/t.Vtt", None, Kind::Segment),
+            // The extension is the last segment's; a directory's dot is not.
+            ("/a.m3u8/x", None, Kind::Other),
+            ("/a.ts/x", Some("text/plain"), Kind::Other),
+            ("/a/x.", None, Kind::Other),
+            ("/a/x.tsx", None, Kind::Other),
+            ("/a/x.m3u88", None, Kind::Other),
+            // Then the content type, any case, a parameter or not.
+            ("/a/x", Some("Application/X-MPEGURL"), Kind::HlsPlaylist),
+            (
+                "/a/x",
+                Some("audio/mpegURL; charset=utf-8"),
+                Kind::HlsPlaylist,
+            ),
+            ("/a/x", Some("application/DASH+XML"), Kind::DashManifest),
+            ("/a/x", Some("VIDEO/mp4"), Kind::Segment),
+            ("/a/x", Some("Audio/aac"), Kind::Segment),
+            ("/a/x", Some("text/video/"), Kind::Other),
+            ("/a/x", Some("video"), Kind::Other),
+            ("/a/x", Some(""), Kind::Other),
+            ("/a/x", Some("é/ü"), Kind::Other),
+            ("/a/x.é", Some("vidéo/"), Kind::Other),
+            // The extension wins over the content type.
+            ("/a/x.mpd", Some("video/mp4"), Kind::DashManifest),
+        ] {
+            assert_eq!(classify(path, ct), kind, "{path} {ct:?}");
+        }
     }
 
     #[test]

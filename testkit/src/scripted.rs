@@ -35,6 +35,10 @@ pub struct Reply {
     pub revalidated: Option<Box<Reply>>,
     /// Close the connection without answering.
     pub drop: bool,
+    /// Send the body as chunks of this many bytes (`Transfer-Encoding: chunked`).
+    pub chunk_size: Option<usize>,
+    /// Send the body without `Content-Length`, delimited by closing the connection.
+    pub close_delimited: bool,
 }
 
 impl Reply {
@@ -77,6 +81,18 @@ impl Reply {
     }
 
     /// A reply that closes the connection without a byte.
+    /// This reply with its body in chunks of `size` bytes.
+    pub fn chunked(mut self, size: usize) -> Reply {
+        self.chunk_size = Some(size.max(1));
+        self
+    }
+
+    /// This reply delimited by closing the connection.
+    pub fn close_delimited(mut self) -> Reply {
+        self.close_delimited = true;
+        self
+    }
+
     pub fn dropped() -> Reply {
         Reply {
             drop: true,
@@ -228,7 +244,12 @@ async fn serve(mut stream: TcpStream, script: Arc<Mutex<Script>>) {
         let mut out = reply.interim.clone().unwrap_or_default();
         out.extend_from_slice(format!("HTTP/1.1 {status} Scripted\r\n").as_bytes());
         let bodiless = status == 304 || status == 204 || (100..200).contains(&status);
-        if !bodiless {
+        if bodiless {
+        } else if reply.chunk_size.is_some() {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        } else if reply.close_delimited {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else {
             out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
         }
         out.extend_from_slice(extra.as_bytes());
@@ -237,9 +258,22 @@ async fn serve(mut stream: TcpStream, script: Arc<Mutex<Script>>) {
         }
         out.extend_from_slice(b"\r\n");
         if !head_only && !bodiless {
-            out.extend_from_slice(&body);
+            match reply.chunk_size {
+                Some(size) => {
+                    for chunk in body.chunks(size) {
+                        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                        out.extend_from_slice(chunk);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+                None => out.extend_from_slice(&body),
+            }
         }
         if stream.write_all(&out).await.is_err() {
+            return;
+        }
+        if reply.close_delimited && !bodiless {
             return;
         }
     }

@@ -122,8 +122,10 @@ pub struct Server {
     /// (false: cheaper per request, as nginx workers).
     pub work_stealing: bool,
     /// The HTTP/1 fast paths (fresh RAM hits written from the stored head
-    /// lines without header maps). `false` forces every request through the
-    /// general path; answers are the same either way (the tests run both).
+    /// lines without header maps; body-less requests on routes that do not
+    /// cache proxied by pingora's sequential loop, vendor/pingora-proxy
+    /// EDGE-PATCH.md). `false` forces every request through the general
+    /// path; answers are the same either way (the tests run both).
     pub fast_paths: bool,
     /// `server.otlp`: request spans exported over OTLP/HTTP.
     pub otlp: Option<Otlp>,

@@ -174,6 +174,13 @@ impl ProxyHttp for EdgeProxy {
         self.proxy.cache().is_some() && ctx.cache.sub.is_none()
     }
 
+    fn h1_sequential(&self, _session: &Session, _ctx: &RequestCtx) -> bool {
+        // One of the HTTP/1 fast paths (`server.fast_paths`): a body-less HTTP/1 exchange that
+        // does not cache is proxied by one loop instead of the duplex pump
+        // (vendor/pingora-proxy/EDGE-PATCH.md).
+        self.proxy.fast_paths()
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         self.request_phase(session, ctx).await
     }

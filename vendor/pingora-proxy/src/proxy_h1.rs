@@ -113,7 +113,8 @@ where
             return (false, true, Some(e));
         }
 
-        session.set_upstream_h1_upgrade_request_status(is_h1_upgrade_req(&req));
+        let upstream_upgrade_req = is_h1_upgrade_req(&req);
+        session.set_upstream_h1_upgrade_request_status(upstream_upgrade_req);
 
         session.upstream_compression.request_filter(&req);
 
@@ -124,6 +125,16 @@ where
             Err(e) => {
                 return (false, false, Some(e.into_up()));
             }
+        }
+
+        // Edge patch: the sequential loop for exchanges that need no duplex pump.
+        if !upstream_upgrade_req
+            && self.inner.h1_sequential(session, ctx)
+            && h1_sequential_qualifies(session)
+        {
+            return self
+                .proxy_1to1_sequential(session, client_session, ctx)
+                .await;
         }
 
         let mut downstream_custom_message_writer = session
@@ -243,6 +254,179 @@ where
         session.set_upstream_write_pending_time(upstream_write_pending);
 
         (server_session_reuse, client_session_reuse, error)
+    }
+
+    /// The sequential HTTP/1 loop (edge patch; see [`ProxyHttp::h1_sequential`]).
+    ///
+    /// Sends the empty request body, then reads one upstream response task at a time, runs the
+    /// same filters as [`Self::process_upstream_tasks`] and writes the task downstream, until
+    /// either side's response framing ends. While it waits on the upstream it watches the client
+    /// connection like the duplex pump does (`read_body_or_idle`): a client that closes gets
+    /// `ConnectionClosed` (a downstream error), and pipelined bytes are kept for the next
+    /// request. Returns `(downstream_reusable, upstream_reusable, error)` as
+    /// [`Self::proxy_1to1`] does, with the same error sources: upstream read and write errors
+    /// `into_up` (keeping their retry type), downstream ones `into_down`, filter errors as the
+    /// filter gave them.
+    async fn proxy_1to1_sequential(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> (bool, bool, Option<Box<Error>>)
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        // As the duplex path: a retry of this request replays no body (it has none), but the
+        // buffering state is the same for the filters that read it.
+        session.as_mut().enable_retry_buffering();
+
+        // The request body: what send_body_to_pipe does with no body read (end of body).
+        let mut data = None;
+        if let Err(e) = session
+            .downstream_modules_ctx
+            .request_body_filter(&mut data, true)
+            .await
+        {
+            return (false, false, Some(e));
+        }
+        if let Err(e) = self
+            .inner
+            .request_body_filter(session, &mut data, true, ctx)
+            .await
+        {
+            return (false, false, Some(e));
+        }
+        let mut upstream_can_reuse = true;
+        // A request that could not be written is not retried from here: the response may still
+        // come (as in the duplex path), and a read error then reports this write error instead.
+        let mut send_error = None;
+        if let Err(e) = send_body_to1(client_session, Some(HttpTask::Body(data, true))).await {
+            warn!("send error, reading the response anyway: {e}");
+            upstream_can_reuse = false;
+            send_error = Some(e);
+        }
+
+        let mut serve_from_cache = ServeFromCache::new();
+        let mut range_body_filter = RangeBodyFilter::new();
+        // Whether the client connection is still watched; an HTTP/1 session whose body is done
+        // never returns data from read_body_or_idle, so this only guards against a busy loop.
+        let mut watch_downstream = true;
+        loop {
+            let read = tokio::select! {
+                biased;
+                read = client_session.read_response_task() => read,
+                idle = session.downstream_session.read_body_or_idle(true), if watch_downstream => {
+                    match idle {
+                        Err(e) => return (false, false, Some(e.into_down())),
+                        Ok(_) => {
+                            watch_downstream = false;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let first = match read {
+                Ok(task) => task,
+                Err(e) => {
+                    // The duplex path pushes this to the downstream half as a failed task,
+                    // which write_response_tasks returns as the error.
+                    return (false, false, Some(send_error.unwrap_or(e).into_up()));
+                }
+            };
+            // Past the final response head, a read is a body read, which pingora's body
+            // readers keep safe to drop when it pends (their state is committed before each
+            // await); a head read is not, so a head is never read ahead.
+            let body_next = match &first {
+                HttpTask::Header(head, _) => !head.status.is_informational(),
+                HttpTask::Body(..) => true,
+                _ => false,
+            };
+            let mut upstream_done = first.is_end();
+            // One write for what the upstream already sent, up to TASK_BUFFER_SIZE tasks, as
+            // the duplex pump batches what its upstream half read ahead (a 2 MiB body leaves
+            // in about 11 writes, not one per 64 KiB read).
+            let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
+            let mut next = Some(first);
+            while let Some(task) = next.take() {
+                let failed = matches!(task, HttpTask::Failed(_));
+                match self
+                    .filter_upstream_task(
+                        session,
+                        task,
+                        ctx,
+                        &mut serve_from_cache,
+                        &mut range_body_filter,
+                    )
+                    .await
+                {
+                    Ok(task) => tasks.push(task),
+                    Err(e) => return (false, false, Some(e)),
+                }
+                if failed || upstream_done || !body_next || tasks.len() == TASK_BUFFER_SIZE {
+                    break;
+                }
+                next = tokio::task::unconstrained(client_session.read_response_task())
+                    .now_or_never()
+                    .map(|read| {
+                        read.unwrap_or_else(|e| {
+                            HttpTask::Failed(send_error.take().unwrap_or(e).into_up())
+                        })
+                    });
+                if let Some(task) = &next {
+                    upstream_done = task.is_end();
+                }
+            }
+            let downstream_done = match session.write_response_tasks(tasks).await {
+                Ok(done) => done,
+                Err(e) => return (false, false, Some(e)),
+            };
+            if downstream_done || upstream_done {
+                if !upstream_done {
+                    // The response ended by the client side's framing with upstream bytes
+                    // unread: the upstream connection cannot carry another request.
+                    upstream_can_reuse = false;
+                }
+                break;
+            }
+        }
+
+        let downstream_can_reuse = match session.as_mut().finish_body().await {
+            Ok(_) => true,
+            Err(e) => {
+                error!("Error finish sending body to downstream: {}", e);
+                false
+            }
+        };
+        (downstream_can_reuse, upstream_can_reuse, None)
+    }
+
+    /// The filters every upstream response task passes before it is written downstream, after
+    /// the cache's revalidation check: upstream modules, upstream decompression and
+    /// [`Self::h1_response_filter`]. Shared by the duplex and the sequential loop.
+    async fn filter_upstream_task(
+        &self,
+        session: &mut Session,
+        #[allow(unused_mut)] mut task: HttpTask,
+        ctx: &mut SV::CTX,
+        serve_from_cache: &mut ServeFromCache,
+        range_body_filter: &mut RangeBodyFilter,
+    ) -> Result<HttpTask>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        #[cfg(feature = "upstream_modules")]
+        if let HttpTask::Header(header, end_of_stream) = &task {
+            self.inner
+                .adjust_upstream_modules(session, header, *end_of_stream, ctx)
+                .await?;
+        }
+        #[cfg(feature = "upstream_modules")]
+        session.upstream_modules_filter_task(&mut task).await?;
+        session.upstream_compression.response_filter(&mut task);
+        self.h1_response_filter(session, task, ctx, serve_from_cache, range_body_filter, false)
+            .await
     }
 
     async fn proxy_handle_upstream(
@@ -403,17 +587,8 @@ where
                 // skip downstream filtering entirely as the 304 will not be sent
                 break;
             }
-            #[cfg(feature = "upstream_modules")]
-            if let HttpTask::Header(header, end_of_stream) = &t {
-                self.inner
-                    .adjust_upstream_modules(session, header, *end_of_stream, ctx)
-                    .await?;
-            }
-            #[cfg(feature = "upstream_modules")]
-            session.upstream_modules_filter_task(&mut t).await?;
-            session.upstream_compression.response_filter(&mut t);
             let task = self
-                .h1_response_filter(session, t, ctx, serve_from_cache, range_body_filter, false)
+                .filter_upstream_task(session, t, ctx, serve_from_cache, range_body_filter)
                 .await?;
             if serve_from_cache.is_miss_header() {
                 response_state.enable_cached_response();
@@ -1070,6 +1245,26 @@ where
 
         Ok(end_of_body)
     }
+}
+
+/// Whether an exchange qualifies for the sequential HTTP/1 loop (edge patch), given that its
+/// upstream request is no upgrade request. Each condition removes a piece of the duplex pump
+/// the sequential loop does not have:
+/// - an HTTP/1 downstream session: H2, subrequest and custom sessions have their own writers,
+///   close signals and custom message channels;
+/// - no downstream upgrade request: an upgrade moves bytes both ways after the 101;
+/// - an empty request body and no retry buffer: there is no request body to pump;
+/// - caching neither on nor bypassing for this request: no cache revalidation, no serving from
+///   the cache while the upstream answers, no cache fill task;
+/// - no proxy task API (used with caching only).
+fn h1_sequential_qualifies(session: &mut Session) -> bool {
+    session.downstream_session.as_http1().is_some()
+        && !session.downstream_session.is_upgrade_req()
+        && !session.downstream_session.supports_proxy_task_api()
+        && !session.cache.enabled()
+        && !session.cache.bypassing()
+        && session.as_ref().get_retry_buffer().is_none()
+        && session.is_body_empty()
 }
 
 pub(crate) async fn send_body_to1(

@@ -137,6 +137,18 @@ pub trait ProxyHttp {
         false
     }
 
+    /// Whether a request may be proxied by the sequential HTTP/1 loop (edge patch).
+    ///
+    /// Consulted once per upstream attempt, after the request header is written upstream. When
+    /// this returns `true` and the exchange qualifies (HTTP/1 on both sides, no request body,
+    /// no upgrade, caching off for this request, no proxy task API), the response is read,
+    /// filtered and written one task at a time in the request's own task, while the client
+    /// connection is watched for a close. The default `false` keeps the duplex pump (two halves
+    /// joined by task channels), which every other exchange uses.
+    fn h1_sequential(&self, _session: &Session, _ctx: &Self::CTX) -> bool {
+        false
+    }
+
     /// Handle the incoming request body.
     ///
     /// This function will be called every time a piece of request body is received. The `body` is
