@@ -334,9 +334,10 @@ where
                     return (false, false, Some(send_error.unwrap_or(e).into_up()));
                 }
             };
-            // Past the final response head, a read is a body read, which pingora's body
-            // readers keep safe to drop when it pends (their state is committed before each
-            // await); a head read is not, so a head is never read ahead.
+            // Only body tasks are read ahead (what batching is for): past the final response
+            // head, a read is a body read, which pingora's body readers keep safe to drop when
+            // it pends (their state is committed before each await). An interim 1xx head goes
+            // out at once, on its own.
             let body_next = match &first {
                 HttpTask::Header(head, _) => !head.status.is_informational(),
                 HttpTask::Body(..) => true,
