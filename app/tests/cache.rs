@@ -260,11 +260,17 @@ async fn two_hundred_concurrent_requests_for_a_new_segment_make_one_origin_reque
         assert!(r.body == want, "a coalesced response differs");
     }
     assert_eq!(o.stats().path("/obj/hot/seg_1.ts"), 1);
-    let metrics = Client::new().get(&node.admin_url("/metrics")).await.text();
-    assert!(
-        metric(&metrics, "edge_cache_coalesced_total") >= 1.0,
-        "{metrics}"
-    );
+    // Counted when each request's log line is made, just after its
+    // response is sent.
+    eventually(
+        Duration::from_secs(10),
+        "coalesced requests counted",
+        || async {
+            let metrics = Client::new().get(&node.admin_url("/metrics")).await.text();
+            (metric(&metrics, "edge_cache_coalesced_total") >= 1.0).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,14 +92,17 @@ async fn demo_serves_hls_through_the_edge_and_stops_on_ctrl_c() {
     let page = c.get(&dashboard).await;
     assert_eq!(page.status, 200);
     assert!(page.text().contains("<script src=\"/dashboard.js\""));
-    let stats = c.get(&format!("{dashboard}stats")).await.json();
-    let served: f64 = stats["metrics"]["edge_http_requests_total"]["samples"]
-        .as_array()
-        .expect("requests counted")
-        .iter()
-        .filter_map(|s| s["value"].as_f64())
-        .sum();
-    assert!(served >= 2.0, "{stats}");
+    // A request is counted when its log line is made, just after its
+    // response is sent (as nginx's log phase): wait for both.
+    eventually(Duration::from_secs(10), "both requests counted", || async {
+        let stats = c.get(&format!("{dashboard}stats")).await.json();
+        let served: f64 = stats["metrics"]["edge_http_requests_total"]["samples"]
+            .as_array()
+            .map(|samples| samples.iter().filter_map(|s| s["value"].as_f64()).sum())
+            .unwrap_or(0.0);
+        (served >= 2.0).then_some(())
+    })
+    .await;
     let ams_admin = out
         .lines()
         .find(|l| l.trim_start().starts_with("ams-1"))

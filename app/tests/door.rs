@@ -482,7 +482,20 @@ async fn pass_through_answers_keep_their_framing_on_one_connection() {
         Reply::ok("hinted", &[])
             .with_interim(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"),
     );
-    origin.set("/pass/empty", Reply::new(204, "", &[("X-Kind", "none")]));
+    // A 204 whose backend frames it anyway (RFC 9110 §8.6: it must not).
+    origin.set(
+        "/pass/empty",
+        Reply::new(204, "", &[("X-Kind", "none"), ("Content-Length", "0")]),
+    );
+    // A switch nobody asked for (RFC 9110 §7.8).
+    origin.set(
+        "/pass/switch",
+        Reply::new(
+            101,
+            "",
+            &[("Upgrade", "websocket"), ("Connection", "Upgrade")],
+        ),
+    );
     origin.set(
         "/pass/tagged",
         Reply::ok("tagged", &[("ETag", "\"v1\"")]).revalidated_with(Reply::new(
@@ -578,6 +591,13 @@ async fn pass_through_answers_keep_their_framing_on_one_connection() {
         assert_eq!(r.body.len(), body.len(), "{path}");
         assert!(r.body == body, "{path}: the bytes differ");
     }
+
+    // A 101 to a request that asked for no upgrade is the backend's error:
+    // 502, and the client is not left waiting on a tunnel.
+    let mut c = RawConn::connect(s.node.addr("web")).await;
+    c.send(get("/pass/switch", "").as_bytes()).await;
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status, 502, "{r:?}");
 }
 
 /// A client that goes away while the backend has not answered yet is seen

@@ -1010,7 +1010,15 @@ async fn request_bytes_and_latency_by_status_class_are_counted() {
         seen[usize::from(c.get(&node.url("web", path)).await.status / 100)] += 1;
     }
     assert!(seen[2] >= 1 && seen[4] >= 1, "{seen:?}");
-    let metrics = c.get(&node.admin_url("/metrics")).await.text();
+    // A request is counted when its log line is made, just after its
+    // response is sent: wait for all five.
+    let metrics =
+        edge_testkit::eventually(Duration::from_secs(10), "five requests counted", || async {
+            let m = c.get(&node.admin_url("/metrics")).await.text();
+            (edge_testkit::metric_sum(&m, "edge_http_requests_total", &["route=\"api\""]) >= 5.0)
+                .then_some(m)
+        })
+        .await;
     let value = |line: &str| -> Option<f64> {
         metrics
             .lines()

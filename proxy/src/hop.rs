@@ -117,6 +117,14 @@ pub fn strip_response(resp: &mut ResponseHeader, client_http10: bool) {
             resp.remove_header(&name);
         }
     }
+    let status = resp.status.as_u16();
+    if status < 200 || status == 204 {
+        // No content, so no framing: a server must not send
+        // Content-Length (RFC 9110 §8.6) or Transfer-Encoding (RFC 9112
+        // §6.1) in a 1xx or 204.
+        resp.remove_header(&header::CONTENT_LENGTH);
+        resp.remove_header(&header::TRANSFER_ENCODING);
+    }
     if switching {
         let _ = resp.insert_header(header::CONNECTION, "upgrade");
         return;
@@ -182,6 +190,36 @@ mod tests {
         );
         strip_response(&mut r, true);
         assert!(!r.headers.contains_key("transfer-encoding"));
+    }
+
+    #[test]
+    fn a_response_without_content_carries_no_framing() {
+        for status in [100u16, 102, 103, 204] {
+            for (name, value) in [
+                ("content-length", "0"),
+                ("content-length", "11"),
+                ("transfer-encoding", "chunked"),
+            ] {
+                let mut resp = ResponseHeader::build(status, None).unwrap();
+                resp.insert_header(name, value).unwrap();
+                resp.insert_header("etag", "\"x\"").unwrap();
+                strip_response(&mut resp, false);
+                assert!(resp.headers.get(name).is_none(), "{status} {name}");
+                assert!(resp.headers.get("etag").is_some(), "{status}");
+            }
+        }
+        // A 304 keeps its Content-Length: the selected representation's
+        // (RFC 9110 §8.6); a 200 keeps either.
+        for (status, name) in [
+            (304u16, "content-length"),
+            (200, "content-length"),
+            (200, "transfer-encoding"),
+        ] {
+            let mut resp = ResponseHeader::build(status, None).unwrap();
+            resp.insert_header(name, "11").unwrap();
+            strip_response(&mut resp, false);
+            assert!(resp.headers.get(name).is_some(), "{status} {name}");
+        }
     }
 
     #[test]

@@ -15,6 +15,16 @@ impl EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream.status.as_u16();
+        if status == 101 && !session.is_upgrade_req() {
+            // RFC 9110 §7.8: a server switches protocols only for a
+            // request that asked to; forwarded, the client would wait on
+            // a tunnel no one feeds. A bad answer from the backend: 502.
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "the backend switched protocols for a request that asked for no upgrade",
+            )
+            .into_up());
+        }
         ctx.response_started = true;
         if status < 200 {
             self.forward_interim(session, upstream, ctx).await?;
