@@ -4,7 +4,8 @@
 # of a range (`Range: bytes=0-511` of the same object) and conditional RAM
 # hits answered 304 (`If-Modified-Since` its Last-Modified): counts
 # are repeatable on a noisy machine, so before/after of a change compares
-# here (issue 17). Starts `edge origin` on 127.0.0.1:18491 and edge on
+# here (issue 17); and 1 KiB pass-through of a browser's request head (13
+# fields, about 800 bytes). Starts `edge origin` on 127.0.0.1:18491 and edge on
 # :18490 (pass-through) and :18492 (cached route), admin :18499; counts N (default 2000) keep-alive requests of each
 # kind from one curl connection and prints Ir per request, then the top
 # functions by inclusive Ir of the hit run (CALLGRIND_TOP, default 40).
@@ -50,12 +51,24 @@ URL_HIT="http://127.0.0.1:18492/obj/x?size=1024&cc=max-age%3D3600"
 urls() { { if [[ -n ${4:-} ]]; then echo "header = \"$4\""; fi; for _ in $(seq "$2"); do echo "url = \"$1\""; echo "output = /dev/null"; done; } >"$DIR/$3"; }
 urls "$URL_PASS" "$N" pass; urls "$URL_HIT" "$N" hit; urls "$URL_HIT" "$N" range "Range: bytes=0-511"
 urls "$URL_HIT" "$N" cond "If-Modified-Since: Thu, 01 Jan 2026 00:00:00 GMT"
+# A browser's head (13 fields, about 800 bytes): what the door's checks
+# and pingora's parse cost per byte.
+urls "$URL_PASS" "$N" browser
+{ for h in \
+  "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36" \
+  "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8" \
+  "Accept-Language: en-GB,en;q=0.9,fr;q=0.8" "Accept-Encoding: gzip, deflate, br, zstd" \
+  "Referer: https://www.example.com/watch/series/episode-4?autoplay=1" \
+  "Cookie: session=3f9a1c2b7d8e4f6a9b0c1d2e3f4a5b6c; consent=granted; theme=dark; ab_bucket=17" \
+  "Sec-Fetch-Dest: document" "Sec-Fetch-Mode: navigate" "Sec-Fetch-Site: same-origin" \
+  "Sec-Ch-Ua: \\\"Chromium\\\";v=\\\"131\\\", \\\"Not_A Brand\\\";v=\\\"24\\\"" "Upgrade-Insecure-Requests: 1" \
+  "Cache-Control: no-cache"; do echo "header = \"$h\""; done; cat "$DIR/browser"; } >"$DIR/browser.k" && mv "$DIR/browser.k" "$DIR/browser"
 # One edge per kind; only the listener's tasks are counted (the client
 # connection's task, where pingora also talks to the upstream; not start-up
 # or timers' ticks), for N + 1 requests on one connection (the first a miss
 # for `hit`).
-for kind in pass hit range cond; do
-  url=$URL_PASS; [[ $kind != pass ]] && url=$URL_HIT
+for kind in pass hit range cond browser; do
+  url=$URL_PASS; [[ $kind != pass && $kind != browser ]] && url=$URL_HIT
   valgrind --tool=callgrind --callgrind-out-file="$DIR/$kind.out" \
     --toggle-collect='edge_proxy::listen::Acceptor::run::*' \
     "$EDGE" run --config "$DIR/edge.toml" >"$DIR/edge-$kind.log" 2>&1 & E=$!

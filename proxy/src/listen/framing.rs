@@ -31,8 +31,10 @@
 
 use std::ops::Range;
 
+use super::bytes::{
+    all_tchar, all_value_bytes, any_forbidden_target_byte, is_tchar, is_value_byte,
+};
 use crate::normalize::host;
-use crate::normalize::path::forbidden_target_byte;
 
 /// Limits of one listener.
 #[derive(Debug, Clone, Copy)]
@@ -99,32 +101,6 @@ pub enum Scan {
     /// The head is `len` bytes long (through its empty line).
     Complete(usize),
     Partial,
-}
-
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
-}
-
-/// A field value byte (RFC 9110 §5.5: VCHAR, obs-text, SP, HTAB).
-fn is_value_byte(b: u8) -> bool {
-    b == b'\t' || (b >= 0x20 && b != 0x7f)
 }
 
 impl HeadScan {
@@ -231,37 +207,37 @@ pub fn check(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
         if matches!(line[0], b' ' | b'\t') {
             return Err(refuse(400, "folded or indented header line"));
         }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(refuse(400, "header line without a colon"))?;
+        let colon = memchr::memchr(b':', line).ok_or(refuse(400, "header line without a colon"))?;
         let name = &line[..colon];
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        if name.is_empty() || !all_tchar(name) {
             return Err(refuse(400, "bad header name"));
         }
         let value = trim_ows(&line[colon + 1..]);
-        if !value.iter().all(|&b| is_value_byte(b)) {
+        if !all_value_bytes(value) {
             return Err(refuse(400, "control byte in a header value"));
         }
+        // One comparison per name of the same length.
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-        if is("host") {
-            hosts.add(range, value);
-        } else if is("content-length") {
-            lengths.add(range, value);
-        } else if is("transfer-encoding") {
-            codings.add(range, value);
-        } else if is("connection") {
-            for token in value.split(|&b| b == b',').map(trim_ows) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-                upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
+        match name.len() {
+            4 if is("host") => hosts.add(range, value),
+            14 if is("content-length") => lengths.add(range, value),
+            17 if is("transfer-encoding") => codings.add(range, value),
+            10 if is("connection") => {
+                for token in value.split(|&b| b == b',').map(trim_ows) {
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                    upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
+                }
             }
-        } else if is("upgrade") {
-            upgrade_field = true;
-            upgrade_lines.push(range);
-        } else if is("expect") {
-            expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
-            expect_lines.push(range);
+            7 if is("upgrade") => {
+                upgrade_field = true;
+                upgrade_lines.push(range);
+            }
+            6 if is("expect") => {
+                expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+                expect_lines.push(range);
+            }
+            _ => {}
         }
     }
 
@@ -381,13 +357,13 @@ fn request_line_parts(line: &[u8]) -> Result<(&[u8], &[u8], Version), Refusal> {
     else {
         return Err(refuse(400, "malformed request line"));
     };
-    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+    if method.is_empty() || !all_tchar(method) {
         return Err(refuse(400, "bad method"));
     }
     if target.is_empty() {
         return Err(refuse(400, "empty request target"));
     }
-    if target.iter().any(|&b| forbidden_target_byte(b)) {
+    if any_forbidden_target_byte(target) {
         return Err(refuse(
             400,
             "control byte, space, \\ or # in the request target",

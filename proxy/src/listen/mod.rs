@@ -10,6 +10,7 @@
 
 pub mod acme;
 mod buffered;
+mod bytes;
 mod conn;
 pub mod framing;
 mod head;
