@@ -188,7 +188,10 @@ pub(crate) fn apply(
         }
         None => {}
     }
-    resp.insert_header(crate::names::X_CACHE, x_cache(s.status, s.tier))?;
+    resp.insert_header(
+        crate::names::X_CACHE,
+        http::HeaderValue::from_static(x_cache(s.status, s.tier)),
+    )?;
     resp.append_header(
         crate::names::CACHE_STATUS,
         cache_status(&settings.status_name, s, now),

@@ -467,12 +467,17 @@ pub(crate) fn tier_index(tier: Option<Tier>) -> usize {
 }
 
 /// `X-Cache` value: the status, and for responses from the cache the tier.
-pub(crate) fn x_cache(status: Status, tier: Option<Tier>) -> String {
+pub(crate) fn x_cache(status: Status, tier: Option<Tier>) -> &'static str {
+    // Static, so the field goes on without an allocation (`HeaderValue::from_static`).
+    let ram = matches!(tier, Some(Tier::Ram | Tier::Fill));
     match (status, tier) {
-        (Status::Hit | Status::Stale | Status::Revalidated, Some(t)) => {
-            [status.as_header(), t.as_str()].join(" ")
-        }
-        _ => status.as_header().to_string(),
+        (Status::Hit, Some(_)) if ram => "HIT RAM",
+        (Status::Hit, Some(_)) => "HIT DISK",
+        (Status::Stale, Some(_)) if ram => "STALE RAM",
+        (Status::Stale, Some(_)) => "STALE DISK",
+        (Status::Revalidated, Some(_)) if ram => "REVALIDATED RAM",
+        (Status::Revalidated, Some(_)) => "REVALIDATED DISK",
+        _ => status.as_header(),
     }
 }
 
@@ -505,7 +510,10 @@ pub(crate) fn client_fields(
     ctx.status = Some(status);
     strip_cache_headers(resp);
     let Some(rt) = rt.filter(|_| route_caches) else {
-        resp.insert_header(crate::names::X_CACHE, x_cache(status, ctx.tier))?;
+        resp.insert_header(
+            crate::names::X_CACHE,
+            http::HeaderValue::from_static(x_cache(status, ctx.tier)),
+        )?;
         if !resp.headers.contains_key(header::AGE) {
             resp.insert_header(header::AGE, "0")?;
         }
@@ -561,6 +569,28 @@ pub(crate) fn strip_cache_headers(resp: &mut ResponseHeader) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn x_cache_names_the_status_and_for_stored_bytes_the_tier() {
+        let statuses = [
+            Status::Hit,
+            Status::Miss,
+            Status::Stale,
+            Status::Revalidated,
+            Status::Bypass,
+        ];
+        for status in statuses {
+            for tier in [None, Some(Tier::Ram), Some(Tier::Disk), Some(Tier::Fill)] {
+                let expected = match tier {
+                    Some(t) if from_cache(status) => {
+                        format!("{} {}", status.as_header(), t.as_str())
+                    }
+                    _ => status.as_header().to_string(),
+                };
+                assert_eq!(x_cache(status, tier), expected, "{status:?} {tier:?}");
+            }
+        }
+    }
 
     fn req(range: Option<&str>) -> RequestHeader {
         let mut r = RequestHeader::build("GET", b"/a.mp4?x=1", None).unwrap();

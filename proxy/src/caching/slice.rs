@@ -291,7 +291,10 @@ pub(crate) async fn serve(
             r.insert_header(header::CONTENT_RANGE, format!("bytes */{total}"))?;
             r.insert_header(header::CONTENT_LENGTH, "0")?;
             ctx.status = Some(Status::Hit);
-            r.insert_header("x-cache", super::x_cache(Status::Hit, ctx.tier))?;
+            r.insert_header(
+                "x-cache",
+                http::HeaderValue::from_static(super::x_cache(Status::Hit, ctx.tier)),
+            )?;
             return send_head(session, r, decor).await;
         }
         _ => (0, total),

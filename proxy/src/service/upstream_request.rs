@@ -115,7 +115,7 @@ impl EdgeProxy {
         }
         upstream.insert_header(
             crate::names::X_FORWARDED_PROTO,
-            if self.tls { "https" } else { "http" },
+            http::HeaderValue::from_static(if self.tls { "https" } else { "http" }),
         )?;
         // A prefill is this site's business: the shield or origin sees a GET.
         // The players' data goes to the origin only if the route says so,
