@@ -59,7 +59,7 @@ unit:
 	  --test cache --test cache_rfc --test video --test llhls --test door --test requests \
 	  --test lb --test run --test limits --test site
 
-# Load tests against nginx, HAProxy, Varnish and a DNS server; see benches/README.md.
+# Load tests against nginx, HAProxy, Varnish and a DNS server; method and commands in benches/RESULTS.md.
 bench: deps-bench
 	$(CARGO) build --locked --release -p edge
 	benches/run.sh
