@@ -54,8 +54,8 @@ fn secs_between(later: SystemTime, earlier: SystemTime) -> i64 {
 fn push_sf_string(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
-    // Runs of printable ASCII are copied whole (a char at a time, a key of
-    // 40 bytes took about 800 instructions per response). Bytes outside
+    // Runs of printable ASCII are copied whole (a char at a time, a hit's
+    // `Cache-Status` took 1,424 instructions, 1,019 now; instr.sh). Bytes outside
     // ' '..='~' are dropped: every byte of a multi-byte UTF-8 character is
     // >= 0x80, so what is dropped is whole characters and the runs cut at
     // ASCII bytes are `str` boundaries.
