@@ -467,6 +467,72 @@ backends = [{{ address = "{}" }}]
     )
 }
 
+/// A backend's keep-alive is respected as the response head said it
+/// (RFC 9112 §9.3, §9.6): after `Connection: close` the next request goes
+/// on a new upstream connection, even though this backend would go on
+/// reading; keep-alive answers, with `Keep-Alive: timeout=` or without,
+/// share one; a client's own `Connection: close` closes the client side
+/// only. Checked through whichever loop proxies them (the fast paths on and
+/// off, as the suite runs twice).
+#[tokio::test]
+async fn a_backend_s_connection_close_is_respected_and_keep_alive_reused() {
+    let origin = Scripted::start().await;
+    origin.set("/pass/ka", Reply::ok("ka", &[]));
+    origin.set(
+        "/pass/timeout",
+        Reply::ok("timeout", &[("Keep-Alive", "timeout=30, max=100")]),
+    );
+    origin.set(
+        "/pass/close",
+        Reply::ok("close", &[("Connection", "close")]),
+    );
+    origin.set(
+        "/pass/close-mixed",
+        Reply::ok("mixed", &[("Connection", "Keep-Alive, Close")]),
+    );
+    let s = setup(&pass_route(&origin)).await;
+    let mut c = RawConn::connect(s.node.addr("web")).await;
+    let get = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: edge.test\r\n\r\n");
+    for path in [
+        "/pass/ka",
+        "/pass/timeout",
+        "/pass/ka",
+        "/pass/close",
+        "/pass/ka",
+        "/pass/close-mixed",
+        "/pass/timeout",
+        "/pass/ka",
+    ] {
+        c.send(get(path).as_bytes()).await;
+        let r = c.response(false).await.unwrap();
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert_eq!(
+            r.text(),
+            path.trim_start_matches("/pass/")
+                .replace("close-mixed", "mixed")
+        );
+    }
+    let connections: Vec<(String, usize)> = origin
+        .all()
+        .into_iter()
+        .map(|(path, r)| (path, r.connection))
+        .collect();
+    let want: Vec<(String, usize)> = [
+        ("/pass/ka", 1),
+        ("/pass/timeout", 1),
+        ("/pass/ka", 1),
+        ("/pass/close", 1),
+        ("/pass/ka", 2),
+        ("/pass/close-mixed", 2),
+        ("/pass/timeout", 3),
+        ("/pass/ka", 3),
+    ]
+    .into_iter()
+    .map(|(p, n)| (p.to_string(), n))
+    .collect();
+    assert_eq!(connections, want);
+}
+
 /// Pass-through answers keep their framing on one keep-alive connection,
 /// whichever loop proxies them (the sequential HTTP/1 loop with the fast
 /// paths on, the duplex pump with them off): an interim 103 goes before its

@@ -130,8 +130,10 @@ impl Scripted {
         let script = Arc::new(Mutex::new(Script::default()));
         let s = script.clone();
         let task = tokio::spawn(async move {
+            let mut accepted = 0;
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, s.clone()));
+                accepted += 1;
+                tokio::spawn(serve(stream, accepted, s.clone()));
             }
         });
         Self { addr, script, task }
@@ -199,9 +201,12 @@ fn byte_range(req: &Recorded, len: usize) -> Option<(usize, usize)> {
     (start <= end && start < len).then_some((start, end))
 }
 
-async fn serve(mut stream: TcpStream, script: Arc<Mutex<Script>>) {
+/// Serves one connection, the `connection`th accepted (what its requests'
+/// [`Recorded::connection`] says).
+async fn serve(mut stream: TcpStream, connection: usize, script: Arc<Mutex<Script>>) {
     let mut buf = Vec::new();
-    while let Some(req) = read_request(&mut stream, &mut buf).await {
+    while let Some(mut req) = read_request(&mut stream, &mut buf).await {
+        req.connection = connection;
         let line = req.request_line();
         let path = line.split(' ').nth(1).unwrap_or("/").to_string();
         let head_only = line.starts_with("HEAD ");
