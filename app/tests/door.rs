@@ -1028,3 +1028,244 @@ async fn a_range_far_past_any_object_does_not_crash_the_node() {
         .await;
     assert_eq!(r.status, 200, "the node is still up");
 }
+
+/// Fresh RAM hits on HTTP/1 keep-alive connections are answered by the
+/// connection's own loop before pingora builds a session (issue 17,
+/// `listen/shortcut.rs`); everything else is handed to pingora as it came.
+/// Sent one at a time and all in one write, in both orders of hits and
+/// other requests: answers in order, the same answer either way, only
+/// misses reach the backend, a refused head after hits still gets its
+/// refusal and the close, and hits are counted and logged like others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ram_hits_answered_before_pingora_keep_order_refusals_and_counts() {
+    let s = setup("").await;
+    let get = |path: &str, extra: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: edge.test\r\n{extra}\r\n").into_bytes()
+    };
+    // Stored first (a miss), then answered from RAM.
+    for p in ["/cached/a", "/cached/b"] {
+        let r = s.raw(&get(p, "")).await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(s.rec.take().len(), 2);
+    let body_a = "upstream saw: GET /cached/a HTTP/1.1\n".to_string();
+    for pipelined in [false, true] {
+        let miss = format!("/fresh/{pipelined}");
+        // (request, status, body, head_only)
+        let exchange: Vec<(Vec<u8>, u16, Option<String>, bool)> = vec![
+            (get("/cached/a", ""), 200, Some(body_a.clone()), false),
+            (
+                b"HEAD /cached/a HTTP/1.1\r\nHost: edge.test\r\n\r\n".to_vec(),
+                200,
+                None,
+                true,
+            ),
+            (get("/admin/x", ""), 403, None, false),
+            // Another spelling of the same authority and path: the same object.
+            (
+                b"GET /cached/./a HTTP/1.1\r\nHost: EDGE.test:80\r\n\r\n".to_vec(),
+                200,
+                Some(body_a.clone()),
+                false,
+            ),
+            (
+                get(&miss, ""),
+                200,
+                Some(format!("upstream saw: GET {miss} HTTP/1.1\n")),
+                false,
+            ),
+            (
+                get("/cached/a", "Range: bytes=0-7\r\n"),
+                206,
+                Some("upstream".to_string()),
+                false,
+            ),
+            (
+                get("/cached/b", "X-Request-Id: abc-1\r\n"),
+                200,
+                None,
+                false,
+            ),
+            (
+                get("/cached/a", "If-None-Match: *\r\n"),
+                304,
+                Some(String::new()),
+                false,
+            ),
+            (get("/cached/a", ""), 200, Some(body_a.clone()), false),
+        ];
+        let mut c = RawConn::connect(s.node.addr("web")).await;
+        if pipelined {
+            let all: Vec<u8> = exchange.iter().flat_map(|e| e.0.clone()).collect();
+            c.send(&all).await;
+        }
+        for (req, status, body, head_only) in &exchange {
+            if !pipelined {
+                c.send(req).await;
+            }
+            let r = c.response(*head_only).await.unwrap();
+            let what = String::from_utf8_lossy(req).into_owned();
+            assert_eq!(r.status, *status, "{what} (pipelined: {pipelined})");
+            if let Some(b) = body {
+                assert_eq!(r.text(), *b, "{what}");
+            }
+            if *status == 200 && req.starts_with(b"GET /cached/") {
+                assert_eq!(r.header("x-cache"), Some("HIT RAM"), "{what}");
+                assert_eq!(r.header("connection"), Some("keep-alive"), "{what}");
+                assert!(r.header("date").is_some(), "{what}");
+                assert!(r.header("cache-status").is_some(), "{what}");
+            }
+        }
+        // A head the door refuses, after hits on the same connection.
+        c.send(b"GET /cached/a HTTP/1.1\r\nHost: edge.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+            .await;
+        let r = c.response(false).await.unwrap();
+        assert_eq!(r.status, 400, "pipelined: {pipelined}");
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(c.closed().await);
+        let seen: Vec<String> = s.rec.take().iter().map(|r| r.request_line()).collect();
+        assert_eq!(
+            seen,
+            [format!("GET {miss} HTTP/1.1")],
+            "pipelined: {pipelined}"
+        );
+    }
+    // Counted and logged as pingora's answers are: 2 x 8 answers of the
+    // cached route with 2xx or 3xx and 2 warm-up misses (the refusals are
+    // not the route's).
+    let c = Client::new();
+    let metrics = c.get(&s.node.admin_url("/metrics")).await.text();
+    let ok = edge_testkit::metric_sum(
+        &metrics,
+        "edge_http_requests_total",
+        &["route=\"all\"", "class=\"2xx\""],
+    );
+    let not_modified = edge_testkit::metric_sum(
+        &metrics,
+        "edge_http_requests_total",
+        &["route=\"all\"", "class=\"3xx\""],
+    );
+    assert_eq!(ok + not_modified, 2.0 + 2.0 * 8.0, "{metrics}");
+    eventually(
+        Duration::from_secs(10),
+        "the hits' access log lines",
+        || async {
+            let out = s.node.output();
+            let lines: Vec<&str> = out
+                .lines()
+                .filter(|l| l.contains("abc-1") && l.contains("HIT") && l.contains("all"))
+                .collect();
+            (lines.len() == 2).then_some(())
+        },
+    )
+    .await;
+}
+
+/// `max_requests_per_connection` counts the shortcut's answers too: the
+/// last request a connection may carry is answered with `Connection: close`
+/// (by pingora's path) and nothing after it is read, whether the earlier
+/// ones were RAM hits or not, sent one by one or all at once; over TLS the
+/// shortcut answers as over plain TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_cap_counts_ram_hits_answered_before_pingora() {
+    let rec = Recorder::start().await;
+    let ca = TestCa::new("cap CA");
+    let dir = tempfile::tempdir().unwrap();
+    let cert = ca.issue(&["edge.test"]);
+    let (c, k) = (dir.path().join("c.pem"), dir.path().join("c.key"));
+    std::fs::write(&c, &cert.cert_pem).unwrap();
+    std::fs::write(&k, &cert.key_pem).unwrap();
+    let node = EdgeNode::start(
+        BIN,
+        &format!(
+            r#"
+[server]
+threads = 2
+[admin]
+listen = "127.0.0.1:0"
+[[listener]]
+name = "capped"
+kind = "http"
+address = "127.0.0.1:0"
+limits = {{ max_requests_per_connection = 3 }}
+[[listener]]
+name = "tls"
+kind = "https"
+address = "127.0.0.1:0"
+[[listener.certificate]]
+server_names = ["edge.test"]
+cert = "{c}"
+key = "{k}"
+default = true
+[[route]]
+name = "all"
+pool = "rec"
+[route.cache]
+[[pool]]
+name = "rec"
+backends = [{{ address = "{rec}" }}]
+[cache]
+ram_size = "16 MiB"
+"#,
+            c = c.display(),
+            k = k.display(),
+            rec = rec.addr(),
+        ),
+    );
+    let get = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: edge.test\r\n\r\n").into_bytes();
+    let mut warm = RawConn::connect(node.addr("capped")).await;
+    warm.send(&get("/cached/c")).await;
+    assert_eq!(warm.response(false).await.unwrap().status, 200);
+    for (pipelined, miss_first) in [(false, false), (true, false), (false, true), (true, true)] {
+        let first = if miss_first {
+            format!("/fresh/{pipelined}")
+        } else {
+            "/cached/c".to_string()
+        };
+        let reqs = [
+            get(&first),
+            get("/cached/c"),
+            get("/cached/c"),
+            get("/cached/c"),
+        ];
+        let mut conn = RawConn::connect(node.addr("capped")).await;
+        if pipelined {
+            conn.send(&reqs.concat()).await;
+        }
+        for (i, req) in reqs.iter().take(3).enumerate() {
+            if !pipelined {
+                conn.send(req).await;
+            }
+            let r = conn.response(false).await.unwrap();
+            assert_eq!(r.status, 200, "answer {i} ({pipelined}, {miss_first})");
+            let want = if i == 2 { "close" } else { "keep-alive" };
+            assert_eq!(
+                r.header("connection"),
+                Some(want),
+                "answer {i} ({pipelined}, {miss_first})"
+            );
+        }
+        assert!(conn.closed().await, "({pipelined}, {miss_first})");
+    }
+    // https is part of the key: stored by the first, answered from RAM after.
+    let mut tls = RawConn::connect_tls(node.addr("tls"), "edge.test", &ca.pem()).await;
+    for i in 0..4 {
+        tls.send(&get("/cached/c")).await;
+        let r = tls.response(false).await.unwrap();
+        assert_eq!(r.status, 200);
+        let want = if i == 0 { "MISS" } else { "HIT RAM" };
+        assert_eq!(r.header("x-cache"), Some(want), "TLS request {i}");
+        assert_eq!(r.header("connection"), Some("keep-alive"));
+        assert_eq!(r.text(), "upstream saw: GET /cached/c HTTP/1.1\n");
+    }
+    let seen: Vec<String> = rec.take().iter().map(|r| r.request_line()).collect();
+    assert_eq!(
+        seen,
+        [
+            "GET /cached/c HTTP/1.1",
+            "GET /fresh/false HTTP/1.1",
+            "GET /fresh/true HTTP/1.1",
+            "GET /cached/c HTTP/1.1"
+        ]
+    );
+}

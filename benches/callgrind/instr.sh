@@ -4,8 +4,10 @@
 # of a range (`Range: bytes=0-511` of the same object) and conditional RAM
 # hits answered 304 (`If-Modified-Since` its Last-Modified): counts
 # are repeatable on a noisy machine, so before/after of a change compares
-# here (issue 17); and 1 KiB pass-through of a browser's request head (13
-# fields, about 800 bytes). Starts `edge origin` on 127.0.0.1:18491 and edge on
+# here (issue 17); 1 KiB pass-through of a browser's request head (13
+# fields, about 800 bytes); and 1 KiB pass-through on the listener that also
+# caches (`mixed`: what the HTTP/1 shortcut of RAM hits costs what it does
+# not take). Starts `edge origin` on 127.0.0.1:18491 and edge on
 # :18490 (pass-through) and :18492 (cached route), admin :18499; counts N (default 2000) keep-alive requests of each
 # kind from one curl connection and prints Ir per request, then the top
 # functions by inclusive Ir of the hit run (CALLGRIND_TOP, default 40).
@@ -33,6 +35,10 @@ address = "127.0.0.1:18492"
 name = "o"
 backends = [{ address = "127.0.0.1:18491" }]
 [[route]]
+name = "pass-on-hit"
+match = { listeners = ["hit"], path_prefix = "/obj/pass/" }
+pool = "o"
+[[route]]
 name = "cached"
 match = { listeners = ["hit"] }
 pool = "o"
@@ -48,8 +54,11 @@ E=
 trap 'kill $E $O 2>/dev/null; wait $E $O 2>/dev/null; [[ -n ${KEEP:-} ]] || rm -rf "$DIR"' EXIT
 URL_PASS="http://127.0.0.1:18490/obj/x?size=1024&cc=no-store"
 URL_HIT="http://127.0.0.1:18492/obj/x?size=1024&cc=max-age%3D3600"
+# Pass-through on the listener that also caches (what HTTP/1's shortcut of
+# RAM hits costs a request it does not take).
+URL_MIXED="http://127.0.0.1:18492/obj/pass/x?size=1024&cc=no-store"
 urls() { { if [[ -n ${4:-} ]]; then echo "header = \"$4\""; fi; for _ in $(seq "$2"); do echo "url = \"$1\""; echo "output = /dev/null"; done; } >"$DIR/$3"; }
-urls "$URL_PASS" "$N" pass; urls "$URL_HIT" "$N" hit; urls "$URL_HIT" "$N" range "Range: bytes=0-511"
+urls "$URL_PASS" "$N" pass; urls "$URL_HIT" "$N" hit; urls "$URL_MIXED" "$N" mixed; urls "$URL_HIT" "$N" range "Range: bytes=0-511"
 urls "$URL_HIT" "$N" cond "If-Modified-Since: Thu, 01 Jan 2026 00:00:00 GMT"
 # A browser's head (13 fields, about 800 bytes): what the door's checks
 # and pingora's parse cost per byte.
@@ -67,8 +76,9 @@ urls "$URL_PASS" "$N" browser
 # connection's task, where pingora also talks to the upstream; not start-up
 # or timers' ticks), for N + 1 requests on one connection (the first a miss
 # for `hit`).
-for kind in pass hit range cond browser; do
+for kind in pass hit range cond browser mixed; do
   url=$URL_PASS; [[ $kind != pass && $kind != browser ]] && url=$URL_HIT
+  [[ $kind == mixed ]] && url=$URL_MIXED
   valgrind --tool=callgrind --callgrind-out-file="$DIR/$kind.out" \
     --toggle-collect='edge_proxy::listen::Acceptor::run::*' \
     "$EDGE" run --config "$DIR/edge.toml" >"$DIR/edge-$kind.log" 2>&1 & E=$!

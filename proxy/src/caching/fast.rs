@@ -4,19 +4,125 @@
 //! `Vary`, not in RAM, a multi-part range) takes the full cache path,
 //! which gives the same answer.
 
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use bytes::Bytes;
+use edge_cache::object::Object;
 
 use edge_cache::video::{self, Kind};
 use edge_cache::{Status, Tier};
 use http::header;
 use pingora_core::protocols::http::conditional_filter::{not_modified_filter, to_304};
 use pingora_error::Result;
-use pingora_http::ResponseHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{RangeType, Session};
 
 use super::{cache_key, strip_cache_headers, CacheCtx, CacheRuntime};
 use crate::decorate::Decor;
 use crate::route::CompiledRoute;
+
+/// A fresh RAM hit answered from the object's stored lines (`h1_head`):
+/// what an HTTP/1 client gets, before the connection's own fields.
+pub(crate) struct LinesHit {
+    /// The status: the stored one, 206 or 304 (`h1_head::Shape`).
+    pub status: u16,
+    /// The origin's reason phrase, with its own status only.
+    pub reason: Option<String>,
+    pub fields: super::h1_head::Fields,
+    /// The body bytes to send (`None`: HEAD, 304, or empty).
+    pub body: Option<Bytes>,
+    /// What was sent, for prefetch.
+    pub kind: Kind,
+}
+
+/// The object in RAM for `req` (GET or HEAD) when it is fresh, does not
+/// vary and knows its length; `None` when the full cache path answers.
+pub(crate) fn fresh_object(
+    rt: &CacheRuntime,
+    ctx: &CacheCtx,
+    route: &CompiledRoute,
+    req: &RequestHeader,
+    now: SystemTime,
+) -> Option<Arc<Object>> {
+    let key = edge_cache::key::storage_key(&cache_key(ctx, &route.cache, req));
+    let obj = rt.storage.ram_object(&key)?;
+    let parsed = obj.parsed.as_ref()?;
+    if parsed.varies || !parsed.is_fresh(now) || !parsed.has_length {
+        return None;
+    }
+    Some(obj)
+}
+
+/// A fresh RAM object's answer to an HTTP/1 request without `Upgrade`,
+/// from its stored lines: a range or a condition answered as the map
+/// path decides it (`h1_head::shape`); `None` where the map path answers
+/// (a rate limit's fields to add, a head the lines cannot give).
+pub(crate) fn lines_hit(
+    rt: &CacheRuntime,
+    req: &RequestHeader,
+    obj: &Object,
+    ctx: &CacheCtx,
+    decor: Decor<'_>,
+    now: SystemTime,
+) -> Option<LinesHit> {
+    let parsed = obj.parsed.as_ref()?;
+    if decor.rate_limit.is_some() {
+        return None;
+    }
+    let head_only = req.method == http::Method::HEAD;
+    let conditional = [
+        header::RANGE,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+    ]
+    .iter()
+    .any(|h| req.headers.contains_key(h));
+    let shape = if conditional {
+        super::h1_head::shape(req, parsed)?
+    } else {
+        super::h1_head::Shape::Whole
+    };
+    // A stored length the body does not have goes the map way (which
+    // refuses it too): never a slice past the body.
+    if let super::h1_head::Shape::Part(r) = &shape {
+        if r.end > obj.body.len() {
+            return None;
+        }
+    }
+    let kind = video::classify(req.uri.path(), parsed.field("content-type"));
+    let served = super::fields::Served {
+        status: Status::Hit,
+        tier: Some(Tier::Ram),
+        stored: Some((parsed.fresh_until, parsed.updated)),
+        storing: false,
+        fwd_status: None,
+        fwd: None,
+        key: ctx.url.as_str(),
+        kind,
+    };
+    let settings = rt.storage.settings();
+    let fields = super::h1_head::render(parsed, &shape, &served, &settings, decor.ops, now)?;
+    // The origin's own phrase goes with its status only.
+    let reason = parsed
+        .reason()
+        .filter(|_| shape == super::h1_head::Shape::Whole)
+        .map(str::to_string);
+    let body = match &shape {
+        _ if head_only => None,
+        super::h1_head::Shape::Whole => Some(obj.body.clone()),
+        super::h1_head::Shape::Part(r) => Some(obj.body.slice(r.clone())),
+        super::h1_head::Shape::NotModified => None,
+    }
+    .filter(|b| !b.is_empty());
+    Some(LinesHit {
+        status: shape.status(parsed.status()),
+        reason,
+        fields,
+        body,
+        kind,
+    })
+}
 
 /// Answers from RAM if the object is there and fresh: `Ok(Some(kind))`
 /// when answered (the kind of what was sent, for prefetch).
@@ -34,94 +140,42 @@ pub(crate) async fn try_serve(
         http::Method::HEAD => true,
         _ => return Ok(None),
     };
-    let key = edge_cache::key::storage_key(&cache_key(ctx, &route.cache, req));
-    let Some(obj) = rt.storage.ram_object(&key) else {
+    let now = SystemTime::now();
+    let Some(obj) = fresh_object(rt, ctx, route, req, now) else {
         return Ok(None);
     };
     let Some(parsed) = obj.parsed.as_ref() else {
         return Ok(None);
     };
-    let now = SystemTime::now();
-    if parsed.varies || !parsed.is_fresh(now) || !parsed.has_length {
-        return Ok(None);
-    }
     ctx.status = Some(Status::Hit);
     ctx.tier = Some(Tier::Ram);
     // HTTP/1 without an upgrade: the head from the stored lines, no header
-    // map (`h1_head`); a range or a condition answered as the map path
-    // decides it (`h1_head::shape`).
-    let lines_shape = (fast_paths
-        && decor.rate_limit.is_none()
+    // map (`h1_head`).
+    let lines = (fast_paths
         && session.downstream_session.as_http1().is_some()
         && !req.headers.contains_key(header::UPGRADE))
-    .then(|| {
-        let conditional = [
-            header::RANGE,
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-        ]
-        .iter()
-        .any(|h| req.headers.contains_key(h));
-        if conditional {
-            super::h1_head::shape(req, parsed)
-        } else {
-            Some(super::h1_head::Shape::Whole)
+    .then(|| lines_hit(rt, req, &obj, ctx, decor, now))
+    .flatten();
+    if let Some(hit) = lines {
+        let mut resp = ResponseHeader::build_no_case(hit.status, Some(0))?;
+        if let Some(r) = &hit.reason {
+            resp.set_reason_phrase(Some(r))?;
         }
-    })
-    .flatten()
-    // A stored length the body does not have goes the map way (which
-    // refuses it too): never a slice past the body.
-    .filter(|s| match s {
-        super::h1_head::Shape::Part(r) => r.end <= obj.body.len(),
-        _ => true,
-    });
-    if let Some(shape) = lines_shape {
-        let kind = video::classify(req.uri.path(), parsed.field("content-type"));
-        let served = super::fields::Served {
-            status: Status::Hit,
-            tier: ctx.tier,
-            stored: Some((parsed.fresh_until, parsed.updated)),
-            storing: false,
-            fwd_status: None,
-            fwd: None,
-            key: ctx.url.as_str(),
-            kind,
+        let Some(h1) = session.downstream_session.as_http1_mut() else {
+            return Ok(None);
         };
-        let settings = rt.storage.settings();
-        if let Some(fields) =
-            super::h1_head::render(parsed, &shape, &served, &settings, decor.ops, now)
-        {
-            let mut resp = ResponseHeader::build_no_case(shape.status(parsed.status()), Some(0))?;
-            // The origin's own phrase goes with its status only.
-            if let Some(r) = parsed
-                .reason()
-                .filter(|_| shape == super::h1_head::Shape::Whole)
-            {
-                resp.set_reason_phrase(Some(r))?;
-            }
-            let body = match &shape {
-                _ if head_only => None,
-                super::h1_head::Shape::Whole => Some(obj.body.clone()),
-                super::h1_head::Shape::Part(r) => Some(obj.body.slice(r.clone())),
-                super::h1_head::Shape::NotModified => None,
-            }
-            .filter(|b| !b.is_empty());
-            let Some(h1) = session.downstream_session.as_http1_mut() else {
-                return Ok(None);
-            };
-            h1.write_response_fields(
-                Box::new(resp),
-                &fields.lines,
-                fields.has_date,
-                fields.content_length,
-            )
-            .await?;
-            if let Some(body) = body {
-                h1.write_body(&body).await?;
-                h1.finish_body().await?;
-            }
-            return Ok(Some(kind));
+        h1.write_response_fields(
+            Box::new(resp),
+            &hit.fields.lines,
+            hit.fields.has_date,
+            hit.fields.content_length,
+        )
+        .await?;
+        if let Some(body) = hit.body {
+            h1.write_body(&body).await?;
+            h1.finish_body().await?;
         }
+        return Ok(Some(hit.kind));
     }
     let Some(MapHead {
         mut resp,

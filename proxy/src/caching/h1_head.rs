@@ -387,6 +387,39 @@ pub(crate) fn render(
     })
 }
 
+/// A RAM hit's whole HTTP/1.1 head as pingora's `write_response_fields`
+/// writes it on a connection that stays open: the status line (`reason`,
+/// else none after the code, as pingora leaves it), `fields`, `Date` when
+/// they have none, `Connection: keep-alive`, the empty line.
+pub(crate) fn status_line_and_fields(
+    status: u16,
+    reason: Option<&str>,
+    fields: &Fields,
+) -> BytesMut {
+    let mut out = BytesMut::with_capacity(fields.lines.len() + 96);
+    out.put_slice(b"HTTP/1.1 ");
+    let mut digits = [0u8; 20];
+    out.put_slice(decimal(u64::from(status), &mut digits));
+    out.put_u8(b' ');
+    let reason = reason.or_else(|| {
+        http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+    });
+    if let Some(r) = reason {
+        out.put_slice(r.as_bytes());
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(&fields.lines);
+    if !fields.has_date {
+        out.put_slice(b"Date: ");
+        out.put_slice(pingora_core::protocols::http::date::get_cached_date().as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"Connection: keep-alive\r\n\r\n");
+    out
+}
+
 /// What `HeaderValue::to_str` accepts: visible ASCII and tab.
 fn visible_ascii(v: &[u8]) -> bool {
     v.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b))

@@ -59,6 +59,21 @@ pub(crate) fn after_segment(
     spawn(rt, session, route, pool, authority, scheme, next);
 }
 
+/// Whether [`after_segment`] would fetch anything after the segment at
+/// `path` (the HTTP/1 shortcut leaves such a hit to pingora's path, whose
+/// subrequests fetch).
+pub(crate) fn would_fetch_after(
+    rt: &CacheRuntime,
+    route: &RouteCache,
+    authority: &str,
+    path: &str,
+) -> bool {
+    let k = route
+        .prefetch
+        .unwrap_or(rt.storage.settings().video.prefetch) as usize;
+    k > 0 && !rt.storage.successors().after(authority, path, k).is_empty()
+}
+
 /// After an LL-HLS playlist was served: fetches the part it hints at
 /// (`EXT-X-PRELOAD-HINT`), which the origin holds until it is produced, so
 /// the clients that ask for it next join a fetch already under way.
@@ -70,20 +85,29 @@ pub(crate) fn after_playlist(
     authority: &str,
     scheme: &str,
 ) {
-    let settings = rt.storage.settings();
-    if route.prefetch.unwrap_or(settings.video.prefetch) == 0 {
-        return;
-    }
     let path = session.req_header().uri.path();
-    let Some(hint) = rt
-        .storage
-        .successors()
-        .low_latency(authority, path)
-        .and_then(|ll| ll.preload_hint.clone())
-    else {
+    let Some(hint) = preload_hint(rt, route, authority, path) else {
         return;
     };
     spawn(rt, session, route, pool, authority, scheme, vec![hint]);
+}
+
+/// The part an LL-HLS playlist at `path` hints at, when the route
+/// prefetches: what [`after_playlist`] fetches.
+pub(crate) fn preload_hint(
+    rt: &CacheRuntime,
+    route: &RouteCache,
+    authority: &str,
+    path: &str,
+) -> Option<String> {
+    let settings = rt.storage.settings();
+    if route.prefetch.unwrap_or(settings.video.prefetch) == 0 {
+        return None;
+    }
+    rt.storage
+        .successors()
+        .low_latency(authority, path)
+        .and_then(|ll| ll.preload_hint.clone())
 }
 
 /// Prefetches each of `paths` (with their query) not cached, not fetched

@@ -21,6 +21,7 @@ use super::framing::Limits;
 use super::head::HeadGuard;
 use super::inspect::{InspectSettings, Inspector};
 use super::pingora_stream;
+use super::shortcut::{self, Taken};
 use super::tls::TlsSettings;
 use super::{ConnectionHandler, HANDSHAKE_TIMEOUT};
 use crate::metrics::ListenerMetrics;
@@ -254,8 +255,15 @@ impl HttpHandler {
         }
         let conn = Arc::new(Connection::default());
         let mut stream: Stream = Box::new(Inspector::new(stream, conn.clone(), self.inspect));
+        let client = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let mut settings = None;
         let mut first = true;
+        // Requests begun on this connection, pingora's and the shortcut's.
+        let mut requests: u32 = 0;
+        // What the shortcut read and did not take: pingora's next.
+        let mut held = bytes::BytesMut::new();
         // The connection's idle timer (see `idle`); set when first waited on.
         let mut timer = Box::pin(tokio::time::sleep_until(Instant::now() + self.keepalive));
         loop {
@@ -266,7 +274,7 @@ impl HttpHandler {
             let pipelined = settings
                 .as_ref()
                 .is_some_and(pingora_core::apps::HttpPersistentSettings::has_pipelined_prefix);
-            if !pipelined {
+            if !pipelined && held.is_empty() {
                 let limit = if first {
                     self.inspect.header_timeout
                 } else {
@@ -277,6 +285,24 @@ impl HttpHandler {
                         tracing::debug!(listener = %self.name, limit = ?limit, "closed: no request in time");
                     }
                     return;
+                }
+            }
+            // A fresh RAM hit, answered before a pingora session exists
+            // (`shortcut.rs`); not the last request a connection may
+            // carry (pingora closes after that one).
+            let proxy = self.app.inner();
+            if !pipelined
+                && proxy.shortcut_possible()
+                && self.max_requests.is_none_or(|m| requests < m)
+            {
+                match shortcut::take(proxy, &mut stream, &mut held, &conn, client).await {
+                    Taken::Answered => {
+                        requests += 1;
+                        first = false;
+                        continue;
+                    }
+                    Taken::Closed => return,
+                    Taken::Pass => {}
                 }
             }
             let mut session = ServerSession::new_http1(stream);
@@ -290,6 +316,16 @@ impl HttpHandler {
                     session.set_connection_user_context(Some(Box::new(conn.clone())));
                 }
             }
+            if !held.is_empty() {
+                session.set_pipelined_prefix(std::mem::take(&mut held));
+            }
+            if requests > 0 {
+                // pingora counts down its own requests only.
+                session.set_keepalive_reuses_remaining(
+                    self.max_requests.map(|m| m.saturating_sub(requests)),
+                );
+            }
+            requests = requests.saturating_add(1);
             first = false;
             // The request's future (pingora's session and proxy state, about
             // 16 KB) comes boxed, built in its box (vendored pingora-proxy,

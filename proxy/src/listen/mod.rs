@@ -16,6 +16,7 @@ pub mod framing;
 mod head;
 mod http;
 pub mod inspect;
+mod shortcut;
 pub mod tls;
 
 use std::collections::HashMap;

@@ -152,6 +152,16 @@ impl Matcher {
         !self.cookies.is_empty()
     }
 
+    /// Whether the route looks at header fields (cookies included).
+    pub fn uses_fields(&self) -> bool {
+        !self.headers.is_empty() || !self.cookies.is_empty()
+    }
+
+    /// The listeners it is limited to (none: every listener).
+    pub fn listeners(&self) -> &[String] {
+        &self.listeners
+    }
+
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
         if !self.listeners.is_empty() && !self.listeners.iter().any(|l| l == req.listener) {
             return false;

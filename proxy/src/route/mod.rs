@@ -109,6 +109,10 @@ pub struct CompiledRoute {
     pub request_steps: Vec<RequestStep>,
     pub upstream_steps: Vec<UpstreamStep>,
     pub response_steps: Vec<ResponseStep>,
+    /// Whether the HTTP/1 shortcut of fresh RAM hits may answer for it
+    /// (`service/lean.rs`): it proxies and caches, with no rate limit,
+    /// signed URL or country rule to apply first.
+    pub shortcut: bool,
 }
 
 /// What a matched route does.
@@ -167,6 +171,12 @@ pub struct RouteTable {
     index: index::RouteIndex,
     /// Whether any route looks at cookies (else they are never parsed).
     pub needs_cookies: bool,
+    /// Whether any route looks at header fields (else a request's route
+    /// is known from its listener, host, path, query and method).
+    pub needs_fields: bool,
+    /// The listeners a route the shortcut answers for is limited to;
+    /// `None`: one such route is on every listener.
+    shortcut_listeners: Option<Vec<String>>,
 }
 
 impl RouteTable {
@@ -228,7 +238,13 @@ impl RouteTable {
                     why,
                 })?;
             let (request_steps, upstream_steps, response_steps) = chains(route);
+            let shortcut = matches!(action, Action::Proxy { .. })
+                && route.cache.enabled
+                && route.rate_limits.is_empty()
+                && auth.is_none()
+                && route.geo.is_none();
             out.push(Arc::new(CompiledRoute {
+                shortcut,
                 request_steps,
                 upstream_steps,
                 response_steps,
@@ -245,6 +261,15 @@ impl RouteTable {
             }));
         }
         let needs_cookies = out.iter().any(|r| r.matcher.uses_cookies());
+        let needs_fields = out.iter().any(|r| r.matcher.uses_fields());
+        let mut shortcut_listeners = Some(Vec::new());
+        for r in out.iter().filter(|r| r.shortcut) {
+            match (&mut shortcut_listeners, r.matcher.listeners()) {
+                (Some(_), []) => shortcut_listeners = None,
+                (Some(names), some) => names.extend(some.iter().cloned()),
+                (None, _) => {}
+            }
+        }
         let index = index::RouteIndex::build(
             out.iter()
                 .map(|r| (r.matcher.hosts(), r.matcher.path_kind())),
@@ -253,7 +278,18 @@ impl RouteTable {
             routes: out,
             index,
             needs_cookies,
+            needs_fields,
+            shortcut_listeners,
         })
+    }
+
+    /// Whether a route the HTTP/1 shortcut answers for may match on
+    /// `listener` (a check per request, linear in the listeners named by
+    /// such routes, not in the routes).
+    pub fn shortcut_on(&self, listener: &str) -> bool {
+        self.shortcut_listeners
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == listener))
     }
 
     /// The first route matching the request, through the index.

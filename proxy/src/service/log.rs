@@ -37,24 +37,15 @@ impl EdgeProxy {
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let bytes = session.body_bytes_sent() as u64;
-        self.proxy.load.count(bytes);
-        if let (Some(rt), Some(cache_status)) = (self.proxy.cache(), ctx.cache.status) {
-            let m = rt.storage.metrics();
-            m.request(cache_status, caching::tier_index(ctx.cache.tier));
-            if !ctx.cache.counted {
-                if caching::from_cache(cache_status) {
-                    m.bytes_from_cache.inc_by(bytes);
-                } else {
-                    m.bytes_from_origin.inc_by(bytes);
-                }
-            }
-            let waited = session.cache.lock_duration().is_some();
-            if cache_status == edge_cache::Status::Hit
-                && (ctx.cache.tier == Some(edge_cache::Tier::Fill) || waited)
-            {
-                m.coalesced.inc();
-            }
-        }
+        let waited = session.cache.lock_duration().is_some();
+        self.count_and_log(
+            session.req_header(),
+            client_ip(session),
+            e,
+            ctx,
+            (status, bytes),
+            waited,
+        );
         // An LL-HLS playlist went out whole (its preload hint is learned
         // once its body is): the part it hints at is fetched ahead.
         if status == 200
@@ -80,6 +71,39 @@ impl EdgeProxy {
                 );
             }
         }
+        ctx.release();
+    }
+
+    /// The counters, histograms, span and access log line of a client
+    /// request that was answered `status` with `bytes` of body (0: no
+    /// answer) — from pingora's session, or from the HTTP/1 shortcut of
+    /// fresh RAM hits (`lean.rs`). `waited`: it waited on a cache lock.
+    pub(super) fn count_and_log(
+        &self,
+        req: &RequestHeader,
+        client: Option<IpAddr>,
+        e: Option<&Error>,
+        ctx: &RequestCtx,
+        (status, bytes): (u16, u64),
+        waited: bool,
+    ) {
+        self.proxy.load.count(bytes);
+        if let (Some(rt), Some(cache_status)) = (self.proxy.cache(), ctx.cache.status) {
+            let m = rt.storage.metrics();
+            m.request(cache_status, caching::tier_index(ctx.cache.tier));
+            if !ctx.cache.counted {
+                if caching::from_cache(cache_status) {
+                    m.bytes_from_cache.inc_by(bytes);
+                } else {
+                    m.bytes_from_origin.inc_by(bytes);
+                }
+            }
+            if cache_status == edge_cache::Status::Hit
+                && (ctx.cache.tier == Some(edge_cache::Tier::Fill) || waited)
+            {
+                m.coalesced.inc();
+            }
+        }
         let total = ctx.start.elapsed();
         let route_name = ctx.route.as_ref().map_or("-", |r| r.name.as_str());
         let metrics = ctx
@@ -92,12 +116,11 @@ impl EdgeProxy {
         metrics.bytes.inc_by(bytes);
         if let (Some(tracing), Some(trace)) = (self.proxy.tracing(), ctx.trace) {
             if trace.sampled() {
-                let span = self.finished_span(session, ctx, trace, (status, bytes, total), e);
+                let span = self.finished_span(req, client, ctx, trace, (status, bytes, total), e);
                 tracing.sink.record(span);
             }
         }
         if self.proxy.access_log() {
-            let req = session.req_header();
             // A refused request is logged as it came, not as its stand-in.
             let (method, path) = match &ctx.refused_line {
                 Some(line) => ("-", line.as_str()),
@@ -119,7 +142,7 @@ impl EdgeProxy {
                 use edge_config::LogField as F;
                 use std::borrow::Cow;
                 let now = jiff::Timestamp::now();
-                let client = client_ip(session).map(|ip| ip.to_string());
+                let client = client.map(|ip| ip.to_string());
                 let line = template.render(|f| match f {
                     F::Time => Some(Cow::Owned(
                         now.round(jiff::Unit::Millisecond)
@@ -157,13 +180,12 @@ impl EdgeProxy {
                     F::Error => e.map(|e| Cow::Owned(e.to_string())),
                 });
                 tracing::info!(target: "access", "{line}");
-                ctx.release();
                 return;
             }
             tracing::info!(
                 target: "access",
                 listener = %self.listener,
-                client = %client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+                client = %client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
                 method = %method,
                 scheme = self.scheme(),
                 host = %ctx.authority,
@@ -196,7 +218,6 @@ impl EdgeProxy {
                 cmcd_dl = ctx.cmcd.as_ref().and_then(|c| c.dl),
             );
         }
-        ctx.release();
     }
 
     /// The request as an OpenTelemetry server span (HTTP semantic
@@ -204,14 +225,14 @@ impl EdgeProxy {
     /// `http.response.status_code`, …; edge's own as `edge.*`).
     fn finished_span(
         &self,
-        session: &Session,
+        req: &RequestHeader,
+        client: Option<IpAddr>,
         ctx: &RequestCtx,
         trace: crate::trace_context::TraceContext,
         (status, bytes, total): (u16, u64, std::time::Duration),
         e: Option<&Error>,
     ) -> crate::spans::FinishedSpan {
         use crate::spans::SpanValue::{Int, Str};
-        let req = session.req_header();
         let end = std::time::SystemTime::now();
         let route = ctx.route.as_ref().map(|r| r.name.as_str());
         let mut attributes = vec![
@@ -240,7 +261,7 @@ impl EdgeProxy {
         if let Some(q) = req.uri.query() {
             attributes.push(("url.query", Str(q.to_string())));
         }
-        if let Some(ip) = client_ip(session) {
+        if let Some(ip) = client {
             attributes.push(("client.address", Str(ip.to_string())));
         }
         if let Some(ua) = req.headers.get(http::header::USER_AGENT) {

@@ -58,6 +58,7 @@ mod cache;
 mod ctx;
 mod failure;
 mod gate;
+mod lean;
 mod limits;
 mod log;
 mod request;
@@ -69,6 +70,7 @@ mod upstream_request;
 use answer::*;
 pub use ctx::RequestCtx;
 use ctx::*;
+pub use lean::{Candidate, Shortcut, ShortcutDone};
 
 /// The `ProxyHttp` of one listener.
 pub struct EdgeProxy {

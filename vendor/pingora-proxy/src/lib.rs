@@ -195,6 +195,14 @@ where
     process_custom_session: Option<ProcessCustomSession<SV, C>>,
 }
 
+impl<SV, C: custom::Connector> HttpProxy<SV, C> {
+    /// edge: the [`ProxyHttp`] implementation, for what answers before a
+    /// session exists (EDGE-PATCH.md).
+    pub fn inner(&self) -> &SV {
+        &self.inner
+    }
+}
+
 impl<SV> HttpProxy<SV, ()> {
     /// Create a new [`HttpProxy`] with the given [`ProxyHttp`] implementation and [`ServerConf`].
     ///

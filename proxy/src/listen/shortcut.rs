@@ -1,0 +1,244 @@
+//! The HTTP/1 connection loop's shortcut (issue 17): a request head the
+//! door's reader let through is parsed here, and a fresh RAM hit is
+//! answered without a pingora session ([`EdgeProxy::shortcut`]). Anything
+//! else is handed to pingora as the bytes came (its pipelined prefix), so
+//! pingora parses and answers it exactly as without the shortcut.
+//!
+//! Only a head that cannot change the connection is taken: `GET` or
+//! `HEAD`, HTTP/1.1, no `Content-Length`, `Transfer-Encoding`,
+//! `Connection`, `Upgrade`, `Expect` or `TE` field (a refused head's
+//! stand-in says `Connection: close`, so it always goes to pingora).
+//!
+//! [`EdgeProxy::shortcut`]: crate::service::EdgeProxy::shortcut
+
+use std::net::IpAddr;
+
+use bytes::{Bytes, BytesMut};
+use pingora_core::protocols::Stream;
+use pingora_http::RequestHeader;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::conn::Connection;
+use crate::service::EdgeProxy;
+
+/// Fields a head the shortcut takes does not carry.
+const NOT_TAKEN: [&str; 6] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "expect",
+    "te",
+];
+
+/// The most fields a head the shortcut takes has (more: pingora's).
+const MAX_FIELDS: usize = 32;
+
+/// Bytes read at a time while no bytes are held.
+const READ_SIZE: usize = 4096;
+
+pub(super) enum Taken {
+    /// Answered: the connection goes on with the next request.
+    Answered,
+    /// pingora's: `held` holds the bytes read for it.
+    Pass,
+    /// The client ended the connection (or writing to it failed).
+    Closed,
+}
+
+/// Reads the next request head into `held` (unless a complete one is held
+/// already) and answers it if it is a fresh RAM hit the shortcut gives.
+pub(super) async fn take(
+    proxy: &EdgeProxy,
+    stream: &mut Stream,
+    held: &mut BytesMut,
+    conn: &Connection,
+    client: Option<IpAddr>,
+) -> Taken {
+    if held.is_empty() {
+        held.reserve(READ_SIZE);
+        match stream.read_buf(held).await {
+            Ok(0) | Err(_) => return Taken::Closed,
+            Ok(_) => {}
+        }
+    }
+    // The route from the request line and `Host` as they came, before the
+    // head is parsed: most requests on a listener that also passes through
+    // are not the shortcut's, and go to pingora having cost this glance
+    // and a route lookup (`instr.sh`'s `mixed`).
+    let Some(glance) = glance(held) else {
+        return Taken::Pass;
+    };
+    let host = glance.host.clone().map(|r| &held[r]);
+    let Some(candidate) = proxy.shortcut_may_take(host, &held[glance.target.clone()], glance.get)
+    else {
+        return Taken::Pass;
+    };
+    // The route was found from what the parse reads too.
+    let Some((len, fields)) = scan(held).filter(|(_, f)| {
+        f.method_get == glance.get && f.target == glance.target && f.host == glance.host
+    }) else {
+        return Taken::Pass;
+    };
+    let head = held.split_to(len).freeze();
+    let answer = build(&head, &fields).and_then(|mut req| {
+        let a = proxy.shortcut(&mut req, client, candidate)?;
+        Some((req, a))
+    });
+    let Some((req, answer)) = answer else {
+        // As it came, in front of what follows it.
+        let mut back = BytesMut::from(head);
+        back.unsplit(std::mem::take(held));
+        *held = back;
+        return Taken::Pass;
+    };
+    let begun = conn.begin();
+    let status = answer.status();
+    let written = write(stream, &answer.head, answer.body.as_ref())
+        .await
+        .is_ok();
+    conn.answered(begun.index, if written { status } else { 0 });
+    conn.end();
+    proxy.shortcut_done(&req, client, answer.done, written);
+    if written {
+        Taken::Answered
+    } else {
+        Taken::Closed
+    }
+}
+
+async fn write(stream: &mut Stream, head: &[u8], body: Option<&Bytes>) -> std::io::Result<()> {
+    stream.write_all(head).await?;
+    if let Some(body) = body {
+        stream.write_all(body).await?;
+    }
+    stream.flush().await
+}
+
+/// A head's request line and `Host`, found line by line.
+struct Glance {
+    get: bool,
+    target: std::ops::Range<usize>,
+    /// The one `Host` field's value (`None`: none, or more than one).
+    host: Option<std::ops::Range<usize>>,
+}
+
+/// The method (`GET`/`HEAD`), target and `Host` value of the head at the
+/// start of `buf`, read line by line (a few instructions a line; the
+/// door's reader checked the head's framing); `None` for anything else:
+/// another method or version, a line it does not read as httparse would.
+fn glance(buf: &[u8]) -> Option<Glance> {
+    let line_end = memchr::memchr(b'\n', buf)?;
+    let line = buf[..line_end].strip_suffix(b"\r")?;
+    let (get, rest) = if let Some(r) = line.strip_prefix(b"GET ") {
+        (true, r)
+    } else {
+        (false, line.strip_prefix(b"HEAD ")?)
+    };
+    let target_len = rest.strip_suffix(b" HTTP/1.1")?.len();
+    let start = line.len() - rest.len();
+    let target = start..start + target_len;
+    if target.is_empty() || memchr::memchr(b' ', &buf[target.clone()]).is_some() {
+        return None;
+    }
+    let mut host = None;
+    let mut hosts = 0;
+    let mut at = line_end + 1;
+    loop {
+        let end = at + memchr::memchr(b'\n', buf.get(at..)?)?;
+        let field = buf[at..end].strip_suffix(b"\r")?;
+        if field.is_empty() {
+            break;
+        }
+        if field.len() >= 5 && field[..5].eq_ignore_ascii_case(b"host:") {
+            hosts += 1;
+            let value = &field[5..];
+            let lead = value.len() - value.trim_ascii_start().len();
+            let v_start = at + 5 + lead;
+            host = Some(v_start..v_start + value.trim_ascii().len());
+        }
+        at = end + 1;
+    }
+    Some(Glance {
+        get,
+        target,
+        host: host.filter(|_| hosts == 1),
+    })
+}
+
+/// Where a head's parts are, by offset into it.
+struct Fields {
+    method_get: bool,
+    target: std::ops::Range<usize>,
+    /// The one `Host` field's value (`None`: none, or more than one).
+    host: Option<std::ops::Range<usize>>,
+    fields: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+/// The length of the complete head at the start of `buf` and where its
+/// parts are, if the shortcut may take it.
+fn scan(buf: &[u8]) -> Option<(usize, Fields)> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut slots);
+    let len = match req.parse(buf).ok()? {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial => return None,
+    };
+    if req.version != Some(1) {
+        return None;
+    }
+    let method_get = match req.method? {
+        "GET" => true,
+        "HEAD" => false,
+        _ => return None,
+    };
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let target = at(req.path?.as_bytes());
+    let mut fields = Vec::with_capacity(req.headers.len());
+    let mut host = None;
+    let mut hosts = 0;
+    for h in req.headers.iter() {
+        if h.name.len() == 4 && h.name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            host = Some(at(h.value));
+        }
+        if NOT_TAKEN.iter().any(|n| {
+            n.len() == h.name.len() && n.as_bytes().eq_ignore_ascii_case(h.name.as_bytes())
+        }) {
+            return None;
+        }
+        fields.push((at(h.name.as_bytes()), at(h.value)));
+    }
+    Some((
+        len,
+        Fields {
+            method_get,
+            target,
+            host: host.filter(|_| hosts == 1),
+            fields,
+        },
+    ))
+}
+
+/// The request header pingora would parse from `head`, its values sharing
+/// `head`'s bytes.
+fn build(head: &Bytes, parts: &Fields) -> Option<RequestHeader> {
+    let method = if parts.method_get { "GET" } else { "HEAD" };
+    let mut req = RequestHeader::build_no_case(
+        method,
+        &head[parts.target.clone()],
+        Some(parts.fields.len()),
+    )
+    .ok()?;
+    req.set_version(http::Version::HTTP_11);
+    for (name, value) in &parts.fields {
+        let name = http::HeaderName::from_bytes(&head[name.clone()]).ok()?;
+        let value = http::HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;
+        req.append_header(name, value).ok()?;
+    }
+    Some(req)
+}

@@ -1,0 +1,307 @@
+//! The HTTP/1 shortcut of fresh RAM hits (issue 17): a keep-alive
+//! `GET`/`HEAD` without a body is answered by the connection's own loop
+//! (`listen/http.rs`) before pingora builds a session for it, when the
+//! request phase would take no step but the cache's and the cache would
+//! answer from RAM with the stored lines (`caching::fast::lines_hit`).
+//!
+//! The request goes through the same door, route table, cache plan,
+//! request directives, key and RAM lookup as on pingora's path, and is
+//! counted and logged by the same code (`log.rs`). Everything with more
+//! to do goes to pingora (the connection loop hands it the bytes as they
+//! came): a route with rate limits, a signed URL or a country rule, a
+//! request with CMCD data, a segment or LL-HLS playlist after which the
+//! route fetches ahead, a site peer's request, a sampled trace, a stale or
+//! absent object, and whatever the stored lines do not answer. Nothing
+//! this path looks at before it decides changes what pingora's path does
+//! (the RAM tier's use counters aside, which count one use more).
+
+use super::*;
+
+/// An answer the connection writes itself: the head (status line, fields,
+/// `Date`, `Connection`) and the body, then [`EdgeProxy::shortcut_done`].
+pub struct Shortcut {
+    pub head: bytes::BytesMut,
+    pub body: Option<Bytes>,
+    pub done: ShortcutDone,
+}
+
+impl Shortcut {
+    /// The answer's status.
+    pub fn status(&self) -> u16 {
+        self.done.status
+    }
+}
+
+/// A head's route, found before the request is built.
+pub struct Candidate {
+    state: Arc<ProxyState>,
+    route: Arc<CompiledRoute>,
+    /// Found for the `Host` value as it came (not as parsed).
+    plain: bool,
+}
+
+/// What is counted and logged once the answer is written.
+pub struct ShortcutDone {
+    ctx: RequestCtx,
+    status: u16,
+    body_len: u64,
+}
+
+impl EdgeProxy {
+    /// Whether the shortcut may answer on this listener now: the fast
+    /// paths are on, the node caches and is not closing connections, and a
+    /// route it answers for may match here.
+    pub fn shortcut_possible(&self) -> bool {
+        self.proxy.fast_paths()
+            && !self.proxy.closing()
+            && self.proxy.cache().is_some()
+            && self.proxy.state().routes.shortcut_on(&self.listener)
+    }
+
+    /// Whether a head with this `Host` value (`None`: none or several),
+    /// target and method (`GET`, else `HEAD`) may be the shortcut's: its
+    /// route, looked up from the head as it came, is one the shortcut
+    /// answers for (then the route and the state it is from). Only a head the door would keep as it is (a `Host`
+    /// that parses, an origin-form target whose path is normal) and a
+    /// table that does not route on header fields are looked up; any
+    /// other head is pingora's.
+    pub fn shortcut_may_take(
+        &self,
+        host: Option<&[u8]>,
+        target: &[u8],
+        get: bool,
+    ) -> Option<Candidate> {
+        let host = host?;
+        let state = self.proxy.state();
+        if state.routes.needs_fields {
+            return None;
+        }
+        // A plain lower-case name without a port is what the door keeps as
+        // it is (checked again after the door: `shortcut`); any other
+        // spelling is parsed as the door parses it.
+        let plain = host.last().is_some_and(|b| *b != b'.')
+            && host
+                .iter()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'));
+        let parsed;
+        let host: &str = if plain {
+            std::str::from_utf8(host).ok()?
+        } else {
+            let default_port = if self.tls { 443 } else { 80 };
+            parsed = normalize::host::parse(host, default_port).ok()?;
+            &parsed.host
+        };
+        let (path, query) = match memchr::memchr(b'?', target) {
+            Some(i) => (&target[..i], Some(&target[i + 1..])),
+            None => (target, None),
+        };
+        if !normalize::path::is_normal(path, &self.paths) {
+            return None;
+        }
+        let (Ok(path), Ok(query)) = (
+            std::str::from_utf8(path),
+            query.map(std::str::from_utf8).transpose(),
+        ) else {
+            return None;
+        };
+        let headers = http::HeaderMap::new();
+        let method = if get {
+            http::Method::GET
+        } else {
+            http::Method::HEAD
+        };
+        let view = RequestView {
+            listener: &self.listener,
+            host,
+            path,
+            query,
+            method: &method,
+            headers: &headers,
+            cookies: &[],
+        };
+        let route = state.routes.find(&view).filter(|r| r.shortcut)?.clone();
+        Some(Candidate {
+            state,
+            route,
+            plain,
+        })
+    }
+
+    /// The answer to `req` (read on an HTTP/1 connection; keep-alive,
+    /// `GET` or `HEAD`, no body, no `Connection` or `Upgrade` field, as
+    /// the caller checks) when it is a fresh RAM hit this path can give;
+    /// `None`: pingora's path takes the request as it came. `req` may be
+    /// normalized in place either way.
+    ///
+    /// `candidate`: what [`EdgeProxy::shortcut_may_take`] found for this
+    /// head. The door keeps a head it found (its `Host` parses, its path is
+    /// normal: host and path stay as they are), and the table does not
+    /// route on fields: the route of the normalized request is that one.
+    pub fn shortcut(
+        &self,
+        req: &mut RequestHeader,
+        client: Option<IpAddr>,
+        candidate: Candidate,
+    ) -> Option<Shortcut> {
+        let rt = self.proxy.cache()?;
+        if guard::check_head(req, &self.limits).is_some() {
+            return None;
+        }
+        // The value as it came (shares the head's bytes).
+        let raw_host = req.headers.get(http::header::HOST).cloned();
+        let admitted = normalize::admit(req, self.tls, &self.paths).ok()?;
+        if !self.tls
+            && req
+                .uri
+                .path()
+                .starts_with(crate::listen::acme::HTTP01_PREFIX)
+        {
+            return None;
+        }
+        let mut ctx = RequestCtx::new();
+        ctx.host = admitted.authority.map(|a| a.host).unwrap_or_default();
+        ctx.authority = admitted.header;
+        let Candidate {
+            state,
+            route,
+            plain,
+        } = candidate;
+        if plain && raw_host.is_none_or(|h| h.as_bytes() != ctx.host.as_bytes()) {
+            // The door spelled the host otherwise: not the host the
+            // route was found for.
+            return None;
+        }
+        // Only the cache's step has anything to do (`CompiledRoute::shortcut`).
+        let Action::Proxy { pool } = route.action else {
+            return None;
+        };
+        // The gate: no players' data to count, no LL-HLS directive to refuse.
+        let query = req.uri.query().unwrap_or_default();
+        if query.contains(crate::video::cmcd::QUERY)
+            || req
+                .headers
+                .keys()
+                .any(|k| crate::video::cmcd::HEADERS.contains(k))
+            || caching::blocking::check_directives(req).is_err()
+        {
+            return None;
+        }
+        if let Some(site) = state.site.as_ref() {
+            if site.is_peer_request(req, client, &state.pools) {
+                return None;
+            }
+        }
+        // The request's id and trace go nowhere but into the access log
+        // line (a RAM hit does not write them, and a trace whose span is
+        // exported is pingora's): without the line, neither is made.
+        let tracing = self.proxy.tracing();
+        let logged = self.proxy.access_log();
+        let trace = (logged || tracing.is_some()).then(|| {
+            crate::trace_context::continue_or_start(req, tracing.as_ref().map(|t| t.sample_ratio))
+        });
+        if tracing.is_some() && trace.is_some_and(|t| t.sampled()) {
+            return None;
+        }
+        ctx.cache.scheme = self.scheme();
+        let (way, url) = caching::plan(
+            rt,
+            &route.cache,
+            req,
+            &ctx.authority,
+            ctx.cache.scheme,
+            None,
+            true,
+        );
+        if way != Way::Whole {
+            return None;
+        }
+        ctx.cache.way = Some(way);
+        ctx.cache.url = url;
+        ctx.cache.directives =
+            caching::directives::RequestDirectives::of(req, &route.cache, client);
+        if ctx.cache.directives.may_force_revalidation() {
+            return None;
+        }
+        let now = std::time::SystemTime::now();
+        let obj = caching::fast::fresh_object(rt, &ctx.cache, &route, req, now)?;
+        let decor = Decor {
+            ops: Some(&route.response_headers),
+            rate_limit: None,
+        };
+        let hit = caching::fast::lines_hit(rt, req, &obj, &ctx.cache, decor, now)?;
+        if hit.kind == edge_cache::video::Kind::Segment
+            && crate::plan::prefetches(Some(&state), req)
+            && caching::prefetch::would_fetch_after(
+                rt,
+                &route.cache,
+                &ctx.authority,
+                req.uri.path(),
+            )
+        {
+            // Fetching ahead needs pingora's subrequests.
+            return None;
+        }
+        // (A playlist by its path is one by its path and type.)
+        if hit.status == 200
+            && hit.kind == edge_cache::video::Kind::HlsPlaylist
+            && edge_cache::video::classify(req.uri.path(), None)
+                == edge_cache::video::Kind::HlsPlaylist
+            && crate::plan::prefetches(Some(&state), req)
+            && caching::prefetch::preload_hint(rt, &route.cache, &ctx.authority, req.uri.path())
+                .is_some()
+        {
+            // An LL-HLS playlist's hinted part, likewise (`log.rs`).
+            return None;
+        }
+        ctx.cache.status = Some(edge_cache::Status::Hit);
+        ctx.cache.tier = Some(edge_cache::Tier::Ram);
+        if logged {
+            (ctx.request_id, ctx.request_id_new) = crate::request_id::choose(req);
+        }
+        ctx.trace = trace;
+        ctx.pool = state.pools.get(pool).cloned();
+        ctx.state = Some(state);
+        ctx.route = Some(route);
+        let head = crate::caching::h1_head::status_line_and_fields(
+            hit.status,
+            hit.reason.as_deref(),
+            &hit.fields,
+        );
+        let body_len = hit.body.as_ref().map_or(0, |b| b.len() as u64);
+        Some(Shortcut {
+            head,
+            body: hit.body,
+            done: ShortcutDone {
+                ctx,
+                status: hit.status,
+                body_len,
+            },
+        })
+    }
+
+    /// Counts and logs a shortcut's answer; `written`: all of it went out
+    /// (else the client went away: nginx's 499, no bytes counted).
+    pub fn shortcut_done(
+        &self,
+        req: &RequestHeader,
+        client: Option<IpAddr>,
+        done: ShortcutDone,
+        written: bool,
+    ) {
+        let ShortcutDone {
+            ctx,
+            status,
+            body_len,
+        } = done;
+        let e = (!written).then(|| {
+            Error::create(
+                ErrorType::WriteError,
+                ErrorSource::Downstream,
+                Some("writing a RAM hit".into()),
+                None,
+            )
+        });
+        let (status, bytes) = if written { (status, body_len) } else { (0, 0) };
+        self.count_and_log(req, client, e.as_deref(), &ctx, (status, bytes), false);
+    }
+}
