@@ -1068,6 +1068,19 @@ async fn ram_hits_answered_before_pingora_keep_order_refusals_and_counts() {
                 Some(body_a.clone()),
                 false,
             ),
+            // The default port, as it came and with leading zeros.
+            (
+                b"GET /cached/a HTTP/1.1\r\nHost: edge.test:80\r\n\r\n".to_vec(),
+                200,
+                Some(body_a.clone()),
+                false,
+            ),
+            (
+                b"GET /cached/a HTTP/1.1\r\nHost: edge.test:00080\r\n\r\n".to_vec(),
+                200,
+                Some(body_a.clone()),
+                false,
+            ),
             (
                 get(&miss, ""),
                 200,
@@ -1130,7 +1143,7 @@ async fn ram_hits_answered_before_pingora_keep_order_refusals_and_counts() {
             "pipelined: {pipelined}"
         );
     }
-    // Counted and logged as pingora's answers are: 2 x 8 answers of the
+    // Counted and logged as pingora's answers are: 2 x 10 answers of the
     // cached route with 2xx or 3xx and 2 warm-up misses (the refusals are
     // not the route's).
     let c = Client::new();
@@ -1145,7 +1158,7 @@ async fn ram_hits_answered_before_pingora_keep_order_refusals_and_counts() {
         "edge_http_requests_total",
         &["route=\"all\"", "class=\"3xx\""],
     );
-    assert_eq!(ok + not_modified, 2.0 + 2.0 * 8.0, "{metrics}");
+    assert_eq!(ok + not_modified, 2.0 + 2.0 * 10.0, "{metrics}");
     eventually(
         Duration::from_secs(10),
         "the hits' access log lines",

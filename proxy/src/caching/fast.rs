@@ -61,7 +61,7 @@ pub(crate) fn fresh_object(
 pub(crate) fn lines_hit(
     rt: &CacheRuntime,
     req: &RequestHeader,
-    obj: &Object,
+    obj: &Arc<Object>,
     ctx: &CacheCtx,
     decor: Decor<'_>,
     now: SystemTime,
@@ -90,23 +90,29 @@ pub(crate) fn lines_hit(
             return None;
         }
     }
-    let kind = video::classify(req.uri.path(), parsed.field("content-type"));
-    let served = super::fields::Served {
-        status: Status::Hit,
-        tier: Some(Tier::Ram),
-        stored: Some((parsed.fresh_until, parsed.updated)),
-        storing: false,
-        fwd_status: None,
-        fwd: None,
-        key: ctx.url.as_str(),
-        kind,
-    };
     let settings = rt.storage.settings();
-    let fields = super::h1_head::render(parsed, &shape, &served, &settings, decor.ops, now)?;
-    // The origin's own phrase goes with its status only.
+    let key = ctx.url.as_str();
+    // Rendered once per object and shape (`head_memo`).
+    let (fields, kind) = rt.heads.lines(
+        obj,
+        &shape,
+        (key, req.uri.path()),
+        decor.ops,
+        &settings,
+        now,
+    )?;
+    let status = shape.status(parsed.status());
+    // The origin's own phrase goes with its status only; the standard one
+    // is what the writer says without one.
     let reason = parsed
         .reason()
         .filter(|_| shape == super::h1_head::Shape::Whole)
+        .filter(|r| {
+            http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                != Some(*r)
+        })
         .map(str::to_string);
     let body = match &shape {
         _ if head_only => None,
@@ -116,7 +122,7 @@ pub(crate) fn lines_hit(
     }
     .filter(|b| !b.is_empty());
     Some(LinesHit {
-        status: shape.status(parsed.status()),
+        status,
         reason,
         fields,
         body,

@@ -43,6 +43,23 @@ pub(crate) struct Served<'a> {
     pub kind: Kind,
 }
 
+impl<'a> Served<'a> {
+    /// A fresh hit from RAM of the stored head `parsed`, whose key's URL is
+    /// `key`.
+    pub(crate) fn ram_hit(parsed: &edge_cache::object::Parsed, key: &'a str, kind: Kind) -> Self {
+        Self {
+            status: Status::Hit,
+            tier: Some(Tier::Ram),
+            stored: Some((parsed.fresh_until, parsed.updated)),
+            storing: false,
+            fwd_status: None,
+            fwd: None,
+            key,
+            kind,
+        }
+    }
+}
+
 fn secs_between(later: SystemTime, earlier: SystemTime) -> i64 {
     match later.duration_since(earlier) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
@@ -88,10 +105,31 @@ pub(crate) fn cache_status(name: &str, s: &Served<'_>, now: SystemTime) -> Strin
     // One allocation, written in place (with `format!` per member the
     // fields of a hit took about 5,800 instructions; numbers by `itoa`).
     let mut v = String::with_capacity(name.len() + s.key.len() + 40);
+    cache_status_before_ttl(&mut v, name, s);
+    if let Some(ttl) = cache_status_ttl(s, now) {
+        v.push_str("; ttl=");
+        v.push_str(itoa::Buffer::new().format(ttl));
+    }
+    cache_status_after_ttl(&mut v, s);
+    v
+}
+
+/// The `ttl` parameter of [`cache_status`] (RFC 9211 §2.7: the stored
+/// response's remaining freshness lifetime, in seconds; negative when
+/// stale), `None` when it has none.
+pub(crate) fn cache_status_ttl(s: &Served<'_>, now: SystemTime) -> Option<i64> {
+    if s.status == Status::Bypass {
+        return None;
+    }
+    s.stored
+        .map(|(fresh_until, _)| secs_between(fresh_until, now))
+}
+
+/// [`cache_status`] before its `ttl` parameter: the cache's name, `hit`
+/// or `fwd` and `fwd-status` (RFC 9211 §2.1–2.3); what it says for one
+/// stored object does not change from hit to hit (`h1_head::Memo`).
+pub(crate) fn cache_status_before_ttl(v: &mut String, name: &str, s: &Served<'_>) {
     v.push_str(name);
-    let ttl = s
-        .stored
-        .map(|(fresh_until, _)| secs_between(fresh_until, now));
     match s.status {
         Status::Bypass => v.push_str("; fwd=bypass"),
         Status::Hit if s.tier == Some(Tier::Fill) => v.push_str("; fwd=uri-miss; collapsed"),
@@ -110,18 +148,18 @@ pub(crate) fn cache_status(name: &str, s: &Served<'_>, now: SystemTime) -> Strin
         v.push_str("; fwd-status=");
         v.push_str(itoa::Buffer::new().format(code));
     }
+}
+
+/// [`cache_status`] after its `ttl` parameter: `stored` and `key`
+/// (RFC 9211 §2.6, §2.8); likewise the same from hit to hit.
+pub(crate) fn cache_status_after_ttl(v: &mut String, s: &Served<'_>) {
     if s.status != Status::Bypass {
-        if let Some(ttl) = ttl {
-            v.push_str("; ttl=");
-            v.push_str(itoa::Buffer::new().format(ttl));
-        }
         if s.storing && s.status == Status::Miss {
             v.push_str("; stored");
         }
         v.push_str("; key=");
-        push_sf_string(&mut v, s.key);
+        push_sf_string(v, s.key);
     }
-    v
 }
 
 /// `max-age` and `s-maxage` of a `Cache-Control` value capped at `cap` seconds.

@@ -20,6 +20,7 @@ pub(crate) mod directives;
 pub mod fast;
 pub(crate) mod fields;
 pub(crate) mod h1_head;
+pub(crate) mod head_memo;
 pub(crate) mod invalidate;
 pub mod prefetch;
 pub(crate) mod range;
@@ -56,6 +57,8 @@ pub struct CacheRuntime {
     ignores_ranges: moka::sync::Cache<String, ()>,
     /// Prefetches in flight.
     pub(crate) prefetching: Arc<AtomicUsize>,
+    /// Whole RAM hits' heads, rendered once per object.
+    pub(crate) heads: head_memo::Memo,
 }
 
 struct LockSettings {
@@ -86,6 +89,7 @@ impl CacheRuntime {
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
             prefetching: Arc::new(AtomicUsize::new(0)),
+            heads: head_memo::Memo::default(),
         }
     }
 

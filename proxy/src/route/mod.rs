@@ -134,7 +134,7 @@ pub enum Action {
 }
 
 /// Header edits with names parsed once.
-#[derive(Default, Clone)]
+#[derive(Default, Clone, PartialEq)]
 pub struct CompiledHeaderOps {
     pub remove: Vec<HeaderName>,
     pub set: Vec<(HeaderName, http::HeaderValue)>,

@@ -36,8 +36,9 @@ impl Shortcut {
 pub struct Candidate {
     state: Arc<ProxyState>,
     route: Arc<CompiledRoute>,
-    /// Found for the `Host` value as it came (not as parsed).
-    plain: bool,
+    /// Found for the `Host` value's name as it came (not as parsed): its
+    /// length (the value may go on with a port).
+    plain: Option<usize>,
 }
 
 /// What is counted and logged once the answer is written.
@@ -76,16 +77,20 @@ impl EdgeProxy {
         if state.routes.needs_fields {
             return None;
         }
-        // A plain lower-case name without a port is what the door keeps as
-        // it is (checked again after the door: `shortcut`); any other
-        // spelling is parsed as the door parses it.
-        let plain = host.last().is_some_and(|b| *b != b'.')
-            && host
+        // A plain lower-case name, with or without a port, is what the door
+        // keeps as it is (checked again after the door: `shortcut`); any
+        // other spelling is parsed as the door parses it.
+        let name = match memchr::memrchr(b':', host) {
+            Some(i) if host[i + 1..].iter().all(u8::is_ascii_digit) => &host[..i],
+            _ => host,
+        };
+        let plain = name.last().is_some_and(|b| *b != b'.')
+            && name
                 .iter()
                 .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'));
         let parsed;
         let host: &str = if plain {
-            std::str::from_utf8(host).ok()?
+            std::str::from_utf8(name).ok()?
         } else {
             let default_port = if self.tls { 443 } else { 80 };
             parsed = normalize::host::parse(host, default_port).ok()?;
@@ -123,7 +128,7 @@ impl EdgeProxy {
         Some(Candidate {
             state,
             route,
-            plain,
+            plain: plain.then_some(name.len()),
         })
     }
 
@@ -166,7 +171,9 @@ impl EdgeProxy {
             route,
             plain,
         } = candidate;
-        if plain && raw_host.is_none_or(|h| h.as_bytes() != ctx.host.as_bytes()) {
+        if plain.is_some_and(|len| {
+            raw_host.is_none_or(|h| h.as_bytes().get(..len) != Some(ctx.host.as_bytes()))
+        }) {
             // The door spelled the host otherwise: not the host the
             // route was found for.
             return None;

@@ -1,0 +1,411 @@
+//! RAM hits' heads rendered once per object and shape (issue 17:
+//! "pre-rendered response heads for RAM hits with only `Age`/`Date`
+//! patched"). The stored lines kept, the route's edits and what
+//! `Cache-Status` says besides its `ttl` are the same from one hit of an
+//! object to the next, as the whole, as any part or as a 304; only `Age`,
+//! the `ttl`, `Date`, and a part's `Content-Length` and `Content-Range`
+//! change ([`super::h1_head::finish`]). They are kept here, for the last
+//! object and shape answered in each of [`SLOTS`] slots (a slot by the
+//! object's address and the shape), with what they were rendered for: the
+//! object, its key, the route's response header edits and the cache
+//! settings. A hit whose slot holds another object, or the same one for
+//! another route or settings, renders its head as before and takes the
+//! slot.
+//!
+//! Bounded: at most [`SLOTS`] entries, each the head's lines (a few hundred
+//! bytes) and the `Object`'s own allocation, kept by its `Weak` after the
+//! RAM tier drops it (its body is freed then) — about 1 MB in all.
+
+use std::sync::{Arc, Weak};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use edge_cache::object::Object;
+use edge_cache::video::{self, Kind};
+use edge_config::Cache;
+
+use super::fields::Served;
+use super::h1_head::{self, Fields, Fixed, Shape};
+use crate::route::CompiledHeaderOps;
+
+/// How many objects' heads are kept.
+pub(crate) const SLOTS: usize = 1024;
+
+/// The kept heads (`CacheRuntime::heads`).
+pub(crate) struct Memo {
+    slots: Box<[ArcSwapOption<Entry>]>,
+}
+
+struct Entry {
+    /// The object rendered: its allocation cannot be reused by another
+    /// object while this is held, so its address names it.
+    object: Weak<Object>,
+    /// `Shape::class`: a part's lines are the same for every part.
+    class: u8,
+    key: Box<str>,
+    ops: Option<CompiledHeaderOps>,
+    settings: Arc<Cache>,
+    kind: Kind,
+    fixed: Fixed,
+}
+
+impl Default for Memo {
+    fn default() -> Self {
+        Self {
+            slots: (0..SLOTS).map(|_| ArcSwapOption::empty()).collect(),
+        }
+    }
+}
+
+impl Memo {
+    /// The field lines of `obj`'s answer as `shape` says (the whole, a
+    /// part, a 304) to a request whose key's URL is `key` and path `path`,
+    /// with `ops` (the route's response header edits) and `settings`, and
+    /// the kind of what is sent; `None` when the map path must answer
+    /// (`h1_head::render`). The same lines as `render`'s.
+    pub(crate) fn lines(
+        &self,
+        obj: &Arc<Object>,
+        shape: &Shape,
+        (key, path): (&str, &str),
+        ops: Option<&CompiledHeaderOps>,
+        settings: &Arc<Cache>,
+        now: SystemTime,
+    ) -> Option<(Fields, Kind)> {
+        let parsed = obj.parsed.as_ref()?;
+        let class = shape.class();
+        let slot = &self.slots[index(obj, class)];
+        {
+            let kept = slot.load();
+            if let Some(e) = kept.as_ref().filter(|e| {
+                std::ptr::eq(e.object.as_ptr(), Arc::as_ptr(obj))
+                    && e.class == class
+                    && *e.key == *key
+                    && Arc::ptr_eq(&e.settings, settings)
+                    && e.ops.as_ref() == ops
+            }) {
+                // The path is the key's (`key::url`): the kind is the same.
+                let served = Served::ram_hit(parsed, key, e.kind);
+                return Some((h1_head::finish(&e.fixed, shape, &served, now), e.kind));
+            }
+        }
+        let kind = video::classify(path, parsed.field("content-type"));
+        let served = Served::ram_hit(parsed, key, kind);
+        let fixed = h1_head::fixed(parsed, shape, &served, settings, ops)?;
+        let fields = h1_head::finish(&fixed, shape, &served, now);
+        slot.store(Some(Arc::new(Entry {
+            object: Arc::downgrade(obj),
+            class,
+            key: key.into(),
+            ops: ops.cloned(),
+            settings: Arc::clone(settings),
+            kind,
+            fixed,
+        })));
+        Some((fields, kind))
+    }
+}
+
+/// The slot of an object's answers of one shape class, by the object's
+/// address (Fibonacci hashing).
+fn index(obj: &Arc<Object>, class: u8) -> usize {
+    let addr = (Arc::as_ptr(obj) as usize as u64 >> 4) ^ (u64::from(class) << 60);
+    (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS.trailing_zeros())) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use bytes::Bytes;
+    use http::{HeaderName, HeaderValue};
+    use pingora_http::ResponseHeader;
+    use std::time::Duration;
+
+    fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    fn object(status: u16, fields: &[(&str, &str)]) -> Arc<Object> {
+        let mut h = ResponseHeader::build(status, None).unwrap();
+        for (n, v) in fields {
+            h.append_header(n.to_string(), *v).unwrap();
+        }
+        let meta = pingora_cache::CacheMeta::new(
+            t0() + Duration::from_secs(100),
+            t0() - Duration::from_secs(7),
+            0,
+            0,
+            h,
+        )
+        .serialize()
+        .unwrap();
+        let obj = Object::new(meta, Bytes::from_static(b"0123456789"), Default::default());
+        assert!(obj.parsed.is_some(), "{fields:?}");
+        Arc::new(obj)
+    }
+
+    /// What `render` writes for the whole answer, and the kind.
+    fn rendered(
+        obj: &Object,
+        shape: &Shape,
+        key: &str,
+        path: &str,
+        ops: Option<&CompiledHeaderOps>,
+        settings: &Cache,
+        now: SystemTime,
+    ) -> Option<(Vec<u8>, bool, usize, Kind)> {
+        let parsed = obj.parsed.as_ref().unwrap();
+        let kind = video::classify(path, parsed.field("content-type"));
+        let served = Served::ram_hit(parsed, key, kind);
+        let f = h1_head::render(parsed, shape, &served, settings, ops, now)?;
+        Some((f.lines.to_vec(), f.has_date, f.content_length, kind))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn kept(
+        memo: &Memo,
+        obj: &Arc<Object>,
+        shape: &Shape,
+        key: &str,
+        path: &str,
+        ops: Option<&CompiledHeaderOps>,
+        settings: &Arc<Cache>,
+        now: SystemTime,
+    ) -> Option<(Vec<u8>, bool, usize, Kind)> {
+        let (f, kind) = memo.lines(obj, shape, (key, path), ops, settings, now)?;
+        Some((f.lines.to_vec(), f.has_date, f.content_length, kind))
+    }
+
+    fn name(n: &str) -> HeaderName {
+        HeaderName::from_bytes(n.as_bytes()).unwrap()
+    }
+
+    fn ops_list() -> Vec<Option<CompiledHeaderOps>> {
+        let v = |s: &str| HeaderValue::from_str(s).unwrap();
+        vec![
+            None,
+            Some(CompiledHeaderOps::default()),
+            Some(CompiledHeaderOps {
+                set: vec![(name("x-served-by"), v("edge-1"))],
+                ..Default::default()
+            }),
+            Some(CompiledHeaderOps {
+                set: vec![(name("x-served-by"), v("edge-2"))],
+                ..Default::default()
+            }),
+            Some(CompiledHeaderOps {
+                remove: vec![name("age"), name("x-cache")],
+                add: vec![(name("x-a"), v("1")), (name("x-a"), v("2"))],
+                ..Default::default()
+            }),
+            Some(CompiledHeaderOps {
+                remove: vec![name("cache-status")],
+                set: vec![(name("accept-ranges"), v("none"))],
+                ..Default::default()
+            }),
+            // Only the map path writes these edits.
+            Some(CompiledHeaderOps {
+                set: vec![(name("date"), v("x"))],
+                ..Default::default()
+            }),
+        ]
+    }
+
+    fn settings_list() -> Vec<Arc<Cache>> {
+        vec![
+            Arc::new(Cache::default()),
+            Arc::new(Cache {
+                status_name: "shield-7".into(),
+                ..Cache::default()
+            }),
+            Arc::new(Cache {
+                forward_targeted_fields: true,
+                ..Cache::default()
+            }),
+            Arc::new(Cache {
+                targeted_fields: vec!["cdn-cache-control".into(), "cache-status".into()],
+                ..Cache::default()
+            }),
+        ]
+    }
+
+    fn objects() -> Vec<(Arc<Object>, &'static str, &'static str)> {
+        vec![
+            (
+                object(
+                    200,
+                    &[
+                        ("Content-Type", "video/mp2t"),
+                        ("Content-Length", "10"),
+                        ("ETag", "\"v1\""),
+                        ("Cache-Control", "max-age=600"),
+                        ("CDN-Cache-Control", "max-age=60"),
+                    ],
+                ),
+                "a.test/seg/1.ts",
+                "/seg/1.ts",
+            ),
+            (
+                object(
+                    200,
+                    &[
+                        ("Content-Type", "application/vnd.apple.mpegurl"),
+                        ("Content-Length", "10"),
+                        ("Date", "Thu, 15 Jan 2027 08:00:00 GMT"),
+                        ("Cache-Control", "public, max-age=3600, s-maxage=7200"),
+                        ("Cache-Status", "origin; fwd=uri-miss"),
+                        ("Accept-Ranges", "bytes"),
+                    ],
+                ),
+                "a.test/live/index.m3u8?_HLS_msn=4",
+                "/live/index.m3u8",
+            ),
+            (
+                object(404, &[("Content-Length", "10"), ("X-Odd-CASE", "v")]),
+                "a.test/none",
+                "/none",
+            ),
+            (
+                object(200, &[("Content-Length", "0"), ("Accept-Ranges", "none")]),
+                "a.test/empty",
+                "/empty",
+            ),
+            // Only the map path answers these.
+            (
+                object(200, &[("Transfer-Encoding", "chunked")]),
+                "a.test/chunked",
+                "/chunked",
+            ),
+            (
+                object(200, &[("Content-Length", "10"), ("Connection", "x-a")]),
+                "a.test/nominates",
+                "/nominates",
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_kept_head_is_the_rendered_one_whatever_changes_between_hits() {
+        // One memo for every case. Each case is asked for, then one thing
+        // is changed (the key, the route's edits, the settings, the shape,
+        // the part) and it is asked for again, then the case again: each
+        // answer is what `render` writes then, at a later time each turn.
+        let memo = Memo::default();
+        let (objects, ops, settings) = (objects(), ops_list(), settings_list());
+        let shapes = [
+            Shape::Whole,
+            Shape::Part(0..5),
+            Shape::Part(3..10),
+            Shape::NotModified,
+        ];
+        let keys = |key, path| [(key, path), ("b.test/other.mpd", "/other.mpd")];
+        let mut turn = 0u64;
+        let mut answered = 0;
+        for (obj, key, path) in &objects {
+            for k in 0..2 {
+                for o in 0..ops.len() {
+                    for s in 0..settings.len() {
+                        for h in 0..shapes.len() {
+                            let base = (k, o, s, h);
+                            let others = [
+                                (1 - k, o, s, h),
+                                (k, (o + 1) % ops.len(), s, h),
+                                (k, o, (s + 1) % settings.len(), h),
+                                (k, o, s, (h + 1) % shapes.len()),
+                            ];
+                            let mut asks = vec![base, base];
+                            for other in others {
+                                asks.extend([other, base, base]);
+                            }
+                            for (k, o, s, h) in asks {
+                                turn += 1;
+                                let now = t0() + Duration::from_secs(turn % 200);
+                                let (key, path) = keys(*key, *path)[k];
+                                let (o, s, h) = (ops[o].as_ref(), &settings[s], &shapes[h]);
+                                let want = rendered(obj, h, key, path, o, s, now);
+                                let got = kept(&memo, obj, h, key, path, o, s, now);
+                                assert_eq!(
+                                    got.as_ref()
+                                        .map(|g| String::from_utf8_lossy(&g.0).into_owned()),
+                                    want.as_ref()
+                                        .map(|w| String::from_utf8_lossy(&w.0).into_owned()),
+                                    "{key} {:?} {}",
+                                    o.map(|o| (&o.remove, &o.set, &o.add)),
+                                    s.status_name
+                                );
+                                assert_eq!(got, want);
+                                answered += usize::from(got.is_some());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(answered > 4000, "{answered}");
+    }
+
+    #[test]
+    fn objects_sharing_slots_and_objects_dropped_get_their_own_heads() {
+        let memo = Memo::default();
+        let settings = Arc::new(Cache::default());
+        let etag = |i: usize| format!("\"{i}\"");
+        let make = |i: usize| {
+            object(
+                200,
+                &[
+                    ("Content-Length", "10"),
+                    ("ETag", etag(i).as_str()),
+                    ("Content-Type", "text/plain"),
+                ],
+            )
+        };
+        // More objects than slots: some share one. Each asked for twice
+        // over, then again after the others.
+        let many: Vec<Arc<Object>> = (0..3 * SLOTS).map(make).collect();
+        for _ in 0..2 {
+            for (i, obj) in many.iter().enumerate() {
+                let key = format!("a.test/{i}");
+                let got =
+                    kept(&memo, obj, &Shape::Whole, &key, "/x", None, &settings, t0()).unwrap();
+                let text = String::from_utf8(got.0).unwrap();
+                assert!(text.contains(&format!("ETag: {}\r\n", etag(i))), "{text}");
+                assert!(text.contains(&format!("key=\"a.test/{i}\"")), "{text}");
+            }
+        }
+        // An object the tier dropped and one made after it, under the same
+        // key: the new one's head, not the kept one.
+        for i in 0..200 {
+            let old = make(10_000 + i);
+            kept(
+                &memo,
+                &old,
+                &Shape::Whole,
+                "a.test/same",
+                "/x",
+                None,
+                &settings,
+                t0(),
+            )
+            .unwrap();
+            drop(old);
+            let new = make(20_000 + i);
+            let got = kept(
+                &memo,
+                &new,
+                &Shape::Whole,
+                "a.test/same",
+                "/x",
+                None,
+                &settings,
+                t0(),
+            )
+            .unwrap();
+            let text = String::from_utf8(got.0).unwrap();
+            assert!(
+                text.contains(&format!("ETag: {}\r\n", etag(20_000 + i))),
+                "{text}"
+            );
+        }
+    }
+}
