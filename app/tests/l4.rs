@@ -115,11 +115,6 @@ async fn backend(name: &'static str, behaviour: Behaviour) -> Backend {
 }
 
 /// A loopback port with nothing listening.
-async fn dead_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
-}
-
 fn config(pool: &str, listener_extra: &str) -> String {
     format!(
         r#"
@@ -237,7 +232,8 @@ async fn bulk_bytes_cross_both_ways_unchanged_with_half_close() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_backend_is_skipped_on_connect() {
     let live = backend("live", Behaviour::GreetAndEcho).await;
-    let dead = dead_port().await;
+    // Reserved, never listening: another test's listener cannot take it.
+    let dead = edge_testkit::refused_addr();
     let pool = format!(
         "algorithm = \"round_robin\"\n{}\ntimeouts = {{ connect = \"1s\" }}",
         backends(&[dead, live.addr])
