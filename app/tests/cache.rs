@@ -511,6 +511,120 @@ async fn a_live_playlist_is_never_older_than_half_its_target_duration_and_the_ne
     assert!(metric(&metrics, "edge_cache_prefetch_total{outcome=\"issued\"}") >= 2.0);
 }
 
+/// A segment served (hit or miss, GET or HEAD) looks at the `prefetch`
+/// (2) segments after it: each one cached or fetched ahead already is
+/// counted `skipped_cached`, each other one is fetched once. The same on
+/// every path a hit takes (the HTTP/1 shortcut answers a hit whose next
+/// segments are all cached itself; `EDGE_TEST_FAST_PATHS=off` sends every
+/// request through pingora): checked against a model, request by request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_segment_served_counts_or_fetches_the_segments_after_it_exactly_once() {
+    let o = origin("o").await;
+    let node = start(&config(&o, "", ""));
+    let c = Client::new();
+    let dir = "/vod/bbb/mid";
+    let seg = |n: u32| format!("{dir}/seg_{n}.ts");
+    assert_eq!(
+        get(&c, &node, &format!("{dir}/index.m3u8"), &[])
+            .await
+            .status,
+        200
+    );
+    let counts = |c: Client, url: String| async move {
+        let m = c.get(&url).await.text();
+        (
+            metric(&m, "edge_cache_prefetch_total{outcome=\"skipped_cached\"}"),
+            metric(&m, "edge_cache_prefetch_total{outcome=\"issued\"}"),
+        )
+    };
+    let metrics_url = node.admin_url("/metrics");
+    // Segments the node has fetched (as a client's or ahead).
+    let mut known = std::collections::BTreeSet::new();
+    let (mut skipped, mut issued) = counts(c.clone(), metrics_url.clone()).await;
+    assert_eq!((skipped, issued), (0.0, 0.0));
+    // (segment, HEAD)
+    let asked = [
+        (0, false),
+        (0, false),
+        (1, false),
+        (1, false),
+        (0, true),
+        (4, false),
+        (3, false),
+        (3, true),
+        (2, false),
+        (9, false),
+        (9, false),
+        (10, true),
+        (9, false),
+    ];
+    for (n, head) in asked {
+        let what = format!("{} seg_{n}", if head { "HEAD" } else { "GET" });
+        let was_known = known.contains(&n);
+        let r = if head {
+            c.request(Method::HEAD, &node.url("web", &seg(n)), &[], Vec::new())
+                .await
+                .unwrap()
+        } else {
+            get(&c, &node, &seg(n), &[]).await
+        };
+        assert_eq!(r.status, 200, "{what}");
+        assert_eq!(
+            x_cache(&r).starts_with("HIT"),
+            was_known,
+            "{what}: {}",
+            x_cache(&r)
+        );
+        if !head {
+            assert!(r.body == o.expected_body(&seg(n)).unwrap(), "{what}");
+        }
+        known.insert(n);
+        for next in [n + 1, n + 2] {
+            if known.insert(next) {
+                issued += 1.0;
+            } else {
+                skipped += 1.0;
+            }
+        }
+        let want = (skipped, issued);
+        eventually(Duration::from_secs(10), &what, || {
+            let (c, url) = (c.clone(), metrics_url.clone());
+            async move { (counts(c, url).await == want).then_some(()) }
+        })
+        .await;
+        // Every segment known was fetched from the origin once, and only
+        // those (a prefetch's fill may still be under way).
+        eventually(Duration::from_secs(10), &what, || {
+            let s = o.stats();
+            let all = (0..14).all(|i| s.path(&seg(i)) == u64::from(known.contains(&i)));
+            async move { all.then_some(()) }
+        })
+        .await;
+        // Stored: the next request of a known segment is a hit.
+        for &k in &known {
+            let url: String = node
+                .url("web", &seg(k))
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            let lookup = node.admin_url(&format!("/cache/lookup?url={url}"));
+            eventually(Duration::from_secs(10), &what, || {
+                let (c, lookup) = (c.clone(), lookup.clone());
+                async move {
+                    let l = c.get(&lookup).await.json();
+                    (l["ram"] == true && l["filling"] == false).then_some(())
+                }
+            })
+            .await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purges_by_url_prefix_and_surrogate_key_remove_exactly_what_they_name() {
     let o = origin("o").await;

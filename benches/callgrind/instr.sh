@@ -11,7 +11,10 @@
 # :18490 (pass-through) and :18492 (cached route), admin :18499; counts N (default 2000) keep-alive requests of each
 # kind from one curl connection and prints Ir per request, then the top
 # functions by inclusive Ir of the hit run (CALLGRIND_TOP, default 40).
-# KEEP=1 keeps the work dir (callgrind files for callgrind_annotate).
+# `segment`: RAM hits of an HLS segment whose next two (the default
+# `prefetch`) are cached, after its playlist and one miss (N + 2 requests).
+# KEEP=1 keeps the work dir (callgrind files for callgrind_annotate);
+# KINDS="hit segment" runs only those kinds.
 set -euo pipefail
 EDGE=${1:?usage: instr.sh EDGE_BIN [N]}
 N=${2:-2000}
@@ -57,12 +60,15 @@ URL_HIT="http://127.0.0.1:18492/obj/x?size=1024&cc=max-age%3D3600"
 # Pass-through on the listener that also caches (what HTTP/1's shortcut of
 # RAM hits costs a request it does not take).
 URL_MIXED="http://127.0.0.1:18492/obj/pass/x?size=1024&cc=no-store"
+URL_PLAYLIST="http://127.0.0.1:18492/vod/bbb/low/index.m3u8"
+URL_SEGMENT="http://127.0.0.1:18492/vod/bbb/low/seg_0.ts"
 urls() { { if [[ -n ${4:-} ]]; then echo "header = \"$4\""; fi; for _ in $(seq "$2"); do echo "url = \"$1\""; echo "output = /dev/null"; done; } >"$DIR/$3"; }
 urls "$URL_PASS" "$N" pass; urls "$URL_HIT" "$N" hit; urls "$URL_MIXED" "$N" mixed; urls "$URL_HIT" "$N" range "Range: bytes=0-511"
 urls "$URL_HIT" "$N" cond "If-Modified-Since: Thu, 01 Jan 2026 00:00:00 GMT"
 # A browser's head (13 fields, about 800 bytes): what the door's checks
 # and pingora's parse cost per byte.
 urls "$URL_PASS" "$N" browser
+urls "$URL_SEGMENT" "$N" segment
 { for h in \
   "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36" \
   "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8" \
@@ -76,19 +82,25 @@ urls "$URL_PASS" "$N" browser
 # connection's task, where pingora also talks to the upstream; not start-up
 # or timers' ticks), for N + 1 requests on one connection (the first a miss
 # for `hit`).
-for kind in pass hit range cond browser mixed; do
+for kind in ${KINDS:-pass hit range cond browser mixed segment}; do
   url=$URL_PASS; [[ $kind != pass && $kind != browser ]] && url=$URL_HIT
   [[ $kind == mixed ]] && url=$URL_MIXED
+  [[ $kind == segment ]] && url=$URL_PLAYLIST
   valgrind --tool=callgrind --callgrind-out-file="$DIR/$kind.out" \
     --toggle-collect='edge_proxy::listen::Acceptor::run::*' \
     "$EDGE" run --config "$DIR/edge.toml" >"$DIR/edge-$kind.log" 2>&1 & E=$!
   ok=
   for _ in $(seq 300); do curl -s -o /dev/null -f "$url" && { ok=1; break; }; sleep 0.2; done
   [[ -n $ok ]] || { echo "instr.sh: edge did not answer (see $DIR/edge-$kind.log)" >&2; exit 1; }
+  extra=1
+  if [[ $kind == segment ]]; then
+    # The miss fetches the next two ahead; they are stored before the hits.
+    curl -s -o /dev/null -f "$URL_SEGMENT"; sleep 2; extra=2
+  fi
   curl -s -K "$DIR/$kind"
   kill -TERM "$E"; wait "$E" || true; E=
   ir=$(callgrind_annotate "$DIR/$kind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n++ {gsub(",","",$1); print $1}')
   [[ -n $ir ]] || { echo "instr.sh: no totals in $DIR/$kind.out" >&2; exit 1; }
-  echo "$kind: $(( ir / (N + 1) )) instructions per request ($(( N + 1 )) requests, Ir $ir)"
+  echo "$kind: $(( ir / (N + extra) )) instructions per request ($(( N + extra )) requests, Ir $ir)"
 done
 callgrind_annotate --inclusive=yes "$DIR/hit.out" 2>/dev/null | sed -n '/^Ir/,$p' | head -"${CALLGRIND_TOP:-40}" | cut -c1-200

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use edge_cache::key;
 use edge_cache::PrefetchOutcome;
 use edge_config::RouteCache;
+use pingora_http::RequestHeader;
 use pingora_proxy::subrequest::Ctx as SubrequestCtx;
 use pingora_proxy::Session;
 
@@ -47,31 +48,69 @@ pub(crate) fn after_segment(
     authority: &str,
     scheme: &str,
 ) {
-    let settings = rt.storage.settings();
-    let k = route.prefetch.unwrap_or(settings.video.prefetch) as usize;
-    if k == 0 {
-        return;
-    }
-    let next = rt
-        .storage
-        .successors()
-        .after(authority, session.req_header().uri.path(), k);
+    let next = ahead(rt, route, authority, session.req_header().uri.path());
     spawn(rt, session, route, pool, authority, scheme, next);
 }
 
-/// Whether [`after_segment`] would fetch anything after the segment at
-/// `path` (the HTTP/1 shortcut leaves such a hit to pingora's path, whose
-/// subrequests fetch).
-pub(crate) fn would_fetch_after(
-    rt: &CacheRuntime,
-    route: &RouteCache,
-    authority: &str,
-    path: &str,
-) -> bool {
+/// The paths (with their query) of the segments [`after_segment`] looks
+/// at after the segment at `path`: the route's `prefetch` (else the
+/// node's) next ones the cache has learned.
+fn ahead(rt: &CacheRuntime, route: &RouteCache, authority: &str, path: &str) -> Vec<String> {
     let k = route
         .prefetch
         .unwrap_or(rt.storage.settings().video.prefetch) as usize;
-    k > 0 && !rt.storage.successors().after(authority, path, k).is_empty()
+    if k == 0 {
+        return Vec::new();
+    }
+    rt.storage.successors().after(authority, path, k)
+}
+
+/// When [`after_segment`] would fetch nothing after `req`'s segment
+/// because every segment it looks at is cached or fetched ahead already:
+/// how many it would count as `skipped_cached` (the HTTP/1 shortcut
+/// answers such a hit itself and counts them with
+/// [`count_skipped_cached`]). `None`: one would be fetched (pingora's
+/// subrequests do that).
+pub(crate) fn all_ahead_cached(
+    rt: &CacheRuntime,
+    route: &RouteCache,
+    authority: &str,
+    scheme: &str,
+    req: &RequestHeader,
+) -> Option<usize> {
+    let next = ahead(rt, route, authority, req.uri.path());
+    next.iter()
+        .all(|p| {
+            let key = storage_key(route, authority, scheme, req, p);
+            rt.storage.is_cached(&key) || rt.storage.prefetched_unused(&key)
+        })
+        .then_some(next.len())
+}
+
+/// Counts `n` segments not fetched ahead because they were cached.
+pub(crate) fn count_skipped_cached(rt: &CacheRuntime, n: usize) {
+    let metrics = rt.storage.metrics();
+    for _ in 0..n {
+        metrics.prefetch(PrefetchOutcome::SkippedCached);
+    }
+}
+
+/// The storage key a prefetch of `path_and_query` (a copy of `req` for
+/// another path) is stored under.
+fn storage_key(
+    route: &RouteCache,
+    authority: &str,
+    scheme: &str,
+    req: &RequestHeader,
+    path_and_query: &str,
+) -> String {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let url = key::url(authority, path, query, &route.ignore_query);
+    let primary = key::primary(&url, scheme, None, &route.key_headers, &req.headers);
+    edge_cache::key::storage_key(&pingora_cache::CacheKey::new(primary, ""))
 }
 
 /// After an LL-HLS playlist was served: fetches the part it hints at
@@ -130,13 +169,7 @@ fn spawn(
     let req = session.req_header();
     let metrics = rt.storage.metrics();
     for path_and_query in paths {
-        let (path, query) = match path_and_query.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (path_and_query.as_str(), None),
-        };
-        let url = key::url(authority, path, query, &route.ignore_query);
-        let primary = key::primary(&url, scheme, None, &route.key_headers, &req.headers);
-        let cache_key = edge_cache::key::storage_key(&pingora_cache::CacheKey::new(primary, ""));
+        let cache_key = storage_key(route, authority, scheme, req, &path_and_query);
         if rt.storage.is_cached(&cache_key) || rt.storage.prefetched_unused(&cache_key) {
             metrics.prefetch(PrefetchOutcome::SkippedCached);
             continue;

@@ -9,9 +9,12 @@
 //! counted and logged by the same code (`log.rs`). Everything with more
 //! to do goes to pingora (the connection loop hands it the bytes as they
 //! came): a route with rate limits, a signed URL or a country rule, a
-//! request with CMCD data, a segment or LL-HLS playlist after which the
-//! route fetches ahead, a site peer's request, a sampled trace, a stale or
-//! absent object, and whatever the stored lines do not answer. Nothing
+//! request with CMCD data, a segment after which the route would fetch a
+//! segment ahead (one after which every segment it looks at is cached is
+//! answered here, and those are counted `skipped_cached` as pingora's path
+//! counts them), an LL-HLS playlist whose hinted part the route fetches
+//! ahead, a site peer's request, a sampled trace, a stale or absent
+//! object, and whatever the stored lines do not answer. Nothing
 //! this path looks at before it decides changes what pingora's path does
 //! (the RAM tier's use counters aside, which count one use more).
 
@@ -46,6 +49,8 @@ pub struct ShortcutDone {
     ctx: RequestCtx,
     status: u16,
     body_len: u64,
+    /// Segments after a segment's hit not fetched ahead, being cached.
+    skipped_cached: usize,
 }
 
 impl EdgeProxy {
@@ -236,18 +241,33 @@ impl EdgeProxy {
             rate_limit: None,
         };
         let hit = caching::fast::lines_hit(rt, req, &obj, &ctx.cache, decor, now)?;
-        if hit.kind == edge_cache::video::Kind::Segment
+        // A segment's hit looks at the segments after it: when all are
+        // cached it only counts them, else it fetches ahead with pingora's
+        // subrequests (copies of this request with its ids written on it,
+        // `RequestCtx::stamp_ids`: a key made of those fields is pingora's).
+        let skipped_cached = if hit.kind == edge_cache::video::Kind::Segment
             && crate::plan::prefetches(Some(&state), req)
-            && caching::prefetch::would_fetch_after(
+        {
+            if route.cache.key_headers.iter().any(|h| {
+                [
+                    crate::request_id::HEADER,
+                    crate::trace_context::TRACEPARENT,
+                    crate::trace_context::TRACESTATE,
+                ]
+                .contains(&h.as_str())
+            }) {
+                return None;
+            }
+            caching::prefetch::all_ahead_cached(
                 rt,
                 &route.cache,
                 &ctx.authority,
-                req.uri.path(),
-            )
-        {
-            // Fetching ahead needs pingora's subrequests.
-            return None;
-        }
+                ctx.cache.scheme,
+                req,
+            )?
+        } else {
+            0
+        };
         // (A playlist by its path is one by its path and type.)
         if hit.status == 200
             && hit.kind == edge_cache::video::Kind::HlsPlaylist
@@ -282,6 +302,7 @@ impl EdgeProxy {
                 ctx,
                 status: hit.status,
                 body_len,
+                skipped_cached,
             },
         })
     }
@@ -299,7 +320,14 @@ impl EdgeProxy {
             ctx,
             status,
             body_len,
+            skipped_cached,
         } = done;
+        if written {
+            // As pingora's path counts them once the hit is written.
+            if let Some(rt) = self.proxy.cache() {
+                caching::prefetch::count_skipped_cached(rt, skipped_cached);
+            }
+        }
         let e = (!written).then(|| {
             Error::create(
                 ErrorType::WriteError,
