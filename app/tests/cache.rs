@@ -975,6 +975,7 @@ listen = "127.0.0.1:0"
 name = "web"
 kind = "http"
 address = "127.0.0.1:0"
+h2c = true
 
 [[pool]]
 name = "origin"
@@ -1094,6 +1095,76 @@ ram_size = "16 MiB"
                     hit || path.starts_with("/edits/") || *path == "/missing.ts",
                     "{what}: {a:?}"
                 );
+            }
+        }
+    }
+    // HTTP/2 (h2c): a whole answer's head is kept from the object's last
+    // hit on the fast node (`head_memo`, `Age` and `Cache-Status` written
+    // per hit) and rendered every time on the general one; parts and 304s
+    // are rendered on both. Each asked twice (the second from the kept
+    // head), the same answer; `Age` and the `ttl` a second apart at most.
+    let h2 = |node: &EdgeNode,
+              method: Method,
+              path: &str,
+              headers: Vec<(&'static str, &'static str)>| {
+        let addr = node.addr("web");
+        let uri = format!("http://a.test{path}");
+        async move {
+            let r = edge_testkit::h2c(addr, method, &uri, &headers)
+                .await
+                .unwrap();
+            edge_testkit::RawResponse {
+                status: r.status,
+                reason: String::new(),
+                headers: r
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap().to_string()))
+                    .collect(),
+                body: r.body.to_vec(),
+            }
+        }
+    };
+    let number = |r: &edge_testkit::RawResponse, what: &str| -> Option<i64> {
+        let v = match what {
+            "age" => r.header("age")?.to_string(),
+            _ => r
+                .headers
+                .iter()
+                .rev()
+                .find(|(n, _)| n == "cache-status")?
+                .1
+                .split("; ")
+                .find_map(|m| m.strip_prefix("ttl="))?
+                .to_string(),
+        };
+        Some(v.parse().unwrap())
+    };
+    for path in &paths {
+        for (method, headers) in [
+            (Method::GET, vec![]),
+            (Method::HEAD, vec![]),
+            (Method::GET, vec![("range", "bytes=1-3")]),
+            (Method::GET, vec![("if-none-match", "\"v1\"")]),
+            (Method::GET, vec![("accept", "*/*"), ("user-agent", "h2")]),
+        ] {
+            for turn in 0..2 {
+                let a = h2(&fast, method.clone(), path, headers.clone()).await;
+                let b = h2(&general, method.clone(), path, headers.clone()).await;
+                let what = format!("h2 {method} {path} {headers:?} (turn {turn})");
+                assert_eq!(a.status, b.status, "{what}");
+                assert_eq!(a.body, b.body, "{what}");
+                assert_eq!(comparable(&a), comparable(&b), "{what}");
+                for n in ["age", "ttl"] {
+                    let (x, y) = (number(&a, n), number(&b, n));
+                    assert_eq!(x.is_some(), y.is_some(), "{what}: {n}");
+                    if let (Some(x), Some(y)) = (x, y) {
+                        assert!((x - y).abs() <= 1, "{what}: {n} {x} and {y}");
+                    }
+                }
+                if *path != "/missing.ts" && !path.starts_with("/edits/") {
+                    assert_eq!(a.header("x-cache"), Some("HIT RAM"), "{what}: {a:?}");
+                }
             }
         }
     }

@@ -54,6 +54,14 @@ pub(crate) fn fresh_object(
     Some(obj)
 }
 
+/// The request fields that make a hit's answer other than the whole
+/// object (a part, a 304): without them it is the whole.
+const CONDITIONAL: [header::HeaderName; 3] = [
+    header::RANGE,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+];
+
 /// A fresh RAM object's answer to an HTTP/1 request without `Upgrade`,
 /// from its stored lines: a range or a condition answered as the map
 /// path decides it (`h1_head::shape`); `None` where the map path answers
@@ -71,13 +79,7 @@ pub(crate) fn lines_hit(
         return None;
     }
     let head_only = req.method == http::Method::HEAD;
-    let conditional = [
-        header::RANGE,
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-    ]
-    .iter()
-    .any(|h| req.headers.contains_key(h));
+    let conditional = CONDITIONAL.iter().any(|h| req.headers.contains_key(h));
     let shape = if conditional {
         super::h1_head::shape(req, parsed)?
     } else {
@@ -183,25 +185,49 @@ pub(crate) async fn try_serve(
         }
         return Ok(Some(hit.kind));
     }
+    let settings = rt.storage.settings();
+    let key = ctx.url.as_str();
+    // The header map's way: the stored head with the cache's fields,
+    // hop-by-hop fields stripped, the route's edits made.
+    let render = || -> Result<Option<MapHead>> {
+        let Some(mut head) = map_head(req, parsed, ctx.tier, key, &settings, now)? else {
+            return Ok(None);
+        };
+        crate::hop::strip_response(&mut head.resp, req.version == http::Version::HTTP_10);
+        decor.apply(&mut head.resp)?;
+        Ok(Some(head))
+    };
+    // HTTP/2's whole answers (no range, no condition, no rate limit's
+    // fields): the head kept from the object's last hit, `Age` and
+    // `Cache-Status` written again (`head_memo`).
+    let whole = fast_paths
+        && session.downstream_session.as_http1().is_none()
+        && decor.rate_limit.is_none()
+        && !CONDITIONAL.iter().any(|h| req.headers.contains_key(h));
+    let mapped = if whole {
+        rt.heads
+            .map_whole(&obj, key, decor.ops, &settings, now, || {
+                Ok(render()?.map(|h| (h.resp, h.kind)))
+            })?
+            .map(|(resp, kind)| MapHead {
+                resp,
+                part: None,
+                not_modified: false,
+                kind,
+            })
+    } else {
+        render()?
+    };
     let Some(MapHead {
-        mut resp,
+        resp,
         part,
         not_modified,
         kind,
-    }) = map_head(
-        req,
-        parsed,
-        ctx.tier,
-        ctx.url.as_str(),
-        &rt.storage.settings(),
-        now,
-    )?
+    }) = mapped
     else {
         return Ok(None);
     };
     let (start, end) = part.map_or((0, obj.body.len()), |r| (r.start, r.end));
-    crate::hop::strip_response(&mut resp, req.version == http::Version::HTTP_10);
-    decor.apply(&mut resp)?;
     if end > obj.body.len() {
         // A stored length the body does not have: the full path's answer.
         return Ok(None);
