@@ -15,17 +15,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use edge_testkit::tls::{get, TestCa};
-use edge_testkit::{eventually, origin, ChildGuard, Client, EdgeNode, RunningOrigin};
+use edge_testkit::{
+    eventually, origin, port_for_child, ChildGuard, Client, EdgeNode, RunningOrigin,
+};
 use nix::sys::signal::Signal;
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge");
-
-/// A free loopback port for Pebble, whose config must name its ports
-/// before it starts (it cannot report a port 0 binding).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 struct Pebble {
     _child: ChildGuard,
@@ -75,13 +70,17 @@ async fn start_pebble(
         .expect("pebble (apt-get install pebble, or make deps-test)");
     let child = ChildGuard(child);
     let management: SocketAddr = format!("127.0.0.1:{port2}").parse().unwrap();
-    eventually(Duration::from_secs(20), "pebble listening", || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
+    // Pebble opens its management listener in a goroutine of its own,
+    // after or before the directory's: wait for both.
+    for p in [port, port2] {
+        eventually(Duration::from_secs(20), "pebble listening", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", p))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+    }
     Pebble {
         _child: child,
         management,
@@ -209,7 +208,7 @@ async fn certificates_are_obtained_by_tls_alpn_01_and_http_01_renewed_and_kept()
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("acme");
     std::fs::create_dir(&state).unwrap();
-    let ports = (free_port(), free_port());
+    let ports = (port_for_child(), port_for_child());
     let directory = format!("https://127.0.0.1:{}/dir", ports.0);
     let pebble_ca = TestCa::new("pebble listener CA");
     let ca_path = dir.path().join("pebble-ca.pem");

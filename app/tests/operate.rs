@@ -238,10 +238,7 @@ async fn a_closed_stdout_never_breaks_a_reload() {
     }
     let admin = admin.unwrap();
     // A reload that adds a listener announces it on stdout.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = edge_testkit::port_for_child();
     let extra =
         format!("[[listener]]\nname = \"more\"\nkind = \"http\"\naddress = \"127.0.0.1:{port}\"\n");
     std::fs::write(&path, small_config(&extra)).unwrap();

@@ -26,17 +26,6 @@ impl Drop for Nsd {
     }
 }
 
-fn free_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = s.local_addr().unwrap().port();
-    // TCP too, so NSD can bind both.
-    let t = std::net::TcpListener::bind(("127.0.0.1", port));
-    if t.is_err() {
-        return free_port();
-    }
-    port
-}
-
 fn data() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
@@ -49,7 +38,7 @@ fn start_nsd() -> Option<Nsd> {
     for f in ["example.test.zone", "example.test.inc"] {
         std::fs::copy(data().join(f), dir.path().join(f)).unwrap();
     }
-    let port = free_port();
+    let port = edge_testkit::port_for_child();
     let d = dir.path().display();
     let conf = format!(
         "server:\n  ip-address: 127.0.0.1@{port}\n  port: {port}\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  database: \"\"\n  logfile: \"{d}/nsd.log\"\n  verbosity: 1\n  server-count: 1\n  hide-version: yes\n  minimal-responses: yes\nremote-control:\n  control-enable: no\nzone:\n  name: example.test\n  zonefile: \"{d}/example.test.zone\"\n"

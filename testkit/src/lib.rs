@@ -79,6 +79,30 @@ pub fn refused_addr() -> std::net::SocketAddr {
     addr
 }
 
+/// A loopback port for a child process that must be told its port before
+/// it starts (Pebble cannot report a port 0 binding). Taken from below the
+/// kernel's ephemeral range (32768-60999 by default), where no port 0 bind
+/// and no outgoing connection of another test lands, so the port is still
+/// free when the child binds it; free on TCP and UDP both (a DNS server
+/// binds both); tried by binding, from a start that differs per process
+/// and per call.
+pub fn port_for_child() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    let start = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = LOW + (start + step) % SPAN;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if tcp.is_ok() && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
+}
+
 pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| {

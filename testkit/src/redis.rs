@@ -1,6 +1,6 @@
 //! A real `redis-server` on a loopback port, for cluster-scope rate limits.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,10 +14,7 @@ impl RedisServer {
     /// Starts one on a free loopback port (no persistence). Panics with a
     /// clear message when `redis-server` is not installed.
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
+        let port = crate::port_for_child();
         let child = Command::new("redis-server")
             .args([
                 "--bind",
