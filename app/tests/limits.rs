@@ -533,3 +533,120 @@ pool = "p"
     fresh.send(&get("/obj/f?size=6")).await;
     assert_eq!(fresh.response(false).await.unwrap().body.len(), 6);
 }
+
+/// A client that stops reading (a slow read) is cut off `send_timeout`
+/// after the last byte it took, on every path a response leaves by: a
+/// pass-through, a RAM hit (HTTP/1's shortcut when the fast paths are on),
+/// over TLS's framing too since the timeout sits under it, and an HTTP/2
+/// stream the client gives no flow-control window (the socket is not
+/// blocked there: pingora's write timeout). The HTTP/1 connection is reset
+/// rather than closed, so the kernel does not keep sending what was queued
+/// (nginx's `reset_timedout_connection`); other clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_is_cut_off_after_send_timeout() {
+    let o = origin("o").await;
+    let config = format!(
+        r#"
+[server]
+threads = 1
+[admin]
+listen = "127.0.0.1:0"
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+h2c = true
+[listener.limits]
+send_timeout = "1s"
+[[pool]]
+name = "p"
+backends = [{{ address = "{}" }}]
+[[route]]
+name = "cached"
+match = {{ path_prefix = "/obj/cached/" }}
+pool = "p"
+[route.cache]
+slice = false
+[[route]]
+name = "all"
+pool = "p"
+[cache]
+ram_size = "256 MiB"
+"#,
+        o.addr()
+    );
+    let node = start(&config).await;
+    let addr = node.addr("web");
+    const SIZE: usize = 20 << 20;
+    let cached = format!("/obj/cached/big?size={SIZE}&cc=max-age%3D600");
+    // The object in RAM first, read whole.
+    let c = Client::new();
+    let r = c.get(&node.url("web", &cached)).await;
+    assert_eq!((r.status, r.body.len()), (200, SIZE));
+    edge_testkit::eventually(Duration::from_secs(10), "the object in RAM", || async {
+        let r = c.get(&node.url("web", &cached)).await;
+        r.header("x-cache")
+            .is_some_and(|v| v.starts_with("HIT"))
+            .then_some(())
+    })
+    .await;
+
+    let mut cut = 0;
+    for path in [format!("/obj/pass?size={SIZE}&cc=no-store"), cached] {
+        // A small receive buffer: the kernel's queues fill at a few MB.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        // The host the object was cached under.
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        cut += 1;
+        let waited = Instant::now();
+        while node.output().matches("(send_timeout)").count() < cut {
+            assert!(
+                waited.elapsed() < Duration::from_secs(30),
+                "{path}: no send timeout logged: {}",
+                node.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Meanwhile others are served.
+        assert_eq!(c.get(&node.url("web", "/obj/a?size=10")).await.status, 200);
+        // What was queued may still be read, then the reset: not the
+        // whole body, and not an orderly end.
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        let end = loop {
+            match tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await {
+                Ok(Ok(0)) => break Ok(()),
+                Ok(Ok(n)) => got += n,
+                Ok(Err(e)) => break Err(e.kind()),
+                Err(_) => panic!("{path}: the connection was neither reset nor closed"),
+            }
+        };
+        assert!(got < SIZE, "{path}: the whole body arrived");
+        assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset), "{path}");
+    }
+
+    // HTTP/2: a stream whose window the client never opens past 64 KiB.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(65_535)
+            .handshake::<_, http_body_util::Empty<hyper::body::Bytes>>(io)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri(format!("http://x/obj/h2?size={SIZE}&cc=no-store"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    node.wait_for_line("Downstream WriteTimedout", Duration::from_secs(30));
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+    assert!(body.is_err(), "the stream ended as if complete");
+    assert_eq!(c.get(&node.url("web", "/obj/a?size=10")).await.status, 200);
+}

@@ -185,6 +185,7 @@ pub(crate) struct RawDnsListener {
 pub(crate) struct RawHttpLimits {
     pub header_timeout: Option<S<Scalar>>,
     pub keepalive_timeout: Option<S<Scalar>>,
+    pub send_timeout: Option<S<Scalar>>,
     pub max_header_bytes: Option<S<Scalar>>,
     pub max_headers: Option<S<i64>>,
     pub max_request_line: Option<S<Scalar>>,

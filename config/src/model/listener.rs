@@ -90,6 +90,10 @@ pub struct HttpLimits {
     /// Idle time allowed between requests on a keep-alive connection.
     #[serde(with = "duration_serde")]
     pub keepalive_timeout: Duration,
+    /// Time a response's write may wait on a client that reads nothing
+    /// (reset by any progress), then the connection closes.
+    #[serde(with = "duration_serde")]
+    pub send_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_request_line: usize,
@@ -108,6 +112,7 @@ impl Default for HttpLimits {
         Self {
             header_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             max_request_line: 8 * 1024,

@@ -258,6 +258,7 @@ fn http_limits(ck: &mut Checker<'_>, p: &str, raw: Option<RawHttpLimits>) -> Htt
     let RawHttpLimits {
         header_timeout,
         keepalive_timeout,
+        send_timeout,
         max_header_bytes,
         max_headers,
         max_request_line,
@@ -278,6 +279,7 @@ fn http_limits(ck: &mut Checker<'_>, p: &str, raw: Option<RawHttpLimits>) -> Htt
             "keepalive_timeout",
             d.keepalive_timeout,
         ),
+        send_timeout: ck.positive_duration(&send_timeout, p, "send_timeout", d.send_timeout),
         max_header_bytes: bounded_size(
             ck,
             &max_header_bytes,

@@ -10,7 +10,16 @@
 //! is held in one vectored call (a head and its body: one `writev`, where
 //! they were two `sendto`s; `strace -c` of 100 KiB RAM hits). It sits under
 //! TLS too, so records coalesce.
+//!
+//! It also holds the connection's send timeout (`listener.limits.send_timeout`,
+//! nginx's `send_timeout`): a write the socket cannot take starts a timer,
+//! any progress stops it, and a write still waiting when it fires fails with
+//! `TimedOut`, so a client that stops reading (a slow-read attack) gives up
+//! its connection, its request's state and its upstream connection instead
+//! of holding them forever. Under TLS and HTTP/2 alike: every path's bytes
+//! pass here.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,6 +33,20 @@ use pingora_core::protocols::{
     TimingDigest, UniqueID, UniqueIDType,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Duration, Instant, Sleep};
+
+/// A stream whose close can be made to reset the connection.
+pub trait ResetOnClose {
+    /// A later close sends a reset and drops what is unsent (`SO_LINGER`
+    /// 0), instead of leaving it queued in the kernel.
+    fn reset_on_close(&self);
+}
+
+impl ResetOnClose for pingora_core::protocols::l4::stream::Stream {
+    fn reset_on_close(&self) {
+        let _ = self.set_zero_linger();
+    }
+}
 
 /// One TCP segment's worth, as pingora's listeners use.
 pub const WRITE_CAPACITY: usize = 1460;
@@ -33,16 +56,81 @@ pub struct WriteBuffered<S> {
     inner: S,
     buf: Vec<u8>,
     capacity: usize,
+    send_timeout: Option<Duration>,
+    /// The send timer: made at the first write that waits, then moved.
+    stall: Option<Pin<Box<Sleep>>>,
+    /// Whether `stall` runs for the write now waiting.
+    armed: bool,
+    /// Whether the inner stream took bytes during the current poll (one
+    /// that ends waiting may have written some first).
+    progress: bool,
 }
 
 impl<S> WriteBuffered<S> {
     /// The buffer is allocated at the first write (a connection that has
-    /// not answered anything holds none).
+    /// not answered anything holds none). No send timeout.
     pub fn new(inner: S, capacity: usize) -> Self {
         Self {
             inner,
             buf: Vec::new(),
             capacity,
+            send_timeout: None,
+            stall: None,
+            armed: false,
+            progress: false,
+        }
+    }
+
+    /// A write (or flush, or shutdown) that makes no progress for `limit`
+    /// fails with `io::ErrorKind::TimedOut`, and the stream's close then
+    /// resets the connection (nginx's `reset_timedout_connection`): a
+    /// client that stopped reading would otherwise keep the kernel's send
+    /// buffer (megabytes) in FIN-WAIT-1 long after.
+    pub fn with_send_timeout(mut self, limit: Duration) -> Self {
+        self.send_timeout = Some(limit);
+        self
+    }
+}
+
+impl<S: ResetOnClose> WriteBuffered<S> {
+    /// `poll` of a write, flush or shutdown with the send timeout: one that
+    /// is ready (progress or an error) stops the timer; one that waits
+    /// starts it if it is not running or bytes went out during the poll,
+    /// and fails once it fires.
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(&mut Self, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        self.progress = false;
+        let r = poll(self, cx);
+        let Some(limit) = self.send_timeout else {
+            return r;
+        };
+        if r.is_ready() {
+            self.armed = false;
+            return r;
+        }
+        if self.progress {
+            self.armed = false;
+        }
+        let at = Instant::now() + limit;
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if !self.armed {
+            self.armed = true;
+            stall.as_mut().reset(at);
+        }
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.inner.reset_on_close();
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the client read nothing for {limit:?} (send_timeout)"),
+                )))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -62,7 +150,10 @@ impl<S: AsyncWrite + Unpin> WriteBuffered<S> {
                     self.buf.drain(..written);
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
-                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Ok(n)) => {
+                    written += n;
+                    self.progress = true;
+                }
                 Poll::Ready(Err(e)) => {
                     self.buf.drain(..written);
                     return Poll::Ready(Err(e));
@@ -93,9 +184,11 @@ impl<S: AsyncWrite + Unpin> WriteBuffered<S> {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) if n < held => {
                     self.buf.drain(..n);
+                    self.progress = true;
                 }
                 Poll::Ready(Ok(n)) => {
                     self.buf.clear();
+                    self.progress = true;
                     return Poll::Ready(Ok(n - held));
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -116,13 +209,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for WriteBuffered<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for WriteBuffered<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
+impl<S: AsyncWrite + Unpin> WriteBuffered<S> {
+    fn poll_write_untimed(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self;
         if this.buf.len() + data.len() > this.capacity {
             // What is held and `data` leave in one call where the stream
             // takes several buffers (a response head and a body that do not
@@ -145,14 +234,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteBuffered<S> {
         Poll::Ready(Ok(data.len()))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush_untimed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.poll_drain(cx) {
             Poll::Ready(Ok(())) => Pin::new(&mut self.inner).poll_flush(cx),
             other => other,
         }
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown_untimed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.poll_drain(cx) {
             Poll::Ready(Ok(())) => Pin::new(&mut self.inner).poll_shutdown(cx),
             other => other,
@@ -160,11 +249,31 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteBuffered<S> {
     }
 }
 
+impl<S: AsyncWrite + Unpin + ResetOnClose> AsyncWrite for WriteBuffered<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.timed(cx, |this, cx| this.poll_write_untimed(cx, data))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.timed(cx, Self::poll_flush_untimed)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.timed(cx, Self::poll_shutdown_untimed)
+    }
+}
+
 #[async_trait]
-impl<S: Shutdown + AsyncWrite + Unpin + Send> Shutdown for WriteBuffered<S> {
+impl<S: Shutdown + AsyncWrite + Unpin + Send + ResetOnClose> Shutdown for WriteBuffered<S> {
     async fn shutdown(&mut self) {
-        let _ = std::future::poll_fn(|cx| self.poll_drain(cx)).await;
-        self.inner.shutdown().await;
+        let drained = std::future::poll_fn(|cx| self.timed(cx, Self::poll_drain)).await;
+        if drained.is_ok() {
+            self.inner.shutdown().await;
+        }
     }
 }
 
@@ -251,6 +360,14 @@ mod tests {
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
+    }
+
+    impl ResetOnClose for Counting {
+        fn reset_on_close(&self) {}
+    }
+
+    impl ResetOnClose for Vectored {
+        fn reset_on_close(&self) {}
     }
 
     #[tokio::test]
@@ -381,5 +498,113 @@ mod tests {
         assert_eq!(w.get_ref().writes[1], b"abc".to_vec());
         w.flush().await.unwrap();
         assert_eq!(w.get_ref().writes.len(), 3);
+    }
+
+    /// Takes one byte per `every`, waiting in between (a client reading
+    /// slowly), or nothing at all after `stop` bytes; records a reset.
+    struct Trickle {
+        every: Duration,
+        next: Pin<Box<Sleep>>,
+        stop: usize,
+        taken: usize,
+        reset: std::sync::atomic::AtomicBool,
+    }
+
+    impl Trickle {
+        fn new(every: Duration, stop: usize) -> Self {
+            Self {
+                every,
+                next: Box::pin(tokio::time::sleep(Duration::ZERO)),
+                stop,
+                taken: 0,
+                reset: false.into(),
+            }
+        }
+    }
+
+    impl ResetOnClose for Trickle {
+        fn reset_on_close(&self) {
+            self.reset.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.taken >= self.stop || self.next.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let at = Instant::now() + self.every;
+            self.next.as_mut().reset(at);
+            self.taken += 1;
+            Poll::Ready(Ok(data.len().min(1)))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_reader_that_takes_something_within_the_send_timeout_is_kept() {
+        // One byte every 4 s against a 5 s timeout: 40 s in all, no error.
+        for every in [1, 4, 5] {
+            let every = Duration::from_secs(every);
+            let mut w = WriteBuffered::new(Trickle::new(every, usize::MAX), 4)
+                .with_send_timeout(Duration::from_secs(5) + Duration::from_millis(1));
+            let started = Instant::now();
+            w.write_all(b"0123456789").await.unwrap();
+            w.write_all(b"ab").await.unwrap();
+            w.flush().await.unwrap();
+            assert_eq!(w.get_ref().taken, 12);
+            assert_eq!(started.elapsed(), every * 11);
+            assert!(!w.get_ref().reset.load(std::sync::atomic::Ordering::Relaxed));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_without_progress_for_the_send_timeout_fails_and_resets() {
+        // Stalled after `stop` bytes, in a large write, a small one's flush
+        // or a shutdown: the error comes the timeout after the last byte.
+        for stop in [0, 1, 2] {
+            for how in ["large", "flush", "shutdown"] {
+                let mut w = WriteBuffered::new(Trickle::new(Duration::from_secs(1), stop), 4)
+                    .with_send_timeout(Duration::from_secs(5));
+                let started = Instant::now();
+                let e = match how {
+                    "large" => w.write_all(b"0123456789").await,
+                    "flush" => {
+                        w.write_all(b"012").await.unwrap();
+                        w.flush().await
+                    }
+                    _ => {
+                        w.write_all(b"012").await.unwrap();
+                        AsyncWriteExt::shutdown(&mut w).await
+                    }
+                }
+                .expect_err(how);
+                assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{how} {stop}");
+                let last = Duration::from_secs(stop.saturating_sub(1) as u64);
+                assert_eq!(
+                    started.elapsed(),
+                    last + Duration::from_secs(5),
+                    "{how} {stop}"
+                );
+                assert!(w.get_ref().reset.load(std::sync::atomic::Ordering::Relaxed));
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_send_timeout_a_write_waits() {
+        let mut w = WriteBuffered::new(Trickle::new(Duration::from_secs(1), 0), 4);
+        let waited = tokio::time::timeout(Duration::from_secs(3600), w.write_all(b"0123456789"));
+        assert!(waited.await.is_err());
+        assert!(!w.get_ref().reset.load(std::sync::atomic::Ordering::Relaxed));
     }
 }

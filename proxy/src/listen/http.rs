@@ -43,6 +43,8 @@ pub struct HttpHandler {
     max_requests: Option<u32>,
     /// How long a keep-alive connection may idle between requests.
     keepalive: std::time::Duration,
+    /// How long a write may wait on a client that reads nothing.
+    send_timeout: std::time::Duration,
     /// Set when this handler is replaced or its listener drains: idle
     /// connections close.
     retired: tokio::sync::watch::Sender<bool>,
@@ -85,6 +87,7 @@ impl HttpHandler {
                 .filter(|n| *n > 0)
                 .map(|n| n - 1),
             keepalive: listener.limits.keepalive_timeout,
+            send_timeout: listener.limits.send_timeout,
             retired: tokio::sync::watch::channel(false).0,
         })
     }
@@ -118,7 +121,8 @@ impl ConnectionHandler for HttpHandler {
             && starts_with_preface(&tcp, &early, self.inspect.header_timeout).await;
         let mut stream = pingora_stream(tcp, client);
         stream.rewind(&early);
-        let stream = WriteBuffered::new(stream, WRITE_CAPACITY);
+        let stream =
+            WriteBuffered::new(stream, WRITE_CAPACITY).with_send_timeout(self.send_timeout);
         let h2 = match tls {
             None => h2c,
             Some(tls) => {

@@ -94,12 +94,11 @@ pub(super) async fn take(
     };
     let begun = conn.begin();
     let status = answer.status();
-    let written = write(stream, &answer.head, answer.body.as_ref())
-        .await
-        .is_ok();
+    let write = write(stream, &answer.head, answer.body.as_ref()).await;
+    let written = write.is_ok();
     conn.answered(begun.index, if written { status } else { 0 });
     conn.end();
-    proxy.shortcut_done(&req, client, answer.done, written);
+    proxy.shortcut_done(&req, client, answer.done, write);
     if written {
         Taken::Answered
     } else {

@@ -314,7 +314,7 @@ impl EdgeProxy {
         req: &RequestHeader,
         client: Option<IpAddr>,
         done: ShortcutDone,
-        written: bool,
+        write: std::io::Result<()>,
     ) {
         let ShortcutDone {
             ctx,
@@ -322,18 +322,19 @@ impl EdgeProxy {
             body_len,
             skipped_cached,
         } = done;
+        let written = write.is_ok();
         if written {
             // As pingora's path counts them once the hit is written.
             if let Some(rt) = self.proxy.cache() {
                 caching::prefetch::count_skipped_cached(rt, skipped_cached);
             }
         }
-        let e = (!written).then(|| {
+        let e = write.err().map(|cause| {
             Error::create(
                 ErrorType::WriteError,
                 ErrorSource::Downstream,
                 Some("writing a RAM hit".into()),
-                None,
+                Some(Box::new(cause)),
             )
         });
         let (status, bytes) = if written { (status, body_len) } else { (0, 0) };

@@ -19,6 +19,12 @@ impl EdgeProxy {
         } else if session.get_keepalive().is_some() {
             session.set_keepalive(Some(self.keepalive_secs));
         }
+        // HTTP/2: a body write waiting for the client's flow-control window
+        // never reaches the socket, whose send timeout (`listen/buffered.rs`)
+        // would not see it. HTTP/1's writes all do: no timer per write.
+        if session.is_http2() {
+            session.set_write_timeout(Some(self.limits.send_timeout));
+        }
         let task = session
             .subrequest_ctx
             .as_ref()

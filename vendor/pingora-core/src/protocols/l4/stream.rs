@@ -562,6 +562,16 @@ impl Stream {
     }
 
     /// set TCP nodelay for this connection if `self` is TCP
+    /// Edge: a later close of this stream resets the connection
+    /// (`SO_LINGER` 0) rather than leaving what is unsent queued in the
+    /// kernel (EDGE-PATCH.md, fourteenth). Not a TCP stream: nothing done.
+    pub fn set_zero_linger(&self) -> std::io::Result<()> {
+        match &self.stream().get_ref().stream {
+            RawStream::Tcp(s) => s.set_zero_linger(),
+            _ => Ok(()),
+        }
+    }
+
     pub fn set_nodelay(&mut self) -> Result<()> {
         match &self.stream_mut().get_mut().stream {
             RawStream::Tcp(s) => {
