@@ -536,10 +536,10 @@ pool = "p"
 
 /// A client that stops reading (a slow read) is cut off `send_timeout`
 /// after the last byte it took, on every path a response leaves by: a
-/// pass-through, a RAM hit (HTTP/1's shortcut when the fast paths are on),
-/// over TLS's framing too since the timeout sits under it, and an HTTP/2
-/// stream the client gives no flow-control window (the socket is not
-/// blocked there: pingora's write timeout). The HTTP/1 connection is reset
+/// pass-through, a RAM hit (HTTP/1's shortcut when the fast paths are on,
+/// pingora's when they are off), and an HTTP/2 stream the client gives no
+/// flow-control window (the socket is not blocked there: pingora's write
+/// timeout). (TLS's records pass through the same write buffer.) The HTTP/1 connection is reset
 /// rather than closed, so the kernel does not keep sending what was queued
 /// (nginx's `reset_timedout_connection`); other clients are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
