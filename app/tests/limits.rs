@@ -537,7 +537,8 @@ pool = "p"
 /// A client that stops reading (a slow read) is cut off `send_timeout`
 /// after the last byte it took, on every path a response leaves by: a
 /// pass-through, a RAM hit (HTTP/1's shortcut when the fast paths are on,
-/// pingora's when they are off), and an HTTP/2 stream the client gives no
+/// pingora's when they are off), a miss (whose fill goes on: the next
+/// client gets a hit), and an HTTP/2 stream the client gives no
 /// flow-control window (the socket is not blocked there: pingora's write
 /// timeout). (TLS's records pass through the same write buffer.) The HTTP/1 connection is reset
 /// rather than closed, so the kernel does not keep sending what was queued
@@ -592,7 +593,12 @@ ram_size = "256 MiB"
     .await;
 
     let mut cut = 0;
-    for path in [format!("/obj/pass?size={SIZE}&cc=no-store"), cached] {
+    let fill = format!("/obj/cached/fill?size={SIZE}&cc=max-age%3D600");
+    for path in [
+        format!("/obj/pass?size={SIZE}&cc=no-store"),
+        cached,
+        fill.clone(),
+    ] {
         // A small receive buffer: the kernel's queues fill at a few MB.
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
@@ -603,7 +609,13 @@ ram_size = "256 MiB"
             .unwrap();
         cut += 1;
         let waited = Instant::now();
-        while node.output().matches("(send_timeout)").count() < cut {
+        let logged = || {
+            let out = node.output();
+            out.lines()
+                .filter(|l| l.contains(" access: ") && l.contains("(send_timeout)"))
+                .count()
+        };
+        while logged() < cut {
             assert!(
                 waited.elapsed() < Duration::from_secs(30),
                 "{path}: no send timeout logged: {}",
@@ -622,12 +634,26 @@ ram_size = "256 MiB"
                 Ok(Ok(0)) => break Ok(()),
                 Ok(Ok(n)) => got += n,
                 Ok(Err(e)) => break Err(e.kind()),
-                Err(_) => panic!("{path}: the connection was neither reset nor closed"),
+                Err(_) => panic!(
+                    "{path}: the connection was neither reset nor closed: {}",
+                    node.output()
+                ),
             }
         };
         assert!(got < SIZE, "{path}: the whole body arrived");
         assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset), "{path}");
     }
+
+    // The client's fault, not edge's: nothing logged as edge's failure.
+    assert!(
+        !node.output().contains("request failed inside edge"),
+        "{}",
+        node.output()
+    );
+    // The miss the client gave up on filled the cache all the same.
+    let r = c.get(&node.url("web", &fill)).await;
+    assert_eq!((r.status, r.body.len()), (200, SIZE));
+    assert!(r.header("x-cache").is_some_and(|v| v.starts_with("HIT")));
 
     // HTTP/2: a stream whose window the client never opens past 64 KiB.
     let tcp = TcpStream::connect(addr).await.unwrap();

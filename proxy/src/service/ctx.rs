@@ -93,6 +93,11 @@ pub struct RequestCtx {
     pub(super) trace: Option<crate::trace_context::TraceContext>,
     /// Why edge refused the request itself (access log `denied`).
     pub(super) denied: Option<String>,
+    /// A client write error pingora set aside to finish filling the cache
+    /// (a client gone or timed out during a miss): the access log's
+    /// `error`, as the request's own error would be. Set through `&self`
+    /// (`suppress_proxy_warn_log`).
+    pub(super) client_gone: std::sync::OnceLock<Box<str>>,
 }
 
 impl RequestCtx {
@@ -137,6 +142,7 @@ impl RequestCtx {
             cmcd: None,
             cmcd_query: None,
             denied: None,
+            client_gone: std::sync::OnceLock::new(),
             request_id: String::new(),
             request_id_new: false,
             ids_stamped: false,

@@ -17,6 +17,14 @@ impl EdgeProxy {
                 ErrorSource::Downstream => {
                     tracing::debug!(listener = %self.listener, error = %e, "client error")
                 }
+                // pingora's hit path leaves the source of a failed write
+                // to the client unset: the client's fault (a reset, the
+                // send timeout), not edge's.
+                ErrorSource::Unset
+                    if matches!(e.etype(), ErrorType::WriteError | ErrorType::WriteTimedout) =>
+                {
+                    tracing::debug!(listener = %self.listener, error = %e, "client error")
+                }
                 ErrorSource::Internal | ErrorSource::Unset => {
                     tracing::error!(listener = %self.listener, error = %e, "request failed inside edge")
                 }
@@ -206,7 +214,10 @@ impl EdgeProxy {
                 cache = ctx.cache.status.map_or("-", |s| s.as_header()),
                 upstream_ms = ctx.upstream_seconds.map_or(-1.0, |s| (s * 1e6).round() / 1e3),
                 total_ms = (total.as_secs_f64() * 1e6).round() / 1e3,
-                error = e.map(|e| e.to_string()).unwrap_or_default(),
+                error = e
+                    .map(|e| e.to_string())
+                    .or_else(|| ctx.client_gone.get().map(|e| e.to_string()))
+                    .unwrap_or_default(),
                 denied = ctx.denied.as_deref(),
                 cmcd_sid = ctx.cmcd.as_ref().and_then(|c| c.sid.as_deref()),
                 cmcd_cid = ctx.cmcd.as_ref().and_then(|c| c.cid.as_deref()),

@@ -270,13 +270,19 @@ impl ProxyHttp for EdgeProxy {
         true
     }
 
+    /// pingora's warnings are edge's access log: a client write error
+    /// set aside while the cache fills is kept for it (`error`), as the
+    /// error of a request that ended on it would be.
     fn suppress_proxy_warn_log(
         &self,
         _session: &Session,
-        _ctx: &RequestCtx,
-        _e: &Error,
-        _context: pingora_proxy::ProxyWarnLogContext,
+        ctx: &RequestCtx,
+        e: &Error,
+        context: pingora_proxy::ProxyWarnLogContext,
     ) -> bool {
+        if matches!(context, pingora_proxy::ProxyWarnLogContext::DownstreamCache) {
+            let _ = ctx.client_gone.set(e.to_string().into());
+        }
         true
     }
 
