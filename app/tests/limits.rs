@@ -655,21 +655,67 @@ ram_size = "256 MiB"
     assert_eq!((r.status, r.body.len()), (200, SIZE));
     assert!(r.header("x-cache").is_some_and(|v| v.starts_with("HIT")));
 
-    // HTTP/2: a stream whose window the client never opens past 64 KiB.
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let io = hyper_util::rt::TokioIo::new(tcp);
-    let (mut send, conn) =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .initial_stream_window_size(65_535)
-            .handshake::<_, http_body_util::Empty<hyper::body::Bytes>>(io)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::builder()
-        .uri(format!("http://x/obj/h2?size={SIZE}&cc=no-store"))
-        .body(http_body_util::Empty::new())
+    // HTTP/2 with a window of `window` bytes, opened as the body is read.
+    let h2 = |window: u32| async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let io = hyper_util::rt::TokioIo::new(tcp);
+        let (send, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(window)
+                .handshake::<_, http_body_util::Empty<hyper::body::Bytes>>(io)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        send
+    };
+    let get = |path: &str| {
+        http::Request::builder()
+            .uri(format!("http://{addr}{path}"))
+            .body(http_body_util::Empty::new())
+            .unwrap()
+    };
+
+    // A RAM hit (one write of the whole object) to a client that opens its
+    // window a little at a time, taking longer than send_timeout in all
+    // but never waiting that long for window: served whole.
+    let small = "/obj/cached/steady?size=2097152&cc=max-age%3D600";
+    edge_testkit::eventually(
+        Duration::from_secs(10),
+        "the small object in RAM",
+        || async {
+            let r = c.get(&node.url("web", small)).await;
+            r.header("x-cache")
+                .is_some_and(|v| v.starts_with("HIT"))
+                .then_some(())
+        },
+    )
+    .await;
+    let mut send = h2(262_144).await;
+    let resp = send.send_request(get(small)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp
+        .headers()
+        .get("x-cache")
+        .is_some_and(|v| v.as_bytes().starts_with(b"HIT")));
+    let mut body = resp.into_body();
+    let (mut got, mut since_pause) = (0usize, 0usize);
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let n = frame.unwrap().data_ref().map_or(0, |d| d.len());
+        got += n;
+        since_pause += n;
+        if since_pause >= 262_144 {
+            since_pause = 0;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    }
+    assert_eq!(got, 2_097_152);
+
+    // A stream whose window the client never opens past 64 KiB.
+    let mut send = h2(65_535).await;
+    let resp = send
+        .send_request(get(&format!("/obj/h2?size={SIZE}&cc=no-store")))
+        .await
         .unwrap();
-    let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     node.wait_for_line("Downstream WriteTimedout", Duration::from_secs(30));
     let body = http_body_util::BodyExt::collect(resp.into_body()).await;

@@ -42,7 +42,7 @@ async fn reserve_and_send(
             let data_to_send = remaining.split_to(std::cmp::min(remaining_size, n));
             writer
                 .send_data(data_to_send, remaining.is_empty() && end)
-                .or_err(WriteError, "while writing h2 request body")?;
+                .or_err(WriteError, "while writing an h2 body")?;
             Ok(())
         }
     }
@@ -61,7 +61,7 @@ pub async fn write_body(
     if remaining.is_empty() {
         writer
             .send_data(remaining, end)
-            .or_err(WriteError, "while writing h2 request body")?;
+            .or_err(WriteError, "while writing an h2 body")?;
         return Ok(());
     }
 
@@ -71,7 +71,7 @@ pub async fn write_body(
                 Ok(res) => res?,
                 Err(_) => Error::e_explain(
                     WriteTimedout,
-                    format!("while writing h2 request body, timeout: {t:?}"),
+                    format!("while writing an h2 body: no flow-control window for {t:?}"),
                 )?,
             },
             None => {

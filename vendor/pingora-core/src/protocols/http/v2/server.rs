@@ -667,17 +667,13 @@ impl HttpSession {
     }
 
     /// Write response body to the client. See [Self::write_response_header] for how to use `end`.
+    ///
+    /// Edge (EDGE-PATCH.md, fifteenth): `write_timeout` bounds each wait
+    /// for flow-control window (`super::write_body`), not the whole write:
+    /// a large body written at once (a RAM hit) to a client that keeps
+    /// opening its window slowly is not cut off.
     pub async fn write_body(&mut self, data: Bytes, end: bool) -> Result<()> {
-        match self.write_timeout {
-            Some(t) => match timeout(t, self.do_write_body(data, end)).await {
-                Ok(res) => res,
-                Err(_) => Error::e_explain(
-                    ErrorType::WriteTimedout,
-                    format!("writing body, timeout: {t:?}"),
-                ),
-            },
-            None => self.do_write_body(data, end).await,
-        }
+        self.do_write_body(data, end).await
     }
 
     async fn do_write_body(&mut self, data: Bytes, end: bool) -> Result<()> {
