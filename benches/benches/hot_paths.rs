@@ -151,7 +151,7 @@ fn hit_head(c: &mut Criterion) {
         .expect("meta")
         .response_header_copy();
     let obj = edge_cache::object::Object::new(meta, bytes::Bytes::new(), Default::default());
-    let parsed = obj.parsed.as_ref().expect("parsed");
+    let parsed = obj.parsed().expect("parsed");
     c.bench_function("hit head: rebuilt from the kept lines", |b| {
         b.iter(|| std::hint::black_box(parsed.header()))
     });

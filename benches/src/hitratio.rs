@@ -115,7 +115,7 @@ fn edge_ram(trace: &[u32], sizes: &[u64], capacity: u64) -> Tally {
     // One buffer every simulated body points into: weights are real, memory is not.
     let buffer: &'static [u8] = Box::leak(vec![0u8; largest].into_boxed_slice());
     let ram = RamTier::new(capacity, capacity, Arc::new(|_| {}));
-    let info = Arc::new(ObjectInfo::default());
+    let info = ObjectInfo::default();
     let mut t = Tally::default();
     for &id in trace {
         let key = format!("obj{id}");

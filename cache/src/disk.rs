@@ -22,7 +22,6 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
@@ -73,9 +72,9 @@ impl MetaFile {
         let mut p = Vec::with_capacity(256 + self.meta.0.len() + self.meta.1.len());
         put_bytes(&mut p, self.key.as_bytes());
         p.extend_from_slice(&self.generation.to_le_bytes());
-        put_bytes(&mut p, self.info.url.as_bytes());
-        p.extend_from_slice(&(self.info.surrogate_keys.len() as u32).to_le_bytes());
-        for k in &self.info.surrogate_keys {
+        put_bytes(&mut p, self.info.url().as_bytes());
+        p.extend_from_slice(&(self.info.surrogate_keys().count() as u32).to_le_bytes());
+        for k in self.info.surrogate_keys() {
             put_bytes(&mut p, k.as_bytes());
         }
         put_bytes(&mut p, &self.meta.0);
@@ -128,13 +127,11 @@ impl MetaFile {
         for _ in 0..blocks {
             block_crcs.push(r.u32()?);
         }
+        let info = ObjectInfo::new(&key, &url, &surrogate_keys);
         r.0.is_empty().then_some(MetaFile {
             key,
             generation,
-            info: ObjectInfo {
-                url,
-                surrogate_keys,
-            },
+            info,
             meta: (m0, m1),
             body_len,
             block_crcs,
@@ -183,7 +180,7 @@ struct Entry {
     /// Body plus meta file.
     size: u64,
     tick: u64,
-    info: Arc<ObjectInfo>,
+    info: ObjectInfo,
 }
 
 #[derive(Default)]
@@ -236,7 +233,7 @@ impl Index {
 #[derive(Debug, Clone)]
 pub struct Removed {
     pub key: String,
-    pub info: Arc<ObjectInfo>,
+    pub info: ObjectInfo,
 }
 
 /// The disk tier.
@@ -427,7 +424,7 @@ impl DiskTier {
                 continue;
             }
             max_gen = max_gen.max(m.generation);
-            let info = Arc::new(m.info);
+            let info = m.info;
             index.insert(
                 m.key.clone(),
                 Entry {
@@ -480,12 +477,12 @@ impl DiskTier {
         self.index.lock().entries.contains_key(key)
     }
 
-    pub fn info(&self, key: &str) -> Option<Arc<ObjectInfo>> {
+    pub fn info(&self, key: &str) -> Option<ObjectInfo> {
         self.index.lock().entries.get(key).map(|e| e.info.clone())
     }
 
     /// The infos of objects of at least `min` bytes (body and meta).
-    pub fn infos_at_least(&self, min: u64) -> Vec<Arc<ObjectInfo>> {
+    pub fn infos_at_least(&self, min: u64) -> Vec<ObjectInfo> {
         let index = self.index.lock();
         index
             .entries
@@ -588,7 +585,7 @@ impl DiskTier {
         let meta = MetaFile {
             key: key.to_string(),
             generation,
-            info: (*object.info).clone(),
+            info: object.info.clone(),
             meta: stored_meta,
             body_len: object.body.len() as u64,
             block_crcs: block_crcs(&object.body),
@@ -735,10 +732,7 @@ mod tests {
         Object::new(
             (b"internal".to_vec(), b"HTTP/1.1 200 OK\r\n\r\n".to_vec()),
             Bytes::from(body),
-            Arc::new(ObjectInfo {
-                url: url.to_string(),
-                surrogate_keys: vec!["a".into(), "b".into()],
-            }),
+            ObjectInfo::new("", url, &["a", "b"]),
         )
     }
 
@@ -751,10 +745,7 @@ mod tests {
         let m = MetaFile {
             key: key(1),
             generation: 7,
-            info: ObjectInfo {
-                url: "h/a".into(),
-                surrogate_keys: vec!["x".into()],
-            },
+            info: ObjectInfo::new(&key(1), "h/a", &["x"]),
             meta: (vec![1, 2, 3], vec![4, 5]),
             body_len: BLOCK as u64 + 1,
             block_crcs: vec![1, 2],
@@ -784,7 +775,7 @@ mod tests {
         let (tier, found) = DiskTier::open(dir.path(), 10 << 20, 10 << 20).unwrap();
         assert_eq!(found.len(), 2);
         let (meta, reader) = tier.open_object(&key(1)).unwrap().unwrap();
-        assert_eq!(meta.info.url, "h/a");
+        assert_eq!(meta.info.url(), "h/a");
         assert_eq!(&reader.read_all().unwrap()[..], &body[..]);
         assert_eq!(&reader.block(2).unwrap()[..], &body[BLOCK * 2..]);
 

@@ -29,14 +29,14 @@ struct Body {
 pub struct Fill {
     pub id: u64,
     pub meta: Meta,
-    pub info: Arc<ObjectInfo>,
+    pub info: ObjectInfo,
     body: Mutex<Body>,
     changed: watch::Sender<u64>,
     purged: AtomicBool,
 }
 
 impl Fill {
-    pub fn new(id: u64, meta: Meta, info: Arc<ObjectInfo>) -> Self {
+    pub fn new(id: u64, meta: Meta, info: ObjectInfo) -> Self {
         Self {
             id,
             meta,
@@ -207,11 +207,7 @@ mod tests {
     use super::*;
 
     fn fill() -> Arc<Fill> {
-        Arc::new(Fill::new(
-            1,
-            (vec![], vec![]),
-            Arc::new(ObjectInfo::default()),
-        ))
+        Arc::new(Fill::new(1, (vec![], vec![]), ObjectInfo::default()))
     }
 
     #[tokio::test]

@@ -1,40 +1,35 @@
 //! What purges look up: stored keys by URL (exact and prefix) and by
 //! surrogate key. An entry lives while its object is in any tier.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeSet;
+use std::hash::BuildHasher;
 use std::ops::Bound;
-use std::sync::Arc;
 
-use crate::key::StoredKey;
+use hashbrown::{DefaultHashBuilder, HashTable};
+
 use crate::object::ObjectInfo;
 
 /// Every stored object has an entry here, so it is kept lean (issue 17:
-/// 457 bytes per object before): keys as [`StoredKey`]s (inline), the URL shared with
-/// the object's info rather than copied, and a URL's few variants in a
-/// `Vec` rather than a hash set.
+/// 457 bytes per object at first, about 130 before this layout): the
+/// object's [`ObjectInfo`], which holds its key, URL and surrogate keys in
+/// one shared allocation, is all an entry holds. The table and the URL
+/// order hold an 8-byte pointer to it each, the surrogate key order one
+/// and its place in the list for each of its surrogate keys: a key
+/// unique to one object costs no more than one shared by thousands (a
+/// map of sets took about 280 bytes per unique key).
 #[derive(Default)]
 pub struct PurgeIndex {
-    entries: HashMap<StoredKey, Arc<ObjectInfo>>,
-    by_url: BTreeMap<UrlOf, Vec<StoredKey>>,
-    by_surrogate: HashMap<String, HashSet<StoredKey>>,
+    hasher: DefaultHashBuilder,
+    /// By the key each info names.
+    entries: HashTable<ObjectInfo>,
+    /// By URL, then key.
+    by_url: BTreeSet<UrlOf>,
+    by_surrogate: BTreeSet<SurrogateOf>,
 }
 
-/// An object's info, ordered and looked up by its URL.
-struct UrlOf(Arc<ObjectInfo>);
-
-impl std::borrow::Borrow<str> for UrlOf {
-    fn borrow(&self) -> &str {
-        &self.0.url
-    }
-}
-
-impl PartialEq for UrlOf {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.url == other.0.url
-    }
-}
-
-impl Eq for UrlOf {}
+/// An object's info, ordered by its URL, then its key.
+#[derive(PartialEq, Eq)]
+struct UrlOf(ObjectInfo);
 
 impl PartialOrd for UrlOf {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
@@ -44,60 +39,96 @@ impl PartialOrd for UrlOf {
 
 impl Ord for UrlOf {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.url.cmp(&other.0.url)
+        (self.0.url(), self.0.key()).cmp(&(other.0.url(), other.0.key()))
+    }
+}
+
+/// An object's info and the place of one of its surrogate keys, ordered
+/// by that surrogate key, then the object's key.
+#[derive(Clone)]
+struct SurrogateOf(ObjectInfo, u32);
+
+impl SurrogateOf {
+    fn surrogate(&self) -> &str {
+        self.0
+            .surrogate_keys()
+            .nth(self.1 as usize)
+            .unwrap_or_default()
+    }
+
+    /// One per surrogate key of `info` (at most 2^32).
+    fn all(info: &ObjectInfo) -> impl Iterator<Item = SurrogateOf> + '_ {
+        (0..u32::MAX)
+            .zip(info.surrogate_keys())
+            .map(|(i, _)| SurrogateOf(info.clone(), i))
+    }
+}
+
+impl PartialEq for SurrogateOf {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for SurrogateOf {}
+
+impl PartialOrd for SurrogateOf {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SurrogateOf {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.surrogate(), self.0.key()).cmp(&(other.surrogate(), other.0.key()))
     }
 }
 
 impl PurgeIndex {
-    pub fn add(&mut self, key: &str, info: &Arc<ObjectInfo>) {
-        let key = StoredKey::new(key);
-        if let Some(old) = self.entries.get(&key) {
-            if Arc::ptr_eq(old, info) || **old == **info {
+    /// Adds the object stored under `key`, replacing what was known of
+    /// that key. (An info made for another key is copied with this one.)
+    pub fn add(&mut self, key: &str, info: &ObjectInfo) {
+        let renamed;
+        let info = if info.key() == key {
+            info
+        } else {
+            let keys: Vec<&str> = info.surrogate_keys().collect();
+            renamed = ObjectInfo::new(key, info.url(), &keys);
+            &renamed
+        };
+        if let Some(old) = self.get(key) {
+            if old.same(info) || old == info {
                 return;
             }
-            self.remove_stored(&key);
+            self.remove(key);
         }
-        self.entries.insert(key.clone(), info.clone());
-        for s in &info.surrogate_keys {
-            self.by_surrogate
-                .entry(s.clone())
-                .or_default()
-                .insert(key.clone());
-        }
-        match self.by_url.get_mut(info.url.as_str()) {
-            Some(keys) => keys.push(key),
-            None => {
-                self.by_url.insert(UrlOf(info.clone()), vec![key]);
-            }
-        }
+        let hash = self.hasher.hash_one(key);
+        let hasher = &self.hasher;
+        self.entries
+            .insert_unique(hash, info.clone(), |i| hasher.hash_one(i.key()));
+        self.by_surrogate.extend(SurrogateOf::all(info));
+        self.by_url.insert(UrlOf(info.clone()));
+    }
+
+    fn get(&self, key: &str) -> Option<&ObjectInfo> {
+        self.entries
+            .find(self.hasher.hash_one(key), |i| i.key() == key)
     }
 
     pub fn remove(&mut self, key: &str) {
-        self.remove_stored(&StoredKey::new(key));
-    }
-
-    fn remove_stored(&mut self, key: &StoredKey) {
-        let Some(info) = self.entries.remove(key) else {
+        let hash = self.hasher.hash_one(key);
+        let Ok(entry) = self.entries.find_entry(hash, |i| i.key() == key) else {
             return;
         };
-        if let Some(keys) = self.by_url.get_mut(info.url.as_str()) {
-            keys.retain(|k| k != key);
-            if keys.is_empty() {
-                self.by_url.remove(info.url.as_str());
-            }
+        let (info, _) = entry.remove();
+        for s in SurrogateOf::all(&info) {
+            self.by_surrogate.remove(&s);
         }
-        for s in &info.surrogate_keys {
-            if let Some(set) = self.by_surrogate.get_mut(s) {
-                set.remove(key);
-                if set.is_empty() {
-                    self.by_surrogate.remove(s);
-                }
-            }
-        }
+        self.by_url.remove(&UrlOf(info));
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.entries.contains_key(&StoredKey::new(key))
+        self.get(key).is_some()
     }
 
     pub fn len(&self) -> usize {
@@ -108,28 +139,40 @@ impl PurgeIndex {
         self.entries.is_empty()
     }
 
+    /// The entries whose URL starts with `prefix`, in URL order. (The
+    /// lookup's probe, an info of no key, orders before every key of the
+    /// URL it names.)
+    fn urls_from(&self, prefix: &str) -> impl Iterator<Item = &ObjectInfo> + '_ {
+        let probe = UrlOf(ObjectInfo::new::<&str>("", prefix, &[]));
+        self.by_url
+            .range((Bound::Included(probe), Bound::Unbounded))
+            .map(|u| &u.0)
+    }
+
     /// Keys stored for exactly this URL (every slice and header variant).
     pub fn by_url(&self, url: &str) -> Vec<String> {
-        self.by_url
-            .get(url)
-            .map(|s| s.iter().map(|k| k.to_string()).collect())
-            .unwrap_or_default()
+        self.urls_from(url)
+            .take_while(|i| i.url() == url)
+            .map(|i| i.key().to_string())
+            .collect()
     }
 
     /// Keys whose URL starts with `prefix`.
     pub fn by_prefix(&self, prefix: &str) -> Vec<String> {
-        self.by_url
-            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(url, _)| url.0.url.starts_with(prefix))
-            .flat_map(|(_, keys)| keys.iter().map(|k| k.to_string()))
+        self.urls_from(prefix)
+            .take_while(|i| i.url().starts_with(prefix))
+            .map(|i| i.key().to_string())
             .collect()
     }
 
+    /// Keys whose object named `surrogate` in its `Surrogate-Key`.
     pub fn by_surrogate(&self, surrogate: &str) -> Vec<String> {
+        let probe = SurrogateOf(ObjectInfo::new("", "", &[surrogate]), 0);
         self.by_surrogate
-            .get(surrogate)
-            .map(|s| s.iter().map(|k| k.to_string()).collect())
-            .unwrap_or_default()
+            .range((Bound::Included(probe), Bound::Unbounded))
+            .take_while(|s| s.surrogate() == surrogate)
+            .map(|s| s.0.key().to_string())
+            .collect()
     }
 }
 
@@ -137,35 +180,111 @@ impl PurgeIndex {
 mod tests {
     use super::*;
 
-    fn info(url: &str, sk: &[&str]) -> Arc<ObjectInfo> {
-        Arc::new(ObjectInfo {
-            url: url.into(),
-            surrogate_keys: sk.iter().map(|s| s.to_string()).collect(),
-        })
+    fn info(key: &str, url: &str, sk: &[&str]) -> ObjectInfo {
+        ObjectInfo::new(key, url, sk)
+    }
+
+    fn sorted(mut v: Vec<String>) -> Vec<String> {
+        v.sort();
+        v
     }
 
     #[test]
     fn lookups_name_exactly_what_they_match() {
         let mut i = PurgeIndex::default();
-        i.add("k1", &info("h/vod/a/1.ts", &["title-a", "vod"]));
-        i.add("k2", &info("h/vod/a/2.ts", &["title-a"]));
-        i.add("k3", &info("h/vod/ab/1.ts", &["title-ab"]));
-        i.add("k4", &info("h/vod/a/1.ts", &[]));
-        let sorted = |mut v: Vec<String>| {
-            v.sort();
-            v
-        };
+        i.add("k1", &info("k1", "h/vod/a/1.ts", &["title-a", "vod"]));
+        i.add("k2", &info("k2", "h/vod/a/2.ts", &["title-a"]));
+        i.add("k3", &info("k3", "h/vod/ab/1.ts", &["title-ab"]));
+        i.add("k4", &info("k4", "h/vod/a/1.ts", &[]));
         assert_eq!(sorted(i.by_url("h/vod/a/1.ts")), ["k1", "k4"]);
         assert_eq!(sorted(i.by_prefix("h/vod/a/")), ["k1", "k2", "k4"]);
         assert_eq!(sorted(i.by_prefix("h/vod/a")), ["k1", "k2", "k3", "k4"]);
         assert_eq!(sorted(i.by_surrogate("title-a")), ["k1", "k2"]);
         assert!(i.by_surrogate("title").is_empty());
+        assert!(i.by_url("h/vod/a/").is_empty());
         i.remove("k1");
         assert_eq!(i.by_url("h/vod/a/1.ts"), ["k4"]);
         assert!(i.by_surrogate("vod").is_empty());
         // Re-adding with other facts replaces the old ones.
-        i.add("k2", &info("h/other", &["x"]));
+        i.add("k2", &info("k2", "h/other", &["x"]));
         assert!(i.by_surrogate("title-a").is_empty());
+        assert_eq!(i.by_prefix("h/vod/a/"), ["k4"]);
         assert_eq!(i.len(), 3);
+    }
+
+    /// Random adds, re-adds and removes over few keys, URLs that prefix
+    /// each other and shared surrogate keys: every lookup answers what a
+    /// plain list of the live entries answers.
+    #[test]
+    fn lookups_match_a_plain_list_after_any_changes() {
+        let urls = [
+            "", "h", "h/", "h/a", "h/a/", "h/a/1", "h/ab", "h/a:b", "i/a", "é/1",
+        ];
+        let keys: Vec<String> = (0..12)
+            .map(|n| {
+                if n % 2 == 0 {
+                    format!("{n:032x}")
+                } else {
+                    format!("k{n}")
+                }
+            })
+            .collect();
+        let surrogates = ["s1", "s2", "7:odd", ""];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut index = PurgeIndex::default();
+        let mut model: std::collections::HashMap<String, ObjectInfo> = Default::default();
+        for _ in 0..3000 {
+            let key = &keys[next(keys.len())];
+            if next(3) == 0 {
+                index.remove(key);
+                model.remove(key);
+            } else {
+                let mut sk: Vec<&str> = surrogates
+                    .iter()
+                    .copied()
+                    .filter(|_| next(2) == 0)
+                    .collect();
+                if next(4) == 0 {
+                    // The same surrogate key twice in one header.
+                    sk.push("s1");
+                }
+                let i = info(key, urls[next(urls.len())], &sk);
+                index.add(key, &i);
+                model.insert(key.clone(), i);
+            }
+            assert_eq!(index.len(), model.len());
+            for probe in urls.iter().chain(&["h/a/1/", "z"]) {
+                let want = |f: &dyn Fn(&ObjectInfo) -> bool| {
+                    sorted(
+                        model
+                            .values()
+                            .filter(|i| f(i))
+                            .map(|i| i.key().to_string())
+                            .collect(),
+                    )
+                };
+                assert_eq!(sorted(index.by_url(probe)), want(&|i| i.url() == *probe));
+                assert_eq!(
+                    sorted(index.by_prefix(probe)),
+                    want(&|i| i.url().starts_with(probe))
+                );
+            }
+            for s in surrogates {
+                let want: Vec<String> = sorted(
+                    model
+                        .values()
+                        .filter(|i| i.surrogate_keys().any(|k| k == s))
+                        .map(|i| i.key().to_string())
+                        .collect(),
+                );
+                assert_eq!(sorted(index.by_surrogate(s)), want);
+            }
+        }
     }
 }

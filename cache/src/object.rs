@@ -3,7 +3,6 @@
 //! what purges need to find it. pingora's serialized `CacheMeta` is made
 //! from these when asked.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -31,13 +30,109 @@ impl Tier {
     }
 }
 
-/// Facts about an object that purges and prefetch use.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ObjectInfo {
-    /// The URL part of its key (host + path + normalized query).
-    pub url: String,
-    /// From the origin's `Surrogate-Key` header.
-    pub surrogate_keys: Vec<String>,
+/// Facts about an object that purges and prefetch use: its storage key,
+/// the URL part of that key (host + path + normalized query) and the keys
+/// of the origin's `Surrogate-Key` header.
+///
+/// One shared allocation behind a thin pointer (`arcstr`: 8 bytes where
+/// an `Arc<str>` takes 16), cloned by reference: each part written as its
+/// length in decimal, `:`, and its text (key, URL, surrogate keys). The
+/// purge index holds only these (issue 17: the info, its URL, and the
+/// index's keys and lists took about 280 bytes per RAM object; now about
+/// 110 with the text).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ObjectInfo(arcstr::ArcStr);
+
+impl ObjectInfo {
+    pub fn new<K: AsRef<str>>(key: &str, url: &str, surrogate_keys: &[K]) -> ObjectInfo {
+        let parts = [key, url]
+            .into_iter()
+            .chain(surrogate_keys.iter().map(AsRef::as_ref));
+        let mut text = String::with_capacity(key.len() + url.len() + 8);
+        for part in parts {
+            text.push_str(itoa::Buffer::new().format(part.len()));
+            text.push(':');
+            text.push_str(part);
+        }
+        ObjectInfo(arcstr::ArcStr::from(text.as_str()))
+    }
+
+    /// The storage key of the object it describes.
+    pub fn key(&self) -> &str {
+        self.parts().next().unwrap_or_default()
+    }
+
+    /// The URL part of its key.
+    pub fn url(&self) -> &str {
+        self.parts().nth(1).unwrap_or_default()
+    }
+
+    /// The surrogate keys, in the origin's order.
+    pub fn surrogate_keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.parts().skip(2)
+    }
+
+    /// The same allocation (a clone of this one).
+    pub fn same(&self, other: &ObjectInfo) -> bool {
+        arcstr::ArcStr::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Bytes of its text (its parts and their lengths).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn parts(&self) -> impl Iterator<Item = &str> + '_ {
+        let mut rest: &str = &self.0;
+        std::iter::from_fn(move || {
+            let (len, after) = rest.split_once(':')?;
+            let len = len.parse::<usize>().ok()?;
+            let part = after.get(..len)?;
+            rest = after.get(len..)?;
+            Some(part)
+        })
+    }
+}
+
+impl Default for ObjectInfo {
+    fn default() -> Self {
+        ObjectInfo::new::<&str>("", "", &[])
+    }
+}
+
+impl std::fmt::Debug for ObjectInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectInfo")
+            .field("key", &self.key())
+            .field("url", &self.url())
+            .field("surrogate_keys", &self.surrogate_keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A time as nanoseconds since the Unix epoch: 8 bytes where a
+/// `SystemTime` takes 16 (issue 17's bytes per RAM object). Exact from
+/// 1970 to 2554; earlier reads as 1970 and later as 2554 (a cache may take
+/// any `max-age` above 2^31 seconds, 68 years, as 2^31: RFC 9111
+/// §1.2.2).
+#[derive(Debug, Clone, Copy)]
+struct Stamp(u64);
+
+impl Stamp {
+    fn of(t: SystemTime) -> Stamp {
+        let nanos = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Stamp(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    fn time(self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(self.0)
+    }
 }
 
 /// The parts of a stored meta a fresh hit needs, decoded once.
@@ -47,32 +142,44 @@ pub struct ObjectInfo {
 /// case map took about 2 KB per object (issue 17: 1 KiB objects held
 /// 5.5 KiB each); the lines take what they say. A hit rebuilds the header
 /// from them ([`Parsed::header`]), as it cloned the kept map before.
+///
+/// One buffer holds the lines, then pingora's serialized internal meta
+/// (what [`Object::cache_meta`] decodes), then the origin's own reason
+/// phrase if it had one: one allocation per head rather than three
+/// (issue 17: about 60 bytes per RAM object).
 #[derive(Debug)]
 pub struct Parsed {
-    pub fresh_until: SystemTime,
-    /// When it was stored or last revalidated (what `Age` counts from).
-    pub updated: SystemTime,
+    /// [`Parsed::fresh_until`], as a [`Stamp`].
+    fresh_until: Stamp,
+    /// [`Parsed::updated`], as a [`Stamp`].
+    updated: Stamp,
     /// Stored with a `Vary` variance: only pingora's lookup picks variants.
     pub varies: bool,
     /// The head has a `Content-Length`.
     pub has_length: bool,
+    /// The origin's own reason phrase ends `buf`.
+    has_reason: bool,
     status: u16,
-    reason: Option<Box<str>>,
-    /// `name: value\r\n` lines, then the empty line. Rebuilt headers
-    /// share its bytes (names and values are slices of it).
-    lines: Bytes,
     /// How many header lines.
     count: u16,
+    /// `buf[..lines_end]`: `name: value\r\n` lines, then the empty line.
+    lines_end: u32,
+    /// `buf[lines_end..internal_end]`: the internal meta.
+    internal_end: u32,
+    /// Lines, internal meta, reason. Rebuilt headers share its bytes
+    /// (names and values are slices of it).
+    buf: Bytes,
 }
 
 impl Parsed {
     fn of(meta: &Meta) -> Option<Parsed> {
         let m = CacheMeta::deserialize(&meta.0, &meta.1).ok()?;
-        Self::from_header(
+        Self::build(
             m.response_header(),
             m.fresh_until(),
             m.epoch(),
             m.variance().is_some(),
+            &meta.0,
         )
     }
 
@@ -85,28 +192,69 @@ impl Parsed {
         updated: SystemTime,
         varies: bool,
     ) -> Option<Parsed> {
-        let mut lines = Vec::with_capacity(256);
-        header.header_to_h1_wire(&mut lines);
-        lines.extend_from_slice(b"\r\n");
+        Self::build(header, fresh_until, updated, varies, &[])
+    }
+
+    /// As [`Parsed::from_header`], keeping `internal` (pingora's serialized
+    /// internal meta) in the same buffer. `None` with more than 65,535
+    /// fields or a head of 4 GiB.
+    fn build(
+        header: &ResponseHeader,
+        fresh_until: SystemTime,
+        updated: SystemTime,
+        varies: bool,
+        internal: &[u8],
+    ) -> Option<Parsed> {
+        // Only an origin's own phrase: the standard one follows the status
+        // a hit answers with (206, 304).
+        let reason = header
+            .get_reason_phrase()
+            .filter(|r| Some(*r) != header.status.canonical_reason());
+        let mut buf = Vec::with_capacity(256 + internal.len());
+        header.header_to_h1_wire(&mut buf);
+        buf.extend_from_slice(b"\r\n");
+        let lines_end = u32::try_from(buf.len()).ok()?;
+        buf.extend_from_slice(internal);
+        let internal_end = u32::try_from(buf.len()).ok()?;
+        buf.extend_from_slice(reason.unwrap_or_default().as_bytes());
         Some(Parsed {
-            fresh_until,
-            updated,
+            fresh_until: Stamp::of(fresh_until),
+            updated: Stamp::of(updated),
             varies,
             has_length: header.headers.contains_key(http::header::CONTENT_LENGTH),
+            has_reason: reason.is_some(),
             status: header.status.as_u16(),
-            // Only an origin's own phrase: the standard one follows the
-            // status a hit answers with (206, 304).
-            reason: header
-                .get_reason_phrase()
-                .filter(|r| Some(*r) != header.status.canonical_reason())
-                .map(Into::into),
             count: u16::try_from(header.headers.len()).ok()?,
-            lines: Bytes::from(lines.into_boxed_slice()),
+            lines_end,
+            internal_end,
+            // Exactly as long as it holds (`into_boxed_slice` gives the
+            // slack back).
+            buf: Bytes::from(buf.into_boxed_slice()),
         })
     }
 
+    /// pingora's serialized internal meta kept with the head.
+    fn internal(&self) -> &[u8] {
+        &self.buf[self.lines_end as usize..self.internal_end as usize]
+    }
+
+    /// The bytes it holds: lines, internal meta and reason.
+    fn len(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn is_fresh(&self, now: SystemTime) -> bool {
-        self.fresh_until >= now
+        self.fresh_until() >= now
+    }
+
+    /// Until when it is fresh.
+    pub fn fresh_until(&self) -> SystemTime {
+        self.fresh_until.time()
+    }
+
+    /// When it was stored or last revalidated (what `Age` counts from).
+    pub fn updated(&self) -> SystemTime {
+        self.updated.time()
     }
 
     /// The stored status code.
@@ -116,7 +264,11 @@ impl Parsed {
 
     /// The stored reason phrase, when the origin's was not the standard one.
     pub fn reason(&self) -> Option<&str> {
-        self.reason.as_deref()
+        let tail = &self.buf[self.internal_end as usize..];
+        // Written from a `&str`.
+        self.has_reason
+            .then(|| std::str::from_utf8(tail).ok())
+            .flatten()
     }
 
     /// The first stored value of field `name` (case-insensitive), trimmed;
@@ -135,13 +287,13 @@ impl Parsed {
 
     /// The stored fields in order.
     pub fn fields(&self) -> Fields<'_> {
-        Fields { rest: &self.lines }
+        Fields { rest: self.lines() }
     }
 
     /// The stored field lines as they go on the wire (`name: value\r\n`
     /// each, names as the origin cased them), then the empty line.
     pub fn lines(&self) -> &[u8] {
-        &self.lines
+        &self.buf[..self.lines_end as usize]
     }
 
     /// The stored response head, rebuilt (names in lower case).
@@ -156,7 +308,7 @@ impl Parsed {
             heap = vec![httparse::EMPTY_HEADER; usize::from(self.count)];
             &mut heap
         };
-        let (_, fields) = match httparse::parse_headers(&self.lines, slots).ok()? {
+        let (_, fields) = match httparse::parse_headers(self.lines(), slots).ok()? {
             httparse::Status::Complete(done) => done,
             httparse::Status::Partial => return None,
         };
@@ -168,14 +320,14 @@ impl Parsed {
         let mut headers = http::HeaderMap::with_capacity(fields.len());
         for f in fields.iter() {
             let name = http::HeaderName::from_bytes(f.name.as_bytes()).ok()?;
-            let value = http::HeaderValue::from_maybe_shared(self.lines.slice_ref(f.value)).ok()?;
+            let value = http::HeaderValue::from_maybe_shared(self.buf.slice_ref(f.value)).ok()?;
             headers.append(name, value);
         }
         let (mut parts, ()) = http::Response::new(()).into_parts();
         parts.status = http::StatusCode::from_u16(self.status).ok()?;
         parts.headers = headers;
         let mut out = ResponseHeader::from(parts);
-        if let Some(r) = &self.reason {
+        if let Some(r) = self.reason() {
             out.set_reason_phrase(Some(r)).ok()?;
         }
         Some(out)
@@ -190,11 +342,10 @@ impl Parsed {
     pub fn header_with_case(&self) -> Option<ResponseHeader> {
         let mut out = ResponseHeader::build(self.status, Some(usize::from(self.count))).ok()?;
         for f in self.fields() {
-            let value = http::HeaderValue::from_maybe_shared(self.lines.slice_ref(f.value)).ok()?;
-            out.append_header(self.lines.slice_ref(f.name), value)
-                .ok()?;
+            let value = http::HeaderValue::from_maybe_shared(self.buf.slice_ref(f.value)).ok()?;
+            out.append_header(self.buf.slice_ref(f.name), value).ok()?;
         }
-        if let Some(r) = &self.reason {
+        if let Some(r) = self.reason() {
             out.set_reason_phrase(Some(r)).ok()?;
         }
         Some(out)
@@ -244,18 +395,20 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-/// Heap bytes per RAM object beyond its key, body, internal meta, head
-/// lines and URL, measured with a counting allocator
-/// (cache/tests/ram_memory.rs, 2026-12-02): the RAM tier's slot, table,
-/// queue and ghost entries (about 90), the purge index entry (about 100),
-/// the object with its parsed head inline and its info (about 250), and
-/// the allocator's header and rounding of each; 60 to 80 bytes to spare,
-/// so that `ram_size` bounds what the tier really holds.
-pub const RAM_OVERHEAD: u64 = 560;
+/// Heap bytes per RAM object beyond its key, body, head (lines, internal
+/// meta, reason) and info's text, measured with a counting allocator
+/// (cache/tests/ram_memory.rs, 2026-12-03: about 240): the object (128
+/// with the allocator's header), its info's header (16), the body's
+/// shared count (32), the RAM tier's slot, table and queue entries (about
+/// 70), the purge index's entry and URL order (about 35), and the
+/// allocator's header and rounding of the body, head and info; 60 bytes
+/// to spare, so that `ram_size` bounds what the tier really holds.
+pub const RAM_OVERHEAD: u64 = 300;
 
-/// Heap bytes per surrogate key of a RAM object beyond twice its length
-/// (its copy in the info, its entry in the purge index's set).
-pub const SURROGATE_OVERHEAD: u64 = 96;
+/// Heap bytes per surrogate key of a RAM object beyond its text in the
+/// info: its entry in the purge index's order (about 30, whether the key
+/// is the object's alone or shared by thousands).
+pub const SURROGATE_OVERHEAD: u64 = 48;
 
 /// A complete cached response.
 ///
@@ -267,15 +420,19 @@ pub const SURROGATE_OVERHEAD: u64 = 96;
 /// meta whose header does not parse is kept as it came.
 #[derive(Debug)]
 pub struct Object {
-    /// pingora's serialized internal meta (freshness, variance).
-    internal: Box<[u8]>,
-    /// The serialized header, kept only when it does not parse (`parsed`
-    /// is `None`); empty otherwise.
-    header: Box<[u8]>,
     pub body: Bytes,
-    pub info: Arc<ObjectInfo>,
-    /// The stored head, parsed (`None` if the meta does not parse).
-    pub parsed: Option<Parsed>,
+    pub info: ObjectInfo,
+    /// The stored head, parsed, with the internal meta (`None` if the
+    /// meta does not parse).
+    head: Head,
+}
+
+/// An object's stored head.
+#[derive(Debug)]
+enum Head {
+    Parsed(Parsed),
+    /// The meta as it came, kept only when it does not parse.
+    Unparsed(Box<Meta>),
 }
 
 /// pingora's serialized form of a header with no fields: what the internal
@@ -296,30 +453,30 @@ fn empty_header() -> &'static [u8] {
 }
 
 impl Object {
-    pub fn new(meta: Meta, body: Bytes, info: Arc<ObjectInfo>) -> Object {
-        let parsed = Parsed::of(&meta);
-        let (internal, header) = meta;
-        let header = if parsed.is_some() {
-            Box::default()
-        } else {
-            header.into_boxed_slice()
+    pub fn new(meta: Meta, body: Bytes, info: ObjectInfo) -> Object {
+        let head = match Parsed::of(&meta) {
+            Some(p) => Head::Parsed(p),
+            None => Head::Unparsed(Box::new(meta)),
         };
-        Object {
-            internal: internal.into_boxed_slice(),
-            header,
-            parsed,
-            body,
-            info,
+        Object { body, info, head }
+    }
+
+    /// The stored head, parsed (`None` if the meta does not parse).
+    pub fn parsed(&self) -> Option<&Parsed> {
+        match &self.head {
+            Head::Parsed(p) => Some(p),
+            Head::Unparsed(_) => None,
         }
     }
 
     /// The stored meta, decoded as pingora's lookup returns it; the head
     /// keeps the origin's name case. Errors as `CacheMeta::deserialize`.
     pub fn cache_meta(&self) -> pingora_error::Result<CacheMeta> {
-        let Some(parsed) = &self.parsed else {
-            return CacheMeta::deserialize(&self.internal, &self.header);
+        let parsed = match &self.head {
+            Head::Parsed(p) => p,
+            Head::Unparsed(m) => return CacheMeta::deserialize(&m.0, &m.1),
         };
-        let mut meta = CacheMeta::deserialize(&self.internal, empty_header())?;
+        let mut meta = CacheMeta::deserialize(parsed.internal(), empty_header())?;
         *meta.response_header_mut() = parsed.header_with_case().ok_or_else(|| {
             pingora_error::Error::explain(
                 pingora_error::ErrorType::InternalError,
@@ -332,31 +489,34 @@ impl Object {
     /// The stored meta in pingora's serialized form (for the disk tier and
     /// meta updates). Errors as `CacheMeta::serialize`.
     pub fn meta(&self) -> pingora_error::Result<Meta> {
-        if self.parsed.is_none() {
-            return Ok((self.internal.to_vec(), self.header.to_vec()));
+        match &self.head {
+            Head::Unparsed(m) => Ok((**m).clone()),
+            Head::Parsed(_) => self.cache_meta()?.serialize(),
         }
-        self.cache_meta()?.serialize()
     }
 
     /// Bytes it occupies: body, internal meta, and the head (its lines, or
     /// the serialized header kept when it did not parse).
     pub fn weight(&self) -> u64 {
-        (self.body.len() + self.internal.len() + self.header.len()) as u64
-            + self.parsed.as_ref().map_or(0, |p| p.lines.len() as u64)
+        let head = match &self.head {
+            Head::Parsed(p) => p.len(),
+            Head::Unparsed(m) => m.0.len() + m.1.len(),
+        };
+        (self.body.len() + head) as u64
     }
 
     /// Bytes it holds in the RAM tier, as `ram_size` counts them: body,
-    /// meta, the decoded head's lines, its URL, and [`RAM_OVERHEAD`] for
+    /// head (lines and meta), its info's text (key, URL, surrogate keys),
+    /// [`SURROGATE_OVERHEAD`] per surrogate key and [`RAM_OVERHEAD`] for
     /// the structures around it, so that `ram_size` bounds the memory the
     /// tier really uses (tests/ram_memory.rs counts it with the allocator).
     pub fn ram_weight(&self) -> u64 {
         self.weight()
-            + self.info.url.len() as u64
+            + self.info.len() as u64
             + self
                 .info
-                .surrogate_keys
-                .iter()
-                .map(|k| 2 * k.len() as u64 + SURROGATE_OVERHEAD)
+                .surrogate_keys()
+                .map(|_| SURROGATE_OVERHEAD)
                 .sum::<u64>()
             + RAM_OVERHEAD
     }
@@ -434,8 +594,11 @@ mod tests {
                 Bytes::from_static(b"abc"),
                 Default::default(),
             );
-            assert!(obj.parsed.is_some(), "{fields:?}");
-            assert!(obj.header.is_empty(), "the serialized header is not kept");
+            assert!(obj.parsed().is_some(), "{fields:?}");
+            assert!(
+                matches!(obj.head, Head::Parsed(_)),
+                "the serialized header is not kept"
+            );
             for again in [obj.cache_meta().unwrap(), {
                 let (i, hd) = obj.meta().unwrap();
                 CacheMeta::deserialize(&i, &hd).unwrap()
@@ -455,10 +618,65 @@ mod tests {
     }
 
     #[test]
+    fn an_info_gives_back_the_parts_it_was_made_of() {
+        let long = "x".repeat(70_000);
+        type Case<'a> = (&'a str, &'a str, Vec<&'a str>);
+        let cases: Vec<Case<'_>> = vec![
+            ("", "", vec![]),
+            ("k", "", vec![""]),
+            (
+                "0123456789abcdef0123456789abcdef",
+                "h/a",
+                vec!["vod", "title-1"],
+            ),
+            ("3:abc", "12:h/a?x=1:2", vec!["1:", ":", "0:", "9"]),
+            ("k\u{e9}", "h\u{e9}/\u{1f600}", vec!["\u{e9}"]),
+            ("k", &long, vec![&long, "a"]),
+        ];
+        for (key, url, keys) in cases {
+            let info = ObjectInfo::new(key, url, &keys);
+            assert_eq!(info.key(), key);
+            assert_eq!(info.url(), url);
+            assert_eq!(info.surrogate_keys().collect::<Vec<_>>(), keys);
+            assert!(info.same(&info.clone()));
+            assert_eq!(info, ObjectInfo::new(key, url, &keys));
+        }
+        assert_ne!(
+            ObjectInfo::new::<&str>("a", "b", &[]),
+            ObjectInfo::new("a", "b", &[""])
+        );
+    }
+
+    #[test]
+    fn stamps_keep_times_to_the_nanosecond_and_saturate_outside_their_range() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        for t in [
+            epoch,
+            epoch + Duration::new(1_800_000_000, 123_456_789),
+            epoch + Duration::from_nanos(u64::MAX),
+        ] {
+            assert_eq!(Stamp::of(t).time(), t);
+        }
+        assert_eq!(Stamp::of(epoch - Duration::from_secs(1)).time(), epoch);
+        let far = epoch + Duration::from_secs(1 << 40);
+        assert_eq!(
+            Stamp::of(far).time(),
+            epoch + Duration::from_nanos(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn an_object_stays_small() {
+        // 104 bytes, 128 with its `Arc` and the allocator's header
+        // (issue 17: bytes per RAM object).
+        assert!(std::mem::size_of::<Object>() <= 104);
+    }
+
+    #[test]
     fn a_meta_that_does_not_parse_is_kept_as_it_came() {
         let meta = (b"internal".to_vec(), b"not a header".to_vec());
         let obj = Object::new(meta.clone(), Bytes::new(), Default::default());
-        assert!(obj.parsed.is_none());
+        assert!(obj.parsed().is_none());
         assert_eq!(obj.meta().unwrap(), meta);
         assert!(obj.cache_meta().is_err());
         assert_eq!(obj.weight(), (meta.0.len() + meta.1.len()) as u64);

@@ -437,7 +437,7 @@ impl EdgeStorage {
         if let Some(disk) = self.disk.load_full() {
             infos.extend(disk.infos_at_least(min_size));
         }
-        let mut urls: Vec<&str> = infos.iter().map(|i| i.url.as_str()).collect();
+        let mut urls: Vec<&str> = infos.iter().map(|i| i.url()).collect();
         urls.sort_unstable();
         urls.dedup();
         crate::digest::Digest::of(urls.into_iter())
@@ -519,7 +519,7 @@ impl EdgeStorage {
             .load()
             .as_ref()
             .and_then(|d| d.info(key))
-            .unwrap_or_else(|| Arc::new(file.info.clone()));
+            .unwrap_or_else(|| file.info.clone());
         let hit = match body {
             Some(body) => {
                 let obj = Arc::new(Object::new(file.meta, body.clone(), info));
@@ -542,7 +542,7 @@ impl EdgeStorage {
     }
 
     /// A stored object's body and facts, from whichever tier has it.
-    async fn stored_body(&'static self, key: &str) -> Option<(bytes::Bytes, Arc<ObjectInfo>)> {
+    async fn stored_body(&'static self, key: &str) -> Option<(bytes::Bytes, ObjectInfo)> {
         let in_memory = self
             .ram
             .load()
@@ -556,7 +556,7 @@ impl EdgeStorage {
         tokio::task::spawn_blocking(move || {
             let (file, reader) = disk.open_object(&k).ok()??;
             let body = reader.read_all().ok()?;
-            Some((body, Arc::new(file.info)))
+            Some((body, file.info))
         })
         .await
         .ok()?
@@ -712,13 +712,16 @@ impl EdgeStorage {
     /// Purges every object of exactly this URL (host + path + normalized
     /// query): all its slices and header variants. Blocking (disk).
     pub fn purge_url(&self, url: &str, mode: PurgeMode) -> usize {
-        let keys = self.keys_matching(|i| i.by_url(url), |info| info.url == url);
+        let keys = self.keys_matching(|i| i.by_url(url), |info| info.url() == url);
         self.purge_keys(keys, mode)
     }
 
     /// Purges every object whose URL starts with `prefix`. Blocking (disk).
     pub fn purge_prefix(&self, prefix: &str, mode: PurgeMode) -> usize {
-        let keys = self.keys_matching(|i| i.by_prefix(prefix), |info| info.url.starts_with(prefix));
+        let keys = self.keys_matching(
+            |i| i.by_prefix(prefix),
+            |info| info.url().starts_with(prefix),
+        );
         self.purge_keys(keys, mode)
     }
 
@@ -726,7 +729,7 @@ impl EdgeStorage {
     pub fn purge_surrogate(&self, surrogate: &str, mode: PurgeMode) -> usize {
         let keys = self.keys_matching(
             |i| i.by_surrogate(surrogate),
-            |info| info.surrogate_keys.iter().any(|s| s == surrogate),
+            |info| info.surrogate_keys().any(|s| s == surrogate),
         );
         self.purge_keys(keys, mode)
     }
@@ -742,7 +745,7 @@ impl EdgeStorage {
     ) -> Meta {
         let settings = self.settings.load();
         if let Ok(text) = std::str::from_utf8(body) {
-            let (host, path) = split_url(&info.url);
+            let (host, path) = split_url(info.url());
             match hints.kind {
                 Kind::HlsPlaylist => self.successors.learn(host, path, &video::parse_hls(text)),
                 Kind::DashManifest => self.successors.learn_dash(host, path, text),
@@ -929,17 +932,12 @@ impl Storage for EdgeStorage {
     ) -> Result<MissHandler> {
         let k = crate::key::storage_key(key);
         let hints = meta.extensions().get::<FillHints>().cloned();
-        let url = key
-            .primary_key_str()
-            .map(|p| crate::key::url_of(p).to_string())
-            .unwrap_or_default();
-        let info = Arc::new(ObjectInfo {
+        let url = key.primary_key_str().map_or("", crate::key::url_of);
+        let info = ObjectInfo::new(
+            &k,
             url,
-            surrogate_keys: hints
-                .as_ref()
-                .map(|h| h.surrogate_keys.clone())
-                .unwrap_or_default(),
-        });
+            hints.as_ref().map_or(&[][..], |h| &h.surrogate_keys[..]),
+        );
         let id = self.next_fill.fetch_add(1, Ordering::Relaxed);
         let fill = Arc::new(Fill::new(id, meta.serialize()?, info.clone()));
         self.index.lock().add(&k, &info);

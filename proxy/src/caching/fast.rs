@@ -47,7 +47,7 @@ pub(crate) fn fresh_object(
 ) -> Option<Arc<Object>> {
     let key = edge_cache::key::storage_key(&cache_key(ctx, &route.cache, req));
     let obj = rt.storage.ram_object(&key)?;
-    let parsed = obj.parsed.as_ref()?;
+    let parsed = obj.parsed()?;
     if parsed.varies || !parsed.is_fresh(now) || !parsed.has_length {
         return None;
     }
@@ -74,7 +74,7 @@ pub(crate) fn lines_hit(
     decor: Decor<'_>,
     now: SystemTime,
 ) -> Option<LinesHit> {
-    let parsed = obj.parsed.as_ref()?;
+    let parsed = obj.parsed()?;
     if decor.rate_limit.is_some() {
         return None;
     }
@@ -152,7 +152,7 @@ pub(crate) async fn try_serve(
     let Some(obj) = fresh_object(rt, ctx, route, req, now) else {
         return Ok(None);
     };
-    let Some(parsed) = obj.parsed.as_ref() else {
+    let Some(parsed) = obj.parsed() else {
         return Ok(None);
     };
     ctx.status = Some(Status::Hit);
@@ -293,7 +293,7 @@ pub(super) fn map_head(
     let served = super::fields::Served {
         status: Status::Hit,
         tier,
-        stored: Some((parsed.fresh_until, parsed.updated)),
+        stored: Some((parsed.fresh_until(), parsed.updated())),
         storing: false,
         fwd_status: None,
         fwd: None,

@@ -50,7 +50,7 @@ impl<'a> Served<'a> {
         Self {
             status: Status::Hit,
             tier: Some(Tier::Ram),
-            stored: Some((parsed.fresh_until, parsed.updated)),
+            stored: Some((parsed.fresh_until(), parsed.updated())),
             storing: false,
             fwd_status: None,
             fwd: None,

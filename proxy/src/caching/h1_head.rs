@@ -579,7 +579,7 @@ mod tests {
         Served {
             status: Status::Hit,
             tier: Some(Tier::Ram),
-            stored: Some((p.fresh_until, p.updated)),
+            stored: Some((p.fresh_until(), p.updated())),
             storing: false,
             fwd_status: None,
             fwd: None,

@@ -120,7 +120,7 @@ impl Memo {
         settings: &Arc<Cache>,
         now: SystemTime,
     ) -> Option<(Fields, Kind)> {
-        let parsed = obj.parsed.as_ref()?;
+        let parsed = obj.parsed()?;
         let class = shape.class();
         let slot = &self.slots[index(obj, class)];
         {
@@ -169,7 +169,7 @@ impl Memo {
         now: SystemTime,
         render: impl FnOnce() -> pingora_error::Result<Option<(ResponseHeader, Kind)>>,
     ) -> pingora_error::Result<Option<(ResponseHeader, Kind)>> {
-        let Some(parsed) = obj.parsed.as_ref() else {
+        let Some(parsed) = obj.parsed() else {
             return render();
         };
         let slot = &self.slots[index(obj, MAP_WHOLE)];
@@ -333,7 +333,7 @@ mod tests {
         .serialize()
         .unwrap();
         let obj = Object::new(meta, Bytes::from_static(b"0123456789"), Default::default());
-        assert!(obj.parsed.is_some(), "{fields:?}");
+        assert!(obj.parsed().is_some(), "{fields:?}");
         Arc::new(obj)
     }
 
@@ -347,7 +347,7 @@ mod tests {
         settings: &Cache,
         now: SystemTime,
     ) -> Option<(Vec<u8>, bool, usize, Kind)> {
-        let parsed = obj.parsed.as_ref().unwrap();
+        let parsed = obj.parsed().unwrap();
         let kind = video::classify(path, parsed.field("content-type"));
         let served = Served::ram_hit(parsed, key, kind);
         let f = h1_head::render(parsed, shape, &served, settings, ops, now)?;
@@ -554,7 +554,7 @@ mod tests {
         now: SystemTime,
     ) -> Option<(ResponseHeader, Kind)> {
         let req = pingora_http::RequestHeader::build("GET", path.as_bytes(), None).unwrap();
-        let parsed = obj.parsed.as_ref().unwrap();
+        let parsed = obj.parsed().unwrap();
         let mut head = super::super::fast::map_head(
             &req,
             parsed,
