@@ -25,6 +25,7 @@ pub(crate) mod invalidate;
 pub mod prefetch;
 pub(crate) mod range;
 pub mod slice;
+mod url_facts;
 pub(crate) mod vary;
 
 use std::sync::atomic::AtomicUsize;
@@ -50,11 +51,11 @@ pub struct CacheRuntime {
     pub storage: &'static EdgeStorage,
     lock: ArcSwap<LockSettings>,
     /// Total length of objects seen, by URL: decides slicing.
-    sizes: moka::sync::Cache<String, u64>,
+    sizes: url_facts::UrlFacts<u64>,
     /// URLs whose origin answered a slice's `Range` with the whole object:
     /// they are fetched and stored whole, as slice 0, and ranges are served
     /// from that.
-    ignores_ranges: moka::sync::Cache<String, ()>,
+    ignores_ranges: url_facts::UrlFacts<()>,
     /// Prefetches in flight.
     pub(crate) prefetching: Arc<AtomicUsize>,
     /// Whole RAM hits' heads, rendered once per object.
@@ -80,14 +81,8 @@ impl CacheRuntime {
                 lock: leak_lock(timeout),
                 timeout,
             }),
-            sizes: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(3600))
-                .build(),
-            ignores_ranges: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(3600))
-                .build(),
+            sizes: url_facts::UrlFacts::new(100_000),
+            ignores_ranges: url_facts::UrlFacts::new(100_000),
             prefetching: Arc::new(AtomicUsize::new(0)),
             heads: head_memo::Memo::default(),
         }
@@ -115,16 +110,16 @@ impl CacheRuntime {
     }
 
     pub(crate) fn remember_size(&self, url: &str, size: u64) {
-        self.sizes.insert(url.to_string(), size);
+        self.sizes.insert(url, size);
     }
 
     /// Whether `url`'s origin was seen ignoring `Range` (within the hour).
     pub(crate) fn ignores_ranges(&self, url: &str) -> bool {
-        self.ignores_ranges.contains_key(url)
+        self.ignores_ranges.get(url).is_some()
     }
 
     pub(crate) fn remember_ignores_ranges(&self, url: &str) {
-        self.ignores_ranges.insert(url.to_string(), ());
+        self.ignores_ranges.insert(url, ());
     }
 
     /// Turns pingora-cache on for this request.
