@@ -2,7 +2,9 @@
 //! (`loadbench allocs`): built with `--features alloc-stats`, edge runs on
 //! glibc's allocator wrapped by `stats_alloc` (mimalloc has no counting
 //! wrapper usable in a `static`) and `/metrics` carries
-//! `edge_heap_allocations_total` and `edge_heap_allocated_bytes_total`.
+//! `edge_heap_allocations_total`, `edge_heap_allocated_bytes_total` and
+//! `edge_heap_live_bytes` (allocated and not yet freed: what a cached
+//! object really holds, against what `ram_size` accounts).
 //! Counts are what the program asks for, whichever allocator serves them;
 //! CPU figures of such a build are not comparable and are not reported.
 //! Without the feature, nothing is counted and nothing is shown.
@@ -17,6 +19,8 @@ pub struct HeapMetrics {
     allocations: prometheus::IntCounter,
     #[cfg(feature = "alloc-stats")]
     bytes: prometheus::IntCounter,
+    #[cfg(feature = "alloc-stats")]
+    live: prometheus::IntGauge,
 }
 
 impl HeapMetrics {
@@ -30,9 +34,18 @@ impl HeapMetrics {
             "edge_heap_allocated_bytes_total",
             "Bytes allocated on the heap since start (alloc-stats builds only)",
         )?;
+        let live = prometheus::IntGauge::new(
+            "edge_heap_live_bytes",
+            "Bytes on the heap now, as asked for (alloc-stats builds only)",
+        )?;
         registry.register(Box::new(allocations.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
-        Ok(Self { allocations, bytes })
+        registry.register(Box::new(live.clone()))?;
+        Ok(Self {
+            allocations,
+            bytes,
+            live,
+        })
     }
 
     #[cfg(not(feature = "alloc-stats"))]
@@ -50,6 +63,8 @@ impl HeapMetrics {
                 .inc_by(count.saturating_sub(self.allocations.get()));
             self.bytes
                 .inc_by((s.bytes_allocated as u64).saturating_sub(self.bytes.get()));
+            let live = s.bytes_allocated as i64 - s.bytes_deallocated as i64;
+            self.live.set(live);
         }
     }
 }
