@@ -28,8 +28,15 @@ pub struct PurgeIndex {
 }
 
 /// An object's info, ordered by its URL, then its key.
-#[derive(PartialEq, Eq)]
 struct UrlOf(ObjectInfo);
+
+impl PartialEq for UrlOf {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for UrlOf {}
 
 impl PartialOrd for UrlOf {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
@@ -43,24 +50,24 @@ impl Ord for UrlOf {
     }
 }
 
-/// An object's info and the place of one of its surrogate keys, ordered
-/// by that surrogate key, then the object's key.
+/// An object's info and where one of its surrogate keys begins in it
+/// ([`ObjectInfo::surrogate_key_at`]: read in constant time, so adding an
+/// object with k keys takes O(k log n) comparisons, not O(k² log n)),
+/// ordered by that surrogate key, then the object's key.
 #[derive(Clone)]
 struct SurrogateOf(ObjectInfo, u32);
 
 impl SurrogateOf {
     fn surrogate(&self) -> &str {
-        self.0
-            .surrogate_keys()
-            .nth(self.1 as usize)
-            .unwrap_or_default()
+        self.0.surrogate_key_at(self.1 as usize)
     }
 
-    /// One per surrogate key of `info` (at most 2^32).
+    /// One per surrogate key of `info` (an info's text is far below 4 GiB:
+    /// it is made from one response's head).
     fn all(info: &ObjectInfo) -> impl Iterator<Item = SurrogateOf> + '_ {
-        (0..u32::MAX)
-            .zip(info.surrogate_keys())
-            .map(|(i, _)| SurrogateOf(info.clone(), i))
+        info.surrogate_key_offsets()
+            .filter_map(|at| u32::try_from(at).ok())
+            .map(|at| SurrogateOf(info.clone(), at))
     }
 }
 
@@ -167,7 +174,9 @@ impl PurgeIndex {
 
     /// Keys whose object named `surrogate` in its `Surrogate-Key`.
     pub fn by_surrogate(&self, surrogate: &str) -> Vec<String> {
-        let probe = SurrogateOf(ObjectInfo::new("", "", &[surrogate]), 0);
+        let Some(probe) = SurrogateOf::all(&ObjectInfo::new("", "", &[surrogate])).next() else {
+            return Vec::new();
+        };
         self.by_surrogate
             .range((Bound::Included(probe), Bound::Unbounded))
             .take_while(|s| s.surrogate() == surrogate)
@@ -210,6 +219,29 @@ mod tests {
         assert!(i.by_surrogate("title-a").is_empty());
         assert_eq!(i.by_prefix("h/vod/a/"), ["k4"]);
         assert_eq!(i.len(), 3);
+    }
+
+    /// An object with thousands of surrogate keys, among others that share
+    /// some: each key finds exactly its objects, and removal forgets them.
+    #[test]
+    fn objects_with_many_surrogate_keys_are_indexed_and_forgotten() {
+        let mut i = PurgeIndex::default();
+        let many: Vec<String> = (0..5_000).map(|n| format!("k{n}")).collect();
+        for n in 0..200 {
+            let keys = [format!("k{}", n * 25), "shared".to_string()];
+            i.add(
+                &format!("o{n}"),
+                &ObjectInfo::new(&format!("o{n}"), "h/x", &keys),
+            );
+        }
+        i.add("big", &ObjectInfo::new("big", "h/big", &many));
+        assert_eq!(sorted(i.by_surrogate("k25")), ["big", "o1"]);
+        assert_eq!(i.by_surrogate("k4999"), ["big"]);
+        assert_eq!(i.by_surrogate("shared").len(), 200);
+        i.remove("big");
+        assert_eq!(i.by_surrogate("k25"), ["o1"]);
+        assert!(i.by_surrogate("k4999").is_empty());
+        assert_eq!(i.len(), 200);
     }
 
     /// Random adds, re-adds and removes over few keys, URLs that prefix

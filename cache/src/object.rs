@@ -72,6 +72,20 @@ impl ObjectInfo {
         self.parts().skip(2)
     }
 
+    /// Where each surrogate key's part begins in the text: what
+    /// [`ObjectInfo::surrogate_key_at`] reads in constant time (the purge
+    /// index orders its entries by them).
+    pub fn surrogate_key_offsets(&self) -> impl Iterator<Item = usize> + '_ {
+        self.parts_at().skip(2).map(|(at, _)| at)
+    }
+
+    /// The surrogate key whose part begins at `offset`, one of
+    /// [`ObjectInfo::surrogate_key_offsets`] (another offset reads
+    /// whatever part it happens to parse, or an empty one; never panics).
+    pub fn surrogate_key_at(&self, offset: usize) -> &str {
+        part_at(&self.0, offset).map_or("", |(part, _)| part)
+    }
+
     /// The same allocation (a clone of this one).
     pub fn same(&self, other: &ObjectInfo) -> bool {
         arcstr::ArcStr::ptr_eq(&self.0, &other.0)
@@ -87,15 +101,30 @@ impl ObjectInfo {
     }
 
     fn parts(&self) -> impl Iterator<Item = &str> + '_ {
-        let mut rest: &str = &self.0;
+        self.parts_at().map(|(_, part)| part)
+    }
+
+    /// Each part, with where it begins in the text.
+    fn parts_at(&self) -> impl Iterator<Item = (usize, &str)> + '_ {
+        let text: &str = &self.0;
+        let mut at = 0;
         std::iter::from_fn(move || {
-            let (len, after) = rest.split_once(':')?;
-            let len = len.parse::<usize>().ok()?;
-            let part = after.get(..len)?;
-            rest = after.get(len..)?;
-            Some(part)
+            let (part, next) = part_at(text, at)?;
+            let begins = at;
+            at = next;
+            Some((begins, part))
         })
     }
+}
+
+/// The part of an [`ObjectInfo`]'s text that begins at `at` (its length in
+/// decimal, `:`, its text), and where the next begins.
+fn part_at(text: &str, at: usize) -> Option<(&str, usize)> {
+    let rest = text.get(at..)?;
+    let (len, after) = rest.split_once(':')?;
+    let len = len.parse::<usize>().ok()?;
+    let part = after.get(..len)?;
+    Some((part, text.len() - after.len() + len))
 }
 
 impl Default for ObjectInfo {
@@ -397,17 +426,18 @@ impl<'a> Iterator for Fields<'a> {
 
 /// Heap bytes per RAM object beyond its key, body, head (lines, internal
 /// meta, reason) and info's text, measured with a counting allocator
-/// (cache/tests/ram_memory.rs, 2026-12-03: about 240): the object (120
-/// with its `Arc`), its info's header (16), the body's shared count (24),
-/// the RAM tier's slot, table and queue entries (about 70), the purge
-/// index's entry and URL order (about 35). The running server holds about
-/// 60 more per object (`edge_heap_live_bytes` of an `alloc-stats` build:
-/// 1,744 bytes per 1 KiB object against 1,668 in the test; what is learnt
-/// of each URL, `caching/url_facts.rs`, is some of it): 100 more to spare,
+/// (cache/tests/ram_memory.rs, 2026-12-03: about 265): the object (120
+/// with its `Arc`), its info's header (16), the shared counts of the body
+/// and, from its first read, the head (24 each), the RAM tier's slot,
+/// table and queue entries (about 70), the purge index's entry and URL
+/// order (about 35). The running server holds about 60 more per object
+/// (`edge_heap_live_bytes` of an `alloc-stats` build: 1,744 bytes per 1
+/// KiB object never read against 1,668 in the test; what is learnt of
+/// each URL, `caching/url_facts.rs`, is some of it): 95 more to spare,
 /// so that `ram_size` bounds the heap the tier really holds. The
 /// allocator's own rounding and pages are not counted: RSS grows by
 /// about 2,040 bytes per such object under mimalloc (benches/RESULTS.md).
-pub const RAM_OVERHEAD: u64 = 340;
+pub const RAM_OVERHEAD: u64 = 360;
 
 /// Heap bytes per surrogate key of a RAM object beyond its text in the
 /// info: its entry in the purge index's order (about 30, whether the key
@@ -460,7 +490,12 @@ impl Object {
     pub fn new(meta: Meta, body: Bytes, info: ObjectInfo) -> Object {
         let head = match Parsed::of(&meta) {
             Some(p) => Head::Parsed(p),
-            None => Head::Unparsed(Box::new(meta)),
+            None => {
+                let (mut internal, mut header) = meta;
+                internal.shrink_to_fit();
+                header.shrink_to_fit();
+                Head::Unparsed(Box::new((internal, header)))
+            }
         };
         Object { body, info, head }
     }
@@ -642,6 +677,14 @@ mod tests {
             assert_eq!(info.key(), key);
             assert_eq!(info.url(), url);
             assert_eq!(info.surrogate_keys().collect::<Vec<_>>(), keys);
+            let by_offset: Vec<&str> = info
+                .surrogate_key_offsets()
+                .map(|at| info.surrogate_key_at(at))
+                .collect();
+            assert_eq!(by_offset, keys);
+            for at in 0..info.len() + 2 {
+                info.surrogate_key_at(at);
+            }
             assert!(info.same(&info.clone()));
             assert_eq!(info, ObjectInfo::new(key, url, &keys));
         }

@@ -79,7 +79,9 @@ pub struct PurgeBody {
     url: Option<String>,
     /// Every object whose URL starts with it (`host/path…`).
     prefix: Option<String>,
-    /// Every object the origin tagged with it (`Surrogate-Key`).
+    /// Every object the origin tagged with it (`Surrogate-Key`: keys are
+    /// space-separated and case-sensitive; a key over 1,024 bytes, and the
+    /// keys past a response's first 16 KiB of them, are not indexed).
     surrogate_key: Option<String>,
     /// `hard` (delete, the default) or `soft` (mark stale: revalidated on
     /// the next request, served stale meanwhile where allowed).

@@ -394,13 +394,7 @@ pub(crate) fn response_cacheable(
     );
     match d.cacheable {
         RespCacheable::Cacheable(mut meta) => {
-            let surrogate_keys = resp
-                .headers
-                .get_all("surrogate-key")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split_ascii_whitespace().map(str::to_string))
-                .collect();
+            let surrogate_keys = surrogate_keys(&resp.headers);
             meta.extensions_mut().insert(FillHints {
                 kind: d.kind,
                 ttl_source: d.ttl_source.unwrap_or(TtlSource::Default),
@@ -411,6 +405,40 @@ pub(crate) fn response_cacheable(
         }
         other => other,
     }
+}
+
+/// A surrogate key longer than this many bytes is not indexed.
+const MAX_SURROGATE_KEY: usize = 1024;
+
+/// Bytes of surrogate keys indexed per response, at most.
+const MAX_SURROGATE_KEYS: usize = 16 * 1024;
+
+/// The keys of a response's `Surrogate-Key` fields (space-separated
+/// tokens, as Fastly reads them) that purges by surrogate key find: each
+/// once, in the origin's order, none longer than [`MAX_SURROGATE_KEY`]
+/// bytes, and the first [`MAX_SURROGATE_KEYS`] bytes of them: one
+/// response's keys are indexed under the cache's one lock, and an origin
+/// may send a megabyte of them.
+fn surrogate_keys(headers: &http::HeaderMap) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut room = MAX_SURROGATE_KEYS;
+    let mut out = Vec::new();
+    let tokens = headers
+        .get_all("surrogate-key")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(str::split_ascii_whitespace);
+    for key in tokens {
+        if key.len() > MAX_SURROGATE_KEY || !seen.insert(key) {
+            continue;
+        }
+        let Some(left) = room.checked_sub(key.len()) else {
+            break;
+        };
+        room = left;
+        out.push(key.to_string());
+    }
+    out
 }
 
 /// Records the tier of a hit and applies the request's directives to it.
@@ -568,6 +596,38 @@ pub(crate) fn strip_cache_headers(resp: &mut ResponseHeader) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn surrogate_keys_are_taken_once_in_order_and_bounded() {
+        let keys = |fields: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for f in fields {
+                h.append("surrogate-key", http::HeaderValue::from_str(f).unwrap());
+            }
+            surrogate_keys(&h)
+        };
+        assert!(keys(&[]).is_empty());
+        assert!(keys(&["", "  \t "]).is_empty());
+        assert_eq!(keys(&["a  b\tc", "b d", "a"]), ["a", "b", "c", "d"]);
+        assert_eq!(
+            keys(&["Vod vod VOD"]),
+            ["Vod", "vod", "VOD"],
+            "keys are case-sensitive"
+        );
+        let long = "k".repeat(MAX_SURROGATE_KEY + 1);
+        let at_limit = "k".repeat(MAX_SURROGATE_KEY);
+        assert_eq!(
+            keys(&[&format!("x {long} y {at_limit}")]),
+            ["x", "y", &at_limit]
+        );
+        // A megabyte of distinct keys: the first 16 KiB of them.
+        let many: Vec<String> = (0..100_000).map(|i| format!("key-{i:06}")).collect();
+        let got = keys(&[&many.join(" ")]);
+        // (Each is 10 bytes: as many as fit whole.)
+        assert_eq!(got[..], many[..MAX_SURROGATE_KEYS / 10]);
+        // The same key a hundred thousand times is one key.
+        assert_eq!(keys(&[&vec!["same"; 100_000].join(" ")]), ["same"]);
+    }
 
     #[test]
     fn x_cache_names_the_status_and_for_stored_bytes_the_tier() {

@@ -46,8 +46,14 @@ impl<V: Clone> UrlFacts<V> {
 
     /// [`UrlFacts::get`] at `now` seconds from `start`.
     fn get_at(&self, url: &str, now: u32) -> Option<V> {
-        let (value, at) = self.cache.get(&self.keys.hash_one(url))?;
-        (u64::from(now.saturating_sub(at)) < TTL.as_secs()).then_some(value)
+        let hash = self.keys.hash_one(url);
+        let (value, at) = self.cache.get(&hash)?;
+        if u64::from(now.saturating_sub(at)) < TTL.as_secs() {
+            return Some(value);
+        }
+        // Expired: gone, rather than kept by the reads that find it.
+        self.cache.remove(&hash);
+        None
     }
 
     pub(crate) fn insert(&self, url: &str, value: V) {
@@ -76,6 +82,7 @@ mod tests {
         let hour = TTL.as_secs() as u32;
         assert_eq!(facts.get_at("h/a", before + hour - 1), Some(11));
         assert_eq!(facts.get_at("h/a", after + hour), None);
+        assert_eq!(facts.cache.len(), 1, "the expired fact is removed");
     }
 
     #[test]
