@@ -717,8 +717,128 @@ ram_size = "256 MiB"
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    node.wait_for_line("Downstream WriteTimedout", Duration::from_secs(30));
+    let line = access_line(&node, "/obj/h2", 0, "(send_timeout)").await;
+    assert!(line.contains("status=200"), "{line}");
     let body = http_body_util::BodyExt::collect(resp.into_body()).await;
     assert!(body.is_err(), "the stream ended as if complete");
     assert_eq!(c.get(&node.url("web", "/obj/a?size=10")).await.status, 200);
+
+    // Streams with all the window they want, on a connection whose client
+    // stops reading its socket (edge's writes block, not its streams'
+    // window): a pass-through and a RAM hit, each logged as the send
+    // timeout with the bytes that were handed to the connection.
+    for path in [
+        format!("/obj/h2full?size={SIZE}&cc=no-store"),
+        "/obj/cached/big?size=20971520&cc=max-age%3D600".to_string(),
+    ] {
+        let logged_path = path.split('?').next().unwrap();
+        let seen = access_lines(&node, logged_path).len();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let io = hyper_util::rt::TokioIo::new(Stall {
+            inner: tcp,
+            stop: stop.clone(),
+        });
+        let (mut send, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(1 << 30)
+                .initial_connection_window_size(1 << 30)
+                .handshake::<_, http_body_util::Empty<hyper::body::Bytes>>(io)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let resp = send.send_request(get(&path)).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let line = access_line(&node, logged_path, seen, "(send_timeout)").await;
+        let bytes: usize = line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("bytes="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{path}: no bytes= in {line}"));
+        assert!(bytes > 0 && bytes < SIZE, "{path}: bytes={bytes}: {line}");
+        assert_eq!(c.get(&node.url("web", "/obj/a?size=10")).await.status, 200);
+        drop(resp);
+    }
+    assert!(
+        !node.output().contains("request failed inside edge"),
+        "{}",
+        node.output()
+    );
+}
+
+/// The access log lines of `path`.
+fn access_lines(node: &EdgeNode, path: &str) -> Vec<String> {
+    let needle = format!("path={path} ");
+    node.output()
+        .lines()
+        .filter(|l| l.contains(" access: ") && l.contains(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The next access log line of `path` after its first `seen` ones, waited
+/// for; it must name `reason`.
+async fn access_line(node: &EdgeNode, path: &str, seen: usize, reason: &str) -> String {
+    let waited = Instant::now();
+    let line = loop {
+        if let Some(line) = access_lines(node, path).into_iter().nth(seen) {
+            break line;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "{path}: nothing logged: {}",
+            node.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        line.contains(reason),
+        "{path}: not logged as {reason}: {line}"
+    );
+    line
+}
+
+/// A client's socket that stops being read once `stop` is set: what
+/// edge writes fills the kernel's buffers, then waits.
+struct Stall {
+    inner: TcpStream,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tokio::io::AsyncRead for Stall {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Stall {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

@@ -123,15 +123,35 @@ impl<S: ResetOnClose> WriteBuffered<S> {
             stall.as_mut().reset(at);
         }
         match stall.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                self.inner.reset_on_close();
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("the client read nothing for {limit:?} (send_timeout)"),
-                )))
-            }
+            Poll::Ready(()) => Poll::Ready(Err(self.timed_out(limit))),
             Poll::Pending => Poll::Pending,
         }
+    }
+
+    /// The send timeout fired: the close will reset the connection.
+    fn timed_out(&mut self, limit: Duration) -> io::Error {
+        self.inner.reset_on_close();
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the client read nothing for {limit:?} (send_timeout)"),
+        )
+    }
+
+    /// A read while a write waits fails once the send timeout fires, with
+    /// its error: HTTP/2 reads the connection before it flushes, and fails
+    /// every stream with the error a read returns, while a flush's error
+    /// only ends the connection (its streams read "broken pipe").
+    fn poll_read_timed(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        let limit = self.send_timeout?;
+        if !self.armed {
+            return None;
+        }
+        let stall = self.stall.as_mut()?;
+        stall
+            .as_mut()
+            .poll(cx)
+            .is_ready()
+            .then(|| self.timed_out(limit))
     }
 
     #[cfg(test)]
@@ -199,12 +219,17 @@ impl<S: AsyncWrite + Unpin> WriteBuffered<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for WriteBuffered<S> {
+impl<S: AsyncRead + Unpin + ResetOnClose> AsyncRead for WriteBuffered<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.armed {
+            if let Some(e) = self.poll_read_timed(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -598,6 +623,57 @@ mod tests {
                 assert!(w.get_ref().reset.load(std::sync::atomic::Ordering::Relaxed));
             }
         }
+    }
+
+    impl AsyncRead for Trickle {
+        /// The client sends nothing.
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    /// One poll of a read of `w`: `None` while it waits.
+    fn poll_read_once(w: &mut WriteBuffered<Trickle>) -> Option<io::Result<()>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut space = [0u8; 8];
+        let mut buf = ReadBuf::new(&mut space);
+        match Pin::new(w).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_while_a_write_waits_fails_when_the_send_timeout_fires() {
+        let mut w = WriteBuffered::new(Trickle::new(Duration::from_secs(1), 0), 4)
+            .with_send_timeout(Duration::from_secs(5));
+        // No write waiting: a read just waits, however long.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(poll_read_once(&mut w).is_none());
+        // A write that waits; a read waits with it until the timeout.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut w)
+            .poll_write(&mut cx, b"0123456789")
+            .is_pending());
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(poll_read_once(&mut w).is_none());
+        assert!(!w.get_ref().reset.load(std::sync::atomic::Ordering::Relaxed));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let e = poll_read_once(&mut w)
+            .expect("the read fails")
+            .expect_err("an error");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("(send_timeout)"), "{e}");
+        assert!(w.get_ref().reset.load(std::sync::atomic::Ordering::Relaxed));
+        // The write fails too.
+        assert!(matches!(
+            Pin::new(&mut w).poll_write(&mut cx, b"0123456789"),
+            Poll::Ready(Err(_))
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -35,7 +35,24 @@ async fn reserve_and_send(
     let res = std::future::poll_fn(|cx| writer.poll_capacity(cx)).await;
 
     match res {
-        None => Error::e_explain(H2Error, "cannot reserve capacity"),
+        // The stream is closed: why, if the connection knows (edge,
+        // EDGE-PATCH.md, sixteenth): the peer's reset, or the error that
+        // ended the connection (a failed write to the socket).
+        None => match std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match writer.poll_reset(cx) {
+                std::task::Poll::Ready(r) => Some(r),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
+        {
+            Some(Err(e)) => Err(Error::because(WriteError, "cannot reserve capacity", e)),
+            Some(Ok(reason)) => Error::e_explain(
+                H2Error,
+                format!("cannot reserve capacity: the stream was reset ({reason})"),
+            ),
+            None => Error::e_explain(H2Error, "cannot reserve capacity"),
+        },
         Some(ready) => {
             let n = ready.or_err(H2Error, "while waiting for capacity")?;
             let remaining_size = remaining.len();
@@ -55,6 +72,21 @@ pub async fn write_body(
     end: bool,
     write_timeout: Option<Duration>,
 ) -> Result<()> {
+    write_body_counted(writer, data, end, write_timeout, &mut 0).await
+}
+
+/// [`write_body`], adding to `sent` each part handed to the connection as
+/// it goes: what a write that fails part way sent is known (edge,
+/// EDGE-PATCH.md, sixteenth). `write_timeout` bounds each wait for
+/// capacity: flow-control window from the peer, or room in the stream's
+/// send buffer while the connection cannot write to its socket.
+pub async fn write_body_counted(
+    writer: &mut SendStream<Bytes>,
+    data: Bytes,
+    end: bool,
+    write_timeout: Option<Duration>,
+    sent: &mut usize,
+) -> Result<()> {
     let mut remaining = data;
 
     // Cannot poll 0 capacity, so send it directly.
@@ -66,18 +98,19 @@ pub async fn write_body(
     }
 
     loop {
-        match write_timeout {
+        let before = remaining.len();
+        let res = match write_timeout {
             Some(t) => match timeout(t, reserve_and_send(writer, &mut remaining, end)).await {
-                Ok(res) => res?,
+                Ok(res) => res,
                 Err(_) => Error::e_explain(
                     WriteTimedout,
-                    format!("while writing an h2 body: no flow-control window for {t:?}"),
-                )?,
+                    format!("while writing an h2 body: no window or send buffer space for {t:?}"),
+                ),
             },
-            None => {
-                reserve_and_send(writer, &mut remaining, end).await?;
-            }
-        }
+            None => reserve_and_send(writer, &mut remaining, end).await,
+        };
+        *sent += before - remaining.len();
+        res?;
         if remaining.is_empty() {
             return Ok(());
         }

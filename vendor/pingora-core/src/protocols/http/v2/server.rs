@@ -689,11 +689,23 @@ impl HttpSession {
                 "try to send body before header is sent",
             ));
         };
-        let data_len = data.len();
-        super::write_body(writer, data, end, self.write_timeout)
-            .await
-            .map_err(|e| e.into_down())?;
-        self.body_sent += data_len;
+        // Edge (EDGE-PATCH.md, sixteenth): what a failed write handed to
+        // the connection is counted, and a write timeout is the client's
+        // (the listener's `send_timeout`).
+        let res =
+            super::write_body_counted(writer, data, end, self.write_timeout, &mut self.body_sent)
+                .await;
+        if let Err(e) = res {
+            if e.etype() == &ErrorType::WriteTimedout {
+                let t = self.write_timeout.unwrap_or_default();
+                return Err(Error::explain(
+                    ErrorType::WriteTimedout,
+                    format!("the client took no data for {t:?} (send_timeout)"),
+                )
+                .into_down());
+            }
+            return Err(e.into_down());
+        }
         self.ended = self.ended || end;
         Ok(())
     }
