@@ -129,6 +129,45 @@ async fn each_sni_name_gets_its_certificate_and_h2_by_alpn() {
     assert_eq!(r.header("location"), Some("https://a.example.test/x?y=1"));
 }
 
+/// A small HTTP/1 response over TLS is one record: its head and body are
+/// sealed together (pingora writes them in two calls; edge's write buffer
+/// above TLS joins them), on pass-through, a miss and a RAM hit alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_https_response_is_one_tls_record() {
+    let o = origin("o").await;
+    let ca = TestCa::new("edge test CA");
+    let (a, b) = (
+        ca.issue(&["a.example.test"]),
+        ca.issue(&["b.example.test", "*.b.example.test"]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = tls_config(dir.path(), &o, &a, &b).replace(
+        "[[route]]\nname = \"all\"",
+        "[[route]]\nname = \"cached\"\npool = \"origin\"\n[route.match]\npath_prefix = \"/obj/cached/\"\n[route.cache]\n\n[[route]]\nname = \"all\"",
+    ) + "\n[cache]\nram_size = \"16 MiB\"\n";
+    let node = EdgeNode::start(BIN, &config);
+    let addr = node.addr("tls");
+    let cached = "/obj/cached/x?size=900&cc=max-age%3D600";
+    let mut paths = vec!["/obj/x?size=10"];
+    for size in [
+        "/obj/x?size=1",
+        "/obj/x?size=500",
+        "/obj/x?size=1024&cc=no-store",
+    ] {
+        paths.push(size);
+    }
+    paths.extend([cached, cached, cached]);
+    let got = edge_testkit::tls::records_per_response(addr, "a.example.test", &ca.pem(), &paths)
+        .await
+        .unwrap();
+    // The first response may share its reads with the session tickets.
+    for ((status, len, records), path) in got.iter().zip(&paths).skip(1) {
+        assert_eq!(*status, 200, "{path}");
+        assert!(*len > 0, "{path}");
+        assert_eq!(*records, 1, "{path}: {got:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn certificates_change_with_a_reload() {
     let o = origin("o").await;

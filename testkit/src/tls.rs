@@ -142,3 +142,153 @@ fn rustls_pemfile_certs(pem: &str) -> Vec<CertificateDer<'static>> {
         .flatten()
         .collect()
 }
+
+/// TLS application-data records (content type 23) seen in a stream's raw
+/// bytes, counted as they are read: what a server seals per response.
+struct RecordCounter {
+    inner: tokio::net::TcpStream,
+    /// Bytes of the current record's header read so far, and the header.
+    header: ([u8; 5], usize),
+    /// Bytes of the current record's body still to come.
+    body_left: usize,
+    records: usize,
+}
+
+impl RecordCounter {
+    fn saw(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let (h, got) = &mut self.header;
+            let n = (5 - *got).min(bytes.len());
+            h[*got..*got + n].copy_from_slice(&bytes[..n]);
+            *got += n;
+            bytes = &bytes[n..];
+            if *got == 5 {
+                if h[0] == 23 {
+                    self.records += 1;
+                }
+                self.body_left = usize::from(u16::from_be_bytes([h[3], h[4]]));
+                *got = 0;
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for RecordCounter {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if r.is_ready() {
+            let fresh = buf.filled()[before..].to_vec();
+            self.saw(&fresh);
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for RecordCounter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// `GET`s of `paths` in turn on one HTTP/1.1 keep-alive TLS connection to
+/// `addr` (SNI and `Host` `sni`, trusting `ca_pem`): per response, its
+/// status, body length and how many TLS application-data records carried
+/// it. Responses must have a `Content-Length`.
+pub async fn records_per_response(
+    addr: SocketAddr,
+    sni: &str,
+    ca_pem: &str,
+    paths: &[&str],
+) -> Result<Vec<(u16, usize, usize)>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(ca_pem) {
+        roots.add(cert).map_err(|e| e.to_string())?;
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let counter = RecordCounter {
+        inner: tcp,
+        header: ([0; 5], 0),
+        body_left: 0,
+        records: 0,
+    };
+    let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    let mut tls = connector
+        .connect(name, counter)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    for path in paths {
+        let records_before = tls.get_ref().0.records;
+        tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: {sni}\r\n\r\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        tls.flush().await.map_err(|e| e.to_string())?;
+        let mut chunk = [0u8; 16384];
+        let (status, body_len) = loop {
+            let n = tls.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed before a response".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head) = resp.parse(&buf).map_err(|e| e.to_string())? {
+                let status = resp.code.unwrap_or(0);
+                let len = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
+                    .ok_or("no Content-Length")?;
+                while buf.len() < head + len {
+                    let n = tls.read(&mut chunk).await.map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        return Err("closed in a body".into());
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                buf.drain(..head + len);
+                break (status, len);
+            }
+        };
+        out.push((status, body_len, tls.get_ref().0.records - records_before));
+    }
+    Ok(out)
+}

@@ -9,7 +9,9 @@
 //! the end of every response; a write that would exceed it leaves with what
 //! is held in one vectored call (a head and its body: one `writev`, where
 //! they were two `sendto`s; `strace -c` of 100 KiB RAM hits). It sits under
-//! TLS too, so records coalesce.
+//! TLS too, so records coalesce; and over TLS for HTTP/1, so a response's
+//! head and a small body are one record (pingora writes them in two calls:
+//! two records, each sealed and framed, where one does).
 //!
 //! It also holds the connection's send timeout (`listener.limits.send_timeout`,
 //! nginx's `send_timeout`): a write the socket cannot take starts a timer,
@@ -45,6 +47,20 @@ pub trait ResetOnClose {
 impl ResetOnClose for pingora_core::protocols::l4::stream::Stream {
     fn reset_on_close(&self) {
         let _ = self.set_zero_linger();
+    }
+}
+
+impl<S: ResetOnClose> ResetOnClose for WriteBuffered<S> {
+    fn reset_on_close(&self) {
+        self.inner.reset_on_close();
+    }
+}
+
+impl<S: ResetOnClose> ResetOnClose for pingora_core::protocols::tls::TlsStream<S> {
+    fn reset_on_close(&self) {
+        if let Some(transport) = self.transport() {
+            transport.reset_on_close();
+        }
     }
 }
 

@@ -186,8 +186,15 @@ impl HttpHandler {
         let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.tls_handshake(stream));
         match handshake.await {
             Ok(Ok(s)) => {
-                let h2 = matches!(s.selected_alpn_proto(), Some(ALPN::H2));
-                self.serve_stream(s, h2, shutdown).await;
+                if matches!(s.selected_alpn_proto(), Some(ALPN::H2)) {
+                    // HTTP/2 frames are gathered into one write already.
+                    self.serve_stream(s, true, shutdown).await;
+                } else {
+                    // A response's head and body in one record (the send
+                    // timeout is the transport's, below TLS).
+                    self.serve_stream(WriteBuffered::new(s, WRITE_CAPACITY), false, shutdown)
+                        .await;
+                }
             }
             Ok(Err(e)) => {
                 self.metrics.tls_errors.inc();

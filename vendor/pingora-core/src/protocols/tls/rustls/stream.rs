@@ -138,6 +138,12 @@ impl<T> TlsStream<T> {
         self.digest.clone()
     }
 
+    /// The stream TLS runs over, once the handshake is done (edge,
+    /// EDGE-PATCH.md, seventeenth).
+    pub fn transport(&self) -> Option<&T> {
+        self.tls.stream.as_ref().map(|s| s.get_ref().0)
+    }
+
     /// Attempts to obtain a mutable reference to the SslDigest.
     /// This method returns `None` if the SslDigest is currently held by other references.
     pub(crate) fn ssl_digest_mut(&mut self) -> Option<&mut SslDigest> {
