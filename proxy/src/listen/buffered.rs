@@ -157,17 +157,16 @@ impl<S: ResetOnClose> WriteBuffered<S> {
     /// its error: HTTP/2 reads the connection before it flushes, and fails
     /// every stream with the error a read returns, while a flush's error
     /// only ends the connection (its streams read "broken pipe").
-    fn poll_read_timed(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+    ///
+    /// The timer's deadline is compared, not the timer polled: the waiting
+    /// write's poll holds the timer's wake-up, and a read must not take it.
+    fn read_timed_out(&mut self) -> Option<io::Error> {
         let limit = self.send_timeout?;
         if !self.armed {
             return None;
         }
-        let stall = self.stall.as_mut()?;
-        stall
-            .as_mut()
-            .poll(cx)
-            .is_ready()
-            .then(|| self.timed_out(limit))
+        let deadline = self.stall.as_ref()?.deadline();
+        (Instant::now() >= deadline).then(|| self.timed_out(limit))
     }
 
     #[cfg(test)]
@@ -242,7 +241,7 @@ impl<S: AsyncRead + Unpin + ResetOnClose> AsyncRead for WriteBuffered<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         if self.armed {
-            if let Some(e) = self.poll_read_timed(cx) {
+            if let Some(e) = self.read_timed_out() {
                 return Poll::Ready(Err(e));
             }
         }
