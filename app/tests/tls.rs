@@ -148,24 +148,43 @@ async fn a_small_https_response_is_one_tls_record() {
     let node = EdgeNode::start(BIN, &config);
     let addr = node.addr("tls");
     let cached = "/obj/cached/x?size=900&cc=max-age%3D600";
-    let mut paths = vec!["/obj/x?size=10"];
-    for size in [
+    eventually(Duration::from_secs(10), "the object in RAM", || async {
+        let r = get(addr, "a.example.test", &ca.pem(), &[b"http/1.1"], cached)
+            .await
+            .unwrap();
+        r.headers
+            .get("x-cache")
+            .is_some_and(|v| v.as_bytes().starts_with(b"HIT"))
+            .then_some(())
+    })
+    .await;
+    let paths = [
+        "/obj/x?size=10",
         "/obj/x?size=1",
         "/obj/x?size=500",
         "/obj/x?size=1024&cc=no-store",
-    ] {
-        paths.push(size);
-    }
-    paths.extend([cached, cached, cached]);
+        "/obj/cached/miss?size=700&cc=max-age%3D600",
+        cached,
+        cached,
+    ];
     let got = edge_testkit::tls::records_per_response(addr, "a.example.test", &ca.pem(), &paths)
         .await
         .unwrap();
     // The first response may share its reads with the session tickets.
-    for ((status, len, records), path) in got.iter().zip(&paths).skip(1) {
-        assert_eq!(*status, 200, "{path}");
-        assert!(*len > 0, "{path}");
-        assert_eq!(*records, 1, "{path}: {got:?}");
+    for (seen, path) in got.iter().zip(&paths).skip(1) {
+        assert_eq!(seen.status, 200, "{path}");
+        assert!(seen.body_len > 0, "{path}");
+        assert_eq!(seen.records, 1, "{path}: {got:?}");
     }
+    // The cached path: a miss, then RAM hits.
+    let cache: Vec<Option<&str>> = got[4..].iter().map(|s| s.x_cache.as_deref()).collect();
+    assert!(cache[0].is_some_and(|c| c.starts_with("MISS")), "{got:?}");
+    assert!(
+        cache[1..]
+            .iter()
+            .all(|c| c.is_some_and(|c| c.starts_with("HIT"))),
+        "{got:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

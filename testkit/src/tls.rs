@@ -217,16 +217,26 @@ impl tokio::io::AsyncWrite for RecordCounter {
     }
 }
 
+/// One response of [`records_per_response`].
+#[derive(Debug)]
+pub struct RecordsSeen {
+    pub status: u16,
+    pub body_len: usize,
+    /// TLS application-data records that carried it.
+    pub records: usize,
+    pub x_cache: Option<String>,
+}
+
 /// `GET`s of `paths` in turn on one HTTP/1.1 keep-alive TLS connection to
 /// `addr` (SNI and `Host` `sni`, trusting `ca_pem`): per response, its
-/// status, body length and how many TLS application-data records carried
-/// it. Responses must have a `Content-Length`.
+/// status, body length, `X-Cache` and how many TLS application-data
+/// records carried it. Responses must have a `Content-Length`.
 pub async fn records_per_response(
     addr: SocketAddr,
     sni: &str,
     ca_pem: &str,
     paths: &[&str],
-) -> Result<Vec<(u16, usize, usize)>, String> {
+) -> Result<Vec<RecordsSeen>, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
@@ -261,7 +271,7 @@ pub async fn records_per_response(
             .map_err(|e| e.to_string())?;
         tls.flush().await.map_err(|e| e.to_string())?;
         let mut chunk = [0u8; 16384];
-        let (status, body_len) = loop {
+        let (status, body_len, x_cache) = loop {
             let n = tls.read(&mut chunk).await.map_err(|e| e.to_string())?;
             if n == 0 {
                 return Err("closed before a response".into());
@@ -277,6 +287,11 @@ pub async fn records_per_response(
                     .find(|h| h.name.eq_ignore_ascii_case("content-length"))
                     .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
                     .ok_or("no Content-Length")?;
+                let x_cache = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("x-cache"))
+                    .map(|h| String::from_utf8_lossy(h.value).into_owned());
                 while buf.len() < head + len {
                     let n = tls.read(&mut chunk).await.map_err(|e| e.to_string())?;
                     if n == 0 {
@@ -285,10 +300,15 @@ pub async fn records_per_response(
                     buf.extend_from_slice(&chunk[..n]);
                 }
                 buf.drain(..head + len);
-                break (status, len);
+                break (status, len, x_cache);
             }
         };
-        out.push((status, body_len, tls.get_ref().0.records - records_before));
+        out.push(RecordsSeen {
+            status,
+            body_len,
+            records: tls.get_ref().0.records - records_before,
+            x_cache,
+        });
     }
     Ok(out)
 }

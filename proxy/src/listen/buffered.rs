@@ -67,6 +67,10 @@ impl<S: ResetOnClose> ResetOnClose for pingora_core::protocols::tls::TlsStream<S
 /// One TCP segment's worth, as pingora's listeners use.
 pub const WRITE_CAPACITY: usize = 1460;
 
+/// Slices in one vectored write: what is held and the caller's first
+/// seven (a chunk of a chunked body is three: size line, data, CRLF).
+const MAX_SLICES: usize = 8;
+
 #[derive(Debug)]
 pub struct WriteBuffered<S> {
     inner: S,
@@ -80,6 +84,9 @@ pub struct WriteBuffered<S> {
     /// Whether the inner stream took bytes during the current poll (one
     /// that ends waiting may have written some first).
     progress: bool,
+    /// Reads fail once the send timeout has fired (HTTP/2 connections:
+    /// [`Self::fail_reads_on_send_timeout`]).
+    reads_fail: std::sync::atomic::AtomicBool,
 }
 
 impl<S> WriteBuffered<S> {
@@ -94,7 +101,21 @@ impl<S> WriteBuffered<S> {
             stall: None,
             armed: false,
             progress: false,
+            reads_fail: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Once the send timeout has fired on a waiting write, reads fail with
+    /// its error too. For HTTP/2: h2 reads the connection before it
+    /// flushes, and fails every stream with the error a read returns,
+    /// while a flush's error only ends the connection (its streams read
+    /// "broken pipe"); and h2 never leaves a write waiting unpolled. Not
+    /// for HTTP/1, where a write can be left so: rustls takes plaintext
+    /// and answers `Ok` while the socket's write waits, then pingora reads
+    /// while the origin pauses; the next write sees the progress.
+    pub fn fail_reads_on_send_timeout(&self) {
+        self.reads_fail
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A write (or flush, or shutdown) that makes no progress for `limit`
@@ -154,15 +175,13 @@ impl<S: ResetOnClose> WriteBuffered<S> {
     }
 
     /// A read while a write waits fails once the send timeout fires, with
-    /// its error: HTTP/2 reads the connection before it flushes, and fails
-    /// every stream with the error a read returns, while a flush's error
-    /// only ends the connection (its streams read "broken pipe").
+    /// its error, when [`Self::fail_reads_on_send_timeout`] asked for it.
     ///
     /// The timer's deadline is compared, not the timer polled: the waiting
     /// write's poll holds the timer's wake-up, and a read must not take it.
     fn read_timed_out(&mut self) -> Option<io::Error> {
         let limit = self.send_timeout?;
-        if !self.armed {
+        if !self.armed || !self.reads_fail.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
         let deadline = self.stall.as_ref()?.deadline();
@@ -206,16 +225,24 @@ impl<S: AsyncWrite + Unpin> WriteBuffered<S> {
 
 impl<S: AsyncWrite + Unpin> WriteBuffered<S> {
     /// Writes out what is buffered, with `data` after it in the same
-    /// calls: `Ok(n)` once the buffer is out, `n` being how much of `data`
-    /// went with it (0: none; then `data` is the caller's to write).
-    fn poll_drain_with(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    /// calls (its first `MAX_SLICES - 1` slices): `Ok(n)` once the buffer
+    /// is out, `n` being how much of `data` went with it (0: none; then
+    /// `data` is the caller's to write).
+    fn poll_drain_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         if !self.inner.is_write_vectored() {
             return self.poll_drain(cx).map_ok(|()| 0);
         }
+        let with = data.len().min(MAX_SLICES - 1);
         while !self.buf.is_empty() {
             let held = self.buf.len();
-            let slices = [io::IoSlice::new(&self.buf), io::IoSlice::new(data)];
-            match Pin::new(&mut self.inner).poll_write_vectored(cx, &slices) {
+            let mut slices = [io::IoSlice::new(&[]); MAX_SLICES];
+            slices[0] = io::IoSlice::new(&self.buf);
+            slices[1..=with].copy_from_slice(&data[..with]);
+            match Pin::new(&mut self.inner).poll_write_vectored(cx, &slices[..=with]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) if n < held => {
                     self.buf.drain(..n);
@@ -256,7 +283,7 @@ impl<S: AsyncWrite + Unpin> WriteBuffered<S> {
             // What is held and `data` leave in one call where the stream
             // takes several buffers (a response head and a body that do not
             // fit together: one `writev`, not two `write`s).
-            match this.poll_drain_with(cx, data) {
+            match this.poll_drain_with(cx, &[io::IoSlice::new(data)]) {
                 Poll::Ready(Ok(0)) => {}
                 Poll::Ready(Ok(n)) => return Poll::Ready(Ok(n)),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -272,6 +299,33 @@ impl<S: AsyncWrite + Unpin> WriteBuffered<S> {
         }
         this.buf.extend_from_slice(data);
         Poll::Ready(Ok(data.len()))
+    }
+
+    /// A vectored write: gathered while it fits, else out with what is
+    /// held in one call (a chunk's size line, data and CRLF: one `writev`,
+    /// and over TLS one record, not three writes).
+    fn poll_write_vectored_untimed(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let total: usize = data.iter().map(|d| d.len()).sum();
+        if self.buf.len() + total > self.capacity {
+            match self.poll_drain_with(cx, data) {
+                Poll::Ready(Ok(0)) => {}
+                other => return other,
+            }
+        }
+        if total >= self.capacity {
+            return Pin::new(&mut self.inner).poll_write_vectored(cx, data);
+        }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(self.capacity);
+        }
+        for d in data {
+            self.buf.extend_from_slice(d);
+        }
+        Poll::Ready(Ok(total))
     }
 
     fn poll_flush_untimed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -296,6 +350,18 @@ impl<S: AsyncWrite + Unpin + ResetOnClose> AsyncWrite for WriteBuffered<S> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.timed(cx, |this, cx| this.poll_write_untimed(cx, data))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.timed(cx, |this, cx| this.poll_write_vectored_untimed(cx, data))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -496,6 +562,89 @@ mod tests {
         assert_eq!(w.get_ref().calls.len(), 2);
     }
 
+    /// Writes all of `parts` with vectored writes, as `write_all_buf` of a
+    /// chunk does.
+    async fn write_all_vectored(w: &mut WriteBuffered<Vectored>, parts: &[&[u8]]) {
+        let mut owned: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+        while owned.iter().any(|p| !p.is_empty()) {
+            let slices: Vec<io::IoSlice<'_>> = owned.iter().map(|p| io::IoSlice::new(p)).collect();
+            let mut n = w.write_vectored(&slices).await.unwrap();
+            for p in &mut owned {
+                let k = n.min(p.len());
+                p.drain(..k);
+                n -= k;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_gather_or_leave_with_what_is_held_in_one_call() {
+        let mut w = WriteBuffered::new(
+            Vectored {
+                calls: Vec::new(),
+                limit: usize::MAX,
+                stall: false,
+                stalled: false,
+            },
+            16,
+        );
+        assert!(w.is_write_vectored());
+        // A small chunk (size line, data, CRLF) is gathered.
+        write_all_vectored(&mut w, &[b"3\r\n", b"abc", b"\r\n"]).await;
+        assert!(w.get_ref().calls.is_empty());
+        // A large one leaves with what is held, in one call.
+        let data = [b'x'; 64];
+        write_all_vectored(&mut w, &[b"40\r\n", &data, b"\r\n"]).await;
+        let mut want = b"3\r\nabc\r\n40\r\n".to_vec();
+        want.extend_from_slice(&data);
+        want.extend_from_slice(b"\r\n");
+        assert_eq!(w.get_ref().calls, vec![want]);
+        // With nothing held, a large one is one call of its own.
+        write_all_vectored(&mut w, &[b"40\r\n", &data, b"\r\n"]).await;
+        assert_eq!(w.get_ref().calls.len(), 2);
+        w.flush().await.unwrap();
+        assert_eq!(w.get_ref().calls.len(), 2);
+        // More slices than one call takes: every byte, in order.
+        let many: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; usize::from(i) + 1]).collect();
+        let parts: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
+        write_all_vectored(&mut w, &[b"HELD"]).await;
+        write_all_vectored(&mut w, &parts).await;
+        w.flush().await.unwrap();
+        let mut want = b"HELD".to_vec();
+        want.extend(many.concat());
+        assert_eq!(w.get_ref().calls[2..].concat(), want);
+    }
+
+    #[tokio::test]
+    async fn vectored_partial_and_pending_calls_keep_every_byte_in_order() {
+        for stall in [false, true] {
+            for limit in 1..=90 {
+                let mut w = WriteBuffered::new(
+                    Vectored {
+                        calls: Vec::new(),
+                        limit,
+                        stall,
+                        stalled: false,
+                    },
+                    16,
+                );
+                let data: Vec<u8> = (0..64u8).collect();
+                write_all_vectored(&mut w, &[b"HEAD:"]).await;
+                write_all_vectored(&mut w, &[b"40\r\n", &data, b"\r\n"]).await;
+                write_all_vectored(&mut w, &[b"3\r\n", b"abc", b"\r\n"]).await;
+                w.flush().await.unwrap();
+                let mut want = b"HEAD:40\r\n".to_vec();
+                want.extend_from_slice(&data);
+                want.extend_from_slice(b"\r\n3\r\nabc\r\n");
+                assert_eq!(
+                    w.get_ref().calls.concat(),
+                    want,
+                    "limit {limit}, stall {stall}"
+                );
+            }
+        }
+    }
+
     #[tokio::test]
     async fn partial_and_pending_calls_keep_every_byte_in_order() {
         // Every split of a held head and a large body the stream may take,
@@ -664,8 +813,22 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_read_while_a_write_waits_fails_when_the_send_timeout_fires() {
+        // Not asked (HTTP/1): a read never fails for the send timeout, not
+        // even after a write left waiting (its next poll sees progress).
         let mut w = WriteBuffered::new(Trickle::new(Duration::from_secs(1), 0), 4)
             .with_send_timeout(Duration::from_secs(5));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut w)
+            .poll_write(&mut cx, b"0123456789")
+            .is_pending());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(poll_read_once(&mut w).is_none());
+        assert!(!w.get_ref().reset.load(std::sync::atomic::Ordering::Relaxed));
+
+        // Asked (HTTP/2).
+        let mut w = WriteBuffered::new(Trickle::new(Duration::from_secs(1), 0), 4)
+            .with_send_timeout(Duration::from_secs(5));
+        w.fail_reads_on_send_timeout();
         // No write waiting: a read just waits, however long.
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(poll_read_once(&mut w).is_none());

@@ -123,6 +123,9 @@ impl ConnectionHandler for HttpHandler {
         stream.rewind(&early);
         let stream =
             WriteBuffered::new(stream, WRITE_CAPACITY).with_send_timeout(self.send_timeout);
+        if h2c {
+            stream.fail_reads_on_send_timeout();
+        }
         let h2 = match tls {
             None => h2c,
             Some(tls) => {
@@ -187,7 +190,9 @@ impl HttpHandler {
         match handshake.await {
             Ok(Ok(s)) => {
                 if matches!(s.selected_alpn_proto(), Some(ALPN::H2)) {
-                    // HTTP/2 frames are gathered into one write already.
+                    if let Some(transport) = s.transport() {
+                        transport.fail_reads_on_send_timeout();
+                    }
                     self.serve_stream(s, true, shutdown).await;
                 } else {
                     // A response's head and body in one record (the send

@@ -106,12 +106,36 @@ pub(super) async fn take(
     }
 }
 
-async fn write(stream: &mut Stream, head: &[u8], body: Option<&Bytes>) -> std::io::Result<()> {
-    stream.write_all(head).await?;
-    if let Some(body) = body {
-        stream.write_all(body).await?;
+/// Writes the head and the body, then flushes; a failure says how far it
+/// got (for the access log, as pingora's path counts a cut-off body).
+async fn write(
+    stream: &mut Stream,
+    head: &[u8],
+    body: Option<&Bytes>,
+) -> Result<(), crate::service::ShortcutCut> {
+    let cut = |error, head_out, body_out| crate::service::ShortcutCut {
+        error,
+        head_out,
+        body_out,
+    };
+    if let Err(e) = stream.write_all(head).await {
+        return Err(cut(e, false, 0));
     }
-    stream.flush().await
+    let mut out = 0u64;
+    if let Some(body) = body {
+        let mut rest = &body[..];
+        while !rest.is_empty() {
+            match stream.write(rest).await {
+                Ok(0) => return Err(cut(std::io::ErrorKind::WriteZero.into(), true, out)),
+                Ok(n) => {
+                    rest = &rest[n..];
+                    out += n as u64;
+                }
+                Err(e) => return Err(cut(e, true, out)),
+            }
+        }
+    }
+    stream.flush().await.map_err(|e| cut(e, true, out))
 }
 
 /// A head's request line and `Host`, found line by line.

@@ -44,6 +44,15 @@ pub struct Candidate {
     plain: Option<usize>,
 }
 
+/// How far a shortcut's write got before it failed.
+pub struct ShortcutCut {
+    pub error: std::io::Error,
+    /// The head was written whole.
+    pub head_out: bool,
+    /// Bytes of the body written.
+    pub body_out: u64,
+}
+
 /// What is counted and logged once the answer is written.
 pub struct ShortcutDone {
     ctx: RequestCtx,
@@ -307,14 +316,16 @@ impl EdgeProxy {
         })
     }
 
-    /// Counts and logs a shortcut's answer; `written`: all of it went out
-    /// (else the client went away: nginx's 499, no bytes counted).
+    /// Counts and logs a shortcut's answer; `write`: all of it went out,
+    /// or how far it got (no head: the client went away, nginx's 499; a
+    /// head: its status and the body's bytes written, as pingora's path
+    /// logs a cut-off body).
     pub fn shortcut_done(
         &self,
         req: &RequestHeader,
         client: Option<IpAddr>,
         done: ShortcutDone,
-        write: std::io::Result<()>,
+        write: Result<(), ShortcutCut>,
     ) {
         let ShortcutDone {
             ctx,
@@ -329,15 +340,19 @@ impl EdgeProxy {
                 caching::prefetch::count_skipped_cached(rt, skipped_cached);
             }
         }
-        let e = write.err().map(|cause| {
+        let (status, bytes) = match &write {
+            Ok(()) => (status, body_len),
+            Err(cut) if cut.head_out => (status, cut.body_out),
+            Err(_) => (0, 0),
+        };
+        let e = write.err().map(|cut| {
             Error::create(
                 ErrorType::WriteError,
                 ErrorSource::Downstream,
                 Some("writing a RAM hit".into()),
-                Some(Box::new(cause)),
+                Some(Box::new(cut.error)),
             )
         });
-        let (status, bytes) = if written { (status, body_len) } else { (0, 0) };
         self.count_and_log(req, client, e.as_deref(), &ctx, (status, bytes), false);
     }
 }

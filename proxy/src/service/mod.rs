@@ -70,7 +70,7 @@ mod upstream_request;
 use answer::*;
 pub use ctx::RequestCtx;
 use ctx::*;
-pub use lean::{Candidate, Shortcut, ShortcutDone};
+pub use lean::{Candidate, Shortcut, ShortcutCut, ShortcutDone};
 
 /// The `ProxyHttp` of one listener.
 pub struct EdgeProxy {

@@ -1349,6 +1349,15 @@ impl BodyWriter {
         }
     }
 
+    /// Bytes of a `Content-Length` body written so far, including those of
+    /// a write that failed part way (edge, EDGE-PATCH.md, eighteenth).
+    pub fn content_length_written(&self) -> Option<usize> {
+        match self.body_mode {
+            BM::ContentLength(_, written) => Some(written),
+            _ => None,
+        }
+    }
+
     pub fn is_close_delimited(&self) -> bool {
         matches!(self.body_mode, BM::UntilClose(_))
     }
@@ -1369,17 +1378,33 @@ impl BodyWriter {
                 } else {
                     to_write = buf.len();
                 }
-                let res = stream.write_all(&buf[..to_write]).await;
-                match res {
-                    Ok(()) => {
-                        self.body_mode = BM::ContentLength(total, written + to_write);
-                        if self.finished() {
-                            stream.flush().await.or_err(WriteError, "flushing body")?;
+                // Edge (EDGE-PATCH.md, eighteenth): what each write takes is
+                // counted as it goes, so a write that fails (or is dropped
+                // by a timeout) part way leaves `content_length_written`
+                // saying how much went out.
+                let mut rest = &buf[..to_write];
+                while !rest.is_empty() {
+                    match stream.write(rest).await {
+                        Ok(0) => {
+                            return Error::e_because(
+                                WriteError,
+                                "while writing body",
+                                std::io::Error::from(std::io::ErrorKind::WriteZero),
+                            )
                         }
-                        Ok(Some(to_write))
+                        Ok(n) => {
+                            rest = &rest[n..];
+                            if let BM::ContentLength(_, done) = &mut self.body_mode {
+                                *done += n;
+                            }
+                        }
+                        Err(e) => return Error::e_because(WriteError, "while writing body", e),
                     }
-                    Err(e) => Error::e_because(WriteError, "while writing body", e),
                 }
+                if self.finished() {
+                    stream.flush().await.or_err(WriteError, "flushing body")?;
+                }
+                Ok(Some(to_write))
             }
             _ => panic!("wrong body mode: {:?}", self.body_mode),
         }

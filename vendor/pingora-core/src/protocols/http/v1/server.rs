@@ -1182,7 +1182,11 @@ impl HttpSession {
 
     /// Return how many response body bytes (application, not wire) already sent downstream
     pub fn body_bytes_sent(&self) -> usize {
-        self.body_bytes_sent
+        // Edge (EDGE-PATCH.md, eighteenth): a `Content-Length` body counts
+        // what a failed or timed-out write had sent too.
+        self.body_writer
+            .content_length_written()
+            .map_or(self.body_bytes_sent, |w| w.max(self.body_bytes_sent))
     }
 
     /// Return how many request body bytes (application, not wire) already read from downstream

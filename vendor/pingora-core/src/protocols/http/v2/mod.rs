@@ -109,7 +109,11 @@ pub async fn write_body_counted(
             },
             None => reserve_and_send(writer, &mut remaining, end).await,
         };
-        *sent += before - remaining.len();
+        // What `send_data` took (a failed `send_data` took nothing,
+        // though its part was split off).
+        if res.is_ok() {
+            *sent += before - remaining.len();
+        }
         res?;
         if remaining.is_empty() {
             return Ok(());
