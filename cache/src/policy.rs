@@ -239,11 +239,20 @@ pub fn decide(
         TtlSource::Route => now + ttl,
         _ => epoch + ttl,
     };
+    let expires = fresh_until;
     let fresh_until = if ttl.is_zero() || fresh_until <= now {
         fresh_until.min(now.checked_sub(Duration::from_secs(1)).unwrap_or(now))
     } else {
         fresh_until
     };
+    // A response that arrived stale is marked stale from a second ago at
+    // the latest (freshness is kept in whole seconds); its stale windows
+    // still run from when it expired (RFC 5861 §3, §4), so they are
+    // lengthened by what the mark moved, rounded up to a second.
+    let moved = expires.duration_since(fresh_until).unwrap_or_default();
+    let moved = Duration::from_secs(moved.as_secs() + u64::from(moved.subsec_nanos() > 0));
+    let lengthen = |w: Duration| if w.is_zero() { w } else { w + moved };
+    let (swr, sie) = (lengthen(swr), lengthen(sie));
     let secs = |d: Duration| d.as_secs().min(u64::from(u32::MAX)) as u32;
     let mut meta = CacheMeta::new(fresh_until, now, secs(swr), secs(sie), header);
     meta.set_epoch_override(epoch);
@@ -604,6 +613,49 @@ mod tests {
             panic!()
         };
         assert_eq!(m.stale_if_error_sec(), 5);
+    }
+
+    /// A response that arrives stale by less than a second (its `Date`'s
+    /// second, a slow first byte) keeps its whole stale windows from when it
+    /// expired: they end no earlier than expiry plus the window.
+    #[test]
+    fn a_response_that_arrived_stale_keeps_its_stale_windows_from_expiry() {
+        let c = Cache::default();
+        for (age, max_age) in [(3u64, 3u64), (1, 1), (4, 3), (10, 3), (0, 0)] {
+            let cc = format!("max-age={max_age}, stale-if-error=10, stale-while-revalidate=4");
+            let age = age.to_string();
+            let before = SystemTime::now();
+            let d = decide(
+                &req(&[]),
+                &resp(200, &[("cache-control", &cc), ("age", &age)]),
+                &enabled(),
+                &c,
+                "/a",
+            );
+            let RespCacheable::Cacheable(m) = d.cacheable else {
+                panic!("{cc} age {age}")
+            };
+            let age: u64 = age.parse().unwrap();
+            // Expired at (arrival - age + max_age), at the latest `before`.
+            let expired = before + Duration::from_secs(max_age) - Duration::from_secs(age);
+            assert!(m.fresh_until() < before, "{cc} age {age}: stale on arrival");
+            let sie_end = m.fresh_until() + Duration::from_secs(m.stale_if_error_sec().into());
+            let swr_end =
+                m.fresh_until() + Duration::from_secs(m.stale_while_revalidate_sec().into());
+            assert!(
+                sie_end + Duration::from_millis(50) >= expired + Duration::from_secs(10),
+                "{cc} age {age}: stale-if-error ends early"
+            );
+            assert!(
+                swr_end + Duration::from_millis(50) >= expired + Duration::from_secs(4),
+                "{cc} age {age}: stale-while-revalidate ends early"
+            );
+            // And by at most the second the mark moved.
+            assert!(
+                sie_end <= expired + Duration::from_secs(11) + Duration::from_millis(50),
+                "{cc} age {age}: stale-if-error ends late"
+            );
+        }
     }
 
     #[test]
