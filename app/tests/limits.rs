@@ -7,7 +7,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use edge_testkit::{metric_sum, origin, Client, EdgeNode, RedisServer, RunningOrigin};
+use edge_testkit::{
+    logged_bytes, metric_sum, origin, Client, EdgeNode, RedisServer, RunningOrigin, Stall,
+};
 use http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -599,7 +601,7 @@ ram_size = "256 MiB"
         fill.clone(),
     ] {
         let logged_path = path.split('?').next().unwrap();
-        let seen = access_lines(&node, logged_path).len();
+        let seen = node.access_lines(logged_path).len();
         // A small receive buffer: the kernel's queues fill at a few MB.
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
@@ -610,7 +612,7 @@ ram_size = "256 MiB"
             .unwrap();
         // Logged with the status sent and the body's bytes written before
         // the cut (nginx logs the same), not as a 499 of nothing.
-        let line = access_line(&node, logged_path, seen, "(send_timeout)").await;
+        let line = node.access_line(logged_path, seen, "(send_timeout)").await;
         assert!(line.contains(" status=200 "), "{path}: {line}");
         let bytes = logged_bytes(&line);
         assert!(bytes > 0 && bytes < SIZE, "{path}: bytes={bytes}: {line}");
@@ -708,7 +710,7 @@ ram_size = "256 MiB"
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let line = access_line(&node, "/obj/h2", 0, "(send_timeout)").await;
+    let line = node.access_line("/obj/h2", 0, "(send_timeout)").await;
     assert!(line.contains("status=200"), "{line}");
     let body = http_body_util::BodyExt::collect(resp.into_body()).await;
     assert!(body.is_err(), "the stream ended as if complete");
@@ -723,15 +725,10 @@ ram_size = "256 MiB"
         "/obj/cached/big?size=20971520&cc=max-age%3D600".to_string(),
     ] {
         let logged_path = path.split('?').next().unwrap();
-        let seen = access_lines(&node, logged_path).len();
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let tcp = socket.connect(addr).await.unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let io = hyper_util::rt::TokioIo::new(Stall {
-            inner: tcp,
-            stop: stop.clone(),
-        });
+        let seen = node.access_lines(logged_path).len();
+        let stall = Stall::connect(addr, 4096).await.unwrap();
+        let stop = stall.stopper();
+        let io = hyper_util::rt::TokioIo::new(stall);
         let (mut send, conn) =
             hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                 .initial_stream_window_size(1 << 30)
@@ -743,7 +740,7 @@ ram_size = "256 MiB"
         let resp = send.send_request(get(&path)).await.unwrap();
         assert_eq!(resp.status(), 200, "{path}");
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let line = access_line(&node, logged_path, seen, "(send_timeout)").await;
+        let line = node.access_line(logged_path, seen, "(send_timeout)").await;
         let bytes = logged_bytes(&line);
         assert!(bytes > 0 && bytes < SIZE, "{path}: bytes={bytes}: {line}");
         assert_eq!(c.get(&node.url("web", "/obj/a?size=10")).await.status, 200);
@@ -754,86 +751,4 @@ ram_size = "256 MiB"
         "{}",
         node.output()
     );
-}
-
-/// An access log line's `bytes=`.
-fn logged_bytes(line: &str) -> usize {
-    line.split_whitespace()
-        .find_map(|f| f.strip_prefix("bytes="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no bytes= in {line}"))
-}
-
-/// The access log lines of `path`.
-fn access_lines(node: &EdgeNode, path: &str) -> Vec<String> {
-    let needle = format!("path={path} ");
-    node.output()
-        .lines()
-        .filter(|l| l.contains(" access: ") && l.contains(&needle))
-        .map(str::to_string)
-        .collect()
-}
-
-/// The next access log line of `path` after its first `seen` ones, waited
-/// for; it must name `reason`.
-async fn access_line(node: &EdgeNode, path: &str, seen: usize, reason: &str) -> String {
-    let waited = Instant::now();
-    let line = loop {
-        if let Some(line) = access_lines(node, path).into_iter().nth(seen) {
-            break line;
-        }
-        assert!(
-            waited.elapsed() < Duration::from_secs(30),
-            "{path}: nothing logged: {}",
-            node.output()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(
-        line.contains(reason),
-        "{path}: not logged as {reason}: {line}"
-    );
-    line
-}
-
-/// A client's socket that stops being read once `stop` is set: what
-/// edge writes fills the kernel's buffers, then waits.
-struct Stall {
-    inner: TcpStream,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl tokio::io::AsyncRead for Stall {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        if self.stop.load(std::sync::atomic::Ordering::SeqCst) {
-            return std::task::Poll::Pending;
-        }
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Stall {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }

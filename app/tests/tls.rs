@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use edge_testkit::tls::{get, TestCa, TestCert};
-use edge_testkit::{eventually, origin, Client, EdgeNode, RunningOrigin};
+use edge_testkit::tls::{connect, get, TestCa, TestCert};
+use edge_testkit::{eventually, logged_bytes, origin, Client, EdgeNode, RunningOrigin, Stall};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge");
 
@@ -184,6 +184,127 @@ async fn a_small_https_response_is_one_tls_record() {
             .iter()
             .all(|c| c.is_some_and(|c| c.starts_with("HIT"))),
         "{got:?}"
+    );
+}
+
+/// The send timeout over TLS, HTTP/1.1 and HTTP/2 (ALPN `h2`, whose flag
+/// is set on the transport below TLS): a client that stops reading its
+/// socket is cut off after `send_timeout` and logged as such, with the
+/// status sent and 0 < bytes < body, on a pass-through and a RAM hit; a
+/// client that reads everything while the origin pauses longer than the
+/// timeout between pieces of the body is served whole (the timer runs only
+/// while a write waits on the client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_that_stops_reading_is_cut_off_after_send_timeout() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::io::AsyncWriteExt;
+
+    const SNI: &str = "a.example.test";
+    const SIZE: usize = 20 << 20;
+    let o = origin("o").await;
+    let ca = TestCa::new("edge test CA");
+    let (a, b) = (
+        ca.issue(&["a.example.test"]),
+        ca.issue(&["b.example.test", "*.b.example.test"]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = tls_config(dir.path(), &o, &a, &b)
+        .replace(
+            "http2 = true\n",
+            "http2 = true\n[listener.limits]\nsend_timeout = \"1s\"\n",
+        )
+        .replace(
+            "[[route]]\nname = \"all\"",
+            "[[route]]\nname = \"cached\"\npool = \"origin\"\n[route.match]\npath_prefix = \"/obj/cached/\"\n[route.cache]\nslice = false\n\n[[route]]\nname = \"all\"",
+        )
+        + "\n[cache]\nram_size = \"128 MiB\"\n";
+    let node = EdgeNode::start(BIN, &config);
+    let addr = node.addr("tls");
+    let cached = format!("/obj/cached/big?size={SIZE}&cc=max-age%3D600");
+    eventually(Duration::from_secs(20), "the object in RAM", || async {
+        let r = get(addr, SNI, &ca.pem(), &[b"http/1.1"], &cached)
+            .await
+            .unwrap();
+        assert_eq!(r.body.len(), SIZE);
+        r.headers
+            .get("x-cache")
+            .is_some_and(|v| v.as_bytes().starts_with(b"HIT"))
+            .then_some(())
+    })
+    .await;
+    let pass = format!("/obj/pass?size={SIZE}&cc=no-store");
+
+    // HTTP/1.1: the request written, then nothing read.
+    for path in [&pass, &cached] {
+        let logged = path.split('?').next().unwrap();
+        let seen = node.access_lines(logged).len();
+        let stall = Stall::connect(addr, 4096).await.unwrap();
+        let stop = stall.stopper();
+        let mut tls = connect(stall, SNI, &ca.pem(), &[b"http/1.1"])
+            .await
+            .unwrap();
+        tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: {SNI}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        tls.flush().await.unwrap();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let line = node.access_line(logged, seen, "(send_timeout)").await;
+        assert!(line.contains(" status=200 "), "{path}: {line}");
+        let bytes = logged_bytes(&line);
+        assert!(bytes > 0 && bytes < SIZE, "{path}: bytes={bytes}: {line}");
+        // Meanwhile others are served.
+        let r = get(addr, SNI, &ca.pem(), &[b"http/1.1"], "/obj/a?size=10")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+
+    // HTTP/2: every window the stream wants, then the socket not read.
+    for path in [&pass, &cached] {
+        let logged = path.split('?').next().unwrap();
+        let seen = node.access_lines(logged).len();
+        let stall = Stall::connect(addr, 4096).await.unwrap();
+        let stop = stall.stopper();
+        let tls = connect(stall, SNI, &ca.pem(), &[b"h2"]).await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(1 << 30)
+            .initial_connection_window_size(1 << 30)
+            .handshake::<_, Empty<hyper::body::Bytes>>(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri(format!("https://{SNI}{path}"))
+            .body(Empty::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let line = node.access_line(logged, seen, "(send_timeout)").await;
+        assert!(line.contains(" status=200 "), "{path}: {line}");
+        let bytes = logged_bytes(&line);
+        assert!(bytes > 0 && bytes < SIZE, "{path}: bytes={bytes}: {line}");
+        drop(resp);
+    }
+
+    // A client that reads everything while the origin pauses 1.2 s (more
+    // than send_timeout) between 16 KiB pieces: served whole, on both.
+    for (alpn, name) in [(&b"http/1.1"[..], "slow1"), (&b"h2"[..], "slow2")] {
+        let path = format!("/obj/{name}?size=49152&cc=no-store&fault=drip%3D16384%2F1200ms");
+        let r = get(addr, SNI, &ca.pem(), &[alpn], &path).await.unwrap();
+        assert_eq!((r.status, r.body.len()), (200, 49152), "{name}");
+        let line = node
+            .access_line(&format!("/obj/{name}"), 0, " status=200 ")
+            .await;
+        assert!(!line.contains("send_timeout"), "{line}");
+        assert_eq!(logged_bytes(&line), 49152, "{line}");
+    }
+    assert!(
+        !node.output().contains("request failed inside edge"),
+        "{}",
+        node.output()
     );
 }
 

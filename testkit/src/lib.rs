@@ -9,6 +9,7 @@ pub mod raw;
 pub mod recorder;
 mod redis;
 pub mod scripted;
+mod stall;
 pub mod tls;
 
 use std::future::Future;
@@ -22,6 +23,7 @@ pub use raw::{RawConn, RawResponse};
 pub use recorder::{Recorded, Recorder};
 pub use redis::RedisServer;
 pub use scripted::{Reply, Scripted};
+pub use stall::Stall;
 
 /// Starts an origin with the default catalog on 127.0.0.1:0.
 pub async fn origin(name: &str) -> RunningOrigin {
@@ -101,6 +103,14 @@ pub fn port_for_child() -> u16 {
         }
     }
     panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
+}
+
+/// An access log line's `bytes=` (a panic when it has none).
+pub fn logged_bytes(line: &str) -> usize {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix("bytes="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no bytes= in {line}"))
 }
 
 pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {

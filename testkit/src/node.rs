@@ -226,6 +226,39 @@ impl EdgeNode {
         self.child.id()
     }
 
+    /// The access log lines of requests for `path` (the path as logged,
+    /// without the query), in the order they were written.
+    pub fn access_lines(&self, path: &str) -> Vec<String> {
+        let needle = format!("path={path} ");
+        self.output()
+            .lines()
+            .filter(|l| l.contains(" access: ") && l.contains(&needle))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The next access log line of `path` after its first `seen` ones,
+    /// waited for (30 s at most: a panic); it must name `reason`.
+    pub async fn access_line(&self, path: &str, seen: usize, reason: &str) -> String {
+        let waited = Instant::now();
+        let line = loop {
+            if let Some(line) = self.access_lines(path).into_iter().nth(seen) {
+                break line;
+            }
+            assert!(
+                waited.elapsed() < Duration::from_secs(30),
+                "{path}: nothing logged: {}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            line.contains(reason),
+            "{path}: not logged as {reason}: {line}"
+        );
+        line
+    }
+
     pub fn signal(&self, signal: Signal) {
         kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal the node");
     }

@@ -137,6 +137,35 @@ pub async fn get(
     })
 }
 
+/// A TLS client connection over `io` (any byte stream: a socket, or a
+/// wrapper such as [`crate::Stall`]) with SNI `sni`, trusting `ca_pem`,
+/// offering `alpn`; the handshake done.
+pub async fn connect<IO>(
+    io: IO,
+    sni: &str,
+    ca_pem: &str,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::client::TlsStream<IO>, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(ca_pem) {
+        roots.add(cert).map_err(|e| e.to_string())?;
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    connector
+        .connect(name, io)
+        .await
+        .map_err(|e| format!("handshake: {e}"))
+}
+
 fn rustls_pemfile_certs(pem: &str) -> Vec<CertificateDer<'static>> {
     rustls_pemfile::certs(&mut pem.as_bytes())
         .flatten()
