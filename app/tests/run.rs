@@ -127,6 +127,79 @@ async fn bytes_through_the_edge_equal_the_origins_and_metrics_count_them() {
     assert_eq!(o.stats().requests, 8);
 }
 
+/// Bodies of every size and framing pass through byte for byte: a
+/// `Content-Length` body read a whole buffer at a time (handed on without a
+/// copy), in small pieces (copied), across the buffer's size; chunked and
+/// close-delimited bodies; pieces read together leave in one vectored
+/// write. Each size twice, the second on a connection the first used.
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_of_every_size_and_framing_pass_through_byte_for_byte() {
+    let o = origin("a").await;
+    let s = edge_testkit::Scripted::start().await;
+    let extra = format!(
+        r#"
+[[pool]]
+name = "scripted"
+backends = [{{ address = "{}" }}]
+
+[[route]]
+name = "scripted"
+priority = 10
+pool = "scripted"
+match = {{ path_prefix = "/s/" }}
+"#,
+        s.addr()
+    );
+    let node = EdgeNode::start(BIN, &config_with(&[&o], &extra));
+    let c = Client::new();
+    let mut paths: Vec<String> = [
+        1usize, 100, 1023, 1024, 32_767, 32_768, 65_535, 65_536, 65_537, 100_000, 131_072,
+        1_048_576, 3_000_001,
+    ]
+    .iter()
+    .map(|n| format!("/obj/b{n}.bin?size={n}&cc=no-store"))
+    .collect();
+    // Pieces of 10,000 bytes a few milliseconds apart: small reads.
+    paths.push("/obj/drip.bin?size=200000&cc=no-store&fault=drip%3D10000%2F2ms".into());
+    for path in &paths {
+        let expected = o.expected_body(path).unwrap();
+        for _ in 0..2 {
+            let r = c.get(&node.url("web", path)).await;
+            assert_eq!(r.status, 200, "{path}");
+            assert_eq!(r.body.len(), expected.len(), "{path}");
+            assert!(r.body == expected, "{path}: the bytes differ");
+        }
+    }
+    let pattern = |n: usize| -> Vec<u8> { (0..n).map(|i| (i * 7 + i / 251) as u8).collect() };
+    let mut replies = Vec::new();
+    for (name, n, chunk) in [
+        ("chunked-small", 5_000, 700),
+        ("chunked", 300_000, 7_000),
+        ("chunked-large", 2_000_000, 65_536),
+        ("close", 150_000, 0),
+        ("close-large", 1_500_000, 0),
+    ] {
+        let mut r = edge_testkit::Reply::ok("", &[("cache-control", "no-store")]);
+        r.body = pattern(n);
+        let r = if chunk > 0 {
+            r.chunked(chunk)
+        } else {
+            r.close_delimited()
+        };
+        let path = format!("/s/{name}");
+        s.set(&path, r);
+        replies.push((path, pattern(n)));
+    }
+    for (path, expected) in &replies {
+        for _ in 0..2 {
+            let r = c.get(&node.url("web", path)).await;
+            assert_eq!(r.status, 200, "{path}");
+            assert_eq!(r.body.len(), expected.len(), "{path}");
+            assert!(r.body[..] == expected[..], "{path}: the bytes differ");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_nothing_routes_gets_404_from_edge_itself() {
     let o = origin("a").await;

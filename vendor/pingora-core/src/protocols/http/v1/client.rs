@@ -554,27 +554,35 @@ impl HttpSession {
     /// Return `Ok(Some(ref)) after a successful read.
     /// Return `Ok(None)` if there is no more body to read.
     pub async fn read_body_ref(&mut self) -> Result<Option<&[u8]>> {
-        let result = match self.read_timeout {
+        let read = self.read_body_timed().await?;
+        Ok(read.map(|body_ref| {
+            let slice = self.body_reader.get_body(&body_ref);
+            self.body_recv = self.body_recv.saturating_add(slice.len());
+            slice
+        }))
+    }
+
+    /// One body read, bounded by the read timeout.
+    async fn read_body_timed(&mut self) -> Result<Option<BufRef>> {
+        match self.read_timeout {
             Some(t) => match timeout(t, self.do_read_body()).await {
                 Ok(res) => res,
                 Err(_) => Error::e_explain(ReadTimedout, format!("reading body, timeout: {t:?}")),
             },
             None => self.do_read_body().await,
-        };
-
-        result.map(|maybe_body| {
-            maybe_body.map(|body_ref| {
-                let slice = self.body_reader.get_body(&body_ref);
-                self.body_recv = self.body_recv.saturating_add(slice.len());
-                slice
-            })
-        })
+        }
     }
 
-    /// Similar to [`Self::read_body_ref`] but return `Bytes` instead of a slice reference.
+    /// Similar to [`Self::read_body_ref`] but return `Bytes` instead of a slice reference:
+    /// a `Content-Length` body's read without a copy where
+    /// [`BodyReader::take_body`] can (edge, EDGE-PATCH.md, nineteenth).
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        let read = self.read_body_ref().await?;
-        Ok(read.map(Bytes::copy_from_slice))
+        let read = self.read_body_timed().await?;
+        Ok(read.map(|body_ref| {
+            let bytes = self.body_reader.take_body(&body_ref);
+            self.body_recv = self.body_recv.saturating_add(bytes.len());
+            bytes
+        }))
     }
 
     /// Upstream response body bytes received (payload only; excludes headers/framing).
