@@ -190,8 +190,10 @@ pub struct BodyReader {
     rewind_buf_len: usize,
     upstream: bool,
     body_buf_overread: Option<BytesMut>,
-    /// The last read was of a `Content-Length` body: its bytes are the
-    /// whole buffer (edge, EDGE-PATCH.md, nineteenth).
+    /// The last read was of a `Content-Length` body and filled at least
+    /// 7/8 of its buffer, as the buffer was when it was read into (before
+    /// an overread was split off, which shrinks it): [`Self::take_body`]
+    /// may hand it out uncopied (edge, EDGE-PATCH.md, nineteenth).
     sized_read: bool,
 }
 
@@ -356,7 +358,7 @@ impl BodyReader {
 
     /// The bytes of `buf_ref`, what the last read returned, as `Bytes`
     /// (edge, EDGE-PATCH.md, nineteenth): a read of a `Content-Length` body
-    /// that fills at least 7/8 of its buffer is handed out as it is, without
+    /// that filled at least 7/8 of its buffer (as read into) is handed out as it is, without
     /// a copy (the buffer's next read then reclaims the allocation once
     /// those bytes are dropped, or takes another); anything else is copied,
     /// as [`Self::get_body`] and `Bytes::copy_from_slice` did (a chunked
@@ -367,12 +369,7 @@ impl BodyReader {
     pub fn take_body(&mut self, buf_ref: &BufRef) -> Bytes {
         let sized = std::mem::take(&mut self.sized_read);
         if let Some(buf) = self.body_buf.as_mut() {
-            if sized
-                && buf_ref.0 == 0
-                && buf_ref.1 == buf.len()
-                && buf_ref.1 > 0
-                && buf_ref.1.saturating_mul(8) >= buf.capacity().saturating_mul(7)
-            {
+            if sized && buf_ref.0 == 0 && buf_ref.1 == buf.len() && buf_ref.1 > 0 {
                 return buf.split().freeze();
             }
         }
@@ -447,6 +444,13 @@ impl BodyReader {
         self.body_state == PS::Complete(0)
     }
 
+    /// Whether `len` bytes fill at least 7/8 of the body buffer's
+    /// allocation as it is now (edge, EDGE-PATCH.md, nineteenth).
+    fn fills_buffer(&self, len: usize) -> bool {
+        let capacity = self.body_buf.as_ref().map_or(0, BytesMut::capacity);
+        len > 0 && len.saturating_mul(8) >= capacity.saturating_mul(7)
+    }
+
     fn finish_body_buf(&mut self, end_of_body: usize, total_read: usize) {
         let body_buf_mut = self.body_buf.as_mut().expect("must have read body buf");
         // remove unused buffer
@@ -459,6 +463,7 @@ impl BodyReader {
     where
         S: AsyncRead + Unpin + Send,
     {
+        self.sized_read = false;
         match self.body_state {
             PS::Complete(_) => Ok(None),
             PS::Done(_) => Ok(None),
@@ -520,12 +525,14 @@ impl BodyReader {
                         }
                     }
                     self.body_state = PS::Complete(read + to_read);
+                    // Judged before the overread is split off (which
+                    // leaves the buffer's capacity at the body's end).
+                    self.sized_read = self.fills_buffer(to_read);
                     self.finish_body_buf(to_read, n);
-                    self.sized_read = true;
                     Ok(Some(BufRef::new(0, to_read)))
                 } else {
                     self.body_state = PS::Partial(read + n, to_read - n);
-                    self.sized_read = true;
+                    self.sized_read = self.fills_buffer(n);
                     Ok(Some(BufRef::new(0, n)))
                 }
             }
@@ -3499,27 +3506,39 @@ mod tests {
     // edge, EDGE-PATCH.md, nineteenth: a sized body's read handed out
     // without a copy when it fills 7/8 of its buffer or more.
     #[tokio::test]
-    async fn take_body_hands_out_a_large_sized_read_without_a_copy() {
+    async fn take_body_hands_out_a_read_that_fills_its_buffer_without_a_copy() {
         // An upstream body's reads use buffers of BODY_BUFFER_SIZE.
         let size = BODY_BUFFER_SIZE;
-        let total = 2 * size + size / 2;
-        let big: Vec<u8> = (0..total).map(|i| i as u8).collect();
-        let mut mock_io = Builder::new()
-            .read(&big[..size])
-            .read(&big[size..size + size / 2])
-            .read(&big[size + size / 2..])
-            .build();
+        let seven_eighths = size / 8 * 7;
+        let reads = [
+            (size, false),
+            (size / 2, true),
+            (seven_eighths, false),
+            (seven_eighths - 1, true),
+            (size, false),
+            // The last read, small: copied (its buffer shrinks to the body's
+            // end when nothing follows; the rule reads it as read into).
+            (10, true),
+        ];
+        let total: usize = reads.iter().map(|r| r.0).sum();
+        let big: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+        let mut mock = Builder::new();
+        let mut at = 0;
+        for (len, _) in reads {
+            mock.read(&big[at..at + len]);
+            at += len;
+        }
+        let mut mock_io = mock.build();
         let mut r = BodyReader::new(true);
         r.init_content_length(total, b"");
         let mut taken = Vec::new();
-        // Whole, half (copied: the buffer is kept), whole again.
-        for (len, copied) in [(size, false), (size / 2, true), (size, false)] {
+        for (len, copied) in reads {
             let read = r.read_body(&mut mock_io).await.unwrap().unwrap();
             assert_eq!(read.len(), len);
             let at = r.body_buf.as_ref().unwrap().as_ptr();
             let bytes = r.take_body(&read);
             assert_eq!(bytes.len(), len);
-            assert_eq!(bytes.as_ptr() != at, copied, "{len} bytes");
+            assert_eq!(bytes.as_ptr() != at, copied, "a read of {len} bytes");
             taken.push(bytes);
         }
         assert_eq!(r.body_state, ParseState::Complete(total));
@@ -3528,14 +3547,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn take_body_keeps_the_overread_and_copies_chunked_reads() {
-        // A sized body with bytes past its end: those stay the overread.
+    async fn take_body_copies_small_bodies_overreads_and_chunked_reads() {
+        // A small body read on its own, with bytes past its end: copied
+        // (it would pin the whole buffer), the overread kept.
         let mut mock_io = Builder::new().read(b"abcXYZ").build();
         let mut r = BodyReader::new(true);
         r.init_content_length(3, b"");
         let read = r.read_body(&mut mock_io).await.unwrap().unwrap();
-        assert_eq!(&r.take_body(&read)[..], b"abc");
+        let at = r.body_buf.as_ref().unwrap().as_ptr();
+        let b = r.take_body(&read);
+        assert_eq!(&b[..], b"abc");
+        assert_ne!(b.as_ptr(), at, "copied");
         assert_eq!(r.get_body_overread(), Some(&b"XYZ"[..]));
+        // A body just over one buffer: the whole buffer uncopied, the
+        // 10-byte tail copied.
+        let size = BODY_BUFFER_SIZE;
+        let body = vec![5u8; size + 10];
+        let mut mock_io = Builder::new().read(&body).build();
+        let mut r = BodyReader::new(true);
+        r.init_content_length(size + 10, b"");
+        let read = r.read_body(&mut mock_io).await.unwrap().unwrap();
+        let at = r.body_buf.as_ref().unwrap().as_ptr();
+        let first = r.take_body(&read);
+        assert_eq!((first.len(), first.as_ptr()), (size, at));
+        let read = r.read_body(&mut mock_io).await.unwrap().unwrap();
+        let at = r.body_buf.as_ref().unwrap().as_ptr();
+        let tail = r.take_body(&read);
+        assert_eq!(tail.len(), 10);
+        assert_ne!(tail.as_ptr(), at, "copied");
         // A chunked body's data sits among its framing: copied, and the
         // framing after it still parses.
         let mut mock_io = Builder::new()
@@ -3554,13 +3593,14 @@ mod tests {
         }
         assert_eq!(got, b"abcde");
         assert!(r.body_done());
-        // A rewound body (read with the head) taken whole when it fills
-        // its buffer.
+        // A body read with the head, filling its buffer: taken whole.
         let mut mock_io = Builder::new().build();
         let mut r = BodyReader::new(true);
         r.init_content_length(4, b"wxyz");
         let read = r.read_body(&mut mock_io).await.unwrap().unwrap();
-        assert_eq!(&r.take_body(&read)[..], b"wxyz");
+        let at = r.body_buf.as_ref().unwrap().as_ptr();
+        let b = r.take_body(&read);
+        assert_eq!((&b[..], b.as_ptr()), (&b"wxyz"[..], at));
         assert!(r.body_done());
     }
 
@@ -4539,6 +4579,43 @@ mod test_poll_body_writer {
         fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
+    }
+
+    // edge, EDGE-PATCH.md, nineteenth: vectored writes that the stream
+    // takes part of, ending inside a piece, a size line or the CRLF.
+    #[tokio::test]
+    async fn write_body_vectored_resumes_after_partial_writes() {
+        let pieces = [
+            Bytes::from_static(b"abcd"),
+            Bytes::from_static(b"efgh"),
+            Bytes::from_static(b"ij"),
+        ];
+        let ok = |n: usize| Poll::Ready(Ok(n));
+        // Content-Length 9 of the 10 bytes: the cap falls inside a piece.
+        let mut w = MockWriter::new(true, vec![ok(3), ok(4), ok(2)]);
+        let mut bw = BodyWriter::new();
+        bw.init_content_length(9);
+        let n = bw.write_body_vectored(&mut w, &pieces).await.unwrap();
+        assert_eq!(n, Some(9));
+        assert_eq!(w.written, b"abcdefghi");
+        assert_eq!(bw.content_length_written(), Some(9));
+        assert!(w.next.is_empty());
+        // Chunked: one chunk, partial writes ending in its size line, in
+        // pieces and in the CRLF.
+        let mut w = MockWriter::new(true, vec![ok(1), ok(5), ok(6), ok(2), ok(1)]);
+        let mut bw = BodyWriter::new();
+        bw.init_chunked();
+        let n = bw.write_body_vectored(&mut w, &pieces).await.unwrap();
+        assert_eq!(n, Some(10));
+        assert_eq!(w.written, b"A\r\nabcdefghij\r\n");
+        assert!(w.next.is_empty());
+        // Close-delimited, one byte at a time.
+        let mut w = MockWriter::new(true, (0..10).map(|_| ok(1)).collect());
+        let mut bw = BodyWriter::new();
+        bw.init_close_delimited();
+        let n = bw.write_body_vectored(&mut w, &pieces).await.unwrap();
+        assert_eq!(n, Some(10));
+        assert_eq!(w.written, b"abcdefghij");
     }
 
     /// Drive a poll closure to completion under a [`noop_waker`] context.
