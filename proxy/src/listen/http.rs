@@ -126,21 +126,33 @@ impl ConnectionHandler for HttpHandler {
         if h2c {
             stream.fail_reads_on_send_timeout();
         }
-        let h2 = match tls {
-            None => h2c,
+        let served = match tls {
+            None => self.boxed(stream, h2c),
             Some(tls) => {
-                // Boxed: a TLS stream is large (rustls' state), and the
-                // future of every plain connection would be as large.
-                return Box::pin(self.serve_tls(&tls, stream, peer, &shutdown)).await;
+                // The handshake's future boxed on its own and gone once it
+                // is done: it is large (rustls' handshake state, pingora's
+                // accept), and inline it would stay part of the
+                // connection's future, and of its memory, for as long as the
+                // connection lives.
+                match Box::pin(self.handshake(&tls, stream, peer)).await {
+                    Some(served) => served,
+                    None => return,
+                }
             }
         };
-        self.serve_stream(stream, h2, &shutdown).await;
+        self.serve_stream(served, &shutdown).await;
     }
 
     async fn drain(&self) {
         self.retired.send_replace(true);
         self.app.cleanup().await;
     }
+}
+
+/// An accepted stream, boxed for the protocol it speaks.
+enum Served {
+    H2(Stream),
+    H1(Stream, Arc<Connection>),
 }
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -178,14 +190,14 @@ async fn starts_with_preface(tcp: &TcpStream, early: &[u8], limit: std::time::Du
 }
 
 impl HttpHandler {
-    /// The TLS handshake, then the connection over TLS.
-    async fn serve_tls(
+    /// The TLS handshake; the stream over TLS, boxed for its protocol
+    /// (`None`: the handshake failed or timed out).
+    async fn handshake(
         &self,
         tls: &TlsSettings,
         stream: WriteBuffered<pingora_core::protocols::l4::stream::Stream>,
         peer: SocketAddr,
-        shutdown: &ShutdownWatch,
-    ) {
+    ) -> Option<Served> {
         let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.tls_handshake(stream));
         match handshake.await {
             Ok(Ok(s)) => {
@@ -193,22 +205,41 @@ impl HttpHandler {
                     if let Some(transport) = s.transport() {
                         transport.fail_reads_on_send_timeout();
                     }
-                    self.serve_stream(s, true, shutdown).await;
+                    Some(self.boxed(s, true))
                 } else {
                     // A response's head and body in one record (the send
                     // timeout is the transport's, below TLS).
-                    self.serve_stream(WriteBuffered::new(s, WRITE_CAPACITY), false, shutdown)
-                        .await;
+                    Some(self.boxed(WriteBuffered::new(s, WRITE_CAPACITY), false))
                 }
             }
             Ok(Err(e)) => {
                 self.metrics.tls_errors.inc();
                 tracing::debug!(listener = %self.name, client = %peer, error = %e, "TLS handshake failed");
+                None
             }
             Err(_) => {
                 self.metrics.tls_errors.inc();
                 tracing::debug!(listener = %self.name, client = %peer, "TLS handshake timed out");
+                None
             }
+        }
+    }
+
+    /// The stream boxed for its protocol: HTTP/2 behind a [`HeadGuard`],
+    /// HTTP/1 behind an [`Inspector`] with its [`Connection`]. Not `async`:
+    /// the connection's future holds the box, with no room kept for `S`
+    /// (a TLS stream is several KB of rustls' state).
+    fn boxed<S: IO + Peek + 'static>(&self, stream: S, h2: bool) -> Served {
+        if h2 {
+            // The preface is the only head of an HTTP/2 connection.
+            Served::H2(Box::new(HeadGuard::new(
+                stream,
+                self.inspect.header_timeout,
+            )))
+        } else {
+            let conn = Arc::new(Connection::default());
+            let stream = Box::new(Inspector::new(stream, conn.clone(), self.inspect));
+            Served::H1(stream, conn)
         }
     }
 
@@ -255,22 +286,16 @@ impl HttpHandler {
 
     /// Serves HTTP/2 through pingora, HTTP/1 through edge's own keep-alive
     /// loop over an [`Inspector`].
-    async fn serve_stream<S: IO + Peek + 'static>(
-        &self,
-        stream: S,
-        h2: bool,
-        shutdown: &ShutdownWatch,
-    ) {
-        if h2 {
-            // The preface is the only head of an HTTP/2 connection.
-            let stream: Stream = Box::new(HeadGuard::new(stream, self.inspect.header_timeout));
-            // Boxed already (`async_trait`): the connection's own future
-            // stays small (see below).
-            self.app.process_new(stream, shutdown).await;
-            return;
-        }
-        let conn = Arc::new(Connection::default());
-        let mut stream: Stream = Box::new(Inspector::new(stream, conn.clone(), self.inspect));
+    async fn serve_stream(&self, served: Served, shutdown: &ShutdownWatch) {
+        let (mut stream, conn) = match served {
+            Served::H2(stream) => {
+                // Boxed already (`async_trait`): the connection's own
+                // future stays small (see below).
+                self.app.process_new(stream, shutdown).await;
+                return;
+            }
+            Served::H1(stream, conn) => (stream, conn),
+        };
         let client = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
