@@ -121,6 +121,8 @@ impl ConnectionHandler for HttpHandler {
             && starts_with_preface(&tcp, &early, self.inspect.header_timeout).await;
         let mut stream = pingora_stream(tcp, client);
         stream.rewind(&early);
+        // Copied by the rewind: not kept for the connection's life.
+        drop(early);
         let stream =
             WriteBuffered::new(stream, WRITE_CAPACITY).with_send_timeout(self.send_timeout);
         if h2c {
@@ -228,7 +230,7 @@ impl HttpHandler {
     /// The stream boxed for its protocol: HTTP/2 behind a [`HeadGuard`],
     /// HTTP/1 behind an [`Inspector`] with its [`Connection`]. Not `async`:
     /// the connection's future holds the box, with no room kept for `S`
-    /// (a TLS stream is several KB of rustls' state).
+    /// (a TLS stream holds rustls' connection state).
     fn boxed<S: IO + Peek + 'static>(&self, stream: S, h2: bool) -> Served {
         if h2 {
             // The preface is the only head of an HTTP/2 connection.
@@ -244,8 +246,8 @@ impl HttpHandler {
     }
 
     /// Waits until the client sends (true), or until `limit` passes, the
-    /// node drains or this handler is retired (false: close). A stream that
-    /// cannot wait this way (TLS) is read at once.
+    /// node drains or this handler is retired (false: close), by the
+    /// inspector's `try_peek` (over TLS too: its first read goes through a stack buffer).
     ///
     /// `timer` is the connection's one idle timer, moved on to `limit`
     /// from now: a timer made and dropped per request was registered anew
