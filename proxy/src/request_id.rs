@@ -27,18 +27,15 @@ pub fn generate() -> String {
     let mut b = fastrand::u128(..).to_be_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let mut out = Vec::with_capacity(36);
-    for (i, group) in [&b[0..4], &b[4..6], &b[6..8], &b[8..10], &b[10..16]]
-        .into_iter()
-        .enumerate()
-    {
-        if i > 0 {
-            out.push(b'-');
-        }
-        crate::trace_context::push_hex(&mut out, group);
+    let mut out = [b'-'; 36];
+    let mut at = 0;
+    for group in [&b[0..4], &b[4..6], &b[6..8], &b[8..10], &b[10..16]] {
+        crate::trace_context::hex_into(&mut out[at..at + 2 * group.len()], group);
+        // The dash stays between groups.
+        at += 2 * group.len() + 1;
     }
     // Only hex digits and dashes were written.
-    String::from_utf8(out).unwrap_or_default()
+    crate::trace_context::ascii_string(&out)
 }
 
 /// The request's id: its one usable `X-Request-Id` (`false`: the request

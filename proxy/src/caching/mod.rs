@@ -542,7 +542,7 @@ pub(crate) fn client_fields(
             http::HeaderValue::from_static(x_cache(status, ctx.tier)),
         )?;
         if !resp.headers.contains_key(header::AGE) {
-            resp.insert_header(header::AGE, "0")?;
+            resp.insert_header(header::AGE, http::HeaderValue::from_static("0"))?;
         }
         return Ok(());
     };

@@ -645,6 +645,13 @@ impl ResponseHeader {
         &mut self.base.extensions
     }
 
+    /// The fields in order, their values writable in place. Names cannot
+    /// change, so the case map stays true. EDGE-PATCH (third): a kept head
+    /// gets its `Age` and `Cache-Status` without hashing each name again.
+    pub fn values_in_place(&mut self) -> http::header::IterMut<'_, HeaderValue> {
+        self.base.headers.iter_mut()
+    }
+
     /// Set the status code
     pub fn set_status(&mut self, status: impl TryInto<StatusCode>) -> Result<()> {
         self.base.status = status
@@ -983,8 +990,10 @@ pub fn header_value_from_slice(raw: &[u8]) -> HeaderValue {
 /// [RFC 9112 section 5.2]: https://datatracker.ietf.org/doc/html/rfc9112#section-5.2
 /// [RFC 9110 section 5.5]: https://datatracker.ietf.org/doc/html/rfc9110#section-5.5
 fn normalize_field_value(raw: bytes::Bytes) -> bytes::Bytes {
-    // Fast path: no CR/LF/NUL, nothing to do.
-    if !raw.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
+    // Fast path: no CR/LF/NUL, nothing to do. EDGE-PATCH (second):
+    // memchr3 scans a word or a vector at a time (a byte loop cost about
+    // 120 instructions per upstream response field; benches/RESULTS.md).
+    if memchr::memchr3(b'\r', b'\n', b'\0', &raw).is_none() {
         return raw;
     }
 

@@ -355,7 +355,11 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            // edge (EDGE-PATCH.md, twentieth): room for the
+                            // fields a proxy adds (request id, trace context,
+                            // forwarding fields) so the map does not grow and
+                            // rehash twice per request.
+                            Some(req.headers.len() + 8),
                         )?);
 
                         request_header.set_version(match req.version {
