@@ -280,6 +280,11 @@ impl<S: AsyncRead + Unpin + ResetOnClose> AsyncRead for WriteBuffered<S> {
 impl<S: AsyncWrite + Unpin> WriteBuffered<S> {
     fn poll_write_untimed(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self;
+        if data.is_empty() {
+            // Nothing to hold: no buffer taken for it (an idle connection
+            // holds none).
+            return Poll::Ready(Ok(0));
+        }
         if this.buf.len() + data.len() > this.capacity {
             // What is held and `data` leave in one call where the stream
             // takes several buffers (a response head and a body that do not
@@ -311,6 +316,9 @@ impl<S: AsyncWrite + Unpin> WriteBuffered<S> {
         data: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let total: usize = data.iter().map(|d| d.len()).sum();
+        if total == 0 {
+            return Poll::Ready(Ok(0));
+        }
         if self.buf.len() + total > self.capacity {
             match self.poll_drain_with(cx, data) {
                 Poll::Ready(Ok(0)) => {}
@@ -507,6 +515,10 @@ mod tests {
             assert_eq!(w.buf.capacity(), 100, "held until the flush");
             w.flush().await.unwrap();
             assert_eq!(w.buf.capacity(), 0, "freed by the flush");
+            // Empty writes take no buffer.
+            w.write(b"").await.unwrap();
+            w.write_vectored(&[io::IoSlice::new(b"")]).await.unwrap();
+            assert_eq!(w.buf.capacity(), 0, "an empty write holds nothing");
         }
         let mut expected = Vec::new();
         for round in 0..3u8 {

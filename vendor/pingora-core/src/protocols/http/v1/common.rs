@@ -330,12 +330,9 @@ fn from_digits(bytes: &[u8]) -> Option<u64> {
 /// 8.6](https://www.rfc-editor.org/rfc/rfc9110#section-8.6) this lets identical
 /// duplicates (e.g. `Content-Length: 42, 42`) be collapsed to a single value
 /// while genuinely conflicting framing is rejected.
-#[cfg(test)]
-pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
-    content_length_parse_values(headers.get_all(header::CONTENT_LENGTH).iter())
-}
-
-/// [`content_length_parse_all`] over the `Content-Length` values themselves.
+///
+/// edge (EDGE-PATCH.md, twentieth): takes the values themselves, so
+/// [`content_length_for_framing`] looks the field up once.
 fn content_length_parse_values<'a>(
     values: impl Iterator<Item = &'a HeaderValue>,
 ) -> Option<u64> {
@@ -358,6 +355,13 @@ fn content_length_parse_values<'a>(
     }
 
     content_length
+}
+
+/// [`content_length_parse_values`] of a map's `Content-Length` fields (the
+/// tests' entry point).
+#[cfg(test)]
+pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
+    content_length_parse_values(headers.get_all(header::CONTENT_LENGTH).iter())
 }
 
 /// Resolve the framing `Content-Length` of a message following hyper's decode
@@ -404,7 +408,7 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
 /// `Content-Length` fields having differing values (or a single invalid value)
 /// has invalid framing and the recipient MUST treat it as an unrecoverable
 /// error. Identical duplicates and comma-combined identical values are
-/// reconciled to a single value via [`content_length_parse_all`].
+/// reconciled to a single value via [`content_length_parse_values`].
 ///
 /// HTTP/2 does not use `Content-Length` for framing, but reconciling it here
 /// keeps the H2 and downgraded-H1 paths consistent and rejects genuinely
