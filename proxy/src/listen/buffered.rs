@@ -516,8 +516,8 @@ mod tests {
             w.flush().await.unwrap();
             assert_eq!(w.buf.capacity(), 0, "freed by the flush");
             // Empty writes take no buffer.
-            w.write(b"").await.unwrap();
-            w.write_vectored(&[io::IoSlice::new(b"")]).await.unwrap();
+            assert_eq!(w.write(b"").await.unwrap(), 0);
+            assert_eq!(w.write_vectored(&[io::IoSlice::new(b"")]).await.unwrap(), 0);
             assert_eq!(w.buf.capacity(), 0, "an empty write holds nothing");
         }
         let mut expected = Vec::new();
