@@ -22,17 +22,18 @@ use pingora_cache::key::CacheHashKey;
 /// pingora's `CacheHashKey::combined` gives it (which writes each byte with
 /// `write!`: about 1,900 instructions against 200; `benches/callgrind`).
 pub fn storage_key(key: &impl CacheHashKey) -> String {
-    // Written a digit at a time: `hex::encode` collects chars into the
+    // Written into a fixed buffer: `hex::encode` collects chars into the
     // String, about 900 instructions per key (a tenth of a RAM hit's
     // own work; benches/callgrind/instr.sh).
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let bin = key.combined_bin();
-    let mut out = String::with_capacity(bin.len() * 2);
-    for b in bin {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    let mut out = [0u8; 32];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bin) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
-    out
+    // Only hex digits were written.
+    std::str::from_utf8(&out).unwrap_or_default().to_owned()
 }
 
 /// The value of a lower-case hex digit.
@@ -116,8 +117,34 @@ pub fn normalize_query<'a>(query: Option<&'a str>, ignore: &IgnoreQuery) -> Opti
     s.strip_prefix('?').map(|rest| Cow::Owned(rest.to_owned()))
 }
 
+/// The name of a query pair: what comes before its first `=`. Found a byte
+/// at a time: `split_once('=')` goes through `str`'s `CharSearcher`, and a
+/// RAM hit's key of a two-pair query out of order spent about 750
+/// instructions in it (benches/RESULTS.md).
 fn query_name(pair: &str) -> &str {
-    pair.split_once('=').map_or(pair, |(k, _)| k)
+    match pair.bytes().position(|b| b == b'=') {
+        Some(i) => &pair[..i],
+        None => pair,
+    }
+}
+
+/// The pieces of a query between `&`s, as `str::split('&')` gives them
+/// (empty ones too), found a byte at a time (see [`query_name`]).
+fn query_pairs(q: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(q);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.bytes().position(|b| b == b'&') {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
 }
 
 fn kept(name: &str, ignore: &IgnoreQuery) -> bool {
@@ -132,7 +159,7 @@ fn kept(name: &str, ignore: &IgnoreQuery) -> bool {
 /// Already in key form: every pair kept, none empty, names in order.
 fn in_key_form(q: &str, ignore: &IgnoreQuery) -> bool {
     let mut previous = "";
-    q.split('&').all(|p| {
+    query_pairs(q).all(|p| {
         let n = query_name(p);
         let ok = !p.is_empty() && kept(n, ignore) && previous <= n;
         previous = n;
@@ -155,32 +182,34 @@ fn push_query(out: &mut String, q: &str, ignore: &IgnoreQuery) {
         return;
     }
     const ON_STACK: usize = 16;
-    let mut stack = [""; ON_STACK];
+    // (name, pair): each name found once, not at every comparison.
+    let mut stack = [("", ""); ON_STACK];
     let mut heap = Vec::new();
     let mut n = 0;
-    for p in q
-        .split('&')
-        .filter(|p| !p.is_empty() && kept(query_name(p), ignore))
-    {
+    for p in query_pairs(q) {
+        let name = query_name(p);
+        if p.is_empty() || !kept(name, ignore) {
+            continue;
+        }
         if n < ON_STACK {
-            stack[n] = p;
+            stack[n] = (name, p);
         } else {
             if heap.is_empty() {
                 heap.extend_from_slice(&stack);
             }
-            heap.push(p);
+            heap.push((name, p));
         }
         n += 1;
     }
-    let pairs: &mut [&str] = if heap.is_empty() {
+    let pairs: &mut [(&str, &str)] = if heap.is_empty() {
         &mut stack[..n]
     } else {
         &mut heap
     };
     // By name only, and stable: repeated names keep their order, which a
     // backend may give meaning to (`id=2&id=1` is not `id=1&id=2`).
-    pairs.sort_by_key(|p| query_name(p));
-    for (i, p) in pairs.iter().enumerate() {
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    for (i, (_, p)) in pairs.iter().enumerate() {
         out.push(if i == 0 { '?' } else { '&' });
         out.push_str(p);
     }
@@ -331,8 +360,19 @@ mod tests {
     #[test]
     fn a_query_already_in_key_form_is_kept_as_it_is_and_others_as_the_rule_says() {
         // Every query of up to four pairs over a small alphabet, including
-        // empty pairs, repeated names, names without values and `_HLS_msn`.
-        let parts = ["a=1", "a=2", "b", "b=", "c=3", "", "_HLS_msn=4", "a"];
+        // empty pairs, repeated names, names without values, `_HLS_msn`
+        // and names and values beyond ASCII (split a byte at a time).
+        let parts = [
+            "a=1",
+            "a=2",
+            "b",
+            "b=",
+            "c=3",
+            "",
+            "_HLS_msn=4",
+            "a",
+            "é=ü=",
+        ];
         let ignores = [
             IgnoreQuery::None,
             IgnoreQuery::All,
