@@ -59,6 +59,8 @@ URL_PASS="http://127.0.0.1:18490/obj/x?size=1024&cc=no-store"
 # 100 KiB pass-through (`pass100`; not in the default kinds): what a body's
 # copies cost.
 URL_PASS100="http://127.0.0.1:18490/obj/x?size=102400&cc=no-store"
+# 2 MiB pass-through (`pass2m`; not in the default kinds; N of 100 is plenty).
+URL_PASS2M="http://127.0.0.1:18490/obj/x?size=2097152&cc=no-store"
 URL_HIT="http://127.0.0.1:18492/obj/x?size=1024&cc=max-age%3D3600"
 # Pass-through on the listener that also caches (what HTTP/1's shortcut of
 # RAM hits costs a request it does not take).
@@ -66,7 +68,7 @@ URL_MIXED="http://127.0.0.1:18492/obj/pass/x?size=1024&cc=no-store"
 URL_PLAYLIST="http://127.0.0.1:18492/vod/bbb/low/index.m3u8"
 URL_SEGMENT="http://127.0.0.1:18492/vod/bbb/low/seg_0.ts"
 urls() { { if [[ -n ${4:-} ]]; then echo "header = \"$4\""; fi; for _ in $(seq "$2"); do echo "url = \"$1\""; echo "output = /dev/null"; done; } >"$DIR/$3"; }
-urls "$URL_PASS" "$N" pass; urls "$URL_PASS100" "$N" pass100; urls "$URL_HIT" "$N" hit; urls "$URL_MIXED" "$N" mixed; urls "$URL_HIT" "$N" range "Range: bytes=0-511"
+urls "$URL_PASS" "$N" pass; urls "$URL_PASS100" "$N" pass100; urls "$URL_PASS2M" "$N" pass2m; urls "$URL_HIT" "$N" hit; urls "$URL_MIXED" "$N" mixed; urls "$URL_HIT" "$N" range "Range: bytes=0-511"
 urls "$URL_HIT" "$N" cond "If-Modified-Since: Thu, 01 Jan 2026 00:00:00 GMT"
 # A browser's head (13 fields, about 800 bytes): what the door's checks
 # and pingora's parse cost per byte.
@@ -89,6 +91,7 @@ for kind in ${KINDS:-pass hit range cond browser mixed segment}; do
   url=$URL_PASS; [[ $kind != pass && $kind != browser ]] && url=$URL_HIT
   [[ $kind == mixed ]] && url=$URL_MIXED
   [[ $kind == pass100 ]] && url=$URL_PASS100
+  [[ $kind == pass2m ]] && url=$URL_PASS2M
   [[ $kind == segment ]] && url=$URL_PLAYLIST
   valgrind --tool=callgrind --callgrind-out-file="$DIR/$kind.out" \
     --toggle-collect='edge_proxy::listen::Acceptor::run::*' \

@@ -206,17 +206,18 @@ pub fn object(
     );
     let url = edge_cache::key::url(&admitted.header, req.uri.path(), query.as_deref(), ignore);
     let key_headers = route.map_or(&[][..], |r| &r.cache.key_headers[..]);
-    let key = pingora_cache::CacheKey::new(
-        edge_cache::key::primary(&url, scheme, None, key_headers, &req.headers),
-        "",
-    );
+    let key = edge_cache::key::cache_key(edge_cache::key::primary(
+        &url,
+        scheme,
+        None,
+        key_headers,
+        &req.headers,
+    ));
     let primary = pingora_cache::key::CacheHashKey::primary_bin(&key);
     let storage_key = pingora_cache::key::CacheHashKey::combined(&key);
-    let first_slice_key =
-        pingora_cache::key::CacheHashKey::combined(&pingora_cache::CacheKey::new(
-            edge_cache::key::primary(&url, scheme, Some(0), key_headers, &req.headers),
-            "",
-        ));
+    let first_slice_key = pingora_cache::key::CacheHashKey::combined(&edge_cache::key::cache_key(
+        edge_cache::key::primary(&url, scheme, Some(0), key_headers, &req.headers),
+    ));
     let pool = route.and_then(|r| match r.action {
         Action::Proxy { pool } => state.pools.get(pool).map(|p| p.name.clone()),
         _ => None,

@@ -264,9 +264,10 @@ pub(crate) fn plan(
         None => {
             let stored = |slice: Option<u64>| {
                 let primary = key::primary(&url, scheme, slice, &route.key_headers, &req.headers);
-                rt.storage.is_cached(&edge_cache::key::storage_key(
-                    &pingora_cache::CacheKey::new(primary, ""),
-                ))
+                rt.storage
+                    .is_cached(&edge_cache::key::storage_key(&edge_cache::key::cache_key(
+                        primary,
+                    )))
             };
             get && if single_range(req).is_some() {
                 !stored(None)
@@ -288,16 +289,13 @@ pub(crate) fn cache_key(
         Some(Sub::Slice { index, .. }) => Some(index),
         _ => None,
     };
-    pingora_cache::CacheKey::new(
-        key::primary(
-            &ctx.url,
-            ctx.scheme,
-            slice,
-            &route.key_headers,
-            &req.headers,
-        ),
-        "",
-    )
+    edge_cache::key::cache_key(key::primary(
+        &ctx.url,
+        ctx.scheme,
+        slice,
+        &route.key_headers,
+        &req.headers,
+    ))
 }
 
 fn content_length(resp: &ResponseHeader) -> Option<u64> {

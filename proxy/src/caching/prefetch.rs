@@ -110,7 +110,7 @@ fn storage_key(
     };
     let url = key::url(authority, path, query, &route.ignore_query);
     let primary = key::primary(&url, scheme, None, &route.key_headers, &req.headers);
-    edge_cache::key::storage_key(&pingora_cache::CacheKey::new(primary, ""))
+    edge_cache::key::storage_key(&edge_cache::key::cache_key(primary))
 }
 
 /// After an LL-HLS playlist was served: fetches the part it hints at

@@ -322,7 +322,7 @@ pub(crate) async fn serve(
             &route.cache.key_headers,
             &req.headers,
         );
-        edge_cache::key::storage_key(&pingora_cache::CacheKey::new(primary, ""))
+        edge_cache::key::storage_key(&edge_cache::key::cache_key(primary))
     };
     let (first_status, first_tier) = first.status();
     let all_cached = needed.iter().all(|&i| {

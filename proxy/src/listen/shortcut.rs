@@ -250,10 +250,15 @@ fn scan(buf: &[u8]) -> Option<(usize, Fields)> {
 /// The request header pingora would parse from `head`, its values sharing
 /// `head`'s bytes.
 fn build(head: &Bytes, parts: &Fields) -> Option<RequestHeader> {
-    let method = if parts.method_get { "GET" } else { "HEAD" };
-    let mut req = RequestHeader::build_no_case(
+    let method = if parts.method_get {
+        http::Method::GET
+    } else {
+        http::Method::HEAD
+    };
+    // The target shared with the head, not copied into the Uri.
+    let mut req = RequestHeader::build_no_case_shared(
         method,
-        &head[parts.target.clone()],
+        head.slice(parts.target.clone()),
         Some(parts.fields.len()),
     )
     .ok()?;

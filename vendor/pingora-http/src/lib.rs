@@ -191,6 +191,43 @@ impl RequestHeader {
         Ok(req)
     }
 
+    /// As [`Self::build_no_case`], the target given as shared bytes (edge,
+    /// EDGE-PATCH.md, fourth change): see [`Self::set_raw_path_shared`].
+    pub fn build_no_case_shared(
+        method: Method,
+        target: bytes::Bytes,
+        size_hint: Option<usize>,
+    ) -> Result<Self> {
+        let mut req = Self::new_no_case(size_hint);
+        req.base.method = method;
+        req.set_raw_path_shared(target)?;
+        Ok(req)
+    }
+
+    /// As [`Self::set_raw_path`], the target given as shared bytes (edge,
+    /// EDGE-PATCH.md, fourth change): an origin-form target (it starts
+    /// with `/`) with no fragment that is UTF-8 becomes the [Uri]'s path
+    /// and query without a copy (`PathAndQuery::from_maybe_shared`), where
+    /// [`Self::set_raw_path`] copies it into a new allocation through
+    /// `Uri::builder`. The same parse (`PathAndQuery::from_shared`) and the
+    /// same result and errors; any other target goes through
+    /// [`Self::set_raw_path`].
+    pub fn set_raw_path_shared(&mut self, target: bytes::Bytes) -> Result<()> {
+        if target.first() == Some(&b'/')
+            && !target.contains(&b'#')
+            && std::str::from_utf8(&target).is_ok()
+        {
+            let path = http::uri::PathAndQuery::from_maybe_shared(target.clone())
+                .explain_err(InvalidHTTPHeader, |_| {
+                    format!("invalid uri {}", String::from_utf8_lossy(&target))
+                })?;
+            self.base.uri = Uri::from(path);
+            self.raw_target = RawTarget::FromUri;
+            return Ok(());
+        }
+        self.set_raw_path(&target)
+    }
+
     /// Append the header name and value to `self`.
     ///
     /// If there are already some headers under the same name, a new value will be added without
@@ -1572,6 +1609,57 @@ mod tests {
             // These invalid path-and-query forms must construct regardless of which http
             // version is linked.
             assert_eq!("/", req.uri.path(), "{label}");
+        }
+    }
+
+    // edge, EDGE-PATCH.md, fourth change: the shared target gives what the
+    // copied one gives, for every form and odd byte.
+    #[test]
+    fn build_no_case_shared_is_build_no_case() {
+        let targets: &[&[u8]] = &[
+            b"/",
+            b"/a",
+            b"/a?b=c&d",
+            b"/p%20q/r%2F",
+            "/é/ü?x=ß".as_bytes(),
+            b"/path-\xff",
+            b"/a#frag",
+            b"/a?b#c",
+            b"#",
+            b"*",
+            b"http://h/x?y",
+            b"https://h:8443",
+            b"?q",
+            b"",
+            b"/a b",
+            b"/\x01\x7f",
+            b"//double//slash",
+            b"/a\"b{c}|d^e`",
+            b"/%",
+            b"/??",
+        ];
+        let long = format!("/{}", "x".repeat(70_000));
+        let mut all: Vec<&[u8]> = targets.to_vec();
+        all.push(long.as_bytes());
+        for target in all {
+            let label = String::from_utf8_lossy(&target[..target.len().min(40)]);
+            let copied = RequestHeader::build_no_case("GET", target, None);
+            let shared = RequestHeader::build_no_case_shared(
+                Method::GET,
+                bytes::Bytes::copy_from_slice(target),
+                None,
+            );
+            match (copied, shared) {
+                (Ok(c), Ok(s)) => {
+                    assert_eq!(c.uri, s.uri, "{label}");
+                    assert_eq!(c.raw_path(), s.raw_path(), "{label}");
+                    assert_eq!(c.raw_target, s.raw_target, "{label}");
+                    assert_eq!(c.raw_path_is_utf8(), s.raw_path_is_utf8(), "{label}");
+                    assert_eq!(c.method, s.method, "{label}");
+                }
+                (Err(c), Err(s)) => assert_eq!(c.etype(), s.etype(), "{label}"),
+                (c, s) => panic!("{label}: copied {:?}, shared {:?}", c.is_ok(), s.is_ok()),
+            }
         }
     }
 

@@ -280,6 +280,10 @@ where
         // As the duplex path: a retry of this request replays no body (it has none), but the
         // buffering state is the same for the filters that read it.
         session.as_mut().enable_retry_buffering();
+        // Nothing here keeps a body piece past its write (no cache fill): the upstream's reads
+        // go down as the buffers they were read into, uncopied (EDGE-PATCH.md, twenty-first of
+        // pingora-core).
+        client_session.set_body_pieces_kept(false);
 
         // The request body: what send_body_to_pipe does with no body read (end of body).
         let mut data = None;

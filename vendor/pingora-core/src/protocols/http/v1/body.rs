@@ -195,6 +195,22 @@ pub struct BodyReader {
     /// an overread was split off, which shrinks it): [`Self::take_body`]
     /// may hand it out uncopied (edge, EDGE-PATCH.md, nineteenth).
     sized_read: bool,
+    /// The last read was of plain body bytes (a `Content-Length` or
+    /// close-delimited body; not chunked) and filled at least 1/8 of its
+    /// buffer: with `pieces_kept` off, [`Self::take_body`] hands it out
+    /// uncopied (edge, EDGE-PATCH.md, twenty-first).
+    whole_read: bool,
+    /// Whether a piece [`Self::take_body`] hands out may be kept past the
+    /// write it is read for (a cache fill stores it): on (the default), a
+    /// read that fills less than 7/8 of its buffer is copied, so a kept
+    /// piece pins at most 8/7 of its length. Off, the caller writes each
+    /// piece on and drops it (edge's pass-through), and a plain read that
+    /// fills 1/8 of its buffer or more (8 KiB of 64 KiB) goes out as the
+    /// buffer it was read into; smaller ones are still copied, so a batch
+    /// of pieces waiting for a slow client pins at most 8 times their
+    /// length, not a 64 KiB buffer per trickled byte (edge, EDGE-PATCH.md,
+    /// twenty-first).
+    pieces_kept: bool,
 }
 
 impl BodyReader {
@@ -207,7 +223,16 @@ impl BodyReader {
             upstream,
             body_buf_overread: None,
             sized_read: false,
+            whole_read: false,
+            pieces_kept: true,
         }
+    }
+
+    /// Whether the pieces [`Self::take_body`] hands out may be kept past
+    /// their write (default: they may). See the field's doc (edge,
+    /// EDGE-PATCH.md, twenty-first).
+    pub fn set_pieces_kept(&mut self, kept: bool) {
+        self.pieces_kept = kept;
     }
 
     pub fn need_init(&self) -> bool {
@@ -365,11 +390,16 @@ impl BodyReader {
     /// body's buffer holds framing around the data; a read that fills less
     /// would pin a larger allocation wherever its bytes are kept: a cache
     /// fill of one piece keeps it as the stored body, whose size is what
-    /// the RAM tier counts, so the slack is kept under 1/8).
+    /// the RAM tier counts, so the slack is kept under 1/8). With
+    /// [`Self::set_pieces_kept`] off, a read of a `Content-Length` or
+    /// close-delimited body that fills 1/8 of its buffer or more goes out
+    /// uncopied (twenty-first): the caller drops it once written, and the
+    /// next read reclaims the buffer.
     pub fn take_body(&mut self, buf_ref: &BufRef) -> Bytes {
         let sized = std::mem::take(&mut self.sized_read);
+        let whole = std::mem::take(&mut self.whole_read) && !self.pieces_kept;
         if let Some(buf) = self.body_buf.as_mut() {
-            if sized && buf_ref.0 == 0 && buf_ref.1 == buf.len() && buf_ref.1 > 0 {
+            if (sized || whole) && buf_ref.0 == 0 && buf_ref.1 == buf.len() && buf_ref.1 > 0 {
                 return buf.split().freeze();
             }
         }
@@ -447,8 +477,14 @@ impl BodyReader {
     /// Whether `len` bytes fill at least 7/8 of the body buffer's
     /// allocation as it is now (edge, EDGE-PATCH.md, nineteenth).
     fn fills_buffer(&self, len: usize) -> bool {
+        self.fills_eighths(len, 7)
+    }
+
+    /// Whether `len` bytes fill at least `eighths`/8 of the body buffer's
+    /// allocation as it is now.
+    fn fills_eighths(&self, len: usize, eighths: usize) -> bool {
         let capacity = self.body_buf.as_ref().map_or(0, BytesMut::capacity);
-        len > 0 && len.saturating_mul(8) >= capacity.saturating_mul(7)
+        len > 0 && len.saturating_mul(8) >= capacity.saturating_mul(eighths)
     }
 
     fn finish_body_buf(&mut self, end_of_body: usize, total_read: usize) {
@@ -464,6 +500,7 @@ impl BodyReader {
         S: AsyncRead + Unpin + Send,
     {
         self.sized_read = false;
+        self.whole_read = false;
         match self.body_state {
             PS::Complete(_) => Ok(None),
             PS::Done(_) => Ok(None),
@@ -528,11 +565,13 @@ impl BodyReader {
                     // Judged before the overread is split off (which
                     // leaves the buffer's capacity at the body's end).
                     self.sized_read = self.fills_buffer(to_read);
+                    self.whole_read = self.fills_eighths(to_read, 1);
                     self.finish_body_buf(to_read, n);
                     Ok(Some(BufRef::new(0, to_read)))
                 } else {
                     self.body_state = PS::Partial(read + n, to_read - n);
                     self.sized_read = self.fills_buffer(n);
+                    self.whole_read = self.fills_eighths(n, 1);
                     Ok(Some(BufRef::new(0, n)))
                 }
             }
@@ -563,6 +602,7 @@ impl BodyReader {
                     Ok(None)
                 } else {
                     self.body_state = PS::UntilClose(read + n);
+                    self.whole_read = self.fills_eighths(n, 1);
                     Ok(Some(BufRef::new(0, n)))
                 }
             }
@@ -3601,6 +3641,91 @@ mod tests {
         let at = r.body_buf.as_ref().unwrap().as_ptr();
         let b = r.take_body(&read);
         assert_eq!((&b[..], b.as_ptr()), (&b"wxyz"[..], at));
+        assert!(r.body_done());
+    }
+
+    // edge, EDGE-PATCH.md, twenty-first: with pieces not kept, a read of a
+    // sized or close-delimited body that fills 1/8 of its buffer or more
+    // goes out uncopied; smaller ones and chunked reads are copied.
+    #[tokio::test]
+    async fn take_body_hands_out_plain_reads_of_an_eighth_when_pieces_are_not_kept() {
+        let size = BODY_BUFFER_SIZE;
+        let eighth = size / 8;
+        // (length, copied): the first read with the head.
+        let reads = [
+            (eighth, false),
+            (eighth - 1, true),
+            (size / 2, false),
+            (10, true),
+            (size, false),
+            (eighth + 3, false),
+        ];
+        let total: usize = reads.iter().map(|r| r.0).sum();
+        let big: Vec<u8> = (0..total + 4).map(|i| (i % 251) as u8).collect();
+        // Content-Length, the last read with 4 bytes past the body's end
+        // (kept as the overread).
+        let mut mock = Builder::new();
+        let mut at = reads[0].0;
+        for (len, _) in &reads[1..reads.len() - 1] {
+            mock.read(&big[at..at + len]);
+            at += len;
+        }
+        mock.read(&big[at..]);
+        let mut mock_io = mock.build();
+        let mut r = BodyReader::new(true);
+        r.set_pieces_kept(false);
+        r.init_content_length(total, &big[..reads[0].0]);
+        let mut taken = Vec::new();
+        for (len, copied) in reads {
+            let read = r.read_body(&mut mock_io).await.unwrap().unwrap();
+            assert_eq!(read.len(), len);
+            let at = r.body_buf.as_ref().unwrap().as_ptr();
+            let bytes = r.take_body(&read);
+            assert_eq!(bytes.len(), len);
+            assert_eq!(bytes.as_ptr() != at, copied, "a read of {len}");
+            taken.push(bytes);
+        }
+        assert_eq!(r.body_state, ParseState::Complete(total));
+        assert_eq!(taken.concat(), &big[..total]);
+        assert_eq!(r.get_body_overread(), Some(&big[total..]));
+        // Close-delimited, the reads held while more come.
+        let mut mock_io = Builder::new()
+            .read(b"abc")
+            .read(&big[..size])
+            .read(&big[..eighth])
+            .build();
+        let mut r = BodyReader::new(true);
+        r.set_pieces_kept(false);
+        r.init_close_delimited(b"xy");
+        let mut taken = Vec::new();
+        while let Some(read) = r.read_body(&mut mock_io).await.unwrap() {
+            let at = r.body_buf.as_ref().unwrap().as_ptr();
+            let bytes = r.take_body(&read);
+            assert_eq!(bytes.as_ptr() != at, read.len() < eighth, "a read of {}", read.len());
+            taken.push(bytes);
+        }
+        let mut want = b"xyabc".to_vec();
+        want.extend_from_slice(&big[..size]);
+        want.extend_from_slice(&big[..eighth]);
+        assert_eq!(taken.concat(), want);
+        assert!(r.body_done());
+        // Chunked: the data sits among framing, copied as before.
+        let mut mock_io = Builder::new()
+            .read(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+            .build();
+        let mut r = BodyReader::new(true);
+        r.set_pieces_kept(false);
+        r.init_chunked(b"");
+        let mut got = Vec::new();
+        while let Some(read) = r.read_body(&mut mock_io).await.unwrap() {
+            let at = r.body_buf.as_ref().unwrap().as_ptr();
+            let b = r.take_body(&read);
+            if !b.is_empty() {
+                assert_ne!(b.as_ptr(), at.wrapping_add(read.0), "copied");
+            }
+            got.extend_from_slice(&b);
+        }
+        assert_eq!(got, b"abcde");
         assert!(r.body_done());
     }
 

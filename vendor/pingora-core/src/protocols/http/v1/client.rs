@@ -604,6 +604,18 @@ impl HttpSession {
         self.body_reader.body_done()
     }
 
+    /// Whether the response body pieces this session hands out
+    /// ([`Self::read_response_task`], [`Self::read_body_bytes`]) may be kept
+    /// past the write they are read for, as a cache fill keeps them
+    /// (default: they may). Off, a `Content-Length` or close-delimited
+    /// body's reads that fill 1/8 of the read buffer or more go out as the
+    /// buffers they were read into, without a copy; a kept piece would pin
+    /// up to the read buffer's size (`BODY_BUFFER_SIZE`, 64 KiB) whatever
+    /// its length (edge, EDGE-PATCH.md, twenty-first).
+    pub fn set_body_pieces_kept(&mut self, kept: bool) {
+        self.body_reader.set_pieces_kept(kept);
+    }
+
     pub fn set_allow_h1_response_invalid_content_length(&mut self, allow: bool) {
         self.allow_h1_response_invalid_content_length = allow;
     }

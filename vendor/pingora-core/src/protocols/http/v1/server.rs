@@ -350,23 +350,22 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        // edge: no case map (EDGE-PATCH.md, ninth).
-                        let mut request_header = Box::new(RequestHeader::build_no_case(
-                            req.method.unwrap_or(""),
-                            // we path httparse to allow unsafe bytes in the str
-                            req.path.unwrap_or("").as_bytes(),
-                            // edge (EDGE-PATCH.md, twentieth): room for the
-                            // fields a proxy adds (request id, trace context,
-                            // forwarding fields) so the map does not grow and
-                            // rehash twice per request.
-                            Some(req.headers.len() + 8),
-                        )?);
-
-                        request_header.set_version(match req.version {
+                        // edge (EDGE-PATCH.md, twenty-second): the method now,
+                        // the target once `buf` is frozen, as a slice of it
+                        // (no copy into the Uri).
+                        let method = http::Method::from_bytes(req.method.unwrap_or("").as_bytes())
+                            .explain_err(InvalidHTTPHeader, |_| "invalid method")?;
+                        // we path httparse to allow unsafe bytes in the str
+                        let target = req.path.map_or(0..0, |path| {
+                            let at = path.as_ptr() as usize - base;
+                            at..at + path.len()
+                        });
+                        let version = match req.version {
                             Some(1) => Version::HTTP_11,
                             Some(0) => Version::HTTP_10,
                             _ => Version::HTTP_09,
-                        });
+                        };
+                        let fields = req.headers.len();
 
                         // Detach bytes beyond the header in O(1). Keeping them as owned BytesMut
                         // allows body parsing and subsequent pipelined sessions to continue
@@ -387,6 +386,18 @@ impl HttpSession {
                             rest
                         };
                         let buf = buf.freeze();
+
+                        // edge: no case map (EDGE-PATCH.md, ninth).
+                        let mut request_header = Box::new(RequestHeader::build_no_case_shared(
+                            method,
+                            buf.slice(target),
+                            // edge (EDGE-PATCH.md, twentieth): room for the
+                            // fields a proxy adds (request id, trace context,
+                            // forwarding fields) so the map does not grow and
+                            // rehash twice per request.
+                            Some(fields + 8),
+                        )?);
+                        request_header.set_version(version);
 
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
