@@ -36,6 +36,13 @@ pub fn storage_key(key: &impl CacheHashKey) -> String {
     std::str::from_utf8(&out).unwrap_or_default().to_owned()
 }
 
+/// The storage key of a cache key as the RAM tier holds it: the same as
+/// `StoredKey::new(&storage_key(key))` (the combined hash), without the
+/// hex text made and parsed back.
+pub fn stored_key(key: &impl CacheHashKey) -> StoredKey {
+    StoredKey::Hash(key.combined_bin())
+}
+
 /// The value of a lower-case hex digit.
 fn hex_digit(c: u8) -> Option<u8> {
     match c {
@@ -384,6 +391,7 @@ mod tests {
             assert_eq!(ours.combined_bin(), theirs.combined_bin(), "{len} bytes");
             assert_eq!(ours.to_compact(), theirs.to_compact(), "{len} bytes");
             assert_eq!(storage_key(&ours), storage_key(&theirs), "{len} bytes");
+            assert_eq!(stored_key(&ours), StoredKey::new(&storage_key(&theirs)));
             assert_eq!(ours.primary_key(), &primary[..]);
             // With a variance the combined hash is pingora's too.
             let mut theirs = theirs;
@@ -391,6 +399,7 @@ mod tests {
             theirs.set_variance_key([7; 16]);
             ours.set_variance_key([7; 16]);
             assert_eq!(ours.combined_bin(), theirs.combined_bin(), "{len} bytes");
+            assert_eq!(stored_key(&ours), StoredKey::new(&storage_key(&theirs)));
         }
         // A known value (pingora's own test).
         assert_eq!(

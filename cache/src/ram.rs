@@ -190,8 +190,13 @@ impl RamTier {
 
     /// The object under `key`, counting the read.
     pub fn get(&self, key: &str) -> Option<Arc<Object>> {
+        self.get_stored(&StoredKey::new(key))
+    }
+
+    /// [`Self::get`] of a key as the tier holds it.
+    pub fn get_stored(&self, key: &StoredKey) -> Option<Arc<Object>> {
         let q = self.queues.read();
-        let slot = q.find(&StoredKey::new(key))?;
+        let slot = q.find(key)?;
         let slot = &q.slots[slot as usize];
         let f = slot.freq.load(Ordering::Relaxed);
         if f < MAX_FREQ {

@@ -37,6 +37,7 @@ use crate::disk::{DiskError, DiskTier, Removed};
 use crate::fill::Fill;
 use crate::hit::{DiskStream, EdgeHit, HitBody};
 use crate::index::PurgeIndex;
+use crate::key::StoredKey;
 use crate::metrics::{CacheMetrics, TierUsage, UsageSource};
 use crate::object::{Meta, Object, ObjectInfo, Tier};
 use crate::policy::{self, TtlSource};
@@ -118,7 +119,7 @@ pub struct EdgeStorage {
     index: Mutex<PurgeIndex>,
     settings: ArcSwap<Cache>,
     successors: Successors,
-    prefetched: moka::sync::Cache<String, ()>,
+    prefetched: moka::sync::Cache<StoredKey, ()>,
     next_fill: AtomicU64,
     write_errors_log: OncePerMinute,
     metrics: Arc<CacheMetrics>,
@@ -407,6 +408,10 @@ impl EdgeStorage {
     }
 
     fn count_prefetch_use(&self, key: &str) {
+        self.count_prefetch_use_of(&StoredKey::new(key));
+    }
+
+    fn count_prefetch_use_of(&self, key: &StoredKey) {
         if self.prefetched.remove(key).is_some() {
             self.metrics.prefetch_used.inc();
         }
@@ -414,19 +419,21 @@ impl EdgeStorage {
 
     /// Remembers that `key` is being prefetched (to count its first use).
     pub fn mark_prefetched(&self, key: &str) {
-        self.prefetched.insert(key.to_string(), ());
+        self.prefetched.insert(StoredKey::new(key), ());
     }
 
     /// Whether `key` was prefetched and not requested since.
     pub fn prefetched_unused(&self, key: &str) -> bool {
-        self.prefetched.contains_key(key)
+        self.prefetched.contains_key(&StoredKey::new(key))
     }
 
     /// A RAM tier object, for the proxy's fast path of fresh hits (which
-    /// checks freshness, `Vary` and the request itself).
-    pub fn ram_object(&self, key: &str) -> Option<Arc<Object>> {
-        let obj = self.ram.load().get(key)?;
-        self.count_prefetch_use(key);
+    /// checks freshness, `Vary` and the request itself); `key` as
+    /// [`crate::key::stored_key`] gives it (no hex text made and parsed
+    /// back).
+    pub fn ram_object(&self, key: &StoredKey) -> Option<Arc<Object>> {
+        let obj = self.ram.load().get_stored(key)?;
+        self.count_prefetch_use_of(key);
         Some(obj)
     }
 

@@ -45,7 +45,7 @@ pub(crate) fn fresh_object(
     req: &RequestHeader,
     now: SystemTime,
 ) -> Option<Arc<Object>> {
-    let key = edge_cache::key::storage_key(&cache_key(ctx, &route.cache, req));
+    let key = edge_cache::key::stored_key(&cache_key(ctx, &route.cache, req));
     let obj = rt.storage.ram_object(&key)?;
     let parsed = obj.parsed()?;
     if parsed.varies || !parsed.is_fresh(now) || !parsed.has_length {
