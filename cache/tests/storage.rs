@@ -435,3 +435,48 @@ async fn a_full_disk_evicts_and_keeps_admitting() {
     );
     drop(disk);
 }
+
+/// A prefetched object's first use is counted once, by the fast path's
+/// lookup and by pingora-cache's alike; objects never prefetched count
+/// nothing, and a key marked again after its use counts again (the count
+/// of live marks that lets a hit skip the map opens and closes with them).
+#[tokio::test]
+async fn a_prefetched_objects_first_use_is_counted_once() {
+    use edge_cache::key::{storage_key, stored_key};
+    let metrics = Arc::new(CacheMetrics::unregistered());
+    let s = EdgeStorage::open(&settings(1 << 20, 1 << 16, None), metrics.clone()).unwrap();
+    let data = body(1000, 3);
+    for url in ["/p/a.ts", "/p/b.ts", "/p/c.ts"] {
+        fill(s, url, &data, &[]).await;
+    }
+    let key = |url: &str| CacheKey::new(url, "");
+    let used = || metrics.prefetch_used.get();
+
+    assert!(s.ram_object(&stored_key(&key("/p/a.ts"))).is_some());
+    assert!(get(s, "/p/a.ts").await.is_some());
+    assert_eq!(used(), 0, "nothing was prefetched");
+
+    s.mark_prefetched(&storage_key(&key("/p/b.ts")));
+    assert!(s.prefetched_unused(&storage_key(&key("/p/b.ts"))));
+    assert!(s.ram_object(&stored_key(&key("/p/a.ts"))).is_some());
+    assert_eq!(used(), 0, "another object's hit is not b's use");
+    assert!(s.ram_object(&stored_key(&key("/p/b.ts"))).is_some());
+    assert_eq!(used(), 1);
+    assert!(!s.prefetched_unused(&storage_key(&key("/p/b.ts"))));
+    assert!(s.ram_object(&stored_key(&key("/p/b.ts"))).is_some());
+    assert!(get(s, "/p/b.ts").await.is_some());
+    assert_eq!(used(), 1, "only the first use counts");
+
+    // Marked twice (the second replaces the first), used through a lookup.
+    s.mark_prefetched(&storage_key(&key("/p/c.ts")));
+    s.mark_prefetched(&storage_key(&key("/p/c.ts")));
+    assert!(get(s, "/p/c.ts").await.is_some());
+    assert_eq!(used(), 2);
+    assert!(s.ram_object(&stored_key(&key("/p/c.ts"))).is_some());
+    assert_eq!(used(), 2);
+
+    // Every mark is used: marking again after that counts again.
+    s.mark_prefetched(&storage_key(&key("/p/b.ts")));
+    assert!(s.ram_object(&stored_key(&key("/p/b.ts"))).is_some());
+    assert_eq!(used(), 3);
+}
