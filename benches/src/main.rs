@@ -348,6 +348,7 @@ fn measure(
                     .map(|s| Samples {
                         server: s.name.to_string(),
                         runs: Vec::new(),
+                        user_us: Vec::new(),
                     })
                     .collect(),
             )
@@ -373,19 +374,23 @@ fn measure(
                 if !s.proc.alive() {
                     bail!("{} exited during the run", s.name);
                 }
-                let before = s.proc.cpu();
+                let (user0, system0) = s.proc.cpu_split();
                 let run = generator.run(args, args.duration, s.addr, path, headers)?;
-                let cpu = s.proc.cpu().saturating_sub(before);
-                let per_request_us = cpu.as_secs_f64() * 1e6 / run.requests.max(1) as f64;
+                let (user1, system1) = s.proc.cpu_split();
+                let per_request = |d: Duration| d.as_secs_f64() * 1e6 / run.requests.max(1) as f64;
+                let user_us = per_request(user1.saturating_sub(user0));
+                let per_request_us = user_us + per_request(system1.saturating_sub(system0));
                 eprintln!(
-                    "round {} {title} {:<8} {:>9.0} req/s p99 {:>7.3} ms cpu {:>6.1} µs/req errors {}",
+                    "round {} {title} {:<8} {:>9.0} req/s p99 {:>7.3} ms cpu {:>6.1} µs/req (user {:>5.1}) errors {}",
                     round + 1,
                     s.name,
                     run.rps,
                     run.p99_ms,
                     per_request_us,
+                    user_us,
                     run.errors
                 );
+                results[li].1[i].user_us.push(user_us);
                 results[li].1[i].runs.push((run, per_request_us));
             }
         }

@@ -50,11 +50,20 @@ impl Proc {
 
     /// User + system CPU time of the process and all its descendants.
     pub fn cpu(&self) -> Duration {
-        let ticks: u64 = tree(self.pid())
+        let (user, system) = self.cpu_split();
+        user + system
+    }
+
+    /// User and system CPU time (`utime`, `stime` of /proc/PID/stat, in
+    /// clock ticks) of the process and all its descendants, apart: what the
+    /// program spends and what the kernel spends for it.
+    pub fn cpu_split(&self) -> (Duration, Duration) {
+        let (user, system) = tree(self.pid())
             .iter()
-            .map(|p| stat(*p).map_or(0, |s| s.ticks))
-            .sum();
-        Duration::from_secs_f64(ticks as f64 / clk_tck() as f64)
+            .filter_map(|p| stat(*p))
+            .fold((0u64, 0u64), |(u, k), s| (u + s.utime, k + s.stime));
+        let tick = |t: u64| Duration::from_secs_f64(t as f64 / clk_tck() as f64);
+        (tick(user), tick(system))
     }
 
     pub fn alive(&mut self) -> bool {
@@ -79,7 +88,8 @@ impl Drop for Proc {
 
 struct Stat {
     ppid: u32,
-    ticks: u64,
+    utime: u64,
+    stime: u64,
 }
 
 fn stat(pid: u32) -> Option<Stat> {
@@ -90,7 +100,8 @@ fn stat(pid: u32) -> Option<Stat> {
     // f[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
     Some(Stat {
         ppid: f.get(1)?.parse().ok()?,
-        ticks: f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
+        utime: f.get(11)?.parse().ok()?,
+        stime: f.get(12)?.parse().ok()?,
     })
 }
 
