@@ -591,3 +591,105 @@ fn a_port_in_use_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("listener web: cannot listen on"), "{err}");
 }
+
+/// Many HTTP/2 streams at once on one connection, of every body size
+/// around h2's write thresholds (256 and 1,024 bytes chained, up to 4 KiB
+/// copied into the write buffer when there is room: vendor/h2's
+/// EDGE-PATCH), passed through and as RAM hits: each stream gets its own
+/// body, byte for byte, however the connection batched the frames.
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_streams_of_every_size_at_once_arrive_byte_for_byte() {
+    let o = origin("a").await;
+    let config = format!(
+        r#"
+[server]
+threads = 1
+shutdown_delay = "0s"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+h2c = true
+
+[[pool]]
+name = "origin"
+backends = [{{ address = "{}" }}]
+
+[[route]]
+name = "cached"
+pool = "origin"
+match = {{ path_prefix = "/obj/c/" }}
+[route.cache]
+
+[[route]]
+name = "pass"
+pool = "origin"
+
+[cache]
+ram_size = "16 MiB"
+"#,
+        o.addr()
+    );
+    let node = EdgeNode::start(BIN, &config);
+    let tcp = tokio::net::TcpStream::connect(node.addr("web"))
+        .await
+        .unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake::<_, http_body_util::Empty<hyper::body::Bytes>>(
+                hyper_util::rt::TokioIo::new(tcp),
+            )
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let sizes = [
+        0usize, 1, 255, 256, 257, 1000, 1023, 1024, 1025, 2048, 4095, 4096, 4097, 8192, 16_383,
+        16_384, 16_385, 70_000,
+    ];
+    let mut paths = Vec::new();
+    for n in sizes {
+        paths.push(format!("/obj/p/{n}.bin?size={n}&cc=no-store"));
+        paths.push(format!("/obj/c/{n}.bin?size={n}&cc=max-age%3D600"));
+    }
+    // Three rounds: the first fills the cache, the others hit RAM.
+    for round in 0..3 {
+        let streams = paths.iter().map(|path| {
+            let mut send = send.clone();
+            let uri = format!("http://{}{path}", node.addr("web"));
+            async move {
+                let req = http::Request::builder()
+                    .uri(uri)
+                    .body(http_body_util::Empty::new())
+                    .unwrap();
+                let resp = send.send_request(req).await.unwrap();
+                let status = resp.status();
+                let cache = resp
+                    .headers()
+                    .get("x-cache")
+                    .map(|v| v.to_str().unwrap_or("").to_string());
+                let body = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                (status, cache, body)
+            }
+        });
+        let answers = futures::future::join_all(streams).await;
+        for (path, (status, cache, body)) in paths.iter().zip(answers) {
+            assert_eq!(status, 200, "round {round}: {path}");
+            let expected = o.expected_body(path).unwrap();
+            assert_eq!(body.len(), expected.len(), "round {round}: {path}");
+            assert!(body == expected, "round {round}: {path}: the bytes differ");
+            if round > 0 && path.starts_with("/obj/c/") {
+                assert!(
+                    cache.as_deref().is_some_and(|c| c.starts_with("HIT")),
+                    "round {round}: {path}: {cache:?}"
+                );
+            }
+        }
+    }
+}
