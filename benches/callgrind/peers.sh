@@ -5,7 +5,8 @@
 # whole process, run once for N and once for 2N keep-alive requests from
 # one curl connection, (Ir(2N) - Ir(N)) / N, so start-up and shutdown
 # cancel out. One worker each, configured as benches/src/peers.rs
-# configures them for loadbench. `edge origin` on 127.0.0.1:18591 is the
+# configures them for loadbench, except that nginx runs without its master
+# process (the worker is the process callgrind follows). `edge origin` on 127.0.0.1:18591 is the
 # origin. Where loadbench's CPU split shows the gap to the peers is user
 # space (issue 17), this is what that user space executes per request.
 # N defaults to 1000. KINDS="nginx-pass haproxy-pass edge-pass
@@ -16,14 +17,15 @@
 set -euo pipefail
 EDGE=${1:?usage: peers.sh EDGE_BIN [N]}
 N=${2:-1000}
-tools="valgrind nginx haproxy curl"
+tools="valgrind callgrind_annotate nginx haproxy curl"
 [[ -n ${SYSCALLS:-} ]] && tools="perf wrk nginx haproxy curl taskset"
 for tool in $tools; do
   command -v "$tool" >/dev/null || { echo "peers.sh: needs $tool (make deps-bench)" >&2; exit 1; }
 done
 DIR="$(mktemp -d /tmp/edge-peers-callgrind.XXXXXX)"
 O=; S=
-trap 'kill $S $O 2>/dev/null || true; wait $S $O 2>/dev/null || true; [[ -n ${KEEP:-} ]] || rm -rf "$DIR"' EXIT
+# The work dir stays when asked (KEEP=1) or when something failed (its logs).
+trap 'rc=$?; kill $S $O 2>/dev/null || true; wait $S $O 2>/dev/null || true; if [[ -n ${KEEP:-} || $rc != 0 ]]; then echo "peers.sh: work dir $DIR" >&2; else rm -rf "$DIR"; fi' EXIT
 "$EDGE" origin --listen 127.0.0.1:18591 >/dev/null 2>&1 & O=$!
 PASS="/obj/x?size=1024&cc=no-store"
 HIT="/obj/x?size=1024&cc=max-age%3D3600"
@@ -49,7 +51,7 @@ haproxy_conf() {
 global
   nbthread 1
   maxconn 8000
-  tune.bufsize 65536
+$2
 cache edge
   total-max-size 64
   max-object-size 4194304
@@ -70,9 +72,9 @@ $1
   server origin 127.0.0.1:18591 maxconn 10000
 CONF
 }
-haproxy_conf "" >"$DIR/haproxy-pass.cfg"
+haproxy_conf "" "" >"$DIR/haproxy-pass.cfg"
 haproxy_conf "  http-request cache-use edge
-  http-response cache-store edge" >"$DIR/haproxy-hit.cfg"
+  http-response cache-store edge" "  tune.bufsize 65536" >"$DIR/haproxy-hit.cfg"
 cat >"$DIR/edge.toml" <<TOML
 [server]
 threads = 1
@@ -129,9 +131,13 @@ syscalls() {
   local kind=$1
   start "$kind" taskset -c 0
   taskset -c 1 wrk -t1 -c50 -d1 "$URL" >/dev/null
-  perf stat -e 'syscalls:sys_enter_*' -p "$S" -o "$DIR/$kind.perf" -- sleep 3 & local P=$!
+  # perf counts from before wrk starts until after it ends (attaching
+  # takes a moment), so its window holds all of wrk's requests and only
+  # idle time besides.
+  perf stat -e 'syscalls:sys_enter_*' -p "$S" -o "$DIR/$kind.perf" & local P=$!
+  sleep 1
   taskset -c 1 wrk -t1 -c50 -d3 "$URL" >"$DIR/$kind.wrk"
-  wait "$P"
+  kill -INT "$P"; wait "$P" || true
   kill -TERM "$S"; wait "$S" || true; S=
   local reqs
   reqs=$(awk '/requests in/ {print $1}' "$DIR/$kind.wrk")
@@ -145,13 +151,17 @@ ir() {
   local out="$DIR/$kind.$count.out"
   start "$kind" valgrind --tool=callgrind --callgrind-out-file="$out"
   { for _ in $(seq "$count"); do echo "url = \"$URL\""; echo "output = /dev/null"; done; } >"$DIR/urls"
-  curl -s -K "$DIR/urls"
+  # Every answer must be a 200: an error would count as a request.
+  local codes
+  codes=$(curl -sS -K "$DIR/urls" -w '%{http_code}\n' | sort -u | tr '\n' ' ')
+  [[ $codes == "200 " ]] || { echo "peers.sh: $kind answered $codes" >&2; exit 1; }
   kill -TERM "$S"; wait "$S" || true; S=
   # Every part callgrind wrote (a thread each for edge).
-  local total=0 part
-  for part in "$out"*; do
-    part=$(callgrind_annotate "$part" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n++ {gsub(",","",$1); print $1}')
-    total=$(( total + ${part:-0} ))
+  local total=0 part file
+  for file in "$out"*; do
+    part=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n++ {gsub(",","",$1); print $1}')
+    [[ -n $part ]] || { echo "peers.sh: no totals in $file" >&2; exit 1; }
+    total=$(( total + part ))
   done
   IR=$total
 }

@@ -110,6 +110,9 @@ enum NewDisk {
     Open(Box<(DiskTier, Vec<crate::disk::Removed>)>),
 }
 
+/// How long a prefetch mark lives unused (`EdgeStorage::mark_prefetched`).
+const PREFETCH_MARK_TTL: Duration = Duration::from_secs(600);
+
 pub struct EdgeStorage {
     ram: ArcSwap<RamTier>,
     disk: ArcSwapOption<DiskTier>,
@@ -120,11 +123,12 @@ pub struct EdgeStorage {
     settings: ArcSwap<Cache>,
     successors: Successors,
     prefetched: moka::sync::Cache<StoredKey, ()>,
-    /// At least the number of `prefetched` entries: counted before each
-    /// insert, taken back as moka reports each one gone (used, expired,
-    /// evicted, replaced). While it is 0 a hit skips the map (a `moka`
-    /// remove is about 500 instructions, a quarter of a RAM hit's lookup).
-    prefetched_live: Arc<AtomicU64>,
+    /// When the last prefetch mark was made: whole seconds since `epoch`,
+    /// plus one (0: never). Once every mark has outlived its
+    /// `PREFETCH_MARK_TTL` a hit skips the map (a `moka` remove is about
+    /// 500 instructions, a quarter of a RAM hit's lookup).
+    prefetch_last_mark: AtomicU64,
+    epoch: std::time::Instant,
     next_fill: AtomicU64,
     write_errors_log: OncePerMinute,
     metrics: Arc<CacheMetrics>,
@@ -159,7 +163,6 @@ impl EdgeStorage {
     /// node, alive as long as the process.
     pub fn open(settings: &Cache, metrics: Arc<CacheMetrics>) -> std::io::Result<&'static Self> {
         let anchor: Anchor = Arc::new(OnceLock::new());
-        let prefetched_live = Arc::new(AtomicU64::new(0));
         let storage = Box::leak(Box::new(Self {
             ram: ArcSwap::from_pointee(ram_tier(settings, &anchor)),
             disk: ArcSwapOption::empty(),
@@ -171,17 +174,10 @@ impl EdgeStorage {
             successors: Successors::new(100_000),
             prefetched: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(600))
-                .eviction_listener({
-                    let live = prefetched_live.clone();
-                    move |_, _, _| {
-                        let _ = live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                            n.checked_sub(1)
-                        });
-                    }
-                })
+                .time_to_live(PREFETCH_MARK_TTL)
                 .build(),
-            prefetched_live,
+            prefetch_last_mark: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
             next_fill: AtomicU64::new(1),
             write_errors_log: OncePerMinute::default(),
             metrics,
@@ -423,22 +419,29 @@ impl EdgeStorage {
     }
 
     fn count_prefetch_use(&self, key: &str) {
-        self.count_prefetch_use_of(&StoredKey::new(key));
+        if self.prefetch_marks_may_live() {
+            self.count_prefetch_use_of(&StoredKey::new(key));
+        }
     }
 
     fn count_prefetch_use_of(&self, key: &StoredKey) {
-        if self.prefetched_live.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        if self.prefetched.remove(key).is_some() {
+        if self.prefetch_marks_may_live() && self.prefetched.remove(key).is_some() {
             self.metrics.prefetch_used.inc();
         }
     }
 
+    /// Whether a prefetch mark may still be in `prefetched`: one was made
+    /// less than `PREFETCH_MARK_TTL` (and a second, for the rounding) ago.
+    fn prefetch_marks_may_live(&self) -> bool {
+        let last = self.prefetch_last_mark.load(Ordering::Acquire);
+        last != 0 && self.epoch.elapsed().as_secs() <= last + PREFETCH_MARK_TTL.as_secs()
+    }
+
     /// Remembers that `key` is being prefetched (to count its first use).
     pub fn mark_prefetched(&self, key: &str) {
-        // Counted first, so the count is never below the entries.
-        self.prefetched_live.fetch_add(1, Ordering::AcqRel);
+        // Noted first: a hit that sees the mark sees the time too.
+        let now = self.epoch.elapsed().as_secs() + 1;
+        self.prefetch_last_mark.fetch_max(now, Ordering::AcqRel);
         self.prefetched.insert(StoredKey::new(key), ());
     }
 

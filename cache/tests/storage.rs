@@ -438,8 +438,8 @@ async fn a_full_disk_evicts_and_keeps_admitting() {
 
 /// A prefetched object's first use is counted once, by the fast path's
 /// lookup and by pingora-cache's alike; objects never prefetched count
-/// nothing, and a key marked again after its use counts again (the count
-/// of live marks that lets a hit skip the map opens and closes with them).
+/// nothing, and a key marked again after its use counts again (a hit skips
+/// the map only once every mark has outlived its ten minutes).
 #[tokio::test]
 async fn a_prefetched_objects_first_use_is_counted_once() {
     use edge_cache::key::{storage_key, stored_key};

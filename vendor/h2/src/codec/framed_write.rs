@@ -245,6 +245,8 @@ where
                     return Err(PayloadTooBig);
                 }
 
+                // EDGE-PATCH (first): copied, not chained, when it is small
+                // and fits the spare room (see COPY_WHEN_ROOM).
                 let spare = self.buf.get_ref().capacity() - self.buf.get_ref().len();
                 let copy = len <= COPY_WHEN_ROOM && len + frame::HEADER_LEN <= spare;
                 if len >= self.chain_threshold && !copy {
@@ -394,10 +396,12 @@ mod edge_tests {
     use crate::frame::{Data, StreamId};
     use bytes::Bytes;
 
-    /// Records what each write call was given.
+    /// Records what each write call was given; takes at most `max` bytes
+    /// a call (partial writes).
     struct Writes {
         calls: Vec<Vec<u8>>,
         vectored: bool,
+        max: usize,
     }
 
     impl AsyncWrite for Writes {
@@ -406,8 +410,9 @@ mod edge_tests {
             _: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
-            self.calls.push(buf.to_vec());
-            Poll::Ready(Ok(buf.len()))
+            let n = buf.len().min(self.max);
+            self.calls.push(buf[..n].to_vec());
+            Poll::Ready(Ok(n))
         }
 
         fn poll_write_vectored(
@@ -415,7 +420,8 @@ mod edge_tests {
             _: &mut Context<'_>,
             bufs: &[io::IoSlice<'_>],
         ) -> Poll<io::Result<usize>> {
-            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let mut all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            all.truncate(self.max);
             let n = all.len();
             self.calls.push(all);
             Poll::Ready(Ok(n))
@@ -438,9 +444,16 @@ mod edge_tests {
     /// ends its stream) as a connection would: `poll_ready`, `buffer`,
     /// then one `flush`. Returns the write calls.
     fn send(sizes: &[usize], vectored: bool) -> Vec<Vec<u8>> {
+        send_partial(sizes, vectored, usize::MAX)
+    }
+
+    /// [`send`] to a writer that takes at most `max` bytes a call. The
+    /// buffer never grows past its 16 KiB: a copy is made only into room.
+    fn send_partial(sizes: &[usize], vectored: bool, max: usize) -> Vec<Vec<u8>> {
         let mut w: FramedWrite<Writes, Bytes> = FramedWrite::new(Writes {
             calls: Vec::new(),
             vectored,
+            max,
         });
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut expected = Vec::new();
@@ -456,6 +469,7 @@ mod edge_tests {
             expected.extend_from_slice(&payload);
             assert!(w.poll_ready(&mut cx).is_ready());
             w.buffer(frame.into()).unwrap();
+            assert_eq!(w.encoder.buf.get_ref().capacity(), DEFAULT_BUFFER_CAPACITY);
         }
         assert!(w.flush(&mut cx).is_ready());
         let calls = std::mem::take(&mut w.get_mut().calls);
@@ -489,8 +503,22 @@ mod edge_tests {
             let calls = send(&[16_384, 16_384, 16_384], vectored);
             assert!(calls.len() >= 3, "{} writes", calls.len());
             // Four 4 KiB frames overflow the 16 KiB buffer: the fourth is
-            // chained behind the first three (its bytes checked by `send`).
-            send(&[4096; 4], vectored);
+            // chained behind the first three (its bytes checked by `send`),
+            // a write of its own where there is no vectored I/O.
+            let calls = send(&[4096; 4], vectored);
+            assert!(vectored || calls.len() >= 2, "{} writes", calls.len());
+        }
+    }
+
+    #[test]
+    fn partial_writes_keep_every_byte_in_order() {
+        for vectored in [false, true] {
+            for max in [1, 7, 100, 1033, 5000] {
+                for sizes in [vec![1024; 10], vec![300, 4096, 5000, 1, 16_384, 2000]] {
+                    let calls = send_partial(&sizes, vectored, max);
+                    assert!(calls.iter().all(|c| c.len() <= max));
+                }
+            }
         }
     }
 }
