@@ -728,6 +728,27 @@ impl ResponseHeader {
         clone_resp_parts(&self.base)
     }
 
+    /// EDGE-PATCH (fifth): [Self::as_owned_parts] without the copy: the
+    /// fields (and extensions) move into the returned parts; `self` keeps
+    /// its status, version and reason phrase, and no fields (its case map
+    /// emptied too). For a head written once and then only looked at for
+    /// its status (pingora-core's HTTP/2 `write_response_header`).
+    pub fn take_owned_parts(&mut self) -> RespParts {
+        let mut parts = RespBuilder::new()
+            .status(self.base.status)
+            .version(self.base.version)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        parts.headers = std::mem::take(&mut self.base.headers);
+        parts.extensions = std::mem::take(&mut self.base.extensions);
+        if let Some(map) = self.header_name_map.as_mut() {
+            map.clear();
+        }
+        parts
+    }
+
     /// Helper function to set the HTTP content length on the response header.
     pub fn set_content_length(&mut self, len: usize) -> Result<()> {
         self.insert_header(http::header::CONTENT_LENGTH, len)
@@ -1609,6 +1630,52 @@ mod tests {
             // These invalid path-and-query forms must construct regardless of which http
             // version is linked.
             assert_eq!("/", req.uri.path(), "{label}");
+        }
+    }
+
+    // edge, EDGE-PATCH.md, fifth change: the parts taken are the parts
+    // cloned; what stays is the status, version and reason, no fields.
+    #[test]
+    fn take_owned_parts_is_as_owned_parts_without_the_fields() {
+        let statuses = [100u16, 200, 204, 206, 304, 404, 418, 502, 599];
+        let versions = [Version::HTTP_10, Version::HTTP_11, Version::HTTP_2];
+        for (i, status) in statuses.into_iter().enumerate() {
+            for version in versions {
+                for case_kept in [false, true] {
+                    let mut resp = if case_kept {
+                        ResponseHeader::build(status, None).unwrap()
+                    } else {
+                        ResponseHeader::build_no_case(status, None).unwrap()
+                    };
+                    resp.set_version(version);
+                    if i % 2 == 0 {
+                        resp.set_reason_phrase(Some("Odd Reason")).unwrap();
+                    }
+                    for n in 0..i {
+                        resp.append_header(format!("X-Field-{n}"), format!("v{n}"))
+                            .unwrap();
+                        resp.append_header("Set-Cookie", format!("c{n}=1")).unwrap();
+                    }
+                    let reason = resp.get_reason_phrase().map(str::to_string);
+                    let cloned = resp.as_owned_parts();
+                    let taken = resp.take_owned_parts();
+                    assert_eq!(taken.status, cloned.status);
+                    assert_eq!(taken.version, cloned.version);
+                    assert_eq!(taken.headers, cloned.headers);
+                    assert_eq!(taken.headers.len(), 2 * i);
+                    assert_eq!(resp.status, cloned.status);
+                    assert_eq!(resp.version, version);
+                    assert_eq!(resp.get_reason_phrase().map(str::to_string), reason);
+                    assert!(resp.headers.is_empty());
+                    // Its wire form is the status line alone.
+                    let mut wire = bytes::BytesMut::new();
+                    resp.header_to_h1_wire(&mut wire);
+                    assert!(!wire.windows(8).any(|w| w.eq_ignore_ascii_case(b"x-field-")));
+                    assert!(!wire.windows(10).any(|w| w.eq_ignore_ascii_case(b"set-cookie")));
+                    // Taking again gives nothing more.
+                    assert!(resp.take_owned_parts().headers.is_empty());
+                }
+            }
         }
     }
 

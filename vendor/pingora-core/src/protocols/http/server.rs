@@ -520,6 +520,9 @@ impl Session {
 
     /// Return the written response header. `None` if it is not written yet.
     /// Only the final (status code >= 200 or 101) response header will be returned
+    ///
+    /// Edge (EDGE-PATCH.md, twenty-fourth): of HTTP/2, the status, version
+    /// and reason only (the fields moved into h2's response).
     pub fn response_written(&self) -> Option<&ResponseHeader> {
         match self {
             Self::H1(s) => s.response_written(),

@@ -653,7 +653,11 @@ impl HttpSession {
         header.remove_header(&HeaderName::from_static("keep-alive"));
         header.remove_header(&HeaderName::from_static("proxy-connection"));
 
-        let resp = Response::from_parts(header.as_owned_parts(), ());
+        // EDGE-PATCH (twenty-fourth): the fields move into h2's response
+        // rather than being cloned (about 1,200 instructions a response of
+        // 13 fields); the head kept as `response_written` keeps its status,
+        // version and reason, which is all anything reads of it.
+        let resp = Response::from_parts(header.take_owned_parts(), ());
 
         let body_writer = self.send_response.send_response(resp, end).or_err(
             ErrorType::WriteError,
@@ -831,6 +835,9 @@ impl HttpSession {
     }
 
     /// Return the written response header. `None` if it is not written yet.
+    ///
+    /// Edge (EDGE-PATCH.md, twenty-fourth): its status, version and reason
+    /// only; the fields went to h2 as they were written.
     pub fn response_written(&self) -> Option<&ResponseHeader> {
         self.response_written.as_deref()
     }
