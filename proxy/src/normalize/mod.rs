@@ -87,20 +87,24 @@ pub fn admit(req: &mut RequestHeader, tls: bool, paths: &PathOptions) -> Result<
     // it came: the request leaves in origin form, its authority in `Host`.
     let target = match target {
         None if req.uri.authority().is_some() => {
+            // An origin-form path and query as the URI holds them
+            // (HTTP/2's `:path`): the same URI without the authority,
+            // sharing its bytes, where `set_raw_path` would parse them
+            // again (about 1,000 instructions per HTTP/2 request). Not an
+            // empty one (a `:path` of a fragment alone, `#x`): without its
+            // scheme the URI would have no path at all, where the old way
+            // gives `/`.
             let from_uri = req
                 .uri
                 .path_and_query()
                 .filter(|pq| {
                     pq.as_str().starts_with('/') && req.raw_path() == pq.as_str().as_bytes()
                 })
-                .cloned();
+                .map(|pq| http::Uri::from(pq.clone()))
+                .filter(|uri| uri.path().starts_with('/'));
             match from_uri {
-                // An origin-form path and query as the URI holds them
-                // (HTTP/2's `:path`): the same URI without the authority,
-                // sharing its bytes, where `set_raw_path` would parse them
-                // again (about 1,000 instructions per HTTP/2 request).
-                Some(pq) => {
-                    req.set_uri(http::Uri::from(pq));
+                Some(uri) => {
+                    req.set_uri(uri);
                     None
                 }
                 None => Some(req.raw_path().to_vec()),
@@ -355,37 +359,57 @@ mod tests {
         RequestHeader::from(parts)
     }
 
-    /// A target whose authority is dropped (HTTP/2's `:authority`, an
-    /// absolute-form target) leaves as the same request in origin form with
-    /// that `Host` leaves: the same URI, target, wire form and errors.
+    /// A target whose authority is dropped (HTTP/2's `:authority`; an
+    /// absolute-form target, which the door always rewrites) leaves as the
+    /// same request in origin form with that `Host` leaves: the same URI,
+    /// target, wire form and errors. An HTTP/2 path the door keeps shares
+    /// its bytes (not parsed again).
     #[test]
     fn an_authoritys_request_leaves_as_its_origin_form_does() {
-        let paths = [
-            "/",
-            "/a",
-            "/a/b/c.ts",
-            "/a?b",
-            "/a?",
-            "/?x=1&y=2",
-            "/a%20b?c=%2F",
-            "/seg_1.m4s?token=abc.def-ghi_~&exp=1700000000",
-            "/a;p=1/b",
-            "/a?x=/../y",
-            "/a/./b/../c",
-            "/a//b",
-            "/%7Euser/%2e%2E/x",
-            "/%E2%82%AC?%ff",
-            "/a:b@c!$&'()*+,;=",
+        // What follows the authority, its origin form, and whether an
+        // HTTP/1 absolute-form target of it is tried too.
+        let cases = [
+            ("/", "/", true),
+            ("/a", "/a", true),
+            ("/a/b/c.ts", "/a/b/c.ts", true),
+            ("/a?b", "/a?b", true),
+            ("/a?", "/a?", true),
+            ("/?x=1&y=2", "/?x=1&y=2", true),
+            ("/a%20b?c=%2F", "/a%20b?c=%2F", true),
+            (
+                "/seg_1.m4s?token=abc.def-ghi_~&exp=1700000000",
+                "/seg_1.m4s?token=abc.def-ghi_~&exp=1700000000",
+                true,
+            ),
+            ("/a;p=1/b", "/a;p=1/b", true),
+            ("/a?x=/../y", "/a?x=/../y", true),
+            ("/a/./b/../c", "/a/./b/../c", true),
+            ("/a//b", "/a//b", true),
+            ("/%7Euser/%2e%2E/x", "/%7Euser/%2e%2E/x", true),
+            ("/%E2%82%AC?%ff", "/%E2%82%AC?%ff", true),
+            ("/a:b@c!$&'()*+,;=", "/a:b@c!$&'()*+,;=", true),
+            // A fragment is no part of the target (the URI parse drops
+            // it); one alone leaves an empty path, which is `/`.
+            ("#x", "/", false),
+            ("#", "/", false),
+            ("/a#frag", "/a", false),
+            ("/a?b#c", "/a?b", false),
+            ("/#/../x", "/", false),
         ];
         for scheme in ["http", "https"] {
             let tls = scheme == "https";
             for authority in ["example.com", "example.com:8443", "Example.COM", "[::1]:80"] {
-                for path in paths {
-                    let uri = format!("{scheme}://{authority}{path}");
-                    let mut origin = req(path, Some(authority));
+                for (after, origin_form, absolute_too) in cases {
+                    let uri = format!("{scheme}://{authority}{after}");
+                    let mut origin = req(origin_form, Some(authority));
                     let expected = admit(&mut origin, tls, &PathOptions::default())
                         .map(|a| a.host().to_string());
-                    for (label, mut r) in [("h2", h2(&uri)), ("absolute-form", req(&uri, None))] {
+                    let mut shapes = vec![("h2", h2(&uri))];
+                    if absolute_too {
+                        shapes.push(("absolute-form", req(&uri, None)));
+                    }
+                    for (label, mut r) in shapes {
+                        let before = r.uri.path_and_query().map(|pq| pq.as_str().as_ptr());
                         let got = admit(&mut r, tls, &PathOptions::default())
                             .map(|a| a.host().to_string());
                         assert_eq!(got.is_ok(), expected.is_ok(), "{label} {uri}");
@@ -394,6 +418,7 @@ mod tests {
                         };
                         assert_eq!(&got, expected, "{label} {uri}");
                         assert_eq!(r.uri, origin.uri, "{label} {uri}");
+                        assert_eq!(r.uri.path(), origin.uri.path(), "{label} {uri}");
                         assert_eq!(r.uri.authority(), None, "{label} {uri}");
                         assert_eq!(r.raw_path(), origin.raw_path(), "{label} {uri}");
                         assert_eq!(
@@ -401,6 +426,11 @@ mod tests {
                             origin.headers.get(HOST),
                             "{label} {uri}"
                         );
+                        let kept = origin.raw_path() == after.as_bytes();
+                        if label == "h2" && kept {
+                            let after_admit = r.uri.path_and_query().map(|pq| pq.as_str().as_ptr());
+                            assert_eq!(after_admit, before, "not shared: {uri}");
+                        }
                         r.set_version(origin.version);
                         let (mut wire, mut origin_wire) = (Vec::new(), Vec::new());
                         r.header_to_h1_wire(&mut wire);

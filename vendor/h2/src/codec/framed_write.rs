@@ -402,6 +402,20 @@ mod edge_tests {
         calls: Vec<Vec<u8>>,
         vectored: bool,
         max: usize,
+        /// Every other write call is `Pending` (a socket that is full
+        /// now and then).
+        stall: bool,
+        stalled: bool,
+    }
+
+    impl Writes {
+        /// Whether this call stalls (`stall`: every other one does).
+        fn stalls(&mut self) -> bool {
+            if self.stall {
+                self.stalled = !self.stalled;
+            }
+            self.stalled
+        }
     }
 
     impl AsyncWrite for Writes {
@@ -410,6 +424,9 @@ mod edge_tests {
             _: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
+            if self.stalls() {
+                return Poll::Pending;
+            }
             let n = buf.len().min(self.max);
             self.calls.push(buf[..n].to_vec());
             Poll::Ready(Ok(n))
@@ -420,6 +437,9 @@ mod edge_tests {
             _: &mut Context<'_>,
             bufs: &[io::IoSlice<'_>],
         ) -> Poll<io::Result<usize>> {
+            if self.stalls() {
+                return Poll::Pending;
+            }
             let mut all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
             all.truncate(self.max);
             let n = all.len();
@@ -454,6 +474,8 @@ mod edge_tests {
             calls: Vec::new(),
             vectored,
             max,
+            stall: false,
+            stalled: false,
         });
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut expected = Vec::new();
@@ -517,6 +539,66 @@ mod edge_tests {
                 for sizes in [vec![1024; 10], vec![300, 4096, 5000, 1, 16_384, 2000]] {
                     let calls = send_partial(&sizes, vectored, max);
                     assert!(calls.iter().all(|c| c.len() <= max));
+                }
+            }
+        }
+    }
+
+    /// As a connection drives it over a socket that is full now and then:
+    /// frames are buffered while a partial write is still out (one flush
+    /// attempt after each frame, every other write call `Pending`), and
+    /// every byte leaves once, in order; the buffer never grows.
+    #[test]
+    fn frames_buffered_behind_a_stalled_partial_write_keep_their_order() {
+        for vectored in [false, true] {
+            for max in [1, 9, 100, 1033, 5000, usize::MAX] {
+                for sizes in [
+                    vec![1024; 12],
+                    vec![300, 4096, 5000, 1, 16_384, 2000, 0, 4096, 4097],
+                    vec![4096; 6],
+                ] {
+                    let mut w: FramedWrite<Writes, Bytes> = FramedWrite::new(Writes {
+                        calls: Vec::new(),
+                        vectored,
+                        max,
+                        stall: true,
+                        stalled: false,
+                    });
+                    let mut cx = Context::from_waker(std::task::Waker::noop());
+                    let mut expected = Vec::new();
+                    for (i, &size) in sizes.iter().enumerate() {
+                        let id = 1 + 2 * i as u32;
+                        let payload: Vec<u8> =
+                            (0..size).map(|b| (b as u8).wrapping_add(i as u8)).collect();
+                        let end = i + 1 == sizes.len();
+                        let mut frame = Data::new(StreamId::from(id), Bytes::from(payload.clone()));
+                        frame.set_end_stream(end);
+                        expected.extend_from_slice(&(size as u32).to_be_bytes()[1..]);
+                        expected.extend_from_slice(&[0, u8::from(end)]);
+                        expected.extend_from_slice(&id.to_be_bytes());
+                        expected.extend_from_slice(&payload);
+                        // Bounded: each call that is not stalled moves bytes.
+                        let mut tries = 0;
+                        while w.poll_ready(&mut cx).is_pending() {
+                            tries += 1;
+                            assert!(tries < 1_000_000, "poll_ready never ready");
+                        }
+                        w.buffer(frame.into()).unwrap();
+                        assert_eq!(w.encoder.buf.get_ref().capacity(), DEFAULT_BUFFER_CAPACITY);
+                        // One attempt: a partial write may be left out.
+                        let _ = w.flush(&mut cx);
+                    }
+                    let mut tries = 0;
+                    while w.flush(&mut cx).is_pending() {
+                        tries += 1;
+                        assert!(tries < 1_000_000, "flush never done");
+                    }
+                    let calls = std::mem::take(&mut w.get_mut().calls);
+                    assert_eq!(
+                        calls.concat(),
+                        expected,
+                        "sizes {sizes:?}, vectored {vectored}, max {max}"
+                    );
                 }
             }
         }

@@ -1834,6 +1834,86 @@ mod test {
         }
     }
 
+    // edge, EDGE-PATCH.md, twenty-fourth: the head's fields move into h2's
+    // response; the client gets every one (the connection-specific ones
+    // left out, a Date there kept), and the head kept as written holds the
+    // status, version and reason alone.
+    #[tokio::test]
+    async fn a_written_heads_fields_reach_the_client_and_the_kept_head_has_none() {
+        let fields: Vec<(String, String)> = (0..12)
+            .map(|i| (format!("x-field-{}", i % 5), format!("value {i}")))
+            .chain([
+                ("set-cookie".to_string(), "a=1".to_string()),
+                ("set-cookie".to_string(), "b=2".to_string()),
+                ("date".to_string(), "Thu, 01 Jan 2026 00:00:00 GMT".to_string()),
+                ("content-type".to_string(), "text/plain".to_string()),
+            ])
+            .collect();
+        let dropped = [
+            "transfer-encoding",
+            "connection",
+            "upgrade",
+            "keep-alive",
+            "proxy-connection",
+        ];
+        let (client, server) = duplex(65536);
+        let sent = fields.clone();
+        let client = tokio::spawn(async move {
+            let (h2, connection) = h2::client::handshake(client).await.unwrap();
+            tokio::spawn(async move {
+                connection.await.unwrap();
+            });
+            let mut h2 = h2.ready().await.unwrap();
+            let request = Request::builder()
+                .method(Method::GET)
+                .uri("https://www.example.com/")
+                .body(())
+                .unwrap();
+            let (response, _) = h2.send_request(request, true).unwrap();
+            let (head, _body) = response.await.unwrap().into_parts();
+            assert_eq!(head.status, 203);
+            for name in dropped {
+                assert!(!head.headers.contains_key(name), "{name}");
+            }
+            let mut got: Vec<(String, String)> = head
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            let mut want = sent;
+            got.sort();
+            want.sort();
+            assert_eq!(got, want);
+        });
+
+        let mut connection = handshake(Box::new(server), None).await.unwrap();
+        let digest = Arc::new(Digest::default());
+        let accepted = HttpSession::from_h2_conn(&mut connection, digest)
+            .await
+            .unwrap()
+            .unwrap();
+        let H2Accept::Session(mut http) = accepted else {
+            panic!("a session");
+        };
+        tokio::spawn(async move {
+            // Drives the connection while the response goes out.
+            let _ = HttpSession::from_h2_conn(&mut connection, Arc::new(Digest::default())).await;
+        });
+        let mut resp = ResponseHeader::build(203, Some(fields.len() + dropped.len())).unwrap();
+        for (name, value) in &fields {
+            resp.append_header(name.clone(), value.as_str()).unwrap();
+        }
+        for name in dropped {
+            resp.append_header(name, "x").unwrap();
+        }
+        http.write_response_header(Box::new(resp), true).unwrap();
+        let kept = http.response_written().unwrap();
+        assert_eq!(kept.status, 203);
+        assert_eq!(kept.version, http::Version::HTTP_11);
+        assert!(kept.headers.is_empty());
+        client.await.unwrap();
+    }
+
     #[tokio::test]
     async fn test_req_conflicting_content_length_rejected() {
         let (client, server) = duplex(65536);
