@@ -12,6 +12,7 @@ use edge_testkit::scripted::{Reply, Scripted};
 use edge_testkit::tls::TestCa;
 use edge_testkit::{eventually, h2c, Client, EdgeNode, RawConn, RawResponse, Recorder};
 use http::Method;
+use tokio::io::AsyncWriteExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge");
 
@@ -697,6 +698,93 @@ async fn a_client_gone_while_the_backend_is_slow_is_logged_499_at_once() {
                 .any(|l| l.contains("path=/pass/slow ") && l.contains(" status=499 "))
         })
     });
+}
+
+/// A client that goes away while its cache miss is being fetched is the
+/// client's failure whichever way it goes (a half-close, a reset; pingora
+/// sets the error aside so the fill goes on): logged 499 with the error
+/// named the client's (`Downstream`), never as a failure inside edge, and
+/// the fill completes, so the next client gets a hit. As a pass-through's
+/// gone client is logged (above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_during_a_miss_is_logged_499_and_the_fill_goes_on() {
+    let origin = Scripted::start().await;
+    let extra = format!(
+        "{}\n[[route]]\nname = \"cached\"\npriority = 70\npool = \"scripted\"\n\
+         [route.match]\npath_prefix = \"/cached/\"\n[route.cache]\n",
+        pass_route(&origin)
+    );
+    let s = setup(&extra).await;
+    for (i, how) in ["half-close", "reset"].into_iter().enumerate() {
+        let path = format!("/cached/slow{i}");
+        // Long enough that the client is gone before the answer comes.
+        origin.set(
+            &path,
+            Reply::ok("filled", &[("cache-control", "max-age=600")])
+                .with_delay(Duration::from_millis(1500)),
+        );
+        let mut c = tokio::net::TcpStream::connect(s.node.addr("web"))
+            .await
+            .unwrap();
+        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: edge.test\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        eventually(
+            Duration::from_secs(10),
+            "the miss at the backend",
+            || async { (origin.count(&path) == 1).then_some(()) },
+        )
+        .await;
+        // Half-closed, the socket stays open for reading until the end.
+        let _kept = match how {
+            "half-close" => {
+                c.shutdown().await.unwrap();
+                Some(c)
+            }
+            _ => {
+                // SO_LINGER 0: the close is a reset.
+                socket2::SockRef::from(&c)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+                drop(c);
+                None
+            }
+        };
+        let logged = format!("path={path} ");
+        let node = &s.node;
+        let line = tokio::task::block_in_place(|| {
+            node.wait_for(Duration::from_secs(20), "the miss's access line", |o| {
+                o.lines.iter().any(|l| l.contains(&logged))
+            });
+            node.access_lines(&path).pop().unwrap()
+        });
+        assert!(
+            line.contains(" status=499 ") && line.contains(" client=127.0.0.1 "),
+            "{how}: {line}"
+        );
+        // (A half-close is read as the connection closed, a reset as the
+        // read failing: either is the client's.)
+        assert!(
+            line.contains("error=\"Downstream ConnectionClosed")
+                || line.contains("error=\"Downstream ReadError"),
+            "{how}: {line}"
+        );
+        // The fill went on: a hit, the backend asked once.
+        let r = s
+            .raw(format!("GET {path} HTTP/1.1\r\nHost: edge.test\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"filled"[..]),
+            "{how}"
+        );
+        assert_eq!(origin.count(&path), 1, "{how}: fetched again");
+    }
+    assert!(
+        !s.node.output().contains("request failed inside edge"),
+        "{}",
+        s.node.output()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

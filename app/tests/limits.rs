@@ -616,6 +616,23 @@ ram_size = "256 MiB"
         assert!(line.contains(" status=200 "), "{path}: {line}");
         let bytes = logged_bytes(&line);
         assert!(bytes > 0 && bytes < SIZE, "{path}: bytes={bytes}: {line}");
+        // The client's failure, in the same words on every path (HTTP/1's
+        // shortcut writes the error pingora's writer makes; the map way's
+        // RAM hits mark theirs the client's too).
+        let error = line
+            .split_once(" error=\"")
+            .and_then(|(_, e)| e.split_once('"'))
+            .map(|(e, _)| e)
+            .unwrap_or_else(|| panic!("{path}: no error= in {line}"));
+        // (A proxied response's error names its backend in between.)
+        assert!(
+            error.starts_with("Downstream WriteError context: ")
+                && error.ends_with(
+                    "context: while writing body cause: \
+                     the client read nothing for 1s (send_timeout)"
+                ),
+            "{path}: {line}"
+        );
         // Meanwhile others are served.
         assert_eq!(c.get(&node.url("web", "/obj/a?size=10")).await.status, 200);
         // What was queued may still be read, then the reset: not the

@@ -36,6 +36,7 @@ pub mod spans;
 pub mod state;
 pub mod steer;
 pub mod tcp;
+mod to_client;
 pub mod trace_context;
 mod upstream_tls;
 pub mod video;

@@ -19,6 +19,7 @@ use pingora_proxy::Session;
 use super::slice::Fetch;
 use super::{CacheCtx, CacheRuntime, SubTask};
 use crate::decorate::Decor;
+use crate::to_client::ToClient;
 
 /// The hold when nothing says otherwise: three part targets of 1 s.
 const DEFAULT_HOLD: Duration = Duration::from_secs(3);
@@ -145,14 +146,18 @@ pub(crate) async fn serve(
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(resp), head_only)
-        .await?;
+        .await
+        .to_client()?;
     if head_only {
         return Ok(());
     }
     while let Some(chunk) = fetch.chunk().await? {
-        session.write_response_body(Some(chunk), false).await?;
+        session
+            .write_response_body(Some(chunk), false)
+            .await
+            .to_client()?;
     }
-    session.write_response_body(None, true).await?;
+    session.write_response_body(None, true).await.to_client()?;
     Ok(())
 }
 

@@ -21,6 +21,7 @@ use pingora_proxy::{RangeType, Session};
 use super::{cache_key, strip_cache_headers, CacheCtx, CacheRuntime};
 use crate::decorate::Decor;
 use crate::route::CompiledRoute;
+use crate::to_client::ToClient;
 
 /// A fresh RAM hit answered from the object's stored lines (`h1_head`):
 /// what an HTTP/1 client gets, before the connection's own fields.
@@ -178,10 +179,11 @@ pub(crate) async fn try_serve(
             hit.fields.has_date,
             hit.fields.content_length,
         )
-        .await?;
+        .await
+        .to_client()?;
         if let Some(body) = hit.body {
-            h1.write_body(&body).await?;
-            h1.finish_body().await?;
+            h1.write_body(&body).await.to_client()?;
+            h1.finish_body().await.to_client()?;
         }
         return Ok(Some(hit.kind));
     }
@@ -235,9 +237,13 @@ pub(crate) async fn try_serve(
     let body = (!head_only && !not_modified && start < end).then(|| obj.body.slice(start..end));
     session
         .write_response_header(Box::new(resp), body.is_none())
-        .await?;
+        .await
+        .to_client()?;
     if let Some(body) = body {
-        session.write_response_body(Some(body), true).await?;
+        session
+            .write_response_body(Some(body), true)
+            .await
+            .to_client()?;
     }
     Ok(Some(kind))
 }

@@ -25,6 +25,7 @@ use pingora_proxy::{RangeType, Session};
 use super::{content_range, single_range, strip_cache_headers, CacheCtx, CacheRuntime, SubTask};
 use crate::decorate::Decor;
 use crate::route::CompiledRoute;
+use crate::to_client::ToClient;
 
 /// One slice (or, for [`super::blocking`], one whole object) being
 /// fetched by a subrequest.
@@ -173,7 +174,10 @@ async fn send_head(
     decor: Decor<'_>,
 ) -> Result<()> {
     decor.apply(&mut resp)?;
-    session.write_response_header(Box::new(resp), true).await
+    session
+        .write_response_header(Box::new(resp), true)
+        .await
+        .to_client()
 }
 
 /// Passes a slice response that is not a slice (an error, or an origin
@@ -192,12 +196,16 @@ async fn pass_through(
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(resp), head_only)
-        .await?;
+        .await
+        .to_client()?;
     if !head_only {
         while let Some(d) = first.chunk().await? {
-            session.write_response_body(Some(d), false).await?;
+            session
+                .write_response_body(Some(d), false)
+                .await
+                .to_client()?;
         }
-        session.write_response_body(None, true).await?;
+        session.write_response_body(None, true).await.to_client()?;
     }
     Ok(())
 }
@@ -361,7 +369,8 @@ pub(crate) async fn serve(
     let no_body = head_only || needed.is_empty();
     session
         .write_response_header(Box::new(resp), no_body)
-        .await?;
+        .await
+        .to_client()?;
     if no_body {
         return Ok(());
     }
@@ -426,7 +435,10 @@ pub(crate) async fn serve(
             if from < to {
                 let piece = data.slice((from - a) as usize..(to - a) as usize);
                 counter.inc_by(piece.len() as u64);
-                session.write_response_body(Some(piece), false).await?;
+                session
+                    .write_response_body(Some(piece), false)
+                    .await
+                    .to_client()?;
             }
             if offset >= end {
                 break;
@@ -444,6 +456,6 @@ pub(crate) async fn serve(
             ));
         }
     }
-    session.write_response_body(None, true).await?;
+    session.write_response_body(None, true).await.to_client()?;
     Ok(())
 }

@@ -119,7 +119,11 @@ impl ConnectionHandler for HttpHandler {
         let h2c = tls.is_none()
             && self.h2c
             && starts_with_preface(&tcp, &early, self.inspect.header_timeout).await;
-        let mut stream = pingora_stream(tcp, client);
+        // The client's address as accept gave it (or as the PROXY header
+        // said), not looked up later: a client that resets right after
+        // its request has no peer left to ask, and its request would be
+        // logged `client=-` (and one `getpeername` per connection saved).
+        let mut stream = pingora_stream(tcp, client.or(Some(peer)));
         stream.rewind(&early);
         // Copied by the rewind: not kept for the connection's life.
         drop(early);

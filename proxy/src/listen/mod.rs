@@ -413,8 +413,9 @@ async fn accept(listener: &TcpListener) -> std::io::Result<(TcpStream, SocketAdd
 }
 
 /// A client connection as pingora's stream, with its socket digest set so
-/// `client_addr()` works; `peer` replaces the socket's own peer address
-/// (the client a PROXY protocol header named).
+/// `client_addr()` works; `peer` is the client's address (as accept gave
+/// it, or the client a PROXY protocol header named), else the socket's own
+/// peer address is looked up when first asked for.
 pub fn pingora_stream(tcp: TcpStream, peer: Option<SocketAddr>) -> L4Stream {
     let fd = tcp.as_raw_fd();
     let mut stream = L4Stream::from(tcp);

@@ -107,35 +107,49 @@ pub(super) async fn take(
 }
 
 /// Writes the head and the body, then flushes; a failure says how far it
-/// got (for the access log, as pingora's path counts a cut-off body).
+/// got (for the access log, as pingora's path counts a cut-off body) and
+/// what was being written, in the words pingora's HTTP/1 writer uses for
+/// the same failure (`writing response header`, `flushing response
+/// header`, `while writing body`), so the log line reads the same.
 async fn write(
     stream: &mut Stream,
     head: &[u8],
     body: Option<&Bytes>,
 ) -> Result<(), crate::service::ShortcutCut> {
-    let cut = |error, head_out, body_out| crate::service::ShortcutCut {
+    const HEAD: &str = "writing response header";
+    const BODY: &str = "while writing body";
+    let cut = |error, context, head_out, body_out| crate::service::ShortcutCut {
         error,
+        context,
         head_out,
         body_out,
     };
     if let Err(e) = stream.write_all(head).await {
-        return Err(cut(e, false, 0));
+        return Err(cut(e, HEAD, false, 0));
     }
     let mut out = 0u64;
     if let Some(body) = body {
         let mut rest = &body[..];
         while !rest.is_empty() {
             match stream.write(rest).await {
-                Ok(0) => return Err(cut(std::io::ErrorKind::WriteZero.into(), true, out)),
+                Ok(0) => return Err(cut(std::io::ErrorKind::WriteZero.into(), BODY, true, out)),
                 Ok(n) => {
                     rest = &rest[n..];
                     out += n as u64;
                 }
-                Err(e) => return Err(cut(e, true, out)),
+                Err(e) => return Err(cut(e, BODY, true, out)),
             }
         }
     }
-    stream.flush().await.map_err(|e| cut(e, true, out))
+    let flushing = if body.is_some() {
+        BODY
+    } else {
+        "flushing response header"
+    };
+    stream
+        .flush()
+        .await
+        .map_err(|e| cut(e, flushing, true, out))
 }
 
 /// A head's request line and `Host`, found line by line.

@@ -2,6 +2,7 @@
 //! refusals and errors of the other steps (`respond`).
 
 use super::*;
+use crate::to_client::ToClient;
 
 impl EdgeProxy {
     /// A `respond` or `redirect` route's answer.
@@ -65,9 +66,13 @@ pub(super) async fn respond(
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session
         .write_response_header(Box::new(resp), head_only)
-        .await?;
+        .await
+        .to_client()?;
     if !head_only {
-        session.write_response_body(Some(body), true).await?;
+        session
+            .write_response_body(Some(body), true)
+            .await
+            .to_client()?;
     }
     Ok(())
 }

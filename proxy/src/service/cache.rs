@@ -4,6 +4,7 @@
 //! request goes on to the upstream plan and pingora's cache phases.
 
 use super::*;
+use crate::to_client::ToClient;
 
 impl EdgeProxy {
     /// True when the cache answered.
@@ -148,7 +149,10 @@ impl EdgeProxy {
                 route_caches,
                 &mut resp,
             )?;
-            session.write_response_header(Box::new(resp), true).await?;
+            session
+                .write_response_header(Box::new(resp), true)
+                .await
+                .to_client()?;
             return Ok(false);
         }
         Ok(true)

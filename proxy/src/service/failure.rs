@@ -200,6 +200,11 @@ impl EdgeProxy {
                             WriteError | ReadError | ConnectionClosed => (0, String::new(), None),
                             _ => (400, "bad request\n".to_string(), None),
                         },
+                        // The client gone (a closed connection, a failed
+                        // write, pingora left it unmarked): nobody to answer.
+                        ErrorSource::Unset if crate::to_client::clients(e) => {
+                            (0, String::new(), None)
+                        }
                         ErrorSource::Internal | ErrorSource::Unset => {
                             (500, "internal error\n".to_string(), None)
                         }

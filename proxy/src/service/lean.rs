@@ -47,6 +47,8 @@ pub struct Candidate {
 /// How far a shortcut's write got before it failed.
 pub struct ShortcutCut {
     pub error: std::io::Error,
+    /// What was being written, in pingora's HTTP/1 writer's words.
+    pub context: &'static str,
     /// The head was written whole.
     pub head_out: bool,
     /// Bytes of the body written.
@@ -345,11 +347,13 @@ impl EdgeProxy {
             Err(cut) if cut.head_out => (status, cut.body_out),
             Err(_) => (0, 0),
         };
+        // The error pingora's writer makes of the same failure, the
+        // client's (`to_client.rs`): the log line reads as pingora's path's.
         let e = write.err().map(|cut| {
             Error::create(
                 ErrorType::WriteError,
                 ErrorSource::Downstream,
-                Some("writing a RAM hit".into()),
+                Some(cut.context.into()),
                 Some(Box::new(cut.error)),
             )
         });

@@ -14,18 +14,13 @@ impl EdgeProxy {
             match e.esource() {
                 // Upstream errors were counted by `errlog` as they happened.
                 ErrorSource::Upstream => {}
-                ErrorSource::Downstream => {
-                    tracing::debug!(listener = %self.listener, error = %e, "client error")
+                // The client's fault (a reset, the send timeout, gone
+                // while a miss fills), not edge's: marked so, or an I/O
+                // failure pingora left unmarked (`to_client.rs`).
+                _ if crate::to_client::clients(e) => {
+                    tracing::debug!(listener = %self.listener, error = %crate::to_client::describe(e), "client error")
                 }
-                // pingora's hit path leaves the source of a failed write
-                // to the client unset: the client's fault (a reset, the
-                // send timeout), not edge's.
-                ErrorSource::Unset
-                    if matches!(e.etype(), ErrorType::WriteError | ErrorType::WriteTimedout) =>
-                {
-                    tracing::debug!(listener = %self.listener, error = %e, "client error")
-                }
-                ErrorSource::Internal | ErrorSource::Unset => {
+                ErrorSource::Downstream | ErrorSource::Internal | ErrorSource::Unset => {
                     tracing::error!(listener = %self.listener, error = %e, "request failed inside edge")
                 }
             }
@@ -139,9 +134,15 @@ impl EdgeProxy {
                     .get(name)
                     .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             };
+            // The request's error, else the client's failure set aside
+            // while a miss filled the cache.
+            let gone = ctx.client_gone.get();
+            let error = e
+                .map(crate::to_client::describe)
+                .or_else(|| gone.map(|g| g.to_string()));
             // nginx's 499: the client went away before an answer began.
             let logged_status =
-                if status == 0 && e.is_some_and(|e| *e.esource() == ErrorSource::Downstream) {
+                if status == 0 && (e.is_some_and(crate::to_client::clients) || gone.is_some()) {
                     499
                 } else {
                     status
@@ -185,7 +186,7 @@ impl EdgeProxy {
                         .upstream_seconds
                         .map(|s| Cow::Owned(format!("{:.3}", s * 1e3))),
                     F::TotalMs => Some(Cow::Owned(format!("{:.3}", total.as_secs_f64() * 1e3))),
-                    F::Error => e.map(|e| Cow::Owned(e.to_string())),
+                    F::Error => error.as_deref().map(Cow::Borrowed),
                 });
                 tracing::info!(target: "access", "{line}");
                 return;
@@ -214,10 +215,7 @@ impl EdgeProxy {
                 cache = ctx.cache.status.map_or("-", |s| s.as_header()),
                 upstream_ms = ctx.upstream_seconds.map_or(-1.0, |s| (s * 1e6).round() / 1e3),
                 total_ms = (total.as_secs_f64() * 1e6).round() / 1e3,
-                error = e
-                    .map(|e| e.to_string())
-                    .or_else(|| ctx.client_gone.get().map(|e| e.to_string()))
-                    .unwrap_or_default(),
+                error = error.unwrap_or_default(),
                 denied = ctx.denied.as_deref(),
                 cmcd_sid = ctx.cmcd.as_ref().and_then(|c| c.sid.as_deref()),
                 cmcd_cid = ctx.cmcd.as_ref().and_then(|c| c.cid.as_deref()),
@@ -298,7 +296,7 @@ impl EdgeProxy {
             attributes.push(("error.type", Str(status.to_string())));
             Some(format!("answered {status}"))
         } else if status == 0 {
-            let why = e.map_or_else(|| "no answer".to_string(), |e| e.to_string());
+            let why = e.map_or_else(|| "no answer".to_string(), crate::to_client::describe);
             attributes.push(("error.type", Str("no_answer".to_string())));
             Some(why)
         } else {

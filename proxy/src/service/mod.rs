@@ -281,7 +281,10 @@ impl ProxyHttp for EdgeProxy {
         context: pingora_proxy::ProxyWarnLogContext,
     ) -> bool {
         if matches!(context, pingora_proxy::ProxyWarnLogContext::DownstreamCache) {
-            let _ = ctx.client_gone.set(e.to_string().into());
+            // The client's, as the log says of every client failure.
+            let _ = ctx
+                .client_gone
+                .set(crate::to_client::describe_as_clients(e).into());
         }
         true
     }
@@ -313,7 +316,7 @@ impl ProxyHttp for EdgeProxy {
     ) -> bool {
         // The stored response's stale-while-revalidate / stale-if-error
         // windows decide; any failure that is not the client's qualifies.
-        error.is_none_or(|e| *e.esource() != ErrorSource::Downstream)
+        error.is_none_or(|e| !crate::to_client::clients(e))
     }
 
     async fn upstream_peer(

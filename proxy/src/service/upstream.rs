@@ -4,6 +4,7 @@
 //! TLS; whether a failure may go to another backend.
 
 use super::*;
+use crate::to_client::ToClient;
 
 /// The hash input of ring algorithms; a missing key spreads at random.
 pub(super) fn hash_key(pool: &Pool, session: &Session) -> Option<Vec<u8>> {
@@ -115,7 +116,10 @@ impl EdgeProxy {
         }
         let mut head = interim.clone();
         crate::hop::strip_response(&mut head, false);
-        session.write_response_header(Box::new(head), false).await
+        session
+            .write_response_header(Box::new(head), false)
+            .await
+            .to_client()
     }
 
     /// Whether this non-owner keeps a copy of what the owner sent, counted.
