@@ -721,7 +721,7 @@ async fn a_client_gone_during_a_miss_is_logged_499_and_the_fill_goes_on() {
         origin.set(
             &path,
             Reply::ok("filled", &[("cache-control", "max-age=600")])
-                .with_delay(Duration::from_millis(1500)),
+                .with_delay(Duration::from_secs(3)),
         );
         let mut c = tokio::net::TcpStream::connect(s.node.addr("web"))
             .await

@@ -11,15 +11,31 @@
 
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 
-/// Marks a write's error as the client's (`ErrorSource::Downstream`).
+/// Marks a write's I/O failure as the client's (`ErrorSource::Downstream`).
 pub(crate) trait ToClient {
-    /// The result, its error (if any) the client's.
+    /// The result, its error the client's when it is an I/O failure (the
+    /// connection closed, a read or write failed or timed out). Anything
+    /// else the same calls return (a body cut short of its length, a head
+    /// h2 refuses, a head written twice) is edge's and left as it is.
     fn to_client(self) -> Self;
 }
 
 impl<T> ToClient for Result<T> {
     fn to_client(self) -> Self {
-        self.map_err(|e| e.into_down())
+        self.map_err(|e| {
+            if matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed
+                    | ErrorType::ReadError
+                    | ErrorType::ReadTimedout
+                    | ErrorType::WriteError
+                    | ErrorType::WriteTimedout
+            ) {
+                e.into_down()
+            } else {
+                e
+            }
+        })
     }
 }
 
@@ -79,6 +95,14 @@ mod tests {
             e.to_string(),
             "Downstream WriteError context: while writing body cause: broken pipe"
         );
+        // Not an I/O failure: edge's, left as it was.
+        let short: Result<()> = Err(Error::explain(
+            ErrorType::new("PrematureBodyEnd"),
+            "body ended before its length",
+        ));
+        let short = short.to_client().unwrap_err();
+        assert_eq!(*short.esource(), ErrorSource::Unset);
+        assert!(!clients(&short));
         let ok: Result<u8> = Ok(7);
         assert_eq!(ok.to_client().unwrap(), 7);
     }

@@ -110,7 +110,8 @@ pub(super) async fn take(
 /// got (for the access log, as pingora's path counts a cut-off body) and
 /// what was being written, in the words pingora's HTTP/1 writer uses for
 /// the same failure (`writing response header`, `flushing response
-/// header`, `while writing body`), so the log line reads the same.
+/// header`, `while writing body`, `flushing body`), so the log line reads
+/// the same.
 async fn write(
     stream: &mut Stream,
     head: &[u8],
@@ -141,15 +142,20 @@ async fn write(
             }
         }
     }
-    let flushing = if body.is_some() {
-        BODY
-    } else {
-        "flushing response header"
-    };
-    stream
-        .flush()
-        .await
-        .map_err(|e| cut(e, flushing, true, out))
+    // Most of a small answer is still held by the write buffer here, so
+    // this is where a reset client is usually found. pingora flushes a
+    // body-less head inside its head write (the head not counted as out:
+    // a 499) and a body once it is written whole.
+    match body {
+        Some(_) => stream
+            .flush()
+            .await
+            .map_err(|e| cut(e, "flushing body", true, out)),
+        None => stream
+            .flush()
+            .await
+            .map_err(|e| cut(e, "flushing response header", false, 0)),
+    }
 }
 
 /// A head's request line and `Host`, found line by line.

@@ -296,7 +296,12 @@ impl EdgeProxy {
             attributes.push(("error.type", Str(status.to_string())));
             Some(format!("answered {status}"))
         } else if status == 0 {
-            let why = e.map_or_else(|| "no answer".to_string(), crate::to_client::describe);
+            // (A client gone while a miss filled: its error, set aside.)
+            let why = e.map(crate::to_client::describe).unwrap_or_else(|| {
+                ctx.client_gone
+                    .get()
+                    .map_or_else(|| "no answer".to_string(), |g| g.to_string())
+            });
             attributes.push(("error.type", Str("no_answer".to_string())));
             Some(why)
         } else {
