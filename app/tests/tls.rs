@@ -187,6 +187,273 @@ async fn a_small_https_response_is_one_tls_record() {
     );
 }
 
+/// Reads `data` in pieces of at most `step` bytes, would-block before
+/// each piece and once it is all read.
+struct Trickle {
+    data: Vec<u8>,
+    step: usize,
+    blocked: bool,
+}
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if !self.blocked || self.data.is_empty() {
+            self.blocked = true;
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        self.blocked = false;
+        let n = self.step.min(out.len()).min(self.data.len());
+        out[..n].copy_from_slice(&self.data[..n]);
+        self.data.drain(..n);
+        Ok(n)
+    }
+}
+
+/// Moves what `from` has to send into `to`, read in pieces of `step`
+/// bytes (would-block between them); the plaintext `to` got.
+fn pass_on(
+    from: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl Sized>>,
+    to: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl Sized>>,
+    step: usize,
+) -> Vec<u8> {
+    use std::io::Read;
+    let mut wire = Vec::new();
+    while from.wants_write() {
+        from.write_tls(&mut wire).unwrap();
+    }
+    let mut rd = Trickle {
+        data: wire,
+        step,
+        blocked: false,
+    };
+    let mut plain = Vec::new();
+    // Bounded: a read that never takes the reader's bytes fails, not hangs.
+    let bound = 2 * rd.data.len() + 10;
+    for round in 0.. {
+        assert!(round < bound, "read_tls made no progress");
+        match to.read_tls(&mut rd) {
+            Ok(n) => assert!(n > 0, "no end of stream here"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && rd.data.is_empty() => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => panic!("read_tls: {e}"),
+        }
+        let state = to.process_new_packets().unwrap();
+        let mut chunk = vec![0u8; state.plaintext_bytes_to_read()];
+        to.reader().read_exact(&mut chunk).unwrap();
+        plain.extend(chunk);
+    }
+    plain
+}
+
+fn in_memory_pair(
+    ca: &TestCa,
+    cert: &TestCert,
+) -> (rustls::ClientConnection, rustls::ServerConnection) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.pem().as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert.cert_pem.as_bytes())
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls_pemfile::private_key(&mut cert.key_pem.as_bytes())
+        .unwrap()
+        .unwrap();
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("a.example.test").unwrap();
+    (
+        rustls::ClientConnection::new(std::sync::Arc::new(client), name).unwrap(),
+        rustls::ServerConnection::new(std::sync::Arc::new(server)).unwrap(),
+    )
+}
+
+/// The vendored rustls' read buffer (EDGE-PATCH.md: taken per read from
+/// a thread's scratch buffer, released when it holds nothing): a handshake
+/// and 40,000 bytes each way, the TLS bytes read in pieces of 1 byte to
+/// 40,000 with a would-block before each, come out whole and in order; so
+/// do an inner connection's handshake and 5,000 bytes read inside another
+/// connection's reads on the same thread (TLS inside TLS: the inner
+/// handshake is read while the outer holds the scratch buffer, so it takes
+/// the fallback; a build whose fallback panics fails here).
+#[test]
+fn tls_bytes_read_in_any_pieces_come_out_whole() {
+    use std::io::Write;
+    let ca = TestCa::new("edge test CA");
+    let cert = ca.issue(&["a.example.test"]);
+    let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    for step in [1, 2, 5, 100, 4_095, 4_096, 4_097, 9_000, 16_389, 40_000] {
+        let (mut client, mut server) = in_memory_pair(&ca, &cert);
+        for round in 0.. {
+            if !client.is_handshaking() && !server.is_handshaking() {
+                break;
+            }
+            assert!(round < 10, "step {step}: the handshake does not end");
+            pass_on(&mut client, &mut server, step);
+            pass_on(&mut server, &mut client, step);
+        }
+        client.writer().write_all(&data).unwrap();
+        assert_eq!(pass_on(&mut client, &mut server, step), data, "step {step}");
+        server.writer().write_all(&data).unwrap();
+        assert_eq!(pass_on(&mut server, &mut client, step), data, "step {step}");
+    }
+
+    // TLS inside TLS: each read of the outer server's bytes moves the inner
+    // pair's bytes (the inner server reading inside the outer's read).
+    struct Nested<'a> {
+        outer: Trickle,
+        inner: &'a mut (rustls::ClientConnection, rustls::ServerConnection),
+        got: Vec<u8>,
+    }
+    impl std::io::Read for Nested<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let (c, s) = &mut *self.inner;
+            if c.is_handshaking() || s.is_handshaking() {
+                pass_on(c, s, 7);
+                pass_on(s, c, 7);
+            } else {
+                self.got.extend(pass_on(c, s, 700));
+            }
+            self.outer.read(out)
+        }
+    }
+    let (mut oc, mut os) = in_memory_pair(&ca, &cert);
+    for round in 0.. {
+        if !oc.is_handshaking() && !os.is_handshaking() {
+            break;
+        }
+        assert!(round < 10, "the outer handshake does not end");
+        pass_on(&mut oc, &mut os, 4_096);
+        pass_on(&mut os, &mut oc, 4_096);
+    }
+    let mut inner = in_memory_pair(&ca, &cert);
+    oc.writer().write_all(&data).unwrap();
+    let mut wire = Vec::new();
+    while oc.wants_write() {
+        oc.write_tls(&mut wire).unwrap();
+    }
+    let mut nested = Nested {
+        outer: Trickle {
+            data: wire,
+            step: 1_000,
+            blocked: false,
+        },
+        inner: &mut inner,
+        got: Vec::new(),
+    };
+    let mut plain = Vec::new();
+    let mut sent_inner = false;
+    for round in 0.. {
+        assert!(round < 1_000, "the outer read made no progress");
+        match os.read_tls(&mut nested) {
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock && nested.outer.data.is_empty() =>
+            {
+                break
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("outer read_tls: {e}"),
+        }
+        let state = os.process_new_packets().unwrap();
+        let mut chunk = vec![0u8; state.plaintext_bytes_to_read()];
+        std::io::Read::read_exact(&mut os.reader(), &mut chunk).unwrap();
+        plain.extend(chunk);
+        let (c, s) = &mut *nested.inner;
+        if !sent_inner && !c.is_handshaking() && !s.is_handshaking() {
+            c.writer().write_all(&data[..5_000]).unwrap();
+            sent_inner = true;
+        }
+    }
+    assert_eq!(plain, data);
+    assert!(sent_inner, "the inner handshake finished");
+    assert_eq!(nested.got, &data[..5_000]);
+}
+
+/// TLS records read in parts and several at once: a client whose TLS
+/// bytes (the handshake too) arrive in pieces of 1, 7, 100 and 1,500 bytes,
+/// some paused between, and then whole, gets every answer whole: small
+/// GETs, pipelined GETs sent in one record, and request bodies of 3 and
+/// 100 KB (records of 16 KB read a few KB at a time) echoed with their
+/// length. Edge's TLS read buffer is taken per read and released when it
+/// holds nothing (vendored rustls, EDGE-PATCH.md); a record that spans
+/// reads keeps what came until the rest does.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_records_arriving_in_pieces_or_together_are_read_whole() {
+    use edge_testkit::raw::RawConn;
+    let o = origin("o").await;
+    let ca = TestCa::new("edge test CA");
+    let (a, b) = (
+        ca.issue(&["a.example.test"]),
+        ca.issue(&["b.example.test", "*.b.example.test"]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let node = EdgeNode::start(BIN, &tls_config(dir.path(), &o, &a, &b));
+    let addr = node.addr("tls");
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a.example.test\r\n\r\n");
+    let post = |len: usize| {
+        let mut r =
+            format!("POST /echo HTTP/1.1\r\nHost: a.example.test\r\nContent-Length: {len}\r\n\r\n")
+                .into_bytes();
+        r.extend((0..len).map(|i| b'a' + (i % 26) as u8));
+        r
+    };
+    let cases: [(usize, u64, &[usize]); 5] = [
+        (1, 0, &[3_000]),
+        (7, 0, &[3_000]),
+        (100, 1, &[3_000, 100_000]),
+        (1_500, 0, &[100_000]),
+        (usize::MAX, 0, &[3_000, 100_000]),
+    ];
+    for (piece, pause_ms, bodies) in cases {
+        let pause = Duration::from_millis(pause_ms);
+        let mut c =
+            RawConn::connect_tls_in_pieces(addr, "a.example.test", &ca.pem(), piece, pause).await;
+        let case = format!("pieces of {piece} bytes, {pause_ms} ms apart");
+        for size in [1, 700, 20_000] {
+            c.send(get(&format!("/obj/x?size={size}")).as_bytes()).await;
+            let r = c
+                .response(false)
+                .await
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(r.status, 200, "{case}");
+            assert_eq!(r.body.len(), size, "{case}");
+        }
+        // Eight requests in one write: one record (read whole where the
+        // pieces allow).
+        let sizes = [5, 50, 500, 5_000, 1, 2, 3, 4];
+        let pipelined: String = sizes
+            .iter()
+            .map(|n| get(&format!("/obj/p?size={n}")))
+            .collect();
+        c.send(pipelined.as_bytes()).await;
+        for n in sizes {
+            let r = c
+                .response(false)
+                .await
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!((r.status, r.body.len()), (200, n), "{case}");
+        }
+        for &len in bodies {
+            c.send(&post(len)).await;
+            let r = c
+                .response(false)
+                .await
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(r.status, 200, "{case}: {}", r.text());
+            let echoed: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(echoed["body_bytes"], len, "{case}");
+            assert_eq!(echoed["method"], "POST", "{case}");
+        }
+    }
+}
+
 /// The send timeout over TLS, HTTP/1.1 and HTTP/2 (ALPN `h2`, whose flag
 /// is set on the transport below TLS): a client that stops reading its
 /// socket is cut off after `send_timeout` and logged as such, with the

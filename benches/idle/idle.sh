@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# idle.sh EDGE_BIN [N] [--no-request] [--tls] : RSS per idle keep-alive
+# idle.sh EDGE_BIN [N] [--no-request] [--tls|--h2] : RSS per idle keep-alive
 # client connection of one edge worker (issue 17's row). Starts `edge
 # origin` and `edge run` on 127.0.0.1:18390-18391 (admin 18399), holds N
 # connections (default 2000) after one request each (sent one at a time),
 # or none with --no-request, and prints the growth of edge's RSS per
 # connection. --tls: an https listener (TLS 1.3, HTTP/1.1, a self-signed
 # certificate made with openssl), connections held after their handshake.
+# --h2: the same listener, HTTP/2 by ALPN, one request (a stream) each.
 set -euo pipefail
 EDGE=${1:?usage: idle.sh EDGE_BIN [N] [--no-request]}
 N=${2:-2000}
@@ -14,7 +15,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 DIR="$(mktemp -d /tmp/edge-idle.XXXXXX)"
 KIND=http; SCHEME=http; TLS_CONF=
 for arg in "$@"; do
-  if [[ $arg == --tls ]]; then
+  if [[ $arg == --tls || $arg == --h2 ]]; then
     KIND=https; SCHEME=https
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
       -subj /CN=bench -addext subjectAltName=DNS:bench \

@@ -1,6 +1,7 @@
 //! A raw HTTP/1 connection, plain or TLS, for sending exact bytes and
 //! reading responses as they come: what a hostile or old client does.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -83,6 +84,47 @@ impl RawConn {
             .expect("connect to the node");
         let name = ServerName::try_from(sni.to_string()).expect("SNI");
         let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        Self::new(Box::pin(tls))
+    }
+
+    /// TLS as [`RawConn::connect_tls`], with every write of the client's
+    /// TLS bytes (the handshake too) cut into pieces of at most `piece`
+    /// bytes, each its own segment (no Nagle), `pause` between them: the
+    /// server reads its records in parts, a record's header on its own,
+    /// as a slow or lossy network hands them over.
+    pub async fn connect_tls_in_pieces(
+        addr: SocketAddr,
+        sni: &str,
+        ca_pem: &str,
+        piece: usize,
+        pause: Duration,
+    ) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        let mut pem = ca_pem.as_bytes();
+        for cert in rustls_pemfile::certs(&mut pem) {
+            roots.add(cert.expect("CA PEM")).expect("CA certificate");
+        }
+        let mut config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to the node");
+        tcp.set_nodelay(true).expect("nodelay");
+        let pieces = Pieces {
+            inner: tcp,
+            piece: piece.max(1),
+            pause,
+            sleep: None,
+        };
+        let name = ServerName::try_from(sni.to_string()).expect("SNI");
+        let tls = connector
+            .connect(name, pieces)
+            .await
+            .expect("TLS handshake");
         Self::new(Box::pin(tls))
     }
 
@@ -237,5 +279,57 @@ impl RawConn {
             return false;
         }
         matches!(self.fill().await, Ok(false))
+    }
+}
+
+/// A TCP stream whose writes take at most `piece` bytes each, `pause`
+/// apart ([`RawConn::connect_tls_in_pieces`]).
+struct Pieces {
+    inner: tokio::net::TcpStream,
+    piece: usize,
+    pause: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl AsyncRead for Pieces {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Pieces {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if let Some(sleep) = self.sleep.as_mut() {
+            std::task::ready!(sleep.as_mut().poll(cx));
+            self.sleep = None;
+        }
+        let n = buf.len().min(self.piece);
+        let written = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &buf[..n]));
+        if written.is_ok() && !self.pause.is_zero() {
+            self.sleep = Some(Box::pin(tokio::time::sleep(self.pause)));
+        }
+        std::task::Poll::Ready(written)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -123,24 +123,19 @@ impl ConnectionHandler for HttpHandler {
         // said), not looked up later: a client that resets right after
         // its request has no peer left to ask, and its request would be
         // logged `client=-` (and one `getpeername` per connection saved).
-        let mut stream = pingora_stream(tcp, client.or(Some(peer)));
-        stream.rewind(&early);
-        // Copied by the rewind: not kept for the connection's life.
-        drop(early);
-        let stream =
-            WriteBuffered::new(stream, WRITE_CAPACITY).with_send_timeout(self.send_timeout);
-        if h2c {
-            stream.fail_reads_on_send_timeout();
-        }
+        let client = client.or(Some(peer));
+        // The streams are built outside this future (`plain`, `handshake`):
+        // a stream that was a local here kept its room (hundreds of bytes)
+        // in the connection's future for the connection's life.
         let served = match tls {
-            None => self.boxed(stream, h2c),
+            None => self.plain(tcp, client, early, h2c),
             Some(tls) => {
                 // The handshake's future boxed on its own and gone once it
                 // is done: it is large (rustls' handshake state, pingora's
                 // accept), and inline it would stay part of the
                 // connection's future, and of its memory, for as long as the
                 // connection lives.
-                match Box::pin(self.handshake(&tls, stream, peer)).await {
+                match Box::pin(self.handshake(&tls, tcp, client, early, peer)).await {
                     Some(served) => served,
                     None => return,
                 }
@@ -196,14 +191,48 @@ async fn starts_with_preface(tcp: &TcpStream, early: &[u8], limit: std::time::Du
 }
 
 impl HttpHandler {
+    /// The accepted socket as pingora's stream (`client`: the client's
+    /// address), `early` (what the PROXY protocol header's read took
+    /// beyond it) put back in front, behind the write buffer with the send
+    /// timeout.
+    fn transport(
+        &self,
+        tcp: TcpStream,
+        client: Option<SocketAddr>,
+        early: Vec<u8>,
+    ) -> WriteBuffered<pingora_core::protocols::l4::stream::Stream> {
+        let mut stream = pingora_stream(tcp, client);
+        // Copied by the rewind: `early` is not kept for the connection's life.
+        stream.rewind(&early);
+        WriteBuffered::new(stream, WRITE_CAPACITY).with_send_timeout(self.send_timeout)
+    }
+
+    /// A cleartext connection's stream, boxed for its protocol.
+    fn plain(
+        &self,
+        tcp: TcpStream,
+        client: Option<SocketAddr>,
+        early: Vec<u8>,
+        h2c: bool,
+    ) -> Served {
+        let stream = self.transport(tcp, client, early);
+        if h2c {
+            stream.fail_reads_on_send_timeout();
+        }
+        self.boxed(stream, h2c)
+    }
+
     /// The TLS handshake; the stream over TLS, boxed for its protocol
     /// (`None`: the handshake failed or timed out).
     async fn handshake(
         &self,
         tls: &TlsSettings,
-        stream: WriteBuffered<pingora_core::protocols::l4::stream::Stream>,
+        tcp: TcpStream,
+        client: Option<SocketAddr>,
+        early: Vec<u8>,
         peer: SocketAddr,
     ) -> Option<Served> {
+        let stream = self.transport(tcp, client, early);
         let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.tls_handshake(stream));
         match handshake.await {
             Ok(Ok(s)) => {
@@ -290,6 +319,45 @@ impl HttpHandler {
         }
     }
 
+    /// pingora's session for the next request on an HTTP/1 connection:
+    /// the connection's settings from its last request (`None`: the
+    /// first), `held` (what the shortcut read and did not take) as its
+    /// pipelined prefix, the requests it may still carry after the
+    /// `requests` begun. Not `async`: a session (672 bytes) that was a
+    /// local of the connection's future kept its room there, and in an
+    /// idle connection's memory.
+    fn session(
+        &self,
+        stream: Stream,
+        settings: Option<pingora_core::apps::HttpPersistentSettings>,
+        held: &mut bytes::BytesMut,
+        requests: u32,
+        conn: &Arc<Connection>,
+        shutdown: &ShutdownWatch,
+    ) -> ServerSession {
+        let mut session = ServerSession::new_http1(stream);
+        match settings {
+            Some(s) => s.apply_to_session(&mut session),
+            None => {
+                session.set_keepalive((!*shutdown.borrow()).then_some(60));
+                session.set_keepalive_reuses_remaining(self.max_requests);
+                // RFC 9112 §9.3.2: pipelined requests are answered in order.
+                session.set_pipelining_enabled(true);
+                session.set_connection_user_context(Some(Box::new(conn.clone())));
+            }
+        }
+        if !held.is_empty() {
+            session.set_pipelined_prefix(std::mem::take(held));
+        }
+        if requests > 0 {
+            // pingora counts down its own requests only.
+            session.set_keepalive_reuses_remaining(
+                self.max_requests.map(|m| m.saturating_sub(requests)),
+            );
+        }
+        session
+    }
+
     /// Serves HTTP/2 through pingora, HTTP/1 through edge's own keep-alive
     /// loop over an [`Inspector`].
     async fn serve_stream(&self, served: Served, shutdown: &ShutdownWatch) {
@@ -342,7 +410,19 @@ impl HttpHandler {
                 && proxy.shortcut_possible()
                 && self.max_requests.is_none_or(|m| requests < m)
             {
-                match shortcut::take(proxy, &mut stream, &mut held, &conn, client).await {
+                // Boxed: its state (the request, its context, the
+                // answer, about 2.9 KB) inline would be part of the
+                // connection's future, and of an idle connection's memory,
+                // for the connection's life. Written into its box as it is
+                // made (the optimizer builds it there in release builds: a
+                // `Box::pin` built it on the stack and copied it, +1.9%
+                // instructions per hit against +0.6%; benches/RESULTS.md).
+                let slot = Box::new_uninit();
+                let take = Box::write(
+                    slot,
+                    shortcut::take(proxy, &mut stream, &mut held, &conn, client),
+                );
+                match Box::into_pin(take).await {
                     Taken::Answered => {
                         requests += 1;
                         first = false;
@@ -352,26 +432,14 @@ impl HttpHandler {
                     Taken::Pass => {}
                 }
             }
-            let mut session = ServerSession::new_http1(stream);
-            match settings.take() {
-                Some(s) => s.apply_to_session(&mut session),
-                None => {
-                    session.set_keepalive((!*shutdown.borrow()).then_some(60));
-                    session.set_keepalive_reuses_remaining(self.max_requests);
-                    // RFC 9112 §9.3.2: pipelined requests are answered in order.
-                    session.set_pipelining_enabled(true);
-                    session.set_connection_user_context(Some(Box::new(conn.clone())));
-                }
-            }
-            if !held.is_empty() {
-                session.set_pipelined_prefix(std::mem::take(&mut held));
-            }
-            if requests > 0 {
-                // pingora counts down its own requests only.
-                session.set_keepalive_reuses_remaining(
-                    self.max_requests.map(|m| m.saturating_sub(requests)),
-                );
-            }
+            let session = self.session(
+                stream,
+                settings.take(),
+                &mut held,
+                requests,
+                &conn,
+                shutdown,
+            );
             requests = requests.saturating_add(1);
             first = false;
             // The request's future (pingora's session and proxy state, about

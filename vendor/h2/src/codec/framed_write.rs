@@ -214,6 +214,7 @@ where
             Some(Next::Data(frame)) => {
                 self.last_data_frame = Some(frame);
                 debug_assert!(self.is_empty());
+                self.release();
                 ControlFlow::Break
             }
             Some(Next::Continuation(frame)) => {
@@ -224,13 +225,29 @@ where
                 }
                 ControlFlow::Continue
             }
-            None => ControlFlow::Break,
+            None => {
+                self.release();
+                ControlFlow::Break
+            }
+        }
+    }
+
+    /// EDGE-PATCH (second): everything buffered is written, so the buffer
+    /// (16 KiB) is released; `buffer` takes a new one for the next frame.
+    /// An idle connection holds no write buffer.
+    fn release(&mut self) {
+        if self.buf.get_ref().capacity() != 0 {
+            *self.buf.get_mut() = BytesMut::new();
         }
     }
 
     fn buffer(&mut self, item: Frame<B>) -> Result<(), UserError> {
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
+        // EDGE-PATCH (second): the buffer released when all was written.
+        if self.buf.get_ref().capacity() == 0 {
+            *self.buf.get_mut() = BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY);
+        }
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();
 
@@ -319,9 +336,11 @@ where
     }
 
     fn has_capacity(&self) -> bool {
+        // EDGE-PATCH (second): a released buffer (no capacity) is taken
+        // anew, whole, by `buffer`.
+        let buf = self.buf.get_ref();
         self.next.is_none()
-            && (self.buf.get_ref().capacity() - self.buf.get_ref().len()
-                >= self.min_buffer_capacity)
+            && (buf.capacity() == 0 || buf.capacity() - buf.len() >= self.min_buffer_capacity)
     }
 
     fn is_empty(&self) -> bool {
@@ -494,6 +513,9 @@ mod edge_tests {
             assert_eq!(w.encoder.buf.get_ref().capacity(), DEFAULT_BUFFER_CAPACITY);
         }
         assert!(w.flush(&mut cx).is_ready());
+        // EDGE-PATCH (second): all written, the buffer is released.
+        assert_eq!(w.encoder.buf.get_ref().capacity(), 0);
+        assert!(w.has_capacity());
         let calls = std::mem::take(&mut w.get_mut().calls);
         assert_eq!(calls.concat(), expected, "sizes {sizes:?}, vectored {vectored}");
         calls
