@@ -615,6 +615,9 @@ mod edge_tests {
                         tries += 1;
                         assert!(tries < 1_000_000, "flush never done");
                     }
+                    // EDGE-PATCH (second): all written, the buffer is released.
+                    assert_eq!(w.encoder.buf.get_ref().capacity(), 0);
+                    assert!(w.has_capacity());
                     let calls = std::mem::take(&mut w.get_mut().calls);
                     assert_eq!(
                         calls.concat(),
