@@ -19,6 +19,8 @@ need_cmd cc gcc
 need_cmd make make
 if [[ $want == test || $want == bench ]]; then
   need_cmd redis-server redis-server
+  # A socket's unsent bytes as the kernel counts them (tcp_notsent_lowat's test).
+  need_cmd ss iproute2
   need_cmd dig bind9-dnsutils
   need_cmd nsd nsd
   need_cmd python3 python3

@@ -536,6 +536,171 @@ pool = "p"
     assert_eq!(fresh.response(false).await.unwrap().body.len(), 6);
 }
 
+/// What the kernel holds of a response unsent, per connection, is bounded
+/// by `listener.limits.tcp_notsent_lowat` (Linux `TCP_NOTSENT_LOWAT`,
+/// 128 KiB by default): a large response goes to the socket as the client
+/// takes it. With `0` the kernel's own default applies, and a RAM hit of a
+/// few MB sits in the socket nearly whole (its send buffer grows to
+/// `tcp_wmem`'s 4 MiB): the case the bound is for. Read from the kernel's
+/// own count (`ss -tni`'s `notsent`) of edge's socket while the client reads
+/// nothing; on a RAM hit (HTTP/1's shortcut, or pingora's path when the fast
+/// paths are off), a pass-through, and for 16 KiB, the default and 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_waits_unsent_in_the_kernel_only_up_to_tcp_notsent_lowat() {
+    let o = origin("o").await;
+    let config = format!(
+        r#"
+[server]
+threads = 1
+access_log = false
+[admin]
+listen = "127.0.0.1:0"
+[[listener]]
+name = "default"
+kind = "http"
+address = "127.0.0.1:0"
+[[listener]]
+name = "small"
+kind = "http"
+address = "127.0.0.1:0"
+[listener.limits]
+tcp_notsent_lowat = "16 KiB"
+[[listener]]
+name = "kernel"
+kind = "http"
+address = "127.0.0.1:0"
+[listener.limits]
+tcp_notsent_lowat = 0
+[[pool]]
+name = "p"
+backends = [{{ address = "{}" }}]
+[[route]]
+name = "cached"
+match = {{ path_prefix = "/obj/cached/" }}
+pool = "p"
+[route.cache]
+slice = false
+[[route]]
+name = "all"
+pool = "p"
+[cache]
+ram_size = "256 MiB"
+"#,
+        o.addr()
+    );
+    let node = start(&config).await;
+    const SIZE: usize = 4 << 20;
+    let cached = format!("/obj/cached/big?size={SIZE}&cc=max-age%3D600");
+    let c = Client::new();
+    edge_testkit::eventually(Duration::from_secs(10), "the object in RAM", || async {
+        let r = c.get(&node.url("default", &cached)).await;
+        assert_eq!((r.status, r.body.len()), (200, SIZE));
+        r.header("x-cache")
+            .is_some_and(|v| v.starts_with("HIT"))
+            .then_some(())
+    })
+    .await;
+    let pass = format!("/obj/pass?size={SIZE}&cc=no-store");
+    // The control needs the kernel's own default to be no mark at all and
+    // a send buffer that may grow past 1 MiB (Linux's defaults); a host
+    // tuned otherwise skips it.
+    let sysctl = |name: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"));
+    let untuned = sysctl("tcp_notsent_lowat").is_ok_and(|v| v.trim() == "4294967295")
+        && sysctl("tcp_wmem").is_ok_and(|v| {
+            v.split_whitespace()
+                .last()
+                .and_then(|m| m.parse::<u64>().ok())
+                .is_some_and(|m| m >= 4 << 20)
+        });
+    if !untuned {
+        eprintln!(
+            "net.ipv4.tcp_notsent_lowat or tcp_wmem tuned: the kernel-default case is skipped"
+        );
+    }
+    // At most the mark and one more segment (a write that starts below the
+    // mark may queue one; 64 KiB on loopback) and headroom.
+    let cases = [
+        ("small", &cached, Some(16 * 1024 + 128 * 1024)),
+        ("default", &cached, Some(128 * 1024 + 128 * 1024)),
+        ("default", &pass, Some(128 * 1024 + 128 * 1024)),
+        ("kernel", &cached, None),
+    ];
+    for (listener, path, bound) in cases {
+        if bound.is_none() && !untuned {
+            continue;
+        }
+        let addr = node.addr(listener);
+        // A small receive buffer: the client's window takes little.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        let client = s.local_addr().unwrap();
+        // The host the object was cached under (the port is in the key).
+        let host = node.addr("default");
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let what = format!("{listener} {path}");
+        // The head only, a few bytes at a time; then nothing more is read.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            assert_eq!(s.read(&mut b).await.unwrap(), 1, "{what}: head cut short");
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200 "), "{what}: {head}");
+        let hit = head.contains("\r\nx-cache: hit");
+        assert_eq!(hit, path == &cached, "{what}: {head}");
+        match bound {
+            Some(bound) => {
+                // Once edge has written past what the client's window
+                // takes, the count never goes over the bound.
+                edge_testkit::eventually(Duration::from_secs(10), "bytes left unsent", || async {
+                    (notsent(addr, client).await > 0).then_some(())
+                })
+                .await;
+                for _ in 0..30 {
+                    let n = notsent(addr, client).await;
+                    assert!(n <= bound, "{what}: {n} bytes unsent, over {bound}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            None => {
+                edge_testkit::eventually(Duration::from_secs(10), "most of it unsent", || async {
+                    (notsent(addr, client).await > 1 << 20).then_some(())
+                })
+                .await;
+            }
+        }
+        drop(s);
+    }
+}
+
+/// Bytes edge's socket from `server` to `client` holds unsent, as the
+/// kernel counts them (`ss -tni`'s `notsent`; 0 when it shows none).
+async fn notsent(server: std::net::SocketAddr, client: std::net::SocketAddr) -> u64 {
+    let filter = format!(
+        "( sport = :{} and dport = :{} )",
+        server.port(),
+        client.port()
+    );
+    let out = tokio::process::Command::new("ss")
+        .args(["-tniH", "state", "established", &filter])
+        .output()
+        .await
+        .expect("ss (iproute2) runs");
+    assert!(out.status.success(), "ss: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.trim().is_empty(),
+        "ss finds no socket {server} -> {client}"
+    );
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix("notsent:"))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
 /// A client that stops reading (a slow read) is cut off `send_timeout`
 /// after the last byte it took, on every path a response leaves by: a
 /// pass-through, a RAM hit (HTTP/1's shortcut when the fast paths are on,

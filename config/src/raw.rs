@@ -192,6 +192,7 @@ pub(crate) struct RawHttpLimits {
     pub max_body: Option<S<Scalar>>,
     pub max_requests_per_connection: Option<S<i64>>,
     pub request_buffer: Option<S<Scalar>>,
+    pub tcp_notsent_lowat: Option<S<Scalar>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -105,6 +105,10 @@ pub struct HttpLimits {
     /// the request goes upstream, so a malformed body never leaves half a
     /// request at the backend (0: forward at once).
     pub request_buffer: usize,
+    /// Bytes of a response left unsent in the kernel per connection before
+    /// a write waits (Linux `TCP_NOTSENT_LOWAT`; 0: the kernel's default,
+    /// as much as the send buffer takes).
+    pub tcp_notsent_lowat: u32,
 }
 
 impl Default for HttpLimits {
@@ -119,6 +123,7 @@ impl Default for HttpLimits {
             max_body: 100 * 1024 * 1024,
             max_requests_per_connection: 0,
             request_buffer: 64 * 1024,
+            tcp_notsent_lowat: 128 * 1024,
         }
     }
 }

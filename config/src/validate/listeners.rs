@@ -265,6 +265,7 @@ fn http_limits(ck: &mut Checker<'_>, p: &str, raw: Option<RawHttpLimits>) -> Htt
         max_body,
         max_requests_per_connection,
         request_buffer,
+        tcp_notsent_lowat,
     } = raw;
     HttpLimits {
         header_timeout: ck.positive_duration(
@@ -324,6 +325,39 @@ fn http_limits(ck: &mut Checker<'_>, p: &str, raw: Option<RawHttpLimits>) -> Htt
             16 << 20,
             d.request_buffer,
         ),
+        tcp_notsent_lowat: notsent_lowat(ck, &tcp_notsent_lowat, p, d.tcp_notsent_lowat),
+    }
+}
+
+/// `tcp_notsent_lowat`: 0 (the kernel's default), or 4 KiB to 1 GiB (less
+/// would wake the connection for every segment or two).
+fn notsent_lowat(
+    ck: &mut Checker<'_>,
+    value: &Option<Spanned<crate::units::Scalar>>,
+    p: &str,
+    default: u32,
+) -> u32 {
+    const MIN: usize = 4096;
+    let n = bounded_size(
+        ck,
+        value,
+        p,
+        "tcp_notsent_lowat",
+        0,
+        1 << 30,
+        default as usize,
+    );
+    match value {
+        Some(v) if n > 0 && n < MIN => {
+            ck.error(
+                v.span(),
+                join_key(p, "tcp_notsent_lowat"),
+                format!("{n} bytes is too small"),
+                Some("0 (the kernel's default) or a size from 4096 to 1073741824 bytes"),
+            );
+            default
+        }
+        _ => n as u32,
     }
 }
 
