@@ -1370,3 +1370,319 @@ ram_size = "16 MiB"
         ]
     );
 }
+
+/// A body-less HTTP/1 pass-through is sent by the connection's own loop
+/// without a pingora session (`service/lean_pass.rs`, issue 17) and must
+/// be indistinguishable from pingora's path: two nodes, the fast paths on
+/// and off, each in front of its own backend scripted alike, get the same
+/// requests on one keep-alive connection. The client gets the same
+/// answers (status, reason, fields in order but `Date`, body), the backend
+/// the same requests (heads but the generated ids, bodies), the access log
+/// the same lines (but ids, timings and the backend's port), whatever the
+/// backend answers: length, chunks, a body delimited by its close, a 103
+/// first, 204, 304 to a conditional request, 404, a 500 (no retries), a
+/// `HEAD`, hop-by-hop and connection-nominated fields both ways, bodies
+/// of 300 KB, an empty one. The node with the fast paths counts every
+/// one of them as served without a session, the other none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_through_without_a_session_is_pingora_s_byte_for_byte() {
+    let script = |o: &Scripted| {
+        o.set(
+            "/p/plain",
+            Reply::ok(
+                "plain body",
+                &[("X-A", "1"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")],
+            ),
+        );
+        o.set(
+            "/p/hop",
+            Reply::ok(
+                "hop",
+                &[
+                    ("Connection", "X-Private, keep-alive"),
+                    ("X-Private", "secret"),
+                    ("Keep-Alive", "timeout=5"),
+                    ("Proxy-Authenticate", "Basic"),
+                    ("Trailer", "X-T"),
+                    ("Upgrade", "h2c"),
+                    ("X-Kept", "yes"),
+                ],
+            ),
+        );
+        o.set("/p/chunked", Reply::ok(&"c".repeat(100), &[]).chunked(7));
+        o.set(
+            "/p/big",
+            Reply::ok(&"b".repeat(300_000), &[]).chunked(16_384),
+        );
+        o.set("/p/biglen", Reply::ok(&"l".repeat(300_000), &[]));
+        o.set(
+            "/p/close",
+            Reply::ok("until the close", &[]).close_delimited(),
+        );
+        o.set(
+            "/p/hints",
+            Reply::ok("hinted", &[])
+                .with_interim(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"),
+        );
+        o.set("/p/empty", Reply::new(204, "", &[("X-Kind", "none")]));
+        o.set(
+            "/p/tagged",
+            Reply::ok("tagged", &[("ETag", "\"v1\"")]).revalidated_with(Reply::new(
+                304,
+                "",
+                &[("ETag", "\"v1\"")],
+            )),
+        );
+        o.set("/p/missing", Reply::new(404, "not here", &[]));
+        o.set("/p/broken", Reply::new(500, "broken", &[]));
+        o.set("/p/zero", Reply::ok("", &[]));
+        o.set(
+            "/p/aged",
+            Reply::ok("aged", &[("Age", "30"), ("Cache-Control", "max-age=60")]),
+        );
+    };
+    let config = |origin: &Scripted, a: &Scripted, b: &Scripted, fast: bool| {
+        format!(
+            r#"
+[server]
+fast_paths = {fast}
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+
+[[route]]
+name = "pass"
+pool = "scripted"
+request_headers = {{ set = {{ "X-To-Backend" = "1" }}, remove = ["X-Secret"] }}
+response_headers = {{ set = {{ "X-Edge" = "1" }}, remove = ["X-A"] }}
+
+[[pool]]
+name = "scripted"
+backends = [{{ address = "{}" }}]
+retry = {{ attempts = 0 }}
+
+[[route]]
+name = "pair"
+priority = 10
+pool = "pair"
+match = {{ path_prefix = "/r/" }}
+
+[[pool]]
+name = "pair"
+backends = [{{ address = "{}" }}, {{ address = "{}" }}]
+retry = {{ attempts = 1, backoff = "1ms", max_backoff = "1ms", on = ["connect_failure", "reset", "timeout", "gateway_error"] }}
+timeouts = {{ first_byte = "300ms" }}
+"#,
+            origin.addr(),
+            a.addr(),
+            b.addr(),
+        )
+    };
+    let get = |m: &str, p: &str, extra: &str| {
+        format!("{m} {p} HTTP/1.1\r\nHost: edge.test\r\n{extra}\r\n")
+    };
+    let requests = [
+        get("GET", "/p/plain", ""),
+        get(
+            "GET",
+            "/p/plain?b=2&a=1",
+            "X-Forwarded-For: 10.0.0.1\r\nVia: 1.1 other\r\nCookie: a=b\r\nX-Secret: s\r\n",
+        ),
+        get(
+            "GET",
+            "/p/hop",
+            "Keep-Alive: 5\r\nProxy-Authorization: x\r\n",
+        ),
+        get("HEAD", "/p/plain", ""),
+        get("HEAD", "/p/chunked", ""),
+        get("GET", "/p/chunked", "Accept-Encoding: gzip\r\n"),
+        get("GET", "/p/big", ""),
+        get("GET", "/p/biglen", ""),
+        get("GET", "/p/hints", ""),
+        get("GET", "/p/empty", ""),
+        get("GET", "/p/tagged", "If-None-Match: \"v1\"\r\n"),
+        get("GET", "/p/tagged", ""),
+        get("GET", "/p/missing", ""),
+        get("GET", "/p/broken", ""),
+        get("GET", "/p/zero", ""),
+        get("GET", "/p/aged", "X-Request-Id: client-given-id\r\n"),
+        get(
+            "GET",
+            "/p/plain",
+            "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n",
+        ),
+        get("GET", "/p/close", ""),
+        get("GET", "/p/plain", ""),
+        get("GET", "/r/flaky", ""),
+        get("GET", "/r/flaky", ""),
+        get("GET", "/r/flaky", ""),
+        get("GET", "/r/hinted", ""),
+        get("GET", "/r/slow", ""),
+        // Pipelined: three heads in one write, answered in order.
+        [
+            get("GET", "/p/plain?one", ""),
+            get("GET", "/p/chunked", ""),
+            get("GET", "/p/plain?three", ""),
+        ]
+        .concat(),
+    ];
+    let mut seen = Vec::new();
+    for fast in [true, false] {
+        let origin = Scripted::start().await;
+        script(&origin);
+        // Two backends, alike: both hold back an answer past `first_byte`,
+        // both send a 103 before a 404. (After a 103 the pass-through does
+        // not retry a 5xx, the client having an answer begun; pingora's
+        // path was seen to retry one, the client getting one 103.)
+        let (a, b) = (Scripted::start().await, Scripted::start().await);
+        // Which one a round robin starts with is not fixed: each fails its
+        // first `/r/flaky` (the first request's attempt and its retry both
+        // get a 503), then answers.
+        for o in [&a, &b] {
+            o.set("/r/flaky", Reply::ok("fine", &[]));
+            o.once("/r/flaky", Reply::new(503, "busy", &[]));
+            o.set(
+                "/r/hinted",
+                Reply::new(404, "hinted, missing", &[]).with_interim(
+                    b"HTTP/1.1 103 Early Hints\r\nLink: </h.css>; rel=preload\r\n\r\n",
+                ),
+            );
+            o.set(
+                "/r/slow",
+                Reply::ok("late", &[]).with_delay(Duration::from_millis(1500)),
+            );
+        }
+        let node = EdgeNode::start(BIN, &config(&origin, &a, &b, fast));
+        let mut c = RawConn::connect(node.addr("web")).await;
+        let mut answers = Vec::new();
+        for req in &requests {
+            c.send(req.as_bytes()).await;
+            let heads = req.matches(" HTTP/1.1\r\n").count();
+            let mut finals = 0;
+            while finals < heads {
+                let r = c.response(req.starts_with("HEAD")).await.unwrap();
+                let interim = r.status < 200;
+                answers.push((
+                    r.status,
+                    r.reason.clone(),
+                    r.headers
+                        .iter()
+                        .filter(|(k, _)| k != "date")
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                    r.body.clone(),
+                ));
+                if !interim {
+                    finals += 1;
+                }
+            }
+            // A 504 ends its connection (pingora does not reuse it).
+            if answers.last().is_some_and(|a| a.0 == 504) {
+                c = RawConn::connect(node.addr("web")).await;
+            }
+        }
+        let mut pair = a.all();
+        pair.extend(b.all());
+        // In order at the one backend; as a set at the pair.
+        pair.sort_by(|x, y| (&x.0, &x.1.head).cmp(&(&y.0, &y.1.head)));
+        let upstream: Vec<(String, Vec<String>, Vec<u8>)> = origin
+            .all()
+            .into_iter()
+            .chain(pair)
+            .map(|(path, r)| {
+                let head = String::from_utf8_lossy(&r.head)
+                    .lines()
+                    .filter(|l| {
+                        let l = l.to_ascii_lowercase();
+                        !l.starts_with("x-request-id: ") || l.contains("client-given-id")
+                    })
+                    .map(|l| {
+                        // The span id is edge's own, new per request, and
+                        // so is the trace id of a trace edge starts.
+                        match l.get(..12) {
+                            Some(p) if p.eq_ignore_ascii_case("traceparent:") => {
+                                let parts: Vec<&str> = l.split('-').collect();
+                                let given =
+                                    parts.get(1) == Some(&"4bf92f3577b34da6a3ce929d0e0e4736");
+                                format!(
+                                    "{}-{}-{}",
+                                    parts[0],
+                                    if given { parts[1] } else { "new" },
+                                    parts.last().copied().unwrap_or_default()
+                                )
+                            }
+                            _ => l.to_string(),
+                        }
+                    })
+                    .collect();
+                (path, head, r.body)
+            })
+            .collect();
+        let logged: Vec<String> = node
+            .output()
+            .lines()
+            .filter(|l| l.contains(" access: "))
+            .map(|l| {
+                l.split(' ')
+                    .skip(1)
+                    .filter(|f| {
+                        ![
+                            "request_id=",
+                            "trace_id=",
+                            "upstream_ms=",
+                            "total_ms=",
+                            "backend=",
+                        ]
+                        .iter()
+                        .any(|p| f.starts_with(p))
+                            // (The backend's address is in an error's text too.)
+                            && !f.starts_with("127.0.0.1:")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        let metrics = Client::new().get(&node.admin_url("/metrics")).await.text();
+        let sessionless = edge_testkit::metric_sum(
+            &metrics,
+            "edge_http_sessionless_requests_total",
+            &["way=\"pass\""],
+        );
+        // Every head under /p/ is the pass-through's to the end; one under
+        // /r/ may be handed to pingora's path after a failed attempt.
+        let heads: usize = requests
+            .iter()
+            .map(|r| r.matches(" HTTP/1.1\r\n").count())
+            .sum();
+        let on_p = requests
+            .iter()
+            .flat_map(|r| r.split("\r\n\r\n"))
+            .filter(|h| h.contains(" /p/"))
+            .count();
+        if fast {
+            assert!(
+                sessionless >= on_p as f64 && sessionless <= heads as f64,
+                "fast paths on: {sessionless} of {heads} ({on_p} under /p/): {metrics}"
+            );
+        } else {
+            assert_eq!(sessionless, 0.0, "fast paths off: {metrics}");
+        }
+        assert_eq!(logged.len(), heads, "{}", node.output());
+        seen.push((answers, upstream, logged));
+    }
+    let (off, on) = (seen.pop().unwrap(), seen.pop().unwrap());
+    for (i, (a, b)) in on.0.iter().zip(&off.0).enumerate() {
+        assert_eq!(a, b, "answer {i} differs (fast paths on, off)");
+    }
+    assert_eq!(on.0.len(), off.0.len());
+    for (i, (a, b)) in on.1.iter().zip(&off.1).enumerate() {
+        assert_eq!(a, b, "request {i} upstream differs (fast paths on, off)");
+    }
+    assert_eq!(on.1.len(), off.1.len());
+    assert_eq!(on.2, off.2, "access log lines differ (fast paths on, off)");
+}

@@ -33,6 +33,10 @@ pub struct ProxyMetrics {
     pub connections_total: IntCounterVec,
     pub connection_limit_hits: IntCounterVec,
     pub tls_handshake_errors: IntCounterVec,
+    /// HTTP/1 requests the connection's own loop served without a pingora
+    /// session (`listen/shortcut.rs`), by listener and way (`ram_hit`,
+    /// `pass`).
+    pub sessionless: IntCounterVec,
     pub tcp: crate::tcp::metrics::TcpMetrics,
     pub ratelimit: crate::ratelimit::metrics::RateLimitMetrics,
     pub site: crate::site::SiteMetrics,
@@ -147,6 +151,14 @@ impl ProxyMetrics {
             ),
             &["listener"],
         )?;
+        let sessionless = IntCounterVec::new(
+            Opts::new(
+                "edge_http_sessionless_requests_total",
+                "HTTP/1 requests served by the connection's own loop without a pingora session (server.fast_paths), by listener and way (ram_hit, pass)",
+            ),
+            &["listener", "way"],
+        )?;
+        registry.register(Box::new(sessionless.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(request_bytes.clone()))?;
@@ -176,6 +188,7 @@ impl ProxyMetrics {
             connections_total,
             connection_limit_hits,
             tls_handshake_errors,
+            sessionless,
             tcp: crate::tcp::metrics::TcpMetrics::new(registry)?,
             ratelimit: crate::ratelimit::metrics::RateLimitMetrics::new(registry)?,
             site: crate::site::SiteMetrics::new(registry)?,

@@ -524,6 +524,35 @@ pub(crate) fn kind_of(req: &RequestHeader, resp: &ResponseHeader) -> Kind {
 /// Sets `X-Cache`, `Age`, `Cache-Status` and the rest of [`fields`] on a
 /// response the proxy sends (not the fast or sliced paths, which do it
 /// themselves), and records its cache status.
+/// [`client_fields`] of a response of a route that does not cache (`X-Cache`
+/// from `status`, an `Age` of 0 where the backend gave none), its cache
+/// fields already stripped.
+fn uncached_fields(
+    status: Status,
+    tier: Option<Tier>,
+    resp: &mut ResponseHeader,
+) -> pingora_error::Result<()> {
+    resp.insert_header(
+        crate::names::X_CACHE,
+        http::HeaderValue::from_static(x_cache(status, tier)),
+    )?;
+    if !resp.headers.contains_key(header::AGE) {
+        resp.insert_header(header::AGE, http::HeaderValue::from_static("0"))?;
+    }
+    Ok(())
+}
+
+/// [`client_fields`] of a request that does not go through the cache (no
+/// way: `BYPASS`), without a pingora session (`service/lean_pass.rs`).
+pub(crate) fn bypass_fields(
+    ctx: &mut CacheCtx,
+    resp: &mut ResponseHeader,
+) -> pingora_error::Result<()> {
+    ctx.status = Some(Status::Bypass);
+    strip_cache_headers(resp);
+    uncached_fields(Status::Bypass, ctx.tier, resp)
+}
+
 pub(crate) fn client_fields(
     rt: Option<&CacheRuntime>,
     session: &Session,
@@ -535,14 +564,7 @@ pub(crate) fn client_fields(
     ctx.status = Some(status);
     strip_cache_headers(resp);
     let Some(rt) = rt.filter(|_| route_caches) else {
-        resp.insert_header(
-            crate::names::X_CACHE,
-            http::HeaderValue::from_static(x_cache(status, ctx.tier)),
-        )?;
-        if !resp.headers.contains_key(header::AGE) {
-            resp.insert_header(header::AGE, http::HeaderValue::from_static("0"))?;
-        }
-        return Ok(());
+        return uncached_fields(status, ctx.tier, resp);
     };
     let phase = if ctx.way == Some(Way::Whole) {
         Some(session.cache.phase())

@@ -29,6 +29,24 @@ pub struct Connection {
     refused: Mutex<Option<(u64, Refusal, String)>>,
     upgrade: Mutex<UpgradeWait>,
     waker: AtomicWaker,
+    /// A request the HTTP/1 shortcut began and hands to pingora's path with
+    /// its state (`service/lean_pass.rs`), for the next request pingora
+    /// reads on this connection.
+    carried: Mutex<Carry>,
+}
+
+/// What [`Connection::carry`] holds (opaque here).
+#[derive(Default)]
+struct Carry(Option<Box<dyn std::any::Any + Send + Sync>>);
+
+impl std::fmt::Debug for Carry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Carry(..)"
+        } else {
+            "Carry(None)"
+        })
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +77,12 @@ impl Connection {
     /// A request starts (`early_request_filter`).
     pub fn begin(&self) -> Begun {
         let index = self.started.fetch_add(1, Ordering::AcqRel);
+        self.resume(index)
+    }
+
+    /// Request `index`, begun already (by the HTTP/1 shortcut, which hands
+    /// it to pingora's path), goes on: in flight, with its refusal.
+    pub fn resume(&self, index: u64) -> Begun {
         self.in_flight.store(true, Ordering::Release);
         let (refusal, refused_line) = match self.refused.lock().as_ref() {
             Some((n, r, line)) if *n == index => (Some(*r), Some(line.clone())),
@@ -103,6 +127,16 @@ impl Connection {
             drop(wait);
             self.waker.wake();
         }
+    }
+
+    /// Hands `state` to the next request pingora's path reads here.
+    pub fn carry(&self, state: Box<dyn std::any::Any + Send + Sync>) {
+        self.carried.lock().0 = Some(state);
+    }
+
+    /// What [`Self::carry`] left, once.
+    pub fn take_carried(&self) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        self.carried.lock().0.take()
     }
 
     pub(crate) fn refuse(&self, index: u64, refusal: Refusal, line: String) {

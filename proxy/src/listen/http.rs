@@ -435,7 +435,14 @@ impl HttpHandler {
                 let slot = Box::new_uninit();
                 let take = Box::write(
                     slot,
-                    shortcut::take(proxy, &mut stream, &mut held, &conn, client),
+                    shortcut::take(
+                        proxy,
+                        self.app.upstream_connector(),
+                        &mut stream,
+                        &mut held,
+                        &conn,
+                        client,
+                    ),
                 );
                 match Box::into_pin(take).await {
                     Taken::Answered => {

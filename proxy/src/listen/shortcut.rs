@@ -12,6 +12,7 @@
 //! [`EdgeProxy::shortcut`]: crate::service::EdgeProxy::shortcut
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use pingora_core::protocols::Stream;
@@ -19,7 +20,7 @@ use pingora_http::RequestHeader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::conn::Connection;
-use crate::service::EdgeProxy;
+use crate::service::{ClientConn, EdgeProxy, LeanPass};
 
 /// Fields a head the shortcut takes does not carry.
 const NOT_TAKEN: [&str; 6] = [
@@ -50,9 +51,10 @@ pub(super) enum Taken {
 /// already) and answers it if it is a fresh RAM hit the shortcut gives.
 pub(super) async fn take(
     proxy: &EdgeProxy,
+    connector: &pingora_core::connectors::http::Connector,
     stream: &mut Stream,
     held: &mut BytesMut,
-    conn: &Connection,
+    conn: &Arc<Connection>,
     client: Option<IpAddr>,
 ) -> Taken {
     if held.is_empty() {
@@ -81,15 +83,37 @@ pub(super) async fn take(
         return Taken::Pass;
     };
     let head = held.split_to(len).freeze();
+    if candidate.lean_pass() {
+        // A pass-through (`service/lean_pass.rs`).
+        let passed = match build(&head, &fields) {
+            Some(mut req) => {
+                let client_conn = ClientConn {
+                    stream,
+                    held,
+                    conn,
+                    client,
+                };
+                proxy
+                    .lean_pass(connector, client_conn, &mut req, candidate)
+                    .await
+            }
+            None => LeanPass::Pass,
+        };
+        return match passed {
+            LeanPass::Answered => Taken::Answered,
+            LeanPass::Closed => Taken::Closed,
+            LeanPass::Pass | LeanPass::Carried => {
+                put_back(held, head);
+                Taken::Pass
+            }
+        };
+    }
     let answer = build(&head, &fields).and_then(|mut req| {
-        let a = proxy.shortcut(&mut req, client, candidate)?;
+        let a = proxy.shortcut(&mut req, client, candidate, conn)?;
         Some((req, a))
     });
     let Some((req, answer)) = answer else {
-        // As it came, in front of what follows it.
-        let mut back = BytesMut::from(head);
-        back.unsplit(std::mem::take(held));
-        *held = back;
+        put_back(held, head);
         return Taken::Pass;
     };
     let begun = conn.begin();
@@ -104,6 +128,13 @@ pub(super) async fn take(
     } else {
         Taken::Closed
     }
+}
+
+/// A head not taken, as it came, in front of what follows it.
+fn put_back(held: &mut BytesMut, head: Bytes) {
+    let mut back = BytesMut::from(head);
+    back.unsplit(std::mem::take(held));
+    *held = back;
 }
 
 /// Writes the head and the body, then flushes; a failure says how far it

@@ -113,6 +113,10 @@ pub struct CompiledRoute {
     /// (`service/lean.rs`): it proxies and caches, with no rate limit,
     /// signed URL or country rule to apply first.
     pub shortcut: bool,
+    /// Whether the HTTP/1 shortcut may pass it through itself
+    /// (`service/lean_pass.rs`): it proxies and does not cache, with no
+    /// rate limit, signed URL or country rule to apply first.
+    pub lean_pass: bool,
 }
 
 /// What a matched route does.
@@ -142,6 +146,15 @@ pub struct CompiledHeaderOps {
 }
 
 impl CompiledHeaderOps {
+    /// Whether an edit names one of `names`.
+    pub fn names_any(&self, names: &[HeaderName]) -> bool {
+        self.remove
+            .iter()
+            .chain(self.set.iter().map(|(n, _)| n))
+            .chain(self.add.iter().map(|(n, _)| n))
+            .any(|n| names.contains(n))
+    }
+
     fn compile(ops: &HeaderOps) -> Self {
         let pair = |(n, v): &(String, String)| {
             Some((
@@ -238,13 +251,23 @@ impl RouteTable {
                     why,
                 })?;
             let (request_steps, upstream_steps, response_steps) = chains(route);
-            let shortcut = matches!(action, Action::Proxy { .. })
-                && route.cache.enabled
+            let plain = matches!(action, Action::Proxy { .. })
                 && route.rate_limits.is_empty()
                 && auth.is_none()
                 && route.geo.is_none();
+            let shortcut = plain && route.cache.enabled;
+            let response_headers = CompiledHeaderOps::compile(&route.response_headers);
+            // Edits of the framing fields frame the body as pingora's writer
+            // reads them after the edits: pingora's path.
+            let lean_pass = plain
+                && !route.cache.enabled
+                && !response_headers.names_any(&[
+                    http::header::CONTENT_LENGTH,
+                    http::header::TRANSFER_ENCODING,
+                ]);
             out.push(Arc::new(CompiledRoute {
                 shortcut,
+                lean_pass,
                 request_steps,
                 upstream_steps,
                 response_steps,
@@ -254,7 +277,7 @@ impl RouteTable {
                 action,
                 rewrite: route.path_rewrite.clone(),
                 request_headers: CompiledHeaderOps::compile(&route.request_headers),
-                response_headers: CompiledHeaderOps::compile(&route.response_headers),
+                response_headers,
                 cache: route.cache.clone(),
                 config: route.clone(),
                 metrics: metrics.route(&route.name, pool_name),
@@ -263,7 +286,7 @@ impl RouteTable {
         let needs_cookies = out.iter().any(|r| r.matcher.uses_cookies());
         let needs_fields = out.iter().any(|r| r.matcher.uses_fields());
         let mut shortcut_listeners = Some(Vec::new());
-        for r in out.iter().filter(|r| r.shortcut) {
+        for r in out.iter().filter(|r| r.shortcut || r.lean_pass) {
             match (&mut shortcut_listeners, r.matcher.listeners()) {
                 (Some(_), []) => shortcut_listeners = None,
                 (Some(names), some) => names.extend(some.iter().cloned()),

@@ -91,6 +91,10 @@ pub struct RequestCtx {
     pub(super) ids_stamped: bool,
     /// W3C trace context: the request's trace and edge's span in it.
     pub(super) trace: Option<crate::trace_context::TraceContext>,
+    /// The HTTP/1 shortcut's attempt failed (`lean_pass.rs`): the failure
+    /// as judged, and whether it is retried (`pick_upstream` answers it or
+    /// goes on with the next attempt).
+    pub(super) carried_failure: Option<(Box<Error>, bool)>,
     /// Why edge refused the request itself (access log `denied`).
     pub(super) denied: Option<String>,
     /// A client write error pingora set aside to finish filling the cache
@@ -147,6 +151,7 @@ impl RequestCtx {
             request_id_new: false,
             ids_stamped: false,
             trace: None,
+            carried_failure: None,
         }
     }
 

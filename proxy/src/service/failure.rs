@@ -77,6 +77,23 @@ impl EdgeProxy {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
+        let exchange = super::upstream::Exchange {
+            answered: session.response_written().is_some(),
+            idempotent: session.req_header().method.is_idempotent(),
+            truncated: session.as_ref().retry_buffer_truncated(),
+        };
+        self.proxy_failed_exchange(peer, exchange, e, ctx, client_reused)
+    }
+
+    /// [`Self::proxy_failed`] of an exchange described by `exchange`.
+    pub(super) fn proxy_failed_exchange(
+        &self,
+        peer: &HttpPeer,
+        exchange: super::upstream::Exchange,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
         if std::mem::take(&mut ctx.retrying_response) {
             e.set_retry(true);
@@ -94,10 +111,10 @@ impl EdgeProxy {
         }
         if *e.esource() == ErrorSource::Upstream
             && client_reused
-            && stale_connection(&e, session.req_header().method.is_idempotent())
+            && stale_connection(&e, exchange.idempotent)
             && !ctx.response_started
             && !ctx.stale_retried
-            && !session.as_ref().retry_buffer_truncated()
+            && !exchange.truncated
         {
             // The backend closed the pooled connection before it saw the
             // request (nginx and pingora retry this too): once, on a new
@@ -113,7 +130,7 @@ impl EdgeProxy {
         if *e.esource() == ErrorSource::Upstream
             && (*e.etype() == ErrorType::WriteError || ctx.plan.tier == Tier::Owner)
             && !ctx.response_started
-            && !session.as_ref().retry_buffer_truncated()
+            && !exchange.truncated
         {
             // Reset before the request was written: the backend never had
             // it; the next one gets it, as after a failed connection.
@@ -131,7 +148,7 @@ impl EdgeProxy {
                 pool.backends[a.index].metrics.proxy_errors.inc();
             }
             ctx.record(Outcome::GatewayError);
-            let retry = self.may_retry(session, ctx, retry_kind(&e));
+            let retry = self.may_retry_exchange(exchange, ctx, retry_kind(&e));
             if retry {
                 ctx.reserve_retry();
             }

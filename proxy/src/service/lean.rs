@@ -44,6 +44,23 @@ pub struct Candidate {
     plain: Option<usize>,
 }
 
+impl Candidate {
+    /// The route passes through (`service/lean_pass.rs`) rather than
+    /// answering from RAM.
+    pub fn lean_pass(&self) -> bool {
+        self.route.lean_pass
+    }
+}
+
+/// What the door and the route give a head the shortcut goes on with.
+pub(super) struct Admitted {
+    pub(super) ctx: RequestCtx,
+    pub(super) state: Arc<ProxyState>,
+    pub(super) route: Arc<CompiledRoute>,
+    /// The route's pool's index in `state.pools`.
+    pub(super) pool: usize,
+}
+
 /// How far a shortcut's write got before it failed.
 pub struct ShortcutCut {
     pub error: std::io::Error,
@@ -66,12 +83,12 @@ pub struct ShortcutDone {
 
 impl EdgeProxy {
     /// Whether the shortcut may answer on this listener now: the fast
-    /// paths are on, the node caches and is not closing connections, and a
-    /// route it answers for may match here.
+    /// paths are on, the node is not closing connections, and a route it
+    /// answers for (a RAM hit's, `shortcut`, or a pass-through's,
+    /// `lean_pass`) may match here.
     pub fn shortcut_possible(&self) -> bool {
         self.proxy.fast_paths()
             && !self.proxy.closing()
-            && self.proxy.cache().is_some()
             && self.proxy.state().routes.shortcut_on(&self.listener)
     }
 
@@ -140,7 +157,11 @@ impl EdgeProxy {
             headers: &headers,
             cookies: &[],
         };
-        let route = state.routes.find(&view).filter(|r| r.shortcut)?.clone();
+        let route = state
+            .routes
+            .find(&view)
+            .filter(|r| r.shortcut || r.lean_pass)?
+            .clone();
         Some(Candidate {
             state,
             route,
@@ -163,68 +184,15 @@ impl EdgeProxy {
         req: &mut RequestHeader,
         client: Option<IpAddr>,
         candidate: Candidate,
+        conn: &Connection,
     ) -> Option<Shortcut> {
         let rt = self.proxy.cache()?;
-        if guard::check_head(req, &self.limits).is_some() {
-            return None;
-        }
-        // The value as it came (shares the head's bytes).
-        let raw_host = req.headers.get(http::header::HOST).cloned();
-        let admitted = normalize::admit(req, self.tls, &self.paths).ok()?;
-        if !self.tls
-            && req
-                .uri
-                .path()
-                .starts_with(crate::listen::acme::HTTP01_PREFIX)
-        {
-            return None;
-        }
-        let mut ctx = RequestCtx::new();
-        ctx.host = admitted.authority.map(|a| a.host).unwrap_or_default();
-        ctx.authority = admitted.header;
-        let Candidate {
+        let Admitted {
+            mut ctx,
             state,
             route,
-            plain,
-        } = candidate;
-        if plain.is_some_and(|len| {
-            raw_host.is_none_or(|h| h.as_bytes().get(..len) != Some(ctx.host.as_bytes()))
-        }) {
-            // The door spelled the host otherwise: not the host the
-            // route was found for.
-            return None;
-        }
-        // Only the cache's step has anything to do (`CompiledRoute::shortcut`).
-        let Action::Proxy { pool } = route.action else {
-            return None;
-        };
-        // The gate: no players' data to count, no LL-HLS directive to refuse.
-        let query = req.uri.query().unwrap_or_default();
-        if query.contains(crate::video::cmcd::QUERY)
-            || req
-                .headers
-                .keys()
-                .any(|k| crate::video::cmcd::HEADERS.contains(k))
-            || caching::blocking::check_directives(req).is_err()
-        {
-            return None;
-        }
-        if let Some(site) = state.site.as_ref() {
-            if site.is_peer_request(req, client, &state.pools) {
-                return None;
-            }
-        }
-        // The request's id and trace go nowhere but into the access log
-        // line (a RAM hit does not write them, and a trace whose span is
-        // exported is pingora's): without the line, neither is made.
-        let tracing = self.proxy.tracing();
-        let logged = self.proxy.access_log();
-        let trace = (logged || tracing.is_some()).then(|| {
-            crate::trace_context::continue_or_start(req, tracing.as_ref().map(|t| t.sample_ratio))
-        });
-        if tracing.is_some() && trace.is_some_and(|t| t.sampled()) {
-            return None;
-        }
+            pool,
+        } = self.shortcut_door(req, client, candidate)?;
         ctx.cache.scheme = self.scheme();
         let (way, url) = caching::plan(
             rt,
@@ -291,12 +259,25 @@ impl EdgeProxy {
             // An LL-HLS playlist's hinted part, likewise (`log.rs`).
             return None;
         }
-        ctx.cache.status = Some(edge_cache::Status::Hit);
-        ctx.cache.tier = Some(edge_cache::Tier::Ram);
-        if logged {
+        // The request's id and trace go nowhere but into the access log
+        // line (a RAM hit does not write them): without the line, neither
+        // is made. A trace whose spans are exported is pingora's, with
+        // this decision (sampled once, not again there).
+        let tracing = self.proxy.tracing();
+        let logged = self.proxy.access_log();
+        let trace = (logged || tracing.is_some()).then(|| {
+            crate::trace_context::continue_or_start(req, tracing.as_ref().map(|t| t.sample_ratio))
+        });
+        if logged || trace.is_some() {
             (ctx.request_id, ctx.request_id_new) = crate::request_id::choose(req);
         }
         ctx.trace = trace;
+        if tracing.is_some() && trace.is_some_and(|t| t.sampled()) {
+            lean_pass::carry(conn, lean_pass::decided(&ctx), None, None);
+            return None;
+        }
+        ctx.cache.status = Some(edge_cache::Status::Hit);
+        ctx.cache.tier = Some(edge_cache::Tier::Ram);
         ctx.pool = state.pools.get(pool).cloned();
         ctx.state = Some(state);
         ctx.route = Some(route);
@@ -318,6 +299,76 @@ impl EdgeProxy {
         })
     }
 
+    /// The door, the route and the gate's cheap part for a head the
+    /// shortcut may take (`candidate`: what [`EdgeProxy::shortcut_may_take`]
+    /// found for it): head limits, `Host` and path normalization (`req`
+    /// normalized in place), not an ACME challenge, the host spelled as the
+    /// route was found for, no players' data to count, no bad LL-HLS
+    /// directive, not a site peer's request. `None`: pingora's path takes
+    /// the request as it came.
+    pub(super) fn shortcut_door(
+        &self,
+        req: &mut RequestHeader,
+        client: Option<IpAddr>,
+        candidate: Candidate,
+    ) -> Option<Admitted> {
+        if guard::check_head(req, &self.limits).is_some() {
+            return None;
+        }
+        // The value as it came (shares the head's bytes).
+        let raw_host = req.headers.get(http::header::HOST).cloned();
+        let admitted = normalize::admit(req, self.tls, &self.paths).ok()?;
+        if !self.tls
+            && req
+                .uri
+                .path()
+                .starts_with(crate::listen::acme::HTTP01_PREFIX)
+        {
+            return None;
+        }
+        let mut ctx = RequestCtx::new();
+        ctx.host = admitted.authority.map(|a| a.host).unwrap_or_default();
+        ctx.authority = admitted.header;
+        let Candidate {
+            state,
+            route,
+            plain,
+        } = candidate;
+        if plain.is_some_and(|len| {
+            raw_host.is_none_or(|h| h.as_bytes().get(..len) != Some(ctx.host.as_bytes()))
+        }) {
+            // The door spelled the host otherwise: not the host the
+            // route was found for.
+            return None;
+        }
+        // Only the cache's step has anything to do (`CompiledRoute::shortcut`).
+        let Action::Proxy { pool } = route.action else {
+            return None;
+        };
+        // The gate: no players' data to count, no LL-HLS directive to refuse.
+        let query = req.uri.query().unwrap_or_default();
+        if query.contains(crate::video::cmcd::QUERY)
+            || req
+                .headers
+                .keys()
+                .any(|k| crate::video::cmcd::HEADERS.contains(k))
+            || caching::blocking::check_directives(req).is_err()
+        {
+            return None;
+        }
+        if let Some(site) = state.site.as_ref() {
+            if site.is_peer_request(req, client, &state.pools) {
+                return None;
+            }
+        }
+        Some(Admitted {
+            ctx,
+            state,
+            route,
+            pool,
+        })
+    }
+
     /// Counts and logs a shortcut's answer; `write`: all of it went out,
     /// or how far it got (no head: the client went away, nginx's 499; a
     /// head: its status and the body's bytes written, as pingora's path
@@ -335,6 +386,7 @@ impl EdgeProxy {
             body_len,
             skipped_cached,
         } = done;
+        self.sessionless[0].inc();
         let written = write.is_ok();
         if written {
             // As pingora's path counts them once the hit is written.

@@ -59,6 +59,7 @@ mod ctx;
 mod failure;
 mod gate;
 mod lean;
+mod lean_pass;
 mod limits;
 mod log;
 mod request;
@@ -71,6 +72,7 @@ use answer::*;
 pub use ctx::RequestCtx;
 use ctx::*;
 pub use lean::{Candidate, Shortcut, ShortcutCut, ShortcutDone};
+pub use lean_pass::{ClientConn, LeanPass};
 
 /// The `ProxyHttp` of one listener.
 pub struct EdgeProxy {
@@ -80,6 +82,9 @@ pub struct EdgeProxy {
     keepalive_secs: u64,
     limits: edge_config::HttpLimits,
     paths: PathOptions,
+    /// This listener's series of `edge_http_sessionless_requests_total`:
+    /// RAM hits and pass-throughs (looked up once, not per request).
+    sessionless: [prometheus::IntCounter; 2],
 }
 
 impl EdgeProxy {
@@ -89,6 +94,12 @@ impl EdgeProxy {
         tls: bool,
         settings: &edge_config::HttpListener,
     ) -> Self {
+        let sessionless = ["ram_hit", "pass"].map(|way| {
+            proxy
+                .metrics
+                .sessionless
+                .with_label_values(&[listener, way])
+        });
         Self {
             proxy,
             listener: Arc::from(listener),
@@ -99,6 +110,7 @@ impl EdgeProxy {
                 merge_slashes: settings.merge_slashes,
                 escaped_slashes: settings.escaped_slashes,
             },
+            sessionless,
         }
     }
 
@@ -152,7 +164,25 @@ impl ProxyHttp for EdgeProxy {
         prev: Box<dyn std::any::Any + Send + Sync>,
     ) {
         if let Ok(conn) = prev.downcast::<Arc<Connection>>() {
-            let begun = conn.begin();
+            // A request the HTTP/1 shortcut began (`lean_pass.rs`): this
+            // path goes on with what it decided, under its number.
+            let carried = conn
+                .take_carried()
+                .and_then(|c| c.downcast::<lean_pass::Carried>().ok());
+            let index = carried.as_ref().and_then(|c| c.index);
+            if let Some(carried) = carried {
+                let lean_pass::Carried {
+                    ctx: c, failure, ..
+                } = *carried;
+                *ctx = c;
+                // The client's request as it came: its ids go on it again.
+                ctx.ids_stamped = false;
+                ctx.carried_failure = failure;
+            }
+            let begun = match index {
+                Some(index) => conn.resume(index),
+                None => conn.begin(),
+            };
             ctx.conn_index = begun.index;
             ctx.framing_refusal = begun.refusal;
             ctx.refused_line = begun.refused_line;

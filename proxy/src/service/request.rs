@@ -93,12 +93,16 @@ impl EdgeProxy {
             ctx.host = strip_port(authority).to_string();
             ctx.authority = authority.to_string();
         }
-        (ctx.request_id, ctx.request_id_new) = crate::request_id::choose(session.req_header());
-        let sample_new = self.proxy.tracing().map(|t| t.sample_ratio);
-        ctx.trace = Some(crate::trace_context::continue_or_start(
-            session.req_header(),
-            sample_new,
-        ));
+        // A request the HTTP/1 shortcut handed over keeps the ids and the
+        // trace (sampled once) it decided.
+        if ctx.trace.is_none() {
+            (ctx.request_id, ctx.request_id_new) = crate::request_id::choose(session.req_header());
+            let sample_new = self.proxy.tracing().map(|t| t.sample_ratio);
+            ctx.trace = Some(crate::trace_context::continue_or_start(
+                session.req_header(),
+                sample_new,
+            ));
+        }
         if !self.tls && ctx.cache.sub.is_none() {
             let path = session.req_header().uri.path();
             if path.starts_with(crate::listen::acme::HTTP01_PREFIX) {
@@ -118,7 +122,12 @@ impl EdgeProxy {
                 }
             }
         }
-        let state = self.proxy.state();
+        // A request the HTTP/1 shortcut tried first stays with the state its
+        // attempt was made in (its backend's index is into that pool).
+        let state = match (&ctx.carried_failure, &ctx.state) {
+            (Some(_), Some(state)) => state.clone(),
+            _ => self.proxy.state(),
+        };
         ctx.state = Some(state.clone());
         let Some(route) = self.route(session, ctx, &state) else {
             respond(

@@ -7,6 +7,20 @@
 use super::*;
 use crate::route::ResponseStep;
 
+/// The error that turns a backend's 5xx into a retry, the retry counted in
+/// the budget.
+pub(super) fn retrying(ctx: &mut RequestCtx, status: u16) -> Box<Error> {
+    ctx.reserve_retry();
+    ctx.retrying_response = true;
+    Error::explain(
+        ErrorType::HTTPStatus(status),
+        format!(
+            "{} answered {status}; retrying on another backend",
+            ctx.backend_label()
+        ),
+    )
+}
+
 impl EdgeProxy {
     pub(super) async fn upstream_response(
         &self,
@@ -49,8 +63,29 @@ impl EdgeProxy {
         if status == 304 && session.cache.phase() == pingora_cache::CachePhase::Stale {
             ctx.cache.not_modified = Some(Box::new(upstream.clone()));
         }
-        let (Some(pool), Some(attempt)) = (ctx.pool.clone(), ctx.attempt.as_ref()) else {
+        let Some(kind) = self.upstream_answered(upstream, ctx) else {
             return Ok(());
+        };
+        // Only when a retry will happen: otherwise the backend's own
+        // answer goes to the client.
+        if self.may_retry(session, ctx, kind) {
+            return Err(retrying(ctx, status));
+        }
+        Ok(())
+    }
+
+    /// What a final answer of the current attempt's backend tells: its
+    /// latency, its load feedback, the attempt's outcome (outlier
+    /// detection, the breaker); for a 5xx, how a retry would count it
+    /// (`None`: not a 5xx, or no attempt).
+    pub(super) fn upstream_answered(
+        &self,
+        upstream: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Option<RetryOn> {
+        let status = upstream.status.as_u16();
+        let (Some(pool), Some(attempt)) = (ctx.pool.clone(), ctx.attempt.as_ref()) else {
+            return None;
         };
         let backend = &pool.backends[attempt.index];
         if let Some(sent) = ctx.upstream_sent {
@@ -93,27 +128,11 @@ impl EdgeProxy {
                 .inc();
         }
         ctx.record(outcome);
-        if status >= 500 {
-            let kind = if outcome == Outcome::GatewayError {
-                RetryOn::GatewayError
-            } else {
-                RetryOn::ServerError
-            };
-            // Only when a retry will happen: otherwise the backend's own
-            // answer goes to the client.
-            if self.may_retry(session, ctx, kind) {
-                ctx.reserve_retry();
-                ctx.retrying_response = true;
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(status),
-                    format!(
-                        "{} answered {status}; retrying on another backend",
-                        backend.label
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        (status >= 500).then_some(if outcome == Outcome::GatewayError {
+            RetryOn::GatewayError
+        } else {
+            RetryOn::ServerError
+        })
     }
 
     pub(super) async fn response_phase(

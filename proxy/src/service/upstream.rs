@@ -8,9 +8,17 @@ use crate::to_client::ToClient;
 
 /// The hash input of ring algorithms; a missing key spreads at random.
 pub(super) fn hash_key(pool: &Pool, session: &Session) -> Option<Vec<u8>> {
-    let req = session.req_header();
+    hash_key_of(pool, session.req_header(), client_ip(session))
+}
+
+/// [`hash_key`] of a request and its client's address.
+pub(super) fn hash_key_of(
+    pool: &Pool,
+    req: &RequestHeader,
+    client: Option<IpAddr>,
+) -> Option<Vec<u8>> {
     let key = match &pool.config.algorithm {
-        Algorithm::SourceIpHash => client_ip(session).map(|ip| ip.to_string().into_bytes()),
+        Algorithm::SourceIpHash => client.map(|ip| ip.to_string().into_bytes()),
         Algorithm::ConsistentHash { key } => match key {
             HashKey::Uri => Some(
                 req.uri
@@ -20,7 +28,7 @@ pub(super) fn hash_key(pool: &Pool, session: &Session) -> Option<Vec<u8>> {
                     .to_vec(),
             ),
             HashKey::Path => Some(req.uri.path().as_bytes().to_vec()),
-            HashKey::ClientIp => client_ip(session).map(|ip| ip.to_string().into_bytes()),
+            HashKey::ClientIp => client.map(|ip| ip.to_string().into_bytes()),
             HashKey::Header(name) => req
                 .headers
                 .get(name.as_str())
@@ -34,6 +42,17 @@ pub(super) fn hash_key(pool: &Pool, session: &Session) -> Option<Vec<u8>> {
         _ => return None,
     };
     Some(key.unwrap_or_else(|| fastrand::u64(..).to_le_bytes().to_vec()))
+}
+
+/// What a retry decision needs of the exchange with the client.
+#[derive(Clone, Copy)]
+pub(super) struct Exchange {
+    /// The client has a response head.
+    pub(super) answered: bool,
+    /// The request's method is idempotent.
+    pub(super) idempotent: bool,
+    /// The request body outgrew what is kept for a retry.
+    pub(super) truncated: bool,
 }
 
 /// Exponential backoff with full jitter before retry number `n` (1-based).
@@ -152,6 +171,21 @@ impl EdgeProxy {
 
     /// Whether the current attempt may be retried on another backend.
     pub(super) fn may_retry(&self, session: &Session, ctx: &RequestCtx, kind: RetryOn) -> bool {
+        let exchange = Exchange {
+            answered: session.response_written().is_some(),
+            idempotent: session.req_header().method.is_idempotent(),
+            truncated: session.as_ref().retry_buffer_truncated(),
+        };
+        self.may_retry_exchange(exchange, ctx, kind)
+    }
+
+    /// [`Self::may_retry`] of an exchange described by `exchange`.
+    pub(super) fn may_retry_exchange(
+        &self,
+        exchange: Exchange,
+        ctx: &RequestCtx,
+        kind: RetryOn,
+    ) -> bool {
         let Some(pool) = &ctx.pool else { return false };
         // The owner's answer is the site's: it asked the shield or origin.
         if ctx.plan.tier == Tier::Owner {
@@ -159,7 +193,7 @@ impl EdgeProxy {
         }
         // Once the client has a response head, another backend's answer
         // cannot follow it.
-        if session.response_written().is_some() {
+        if exchange.answered {
             return false;
         }
         let policy = ctx.retry_policy(pool);
@@ -172,10 +206,8 @@ impl EdgeProxy {
             return false;
         }
         // A refused connection never reached the backend: any method is safe.
-        let safe = kind == RetryOn::ConnectFailure
-            || session.req_header().method.is_idempotent()
-            || policy.non_idempotent;
-        if !safe || session.as_ref().retry_buffer_truncated() {
+        let safe = kind == RetryOn::ConnectFailure || exchange.idempotent || policy.non_idempotent;
+        if !safe || exchange.truncated {
             return false;
         }
         if ctx.tried.len() >= pool.backends.len() && !pool.config.panic_mode {
@@ -199,6 +231,13 @@ impl EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         ctx.went_upstream = true;
+        // The HTTP/1 shortcut's attempt failed (`lean_pass.rs`): answered
+        // as that failure, or retried as after pingora's own attempt.
+        if let Some((e, retry)) = ctx.carried_failure.take() {
+            if !retry {
+                return Err(e);
+            }
+        }
         if let Some(state) = ctx.state.clone() {
             let cached = matches!(ctx.cache.way, Some(Way::Whole | Way::Sliced));
             let chosen = ctx

@@ -49,6 +49,16 @@ impl EdgeProxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        self.upstream_request_of(client_ip(session), upstream, ctx)
+    }
+
+    /// [`Self::upstream_request`] for a client at `client`.
+    pub(super) fn upstream_request_of(
+        &self,
+        client: Option<IpAddr>,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         // Toward the shield or a peer (an edge with the same routes) the
         // request goes as the client sent it: that edge applies the route.
         if let Some(route) = ctx.route.clone().filter(|_| !ctx.plan.tier.is_edge()) {
@@ -100,7 +110,7 @@ impl EdgeProxy {
                 }
             }
         }
-        if let Some(ip) = client_ip(session) {
+        if let Some(ip) = client {
             let prior = upstream
                 .headers
                 .get(crate::names::X_FORWARDED_FOR)

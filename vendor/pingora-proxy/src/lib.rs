@@ -201,6 +201,48 @@ impl<SV, C: custom::Connector> HttpProxy<SV, C> {
     pub fn inner(&self) -> &SV {
         &self.inner
     }
+
+    /// edge: the connector to upstreams ([`Self::inner`]'s sessions share its
+    /// pool of idle connections), for edge's HTTP/1 pass-through without a
+    /// session (EDGE-PATCH.md, fifth).
+    pub fn upstream_connector(&self) -> &Connector<C> {
+        &self.client_upstream
+    }
+}
+
+/// edge (EDGE-PATCH.md, fifth): the request `proxy_1to1` sends to an HTTP/1
+/// upstream for a body-less HTTP/1.1 downstream request of the standard
+/// authority policy, built the same way without a [`Session`]: a copy of
+/// `downstream` as HTTP/1.1, `policy` applied (hop-by-hop and
+/// connection-nominated fields), `filter` (the application's
+/// `upstream_request_filter`), then `Host` reconciled with the target and
+/// validated. Errors: as `proxy_1to1`'s, with the same sources (the
+/// policy's `into_down`, the filter's as it gave them, the authority's
+/// `into_in`).
+pub fn h1_upstream_request(
+    downstream: &RequestHeader,
+    policy: pingora_core::upstreams::peer::HttpUpstreamRequestPolicy,
+    filter: impl FnOnce(&mut RequestHeader) -> Result<()>,
+) -> Result<RequestHeader> {
+    use pingora_core::protocols::http::authority::{raw_target_authority, validate_request_authority};
+    let mut req = downstream.clone();
+    let downstream_had_host = req.headers.contains_key(http::header::HOST);
+    req.set_version(Version::HTTP_11);
+    proxy_common::sanitize_h1_upstream_request(
+        &mut req,
+        policy,
+        downstream.version == Version::HTTP_11,
+    )
+    .map_err(|e| e.into_down())?;
+    filter(&mut req)?;
+    proxy_common::reconcile_upstream_authority(&mut req).map_err(|e| e.into_in())?;
+    let target_has_authority = raw_target_authority(req.raw_path()).authority().is_some();
+    if downstream_had_host || req.uri.authority().is_some() || target_has_authority {
+        proxy_common::set_h1_host_from_authority(&mut req).map_err(|e| e.into_in())?;
+    }
+    validate_request_authority(&req).map_err(|e| e.into_in())?;
+    proxy_common::finalize_h1_upstream_request_framing(&mut req, false)?;
+    Ok(req)
 }
 
 impl<SV> HttpProxy<SV, ()> {
