@@ -14,12 +14,15 @@
 //! to the pool, then the counters and the access log line (`log.rs`).
 //!
 //! What it does not do itself goes to pingora's path:
+//! - before anything is decided (a site, a pool over TLS or with a sticky
+//!   cookie): the request as it came, as if this path did not exist;
 //! - before anything is sent (a sampled trace whose spans are exported, a
-//!   site, a pool over TLS or with a sticky cookie, a full request limit,
-//!   no backend to pick, a request `h1_upstream_request` refuses): the
-//!   request as it came, as if this path did not exist;
-//! - a failed attempt (a connection that failed, a reset or timeout before
-//!   the answer's head, a bad head, a 5xx the retry policy retries):
+//!   full request limit, no backend to pick): the request as it came with
+//!   its ids and trace ([`decided`]), so a trace is sampled once;
+//! - a failed attempt (a request `h1_upstream_request` refuses, which
+//!   pingora's path would refuse after connecting; a connection that
+//!   failed, a reset or timeout before the answer's head, a bad head, a
+//!   5xx the retry policy retries):
 //!   judged by the same functions as pingora's path ([`EdgeProxy::connect_failed`],
 //!   [`EdgeProxy::proxy_failed_exchange`]), then handed over with the
 //!   request's state (the backend tried, the retries, the permit, the
