@@ -1623,6 +1623,18 @@ timeouts = {{ first_byte = "300ms" }}
                 (path, head, r.body)
             })
             .collect();
+        let heads: usize = requests
+            .iter()
+            .map(|r| r.matches(" HTTP/1.1\r\n").count())
+            .sum();
+        // A request's line is written after its answer.
+        tokio::task::block_in_place(|| {
+            node.wait_for(
+                Duration::from_secs(20),
+                "every request's access line",
+                |o| o.lines.iter().filter(|l| l.contains(" access: ")).count() >= heads,
+            )
+        });
         let logged: Vec<String> = node
             .output()
             .lines()
@@ -1655,10 +1667,6 @@ timeouts = {{ first_byte = "300ms" }}
         );
         // Every head under /p/ is the pass-through's to the end; one under
         // /r/ may be handed to pingora's path after a failed attempt.
-        let heads: usize = requests
-            .iter()
-            .map(|r| r.matches(" HTTP/1.1\r\n").count())
-            .sum();
         let on_p = requests
             .iter()
             .flat_map(|r| r.split("\r\n\r\n"))

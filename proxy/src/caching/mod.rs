@@ -548,9 +548,17 @@ pub(crate) fn bypass_fields(
     ctx: &mut CacheCtx,
     resp: &mut ResponseHeader,
 ) -> pingora_error::Result<()> {
-    ctx.status = Some(Status::Bypass);
+    bypass_x_cache(ctx);
     strip_cache_headers(resp);
     uncached_fields(Status::Bypass, ctx.tier, resp)
+}
+
+/// What [`bypass_fields`] records of a request that does not go through
+/// the cache, and the `X-Cache` it gets (a head written from the
+/// backend's lines, `service/lean_head.rs`).
+pub(crate) fn bypass_x_cache(ctx: &mut CacheCtx) -> &'static str {
+    ctx.status = Some(Status::Bypass);
+    x_cache(Status::Bypass, ctx.tier)
 }
 
 pub(crate) fn client_fields(

@@ -36,6 +36,7 @@ use bytes::BytesMut;
 use futures::FutureExt;
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession as ClientSession;
+use pingora_core::protocols::http::v1::client::{RawHead, RawTask};
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::Peer;
@@ -90,7 +91,7 @@ const READ_AHEAD: usize = 4;
 
 /// How the client's body is framed.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(super) enum Framing {
     /// No body (`HEAD`, 204, 304).
     None,
     /// `Content-Length` bytes.
@@ -315,7 +316,7 @@ impl EdgeProxy {
             let read = if watch {
                 tokio::select! {
                     biased;
-                    read = h1.read_response_task() => Some(read),
+                    read = h1.read_response_task_raw() => Some(read),
                     probe = client_side.stream.read_buf(held) => match probe {
                         Ok(0) => {
                             outcome = Err(Error::explain(
@@ -345,13 +346,26 @@ impl EdgeProxy {
                     },
                 }
             } else {
-                Some(h1.read_response_task().await)
+                Some(h1.read_response_task_raw().await)
             };
             let Some(read) = read else {
                 continue;
             };
+            // A final head with a plain length is written from the
+            // backend's lines (`lean_head.rs`) when nothing in it would
+            // change; any other is built into a header map.
+            let read = match read {
+                Ok(RawTask::Head(raw, end)) => match lean_head::plain(&raw, ctx.decor()) {
+                    Some(plain) => Ok(Got::Raw(raw, plain, end)),
+                    None => raw
+                        .into_response_header()
+                        .map(|head| Got::Task(HttpTask::Header(head, end))),
+                },
+                Ok(RawTask::Task(task)) => Ok(Got::Task(task)),
+                Err(e) => Err(e),
+            };
             let task = match read {
-                Ok(HttpTask::Failed(e)) | Err(e) => {
+                Ok(Got::Task(HttpTask::Failed(e))) | Err(e) => {
                     let e = send_error.take().unwrap_or(e).into_up();
                     if exchange.answered {
                         outcome = Err(e);
@@ -365,7 +379,28 @@ impl EdgeProxy {
             let mut pieces = Vec::new();
             let mut end = false;
             match task {
-                HttpTask::Header(mut head, head_end) => {
+                Got::Raw(raw, plain, head_end) => {
+                    let code = raw.status().as_u16();
+                    ctx.response_started = true;
+                    ctx.cache.upstream_status = Some(code);
+                    let kind = self.upstream_answered_with(
+                        code,
+                        |name| lean_head::field(&raw, name),
+                        &mut ctx,
+                    );
+                    if let Some(kind) = kind {
+                        if self.may_retry_exchange(exchange, &ctx, kind) {
+                            let e = response::retrying(&mut ctx, code);
+                            return carried(self, ctx, e, reused, exchange);
+                        }
+                    }
+                    let x_cache = caching::bypass_x_cache(&mut ctx.cache);
+                    framing = raw_framing(req, code);
+                    let head = lean_head::client_head(&raw, &plain, x_cache, ctx.decor().ops);
+                    head_out = Some((code, head));
+                    end = head_end;
+                }
+                Got::Task(HttpTask::Header(mut head, head_end)) => {
                     let code = head.status.as_u16();
                     if code == 101 {
                         // RFC 9110 §7.8: no upgrade was asked for.
@@ -403,7 +438,7 @@ impl EdgeProxy {
                             return carried(self, ctx, e, reused, exchange);
                         }
                     }
-                    framing = match self.client_head(&mut head, req, &mut ctx, head_end) {
+                    framing = match client_head(&mut head, req, &mut ctx, head_end) {
                         Ok(f) => f,
                         Err(e) => {
                             outcome = Err(e);
@@ -413,13 +448,13 @@ impl EdgeProxy {
                     head_out = Some((code, head_bytes(&head)));
                     end = head_end;
                 }
-                HttpTask::Body(piece, body_end) => {
+                Got::Task(HttpTask::Body(piece, body_end)) => {
                     pieces.extend(piece);
                     end = body_end;
                 }
-                HttpTask::Done => end = true,
-                HttpTask::Trailer(_) => {}
-                HttpTask::UpgradedBody(..) | HttpTask::Failed(_) => {
+                Got::Task(HttpTask::Done) => end = true,
+                Got::Task(HttpTask::Trailer(_)) => {}
+                Got::Task(HttpTask::UpgradedBody(..) | HttpTask::Failed(_)) => {
                     outcome = Err(Error::explain(
                         ErrorType::InternalError,
                         "an upgraded body on a request that asked for no upgrade",
@@ -536,7 +571,7 @@ impl EdgeProxy {
     }
 
     /// A 1xx head forwarded to the client at once, with the fields
-    /// [`Self::client_fields`] gives it.
+    /// [`client_fields`] gives it.
     async fn interim(
         &self,
         client: &mut Downstream<'_>,
@@ -544,74 +579,91 @@ impl EdgeProxy {
         req: &RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        self.client_fields(head, req, ctx)?;
+        client_fields(head, req, ctx)?;
         client
             .write(&head_bytes(head), "writing response header")
             .await?;
         client.written = head.status.as_u16();
         client.flush("flushing response header").await
     }
+}
 
-    /// The client's head from the backend's, as pingora's path makes it:
-    /// a body with neither length nor chunks sent chunked as HTTP/1.1
-    /// (pingora's `h1_response_filter`), [`Self::client_fields`], then
-    /// pingora's HTTP/1 writer's `Date` where the backend gave none and
-    /// `Connection: keep-alive`; and how its body is framed. `end`: the
-    /// backend's answer has no body to come.
-    fn client_head(
-        &self,
-        head: &mut ResponseHeader,
-        req: &RequestHeader,
-        ctx: &mut RequestCtx,
-        end: bool,
-    ) -> Result<Framing> {
-        let code = head.status.as_u16();
-        let no_body = req.method == http::Method::HEAD || code == 204 || code == 304;
-        if !no_body
-            && !end
-            && !head.headers.contains_key(http::header::TRANSFER_ENCODING)
-            && !head.headers.contains_key(http::header::CONTENT_LENGTH)
-        {
-            head.set_version(http::Version::HTTP_11);
-            head.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-        }
-        self.client_fields(head, req, ctx)?;
-        if !head.headers.contains_key(http::header::DATE) {
-            head.insert_header(
-                http::header::DATE,
-                pingora_core::protocols::http::date::get_cached_date(),
-            )?;
-        }
-        head.insert_header(http::header::CONNECTION, "keep-alive")?;
-        Ok(if no_body {
-            Framing::None
-        } else if head.headers.contains_key(http::header::TRANSFER_ENCODING) {
-            Framing::Chunked
-        } else {
-            Framing::Length
-        })
+/// The client's head from the backend's, as pingora's path makes it:
+/// a body with neither length nor chunks sent chunked as HTTP/1.1
+/// (pingora's `h1_response_filter`), [`client_fields`], then
+/// pingora's HTTP/1 writer's `Date` where the backend gave none and
+/// `Connection: keep-alive`; and how its body is framed. `end`: the
+/// backend's answer has no body to come.
+pub(super) fn client_head(
+    head: &mut ResponseHeader,
+    req: &RequestHeader,
+    ctx: &mut RequestCtx,
+    end: bool,
+) -> Result<Framing> {
+    let code = head.status.as_u16();
+    let no_body = req.method == http::Method::HEAD || code == 204 || code == 304;
+    if !no_body
+        && !end
+        && !head.headers.contains_key(http::header::TRANSFER_ENCODING)
+        && !head.headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        head.set_version(http::Version::HTTP_11);
+        head.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
     }
+    client_fields(head, req, ctx)?;
+    if !head.headers.contains_key(http::header::DATE) {
+        head.insert_header(
+            http::header::DATE,
+            pingora_core::protocols::http::date::get_cached_date(),
+        )?;
+    }
+    head.insert_header(http::header::CONNECTION, "keep-alive")?;
+    Ok(if no_body {
+        Framing::None
+    } else if head.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        Framing::Chunked
+    } else {
+        Framing::Length
+    })
+}
 
-    /// What `response_phase` does to every head the client gets, 1xx
-    /// included: hop-by-hop fields out, a body delimited by the backend's
-    /// close sent chunked, `X-Cache` and `Age`, the route's decoration.
-    fn client_fields(
-        &self,
-        head: &mut ResponseHeader,
-        req: &RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        crate::hop::strip_response(head, false);
-        if crate::hop::delimited_by_close(head, &req.method) {
-            head.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-        }
-        caching::bypass_fields(&mut ctx.cache, head)?;
-        ctx.decor().apply(head)
+/// What `response_phase` does to every head the client gets, 1xx
+/// included: hop-by-hop fields out, a body delimited by the backend's
+/// close sent chunked, `X-Cache` and `Age`, the route's decoration.
+fn client_fields(
+    head: &mut ResponseHeader,
+    req: &RequestHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    crate::hop::strip_response(head, false);
+    if crate::hop::delimited_by_close(head, &req.method) {
+        head.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
+    caching::bypass_fields(&mut ctx.cache, head)?;
+    ctx.decor().apply(head)
+}
+
+/// How the client's body of a head read raw (`lean_head.rs`: a plain
+/// length) is framed: none for `HEAD`, 204 and 304 (RFC 9110 §6.4.1).
+pub(super) fn raw_framing(req: &RequestHeader, code: u16) -> Framing {
+    if req.method == http::Method::HEAD || code == 204 || code == 304 {
+        Framing::None
+    } else {
+        Framing::Length
     }
 }
 
+/// What the backend's answer gave the loop.
+enum Got {
+    /// A final head written from the backend's lines (`lean_head.rs`),
+    /// and whether its body is done.
+    Raw(RawHead, lean_head::Plain, bool),
+    /// Anything else, as pingora's client gives it.
+    Task(HttpTask),
+}
+
 /// A response head as pingora's HTTP/1 writer serializes it.
-fn head_bytes(head: &ResponseHeader) -> BytesMut {
+pub(super) fn head_bytes(head: &ResponseHeader) -> BytesMut {
     let mut buf = BytesMut::with_capacity(512);
     buf.extend_from_slice(match head.version {
         http::Version::HTTP_10 => b"HTTP/1.0 ",

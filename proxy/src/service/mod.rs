@@ -59,6 +59,7 @@ mod ctx;
 mod failure;
 mod gate;
 mod lean;
+mod lean_head;
 mod lean_pass;
 mod limits;
 mod log;

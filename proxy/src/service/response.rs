@@ -83,7 +83,21 @@ impl EdgeProxy {
         upstream: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Option<RetryOn> {
-        let status = upstream.status.as_u16();
+        self.upstream_answered_with(
+            upstream.status.as_u16(),
+            |name| upstream.headers.get(name).map(|v| v.as_bytes()),
+            ctx,
+        )
+    }
+
+    /// [`Self::upstream_answered`] of a head given by its status and a
+    /// field's first value by name (a head read raw, `lean_head.rs`).
+    pub(super) fn upstream_answered_with<'a>(
+        &self,
+        status: u16,
+        field: impl FnOnce(&str) -> Option<&'a [u8]>,
+        ctx: &mut RequestCtx,
+    ) -> Option<RetryOn> {
         let (Some(pool), Some(attempt)) = (ctx.pool.clone(), ctx.attempt.as_ref()) else {
             return None;
         };
@@ -103,10 +117,11 @@ impl EdgeProxy {
             .as_ref()
             .and_then(|l| l.header.as_deref())
         {
-            let load = upstream
-                .headers
-                .get(header)
-                .and_then(|v| v.to_str().ok())
+            // Visible ASCII and tabs, as `HeaderValue::to_str` takes.
+            let visible = |v: &&[u8]| v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
+            let load = field(header)
+                .filter(visible)
+                .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.trim().trim_end_matches('%').parse::<u8>().ok());
             if let Some(load) = load {
                 backend.state.report_load(load);

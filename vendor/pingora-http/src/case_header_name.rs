@@ -102,6 +102,49 @@ fn titled_header_name(header_name: &HeaderName) -> Bytes {
     )
 }
 
+/// EDGE-PATCH (sixth): the names [`titled_header_name_str`] titles, for a
+/// writer of field names as sent (edge's pass-through head written from
+/// the backend's lines) that must write what pingora's HTTP/1 writer does.
+const TITLED: [&str; 12] = [
+    "Accept-Ranges",
+    "Age",
+    "Cache-Control",
+    "Connection",
+    "Content-Type",
+    "Content-Encoding",
+    "Content-Length",
+    "Date",
+    "Transfer-Encoding",
+    "Host",
+    "Server",
+    "Set-Cookie",
+];
+
+/// EDGE-PATCH (sixth): how pingora's HTTP/1 writer (without a case map)
+/// spells the field name `name` in any case: titled for the names of
+/// [`titled_header_name_str`], else `None` (it writes them in lower case).
+pub fn titled_name_of(name: &[u8]) -> Option<&'static str> {
+    // Most names are of no titled length: one test, not twelve compares.
+    if TITLED_LENGTHS & (1 << name.len().min(63)) == 0 {
+        return None;
+    }
+    TITLED
+        .iter()
+        .copied()
+        .find(|t| t.len() == name.len() && t.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// A bit for each length of a [`TITLED`] name.
+const TITLED_LENGTHS: u64 = {
+    let mut mask = 0u64;
+    let mut i = 0;
+    while i < TITLED.len() {
+        mask |= 1 << TITLED[i].len();
+        i += 1;
+    }
+    mask
+};
+
 pub(crate) fn titled_header_name_str(header_name: &HeaderName) -> Option<&'static str> {
     Some(match *header_name {
         header::ACCEPT_RANGES => "Accept-Ranges",
@@ -127,6 +170,21 @@ pub(crate) fn titled_header_name_str(header_name: &HeaderName) -> Option<&'stati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn titled_names_are_the_writer_s() {
+        for t in TITLED {
+            let name = HeaderName::from_bytes(t.as_bytes()).unwrap();
+            assert_eq!(titled_header_name_str(&name), Some(t));
+            assert_eq!(titled_name_of(t.to_ascii_lowercase().as_bytes()), Some(t));
+            assert_eq!(titled_name_of(t.to_ascii_uppercase().as_bytes()), Some(t));
+        }
+        for other in ["etag", "x-cache", "vary", "last-modified", "content-range"] {
+            let name = HeaderName::from_static(other);
+            assert_eq!(titled_header_name_str(&name), None);
+            assert_eq!(titled_name_of(other.as_bytes()), None);
+        }
+    }
 
     #[test]
     fn test_case_header_name() {

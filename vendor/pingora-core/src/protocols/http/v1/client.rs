@@ -274,6 +274,14 @@ impl HttpSession {
     /// This function can be called multiple times, if the headers received are just informational
     /// headers.
     pub async fn read_response(&mut self) -> Result<usize> {
+        self.read_response_head(false).await.map(|(s, _)| s)
+    }
+
+    /// [`Self::read_response`]; with `raw`, a final head whose body is
+    /// framed simply ([`Self::raw_framing`]) is not built into a
+    /// [`ResponseHeader`]: it is returned as read, the session set up as
+    /// `hand_out_resp_header` leaves it (EDGE-PATCH.md, twenty-sixth).
+    async fn read_response_head(&mut self, raw: bool) -> Result<(usize, Option<RawHead>)> {
         let mut parse_existing_buffer = true;
 
         if self.response_header_read_buf.is_empty() {
@@ -314,42 +322,59 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
-                        // edge: no case map (EDGE-PATCH.md, ninth).
-                        let mut response_header = match ResponseHeader::build_no_case(
-                            resp.code.unwrap(),
-                            Some(resp.headers.len()),
-                        ) {
-                            Ok(header) => Box::new(header),
-                            Err(e) => return self.fail_response_header_read(e),
-                        };
-
+                        let code = resp.code.unwrap_or_default();
                         // TODO: enforce https://datatracker.ietf.org/doc/html/rfc9110#section-15.2
                         // "Since HTTP/1.0 did not define any 1xx status codes,
                         // a server MUST NOT send a 1xx response to an HTTP/1.0 client."
-                        response_header.set_version(match resp.version {
+                        let version = match resp.version {
                             Some(1) => Version::HTTP_11,
                             Some(0) => Version::HTTP_10,
                             _ => Version::HTTP_09,
+                        };
+                        // httparse's reason is a slice of the buffer, or a
+                        // static "" for one it does not take as text.
+                        let reason = resp.reason.map(|r| {
+                            if r.is_empty() {
+                                BufRef(0, 0)
+                            } else {
+                                let start = r.as_ptr() as usize - base;
+                                BufRef(start, start + r.len())
+                            }
                         });
-
-                        if let Err(e) = response_header.set_reason_phrase(resp.reason) {
-                            return self.fail_response_header_read(e);
-                        }
+                        let framing = if raw {
+                            self.raw_framing(code, &header_refs, &self.response_header_read_buf)
+                        } else {
+                            None
+                        };
 
                         let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
 
-                        for header in header_refs {
-                            let header_name = header.get_name_bytes(&buf);
-                            let header_name = header_name.into_case_header_name();
-                            let value_bytes = header.get_value_bytes(&buf);
-                            let header_value = pingora_http::header_value_from_raw(value_bytes);
-                            if let Err(e) = response_header
-                                .append_header(header_name, header_value)
-                                .or_err(InvalidHTTPHeader, "while parsing request header")
-                            {
-                                return self.fail_response_header_read(e);
-                            }
+                        if let (Some(length), Ok(status)) = (framing, StatusCode::from_u16(code)) {
+                            self.response_header_deadline = None;
+                            let facts = raw_facts(status, version, &header_refs, &buf);
+                            let head = RawHead {
+                                buf: buf.clone(),
+                                status,
+                                version,
+                                reason,
+                                fields: header_refs,
+                            };
+                            self.raw_header = Some(BufRef(0, s));
+                            self.preread_body = Some(BufRef(s, total_read));
+                            self.buf = buf;
+                            self.response_header = None;
+                            self.handed_out = Some(facts);
+                            let preread = BufRef(s, total_read).get(&self.buf);
+                            self.body_reader.init_content_length(length, preread);
+                            return Ok((s, Some(head)));
                         }
+
+                        let response_header =
+                            match build_response_head(code, version, reason, &header_refs, &buf) {
+                                Ok(head) => head,
+                                Err(e) => return self.fail_response_header_read(e),
+                            };
+                        let mut response_header = response_header;
 
                         let contains_transfer_encoding = response_header
                             .headers
@@ -383,7 +408,7 @@ impl HttpSession {
                         self.init_body_reader();
                         // note that the (request) body writer is converted to close delimit
                         // when the upgraded body tasks are received
-                        return Ok(s);
+                        return Ok((s, None));
                     }
                     HeaderParseState::Partial => { /* read more below */ }
                     HeaderParseState::Invalid(e) => {
@@ -924,6 +949,66 @@ impl HttpSession {
         // TODO: support h1 trailer
     }
 
+    /// [`Self::read_response_task`], but a final response head whose body
+    /// is framed simply is handed out as read ([`RawTask::Head`], with
+    /// whether the body is already done), not built into a
+    /// [`ResponseHeader`]: for a caller that writes the client's head from
+    /// the backend's own lines (edge's HTTP/1 pass-through, EDGE-PATCH.md,
+    /// twenty-sixth). Every other head, and the body, as
+    /// [`Self::read_response_task`] gives them ([`RawTask::Task`]).
+    pub async fn read_response_task_raw(&mut self) -> Result<RawTask> {
+        if !self.should_read_resp_header() {
+            return self.read_response_task().await.map(RawTask::Task);
+        }
+        match self.read_response_head(true).await? {
+            (_, Some(head)) => {
+                let end = self.is_body_done();
+                Ok(RawTask::Head(head, end))
+            }
+            (_, None) => {
+                let resp_header = self.hand_out_resp_header()?;
+                let end_of_body = self.is_body_done();
+                Ok(RawTask::Task(HttpTask::Header(resp_header, end_of_body)))
+            }
+        }
+    }
+
+    /// The body length of a final head (`code` 200 to 599) whose framing
+    /// needs no header map: no `Transfer-Encoding`, at most one
+    /// `Content-Length`, of digits alone, and one unless the response has no
+    /// body (RFC 9112 §6.3: `HEAD`, 204, 304; then 0). Anything else
+    /// (chunks, a body delimited by the close, a length pingora's
+    /// `validate_response` reconciles or refuses, an upgrade) is `None`:
+    /// read the usual way.
+    fn raw_framing(&self, code: u16, fields: &[KVRef], buf: &[u8]) -> Option<usize> {
+        if !(200..=599).contains(&code) || self.is_upgrade_req() {
+            return None;
+        }
+        let mut length = None;
+        for field in fields {
+            let name = field.get_name(buf);
+            if name.eq_ignore_ascii_case(b"content-length") {
+                if length.is_some() {
+                    return None;
+                }
+                length = Some(digits_length(field.get_value(buf))?);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                return None;
+            }
+        }
+        let no_body = code == 204
+            || code == 304
+            || self
+                .request_written
+                .as_ref()
+                .is_some_and(|r| r.method == http::Method::HEAD);
+        if no_body {
+            Some(0)
+        } else {
+            length
+        }
+    }
+
     /// Return the [Digest] of the connection
     ///
     /// For reused connection, the timing in the digest will reflect its initial handshakes
@@ -986,6 +1071,126 @@ fn parse_resp_buffer<'buf>(
     }
 }
 
+/// A `Content-Length` of 1 to 19 digits alone, as a length.
+fn digits_length(value: &[u8]) -> Option<usize> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value
+        .iter()
+        .try_fold(0usize, |n, d| n.checked_mul(10)?.checked_add(usize::from(d - b'0')))
+}
+
+/// What [`HeadFacts`] keeps of a head read raw: `Connection` and
+/// `Keep-Alive` (the first of each, as `HeaderMap::get` gives it) read as
+/// `hand_out_resp_header` reads them.
+fn raw_facts(status: StatusCode, version: Version, fields: &[KVRef], buf: &[u8]) -> HeadFacts {
+    let first = |name: &[u8]| {
+        fields
+            .iter()
+            .find(|f| f.get_name(buf).eq_ignore_ascii_case(name))
+            .map(|f| f.get_value(buf))
+    };
+    HeadFacts {
+        status,
+        version,
+        connection_keepalive: first(b"connection").and_then(keepalive_of),
+        keepalive_timeout: first(b"keep-alive").and_then(|v| keepalive_values_of(v).0),
+        transfer_encoding: false,
+    }
+}
+
+/// A response head built as pingora builds it from what httparse read:
+/// no case map (EDGE-PATCH.md, ninth), the fields in order, each value's
+/// obs-fold and stray CR, LF or NUL made a space.
+fn build_response_head(
+    code: u16,
+    version: Version,
+    reason: Option<BufRef>,
+    fields: &[KVRef],
+    buf: &Bytes,
+) -> Result<Box<ResponseHeader>> {
+    let mut head = Box::new(ResponseHeader::build_no_case(code, Some(fields.len()))?);
+    head.set_version(version);
+    let reason = reason.map(|r| str::from_utf8(r.get(buf)).unwrap_or(""));
+    head.set_reason_phrase(reason)?;
+    for field in fields {
+        let name = field.get_name_bytes(buf).into_case_header_name();
+        let value = pingora_http::header_value_from_raw(field.get_value_bytes(buf));
+        head.append_header(name, value)
+            .or_err(InvalidHTTPHeader, "while parsing request header")?;
+    }
+    Ok(head)
+}
+
+/// A final response head as the backend sent it (EDGE-PATCH.md,
+/// twenty-sixth): its status line's parts and its fields as offsets into
+/// the read buffer, in order, names as sent.
+pub struct RawHead {
+    buf: Bytes,
+    status: StatusCode,
+    version: Version,
+    reason: Option<BufRef>,
+    fields: Vec<KVRef>,
+}
+
+impl std::fmt::Debug for RawHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawHead")
+            .field("status", &self.status)
+            .field("version", &self.version)
+            .field("fields", &self.fields.len())
+            .finish()
+    }
+}
+
+impl RawHead {
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The reason phrase as pingora's head would give it: the one sent,
+    /// else the status's canonical one.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason
+            .as_ref()
+            .and_then(|r| str::from_utf8(r.get(&self.buf)).ok())
+            .or_else(|| self.status.canonical_reason())
+    }
+
+    /// The fields, name (as sent) and value, in order.
+    pub fn fields(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
+        self.fields
+            .iter()
+            .map(|f| (f.get_name(&self.buf), f.get_value(&self.buf)))
+    }
+
+    /// The head as [`HttpSession::read_response_task`] would have handed
+    /// it out.
+    pub fn into_response_header(self) -> Result<Box<ResponseHeader>> {
+        build_response_head(
+            self.status.as_u16(),
+            self.version,
+            self.reason,
+            &self.fields,
+            &self.buf,
+        )
+    }
+}
+
+/// What [`HttpSession::read_response_task_raw`] read.
+#[derive(Debug)]
+pub enum RawTask {
+    /// A final head as sent, and whether the body is already done.
+    Head(RawHead, bool),
+    /// Anything else, as `read_response_task` gives it.
+    Task(HttpTask),
+}
+
 /// Returns `true` if `path` contains a byte that must never appear in an HTTP/1.1
 /// request target: NUL (`0x00`), LF (`0x0a`), CR (`0x0d`), or SP (`0x20`).
 ///
@@ -1039,11 +1244,15 @@ impl UniqueID for HttpSession {
 
 /// `Keep-Alive: timeout=5, max=1000` => 5, 1000 (see `get_keepalive_values`).
 fn keepalive_values(keep_alive_header: Option<&HeaderValue>) -> (Option<u64>, Option<usize>) {
-    let Some(keep_alive_header) = keep_alive_header else {
-        return (None, None);
-    };
+    match keep_alive_header {
+        Some(value) => keepalive_values_of(value.as_bytes()),
+        None => (None, None),
+    }
+}
 
-    let Ok(header_value) = str::from_utf8(keep_alive_header.as_bytes()) else {
+/// [`keepalive_values`] of a value's bytes.
+fn keepalive_values_of(keep_alive_header: &[u8]) -> (Option<u64>, Option<usize>) {
+    let Ok(header_value) = str::from_utf8(keep_alive_header) else {
         return (None, None);
     };
 

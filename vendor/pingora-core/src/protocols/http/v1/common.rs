@@ -255,16 +255,19 @@ pub(super) fn buf_to_content_length(header_value: Option<&[u8]>) -> Result<Optio
 
 #[inline]
 pub(super) fn is_buf_keepalive(header_value: Option<&HeaderValue>) -> Option<bool> {
-    header_value.and_then(|value| {
-        let value = parse_connection_header(value.as_bytes());
-        if value.keep_alive {
-            Some(true)
-        } else if value.close {
-            Some(false)
-        } else {
-            None
-        }
-    })
+    header_value.and_then(|value| keepalive_of(value.as_bytes()))
+}
+
+/// [`is_buf_keepalive`] of a value's bytes.
+pub(super) fn keepalive_of(value: &[u8]) -> Option<bool> {
+    let value = parse_connection_header(value);
+    if value.keep_alive {
+        Some(true)
+    } else if value.close {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 #[inline]
