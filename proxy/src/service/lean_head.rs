@@ -9,10 +9,11 @@
 //! That holds while nothing would be removed, replaced or regrouped: a
 //! head with a field `hop::strip_response` or `strip_cache_headers` takes
 //! out, a `Connection` naming more than `keep-alive` or `close`, a name
-//! sent twice (a header map groups its values), a value pingora would
-//! change (obs-fold, a stray CR, LF or NUL), a field the route's
-//! `response_headers` edits, or more than [`MAX_FIELDS`] fields, is built
-//! into a [`ResponseHeader`] and goes the usual way ([`plain`] is `None`).
+//! sent twice (a header map groups its values), a value folded onto more
+//! lines (obs-fold, which pingora unfolds), a name longer than `http`
+//! takes, a field the route's `response_headers` edits, rate-limit fields
+//! to add, or more than [`MAX_FIELDS`] fields, is built into a
+//! `ResponseHeader` and goes the usual way ([`plain`] is `None`).
 
 use bytes::BytesMut;
 use pingora_core::protocols::http::v1::client::RawHead;
@@ -73,7 +74,9 @@ pub(super) struct Plain {
 /// rate limit's fields take the usual way).
 pub(super) fn plain(raw: &RawHead, decor: Decor<'_>) -> Option<Plain> {
     let fields = raw.fields();
-    if fields.len() > MAX_FIELDS || decor.rate_limit.is_some() {
+    // A folded value pingora would unfold (and a head with empty lines
+    // before its status line, to be safe): the usual way.
+    if fields.len() > MAX_FIELDS || decor.rate_limit.is_some() || raw.folded() {
         return None;
     }
     let ops = decor.ops;
@@ -113,7 +116,6 @@ pub(super) fn plain(raw: &RawHead, decor: Decor<'_>) -> Option<Plain> {
         if again
             // A name `http` refuses: the header map's read fails.
             || name.len() > MAX_NAME
-            || memchr::memchr3(b'\r', b'\n', b'\0', value).is_some()
             || (REMOVED_LENGTHS & (1 << name.len().min(63)) != 0
                 && REMOVED.iter().any(|r| r.eq_ignore_ascii_case(name)))
         {
@@ -210,17 +212,21 @@ pub(super) fn client_head(
 
 /// A field line, its name spelled as pingora's HTTP/1 writer spells it.
 fn line(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
-    match pingora_http::titled_name_of(name) {
-        Some(titled) => buf.extend_from_slice(titled.as_bytes()),
-        None => {
-            let at = buf.len();
-            buf.extend_from_slice(name);
-            buf[at..].make_ascii_lowercase();
-        }
-    }
+    let at = buf.len();
+    buf.extend_from_slice(name);
+    spell(&mut buf[at..]);
     buf.extend_from_slice(b": ");
     buf.extend_from_slice(value);
     buf.extend_from_slice(b"\r\n");
+}
+
+/// A name spelled in place as pingora's HTTP/1 writer spells it: titled
+/// for twelve names (`pingora_http::titled_name_of`), else in lower case.
+fn spell(name: &mut [u8]) {
+    match pingora_http::titled_name_of(name) {
+        Some(titled) => name.copy_from_slice(titled.as_bytes()),
+        None => name.make_ascii_lowercase(),
+    }
 }
 
 #[cfg(test)]
@@ -403,6 +409,9 @@ mod tests {
             ("GET", b"HTTP/1.1 200 OK\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\nAge: 7\r\nContent-Length: 2\r\n\r\nhi", Way::Plain),
             ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiEXTRA", Way::Plain),
             ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\nhi", Way::Built),
+            ("GET", b"HTTP/1.1 200 OK\r\nX-A:1\r\nSERVER:   s \r\nDate:Thu, 01 Jan 2026 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nhi", Way::Plain),
+            ("GET", b"HTTP/1.1 200 OK\nX-A: 1\nContent-Type: t\nContent-Length: 2\n\nhi", Way::Plain),
+            ("GET", b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", Way::Built),
         ];
         let fields = |n: usize| -> &'static [u8] {
             let mut h = b"HTTP/1.1 200 OK\r\n".to_vec();
