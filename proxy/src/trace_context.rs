@@ -96,6 +96,11 @@ fn random_nonzero<const N: usize>() -> [u8; N] {
 impl TraceContext {
     /// The `traceparent` value edge sends: version 00, edge's span as parent.
     pub fn header(&self) -> String {
+        ascii_string(&self.header_bytes())
+    }
+
+    /// [`Self::header`] as its 55 ASCII bytes.
+    pub fn header_bytes(&self) -> [u8; 55] {
         let mut out = [0u8; 55];
         out[..3].copy_from_slice(b"00-");
         hex_into(&mut out[3..35], &self.trace_id);
@@ -103,7 +108,7 @@ impl TraceContext {
         hex_into(&mut out[36..52], &self.span_id);
         out[52] = b'-';
         hex_into(&mut out[53..55], &[self.flags]);
-        ascii_string(&out)
+        out
     }
 
     /// Whether spans of this trace are recorded.

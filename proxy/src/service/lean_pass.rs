@@ -7,7 +7,9 @@
 //! It runs the pieces pingora's path runs, in its order: the door, the
 //! route and the gate's cheap part (`lean.rs`, as the RAM-hit shortcut),
 //! the request's id and trace, the pool's request limit, the pick, the
-//! upstream request (`h1_upstream_request`: pingora's own rules, then
+//! upstream request (written from the client's header map when edge's
+//! edits only replace and append, `lean_request.rs`; else
+//! `h1_upstream_request`: pingora's own rules, then
 //! [`EdgeProxy::upstream_request_of`]), the answer's outcome
 //! ([`EdgeProxy::upstream_answered`]), the client's head (hop-by-hop
 //! fields, framing, `X-Cache`, decoration) and body, the connection back
@@ -45,6 +47,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::upstream::{hash_key_of, peer_for, Exchange};
 use super::*;
 use crate::listen::Connection as ClientConnection;
+
+/// The request to the backend: its bytes, or a header pingora writes.
+enum Upstream {
+    Head(BytesMut),
+    Header(Box<RequestHeader>),
+}
 
 /// The client's connection a pass-through answers on.
 pub struct ClientConn<'a> {
@@ -225,8 +233,17 @@ impl EdgeProxy {
         ctx.route = Some(route);
         ctx.deadline = ctx.timeouts(&pool).total.map(|t| ctx.start + t);
         ctx.pool = Some(pool.clone());
-        // Where the request leaves the request phase on pingora's path.
-        ctx.stamp_ids(req);
+        // pingora's path stamps the ids where the request phase ends; here
+        // the upstream request writes them (`lean_request.rs`) or they are
+        // stamped before it is built, unless the pick reads a field.
+        if matches!(
+            pool.config.algorithm,
+            Algorithm::ConsistentHash {
+                key: HashKey::Header(_)
+            }
+        ) {
+            ctx.stamp_ids(req);
+        }
         // The pick, as `pick_upstream`'s first attempt; anything that
         // would wait or answer is pingora's.
         ctx.went_upstream = true;
@@ -263,13 +280,25 @@ impl EdgeProxy {
             idempotent: true,
             truncated: false,
         };
+        // The upstream request: written from the client's header map when
+        // edge's edits only replace and append (`lean_request.rs`), else
+        // built as pingora's path builds it.
         let policy = peer.options.http_upstream_request_policy;
-        let upstream = pingora_proxy::h1_upstream_request(req, policy, |up| {
-            self.upstream_request_of(client, up, &mut ctx)
-        });
-        let upstream = match upstream {
-            Ok(u) => u,
-            Err(e) => return carried(self, ctx, e, false, exchange),
+        let upstream = match self.plain_upstream_head(client, req, &ctx, policy) {
+            Some(head) => {
+                ctx.ids_stamped = true;
+                Upstream::Head(head)
+            }
+            None => {
+                ctx.stamp_ids(req);
+                let upstream = pingora_proxy::h1_upstream_request(req, policy, |up| {
+                    self.upstream_request_of(client, up, &mut ctx)
+                });
+                match upstream {
+                    Ok(u) => Upstream::Header(Box::new(u)),
+                    Err(e) => return carried(self, ctx, e, false, exchange),
+                }
+            }
         };
         let (mut h1, reused) = match connector.get_http_session(&peer).await {
             Ok((ClientSession::H1(h1), reused)) => (h1, reused),
@@ -292,7 +321,14 @@ impl EdgeProxy {
         h1.read_timeout = peer.options.read_timeout;
         h1.write_timeout = peer.options.write_timeout;
         h1.set_body_pieces_kept(false);
-        if let Err(e) = h1.write_request_header(Box::new(upstream)).await {
+        let written = match upstream {
+            Upstream::Head(head) => {
+                let head_method = req.method == http::Method::HEAD;
+                h1.write_request_head(&head, head_method).await
+            }
+            Upstream::Header(header) => h1.write_request_header(header).await,
+        };
+        if let Err(e) = written {
             return carried(self, ctx, e.into_up(), reused, exchange);
         }
         // A request that could not be finished is not retried from here:

@@ -61,6 +61,7 @@ mod gate;
 mod lean;
 mod lean_head;
 mod lean_pass;
+mod lean_request;
 mod limits;
 mod log;
 mod request;

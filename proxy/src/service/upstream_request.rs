@@ -20,6 +20,18 @@ pub(super) fn apply_request_ops(req: &mut RequestHeader, ops: &CompiledHeaderOps
     Ok(())
 }
 
+/// The `X-Forwarded-For` value for a client at `ip`: `prior` (the first
+/// value the request carried, if text), `, `, then the address.
+pub(super) fn forwarded_for(prior: Option<&str>, ip: std::net::IpAddr) -> String {
+    let mut value = String::with_capacity(prior.map_or(0, |p| p.len() + 2) + 39);
+    if let Some(prior) = prior {
+        value.push_str(prior);
+        value.push_str(", ");
+    }
+    push_ip(&mut value, ip);
+    value
+}
+
 /// Appends `ip` as its `Display` writes it: an IPv4 address by its four
 /// numbers (`Ipv4Addr`'s `Display` goes through the formatter's padding,
 /// about 1,250 instructions per request; benches/RESULTS.md), IPv6 by
@@ -115,13 +127,7 @@ impl EdgeProxy {
                 .headers
                 .get(crate::names::X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok());
-            let mut forwarded = String::with_capacity(prior.map_or(0, |p| p.len() + 2) + 39);
-            if let Some(prior) = prior {
-                forwarded.push_str(prior);
-                forwarded.push_str(", ");
-            }
-            push_ip(&mut forwarded, ip);
-            upstream.insert_header(crate::names::X_FORWARDED_FOR, forwarded)?;
+            upstream.insert_header(crate::names::X_FORWARDED_FOR, forwarded_for(prior, ip))?;
         }
         upstream.insert_header(
             crate::names::X_FORWARDED_PROTO,

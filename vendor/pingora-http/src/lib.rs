@@ -43,7 +43,7 @@ use authority::{raw_target_authority, RawTargetAuthority};
 
 mod case_header_name;
 use case_header_name::CaseHeaderName;
-pub use case_header_name::{titled_name_of, IntoCaseHeaderName};
+pub use case_header_name::{titled_header_name_str, titled_name_of, IntoCaseHeaderName};
 
 pub mod prelude {
     pub use crate::RequestHeader;

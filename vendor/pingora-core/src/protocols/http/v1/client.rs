@@ -65,6 +65,9 @@ pub struct HttpSession {
     /// thirteenth).
     handed_out: Option<HeadFacts>,
     request_written: Option<Box<RequestHeader>>,
+    /// EDGE-PATCH (twenty-seventh): the request was written as bytes
+    /// (`write_request_head`) and its method was `HEAD`.
+    head_written: bool,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
     body_recv: usize,
@@ -117,6 +120,7 @@ impl HttpSession {
             response_header: None,
             handed_out: None,
             request_written: None,
+            head_written: false,
             read_timeout: None,
             response_header_timeout: None,
             response_header_deadline: None,
@@ -181,7 +185,52 @@ impl HttpSession {
 
         // write was successful
         self.request_written = Some(req);
+        self.head_written = false;
         Ok(to_wire.len())
+    }
+
+    /// EDGE-PATCH (twenty-seventh): writes a request head already
+    /// serialized (`head`: request line, fields, blank line, as
+    /// [`http_req_header_to_wire`] would make it) for a request without a
+    /// body, `head_method` if its method is `HEAD`; the session is then as
+    /// [`Self::write_request_header`] leaves it for such a request (the
+    /// body writer set to a length of 0), except that no `RequestHeader`
+    /// is kept. The caller vouches for the bytes: no `Content-Length`,
+    /// `Transfer-Encoding` or `Upgrade` in them (the answer's framing is
+    /// read as for a plain request). Returns the bytes written; errors as
+    /// [`Self::write_request_header`]'s.
+    pub async fn write_request_head(&mut self, head: &[u8], head_method: bool) -> Result<usize> {
+        self.body_writer.init_content_length(0);
+        let write_fut = self.underlying_stream.write_all(head);
+        match self.write_timeout {
+            Some(t) => match timeout(t, write_fut).await {
+                Ok(res) => res,
+                Err(_) => Err(std::io::Error::from(ErrorKind::TimedOut)),
+            },
+            None => write_fut.await,
+        }
+        .map_err(|e| match e.kind() {
+            ErrorKind::TimedOut => {
+                Error::because(WriteTimedout, "while writing request headers (timeout)", e)
+            }
+            _ => Error::because(WriteError, "while writing request headers", e),
+        })?;
+        self.underlying_stream
+            .flush()
+            .await
+            .or_err(WriteError, "flushing request header")?;
+        self.request_written = None;
+        self.head_written = head_method;
+        Ok(head.len())
+    }
+
+    /// Whether the request written was a `HEAD` (its answer has no body).
+    fn request_was_head(&self) -> bool {
+        self.head_written
+            || self
+                .request_written
+                .as_ref()
+                .is_some_and(|r| r.method == http::Method::HEAD)
     }
 
     async fn do_write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
@@ -806,11 +855,9 @@ impl HttpSession {
                 false
             };
 
-            if let Some(req) = self.request_written.as_ref() {
-                if req.method == http::method::Method::HEAD {
-                    self.body_reader.init_content_length(0, preread_body);
-                    return;
-                }
+            if self.request_was_head() {
+                self.body_reader.init_content_length(0, preread_body);
+                return;
             }
 
             if upgraded {
@@ -997,12 +1044,7 @@ impl HttpSession {
                 return None;
             }
         }
-        let no_body = code == 204
-            || code == 304
-            || self
-                .request_written
-                .as_ref()
-                .is_some_and(|r| r.method == http::Method::HEAD);
+        let no_body = code == 204 || code == 304 || self.request_was_head();
         if no_body {
             Some(0)
         } else {
