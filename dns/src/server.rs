@@ -49,10 +49,37 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(s.into())
 }
 
+/// Ports [`BoundDns::bind`] tries for a listener on port 0.
+pub const PORT_0_ATTEMPTS: usize = 16;
+
+/// `bind_once(addr)`, tried again while it fails with `AddrInUse` and
+/// `addr`'s port is 0 (a new port each time), up to [`PORT_0_ATTEMPTS`].
+fn bind_pair<T>(
+    addr: SocketAddr,
+    mut bind_once: impl FnMut(SocketAddr) -> io::Result<T>,
+) -> io::Result<T> {
+    let attempts = if addr.port() == 0 { PORT_0_ATTEMPTS } else { 1 };
+    let mut attempt = 1;
+    loop {
+        match bind_once(addr) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && attempt < attempts => attempt += 1,
+            done => return done,
+        }
+    }
+}
+
 impl BoundDns {
     /// Binds `addr` over TCP and `udp_sockets` UDP sockets (port 0 picks one
-    /// port for all).
+    /// port for all). Port 0: the kernel picks a port free for TCP, which a
+    /// UDP socket elsewhere may hold (a client's, without `SO_REUSEPORT`);
+    /// then another port is picked, up to [`PORT_0_ATTEMPTS`] times.
+    /// Errors: the socket calls' (`AddrInUse` for a port given or after the
+    /// last attempt).
     pub fn bind(name: &str, addr: SocketAddr, udp_sockets: usize) -> io::Result<BoundDns> {
+        bind_pair(addr, |addr| Self::bind_once(name, addr, udp_sockets))
+    }
+
+    fn bind_once(name: &str, addr: SocketAddr, udp_sockets: usize) -> io::Result<BoundDns> {
         let tcp = {
             let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
             if addr.is_ipv6() {
@@ -458,6 +485,76 @@ async fn tcp_connection(
                 continue;
             };
             stream.write_all(&framed).await?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn in_use() -> io::Error {
+        io::Error::from(io::ErrorKind::AddrInUse)
+    }
+
+    /// Port 0: a port a UDP socket holds is given up for another, up to
+    /// `PORT_0_ATTEMPTS` tries; a port given is tried once; other errors
+    /// are not retried.
+    #[test]
+    fn port_0_is_picked_again_while_udp_holds_it() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let given: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        for failures in [0, 1, 3, PORT_0_ATTEMPTS - 1] {
+            let mut tries = 0;
+            let got = bind_pair(any, |_| {
+                tries += 1;
+                if tries <= failures {
+                    Err(in_use())
+                } else {
+                    Ok(tries)
+                }
+            });
+            assert_eq!(got.unwrap(), failures + 1);
+        }
+        let mut tries = 0;
+        let got: io::Result<()> = bind_pair(any, |_| {
+            tries += 1;
+            Err(in_use())
+        });
+        assert_eq!(got.unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(tries, PORT_0_ATTEMPTS);
+        for (addr, error) in [
+            (given, io::ErrorKind::AddrInUse),
+            (any, io::ErrorKind::PermissionDenied),
+            (any, io::ErrorKind::AddrNotAvailable),
+        ] {
+            let mut tries = 0;
+            let got: io::Result<()> = bind_pair(addr, |_| {
+                tries += 1;
+                Err(io::Error::from(error))
+            });
+            assert_eq!(got.unwrap_err().kind(), error);
+            assert_eq!(tries, 1, "{addr} {error:?}");
+        }
+    }
+
+    /// Over real sockets: a port a client's UDP socket holds is refused
+    /// when given; port 0 gets one port for TCP and every UDP socket.
+    #[test]
+    fn a_held_udp_port_is_refused_when_given_and_port_0_binds_both() {
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let held = client.local_addr().unwrap();
+        let err = BoundDns::bind("dns", held, 2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        for _ in 0..50 {
+            let bound = BoundDns::bind("dns", "127.0.0.1:0".parse().unwrap(), 2).unwrap();
+            assert_ne!(bound.local_addr.port(), 0);
+            assert_eq!(bound.tcp.local_addr().unwrap(), bound.local_addr);
+            assert_eq!(bound.udp.len(), 2);
+            for u in &bound.udp {
+                assert_eq!(u.local_addr().unwrap(), bound.local_addr);
+            }
         }
     }
 }
