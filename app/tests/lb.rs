@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge_testkit::{
-    eventually, origin, origin_with, Client, EdgeNode, Faults, OriginConfig, RunningOrigin,
+    eventually, origin, origin_with, Client, EdgeNode, Faults, OriginConfig, RawConn, RunningOrigin,
 };
 use http::Method;
 
@@ -363,6 +363,62 @@ async fn a_hanging_backend_hits_the_timeout() {
     let r = Client::new().get(&node.url("web", "/obj/h")).await;
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(r.text().contains("did not answer in time"));
+}
+
+/// The waits for a backend made on one client connection are each bounded
+/// by their own timeout, however many came before on it (a pass-through
+/// re-arms one timer per connection for them: vendored pingora-core,
+/// `wait_timer.rs`): answers, then a head that does not come (504 at
+/// `first_byte`), answers again, a body that stops (cut at `idle`), three
+/// rounds.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_wait_for_a_backend_on_one_connection_is_bounded_by_its_own_timeout() {
+    let a = origin("a").await;
+    let node = EdgeNode::start(
+        BIN,
+        &node_config(
+            &[(&a, 1)],
+            "[pool.timeouts]\nfirst_byte = \"400ms\"\nidle = \"400ms\"\n[pool.retry]\nattempts = 0",
+        ),
+    );
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut c = RawConn::connect(node.addr("web")).await;
+    for round in 0..3 {
+        for i in 0..3 {
+            c.send(get(&format!("/obj/r{round}-{i}?size=2000")).as_bytes())
+                .await;
+            let r = c.response(false).await.unwrap();
+            assert_eq!(r.status, 200, "round {round}, request {i}");
+            assert_eq!(r.body.len(), 2000);
+        }
+        // The head does not come in time.
+        a.set_faults(Faults::parse("latency=5s").unwrap());
+        c.send(get(&format!("/obj/slow{round}")).as_bytes()).await;
+        let r = c.response(false).await.unwrap();
+        assert_eq!(r.status, 504, "round {round}: {}", r.text());
+        assert!(r.text().contains("did not answer in time"), "{}", r.text());
+        a.set_faults(Faults::default());
+        if r.closes() {
+            c = RawConn::connect(node.addr("web")).await;
+        }
+        c.send(get(&format!("/obj/after{round}")).as_bytes()).await;
+        assert_eq!(
+            c.response(false).await.unwrap().status,
+            200,
+            "round {round}"
+        );
+        // The head comes and the body stops: the client's body is cut.
+        a.set_faults(Faults::parse("drip=500/5s").unwrap());
+        c.send(get(&format!("/obj/drip{round}?size=4000")).as_bytes())
+            .await;
+        let cut = c.response(false).await;
+        assert!(
+            cut.is_err(),
+            "round {round}: a body that stopped came whole"
+        );
+        a.set_faults(Faults::default());
+        c = RawConn::connect(node.addr("web")).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

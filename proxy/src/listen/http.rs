@@ -396,6 +396,8 @@ impl HttpHandler {
         let mut held = bytes::BytesMut::new();
         // The connection's idle timer (see `idle`); set when first waited on.
         let mut timer = Box::pin(tokio::time::sleep_until(Instant::now() + self.keepalive));
+        // The timer the pass-through's upstream waits re-arm (`lean_pass.rs`).
+        let mut wait_timer = None;
         loop {
             // Idle until the client sends: the request's state (pingora's
             // session and proxy future, about 17 KB) exists only while a
@@ -442,6 +444,7 @@ impl HttpHandler {
                         &mut held,
                         &conn,
                         client,
+                        &mut wait_timer,
                     ),
                 );
                 match Box::into_pin(take).await {

@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::conn::Connection;
 use crate::service::{ClientConn, EdgeProxy, LeanPass};
+use pingora_core::protocols::http::v1::wait_timer::WaitTimer;
 
 /// Fields a head the shortcut takes does not carry.
 const NOT_TAKEN: [&str; 6] = [
@@ -56,6 +57,7 @@ pub(super) async fn take(
     held: &mut BytesMut,
     conn: &Arc<Connection>,
     client: Option<IpAddr>,
+    wait_timer: &mut Option<WaitTimer>,
 ) -> Taken {
     if held.is_empty() {
         held.reserve(READ_SIZE);
@@ -92,6 +94,7 @@ pub(super) async fn take(
                     held,
                     conn,
                     client,
+                    wait_timer,
                 };
                 proxy
                     .lean_pass(connector, client_conn, &mut req, candidate)

@@ -450,6 +450,9 @@ impl ProxyHttp for EdgeProxy {
 }
 
 #[cfg(test)]
+mod wait_timer_tests;
+
+#[cfg(test)]
 mod tests {
     use super::upstream::backoff;
     use super::*;

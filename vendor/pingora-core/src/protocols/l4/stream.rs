@@ -536,7 +536,9 @@ pub struct Stream {
     offload_wait_duration: Option<Duration>,
     /// The distributed tracing object for this stream
     pub tracer: Option<Tracer>,
-    read_pending_time: AccumulatedDuration,
+    // EDGE-PATCH (twenty-eighth): the time reads waited is not measured
+    // (two clock reads per read that waits; nothing of edge's or pingora's
+    // reads it): `get_read_pending_time` is the trait's zero.
     write_pending_time: AccumulatedDuration,
     /// Last rx timestamp associated with the last recvmsg call.
     pub rx_ts: Option<SystemTime>,
@@ -667,7 +669,6 @@ impl From<TcpStream> for Stream {
             proxy_digest: None,
             socket_digest: None,
             tracer: None,
-            read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
         }
@@ -690,7 +691,6 @@ impl From<virt::VirtualSocketStream> for Stream {
             proxy_digest: None,
             socket_digest: None,
             tracer: None,
-            read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
         }
@@ -714,7 +714,6 @@ impl From<UnixStream> for Stream {
             proxy_digest: None,
             socket_digest: None,
             tracer: None,
-            read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
         }
@@ -780,10 +779,6 @@ impl GetTimingDigest for Stream {
             offload_wait_duration: self.offload_wait_duration,
         }));
         digest
-    }
-
-    fn get_read_pending_time(&self) -> Duration {
-        self.read_pending_time.total
     }
 
     fn get_write_pending_time(&self) -> Duration {
@@ -869,7 +864,6 @@ impl AsyncRead for Stream {
         } else {
             Pin::new(&mut self.stream_mut()).poll_read(cx, buf)
         };
-        self.read_pending_time.poll_time(&result);
         self.rx_ts = self.stream().get_ref().rx_ts;
         result
     }

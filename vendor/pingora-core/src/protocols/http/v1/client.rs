@@ -19,7 +19,6 @@ use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
 use pingora_http::{HMap, IntoCaseHeaderName, RequestHeader, ResponseHeader};
-use pingora_timeout::timeout;
 use std::io::ErrorKind;
 use std::str;
 use std::time::Duration;
@@ -27,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::body::{BodyReader, BodyWriter};
 use super::common::*;
+use super::wait_timer::{within, WaitTimer};
 use crate::protocols::http::HttpTask;
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
 use crate::utils::{BufRef, KVRef};
@@ -57,6 +57,8 @@ pub struct HttpSession {
     /// The timeout is reset on every write. This is not a timeout on the overall duration of the
     /// request.
     pub write_timeout: Option<Duration>,
+    // EDGE-PATCH (twenty-eighth): the timer lent for the waits, if any.
+    wait_timer: Option<WaitTimer>,
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
@@ -125,6 +127,7 @@ impl HttpSession {
             response_header_timeout: None,
             response_header_deadline: None,
             write_timeout: None,
+            wait_timer: None,
             digest,
             bytes_sent: 0,
             body_recv: 0,
@@ -165,7 +168,7 @@ impl HttpSession {
 
         let write_fut = self.underlying_stream.write_all(to_wire.as_ref());
         match self.write_timeout {
-            Some(t) => match timeout(t, write_fut).await {
+            Some(t) => match within(self.wait_timer.as_mut(), t, write_fut).await {
                 Ok(res) => res,
                 Err(_) => Err(std::io::Error::from(ErrorKind::TimedOut)),
             },
@@ -203,7 +206,7 @@ impl HttpSession {
         self.body_writer.init_content_length(0);
         let write_fut = self.underlying_stream.write_all(head);
         match self.write_timeout {
-            Some(t) => match timeout(t, write_fut).await {
+            Some(t) => match within(self.wait_timer.as_mut(), t, write_fut).await {
                 Ok(res) => res,
                 Err(_) => Err(std::io::Error::from(ErrorKind::TimedOut)),
             },
@@ -233,30 +236,22 @@ impl HttpSession {
                 .is_some_and(|r| r.method == http::Method::HEAD)
     }
 
-    async fn do_write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
-        let written = self
-            .body_writer
-            .write_body(&mut self.underlying_stream, buf)
-            .await;
-
-        if let Ok(Some(num_bytes)) = written {
-            self.bytes_sent += num_bytes;
-        }
-
-        written
-    }
-
     /// Write request body. Return Ok(None) if no more body should be written, either due to
     /// Content-Length or the last chunk is already sent
     pub async fn write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
         // TODO: verify that request header is sent already
-        match self.write_timeout {
-            Some(t) => match timeout(t, self.do_write_body(buf)).await {
+        let write_fut = self.body_writer.write_body(&mut self.underlying_stream, buf);
+        let written = match self.write_timeout {
+            Some(t) => match within(self.wait_timer.as_mut(), t, write_fut).await {
                 Ok(res) => res,
                 Err(_) => Error::e_explain(WriteTimedout, format!("writing body, timeout: {t:?}")),
             },
-            None => self.do_write_body(buf).await,
+            None => write_fut.await,
+        };
+        if let Ok(Some(num_bytes)) = written {
+            self.bytes_sent += num_bytes;
         }
+        written
     }
 
     fn maybe_force_close_body_reader(&mut self) {
@@ -503,7 +498,7 @@ impl HttpSession {
                 None => self.read_timeout,
             };
             let read_result = match wait {
-                Some(t) => match timeout(t, read_fut).await {
+                Some(t) => match within(self.wait_timer.as_mut(), t, read_fut).await {
                     Ok(res) => res,
                     Err(_) => {
                         return self.fail_response_header_read(Error::explain(
@@ -618,12 +613,6 @@ impl HttpSession {
             .or(self.handed_out.map(|f| f.version))
     }
 
-    async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
-        self.init_body_reader();
-        self.body_reader
-            .read_body(&mut self.underlying_stream)
-            .await
-    }
 
     /// Read the response body into the internal buffer.
     /// Return `Ok(Some(ref)) after a successful read.
@@ -639,13 +628,30 @@ impl HttpSession {
 
     /// One body read, bounded by the read timeout.
     async fn read_body_timed(&mut self) -> Result<Option<BufRef>> {
+        self.init_body_reader();
+        let read_fut = self.body_reader.read_body(&mut self.underlying_stream);
         match self.read_timeout {
-            Some(t) => match timeout(t, self.do_read_body()).await {
+            Some(t) => match within(self.wait_timer.as_mut(), t, read_fut).await {
                 Ok(res) => res,
                 Err(_) => Error::e_explain(ReadTimedout, format!("reading body, timeout: {t:?}")),
             },
-            None => self.do_read_body().await,
+            None => read_fut.await,
         }
+    }
+
+    /// EDGE-PATCH (twenty-eighth): lends `timer` to this session: its
+    /// reads and writes are bounded by re-arming it
+    /// ([`super::wait_timer`]) rather than each registering a timer of
+    /// pingora's. Take it back with [`Self::take_wait_timer`] before the
+    /// session is released or dropped (else it goes with it).
+    pub fn lend_wait_timer(&mut self, timer: WaitTimer) {
+        self.wait_timer = Some(timer);
+    }
+
+    /// The timer [`Self::lend_wait_timer`] lent, if any; the session's
+    /// waits then use pingora's timers again.
+    pub fn take_wait_timer(&mut self) -> Option<WaitTimer> {
+        self.wait_timer.take()
     }
 
     /// Similar to [`Self::read_body_ref`] but return `Bytes` instead of a slice reference:

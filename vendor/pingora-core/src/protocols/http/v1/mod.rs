@@ -19,6 +19,7 @@ pub mod client;
 pub mod common;
 pub(crate) mod header;
 pub mod server;
+pub mod wait_timer;
 
 /// Test utilities shared across HTTP/1.x unit tests
 #[cfg(test)]
