@@ -37,7 +37,6 @@
 use bytes::BytesMut;
 use futures::FutureExt;
 use pingora_core::connectors::http::Connector;
-use pingora_core::protocols::http::client::HttpSession as ClientSession;
 use pingora_core::protocols::http::v1::client::{HttpSession as UpstreamH1, RawHead, RawTask};
 use pingora_core::protocols::http::v1::wait_timer::WaitTimer;
 use pingora_core::protocols::http::HttpTask;
@@ -341,13 +340,15 @@ impl EdgeProxy {
                 }
             }
         };
-        let (mut session, reused) = match connector.get_http_session(&peer).await {
-            Ok((ClientSession::H1(h1), reused)) => (h1, reused),
-            Ok(_) => {
+        // The session made here, over the stream the connector gives (not
+        // made there and moved out through its layers).
+        let (stream_up, reused) = match connector.get_h1_stream(&peer).await {
+            Some(Ok(got)) => got,
+            None => {
                 let e = Error::explain(ErrorType::InternalError, "not an HTTP/1 upstream");
                 return carried(self, ctx, e, false, exchange);
             }
-            Err(mut e) => {
+            Some(Err(mut e)) => {
                 e.as_up();
                 let e = self.connect_failed(&mut ctx, e).into_up();
                 let retry = e.retry();
@@ -359,6 +360,7 @@ impl EdgeProxy {
         // not from before the connection (`upstream_ms`, the latency the
         // backend's selection sees).
         ctx.upstream_sent = Some(Instant::now());
+        let mut session = UpstreamH1::new_with_options(stream_up, &peer);
         session.read_timeout = peer.options.read_timeout;
         session.write_timeout = peer.options.write_timeout;
         session.set_body_pieces_kept(false);
@@ -626,11 +628,13 @@ impl EdgeProxy {
         if outcome.is_err() {
             upstream_reusable = false;
         }
-        let done = h1.is_body_done();
+        // `is_body_done` only once a head was read (before, pingora's
+        // body reader is not set up and it panics).
+        let reusable = upstream_reusable && h1.is_body_done();
         drop(h1);
-        if upstream_reusable && done {
+        if reusable {
             connector
-                .release_http_session(ClientSession::H1(session), &peer, peer.idle_timeout())
+                .release_h1_session(session, &peer, peer.idle_timeout())
                 .await;
         }
         if written == 0 {

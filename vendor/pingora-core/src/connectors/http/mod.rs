@@ -19,6 +19,7 @@ use crate::connectors::ConnectorOptions;
 use crate::listeners::ALPN;
 use crate::protocols::http::client::HttpSession;
 use crate::protocols::http::v1::client::HttpSession as Http1Session;
+use crate::protocols::Stream;
 use crate::upstreams::peer::Peer;
 use pingora_error::Result;
 use std::sync::atomic::AtomicU64;
@@ -76,6 +77,40 @@ where
                 .and_then(|o| o.response_header_timeout);
         }
         Ok((session, reused))
+    }
+
+    /// EDGE-PATCH (twenty-ninth): for a peer [`Self::get_http_session`]
+    /// would give an HTTP/1 session without looking further (no custom
+    /// ALPN, at most HTTP/1 offered), the stream it would make that session
+    /// over (pooled or new; `true` if pooled), errors as its; the caller
+    /// makes the session (`Http1Session::new_with_options(stream, peer)`)
+    /// where it keeps it, instead of it being moved out through this call's
+    /// layers (about 700 instructions of copies per request, issue 17).
+    /// `None` for any other peer: use [`Self::get_http_session`].
+    pub async fn get_h1_stream<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+    ) -> Option<Result<(Stream, bool)>> {
+        let h1_only = peer.get_peer_options().is_none_or(|o| {
+            !matches!(o.alpn, ALPN::Custom(_)) && o.alpn.get_max_http_version() == 1
+        });
+        if !h1_only {
+            return None;
+        }
+        Some(self.h1.get_stream(peer).await)
+    }
+
+    /// EDGE-PATCH (twenty-ninth): [`Self::release_http_session`] for an
+    /// HTTP/1 session.
+    pub async fn release_h1_session<P: Peer + Send + Sync + 'static>(
+        &self,
+        session: Http1Session,
+        peer: &P,
+        idle_timeout: Option<Duration>,
+    ) {
+        self.h1
+            .release_http_session(session, peer, idle_timeout)
+            .await
     }
 
     async fn get_http_session_inner<P: Peer + Send + Sync + 'static>(

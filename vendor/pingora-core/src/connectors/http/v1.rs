@@ -14,6 +14,7 @@
 
 use crate::connectors::{ConnectorOptions, TransportConnector};
 use crate::protocols::http::v1::client::HttpSession;
+use crate::protocols::Stream;
 use crate::upstreams::peer::Peer;
 
 use pingora_error::Result;
@@ -39,6 +40,15 @@ impl Connector {
         let (stream, reused) = self.transport.get_stream(peer).await?;
         let http = HttpSession::new_with_options(stream, peer);
         Ok((http, reused))
+    }
+
+    /// EDGE-PATCH (twenty-ninth): the stream [`Self::get_http_session`]
+    /// makes its session over, pooled or new, and whether it was pooled.
+    pub async fn get_stream<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+    ) -> Result<(Stream, bool)> {
+        self.transport.get_stream(peer).await
     }
 
     pub async fn reused_http_session<P: Peer + Send + Sync + 'static>(
