@@ -25,6 +25,11 @@ use std::task::Poll;
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
+/// The limit from which a wait is not bounded: 30 years, tokio's far
+/// future (its timer adds up to a millisecond to a deadline, which must
+/// stay an `Instant`).
+pub const UNBOUNDED: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 /// A timer for one wait at a time, re-armed by each (see the module's
 /// text). Made in a tokio runtime with timers enabled (as
 /// `tokio::time::sleep`), and used in that runtime.
@@ -58,7 +63,7 @@ impl std::fmt::Debug for WaitTimer {
 /// `fut`'s output, or [`Elapsed`] when it has not finished `limit` after
 /// it first had to wait: `pingora_timeout::timeout`'s contract, with
 /// `timer` re-armed for the wait when there is one (else pingora's timer).
-/// A `limit` too far to be an `Instant` waits without end.
+/// A `limit` of [`UNBOUNDED`] or more waits without end.
 pub async fn within<F: Future>(
     timer: Option<&mut WaitTimer>,
     limit: Duration,
@@ -74,12 +79,14 @@ pub async fn within<F: Future>(
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
             return Poll::Ready(Ok(v));
         }
-        let bounded = *armed.get_or_insert_with(|| match Instant::now().checked_add(limit) {
-            Some(deadline) => {
+        let bounded = *armed.get_or_insert_with(|| {
+            let deadline = (limit < UNBOUNDED)
+                .then(|| Instant::now().checked_add(limit))
+                .flatten();
+            if let Some(deadline) = deadline {
                 timer.0.as_mut().reset(deadline);
-                true
             }
-            None => false,
+            deadline.is_some()
         });
         if bounded && timer.0.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(Elapsed));
