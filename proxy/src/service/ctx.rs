@@ -34,7 +34,7 @@ pub struct RequestCtx {
     /// the tiers left to try when none of its backends can be reached.
     pub(super) plan: Plan,
     /// Backends tried, by index in the pool; the last is current.
-    pub(super) tried: Vec<usize>,
+    pub(super) tried: smallvec::SmallVec<[usize; 4]>,
     pub(super) attempt: Option<Attempt>,
     pub(super) retries: u32,
     pub(super) permit: Option<OwnedSemaphorePermit>,
@@ -113,7 +113,7 @@ impl RequestCtx {
             route: None,
             pool: None,
             plan: Plan::default(),
-            tried: Vec::new(),
+            tried: smallvec::SmallVec::new(),
             attempt: None,
             retries: 0,
             permit: None,

@@ -183,12 +183,21 @@ pub(super) fn client_head(
         buf.extend_from_slice(reason.as_bytes());
     }
     buf.extend_from_slice(b"\r\n");
-    for (i, (name, value)) in raw.fields().enumerate() {
+    for (i, (name, value, whole)) in raw.field_lines().enumerate() {
         if plain.connection == Some(i) {
             buf.extend_from_slice(b"Connection: keep-alive\r\n");
             continue;
         }
-        line(&mut buf, name, value);
+        match whole {
+            // `name: value` and CRLF as `line` writes them: one copy,
+            // then the name spelled in place.
+            Some(whole) => {
+                let at = buf.len();
+                buf.extend_from_slice(whole);
+                spell(&mut buf[at..at + name.len()]);
+            }
+            None => line(&mut buf, name, value),
+        }
     }
     line(&mut buf, b"x-cache", x_cache.as_bytes());
     if !plain.age {
@@ -411,6 +420,9 @@ mod tests {
             ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\nhi", Way::Built),
             ("GET", b"HTTP/1.1 200 OK\r\nX-A:1\r\nSERVER:   s \r\nDate:Thu, 01 Jan 2026 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nhi", Way::Plain),
             ("GET", b"HTTP/1.1 200 OK\nX-A: 1\nContent-Type: t\nContent-Length: 2\n\nhi", Way::Plain),
+            // Lines copied whole only when spelled `name: value` CRLF.
+            ("GET", b"HTTP/1.1 200 OK\r\nX-Sp: \r\nX-Two:  2\r\nX-Trail: t \r\nX-Tab:\tt\r\nx-lf: l\nCONTENT-type: a/b\r\nX-Last: z\nContent-Length: 2\r\n\r\nhi", Way::Plain),
+            ("GET", b"HTTP/1.1 200 OK\r\nSERVER: S\r\nAccept-RANGES: bytes\r\nX-UPPER: V\r\nContent-Length: 2\r\n\r\nhi", Way::Plain),
             ("GET", b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", Way::Built),
         ];
         let fields = |n: usize| -> &'static [u8] {

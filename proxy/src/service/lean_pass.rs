@@ -190,8 +190,9 @@ impl Downstream<'_> {
         }
         let len: usize = pieces.iter().map(Bytes::len).sum();
         if framing == Framing::Chunked && len > 0 {
-            let size = format!("{len:X}\r\n");
-            self.write(size.as_bytes(), "while writing body").await?;
+            let mut size = [0u8; 18];
+            let size = chunk_size_line(len, &mut size);
+            self.write(size, "while writing body").await?;
         }
         for piece in pieces {
             self.write(piece, "while writing body").await?;
@@ -211,6 +212,25 @@ impl Downstream<'_> {
         }
         Ok(())
     }
+}
+
+/// A chunk's size line (RFC 9112 §7.1: hex digits, then CRLF), written
+/// into `out`, as pingora's writer writes it (upper case, no leading
+/// zero).
+fn chunk_size_line(len: usize, out: &mut [u8; 18]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut at = out.len() - 2;
+    out[at..].copy_from_slice(b"\r\n");
+    let mut n = len;
+    loop {
+        at -= 1;
+        out[at] = HEX[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    &out[at..]
 }
 
 impl EdgeProxy {
@@ -458,7 +478,8 @@ impl EdgeProxy {
                 Ok(task) => task,
             };
             let mut head_out = None;
-            let mut pieces = Vec::new();
+            // Inline: no allocation for the pieces of a usual answer.
+            let mut pieces = smallvec::SmallVec::<[Bytes; READ_AHEAD + 1]>::new();
             let mut end = false;
             match task {
                 Got::Raw(raw, plain, head_end) => {
@@ -790,4 +811,40 @@ pub(super) fn carry(
         failure,
         index,
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_size_line;
+
+    /// The size line is what `format!("{len:X}\r\n")` (pingora's writer)
+    /// gives, for every width from one digit to the largest `usize`.
+    #[test]
+    fn a_chunk_size_line_is_upper_case_hex_and_crlf() {
+        let mut lens = vec![
+            0,
+            1,
+            9,
+            10,
+            15,
+            16,
+            255,
+            256,
+            1024,
+            4095,
+            65_536,
+            usize::MAX,
+        ];
+        lens.extend((0..64).map(|bit| 1usize << bit));
+        lens.extend((1..64).map(|bit| (1usize << bit) - 1));
+        lens.extend((0..1000).map(|_| fastrand::usize(..)));
+        for len in lens {
+            let mut out = [0u8; 18];
+            assert_eq!(
+                chunk_size_line(len, &mut out),
+                format!("{len:X}\r\n").as_bytes(),
+                "{len}"
+            );
+        }
+    }
 }

@@ -78,11 +78,16 @@ fn appends_only(ops: &CompiledHeaderOps, headers: &http::HeaderMap) -> bool {
 /// (its own `titled_header_name_str`: twelve names titled, the rest as a
 /// `HeaderName` holds them, in lower case).
 fn line(buf: &mut BytesMut, name: &http::HeaderName, value: &[u8]) {
+    name_of_line(buf, name);
+    buf.extend_from_slice(value);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// A field line's name and `: `, spelled as [`line`] spells it.
+fn name_of_line(buf: &mut BytesMut, name: &http::HeaderName) {
     let name = pingora_http::titled_header_name_str(name).unwrap_or(name.as_str());
     buf.extend_from_slice(name.as_bytes());
     buf.extend_from_slice(b": ");
-    buf.extend_from_slice(value);
-    buf.extend_from_slice(b"\r\n");
 }
 
 impl EdgeProxy {
@@ -221,8 +226,9 @@ impl EdgeProxy {
 /// The `X-Forwarded-For` line of a client at `ip` (`prior`: the value
 /// the client sent, if text).
 fn forwarded_for(buf: &mut BytesMut, prior: Option<&str>, ip: IpAddr) {
-    let value = super::upstream_request::forwarded_for(prior, ip);
-    line(buf, &crate::names::X_FORWARDED_FOR, value.as_bytes());
+    name_of_line(buf, &crate::names::X_FORWARDED_FOR);
+    super::upstream_request::push_forwarded_for(buf, prior, ip);
+    buf.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

@@ -24,31 +24,41 @@ pub(super) fn apply_request_ops(req: &mut RequestHeader, ops: &CompiledHeaderOps
 /// value the request carried, if text), `, `, then the address.
 pub(super) fn forwarded_for(prior: Option<&str>, ip: std::net::IpAddr) -> String {
     let mut value = String::with_capacity(prior.map_or(0, |p| p.len() + 2) + 39);
-    if let Some(prior) = prior {
-        value.push_str(prior);
-        value.push_str(", ");
-    }
-    push_ip(&mut value, ip);
+    push_forwarded_for(&mut value, prior, ip);
     value
+}
+
+/// Appends [`forwarded_for`]'s value to `out` (the lean pass-through
+/// writes it straight into the upstream head).
+pub(super) fn push_forwarded_for(
+    out: &mut impl std::fmt::Write,
+    prior: Option<&str>,
+    ip: std::net::IpAddr,
+) {
+    if let Some(prior) = prior {
+        let _ = out.write_str(prior);
+        let _ = out.write_str(", ");
+    }
+    push_ip(out, ip);
 }
 
 /// Appends `ip` as its `Display` writes it: an IPv4 address by its four
 /// numbers (`Ipv4Addr`'s `Display` goes through the formatter's padding,
 /// about 1,250 instructions per request; benches/RESULTS.md), IPv6 by
-/// `Display` (RFC 5952 text).
-fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+/// `Display` (RFC 5952 text). Writing to a `String` or a `BytesMut`
+/// cannot fail.
+fn push_ip(out: &mut impl std::fmt::Write, ip: std::net::IpAddr) {
     match ip {
         std::net::IpAddr::V4(v4) => {
             let mut digits = itoa::Buffer::new();
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    let _ = out.write_char('.');
                 }
-                out.push_str(digits.format(octet));
+                let _ = out.write_str(digits.format(octet));
             }
         }
         std::net::IpAddr::V6(v6) => {
-            use std::fmt::Write;
             let _ = write!(out, "{v6}");
         }
     }

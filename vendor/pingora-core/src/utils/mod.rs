@@ -102,6 +102,11 @@ impl KVRef {
     pub fn value(&self) -> &BufRef {
         &self.value
     }
+
+    /// EDGE-PATCH (thirtieth): a reference to the name.
+    pub fn name(&self) -> &BufRef {
+        &self.name
+    }
 }
 
 /// A [KVRef] which contains empty sub-slices.

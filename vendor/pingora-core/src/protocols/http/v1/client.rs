@@ -60,7 +60,8 @@ pub struct HttpSession {
     // EDGE-PATCH (twenty-eighth): the timer lent for the waits, if any.
     wait_timer: Option<WaitTimer>,
     keepalive_timeout: KeepaliveStatus,
-    pub(crate) digest: Box<Digest>,
+    // EDGE-PATCH (thirtieth): made from the stream when first asked for.
+    digest: std::sync::OnceLock<Digest>,
     response_header: Option<Box<ResponseHeader>>,
     /// What the session still reads of a final response head that
     /// `read_response_task` handed out instead of cloning (EDGE-PATCH.md,
@@ -100,16 +101,21 @@ struct HeadFacts {
 }
 
 /// HTTP 1.x client session
+/// EDGE-PATCH (thirtieth): the [Digest] of `stream`, as `HttpSession::new`
+/// made it up front (a box and the timing digest's `Vec`: two allocations
+/// per session that edge's pass-through never reads).
+fn digest_of(stream: &Stream) -> Digest {
+    Digest {
+        ssl_digest: stream.get_ssl_digest(),
+        timing_digest: stream.get_timing_digest(),
+        proxy_digest: stream.get_proxy_digest(),
+        socket_digest: stream.get_socket_digest(),
+    }
+}
+
 impl HttpSession {
     /// Create a new http client session from an established (TCP or TLS) [`Stream`].
     pub fn new(stream: Stream) -> Self {
-        // TODO: maybe we should put digest in the connection itself
-        let digest = Box::new(Digest {
-            ssl_digest: stream.get_ssl_digest(),
-            timing_digest: stream.get_timing_digest(),
-            proxy_digest: stream.get_proxy_digest(),
-            socket_digest: stream.get_socket_digest(),
-        });
         HttpSession {
             underlying_stream: stream,
             buf: Bytes::new(), // zero size, will be replaced by parsed header later
@@ -128,7 +134,7 @@ impl HttpSession {
             response_header_deadline: None,
             write_timeout: None,
             wait_timer: None,
-            digest,
+            digest: std::sync::OnceLock::new(),
             bytes_sent: 0,
             body_recv: 0,
             upgraded: false,
@@ -1063,12 +1069,17 @@ impl HttpSession {
     /// For reused connection, the timing in the digest will reflect its initial handshakes
     /// The caller should check if the connection is reused to avoid misuse the timing field.
     pub fn digest(&self) -> &Digest {
-        &self.digest
+        // EDGE-PATCH (thirtieth): made on first use, not with the session.
+        self.digest
+            .get_or_init(|| digest_of(&self.underlying_stream))
     }
 
     /// Return a mutable [Digest] reference for the connection.
     pub fn digest_mut(&mut self) -> &mut Digest {
-        &mut self.digest
+        self.digest();
+        self.digest
+            .get_mut()
+            .expect("the digest was made just above")
     }
 
     /// Return the server (peer) address recorded in the connection digest.
@@ -1218,6 +1229,25 @@ impl RawHead {
         self.fields
             .iter()
             .map(|f| (f.get_name(&self.buf), f.get_value(&self.buf)))
+    }
+
+    /// EDGE-PATCH (thirtieth): the fields as [`RawHead::fields`] gives
+    /// them, each with its whole line (`name: value` then CRLF, as sent)
+    /// when it came exactly so: one space after the colon, none after the
+    /// value, CRLF. A writer that spells lines that way copies such a line
+    /// in one piece.
+    #[allow(clippy::type_complexity)]
+    pub fn field_lines(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (&[u8], &[u8], Option<&[u8]>)> + '_ {
+        self.fields.iter().map(|f| {
+            let (name, value) = (f.name(), f.value());
+            let whole = (name.1 + 2 == value.0
+                && self.buf.get(name.1..value.0) == Some(&b": "[..])
+                && self.buf.get(value.1..value.1 + 2) == Some(&b"\r\n"[..]))
+            .then(|| &self.buf[name.0..value.1 + 2]);
+            (name.get(&self.buf), value.get(&self.buf), whole)
+        })
     }
 
     /// Whether a line of the head is other than the status line, one line
