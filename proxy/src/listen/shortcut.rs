@@ -374,7 +374,9 @@ mod tests {
         Some((len, f.method_get, buf[f.target].to_vec(), host, fields))
     }
 
-    /// Whether the door's reader lets `head` through as it is.
+    /// Whether the door's reader lets `head` through as it is. Its
+    /// rewrites are not modelled (a target's bytes from 0x80 percent-
+    /// encoded, CRLFs before a head dropped): the heads here have none.
     fn door_passes(head: &[u8]) -> bool {
         let limits = Limits {
             max_request_line: 8192,

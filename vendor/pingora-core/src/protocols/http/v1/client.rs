@@ -100,7 +100,6 @@ struct HeadFacts {
     transfer_encoding: bool,
 }
 
-/// HTTP 1.x client session
 /// EDGE-PATCH (thirtieth): the [Digest] of `stream`, as `HttpSession::new`
 /// made it up front (a box and the timing digest's `Vec`: two allocations
 /// per session that edge's pass-through never reads).
@@ -113,6 +112,7 @@ fn digest_of(stream: &Stream) -> Digest {
     }
 }
 
+/// HTTP 1.x client session
 impl HttpSession {
     /// Create a new http client session from an established (TCP or TLS) [`Stream`].
     pub fn new(stream: Stream) -> Self {
