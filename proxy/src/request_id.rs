@@ -42,7 +42,7 @@ pub fn generate() -> String {
 /// already carries it), else a new one (`true`: [`stamp`] it on what goes
 /// on, replacing whatever the request carried).
 pub fn choose(req: &RequestHeader) -> (String, bool) {
-    let mut values = req.headers.get_all(crate::names::X_REQUEST_ID).iter();
+    let mut values = crate::names::values(&req.headers, crate::names::X_REQUEST_ID);
     if let (Some(v), None) = (values.next(), values.next()) {
         if usable(v.as_bytes()) {
             if let Ok(s) = v.to_str() {

@@ -146,7 +146,7 @@ pub(crate) fn ascii_string(bytes: &[u8]) -> String {
 /// writes it on what edge sends on. A new trace is sampled with
 /// probability `sample_new` (none: never).
 pub fn continue_or_start(req: &RequestHeader, sample_new: Option<f64>) -> TraceContext {
-    let mut values = req.headers.get_all(crate::names::TRACEPARENT).iter();
+    let mut values = crate::names::values(&req.headers, crate::names::TRACEPARENT);
     let incoming = match (values.next(), values.next()) {
         (Some(v), None) => parse(v.as_bytes()),
         _ => None,

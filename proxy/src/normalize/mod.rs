@@ -120,12 +120,16 @@ pub fn admit(req: &mut RequestHeader, tls: bool, paths: &PathOptions) -> Result<
         .as_ref()
         .map(Authority::to_header)
         .unwrap_or_default();
-    if authority.is_some() && req.headers.get(HOST).map(|h| h.as_bytes()) != Some(header.as_bytes())
+    if authority.is_some()
+        && crate::names::values(&req.headers, HOST)
+            .next()
+            .map(|h| h.as_bytes())
+            != Some(header.as_bytes())
     {
         req.insert_header(HOST, header.as_str())
             .map_err(|_| Refusal::bad("bad Host"))?;
     }
-    for line in req.headers.get_all(CONNECTION) {
+    for line in crate::names::values(&req.headers, CONNECTION) {
         for token in line.as_bytes().split(|&b| b == b',') {
             let token = token.trim_ascii();
             if let Some(p) = PROTECTED
@@ -144,7 +148,7 @@ pub fn admit(req: &mut RequestHeader, tls: bool, paths: &PathOptions) -> Result<
 /// One `Content-Length`, a run of digits (HTTP/1 was checked on the wire;
 /// this holds HTTP/2 to the same rule: a list or a repeat is never forwarded).
 fn content_length(req: &RequestHeader) -> Result<(), Refusal> {
-    let mut lengths = req.headers.get_all(CONTENT_LENGTH).iter();
+    let mut lengths = crate::names::values(&req.headers, CONTENT_LENGTH);
     if let Some(v) = lengths.next() {
         let v = v.as_bytes();
         if lengths.next().is_some() {
@@ -201,7 +205,7 @@ fn scheme(req: &RequestHeader) -> Option<&[u8]> {
 }
 
 fn authority(req: &RequestHeader, tls: bool) -> Result<Option<Authority>, Refusal> {
-    let mut hosts = req.headers.get_all(HOST).iter();
+    let mut hosts = crate::names::values(&req.headers, HOST);
     let (host, second) = (hosts.next(), hosts.next());
     if second.is_some() {
         return Err(Refusal::bad("more than one Host header"));

@@ -316,7 +316,9 @@ impl EdgeProxy {
             return None;
         }
         // The value as it came (shares the head's bytes).
-        let raw_host = req.headers.get(http::header::HOST).cloned();
+        let raw_host = crate::names::values(&req.headers, http::header::HOST)
+            .next()
+            .cloned();
         let admitted = normalize::admit(req, self.tls, &self.paths).ok()?;
         if !self.tls
             && req

@@ -243,6 +243,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use std::sync::Arc;
 
+    use bytes::Bytes;
     use pingora_core::protocols::http::v1::client::{HttpSession, RawTask};
     use pingora_core::protocols::http::HttpTask;
     use pingora_core::protocols::l4::stream::Stream;
@@ -340,6 +341,62 @@ mod tests {
         }
         h1.respect_keepalive();
         (body, h1.is_body_done(), h1.will_keepalive())
+    }
+
+    /// A `Content-Length` body that came whole in the read of its head
+    /// (vendored pingora-core, thirty-first) is handed out as a slice of
+    /// that read when pieces are not kept and it is at least 1/8 of the
+    /// read's 4 KiB buffer; kept pieces, short bodies and a body with
+    /// bytes after it are copied as before. Each reads back byte for byte
+    /// and done; so does one split over two writes (read whole with its
+    /// head or not, as the reads fall).
+    #[tokio::test]
+    async fn a_body_read_with_its_head_goes_out_uncopied_when_it_may() {
+        for (len, kept, extra, split, shared) in [
+            (1024, false, "", false, true),
+            (512, false, "", false, true),
+            (3000, false, "", false, true),
+            (511, false, "", false, false),
+            (10, false, "", false, false),
+            (1024, true, "", false, false),
+            (1024, false, "X", false, false),
+            (1024, false, "", true, false),
+        ] {
+            let body: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nETag: \"e\"\r\n\r\n{}{extra}",
+                String::from_utf8(body.clone()).unwrap()
+            );
+            let response: &'static [u8] = Box::leak(response.into_bytes().into_boxed_slice());
+            let mut h1 = session_split("GET", response, split).await;
+            h1.set_body_pieces_kept(kept);
+            let case = format!("{len} kept {kept} extra {extra:?} split {split}");
+            let RawTask::Head(raw, end) = h1.read_response_task_raw().await.unwrap() else {
+                panic!("{case}: not read raw");
+            };
+            assert!(!end, "{case}");
+            let (_, etag) = raw.fields().last().unwrap();
+            // The body's first byte in the head's read: after `"e"` CRLF CRLF.
+            let after_head = etag.as_ptr().wrapping_add(etag.len() + 4);
+            let HttpTask::Body(Some(piece), _) = h1.read_response_task().await.unwrap() else {
+                panic!("{case}: no body piece");
+            };
+            if !split {
+                assert_eq!(piece.as_ptr() == after_head, shared, "{case}");
+            }
+            let (rest, done, _) = body_rest(&mut h1, piece).await;
+            assert_eq!(rest, body, "{case}");
+            assert!(done, "{case}");
+        }
+    }
+
+    /// The body from its first piece on, and whether the session ends done.
+    async fn body_rest(h1: &mut HttpSession, first: Bytes) -> (Vec<u8>, bool, bool) {
+        let mut got = first.to_vec();
+        let end = h1.is_body_done();
+        let (rest, done, keep) = body(h1, end).await;
+        got.extend_from_slice(&rest);
+        (got, done, keep)
     }
 
     /// `Date` lines' values (pingora's cached date may turn between the

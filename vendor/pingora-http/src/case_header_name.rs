@@ -126,31 +126,60 @@ const TITLED: [&str; 12] = [
 pub fn titled_name_of(name: &[u8]) -> Option<&'static str> {
     // One candidate by length and first letter (twelve compares of the
     // name, byte by byte, were about 100 instructions a field), then one
-    // compare with its lower-case spelling; a name of neither is of no
-    // titled name.
-    let (titled, lower) = match (name.len(), name.first()? | 0x20) {
-        (3, b'a') => ("Age", "age"),
-        (4, b'd') => ("Date", "date"),
-        (4, b'h') => ("Host", "host"),
-        (6, b's') => ("Server", "server"),
-        (10, b'c') => ("Connection", "connection"),
-        (10, b's') => ("Set-Cookie", "set-cookie"),
-        (12, b'c') => ("Content-Type", "content-type"),
-        (13, b'a') => ("Accept-Ranges", "accept-ranges"),
-        (13, b'c') => ("Cache-Control", "cache-control"),
-        (14, b'c') => ("Content-Length", "content-length"),
-        (16, b'c') => ("Content-Encoding", "content-encoding"),
-        (17, b't') => ("Transfer-Encoding", "transfer-encoding"),
-        _ => return None,
-    };
-    // `lower` is letters and `-`: a byte matches a letter in either case
-    // with its 0x20 bit set, and `-` (which has it) only as itself, not
-    // as CR (`\r` | 0x20 is `-`). No early exit: the loop is vectorized.
-    let same = name
-        .iter()
-        .zip(lower.as_bytes())
-        .fold(true, |same, (&a, &l)| same & ((a | 0x20) == l) & (a != b'\r'));
-    same.then_some(titled)
+    // compare with its lower-case spelling, eight bytes at a time (a
+    // byte-wise loop was about 68 instructions a name); a name of neither
+    // is of no titled name.
+    macro_rules! candidate {
+        ($titled:literal, $lower:literal) => {
+            same_letters(name, $lower).then_some($titled)
+        };
+    }
+    match (name.len(), name.first()? | 0x20) {
+        (3, b'a') => candidate!("Age", b"age"),
+        (4, b'd') => candidate!("Date", b"date"),
+        (4, b'h') => candidate!("Host", b"host"),
+        (6, b's') => candidate!("Server", b"server"),
+        (10, b'c') => candidate!("Connection", b"connection"),
+        (10, b's') => candidate!("Set-Cookie", b"set-cookie"),
+        (12, b'c') => candidate!("Content-Type", b"content-type"),
+        (13, b'a') => candidate!("Accept-Ranges", b"accept-ranges"),
+        (13, b'c') => candidate!("Cache-Control", b"cache-control"),
+        (14, b'c') => candidate!("Content-Length", b"content-length"),
+        (16, b'c') => candidate!("Content-Encoding", b"content-encoding"),
+        (17, b't') => candidate!("Transfer-Encoding", b"transfer-encoding"),
+        _ => None,
+    }
+}
+
+/// Whether `name` is `lower` (lower-case letters and `-`) in any case.
+/// A byte matches a letter with its 0x20 bit set, and `-` only as itself
+/// (CR with its 0x20 bit set is `-`). Eight bytes at a time: each word of
+/// `lower` (zero past its end) says by its letters' 0x40 bit where 0x20
+/// may be set.
+#[inline(always)]
+fn same_letters<const N: usize>(name: &[u8], lower: &[u8; N]) -> bool {
+    if name.len() != N {
+        return false;
+    }
+    let mut diff = 0u64;
+    let mut at = 0;
+    while at < N {
+        let want = word(lower, at);
+        let fold = (want & 0x4040_4040_4040_4040) >> 1;
+        diff |= (word(name, at) | fold) ^ want;
+        at += 8;
+    }
+    diff == 0
+}
+
+/// Up to eight bytes of `bytes` from `at`, little-endian, zero past its
+/// end.
+#[inline(always)]
+fn word(bytes: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    let take = bytes.len().saturating_sub(at).min(8);
+    w[..take].copy_from_slice(&bytes[at..at + take]);
+    u64::from_le_bytes(w)
 }
 
 /// EDGE-PATCH (sixth): public, for writers of a header map's fields that

@@ -211,6 +211,10 @@ pub struct BodyReader {
     /// length, not a 64 KiB buffer per trickled byte (edge, EDGE-PATCH.md,
     /// twenty-first).
     pieces_kept: bool,
+    /// A `Content-Length` body that came whole in the read of its head,
+    /// handed out by [`Self::take_body`] as a slice of that read (edge,
+    /// EDGE-PATCH.md, thirty-first; [`Self::init_content_length_whole`]).
+    whole: Option<Bytes>,
 }
 
 impl BodyReader {
@@ -225,6 +229,7 @@ impl BodyReader {
             sized_read: false,
             whole_read: false,
             pieces_kept: true,
+            whole: None,
         }
     }
 
@@ -241,6 +246,7 @@ impl BodyReader {
 
     pub fn reinit(&mut self) {
         self.body_state = PS::ToStart;
+        self.whole = None;
     }
 
     fn prepare_buf(&mut self, buf_to_rewind: &[u8]) {
@@ -331,6 +337,30 @@ impl BodyReader {
         }
     }
 
+    /// [`Self::init_content_length`] for a body of `body.len()` bytes (1
+    /// or more) that came whole, and alone, after its head in one read
+    /// whose buffer held `read_capacity` bytes: with pieces not kept
+    /// ([`Self::set_pieces_kept`]) and the body at least 1/8 of that
+    /// buffer, the first read hands `body` out as it is, a slice of the
+    /// head's read, where a buffer of its size was allocated and the bytes
+    /// copied into it (edge, EDGE-PATCH.md, thirty-first). Otherwise it is
+    /// copied, as [`Self::init_content_length`] does.
+    pub fn init_content_length_whole(&mut self, body: Bytes, read_capacity: usize) {
+        let len = body.len();
+        if self.pieces_kept || len == 0 || len.saturating_mul(8) < read_capacity {
+            self.init_content_length(len, &body);
+            return;
+        }
+        self.body_state = PS::Partial(0, len);
+        self.whole = Some(body);
+    }
+
+    /// Whether the next [`Self::read_body`] hands out a body kept by
+    /// [`Self::init_content_length_whole`], reading nothing.
+    pub fn whole_ready(&self) -> bool {
+        self.whole.is_some() && matches!(self.body_state, PS::Partial(0, _))
+    }
+
     /// Zero-copy variant of [`Self::init_content_length`].
     ///
     /// `buf_to_rewind` is adopted as the body buffer (or, when `cl` is 0, as the overread buffer)
@@ -396,6 +426,13 @@ impl BodyReader {
     /// uncopied (twenty-first): the caller drops it once written, and the
     /// next read reclaims the buffer.
     pub fn take_body(&mut self, buf_ref: &BufRef) -> Bytes {
+        if let Some(whole) = self.whole.take() {
+            return if buf_ref.0 == 0 && buf_ref.1 == whole.len() {
+                whole
+            } else {
+                buf_ref.get_bytes(&whole)
+            };
+        }
         let sized = std::mem::take(&mut self.sized_read);
         let whole = std::mem::take(&mut self.whole_read) && !self.pieces_kept;
         if let Some(buf) = self.body_buf.as_mut() {
@@ -407,6 +444,9 @@ impl BodyReader {
     }
 
     pub fn get_body(&self, buf_ref: &BufRef) -> &[u8] {
+        if let Some(whole) = &self.whole {
+            return buf_ref.get(whole);
+        }
         // TODO: these get_*() could panic. handle them better
         buf_ref.get(self.body_buf.as_ref().unwrap())
     }
@@ -501,6 +541,13 @@ impl BodyReader {
     {
         self.sized_read = false;
         self.whole_read = false;
+        if let (Some(whole), PS::Partial(0, len)) = (&self.whole, &self.body_state) {
+            let len = *len;
+            if whole.len() == len {
+                self.body_state = PS::Complete(len);
+                return Ok(Some(BufRef::new(0, len)));
+            }
+        }
         match self.body_state {
             PS::Complete(_) => Ok(None),
             PS::Done(_) => Ok(None),

@@ -358,9 +358,14 @@ impl HttpSession {
 
         loop {
             if parse_existing_buffer {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut resp = httparse::Response::new(&mut headers);
-                let parsed = parse_resp_buffer(&mut resp, &self.response_header_read_buf);
+                // EDGE-PATCH (thirty-first): the field slots left
+                // uninitialized for httparse to fill, not 256 written empty
+                // first (8 KiB of stores per head read).
+                let mut headers =
+                    [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+                let mut resp = httparse::Response::new(&mut []);
+                let parsed =
+                    parse_resp_buffer(&mut resp, &self.response_header_read_buf, &mut headers);
                 match parsed {
                     HeaderParseState::Complete(s) => {
                         self.response_header_deadline = None;
@@ -397,11 +402,13 @@ impl HttpSession {
                             None
                         };
 
+                        let read_capacity = self.response_header_read_buf.capacity();
                         let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
 
-                        if let (Some(length), Ok(status)) = (framing, StatusCode::from_u16(code)) {
+                        if let (Some(framing), Ok(status)) = (framing, StatusCode::from_u16(code)) {
                             self.response_header_deadline = None;
-                            let facts = raw_facts(status, version, &header_refs, &buf);
+                            let length = framing.length;
+                            let facts = raw_facts(status, version, &framing, &header_refs, &buf);
                             let head = RawHead {
                                 buf: buf.clone(),
                                 head_len: s,
@@ -415,8 +422,15 @@ impl HttpSession {
                             self.buf = buf;
                             self.response_header = None;
                             self.handed_out = Some(facts);
-                            let preread = BufRef(s, total_read).get(&self.buf);
-                            self.body_reader.init_content_length(length, preread);
+                            if length > 0 && total_read - s == length {
+                                // EDGE-PATCH (thirty-first): a body that
+                                // came whole with its head, not copied.
+                                let body = self.buf.slice(s..total_read);
+                                self.body_reader.init_content_length_whole(body, read_capacity);
+                            } else {
+                                let preread = BufRef(s, total_read).get(&self.buf);
+                                self.body_reader.init_content_length(length, preread);
+                            }
                             return Ok((s, Some(head)));
                         }
 
@@ -635,6 +649,10 @@ impl HttpSession {
     /// One body read, bounded by the read timeout.
     async fn read_body_timed(&mut self) -> Result<Option<BufRef>> {
         self.init_body_reader();
+        if self.body_reader.whole_ready() {
+            // EDGE-PATCH (thirty-first): nothing to wait for.
+            return self.body_reader.read_body(&mut self.underlying_stream).await;
+        }
         let read_fut = self.body_reader.read_body(&mut self.underlying_stream);
         match self.read_timeout {
             Some(t) => match within(self.wait_timer.as_mut(), t, read_fut).await {
@@ -1039,29 +1057,38 @@ impl HttpSession {
     /// body (RFC 9112 §6.3: `HEAD`, 204, 304; then 0). Anything else
     /// (chunks, a body delimited by the close, a length pingora's
     /// `validate_response` reconciles or refuses, an upgrade) is `None`:
-    /// read the usual way.
-    fn raw_framing(&self, code: u16, fields: &[KVRef], buf: &[u8]) -> Option<usize> {
+    /// read the usual way. With it, the indices in `fields` of the first
+    /// `Connection` and the first `Keep-Alive` (EDGE-PATCH thirty-first:
+    /// one walk over the fields, a name told by its length first, where
+    /// the framing and each of the two took a walk of their own).
+    fn raw_framing(&self, code: u16, fields: &[KVRef], buf: &[u8]) -> Option<RawFraming> {
         if !(200..=599).contains(&code) || self.is_upgrade_req() {
             return None;
         }
         let mut length = None;
-        for field in fields {
+        let mut framing = RawFraming::default();
+        for (i, field) in fields.iter().enumerate() {
             let name = field.get_name(buf);
-            if name.eq_ignore_ascii_case(b"content-length") {
-                if length.is_some() {
-                    return None;
+            match name.len() {
+                10 if name.eq_ignore_ascii_case(b"connection") => {
+                    framing.connection.get_or_insert(i);
                 }
-                length = Some(digits_length(field.get_value(buf))?);
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                return None;
+                10 if name.eq_ignore_ascii_case(b"keep-alive") => {
+                    framing.keep_alive.get_or_insert(i);
+                }
+                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    if length.is_some() {
+                        return None;
+                    }
+                    length = Some(digits_length(field.get_value(buf))?);
+                }
+                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return None,
+                _ => {}
             }
         }
         let no_body = code == 204 || code == 304 || self.request_was_head();
-        if no_body {
-            Some(0)
-        } else {
-            length
-        }
+        framing.length = if no_body { 0 } else { length? };
+        Some(framing)
     }
 
     /// Return the [Digest] of the connection
@@ -1112,14 +1139,15 @@ impl HttpSession {
 }
 
 #[inline]
-fn parse_resp_buffer<'buf>(
-    resp: &mut httparse::Response<'_, 'buf>,
+fn parse_resp_buffer<'h, 'buf>(
+    resp: &mut httparse::Response<'h, 'buf>,
     buf: &'buf [u8],
+    headers: &'h mut [std::mem::MaybeUninit<httparse::Header<'buf>>],
 ) -> HeaderParseState {
     let mut parser = httparse::ParserConfig::default();
     parser.allow_spaces_after_header_name_in_responses(true);
     parser.allow_obsolete_multiline_headers_in_responses(true);
-    let res = match parser.parse_response(resp, buf) {
+    let res = match parser.parse_response_with_uninit_headers(resp, buf, headers) {
         Ok(s) => s,
         Err(e) => {
             return HeaderParseState::Invalid(e);
@@ -1141,21 +1169,34 @@ fn digits_length(value: &[u8]) -> Option<usize> {
         .try_fold(0usize, |n, d| n.checked_mul(10)?.checked_add(usize::from(d - b'0')))
 }
 
+/// What [`HttpSession::raw_framing`] finds in one walk over a final
+/// head's fields.
+#[derive(Default)]
+struct RawFraming {
+    /// The body's length.
+    length: usize,
+    /// The index of the first `Connection` field.
+    connection: Option<usize>,
+    /// The index of the first `Keep-Alive` field.
+    keep_alive: Option<usize>,
+}
+
 /// What [`HeadFacts`] keeps of a head read raw: `Connection` and
 /// `Keep-Alive` (the first of each, as `HeaderMap::get` gives it) read as
 /// `hand_out_resp_header` reads them.
-fn raw_facts(status: StatusCode, version: Version, fields: &[KVRef], buf: &[u8]) -> HeadFacts {
-    let first = |name: &[u8]| {
-        fields
-            .iter()
-            .find(|f| f.get_name(buf).eq_ignore_ascii_case(name))
-            .map(|f| f.get_value(buf))
-    };
+fn raw_facts(
+    status: StatusCode,
+    version: Version,
+    framing: &RawFraming,
+    fields: &[KVRef],
+    buf: &[u8],
+) -> HeadFacts {
+    let value = |i: Option<usize>| Some(fields.get(i?)?.get_value(buf));
     HeadFacts {
         status,
         version,
-        connection_keepalive: first(b"connection").and_then(keepalive_of),
-        keepalive_timeout: first(b"keep-alive").and_then(|v| keepalive_values_of(v).0),
+        connection_keepalive: value(framing.connection).and_then(keepalive_of),
+        keepalive_timeout: value(framing.keep_alive).and_then(|v| keepalive_values_of(v).0),
         transfer_encoding: false,
     }
 }

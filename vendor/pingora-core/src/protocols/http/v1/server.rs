@@ -332,8 +332,27 @@ impl HttpSession {
 
             // Use loop as GOTO to retry escaped request buffer, not a real loop
             loop {
+                // EDGE-PATCH (thirty-first): the field slots left
+                // uninitialized for httparse to fill, not 256 written empty
+                // first (8 KiB of stores per head read).
+                #[cfg(not(feature = "patched_http1"))]
+                let mut headers =
+                    [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+                #[cfg(not(feature = "patched_http1"))]
+                let mut req = httparse::Request::new(&mut []);
+                #[cfg(not(feature = "patched_http1"))]
+                let parsed = match httparse::ParserConfig::default()
+                    .parse_request_with_uninit_headers(&mut req, &buf, &mut headers)
+                {
+                    Ok(httparse::Status::Complete(s)) => HeaderParseState::Complete(s),
+                    Ok(httparse::Status::Partial) => HeaderParseState::Partial,
+                    Err(e) => HeaderParseState::Invalid(e),
+                };
+                #[cfg(feature = "patched_http1")]
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                #[cfg(feature = "patched_http1")]
                 let mut req = httparse::Request::new(&mut headers);
+                #[cfg(feature = "patched_http1")]
                 let parsed = parse_req_buffer(&mut req, &buf);
                 match parsed {
                     HeaderParseState::Complete(s) => {
@@ -1897,6 +1916,7 @@ fn escape_illegal_request_line(buf: &BytesMut) -> Option<BytesMut> {
     }
 }
 
+#[cfg(feature = "patched_http1")]
 #[inline]
 fn parse_req_buffer<'buf>(
     req: &mut httparse::Request<'_, 'buf>,
@@ -1904,14 +1924,8 @@ fn parse_req_buffer<'buf>(
 ) -> HeaderParseState {
     use httparse::Result;
 
-    #[cfg(feature = "patched_http1")]
     fn parse<'buf>(req: &mut httparse::Request<'_, 'buf>, buf: &'buf [u8]) -> Result<usize> {
         req.parse_unchecked(buf)
-    }
-
-    #[cfg(not(feature = "patched_http1"))]
-    fn parse<'buf>(req: &mut httparse::Request<'_, 'buf>, buf: &'buf [u8]) -> Result<usize> {
-        req.parse(buf)
     }
 
     let res = match parse(req, buf) {
