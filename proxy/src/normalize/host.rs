@@ -228,7 +228,7 @@ mod tests {
             let mut name: Vec<u8> = (0..rng.usize(0..12))
                 .map(|_| alphabet[rng.usize(..alphabet.len())])
                 .collect();
-            for _ in 0..rng.usize(0..3).saturating_sub(1) {
+            for _ in 0..rng.usize(0..=2) {
                 let at = rng.usize(..=name.len());
                 name.insert(at, bad[rng.usize(..bad.len())]);
             }

@@ -388,6 +388,21 @@ mod tests {
             assert_eq!(rest, body, "{case}");
             assert!(done, "{case}");
         }
+        // Read by reference (`get_body`), then nothing more.
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n{}",
+            "b".repeat(1024)
+        );
+        let response: &'static [u8] = Box::leak(response.into_bytes().into_boxed_slice());
+        let mut h1 = session_split("GET", response, false).await;
+        h1.set_body_pieces_kept(false);
+        let RawTask::Head(_, false) = h1.read_response_task_raw().await.unwrap() else {
+            panic!("not read raw");
+        };
+        let piece = h1.read_body_ref().await.unwrap().map(<[u8]>::to_vec);
+        assert_eq!(piece, Some(vec![b'b'; 1024]));
+        assert_eq!(h1.read_body_ref().await.unwrap(), None);
+        assert!(h1.is_body_done());
     }
 
     /// The body from its first piece on, and whether the session ends done.

@@ -305,6 +305,7 @@ impl BodyReader {
     }
 
     pub fn init_chunked(&mut self, buf_to_rewind: &[u8]) {
+        self.whole = None;
         self.body_state = PS::Chunked(0, 0, 0, 0);
         self.prepare_buf(buf_to_rewind);
     }
@@ -315,11 +316,13 @@ impl BodyReader {
     /// bytes the header parser read past the end of the header (the start of the body, and
     /// possibly of following pipelined requests) keep their original allocation.
     pub fn init_chunked_owned(&mut self, buf_to_rewind: BytesMut) {
+        self.whole = None;
         self.body_state = PS::Chunked(0, 0, 0, 0);
         self.prepare_owned_buf(buf_to_rewind);
     }
 
     pub fn init_content_length(&mut self, cl: usize, buf_to_rewind: &[u8]) {
+        self.whole = None;
         match cl {
             0 => {
                 self.body_state = PS::Complete(0);
@@ -344,7 +347,9 @@ impl BodyReader {
     /// buffer, the first read hands `body` out as it is, a slice of the
     /// head's read, where a buffer of its size was allocated and the bytes
     /// copied into it (edge, EDGE-PATCH.md, thirty-first). Otherwise it is
-    /// copied, as [`Self::init_content_length`] does.
+    /// copied, as [`Self::init_content_length`] does. Every other `init_*`
+    /// drops a body kept so; one kept when pieces are asked kept after all
+    /// is copied as it is handed out.
     pub fn init_content_length_whole(&mut self, body: Bytes, read_capacity: usize) {
         let len = body.len();
         if self.pieces_kept || len == 0 || len.saturating_mul(8) < read_capacity {
@@ -366,6 +371,7 @@ impl BodyReader {
     /// `buf_to_rewind` is adopted as the body buffer (or, when `cl` is 0, as the overread buffer)
     /// rather than copied into a fresh one. See [`Self::init_chunked_owned`].
     pub fn init_content_length_owned(&mut self, cl: usize, buf_to_rewind: BytesMut) {
+        self.whole = None;
         match cl {
             0 => {
                 self.body_state = PS::Complete(0);
@@ -379,6 +385,7 @@ impl BodyReader {
     }
 
     pub fn init_close_delimited(&mut self, buf_to_rewind: &[u8]) {
+        self.whole = None;
         self.prepare_buf(buf_to_rewind);
         self.body_state = PS::UntilClose(0);
     }
@@ -388,6 +395,7 @@ impl BodyReader {
     /// `buf_to_rewind` is adopted as the body buffer rather than copied into a fresh one. See
     /// [`Self::init_chunked_owned`].
     pub fn init_close_delimited_owned(&mut self, buf_to_rewind: BytesMut) {
+        self.whole = None;
         self.prepare_owned_buf(buf_to_rewind);
         self.body_state = PS::UntilClose(0);
     }
@@ -397,6 +405,7 @@ impl BodyReader {
     ///
     /// Does nothing if already in close-delimited mode.
     pub fn convert_to_close_delimited(&mut self) {
+        self.whole = None;
         if matches!(self.body_state, PS::UntilClose(_)) {
             // nothing to do, already in close-delimited mode
             return;
@@ -427,7 +436,10 @@ impl BodyReader {
     /// next read reclaims the buffer.
     pub fn take_body(&mut self, buf_ref: &BufRef) -> Bytes {
         if let Some(whole) = self.whole.take() {
-            return if buf_ref.0 == 0 && buf_ref.1 == whole.len() {
+            return if self.pieces_kept {
+                // Kept since it was set aside: a copy, as any short read.
+                Bytes::copy_from_slice(buf_ref.get(&whole))
+            } else if buf_ref.0 == 0 && buf_ref.1 == whole.len() {
                 whole
             } else {
                 buf_ref.get_bytes(&whole)
