@@ -348,8 +348,9 @@ impl BodyReader {
     /// head's read, where a buffer of its size was allocated and the bytes
     /// copied into it (edge, EDGE-PATCH.md, thirty-first). Otherwise it is
     /// copied, as [`Self::init_content_length`] does. Every other `init_*`
-    /// drops a body kept so; one kept when pieces are asked kept after all
-    /// is copied as it is handed out.
+    /// drops a body kept so, [`Self::convert_to_close_delimited`] rewinds
+    /// it if it is unread, and one kept when pieces are asked kept after
+    /// all is copied as it is handed out.
     pub fn init_content_length_whole(&mut self, body: Bytes, read_capacity: usize) {
         let len = body.len();
         if self.pieces_kept || len == 0 || len.saturating_mul(8) < read_capacity {
@@ -405,7 +406,13 @@ impl BodyReader {
     ///
     /// Does nothing if already in close-delimited mode.
     pub fn convert_to_close_delimited(&mut self) {
-        self.whole = None;
+        if let Some(whole) = self.whole.take() {
+            if matches!(self.body_state, PS::Partial(0, _)) {
+                // Not read yet: the start of the body read until close,
+                // rewound as an unread preread is.
+                self.prepare_buf_for(&whole, whole.len());
+            }
+        }
         if matches!(self.body_state, PS::UntilClose(_)) {
             // nothing to do, already in close-delimited mode
             return;
