@@ -388,6 +388,11 @@ where
         // Create the codec.
         let mut codec = Codec::new(io);
 
+        // EDGE-PATCH third: responses' fields are not put in HPACK's
+        // dynamic table, as HAProxy and nginx send them (see
+        // `hpack::Table::set_indexing`).
+        codec.set_send_header_indexing(false);
+
         if let Some(max) = builder.settings.max_frame_size() {
             codec.set_max_recv_frame_size(max as usize);
         }

@@ -10,22 +10,165 @@ use futures_core::Stream;
 
 use bytes::{Buf, BytesMut};
 
+use std::cell::Cell;
 use std::io;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::io::AsyncRead;
-use tokio_util::codec::FramedRead as InnerFramedRead;
-use tokio_util::codec::{LengthDelimitedCodec, LengthDelimitedCodecError};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio_util::io::poll_read_buf;
 
 // 16 MB "sane default" taken from golang http2
 const DEFAULT_SETTINGS_MAX_HEADER_LIST_SIZE: usize = 16 << 20;
 
 #[derive(Debug)]
 pub struct FramedRead<T> {
-    inner: InnerFramedRead<T, LengthDelimitedCodec>,
+    inner: RawFrames<T>,
 
     decoder: FrameDecoder,
+}
+
+/// EDGE-PATCH third: the frames of a connection, whole and undecoded
+/// (head and payload), cut from what is read by their 24-bit length as
+/// tokio-util's `LengthDelimitedCodec` cut them (length field of 3 bytes,
+/// 9 bytes of head, a length above the maximum a `FRAME_SIZE_ERROR`).
+///
+/// No buffer is held while no frame is partly read: an idle connection
+/// holds none (tokio-util's reader kept 8 KiB for the connection's life).
+/// A read that starts with nothing held goes into a per-thread scratch
+/// block and only what came is kept, in an allocation of its own size,
+/// so a frame kept from it (a DATA payload the application has not read,
+/// a header value) pins no more than its read brought. A read that fills
+/// all its room means more is coming: reads then go straight into the
+/// held buffer (no copy) until one waits, as tokio-util's did.
+#[derive(Debug)]
+struct RawFrames<T> {
+    io: T,
+    /// Bytes read and not yet cut into frames.
+    buffer: BytesMut,
+    /// The last read filled all its room.
+    streaming: bool,
+    /// The largest payload accepted, in bytes (SETTINGS_MAX_FRAME_SIZE).
+    max_frame_size: usize,
+    /// An error was returned; the next poll ends the stream.
+    errored: bool,
+}
+
+/// EDGE-PATCH third: the per-thread block a read lands in when nothing is
+/// held (bytes). 8 KiB, tokio-util's reader's buffer: what a kept frame can
+/// pin is bounded as it was.
+const READ_BLOCK: usize = 8 * 1024;
+
+thread_local! {
+    static READ_SCRATCH: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
+}
+
+impl<T> RawFrames<T> {
+    fn new(io: T) -> Self {
+        RawFrames {
+            io,
+            buffer: BytesMut::new(),
+            streaming: false,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE as usize,
+            errored: false,
+        }
+    }
+
+    /// Cuts the next whole frame off the held bytes; `None` if they hold
+    /// none yet (room for the rest of a partly read frame is reserved).
+    fn split_frame(&mut self) -> Result<Option<BytesMut>, Error> {
+        let held = self.buffer.len();
+        if held < frame::HEADER_LEN {
+            return Ok(None);
+        }
+        let b = &self.buffer;
+        let payload = (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]);
+        if payload > self.max_frame_size {
+            return Err(Error::library_go_away(Reason::FRAME_SIZE_ERROR));
+        }
+        let whole = frame::HEADER_LEN + payload;
+        if held < whole {
+            self.buffer.reserve(whole - held);
+            return Ok(None);
+        }
+        let frame = self.buffer.split_to(whole);
+        if self.buffer.is_empty() && !self.streaming {
+            // What is left is the empty tail of the read's allocation,
+            // which the frames cut from it keep as long as they live.
+            self.buffer = BytesMut::new();
+        }
+        Ok(Some(frame))
+    }
+}
+
+impl<T: AsyncRead + Unpin> RawFrames<T> {
+    /// Reads more: the number of bytes read, 0 at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buffer.is_empty() && !self.streaming {
+            let mut scratch = READ_SCRATCH
+                .with(Cell::take)
+                .unwrap_or_else(|| vec![0; READ_BLOCK].into_boxed_slice());
+            let mut read = ReadBuf::new(&mut scratch);
+            let polled = Pin::new(&mut self.io).poll_read(cx, &mut read);
+            let n = read.filled().len();
+            if let Poll::Ready(Ok(())) = polled {
+                if n > 0 {
+                    self.buffer = BytesMut::from(read.filled());
+                    self.streaming = n == READ_BLOCK;
+                }
+            }
+            READ_SCRATCH.with(|s| s.set(Some(scratch)));
+            return polled.map_ok(|()| n);
+        }
+        if self.buffer.capacity() == self.buffer.len() {
+            self.buffer.reserve(READ_BLOCK);
+        }
+        let room = self.buffer.capacity() - self.buffer.len();
+        let polled = poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buffer);
+        match polled {
+            Poll::Ready(Ok(n)) => self.streaming = n == room,
+            Poll::Pending => {
+                self.streaming = false;
+                if self.buffer.is_empty() {
+                    // Frames cut from the buffer's block keep it; this
+                    // connection holds nothing while it waits.
+                    self.buffer = BytesMut::new();
+                }
+            }
+            Poll::Ready(Err(_)) => {}
+        }
+        polled
+    }
+
+    fn poll_next_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<BytesMut, Error>>> {
+        if self.errored {
+            self.errored = false;
+            return Poll::Ready(None);
+        }
+        loop {
+            match self.split_frame() {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(None) => {}
+                Err(e) => {
+                    self.errored = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) if self.buffer.is_empty() => return Poll::Ready(None),
+                Ok(0) => {
+                    self.errored = true;
+                    let e = io::Error::other("bytes remaining on stream");
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.errored = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -37,7 +180,10 @@ struct FrameDecoder {
 
     max_continuation_frames: usize,
 
-    partial: Option<Partial>,
+    /// EDGE-PATCH third: boxed (336 bytes, held inline by every
+    /// connection, used only while a header block spans CONTINUATION
+    /// frames).
+    partial: Option<Box<Partial>>,
 }
 
 /// Partially loaded headers frame
@@ -59,23 +205,24 @@ enum Continuable {
 }
 
 impl<T> FramedRead<T> {
-    pub fn new(inner: InnerFramedRead<T, LengthDelimitedCodec>) -> FramedRead<T> {
-        let decoder = FrameDecoder::new(inner.decoder().max_frame_length());
+    pub fn new(io: T) -> FramedRead<T> {
+        let inner = RawFrames::new(io);
+        let decoder = FrameDecoder::new(inner.max_frame_size);
         FramedRead { inner, decoder }
     }
 
     pub fn get_ref(&self) -> &T {
-        self.inner.get_ref()
+        &self.inner.io
     }
 
     pub fn get_mut(&mut self) -> &mut T {
-        self.inner.get_mut()
+        &mut self.inner.io
     }
 
     /// Returns the current max frame size setting
     #[inline]
     pub fn max_frame_size(&self) -> usize {
-        self.inner.decoder().max_frame_length()
+        self.inner.max_frame_size
     }
 
     /// Updates the max frame size setting.
@@ -84,7 +231,7 @@ impl<T> FramedRead<T> {
     #[inline]
     pub fn set_max_frame_size(&mut self, val: usize) {
         assert!(DEFAULT_MAX_FRAME_SIZE as usize <= val && val <= MAX_MAX_FRAME_SIZE as usize);
-        self.inner.decoder_mut().set_max_frame_length(val);
+        self.inner.max_frame_size = val;
         // Update max CONTINUATION frames too, since its based on this
         self.decoder.set_max_frame_size(val);
     }
@@ -216,11 +363,11 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
             } else {
                 tracing::trace!("loaded partial header block");
                 // Defer returning the frame
-                decoder.partial = Some(Partial {
+                decoder.partial = Some(Box::new(Partial {
                     frame: Continuable::$frame(frame),
                     buf: payload,
                     continuation_frames_count: 0,
-                });
+                }));
 
                 return Ok(None);
             }
@@ -421,9 +568,9 @@ where
         let _e = span.enter();
         loop {
             tracing::trace!("poll");
-            let bytes = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+            let bytes = match ready!(self.inner.poll_next_raw(cx)) {
                 Some(Ok(bytes)) => bytes,
-                Some(Err(e)) => return Poll::Ready(Some(Err(map_err(e)))),
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => return Poll::Ready(None),
             };
 
@@ -434,17 +581,6 @@ where
             }
         }
     }
-}
-
-fn map_err(err: io::Error) -> Error {
-    if let io::ErrorKind::InvalidData = err.kind() {
-        if let Some(custom) = err.get_ref() {
-            if custom.is::<LengthDelimitedCodecError>() {
-                return Error::library_go_away(Reason::FRAME_SIZE_ERROR);
-            }
-        }
-    }
-    err.into()
 }
 
 // ===== impl Continuable =====
@@ -497,15 +633,57 @@ mod edge_tests {
     use super::*;
     use crate::codec::FramedWrite;
     use bytes::Bytes;
-    use tokio::io::{AsyncWrite, ReadBuf};
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use tokio::io::AsyncWrite;
     use tokio_util::codec::length_delimited;
 
-    /// Hands out `data` `step` bytes at a time, `Pending` before each piece.
+    /// Counts the bytes this thread holds on the heap, so a test can see
+    /// what a reader pins.
+    struct Counting;
+
+    thread_local! {
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+    }
+
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            LIVE.with(|l| l.set(l.get() + layout.size() as isize));
+            System.alloc(layout)
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            LIVE.with(|l| l.set(l.get() - layout.size() as isize));
+            System.dealloc(ptr, layout)
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    fn live() -> isize {
+        LIVE.with(Cell::get)
+    }
+
+    /// Hands out `data` in pieces of the next of `steps` bytes (cycled),
+    /// `Pending` before each piece; the end of `data` is the end of the
+    /// stream.
     struct Trickle {
         data: Vec<u8>,
         pos: usize,
-        step: usize,
+        steps: Vec<usize>,
+        next: usize,
         waited: bool,
+    }
+
+    impl Trickle {
+        fn new(data: Vec<u8>, steps: Vec<usize>) -> Self {
+            Trickle {
+                data,
+                pos: 0,
+                steps,
+                next: 0,
+                waited: false,
+            }
+        }
     }
 
     impl AsyncRead for Trickle {
@@ -514,13 +692,15 @@ mod edge_tests {
             cx: &mut Context<'_>,
             buf: &mut ReadBuf<'_>,
         ) -> Poll<io::Result<()>> {
-            if !self.waited || self.pos == self.data.len() {
+            if !self.waited {
                 self.waited = true;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
             self.waited = false;
-            let n = self.step.min(buf.remaining()).min(self.data.len() - self.pos);
+            let step = self.steps[self.next % self.steps.len()];
+            self.next += 1;
+            let n = step.min(buf.remaining()).min(self.data.len() - self.pos);
             buf.put_slice(&self.data[self.pos..self.pos + n]);
             self.pos += n;
             Poll::Ready(Ok(()))
@@ -547,49 +727,179 @@ mod edge_tests {
         f
     }
 
-    /// EDGE-PATCH (test only): the reader keeps one buffer across waits,
-    /// so frames h2 keeps (a DATA payload not yet read, an HPACK literal)
-    /// share it. A reader that took a new block per read would let a
-    /// client pin 8 KiB with every 1-byte frame it sends after a pause
-    /// (tried in a first version of EDGE-PATCH second; reverted).
+    fn reader(io: Trickle) -> FramedRead<FramedWrite<Trickle, Bytes>> {
+        FramedRead::new(FramedWrite::new(io))
+    }
+
+    /// Polls `f` until it is ready (the trickle wakes itself each time).
+    fn ready<R>(mut f: impl FnMut(&mut Context<'_>) -> Poll<R>) -> R {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..1_000_000 {
+            if let Poll::Ready(r) = f(&mut cx) {
+                return r;
+            }
+        }
+        panic!("no progress");
+    }
+
+    /// EDGE-PATCH third: frames kept from many reads pin what those reads
+    /// brought, not a buffer each (a reader that took a new 8 KiB block
+    /// per read, a first version of EDGE-PATCH second, let a client pin 8
+    /// KiB with every 1-byte frame it sent after a pause; 1.6 MB here).
     #[test]
-    fn frames_kept_from_many_reads_share_one_buffer() {
+    fn frames_kept_from_many_reads_pin_only_what_came() {
         let count = 200;
         let mut wire = Vec::new();
         for i in 0..count {
             wire.extend(frame(0, 1, &[i as u8]));
         }
-        let io = Trickle {
-            data: wire,
-            pos: 0,
-            step: 10,
-            waited: false,
-        };
-        let delimited = length_delimited::Builder::new()
-            .big_endian()
-            .length_field_length(3)
-            .length_adjustment(9)
-            .num_skip(0)
-            .new_read(FramedWrite::<_, Bytes>::new(io));
-        let mut read = FramedRead::new(delimited);
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut kept = Vec::new();
-        let mut polls = 0;
+        let mut read = reader(Trickle::new(wire, vec![10]));
+        let mut kept = Vec::with_capacity(count);
+        // The thread's scratch block is taken by the first read.
+        if let Some(f) = ready(|cx| Pin::new(&mut read).poll_next(cx)) {
+            kept.push(f.unwrap());
+        }
+        let before = live();
         while kept.len() < count {
-            polls += 1;
-            assert!(polls < 100_000, "no progress");
-            match Pin::new(&mut read).poll_next(&mut cx) {
-                Poll::Ready(Some(Ok(Frame::Data(d)))) => kept.push(d),
-                Poll::Ready(other) => panic!("{other:?}"),
-                Poll::Pending => {}
+            let f = ready(|cx| Pin::new(&mut read).poll_next(cx));
+            kept.push(f.unwrap().unwrap());
+        }
+        let pinned = live() - before;
+        for (i, f) in kept.iter().enumerate() {
+            match f {
+                Frame::Data(d) => assert_eq!(d.payload()[..], [i as u8]),
+                other => panic!("{other:?}"),
             }
         }
-        for (i, d) in kept.iter().enumerate() {
-            assert_eq!(d.payload()[..], [i as u8]);
+        assert!(pinned < 64 * count as isize, "{count} one-byte frames pin {pinned} bytes");
+    }
+
+    /// EDGE-PATCH third: once every frame read is cut and dropped, a
+    /// reader that waits holds no buffer, whether the reads were small
+    /// (copied from the scratch block) or filled their room (read in
+    /// place); a partly read frame is held until the rest comes.
+    #[test]
+    fn a_waiting_reader_holds_nothing_once_its_frames_are_gone() {
+        for (payload, steps) in [
+            (20, vec![29]),
+            (20, vec![5, 7]),
+            (16_384, vec![8_192]),
+            (16_384, vec![9_000, 100]),
+            (3, vec![1]),
+        ] {
+            let wire: Vec<u8> = (0..3).flat_map(|i| frame(0, 1, &vec![i as u8; payload])).collect();
+            let total = wire.len();
+            let mut read = reader(Trickle::new(wire, steps.clone()));
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let mut got = 0;
+            let mut bytes_seen = 0;
+            loop {
+                match Pin::new(&mut read).poll_next(&mut cx) {
+                    Poll::Ready(Some(Ok(Frame::Data(d)))) => {
+                        got += 1;
+                        bytes_seen += frame::HEADER_LEN + d.payload().len();
+                    }
+                    Poll::Ready(None) => break,
+                    Poll::Ready(other) => panic!("{other:?}"),
+                    Poll::Pending => {
+                        let held = read.inner.buffer.len();
+                        let whole = bytes_seen + held == read.get_mut().get_mut().pos;
+                        assert!(whole, "{payload} {steps:?}: bytes lost");
+                        if held == 0 {
+                            assert_eq!(read.inner.buffer.capacity(), 0, "{payload} {steps:?}");
+                        }
+                    }
+                }
+            }
+            assert_eq!((got, bytes_seen), (3, total), "{payload} {steps:?}");
         }
-        // Every kept payload lies in the one 8 KiB block (2,000 bytes read).
-        let at: Vec<usize> = kept.iter().map(|d| d.payload().as_ptr() as usize).collect();
-        let span = at.iter().max().unwrap() - at.iter().min().unwrap();
-        assert!(span < 8_192, "kept frames spread over {span} bytes");
+    }
+
+    /// EDGE-PATCH third: the frames cut are tokio-util's
+    /// `length_delimited` codec's (as h2 configured it), byte for byte,
+    /// over random frame sizes (up to the default maximum) and reads of
+    /// random sizes, those that fill the scratch block among them.
+    #[test]
+    fn frames_are_cut_as_the_length_delimited_codec_cut_them() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for round in 0..300 {
+            let mut wire = Vec::new();
+            for i in 0..next(12) + 1 {
+                let len = match next(4) {
+                    0 => next(16),
+                    1 => next(300),
+                    2 => 16_384 - next(3),
+                    _ => next(16_385),
+                };
+                let payload: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
+                wire.extend(frame(next(10) as u8, next(5) as u32, &payload));
+            }
+            let steps: Vec<usize> = (0..next(5) + 1)
+                .map(|_| match next(5) {
+                    0 => 1 + next(9),
+                    1 => 8_192,
+                    2 => 16_393 + next(100),
+                    _ => 1 + next(20_000),
+                })
+                .collect();
+
+            let mut ours = RawFrames::new(Trickle::new(wire.clone(), steps.clone()));
+            let mut theirs = length_delimited::Builder::new()
+                .big_endian()
+                .length_field_length(3)
+                .length_adjustment(9)
+                .num_skip(0)
+                .new_read(Trickle::new(wire.clone(), steps.clone()));
+            loop {
+                let a = ready(|cx| ours.poll_next_raw(cx));
+                let b = ready(|cx| Pin::new(&mut theirs).poll_next(cx));
+                match (a, b) {
+                    (Some(Ok(a)), Some(Ok(b))) => assert_eq!(a, b, "round {round}"),
+                    (None, None) => break,
+                    (a, b) => panic!("round {round}: {a:?} against {b:?}"),
+                }
+            }
+        }
+    }
+
+    /// EDGE-PATCH third: what ends a connection's frames: a length above
+    /// the maximum (FRAME_SIZE_ERROR, also after the maximum is raised
+    /// and lowered), the stream ending inside a frame's head or payload (an
+    /// error, as tokio-util's "bytes remaining on stream"), or between
+    /// frames (the end); after an error, the next poll is the end.
+    #[test]
+    fn what_ends_the_frames() {
+        let big = frame(0, 1, &vec![7; 16_385]);
+        let mut read = RawFrames::new(Trickle::new(big.clone(), vec![100]));
+        match ready(|cx| read.poll_next_raw(cx)) {
+            Some(Err(Error::GoAway(_, Reason::FRAME_SIZE_ERROR, _))) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(ready(|cx| read.poll_next_raw(cx)).is_none());
+
+        let mut read = RawFrames::new(Trickle::new(big.clone(), vec![100]));
+        read.max_frame_size = 16_385;
+        assert_eq!(ready(|cx| read.poll_next_raw(cx)).unwrap().unwrap()[..], big[..]);
+
+        for cut in [1, 5, 8, 9, 10, 100, big.len() - 1] {
+            let mut read = RawFrames::new(Trickle::new(big[..cut].to_vec(), vec![3, 4_000]));
+            read.max_frame_size = 20_000;
+            match ready(|cx| read.poll_next_raw(cx)) {
+                Some(Err(Error::Io(_, _))) => {}
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+            assert!(ready(|cx| read.poll_next_raw(cx)).is_none(), "cut at {cut}");
+        }
+        let two: Vec<u8> = [frame(4, 0, &[]), frame(8, 0, &[0, 0, 1, 0])].concat();
+        let mut read = RawFrames::new(Trickle::new(two, vec![2]));
+        assert_eq!(ready(|cx| read.poll_next_raw(cx)).unwrap().unwrap().len(), 9);
+        assert_eq!(ready(|cx| read.poll_next_raw(cx)).unwrap().unwrap().len(), 13);
+        assert!(ready(|cx| read.poll_next_raw(cx)).is_none());
     }
 }

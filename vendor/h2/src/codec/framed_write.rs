@@ -382,6 +382,12 @@ impl<T, B> FramedWrite<T, B> {
     pub fn get_mut(&mut self) -> &mut T {
         &mut self.inner
     }
+
+    /// EDGE-PATCH third: whether the header blocks sent use HPACK's
+    /// dynamic table (`hpack::Table::set_indexing`).
+    pub fn set_header_indexing(&mut self, on: bool) {
+        self.encoder.hpack.set_indexing(on);
+    }
 }
 
 impl<T: AsyncRead + Unpin, B> AsyncRead for FramedWrite<T, B> {

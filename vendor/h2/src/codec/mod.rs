@@ -16,7 +16,6 @@ use futures_sink::Sink;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::length_delimited;
 
 use std::io;
 
@@ -41,15 +40,9 @@ where
         // Wrap with writer
         let framed_write = FramedWrite::new(io);
 
-        // Delimit the frames
-        let delimited = length_delimited::Builder::new()
-            .big_endian()
-            .length_field_length(3)
-            .length_adjustment(9)
-            .num_skip(0) // Don't skip the header
-            .new_read(framed_write);
-
-        let mut inner = FramedRead::new(delimited);
+        // Delimit the frames (EDGE-PATCH third: by h2's own reader, not
+        // tokio-util's length-delimited codec)
+        let mut inner = FramedRead::new(framed_write);
 
         // Use FramedRead's method since it checks the value is within range.
         inner.set_max_frame_size(max_frame_size);
@@ -88,6 +81,12 @@ impl<T, B> Codec<T, B> {
     /// Set the peer's max frame size.
     pub fn set_max_send_frame_size(&mut self, val: usize) {
         self.framed_write().set_max_frame_size(val)
+    }
+
+    /// EDGE-PATCH third: whether the header blocks sent use HPACK's
+    /// dynamic table (on by default).
+    pub fn set_send_header_indexing(&mut self, on: bool) {
+        self.framed_write().set_header_indexing(on)
     }
 
     /// Set the peer's header table size size.

@@ -149,6 +149,10 @@ struct StringMarker {
     string: Option<Bytes>,
 }
 
+/// EDGE-PATCH third: the least a header block's Huffman-decoded strings
+/// are given at a time (bytes). Upstream took 4,096 once per connection.
+const HUFFMAN_BLOCK: usize = 512;
+
 // ===== impl Decoder =====
 
 impl Decoder {
@@ -158,8 +162,15 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // EDGE-PATCH third: taken per header block (HUFFMAN_BLOCK)
+            buffer: BytesMut::new(),
         }
+    }
+
+    /// The number of entries in the dynamic table (tests).
+    #[cfg(test)]
+    pub fn table_len(&self) -> usize {
+        self.table.entries.len()
     }
 
     /// Queues a potential size update
@@ -175,6 +186,23 @@ impl Decoder {
 
     /// Decodes the headers found in the given buffer.
     pub fn decode<F>(
+        &mut self,
+        src: &mut Cursor<&mut BytesMut>,
+        f: F,
+    ) -> Result<(), DecoderError>
+    where
+        F: FnMut(Header) -> ControlFlow<()>,
+    {
+        let decoded = self.decode_block(src, f);
+        // EDGE-PATCH third: the Huffman block is let go with the header
+        // block: the strings decoded into it keep it while they live (a
+        // request's `:path`), the connection does not (it kept 4 KiB for
+        // its life, and the table's entries held it too).
+        self.buffer = BytesMut::new();
+        decoded
+    }
+
+    fn decode_block<F>(
         &mut self,
         src: &mut Cursor<&mut BytesMut>,
         mut f: F,
@@ -214,8 +242,9 @@ impl Decoder {
                     can_resize = false;
                     let entry = self.decode_literal(src, true)?;
 
-                    // Insert the header into the table
-                    self.table.insert(entry.clone());
+                    // Insert the header into the table (EDGE-PATCH
+                    // third: a copy of its own)
+                    self.table.insert(entry.pseudo_owned());
                     consume(src);
 
                     if f(entry).is_break() {
@@ -333,6 +362,13 @@ impl Decoder {
 
         let offset = (buf.position() - old_pos) as usize;
         if huff {
+            // EDGE-PATCH third: a block per header block, not one for
+            // the connection's life; what a string may decode to as
+            // huffman::decode reserves it.
+            let most = len * 8 / 5 + 1;
+            if self.buffer.capacity() < most {
+                self.buffer = BytesMut::with_capacity(most.max(HUFFMAN_BLOCK));
+            }
             let ret = {
                 let raw = &buf.chunk()[..len];
                 huffman::decode(raw, &mut self.buffer).map(|buf| StringMarker {
@@ -893,6 +929,76 @@ mod test {
                 assert_eq!(value, "bar");
             }
             _ => panic!(),
+        }
+    }
+
+    /// EDGE-PATCH third: an entry the dynamic table keeps is a copy of
+    /// its own, not a slice of the frame's read or of the Huffman block
+    /// (each would be held for the connection's life), and the decoder
+    /// keeps no Huffman block once a header block is decoded.
+    #[test]
+    fn table_entries_and_the_decoder_keep_nothing_they_were_decoded_from() {
+        let long = "/v/".to_string() + &"seg".repeat(300);
+        // static indexes: :authority 1, :path 4, :scheme 6; 0: a literal name
+        for (index, name, value) in [
+            (1, ":authority", "media.example"),
+            (4, ":path", "/a"),
+            (4, ":path", long.as_str()),
+            (6, ":scheme", "https"),
+            (0, "x-edge", "v"),
+            (0, "x-edge", long.as_str()),
+        ] {
+            for huffman in [false, true] {
+                let string = |text: &str| {
+                    let mut out = BytesMut::new();
+                    let encoded = if huffman {
+                        huff_encode(text.as_bytes())
+                    } else {
+                        BytesMut::from(text.as_bytes())
+                    };
+                    let flag = if huffman { 0x80 } else { 0 };
+                    if encoded.len() < 127 {
+                        out.extend([flag | encoded.len() as u8]);
+                    } else {
+                        let mut rest = encoded.len() - 127;
+                        out.extend([flag | 127]);
+                        while rest >= 128 {
+                            out.extend([(rest % 128) as u8 | 0x80]);
+                            rest /= 128;
+                        }
+                        out.extend([rest as u8]);
+                    }
+                    out.extend(encoded);
+                    out
+                };
+                let mut buf = BytesMut::new();
+                buf.extend([0x40 | index]);
+                if index == 0 {
+                    buf.extend(string(name));
+                }
+                buf.extend(string(value));
+                let source = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+
+                let mut de = Decoder::new(4096);
+                let mut res = vec![];
+                de.decode(&mut Cursor::new(&mut buf), |h| {
+                    res.push(h);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+                let case = format!("{name}: {} bytes, huffman {huffman}", value.len());
+                assert_eq!(res.len(), 1, "{case}");
+                assert_eq!(res[0].value_slice(), value.as_bytes(), "{case}");
+                let entry = de.table.get(62).unwrap();
+                assert_eq!(entry, res[0], "{case}");
+                let at = entry.value_slice().as_ptr();
+                if index != 0 {
+                    // a field's value is a copy already, shared by both
+                    assert_ne!(at, res[0].value_slice().as_ptr(), "{case}");
+                }
+                assert!(!source.contains(&(at as usize)), "{case}");
+                assert_eq!(de.buffer.capacity(), 0, "{case}");
+            }
         }
     }
 

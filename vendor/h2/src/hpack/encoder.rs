@@ -18,6 +18,9 @@ pub struct Encoder {
     /// across frames instead of being allocated and freed per frame. See
     /// `take_scratch` / `return_scratch`.
     scratch: BytesMut,
+    /// EDGE-PATCH third: literals sent as they are, not Huffman-coded
+    /// (see `set_indexing`).
+    raw: bool,
 }
 
 #[derive(Debug, Copy, Clone, Eq, PartialEq)]
@@ -35,6 +38,7 @@ impl Encoder {
             max_allowed_size: DEFAULT_MAX_ALLOWED_SIZE,
             size_update: None,
             scratch: BytesMut::new(),
+            raw: false,
         }
     }
 
@@ -60,6 +64,17 @@ impl Encoder {
     /// Returns a fully-written header block buffer for reuse.
     pub(crate) fn return_scratch(&mut self, scratch: BytesMut) {
         self.scratch = scratch;
+    }
+
+    /// EDGE-PATCH third: `false`: HAProxy's encoder's way (hpack-enc.c):
+    /// the static table only (`Table::set_indexing`) and string literals
+    /// sent as they are, not Huffman-coded. Without the dynamic table
+    /// every field is a literal on every block, and Huffman-coding them
+    /// cost an HTTP/2 RAM hit about 10,000 instructions (16 strings);
+    /// raw, they are copied. On by default (h2's own way).
+    pub fn set_indexing(&mut self, on: bool) {
+        self.table.set_indexing(on);
+        self.raw = !on;
     }
 
     /// Queues a max size update.
@@ -160,7 +175,7 @@ impl Encoder {
             Index::Name(idx, _) => {
                 let header = self.table.resolve(index);
 
-                encode_not_indexed(idx, header.value_slice(), header.is_sensitive(), dst);
+                encode_not_indexed(idx, header.value_slice(), header.is_sensitive(), self.raw, dst);
             }
             Index::Inserted(_) => {
                 let header = self.table.resolve(index);
@@ -169,8 +184,8 @@ impl Encoder {
 
                 dst.put_u8(0b0100_0000);
 
-                encode_str(header.name().as_slice(), dst);
-                encode_str(header.value_slice(), dst);
+                encode_str(header.name().as_slice(), self.raw, dst);
+                encode_str(header.value_slice(), self.raw, dst);
             }
             Index::InsertedValue(idx, _) => {
                 let header = self.table.resolve(index);
@@ -178,7 +193,7 @@ impl Encoder {
                 assert!(!header.is_sensitive());
 
                 encode_int(idx, 6, 0b0100_0000, dst);
-                encode_str(header.value_slice(), dst);
+                encode_str(header.value_slice(), self.raw, dst);
             }
             Index::NotIndexed(_) => {
                 let header = self.table.resolve(index);
@@ -187,6 +202,7 @@ impl Encoder {
                     header.name().as_slice(),
                     header.value_slice(),
                     header.is_sensitive(),
+                    self.raw,
                     dst,
                 );
             }
@@ -206,7 +222,7 @@ impl Encoder {
             | Index::InsertedValue(..) => {
                 let idx = self.table.resolve_idx(last);
 
-                encode_not_indexed(idx, value.as_ref(), value.is_sensitive(), dst);
+                encode_not_indexed(idx, value.as_ref(), value.is_sensitive(), self.raw, dst);
             }
             Index::NotIndexed(_) => {
                 let last = self.table.resolve(last);
@@ -215,6 +231,7 @@ impl Encoder {
                     last.name().as_slice(),
                     value.as_ref(),
                     value.is_sensitive(),
+                    self.raw,
                     dst,
                 );
             }
@@ -232,28 +249,35 @@ fn encode_size_update(val: usize, dst: &mut BytesMut) {
     encode_int(val, 5, 0b0010_0000, dst)
 }
 
-fn encode_not_indexed(name: usize, value: &[u8], sensitive: bool, dst: &mut BytesMut) {
+fn encode_not_indexed(name: usize, value: &[u8], sensitive: bool, raw: bool, dst: &mut BytesMut) {
     if sensitive {
         encode_int(name, 4, 0b10000, dst);
     } else {
         encode_int(name, 4, 0, dst);
     }
 
-    encode_str(value, dst);
+    encode_str(value, raw, dst);
 }
 
-fn encode_not_indexed2(name: &[u8], value: &[u8], sensitive: bool, dst: &mut BytesMut) {
+fn encode_not_indexed2(name: &[u8], value: &[u8], sensitive: bool, raw: bool, dst: &mut BytesMut) {
     if sensitive {
         dst.put_u8(0b10000);
     } else {
         dst.put_u8(0);
     }
 
-    encode_str(name, dst);
-    encode_str(value, dst);
+    encode_str(name, raw, dst);
+    encode_str(value, raw, dst);
 }
 
-fn encode_str(val: &[u8], dst: &mut BytesMut) {
+/// EDGE-PATCH third: `raw`: the string as it is (H bit clear, RFC 7541
+/// §5.2), else Huffman-coded as upstream h2 always did.
+fn encode_str(val: &[u8], raw: bool, dst: &mut BytesMut) {
+    if raw {
+        encode_int(val.len(), 7, 0, dst);
+        dst.put_slice(val);
+        return;
+    }
     if !val.is_empty() {
         let idx = position(dst);
 
@@ -749,6 +773,81 @@ mod test {
     #[ignore]
     fn test_evicted_overflow() {
         // Not sure what the best way to do this is.
+    }
+
+    /// EDGE-PATCH third: with indexing off nothing enters the dynamic
+    /// table on either side: each field goes by its static index when
+    /// name and value are there, else as a literal without indexing
+    /// (0000xxxx; never indexed, 0001xxxx, when sensitive) under its
+    /// static name index or its own name; the decoder reads back the same
+    /// fields, response after response, each block the same size.
+    #[test]
+    fn with_indexing_off_the_dynamic_table_stays_empty() {
+        let mut encoder = Encoder::default();
+        encoder.set_indexing(false);
+        let mut decoder = crate::hpack::Decoder::new(4096);
+        let mut sensitive = HeaderValue::from_static("secret");
+        sensitive.set_sensitive(true);
+        let fields = || {
+            vec![
+                Header::Status(StatusCode::OK),
+                Header::Status(StatusCode::PARTIAL_CONTENT),
+                header("content-type", "video/mp4"),
+                header("accept-encoding", "gzip, deflate"),
+                header("cache-control", "max-age=60"),
+                header("x-request-id", "01J9Z8"),
+                header("date", "Sat, 05 Dec 2026 08:00:00 GMT"),
+                Header::Field {
+                    name: Some(HeaderName::from_static("x-token")),
+                    value: sensitive.clone(),
+                },
+            ]
+        };
+        let mut sizes = vec![];
+        for _ in 0..3 {
+            let mut block = encode(&mut encoder, fields());
+            sizes.push(block.len());
+            let mut got = vec![];
+            decoder
+                .decode(&mut std::io::Cursor::new(&mut block), |h| {
+                    got.push(h);
+                    std::ops::ControlFlow::Continue(())
+                })
+                .unwrap();
+            let want: Vec<Header> = fields().into_iter().map(|h| h.reify().unwrap()).collect();
+            assert_eq!(got, want);
+            assert_eq!(encoder.table.len(), 0);
+            assert_eq!(decoder.table_len(), 0);
+        }
+        assert!(sizes.iter().all(|&n| n == sizes[0]), "{sizes:?}");
+        // :status 200 is static index 8 whole; 203 only by name (index 8's).
+        let block = encode(&mut encoder, vec![Header::Status(StatusCode::OK)]);
+        assert_eq!(block[..], [0x80 | 8]);
+        let block = encode(&mut encoder, vec![Header::Status(StatusCode::NON_AUTHORITATIVE_INFORMATION)]);
+        assert_eq!(block[..], *b"\x08\x03203");
+        // Literals raw (H bit clear), lengths as 7-bit prefixed integers.
+        let block = encode(&mut encoder, vec![header("x-request-id", "a")]);
+        assert_eq!(block[..], *b"\x00\x0cx-request-id\x01a");
+        let long = "v".repeat(200);
+        let block = encode(&mut encoder, vec![header("content-type", &long)]);
+        // name index 31 over a 4-bit prefix: 15, 16; length 200: 127, 73
+        assert_eq!(block[..4], [15, 16, 0x7f, 200 - 127]);
+        assert_eq!(block[4..], *long.as_bytes());
+        let block = encode(&mut encoder, vec![header("x-empty", "")]);
+        assert_eq!(block[..], *b"\x00\x07x-empty\x00");
+        let block = encode(
+            &mut encoder,
+            vec![Header::Field {
+                name: Some(HeaderName::from_static("x-token")),
+                value: sensitive.clone(),
+            }],
+        );
+        assert_eq!(block[0], 0x10);
+
+        // On (the default, the client's side): inserted as before.
+        let mut indexing = Encoder::default();
+        encode(&mut indexing, fields());
+        assert!(indexing.table.len() > 0);
     }
 
     fn encode(e: &mut Encoder, hdrs: Vec<Header<Option<HeaderName>>>) -> BytesMut {

@@ -102,6 +102,51 @@ impl Header {
         }
     }
 
+    /// EDGE-PATCH third: the header with its text in allocations of its
+    /// own, for the decoder's dynamic table. A decoded pseudo-header's
+    /// text is a slice of what it was decoded from (the read that brought
+    /// the frame, or the decoder's Huffman block), and an entry of the
+    /// table lives as long as the connection: kept as it was, each one
+    /// would hold the whole of that read or block. Fields are copied
+    /// already (`HeaderValue::from_bytes`, `HeaderName::from_lowercase`).
+    pub fn pseudo_owned(&self) -> Header {
+        fn copied(v: &BytesStr) -> BytesStr {
+            BytesStr::from(v.as_str())
+        }
+        match self {
+            Header::Authority(v) => Header::Authority(copied(v)),
+            Header::Scheme(v) => Header::Scheme(copied(v)),
+            Header::Path(v) => Header::Path(copied(v)),
+            Header::Protocol(p) => Header::Protocol(Protocol::from(p.as_str())),
+            other => other.clone(),
+        }
+    }
+
+    /// EDGE-PATCH third: as `pseudo_owned`, a field's value copied too,
+    /// for the encoder's dynamic table: the application's values may be
+    /// slices of larger buffers (a proxy's are slices of the read that
+    /// brought the upstream's response head), which an entry would hold
+    /// for the connection's life. A value that does not pass
+    /// `HeaderValue::from_bytes` (made unchecked) is kept as it is.
+    pub fn owned(&self) -> Header {
+        match self {
+            Header::Field { name, value } => {
+                let value = match HeaderValue::from_bytes(value.as_bytes()) {
+                    Ok(mut copy) => {
+                        copy.set_sensitive(value.is_sensitive());
+                        copy
+                    }
+                    Err(_) => value.clone(),
+                };
+                Header::Field {
+                    name: name.clone(),
+                    value,
+                }
+            }
+            other => other.pseudo_owned(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         match *self {
             Header::Field {

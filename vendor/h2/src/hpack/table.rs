@@ -18,6 +18,9 @@ pub struct Table {
     // Size is in bytes
     size: usize,
     max_size: usize,
+    /// EDGE-PATCH third: whether headers are inserted at all (see
+    /// `set_indexing`).
+    indexing: bool,
 }
 
 #[derive(Debug)]
@@ -81,6 +84,7 @@ impl Table {
                 inserted: 0,
                 size: 0,
                 max_size,
+                indexing: true,
             }
         } else {
             let capacity = cmp::max(to_raw_capacity(capacity).next_power_of_two(), 8);
@@ -92,8 +96,21 @@ impl Table {
                 inserted: 0,
                 size: 0,
                 max_size,
+                indexing: true,
             }
         }
+    }
+
+    /// EDGE-PATCH third: `false`: no header is inserted into the dynamic
+    /// table; each is sent by its static index, or as a literal without
+    /// indexing (RFC 7541 §6.2.2) under its static name or its own, and the
+    /// table holds nothing. HAProxy's and nginx's HPACK encoders do the
+    /// same for responses (static table only). Costs the bytes of
+    /// repeated fields on the wire; saves an HTTP/2 connection the
+    /// table's memory (about 1.2 KB after one response) and each response
+    /// the lookups and insertions.
+    pub fn set_indexing(&mut self, on: bool) {
+        self.indexing = on;
     }
 
     #[inline]
@@ -147,6 +164,11 @@ impl Table {
         // If the header is already indexed by the static table, return that
         if let Some((n, true)) = statik {
             return Index::Indexed(n, header);
+        }
+
+        // EDGE-PATCH third: the dynamic table unused (`set_indexing`).
+        if !self.indexing {
+            return Index::new(statik, header);
         }
 
         // Don't index large headers
@@ -339,7 +361,8 @@ impl Table {
 
         self.slots.push_front(Slot {
             hash,
-            header,
+            // EDGE-PATCH third: a copy of its own (see `Header::owned`)
+            header: header.owned(),
             next: None,
         });
     }
@@ -757,5 +780,62 @@ fn index_static(header: &Header) -> Option<(usize, bool)> {
             500 => Some((14, true)),
             _ => Some((8, false)),
         },
+    }
+}
+
+#[cfg(test)]
+mod edge_tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::header::{HeaderName, HeaderValue};
+
+    /// EDGE-PATCH third: an entry the encoder's table keeps owns its text:
+    /// a value that is a slice of a larger buffer (a proxy's response
+    /// field, cut from the read that brought it) is copied, so the table
+    /// does not hold that buffer for the connection's life; the value and
+    /// what the table answers stay the same (a sensitive value is never
+    /// inserted).
+    #[test]
+    fn entries_do_not_hold_the_buffers_their_values_were_cut_from() {
+        let wire = Bytes::from(
+            "HTTP/1.1 200 OK\r\nx-served-by: edge-7\r\ncontent-type: video/mp4\r\n\r\n"
+                .repeat(100),
+        );
+        let whole = wire.as_ptr() as usize..wire.as_ptr() as usize + wire.len();
+        let served = wire.slice(30..36);
+        let kind = wire.slice(52..61);
+        assert_eq!((&served[..], &kind[..]), (&b"edge-7"[..], &b"video/mp4"[..]));
+        let mut table = Table::new(4096, 0);
+        for (name, value, sensitive) in [
+            (HeaderName::from_static("x-served-by"), served.clone(), false),
+            (header::CONTENT_TYPE, kind.clone(), false),
+            (header::CACHE_CONTROL, served, false),
+            (header::SERVER, kind, false),
+        ] {
+            let mut value = HeaderValue::from_maybe_shared(value).unwrap();
+            value.set_sensitive(sensitive);
+            assert!(whole.contains(&(value.as_bytes().as_ptr() as usize)));
+            let header = Header::Field {
+                name: name.clone(),
+                value: value.clone(),
+            };
+            let before = table.len();
+            let index = table.index(header.clone());
+            assert_eq!(table.len(), before + 1, "{name}: {index:?}");
+            let kept = &table.slots[0].header;
+            assert_eq!(kept, &header, "{name}");
+            match kept {
+                Header::Field { value: k, .. } => assert_eq!(k.is_sensitive(), sensitive),
+                other => panic!("{other:?}"),
+            }
+            assert!(!whole.contains(&(kept.value_slice().as_ptr() as usize)), "{name}");
+            assert_eq!(table.resolve(&index), &header, "{name}");
+            if !sensitive {
+                // Indexed again: found, not inserted a second time.
+                let again = table.index(header.clone());
+                assert!(matches!(again, Index::Indexed(..)), "{name}: {again:?}");
+            }
+        }
+        assert_eq!(table.len(), 4);
     }
 }

@@ -406,6 +406,11 @@ impl<'a> Ptr<'a> {
         // Remove the stream state
         let stream = self.store.slab.remove(self.key.index.0 as usize);
         assert_eq!(stream.id, self.key.stream_id);
+        if self.store.slab.is_empty() {
+            // EDGE-PATCH third: a connection with no stream holds no slots
+            // (a slab keeps its largest size, 4 streams' room after one)
+            self.store.slab = slab::Slab::new();
+        }
         stream.id
     }
 
@@ -416,6 +421,10 @@ impl<'a> Ptr<'a> {
     pub fn unlink(&mut self) {
         let id = self.key.stream_id;
         self.store.ids.swap_remove(&id);
+        if self.store.ids.is_empty() {
+            // EDGE-PATCH third: as the slab's
+            self.store.ids = IndexMap::new();
+        }
     }
 }
 
