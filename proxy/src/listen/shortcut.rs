@@ -49,13 +49,16 @@ thread_local! {
 
 /// Lets go of `held` (empty) while its connection waits: an idle
 /// connection holds no read buffer (issue 17: 4 KiB of an idle HTTP
-/// connection's 7.3 KB). A buffer nothing else shares (the last head read
-/// into it is gone) becomes the thread's spare if it is not larger than
-/// twice [`READ_SIZE`]; a new buffer per request instead cost about 450
-/// instructions (a 4 KiB allocation and its free; `instr.sh`).
+/// connection's 7.3 KB). It becomes the thread's spare if it has
+/// [`READ_SIZE`] of room (`try_reclaim`: room ahead of it, or the whole
+/// allocation back when nothing else shares it) and no more than twice
+/// that; a new buffer per request instead cost about 450 instructions (a
+/// 4 KiB allocation and its free; `instr.sh`). A spare that shares its
+/// allocation with a head still alive is safe: its room lies past every
+/// part split off, and bytes moves data back to the start only for an
+/// allocation nothing shares. At most one spare per thread.
 pub(super) fn release(held: &mut BytesMut) {
     let mut buffer = std::mem::take(held);
-    // `try_reclaim` succeeds only for a buffer no `Bytes` shares.
     if buffer.capacity() != 0 && buffer.try_reclaim(READ_SIZE) && buffer.capacity() <= 2 * READ_SIZE
     {
         SPARE.with(|spare| spare.set(Some(buffer)));
@@ -353,9 +356,9 @@ mod tests {
     use super::*;
     use crate::listen::framing::{self, HeadScan, Limits, Scan};
 
-    /// A waiting connection's read buffer becomes the thread's spare only
-    /// when no head read into it lives on (else that head's bytes would be
-    /// written over by the next read), and only if it is not outsized; the
+    /// A waiting connection's read buffer becomes the thread's spare when
+    /// it has a read's room (a head read into it and still alive leaves
+    /// less, and is not written over), and only if it is not outsized; the
     /// next read takes the spare whole, or a new buffer.
     #[test]
     fn a_released_buffer_is_the_threads_spare_only_when_nothing_shares_it() {
