@@ -154,7 +154,7 @@ impl ProxyMetrics {
         let sessionless = IntCounterVec::new(
             Opts::new(
                 "edge_http_sessionless_requests_total",
-                "HTTP/1 requests served by the connection's own loop without a pingora session (server.fast_paths), by listener and way (ram_hit, pass)",
+                "Requests served without a pingora session (server.fast_paths): by the HTTP/1 connection's own loop (ram_hit, pass) or by the HTTP/2 stream's task (h2_ram_hit), by listener and way",
             ),
             &["listener", "way"],
         )?;

@@ -144,27 +144,24 @@ pub(crate) async fn try_serve(
     fast_paths: bool,
 ) -> Result<Option<Kind>> {
     let req = session.req_header();
-    let head_only = match req.method {
-        http::Method::GET => false,
-        http::Method::HEAD => true,
-        _ => return Ok(None),
-    };
+    if !matches!(req.method, http::Method::GET | http::Method::HEAD) {
+        return Ok(None);
+    }
     let now = SystemTime::now();
     let Some(obj) = fresh_object(rt, ctx, route, req, now) else {
         return Ok(None);
     };
-    let Some(parsed) = obj.parsed() else {
+    if obj.parsed().is_none() {
         return Ok(None);
-    };
+    }
     ctx.status = Some(Status::Hit);
     ctx.tier = Some(Tier::Ram);
     // HTTP/1 without an upgrade: the head from the stored lines, no header
     // map (`h1_head`).
-    let lines = (fast_paths
-        && session.downstream_session.as_http1().is_some()
-        && !req.headers.contains_key(header::UPGRADE))
-    .then(|| lines_hit(rt, req, &obj, ctx, decor, now))
-    .flatten();
+    let h1 = session.downstream_session.as_http1().is_some();
+    let lines = (fast_paths && h1 && !req.headers.contains_key(header::UPGRADE))
+        .then(|| lines_hit(rt, req, &obj, ctx, decor, now))
+        .flatten();
     if let Some(hit) = lines {
         let mut resp = ResponseHeader::build_no_case(hit.status, Some(0))?;
         if let Some(r) = &hit.reason {
@@ -187,6 +184,51 @@ pub(crate) async fn try_serve(
         }
         return Ok(Some(hit.kind));
     }
+    let Some(hit) = map_hit(rt, req, &obj, ctx, decor, now, fast_paths && !h1)? else {
+        return Ok(None);
+    };
+    session
+        .write_response_header(Box::new(hit.resp), hit.body.is_none())
+        .await
+        .to_client()?;
+    if let Some(body) = hit.body {
+        session
+            .write_response_body(Some(body), true)
+            .await
+            .to_client()?;
+    }
+    Ok(Some(hit.kind))
+}
+
+/// A fresh RAM object's answer on the header-map path: what HTTP/2 gets,
+/// and HTTP/1 where the stored lines do not answer.
+pub(crate) struct MapHit {
+    /// The head, hop-by-hop fields stripped and the route's edits made.
+    pub resp: ResponseHeader,
+    /// The body bytes to send (`None`: HEAD, 304, or empty).
+    pub body: Option<Bytes>,
+    /// What was sent, for prefetch.
+    pub kind: Kind,
+}
+
+/// `obj`'s answer to `req` (GET or HEAD) on the header-map path, `Ok(None)`
+/// where the full path answers. `kept`: a whole answer (no range, no
+/// condition, no rate limit's fields) may be the head kept from the
+/// object's last hit with `Age` and `Cache-Status` written again
+/// (`head_memo`; HTTP/2 with the fast paths on).
+pub(crate) fn map_hit(
+    rt: &CacheRuntime,
+    req: &RequestHeader,
+    obj: &Arc<Object>,
+    ctx: &CacheCtx,
+    decor: Decor<'_>,
+    now: SystemTime,
+    kept: bool,
+) -> Result<Option<MapHit>> {
+    let Some(parsed) = obj.parsed() else {
+        return Ok(None);
+    };
+    let head_only = req.method == http::Method::HEAD;
     let settings = rt.storage.settings();
     let key = ctx.url.as_str();
     // The header map's way: the stored head with the cache's fields,
@@ -199,16 +241,12 @@ pub(crate) async fn try_serve(
         decor.apply(&mut head.resp)?;
         Ok(Some(head))
     };
-    // HTTP/2's whole answers (no range, no condition, no rate limit's
-    // fields): the head kept from the object's last hit, `Age` and
-    // `Cache-Status` written again (`head_memo`).
-    let whole = fast_paths
-        && session.downstream_session.as_http1().is_none()
+    let whole = kept
         && decor.rate_limit.is_none()
         && !CONDITIONAL.iter().any(|h| req.headers.contains_key(h));
     let mapped = if whole {
         rt.heads
-            .map_whole(&obj, key, decor.ops, &settings, now, || {
+            .map_whole(obj, key, decor.ops, &settings, now, || {
                 Ok(render()?.map(|h| (h.resp, h.kind)))
             })?
             .map(|(resp, kind)| MapHead {
@@ -235,17 +273,7 @@ pub(crate) async fn try_serve(
         return Ok(None);
     }
     let body = (!head_only && !not_modified && start < end).then(|| obj.body.slice(start..end));
-    session
-        .write_response_header(Box::new(resp), body.is_none())
-        .await
-        .to_client()?;
-    if let Some(body) = body {
-        session
-            .write_response_body(Some(body), true)
-            .await
-            .to_client()?;
-    }
-    Ok(Some(kind))
+    Ok(Some(MapHit { resp, body, kind }))
 }
 
 /// A RAM hit's head on the header-map path, before hop-by-hop fields are

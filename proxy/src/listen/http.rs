@@ -390,7 +390,15 @@ impl HttpHandler {
     async fn serve_stream(&self, served: Served, shutdown: &ShutdownWatch) {
         match served {
             Served::H2(stream) => {
-                Box::pin(pingora_core::apps::serve_h2(&self.app, stream, shutdown)).await
+                // Fresh RAM hits answered in the stream's task
+                // (`service/lean_h2.rs`), the rest through pingora.
+                Box::pin(pingora_core::apps::serve_h2_with(
+                    &self.app,
+                    stream,
+                    shutdown,
+                    Some(EdgeProxy::h2_shortcut),
+                ))
+                .await
             }
             Served::H1(stream, conn) => Box::pin(self.serve_h1(stream, conn, shutdown)).await,
         }

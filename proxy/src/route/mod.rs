@@ -109,8 +109,8 @@ pub struct CompiledRoute {
     pub request_steps: Vec<RequestStep>,
     pub upstream_steps: Vec<UpstreamStep>,
     pub response_steps: Vec<ResponseStep>,
-    /// Whether the HTTP/1 shortcut of fresh RAM hits may answer for it
-    /// (`service/lean.rs`): it proxies and caches, with no rate limit,
+    /// Whether the shortcut of fresh RAM hits may answer for it (HTTP/1:
+    /// `service/lean.rs`, HTTP/2: `service/lean_h2.rs`): it proxies and caches, with no rate limit,
     /// signed URL or country rule to apply first.
     pub shortcut: bool,
     /// Whether the HTTP/1 shortcut may pass it through itself

@@ -15,6 +15,20 @@ impl EdgeProxy {
             respond(session, r.status, text, body, &[], Decor::NONE).await?;
             return Ok(true);
         }
+        // A stream the HTTP/2 shortcut let through its door and then left
+        // to this path (`lean_h2.rs`): the door ran on it as it came.
+        // Again, over the normalized request, its limits would count the
+        // `Host` it gained and its escaped bytes, and its default port would
+        // be the listener's, not the `:scheme` the URI no longer holds.
+        if let Some(door) = session
+            .req_header_mut()
+            .extensions_mut()
+            .remove::<DoorPassed>()
+        {
+            ctx.host = door.host;
+            ctx.authority = door.authority;
+            return Ok(false);
+        }
         if let Some(refusal) = guard::check_head(session.req_header(), &self.limits) {
             ctx.close_unread(session);
             let body = Bytes::from(format!("{}\n", refusal.reason));
@@ -108,4 +122,13 @@ impl EdgeProxy {
             }
         }
     }
+}
+
+/// What the door made of a request it let through (`normalize::admit`'s
+/// host and `Host` value), carried on a request the HTTP/2 shortcut
+/// admitted and then left to pingora's path.
+#[derive(Clone)]
+pub(super) struct DoorPassed {
+    pub(super) host: String,
+    pub(super) authority: String,
 }

@@ -59,6 +59,7 @@ mod ctx;
 mod failure;
 mod gate;
 mod lean;
+mod lean_h2;
 mod lean_head;
 mod lean_pass;
 mod lean_request;
@@ -86,7 +87,7 @@ pub struct EdgeProxy {
     paths: PathOptions,
     /// This listener's series of `edge_http_sessionless_requests_total`:
     /// RAM hits and pass-throughs (looked up once, not per request).
-    sessionless: [prometheus::IntCounter; 2],
+    sessionless: [prometheus::IntCounter; 3],
 }
 
 impl EdgeProxy {
@@ -96,7 +97,7 @@ impl EdgeProxy {
         tls: bool,
         settings: &edge_config::HttpListener,
     ) -> Self {
-        let sessionless = ["ram_hit", "pass"].map(|way| {
+        let sessionless = ["ram_hit", "pass", "h2_ram_hit"].map(|way| {
             proxy
                 .metrics
                 .sessionless

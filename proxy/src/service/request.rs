@@ -187,7 +187,17 @@ impl EdgeProxy {
         ctx: &RequestCtx,
         state: &ProxyState,
     ) -> Option<Arc<CompiledRoute>> {
-        let req = session.req_header();
+        self.route_of(session.req_header(), &ctx.host, state)
+    }
+
+    /// The first route in `state` that matches `req` (normalized by the
+    /// door) for `host` (the door's host, without a port), in priority order.
+    pub(super) fn route_of(
+        &self,
+        req: &RequestHeader,
+        host: &str,
+        state: &ProxyState,
+    ) -> Option<Arc<CompiledRoute>> {
         let cookies = if state.routes.needs_cookies {
             parse_cookies(&req.headers)
         } else {
@@ -195,7 +205,7 @@ impl EdgeProxy {
         };
         let view = RequestView {
             listener: &self.listener,
-            host: &ctx.host,
+            host,
             path: req.uri.path(),
             query: req.uri.query(),
             method: &req.method,

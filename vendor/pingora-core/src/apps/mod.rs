@@ -354,6 +354,29 @@ pub async fn serve_h2<T>(app: &Arc<T>, stream: Stream, shutdown: &ShutdownWatch)
 where
     T: HttpServerApp + Send + Sync + 'static,
 {
+    serve_h2_with(app, stream, shutdown, None).await
+}
+
+/// EDGE-PATCH thirty-third: what may answer an HTTP/2 stream before
+/// `process_new_http` builds a session for it. Given the app and the
+/// stream's session; `None` gives the stream back untouched (it goes to
+/// `process_new_http`), `Some` is the stream's whole answer, awaited in the
+/// stream's task.
+pub type H2Shortcut<T> = for<'a> fn(
+    &'a T,
+    &'a mut server::HttpSession,
+) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>>;
+
+/// [`serve_h2`] with a [`H2Shortcut`] tried on each stream first
+/// (EDGE-PATCH thirty-third).
+pub async fn serve_h2_with<T>(
+    app: &Arc<T>,
+    stream: Stream,
+    shutdown: &ShutdownWatch,
+    shortcut: Option<H2Shortcut<T>>,
+) where
+    T: HttpServerApp + Send + Sync + 'static,
+{
     // create a shared connection digest
     let digest = Arc::new(Digest {
         ssl_digest: stream.get_ssl_digest(),
@@ -383,13 +406,17 @@ where
         digest,
         shutdown.clone(),
         h2_idle_timeout,
-        |h2_stream, guard| {
+        |mut h2_stream, guard| {
             let app = app.clone();
             let shutdown = shutdown_for_session.clone();
             pingora_runtime::current_handle().spawn(async move {
                 // hold `guard` for the session's lifetime so the accept
                 // loop's idle timeout sees this connection as busy.
                 let _guard = guard;
+                if let Some(answer) = shortcut.and_then(|s| s(&app, &mut h2_stream)) {
+                    answer.await;
+                    return;
+                }
                 // Note, `PersistentSettings` not currently relevant for h2
                 app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
                     .await;

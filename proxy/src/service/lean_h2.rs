@@ -1,0 +1,163 @@
+//! The HTTP/2 shortcut of fresh RAM hits (issue 17): a `GET`/`HEAD`
+//! stream without a body is answered in its own task
+//! ([`pingora_core::apps::H2Shortcut`], vendored pingora-core thirty-third)
+//! before pingora builds a proxy session for it, when the request phase
+//! would take no step but the cache's and the cache would answer the whole
+//! object, a range or a condition from RAM (`caching::fast::map_hit`, the
+//! head kept per object for whole answers, as pingora's path keeps it).
+//!
+//! The stream's request goes through the same door (head limits, `Host`
+//! and path normalization), the same route table (looked up from the
+//! normalized request, as on pingora's path), the same gate checks as the
+//! HTTP/1 shortcut (`lean.rs`), then the same cache plan, directives, key,
+//! RAM lookup, segment and playlist checks; it is counted and logged by
+//! the same code (`log.rs`). Everything else, and every request on a node
+//! that exports trace spans, goes to pingora's path as it came (normalized
+//! in place, which the door does again without change).
+
+use super::*;
+use crate::to_client::ToClient;
+use pingora_core::protocols::http::v2::server::HttpSession as H2Session;
+use std::future::Future;
+use std::pin::Pin;
+
+/// The `sessionless` series of the HTTP/2 shortcut.
+const H2_RAM_HIT: usize = 2;
+
+impl EdgeProxy {
+    /// [`pingora_core::apps::H2Shortcut`] for edge's listeners: the answer
+    /// to `stream`'s request when it is a fresh RAM hit, written and logged
+    /// by the future; `None`: pingora's path takes the stream.
+    pub fn h2_shortcut<'a>(
+        app: &'a pingora_proxy::HttpProxy<EdgeProxy>,
+        stream: &'a mut H2Session,
+    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send + 'a>>> {
+        let edge = app.inner();
+        let client = stream
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let (hit, done) = edge.h2_hit(stream, client)?;
+        Some(Box::pin(edge.write_h2_hit(stream, client, hit, done)))
+    }
+
+    /// The RAM hit for `stream`'s request, or `None` (pingora's path).
+    fn h2_hit(
+        &self,
+        stream: &mut H2Session,
+        client: Option<IpAddr>,
+    ) -> Option<(caching::fast::MapHit, ShortcutDone)> {
+        if !self.shortcut_possible() || self.proxy.tracing().is_some() || !stream.is_body_done() {
+            return None;
+        }
+        let req = stream.req_header_mut();
+        if !matches!(req.method, http::Method::GET | http::Method::HEAD)
+            || req.headers.contains_key(http::header::CONTENT_LENGTH)
+            || req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        {
+            return None;
+        }
+        let admitted = self.h2_door(req, client)?;
+        // Kept aside without an allocation, for a request left to pingora's
+        // path after all (`DoorPassed`).
+        let host = smallvec::SmallVec::<[u8; 64]>::from_slice(admitted.ctx.host.as_bytes());
+        let authority =
+            smallvec::SmallVec::<[u8; 64]>::from_slice(admitted.ctx.authority.as_bytes());
+        let hit = self.ram_hit(
+            req,
+            client,
+            admitted,
+            None,
+            |rt, req, obj, ctx, decor, now| {
+                let hit = caching::fast::map_hit(rt, req, obj, ctx, decor, now, true).ok()??;
+                let (status, kind) = (hit.resp.status.as_u16(), hit.kind);
+                let body_len = hit.body.as_ref().map_or(0, |b| b.len() as u64);
+                Some((hit, status, kind, body_len))
+            },
+            |hit, done| (hit, done),
+        );
+        if hit.is_none() {
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            door_passed(req, text(&host), text(&authority));
+        }
+        hit
+    }
+
+    /// The door and the route for an HTTP/2 request, as pingora's path
+    /// takes them (`limits.rs`'s `admit`, `request.rs`'s route), then the
+    /// shortcut's gate; `None` for anything the door refuses or the
+    /// shortcut does not answer (pingora's path answers it).
+    fn h2_door(&self, req: &mut RequestHeader, client: Option<IpAddr>) -> Option<lean::Admitted> {
+        if guard::check_head(req, &self.limits).is_some() {
+            return None;
+        }
+        // A refusal changes nothing: pingora's path refuses it the same.
+        let admitted = normalize::admit(req, self.tls, &self.paths).ok()?;
+        let mut ctx = RequestCtx::new();
+        ctx.host = admitted.authority.map(|a| a.host).unwrap_or_default();
+        ctx.authority = admitted.header;
+        let state = self.proxy.state();
+        let acme = !self.tls
+            && req
+                .uri
+                .path()
+                .starts_with(crate::listen::acme::HTTP01_PREFIX);
+        let taken = (!acme)
+            .then(|| self.route_of(req, &ctx.host, &state))
+            .flatten()
+            .filter(|r| r.shortcut)
+            .and_then(|route| Some((lean::shortcut_gate(req, client, &state, &route)?, route)));
+        let Some((pool, route)) = taken else {
+            door_passed(
+                req,
+                std::mem::take(&mut ctx.host),
+                std::mem::take(&mut ctx.authority),
+            );
+            return None;
+        };
+        Some(lean::Admitted {
+            ctx,
+            state,
+            route,
+            pool,
+        })
+    }
+
+    /// Writes `hit` on the stream as pingora's path writes a RAM hit
+    /// (`Date` where the head has none, no connection-specific fields; the
+    /// body's waits for the client's window bounded by the listener's
+    /// `send_timeout`), then counts and logs it.
+    async fn write_h2_hit(
+        &self,
+        stream: &mut H2Session,
+        client: Option<IpAddr>,
+        hit: caching::fast::MapHit,
+        done: ShortcutDone,
+    ) {
+        stream.set_write_timeout(Some(self.limits.send_timeout));
+        let caching::fast::MapHit { resp, body, .. } = hit;
+        let mut cut = None;
+        // Errors as pingora's path makes them (`to_client.rs`).
+        if let Err(e) = stream
+            .write_response_header(Box::new(resp), body.is_none())
+            .to_client()
+        {
+            cut = Some((e, false, 0));
+        } else if let Some(body) = body {
+            let len = body.len() as u64;
+            if let Err(e) = stream.write_body(body, true).await.to_client() {
+                let sent = (stream.body_bytes_sent() as u64).min(len);
+                cut = Some((e, true, sent));
+            }
+        }
+        let req = stream.req_header();
+        self.shortcut_counted(req, client, done, H2_RAM_HIT, cut);
+    }
+}
+
+/// Marks `req`, normalized by the door, as let through with this host and
+/// `Host` value: pingora's path goes on from there (`limits.rs`).
+fn door_passed(req: &mut RequestHeader, host: String, authority: String) {
+    req.extensions_mut()
+        .insert(limits::DoorPassed { host, authority });
+}
