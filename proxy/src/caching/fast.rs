@@ -241,9 +241,7 @@ pub(crate) fn map_hit(
         decor.apply(&mut head.resp)?;
         Ok(Some(head))
     };
-    let whole = kept
-        && decor.rate_limit.is_none()
-        && !CONDITIONAL.iter().any(|h| req.headers.contains_key(h));
+    let whole = kept && whole_answer(req, decor);
     let mapped = if whole {
         rt.heads
             .map_whole(obj, key, decor.ops, &settings, now, || {
@@ -274,6 +272,56 @@ pub(crate) fn map_hit(
     }
     let body = (!head_only && !not_modified && start < end).then(|| obj.body.slice(start..end));
     Ok(Some(MapHit { resp, body, kind }))
+}
+
+/// Whether `req`'s answer is the whole object with the head kept per
+/// object (`head_memo`): no range, no condition, no rate limit's fields.
+fn whole_answer(req: &RequestHeader, decor: Decor<'_>) -> bool {
+    decor.rate_limit.is_none() && !CONDITIONAL.iter().any(|h| req.headers.contains_key(h))
+}
+
+/// A fresh RAM object's whole answer for the HTTP/2 shortcut, its head as
+/// encoded fields (`head_memo::Memo::h2_whole`).
+pub(crate) struct FieldsHit {
+    pub status: http::StatusCode,
+    /// The head's fields, `Date` included, encoded for HTTP/2.
+    pub fields: pingora_core::protocols::http::v2::server::StaticFields,
+    /// The body bytes to send (`None`: HEAD, or empty).
+    pub body: Option<Bytes>,
+    pub kind: Kind,
+}
+
+/// `obj`'s whole answer to `req` (GET or HEAD, HTTP/2) with its head as
+/// encoded fields: what [`map_hit`] answers with a kept head (no range, no
+/// condition, no rate limit's fields), from the same kept head, when it
+/// was encoded. `None`: [`map_hit`]'s way.
+pub(crate) fn fields_hit(
+    rt: &CacheRuntime,
+    req: &RequestHeader,
+    obj: &Arc<Object>,
+    ctx: &CacheCtx,
+    decor: Decor<'_>,
+    now: SystemTime,
+) -> Option<FieldsHit> {
+    if !whole_answer(req, decor) {
+        return None;
+    }
+    let settings = rt.storage.settings();
+    let (status, mut fields, has_date, kind) =
+        rt.heads
+            .h2_whole(obj, ctx.url.as_str(), decor.ops, &settings, now)?;
+    if !has_date {
+        // Where pingora's HTTP/2 writer adds it: after the kept fields.
+        let date = pingora_core::protocols::http::date::get_cached_date();
+        fields.push(&header::DATE, &date).ok()?;
+    }
+    let body = (req.method != http::Method::HEAD && !obj.body.is_empty()).then(|| obj.body.clone());
+    Some(FieldsHit {
+        status,
+        fields,
+        body,
+        kind,
+    })
 }
 
 /// A RAM hit's head on the header-map path, before hop-by-hop fields are

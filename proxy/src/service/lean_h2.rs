@@ -46,7 +46,7 @@ impl EdgeProxy {
         &self,
         stream: &mut H2Session,
         client: Option<IpAddr>,
-    ) -> Option<(caching::fast::MapHit, ShortcutDone)> {
+    ) -> Option<(H2Hit, ShortcutDone)> {
         if !self.shortcut_possible() || self.proxy.tracing().is_some() || !stream.is_body_done() {
             return None;
         }
@@ -69,10 +69,14 @@ impl EdgeProxy {
             admitted,
             None,
             |rt, req, obj, ctx, decor, now| {
+                let len = |b: &Option<Bytes>| b.as_ref().map_or(0, |b| b.len() as u64);
+                if let Some(hit) = caching::fast::fields_hit(rt, req, obj, ctx, decor, now) {
+                    let (status, kind, body_len) = (hit.status.as_u16(), hit.kind, len(&hit.body));
+                    return Some((H2Hit::Fields(hit), status, kind, body_len));
+                }
                 let hit = caching::fast::map_hit(rt, req, obj, ctx, decor, now, true).ok()??;
-                let (status, kind) = (hit.resp.status.as_u16(), hit.kind);
-                let body_len = hit.body.as_ref().map_or(0, |b| b.len() as u64);
-                Some((hit, status, kind, body_len))
+                let (status, kind, body_len) = (hit.resp.status.as_u16(), hit.kind, len(&hit.body));
+                Some((H2Hit::Map(hit), status, kind, body_len))
             },
             |hit, done| (hit, done),
         );
@@ -131,17 +135,21 @@ impl EdgeProxy {
         &self,
         stream: &mut H2Session,
         client: Option<IpAddr>,
-        hit: caching::fast::MapHit,
+        hit: H2Hit,
         done: ShortcutDone,
     ) {
         stream.set_write_timeout(Some(self.limits.send_timeout));
-        let caching::fast::MapHit { resp, body, .. } = hit;
+        let (head, body) = match hit {
+            H2Hit::Map(hit) => (Ok(hit.resp), hit.body),
+            H2Hit::Fields(hit) => (Err((hit.status, hit.fields)), hit.body),
+        };
+        let written = match head {
+            Ok(resp) => stream.write_response_header(Box::new(resp), body.is_none()),
+            Err((status, fields)) => stream.write_response_fields(status, fields, body.is_none()),
+        };
         let mut cut = None;
         // Errors as pingora's path makes them (`to_client.rs`).
-        if let Err(e) = stream
-            .write_response_header(Box::new(resp), body.is_none())
-            .to_client()
-        {
+        if let Err(e) = written.to_client() {
             cut = Some((e, false, 0));
         } else if let Some(body) = body {
             let len = body.len() as u64;
@@ -153,6 +161,15 @@ impl EdgeProxy {
         let req = stream.req_header();
         self.shortcut_counted(req, client, done, H2_RAM_HIT, cut);
     }
+}
+
+/// A RAM hit's answer on the HTTP/2 shortcut: the head as a header map
+/// (`caching::fast::map_hit`: rendered, a range, a 304, or kept), or as
+/// fields encoded ahead of time (`caching::fast::fields_hit`: a whole
+/// answer from the kept head).
+enum H2Hit {
+    Map(caching::fast::MapHit),
+    Fields(caching::fast::FieldsHit),
 }
 
 /// Marks `req`, normalized by the door, as let through with this host and

@@ -130,6 +130,10 @@ use std::{fmt, io};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::instrument::{Instrument, Instrumented};
 
+/// EDGE-PATCH fourth: a response's fields encoded ahead of time
+/// ([`SendResponse::send_response_with_fields`]).
+pub use crate::hpack::{ConnectionSpecific, StaticFields};
+
 /// In progress HTTP/2 connection handshake future.
 ///
 /// This type implements `Future`, yielding a `Connection` instance once the
@@ -1274,6 +1278,25 @@ impl<B: Buf> SendResponse<B> {
     ) -> Result<SendStream<B>, crate::Error> {
         self.inner
             .send_response(response, end_of_stream)
+            .map(|_| SendStream::new(self.inner.clone()))
+            .map_err(Into::into)
+    }
+
+    /// EDGE-PATCH fourth: [`send_response`], with `fields` (encoded ahead
+    /// of time) sent after `response`'s `:status` and header map, in the
+    /// same HEADERS frame (and its CONTINUATION frames). `fields` holds no
+    /// connection-specific field ([`StaticFields::push`] refuses them); the
+    /// header map is checked as `send_response` checks it.
+    ///
+    /// [`send_response`]: #method.send_response
+    pub fn send_response_with_fields(
+        &mut self,
+        response: Response<()>,
+        fields: StaticFields,
+        end_of_stream: bool,
+    ) -> Result<SendStream<B>, crate::Error> {
+        self.inner
+            .send_response_with(response, Some(fields), end_of_stream)
             .map(|_| SendStream::new(self.inner.clone()))
             .map_err(Into::into)
     }

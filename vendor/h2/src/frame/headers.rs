@@ -6,7 +6,7 @@ use crate::hpack::{self, BytesStr};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{uri, HeaderMap, Method, Request, StatusCode, Uri};
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use std::fmt;
 use std::io::Cursor;
@@ -100,6 +100,10 @@ struct HeaderBlock {
     /// Pseudo headers, these are broken out as they must be sent as part of the
     /// headers frame.
     pseudo: Pseudo,
+
+    /// EDGE-PATCH fourth: fields encoded ahead of time
+    /// (`hpack::StaticFields`), sent after `fields`.
+    encoded: Option<Bytes>,
 }
 
 #[derive(Debug)]
@@ -125,6 +129,7 @@ impl Headers {
                 field_size: calculate_headermap_size(&fields),
                 fields,
                 is_over_size: false,
+                encoded: None,
                 pseudo,
             },
             flags: HeadersFlag::default(),
@@ -142,6 +147,7 @@ impl Headers {
                 field_size: calculate_headermap_size(&fields),
                 fields,
                 is_over_size: false,
+                encoded: None,
                 pseudo: Pseudo::default(),
             },
             flags,
@@ -207,6 +213,7 @@ impl Headers {
                 fields: HeaderMap::new(),
                 field_size: 0,
                 is_over_size: false,
+                encoded: None,
                 pseudo: Pseudo::default(),
             },
             flags,
@@ -293,6 +300,11 @@ impl Headers {
     fn head(&self) -> Head {
         Head::new(Kind::Headers, self.flags.into(), self.stream_id)
     }
+
+    /// EDGE-PATCH fourth: `fields` are sent after the header map's.
+    pub(crate) fn set_encoded_fields(&mut self, fields: hpack::StaticFields) {
+        self.header_block.encoded = Some(fields.into_bytes());
+    }
 }
 
 impl<T> From<Headers> for Frame<T> {
@@ -367,6 +379,7 @@ impl PushPromise {
                 field_size: calculate_headermap_size(&fields),
                 fields,
                 is_over_size: false,
+                encoded: None,
                 pseudo,
             },
             promised_id,
@@ -458,6 +471,7 @@ impl PushPromise {
                 fields: HeaderMap::new(),
                 field_size: 0,
                 is_over_size: false,
+                encoded: None,
                 pseudo: Pseudo::default(),
             },
             promised_id,
@@ -998,6 +1012,11 @@ impl HeaderBlock {
         };
 
         encoder.encode(headers, &mut hpack);
+        // EDGE-PATCH fourth: static table and literals only, so they read
+        // the same after whatever the encoder wrote.
+        if let Some(encoded) = self.encoded {
+            hpack.extend_from_slice(&encoded);
+        }
 
         EncodingHeaderBlock { hpack }
     }

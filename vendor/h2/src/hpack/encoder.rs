@@ -245,6 +245,99 @@ impl Default for Encoder {
     }
 }
 
+/// EDGE-PATCH fourth: a response's fields HPACK-encoded (RFC 7541) ahead
+/// of time, the way this crate's encoder encodes them with indexing off
+/// (`Encoder::set_indexing(false)`): a field is its static table index
+/// when name and value are there (§6.1), else a literal without indexing
+/// (never indexed when its value is sensitive; §6.2.2, §6.2.3) under its
+/// static name index or its own name, strings not Huffman-coded (§5.2).
+/// Nothing refers to or changes a dynamic table, so the bytes mean the
+/// same in any header block of any connection, after whatever the
+/// connection's own encoder wrote before them (a table size update
+/// included, §4.2). Sent after a response's `:status` and its header map
+/// (`server::SendResponse::send_response_with_fields`).
+///
+/// Why: a cache's stored response is sent many times with the same
+/// fields but two or three (edge, issue 17: the head of a 1 KiB HTTP/2
+/// RAM hit, cloned as a header map, checked, encoded field by field and
+/// dropped on every hit, cost about 9,000 instructions).
+///
+/// Connection-specific fields (RFC 9113 §8.2.2: `Connection`,
+/// `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, and
+/// `TE` other than `trailers`) are refused, as `send_response` refuses them
+/// in a header map. Names are lower case (`HeaderName`) and values free of
+/// CR, LF and NUL (`HeaderValue`), as HTTP/2 requires (§8.2.1).
+#[derive(Clone, Debug, Default)]
+pub struct StaticFields {
+    block: BytesMut,
+}
+
+/// A field `StaticFields::push` refused: connection-specific (RFC 9113
+/// §8.2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionSpecific;
+
+impl StaticFields {
+    /// No fields, with room for `capacity` bytes of them.
+    pub fn with_capacity(capacity: usize) -> StaticFields {
+        StaticFields {
+            block: BytesMut::with_capacity(capacity),
+        }
+    }
+
+    /// Appends one field; `Err` for a connection-specific one (nothing
+    /// appended).
+    pub fn push(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), ConnectionSpecific> {
+        use http::header;
+        if *name == header::CONNECTION
+            || *name == header::TRANSFER_ENCODING
+            || *name == header::UPGRADE
+            || name.as_str() == "keep-alive"
+            || name.as_str() == "proxy-connection"
+            || (*name == header::TE && value != "trailers")
+        {
+            return Err(ConnectionSpecific);
+        }
+        let dst = &mut self.block;
+        match super::table::index_static_field(name, value) {
+            Some((idx, true)) => encode_int(idx, 7, 0x80, dst),
+            Some((idx, false)) => encode_not_indexed(idx, value.as_bytes(), value.is_sensitive(), true, dst),
+            None => encode_not_indexed2(
+                name.as_str().as_bytes(),
+                value.as_bytes(),
+                value.is_sensitive(),
+                true,
+                dst,
+            ),
+        }
+        Ok(())
+    }
+
+    /// Appends `other`'s fields, after these.
+    pub fn extend(&mut self, other: &StaticFields) {
+        self.block.extend_from_slice(&other.block);
+    }
+
+    /// The encoded fields' length in bytes.
+    pub fn len(&self) -> usize {
+        self.block.len()
+    }
+
+    /// No field was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.block.is_empty()
+    }
+
+    pub(crate) fn into_bytes(self) -> bytes::Bytes {
+        self.block.freeze()
+    }
+
+    /// The encoded fields (RFC 7541 §6.1, §6.2.2, §6.2.3 representations).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.block
+    }
+}
+
 fn encode_size_update(val: usize, dst: &mut BytesMut) {
     encode_int(val, 5, 0b0010_0000, dst)
 }
@@ -848,6 +941,114 @@ mod test {
         let mut indexing = Encoder::default();
         encode(&mut indexing, fields());
         assert!(indexing.table.len() > 0);
+    }
+
+    /// EDGE-PATCH fourth: `StaticFields` encodes each field as the
+    /// encoder does with indexing off, byte for byte (whole static
+    /// entries, static names, names of their own, sensitive values, empty
+    /// and long values, standard and custom names of every length class);
+    /// appended after a block of an encoder that indexes and has a size
+    /// update to send, it decodes to the same fields, block after block;
+    /// connection-specific fields are refused and leave nothing.
+    #[test]
+    fn static_fields_are_what_the_encoder_writes_with_indexing_off() {
+        let mut sensitive = HeaderValue::from_static("secret");
+        sensitive.set_sensitive(true);
+        let long = "v".repeat(300);
+        let pairs: Vec<(HeaderName, HeaderValue)> = [
+            ("content-type", "video/mp4"),
+            ("accept-encoding", "gzip, deflate"),
+            ("accept-encoding", "br"),
+            ("cache-control", "max-age=60"),
+            ("age", "0"),
+            ("etag", "\"abc\""),
+            ("content-length", "1024"),
+            ("date", "Sat, 05 Dec 2026 08:00:00 GMT"),
+            ("x-request-id", "01J9Z8"),
+            ("cache-status", "edge; hit; ttl=3599"),
+            ("x-empty", ""),
+            ("x-long", long.as_str()),
+            ("www-authenticate", "Basic"),
+            ("te", "trailers"),
+            (&"x".repeat(130), "name over one byte of length"),
+        ]
+        .iter()
+        .map(|(n, v)| {
+            (
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+            )
+        })
+        .chain([(HeaderName::from_static("x-token"), sensitive.clone())])
+        .collect();
+        let mut plain = Encoder::default();
+        plain.set_indexing(false);
+        let mut all = StaticFields::default();
+        for (name, value) in &pairs {
+            let mut one = StaticFields::with_capacity(0);
+            one.push(name, value).unwrap();
+            let want = encode(
+                &mut plain,
+                vec![Header::Field {
+                    name: Some(name.clone()),
+                    value: value.clone(),
+                }],
+            );
+            assert_eq!(one.as_bytes(), &want[..], "{name}: {value:?}");
+            all.push(name, value).unwrap();
+        }
+        let want: Vec<Header> = pairs
+            .iter()
+            .map(|(n, v)| Header::Field {
+                name: n.clone(),
+                value: v.clone(),
+            })
+            .collect();
+        // After an indexing encoder's own fields and a size update.
+        let mut indexing = Encoder::default();
+        indexing.update_max_size(1024);
+        let mut decoder = crate::hpack::Decoder::new(4096);
+        for round in 0..3 {
+            let mut block = encode(
+                &mut indexing,
+                vec![Header::Status(StatusCode::OK), header("x-own", "indexed")],
+            );
+            block.extend_from_slice(all.as_bytes());
+            let mut got = vec![];
+            decoder
+                .decode(&mut std::io::Cursor::new(&mut block), |h| {
+                    got.push(h);
+                    std::ops::ControlFlow::Continue(())
+                })
+                .unwrap();
+            assert_eq!(got.len(), 2 + want.len(), "round {round}");
+            assert_eq!(got[2..], want[..], "round {round}");
+        }
+        assert_eq!(all.len(), all.as_bytes().len());
+        let (mut front, mut back) = (StaticFields::default(), StaticFields::default());
+        for (i, (name, value)) in pairs.iter().enumerate() {
+            let part = if i < 5 { &mut front } else { &mut back };
+            part.push(name, value).unwrap();
+        }
+        front.extend(&back);
+        assert_eq!(front.as_bytes(), all.as_bytes());
+        assert!(!all.is_empty() && StaticFields::default().is_empty());
+        for (name, value) in [
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("te", "gzip"),
+        ] {
+            let mut f = StaticFields::default();
+            let r = f.push(
+                &HeaderName::from_static(name),
+                &HeaderValue::from_static(value),
+            );
+            assert_eq!(r, Err(ConnectionSpecific), "{name}");
+            assert!(f.is_empty(), "{name}");
+        }
     }
 
     fn encode(e: &mut Encoder, hdrs: Vec<Header<Option<HeaderName>>>) -> BytesMut {

@@ -1297,7 +1297,18 @@ impl<B> StreamRef<B> {
 
     pub fn send_response(
         &mut self,
+        response: Response<()>,
+        end_of_stream: bool,
+    ) -> Result<(), UserError> {
+        self.send_response_with(response, None, end_of_stream)
+    }
+
+    /// EDGE-PATCH fourth: `send_response`, with `encoded` fields sent after
+    /// the response's own.
+    pub fn send_response_with(
+        &mut self,
         mut response: Response<()>,
+        encoded: Option<crate::hpack::StaticFields>,
         end_of_stream: bool,
     ) -> Result<(), UserError> {
         // Clear before taking lock, incase extensions contain a StreamRef.
@@ -1311,7 +1322,10 @@ impl<B> StreamRef<B> {
         let send_buffer = &mut *send_buffer;
 
         me.counts.transition(stream, |counts, stream| {
-            let frame = server::Peer::convert_send_message(stream.id, response, end_of_stream);
+            let mut frame = server::Peer::convert_send_message(stream.id, response, end_of_stream);
+            if let Some(fields) = encoded {
+                frame.set_encoded_fields(fields);
+            }
 
             actions
                 .send

@@ -51,6 +51,8 @@ const BODY_BUF_LIMIT: usize = 1024 * 64;
 type H2Connection<S> = server::Connection<S, Bytes>;
 
 pub use h2::server::Builder as H2Options;
+/// EDGE-PATCH (thirty-fifth): see [HttpSession::write_response_fields].
+pub use h2::server::{ConnectionSpecific, StaticFields};
 
 // 64 KiB decoded header-list limit.
 const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
@@ -703,6 +705,45 @@ impl HttpSession {
         )?;
 
         self.response_written = Some(header);
+        self.send_response_body = Some(body_writer);
+        self.ended = self.ended || end;
+        Ok(())
+    }
+
+    /// EDGE-PATCH (thirty-fifth): [Self::write_response_header] for a head
+    /// given as its `status` and its fields HPACK-encoded ahead of time
+    /// (h2's `StaticFields`, vendored h2 fourth: connection-specific fields
+    /// were refused as they were pushed), sent as they are. `Date` is the
+    /// caller's: it is not added. The head kept as `response_written` has
+    /// the status only (HTTP/1.1's version, as a head built for the map
+    /// has, no reason). Errors as `write_response_header`'s.
+    pub fn write_response_fields(
+        &mut self,
+        status: StatusCode,
+        fields: server::StaticFields,
+        end: bool,
+    ) -> Result<()> {
+        if self.ended {
+            return Ok(());
+        }
+        if status.is_informational() {
+            debug!("ignoring informational headers");
+            return Ok(());
+        }
+        if self.response_written.is_some() {
+            warn!("Response header is already sent, cannot send again");
+            return Ok(());
+        }
+        let mut resp = Response::new(());
+        *resp.status_mut() = status;
+        let body_writer = self
+            .send_response
+            .send_response_with_fields(resp, fields, end)
+            .or_err(
+                ErrorType::WriteError,
+                "while writing h2 response to downstream",
+            )?;
+        self.response_written = Some(Box::new(ResponseHeader::build_no_case(status, Some(0))?));
         self.send_response_body = Some(body_writer);
         self.ended = self.ended || end;
         Ok(())
@@ -1950,6 +1991,112 @@ mod test {
                 assert_eq!(got.len(), kept.len() + 1, "{case:?}: {got:?}");
             }
         }
+    }
+
+    // EDGE-PATCH thirty-fifth: a head written as encoded fields reaches the
+    // client with its status and every field in order (repeated names, a
+    // block over one frame: CONTINUATION frames), no `Date` added, the body
+    // after it or none; the head kept as written has the status.
+    #[tokio::test]
+    async fn encoded_fields_reach_the_client_in_order_with_the_body() {
+        async fn exchange(
+            status: u16,
+            fields: Vec<(String, String)>,
+            body: Option<&'static [u8]>,
+        ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+            let (client, server) = duplex(1 << 20);
+            let client = tokio::spawn(async move {
+                let (h2, connection) = h2::client::handshake(client).await.unwrap();
+                tokio::spawn(async move {
+                    connection.await.unwrap();
+                });
+                let mut h2 = h2.ready().await.unwrap();
+                let request = Request::builder()
+                    .method(Method::GET)
+                    .uri("https://www.example.com/")
+                    .body(())
+                    .unwrap();
+                let (response, _) = h2.send_request(request, true).unwrap();
+                let (parts, mut body) = response.await.unwrap().into_parts();
+                let mut bytes = vec![];
+                while let Some(chunk) = body.data().await {
+                    let chunk = chunk.unwrap();
+                    body.flow_control().release_capacity(chunk.len()).unwrap();
+                    bytes.extend_from_slice(&chunk);
+                }
+                let fields = parts
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                    .collect();
+                (parts.status.as_u16(), fields, bytes)
+            });
+            let mut connection = handshake(Box::new(server), None).await.unwrap();
+            let accepted = HttpSession::from_h2_conn(&mut connection, Arc::new(Digest::default()))
+                .await
+                .unwrap()
+                .unwrap();
+            let H2Accept::Session(mut http) = accepted else {
+                panic!("a session");
+            };
+            tokio::spawn(async move {
+                let _ = HttpSession::from_h2_conn(&mut connection, Arc::new(Digest::default())).await;
+            });
+            let mut encoded = StaticFields::default();
+            for (name, value) in &fields {
+                encoded
+                    .push(
+                        &HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                        &http::HeaderValue::from_str(value).unwrap(),
+                    )
+                    .unwrap();
+            }
+            let status = StatusCode::from_u16(status).unwrap();
+            http.write_response_fields(status, encoded, body.is_none())
+                .unwrap();
+            assert_eq!(http.response_written().unwrap().status, status);
+            assert!(http.response_written().unwrap().headers.is_empty());
+            if let Some(body) = body {
+                http.write_body(Bytes::from_static(body), true).await.unwrap();
+            }
+            client.await.unwrap()
+        }
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        };
+        let usual = pairs(&[
+            ("content-type", "video/mp2t"),
+            ("content-length", "5"),
+            ("etag", "\"e1\""),
+            ("x-a", "1"),
+            ("age", "7"),
+            ("cache-status", "edge; hit; ttl=53"),
+        ]);
+        let (status, got, body) = exchange(200, usual.clone(), Some(b"hello")).await;
+        assert_eq!((status, &got, &body[..]), (200, &usual, &b"hello"[..]));
+        let (status, got, body) = exchange(404, vec![], None).await;
+        assert_eq!((status, got.len(), body.len()), (404, 0, 0));
+        // Repeated names keep their order among the others.
+        let repeated = pairs(&[
+            ("set-cookie", "a=1"),
+            ("x-b", "2"),
+            ("set-cookie", "b=2"),
+            ("set-cookie", "c=3"),
+        ]);
+        let (_, got, _) = exchange(206, repeated.clone(), None).await;
+        let mut want = repeated;
+        // The client's header map groups a name's values at its first place.
+        want.swap(1, 3);
+        want.swap(1, 2);
+        assert_eq!(got, want);
+        // About 40 KB of fields: one HEADERS frame and CONTINUATION frames.
+        let big: Vec<(String, String)> = (0..400)
+            .map(|i| (format!("x-field-{i}"), "v".repeat(80)))
+            .collect();
+        let (status, got, body) = exchange(200, big.clone(), Some(b"after")).await;
+        assert_eq!((status, &got, &body[..]), (200, &big, &b"after"[..]));
     }
 
     // edge, EDGE-PATCH.md, twenty-fourth: the head's fields move into h2's
