@@ -592,6 +592,135 @@ fn a_port_in_use_is_a_clear_error() {
     assert!(err.contains("listener web: cannot listen on"), "{err}");
 }
 
+/// Issue 17: an HTTP/2 RAM hit is written in the stream's task, and a
+/// future is kept only when its body must wait for the client's window.
+/// With a stream window of 1,000 bytes, hits of every size around it
+/// arrive whole and once (the part that left before the wait is not sent
+/// again), each counted once by the shortcut; a client that resets its
+/// streams while their bodies wait leaves the node serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_ram_hits_that_wait_for_the_window_arrive_whole_and_once() {
+    let o = origin("a").await;
+    let config = format!(
+        r#"
+[server]
+threads = 1
+shutdown_delay = "0s"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+h2c = true
+
+[[pool]]
+name = "origin"
+backends = [{{ address = "{}" }}]
+
+[[route]]
+name = "cached"
+pool = "origin"
+[route.cache]
+
+[cache]
+ram_size = "16 MiB"
+"#,
+        o.addr()
+    );
+    let node = EdgeNode::start(BIN, &config);
+    let connect = |window: u32| {
+        let addr = node.addr("web");
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (send, conn) =
+                hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .initial_stream_window_size(window)
+                    .handshake::<_, http_body_util::Empty<hyper::body::Bytes>>(
+                        hyper_util::rt::TokioIo::new(tcp),
+                    )
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            send
+        }
+    };
+    let shortcuts = || {
+        let url = node.admin_url("/metrics");
+        async move {
+            let metrics = Client::new().get(&url).await.text();
+            edge_testkit::metric_sum(
+                &metrics,
+                "edge_http_sessionless_requests_total",
+                &["way=\"h2_ram_hit\""],
+            )
+        }
+    };
+    let sizes = [1usize, 999, 1000, 1001, 2000, 5000, 16_384, 70_000];
+    let path = |n: usize| format!("/obj/w/{n}.bin?size={n}&cc=max-age%3D600");
+    // Filled over HTTP/1.1.
+    let c = Client::new();
+    for n in sizes {
+        let r = c.get(&node.url("web", &path(n))).await;
+        assert_eq!(r.status, 200);
+    }
+    let mut send = connect(1000).await;
+    for round in 0..2 {
+        let before = shortcuts().await;
+        for n in sizes {
+            let uri = format!("http://{}{}", node.addr("web"), path(n));
+            let req = http::Request::builder()
+                .uri(uri)
+                .body(http_body_util::Empty::new())
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200, "{n}");
+            let cache = resp.headers().get("x-cache").cloned();
+            assert!(
+                cache
+                    .as_ref()
+                    .is_some_and(|c| c.as_bytes().starts_with(b"HIT")),
+                "{n}: {cache:?}"
+            );
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let expected = o.expected_body(&path(n)).unwrap();
+            assert_eq!(body.len(), expected.len(), "round {round}: {n}");
+            assert!(body == expected, "round {round}: {n}: the bytes differ");
+        }
+        let taken = shortcuts().await - before;
+        assert_eq!(taken, sizes.len() as f64, "round {round}");
+    }
+    // Streams reset while their bodies wait: the node goes on serving.
+    let mut cut = connect(1000).await;
+    for _ in 0..3 {
+        let uri = format!("http://{}{}", node.addr("web"), path(70_000));
+        let req = http::Request::builder()
+            .uri(uri)
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let resp = cut.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        // The body is not read: dropping it resets the stream.
+        drop(resp);
+    }
+    let uri = format!("http://{}{}", node.addr("web"), path(5000));
+    let req = http::Request::builder()
+        .uri(uri)
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body.len(), 5000);
+}
+
 /// Many HTTP/2 streams at once on one connection, of every body size
 /// around h2's write thresholds (256 and 1,024 bytes chained, up to 4 KiB
 /// copied into the write buffer when there is room: vendor/h2's

@@ -17,6 +17,7 @@
 
 use super::*;
 use crate::to_client::ToClient;
+use futures::FutureExt;
 use pingora_core::protocols::http::v2::server::HttpSession as H2Session;
 use std::future::Future;
 use std::pin::Pin;
@@ -38,7 +39,47 @@ impl EdgeProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let (hit, done) = edge.h2_hit(stream, client)?;
-        Some(Box::pin(edge.write_h2_hit(stream, client, hit, done)))
+        // Written here, in the stream's task: a future is kept (boxed, with
+        // the hit and its context moved into it) only when the body must
+        // wait for the client's window or the connection's buffer.
+        let body = match edge.write_h2_head(stream, hit) {
+            Ok(Some(body)) => body,
+            Ok(None) => {
+                edge.shortcut_counted(stream.req_header(), client, done, H2_RAM_HIT, None);
+                return Some(Box::pin(std::future::ready(())));
+            }
+            Err(e) => {
+                let cut = Some((e, false, 0));
+                edge.shortcut_counted(stream.req_header(), client, done, H2_RAM_HIT, cut);
+                return Some(Box::pin(std::future::ready(())));
+            }
+        };
+        // What `write_body` hands to the connection before a wait is
+        // counted (`body_bytes_sent`): a wait here gives the rest to the
+        // future, nothing twice.
+        let before = stream.body_bytes_sent();
+        match stream.write_body(body.clone(), true).now_or_never() {
+            Some(written) => {
+                let cut = written.to_client().err().map(|e| {
+                    let sent = (stream.body_bytes_sent() - before).min(body.len());
+                    (e, true, sent as u64)
+                });
+                edge.shortcut_counted(stream.req_header(), client, done, H2_RAM_HIT, cut);
+                Some(Box::pin(std::future::ready(())))
+            }
+            None => {
+                let sent = (stream.body_bytes_sent() - before).min(body.len());
+                let rest = body.slice(sent..);
+                Some(Box::pin(edge.write_h2_body(
+                    stream,
+                    client,
+                    rest,
+                    done,
+                    before,
+                    body.len(),
+                )))
+            }
+        }
     }
 
     /// The RAM hit for `stream`'s request, or `None` (pingora's path).
@@ -127,39 +168,53 @@ impl EdgeProxy {
         })
     }
 
-    /// Writes `hit` on the stream as pingora's path writes a RAM hit
-    /// (`Date` where the head has none, no connection-specific fields; the
-    /// body's waits for the client's window bounded by the listener's
-    /// `send_timeout`), then counts and logs it.
-    async fn write_h2_hit(
+    /// Writes `hit`'s head on the stream as pingora's path writes a RAM
+    /// hit's (`Date` where the head has none, no connection-specific
+    /// fields; the body's waits for the client's window bounded by the
+    /// listener's `send_timeout`); the body to write after it, if any. Errors
+    /// as pingora's path makes them (`to_client.rs`).
+    fn write_h2_head(&self, stream: &mut H2Session, hit: H2Hit) -> Result<Option<Bytes>> {
+        stream.set_write_timeout(Some(self.limits.send_timeout));
+        let (written, body) = match hit {
+            H2Hit::Map(hit) => {
+                let end = hit.body.is_none();
+                (
+                    stream.write_response_header(Box::new(hit.resp), end),
+                    hit.body,
+                )
+            }
+            H2Hit::Fields(hit) => {
+                let end = hit.body.is_none();
+                (
+                    stream.write_response_fields(hit.status, hit.fields, end),
+                    hit.body,
+                )
+            }
+        };
+        written.to_client()?;
+        Ok(body)
+    }
+
+    /// Writes `rest`, the end of a body of `len` bytes whose first part
+    /// left before a wait, then counts and logs the hit. `before`: the
+    /// stream's body bytes sent before the body began.
+    async fn write_h2_body(
         &self,
         stream: &mut H2Session,
         client: Option<IpAddr>,
-        hit: H2Hit,
+        rest: Bytes,
         done: ShortcutDone,
+        before: usize,
+        len: usize,
     ) {
-        stream.set_write_timeout(Some(self.limits.send_timeout));
-        let (head, body) = match hit {
-            H2Hit::Map(hit) => (Ok(hit.resp), hit.body),
-            H2Hit::Fields(hit) => (Err((hit.status, hit.fields)), hit.body),
-        };
-        let written = match head {
-            Ok(resp) => stream.write_response_header(Box::new(resp), body.is_none()),
-            Err((status, fields)) => stream.write_response_fields(status, fields, body.is_none()),
-        };
-        let mut cut = None;
-        // Errors as pingora's path makes them (`to_client.rs`).
-        if let Err(e) = written.to_client() {
-            cut = Some((e, false, 0));
-        } else if let Some(body) = body {
-            let len = body.len() as u64;
-            if let Err(e) = stream.write_body(body, true).await.to_client() {
-                let sent = (stream.body_bytes_sent() as u64).min(len);
-                cut = Some((e, true, sent));
+        let cut = match stream.write_body(rest, true).await.to_client() {
+            Ok(()) => None,
+            Err(e) => {
+                let sent = (stream.body_bytes_sent() - before).min(len);
+                Some((e, true, sent as u64))
             }
-        }
-        let req = stream.req_header();
-        self.shortcut_counted(req, client, done, H2_RAM_HIT, cut);
+        };
+        self.shortcut_counted(stream.req_header(), client, done, H2_RAM_HIT, cut);
     }
 }
 
