@@ -675,27 +675,41 @@ ram_size = "16 MiB"
                 .uri(uri)
                 .body(http_body_util::Empty::new())
                 .unwrap();
-            let resp = send.send_request(req).await.unwrap();
-            assert_eq!(resp.status(), 200, "{n}");
-            let cache = resp.headers().get("x-cache").cloned();
+            // Bounded: a body whose wait is never woken fails, not hangs.
+            let (cache, body) = tokio::time::timeout(Duration::from_secs(30), async {
+                let resp = send.send_request(req).await.unwrap();
+                assert_eq!(resp.status(), 200, "{n}");
+                let cache = resp.headers().get("x-cache").cloned();
+                let body = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                (cache, body)
+            })
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: {n}: no whole answer in 30 s"));
             assert!(
                 cache
                     .as_ref()
                     .is_some_and(|c| c.as_bytes().starts_with(b"HIT")),
                 "{n}: {cache:?}"
             );
-            let body = http_body_util::BodyExt::collect(resp.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
             let expected = o.expected_body(&path(n)).unwrap();
             assert_eq!(body.len(), expected.len(), "round {round}: {n}");
             assert!(body == expected, "round {round}: {n}: the bytes differ");
         }
+        // `make test`'s second pass turns the fast paths off: pingora's
+        // path answers each, the same bytes, and the shortcut none.
+        let fast = std::env::var("EDGE_TEST_FAST_PATHS").as_deref() != Ok("off");
         let taken = shortcuts().await - before;
-        assert_eq!(taken, sizes.len() as f64, "round {round}");
+        let want = if fast { sizes.len() } else { 0 };
+        assert_eq!(taken, want as f64, "round {round}");
     }
-    // Streams reset while their bodies wait: the node goes on serving.
+    // Streams reset while their bodies wait: each is logged with the part
+    // handed to the connection before the wait (the window's 1,000 bytes
+    // at least, not the whole), and the node goes on serving.
+    let logged = "/obj/w/70000.bin";
+    let seen = node.access_lines(logged).len();
     let mut cut = connect(1000).await;
     for _ in 0..3 {
         let uri = format!("http://{}{}", node.addr("web"), path(70_000));
@@ -707,6 +721,11 @@ ram_size = "16 MiB"
         assert_eq!(resp.status(), 200);
         // The body is not read: dropping it resets the stream.
         drop(resp);
+    }
+    for k in 0..3 {
+        let line = node.access_line(logged, seen + k, "status=200").await;
+        let bytes = edge_testkit::logged_bytes(&line);
+        assert!((1000..70_000).contains(&bytes), "bytes={bytes}: {line}");
     }
     let uri = format!("http://{}{}", node.addr("web"), path(5000));
     let req = http::Request::builder()

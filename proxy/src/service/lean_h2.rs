@@ -28,7 +28,9 @@ const H2_RAM_HIT: usize = 2;
 impl EdgeProxy {
     /// [`pingora_core::apps::H2Shortcut`] for edge's listeners: the answer
     /// to `stream`'s request when it is a fresh RAM hit, written and logged
-    /// by the future; `None`: pingora's path takes the stream.
+    /// here, with a future only for a body that must wait for the client's
+    /// window or the connection's buffer; `None`: pingora's path takes the
+    /// stream.
     pub fn h2_shortcut<'a>(
         app: &'a pingora_proxy::HttpProxy<EdgeProxy>,
         stream: &'a mut H2Session,
