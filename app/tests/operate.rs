@@ -477,7 +477,7 @@ async fn first_byte_idle_and_total_are_independent_timers() {
         )
     };
     let config = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listener]]\nname = \"web\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n\n{}{}{}",
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listener]]\nname = \"web\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n\n{}{}{}{}",
         // A slow head (1 s) inside first_byte, body reads inside idle.
         pool("slowhead", "first_byte = \"3s\", idle = \"600ms\""),
         // A quick head, body reads 1.2 s apart: longer than first_byte,
@@ -485,6 +485,8 @@ async fn first_byte_idle_and_total_are_independent_timers() {
         pool("slowbody", "first_byte = \"600ms\", idle = \"5s\""),
         // A body that streams for 4 s against a total of 1 s.
         pool("long", "first_byte = \"5s\", idle = \"5s\", total = \"1s\""),
+        // Body reads 1 s apart against an idle of 300 ms.
+        pool("idle", "first_byte = \"5s\", idle = \"300ms\""),
     );
     let node = EdgeNode::start(BIN, &config);
     let c = Client::new();
@@ -514,6 +516,46 @@ async fn first_byte_idle_and_total_are_independent_timers() {
             r.status,
             r.body.len()
         );
+    }
+    // The same timers over long bodies, whose rest is spliced socket to
+    // socket on HTTP/1's shortcut (`service/splice.rs`): pieces 700 ms
+    // apart inside idle; a 2 s body against total; pieces 1 s apart
+    // against an idle of 300 ms.
+    let path = "/obj/d?size=1000000&cc=no-store&fault=drip%3D250000/700ms";
+    let r = c.get(&node.url("web", &format!("/slowbody{path}"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body == o.expected_body(path).unwrap(), "the bytes differ");
+    for (route, path, why) in [
+        (
+            "long",
+            "/obj/e?size=2000000&cc=no-store&fault=drip%3D200000/200ms",
+            "total timeout passed while the body was streaming",
+        ),
+        (
+            "idle",
+            "/obj/f?size=1000000&cc=no-store&fault=drip%3D200000/1s",
+            "reading body, timeout: 300ms",
+        ),
+    ] {
+        let r = c
+            .request(
+                Method::GET,
+                &node.url("web", &format!("/{route}{path}")),
+                &[],
+                "",
+            )
+            .await;
+        if let Ok(r) = r {
+            assert!(
+                r.status == 504 || r.body.len() < 1_000_000,
+                "{route}: {} with {} bytes",
+                r.status,
+                r.body.len()
+            );
+        }
+        let logged = format!("/{route}{}", path.split('?').next().unwrap());
+        let line = node.access_line(&logged, 0, "status=").await;
+        assert!(line.contains(why), "{route}: {line}");
     }
 }
 

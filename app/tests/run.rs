@@ -841,3 +841,196 @@ ram_size = "16 MiB"
         }
     }
 }
+
+/// A raw backend: answers every request on a connection with `head` then
+/// `body`, then (when given) `smuggled` in the same write, bytes past the
+/// `Content-Length` that must never reach a client; counts connections.
+async fn raw_backend(
+    head: String,
+    body: Arc<Vec<u8>>,
+    smuggled: &'static [u8],
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counted = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let (head, body) = (head.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    let mut out = head.clone().into_bytes();
+                    out.extend_from_slice(&body);
+                    out.extend_from_slice(smuggled);
+                    if s.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+/// Long `Content-Length` bodies between plain sockets are spliced (moved
+/// socket to socket by the kernel, `edge_http_spliced_bytes_total`), byte
+/// for byte, the backend's connection reused after each; counted in the
+/// response bytes as any body. Either side cutting one off ends that
+/// exchange only: a backend that closes early leaves the client a short
+/// body and a closed connection; a client that leaves mid-body costs the
+/// backend connection (what was left unread is not served to the next
+/// request); bytes a backend sends past the `Content-Length` never reach
+/// a client. With the fast paths off (make test's second pass) nothing is
+/// spliced and the rest holds the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn long_bodies_are_spliced_whole_and_a_cut_on_either_side_ends_only_its_exchange() {
+    let o = origin("a").await;
+    let s = edge_testkit::Scripted::start().await;
+    let pattern = |n: usize| -> Vec<u8> { (0..n).map(|i| (i * 13 + i / 509) as u8).collect() };
+    let body = Arc::new(pattern(300_000));
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\r\n",
+        body.len()
+    );
+    let smuggled: &'static [u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!";
+    let (raw, raw_conns) = raw_backend(head, body.clone(), smuggled).await;
+    let extra = format!(
+        r#"
+[[pool]]
+name = "scripted"
+backends = [{{ address = "{}" }}]
+
+[[pool]]
+name = "raw"
+backends = [{{ address = "{raw}" }}]
+
+[[route]]
+name = "scripted"
+priority = 10
+pool = "scripted"
+match = {{ path_prefix = "/s/" }}
+
+[[route]]
+name = "raw"
+priority = 10
+pool = "raw"
+match = {{ path_prefix = "/raw/" }}
+"#,
+        s.addr()
+    );
+    let config = config_with(&[&o], &extra).replace("threads = 2", "threads = 1");
+    let node = EdgeNode::start(BIN, &config);
+    let fast = std::env::var("EDGE_TEST_FAST_PATHS").as_deref() != Ok("off");
+    let c = Client::new();
+    let sizes = [
+        65_535usize,
+        65_537,
+        131_071,
+        131_073,
+        200_003,
+        1_048_576,
+        3_000_001,
+    ];
+    let mut total = 0usize;
+    for n in sizes {
+        let path = format!("/s/{n}");
+        let mut r = edge_testkit::Reply::ok("", &[("cache-control", "no-store")]);
+        r.body = pattern(n);
+        s.set(&path, r);
+        for _ in 0..3 {
+            let got = c.get(&node.url("web", &path)).await;
+            assert_eq!(got.status, 200, "{path}");
+            assert_eq!(got.body.len(), n, "{path}");
+            assert!(got.body[..] == pattern(n)[..], "{path}: the bytes differ");
+            total += n;
+        }
+    }
+    // One worker thread, one client at a time: one backend connection.
+    let conns: std::collections::BTreeSet<usize> =
+        s.all().iter().map(|(_, r)| r.connection).collect();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    let metrics = eventually(Duration::from_secs(5), "every body counted", || async {
+        let m = c.get(&node.admin_url("/metrics")).await.text();
+        let counted = edge_testkit::metric_sum(
+            &m,
+            "edge_http_response_body_bytes_total",
+            &["route=\"scripted\""],
+        );
+        (counted as usize == total).then_some(m)
+    })
+    .await;
+    let spliced = edge_testkit::metric_sum(
+        &metrics,
+        "edge_http_spliced_bytes_total",
+        &["listener=\"web\""],
+    ) as usize;
+    if fast {
+        // At least what is past the first reads of each of the longest
+        // (the head's and up to four more of 64 KiB taken at once).
+        let floor: usize = sizes
+            .iter()
+            .filter(|&&n| n > 1_000_000)
+            .map(|n| 3 * (n - 5 * 65_536))
+            .sum();
+        assert!(spliced >= floor && spliced < total, "{spliced} of {total}");
+    } else {
+        assert_eq!(spliced, 0);
+    }
+
+    // The backend closes 700,000 bytes into a body of 2,000,000: the
+    // client has the head, less than the body, then the end.
+    let addr = node.addr("web");
+    let cut = "/obj/cut.bin?size=2000000&cc=no-store&fault=abort%3D700000";
+    let mut conn = RawConn::connect(addr).await;
+    conn.send(format!("GET {cut} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await;
+    // (The error is the connection's end before the body's.)
+    let err = conn.response(false).await.unwrap_err();
+    assert_eq!(err, "closed in a body");
+    let line = node.access_line("/obj/cut.bin", 0, "status=200").await;
+    let logged = edge_testkit::logged_bytes(&line);
+    assert!(logged > 0 && logged <= 700_000, "{line}");
+
+    // A client that leaves after 100,000 bytes of 3,000,001, then others:
+    // each gets its own body whole.
+    for round in 0..3 {
+        let mut conn = RawConn::connect(addr).await;
+        conn.send(b"GET /s/3000001 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        conn.read_exact(100_000).await.unwrap();
+        drop(conn);
+        for n in [3_000_001usize, 200_003, 65_537] {
+            let path = format!("/s/{n}");
+            let got = c.get(&node.url("web", &path)).await;
+            assert_eq!(got.body.len(), n, "round {round}: {path}");
+            assert!(
+                got.body[..] == pattern(n)[..],
+                "round {round}: {path}: the bytes differ"
+            );
+        }
+    }
+
+    // Bytes past the `Content-Length`: never a second answer.
+    for i in 0..5 {
+        let got = c.get(&node.url("web", "/raw/x")).await;
+        assert_eq!(got.status, 200, "{i}");
+        assert!(got.body[..] == body[..], "{i}: the bytes differ");
+    }
+    assert!(raw_conns.load(Ordering::SeqCst) >= 1);
+    assert!(
+        !node.output().contains("EVIL"),
+        "the smuggled answer reached the log"
+    );
+}

@@ -37,6 +37,7 @@ pub struct ProxyMetrics {
     /// session (`listen/shortcut.rs`), by listener and way (`ram_hit`,
     /// `pass`).
     pub sessionless: IntCounterVec,
+    pub spliced: IntCounterVec,
     pub tcp: crate::tcp::metrics::TcpMetrics,
     pub ratelimit: crate::ratelimit::metrics::RateLimitMetrics,
     pub site: crate::site::SiteMetrics,
@@ -159,6 +160,14 @@ impl ProxyMetrics {
             &["listener", "way"],
         )?;
         registry.register(Box::new(sessionless.clone()))?;
+        let spliced = IntCounterVec::new(
+            Opts::new(
+                "edge_http_spliced_bytes_total",
+                "Response body bytes a pass-through moved from backend to client with splice(2), never copied through edge's memory, by listener",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(spliced.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(request_bytes.clone()))?;
@@ -189,6 +198,7 @@ impl ProxyMetrics {
             connection_limit_hits,
             tls_handshake_errors,
             sessionless,
+            spliced,
             tcp: crate::tcp::metrics::TcpMetrics::new(registry)?,
             ratelimit: crate::ratelimit::metrics::RateLimitMetrics::new(registry)?,
             site: crate::site::SiteMetrics::new(registry)?,

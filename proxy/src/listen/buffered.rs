@@ -262,6 +262,34 @@ impl<S: AsyncWrite + Unpin> WriteBuffered<S> {
     }
 }
 
+#[cfg(target_os = "linux")]
+impl WriteBuffered<pingora_core::protocols::l4::stream::Stream> {
+    /// Whether what a pipe holds may be moved into the socket with
+    /// splice(2) ([`Self::poll_splice_from`]): a plain TCP stream (what is
+    /// buffered here goes first).
+    pub fn spliceable(&self) -> bool {
+        self.inner.spliceable_to()
+    }
+
+    /// What is buffered here written out, then what `pipe` holds (some or
+    /// all) moved into the socket: the bytes moved from the pipe (0 only
+    /// if it held nothing). As a write: under the send timeout (no
+    /// progress for that long fails with `TimedOut` and the close resets
+    /// the connection), the errors the socket gives.
+    pub fn poll_splice_from(
+        &mut self,
+        cx: &mut Context<'_>,
+        pipe: &mut pingora_core::protocols::l4::splice::Pipe,
+    ) -> Poll<io::Result<usize>> {
+        self.timed(cx, |me, cx| {
+            std::task::ready!(me.poll_drain(cx))?;
+            let moved = std::task::ready!(pipe.poll_drain(cx, &mut me.inner))?;
+            me.progress |= moved > 0;
+            Poll::Ready(Ok(moved))
+        })
+    }
+}
+
 impl<S: AsyncRead + Unpin + ResetOnClose> AsyncRead for WriteBuffered<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -121,6 +121,12 @@ pub struct Inspector<S> {
 }
 
 impl<S> Inspector<S> {
+    /// The stream under the inspector, to write to: writes pass through
+    /// it untouched (a pass-through's body spliced into the socket).
+    pub fn writer_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
     /// Inspects a new connection; its first head is timed from now.
     pub fn new(inner: S, conn: Arc<Connection>, settings: InspectSettings) -> Self {
         Self {

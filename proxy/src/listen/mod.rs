@@ -39,6 +39,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use crate::error::BuildError;
 use crate::metrics::{ListenerMetrics, ProxyMetrics};
 
+pub(crate) use self::buffered::WriteBuffered;
 pub use self::conn::Connection;
 pub use self::http::HttpHandler;
 pub use self::tls::{load_certified_keys, SniResolver, TlsSettings};

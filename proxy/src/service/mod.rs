@@ -67,6 +67,8 @@ mod limits;
 mod log;
 mod request;
 mod response;
+#[cfg(target_os = "linux")]
+mod splice;
 mod steer;
 mod upstream;
 mod upstream_request;
@@ -88,6 +90,8 @@ pub struct EdgeProxy {
     /// This listener's series of `edge_http_sessionless_requests_total`:
     /// RAM hits and pass-throughs (looked up once, not per request).
     sessionless: [prometheus::IntCounter; 3],
+    /// This listener's `edge_http_spliced_bytes_total`.
+    spliced: prometheus::IntCounter,
 }
 
 impl EdgeProxy {
@@ -103,6 +107,7 @@ impl EdgeProxy {
                 .sessionless
                 .with_label_values(&[listener, way])
         });
+        let spliced = proxy.metrics.spliced.with_label_values(&[listener]);
         Self {
             proxy,
             listener: Arc::from(listener),
@@ -114,6 +119,7 @@ impl EdgeProxy {
                 escaped_slashes: settings.escaped_slashes,
             },
             sessionless,
+            spliced,
         }
     }
 

@@ -17,5 +17,7 @@
 pub mod ext;
 pub mod listener;
 pub mod socket;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod stream;
 pub mod virt;

@@ -635,6 +635,43 @@ impl Stream {
         }
     }
 
+    /// Edge: whether bytes may be moved from this stream's socket with
+    /// splice(2) (`l4::splice::Pipe::poll_fill`): a TCP socket with
+    /// nothing rewound and nothing in the read buffer (EDGE-PATCH.md,
+    /// thirty-sixth).
+    pub fn spliceable_from(&self) -> bool {
+        let buffered = match self.stream() {
+            BufferedStream::UnbufferedRead(_) => false,
+            BufferedStream::BufferedRead(reader) => !reader.buffer().is_empty(),
+        };
+        self.rewind_read_buf.is_empty() && !buffered && self.tcp().is_some()
+    }
+
+    /// Edge: whether bytes may be moved into this stream's socket with
+    /// splice(2) (`l4::splice::Pipe::poll_drain`): a TCP socket with
+    /// nothing unwritten in the write buffer (EDGE-PATCH.md,
+    /// thirty-sixth).
+    pub fn spliceable_to(&self) -> bool {
+        self.stream().writer().buffer().is_empty() && self.tcp().is_some()
+    }
+
+    fn tcp(&self) -> Option<&TcpStream> {
+        match &self.stream().get_ref().stream {
+            RawStream::Tcp(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The TCP socket under this stream when [`Self::spliceable_from`].
+    pub(crate) fn splice_source(&self) -> Option<&TcpStream> {
+        self.spliceable_from().then(|| self.tcp()).flatten()
+    }
+
+    /// The TCP socket under this stream when [`Self::spliceable_to`].
+    pub(crate) fn splice_destination(&self) -> Option<&TcpStream> {
+        self.spliceable_to().then(|| self.tcp()).flatten()
+    }
+
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {

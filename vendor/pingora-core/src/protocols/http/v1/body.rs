@@ -520,6 +520,49 @@ impl BodyReader {
         }
     }
 
+    /// Edge: the bytes of a `Content-Length` body still to come from the
+    /// stream when none of them waits in this reader (nothing read with
+    /// the head and not yet handed out, no body kept whole, nothing read
+    /// past the body): what a caller may move past this reader (splice(2))
+    /// and report with [`Self::moved_past`]. `None` for any other state
+    /// (EDGE-PATCH.md, thirty-sixth).
+    pub fn unread_on_stream(&self) -> Option<usize> {
+        match self.body_state {
+            PS::Partial(_, to_read)
+                if self.rewind_buf_len == 0
+                    && self.whole.is_none()
+                    && self.body_buf_overread.is_none() =>
+            {
+                Some(to_read)
+            }
+            _ => None,
+        }
+    }
+
+    /// Edge: `n` bytes of a `Content-Length` body were moved from the
+    /// stream past this reader (at most what [`Self::unread_on_stream`]
+    /// gave; more counts as that): the body is complete once they are all
+    /// (EDGE-PATCH.md, thirty-sixth).
+    pub fn moved_past(&mut self, n: usize) {
+        if let PS::Partial(read, to_read) = self.body_state {
+            let n = n.min(to_read);
+            self.body_state = if n == to_read {
+                PS::Complete(read + to_read)
+            } else {
+                PS::Partial(read + n, to_read - n)
+            };
+        }
+    }
+
+    /// Edge: the peer closed before a `Content-Length` body's end was moved
+    /// past this reader ([`Self::moved_past`]): done, not complete, as a
+    /// read of 0 leaves it (EDGE-PATCH.md, thirty-sixth).
+    pub fn closed_early(&mut self) {
+        if let PS::Partial(read, _) = self.body_state {
+            self.body_state = PS::Done(read);
+        }
+    }
+
     pub fn body_done(&self) -> bool {
         matches!(self.body_state, PS::Complete(_) | PS::Done(_))
     }

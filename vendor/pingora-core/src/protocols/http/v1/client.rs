@@ -703,6 +703,88 @@ impl HttpSession {
         self.bytes_sent
     }
 
+    /// Edge: the bytes of the response body left on the socket when
+    /// [`Self::splice_body`] may move them (none buffered here, a plain
+    /// TCP stream); `None` otherwise (EDGE-PATCH.md, thirty-sixth).
+    #[cfg(target_os = "linux")]
+    pub fn body_left_on_stream(&mut self) -> Option<usize> {
+        if self.body_reader.need_init() {
+            self.init_body_reader();
+        }
+        let left = self.body_reader.unread_on_stream()?;
+        let stream = self
+            .underlying_stream
+            .as_any_mut()
+            .downcast_mut::<crate::protocols::l4::stream::Stream>()?;
+        stream.spliceable_from().then_some(left)
+    }
+
+    /// Edge: up to what is left of the response body moved from the socket
+    /// into `pipe` (which must be empty) with splice(2), never copied into
+    /// user space, where [`Self::read_body_bytes`] would read it: a body
+    /// with a `Content-Length`, none of it buffered here (the part read
+    /// with the head is read first), on a plain TCP stream with empty
+    /// buffers ([`l4::stream::Stream::spliceable_from`]).
+    ///
+    /// Returns `Ok(Some(n))`, n ≥ 1 bytes moved (counted as received; the
+    /// body is complete once all are), or `Ok(None)` when the body cannot
+    /// be spliced so (any other framing, bytes buffered, TLS) or has none
+    /// left: then read it as usual. Errors as a body read's: `ReadTimedout`
+    /// after `read_timeout` without a byte, `ConnectionClosed` if the
+    /// backend closes before the body's end, `ReadError` for the socket's
+    /// (EDGE-PATCH.md, thirty-sixth).
+    ///
+    /// [`l4::stream::Stream::spliceable_from`]: crate::protocols::l4::stream::Stream::spliceable_from
+    #[cfg(target_os = "linux")]
+    pub async fn splice_body(
+        &mut self,
+        pipe: &mut crate::protocols::l4::splice::Pipe,
+    ) -> Result<Option<usize>> {
+        if self.body_reader.need_init() {
+            self.init_body_reader();
+            if self.body_reader.need_init() {
+                return Ok(None);
+            }
+        }
+        let left = match self.body_reader.unread_on_stream() {
+            Some(left) if left > 0 => left,
+            _ => return Ok(None),
+        };
+        let Some(stream) = self
+            .underlying_stream
+            .as_any_mut()
+            .downcast_mut::<crate::protocols::l4::stream::Stream>()
+        else {
+            return Ok(None);
+        };
+        if !stream.spliceable_from() {
+            return Ok(None);
+        }
+        let fill = std::future::poll_fn(|cx| pipe.poll_fill(cx, stream, left));
+        let moved = match self.read_timeout {
+            Some(t) => match within(self.wait_timer.as_mut(), t, fill).await {
+                Ok(res) => res,
+                Err(_) => {
+                    return Error::e_explain(ReadTimedout, format!("reading body, timeout: {t:?}"))
+                }
+            },
+            None => fill.await,
+        }
+        .or_err(ReadError, "when reading body")?;
+        if moved == 0 {
+            self.body_reader.closed_early();
+            return Error::e_explain(
+                ConnectionClosed,
+                format!(
+                    "Peer prematurely closed connection with {left} bytes of body remaining to read"
+                ),
+            );
+        }
+        self.body_reader.moved_past(moved);
+        self.body_recv = self.body_recv.saturating_add(moved);
+        Ok(Some(moved))
+    }
+
     /// Whether there is no more body to read.
     pub fn is_body_done(&mut self) -> bool {
         self.init_body_reader();
@@ -3281,6 +3363,94 @@ hello";
         }
 
         assert_eq!(http_stream.body_reader.body_state, ParseState::Complete(0));
+    }
+
+    /// Edge (thirty-sixth): a `Content-Length` body read in part (with
+    /// the head), then spliced to another socket step by step, arrives
+    /// whole; the session is done and reusable after; a backend that
+    /// closes before the end is `ConnectionClosed` and not reusable.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_body_spliced_after_its_first_read_arrives_whole_and_the_session_is_reusable() {
+        use crate::protocols::l4::splice::Pipe;
+        use crate::protocols::l4::stream::Stream as L4;
+        use tokio::net::{TcpListener, TcpStream};
+        async fn pair() -> (TcpStream, TcpStream) {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            (a, l.accept().await.unwrap().0)
+        }
+        for (len, cut) in [(1_000_000usize, None), (300_000, Some(200_000usize))] {
+            let body: Vec<u8> = (0..len).map(|i| (i * 11 + i / 7) as u8).collect();
+            let (mut backend, ours) = pair().await;
+            let (mut client, theirs) = pair().await;
+            let mut to: L4 = theirs.into();
+            let mut session = HttpSession::new(Box::new(L4::from(ours)));
+            let req = RequestHeader::build("GET", b"/", None).unwrap();
+            session.write_request_header(Box::new(req)).await.unwrap();
+            let mut wire = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+            wire.extend_from_slice(&body[..cut.unwrap_or(len)]);
+            let send = tokio::spawn(async move {
+                let mut head = [0u8; 1024];
+                let _ = backend.read(&mut head).await.unwrap();
+                backend.write_all(&wire).await.unwrap();
+                if cut.is_some() {
+                    backend.shutdown().await.unwrap();
+                }
+                backend
+            });
+            let recv = tokio::spawn(async move {
+                let mut got = Vec::new();
+                client.read_to_end(&mut got).await.unwrap();
+                got
+            });
+            session.read_response().await.unwrap();
+            let mut got = Vec::new();
+            // The part read with the head first, as a read.
+            while session.body_left_on_stream().is_none() && !session.is_body_done() {
+                let piece = session.read_body_bytes().await.unwrap().unwrap();
+                to.write_all(&piece).await.unwrap();
+                got.extend_from_slice(&piece);
+            }
+            let mut pipe = Pipe::new().unwrap();
+            let mut moved = got.len();
+            let ended = loop {
+                match session.splice_body(&mut pipe).await {
+                    Ok(Some(n)) => {
+                        moved += n;
+                        while pipe.held() > 0 {
+                            std::future::poll_fn(|cx| pipe.poll_drain(cx, &mut to))
+                                .await
+                                .unwrap();
+                        }
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
+            assert_eq!(session.body_bytes_received(), moved);
+            drop(to);
+            let backend = send.await.unwrap();
+            let arrived = recv.await.unwrap();
+            match cut {
+                None => {
+                    ended.unwrap();
+                    assert!(session.is_body_done());
+                    assert_eq!(arrived.len(), len);
+                    assert!(arrived == body);
+                    session.respect_keepalive();
+                    assert!(session.reuse().await.is_some());
+                }
+                Some(cut) => {
+                    assert_eq!(ended.unwrap_err().etype(), &ConnectionClosed);
+                    assert_eq!(arrived.len(), cut);
+                    assert!(arrived[..] == body[..cut]);
+                    session.respect_keepalive();
+                    assert!(session.reuse().await.is_none());
+                }
+            }
+            drop(backend);
+        }
     }
 }
 
