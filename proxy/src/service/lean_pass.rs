@@ -570,6 +570,11 @@ impl EdgeProxy {
             // not one per read; one chunk per batch).
             let mut late = None;
             while !end && pieces.len() < READ_AHEAD {
+                // What is left on the socket is spliced below, not read.
+                #[cfg(target_os = "linux")]
+                if framing == Framing::Length && splice::worth_it(&mut h1, client_side.stream) {
+                    break;
+                }
                 let Some(read) = tokio::task::unconstrained(h1.read_response_task()).now_or_never()
                 else {
                     break;
@@ -663,8 +668,10 @@ impl EdgeProxy {
                 .await;
                 self.spliced.inc_by(client_side.body_out - before);
                 outcome = match spliced {
-                    Ok(()) => Ok(()),
-                    Err(splice::Cut::Up(e)) => Err(e.into_up()),
+                    // No pipe: read and written, as any body.
+                    Ok(false) => continue,
+                    Ok(true) => Ok(()),
+                    Err(splice::Cut::Up(e)) => Err(send_error.take().unwrap_or(e).into_up()),
                     Err(splice::Cut::Down(e)) => Err(e.into_down()),
                     Err(splice::Cut::Deadline) => {
                         ctx.failure = Some(Failure::Deadline);

@@ -8,8 +8,10 @@
 //!
 //! Taken by the HTTP/1 shortcut's pass-through (`lean_pass.rs`) for what is
 //! left of a `Content-Length` body once at least [`SPLICE_MIN`] bytes of it
-//! are still on the backend's socket, when both sides are plain TCP (no
-//! TLS) with empty buffers; anything else is read and written as before.
+//! are still on the backend's socket (what came with the head is read and
+//! written first, and no more is read once that is out), when both sides
+//! are plain TCP (no TLS) with empty buffers; anything else is read and
+//! written as before, and so is a body no pipe can be had for.
 //! The waits are the body's usual ones: the backend's under `read_timeout`,
 //! the client's under the listener's `send_timeout`, `total` checked
 //! before each step; the client is watched while the backend is awaited,
@@ -17,6 +19,7 @@
 
 use std::cell::RefCell;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::BytesMut;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamH1;
@@ -31,30 +34,59 @@ use crate::listen::WriteBuffered;
 
 /// Bytes still on the backend's socket below which a body is read and
 /// written rather than spliced: a splice step costs two system calls for
-/// at most a pipe's 64 KiB, a read and a write the same for a read
-/// buffer's 64 KiB, so the copies saved must be worth the pipe.
-pub(super) const SPLICE_MIN: usize = 64 * 1024;
+/// at most a pipe's 64 KiB, as a read and a write do for a read buffer's
+/// 64 KiB; below this the two copies cost less than the pipe's page
+/// references.
+pub(super) const SPLICE_MIN: usize = 16 * 1024;
 
-/// Pipes kept per worker thread for the next body (HAProxy's `maxpipes`
-/// in spirit): two descriptors each.
+/// Pipes kept per worker thread for the next body: two descriptors each.
 const PIPES_KEPT: usize = 16;
 
-thread_local! {
-    static PIPES: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+/// Pipes open at once in the process, in use or kept (HAProxy's
+/// `maxpipes`): past this a body is read and written, as it is when the
+/// process is out of descriptors (pipe2 fails).
+const PIPES_MAX: usize = 1024;
+
+/// Pipes open now.
+static PIPES_OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// A pipe counted in [`PIPES_OPEN`] while it is open.
+struct Counted(Pipe);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        PIPES_OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
-/// An empty pipe: one kept by this thread, or a new one.
-fn take_pipe() -> std::io::Result<Pipe> {
-    match PIPES.with(|p| p.borrow_mut().pop()) {
-        Some(pipe) => Ok(pipe),
-        None => Pipe::new(),
+thread_local! {
+    static PIPES: RefCell<Vec<Counted>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty pipe: one kept by this thread, or a new one; `None` when
+/// [`PIPES_MAX`] are open or none can be made.
+fn take_pipe() -> Option<Counted> {
+    if let Some(pipe) = PIPES.with(|p| p.borrow_mut().pop()) {
+        return Some(pipe);
+    }
+    if PIPES_OPEN.fetch_add(1, Ordering::Relaxed) >= PIPES_MAX {
+        PIPES_OPEN.fetch_sub(1, Ordering::Relaxed);
+        return None;
+    }
+    match Pipe::new() {
+        Ok(pipe) => Some(Counted(pipe)),
+        Err(e) => {
+            PIPES_OPEN.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "no pipe for a body: read and written instead");
+            None
+        }
     }
 }
 
 /// A pipe kept for the next body if it is empty (one that holds bytes a
 /// failed write left is closed, with them).
-fn give_back(pipe: Pipe) {
-    if pipe.held() == 0 {
+fn give_back(pipe: Counted) {
+    if pipe.0.held() == 0 {
         PIPES.with(|p| {
             let mut p = p.borrow_mut();
             if p.len() < PIPES_KEPT {
@@ -98,8 +130,9 @@ pub(super) fn worth_it(h1: &mut UpstreamH1, client: &mut Stream) -> bool {
 /// The rest of `h1`'s body spliced to the client, step by step until it
 /// ends: `body_out` counts what went to the client. `held` and `watch` are
 /// the read loop's: while the backend is awaited the client is read, its
-/// bytes kept (its next request) and its close ends the body. `Ok` once
-/// the whole body is out.
+/// bytes kept (its next request) and its close ends the body. `Ok(true)`
+/// once the whole body is out; `Ok(false)`: no pipe to be had, nothing
+/// moved (the body is read and written instead).
 pub(super) async fn body(
     h1: &mut UpstreamH1,
     client: &mut Stream,
@@ -107,17 +140,13 @@ pub(super) async fn body(
     watch: &mut bool,
     deadline: Option<Instant>,
     body_out: &mut u64,
-) -> std::result::Result<(), Cut> {
-    let mut pipe = take_pipe().map_err(|e| {
-        Cut::Up(Error::because(
-            ErrorType::InternalError,
-            "a pipe for the body",
-            e,
-        ))
-    })?;
-    let ended = steps(&mut pipe, h1, client, held, watch, deadline, body_out).await;
+) -> std::result::Result<bool, Cut> {
+    let Some(mut pipe) = take_pipe() else {
+        return Ok(false);
+    };
+    let ended = steps(&mut pipe.0, h1, client, held, watch, deadline, body_out).await;
     give_back(pipe);
-    ended
+    ended.map(|()| true)
 }
 
 async fn steps(
