@@ -414,6 +414,9 @@ impl EdgeProxy {
         // loop watches it: gone, the exchange ends at once (nginx's 499);
         // bytes of its next request are kept for it (`held`).
         let mut watch = true;
+        // Whether the rest of a long body may be spliced (`splice.rs`);
+        // off for this body once no pipe could be had.
+        let mut may_splice = cfg!(target_os = "linux");
         loop {
             let read = if watch {
                 tokio::select! {
@@ -569,10 +572,15 @@ impl EdgeProxy {
             // pingora's loop batches it (a 2 MiB body in about 11 writes,
             // not one per read; one chunk per batch).
             let mut late = None;
+            // What is left on the socket is spliced below, not read.
+            let mut splice_next = false;
             while !end && pieces.len() < READ_AHEAD {
-                // What is left on the socket is spliced below, not read.
                 #[cfg(target_os = "linux")]
-                if framing == Framing::Length && splice::worth_it(&mut h1, client_side.stream) {
+                if may_splice
+                    && framing == Framing::Length
+                    && splice::worth_it(&mut h1, client_side.stream)
+                {
+                    splice_next = true;
                     break;
                 }
                 let Some(read) = tokio::task::unconstrained(h1.read_response_task()).now_or_never()
@@ -600,11 +608,12 @@ impl EdgeProxy {
                 }
             }
             // `total` bounds the body too (Envoy's route timeout), checked
-            // as each piece comes (`upstream_response_body_filter`): a
-            // piece past it is not written; before the head is, the
-            // failure is pingora's path's to answer (a 504).
+            // as each piece comes (`upstream_response_body_filter`), and
+            // before a splice as before a piece: a piece past it is not
+            // written; before the head is, the failure is pingora's path's
+            // to answer (a 504).
             if late.is_none()
-                && !pieces.is_empty()
+                && (!pieces.is_empty() || splice_next)
                 && !end
                 && ctx.deadline.is_some_and(|d| Instant::now() >= d)
             {
@@ -652,7 +661,8 @@ impl EdgeProxy {
             // The rest of a long `Content-Length` body, both sides plain
             // TCP: spliced, not read and written (`splice.rs`).
             #[cfg(target_os = "linux")]
-            if framing == Framing::Length
+            if may_splice
+                && framing == Framing::Length
                 && client_side.head_out
                 && splice::worth_it(&mut h1, client_side.stream)
             {
@@ -669,7 +679,10 @@ impl EdgeProxy {
                 self.spliced.inc_by(client_side.body_out - before);
                 outcome = match spliced {
                     // No pipe: read and written, as any body.
-                    Ok(false) => continue,
+                    Ok(false) => {
+                        may_splice = false;
+                        continue;
+                    }
                     Ok(true) => Ok(()),
                     Err(splice::Cut::Up(e)) => Err(send_error.take().unwrap_or(e).into_up()),
                     Err(splice::Cut::Down(e)) => Err(e.into_down()),

@@ -3429,6 +3429,7 @@ hello";
                 }
             };
             assert_eq!(session.body_bytes_received(), cut.unwrap_or(len));
+            assert_eq!(moved, cut.unwrap_or(len));
             drop(to);
             let backend = send.await.unwrap();
             let arrived = recv.await.unwrap();
