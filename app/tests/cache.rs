@@ -1436,3 +1436,169 @@ ram_size = "16 MiB"
     assert_eq!(r.header("accept-ranges"), Some("none"), "{:?}", r.headers);
     assert!(r.closes(), "{r:?}");
 }
+
+/// RAM hits of 64 KiB or more are kept in mappings of their own and sent
+/// over plain HTTP/1 by reference to their pages (vmsplice and splice,
+/// `edge_http_spliced_bytes_total`): every byte as the origin's, whole and
+/// in ranges at any offset, the counter exactly the hits' body bytes of
+/// 16 KiB or more (0 with the fast paths off, make test's second pass).
+/// The kernel may send those pages after the object is gone: a response
+/// a client stops reading mid-body, its object purged and others of the
+/// same size stored and sent in its place, still reads as it was. A
+/// client that leaves mid-body ends only its own exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_ram_hits_leave_from_their_mapping_whole_even_when_evicted_mid_send() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = origin("o").await;
+    let node = start(&config(&o, "", "ram_size = \"256 MiB\""));
+    let fast = std::env::var("EDGE_TEST_FAST_PATHS").as_deref() != Ok("off");
+    let c = Client::new();
+    let spliced = |c: Client, url: String| async move {
+        metric(
+            &c.get(&url).await.text(),
+            "edge_http_spliced_bytes_total{listener=\"web\"}",
+        ) as u64
+    };
+    let metrics_url = node.admin_url("/metrics");
+    let mut want_spliced = 0u64;
+    for n in [65_535usize, 65_536, 100_000, 1_048_577, 3_000_001] {
+        let path = format!("/obj/m{n}.bin?size={n}");
+        let want = o.expected_body(&path).unwrap();
+        let r = get(&c, &node, &path, &[]).await;
+        assert_eq!((r.status, x_cache(&r)), (200, "MISS"), "{path}");
+        assert!(r.body == want, "{path}: the miss's bytes differ");
+        let mut ranges: Vec<(String, std::ops::Range<usize>)> = vec![
+            ("bytes=1-".to_string(), 1..n),
+            (format!("bytes=4095-{}", n - 2), 4095..n - 1),
+            (format!("bytes=-{}", n / 3), n - n / 3..n),
+            ("bytes=10-20".to_string(), 10..21),
+            (
+                format!("bytes={}-{}", n / 2, n / 2 + 16_383),
+                n / 2..n / 2 + 16_384,
+            ),
+        ];
+        ranges.insert(0, (String::new(), 0..n));
+        for _ in 0..2 {
+            for (range, part) in &ranges {
+                let headers: &[(&str, &str)] = if range.is_empty() {
+                    &[]
+                } else {
+                    &[("range", range)]
+                };
+                let r = get(&c, &node, &path, headers).await;
+                assert_eq!(x_cache(&r), "HIT RAM", "{path} {range}");
+                assert_eq!(r.status, if range.is_empty() { 200 } else { 206 });
+                assert_eq!(r.body.len(), part.len(), "{path} {range}");
+                assert!(
+                    r.body[..] == want[part.clone()],
+                    "{path} {range}: bytes differ"
+                );
+                if n >= 65_536 && part.len() >= 16_384 {
+                    want_spliced += part.len() as u64;
+                }
+            }
+        }
+    }
+    let got = spliced(c.clone(), metrics_url.clone()).await;
+    assert_eq!(got, if fast { want_spliced } else { 0 });
+    assert_eq!(o.stats().path("/obj/m3000001.bin"), 1);
+
+    // A client that stops reading a 100 KB hit after its head, once edge
+    // has handed the kernel the whole body (the counter says so: the
+    // socket queues hold it; the client's receive buffer is made room
+    // for it) and let go of it.
+    let big = "/obj/m100000.bin?size=100000";
+    let before = spliced(c.clone(), metrics_url.clone()).await;
+    let want = o.expected_body(big).unwrap();
+    let addr = node.addr("web");
+    let request = format!("GET {big} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1 << 20).unwrap();
+    let mut stalled = socket.connect(addr).await.unwrap();
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    let mut first = vec![0u8; 4096];
+    let mut got_first = 0;
+    while !first[..got_first].windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stalled.read(&mut first[got_first..]).await.unwrap();
+        assert!(n > 0, "closed before the head");
+        got_first += n;
+    }
+    if fast {
+        let want_now = before + want.len() as u64;
+        let (c2, url) = (c.clone(), metrics_url.clone());
+        eventually(
+            Duration::from_secs(20),
+            "the whole body in the kernel's hands",
+            || {
+                let (c2, url) = (c2.clone(), url.clone());
+                async move { (spliced(c2, url).await == want_now).then_some(()) }
+            },
+        )
+        .await;
+    }
+    // Its object purged, and others of its size filled and sent, many
+    // times over, while the kernel still holds its pages.
+    let host = format!("127.0.0.1:{}", addr.port());
+    let r = purge(
+        &c,
+        &node,
+        &format!(r#"{{"url": "http://{host}{big}"}}"#),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(r.json()["purged"].as_u64(), Some(1), "{}", r.text());
+    for i in 0..6 {
+        let other = format!("/obj/other{i}.bin?size=100000");
+        let other_want = o.expected_body(&other).unwrap();
+        assert!(other_want != want);
+        for _ in 0..2 {
+            let r = get(&c, &node, &other, &[]).await;
+            assert!(r.body == other_want, "{other}");
+        }
+        purge(
+            &c,
+            &node,
+            &format!(r#"{{"url": "http://{host}{other}"}}"#),
+            Some(TOKEN),
+        )
+        .await;
+    }
+    let mut rest = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let head_end = first[..got_first]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap()
+        + 4;
+    rest.extend_from_slice(&first[head_end..got_first]);
+    while rest.len() < want.len() {
+        let n = tokio::time::timeout(Duration::from_secs(30), stalled.read(&mut buf))
+            .await
+            .expect("the stalled body never came")
+            .unwrap();
+        assert!(n > 0, "closed after {} bytes", rest.len());
+        rest.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(rest.len(), want.len());
+    assert!(
+        rest[..] == want[..],
+        "a purged object's bytes changed in flight"
+    );
+    assert_eq!(x_cache(&get(&c, &node, big, &[]).await), "MISS");
+
+    // Clients that leave mid-body of a 3 MB hit, three times: the next
+    // hits are whole.
+    let big = "/obj/m3000001.bin?size=3000001";
+    let want = o.expected_body(big).unwrap();
+    let request = format!("GET {big} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    for _ in 0..3 {
+        let mut gone = tokio::net::TcpStream::connect(addr).await.unwrap();
+        gone.write_all(request.as_bytes()).await.unwrap();
+        let n = gone.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        drop(gone);
+        let r = get(&c, &node, big, &[]).await;
+        assert_eq!(x_cache(&r), "HIT RAM");
+        assert!(r.body == want, "a hit after a client left differs");
+    }
+}

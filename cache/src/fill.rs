@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -73,20 +73,12 @@ impl Fill {
         self.bump();
     }
 
-    /// The whole body so far, as one buffer.
-    pub fn contents(&self) -> Bytes {
+    /// The whole body so far, as one buffer: in a mapping of its own when
+    /// it is long (`mapped.rs`), else one piece shared or the pieces
+    /// copied together.
+    pub fn contents(&self) -> crate::mapped::Body {
         let b = self.body.lock();
-        match b.chunks.as_slice() {
-            [] => Bytes::new(),
-            [one] => one.clone(),
-            many => {
-                let mut out = BytesMut::with_capacity(b.len);
-                for c in many {
-                    out.extend_from_slice(c);
-                }
-                out.freeze()
-            }
-        }
+        crate::mapped::joined(&b.chunks)
     }
 
     pub fn len(&self) -> usize {
@@ -239,7 +231,7 @@ mod tests {
         }
         assert_eq!(got, [1, 1, 2, 2]);
         assert_eq!(
-            &f.contents()[..],
+            &f.contents().bytes()[..],
             &[0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
         );
     }

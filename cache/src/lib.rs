@@ -9,6 +9,7 @@ pub mod hit;
 pub mod index;
 pub mod key;
 pub mod manifest;
+pub mod mapped;
 pub mod metrics;
 pub mod object;
 pub mod policy;

@@ -552,6 +552,7 @@ impl EdgeStorage {
             .unwrap_or_else(|| file.info.clone());
         let hit = match body {
             Some(body) => {
+                let body = body.into_bytes();
                 let obj = Arc::new(Object::new(file.meta, body.clone(), info));
                 self.offer_ram(key, &obj);
                 EdgeHit::memory(Tier::Disk, body)
@@ -586,7 +587,7 @@ impl EdgeStorage {
         tokio::task::spawn_blocking(move || {
             let (file, reader) = disk.open_object(&k).ok()??;
             let body = reader.read_all().ok()?;
-            Some((body, file.info))
+            Some((body.into_bytes(), file.info))
         })
         .await
         .ok()?
@@ -868,10 +869,10 @@ impl HandleMiss for EdgeMiss {
         let meta = match &self.hints {
             Some(h) if matches!(h.kind, Kind::HlsPlaylist | Kind::DashManifest) => self
                 .storage
-                .finish_playlist(h, &info, &body, self.fill.meta.clone()),
+                .finish_playlist(h, &info, body.bytes(), self.fill.meta.clone()),
             _ => self.fill.meta.clone(),
         };
-        let obj = Arc::new(Object::new(meta, body, info));
+        let obj = Arc::new(Object::new(meta, body.into_bytes(), info));
         self.storage.commit(&self.key, &self.fill, obj);
         self.fill.finish();
         self.finished = true;

@@ -163,7 +163,7 @@ impl ProxyMetrics {
         let spliced = IntCounterVec::new(
             Opts::new(
                 "edge_http_spliced_bytes_total",
-                "Response body bytes a pass-through moved from backend to client with splice(2), never copied through edge's memory, by listener",
+                "Response body bytes moved to the client by reference to kernel pages, never copied through edge's memory: a pass-through's from the backend's socket (splice(2)), a large RAM hit's from its mapping (vmsplice(2)), by listener",
             ),
             &["listener"],
         )?;

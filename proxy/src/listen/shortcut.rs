@@ -156,7 +156,7 @@ pub(super) async fn take(
     };
     let begun = conn.begin();
     let status = answer.status();
-    let write = write(stream, &answer.head, answer.body.as_ref()).await;
+    let write = write(proxy, stream, &answer).await;
     let written = write.is_ok();
     conn.answered(begun.index, if written { status } else { 0 });
     conn.end();
@@ -181,11 +181,16 @@ fn put_back(held: &mut BytesMut, head: Bytes) {
 /// the same failure (`writing response header`, `flushing response
 /// header`, `while writing body`, `flushing body`), so the log line reads
 /// the same.
+///
+/// A body in a mapping of its own (`edge_cache::mapped`) of
+/// [`SEND_MAPPED_MIN`] bytes or more goes by reference to its pages where
+/// the client is plain TCP ([`EdgeProxy::send_mapped`]).
 async fn write(
+    proxy: &EdgeProxy,
     stream: &mut Stream,
-    head: &[u8],
-    body: Option<&Bytes>,
+    answer: &crate::service::Shortcut,
 ) -> Result<(), crate::service::ShortcutCut> {
+    let (head, body) = (&answer.head[..], answer.body.as_ref());
     const HEAD: &str = "writing response header";
     const BODY: &str = "while writing body";
     let cut = |error, context, head_out, body_out| crate::service::ShortcutCut {
@@ -198,6 +203,24 @@ async fn write(
         return Err(cut(e, HEAD, false, 0));
     }
     let mut out = 0u64;
+    let mapped = body
+        .filter(|b| b.len() >= SEND_MAPPED_MIN)
+        .and_then(|b| Some((b, edge_cache::mapped::pages_of(b)?)));
+    if let Some((body, pages)) = mapped {
+        let sent = proxy
+            .send_mapped(stream, pages.sealed(), body, &mut out)
+            .await;
+        match sent {
+            Some(Ok(())) => {
+                return stream
+                    .flush()
+                    .await
+                    .map_err(|e| cut(e, "flushing body", true, out))
+            }
+            Some(Err(e)) => return Err(cut(e, BODY, true, out)),
+            None => {}
+        }
+    }
     if let Some(body) = body {
         let mut rest = &body[..];
         while !rest.is_empty() {
@@ -226,6 +249,11 @@ async fn write(
             .map_err(|e| cut(e, "flushing response header", false, 0)),
     }
 }
+
+/// A mapped body shorter than this is written: a vmsplice and a splice per
+/// pipe's worth cost more than copying a few pages (the pass-through's
+/// splice threshold, `splice.rs`).
+const SEND_MAPPED_MIN: usize = 16 * 1024;
 
 /// Where a head's parts are, by offset into it.
 #[derive(Default)]

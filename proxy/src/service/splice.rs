@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::BytesMut;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamH1;
-use pingora_core::protocols::l4::splice::Pipe;
+use pingora_core::protocols::l4::splice::{Pipe, SealedPages};
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{Stream, IO};
 use tokio::io::AsyncReadExt;
@@ -50,8 +50,18 @@ const PIPES_MAX: usize = 1024;
 /// Pipes open now.
 static PIPES_OPEN: AtomicUsize = AtomicUsize::new(0);
 
-/// A pipe counted in [`PIPES_OPEN`] while it is open.
-struct Counted(Pipe);
+/// What a pipe that bodies are sent into from memory is grown to
+/// ([`EdgeProxy::send_mapped`]): one vmsplice and one splice per MiB rather
+/// than per 64 KiB (a 2 MiB send from memory on loopback, C test of this
+/// machine: 0.70x a write's kernel time with 64 KiB pipes, 0.50x with
+/// 1 MiB). The pages are the body's, not copies: a grown pipe holds
+/// references, not memory of its own.
+const MEMORY_PIPE: usize = 1 << 20;
+
+/// A pipe counted in [`PIPES_OPEN`] while it is open, and whether it was
+/// asked to grow to [`MEMORY_PIPE`] (once: where the kernel refuses, it
+/// stays as it is).
+struct Counted(Pipe, bool);
 
 impl Drop for Counted {
     fn drop(&mut self) {
@@ -74,7 +84,7 @@ fn take_pipe() -> Option<Counted> {
         return None;
     }
     match Pipe::new() {
-        Ok(pipe) => Some(Counted(pipe)),
+        Ok(pipe) => Some(Counted(pipe, false)),
         Err(e) => {
             PIPES_OPEN.fetch_sub(1, Ordering::Relaxed);
             tracing::debug!(error = %e, "no pipe for a body: read and written instead");
@@ -220,4 +230,86 @@ async fn steps(
             }
         }
     }
+}
+
+impl EdgeProxy {
+    /// A RAM hit's `body` sent to the client from its mapping: the head
+    /// the stream buffers goes first, then the body's pages by reference
+    /// (vmsplice(2) into a pipe, splice(2) into the socket), without the
+    /// copy of each byte into the socket's buffers a write makes (nginx's
+    /// `sendfile` of its cache files), counted in
+    /// `edge_http_spliced_bytes_total`; `out` counts the body's bytes
+    /// sent. Under the listener's `send_timeout`, with a write's errors.
+    /// `None`: not taken, nothing of the body sent (the client is not
+    /// plain TCP, no pipe is to be had, or the kernel refused the first
+    /// step, as it refuses bytes not within `pages`): the caller writes
+    /// it. The kernel may send the pages after this returns and after the
+    /// object is gone: they are never written again (`SealedPages`).
+    pub(crate) async fn send_mapped(
+        &self,
+        client: &mut Stream,
+        pages: &SealedPages,
+        body: &[u8],
+        out: &mut u64,
+    ) -> Option<std::io::Result<()>> {
+        client_writer(client)?;
+        let mut pipe = take_pipe()?;
+        if !pipe.1 {
+            pipe.1 = true;
+            if let Err(e) = pipe.0.resize(MEMORY_PIPE) {
+                tracing::debug!(error = %e, "a pipe not grown: bodies from memory go 64 KiB at a time");
+            }
+        }
+        let before = *out;
+        let sent = send_steps(&mut pipe.0, client, pages, body, out).await;
+        self.spliced.inc_by(*out - before);
+        give_back(pipe);
+        match sent {
+            Ok(()) => Some(Ok(())),
+            Err(Failed::Refused) => None,
+            Err(Failed::Io(e)) => Some(Err(e)),
+        }
+    }
+}
+
+/// How a send from memory failed.
+enum Failed {
+    /// The kernel refused the first step: nothing was sent.
+    Refused,
+    Io(std::io::Error),
+}
+
+/// `body` through `pipe` into the client, a pipe's size at a time.
+async fn send_steps(
+    pipe: &mut Pipe,
+    client: &mut Stream,
+    pages: &SealedPages,
+    body: &[u8],
+    out: &mut u64,
+) -> std::result::Result<(), Failed> {
+    let mut rest = body;
+    while !rest.is_empty() {
+        let n = match pipe.fill_from_sealed(pages, rest) {
+            Ok(n) => n,
+            Err(e) if rest.len() == body.len() => {
+                tracing::debug!(error = %e, "vmsplice refused a body: written instead");
+                return Err(Failed::Refused);
+            }
+            Err(e) => return Err(Failed::Io(e)),
+        };
+        if n == 0 {
+            return Err(Failed::Io(std::io::ErrorKind::WriteZero.into()));
+        }
+        while pipe.held() > 0 {
+            let Some(writer) = client_writer(client) else {
+                return Err(Failed::Io(std::io::Error::other(
+                    "the client's stream can no longer be spliced to",
+                )));
+            };
+            let moved = poll_fn(|cx| writer.poll_splice_from(cx, pipe)).await;
+            *out += moved.map_err(Failed::Io)? as u64;
+        }
+        rest = &rest[n..];
+    }
+    Ok(())
 }
