@@ -148,30 +148,25 @@ impl Body {
 }
 
 /// A body of `len` bytes that `write` fills, in a mapping of its own when
-/// it is long enough and one can be had, else on the heap (zeroed first).
-/// Errors: `write`'s.
+/// it is long enough and one can be had, else on the heap (zeroed first;
+/// `write` runs a second time there if a mapping it filled could not be
+/// made read-only). Errors: `write`'s.
 pub fn filled<E>(len: usize, mut write: impl FnMut(&mut [u8]) -> Result<(), E>) -> Result<Body, E> {
-    if reserve(len) {
-        match SealedPages::new(len, &mut write) {
-            Ok(Some(sealed)) => {
-                let pages = Arc::new(Pages(sealed));
-                REGISTRY
-                    .write()
-                    .insert(pages.0.as_ptr() as usize, Arc::downgrade(&pages));
-                return Ok(Body {
-                    bytes: Bytes::from_owner(Owner(pages.clone())),
-                    pages: Some(pages),
-                });
-            }
-            Ok(None) => {
-                LIVE.fetch_sub(1, Ordering::Relaxed);
-                tracing::debug!(len, "no mapping for a body: kept on the heap");
-            }
-            Err(e) => {
-                LIVE.fetch_sub(1, Ordering::Relaxed);
-                return Err(e);
-            }
+    if let Some(slot) = Slot::take(len) {
+        // A failing or panicking `write` gives the slot back (`Slot`'s drop).
+        if let Some(sealed) = SealedPages::new(len, &mut write)? {
+            // Counted from now on by the pages (`Pages`' drop).
+            std::mem::forget(slot);
+            let pages = Arc::new(Pages(sealed));
+            REGISTRY
+                .write()
+                .insert(pages.0.as_ptr() as usize, Arc::downgrade(&pages));
+            return Ok(Body {
+                bytes: Bytes::from_owner(Owner(pages.clone())),
+                pages: Some(pages),
+            });
         }
+        tracing::debug!(len, "no mapping for a body: kept on the heap");
     }
     let mut buf = BytesMut::zeroed(len);
     write(&mut buf)?;
@@ -201,17 +196,29 @@ pub fn joined(parts: &[Bytes]) -> Body {
     }
 }
 
-/// Whether a body of `len` bytes may be mapped: at least [`MAPPED_MIN`],
-/// and fewer than [`MAPPED_MAX_LIVE`] alive (then counted in [`LIVE`]).
-fn reserve(len: usize) -> bool {
-    if len < MAPPED_MIN {
-        return false;
+/// One of the [`MAPPED_MAX_LIVE`] places in [`LIVE`], given back when
+/// dropped unless its mapping was made (then [`Pages`] gives it back).
+struct Slot;
+
+impl Slot {
+    /// A place for a body of `len` bytes: at least [`MAPPED_MIN`], and
+    /// fewer than [`MAPPED_MAX_LIVE`] alive.
+    fn take(len: usize) -> Option<Slot> {
+        if len < MAPPED_MIN {
+            return None;
+        }
+        if LIVE.fetch_add(1, Ordering::Relaxed) >= MAPPED_MAX_LIVE {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Slot)
     }
-    if LIVE.fetch_add(1, Ordering::Relaxed) >= MAPPED_MAX_LIVE {
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
         LIVE.fetch_sub(1, Ordering::Relaxed);
-        return false;
     }
-    true
 }
 
 #[cfg(test)]

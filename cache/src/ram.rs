@@ -220,13 +220,15 @@ impl RamTier {
         }
         let key = StoredKey::new(&key);
         let mut evicted = Vec::new();
+        let mut replaced = None;
         {
             let mut q = self.queues.write();
             match q.find(&key) {
                 Some(slot) => {
                     let s = &mut q.slots[slot as usize];
                     let old = std::mem::replace(&mut s.weight, weight);
-                    s.object = Some(object);
+                    // The object replaced goes once the lock is let go.
+                    replaced = s.object.replace(object);
                     let main = s.main;
                     q.account(main, old, weight);
                 }
@@ -240,7 +242,8 @@ impl RamTier {
             while q.used() > self.capacity && q.evict_one(self.capacity, &mut evicted) {}
             q.compact();
         }
-        for key in evicted {
+        drop(replaced);
+        for (key, _object) in evicted {
             (self.on_evict)(&key.text());
         }
     }
@@ -385,8 +388,14 @@ impl Queues {
     }
 
     /// Evicts one object (moving others between queues as S3-FIFO says),
-    /// pushing its key to `evicted`; false when nothing is left to evict.
-    fn evict_one(&mut self, capacity: u64, evicted: &mut Vec<StoredKey>) -> bool {
+    /// pushing its key and the object to `evicted` (dropped by the caller
+    /// once the lock is let go: the last reference to a mapped body
+    /// unmaps it, `mapped.rs`); false when nothing is left to evict.
+    fn evict_one(
+        &mut self,
+        capacity: u64,
+        evicted: &mut Vec<(StoredKey, Option<Arc<Object>>)>,
+    ) -> bool {
         loop {
             let from_small = !self.small.is_empty()
                 && (self.small_bytes >= capacity / SMALL_SHARE || self.main.is_empty());
@@ -431,11 +440,11 @@ impl Queues {
                 &mut self.slots[e.slot as usize].key,
                 StoredKey::Hash([0; 16]),
             );
-            self.free_slot(e.slot);
+            let object = self.free_slot(e.slot);
             if from_small {
                 self.remember_ghost(hash);
             }
-            evicted.push(key);
+            evicted.push((key, object));
             return true;
         }
     }

@@ -54,50 +54,97 @@ static PIPES_OPEN: AtomicUsize = AtomicUsize::new(0);
 /// ([`EdgeProxy::send_mapped`]): one vmsplice and one splice per MiB rather
 /// than per 64 KiB (a 2 MiB send from memory on loopback, C test of this
 /// machine: 0.70x a write's kernel time with 64 KiB pipes, 0.50x with
-/// 1 MiB). The pages are the body's, not copies: a grown pipe holds
-/// references, not memory of its own.
+/// 1 MiB). Such a pipe holds references to a body's pages, not memory of
+/// its own; it is kept apart from the pass-through's pipes, which would
+/// hold up to its size of a backend's bytes for a slow client.
 const MEMORY_PIPE: usize = 1 << 20;
 
-/// A pipe counted in [`PIPES_OPEN`] while it is open, and whether it was
-/// asked to grow to [`MEMORY_PIPE`] (once: where the kernel refuses, it
-/// stays as it is).
-struct Counted(Pipe, bool);
+/// Pipes grown to [`MEMORY_PIPE`] open at once, at most: the kernel counts
+/// a user's pipe pages (`/proc/sys/fs/pipe-user-pages-soft`, 16,384 pages
+/// by default: 64 such pipes) and, past that, gives an unprivileged
+/// user's new pipes one or two pages; 32 leave half of it to every other
+/// pipe.
+const GROWN_MAX: usize = 32;
+
+/// Pipes grown now.
+static GROWN: AtomicUsize = AtomicUsize::new(0);
+
+/// A pipe counted in [`PIPES_OPEN`] while it is open (and in [`GROWN`]
+/// if it was grown).
+struct Counted {
+    pipe: Pipe,
+    grown: bool,
+}
 
 impl Drop for Counted {
     fn drop(&mut self) {
         PIPES_OPEN.fetch_sub(1, Ordering::Relaxed);
+        if self.grown {
+            GROWN.fetch_sub(1, Ordering::Relaxed);
+        }
     }
+}
+
+/// What a pipe is for: each kind has its own pool.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// A pass-through's body, socket to socket: the kernel's default size.
+    Sockets,
+    /// A body sent from memory: grown where it may be.
+    Memory,
 }
 
 thread_local! {
     static PIPES: RefCell<Vec<Counted>> = const { RefCell::new(Vec::new()) };
+    static MEMORY_PIPES: RefCell<Vec<Counted>> = const { RefCell::new(Vec::new()) };
 }
 
-/// An empty pipe: one kept by this thread, or a new one; `None` when
-/// [`PIPES_MAX`] are open or none can be made.
-fn take_pipe() -> Option<Counted> {
-    if let Some(pipe) = PIPES.with(|p| p.borrow_mut().pop()) {
+fn pool(kind: Use) -> &'static std::thread::LocalKey<RefCell<Vec<Counted>>> {
+    match kind {
+        Use::Sockets => &PIPES,
+        Use::Memory => &MEMORY_PIPES,
+    }
+}
+
+/// An empty pipe for `kind`: one kept by this thread, or a new one (one
+/// for memory grown to [`MEMORY_PIPE`] while fewer than [`GROWN_MAX`]
+/// are); `None` when [`PIPES_MAX`] are open or none can be made.
+fn take_pipe(kind: Use) -> Option<Counted> {
+    if let Some(pipe) = pool(kind).with(|p| p.borrow_mut().pop()) {
         return Some(pipe);
     }
     if PIPES_OPEN.fetch_add(1, Ordering::Relaxed) >= PIPES_MAX {
         PIPES_OPEN.fetch_sub(1, Ordering::Relaxed);
         return None;
     }
-    match Pipe::new() {
-        Ok(pipe) => Some(Counted(pipe, false)),
+    let mut pipe = match Pipe::new() {
+        Ok(pipe) => Counted { pipe, grown: false },
         Err(e) => {
             PIPES_OPEN.fetch_sub(1, Ordering::Relaxed);
             tracing::debug!(error = %e, "no pipe for a body: read and written instead");
-            None
+            return None;
+        }
+    };
+    if kind == Use::Memory {
+        let room = GROWN.fetch_add(1, Ordering::Relaxed) < GROWN_MAX;
+        match room.then(|| pipe.pipe.resize(MEMORY_PIPE)) {
+            Some(Ok(_)) => pipe.grown = true,
+            grew => {
+                GROWN.fetch_sub(1, Ordering::Relaxed);
+                if let Some(Err(e)) = grew {
+                    tracing::debug!(error = %e, "a pipe not grown: bodies from memory go its size at a time");
+                }
+            }
         }
     }
+    Some(pipe)
 }
 
-/// A pipe kept for the next body if it is empty (one that holds bytes a
-/// failed write left is closed, with them).
-fn give_back(pipe: Counted) {
-    if pipe.0.held() == 0 {
-        PIPES.with(|p| {
+/// A pipe kept for the next body of its kind if it is empty (one that
+/// holds bytes a failed write left is closed, with them).
+fn give_back(pipe: Counted, kind: Use) {
+    if pipe.pipe.held() == 0 {
+        pool(kind).with(|p| {
             let mut p = p.borrow_mut();
             if p.len() < PIPES_KEPT {
                 p.push(pipe);
@@ -151,11 +198,11 @@ pub(super) async fn body(
     deadline: Option<Instant>,
     body_out: &mut u64,
 ) -> std::result::Result<bool, Cut> {
-    let Some(mut pipe) = take_pipe() else {
+    let Some(mut pipe) = take_pipe(Use::Sockets) else {
         return Ok(false);
     };
-    let ended = steps(&mut pipe.0, h1, client, held, watch, deadline, body_out).await;
-    give_back(pipe);
+    let ended = steps(&mut pipe.pipe, h1, client, held, watch, deadline, body_out).await;
+    give_back(pipe, Use::Sockets);
     ended.map(|()| true)
 }
 
@@ -253,17 +300,11 @@ impl EdgeProxy {
         out: &mut u64,
     ) -> Option<std::io::Result<()>> {
         client_writer(client)?;
-        let mut pipe = take_pipe()?;
-        if !pipe.1 {
-            pipe.1 = true;
-            if let Err(e) = pipe.0.resize(MEMORY_PIPE) {
-                tracing::debug!(error = %e, "a pipe not grown: bodies from memory go 64 KiB at a time");
-            }
-        }
+        let mut pipe = take_pipe(Use::Memory)?;
         let before = *out;
-        let sent = send_steps(&mut pipe.0, client, pages, body, out).await;
+        let sent = send_steps(&mut pipe.pipe, client, pages, body, out).await;
         self.spliced.inc_by(*out - before);
-        give_back(pipe);
+        give_back(pipe, Use::Memory);
         match sent {
             Ok(()) => Some(Ok(())),
             Err(Failed::Refused) => None,

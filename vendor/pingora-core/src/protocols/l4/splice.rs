@@ -32,8 +32,8 @@ pub struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
     held: usize,
-    /// Bytes it can hold (the kernel's default, 64 KiB, until
-    /// [`Pipe::resize`]).
+    /// Bytes it can hold (what the kernel gave it, 64 KiB by default,
+    /// until [`Pipe::resize`]).
     size: usize,
 }
 
@@ -52,11 +52,15 @@ impl Pipe {
         }
         // SAFETY: pipe2 succeeded, so both descriptors are open and ours.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // The size the kernel gave it: 64 KiB, or less for a user past
+        // `pipe-user-pages-soft`.
+        // SAFETY: an open descriptor we own; F_GETPIPE_SZ takes no argument.
+        let size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
         Ok(Pipe {
             read,
             write,
             held: 0,
-            size: DEFAULT_SIZE,
+            size: usize::try_from(size).unwrap_or(DEFAULT_SIZE),
         })
     }
 
