@@ -16,6 +16,11 @@
 //! the client's under the listener's `send_timeout`, `total` checked
 //! before each step; the client is watched while the backend is awaited,
 //! as the read loop watches it.
+//!
+//! Also a RAM hit's body from its read-only mapping (`edge_cache::mapped`)
+//! to the client's socket ([`EdgeProxy::send_mapped`]): vmsplice(2) into a
+//! pipe of its own pool, splice(2) into the socket, no copy of the body
+//! into the socket's buffers (nginx's `sendfile` of its cache files).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
