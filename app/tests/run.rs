@@ -527,7 +527,10 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
 async fn a_listener_added_by_reload_serves_and_a_removed_one_stops() {
     let o = origin("a").await;
     let node = EdgeNode::start(BIN, &config(&o));
-    let extra = "\n[[listener]]\nname = \"web2\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n";
+    // Limits longer than a test waits: an idle connection closed below was
+    // closed by the listener's removal, not by a timeout.
+    let extra = "\n[[listener]]\nname = \"web2\"\nkind = \"http\"\naddress = \"127.0.0.1:0\"\n\
+                 limits = { header_timeout = \"120s\", keepalive_timeout = \"120s\" }\n";
     node.write_config(&format!("{}{extra}", config(&o)));
     node.signal(Signal::SIGHUP);
     node.wait_for(Duration::from_secs(10), "listener web2", |out| {
@@ -537,6 +540,20 @@ async fn a_listener_added_by_reload_serves_and_a_removed_one_stops() {
     assert_eq!(c.get(&node.url("web2", "/obj/x?size=5")).await.status, 200);
 
     let web2 = node.url("web2", "/obj/x?size=5");
+    // Keep-alive connections idle on the listener to be removed: one that
+    // was served two requests (its wait for the drain made at its first
+    // idle wait and kept across the second request), one that never sent.
+    let web2_addr = node.addr("web2");
+    let mut served = RawConn::connect(web2_addr).await;
+    for i in 0..2 {
+        served
+            .send(format!("GET /obj/k{i}?size=5 HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .await;
+        let r = served.response(false).await.unwrap();
+        assert_eq!(r.status, 200, "request {i} before the reload");
+        assert!(!r.closes());
+    }
+    let mut silent = RawConn::connect(web2_addr).await;
     node.write_config(&config(&o));
     node.signal(Signal::SIGHUP);
     eventually(
@@ -551,6 +568,9 @@ async fn a_listener_added_by_reload_serves_and_a_removed_one_stops() {
         },
     )
     .await;
+    // Idle connections of a removed listener are closed, not left open.
+    assert!(served.closed().await, "a served idle connection closes");
+    assert!(silent.closed().await, "a connection that never sent closes");
     assert_eq!(c.get(&node.url("web", "/obj/x?size=5")).await.status, 200);
 }
 

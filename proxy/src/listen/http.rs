@@ -310,18 +310,26 @@ impl HttpHandler {
     /// runtime through its event fd (a `write` and an `epoll_wait` per
     /// request, beyond HAProxy's system calls; issue 17). Moved later, the
     /// registered timer wakes nothing.
+    ///
+    /// `closing` is the connection's one wait for the drain or the
+    /// retirement ([`Self::closing`]), made at its first idle wait and
+    /// kept: its place on the two watch channels' lists of waiters stays
+    /// while requests are served (a drain then wakes the connection's task
+    /// once for nothing), where a wait made per request put two waiters on
+    /// and took them off again (about 800 instructions per request,
+    /// `benches/callgrind/instr.sh`; issue 17).
     async fn idle(
         &self,
         stream: &mut Stream,
         timer: &mut Pin<Box<Sleep>>,
         limit: std::time::Duration,
         shutdown: &ShutdownWatch,
+        closing: &mut Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     ) -> bool {
-        let mut shutdown = shutdown.clone();
-        let mut retired = self.retired.subscribe();
-        if *shutdown.borrow() || *retired.borrow() {
+        if *shutdown.borrow() || *self.retired.borrow() {
             return false;
         }
+        let closing = closing.get_or_insert_with(|| self.closing(shutdown));
         let mut none = [0u8; 0];
         let mut armed = false;
         tokio::select! {
@@ -336,9 +344,21 @@ impl HttpHandler {
                 }
                 timer.as_mut().poll(cx)
             }) => false,
-            _ = shutdown.wait_for(|down| *down) => false,
-            _ = retired.wait_for(|r| *r) => false,
+            _ = closing.as_mut() => false,
         }
+    }
+
+    /// Finishes when the node drains or this handler is retired (or either
+    /// watch's sender is gone): an idle connection then closes.
+    fn closing(&self, shutdown: &ShutdownWatch) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let mut shutdown = shutdown.clone();
+        let mut retired = self.retired.subscribe();
+        Box::pin(async move {
+            tokio::select! {
+                _ = shutdown.wait_for(|down| *down) => {}
+                _ = retired.wait_for(|r| *r) => {}
+            }
+        })
     }
 
     /// pingora's session for the next request on an HTTP/1 connection:
@@ -420,6 +440,8 @@ impl HttpHandler {
         let mut timer = Box::pin(tokio::time::sleep_until(Instant::now() + self.keepalive));
         // The timer the pass-through's upstream waits re-arm (`lean_pass.rs`).
         let mut wait_timer = None;
+        // The wait for the drain or the retirement (see `idle`).
+        let mut closing = None;
         loop {
             // Idle until the client sends: the request's state (pingora's
             // session and proxy future, about 17 KB) exists only while a
@@ -438,7 +460,10 @@ impl HttpHandler {
                 } else {
                     self.keepalive
                 };
-                if !self.idle(&mut stream, &mut timer, limit, shutdown).await {
+                if !self
+                    .idle(&mut stream, &mut timer, limit, shutdown, &mut closing)
+                    .await
+                {
                     if first {
                         tracing::debug!(listener = %self.name, limit = ?limit, "closed: no request in time");
                     }

@@ -389,7 +389,18 @@ impl Pool {
         sticky: Option<&str>,
         key: Option<&[u8]>,
     ) -> Result<Pick, Unavailable> {
-        let now = Instant::now();
+        self.select_at(Instant::now(), exclude, sticky, key)
+    }
+
+    /// [`Self::select`] as of `now` (a clock read the caller made a moment
+    /// before: breakers, ejections and slow start are judged at it).
+    pub fn select_at(
+        &self,
+        now: Instant,
+        exclude: &[usize],
+        sticky: Option<&str>,
+        key: Option<&[u8]>,
+    ) -> Result<Pick, Unavailable> {
         if let Some(id) = sticky {
             if let Some(&i) = self.sticky.get(id) {
                 if !exclude.contains(&i) && self.usable(&self.backends[i], now) {
@@ -496,13 +507,24 @@ impl Pool {
     /// Records how an attempt on a backend ended: feeds outlier detection
     /// (ejecting when it says so) and the backend's breaker.
     pub fn record_outcome(&self, index: usize, outcome: state::Outcome, probe: bool) {
+        self.record_outcome_at(index, outcome, probe, Instant::now());
+    }
+
+    /// [`Self::record_outcome`] as of `now` (when the outcome was seen).
+    pub fn record_outcome_at(
+        &self,
+        index: usize,
+        outcome: state::Outcome,
+        probe: bool,
+        now: Instant,
+    ) {
         let Some(b) = self.backends.get(index) else {
             return;
         };
         let verdict = b.state.record(
             outcome,
             probe,
-            Instant::now(),
+            now,
             self.config.outlier_detection.as_ref(),
             &self.config.circuit_breaker,
         );
@@ -634,7 +656,7 @@ mod tests {
         a.backends[0].state.in_flight.store(7, Ordering::Relaxed);
         a.backends[0]
             .state
-            .observe_latency(Duration::from_millis(40));
+            .observe_latency(Duration::from_millis(40), Instant::now());
         let mut changed = config.clone();
         changed.backends.truncate(1);
         let b = Pool::build(&changed, &registry, &metrics, &Resolved::new()).unwrap();

@@ -247,8 +247,10 @@ impl BackendState {
 
     // --- latency ---
 
-    pub fn observe_latency(&self, sample: Duration) {
-        self.ewma.lock().observe(sample, Instant::now());
+    /// Feeds a latency `sample` taken at `now` (the clock read the caller
+    /// measured it with) into the peak EWMA.
+    pub fn observe_latency(&self, sample: Duration, now: Instant) {
+        self.ewma.lock().observe(sample, now);
     }
 
     /// Peak-EWMA latency in milliseconds, if any sample was seen.

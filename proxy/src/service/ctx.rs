@@ -263,6 +263,11 @@ impl RequestCtx {
     /// Records how the current attempt ended (once), for outlier detection,
     /// the breaker and selection.
     pub(super) fn record(&mut self, outcome: Outcome) {
+        self.record_at(outcome, Instant::now());
+    }
+
+    /// [`Self::record`] as of `now` (when the outcome was seen).
+    pub(super) fn record_at(&mut self, outcome: Outcome, now: Instant) {
         let (Some(pool), Some(attempt)) = (&self.pool, &mut self.attempt) else {
             return;
         };
@@ -270,7 +275,7 @@ impl RequestCtx {
             return;
         }
         attempt.recorded = true;
-        pool.record_outcome(attempt.index, outcome, attempt.probe);
+        pool.record_outcome_at(attempt.index, outcome, attempt.probe, now);
     }
 
     /// Ends the current attempt: its in-flight slot, its retry slot, and a

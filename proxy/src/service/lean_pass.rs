@@ -320,7 +320,9 @@ impl EdgeProxy {
         if remaining.is_some_and(|r| r.is_zero()) {
             return hand_over(&ctx);
         }
-        let Ok(pick) = pool.select(&ctx.tried, None, ctx.hash_key.as_deref()) else {
+        // Judged as of the request's start, a moment ago (one clock read
+        // fewer).
+        let Ok(pick) = pool.select_at(ctx.start, &ctx.tried, None, ctx.hash_key.as_deref()) else {
             return hand_over(&ctx);
         };
         ctx.tried.push(pick.index);

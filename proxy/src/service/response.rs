@@ -102,14 +102,16 @@ impl EdgeProxy {
             return None;
         };
         let backend = &pool.backends[attempt.index];
+        // One clock read for the latency, its EWMA and the outcome.
+        let now = Instant::now();
         if let Some(sent) = ctx.upstream_sent {
-            let elapsed = sent.elapsed();
+            let elapsed = now.saturating_duration_since(sent);
             ctx.upstream_seconds = Some(elapsed.as_secs_f64());
             backend
                 .metrics
                 .upstream_seconds
                 .observe(elapsed.as_secs_f64());
-            backend.state.observe_latency(elapsed);
+            backend.state.observe_latency(elapsed, now);
         }
         if let Some(header) = pool
             .config
@@ -142,7 +144,7 @@ impl EdgeProxy {
                 .with_label_values(&[ctx.owner_name()])
                 .inc();
         }
-        ctx.record(outcome);
+        ctx.record_at(outcome, now);
         (status >= 500).then_some(if outcome == Outcome::GatewayError {
             RetryOn::GatewayError
         } else {
