@@ -1153,7 +1153,7 @@ ram_size = "16 MiB"
         };
         Some(v.parse().unwrap())
     };
-    // The fast node answers HTTP/2 RAM hits in the stream's task
+    // The fast node answers HTTP/2 RAM hits where it accepts the stream
     // (`lean_h2.rs`): each request it should take is counted there, each
     // it should leave to pingora's path is not.
     let h2_shortcuts = |node: &EdgeNode| {

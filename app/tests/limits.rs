@@ -934,3 +934,116 @@ ram_size = "256 MiB"
         node.output()
     );
 }
+
+/// An HTTP/2 connection (h2c by prior knowledge) is closed once idle for
+/// the listener's `keepalive_timeout` (nginx's `keepalive_timeout` for
+/// HTTP/2 too, HAProxy's `timeout http-keep-alive`), counted from the end
+/// of its last stream: RAM hits (answered where the connection accepts
+/// them, with no task of their own) leave it idle and it then closes; a
+/// stream served for longer than the limit (a body dripped over about two
+/// seconds) is not cut, and the idle time starts again after it. The limit
+/// is short; the waits for the close are only failure bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_close_when_idle_for_keepalive_timeout_not_while_a_stream_is_served() {
+    let o = origin("o").await;
+    let config = format!(
+        r#"
+[server]
+threads = 1
+[admin]
+listen = "127.0.0.1:0"
+[[listener]]
+name = "web"
+kind = "http"
+address = "127.0.0.1:0"
+h2c = true
+[listener.limits]
+keepalive_timeout = "1s"
+[[pool]]
+name = "p"
+backends = [{{ address = "{}" }}]
+[[route]]
+name = "cached"
+match = {{ path_prefix = "/obj/cached/" }}
+pool = "p"
+[route.cache]
+[[route]]
+name = "all"
+pool = "p"
+[cache]
+ram_size = "64 MiB"
+"#,
+        o.addr()
+    );
+    let node = start(&config).await;
+    let addr = node.addr("web");
+    let hit = "/obj/cached/k?size=1000&cc=max-age%3D600";
+    let c = Client::new();
+    edge_testkit::eventually(Duration::from_secs(10), "the object in RAM", || async {
+        let r = c.get(&node.url("web", hit)).await;
+        r.header("x-cache")
+            .is_some_and(|v| v.starts_with("HIT"))
+            .then_some(())
+    })
+    .await;
+    let connect = || async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let io = hyper_util::rt::TokioIo::new(tcp);
+        let (send, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .handshake::<_, http_body_util::Empty<hyper::body::Bytes>>(io)
+                .await
+                .unwrap();
+        (send, tokio::spawn(conn))
+    };
+    let get = |path: &str| {
+        http::Request::builder()
+            .uri(format!("http://{addr}{path}"))
+            .body(http_body_util::Empty::new())
+            .unwrap()
+    };
+    let origin_before = o.stats().requests;
+
+    // RAM hits, then nothing: the server closes the connection.
+    let (mut send, conn) = connect().await;
+    for i in 0..3 {
+        let resp = send.send_request(get(hit)).await.unwrap();
+        assert_eq!(resp.status(), 200, "hit {i}");
+        let cache = resp.headers().get("x-cache").map(|v| v.as_bytes().to_vec());
+        assert!(
+            cache.as_deref().is_some_and(|v| v.starts_with(b"HIT")),
+            "hit {i}: {cache:?}"
+        );
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body.len(), 1000, "hit {i}");
+    }
+    assert_eq!(o.stats().requests, origin_before, "hits reach no origin");
+    let closed = tokio::time::timeout(Duration::from_secs(30), conn).await;
+    assert!(
+        matches!(closed, Ok(Ok(Ok(())))),
+        "an idle HTTP/2 connection is closed by the server: {closed:?}"
+    );
+    assert!(send.send_request(get(hit)).await.is_err());
+
+    // A body dripped for longer than the limit arrives whole; the
+    // connection closes once idle after it.
+    let (mut send, conn) = connect().await;
+    let slow = "/obj/slow.bin?size=20480&fault=drip%3D2048/200ms";
+    let resp = send.send_request(get(slow)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body.len(), 20480, "the slow body was not cut");
+    let resp = send.send_request(get(hit)).await.unwrap();
+    assert_eq!(resp.status(), 200, "served after the long stream");
+    let closed = tokio::time::timeout(Duration::from_secs(30), conn).await;
+    assert!(
+        matches!(closed, Ok(Ok(Ok(())))),
+        "closed once idle after the long stream: {closed:?}"
+    );
+}

@@ -612,8 +612,9 @@ fn a_port_in_use_is_a_clear_error() {
     assert!(err.contains("listener web: cannot listen on"), "{err}");
 }
 
-/// Issue 17: an HTTP/2 RAM hit is written in the stream's task, and a
-/// future is kept only when its body must wait for the client's window.
+/// Issue 17: an HTTP/2 RAM hit is written where the connection accepts
+/// the stream, and the stream gets a task of its own only when its body
+/// must wait for the client's window.
 /// With a stream window of 1,000 bytes, hits of every size around it
 /// arrive whole and once (the part that left before the wait is not sent
 /// again), each counted once by the shortcut; a client that resets its

@@ -155,7 +155,7 @@ impl ProxyMetrics {
         let sessionless = IntCounterVec::new(
             Opts::new(
                 "edge_http_sessionless_requests_total",
-                "Requests served without a pingora session (server.fast_paths): by the HTTP/1 connection's own loop (ram_hit, pass) or by the HTTP/2 stream's task (h2_ram_hit), by listener and way",
+                "Requests served without a pingora session (server.fast_paths): by the HTTP/1 connection's own loop (ram_hit, pass) or where the HTTP/2 connection accepted the stream (h2_ram_hit), by listener and way",
             ),
             &["listener", "way"],
         )?;

@@ -410,7 +410,7 @@ impl HttpHandler {
     async fn serve_stream(&self, served: Served, shutdown: &ShutdownWatch) {
         match served {
             Served::H2(stream) => {
-                // Fresh RAM hits answered in the stream's task
+                // Fresh RAM hits answered where the connection accepts them
                 // (`service/lean_h2.rs`), the rest through pingora.
                 Box::pin(pingora_core::apps::serve_h2_with(
                     &self.app,

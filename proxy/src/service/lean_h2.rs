@@ -1,6 +1,8 @@
 //! The HTTP/2 shortcut of fresh RAM hits (issue 17): a `GET`/`HEAD`
-//! stream without a body is answered in its own task
-//! ([`pingora_core::apps::H2Shortcut`], vendored pingora-core thirty-third)
+//! stream without a body is answered where the connection's task accepted
+//! it, with no task of its own unless its body must wait
+//! ([`pingora_core::apps::H2Shortcut`], vendored pingora-core thirty-third
+//! and thirty-eighth)
 //! before pingora builds a proxy session for it, when the request phase
 //! would take no step but the cache's and the cache would answer the whole
 //! object, a range or a condition from RAM (`caching::fast::map_hit`, the
@@ -18,47 +20,47 @@
 use super::*;
 use crate::to_client::ToClient;
 use futures::FutureExt;
+use pingora_core::apps::H2Taken;
 use pingora_core::protocols::http::v2::server::HttpSession as H2Session;
-use std::future::Future;
-use std::pin::Pin;
 
 /// The `sessionless` series of the HTTP/2 shortcut.
 const H2_RAM_HIT: usize = 2;
 
 impl EdgeProxy {
-    /// [`pingora_core::apps::H2Shortcut`] for edge's listeners: the answer
-    /// to `stream`'s request when it is a fresh RAM hit, written and logged
-    /// here, with a future only for a body that must wait for the client's
-    /// window or the connection's buffer; `None`: pingora's path takes the
-    /// stream.
-    pub fn h2_shortcut<'a>(
-        app: &'a pingora_proxy::HttpProxy<EdgeProxy>,
-        stream: &'a mut H2Session,
-    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send + 'a>>> {
+    /// [`pingora_core::apps::H2Shortcut`] for edge's listeners, called in
+    /// the connection's task where the stream was accepted: the answer to
+    /// `stream`'s request when it is a fresh RAM hit, written and logged
+    /// here ([`H2Taken::Done`]: the stream needs no task of its own), with
+    /// the rest of its body for the stream's task only when it must wait for
+    /// the client's window or the connection's buffer ([`H2Taken::Rest`]);
+    /// `None`: pingora's path takes the stream.
+    pub fn h2_shortcut(
+        app: &pingora_proxy::HttpProxy<EdgeProxy>,
+        stream: &mut H2Session,
+    ) -> Option<H2Taken<pingora_proxy::HttpProxy<EdgeProxy>>> {
         let edge = app.inner();
         let client = stream
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let (hit, done) = edge.h2_hit(stream, client)?;
-        // Written here, in the stream's task: a future is kept (boxed, with
-        // the hit and its context moved into it) only when the body must
-        // wait for the client's window or the connection's buffer.
+        // Written here: the rest is handed on (with what it needs moved
+        // into it) only when the body must wait.
         let body = match edge.write_h2_head(stream, hit) {
             Ok(Some(body)) => body,
             Ok(None) => {
                 edge.shortcut_counted(stream.req_header(), client, done, H2_RAM_HIT, None);
-                return Some(Box::pin(std::future::ready(())));
+                return Some(H2Taken::Done);
             }
             Err(e) => {
                 let cut = Some((e, false, 0));
                 edge.shortcut_counted(stream.req_header(), client, done, H2_RAM_HIT, cut);
-                return Some(Box::pin(std::future::ready(())));
+                return Some(H2Taken::Done);
             }
         };
         // What `write_body` hands to the connection before a wait is
         // counted (`body_bytes_sent`): a wait here gives the rest to the
-        // future, nothing twice.
+        // stream's task, nothing twice.
         let before = stream.body_bytes_sent();
         match stream.write_body(body.clone(), true).now_or_never() {
             Some(written) => {
@@ -67,19 +69,18 @@ impl EdgeProxy {
                     (e, true, sent as u64)
                 });
                 edge.shortcut_counted(stream.req_header(), client, done, H2_RAM_HIT, cut);
-                Some(Box::pin(std::future::ready(())))
+                Some(H2Taken::Done)
             }
             None => {
                 let sent = (stream.body_bytes_sent() - before).min(body.len());
                 let rest = body.slice(sent..);
-                Some(Box::pin(edge.write_h2_body(
-                    stream,
-                    client,
-                    rest,
-                    done,
-                    before,
-                    body.len(),
-                )))
+                let len = body.len();
+                Some(H2Taken::Rest(Box::new(move |app, stream| {
+                    Box::pin(
+                        app.inner()
+                            .write_h2_body(stream, client, rest, done, before, len),
+                    )
+                })))
             }
         }
     }

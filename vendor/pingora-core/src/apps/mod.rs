@@ -360,12 +360,35 @@ where
 /// EDGE-PATCH thirty-third: what may answer an HTTP/2 stream before
 /// `process_new_http` builds a session for it. Given the app and the
 /// stream's session; `None` gives the stream back untouched (it goes to
-/// `process_new_http`), `Some` is the stream's whole answer, awaited in the
-/// stream's task.
-pub type H2Shortcut<T> = for<'a> fn(
-    &'a T,
-    &'a mut server::HttpSession,
-) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>>;
+/// `process_new_http`), `Some` says what was done ([`H2Taken`]).
+///
+/// EDGE-PATCH thirty-eighth: it is called where the stream was accepted,
+/// in the connection's task, not in a task of the stream's own: a stream
+/// answered whole there ([`H2Taken::Done`]) is never spawned (a task made,
+/// scheduled, polled and freed per stream: about 2,000 instructions of an
+/// HTTP/2 RAM hit's 37,000; edge's `benches/callgrind/h2.sh`). So it must
+/// not wait: what has to wait goes to the stream's task as
+/// [`H2Taken::Rest`].
+pub type H2Shortcut<T> = fn(&T, &mut server::HttpSession) -> Option<H2Taken<T>>;
+
+/// What an [`H2Shortcut`] did with a stream (EDGE-PATCH thirty-eighth).
+pub enum H2Taken<T> {
+    /// Answered whole: the stream is dropped where it was accepted.
+    Done,
+    /// Answered in part; the rest (a body waiting for the client's window
+    /// or the connection's buffer) is made, from the app and the stream,
+    /// in the stream's own task and awaited there.
+    Rest(H2Rest<T>),
+}
+
+/// The rest of an answer an [`H2Shortcut`] began ([`H2Taken::Rest`]).
+pub type H2Rest<T> = Box<
+    dyn for<'a> FnOnce(
+            &'a T,
+            &'a mut server::HttpSession,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>
+        + Send,
+>;
 
 /// [`serve_h2`] with a [`H2Shortcut`] tried on each stream first
 /// (EDGE-PATCH thirty-third).
@@ -407,15 +430,41 @@ pub async fn serve_h2_with<T>(
         shutdown.clone(),
         h2_idle_timeout,
         |mut h2_stream, guard| {
+            // EDGE-PATCH thirty-eighth: the shortcut is tried here; a
+            // stream it answered whole needs no task. A panic in it ends
+            // this stream (dropped: reset), as it would have ended the
+            // stream's task, not the connection's other streams.
+            let taken = match shortcut {
+                Some(s) => {
+                    let tried = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        s(&app, &mut h2_stream)
+                    }));
+                    match tried {
+                        Ok(taken) => taken,
+                        Err(_) => {
+                            error!("H2 shortcut panicked; the stream is reset");
+                            return;
+                        }
+                    }
+                }
+                None => None,
+            };
+            if matches!(taken, Some(H2Taken::Done)) {
+                return;
+            }
             let app = app.clone();
             let shutdown = shutdown_for_session.clone();
             pingora_runtime::current_handle().spawn(async move {
                 // hold `guard` for the session's lifetime so the accept
                 // loop's idle timeout sees this connection as busy.
                 let _guard = guard;
-                if let Some(answer) = shortcut.and_then(|s| s(&app, &mut h2_stream)) {
-                    answer.await;
-                    return;
+                match taken {
+                    Some(H2Taken::Rest(rest)) => {
+                        rest(&app, &mut h2_stream).await;
+                        return;
+                    }
+                    Some(H2Taken::Done) => return,
+                    None => {}
                 }
                 // Note, `PersistentSettings` not currently relevant for h2
                 app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)

@@ -165,6 +165,12 @@ async fn accept_boxed<F>(
     let mut malformed_streams = 0usize;
     // In-flight sessions, decremented by the `StreamGuard` given to `on_session`.
     let active = Arc::new(ActiveSessions::new());
+    // EDGE-PATCH thirty-eighth: one wait for the shutdown signal and one
+    // idle timer for the connection's life, not a `changed()` future and a
+    // timer registered per accepted stream (`wait_for_idle_timeout`).
+    let shutdown_changed = shutdown.changed();
+    tokio::pin!(shutdown_changed);
+    let mut idle_timer = None;
     loop {
         let h2_stream = if shutdown_initiated {
             HttpSession::from_h2_conn_with_malformed_budget(
@@ -179,7 +185,7 @@ async fn accept_boxed<F>(
                 // observed deterministically. `from_h2_conn` is cancel-safe
                 // and is polled again on the next iteration.
                 biased;
-                _ = shutdown.changed() => {
+                _ = &mut shutdown_changed => {
                     conn.graceful_shutdown();
                     shutdown_initiated = true;
                     continue;
@@ -192,10 +198,19 @@ async fn accept_boxed<F>(
                 // Any accepted stream cancels this future. The next iteration
                 // waits for all active streams to finish before starting a fresh
                 // idle period.
-                _ = wait_for_idle_timeout(&active, idle_timeout.unwrap_or_default()), if idle_timeout.is_some() => {
-                    // Idle with nothing in flight: drop `conn` to close the
-                    // socket now (no graceful GOAWAY wait that could hang on
-                    // a dead peer).
+                _ = wait_for_idle_timeout(&active, idle_timeout.unwrap_or_default(), &mut idle_timer), if idle_timeout.is_some() => {
+                    // Idle with nothing in flight. EDGE-PATCH thirty-eighth:
+                    // a GOAWAY (NO_ERROR, naming the last stream taken) goes
+                    // out before the socket closes, as nginx and HAProxy
+                    // close an idle HTTP/2 connection: a client whose new
+                    // stream crossed it knows that stream was not processed
+                    // (RFC 9113 §6.8), where a bare close looked like a
+                    // broken connection. A peer that takes nothing does not
+                    // hold the task: the flush waits `IDLE_GOAWAY_FLUSH` at
+                    // most (no graceful GOAWAY's wait for the peer).
+                    conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    let flushed = std::future::poll_fn(|cx| conn.poll_closed(cx));
+                    let _ = tokio::time::timeout(IDLE_GOAWAY_FLUSH, flushed).await;
                     return;
                 }
             }
@@ -259,11 +274,37 @@ impl ActiveSessions {
     }
 }
 
-async fn wait_for_idle_timeout(active: &ActiveSessions, idle_timeout: Duration) {
+/// How long an idle connection's closing GOAWAY may take to leave
+/// (EDGE-PATCH thirty-eighth).
+const IDLE_GOAWAY_FLUSH: Duration = Duration::from_secs(1);
+
+/// Waits until no session is active, then `idle_timeout` more.
+///
+/// EDGE-PATCH thirty-eighth: the wait is on `timer`, the connection's one
+/// timer, made at its first idle period and moved on to each next one
+/// (tokio moves a timer to a later deadline with one compare-and-swap),
+/// where a timer was registered per accepted stream. A deadline past
+/// what an `Instant` holds waits without end.
+async fn wait_for_idle_timeout(
+    active: &ActiveSessions,
+    idle_timeout: Duration,
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+) {
     active.wait_until_idle().await;
-    if !idle_timeout.is_zero() {
-        pingora_timeout::sleep(idle_timeout).await;
+    if idle_timeout.is_zero() {
+        return;
     }
+    let Some(deadline) = tokio::time::Instant::now().checked_add(idle_timeout) else {
+        return std::future::pending().await;
+    };
+    let timer = match timer {
+        Some(timer) => {
+            timer.as_mut().reset(deadline);
+            timer
+        }
+        None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+    };
+    timer.as_mut().await
 }
 
 use futures::task::Context;
@@ -1650,7 +1691,7 @@ mod test {
         let guard = active.start_session();
         let timeout_active = active.clone();
         let timeout = tokio::spawn(async move {
-            wait_for_idle_timeout(&timeout_active, Duration::ZERO).await;
+            wait_for_idle_timeout(&timeout_active, Duration::ZERO, &mut None).await;
         });
 
         tokio::task::yield_now().await;
