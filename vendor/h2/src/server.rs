@@ -435,6 +435,15 @@ where
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<(Request<RecvStream>, SendResponse<B>), crate::Error>>> {
+        // EDGE-PATCH fifth: a request already read is handed out before the
+        // connection is driven again. Driving it flushes what is queued, so
+        // a server that answers each stream as it accepts it wrote each
+        // answer on its own (a system call per stream); now the answers to
+        // the requests of one read leave together, once none is left.
+        if let Some(accepted) = self.next_accepted() {
+            return Poll::Ready(Some(Ok(accepted)));
+        }
+
         // Always try to advance the internal state. Getting Pending also is
         // needed to allow this function to return Pending.
         if self.poll_closed(cx)?.is_ready() {
@@ -443,18 +452,25 @@ where
             return Poll::Ready(None);
         }
 
-        if let Some(inner) = self.connection.next_incoming() {
-            tracing::trace!("received incoming");
-            let (head, _) = inner.take_request().into_parts();
-            let body = RecvStream::new(FlowControl::new(inner.clone_to_opaque()));
-
-            let request = Request::from_parts(head, body);
-            let respond = SendResponse { inner };
-
-            return Poll::Ready(Some(Ok((request, respond))));
+        if let Some(accepted) = self.next_accepted() {
+            return Poll::Ready(Some(Ok(accepted)));
         }
 
         Poll::Pending
+    }
+
+    /// The next request received and not yet handed out, with its response
+    /// handle.
+    fn next_accepted(&mut self) -> Option<(Request<RecvStream>, SendResponse<B>)> {
+        let inner = self.connection.next_incoming()?;
+        tracing::trace!("received incoming");
+        let (head, _) = inner.take_request().into_parts();
+        let body = RecvStream::new(FlowControl::new(inner.clone_to_opaque()));
+
+        let request = Request::from_parts(head, body);
+        let respond = SendResponse { inner };
+
+        Some((request, respond))
     }
 
     /// Sets the target window size for the whole connection.
