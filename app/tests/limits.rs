@@ -1028,6 +1028,38 @@ ram_size = "64 MiB"
     );
     assert!(send.send_request(get(hit)).await.is_err());
 
+    // The close, frame by frame: a GOAWAY (NO_ERROR) naming the last
+    // stream taken, the last frame before the end of the stream. A
+    // connection that opened no stream names stream 0; one that was
+    // answered a RAM hit on stream 1 names 1, after that stream's whole
+    // answer.
+    for (opened, path) in [(0u32, None), (1, Some(hit))] {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+        if let Some(path) = path {
+            out.extend_from_slice(&h2_get_frame(1, &addr.to_string(), path));
+        }
+        tcp.write_all(&out).await.unwrap();
+        let frames = h2_frames_until_closed(&mut tcp).await;
+        let last = frames.last().expect("frames before the close");
+        assert_eq!((last.0, last.2), (7, 0), "a GOAWAY last: {frames:?}");
+        assert_eq!(
+            last.3,
+            [opened.to_be_bytes(), 0u32.to_be_bytes()].concat(),
+            "last stream {opened}, NO_ERROR"
+        );
+        if path.is_some() {
+            let data: usize = frames
+                .iter()
+                .filter(|f| f.0 == 0 && f.2 == 1)
+                .map(|f| f.3.len())
+                .sum();
+            assert!(frames.iter().any(|f| f.0 == 1 && f.2 == 1), "{frames:?}");
+            assert_eq!(data, 1000, "the whole answer before the GOAWAY");
+        }
+    }
+
     // A body dripped for longer than the limit arrives whole; the
     // connection closes once idle after it.
     let (mut send, conn) = connect().await;
@@ -1046,4 +1078,53 @@ ram_size = "64 MiB"
         matches!(closed, Ok(Ok(Ok(())))),
         "closed once idle after the long stream: {closed:?}"
     );
+}
+
+/// An HTTP/2 HEADERS frame (END_STREAM, END_HEADERS) of a `GET` for
+/// `path` at `authority` on stream `id`: indexed `:method GET` and
+/// `:scheme http`, the two others literal without indexing (RFC 7541
+/// §6.2.2), each value under 127 bytes.
+fn h2_get_frame(id: u32, authority: &str, path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x86];
+    for (index, value) in [(4u8, path), (1, authority)] {
+        assert!(value.len() < 127);
+        block.push(index);
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let len = block.len() as u32;
+    let mut frame = len.to_be_bytes()[1..].to_vec();
+    frame.extend_from_slice(&[1, 0x05]);
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame.extend_from_slice(&block);
+    frame
+}
+
+/// The HTTP/2 frames the server sends on `tcp` until it closes it (30 s
+/// at most, else the test fails): (type, flags, stream, payload) each.
+async fn h2_frames_until_closed(tcp: &mut TcpStream) -> Vec<(u8, u8, u32, Vec<u8>)> {
+    let mut bytes = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 16384];
+        loop {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the server closes the connection");
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let len = u32::from_be_bytes([0, bytes[at], bytes[at + 1], bytes[at + 2]]) as usize;
+        let stream = u32::from_be_bytes(bytes[at + 5..at + 9].try_into().unwrap()) & 0x7fff_ffff;
+        let payload = bytes[at + 9..at + 9 + len].to_vec();
+        frames.push((bytes[at + 3], bytes[at + 4], stream, payload));
+        at += 9 + len;
+    }
+    assert_eq!(at, bytes.len(), "whole frames only");
+    frames
 }

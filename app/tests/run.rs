@@ -544,6 +544,11 @@ async fn a_listener_added_by_reload_serves_and_a_removed_one_stops() {
     // was served two requests (its wait for the drain made at its first
     // idle wait and kept across the second request), one that never sent.
     let web2_addr = node.addr("web2");
+    let open_on_web2 = || async {
+        let text = c.get(&node.admin_url("/metrics")).await.text();
+        edge_testkit::metric_sum(&text, "edge_connections_open", &["listener=\"web2\""])
+    };
+    let open_before = open_on_web2().await;
     let mut served = RawConn::connect(web2_addr).await;
     for i in 0..2 {
         served
@@ -554,6 +559,14 @@ async fn a_listener_added_by_reload_serves_and_a_removed_one_stops() {
         assert!(!r.closes());
     }
     let mut silent = RawConn::connect(web2_addr).await;
+    // Both accepted by edge before the listener goes (a connection still
+    // in the kernel's queue would be reset, not closed by edge).
+    edge_testkit::eventually(
+        Duration::from_secs(10),
+        "two connections open on web2",
+        || async { (open_on_web2().await >= open_before + 2.0).then_some(()) },
+    )
+    .await;
     node.write_config(&config(&o));
     node.signal(Signal::SIGHUP);
     eventually(

@@ -447,8 +447,10 @@ where
         // Always try to advance the internal state. Getting Pending also is
         // needed to allow this function to return Pending.
         if self.poll_closed(cx)?.is_ready() {
-            // If the socket is closed, don't return anything
-            // TODO: drop any pending streams
+            // If the socket is closed, don't return anything. EDGE-PATCH
+            // fifth: the streams received with its end are dropped, so a
+            // caller that polls again gets `None` again, not them.
+            while self.connection.next_incoming().is_some() {}
             return Poll::Ready(None);
         }
 
