@@ -54,7 +54,11 @@ impl Candidate {
 
 /// What the door and the route give a head the shortcut goes on with.
 pub(super) struct Admitted {
-    pub(super) ctx: RequestCtx,
+    /// Boxed: an `Admitted` and a [`ShortcutDone`] are moved through the
+    /// shortcut's steps by value, and a context is 856 bytes; as a box,
+    /// one allocation instead of about a dozen copies of it per HTTP/2 hit
+    /// (RESULTS "One code unit, whole-program LTO").
+    pub(super) ctx: Box<RequestCtx>,
     pub(super) state: Arc<ProxyState>,
     pub(super) route: Arc<CompiledRoute>,
     /// The route's pool's index in `state.pools`.
@@ -74,7 +78,7 @@ pub struct ShortcutCut {
 
 /// What is counted and logged once the answer is written.
 pub struct ShortcutDone {
-    ctx: RequestCtx,
+    ctx: Box<RequestCtx>,
     status: u16,
     body_len: u64,
     /// Segments after a segment's hit not fetched ahead, being cached.
@@ -374,7 +378,7 @@ impl EdgeProxy {
         {
             return None;
         }
-        let mut ctx = RequestCtx::new();
+        let mut ctx = Box::new(RequestCtx::new());
         ctx.host = admitted.authority.map(|a| a.host).unwrap_or_default();
         ctx.authority = admitted.header;
         let Candidate {

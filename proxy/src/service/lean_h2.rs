@@ -141,7 +141,7 @@ impl EdgeProxy {
         }
         // A refusal changes nothing: pingora's path refuses it the same.
         let admitted = normalize::admit(req, self.tls, &self.paths).ok()?;
-        let mut ctx = RequestCtx::new();
+        let mut ctx = Box::new(RequestCtx::new());
         ctx.host = admitted.authority.map(|a| a.host).unwrap_or_default();
         ctx.authority = admitted.header;
         let state = self.proxy.state();

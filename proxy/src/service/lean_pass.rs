@@ -331,12 +331,13 @@ impl EdgeProxy {
         // From here the request is this path's: numbered on the connection
         // as pingora numbers it, in flight for the connection's reader.
         let index = conn.begin().index;
-        let carried = |this: &Self, mut ctx: RequestCtx, e: Box<Error>, reused: bool, exchange| {
-            let e = this.proxy_failed_exchange(&peer, exchange, e, &mut ctx, reused);
-            let retry = e.retry();
-            carry(conn, ctx, Some((e, retry)), Some(index));
-            LeanPass::Carried
-        };
+        let carried =
+            |this: &Self, mut ctx: Box<RequestCtx>, e: Box<Error>, reused: bool, exchange| {
+                let e = this.proxy_failed_exchange(&peer, exchange, e, &mut ctx, reused);
+                let retry = e.retry();
+                carry(conn, *ctx, Some((e, retry)), Some(index));
+                LeanPass::Carried
+            };
         let mut exchange = Exchange {
             answered: false,
             idempotent: true,
@@ -374,7 +375,7 @@ impl EdgeProxy {
                 e.as_up();
                 let e = self.connect_failed(&mut ctx, e).into_up();
                 let retry = e.retry();
-                carry(conn, ctx, Some((e, retry)), Some(index));
+                carry(conn, *ctx, Some((e, retry)), Some(index));
                 return LeanPass::Carried;
             }
         };
