@@ -9,7 +9,7 @@
 //! targets are checked eight bytes at a time (a word with no byte below
 //! 0x20 and none equal to 0x7f is good as a whole; a word with one is
 //! looked at byte by byte), token bytes through a table. The word test
-//! answers "some byte" whatever the byte order, so native order is used.
+//! reads a word little-endian, so its lowest mark is the first such byte.
 
 /// `tchar` (RFC 9110 §5.6.2): `!#$%&'*+-.^_`|~`, digits, letters.
 static TCHAR: [bool; 256] = {
@@ -55,17 +55,64 @@ pub fn is_value_byte(b: u8) -> bool {
     b == b'\t' || (b >= 0x20 && b != 0x7f)
 }
 
-const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
 
-/// A word some byte of which is below 0x20 or equal to 0x7f (exact: the
-/// borrow of the subtraction only marks bytes above a byte that is
-/// below 0x20 itself).
-fn word_has_control(w: u64) -> bool {
+/// The bytes of a little-endian word below 0x20 or equal to 0x7f, each
+/// marked by its high bit. The lowest mark is exact (a borrow only runs
+/// upwards, past a byte that is itself marked); marks above it may not
+/// be.
+fn control_marks(w: u64) -> u64 {
     let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
     let x = w ^ (ONES * 0x7f);
     let del = x.wrapping_sub(ONES) & !x & HIGHS;
-    below_space | del != 0
+    below_space | del
+}
+
+/// The word of `s` at `i`, little-endian, if eight bytes are there.
+fn word_at(s: &[u8], i: usize) -> Option<u64> {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(s.get(i..i + 8)?);
+    Some(u64::from_le_bytes(a))
+}
+
+/// A word some byte of which is below 0x20 or equal to 0x7f.
+fn word_has_control(w: u64) -> bool {
+    control_marks(w) != 0
+}
+
+/// The index of the first byte of `s` from `i` on that is not a field
+/// value byte ([`is_value_byte`]), or `s.len()`: eight bytes at a time.
+#[inline]
+pub fn value_run_end(s: &[u8], mut i: usize) -> usize {
+    loop {
+        if let Some(w) = word_at(s, i) {
+            let marks = control_marks(w);
+            if marks == 0 {
+                i += 8;
+                continue;
+            }
+            i += (marks.trailing_zeros() / 8) as usize;
+        } else {
+            while s.get(i).is_some_and(|&b| b >= 0x20 && b != 0x7f) {
+                i += 1;
+            }
+        }
+        match s.get(i) {
+            Some(b'\t') => i += 1,
+            _ => return i.min(s.len()),
+        }
+    }
+}
+
+/// Some byte of `s` is 0x80 or above: eight bytes at a time.
+pub fn any_high(s: &[u8]) -> bool {
+    let words = s.chunks_exact(8);
+    let rest = words.remainder();
+    words
+        .map(|w| word_at(w, 0).unwrap_or(u64::MAX))
+        .any(|w| w & HIGHS != 0)
+        || rest.iter().any(|&b| b >= 0x80)
 }
 
 /// Whether every byte passes `byte_ok`, where `byte_ok` accepts every byte
@@ -74,9 +121,7 @@ fn word_has_control(w: u64) -> bool {
 fn all_with_words(s: &[u8], byte_ok: impl Fn(u8) -> bool) -> bool {
     let mut words = s.chunks_exact(8);
     for w in words.by_ref() {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(w);
-        if word_has_control(u64::from_ne_bytes(a)) && !w.iter().all(|&b| byte_ok(b)) {
+        if word_at(w, 0).is_none_or(word_has_control) && !w.iter().all(|&b| byte_ok(b)) {
             return false;
         }
     }
@@ -137,6 +182,11 @@ mod tests {
                             s.iter().any(|&c| forbidden_target_byte(c)),
                             "{s:?}"
                         );
+                        assert_eq!(any_high(&s), s.iter().any(|&c| c >= 0x80), "{s:?}");
+                        for from in 0..=len {
+                            let first = (from..len).find(|&i| !is_value_byte(s[i]));
+                            assert_eq!(value_run_end(&s, from), first.unwrap_or(len), "{s:?}");
+                        }
                     }
                 }
             }

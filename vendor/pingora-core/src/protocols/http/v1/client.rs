@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::body::{BodyReader, BodyWriter};
 use super::common::*;
+use super::resp_head;
 use super::wait_timer::{within, WaitTimer};
 use crate::protocols::http::HttpTask;
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
@@ -358,44 +359,22 @@ impl HttpSession {
 
         loop {
             if parse_existing_buffer {
-                // EDGE-PATCH (thirty-first): the field slots left
-                // uninitialized for httparse to fill, not 256 written empty
-                // first (8 KiB of stores per head read).
-                let mut headers =
-                    [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-                let mut resp = httparse::Response::new(&mut []);
-                let parsed =
-                    parse_resp_buffer(&mut resp, &self.response_header_read_buf, &mut headers);
+                // EDGE-PATCH (thirty-ninth): a head in the usual shape read
+                // in one pass; httparse reads any other.
+                let parsed = match resp_head::parse(&self.response_header_read_buf, MAX_HEADERS) {
+                    Some(head) => Ok(Some(head)),
+                    None => parse_resp_buffer(&self.response_header_read_buf),
+                };
                 match parsed {
-                    HeaderParseState::Complete(s) => {
+                    Ok(Some(resp_head::Head {
+                        len: s,
+                        version,
+                        code,
+                        reason,
+                        fields: header_refs,
+                    })) => {
                         self.response_header_deadline = None;
                         let total_read = self.response_header_read_buf.len();
-                        let base = self.response_header_read_buf.as_ptr() as usize;
-                        let mut header_refs = Vec::<KVRef>::with_capacity(resp.headers.len());
-
-                        // Note: resp.headers has the correct number of headers
-                        // while header_refs doesn't as it is still empty
-                        let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
-
-                        let code = resp.code.unwrap_or_default();
-                        // TODO: enforce https://datatracker.ietf.org/doc/html/rfc9110#section-15.2
-                        // "Since HTTP/1.0 did not define any 1xx status codes,
-                        // a server MUST NOT send a 1xx response to an HTTP/1.0 client."
-                        let version = match resp.version {
-                            Some(1) => Version::HTTP_11,
-                            Some(0) => Version::HTTP_10,
-                            _ => Version::HTTP_09,
-                        };
-                        // httparse's reason is a slice of the buffer, or a
-                        // static "" for one it does not take as text.
-                        let reason = resp.reason.map(|r| {
-                            if r.is_empty() {
-                                BufRef(0, 0)
-                            } else {
-                                let start = r.as_ptr() as usize - base;
-                                BufRef(start, start + r.len())
-                            }
-                        });
                         let framing = if raw {
                             self.raw_framing(code, &header_refs, &self.response_header_read_buf)
                         } else {
@@ -475,8 +454,8 @@ impl HttpSession {
                         // when the upgraded body tasks are received
                         return Ok((s, None));
                     }
-                    HeaderParseState::Partial => { /* read more below */ }
-                    HeaderParseState::Invalid(e) => {
+                    Ok(None) => { /* read more below */ }
+                    Err(e) => {
                         return self.fail_response_header_read(Error::because(
                             InvalidHTTPHeader,
                             format!("buf: {}", self.response_header_read_buf.escape_ascii()),
@@ -1221,24 +1200,48 @@ impl HttpSession {
 }
 
 #[inline]
-fn parse_resp_buffer<'h, 'buf>(
-    resp: &mut httparse::Response<'h, 'buf>,
-    buf: &'buf [u8],
-    headers: &'h mut [std::mem::MaybeUninit<httparse::Header<'buf>>],
-) -> HeaderParseState {
+/// The head at the start of `buf` as httparse reads it: `Ok(None)` while
+/// it is partial.
+fn parse_resp_buffer(buf: &[u8]) -> std::result::Result<Option<resp_head::Head>, httparse::Error> {
+    // EDGE-PATCH (thirty-first): the field slots left uninitialized for
+    // httparse to fill, not 256 written empty first (8 KiB of stores per
+    // head read).
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
     let mut parser = httparse::ParserConfig::default();
     parser.allow_spaces_after_header_name_in_responses(true);
     parser.allow_obsolete_multiline_headers_in_responses(true);
-    let res = match parser.parse_response_with_uninit_headers(resp, buf, headers) {
-        Ok(s) => s,
-        Err(e) => {
-            return HeaderParseState::Invalid(e);
-        }
+    let httparse::Status::Complete(len) =
+        parser.parse_response_with_uninit_headers(&mut resp, buf, &mut headers)?
+    else {
+        return Ok(None);
     };
-    match res {
-        httparse::Status::Complete(s) => HeaderParseState::Complete(s),
-        _ => HeaderParseState::Partial,
-    }
+    let base = buf.as_ptr() as usize;
+    let mut fields = Vec::<KVRef>::with_capacity(resp.headers.len());
+    populate_headers(base, &mut fields, resp.headers);
+    let version = match resp.version {
+        Some(1) => Version::HTTP_11,
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_09,
+    };
+    // httparse's reason is a slice of the buffer, or a static "" for one
+    // it does not take as text.
+    let reason = resp.reason.map(|r| {
+        if r.is_empty() {
+            BufRef(0, 0)
+        } else {
+            let start = r.as_ptr() as usize - base;
+            BufRef(start, start + r.len())
+        }
+    });
+    Ok(Some(resp_head::Head {
+        len,
+        version,
+        code: resp.code.unwrap_or_default(),
+        reason,
+        fields,
+    }))
 }
 
 /// A `Content-Length` of 1 to 19 digits alone, as a length.

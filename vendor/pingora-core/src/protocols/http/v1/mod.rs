@@ -18,6 +18,7 @@ pub(crate) mod body;
 pub mod client;
 pub mod common;
 pub(crate) mod header;
+pub mod resp_head;
 pub mod server;
 pub mod wait_timer;
 
