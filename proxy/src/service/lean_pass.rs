@@ -709,9 +709,13 @@ impl EdgeProxy {
         let reusable = upstream_reusable && h1.is_body_done();
         drop(h1);
         if reusable {
-            connector
-                .release_h1_session(session, &peer, peer.idle_timeout())
-                .await;
+            // Kept without an await where none is needed (the session is
+            // not moved through the release's async layers).
+            session.respect_keepalive();
+            match session.into_reusable() {
+                Ok(stream) => connector.release_h1_stream(stream, &peer, peer.idle_timeout()),
+                Err(mut session) => session.shutdown().await,
+            }
         }
         if written == 0 {
             conn.answered(index, 0);

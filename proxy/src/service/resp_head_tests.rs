@@ -109,8 +109,10 @@ const NAMES: [&str; 10] = [
     "Name ",
 ];
 
-const VALUES: [&str; 18] = [
+const VALUES: [&str; 20] = [
     "1024",
+    "a\t\u{7f}",
+    "tab\t\tand\0nul in one word",
     "",
     " ",
     "\t",
@@ -155,7 +157,7 @@ fn response_heads_read_in_one_pass_are_what_httparse_reads() {
     }
     // The usual shapes were taken: every valid status line (8 of 16)
     // with valid names (4 of 10) and values without control bytes
-    // (12 of 18), alone or with a second valid field.
+    // (13 of 20), alone or with a second valid field.
     assert!(taken >= 8 * 4 * 12, "{taken} of {heads}");
 }
 

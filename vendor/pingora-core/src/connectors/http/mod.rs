@@ -113,6 +113,17 @@ where
             .await
     }
 
+    /// EDGE-PATCH (fortieth): keeps an HTTP/1 stream that
+    /// `Http1Session::into_reusable` gave, without an await.
+    pub fn release_h1_stream<P: Peer + Send + Sync + 'static>(
+        &self,
+        stream: Stream,
+        peer: &P,
+        idle_timeout: Option<Duration>,
+    ) {
+        self.h1.release_stream(stream, peer, idle_timeout)
+    }
+
     async fn get_http_session_inner<P: Peer + Send + Sync + 'static>(
         &self,
         peer: &P,

@@ -73,6 +73,18 @@ impl Connector {
         }
     }
 
+    /// EDGE-PATCH (fortieth): a stream [`HttpSession::into_reusable`]
+    /// gave, kept for `peer` as [`Self::release_http_session`] keeps it.
+    pub fn release_stream<P: Peer + Send + Sync + 'static>(
+        &self,
+        stream: Stream,
+        peer: &P,
+        idle_timeout: Option<Duration>,
+    ) {
+        self.transport
+            .release_stream(stream, peer.reuse_hash(), idle_timeout);
+    }
+
     /// Return the number of times a pooled connection was found to contain
     /// unexpected data from the server.
     pub fn unexpected_data_connection_count(&self) -> u64 {

@@ -901,6 +901,21 @@ impl HttpSession {
         let _ = self.underlying_stream.shutdown().await;
     }
 
+    /// EDGE-PATCH (fortieth): [`Self::reuse`] without an await where
+    /// nothing is awaited: the stream when the connection may be kept
+    /// (call [`Self::respect_keepalive`] first), else the session back,
+    /// to be [`Self::shutdown`]. Not moved through async layers on its
+    /// way to the pool (the session's bytes copied at each).
+    pub fn into_reusable(mut self) -> std::result::Result<Stream, Self> {
+        if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
+            self.set_keepalive(None);
+        }
+        match self.keepalive_timeout {
+            KeepaliveStatus::Off => Err(self),
+            _ => Ok(self.underlying_stream),
+        }
+    }
+
     /// Consume `self`, if the connection can be reused, the underlying stream will be returned.
     /// The returned connection can be kept in a connection pool so that next time the same
     /// server is being contacted. A new client session can be created via [`Self::new()`].
