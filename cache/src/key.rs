@@ -154,6 +154,7 @@ fn query_pairs(q: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+#[inline]
 fn kept(name: &str, ignore: &IgnoreQuery) -> bool {
     is_hls_directive(name)
         || match ignore {
@@ -178,26 +179,31 @@ fn in_key_form(q: &str, ignore: &IgnoreQuery) -> bool {
 /// nothing when no pair remains ([`normalize_query`]'s rule). Up to 16
 /// pairs are sorted on the stack (a list and a join cost a key two
 /// allocations: `url` of a two-pair query out of order took 2,133
-/// instructions, 1,863 now; `benches/callgrind/instr.sh`).
+/// instructions, 1,863 then; `benches/callgrind/instr.sh`). One walk
+/// finds the pairs and whether the query is in key form (a 1 KiB RAM hit
+/// of a two-pair query out of order 22,813 → 22,478 instructions, where
+/// it was walked twice).
 fn push_query(out: &mut String, q: &str, ignore: &IgnoreQuery) {
     if q.is_empty() {
         return;
     }
-    if in_key_form(q, ignore) {
-        out.push('?');
-        out.push_str(q);
-        return;
-    }
     const ON_STACK: usize = 16;
-    // (name, pair): each name found once, not at every comparison.
+    // (name, pair): each name found once, not at every comparison. One
+    // walk finds the pairs and whether the query is in key form already
+    // (`in_key_form`), where a query out of order was walked twice.
     let mut stack = [("", ""); ON_STACK];
     let mut heap = Vec::new();
     let mut n = 0;
+    let mut in_form = true;
+    let mut previous = "";
     for p in query_pairs(q) {
         let name = query_name(p);
         if p.is_empty() || !kept(name, ignore) {
+            in_form = false;
             continue;
         }
+        in_form &= previous <= name;
+        previous = name;
         if n < ON_STACK {
             stack[n] = (name, p);
         } else {
@@ -207,6 +213,11 @@ fn push_query(out: &mut String, q: &str, ignore: &IgnoreQuery) {
             heap.push((name, p));
         }
         n += 1;
+    }
+    if in_form {
+        out.push('?');
+        out.push_str(q);
+        return;
     }
     let pairs: &mut [(&str, &str)] = if heap.is_empty() {
         &mut stack[..n]
