@@ -192,7 +192,6 @@ fn push_query(out: &mut String, q: &str, ignore: &IgnoreQuery) {
     // walk finds the pairs and whether the query is in key form already
     // (`in_key_form`), where a query out of order was walked twice.
     let mut stack = [("", ""); ON_STACK];
-    let mut heap = Vec::new();
     let mut n = 0;
     let mut in_form = true;
     let mut previous = "";
@@ -204,13 +203,8 @@ fn push_query(out: &mut String, q: &str, ignore: &IgnoreQuery) {
         }
         in_form &= previous <= name;
         previous = name;
-        if n < ON_STACK {
-            stack[n] = (name, p);
-        } else {
-            if heap.is_empty() {
-                heap.extend_from_slice(&stack);
-            }
-            heap.push((name, p));
+        if let Some(slot) = stack.get_mut(n) {
+            *slot = (name, p);
         }
         n += 1;
     }
@@ -219,9 +213,15 @@ fn push_query(out: &mut String, q: &str, ignore: &IgnoreQuery) {
         out.push_str(q);
         return;
     }
-    let pairs: &mut [(&str, &str)] = if heap.is_empty() {
+    // More than fit on the stack, out of order: collected again.
+    let mut heap = Vec::new();
+    let pairs: &mut [(&str, &str)] = if n <= ON_STACK {
         &mut stack[..n]
     } else {
+        heap.extend(query_pairs(q).filter_map(|p| {
+            let name = query_name(p);
+            (!p.is_empty() && kept(name, ignore)).then_some((name, p))
+        }));
         &mut heap
     };
     // By name only, and stable: repeated names keep their order, which a
@@ -520,6 +520,12 @@ mod tests {
                     normalize_query(Some(&q), ignore).map(Cow::into_owned),
                     reference(&q, ignore)
                 );
+            }
+            // In key form already (every pair kept, names in order), of
+            // any number of pairs: as it is.
+            if let Some(in_form) = reference(&q, &IgnoreQuery::None) {
+                let url = url("a", "/", Some(&in_form), &IgnoreQuery::None);
+                assert_eq!(url.as_str(), format!("a/?{in_form}"), "{n}");
             }
         }
     }
