@@ -27,7 +27,7 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// (pingora-proxy 0.9.1 `sanitize_h1_upstream_request`: the fields
 /// `Connection` nominates, the standard hop-by-hop set, and the upgrade
 /// handshake it keeps for WebSocket only).
-pub(crate) const REQUEST_HOP: [HeaderName; 10] = [
+pub(crate) static REQUEST_HOP: [HeaderName; 10] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,

@@ -202,7 +202,7 @@ fn classify(name: &[u8]) -> Name {
 
 /// Route edits of these take the map path (framing and `Date` are
 /// pingora's to write there).
-const NOT_EDITED: [HeaderName; 4] = [
+static NOT_EDITED: [HeaderName; 4] = [
     header::CONNECTION,
     header::CONTENT_LENGTH,
     header::TRANSFER_ENCODING,

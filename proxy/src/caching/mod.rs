@@ -609,7 +609,7 @@ pub(crate) fn client_fields(
 
 /// Removes what only the cache needs from a response to a client.
 pub(crate) fn strip_cache_headers(resp: &mut ResponseHeader) {
-    const NAMES: [http::HeaderName; 3] = [
+    static NAMES: [http::HeaderName; 3] = [
         crate::names::SURROGATE_KEY,
         crate::names::SURROGATE_CONTROL,
         crate::names::X_CACHE,

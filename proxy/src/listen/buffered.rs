@@ -71,6 +71,32 @@ pub const WRITE_CAPACITY: usize = 1460;
 /// seven (a chunk of a chunked body is three: size line, data, CRLF).
 const MAX_SLICES: usize = 8;
 
+thread_local! {
+    /// The write buffer a connection let go last on this thread, empty:
+    /// the next connection to write takes it. A buffer of
+    /// [`WRITE_CAPACITY`] is above the allocator's small sizes, where an
+    /// allocation and a free per response cost about 170 instructions
+    /// (`benches/callgrind/instr.sh`, issue 17).
+    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// An empty buffer of `capacity` bytes: the thread's spare if it is that
+/// size, else a new one.
+fn take_buffer(capacity: usize) -> Vec<u8> {
+    let spare = SPARE.take();
+    if spare.capacity() == capacity {
+        return spare;
+    }
+    SPARE.set(spare);
+    Vec::with_capacity(capacity)
+}
+
+/// `buf` as the thread's spare, emptied (a spare it replaces is freed).
+fn release_buffer(mut buf: Vec<u8>) {
+    buf.clear();
+    SPARE.set(buf);
+}
+
 #[derive(Debug)]
 pub struct WriteBuffered<S> {
     inner: S,
@@ -329,7 +355,7 @@ impl<S: AsyncWrite + Unpin> WriteBuffered<S> {
             return Pin::new(&mut this.inner).poll_write(cx, data);
         }
         if this.buf.capacity() == 0 {
-            this.buf.reserve_exact(this.capacity);
+            this.buf = take_buffer(this.capacity);
         }
         this.buf.extend_from_slice(data);
         Poll::Ready(Ok(data.len()))
@@ -357,7 +383,7 @@ impl<S: AsyncWrite + Unpin> WriteBuffered<S> {
             return Pin::new(&mut self.inner).poll_write_vectored(cx, data);
         }
         if self.buf.capacity() == 0 {
-            self.buf.reserve_exact(self.capacity);
+            self.buf = take_buffer(self.capacity);
         }
         for d in data {
             self.buf.extend_from_slice(d);
@@ -365,16 +391,16 @@ impl<S: AsyncWrite + Unpin> WriteBuffered<S> {
         Poll::Ready(Ok(total))
     }
 
-    /// Writes out what is held, frees the buffer (the next write takes a
-    /// new one), then flushes the stream. A keep-alive connection waiting
-    /// for its next request holds no write buffer, as nginx frees its
-    /// buffers of an idle connection (issue 17's idle-connection target);
-    /// an allocation and a free per response cost about 100 instructions.
+    /// Writes out what is held, lets the buffer go (the thread's spare:
+    /// [`take_buffer`]), then flushes the stream. A keep-alive connection
+    /// waiting for its next request holds no write buffer, as nginx frees
+    /// its buffers of an idle connection (issue 17's idle-connection
+    /// target).
     fn poll_flush_untimed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.poll_drain(cx) {
             Poll::Ready(Ok(())) => {
                 if self.buf.capacity() > 0 {
-                    self.buf = Vec::new();
+                    release_buffer(std::mem::take(&mut self.buf));
                 }
                 Pin::new(&mut self.inner).poll_flush(cx)
             }
@@ -557,6 +583,38 @@ mod tests {
         assert_eq!(w.get_ref().writes, expected);
     }
 
+    /// The buffer a flush lets go is the thread's spare: the next
+    /// connection of the same capacity to write on this thread takes it
+    /// (empty), one of another capacity makes its own; two connections
+    /// writing at once do not share one.
+    #[tokio::test]
+    async fn a_let_go_buffer_is_the_next_writers_and_empty() {
+        SPARE.take();
+        let mut a = WriteBuffered::new(Counting::default(), 64);
+        a.write_all(b"first answer").await.unwrap();
+        let at = a.buf.as_ptr();
+        a.flush().await.unwrap();
+        let spare = SPARE.take();
+        assert_eq!((spare.as_ptr(), spare.len(), spare.capacity()), (at, 0, 64));
+        SPARE.set(spare);
+        let mut b = WriteBuffered::new(Counting::default(), 64);
+        let mut c = WriteBuffered::new(Counting::default(), 64);
+        b.write_all(b"x").await.unwrap();
+        assert_eq!(b.buf.as_ptr(), at, "the spare, taken");
+        assert_eq!(&b.buf[..], b"x", "and empty");
+        assert_eq!(SPARE.take().capacity(), 0, "taken");
+        c.write_all(b"y").await.unwrap();
+        assert_ne!(c.buf.as_ptr(), at, "no spare left: its own");
+        let mut other = WriteBuffered::new(Counting::default(), 32);
+        b.flush().await.unwrap();
+        other.write_all(b"z").await.unwrap();
+        assert_eq!(other.buf.capacity(), 32, "not the spare of 64");
+        c.flush().await.unwrap();
+        other.flush().await.unwrap();
+        assert_eq!(b.get_ref().writes, vec![b"x".to_vec()]);
+        assert_eq!(c.get_ref().writes, vec![b"y".to_vec()]);
+        assert_eq!(other.get_ref().writes, vec![b"z".to_vec()]);
+    }
     /// Takes several buffers per call, at most `limit` bytes, and is not
     /// ready every other call when `stall`.
     struct Vectored {

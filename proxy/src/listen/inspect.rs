@@ -61,6 +61,13 @@ const LINGER_BYTES: usize = 1 << 20;
 /// Read size from the client.
 const READ_CHUNK: usize = 8 * 1024;
 
+thread_local! {
+    /// An inspector's read buffer no connection holds (`spare.rs`): let go
+    /// while a connection waits for its next request, taken by the next
+    /// read on the thread.
+    static SPARE: std::cell::Cell<Option<BytesMut>> = const { std::cell::Cell::new(None) };
+}
+
 /// Settings of one listener's inspectors.
 #[derive(Debug, Clone, Copy)]
 pub struct InspectSettings {
@@ -611,7 +618,8 @@ impl<S: GetSocketDigest> GetSocketDigest for Inspector<S> {
 /// inspector's own buffer, examined as any read is, and given to pingora
 /// by the next reads) or the connection ended (the next read reports it);
 /// `buf` is left untouched. While it waits, the connection holds no read
-/// buffer (nginx frees its buffers between requests the same way); the
+/// buffer (nginx frees its buffers between requests the same way; the
+/// emptied one becomes the thread's spare, `spare.rs`); the
 /// first read goes through a stack buffer, so waiting costs no extra
 /// system call.
 #[async_trait]
@@ -620,7 +628,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Peek for Inspector<S> {
         if !self.buf.is_empty() || self.eof || self.failed.is_some() {
             return Ok(true);
         }
-        self.buf = BytesMut::new();
+        // The emptied buffer becomes the thread's spare (`spare.rs`).
+        super::spare::give(&SPARE, std::mem::take(&mut self.buf), READ_CHUNK);
         std::future::poll_fn(|cx| {
             // Not zeroed first (twice per request, 266 instructions):
             // every reader below fills what it reports filled.
@@ -630,7 +639,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Peek for Inspector<S> {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(())) if read.filled().is_empty() => self.on_end(),
                 Poll::Ready(Ok(())) => {
-                    self.buf = BytesMut::with_capacity(READ_CHUNK.max(read.filled().len()));
+                    self.buf = super::spare::take(&SPARE, READ_CHUNK.max(read.filled().len()));
                     self.buf.extend_from_slice(read.filled());
                     self.on_bytes();
                 }

@@ -12,11 +12,13 @@ pub mod acme;
 mod buffered;
 mod bytes;
 mod conn;
+mod field_names;
 pub mod framing;
 mod head;
 mod http;
 pub mod inspect;
 mod shortcut;
+mod spare;
 pub mod tls;
 
 use std::collections::HashMap;

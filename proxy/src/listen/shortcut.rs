@@ -40,37 +40,23 @@ const MAX_FIELDS: usize = 32;
 const READ_SIZE: usize = 4096;
 
 thread_local! {
-    /// A read buffer no connection holds: the thread's one spare, as nginx
-    /// keeps one receive buffer per worker. A connection gives its buffer
-    /// back while it waits for its next request ([`release`]) and takes
-    /// this one, or a new one, when it reads ([`take`]).
+    /// A read buffer no connection holds (`spare.rs`): a connection gives
+    /// its buffer back while it waits for its next request ([`release`])
+    /// and takes this one, or a new one, when it reads ([`take`]).
     static SPARE: std::cell::Cell<Option<BytesMut>> = const { std::cell::Cell::new(None) };
 }
 
 /// Lets go of `held` (empty) while its connection waits: an idle
 /// connection holds no read buffer (issue 17: 4 KiB of an idle HTTP
-/// connection's 7.3 KB). It becomes the thread's spare if it has
-/// [`READ_SIZE`] of room (`try_reclaim`: room ahead of it, or the whole
-/// allocation back when nothing else shares it) and no more than twice
-/// that; a new buffer per request instead cost about 450 instructions (a
-/// 4 KiB allocation and its free; `instr.sh`). A spare that shares its
-/// allocation with a head still alive is safe: its room lies past every
-/// part split off, and bytes moves data back to the start only for an
-/// allocation nothing shares. At most one spare per thread.
+/// connection's 7.3 KB); it becomes the thread's spare (`spare::give`).
 pub(super) fn release(held: &mut BytesMut) {
-    let mut buffer = std::mem::take(held);
-    if buffer.capacity() != 0 && buffer.try_reclaim(READ_SIZE) && buffer.capacity() <= 2 * READ_SIZE
-    {
-        SPARE.with(|spare| spare.set(Some(buffer)));
-    }
+    super::spare::give(&SPARE, std::mem::take(held), READ_SIZE);
 }
 
 /// The buffer a read goes into when nothing is held: the thread's spare,
 /// or a new one of [`READ_SIZE`].
 fn read_buffer() -> BytesMut {
-    SPARE
-        .with(std::cell::Cell::take)
-        .unwrap_or_else(|| BytesMut::with_capacity(READ_SIZE))
+    super::spare::take(&SPARE, READ_SIZE)
 }
 
 pub(super) enum Taken {
@@ -380,7 +366,8 @@ fn build(head: &Bytes, parts: &Fields) -> Option<RequestHeader> {
             usize::from(name_start)..usize::from(name_end),
             usize::from(value_start)..usize::from(value_end),
         );
-        let name = http::HeaderName::from_bytes(head.get(name)?).ok()?;
+        // Parsed once per spelling and thread (`field_names.rs`).
+        let name = super::field_names::name(head.get(name)?)?;
         let value = http::HeaderValue::from_maybe_shared(head.slice(value)).ok()?;
         req.append_header(name, value).ok()?;
     }

@@ -34,7 +34,7 @@ fn removed(name: &http::HeaderName) -> bool {
 
 /// Names edge writes itself: the request's ids (`stamp_ids`), then the
 /// upstream request phase's after the route's edits.
-const OURS: [http::HeaderName; 6] = [
+static OURS: [http::HeaderName; 6] = [
     crate::names::X_REQUEST_ID,
     crate::names::TRACEPARENT,
     crate::names::TRACESTATE,

@@ -457,6 +457,8 @@ impl ProxyHttp for EdgeProxy {
 }
 
 #[cfg(test)]
+mod head_spare_tests;
+#[cfg(test)]
 mod resp_head_tests;
 #[cfg(test)]
 mod wait_timer_tests;

@@ -148,7 +148,7 @@ impl EdgeProxy {
         // and never to another edge (which would count it again).
         let forward_cmcd =
             !ctx.plan.tier.is_edge() && ctx.route.as_ref().is_some_and(|r| r.config.cmcd.forward);
-        let [a, b, c, d] = crate::video::cmcd::HEADERS;
+        let [a, b, c, d] = crate::video::cmcd::HEADERS.clone();
         let removed = [crate::names::PREFILL, a, b, c, d];
         let removed = if forward_cmcd {
             &removed[..1]

@@ -17,7 +17,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, 
 /// The query parameter (CTA-5004 §2).
 pub const QUERY: &str = "CMCD";
 /// The four headers (CTA-5004 §2), lower case.
-pub const HEADERS: [http::HeaderName; 4] = [
+pub static HEADERS: [http::HeaderName; 4] = [
     http::HeaderName::from_static("cmcd-request"),
     http::HeaderName::from_static("cmcd-object"),
     http::HeaderName::from_static("cmcd-status"),
