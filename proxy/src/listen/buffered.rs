@@ -83,18 +83,21 @@ thread_local! {
 /// An empty buffer of `capacity` bytes: the thread's spare if it is that
 /// size, else a new one.
 fn take_buffer(capacity: usize) -> Vec<u8> {
-    let spare = SPARE.take();
+    let spare = SPARE.try_with(std::cell::Cell::take).unwrap_or_default();
     if spare.capacity() == capacity {
         return spare;
     }
-    SPARE.set(spare);
+    // Not this size: left for a writer of its own (the thread's locals
+    // gone, as the thread ends: dropped).
+    let _ = SPARE.try_with(|s| s.set(spare));
     Vec::with_capacity(capacity)
 }
 
-/// `buf` as the thread's spare, emptied (a spare it replaces is freed).
+/// `buf` as the thread's spare, emptied (a spare it replaces is freed; as
+/// the thread ends, `buf` is).
 fn release_buffer(mut buf: Vec<u8>) {
     buf.clear();
-    SPARE.set(buf);
+    let _ = SPARE.try_with(|s| s.set(buf));
 }
 
 #[derive(Debug)]
@@ -116,9 +119,10 @@ pub struct WriteBuffered<S> {
 }
 
 impl<S> WriteBuffered<S> {
-    /// The buffer is allocated at the first write and freed at each flush
-    /// (a connection that has not answered anything, or waits for its next
-    /// request, holds none). No send timeout.
+    /// The buffer is taken at the first write (the thread's spare or a new
+    /// one) and let go at each flush (a connection that has not answered
+    /// anything, or waits for its next request, holds none). No send
+    /// timeout.
     pub fn new(inner: S, capacity: usize) -> Self {
         Self {
             inner,

@@ -24,14 +24,15 @@ pub(super) type Slot = LocalKey<Cell<Option<BytesMut>>>;
 pub(super) fn give(slot: &'static Slot, mut buffer: BytesMut, size: usize) {
     buffer.clear();
     if buffer.capacity() != 0 && buffer.try_reclaim(size) && buffer.capacity() <= 2 * size {
-        slot.set(Some(buffer));
+        // As the thread ends (its locals gone), dropped.
+        let _ = slot.try_with(|s| s.set(Some(buffer)));
     }
 }
 
 /// An empty buffer with room for `size` bytes: the slot's spare, or a new
 /// one.
 pub(super) fn take(slot: &'static Slot, size: usize) -> BytesMut {
-    match slot.take() {
+    match slot.try_with(Cell::take).ok().flatten() {
         Some(mut spare) => {
             spare.reserve(size);
             spare

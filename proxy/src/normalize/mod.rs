@@ -176,7 +176,10 @@ fn fields(req: &mut RequestHeader) -> Result<(), Refusal> {
             req.remove_header(&name);
         }
     }
-    if req.version == Version::HTTP_2 && req.headers.get_all(COOKIE).iter().nth(1).is_some() {
+    // A second cookie field found by walking a small map (`names::values`),
+    // not by hashing the name: most requests carry one or none.
+    if req.version == Version::HTTP_2 && crate::names::values(&req.headers, COOKIE).nth(1).is_some()
+    {
         let joined: Vec<u8> = req
             .headers
             .get_all(COOKIE)

@@ -48,10 +48,12 @@ thread_local! {
 /// response-head buffer (for tests of the spare's use).
 #[doc(hidden)]
 pub fn holds_head_spare() -> bool {
-    let spare = HEAD_SPARE.take();
-    let holds = spare.is_some();
-    HEAD_SPARE.set(spare);
-    holds
+    HEAD_SPARE.with(|s| {
+        let spare = s.take();
+        let holds = spare.is_some();
+        s.set(spare);
+        holds
+    })
 }
 
 /// The HTTP 1.x client session
@@ -500,7 +502,7 @@ impl HttpSession {
 
             if self.response_header_read_buf.capacity() == 0 {
                 // EDGE-PATCH (forty-first): the thread's spare, if any.
-                if let Some(spare) = HEAD_SPARE.take() {
+                if let Some(spare) = HEAD_SPARE.try_with(std::cell::Cell::take).ok().flatten() {
                     self.response_header_read_buf = spare;
                 }
             }
@@ -946,8 +948,12 @@ impl HttpSession {
                 // piece or head still alive) and it is not outsized.
                 if let Ok(mut buf) = std::mem::take(&mut self.buf).try_into_mut() {
                     buf.clear();
-                    if (INIT_HEADER_BUF_SIZE..=2 * INIT_HEADER_BUF_SIZE).contains(&buf.capacity()) {
-                        HEAD_SPARE.set(Some(buf));
+                    // Only the size a head read allocates: a larger one
+                    // (a long head grew it) would change which bodies
+                    // `init_content_length_whole` copies. As the thread
+                    // ends (its locals gone), dropped.
+                    if buf.capacity() == INIT_HEADER_BUF_SIZE {
+                        let _ = HEAD_SPARE.try_with(|s| s.set(Some(buf)));
                     }
                 }
                 Ok(self.underlying_stream)
