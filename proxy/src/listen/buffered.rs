@@ -510,6 +510,13 @@ macro_rules! delegate_stream_traits {
             async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
                 self.inner.try_peek(buf).await
             }
+
+            fn poll_idle(
+                &mut self,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<io::Result<bool>> {
+                self.inner.poll_idle(cx)
+            }
         }
     };
 }

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
@@ -302,7 +303,8 @@ impl HttpHandler {
 
     /// Waits until the client sends (true), or until `limit` passes, the
     /// node drains or this handler is retired (false: close), by the
-    /// inspector's `try_peek` (over TLS too: its first read goes through a stack buffer).
+    /// inspector's `poll_idle` (over TLS too: its first read goes through
+    /// a stack buffer).
     ///
     /// `timer` is the connection's one idle timer, moved on to `limit`
     /// from now: a timer made and dropped per request was registered anew
@@ -329,23 +331,37 @@ impl HttpHandler {
         if *shutdown.borrow() || *self.retired.borrow() {
             return false;
         }
+        let made = closing.is_none();
         let closing = closing.get_or_insert_with(|| self.closing(shutdown));
-        let mut none = [0u8; 0];
-        let mut armed = false;
-        tokio::select! {
-            // Biased: when the client has sent already, the timer is not
-            // touched.
-            biased;
-            r = stream.try_peek(&mut none) => r.is_ok(),
-            _ = std::future::poll_fn(|cx| {
-                if !armed {
-                    armed = true;
-                    timer.as_mut().reset(Instant::now() + limit);
-                }
-                timer.as_mut().poll(cx)
-            }) => false,
-            _ = closing.as_mut() => false,
-        }
+        let mut first = true;
+        std::future::poll_fn(|cx| {
+            // The client first: when it has sent already, the timer is not
+            // touched. Polled, not `try_peek`'s boxed future (vendored
+            // pingora-core, forty-second).
+            if let Poll::Ready(r) = stream.poll_idle(cx) {
+                return Poll::Ready(r.is_ok());
+            }
+            if first {
+                timer.as_mut().reset(Instant::now() + limit);
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            // `closing` is polled when made and on every poll of a wait
+            // after its first, not on the first: both watches only ever
+            // go from `false` to `true` (pingora's shutdown, `retire`),
+            // both were read `false` above, and a wait polled once stays
+            // on its channel's list with this task's waker until that
+            // send, which wakes the task: the wait is then polled again
+            // and finds it. About 400 instructions per request
+            // (`benches/callgrind/instr.sh`; issue 17).
+            if (made || !first) && closing.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            first = false;
+            Poll::Pending
+        })
+        .await
     }
 
     /// Finishes when the node drains or this handler is retired (or either

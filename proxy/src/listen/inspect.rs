@@ -625,33 +625,39 @@ impl<S: GetSocketDigest> GetSocketDigest for Inspector<S> {
 #[async_trait]
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Peek for Inspector<S> {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> io::Result<bool> {
+        std::future::poll_fn(|cx| self.poll_idle(cx)).await
+    }
+
+    /// [`Self::try_peek`] as a poll (vendored pingora-core, forty-second):
+    /// the idle wait polls it without the boxed future `async_trait` makes
+    /// per call (about 150 instructions per request,
+    /// `benches/callgrind/instr.sh`; issue 17).
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         if !self.buf.is_empty() || self.eof || self.failed.is_some() {
-            return Ok(true);
+            return Poll::Ready(Ok(true));
         }
-        // The emptied buffer becomes the thread's spare (`spare.rs`).
-        super::spare::give(&SPARE, std::mem::take(&mut self.buf), READ_CHUNK);
-        std::future::poll_fn(|cx| {
-            // Not zeroed first (twice per request, 266 instructions):
-            // every reader below fills what it reports filled.
-            let mut first = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
-            let mut read = ReadBuf::uninit(&mut first);
-            match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(())) if read.filled().is_empty() => self.on_end(),
-                Poll::Ready(Ok(())) => {
-                    self.buf = super::spare::take(&SPARE, READ_CHUNK.max(read.filled().len()));
-                    self.buf.extend_from_slice(read.filled());
-                    self.on_bytes();
-                }
-                Poll::Ready(Err(e)) => {
-                    tracing::debug!(error = %e, "client connection ended");
-                    self.on_end();
-                }
+        if self.buf.capacity() != 0 {
+            // The emptied buffer becomes the thread's spare (`spare.rs`).
+            super::spare::give(&SPARE, std::mem::take(&mut self.buf), READ_CHUNK);
+        }
+        // Not zeroed first (twice per request, 266 instructions): every
+        // reader below fills what it reports filled.
+        let mut first = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+        let mut read = ReadBuf::uninit(&mut first);
+        match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(())) if read.filled().is_empty() => self.on_end(),
+            Poll::Ready(Ok(())) => {
+                self.buf = super::spare::take(&SPARE, READ_CHUNK.max(read.filled().len()));
+                self.buf.extend_from_slice(read.filled());
+                self.on_bytes();
             }
-            Poll::Ready(())
-        })
-        .await;
-        Ok(true)
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(error = %e, "client connection ended");
+                self.on_end();
+            }
+        }
+        Poll::Ready(Ok(true))
     }
 }
 
@@ -731,6 +737,37 @@ mod tests {
         let out = drain(&mut insp).await;
         drop(writer.await.unwrap());
         assert_eq!(String::from_utf8_lossy(&out), &GOOD[2..]);
+    }
+
+    /// The idle wait's poll (vendored pingora-core, forty-second): pending
+    /// while the client is quiet, woken and ready once it sends, with what
+    /// it sent read next; ready at the connection's end too, the next read
+    /// reporting it; a default stream's answer is "cannot wait so".
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_poll_waits_for_the_client_and_keeps_what_it_read() {
+        use std::task::Waker;
+        let (mut client, mut insp, _) = pair(64 * 1024);
+        let noop = &mut Context::from_waker(Waker::noop());
+        assert!(insp.poll_idle(noop).is_pending(), "nothing sent yet");
+        let request = "GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+        client.write_all(request.as_bytes()).await.unwrap();
+        let ready = std::future::poll_fn(|cx| insp.poll_idle(cx)).await;
+        assert!(ready.unwrap());
+        // Ready again at once: the bytes are held, not read again.
+        assert!(matches!(insp.poll_idle(noop), Poll::Ready(Ok(true))));
+        let mut buf = [0u8; 256];
+        let n = insp.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], request.as_bytes());
+        assert!(insp.poll_idle(noop).is_pending(), "all of it taken");
+        drop(client);
+        assert!(std::future::poll_fn(|cx| insp.poll_idle(cx)).await.unwrap());
+        assert_eq!(insp.read(&mut buf).await.unwrap(), 0, "the end, reported");
+
+        let (_other, mut plain) = tokio::io::duplex(64);
+        assert!(matches!(
+            Peek::poll_idle(&mut plain, noop),
+            Poll::Ready(Ok(false))
+        ));
     }
 
     #[tokio::test(start_paused = true)]

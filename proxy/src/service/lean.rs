@@ -133,19 +133,16 @@ impl EdgeProxy {
             parsed = normalize::host::parse(host, default_port).ok()?;
             &parsed.host
         };
-        let (path, query) = match memchr::memchr(b'?', target) {
-            Some(i) => (&target[..i], Some(&target[i + 1..])),
+        // One check of the target's text, not one each for its path and
+        // query (about 100 instructions per call; issue 17).
+        let target = std::str::from_utf8(target).ok()?;
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
             None => (target, None),
         };
-        if !normalize::path::is_normal(path, &self.paths) {
+        if !normalize::path::is_normal(path.as_bytes(), &self.paths) {
             return None;
         }
-        let (Ok(path), Ok(query)) = (
-            std::str::from_utf8(path),
-            query.map(std::str::from_utf8).transpose(),
-        ) else {
-            return None;
-        };
         let headers = http::HeaderMap::new();
         let method = if get {
             http::Method::GET

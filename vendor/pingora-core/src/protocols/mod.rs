@@ -79,6 +79,19 @@ pub trait Peek {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// Edge (EDGE-PATCH.md, forty-second): `try_peek(&mut [])` as a poll,
+    /// for a caller waiting between requests without a boxed future each
+    /// time: `Ready(Ok(true))` once the stream has something to read (or
+    /// its end), `Ready(Ok(false))` when the stream cannot wait so (the
+    /// default, as `try_peek`'s), `Pending` with `cx` woken when to poll
+    /// again.
+    fn poll_idle(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<bool>> {
+        std::task::Poll::Ready(Ok(false))
+    }
 }
 
 use std::any::Any;
