@@ -227,7 +227,7 @@ impl EdgeProxy {
 /// the client sent, if text).
 fn forwarded_for(buf: &mut BytesMut, prior: Option<&str>, ip: IpAddr) {
     name_of_line(buf, &crate::names::X_FORWARDED_FOR);
-    super::upstream_request::push_forwarded_for(buf, prior, ip);
+    super::upstream_request::push_forwarded_for_bytes(buf, prior, ip);
     buf.extend_from_slice(b"\r\n");
 }
 
