@@ -50,7 +50,11 @@ impl RequestDirectives {
         // Most requests carry none: asked with the typed name first
         // (pingora's lookup by `&str` parses the name each time, about 200
         // instructions per RAM hit).
-        if !req.headers.contains_key(http::header::CACHE_CONTROL) {
+        // Walked for, not probed: `names::values` (issue 17).
+        if crate::names::values(&req.headers, http::header::CACHE_CONTROL)
+            .next()
+            .is_none()
+        {
             return Self::default();
         }
         let Some(cc) = CacheControl::from_req_headers(req) else {

@@ -95,9 +95,14 @@ impl EdgeProxy {
             return None;
         }
         let req = stream.req_header_mut();
+        // Framing fields found by one walk of the names, not a hashed
+        // probe for each (`names::any_present`).
+        static FRAMING: [http::HeaderName; 2] = [
+            http::header::CONTENT_LENGTH,
+            http::header::TRANSFER_ENCODING,
+        ];
         if !matches!(req.method, http::Method::GET | http::Method::HEAD)
-            || req.headers.contains_key(http::header::CONTENT_LENGTH)
-            || req.headers.contains_key(http::header::TRANSFER_ENCODING)
+            || crate::names::any_present(&req.headers, &FRAMING)
         {
             return None;
         }
