@@ -36,7 +36,9 @@ impl<V: Clone> UrlFacts<V> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             cache: quick_cache::sync::Cache::new(capacity),
-            seed: fastrand::u64(..),
+            // From std's keys (the OS's randomness), not fastrand's
+            // guessable seed.
+            seed: std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8),
             start: Instant::now(),
         }
     }

@@ -326,55 +326,29 @@ impl HttpHandler {
         timer: &mut Pin<Box<Sleep>>,
         limit: std::time::Duration,
         shutdown: &ShutdownWatch,
-        closing: &mut Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+        closing: &mut Option<DrainWait>,
     ) -> bool {
         if *shutdown.borrow() || *self.retired.borrow() {
             return false;
         }
-        let made = closing.is_none();
-        let closing = closing.get_or_insert_with(|| self.closing(shutdown));
-        let mut first = true;
-        std::future::poll_fn(|cx| {
-            // The client first: when it has sent already, the timer is not
-            // touched. Polled, not `try_peek`'s boxed future (vendored
-            // pingora-core, forty-second).
-            if let Poll::Ready(r) = stream.poll_idle(cx) {
-                return Poll::Ready(r.is_ok());
-            }
-            if first {
-                timer.as_mut().reset(Instant::now() + limit);
-            }
-            if timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(false);
-            }
-            // `closing` is polled when made and on every poll of a wait
-            // after its first, not on the first: both watches only ever
-            // go from `false` to `true` (pingora's shutdown, `retire`),
-            // both were read `false` above, and a wait polled once stays
-            // on its channel's list with this task's waker until that
-            // send, which wakes the task: the wait is then polled again
-            // and finds it. About 400 instructions per request
-            // (`benches/callgrind/instr.sh`; issue 17).
-            if (made || !first) && closing.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(false);
-            }
-            first = false;
-            Poll::Pending
-        })
-        .await
+        let closing = closing.get_or_insert_with(|| (self.closing(shutdown), false));
+        wait_for_client(stream.as_mut(), timer, limit, closing).await
     }
 
     /// Finishes when the node drains or this handler is retired (or either
-    /// watch's sender is gone): an idle connection then closes.
+    /// watch's sender is gone): an idle connection then closes. Not held
+    /// to the task's budget (`unconstrained`): each poll of it looks at
+    /// both watches and puts the task on their lists, which `idle` counts
+    /// on (a `wait_for` out of budget returns without either).
     fn closing(&self, shutdown: &ShutdownWatch) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let mut shutdown = shutdown.clone();
         let mut retired = self.retired.subscribe();
-        Box::pin(async move {
+        Box::pin(tokio::task::unconstrained(async move {
             tokio::select! {
                 _ = shutdown.wait_for(|down| *down) => {}
                 _ = retired.wait_for(|r| *r) => {}
             }
-        })
+        }))
     }
 
     /// pingora's session for the next request on an HTTP/1 connection:
@@ -543,6 +517,130 @@ impl HttpHandler {
             };
             stream = next;
             settings = next_settings;
+        }
+    }
+}
+
+/// A connection's wait for the drain or its handler's retirement
+/// ([`HttpHandler::closing`]) and whether it was ever polled.
+type DrainWait = (Pin<Box<dyn Future<Output = ()> + Send>>, bool);
+
+/// [`HttpHandler::idle`]'s wait once the watches were read `false`: true
+/// when the client has sent (or ended), false when `timer`, re-armed to
+/// `limit` from now, fires first or `closing.0` (the drain's wait, with
+/// whether it was ever polled) finishes.
+async fn wait_for_client<S: Peek + ?Sized>(
+    stream: &mut S,
+    timer: &mut Pin<Box<Sleep>>,
+    limit: std::time::Duration,
+    closing: &mut DrainWait,
+) -> bool {
+    let (closing, polled) = closing;
+    let mut first = true;
+    std::future::poll_fn(|cx| {
+        // The client first: when it has sent already, the timer is not
+        // touched. Polled, not `try_peek`'s boxed future (vendored
+        // pingora-core, forty-second).
+        if let Poll::Ready(r) = stream.poll_idle(cx) {
+            return Poll::Ready(r.is_ok());
+        }
+        if first {
+            timer.as_mut().reset(Instant::now() + limit);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        // `closing` is polled until it has been once, then on every poll
+        // of a wait after its first, not on the first: both watches only
+        // ever go from `false` to `true` (the listeners' drain,
+        // `ListenerControl`, and `retire`; neither sender is dropped while
+        // a connection is open),
+        // both were read `false` before, and a wait polled once stays on
+        // its channel's list with this task's waker until that send,
+        // which wakes the task: the wait is then polled again and finds
+        // it. Not "when made": a first wait the client ended at once (it
+        // had sent already) never polled it. About 400 instructions per
+        // request (`benches/callgrind/instr.sh`; issue 17).
+        if !*polled || !first {
+            *polled = true;
+            if closing.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+        }
+        first = false;
+        Poll::Pending
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn inspector(server: tokio::io::DuplexStream) -> Inspector<tokio::io::DuplexStream> {
+        let settings = InspectSettings {
+            limits: Limits {
+                max_request_line: 1024,
+                max_header_bytes: 4096,
+                max_headers: 20,
+            },
+            header_timeout: Duration::from_secs(10),
+            request_buffer: 64 * 1024,
+        };
+        Inspector::new(server, Arc::new(Connection::default()), settings)
+    }
+
+    /// A drain ends a connection's idle wait, also when its first wait
+    /// ended at once (the client had sent already: the drain's wait was
+    /// not polled then) and it waits again after its request. Paused
+    /// time: a wait the drain did not end ends by the timer, an hour on.
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_ends_an_idle_wait_whatever_the_waits_before_it() {
+        for sent_first in [true, false] {
+            let (mut client, server) = tokio::io::duplex(4096);
+            let mut insp = inspector(server);
+            let (drain, mut drained) = tokio::sync::watch::channel(false);
+            let wait: Pin<Box<dyn Future<Output = ()> + Send>> =
+                Box::pin(tokio::task::unconstrained(async move {
+                    let _ = drained.wait_for(|d| *d).await;
+                }));
+            let mut closing = (wait, false);
+            let limit = Duration::from_secs(3600);
+            let mut timer = Box::pin(tokio::time::sleep_until(Instant::now() + limit));
+            let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+            // Kept open to the end: its end would end the wait too.
+            let _client = if sent_first {
+                client.write_all(request).await.unwrap();
+                assert!(wait_for_client(&mut insp, &mut timer, limit, &mut closing).await);
+                client
+            } else {
+                // From a task of its own, run once this one waits: a join
+                // in this task would poll the wait again for nothing.
+                let writer = tokio::spawn(async move {
+                    client.write_all(request).await.unwrap();
+                    client
+                });
+                assert!(wait_for_client(&mut insp, &mut timer, limit, &mut closing).await);
+                writer.await.unwrap()
+            };
+            let mut buf = [0u8; 64];
+            let n = insp.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], request);
+            // Served; idle again: the drain comes while it waits.
+            let start = Instant::now();
+            tokio::spawn(async move { drain.send_replace(true) });
+            let sent = wait_for_client(&mut insp, &mut timer, limit, &mut closing).await;
+            assert!(
+                !sent,
+                "sent_first {sent_first}: the wait ends without a request"
+            );
+            assert!(
+                start.elapsed() < limit,
+                "sent_first {sent_first}: ended by the drain, not by the timer"
+            );
         }
     }
 }

@@ -636,10 +636,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Peek for Inspector<S> {
         if !self.buf.is_empty() || self.eof || self.failed.is_some() {
             return Poll::Ready(Ok(true));
         }
-        if self.buf.capacity() != 0 {
-            // The emptied buffer becomes the thread's spare (`spare.rs`).
-            super::spare::give(&SPARE, std::mem::take(&mut self.buf), READ_CHUNK);
-        }
+        // The emptied buffer becomes the thread's spare (`spare.rs`), or is
+        // freed: one read to its very end leaves no capacity but still
+        // holds the allocation.
+        super::spare::give(&SPARE, std::mem::take(&mut self.buf), READ_CHUNK);
         // Not zeroed first (twice per request, 266 instructions): every
         // reader below fills what it reports filled.
         let mut first = [std::mem::MaybeUninit::<u8>::uninit(); 2048];

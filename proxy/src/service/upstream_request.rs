@@ -83,11 +83,7 @@ pub(super) fn push_forwarded_for_bytes(
             let (text, len) = ipv4_text(v4);
             out.extend_from_slice(&text[..len]);
         }
-        std::net::IpAddr::V6(_) => {
-            let mut text = String::with_capacity(39);
-            push_ip(&mut text, ip);
-            out.extend_from_slice(text.as_bytes());
-        }
+        std::net::IpAddr::V6(_) => push_ip(out, ip),
     }
 }
 
