@@ -65,8 +65,12 @@ impl<S> Idle<S> {
 }
 
 struct Shard<S> {
-    /// Reuse hash → the peer's idle streams, oldest first.
-    groups: HashMap<u64, VecDeque<Idle<S>>>,
+    /// Reuse hash → the peer's idle streams, oldest first. Hashed with
+    /// foldhash (randomly seeded), not std's SipHash: a take and a put per
+    /// proxied request each hashed the key, about 147 instructions apiece
+    /// (`benches/callgrind`, issue 17); keys are already hashes of peers
+    /// the configuration names, not chosen by clients.
+    groups: HashMap<u64, VecDeque<Idle<S>>, foldhash::fast::RandomState>,
     /// (reuse hash, seq) in release order, for evicting the oldest; entries
     /// of streams since taken or swept are skipped and compacted away.
     order: VecDeque<(u64, u64)>,
@@ -78,7 +82,7 @@ struct Shard<S> {
 impl<S> Default for Shard<S> {
     fn default() -> Self {
         Shard {
-            groups: HashMap::new(),
+            groups: HashMap::default(),
             order: VecDeque::new(),
             len: 0,
             next_seq: 0,

@@ -3,6 +3,7 @@
 //! retry budget.
 
 pub mod health;
+pub mod peer;
 pub mod report;
 mod select;
 pub mod state;
@@ -89,6 +90,9 @@ pub struct Backend {
     pub tcp: crate::tcp::metrics::BackendCounters,
     /// Value of the sticky cookie that names this backend (not its address).
     pub sticky_id: String,
+    /// `addr` as a plain-HTTP peer, for the HTTP/1 shortcut's pooled
+    /// connections.
+    pub plain: peer::PlainPeer,
 }
 
 /// Why no backend could be chosen.
@@ -262,6 +266,7 @@ impl Pool {
         let mut add = |b: &edge_config::Backend, addr: SocketAddr, label: String| {
             backends.push(Backend {
                 addr,
+                plain: peer::PlainPeer::new(addr),
                 state: registry.get(&config.name, &label),
                 metrics: metrics.backend(&config.name, &label),
                 tcp: metrics.tcp.backend(&config.name, &label),

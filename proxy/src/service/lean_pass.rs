@@ -44,7 +44,7 @@ use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::Peer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::upstream::{hash_key_of, peer_for, Exchange};
+use super::upstream::{hash_key_of, peer_for, AttemptTimeouts, Exchange};
 use super::*;
 use crate::listen::Connection as ClientConnection;
 
@@ -327,13 +327,16 @@ impl EdgeProxy {
         };
         ctx.tried.push(pick.index);
         ctx.start_attempt(&pool, pick, false);
-        let peer = peer_for(&ctx, req, &pool, pick.index, remaining);
+        // The backend as the connector knows it, made with the pool (an
+        // attempt's own peer only for a new connection, below).
+        let plain = &pool.backends[pick.index].plain;
+        let times = AttemptTimeouts::of(&ctx, &pool, remaining);
         // From here the request is this path's: numbered on the connection
         // as pingora numbers it, in flight for the connection's reader.
         let index = conn.begin().index;
         let carried =
             |this: &Self, mut ctx: Box<RequestCtx>, e: Box<Error>, reused: bool, exchange| {
-                let e = this.proxy_failed_exchange(&peer, exchange, e, &mut ctx, reused);
+                let e = this.proxy_failed_exchange(&plain.peer, exchange, e, &mut ctx, reused);
                 let retry = e.retry();
                 carry(conn, *ctx, Some((e, retry)), Some(index));
                 LeanPass::Carried
@@ -346,7 +349,7 @@ impl EdgeProxy {
         // The upstream request: written from the client's header map when
         // edge's edits only replace and append (`lean_request.rs`), else
         // built as pingora's path builds it.
-        let policy = peer.options.http_upstream_request_policy;
+        let policy = crate::hop::upstream_request_policy(req);
         let upstream = match self.plain_upstream_head(client, req, &ctx, policy) {
             Some(head) => {
                 ctx.ids_stamped = true;
@@ -365,7 +368,16 @@ impl EdgeProxy {
         };
         // The session made here, over the stream the connector gives (not
         // made there and moved out through its layers).
-        let (stream_up, reused) = match connector.get_h1_stream(&peer).await {
+        // A pooled connection is found under the plain peer's key; a new
+        // one is made with this attempt's peer (its connect timeouts).
+        let got = match connector.reused_h1_stream(&plain.peer, plain.key).await {
+            Some(stream) => Some(Ok((stream, true))),
+            None => {
+                let peer = peer_for(&ctx, req, &pool, pick.index, remaining);
+                connector.get_h1_stream(&peer).await
+            }
+        };
+        let (stream_up, reused) = match got {
             Some(Ok(got)) => got,
             None => {
                 let e = Error::explain(ErrorType::InternalError, "not an HTTP/1 upstream");
@@ -383,9 +395,11 @@ impl EdgeProxy {
         // not from before the connection (`upstream_ms`, the latency the
         // backend's selection sees).
         ctx.upstream_sent = Some(Instant::now());
-        let mut session = UpstreamH1::new_with_options(stream_up, &peer);
-        session.read_timeout = peer.options.read_timeout;
-        session.write_timeout = peer.options.write_timeout;
+        // The attempt's timeouts, as `peer_for` gives them to pingora's.
+        let mut session = UpstreamH1::new_with_options(stream_up, &plain.peer);
+        session.response_header_timeout = Some(times.first_byte);
+        session.read_timeout = Some(times.idle);
+        session.write_timeout = Some(times.idle);
         session.set_body_pieces_kept(false);
         // Its waits re-arm the connection's timer, given back however
         // this ends (`Lent`).
@@ -713,7 +727,9 @@ impl EdgeProxy {
             // not moved through the release's async layers).
             session.respect_keepalive();
             match session.into_reusable() {
-                Ok(stream) => connector.release_h1_stream(stream, &peer, peer.idle_timeout()),
+                Ok(stream) => {
+                    connector.release_h1_stream_keyed(stream, plain.key, plain.peer.idle_timeout())
+                }
                 Err(mut session) => session.shutdown().await,
             }
         }
@@ -726,7 +742,7 @@ impl EdgeProxy {
         // (`error_while_proxy`): counted, and named with the backend.
         let e = match outcome {
             Ok(()) => None,
-            Err(e) => Some(self.proxy_failed_exchange(&peer, exchange, e, &mut ctx, reused)),
+            Err(e) => Some(self.proxy_failed_exchange(&plain.peer, exchange, e, &mut ctx, reused)),
         };
         self.count_and_log(req, client, e.as_deref(), &ctx, (written, body_out), false);
         if e.is_none() {

@@ -63,6 +63,35 @@ pub(super) fn backoff(policy: &Retry, n: u32) -> Duration {
     exp.min(policy.max_backoff).mul_f64(fastrand::f64())
 }
 
+/// An attempt's timeouts: the route's or pool's (`[site.timeouts]` toward
+/// a peer), each capped by what is left of the request's `total`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct AttemptTimeouts {
+    /// To connect (TCP, and TLS: twice it for both).
+    pub(super) connect: Duration,
+    pub(super) total_connect: Duration,
+    /// The whole response head, from the first read for it: Envoy's
+    /// per-try timeout, the vendored pingora-core's
+    /// `response_header_timeout`.
+    pub(super) first_byte: Duration,
+    /// Each body read and write (Envoy's idle timeout), independent of
+    /// `first_byte`.
+    pub(super) idle: Duration,
+}
+
+impl AttemptTimeouts {
+    pub(super) fn of(ctx: &RequestCtx, pool: &Pool, remaining: Option<Duration>) -> Self {
+        let t = ctx.timeouts(pool);
+        let cap = |d: Duration| remaining.map_or(d, |r| d.min(r));
+        AttemptTimeouts {
+            connect: cap(t.connect),
+            total_connect: cap(t.connect + t.connect),
+            first_byte: cap(t.first_byte),
+            idle: cap(t.idle),
+        }
+    }
+}
+
 /// The peer for an attempt on backend `index` of `pool`, with the timeouts
 /// left before the request's deadline.
 pub(super) fn peer_for(
@@ -82,7 +111,7 @@ pub(super) fn peer_for(
         ),
         None => (false, String::new()),
     };
-    let mut peer = HttpPeer::new(backend.addr, tls, sni);
+    let mut peer = crate::pool::peer::base_peer(backend.addr, tls, sni);
     if ctx.plan.tier == Tier::Owner {
         // From this node's own address: the owner knows a peer by it.
         if let Some(ip) = ctx.state.as_ref().and_then(|s| s.site.as_ref()?.bind) {
@@ -91,17 +120,12 @@ pub(super) fn peer_for(
             peer.options.bind_to = Some(bind);
         }
     }
-    let t = ctx.timeouts(pool);
-    let cap = |d: Duration| remaining.map_or(d, |r| d.min(r));
-    peer.options.connection_timeout = Some(cap(t.connect));
-    peer.options.total_connection_timeout = Some(cap(t.connect + t.connect));
-    // `first_byte` bounds the whole response head (from the first read for
-    // it), `idle` each body read: independent, as Envoy's per-try and idle
-    // timeouts (the vendored pingora-core's `response_header_timeout`).
-    peer.options.response_header_timeout = Some(cap(t.first_byte));
-    peer.options.read_timeout = Some(cap(t.idle));
-    peer.options.write_timeout = Some(cap(t.idle));
-    peer.options.idle_timeout = Some(Duration::from_secs(60));
+    let t = AttemptTimeouts::of(ctx, pool, remaining);
+    peer.options.connection_timeout = Some(t.connect);
+    peer.options.total_connection_timeout = Some(t.total_connect);
+    peer.options.response_header_timeout = Some(t.first_byte);
+    peer.options.read_timeout = Some(t.idle);
+    peer.options.write_timeout = Some(t.idle);
     peer.options.http_upstream_request_policy = crate::hop::upstream_request_policy(req);
     if let Some(tls) = &pool.config.tls {
         peer.options.verify_cert = tls.verify;

@@ -250,6 +250,19 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
+        self.reused_stream_keyed(peer, peer.reuse_hash()).await
+    }
+
+    /// EDGE-PATCH (forty-third): [`Self::reused_stream`] with `peer`'s
+    /// [`Peer::reuse_hash`] given, computed once by the caller (a hash of
+    /// the peer's address, scheme, SNI, proxy and TLS options, about 144
+    /// instructions each time: issue 17). `key` must be `peer.reuse_hash()`.
+    pub async fn reused_stream_keyed<P: Peer + Send + Sync>(
+        &self,
+        peer: &P,
+        key: u64,
+    ) -> Option<Stream> {
+        debug_assert_eq!(key, peer.reuse_hash());
         // EDGE-PATCH (twelfth): edge-pool's per-thread shards; the pool also
         // refuses streams that are expired, closed or holding data.
         #[cfg(unix)]
@@ -265,7 +278,7 @@ impl TransportConnector {
             }
             peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
         };
-        match self.connection_pool.take(peer.reuse_hash(), usable) {
+        match self.connection_pool.take(key, usable) {
             Some((stream, _idle)) => {
                 // Other ready tasks of this runtime run first, as they did
                 // when a reuse waited for pingora's watcher task to hand the

@@ -91,13 +91,36 @@ where
         &self,
         peer: &P,
     ) -> Option<Result<(Stream, bool)>> {
-        let h1_only = peer.get_peer_options().is_none_or(|o| {
-            !matches!(o.alpn, ALPN::Custom(_)) && o.alpn.get_max_http_version() == 1
-        });
-        if !h1_only {
+        if !h1_only(peer) {
             return None;
         }
         Some(self.h1.get_stream(peer).await)
+    }
+
+    /// EDGE-PATCH (forty-third): for a peer [`Self::get_h1_stream`] takes
+    /// (else `None`), a pooled stream only, found under `key`, the peer's
+    /// [`Peer::reuse_hash`] computed once by the caller; `None` when there
+    /// is none (then [`Self::get_h1_stream`] makes one).
+    pub async fn reused_h1_stream<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+        key: u64,
+    ) -> Option<Stream> {
+        if !h1_only(peer) {
+            return None;
+        }
+        self.h1.reused_stream_keyed(peer, key).await
+    }
+
+    /// EDGE-PATCH (forty-third): [`Self::release_h1_stream`] under `key`,
+    /// the peer's [`Peer::reuse_hash`] computed by the caller.
+    pub fn release_h1_stream_keyed(
+        &self,
+        stream: Stream,
+        key: u64,
+        idle_timeout: Option<Duration>,
+    ) {
+        self.h1.release_stream_keyed(stream, key, idle_timeout)
     }
 
     /// EDGE-PATCH (twenty-ninth): [`Self::release_http_session`] for an
@@ -225,6 +248,14 @@ where
     pub fn unexpected_data_connection_counter(&self) -> Arc<AtomicU64> {
         self.h1.unexpected_data_connection_counter()
     }
+}
+
+/// EDGE-PATCH (twenty-ninth, forty-third): whether a session to `peer` is
+/// HTTP/1 without looking further (no custom ALPN, at most HTTP/1 offered).
+fn h1_only<P: Peer>(peer: &P) -> bool {
+    peer.get_peer_options().is_none_or(|o| {
+        !matches!(o.alpn, ALPN::Custom(_)) && o.alpn.get_max_http_version() == 1
+    })
 }
 
 #[cfg(test)]

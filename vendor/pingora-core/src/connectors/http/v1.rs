@@ -85,6 +85,22 @@ impl Connector {
             .release_stream(stream, peer.reuse_hash(), idle_timeout);
     }
 
+    /// EDGE-PATCH (forty-third): a pooled stream for `peer`, whose
+    /// [`Peer::reuse_hash`] is `key` ([`TransportConnector::reused_stream_keyed`]).
+    pub async fn reused_stream_keyed<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+        key: u64,
+    ) -> Option<Stream> {
+        self.transport.reused_stream_keyed(peer, key).await
+    }
+
+    /// EDGE-PATCH (forty-third): [`Self::release_stream`] under `key`, the
+    /// peer's [`Peer::reuse_hash`] computed by the caller.
+    pub fn release_stream_keyed(&self, stream: Stream, key: u64, idle_timeout: Option<Duration>) {
+        self.transport.release_stream(stream, key, idle_timeout);
+    }
+
     /// Return the number of times a pooled connection was found to contain
     /// unexpected data from the server.
     pub fn unexpected_data_connection_count(&self) -> u64 {
