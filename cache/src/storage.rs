@@ -344,6 +344,12 @@ impl EdgeStorage {
         self.settings.load_full()
     }
 
+    /// [`Self::settings`] without a count taken on them (`arc_swap`'s
+    /// guard): for a look that ends before the caller waits on anything.
+    pub fn settings_now(&self) -> arc_swap::Guard<Arc<Cache>> {
+        self.settings.load()
+    }
+
     pub fn successors(&self) -> &Successors {
         &self.successors
     }

@@ -96,7 +96,7 @@ pub(crate) fn lines_hit(
             return None;
         }
     }
-    let settings = rt.storage.settings();
+    let settings = rt.storage.settings_now();
     let key = ctx.url.as_str();
     // Rendered once per object and shape (`head_memo`).
     let (fields, kind) = rt.heads.lines(

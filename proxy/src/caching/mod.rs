@@ -255,7 +255,7 @@ pub(crate) fn plan(
     if sub.is_some() || !route.slice || !can_spawn {
         return (Way::Whole, url);
     }
-    let threshold = rt.storage.settings().slice_threshold;
+    let threshold = rt.storage.settings_now().slice_threshold;
     let sliced = match rt.known_size(&url) {
         Some(size) => size >= threshold,
         // Not seen since start: sliced if stored in slices, or if it is a

@@ -93,7 +93,7 @@ impl EdgeProxy {
     pub fn shortcut_possible(&self) -> bool {
         self.proxy.fast_paths()
             && !self.proxy.closing()
-            && self.proxy.state().routes.shortcut_on(&self.listener)
+            && self.proxy.state_now().routes.shortcut_on(&self.listener)
     }
 
     /// Whether a head with this `Host` value (`None`: none or several),
