@@ -374,7 +374,8 @@ impl EdgeProxy {
             Some(stream) => Some(Ok((stream, true))),
             None => {
                 let peer = peer_for(&ctx, req, &pool, pick.index, remaining);
-                connector.get_h1_stream(&peer).await
+                let made = connector.new_h1_stream(&peer).await;
+                made.map(|made| made.map(|stream| (stream, false)))
             }
         };
         let (stream_up, reused) = match got {

@@ -112,6 +112,19 @@ where
         self.h1.reused_stream_keyed(peer, key).await
     }
 
+    /// EDGE-PATCH (forty-third): for a peer [`Self::get_h1_stream`] takes
+    /// (else `None`), a new stream, the pool not looked in: after
+    /// [`Self::reused_h1_stream`] found none there.
+    pub async fn new_h1_stream<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+    ) -> Option<Result<Stream>> {
+        if !h1_only(peer) {
+            return None;
+        }
+        Some(self.h1.new_stream(peer).await)
+    }
+
     /// EDGE-PATCH (forty-third): [`Self::release_h1_stream`] under `key`,
     /// the peer's [`Peer::reuse_hash`] computed by the caller.
     pub fn release_h1_stream_keyed(

@@ -95,6 +95,12 @@ impl Connector {
         self.transport.reused_stream_keyed(peer, key).await
     }
 
+    /// EDGE-PATCH (forty-third): a new stream to `peer`, the pool not
+    /// looked in (the caller just found nothing there).
+    pub async fn new_stream<P: Peer + Send + Sync + 'static>(&self, peer: &P) -> Result<Stream> {
+        self.transport.new_stream(peer).await
+    }
+
     /// EDGE-PATCH (forty-third): [`Self::release_stream`] under `key`, the
     /// peer's [`Peer::reuse_hash`] computed by the caller.
     pub fn release_stream_keyed(&self, stream: Stream, key: u64, idle_timeout: Option<Duration>) {
