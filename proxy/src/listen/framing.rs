@@ -418,6 +418,18 @@ fn request_line_parts(line: &[u8]) -> Result<(&[u8], &[u8], Version), Refusal> {
     if forbidden && target.contains(&b' ') {
         return Err(malformed());
     }
+    checked_parts(method, target, forbidden, version)
+}
+
+/// The checks of a request line's three parts, in order: the method a
+/// token, the target neither empty nor holding a `forbidden` byte, the
+/// version HTTP/1.1 or 1.0.
+fn checked_parts<'a>(
+    method: &'a [u8],
+    target: &'a [u8],
+    forbidden: bool,
+    version: &[u8],
+) -> Result<(&'a [u8], &'a [u8], Version), Refusal> {
     if method.is_empty() || !all_tchar(method) {
         return Err(refuse(400, "bad method"));
     }
@@ -645,9 +657,10 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// `request_line_parts` as it was first written (a split at every
-    /// space): the search from the line's ends must give its answer,
-    /// refusals' status and reason included, for every line.
+    /// `request_line_parts` as it was first written, a split at every
+    /// space (the parts' checks are shared): the search from the line's
+    /// ends must give its answer, refusals' status and reason included,
+    /// for every line.
     fn request_line_parts_by_split(line: &[u8]) -> Result<(&[u8], &[u8], Version), Refusal> {
         let mut parts = line.split(|&b| b == b' ');
         let (Some(method), Some(target), Some(version), None) =
@@ -655,29 +668,7 @@ mod tests {
         else {
             return Err(refuse(400, "malformed request line"));
         };
-        if method.is_empty() || !all_tchar(method) {
-            return Err(refuse(400, "bad method"));
-        }
-        if target.is_empty() {
-            return Err(refuse(400, "empty request target"));
-        }
-        if any_forbidden_target_byte(target) {
-            return Err(refuse(
-                400,
-                "control byte, space, \\ or # in the request target",
-            ));
-        }
-        let version = match version {
-            b"HTTP/1.1" => Version::Http11,
-            b"HTTP/1.0" => Version::Http10,
-            [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-                if major.is_ascii_digit() && minor.is_ascii_digit() =>
-            {
-                return Err(refuse(505, "HTTP version not supported"));
-            }
-            _ => return Err(refuse(400, "bad HTTP version")),
-        };
-        Ok((method, target, version))
+        checked_parts(method, target, any_forbidden_target_byte(target), version)
     }
 
     /// Lines built from request-line pieces and the bytes that break them
