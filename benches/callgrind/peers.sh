@@ -11,6 +11,11 @@
 # space (issue 17), this is what that user space executes per request.
 # N defaults to 1000. KINDS="nginx-pass haproxy-pass edge-pass
 # haproxy-hit edge-hit" (the default) picks runs.
+# CACHESIM=1: as well as instructions, callgrind's simulated caches and
+# branch predictor (`--cache-sim=yes --branch-sim=yes`: first-level
+# instruction and data misses, last-level misses, conditional and indirect
+# branches mispredicted), per request the same way: where user time per
+# request differs from the peers' by more than instructions do.
 # SYSCALLS=1: instead, system calls per request of each under load (the
 # server pinned to CPU 0, `wrk -t1 -c50 -d3` on CPU 1, counted by
 # `perf stat -e 'syscalls:sys_enter_*'`; needs perf and wrk).
@@ -149,26 +154,34 @@ syscalls() {
 ir() {
   local kind=$1 count=$2
   local out="$DIR/$kind.$count.out"
-  start "$kind" valgrind --tool=callgrind --callgrind-out-file="$out"
+  local sim=()
+  [[ -n ${CACHESIM:-} ]] && sim=(--cache-sim=yes --branch-sim=yes)
+  start "$kind" valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$out"
   { for _ in $(seq "$count"); do echo "url = \"$URL\""; echo "output = /dev/null"; done; } >"$DIR/urls"
   # Every answer must be a 200: an error would count as a request.
   local codes
   codes=$(curl -sS -K "$DIR/urls" -w '%{http_code}\n' | sort -u | tr '\n' ' ')
   [[ $codes == "200 " ]] || { echo "peers.sh: $kind answered $codes" >&2; exit 1; }
   kill -TERM "$S"; wait "$S" || true; S=
-  # Every part callgrind wrote (a thread each for edge).
-  local total=0 part file
-  for file in "$out"*; do
-    part=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n++ {gsub(",","",$1); print $1}')
-    [[ -n $part ]] || { echo "peers.sh: no totals in $file" >&2; exit 1; }
-    total=$(( total + part ))
-  done
-  IR=$total
+  # Every part callgrind wrote (a thread each for edge), each event summed
+  # (the `totals:` line: Ir, then with CACHESIM the cache and branch
+  # events in `events:` order).
+  local file
+  EVENTS=$(grep -h '^events:' "$out"* | head -1 | cut -d' ' -f2-)
+  TOTALS=$(for file in "$out"*; do grep -h '^totals:' "$file" | cut -d' ' -f2-; done |
+    awk '{for (i = 1; i <= NF; i++) t[i] += $i; n = NF} END {for (i = 1; i <= n; i++) printf "%d ", t[i]}')
+  [[ -n $TOTALS ]] || { echo "peers.sh: no totals in $out*" >&2; exit 1; }
+  IR=${TOTALS%% *}
 }
 
 for kind in ${KINDS:-nginx-pass haproxy-pass edge-pass haproxy-hit edge-hit}; do
   if [[ -n ${SYSCALLS:-} ]]; then syscalls "$kind"; continue; fi
-  ir "$kind" "$N"; a=$IR
-  ir "$kind" $(( 2 * N )); b=$IR
+  ir "$kind" "$N"; a=$IR; ta=$TOTALS
+  ir "$kind" $(( 2 * N )); b=$IR; tb=$TOTALS
   echo "$kind: $(( (b - a) / N )) instructions per request (whole process, Ir($((2 * N))) $b - Ir($N) $a)"
+  if [[ -n ${CACHESIM:-} ]]; then
+    awk -v names="$EVENTS" -v a="$ta" -v b="$tb" -v n="$N" 'BEGIN {
+      k = split(names, e, " "); split(a, x, " "); split(b, y, " ")
+      for (i = 1; i <= k; i++) printf "  %-5s %10.1f per request\n", e[i], (y[i] - x[i]) / n }'
+  fi
 done

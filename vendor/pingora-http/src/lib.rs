@@ -215,7 +215,10 @@ impl RequestHeader {
     pub fn set_raw_path_shared(&mut self, target: bytes::Bytes) -> Result<()> {
         if target.first() == Some(&b'/')
             && !target.contains(&b'#')
-            && std::str::from_utf8(&target).is_ok()
+            // EDGE-PATCH seventh: ASCII (nearly every target; all of edge's
+            // shortcut's) is UTF-8, found in a word-at-a-time pass where
+            // `from_utf8` costs about 100 instructions for a short one.
+            && (target.is_ascii() || std::str::from_utf8(&target).is_ok())
         {
             let path = http::uri::PathAndQuery::from_maybe_shared(target.clone())
                 .explain_err(InvalidHTTPHeader, |_| {
