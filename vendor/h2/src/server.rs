@@ -1929,13 +1929,16 @@ mod edge_tests {
             Some("/bad path"),
             Some("/caf\u{e9}"),
             Some("/x#frag"),
+            Some("?a"),
+            Some("/a?"),
+            Some("/%"),
         ];
-        let protocols = [None, Some("websocket")];
+        let protocols = [None, Some("websocket"), Some("connect-udp"), Some("")];
         let statuses = [None, Some(http::StatusCode::OK)];
         let mut fields = HeaderMap::new();
         fields.append("accept", http::HeaderValue::from_static("*/*"));
         fields.append("accept", http::HeaderValue::from_static("text/html"));
-        let id = StreamId::from(1);
+        let id = StreamId::from(0x7fff_ffff);
         let mut ok = 0;
         for method in &methods {
             for scheme in &schemes {
@@ -1973,8 +1976,25 @@ mod edge_tests {
                                             want.extensions().get::<Protocol>(),
                                             "{case}"
                                         );
+                                        assert_eq!(
+                                            got.extensions().len(),
+                                            want.extensions().len(),
+                                            "{case}"
+                                        );
                                     }
-                                    (Err(_), None) => {}
+                                    // Refused as before: this stream reset,
+                                    // PROTOCOL_ERROR, by the library.
+                                    (Err(e), None) => assert!(
+                                        matches!(
+                                            e,
+                                            Error::Reset(
+                                                s,
+                                                Reason::PROTOCOL_ERROR,
+                                                crate::proto::Initiator::Library
+                                            ) if s == id
+                                        ),
+                                        "{case}: {e:?}"
+                                    ),
                                     (got, want) => panic!(
                                         "{case}: in place {:?}, builder {:?}",
                                         got.map(|r| r.uri().clone()),

@@ -1711,6 +1711,19 @@ mod tests {
         let long = format!("/{}", "x".repeat(70_000));
         let mut all: Vec<&[u8]> = targets.to_vec();
         all.push(long.as_bytes());
+        // EDGE-PATCH seventh: a byte from 0x80 (a whole character, a cut
+        // one, a lone continuation byte) or a control byte at each place
+        // of the first 40, across the word-at-a-time ASCII check's words.
+        let mut placed = Vec::new();
+        for n in 0..40 {
+            for tail in [&b"\xc3"[..], "\u{e9}".as_bytes(), b"\x80", b"\x7f", b"\xc3?q"] {
+                let mut t = b"/".to_vec();
+                t.extend(std::iter::repeat(b'a').take(n));
+                t.extend_from_slice(tail);
+                placed.push(t);
+            }
+        }
+        all.extend(placed.iter().map(|t| &t[..]));
         for target in all {
             let label = String::from_utf8_lossy(&target[..target.len().min(40)]);
             let copied = RequestHeader::build_no_case("GET", target, None);
