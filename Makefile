@@ -7,7 +7,7 @@ export CARGO_TERM_COLOR ?= never
 # Where cargo puts the binary (CARGO_TARGET_DIR is honoured).
 EDGE_BIN := $(or $(CARGO_TARGET_DIR),target)/debug/edge
 
-.PHONY: deb demo test deps-build deps-test deps-bench build fmt clippy hygiene audit check-configs unit bench fuzz clean man
+.PHONY: deb demo test deps-build deps-test deps-bench build fmt clippy hygiene audit check-configs unit bench release-pgo fuzz clean man
 
 demo: deps-build
 	$(CARGO) run --locked -p edge -- demo
@@ -63,6 +63,13 @@ unit:
 bench: deps-bench
 	$(CARGO) build --locked --release -p edge
 	benches/run.sh
+
+# A profile-guided release build (instrumented build, a training run of
+# benches/pgo/train.sh's request mix on loopback, llvm-profdata, the build
+# with the profile): target/pgo/use/release/edge. About twice a release
+# build's time; what it gains is in benches/RESULTS.md.
+release-pgo: deps-build
+	benches/pgo/build.sh
 
 # Fuzz the HTTP/1 framing and the Host/path normalizers (fuzz/, cargo-fuzz),
 # FUZZ_SECONDS each. Not part of `make test`. cargo-fuzz needs nightly

@@ -3,6 +3,8 @@
 #   scripts/deps.sh build    cmake (pingora's zlib-ng), rustfmt, clippy
 #   scripts/deps.sh test     the above, and the servers (and the browser) the tests start
 #   scripts/deps.sh bench    the above, and the peers benchmarks compare with
+#   scripts/deps.sh pgo      what a profile-guided build needs (benches/pgo/build.sh):
+#                            the training run's load tools, llvm-profdata of rustc's LLVM
 # As root, missing Debian packages are installed with apt-get; otherwise the
 # script says what to install and exits 1.
 set -euo pipefail
@@ -31,6 +33,31 @@ if [[ $want == test || $want == bench ]]; then
   need_cmd chromedriver chromium-driver
   # tls.acme's test: Let's Encrypt's ACME test server.
   need_cmd pebble pebble
+fi
+if [[ $want == pgo ]]; then
+  # The training run's load (benches/pgo/train.sh).
+  need_cmd wrk wrk
+  need_cmd h2load nghttp2-client
+  need_cmd dnsperf dnsperf
+  need_cmd curl curl
+  need_cmd openssl openssl
+  need_cmd python3 python3
+  # llvm-profdata of the LLVM rustc is built on (a raw profile's format
+  # follows LLVM's version): $LLVM_PROFDATA, rustup's llvm-tools, or
+  # Debian's llvm-<major> where Debian has that version, else llvm-tools.
+  rustc=${RUSTC:-rustc}
+  llvm_major=$("$rustc" -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+  if [[ -z ${LLVM_PROFDATA:-} ]] && ! ls "$("$rustc" --print sysroot)"/lib/rustlib/*/bin/llvm-profdata >/dev/null 2>&1 &&
+    ! command -v "llvm-profdata-$llvm_major" >/dev/null 2>&1; then
+    if [[ -n $llvm_major ]] && apt-cache show "llvm-$llvm_major" >/dev/null 2>&1; then
+      missing_pkgs+=("llvm-$llvm_major")
+    elif command -v rustup >/dev/null 2>&1; then
+      rustup component add llvm-tools
+    else
+      echo "edge's profile-guided build needs llvm-profdata of LLVM ${llvm_major:-?} (rustup component add llvm-tools, or set LLVM_PROFDATA)" >&2
+      exit 1
+    fi
+  fi
 fi
 if [[ $want == bench ]]; then
   need_cmd nginx nginx
