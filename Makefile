@@ -59,10 +59,25 @@ unit:
 	  --test cache --test cache_rfc --test video --test llhls --test door --test requests \
 	  --test lb --test run --test limits --test site
 
+# PGO=1: `make bench` and `make deb` take `make release-pgo`'s build
+# ($(PGO_DIR)/use/release/edge, made first) instead of the plain release
+# build.
+PGO ?= 0
+ifneq ($(filter-out 0 1,$(PGO)),)
+$(error PGO is 0 or 1, not "$(PGO)")
+endif
+PGO_DIR ?= $(or $(CARGO_TARGET_DIR),target)/pgo
+export PGO_DIR
+
 # Load tests against nginx, HAProxy, Varnish and a DNS server; method and commands in benches/RESULTS.md.
 bench: deps-bench
+ifeq ($(PGO),1)
+	benches/pgo/build.sh
+	EDGE_RELEASE_BIN=$(PGO_DIR)/use/release/edge benches/run.sh
+else
 	$(CARGO) build --locked --release -p edge
 	benches/run.sh
+endif
 
 # A profile-guided release build (instrumented build, a training run of
 # benches/pgo/train.sh's request mix on loopback, llvm-profdata, the build
@@ -92,10 +107,17 @@ man: build
 
 # A Debian package (cargo-deb): the release binary, the systemd unit, a
 # default config, the manual page, bash completions, the docs.
-RELEASE_DIR := $(or $(CARGO_TARGET_DIR),target)/release
+# PGO=1: of the profile-guided build (above); the package is then under
+# $(PGO_DIR)/use/debian.
+DEB_TARGET_DIR := $(if $(filter 1,$(PGO)),$(PGO_DIR)/use,$(or $(CARGO_TARGET_DIR),target))
+RELEASE_DIR := $(DEB_TARGET_DIR)/release
 deb: deps-build
+ifeq ($(PGO),1)
+	benches/pgo/build.sh
+else
 	$(CARGO) build --locked --release -p edge
+endif
 	@command -v cargo-deb >/dev/null 2>&1 || $(CARGO) install --locked cargo-deb
 	$(RELEASE_DIR)/edge man | gzip -9n > $(RELEASE_DIR)/edge.1.gz
 	$(RELEASE_DIR)/edge completions bash > $(RELEASE_DIR)/edge.bash
-	$(CARGO) deb --locked -p edge --no-build --strip
+	CARGO_TARGET_DIR=$(DEB_TARGET_DIR) $(CARGO) deb --locked -p edge --no-build --strip

@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # Builds edge in release mode and runs the load benchmarks against the peers.
 #   benches/run.sh [proxy|cache|hitratio] [--reps N] [--duration SECS] [--connections N]
+# $EDGE_RELEASE_BIN, if set, is the edge measured (`make bench PGO=1`: the
+# profile-guided build), taken from the repository's root if relative;
+# else target/release/edge, built here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --locked --release -p edge -p edge-benches
 target=${CARGO_TARGET_DIR:-target}
+if [[ -n ${EDGE_RELEASE_BIN:-} ]]; then
+  [[ -x $EDGE_RELEASE_BIN ]] || { echo "run.sh: EDGE_RELEASE_BIN=$EDGE_RELEASE_BIN is not an executable" >&2; exit 1; }
+  edge=$EDGE_RELEASE_BIN
+  cargo build --locked --release -p edge-benches
+else
+  edge=$target/release/edge
+  cargo build --locked --release -p edge -p edge-benches
+fi
 mkdir -p benches/out
 scenario=${1:-proxy}
 [[ $# -gt 0 ]] && shift
-"$target/release/loadbench" "$scenario" --edge "$target/release/edge" --out "benches/out/$scenario.md" "$@"
+"$target/release/loadbench" "$scenario" --edge "$edge" --out "benches/out/$scenario.md" "$@"
